@@ -1,0 +1,51 @@
+//! The generator's error type.
+
+/// Why generation failed. Every message says what was wrong and how to fix it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A plugin parameter's key is not one the plugin knows.
+    #[error("unknown parameter `{key}`; valid parameters are: {valid}")]
+    UnknownParameter {
+        /// The key as given.
+        key: String,
+        /// The valid keys, comma-separated.
+        valid: String,
+    },
+    /// A known parameter with a value it cannot take.
+    #[error("parameter `{key}` has an invalid value `{value}`: {expected}")]
+    InvalidParameter {
+        /// The key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What the value must look like.
+        expected: String,
+    },
+    /// `api=N` asks for an API level this plugin cannot emit.
+    #[error(
+        "api={requested} is outside what protoc-gen-rmicro {version} can emit (API {min}..={max}); \
+         {hint}"
+    )]
+    UnsupportedApi {
+        /// The level asked for.
+        requested: u32,
+        /// The oldest level this plugin emits.
+        min: u32,
+        /// The newest level this plugin emits.
+        max: u32,
+        /// This plugin's version.
+        version: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The input is not a request protoc could have sent.
+    #[error("malformed CodeGeneratorRequest: {0}")]
+    MalformedRequest(String),
+    /// The `.proto` input uses something the generator does not support.
+    #[error("{0}")]
+    Unsupported(String),
+    /// prost-build, which generates the messages, failed.
+    #[error("generating messages failed: {0}")]
+    Prost(String),
+}

@@ -1,0 +1,214 @@
+//! Bad input never panics: each case ends with a message that says what is wrong.
+
+mod common;
+
+use common::{protoc, run_plugin_binary, stderr};
+use prost::Message;
+use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse};
+use prost_types::{
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MethodDescriptorProto,
+    ServiceDescriptorProto,
+};
+
+/// Runs the binary on an encoded request and returns the response's error.
+fn response_error(request: &CodeGeneratorRequest) -> String {
+    let output = run_plugin_binary(&request.encode_to_vec(), &[]);
+    assert!(
+        output.status.success(),
+        "protocol errors travel in the response: {}",
+        stderr(&output)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "nothing on stderr: {}",
+        stderr(&output)
+    );
+    let response = CodeGeneratorResponse::decode(&output.stdout[..]).expect("a response");
+    assert!(response.file.is_empty());
+    response.error.expect("an error in the response")
+}
+
+fn file(name: &str) -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(name.into()),
+        package: Some("p".into()),
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn unknown_parameter_through_protoc_names_the_valid_keys() {
+    let output = protoc(&[
+        "--rmicro_out=/tmp",
+        "--rmicro_opt=api=1,frobnicate=yes",
+        "user.proto",
+    ]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "--rmicro_out: unknown parameter `frobnicate`; valid parameters are: api, runtime_path, \
+             include_file, client, server, extern_path, btree_map, bytes, type_attribute, \
+             message_attribute, enum_attribute, field_attribute, boxed, disable_comments, \
+             skip_debug, retain_enum_prefix, enable_type_names"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_parameter_values_say_what_is_expected() {
+    let cases = [
+        ("api=x", "parameter `api` has an invalid value `x`: expected a whole number such as `api=1`"),
+        ("api=99", "api=99 is outside what protoc-gen-rmicro"),
+        ("server=perhaps", "parameter `server` has an invalid value `perhaps`: expected `true` or `false`"),
+        ("extern_path=nodot", "parameter `extern_path` has an invalid value `nodot`: expected `.proto.path=::rust::path`"),
+    ];
+    for (param, want) in cases {
+        let mut request =
+            CodeGeneratorRequest::decode(&common::request(&["user.proto"], "")[..]).unwrap();
+        request.parameter = Some(param.into());
+        let err = response_error(&request);
+        assert!(err.contains(want), "{param}: {err}");
+    }
+}
+
+#[test]
+fn api_out_of_range_says_which_plugin_to_install() {
+    let mut request =
+        CodeGeneratorRequest::decode(&common::request(&["user.proto"], "")[..]).unwrap();
+    request.parameter = Some("api=99".into());
+    let version = protoc_gen_rmicro::VERSION;
+    assert_eq!(
+        response_error(&request),
+        format!(
+            "api=99 is outside what protoc-gen-rmicro {version} can emit (API 1..=1); a newer \
+             protoc-gen-rmicro is needed for API 99: `cargo install protoc-gen-rmicro --locked`"
+        )
+    );
+}
+
+#[test]
+fn requests_protoc_could_never_send() {
+    // A file to generate that is not in the request.
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["missing.proto".into()],
+        proto_file: vec![file("a.proto")],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "malformed CodeGeneratorRequest: `missing.proto` is to be generated, but the request carries no descriptor for it"
+    );
+
+    // An import that is not carried.
+    let mut a = file("a.proto");
+    a.dependency = vec!["b.proto".into()];
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["a.proto".into()],
+        proto_file: vec![a],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "malformed CodeGeneratorRequest: `a.proto` imports `b.proto`, which the request does not carry (protoc sends every import)"
+    );
+
+    // A field and a method referring to types nobody defines.
+    let mut a = file("a.proto");
+    a.message_type = vec![DescriptorProto {
+        name: Some("M".into()),
+        field: vec![FieldDescriptorProto {
+            name: Some("f".into()),
+            number: Some(1),
+            r#type: Some(11),
+            type_name: Some(".p.Nope".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["a.proto".into()],
+        proto_file: vec![a.clone()],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "malformed CodeGeneratorRequest: `a.proto`: field `M.f` refers to `.p.Nope`, which no file in the request defines (protoc sends fully qualified names of types it has seen)"
+    );
+
+    a.message_type[0].field.clear();
+    a.service = vec![ServiceDescriptorProto {
+        name: Some("S".into()),
+        method: vec![MethodDescriptorProto {
+            name: Some("Go".into()),
+            input_type: Some(".p.M".into()),
+            output_type: None,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["a.proto".into()],
+        proto_file: vec![a],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "malformed CodeGeneratorRequest: `a.proto`: the output of `S.Go` names no type"
+    );
+
+    // Editions are refused with a way out.
+    let mut e = file("e.proto");
+    e.syntax = Some("editions".into());
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["e.proto".into()],
+        proto_file: vec![e],
+        ..Default::default()
+    };
+    assert!(response_error(&request).starts_with("`e.proto` uses protobuf editions, which prost"));
+}
+
+#[test]
+fn bytes_that_are_not_a_request_fail_on_stderr() {
+    let output = run_plugin_binary(b"\xff\xff\xff\xff not protobuf", &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("protoc-gen-rmicro: malformed CodeGeneratorRequest: standard input is not an encoded CodeGeneratorRequest ("),
+        "{err}"
+    );
+    assert!(
+        err.contains("run it as `protoc --plugin=protoc-gen-rmicro --rmicro_out=DIR file.proto`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let output = run_plugin_binary(b"", &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output)
+        .starts_with("protoc-gen-rmicro: malformed CodeGeneratorRequest: standard input is empty"));
+}
+
+#[test]
+fn version_and_help() {
+    let output = run_plugin_binary(b"", &["--version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "protoc-gen-rmicro {} (rmicro API 1)\n",
+            protoc_gen_rmicro::VERSION
+        )
+    );
+    let output = run_plugin_binary(b"", &["--help"]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (key, _, _) in protoc_gen_rmicro::options::PARAMETERS {
+        assert!(help.contains(&format!("{key}=")), "--help documents {key}");
+    }
+    let output = run_plugin_binary(b"", &["--bogus"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("unexpected argument `--bogus`"));
+}

@@ -1,0 +1,159 @@
+//! The API level: the contract between generated code and this runtime.
+//!
+//! Every file `protoc-gen-rmicro` writes starts with a header naming the API level it was generated
+//! for, and carries a compile-time pin:
+//!
+//! ```
+//! const _: () = ::rmicro_runtime::__codegen::require_api(1);
+//! ```
+//!
+//! The level is bumped only when the contract with generated code changes, never for a release
+//! that leaves it alone, and a runtime keeps accepting older levels for as long as it can
+//! ([`MIN_API_LEVEL`]`..=`[`API_LEVEL`]). A file whose level falls outside that range does not
+//! compile, and the error says which plugin to install.
+//!
+//! ```compile_fail
+//! // A file generated for an API this runtime does not know:
+//! const _: () = ::rmicro_runtime::__codegen::require_api(9999);
+//! ```
+
+/// The API level this runtime implements: the newest level generated code may be written for.
+pub const API_LEVEL: u32 = 1;
+
+/// The oldest API level this runtime still accepts.
+pub const MIN_API_LEVEL: u32 = 1;
+
+/// This crate's version, as Cargo knows it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Whether generated code written for API `level` compiles against this runtime.
+pub const fn accepts(level: u32) -> bool {
+    level >= MIN_API_LEVEL && level <= API_LEVEL
+}
+
+/// The compile-time pin that every generated file calls in a `const` item.
+///
+/// Does nothing when [`accepts`]`(level)`; otherwise it panics during constant evaluation, so the
+/// crate fails to compile with a message that names the API the file needs, the range this runtime
+/// accepts and the commands that fix it. This function exists, with this signature, in every
+/// release of the runtime.
+///
+/// # Panics
+///
+/// At compile time, when `level` is outside [`MIN_API_LEVEL`]`..=`[`API_LEVEL`].
+pub const fn require_api(level: u32) {
+    if accepts(level) {
+        return;
+    }
+    let mut msg = ConstStr::new();
+    msg.push("rmicro version skew: this file was generated for rmicro-runtime API ");
+    msg.push_u32(level);
+    msg.push(", but rmicro-runtime ");
+    msg.push(VERSION);
+    msg.push(" accepts API ");
+    msg.push_u32(MIN_API_LEVEL);
+    msg.push("..=");
+    msg.push_u32(API_LEVEL);
+    msg.push(". Fix it one of two ways: (1) regenerate the file with the plugin that matches this runtime: `cargo install protoc-gen-rmicro --version ");
+    msg.push(VERSION);
+    msg.push(" --locked`, then re-run protoc (files made by rmicro-build in build.rs are regenerated on the next build); or (2) change the rmicro-runtime requirement in Cargo.toml to a release that accepts API ");
+    msg.push_u32(level);
+    msg.push(". `rmicro check` lists every generated file and the API it needs.");
+    panic!("{}", msg.as_str());
+}
+
+/// A fixed-capacity string that can be built during constant evaluation, where `format!` is not
+/// available.
+struct ConstStr {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl ConstStr {
+    const fn new() -> Self {
+        ConstStr {
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+
+    const fn push(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && self.len < self.buf.len() {
+            self.buf[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+    }
+
+    const fn push_u32(&mut self, mut n: u32) {
+        let mut digits = [0u8; 10];
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        while count > 0 && self.len < self.buf.len() {
+            count -= 1;
+            self.buf[self.len] = digits[count];
+            self.len += 1;
+        }
+    }
+
+    const fn as_str(&self) -> &str {
+        let (used, _) = self.buf.split_at(self.len);
+        match core::str::from_utf8(used) {
+            Ok(s) => s,
+            // Only ASCII and whole `&str`s are pushed; truncation at capacity could split a
+            // multi-byte character of the version string, which Cargo versions never contain.
+            Err(_) => {
+                "rmicro version skew: generated code needs an API this runtime does not accept"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_its_range() {
+        assert!(accepts(API_LEVEL));
+        assert!(accepts(MIN_API_LEVEL));
+        assert!(!accepts(API_LEVEL + 1));
+        assert!(!accepts(MIN_API_LEVEL - 1));
+    }
+
+    #[test]
+    fn const_str_formats_numbers() {
+        let mut s = ConstStr::new();
+        s.push("api ");
+        s.push_u32(0);
+        s.push(" ");
+        s.push_u32(4_294_967_295);
+        assert_eq!(s.as_str(), "api 0 4294967295");
+    }
+
+    #[test]
+    fn skew_message_names_level_range_and_fix() {
+        let err = std::panic::catch_unwind(|| require_api(42)).unwrap_err();
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.starts_with("rmicro version skew: this file was generated for rmicro-runtime API 42, but rmicro-runtime "), "{msg}");
+        assert!(
+            msg.contains(&format!("accepts API {MIN_API_LEVEL}..={API_LEVEL}")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!(
+                "cargo install protoc-gen-rmicro --version {VERSION} --locked"
+            )),
+            "{msg}"
+        );
+    }
+}

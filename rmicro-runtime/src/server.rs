@@ -1,0 +1,427 @@
+//! The gRPC server that generated handlers are registered on.
+//!
+//! A [`Server`] is a table from gRPC paths (`/package.Service/Method`) to handlers. Generated
+//! `register_*_handler` functions fill it through [`ServiceDef`]; [`Server::bind`] then serves it
+//! over HTTP/2 with hyper, so any gRPC client (grpc-go, grpcio, tonic, grpcurl) can call it.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use rmicro_runtime::Server;
+//!
+//! let server = Server::new();
+//! // register_user_handler(&mut server, MyUser)?;   (generated)
+//! let bound = server.bind("127.0.0.1:0").await?;
+//! println!("serving on {}", bound.local_addr());
+//! bound.serve().await
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tonic::body::Body;
+use tonic::server::Grpc;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+use tower_service::Service;
+
+use crate::endpoint::Endpoint;
+
+/// The stream a server-streaming or bidirectional handler answers with.
+///
+/// Build one from any `Stream` with `Box::pin(stream)`.
+pub type ResponseStream<T> =
+    Pin<Box<dyn futures_core::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+type RouteFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;
+type Route = Arc<dyn Fn(http::Request<Body>) -> RouteFuture + Send + Sync + 'static>;
+
+/// Why a service could not be added to a [`Server`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    /// A service of this name is registered already.
+    #[error("service `{0}` is already registered on this server; register each handler once")]
+    DuplicateService(String),
+    /// Another service already handles this gRPC path.
+    #[error("gRPC path `{0}` is already handled by another service on this server")]
+    DuplicatePath(String),
+}
+
+/// One gRPC service's handlers, as generated code describes it before adding it to a [`Server`].
+pub struct ServiceDef {
+    name: &'static str,
+    endpoints: &'static [Endpoint],
+    routes: Vec<(&'static str, Route)>,
+}
+
+impl std::fmt::Debug for ServiceDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceDef")
+            .field("name", &self.name)
+            .field(
+                "paths",
+                &self.routes.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Adapts a handler closure to the tower `Service` shape tonic's server codec drives.
+struct Handler<F>(Arc<F>);
+
+impl<F> Clone for Handler<F> {
+    fn clone(&self) -> Self {
+        Handler(Arc::clone(&self.0))
+    }
+}
+
+impl<F, Req, Fut, Resp> Service<Request<Req>> for Handler<F>
+where
+    F: Fn(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
+    type Response = Response<Resp>;
+    type Error = Status;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Req>) -> Fut {
+        (self.0)(request)
+    }
+}
+
+/// Bounds every message type crossing the wire satisfies.
+pub trait WireMessage: prost::Message + Default + Send + Sync + 'static {}
+impl<T: prost::Message + Default + Send + Sync + 'static> WireMessage for T {}
+
+impl ServiceDef {
+    /// Starts describing the service with the full gRPC name `name` (`package.Service`).
+    pub fn new(name: &'static str, endpoints: &'static [Endpoint]) -> Self {
+        ServiceDef {
+            name,
+            endpoints,
+            routes: Vec::new(),
+        }
+    }
+
+    /// The full gRPC service name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The endpoint metadata the generated code recorded.
+    pub fn endpoints(&self) -> &'static [Endpoint] {
+        self.endpoints
+    }
+
+    /// Adds a unary method.
+    pub fn unary<Req, Resp, F, Fut>(mut self, path: &'static str, handler: F) -> Self
+    where
+        Req: WireMessage,
+        Resp: WireMessage,
+        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let handler = Handler(Arc::new(handler));
+        let route: Route = Arc::new(move |req| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                Grpc::new(ProstCodec::<Resp, Req>::new())
+                    .unary(handler, req)
+                    .await
+            })
+        });
+        self.routes.push((path, route));
+        self
+    }
+
+    /// Adds a server-streaming method.
+    pub fn server_streaming<Req, Resp, F, Fut>(mut self, path: &'static str, handler: F) -> Self
+    where
+        Req: WireMessage,
+        Resp: WireMessage,
+        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
+    {
+        let handler = Handler(Arc::new(handler));
+        let route: Route = Arc::new(move |req| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                Grpc::new(ProstCodec::<Resp, Req>::new())
+                    .server_streaming(handler, req)
+                    .await
+            })
+        });
+        self.routes.push((path, route));
+        self
+    }
+
+    /// Adds a client-streaming method.
+    pub fn client_streaming<Req, Resp, F, Fut>(mut self, path: &'static str, handler: F) -> Self
+    where
+        Req: WireMessage,
+        Resp: WireMessage,
+        F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let handler = Handler(Arc::new(handler));
+        let route: Route = Arc::new(move |req| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                Grpc::new(ProstCodec::<Resp, Req>::new())
+                    .client_streaming(handler, req)
+                    .await
+            })
+        });
+        self.routes.push((path, route));
+        self
+    }
+
+    /// Adds a bidirectional-streaming method.
+    pub fn streaming<Req, Resp, F, Fut>(mut self, path: &'static str, handler: F) -> Self
+    where
+        Req: WireMessage,
+        Resp: WireMessage,
+        F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
+    {
+        let handler = Handler(Arc::new(handler));
+        let route: Route = Arc::new(move |req| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                Grpc::new(ProstCodec::<Resp, Req>::new())
+                    .streaming(handler, req)
+                    .await
+            })
+        });
+        self.routes.push((path, route));
+        self
+    }
+}
+
+/// A registered service: its name and endpoint metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The full gRPC service name.
+    pub name: &'static str,
+    /// Its endpoints.
+    pub endpoints: &'static [Endpoint],
+}
+
+/// A gRPC server: the handlers of one or more services, served over HTTP/2.
+#[derive(Default)]
+pub struct Server {
+    services: Vec<ServiceInfo>,
+    routes: HashMap<&'static str, Route>,
+    drain_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a graceful shutdown waits for calls in flight before closing connections.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// An empty server.
+    pub fn new() -> Self {
+        Server::default()
+    }
+
+    /// Sets how long [`BoundServer::serve_with_shutdown`] waits for calls in flight once the
+    /// shutdown signal fires. Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
+    pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.drain_timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a service's handlers. Generated `register_*_handler` functions call this.
+    ///
+    /// # Errors
+    ///
+    /// When a service of the same name, or a handler for one of its paths, is already present.
+    pub fn add_service(&mut self, service: ServiceDef) -> Result<(), RegisterError> {
+        if self.services.iter().any(|s| s.name == service.name) {
+            return Err(RegisterError::DuplicateService(service.name.to_string()));
+        }
+        if let Some((path, _)) = service
+            .routes
+            .iter()
+            .find(|(path, _)| self.routes.contains_key(path))
+        {
+            return Err(RegisterError::DuplicatePath(path.to_string()));
+        }
+        self.services.push(ServiceInfo {
+            name: service.name,
+            endpoints: service.endpoints,
+        });
+        self.routes.extend(service.routes);
+        Ok(())
+    }
+
+    /// The services registered so far, in registration order.
+    pub fn services(&self) -> &[ServiceInfo] {
+        &self.services
+    }
+
+    /// Binds a TCP listener (port 0 picks a free port) and returns the server ready to serve.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be resolved or bound.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<BoundServer> {
+        let listener = TcpListener::bind(addr).await?;
+        self.with_listener(listener)
+    }
+
+    /// Serves on a listener the caller bound already.
+    ///
+    /// # Errors
+    ///
+    /// When the listener's local address cannot be read.
+    pub fn with_listener(self, listener: TcpListener) -> std::io::Result<BoundServer> {
+        let local_addr = listener.local_addr()?;
+        Ok(BoundServer {
+            listener,
+            local_addr,
+            dispatch: Dispatch {
+                routes: Arc::new(self.routes),
+            },
+            services: self.services,
+            drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        })
+    }
+}
+
+/// Routes each HTTP/2 request to the handler of its path.
+#[derive(Clone)]
+struct Dispatch {
+    routes: Arc<HashMap<&'static str, Route>>,
+}
+
+impl Dispatch {
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> RouteFuture {
+        match self.routes.get(req.uri().path()) {
+            Some(route) => route(req.map(Body::new)),
+            None => {
+                let path = req.uri().path().to_string();
+                Box::pin(async move {
+                    Status::unimplemented(format!("no handler for `{path}` on this server"))
+                        .into_http()
+                })
+            }
+        }
+    }
+}
+
+/// A server bound to its address, ready to serve.
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    dispatch: Dispatch,
+    services: Vec<ServiceInfo>,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.local_addr)
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// The address the listener is bound to (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The services this server answers.
+    pub fn services(&self) -> &[ServiceInfo] {
+        &self.services
+    }
+
+    /// Serves until the process ends.
+    ///
+    /// # Errors
+    ///
+    /// Never returns `Ok`; accept errors are logged and retried, so it does not return at all in
+    /// practice. The `Result` leaves room for fatal listener errors.
+    pub async fn serve(self) -> std::io::Result<()> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting, lets calls in flight finish (up to
+    /// the drain timeout) and returns.
+    ///
+    /// # Errors
+    ///
+    /// Reserved for fatal listener errors; transient accept errors are logged and retried.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, %peer, "could not set TCP_NODELAY");
+            }
+            let dispatch = self.dispatch.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let fut = dispatch.call(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?self.drain_timeout,
+                "calls still in flight after the drain timeout; closing their connections"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs every test.
+#   protoc (protobuf-compiler)   real-protoc plugin tests and the protox/protoc comparison
+#   python grpcio, grpcio-tools  a gRPC client from another implementation calling our server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_missing=()
+command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${apt_missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing Python grpcio and grpcio-tools" >&2
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+fi
+
+cargo test --workspace --locked "$@"

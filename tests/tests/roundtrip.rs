@@ -1,0 +1,258 @@
+//! Generated handlers served over loopback, called by generated clients: all four streaming kinds.
+
+use rmicro_runtime::{Client, Code, Request, Response, ResponseStream, Server, Status, Streaming};
+use rmicro_tests::fixtures::go::micro::srv::user::{
+    register_user_handler, CallRequest, Ping, StreamRequest, UserClient, USER_ENDPOINTS,
+    USER_SERVICE_NAME,
+};
+use rmicro_tests::fixtures::rmicro::test::kitchen::{
+    self as kitchen, register_kitchen_handler, GetRequest, Item, KitchenClient, KitchenHandler,
+    Shelf, UpdateRequest, UploadSummary,
+};
+use rmicro_tests::user::Greeter;
+use rmicro_tests::{spawn, ServerGuard};
+use tokio_stream::StreamExt;
+
+async fn user_server() -> (UserClient, ServerGuard) {
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    let (addr, guard) = spawn(server).await;
+    let client = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    (client, guard)
+}
+
+#[tokio::test]
+async fn unary_call_and_error_status() {
+    let (user, _guard) = user_server().await;
+    let reply = user
+        .call(CallRequest { name: "Ada".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.msg, "Hello Ada");
+
+    let err = user.call(CallRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "name must not be empty");
+}
+
+#[tokio::test]
+async fn server_streaming_call() {
+    let (user, _guard) = user_server().await;
+    let stream = user
+        .stream(StreamRequest { count: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<i64> = stream.map(|r| r.unwrap().count).collect().await;
+    assert_eq!(counts, vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn bidirectional_streaming_call() {
+    let (user, _guard) = user_server().await;
+    let pings = tokio_stream::iter((1..=3).map(|stroke| Ping { stroke }));
+    let pongs = user.ping_pong(pings).await.unwrap().into_inner();
+    let strokes: Vec<i64> = pongs.map(|r| r.unwrap().stroke).collect().await;
+    assert_eq!(strokes, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn endpoint_metadata_reaches_the_server() {
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    assert_eq!(server.services()[0].name, USER_SERVICE_NAME);
+    assert_eq!(server.services()[0].endpoints, USER_ENDPOINTS);
+    let names: Vec<&str> = USER_ENDPOINTS.iter().map(|e| e.name).collect();
+    assert_eq!(names, ["User.Call", "User.Stream", "User.PingPong"]);
+    let err = register_user_handler(&mut server, Greeter).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service `go.micro.srv.user.User` is already registered on this server; register each handler once"
+    );
+}
+
+/// The kitchen fixture: client streaming, wrapper and Empty types, and HTTP bindings.
+struct Kitchen;
+
+impl KitchenHandler for Kitchen {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Item>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(Item {
+            id: req.id,
+            name: req.shelf.map(|s| s.name).unwrap_or_default(),
+            ..Default::default()
+        }))
+    }
+    async fn put(&self, _request: Request<Item>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Item>, Status> {
+        Ok(Response::new(request.into_inner().item.unwrap_or_default()))
+    }
+    async fn purge(&self, _request: Request<()>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("purge is not supported"))
+    }
+    async fn list(
+        &self,
+        request: Request<Shelf>,
+    ) -> Result<Response<ResponseStream<Item>>, Status> {
+        let shelf = request.into_inner().name;
+        let items = (1..=2).map(move |id| {
+            Ok(Item {
+                id,
+                name: shelf.clone(),
+                ..Default::default()
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+    async fn upload(
+        &self,
+        request: Request<Streaming<Item>>,
+    ) -> Result<Response<UploadSummary>, Status> {
+        let mut items = request.into_inner();
+        let mut count = 0;
+        while let Some(item) = items.next().await {
+            item?;
+            count += 1;
+        }
+        Ok(Response::new(UploadSummary { count }))
+    }
+    async fn chat(
+        &self,
+        request: Request<Streaming<Item>>,
+    ) -> Result<Response<ResponseStream<Item>>, Status> {
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
+    async fn wrapped(&self, request: Request<String>) -> Result<Response<i64>, Status> {
+        Ok(Response::new(request.into_inner().len() as i64))
+    }
+}
+
+#[tokio::test]
+async fn all_four_kinds_on_the_kitchen_service() {
+    let mut server = Server::new();
+    register_kitchen_handler(&mut server, Kitchen).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let kitchen = KitchenClient::new("kitchen", Client::with_address(addr.to_string()));
+
+    let item = kitchen
+        .get(GetRequest {
+            id: 7,
+            shelf: Some(Shelf { name: "top".into() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((item.id, item.name.as_str()), (7, "top"));
+
+    kitchen.put(Item::default()).await.unwrap();
+    assert_eq!(
+        kitchen.purge(()).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
+    assert_eq!(
+        kitchen
+            .wrapped("four".to_string())
+            .await
+            .unwrap()
+            .into_inner(),
+        4
+    );
+
+    let listed: Vec<u64> = kitchen
+        .list(Shelf { name: "s".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|i| i.unwrap().id)
+        .collect()
+        .await;
+    assert_eq!(listed, vec![1, 2]);
+
+    let uploads = tokio_stream::iter((0..4).map(|id| Item {
+        id,
+        ..Default::default()
+    }));
+    let summary = kitchen.upload(uploads).await.unwrap().into_inner();
+    assert_eq!(summary.count, 4);
+
+    let chat = tokio_stream::iter((10..12).map(|id| Item {
+        id,
+        ..Default::default()
+    }));
+    let echoed: Vec<u64> = kitchen
+        .chat(chat)
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|i| i.unwrap().id)
+        .collect()
+        .await;
+    assert_eq!(echoed, vec![10, 11]);
+}
+
+#[tokio::test]
+async fn http_bindings_are_recorded_as_endpoint_metadata() {
+    let get = &kitchen::KITCHEN_ENDPOINTS[0];
+    assert_eq!(get.name, "Kitchen.Get");
+    assert_eq!(get.path, "/rmicro.test.kitchen.Kitchen/Get");
+    assert_eq!(get.http.len(), 2);
+    assert_eq!(
+        (get.http[0].method, get.http[0].path),
+        ("GET", "/v1/items/{id}")
+    );
+    assert_eq!(get.http[1].path_params, ["shelf.name", "id"]);
+    let update = &kitchen::KITCHEN_ENDPOINTS[2];
+    assert_eq!(
+        (
+            update.http[0].method,
+            update.http[0].body,
+            update.http[0].response_body
+        ),
+        ("PATCH", "item", "name")
+    );
+    assert_eq!(kitchen::KITCHEN_ENDPOINTS[3].http[0].method, "PURGE");
+    let upload = &kitchen::KITCHEN_ENDPOINTS[5];
+    assert!(upload.client_streaming && !upload.server_streaming);
+    assert_eq!(upload.request, "rmicro.test.kitchen.Item");
+}
+
+#[tokio::test]
+async fn unknown_method_is_unimplemented_and_dead_address_is_unavailable() {
+    // A server without the user service answers Unimplemented.
+    let (addr, _guard) = spawn(Server::new()).await;
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    let err = user
+        .call(CallRequest { name: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("/go.micro.srv.user.User/Call"),
+        "{}",
+        err.message()
+    );
+
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(port.to_string()));
+    let err = user
+        .call(CallRequest { name: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+#[tokio::test]
+async fn graceful_stop_finishes() {
+    let (user, guard) = user_server().await;
+    user.call(CallRequest { name: "a".into() }).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(15), guard.stop())
+        .await
+        .expect("graceful shutdown within the drain timeout");
+}
