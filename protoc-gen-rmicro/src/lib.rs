@@ -33,6 +33,7 @@ pub mod header;
 mod http;
 mod names;
 pub mod options;
+pub mod project;
 mod service;
 mod validate;
 
@@ -466,6 +467,7 @@ fn include_tree(emitted: &[(Module, String)]) -> String {
 
 /// Runs the plugin protocol: an encoded `CodeGeneratorRequest` in, a `CodeGeneratorResponse` out.
 ///
+/// Without `api=N` this emits the newest API; [`run_plugin_in`] picks the project's instead.
 /// Problems with the request's contents or parameters go into the response's `error` field,
 /// which protoc prints as `--rmicro_out: <message>` before failing.
 ///
@@ -474,6 +476,62 @@ fn include_tree(emitted: &[(Module, String)]) -> String {
 /// [`Error::MalformedRequest`] only when `request` is not a `CodeGeneratorRequest` at all (so
 /// protoc is not the caller and there is nobody to read a response).
 pub fn run_plugin(request: &[u8]) -> Result<CodeGeneratorResponse, Error> {
+    run(request, |_| Ok(None)).map(|(response, _)| response)
+}
+
+/// [`run_plugin`] as the binary runs it: without `api=N`, the API level is the newest one the
+/// rmicro-runtime in the nearest `Cargo.lock` at or above `dir` accepts (the newest this plugin
+/// emits when there is no such lock file).
+///
+/// Returns the response and, when a level was chosen from a lock file, a note saying which.
+///
+/// # Errors
+///
+/// As [`run_plugin`].
+pub fn run_plugin_in(
+    request: &[u8],
+    dir: &std::path::Path,
+) -> Result<(CodeGeneratorResponse, Option<String>), Error> {
+    run(request, |_| project_api(dir))
+}
+
+/// The API level the project at `dir` needs, with a note saying how it was chosen.
+fn project_api(dir: &std::path::Path) -> Result<Option<(u32, String)>, Error> {
+    let Some(lockfile) = project::find_lockfile(dir) else {
+        return Ok(None);
+    };
+    let runtimes = match project::resolve(&lockfile) {
+        Ok(runtimes) => runtimes,
+        Err(project::ProjectError::NoRuntime { .. }) => {
+            return Ok(Some((
+                MAX_API,
+                format!(
+                    "{} locks no rmicro-runtime; emitting the newest API ({MAX_API})",
+                    lockfile.display()
+                ),
+            )))
+        }
+        Err(err) => return Err(Error::Unsupported(err.to_string())),
+    };
+    let level = project::choose_api(&runtimes).map_err(Error::Unsupported)?;
+    let found = runtimes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Some((
+        level,
+        format!(
+            "emitting API {level} for {found}, locked in {}",
+            lockfile.display()
+        ),
+    )))
+}
+
+fn run(
+    request: &[u8],
+    default_api: impl FnOnce(&Options) -> Result<Option<(u32, String)>, Error>,
+) -> Result<(CodeGeneratorResponse, Option<String>), Error> {
     if request.is_empty() {
         return Err(Error::MalformedRequest(
             "standard input is empty; protoc-gen-rmicro is a protoc plugin: run it as \
@@ -482,7 +540,16 @@ pub fn run_plugin(request: &[u8]) -> Result<CodeGeneratorResponse, Error> {
         ));
     }
     let (input, parameter) = Input::from_request_bytes(request)?;
-    let result = Options::parse(&parameter).and_then(|options| generate(&input, &options));
+    let mut note = None;
+    let result = Options::parse(&parameter).and_then(|mut options| {
+        if options.api.is_none() {
+            if let Some((level, why)) = default_api(&options)? {
+                options.api = Some(level);
+                note = Some(why);
+            }
+        }
+        generate(&input, &options)
+    });
     let mut response = CodeGeneratorResponse {
         supported_features: Some(FEATURE_PROTO3_OPTIONAL),
         ..Default::default()
@@ -500,5 +567,5 @@ pub fn run_plugin(request: &[u8]) -> Result<CodeGeneratorResponse, Error> {
         }
         Err(err) => response.error = Some(err.to_string()),
     }
-    Ok(response)
+    Ok((response, note))
 }

@@ -36,6 +36,15 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        Some("--supported-apis") => {
+            // For `rmicro check`: every level this plugin can emit, as `MIN..=MAX`.
+            println!(
+                "{}..={}",
+                protoc_gen_rmicro::MIN_API,
+                protoc_gen_rmicro::MAX_API
+            );
+            return ExitCode::SUCCESS;
+        }
         Some("--help" | "-h") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -60,8 +69,14 @@ fn main() -> ExitCode {
         eprintln!("protoc-gen-rmicro: could not read standard input: {err}");
         return ExitCode::FAILURE;
     }
-    let response = match protoc_gen_rmicro::run_plugin(&request) {
-        Ok(response) => response,
+    let dir = std::env::current_dir().unwrap_or_default();
+    let response = match protoc_gen_rmicro::run_plugin_in(&request, &dir) {
+        Ok((response, note)) => {
+            if let Some(note) = note {
+                eprintln!("protoc-gen-rmicro: {note}");
+            }
+            response
+        }
         Err(err) => {
             eprintln!("protoc-gen-rmicro: {err}");
             return ExitCode::FAILURE;

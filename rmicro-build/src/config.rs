@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use protoc_gen_rmicro::Options;
 
+use crate::check::{self, FileCheck, Resolved};
 use crate::Error;
+use protoc_gen_rmicro::project::{self, ProjectError, Runtime};
 
 /// Configuration for one build.rs run. Every generator option of the `protoc-gen-rmicro` plugin
 /// is a method here under the same name.
@@ -12,6 +14,7 @@ use crate::Error;
 pub struct Config {
     options: Options,
     out_dir: Option<PathBuf>,
+    checked_in: Vec<PathBuf>,
     emit_rerun_if_changed: Option<bool>,
 }
 
@@ -43,7 +46,22 @@ impl Config {
         self
     }
 
-    /// Emit code for rmicro-runtime API `level` (plugin: `api=N`). Default: the newest.
+    /// Also check generated files committed to the repository (made with `protoc --rmicro_out`):
+    /// a file, or a directory searched for `.rs` files carrying the rmicro header. The check runs
+    /// in [`Config::try_compile`] and [`Config::try_check`], before rustc sees the crate.
+    ///
+    /// ```no_run
+    /// // build.rs of a crate whose generated code is checked in under src/gen
+    /// rmicro_build::Config::new().checked_in("src/gen").check();
+    /// ```
+    pub fn checked_in(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.checked_in.push(path.into());
+        self
+    }
+
+    /// Emit code for rmicro-runtime API `level` (plugin: `api=N`). Default: the newest level
+    /// the crate's rmicro-runtime accepts (from Cargo's `links` metadata or `Cargo.lock`), else
+    /// the newest this generator emits.
     pub fn api(&mut self, level: u32) -> &mut Self {
         self.options.api = Some(level);
         self
@@ -197,6 +215,89 @@ impl Config {
         &self.options
     }
 
+    /// The rmicro-runtime this build compiles against: from the `links` metadata Cargo passes to
+    /// the build scripts of crates that depend on it directly, else from `Cargo.lock`.
+    fn resolve_runtime() -> Result<Option<Resolved>, Error> {
+        let links = (
+            env_var("DEP_RMICRO_RUNTIME_VERSION"),
+            env_var("DEP_RMICRO_RUNTIME_API"),
+            env_var("DEP_RMICRO_RUNTIME_API_MIN"),
+        );
+        if let (Some(version), Some(api), Some(api_min)) = links {
+            if let (Ok(api), Ok(api_min)) = (api.parse(), api_min.parse()) {
+                return Ok(Some(Resolved {
+                    runtimes: vec![Runtime {
+                        version,
+                        api_min,
+                        api,
+                    }],
+                    from: "Cargo links metadata of the rmicro-runtime dependency".into(),
+                }));
+            }
+        }
+        let dir = match env_var("CARGO_MANIFEST_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
+        };
+        match check::resolve_from_lockfile(&dir) {
+            Ok(resolved) => Ok(resolved),
+            Err(ProjectError::NoRuntime { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Checks `files` (plus the checked-in paths) against `resolved`.
+    fn verify(
+        &self,
+        mut files: Vec<PathBuf>,
+        resolved: Option<&Resolved>,
+    ) -> Result<Vec<FileCheck>, Error> {
+        files.extend(check::collect(&self.checked_in));
+        let Some(resolved) = resolved else {
+            if !files.is_empty() {
+                println!(
+                    "cargo:warning=rmicro-build: could not tell which rmicro-runtime this crate uses \
+                     (no rmicro-runtime dependency and none in Cargo.lock); the pre-build check is \
+                     skipped, the compile-time pin in each generated file still applies"
+                );
+            }
+            return Ok(Vec::new());
+        };
+        let checks = check::check_files(&files, &resolved.runtimes);
+        match check::report(&checks, resolved) {
+            Some(message) => Err(Error::Skew(message)),
+            None => Ok(checks),
+        }
+    }
+
+    /// Checks only the [checked-in](Config::checked_in) files, for a build.rs that generates
+    /// nothing itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Skew`] naming every file whose API the crate's rmicro-runtime does not accept
+    /// (or whose header is missing or damaged), with both ways out.
+    pub fn try_check(&self) -> Result<Vec<FileCheck>, Error> {
+        let resolved = Self::resolve_runtime()?;
+        if self
+            .emit_rerun_if_changed
+            .unwrap_or_else(|| std::env::var_os("CARGO").is_some())
+        {
+            for path in &self.checked_in {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+        self.verify(Vec::new(), resolved.as_ref())
+    }
+
+    /// [`Config::try_check`] for build.rs: on error, prints the message and exits with status 1,
+    /// so rustc never starts on the crate.
+    pub fn check(&self) {
+        if let Err(err) = self.try_check() {
+            fail(&err);
+        }
+    }
+
     /// Compiles `protos` (paths of `.proto` files, each inside one of `includes`) and writes the
     /// generated files, returning their paths. Unchanged files are not rewritten.
     ///
@@ -224,9 +325,22 @@ impl Config {
                 println!("cargo:rerun-if-changed={}", proto.display());
             }
         }
-        let (files, read) = crate::generate(&self.options, &protos, &includes)?;
+        let resolved = Self::resolve_runtime()?;
+        let mut options = self.options.clone();
+        if options.api.is_none() {
+            if let Some(resolved) = &resolved {
+                options.api =
+                    Some(project::choose_api(&resolved.runtimes).map_err(Error::NoCommonApi)?);
+            }
+        }
+        let (files, read) = crate::generate(&options, &protos, &includes)?;
         if rerun {
             for path in read.iter().filter(|p| !protos.contains(p)) {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+        if rerun {
+            for path in &self.checked_in {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
         }
@@ -236,6 +350,7 @@ impl Config {
             crate::write_if_changed(&path, file.content.as_bytes())?;
             written.push(path);
         }
+        self.verify(written.clone(), resolved.as_ref())?;
         Ok(written)
     }
 
@@ -243,9 +358,13 @@ impl Config {
     /// exits the build script with status 1.
     pub fn compile(&self, protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) {
         if let Err(err) = self.try_compile(protos, includes) {
-            eprintln!("error: rmicro-build: {err}");
-            println!("cargo:warning=rmicro-build: {err}");
-            std::process::exit(1);
+            fail(&err);
         }
     }
+}
+
+/// Prints `err` the way Cargo shows a failed build script, and exits with status 1.
+fn fail(err: &Error) -> ! {
+    eprintln!("error: rmicro-build: {err}");
+    std::process::exit(1);
 }

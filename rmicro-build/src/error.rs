@@ -20,6 +20,16 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// Generated files need an API the resolved rmicro-runtime does not accept, or could not be
+    /// checked. The message names each file and both ways out.
+    #[error("{0}")]
+    Skew(String),
+    /// The project's rmicro-runtime could not be determined.
+    #[error(transparent)]
+    Project(#[from] protoc_gen_rmicro::project::ProjectError),
+    /// The project's rmicro-runtime accepts no API level this generator emits.
+    #[error("{0}")]
+    NoCommonApi(String),
     /// No output directory: neither `Config::out_dir` nor the `OUT_DIR` variable Cargo sets for
     /// build scripts.
     #[error("OUT_DIR is not set: run this from build.rs, or set an output directory with Config::out_dir")]

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use protoc_gen_rmicro::{GeneratedFile, Input, Options};
 use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
 
+pub mod check;
 mod config;
 mod error;
 

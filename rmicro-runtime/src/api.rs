@@ -17,11 +17,7 @@
 //! const _: () = ::rmicro_runtime::__codegen::require_api(9999);
 //! ```
 
-/// The API level this runtime implements: the newest level generated code may be written for.
-pub const API_LEVEL: u32 = 1;
-
-/// The oldest API level this runtime still accepts.
-pub const MIN_API_LEVEL: u32 = 1;
+include!("api_level.rs");
 
 /// This crate's version, as Cargo knows it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -121,6 +117,19 @@ impl ConstStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_metadata_matches_the_constants() {
+        let manifest = include_str!("../Cargo.toml");
+        assert!(
+            manifest.contains(&format!("\napi = {API_LEVEL}\n")),
+            "Cargo.toml [package.metadata.rmicro] api"
+        );
+        assert!(
+            manifest.contains(&format!("\napi-min = {MIN_API_LEVEL}\n")),
+            "Cargo.toml [package.metadata.rmicro] api-min"
+        );
+    }
 
     #[test]
     fn accepts_only_its_range() {

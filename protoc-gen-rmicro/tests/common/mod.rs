@@ -172,8 +172,23 @@ pub fn protoc(args: &[&str]) -> Output {
 
 /// Runs the plugin binary with `stdin` and `args`.
 pub fn run_plugin_binary(stdin: &[u8], args: &[&str]) -> Output {
+    run_plugin_binary_in(stdin, args, &std::env::temp_dir(), None)
+}
+
+/// Runs the plugin binary in `dir`, optionally with `CARGO_HOME` set.
+pub fn run_plugin_binary_in(
+    stdin: &[u8],
+    args: &[&str],
+    dir: &Path,
+    cargo_home: Option<&Path>,
+) -> Output {
     use std::io::Write;
-    let mut child = Command::new(plugin())
+    let mut cmd = Command::new(plugin());
+    cmd.current_dir(dir);
+    if let Some(home) = cargo_home {
+        cmd.env("CARGO_HOME", home);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# Code-generation benchmark: protoc-gen-rmicro against protoc-gen-prost + protoc-gen-tonic,
+# over a few thousand real googleapis protos, with protoc alone as the floor.
+#
+#   bash bench/codegen/run.sh            # RUNS=3 by default
+#   RUNS=5 bash bench/codegen/run.sh
+#
+# It installs what it lacks (protoc, the well-known types, GNU time, the two reference
+# plugins, the googleapis bundle), builds protoc-gen-rmicro in release, picks the file list,
+# then runs the three commands RUNS times each, interleaved, and prints a table.
+# Everything it downloads or writes goes under bench/work/ (gitignored) or a temp dir.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WORK=$ROOT/bench/work
+RUNS=${RUNS:-3}
+# Reference plugins: 0.5.0 of both is the release built on prost-build 0.14 / tonic-build 0.14.
+PROST_VERSION=0.5.0
+TONIC_VERSION=0.5.0
+# npm package carrying a googleapis tree (plus grafeas and protobuf's own protos).
+PROTO_FILES_VERSION=5.0.3
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+mkdir -p "$WORK"
+RESULTS=$WORK/codegen-results.txt
+LOGS=$WORK/codegen-logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+TMP_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/rmicro-codegen-bench.XXXXXX")
+trap 'rm -rf "$TMP_ROOT"' EXIT
+
+say() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+: >"$RESULTS"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools
+# ---------------------------------------------------------------------------------------------
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+command -v protoc >/dev/null || apt_install protobuf-compiler
+# protoc adds <its prefix>/include as a fallback import path; with Debian's protoc that is
+# /usr/include, where libprotobuf-dev puts the well-known types.
+WKT_INCLUDE=$(cd "$(dirname "$(command -v protoc)")/../include" 2>/dev/null && pwd || echo /usr/include)
+[ -f "$WKT_INCLUDE/google/protobuf/descriptor.proto" ] || apt_install libprotobuf-dev
+[ -f "$WKT_INCLUDE/google/protobuf/descriptor.proto" ] || WKT_INCLUDE=/usr/include
+[ -x /usr/bin/time ] || apt_install time
+command -v npm >/dev/null || apt_install nodejs npm
+
+cargo_install() { # NAME VERSION, into $WORK/bin unless that exact version is there already
+  if ! cargo install --list --root "$WORK" 2>/dev/null | grep -qx "$1 v$2:"; then
+    echo "installing $1 $2 into $WORK/bin ..." >&2
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$WORK" "$1@$2"
+  fi
+}
+cargo_install protoc-gen-prost "$PROST_VERSION"
+cargo_install protoc-gen-tonic "$TONIC_VERSION"
+PROST_BIN=$WORK/bin/protoc-gen-prost
+TONIC_BIN=$WORK/bin/protoc-gen-tonic
+
+BUNDLE=$WORK/node_modules/google-proto-files
+have_bundle_version() {
+  [ -f "$BUNDLE/package.json" ] &&
+    [ "$(node -p "require('$BUNDLE/package.json').version")" = "$PROTO_FILES_VERSION" ]
+}
+if ! have_bundle_version; then
+  echo "installing google-proto-files@$PROTO_FILES_VERSION into $WORK ..." >&2
+  npm install --silent --no-audit --no-fund --prefix "$WORK" "google-proto-files@$PROTO_FILES_VERSION" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. protoc-gen-rmicro, release
+# ---------------------------------------------------------------------------------------------
+echo "building protoc-gen-rmicro (release) ..." >&2
+(cd "$ROOT" && cargo build --quiet --release -p protoc-gen-rmicro)
+RMICRO_BIN=$CARGO_TARGET_DIR/release/protoc-gen-rmicro
+
+# Shims: each plugin runs under GNU time so its own peak RSS and wall time are recorded.
+# (GNU time on protoc reports the max RSS over protoc *and* its reaped children, so protoc's
+# own figure cannot tell the plugin's memory apart.) protoc's pipes pass straight through.
+SHIMS=$TMP_ROOT/shims
+mkdir -p "$SHIMS"
+make_shim() { # NAME REAL_BINARY
+  cat >"$SHIMS/$1" <<EOF
+#!/bin/sh
+if [ -n "\${RMICRO_BENCH_MEASURE_DIR:-}" ]; then
+  exec /usr/bin/time -f '%e %M' -o "\$RMICRO_BENCH_MEASURE_DIR/$1" '$2' "\$@"
+fi
+exec '$2' "\$@"
+EOF
+  chmod +x "$SHIMS/$1"
+}
+make_shim protoc-gen-rmicro "$RMICRO_BIN"
+make_shim protoc-gen-prost "$PROST_BIN"
+make_shim protoc-gen-tonic "$TONIC_BIN"
+
+# ---------------------------------------------------------------------------------------------
+# Versions and machine
+# ---------------------------------------------------------------------------------------------
+say "== rmicro codegen benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+say "machine: nproc=$(nproc), cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), mem: $(free -g | awk '/^Mem:/{print $2}') GiB"
+say "protoc: $(protoc --version)   well-known types from: $WKT_INCLUDE/google/protobuf"
+say "protoc-gen-rmicro: $("$RMICRO_BIN" --version 2>&1 | head -1)   (git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ', dirty tree'))"
+say "protoc-gen-prost: $("$PROST_BIN" --version </dev/null 2>&1 | head -1)   protoc-gen-tonic: $("$TONIC_BIN" --version </dev/null 2>&1 | head -1)   (cargo install --locked)"
+say "rustc: $(rustc --version)"
+say "google-proto-files: $PROTO_FILES_VERSION (npm)"
+if [ -f "$BUNDLE/google/protobuf/descriptor.proto" ]; then
+  say "note: the bundle ships its own google/protobuf/descriptor.proto ($(wc -l <"$BUNDLE/google/protobuf/descriptor.proto") lines, with editions;" \
+    "protoc's has $(wc -l <"$WKT_INCLUDE/google/protobuf/descriptor.proto")). protoc takes the first match on its import path," \
+    "so -I $WKT_INCLUDE comes first and the well-known types are protoc's own."
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. The file list
+# ---------------------------------------------------------------------------------------------
+# Rule: every .proto in the bundle except google/ads/** (4800 files: near-identical copies of
+# each Google Ads API version) and google/protobuf/** (the well-known types come from protoc's
+# own include; the rest there are protobuf's own test protos, some in editions syntax).
+# Then drop any file protoc 3.21 alone rejects. Import paths: $WKT_INCLUDE first, so the
+# bundle's newer google/protobuf/descriptor.proto never shadows protoc's own.
+LISTS=$WORK/codegen-lists
+mkdir -p "$LISTS"
+(cd "$BUNDLE" && find . -name '*.proto' -not -path './google/ads/*' -not -path './google/protobuf/*' |
+  sed 's|^\./||' | LC_ALL=C sort) >"$LISTS/candidates.txt"
+
+protoc_on() { # LIST ARGS... — protoc over the list, from the bundle root
+  local list=$1
+  shift
+  (cd "$BUNDLE" && protoc -I "$WKT_INCLUDE" -I . "$@" "@$list")
+}
+protoc_one() { # FILE ARGS...
+  local file=$1
+  shift
+  (cd "$BUNDLE" && protoc -I "$WKT_INCLUDE" -I . "$@" "$file")
+}
+export -f protoc_one
+export BUNDLE WKT_INCLUDE
+
+cp "$LISTS/candidates.txt" "$LISTS/files.txt"
+: >"$LISTS/excluded.txt"
+if ! protoc_on "$LISTS/files.txt" -o "$TMP_ROOT/check.pb" >"$LOGS/protoc-check.log" 2>&1; then
+  echo "protoc rejects the full candidate set; checking each file alone ..." >&2
+  tr '\n' '\0' <"$LISTS/candidates.txt" |
+    xargs -0 -P "$(nproc)" -I{} bash -c 'protoc_one "$1" -o /dev/null >/dev/null 2>&1 || echo "$1"' _ {} |
+    LC_ALL=C sort >"$LISTS/protoc-rejected.txt"
+  while read -r f; do
+    say "NOTE: excluded $f — protoc alone rejects it: $(protoc_one "$f" -o /dev/null 2>&1 | grep -v 'warning:' | head -1)"
+    echo "$f protoc" >>"$LISTS/excluded.txt"
+  done <"$LISTS/protoc-rejected.txt"
+  LC_ALL=C comm -23 "$LISTS/candidates.txt" "$LISTS/protoc-rejected.txt" >"$LISTS/files.txt"
+  if ! protoc_on "$LISTS/files.txt" -o "$TMP_ROOT/check.pb" >"$LOGS/protoc-check.log" 2>&1; then
+    echo "protoc still rejects the set after dropping single-file failures:" >&2
+    grep -v 'warning:' "$LOGS/protoc-check.log" | head -20 >&2
+    exit 1
+  fi
+fi
+
+# Plugin validation (also the warm-up run). A plugin that fails on some files: name them,
+# exclude them for every command (so all three still run over one list), and say so.
+GEN_RMICRO=(--plugin=protoc-gen-rmicro="$SHIMS/protoc-gen-rmicro")
+GEN_PAIR=(--plugin=protoc-gen-prost="$SHIMS/protoc-gen-prost" --plugin=protoc-gen-tonic="$SHIMS/protoc-gen-tonic")
+gen_args() { # WHICH OUTDIR
+  case $1 in
+    rmicro) echo "${GEN_RMICRO[@]}" "--rmicro_out=$2" ;;
+    pair) echo "${GEN_PAIR[@]}" "--prost_out=$2" "--tonic_out=$2" ;;
+  esac
+}
+exclude_failures() { # WHICH — one validation run; returns 0 when it passed
+  local which=$1 out log
+  out=$(mktemp -d "$TMP_ROOT/validate.XXXXXX")
+  log=$LOGS/validate-$which.log
+  # shellcheck disable=SC2046
+  if protoc_on "$LISTS/files.txt" $(gen_args "$which" "$out") >"$log" 2>&1; then
+    rm -rf "$out"
+    return 0
+  fi
+  rm -rf "$out"
+  say "NOTE: $which failed on the full list; its error output (non-warning lines):"
+  grep -v 'warning: Import' "$log" | head -20 | sed 's/^/    /' | tee -a "$RESULTS"
+  # Files named in the error output, else find them one file at a time.
+  local bad=$TMP_ROOT/bad-$which.txt
+  grep -v 'warning:' "$log" | grep -oE '[A-Za-z0-9_./-]+\.proto' | LC_ALL=C sort -u |
+    LC_ALL=C comm -12 - "$LISTS/files.txt" >"$bad" || true
+  if [ ! -s "$bad" ]; then
+    echo "  (no file named; running $which on each file alone to find the failures ...)" >&2
+    export GEN_WHICH=$which RMICRO_SHIM=$SHIMS
+    tr '\n' '\0' <"$LISTS/files.txt" |
+      xargs -0 -P "$(nproc)" -I{} bash -c '
+        o=$(mktemp -d); 
+        if [ "$GEN_WHICH" = rmicro ]; then a=(--plugin=protoc-gen-rmicro="$RMICRO_SHIM/protoc-gen-rmicro" --rmicro_out="$o");
+        else a=(--plugin=protoc-gen-prost="$RMICRO_SHIM/protoc-gen-prost" --plugin=protoc-gen-tonic="$RMICRO_SHIM/protoc-gen-tonic" --prost_out="$o" --tonic_out="$o"); fi
+        protoc_one "$1" "${a[@]}" >/dev/null 2>&1 || echo "$1"; rm -rf "$o"' _ {} |
+      LC_ALL=C sort >"$bad"
+  fi
+  if [ ! -s "$bad" ]; then
+    say "ERROR: $which fails on the full list but on no single file; cannot isolate. See $log"
+    exit 1
+  fi
+  while read -r f; do
+    local o msg
+    o=$(mktemp -d "$TMP_ROOT/one.XXXXXX")
+    # shellcheck disable=SC2046
+    msg=$(protoc_one "$f" $(gen_args "$which" "$o") 2>&1 | grep -v 'warning:' | head -3 | tr '\n' ' ')
+    rm -rf "$o"
+    say "NOTE: excluded $f — $which fails on it: ${msg:-(passes alone; named in the full-list error)}"
+    echo "$f $which" >>"$LISTS/excluded.txt"
+  done <"$bad"
+  LC_ALL=C comm -23 "$LISTS/files.txt" "$bad" >"$LISTS/files.next"
+  mv "$LISTS/files.next" "$LISTS/files.txt"
+  return 1
+}
+for round in 1 2 3 4; do
+  ok=1
+  exclude_failures rmicro || ok=0
+  exclude_failures pair || ok=0
+  [ "$ok" = 1 ] && break
+  if [ "$round" = 4 ]; then
+    say "ERROR: plugins still failing after $round rounds of exclusions"
+    exit 1
+  fi
+done
+
+NFILES=$(wc -l <"$LISTS/files.txt")
+say "files: $NFILES of $(wc -l <"$LISTS/candidates.txt") candidates (every .proto in google-proto-files except google/ads/** and google/protobuf/**; excluded: $(wc -l <"$LISTS/excluded.txt"))"
+say "file list: $LISTS/files.txt (sha256 $(sha256sum "$LISTS/files.txt" | cut -c1-16))"
+
+# ---------------------------------------------------------------------------------------------
+# 4. Measured runs, interleaved: floor, rmicro, pair; RUNS rounds
+# ---------------------------------------------------------------------------------------------
+DATA=$TMP_ROOT/data.tsv # which run wall tree_rss_kb plugin_wall plugin_rss_kb out_files out_bytes
+: >"$DATA"
+measure() { # WHICH RUN
+  local which=$1 run=$2 out m
+  out=$(mktemp -d "$TMP_ROOT/out-$which.XXXXXX")
+  m=$(mktemp -d "$TMP_ROOT/m.XXXXXX")
+  local args
+  case $which in
+    floor) args="--include_imports --descriptor_set_out=$out/descriptor_set.pb" ;;
+    *) args=$(gen_args "$which" "$out") ;;
+  esac
+  sync
+  # shellcheck disable=SC2086
+  RMICRO_BENCH_MEASURE_DIR=$m /usr/bin/time -f '%e %M' -o "$m/protoc" \
+    bash -c 'cd "$BUNDLE" && exec protoc -I "$WKT_INCLUDE" -I . "$@"' _ $args "@$LISTS/files.txt" \
+    >"$LOGS/run-$which-$run.log" 2>&1 || {
+    say "ERROR: $which run $run failed:"
+    grep -v 'warning:' "$LOGS/run-$which-$run.log" | head -20
+    exit 1
+  }
+  local wall rss pwall=0 prss=0 p
+  read -r wall rss < <(tail -1 "$m/protoc")
+  for p in protoc-gen-rmicro protoc-gen-prost protoc-gen-tonic; do
+    [ -f "$m/$p" ] || continue
+    read -r w r < <(tail -1 "$m/$p")
+    echo "$which $run $p $w $r" >>"$TMP_ROOT/plugins.tsv"
+    pwall=$(awk -v a="$pwall" -v b="$w" 'BEGIN{printf "%.2f", a+b}')
+    [ "$r" -gt "$prss" ] && prss=$r
+  done
+  local files bytes
+  files=$(find "$out" -type f | wc -l)
+  bytes=$(find "$out" -type f -printf '%s\n' | awk '{s+=$1} END{print s+0}')
+  echo "$which $run $wall $rss $pwall $prss $files $bytes" >>"$DATA"
+  printf '  run %d %-6s wall %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes\n' \
+    "$run" "$which" "$wall" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" | tee -a "$RESULTS"
+  rm -rf "$out" "$m"
+}
+: >"$TMP_ROOT/plugins.tsv"
+say ""
+say "runs (each writes into a fresh temp dir):"
+for run in $(seq 1 "$RUNS"); do
+  measure floor "$run"
+  measure rmicro "$run"
+  measure pair "$run"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 5. Table
+# ---------------------------------------------------------------------------------------------
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+col() { awk -v w="$1" -v c="$2" '$1==w{print $c}' "$DATA"; }
+maxcol() { col "$1" "$2" | sort -g | tail -1; }
+for w in floor rmicro pair; do
+  eval "T_$w=\$(col $w 3 | median)"
+  eval "TREE_$w=\$(maxcol $w 4)"
+  eval "PW_$w=\$(col $w 5 | median)"
+  eval "PR_$w=\$(maxcol $w 6)"
+  eval "F_$w=\$(maxcol $w 7)"
+  eval "B_$w=\$(maxcol $w 8)"
+  if [ "$(col $w 7 | sort -u | wc -l)" != 1 ] || [ "$(col $w 8 | sort -u | wc -l)" != 1 ]; then
+    say "NOTE: $w produced different output sizes across runs: $(col $w 8 | tr '\n' ' ')"
+  fi
+done
+# Memory figure: the plugin's own peak for rmicro and the pair (the larger of prost's and
+# tonic's: protoc runs them one after the other), protoc's own for the floor.
+MEM_floor=$TREE_floor
+MEM_rmicro=$PR_rmicro
+MEM_pair=$PR_pair
+plug_stat() { awk -v w="$1" -v p="$2" -v c="$3" '$1==w && $3==p {print $c}' "$TMP_ROOT/plugins.tsv"; }
+
+mib() { awk -v k="$1" 'BEGIN{printf "%.0f", k/1024}'; }
+say ""
+say "== results: $NFILES files, $RUNS runs each; time = median wall of the whole protoc command, memory = max peak RSS"
+say "$(printf '%-22s %10s %12s %14s %14s %10s %12s' command 'wall s' 'wall-floor s' 'plugin wall s' 'peak RSS MiB' 'out files' 'out bytes')"
+row() { # LABEL WHICH MEMKB
+  local label=$1 w=$2 t pw f b
+  t=$(eval echo "\$T_$w"); pw=$(eval echo "\$PW_$w"); f=$(eval echo "\$F_$w"); b=$(eval echo "\$B_$w")
+  say "$(printf '%-22s %10.2f %12.2f %14s %14s %10s %12s' "$label" "$t" "$(awk -v a="$t" -v b="$T_floor" 'BEGIN{print a-b}')" "$pw" "$(mib "$3")" "$f" "$b")"
+}
+row "floor (protoc -o)" floor "$MEM_floor"
+row "rmicro" rmicro "$MEM_rmicro"
+row "prost+tonic" pair "$MEM_pair"
+say "  memory column: floor = protoc's peak RSS; rmicro / prost+tonic = the plugin process's own peak RSS."
+say "  protoc-tree peak RSS (protoc and its children, as GNU time reports it): floor $(mib "$TREE_floor"), rmicro $(mib "$TREE_rmicro"), prost+tonic $(mib "$TREE_pair") MiB"
+say "  per plugin: rmicro median $(plug_stat rmicro protoc-gen-rmicro 4 | median)s / max $(mib "$(plug_stat rmicro protoc-gen-rmicro 5 | sort -g | tail -1)") MiB;" \
+  "prost median $(plug_stat pair protoc-gen-prost 4 | median)s / max $(mib "$(plug_stat pair protoc-gen-prost 5 | sort -g | tail -1)") MiB;" \
+  "tonic median $(plug_stat pair protoc-gen-tonic 4 | median)s / max $(mib "$(plug_stat pair protoc-gen-tonic 5 | sort -g | tail -1)") MiB"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+RT=$(ratio "$T_rmicro" "$T_pair")
+RTF=$(ratio "$(awk -v a="$T_rmicro" -v f="$T_floor" 'BEGIN{print a-f}')" "$(awk -v a="$T_pair" -v f="$T_floor" 'BEGIN{print a-f}')")
+RPW=$(ratio "$PW_rmicro" "$PW_pair")
+RM=$(ratio "$MEM_rmicro" "$MEM_pair")
+say ""
+say "ratios rmicro / prost+tonic:"
+say "  wall time (whole command):        $RT"
+say "  wall time minus the protoc floor: $RTF"
+say "  plugin process time:              $RPW"
+say "  plugin peak RSS:                  $RM"
+verdict() {
+  awk -v r="$1" 'BEGIN{ if (r <= 0.5) print "meets the aim (at most half the pair'"'"'s time)"; else if (r <= 1.0) print "meets the target (no slower than the pair) but not the aim of half"; else print "MISSES the target: slower than the pair" }'
+}
+say "  target (no slower than the pair; aim: half): whole command $RT -> $(verdict "$RT"); minus floor $RTF -> $(verdict "$RTF")"
+say ""
+say "results saved in $RESULTS; logs in $LOGS"
