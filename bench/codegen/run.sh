@@ -4,6 +4,8 @@
 #
 #   bash bench/codegen/run.sh            # RUNS=3 by default
 #   RUNS=5 bash bench/codegen/run.sh
+#   RMICRO_BIN=/path/to/protoc-gen-rmicro bash bench/codegen/run.sh   # benchmark that binary instead
+#   VALIDATE_ONLY=1 bash bench/codegen/run.sh   # stop after settling the file list
 #
 # It installs what it lacks (protoc, the well-known types, GNU time, the two reference
 # plugins, the googleapis bundle), builds protoc-gen-rmicro in release, picks the file list,
@@ -78,7 +80,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 echo "building protoc-gen-rmicro (release) ..." >&2
 (cd "$ROOT" && cargo build --quiet --release -p protoc-gen-rmicro)
-RMICRO_BIN=$CARGO_TARGET_DIR/release/protoc-gen-rmicro
+RMICRO_BIN=${RMICRO_BIN:-$CARGO_TARGET_DIR/release/protoc-gen-rmicro}
 
 # Shims: each plugin runs under GNU time so its own peak RSS and wall time are recorded.
 # (GNU time on protoc reports the max RSS over protoc *and* its reaped children, so protoc's
@@ -170,6 +172,32 @@ gen_args() { # WHICH OUTDIR
     pair) echo "${GEN_PAIR[@]}" "--prost_out=$2" "--tonic_out=$2" ;;
   esac
 }
+gen_passes() { # WHICH LIST — does the plugin (pair) succeed over LIST?
+  local o rc=0
+  o=$(mktemp -d "$TMP_ROOT/bisect.XXXXXX")
+  # shellcheck disable=SC2046
+  protoc_on "$2" $(gen_args "$1" "$o") >/dev/null 2>&1 || rc=1
+  rm -rf "$o"
+  return "$rc"
+}
+bisect_failures() { # WHICH LIST — prints the files that fail; LIST is known to fail
+  local which=$1 list=$2 n a b
+  n=$(wc -l <"$list")
+  if [ "$n" -le 1 ]; then
+    cat "$list"
+    return
+  fi
+  a=$(mktemp "$TMP_ROOT/half.XXXXXX")
+  b=$(mktemp "$TMP_ROOT/half.XXXXXX")
+  head -n $((n / 2)) "$list" >"$a"
+  tail -n +$((n / 2 + 1)) "$list" >"$b"
+  local found=0
+  if ! gen_passes "$which" "$a"; then bisect_failures "$which" "$a"; found=1; fi
+  if ! gen_passes "$which" "$b"; then bisect_failures "$which" "$b"; found=1; fi
+  # Both halves pass but the whole fails: the failure needs files from both; name none.
+  [ "$found" = 1 ] || echo "bisect: $n files fail together, each half passes ($(head -1 "$list") .. $(tail -1 "$list"))" >&2
+  rm -f "$a" "$b"
+}
 exclude_failures() { # WHICH — one validation run; returns 0 when it passed
   local which=$1 out log
   out=$(mktemp -d "$TMP_ROOT/validate.XXXXXX")
@@ -187,15 +215,8 @@ exclude_failures() { # WHICH — one validation run; returns 0 when it passed
   grep -v 'warning:' "$log" | grep -oE '[A-Za-z0-9_./-]+\.proto' | LC_ALL=C sort -u |
     LC_ALL=C comm -12 - "$LISTS/files.txt" >"$bad" || true
   if [ ! -s "$bad" ]; then
-    echo "  (no file named; running $which on each file alone to find the failures ...)" >&2
-    export GEN_WHICH=$which RMICRO_SHIM=$SHIMS
-    tr '\n' '\0' <"$LISTS/files.txt" |
-      xargs -0 -P "$(nproc)" -I{} bash -c '
-        o=$(mktemp -d); 
-        if [ "$GEN_WHICH" = rmicro ]; then a=(--plugin=protoc-gen-rmicro="$RMICRO_SHIM/protoc-gen-rmicro" --rmicro_out="$o");
-        else a=(--plugin=protoc-gen-prost="$RMICRO_SHIM/protoc-gen-prost" --plugin=protoc-gen-tonic="$RMICRO_SHIM/protoc-gen-tonic" --prost_out="$o" --tonic_out="$o"); fi
-        protoc_one "$1" "${a[@]}" >/dev/null 2>&1 || echo "$1"; rm -rf "$o"' _ {} |
-      LC_ALL=C sort >"$bad"
+    echo "  (the error names no listed file; bisecting the list to find the failing files ...)" >&2
+    bisect_failures "$which" "$LISTS/files.txt" | LC_ALL=C sort >"$bad"
   fi
   if [ ! -s "$bad" ]; then
     say "ERROR: $which fails on the full list but on no single file; cannot isolate. See $log"
@@ -227,12 +248,13 @@ done
 
 NFILES=$(wc -l <"$LISTS/files.txt")
 say "files: $NFILES of $(wc -l <"$LISTS/candidates.txt") candidates (every .proto in google-proto-files except google/ads/** and google/protobuf/**; excluded: $(wc -l <"$LISTS/excluded.txt"))"
-say "file list: $LISTS/files.txt (sha256 $(sha256sum "$LISTS/files.txt" | cut -c1-16))"
+say "file list: $LISTS/files.txt (sha256 $(sha256sum "$LISTS/files.txt" | cut -c1-16)); exclusions with reasons: $LISTS/excluded.txt"
+[ -n "${VALIDATE_ONLY:-}" ] && exit 0
 
 # ---------------------------------------------------------------------------------------------
 # 4. Measured runs, interleaved: floor, rmicro, pair; RUNS rounds
 # ---------------------------------------------------------------------------------------------
-DATA=$TMP_ROOT/data.tsv # which run wall tree_rss_kb plugin_wall plugin_rss_kb out_files out_bytes
+DATA=$TMP_ROOT/data.tsv # which run wall tree_rss_kb plugin_wall plugin_rss_kb out_files out_bytes cpu
 : >"$DATA"
 measure() { # WHICH RUN
   local which=$1 run=$2 out m
@@ -245,7 +267,7 @@ measure() { # WHICH RUN
   esac
   sync
   # shellcheck disable=SC2086
-  RMICRO_BENCH_MEASURE_DIR=$m /usr/bin/time -f '%e %M' -o "$m/protoc" \
+  RMICRO_BENCH_MEASURE_DIR=$m /usr/bin/time -f '%e %M %U %S' -o "$m/protoc" \
     bash -c 'cd "$BUNDLE" && exec protoc -I "$WKT_INCLUDE" -I . "$@"' _ $args "@$LISTS/files.txt" \
     >"$LOGS/run-$which-$run.log" 2>&1 || {
     say "ERROR: $which run $run failed:"
@@ -253,7 +275,9 @@ measure() { # WHICH RUN
     exit 1
   }
   local wall rss pwall=0 prss=0 p
-  read -r wall rss < <(tail -1 "$m/protoc")
+  local usr sys cpu
+  read -r wall rss usr sys < <(tail -1 "$m/protoc")
+  cpu=$(awk -v a="$usr" -v b="$sys" 'BEGIN{printf "%.2f", a+b}')
   for p in protoc-gen-rmicro protoc-gen-prost protoc-gen-tonic; do
     [ -f "$m/$p" ] || continue
     read -r w r < <(tail -1 "$m/$p")
@@ -264,19 +288,22 @@ measure() { # WHICH RUN
   local files bytes
   files=$(find "$out" -type f | wc -l)
   bytes=$(find "$out" -type f -printf '%s\n' | awk '{s+=$1} END{print s+0}')
-  echo "$which $run $wall $rss $pwall $prss $files $bytes" >>"$DATA"
-  printf '  run %d %-6s wall %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes\n' \
-    "$run" "$which" "$wall" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" | tee -a "$RESULTS"
+  echo "$which $run $wall $rss $pwall $prss $files $bytes $cpu" >>"$DATA"
+  printf '  run %d %-6s wall %6.2fs  cpu %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes\n' \
+    "$run" "$which" "$wall" "$cpu" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" | tee -a "$RESULTS"
   rm -rf "$out" "$m"
 }
 : >"$TMP_ROOT/plugins.tsv"
 say ""
+say "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else busy on the 2 cores skews the times)"
 say "runs (each writes into a fresh temp dir):"
 for run in $(seq 1 "$RUNS"); do
   measure floor "$run"
   measure rmicro "$run"
   measure pair "$run"
 done
+
+say "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------------------------------------
 # 5. Table
@@ -291,6 +318,7 @@ for w in floor rmicro pair; do
   eval "PR_$w=\$(maxcol $w 6)"
   eval "F_$w=\$(maxcol $w 7)"
   eval "B_$w=\$(maxcol $w 8)"
+  eval "C_$w=\$(col $w 9 | median)"
   if [ "$(col $w 7 | sort -u | wc -l)" != 1 ] || [ "$(col $w 8 | sort -u | wc -l)" != 1 ]; then
     say "NOTE: $w produced different output sizes across runs: $(col $w 8 | tr '\n' ' ')"
   fi
@@ -304,12 +332,13 @@ plug_stat() { awk -v w="$1" -v p="$2" -v c="$3" '$1==w && $3==p {print $c}' "$TM
 
 mib() { awk -v k="$1" 'BEGIN{printf "%.0f", k/1024}'; }
 say ""
-say "== results: $NFILES files, $RUNS runs each; time = median wall of the whole protoc command, memory = max peak RSS"
-say "$(printf '%-22s %10s %12s %14s %14s %10s %12s' command 'wall s' 'wall-floor s' 'plugin wall s' 'peak RSS MiB' 'out files' 'out bytes')"
+say "== results: $NFILES files, $RUNS runs each; times = medians (wall and user+sys cpu of the whole protoc command, and of the plugin processes), memory = max peak RSS"
+say "$(printf '%-20s %8s %13s %8s %14s %13s %10s %12s' command 'wall s' 'wall-floor s' 'cpu s' 'plugin wall s' 'peak RSS MiB' 'out files' 'out bytes')"
 row() { # LABEL WHICH MEMKB
-  local label=$1 w=$2 t pw f b
-  t=$(eval echo "\$T_$w"); pw=$(eval echo "\$PW_$w"); f=$(eval echo "\$F_$w"); b=$(eval echo "\$B_$w")
-  say "$(printf '%-22s %10.2f %12.2f %14s %14s %10s %12s' "$label" "$t" "$(awk -v a="$t" -v b="$T_floor" 'BEGIN{print a-b}')" "$pw" "$(mib "$3")" "$f" "$b")"
+  local label=$1 w=$2 t pw f b c
+  t=$(eval echo "\$T_$w"); pw=$(eval echo "\$PW_$w"); f=$(eval echo "\$F_$w"); b=$(eval echo "\$B_$w"); c=$(eval echo "\$C_$w")
+  [ "$w" = floor ] && pw=-
+  say "$(printf '%-20s %8.2f %13.2f %8.2f %14s %13s %10s %12s' "$label" "$t" "$(awk -v a="$t" -v b="$T_floor" 'BEGIN{print a-b}')" "$c" "$pw" "$(mib "$3")" "$f" "$b")"
 }
 row "floor (protoc -o)" floor "$MEM_floor"
 row "rmicro" rmicro "$MEM_rmicro"
@@ -329,6 +358,7 @@ say "ratios rmicro / prost+tonic:"
 say "  wall time (whole command):        $RT"
 say "  wall time minus the protoc floor: $RTF"
 say "  plugin process time:              $RPW"
+say "  cpu time (user+sys, protoc+plugins): $(ratio "$C_rmicro" "$C_pair")"
 say "  plugin peak RSS:                  $RM"
 verdict() {
   awk -v r="$1" 'BEGIN{ if (r <= 0.5) print "meets the aim (at most half the pair'"'"'s time)"; else if (r <= 1.0) print "meets the target (no slower than the pair) but not the aim of half"; else print "MISSES the target: slower than the pair" }'

@@ -1,27 +1,41 @@
 //! The client generated service clients call through.
 //!
-//! Generated clients hold a [`Client`] and a service name, and hand every call to it with the
-//! method's gRPC path. The client decides where the call goes: today to a fixed address
-//! ([`Client::with_address`]); the registry-backed selector plugs in behind the same methods, so
-//! generated code does not change when discovery is added.
+//! Generated clients hold a [`Client`] and a service name and hand it every call with the
+//! method's gRPC path. The client finds the service's nodes in the [registry](crate::registry)
+//! (or uses a fixed address), lets the [selector](crate::selector) pick one, reuses one HTTP/2
+//! connection per node, applies the request timeout (default 5 s, never past the deadline of the
+//! call being served), retries connection failures on another node (default once), and carries
+//! the served call's metadata onto the outgoing call.
 //!
 //! ```no_run
-//! use rmicro_runtime::Client;
-//! let client = Client::with_address("127.0.0.1:50051");
-//! // let user = UserClient::new("go.micro.srv.user", client);   (generated)
-//! // let reply = user.call(CallRequest { name: "Ada".into() }).await?;
+//! use std::sync::Arc;
+//! use rmicro_runtime::{registry::MemoryRegistry, Client};
+//! let by_name = Client::new(Arc::new(MemoryRegistry::global()));
+//! let fixed = Client::with_address("127.0.0.1:50051");
+//! // let user = UserClient::new("go.micro.srv.user", by_name);   (generated)
 //! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use http::uri::PathAndQuery;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
+use crate::context;
+use crate::registry::{Node, Registry};
+use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
+
+/// go-micro's default request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// go-micro's default number of retries after a connection failure.
+pub const DEFAULT_RETRIES: u32 = 1;
 
 /// Calls services by name. Cheap to clone: clones share connections.
 #[derive(Clone)]
@@ -31,13 +45,19 @@ pub struct Client {
 
 struct Inner {
     target: Target,
+    selector: Arc<dyn Selector>,
+    request_timeout: Option<Duration>,
+    retries: u32,
     /// One HTTP/2 connection per node address, multiplexing every call to that node.
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+#[derive(Clone)]
 enum Target {
     /// Every service is reached at this one address.
     Address(String),
+    /// Services are looked up by name.
+    Registry(Arc<dyn Registry>),
 }
 
 impl std::fmt::Debug for Client {
@@ -45,44 +65,152 @@ impl std::fmt::Debug for Client {
         let mut d = f.debug_struct("Client");
         match &self.inner.target {
             Target::Address(addr) => d.field("address", addr),
+            Target::Registry(r) => d.field("registry", &r.name()),
         };
-        d.finish_non_exhaustive()
+        d.field("request_timeout", &self.inner.request_timeout)
+            .field("retries", &self.inner.retries)
+            .finish_non_exhaustive()
     }
 }
 
-impl Client {
-    /// A client that sends every call, whatever service it names, to `address` (`host:port`, or a
-    /// `http://host:port` URI).
-    ///
-    /// The connection is opened on the first call and reused after that.
-    pub fn with_address(address: impl Into<String>) -> Client {
+/// Builds a [`Client`]. `Default` holds go-micro's defaults.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    target: Option<Target>,
+    selector: Arc<dyn Selector>,
+    request_timeout: Option<Duration>,
+    retries: u32,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            target: None,
+            selector: Arc::new(Random),
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("request_timeout", &self.request_timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Look services up in `registry`.
+    pub fn registry(&mut self, registry: Arc<dyn Registry>) -> &mut Self {
+        self.target = Some(Target::Registry(registry));
+        self
+    }
+
+    /// Send every call to `address` instead of looking services up.
+    pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
+        self.target = Some(Target::Address(address.into()));
+        self
+    }
+
+    /// How a node is picked. Default: [`Random`].
+    pub fn selector(&mut self, selector: impl Selector) -> &mut Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// Give up on a unary call after `timeout` (`None`: only the served call's deadline or the
+    /// request's own `grpc-timeout` limit it). Default: 5 s.
+    pub fn request_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How often a unary call that could not reach a node is retried on another. Default: 1.
+    pub fn retries(&mut self, retries: u32) -> &mut Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The client. Without a registry or address it uses the process's memory registry.
+    pub fn build(&self) -> Client {
+        let target = self.target.clone().unwrap_or_else(|| {
+            Target::Registry(Arc::new(crate::registry::MemoryRegistry::global()))
+        });
         Client {
             inner: Arc::new(Inner {
-                target: Target::Address(address.into()),
+                target,
+                selector: Arc::clone(&self.selector),
+                request_timeout: self.request_timeout,
+                retries: self.retries,
                 channels: Mutex::new(HashMap::new()),
             }),
         }
     }
+}
 
-    /// The node address a call to `service` goes to.
-    fn resolve(&self, _service: &str) -> Result<String, Status> {
-        match &self.inner.target {
-            Target::Address(addr) => Ok(addr.clone()),
-        }
+/// A failure to reach a node (worth retrying elsewhere), or a final status.
+enum CallError {
+    Connect(String, Status),
+    Final(Status),
+}
+
+impl Client {
+    /// A client that finds services in `registry`, with go-micro's defaults.
+    pub fn new(registry: Arc<dyn Registry>) -> Client {
+        ClientBuilder::default().registry(registry).build()
     }
 
-    fn channel(&self, service: &str) -> Result<Channel, Status> {
-        let address = self.resolve(service)?;
+    /// A client that sends every call, whatever service it names, to `address` (`host:port`, or a
+    /// `http://host:port` URI).
+    pub fn with_address(address: impl Into<String>) -> Client {
+        ClientBuilder::default().address(address).build()
+    }
+
+    /// A builder for other settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Picks the node for a call to `service`, avoiding `tried` when another node exists.
+    async fn pick(&self, service: &str, tried: &[String]) -> Result<String, Status> {
+        let registry = match &self.inner.target {
+            Target::Address(addr) => return Ok(addr.clone()),
+            Target::Registry(registry) => registry,
+        };
+        let services = registry.get_service(service).await.map_err(|err| {
+            Status::unavailable(format!("looking up service `{service}` failed: {err}"))
+        })?;
+        let nodes: Vec<Node> = services.into_iter().flat_map(|s| s.nodes).collect();
+        if nodes.is_empty() {
+            return Err(Status::unavailable(format!(
+                "service `{service}` has no nodes in the {} registry",
+                registry.name()
+            )));
+        }
+        let fresh: Vec<Node> = nodes
+            .iter()
+            .filter(|n| !tried.contains(&n.address))
+            .cloned()
+            .collect();
+        let candidates = if fresh.is_empty() { nodes } else { fresh };
+        let index = self.inner.selector.select(service, &candidates);
+        Ok(candidates[index.min(candidates.len() - 1)].address.clone())
+    }
+
+    fn channel(&self, service: &str, address: &str) -> Result<Channel, Status> {
         let mut channels = self
             .inner
             .channels
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(&address) {
+        if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
         let uri = if address.contains("://") {
-            address.clone()
+            address.to_string()
         } else {
             format!("http://{address}")
         };
@@ -91,24 +219,81 @@ impl Client {
                 "address `{address}` of service `{service}` is not a valid host:port: {err}"
             ))
         })?;
-        let channel = endpoint.tcp_nodelay(true).connect_lazy();
-        channels.insert(address, channel.clone());
+        let channel = endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
 
-    async fn grpc(&self, service: &str) -> Result<tonic::client::Grpc<Channel>, Status> {
-        let mut grpc = tonic::client::Grpc::new(self.channel(service)?);
+    async fn grpc(
+        &self,
+        service: &str,
+        address: &str,
+    ) -> Result<tonic::client::Grpc<Channel>, CallError> {
+        let mut grpc =
+            tonic::client::Grpc::new(self.channel(service, address).map_err(CallError::Final)?);
         grpc.ready().await.map_err(|err| {
-            Status::unavailable(format!("service `{service}` is not reachable: {err}"))
+            CallError::Connect(
+                address.to_string(),
+                Status::unavailable(format!(
+                    "service `{service}` at {address} is not reachable: {err}"
+                )),
+            )
         })?;
         Ok(grpc)
+    }
+
+    /// Metadata of the call being served, copied under the outgoing request's own entries, and
+    /// the time the call may take.
+    fn prepare(&self, metadata: &mut MetadataMap, unary: bool) -> Option<Duration> {
+        let served = context::current();
+        if let Some(ctx) = &served {
+            for kv in ctx.metadata.iter() {
+                match kv {
+                    tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                        if !metadata.contains_key(k) {
+                            metadata.insert(k.clone(), v.clone());
+                        }
+                    }
+                    tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                        if !metadata.contains_key(k) {
+                            metadata.insert_bin(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let own = metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(context::parse_grpc_timeout);
+        let default = if unary {
+            self.inner.request_timeout
+        } else {
+            None
+        };
+        let limit = [own, default, served.and_then(|c| c.remaining())]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(limit) = limit {
+            // Milliseconds, rounded up, in at most 8 digits as the gRPC spec requires.
+            let ms = limit.as_millis().max(1).min(99_999_999);
+            if let Ok(v) = format!("{ms}m").parse() {
+                metadata.insert("grpc-timeout", v);
+            }
+        }
+        limit
     }
 
     /// Makes a unary call to `path` (`/package.Service/Method`) of `service`.
     ///
     /// # Errors
     ///
-    /// The status the server answered with, or `Unavailable` when no connection could be made.
+    /// The status the server answered with; `DeadlineExceeded` when the timeout passed;
+    /// `Unavailable` when the service has no reachable node.
     pub async fn unary<Req, Resp>(
         &self,
         service: &str,
@@ -116,17 +301,89 @@ impl Client {
         request: Request<Req>,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: WireMessage,
+        Req: WireMessage + Clone,
         Resp: WireMessage,
     {
-        self.grpc(service)
-            .await?
-            .unary(
-                request,
-                PathAndQuery::from_static(path),
-                ProstCodec::<Req, Resp>::new(),
-            )
-            .await
+        let (mut metadata, extensions, message) = request.into_parts();
+        let limit = self.prepare(&mut metadata, true);
+        let started = Instant::now();
+        let timed_out = || {
+            Status::deadline_exceeded(format!(
+                "call to `{service}` {path} timed out after {:?}",
+                limit.unwrap_or_default()
+            ))
+        };
+        let mut extensions = Some(extensions);
+        let mut tried = Vec::new();
+        let attempt = async {
+            loop {
+                let address = self.pick(service, &tried).await?;
+                let request = Request::from_parts(
+                    metadata.clone(),
+                    extensions.take().unwrap_or_default(),
+                    message.clone(),
+                );
+                let result = match self.grpc(service, &address).await {
+                    Ok(mut grpc) => grpc
+                        .unary(
+                            request,
+                            PathAndQuery::from_static(path),
+                            ProstCodec::<Req, Resp>::new(),
+                        )
+                        .await
+                        .map_err(|status| classify(&address, status)),
+                    Err(err) => Err(err),
+                };
+                match result {
+                    Ok(response) => return Ok(response),
+                    Err(CallError::Connect(address, status)) => {
+                        if tried.len() as u32 >= self.inner.retries {
+                            return Err(status);
+                        }
+                        tracing::debug!(%service, %address, error = %status.message(), "retrying on another node");
+                        tried.push(address);
+                    }
+                    Err(CallError::Final(status)) => return Err(status),
+                }
+            }
+        };
+        match limit {
+            Some(limit) => {
+                match tokio::time::timeout(limit.saturating_sub(started.elapsed()), attempt).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out()),
+                }
+            }
+            None => attempt.await,
+        }
+    }
+
+    /// Opens a streaming call (no retries: a stream cannot be replayed).
+    async fn open<S, Resp, F, Fut>(
+        &self,
+        service: &str,
+        request: Request<S>,
+        call: F,
+    ) -> Result<Resp, Status>
+    where
+        F: FnOnce(tonic::client::Grpc<Channel>, Request<S>) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, Status>>,
+    {
+        let (mut metadata, extensions, message) = request.into_parts();
+        let limit = self.prepare(&mut metadata, false);
+        let address = self.pick(service, &[]).await?;
+        let grpc = self.grpc(service, &address).await.map_err(|e| match e {
+            CallError::Connect(_, s) | CallError::Final(s) => s,
+        })?;
+        let fut = call(grpc, Request::from_parts(metadata, extensions, message));
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "call to `{service}` timed out after {limit:?}"
+                )))
+            }),
+            None => fut.await,
+        }
     }
 
     /// Makes a server-streaming call.
@@ -144,14 +401,15 @@ impl Client {
         Req: WireMessage,
         Resp: WireMessage,
     {
-        self.grpc(service)
-            .await?
-            .server_streaming(
+        self.open(service, request, |mut grpc, request| async move {
+            grpc.server_streaming(
                 request,
                 PathAndQuery::from_static(path),
                 ProstCodec::<Req, Resp>::new(),
             )
             .await
+        })
+        .await
     }
 
     /// Makes a client-streaming call.
@@ -170,14 +428,15 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.grpc(service)
-            .await?
-            .client_streaming(
+        self.open(service, request, |mut grpc, request| async move {
+            grpc.client_streaming(
                 request,
                 PathAndQuery::from_static(path),
                 ProstCodec::<Req, Resp>::new(),
             )
             .await
+        })
+        .await
     }
 
     /// Makes a bidirectional-streaming call.
@@ -196,13 +455,25 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.grpc(service)
-            .await?
-            .streaming(
+        self.open(service, request, |mut grpc, request| async move {
+            grpc.streaming(
                 request,
                 PathAndQuery::from_static(path),
                 ProstCodec::<Req, Resp>::new(),
             )
             .await
+        })
+        .await
+    }
+}
+
+/// A status that came from the transport (the node was not reached) rather than from a server.
+fn classify(address: &str, status: Status) -> CallError {
+    let transport =
+        status.code() == Code::Unavailable && std::error::Error::source(&status).is_some();
+    if transport {
+        CallError::Connect(address.to_string(), status)
+    } else {
+        CallError::Final(status)
     }
 }

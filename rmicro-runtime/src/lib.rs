@@ -6,23 +6,37 @@
 //! with a message that says what to install.
 //!
 //! The pieces:
+//! - [`Service`]: a server, a client and a registry run as one go-micro style service.
 //! - [`Server`]: the gRPC server generated handlers are registered on (hyper, HTTP/2).
-//! - [`Client`]: what generated clients call through.
+//! - [`Client`]: what generated clients call through: registry lookup, selector, pooled
+//!   connections, timeouts, retries, deadline and metadata propagation.
+//! - [`registry`]: memory (default) and etcd (feature `etcd`), in go-micro v2's layout.
+//! - [`errors::Error`]: go-micro's error JSON, mapped to gRPC codes both ways.
+//! - [`config::Flags`]: go-micro's flags and `MICRO_*` variables (feature `config`, default).
 //! - [`Endpoint`]: the per-RPC metadata generated code records (paths, `google.api.http` rules).
 
 pub mod api;
 pub mod client;
+#[cfg(feature = "config")]
+pub mod config;
+pub mod context;
 pub mod endpoint;
+pub mod errors;
+pub mod registry;
+pub mod selector;
 pub mod server;
+pub mod service;
 
 #[doc(hidden)]
 #[path = "codegen.rs"]
 pub mod __codegen;
 
 pub use api::{API_LEVEL, MIN_API_LEVEL};
-pub use client::Client;
+pub use client::{Client, ClientBuilder};
 pub use endpoint::{Endpoint, HttpRule};
+pub use registry::Registry;
 pub use server::{BoundServer, RegisterError, ResponseStream, Server, ServiceDef, ServiceInfo};
+pub use service::{RunningService, Service, ServiceBuilder};
 pub use tonic::{
     metadata, Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming,
 };

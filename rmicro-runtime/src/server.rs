@@ -34,6 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 use tower_service::Service;
 
+use crate::context::{self, CallContext};
 use crate::endpoint::Endpoint;
 
 /// The stream a server-streaming or bidirectional handler answers with.
@@ -102,6 +103,32 @@ where
     }
 }
 
+/// Wraps a method's handling into a [`Route`] that runs it inside the call's
+/// [context](crate::context) (deadline and metadata, for propagation to outgoing calls) and answers
+/// `DeadlineExceeded` once the caller's `grpc-timeout` has passed.
+fn route<F, Fut>(serve: F) -> Route
+where
+    F: Fn(http::Request<Body>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    Arc::new(move |req| {
+        let ctx = CallContext::from_headers(req.headers());
+        let remaining = ctx.remaining();
+        let fut = context::scope(ctx, serve(req));
+        Box::pin(async move {
+            match remaining {
+                Some(left) => tokio::time::timeout(left, fut).await.unwrap_or_else(|_| {
+                    Status::deadline_exceeded(
+                        "the caller's deadline passed while the call was served",
+                    )
+                    .into_http()
+                }),
+                None => fut.await,
+            }
+        })
+    })
+}
+
 /// Bounds every message type crossing the wire satisfies.
 pub trait WireMessage: prost::Message + Default + Send + Sync + 'static {}
 impl<T: prost::Message + Default + Send + Sync + 'static> WireMessage for T {}
@@ -135,13 +162,13 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route: Route = Arc::new(move |req| {
+        let route = route(move |req| {
             let handler = handler.clone();
-            Box::pin(async move {
+            async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
                     .unary(handler, req)
                     .await
-            })
+            }
         });
         self.routes.push((path, route));
         self
@@ -156,13 +183,13 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route: Route = Arc::new(move |req| {
+        let route = route(move |req| {
             let handler = handler.clone();
-            Box::pin(async move {
+            async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
                     .server_streaming(handler, req)
                     .await
-            })
+            }
         });
         self.routes.push((path, route));
         self
@@ -177,13 +204,13 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route: Route = Arc::new(move |req| {
+        let route = route(move |req| {
             let handler = handler.clone();
-            Box::pin(async move {
+            async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
                     .client_streaming(handler, req)
                     .await
-            })
+            }
         });
         self.routes.push((path, route));
         self
@@ -198,13 +225,13 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route: Route = Arc::new(move |req| {
+        let route = route(move |req| {
             let handler = handler.clone();
-            Box::pin(async move {
+            async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
                     .streaming(handler, req)
                     .await
-            })
+            }
         });
         self.routes.push((path, route));
         self

@@ -1,0 +1,273 @@
+//! Flags and environment variables with go-micro's names, for any service binary.
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     micro: rmicro_runtime::config::Flags,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cli = Cli::parse();
+//! let mut service = cli.micro.service("go.micro.srv.user")?.build();
+//! // register_user_handler(service.server_mut(), MyUser)?;
+//! service.run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | flag | env | default |
+//! |---|---|---|
+//! | `--registry` | `MICRO_REGISTRY` | `memory` (or `etcd`) |
+//! | `--registry-address` | `MICRO_REGISTRY_ADDRESS` | `127.0.0.1:2379` for etcd |
+//! | `--registry-username` / `--registry-password` | `MICRO_REGISTRY_USERNAME` / `_PASSWORD` | none |
+//! | `--registry-timeout` | `MICRO_REGISTRY_TIMEOUT` | `5s` (etcd dial timeout) |
+//! | `--server-address` | `MICRO_SERVER_ADDRESS` | `127.0.0.1:0` |
+//! | `--server-advertise` | `MICRO_SERVER_ADVERTISE` | the bound address |
+//! | `--server-version` | `MICRO_SERVER_VERSION` | `latest` |
+//! | `--register-ttl` | `MICRO_REGISTER_TTL` | `90s` |
+//! | `--register-interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
+//! | `--client-request-timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
+//! | `--client-retries` | `MICRO_CLIENT_RETRIES` | `1` |
+//! | `--selector` | `MICRO_SELECTOR` | `random` (or `roundrobin`) |
+//!
+//! go-micro v2's underscore spellings (`--registry_address`, `--register_ttl`, …) are accepted
+//! too. Durations take a unit (`90s`, `500ms`, `2m`); a bare number means seconds, as in go-micro.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{Client, ClientBuilder};
+use crate::registry::{MemoryRegistry, Registry};
+use crate::selector::{Random, RoundRobin};
+use crate::service::{Service, ServiceBuilder};
+
+/// The go-micro flags, to `#[command(flatten)]` into a binary's clap parser.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// Registry to use: memory (one process) or etcd.
+    #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
+    pub registry: String,
+    /// Registry addresses, comma-separated (etcd default: 127.0.0.1:2379).
+    #[arg(
+        long,
+        alias = "registry_address",
+        env = "MICRO_REGISTRY_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub registry_address: Vec<String>,
+    /// Registry user name (etcd auth).
+    #[arg(long, alias = "registry_username", env = "MICRO_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+    /// Registry password (etcd auth).
+    #[arg(
+        long,
+        alias = "registry_password",
+        env = "MICRO_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub registry_password: Option<String>,
+    /// How long to wait for the registry to answer before carrying on without it.
+    #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub registry_timeout: Duration,
+    /// Address the gRPC server listens on (port 0: a free port).
+    #[arg(
+        long,
+        alias = "server_address",
+        env = "MICRO_SERVER_ADDRESS",
+        default_value = "127.0.0.1:0"
+    )]
+    pub server_address: String,
+    /// Address registered for this node, if not the bound one.
+    #[arg(long, alias = "server_advertise", env = "MICRO_SERVER_ADVERTISE")]
+    pub server_advertise: Option<String>,
+    /// Version registered for the service.
+    #[arg(
+        long,
+        alias = "server_version",
+        env = "MICRO_SERVER_VERSION",
+        default_value = "latest"
+    )]
+    pub server_version: String,
+    /// How long a registration lives without a refresh.
+    #[arg(long, alias = "register_ttl", env = "MICRO_REGISTER_TTL", default_value = "90s", value_parser = parse_duration)]
+    pub register_ttl: Duration,
+    /// How often the registration is refreshed.
+    #[arg(long, alias = "register_interval", env = "MICRO_REGISTER_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub register_interval: Duration,
+    /// Timeout of each outgoing unary call.
+    #[arg(long, alias = "client_request_timeout", env = "MICRO_CLIENT_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub client_request_timeout: Duration,
+    /// Retries of an outgoing call whose node could not be reached.
+    #[arg(
+        long,
+        alias = "client_retries",
+        env = "MICRO_CLIENT_RETRIES",
+        default_value_t = 1
+    )]
+    pub client_retries: u32,
+    /// How a node is picked: random or roundrobin.
+    #[arg(long, env = "MICRO_SELECTOR", default_value = "random", value_parser = ["random", "roundrobin"])]
+    pub selector: String,
+}
+
+/// A configuration that cannot be put into effect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `--registry etcd` in a binary built without the `etcd` feature.
+    #[error("--registry etcd needs rmicro-runtime's `etcd` feature; rebuild with it enabled (for the examples: `cargo run --features etcd …`)")]
+    EtcdNotBuilt,
+}
+
+/// Parses `90s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+///
+/// # Errors
+///
+/// A message saying which forms are accepted.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; use forms like 90s, 500ms, 2m or 30"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "`{text}` has an unknown unit `{unit}`; use ms, s, m or h"
+        )),
+    }
+}
+
+impl Flags {
+    /// The registry the flags select. The memory registry is the process-wide one.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::EtcdNotBuilt`] for etcd without the `etcd` feature.
+    pub fn registry(&self) -> Result<Arc<dyn Registry>, ConfigError> {
+        match self.registry.as_str() {
+            "etcd" => self.etcd(),
+            _ => Ok(Arc::new(MemoryRegistry::global())),
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd(&self) -> Result<Arc<dyn Registry>, ConfigError> {
+        let mut options = crate::registry::EtcdOptions::default();
+        if !self.registry_address.is_empty() {
+            options.endpoints.clone_from(&self.registry_address);
+        }
+        if let (Some(user), Some(password)) = (&self.registry_username, &self.registry_password) {
+            options.user = Some((user.clone(), password.clone()));
+        }
+        options.dial_timeout = self.registry_timeout;
+        Ok(Arc::new(crate::registry::EtcdRegistry::new(options)))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn etcd(&self) -> Result<Arc<dyn Registry>, ConfigError> {
+        Err(ConfigError::EtcdNotBuilt)
+    }
+
+    /// A client builder with the client flags applied, on `registry`.
+    pub fn client_builder(&self, registry: Arc<dyn Registry>) -> ClientBuilder {
+        let mut builder = Client::builder();
+        builder
+            .registry(registry)
+            .request_timeout(Some(self.client_request_timeout))
+            .retries(self.client_retries);
+        if self.selector == "roundrobin" {
+            builder.selector(RoundRobin::default());
+        } else {
+            builder.selector(Random);
+        }
+        builder
+    }
+
+    /// A client on the configured registry.
+    ///
+    /// # Errors
+    ///
+    /// As [`Flags::registry`].
+    pub fn client(&self) -> Result<Client, ConfigError> {
+        Ok(self.client_builder(self.registry()?).build())
+    }
+
+    /// A service builder named `name` with every flag applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Flags::registry`].
+    pub fn service(&self, name: &str) -> Result<ServiceBuilder, ConfigError> {
+        let registry = self.registry()?;
+        let mut builder = Service::builder(name);
+        builder
+            .version(self.server_version.clone())
+            .address(self.server_address.clone())
+            .register_ttl(self.register_ttl)
+            .register_interval(self.register_interval)
+            .client(self.client_builder(Arc::clone(&registry)).build())
+            .registry(registry);
+        if let Some(advertise) = &self.server_advertise {
+            builder.advertise(advertise.clone());
+        }
+        Ok(builder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        micro: Flags,
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    #[test]
+    fn go_micro_defaults_and_spellings() {
+        let cli = Cli::try_parse_from(["svc"]).unwrap();
+        assert_eq!(cli.micro.registry, "memory");
+        assert_eq!(cli.micro.register_ttl, Duration::from_secs(90));
+        assert_eq!(cli.micro.register_interval, Duration::from_secs(30));
+        assert_eq!(cli.micro.client_request_timeout, Duration::from_secs(5));
+        assert_eq!(cli.micro.client_retries, 1);
+        let cli = Cli::try_parse_from([
+            "svc",
+            "--registry_address=10.0.0.1:2379,10.0.0.2:2379",
+            "--register_ttl=30",
+            "--selector",
+            "roundrobin",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.micro.registry_address,
+            ["10.0.0.1:2379", "10.0.0.2:2379"]
+        );
+        assert_eq!(cli.micro.register_ttl, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["svc", "--registry", "consul"]).is_err());
+    }
+}

@@ -1,0 +1,577 @@
+//! The etcd registry, in go-micro v2's layout.
+//!
+//! - Key `/micro/registry/<service>/<node-id>`, value the one-node go-micro service JSON.
+//! - One lease per node, kept alive by one long-lived keepalive stream (a request every third of
+//!   the TTL on the same stream), not a new keepalive call per tick.
+//! - A lost lease (TTL 0 on the stream, the stream breaking, etcd restarting) is replaced by a
+//!   new one on the next [`Registry::register`], which the service calls every register interval.
+//! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
+//!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
+//!   watch from the listed revision) when etcd is back.
+//! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use etcd_client::{ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use tokio::sync::{broadcast, watch};
+
+use super::memory::watch_stream;
+use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, Watcher};
+
+/// go-micro v2's key prefix.
+pub const PREFIX: &str = "/micro/registry/";
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// `host:port` or URLs of the cluster members. Default `127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// User name and password, when etcd has auth enabled.
+    pub user: Option<(String, String)>,
+    /// How long to wait for etcd before giving up on one operation (default 5 s).
+    pub dial_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            user: None,
+            dial_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A registry in etcd, compatible with go-micro v2 services and tools.
+#[derive(Clone)]
+pub struct EtcdRegistry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EtcdRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdRegistry")
+            .field("endpoints", &self.inner.options.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Lease {
+    id: i64,
+    value: String,
+    alive: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Cache {
+    primed: bool,
+    records: HashMap<String, Service>,
+}
+
+struct Inner {
+    options: EtcdOptions,
+    client: tokio::sync::Mutex<Option<etcd_client::Client>>,
+    leases: Mutex<HashMap<String, Lease>>,
+    cache: RwLock<Cache>,
+    primed: watch::Sender<bool>,
+    cache_started: AtomicBool,
+    events: broadcast::Sender<Event>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let leases = self.leases.get_mut().unwrap_or_else(|p| p.into_inner());
+        for lease in leases.values() {
+            lease.task.abort();
+        }
+    }
+}
+
+/// The key of one node.
+pub fn node_key(service: &str, node_id: &str) -> String {
+    format!(
+        "{PREFIX}{}/{}",
+        service.replace('/', "-"),
+        node_id.replace('/', "-")
+    )
+}
+
+impl EtcdRegistry {
+    /// A registry on the etcd cluster in `options`. Connecting happens on first use, so this
+    /// never blocks and a service can start while etcd is down.
+    pub fn new(options: EtcdOptions) -> EtcdRegistry {
+        EtcdRegistry {
+            inner: Arc::new(Inner {
+                options,
+                client: tokio::sync::Mutex::new(None),
+                leases: Mutex::new(HashMap::new()),
+                cache: RwLock::new(Cache::default()),
+                primed: watch::channel(false).0,
+                cache_started: AtomicBool::new(false),
+                events: broadcast::channel(1024).0,
+            }),
+        }
+    }
+
+    fn endpoints(&self) -> String {
+        self.inner.options.endpoints.join(",")
+    }
+}
+
+impl Inner {
+    fn endpoints(&self) -> String {
+        self.options.endpoints.join(",")
+    }
+
+    /// Maps an etcd-client error to a registry error with a message a person can act on.
+    fn error(&self, err: etcd_client::Error) -> RegistryError {
+        let text = err.to_string();
+        let lower = text.to_lowercase();
+        if lower.contains("user name is empty")
+            || lower.contains("authentication")
+            || lower.contains("auth token")
+            || lower.contains("permission denied")
+        {
+            let hint = if self.options.user.is_some() {
+                "check --registry-username/--registry-password (MICRO_REGISTRY_USERNAME/MICRO_REGISTRY_PASSWORD)"
+            } else {
+                "etcd has auth enabled: pass --registry-username and --registry-password (MICRO_REGISTRY_USERNAME/MICRO_REGISTRY_PASSWORD)"
+            };
+            return RegistryError::Auth(format!(
+                "etcd at {} said: {text}; {hint}",
+                self.endpoints()
+            ));
+        }
+        match err {
+            etcd_client::Error::GRpcStatus(s) if s.code() != tonic::Code::Unavailable => {
+                RegistryError::Other(format!(
+                    "etcd at {} said: {}",
+                    self.endpoints(),
+                    s.message()
+                ))
+            }
+            _ => RegistryError::Unreachable(format!("etcd at {}: {text}", self.endpoints())),
+        }
+    }
+
+    /// Runs one etcd operation with the dial timeout; an error drops the connection so the
+    /// next operation reconnects (and re-authenticates).
+    async fn op<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.options.dial_timeout, f(client)).await;
+        let err = match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(err)) => self.error(err),
+            Err(_) => RegistryError::Unreachable(format!(
+                "etcd at {} did not answer {what} within {:?}",
+                self.endpoints(),
+                self.options.dial_timeout
+            )),
+        };
+        if matches!(err, RegistryError::Unreachable(_) | RegistryError::Auth(_)) {
+            *self.client.lock().await = None;
+        }
+        Err(err)
+    }
+
+    async fn client(&self) -> Result<etcd_client::Client, RegistryError> {
+        let mut guard = self.client.lock().await;
+        if let Some(client) = &*guard {
+            return Ok(client.clone());
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.options.dial_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_auto_token_refresh(true);
+        if let Some((user, password)) = &self.options.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let connect = etcd_client::Client::connect(&self.options.endpoints, Some(options));
+        let client = match tokio::time::timeout(self.options.dial_timeout, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => return Err(self.error(err)),
+            Err(_) => {
+                return Err(RegistryError::Unreachable(format!(
+                    "no answer from etcd at {} within {:?}",
+                    self.endpoints(),
+                    self.options.dial_timeout
+                )))
+            }
+        };
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    fn parse(key: &str, value: &[u8]) -> Result<Service, RegistryError> {
+        serde_json::from_slice(value).map_err(|err| RegistryError::BadRecord {
+            key: key.to_string(),
+            message: err.to_string(),
+        })
+    }
+
+    /// Lists the prefix into the cache, then follows the watch until it ends or fails.
+    async fn sync(self: &Arc<Self>) -> Result<(), RegistryError> {
+        let listed = self
+            .op("a list", |mut c| async move {
+                c.get(PREFIX, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
+        let revision = listed.header().map_or(0, |h| h.revision());
+        let mut records = HashMap::new();
+        for kv in listed.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match Self::parse(&key, kv.value()) {
+                Ok(service) => {
+                    records.insert(key, service);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping a registry record"),
+            }
+        }
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            for (key, old) in &cache.records {
+                if !records.contains_key(key) {
+                    let _ = self.events.send(Event {
+                        action: Action::Delete,
+                        service: old.clone(),
+                    });
+                }
+            }
+            for (key, new) in &records {
+                let action = match cache.records.get(key) {
+                    None => Some(Action::Create),
+                    Some(old) if old != new => Some(Action::Update),
+                    Some(_) => None,
+                };
+                if let Some(action) = action {
+                    let _ = self.events.send(Event {
+                        action,
+                        service: new.clone(),
+                    });
+                }
+            }
+            cache.records = records;
+            cache.primed = true;
+        }
+        self.primed.send_replace(true);
+
+        let client = self.client().await?;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(revision + 1);
+        let mut stream = client
+            .watch_client()
+            .watch(PREFIX, Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        while let Some(resp) = stream.message().await.map_err(|e| self.error(e))? {
+            if resp.canceled() {
+                return Err(RegistryError::Other(
+                    "etcd cancelled the registry watch".into(),
+                ));
+            }
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                match event.event_type() {
+                    EventType::Put => match Self::parse(&key, kv.value()) {
+                        Ok(service) => {
+                            let action = if cache.records.contains_key(&key) {
+                                Action::Update
+                            } else {
+                                Action::Create
+                            };
+                            cache.records.insert(key, service.clone());
+                            let _ = self.events.send(Event { action, service });
+                        }
+                        Err(err) => tracing::warn!(error = %err, "skipping a registry record"),
+                    },
+                    EventType::Delete => {
+                        let old = cache.records.remove(&key).or_else(|| {
+                            event
+                                .prev_kv()
+                                .and_then(|p| Self::parse(&key, p.value()).ok())
+                        });
+                        if let Some(service) = old {
+                            let _ = self.events.send(Event {
+                                action: Action::Delete,
+                                service,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the cache synced for as long as the registry exists.
+async fn cache_loop(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let result = strong.sync().await;
+        drop(strong);
+        match result {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(err) => {
+                tracing::debug!(error = %err, "registry watch interrupted; serving cached nodes");
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Keeps one lease alive over one long-lived stream until the stream or the lease ends.
+async fn keep_alive(
+    client: etcd_client::Client,
+    id: i64,
+    ttl: Duration,
+    alive: Arc<AtomicBool>,
+    key: String,
+) {
+    let tick = (ttl / 3).max(Duration::from_millis(500));
+    let result: Result<(), String> = async {
+        let (mut keeper, mut stream) = client
+            .lease_client()
+            .keep_alive(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            keeper.keep_alive().await.map_err(|e| e.to_string())?;
+            match stream.message().await.map_err(|e| e.to_string())? {
+                Some(resp) if resp.ttl() > 0 => {}
+                Some(_) => return Err("etcd reports the lease expired".into()),
+                None => return Err("etcd closed the keepalive stream".into()),
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+    .await;
+    alive.store(false, Ordering::SeqCst);
+    if let Err(err) = result {
+        tracing::warn!(%key, error = %err, "registration lease lost; it is renewed on the next register interval");
+    }
+}
+
+impl EtcdRegistry {
+    fn start_cache(&self) {
+        if !self.inner.cache_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(cache_loop(Arc::downgrade(&self.inner)));
+        }
+    }
+
+    /// The cached records, waiting up to the dial timeout for the first sync.
+    async fn cached(&self) -> Result<Vec<Service>, RegistryError> {
+        self.start_cache();
+        let mut primed = self.inner.primed.subscribe();
+        let waited =
+            tokio::time::timeout(self.inner.options.dial_timeout, primed.wait_for(|p| *p)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return Err(RegistryError::Unreachable(format!(
+                "etcd at {} has not answered yet (waited {:?})",
+                self.endpoints(),
+                self.inner.options.dial_timeout
+            )));
+        }
+        let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
+        Ok(merge(cache.records.values().cloned()))
+    }
+
+    async fn register_node(&self, record: Service, ttl: Duration) -> Result<(), RegistryError> {
+        let node = &record.nodes[0];
+        let key = node_key(&record.name, &node.id);
+        let value =
+            serde_json::to_string(&record).map_err(|e| RegistryError::Other(e.to_string()))?;
+        let current = {
+            let leases = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases
+                .get(&key)
+                .filter(|l| l.alive.load(Ordering::SeqCst))
+                .map(|l| (l.id, l.value == value))
+        };
+        if let Some((id, same)) = current {
+            // The lease is alive: re-put only if the record changed.
+            if same {
+                return Ok(());
+            }
+            let (k, v) = (key.clone(), value.clone());
+            let put = self
+                .inner
+                .op("a put", |mut c| async move {
+                    c.put(k, v, Some(PutOptions::new().with_lease(id))).await
+                })
+                .await;
+            if put.is_ok() {
+                if let Some(l) = self
+                    .inner
+                    .leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&key)
+                {
+                    l.value = value;
+                }
+                return Ok(());
+            }
+        }
+        let secs = ttl.as_secs().max(1) as i64;
+        let lease = self
+            .inner
+            .op("a lease grant", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
+        let id = lease.id();
+        let (k, v) = (key.clone(), value.clone());
+        self.inner
+            .op("a put", |mut c| async move {
+                c.put(k, v, Some(PutOptions::new().with_lease(id))).await
+            })
+            .await?;
+        let client = self.inner.client().await?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(keep_alive(client, id, ttl, Arc::clone(&alive), key.clone()));
+        let old = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key,
+                Lease {
+                    id,
+                    value,
+                    alive,
+                    task,
+                },
+            );
+        if let Some(old) = old {
+            old.task.abort();
+            let old_id = old.id;
+            let _ = self
+                .inner
+                .op("a lease revoke", |mut c| async move {
+                    c.lease_revoke(old_id).await
+                })
+                .await;
+        }
+        Ok(())
+    }
+}
+
+impl Registry for EtcdRegistry {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn register<'a>(
+        &'a self,
+        service: &'a Service,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            for node in &service.nodes {
+                let record = Service {
+                    nodes: vec![node.clone()],
+                    ..service.clone()
+                };
+                self.register_node(record, ttl).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            for node in &service.nodes {
+                let key = node_key(&service.name, &node.id);
+                let lease = self
+                    .inner
+                    .leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                let k = key.clone();
+                self.inner
+                    .op("a delete", |mut c| async move { c.delete(k, None).await })
+                    .await?;
+                if let Some(lease) = lease {
+                    lease.task.abort();
+                    let id = lease.id;
+                    let _ = self
+                        .inner
+                        .op(
+                            "a lease revoke",
+                            |mut c| async move { c.lease_revoke(id).await },
+                        )
+                        .await;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn get_service<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Service>, RegistryError>> {
+        Box::pin(async move {
+            Ok(self
+                .cached()
+                .await?
+                .into_iter()
+                .filter(|s| s.name == name)
+                .collect())
+        })
+    }
+
+    fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>> {
+        Box::pin(self.cached())
+    }
+
+    fn watch<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
+        let filter = service.map(str::to_string);
+        Box::pin(async move {
+            self.start_cache();
+            Ok(watch_stream(self.inner.events.subscribe(), filter))
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.inner
+                .op("a ping", |mut c| async move {
+                    c.get(
+                        PREFIX,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only()
+                                .with_limit(1),
+                        ),
+                    )
+                    .await
+                })
+                .await
+                .map(|_| ())
+        })
+    }
+}

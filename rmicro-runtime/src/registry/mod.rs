@@ -1,0 +1,269 @@
+//! Service discovery: where each service's nodes are.
+//!
+//! The data model and its JSON are go-micro v2's (`name, version, metadata, endpoints, nodes`), so
+//! an etcd registry shared with Go micro services and tools (etcdkeeper, `micro list services`)
+//! shows the same services from both sides.
+//!
+//! - [`MemoryRegistry`]: one process (the default, and tests).
+//! - `EtcdRegistry` (feature `etcd`): go-micro v2's etcd layout, leases kept alive by one
+//!   long-lived stream per node, a watch-fed cache that keeps answering while etcd is down.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod memory;
+pub use memory::MemoryRegistry;
+
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "etcd")]
+pub use etcd::{node_key, EtcdOptions, EtcdRegistry, PREFIX as ETCD_PREFIX};
+
+/// A service as the registry stores it: one version of it and some of its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Service {
+    /// The registry name, e.g. `go.micro.srv.user`.
+    pub name: String,
+    /// The version, e.g. `latest`.
+    #[serde(default)]
+    pub version: String,
+    /// Free-form metadata.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: HashMap<String, String>,
+    /// The RPC endpoints.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub endpoints: Vec<Endpoint>,
+    /// The nodes serving it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub nodes: Vec<Node>,
+}
+
+/// One running instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Node {
+    /// Unique id, e.g. `go.micro.srv.user-<uuid>`.
+    pub id: String,
+    /// `host:port` it serves on.
+    pub address: String,
+    /// Free-form metadata (`protocol`, `server`, `transport`, `registry`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: HashMap<String, String>,
+}
+
+/// One RPC endpoint, as go-micro describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Endpoint {
+    /// `Service.Method`.
+    pub name: String,
+    /// The request type.
+    #[serde(default)]
+    pub request: Option<Value>,
+    /// The response type.
+    #[serde(default)]
+    pub response: Option<Value>,
+    /// `stream`, `endpoint`, `method`, `path`, `body`, `handler`, `grpc_path`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: HashMap<String, String>,
+}
+
+/// A type description, go-micro's `registry.Value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Value {
+    /// The type's name.
+    pub name: String,
+    /// The type (go-micro writes the Go type name; rmicro the protobuf message name).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Nested fields (rmicro leaves this empty).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub values: Vec<Value>,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Endpoint {
+    /// go-micro's endpoint for one generated [`crate::Endpoint`].
+    pub fn from_generated(e: &crate::Endpoint) -> Endpoint {
+        let value = |full: &str| {
+            let short = full.rsplit('.').next().unwrap_or(full).to_string();
+            Value {
+                name: short,
+                kind: full.to_string(),
+                values: Vec::new(),
+            }
+        };
+        let mut metadata = HashMap::new();
+        metadata.insert("endpoint".to_string(), e.name.to_string());
+        metadata.insert("grpc_path".to_string(), e.path.to_string());
+        if e.is_streaming() {
+            metadata.insert("stream".to_string(), "true".to_string());
+        }
+        if let Some(rule) = e.http.first() {
+            metadata.insert("handler".to_string(), "rpc".to_string());
+            metadata.insert("method".to_string(), rule.method.to_string());
+            metadata.insert("path".to_string(), rule.path.to_string());
+            metadata.insert("body".to_string(), rule.body.to_string());
+        }
+        Endpoint {
+            name: e.name.to_string(),
+            request: Some(value(e.request)),
+            response: Some(value(e.response)),
+            metadata,
+        }
+    }
+}
+
+/// What happened to a service in a [`Registry::watch`] stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A node appeared.
+    Create,
+    /// A node's record changed.
+    Update,
+    /// A node left.
+    Delete,
+}
+
+/// One change seen by a watcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// What happened.
+    pub action: Action,
+    /// The service, with the one node concerned.
+    pub service: Service,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The registry cannot be reached (etcd down, dial timeout).
+    #[error("registry unreachable: {0}")]
+    Unreachable(String),
+    /// The registry refused the credentials, or needs some.
+    #[error("registry authentication failed: {0}")]
+    Auth(String),
+    /// No such service.
+    #[error("service `{0}` not found in the registry")]
+    NotFound(String),
+    /// A record in the registry is not go-micro JSON.
+    #[error("registry record `{key}` is not a go-micro service: {message}")]
+    BadRecord {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Anything else the registry said.
+    #[error("registry error: {0}")]
+    Other(String),
+}
+
+/// A boxed future, for object-safe async trait methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stream of registry events.
+pub type Watcher = Pin<Box<dyn futures_core::Stream<Item = Event> + Send + 'static>>;
+
+/// A service registry.
+pub trait Registry: Send + Sync + 'static {
+    /// A short name (`memory`, `etcd`), also written into node metadata.
+    fn name(&self) -> &'static str;
+
+    /// Registers (or refreshes) every node of `service`, to expire `ttl` after the last refresh
+    /// unless refreshed again.
+    fn register<'a>(
+        &'a self,
+        service: &'a Service,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Removes every node of `service`.
+    fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// The versions of a service with their live nodes (empty when unknown).
+    fn get_service<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Service>, RegistryError>>;
+
+    /// Every service with its live nodes.
+    fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>>;
+
+    /// Changes from now on, for one service or (`None`) all.
+    fn watch<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Watcher, RegistryError>>;
+
+    /// Whether the registry answers right now (for health checks).
+    fn ping(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move { self.list_services().await.map(|_| ()) })
+    }
+}
+
+/// Groups one-node records into services, one per `(name, version)`.
+pub(crate) fn merge(records: impl IntoIterator<Item = Service>) -> Vec<Service> {
+    let mut out: Vec<Service> = Vec::new();
+    for record in records {
+        match out
+            .iter_mut()
+            .find(|s| s.name == record.name && s.version == record.version)
+        {
+            Some(existing) => {
+                for node in record.nodes {
+                    if !existing.nodes.iter().any(|n| n.id == node.id) {
+                        existing.nodes.push(node);
+                    }
+                }
+                if existing.endpoints.is_empty() {
+                    existing.endpoints = record.endpoints;
+                }
+            }
+            None => out.push(record),
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_micro_json_with_nulls() {
+        let json = r#"{"name":"go.micro.srv.user","version":"latest","metadata":null,
+            "endpoints":null,"nodes":[{"id":"go.micro.srv.user-1","address":"10.0.0.1:9090","metadata":null}]}"#;
+        let s: Service = serde_json::from_str(json).unwrap();
+        assert_eq!(s.nodes[0].address, "10.0.0.1:9090");
+        assert!(s.metadata.is_empty() && s.endpoints.is_empty());
+    }
+
+    #[test]
+    fn merge_groups_nodes_by_name_and_version() {
+        let rec = |id: &str, v: &str| Service {
+            name: "s".into(),
+            version: v.into(),
+            nodes: vec![Node {
+                id: id.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let merged = merge([rec("a", "1"), rec("b", "1"), rec("c", "2")]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].nodes.len(), 2);
+    }
+}

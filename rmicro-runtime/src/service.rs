@@ -1,0 +1,443 @@
+//! [`Service`]: a server, a client and a registry, run as one go-micro style service.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use rmicro_runtime::Service;
+//!
+//! let mut service = Service::builder("go.micro.srv.user").version("latest").build();
+//! // register_user_handler(service.server_mut(), MyUser)?;   (generated)
+//! service.run().await?; // serves until SIGINT/SIGTERM, deregistering before it stops
+//! # Ok(()) }
+//! ```
+//!
+//! Running binds the server (port 0 picks a free port; the bound address is what gets
+//! registered), registers one node and refreshes it every register interval, serves, and on the
+//! shutdown signal deregisters first, then stops accepting and drains calls in flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::client::Client;
+use crate::registry::{self, Node, Registry};
+use crate::server::Server;
+
+/// go-micro's default register TTL.
+pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
+/// go-micro's default re-register interval.
+pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why a service could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The server address could not be bound.
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+    /// Waiting for SIGINT/SIGTERM failed.
+    #[error("could not install the shutdown signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Builds a [`Service`].
+#[derive(Clone)]
+pub struct ServiceBuilder {
+    name: String,
+    version: String,
+    metadata: HashMap<String, String>,
+    address: String,
+    advertise: Option<String>,
+    registry: Option<Arc<dyn Registry>>,
+    client: Option<Client>,
+    register_ttl: Duration,
+    register_interval: Duration,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceBuilder {
+    /// The version registered (default `latest`).
+    pub fn version(&mut self, version: impl Into<String>) -> &mut Self {
+        self.version = version.into();
+        self
+    }
+
+    /// A metadata entry registered with the service.
+    pub fn metadata(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Where the server listens (default `127.0.0.1:0`: loopback, a free port).
+    pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
+        self.address = address.into();
+        self
+    }
+
+    /// The address registered for this node, when it differs from the bound one (behind NAT,
+    /// or when listening on `0.0.0.0`). Default: the bound address.
+    pub fn advertise(&mut self, address: impl Into<String>) -> &mut Self {
+        self.advertise = Some(address.into());
+        self
+    }
+
+    /// The registry (default: the process's memory registry).
+    pub fn registry(&mut self, registry: Arc<dyn Registry>) -> &mut Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The client handlers use to call other services (default: one on the same registry).
+    pub fn client(&mut self, client: Client) -> &mut Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// How long the registration outlives the last refresh (default 90 s).
+    pub fn register_ttl(&mut self, ttl: Duration) -> &mut Self {
+        self.register_ttl = ttl;
+        self
+    }
+
+    /// How often the registration is refreshed (default 30 s).
+    pub fn register_interval(&mut self, interval: Duration) -> &mut Self {
+        self.register_interval = interval;
+        self
+    }
+
+    /// The service, ready for handlers.
+    pub fn build(&self) -> Service {
+        let registry = self
+            .registry
+            .clone()
+            .unwrap_or_else(|| Arc::new(registry::MemoryRegistry::global()));
+        let client = self
+            .client
+            .clone()
+            .unwrap_or_else(|| Client::new(Arc::clone(&registry)));
+        Service {
+            options: self.clone(),
+            registry,
+            client,
+            server: Server::new(),
+        }
+    }
+}
+
+/// A go-micro style service: a gRPC server registered under a name.
+pub struct Service {
+    options: ServiceBuilder,
+    registry: Arc<dyn Registry>,
+    client: Client,
+    server: Server,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.options.name)
+            .field("registry", &self.registry.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A builder for the service registered as `name` (e.g. `go.micro.srv.user`).
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder {
+            name: name.into(),
+            version: "latest".into(),
+            metadata: HashMap::new(),
+            address: "127.0.0.1:0".into(),
+            advertise: None,
+            registry: None,
+            client: None,
+            register_ttl: DEFAULT_REGISTER_TTL,
+            register_interval: DEFAULT_REGISTER_INTERVAL,
+        }
+    }
+
+    /// The registry name.
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// The server, to register handlers on.
+    pub fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    /// The client for calling other services.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Runs until SIGINT or SIGTERM, then deregisters and stops gracefully.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound or the signal handlers cannot be installed.
+    pub async fn run(self) -> Result<(), ServiceError> {
+        let signal = shutdown_signal().map_err(ServiceError::Signal)?;
+        let running = self.start().await?;
+        signal.await;
+        tracing::info!("shutdown signal received");
+        running.stop().await
+    }
+
+    /// Runs until `signal` completes, then deregisters and stops gracefully.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServiceError> {
+        let running = self.start().await?;
+        signal.await;
+        running.stop().await
+    }
+
+    /// Binds, starts serving and registering in the background, and returns a handle.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn start(self) -> Result<RunningService, ServiceError> {
+        let Service {
+            options,
+            registry,
+            client: _,
+            server,
+        } = self;
+        let bound = server
+            .bind(options.address.as_str())
+            .await
+            .map_err(|source| ServiceError::Bind {
+                address: options.address.clone(),
+                source,
+            })?;
+        let local_addr = bound.local_addr();
+        let advertised = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| advertise_address(local_addr));
+        let endpoints = bound
+            .services()
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(registry::Endpoint::from_generated))
+            .collect();
+        let mut node_metadata = HashMap::new();
+        for (k, v) in [
+            ("protocol", "grpc"),
+            ("server", "grpc"),
+            ("transport", "grpc"),
+            ("broker", "none"),
+            ("registry", registry.name()),
+        ] {
+            node_metadata.insert(k.to_string(), v.to_string());
+        }
+        let record = registry::Service {
+            name: options.name.clone(),
+            version: options.version.clone(),
+            metadata: options.metadata.clone(),
+            endpoints,
+            nodes: vec![Node {
+                id: format!("{}-{}", options.name, uuid::Uuid::new_v4()),
+                address: advertised,
+                metadata: node_metadata,
+            }],
+        };
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut serve_stop = stop_rx.clone();
+        let serving = tokio::spawn(bound.serve_with_shutdown(async move {
+            let _ = serve_stop.wait_for(|stop| *stop).await;
+        }));
+        let registering = tokio::spawn(keep_registered(
+            Arc::clone(&registry),
+            record.clone(),
+            options.register_ttl,
+            options.register_interval,
+            stop_rx,
+        ));
+        tracing::info!(
+            service = %record.name,
+            node = %record.nodes[0].id,
+            address = %record.nodes[0].address,
+            registry = registry.name(),
+            "serving"
+        );
+        Ok(RunningService {
+            record,
+            local_addr,
+            registry,
+            stop: stop_tx,
+            serving,
+            registering,
+        })
+    }
+}
+
+/// A started service.
+pub struct RunningService {
+    record: registry::Service,
+    local_addr: SocketAddr,
+    registry: Arc<dyn Registry>,
+    stop: watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    registering: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningService")
+            .field("node", &self.record.nodes[0])
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningService {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The record this node registers.
+    pub fn record(&self) -> &registry::Service {
+        &self.record
+    }
+
+    /// Deregisters, stops accepting, drains calls in flight, and returns.
+    ///
+    /// # Errors
+    ///
+    /// When serving had failed.
+    pub async fn stop(self) -> Result<(), ServiceError> {
+        let _ = self.stop.send(true);
+        let _ = self.registering.await;
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.registry.deregister(&self.record),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::info!(node = %self.record.nodes[0].id, "deregistered"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "deregistering failed; the node expires with its TTL")
+            }
+            Err(_) => tracing::warn!("deregistering timed out; the node expires with its TTL"),
+        }
+        match self.serving.await {
+            Ok(result) => result.map_err(ServiceError::Serve),
+            Err(err) => Err(ServiceError::Serve(std::io::Error::other(err))),
+        }
+    }
+}
+
+/// Registers `record` now and every `interval` until `stop`, retrying sooner (1 s, doubling)
+/// while the registry is unreachable.
+async fn keep_registered(
+    registry: Arc<dyn Registry>,
+    record: registry::Service,
+    ttl: Duration,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut registered = false;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match registry.register(&record, ttl).await {
+            Ok(()) => {
+                if !registered {
+                    tracing::info!(service = %record.name, registry = registry.name(), "registered");
+                }
+                registered = true;
+                backoff = Duration::from_secs(1);
+                interval
+            }
+            Err(err) => {
+                if registered || backoff == Duration::from_secs(1) {
+                    tracing::warn!(
+                        service = %record.name,
+                        error = %err,
+                        "could not register; serving anyway and retrying"
+                    );
+                }
+                registered = false;
+                let wait = backoff.min(interval);
+                backoff = (backoff * 2).min(interval);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The address to register for a listener bound to `local`: itself, unless it is a wildcard.
+fn advertise_address(local: SocketAddr) -> String {
+    if !local.ip().is_unspecified() {
+        return local.to_string();
+    }
+    // A wildcard listener: register an address of this host other hosts can use.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    let resolved = host.and_then(|h| {
+        std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), local.port()))
+            .ok()?
+            .find(|a| !a.ip().is_loopback())
+    });
+    resolved
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], local.port())))
+        .to_string()
+}
+
+/// Completes on SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
