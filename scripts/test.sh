@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then runs every test.
 #   protoc (protobuf-compiler)   real-protoc plugin tests and the protox/protoc comparison
+#   etcd, etcdctl (etcd-server, etcd-client)  the etcd registry tests, against a real server
 #   python grpcio, grpcio-tools  a gRPC client from another implementation calling our server
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_missing=()
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || apt_missing+=(etcd-client)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${apt_missing[*]}" >&2
   as_root apt-get update -qq

@@ -12,6 +12,7 @@ fn main() {
                 "proto/rmicro/test/legacy.proto",
                 "proto/rmicro/test/keywords.proto",
                 "proto/nopkg.proto",
+                "proto/rmicro/test/hop.proto",
             ],
             &["../proto", "proto"],
         );

@@ -280,7 +280,7 @@ impl Client {
             .min();
         if let Some(limit) = limit {
             // Milliseconds, rounded up, in at most 8 digits as the gRPC spec requires.
-            let ms = limit.as_millis().max(1).min(99_999_999);
+            let ms = limit.as_millis().clamp(1, 99_999_999);
             if let Ok(v) = format!("{ms}m").parse() {
                 metadata.insert("grpc-timeout", v);
             }

@@ -1,5 +1,7 @@
 //! Generated fixtures and helpers for rmicro's end-to-end tests.
 
+pub mod etcd;
+pub mod hop;
 pub mod scratch;
 pub mod user;
 

@@ -1,0 +1,284 @@
+//! Calls by service name through a registry: selection, retries, deadline and metadata
+//! propagation across two hops, go-micro errors end to end (memory registry, real gRPC).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmicro_runtime::errors::Error;
+use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+use rmicro_runtime::selector::RoundRobin;
+use rmicro_runtime::{Client, Code, Request, RunningService, Service};
+use rmicro_tests::fixtures::go::micro::srv::user::{
+    register_user_handler, CallRequest, UserClient,
+};
+use rmicro_tests::fixtures::rmicro::test::hop::{register_hop_handler, HopClient, HopRequest};
+use rmicro_tests::hop::HopNode;
+use rmicro_tests::user::Greeter;
+
+/// Starts a Hop node registered as `service` in `registry`, relaying to `next`.
+async fn hop(
+    registry: &Arc<dyn Registry>,
+    service: &str,
+    name: &str,
+    next: Option<&str>,
+) -> RunningService {
+    let client = Client::new(Arc::clone(registry));
+    let mut svc = Service::builder(service)
+        .registry(Arc::clone(registry))
+        .build();
+    let node = HopNode {
+        name: name.into(),
+        next: next.map(|n| (n.to_string(), client)),
+    };
+    register_hop_handler(svc.server_mut(), node).unwrap();
+    svc.start().await.unwrap()
+}
+
+async fn wait_for_nodes(registry: &Arc<dyn Registry>, service: &str, n: usize) {
+    for _ in 0..100 {
+        let nodes: usize = registry
+            .get_service(service)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.nodes.len())
+            .sum();
+        if nodes >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{service} never reached {n} nodes");
+}
+
+#[tokio::test]
+async fn metadata_and_deadline_propagate_across_two_hops() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let a = hop(&registry, "hop.a", "a", Some("hop.b")).await;
+    let b = hop(&registry, "hop.b", "b", None).await;
+    wait_for_nodes(&registry, "hop.b", 1).await;
+
+    let client = Client::new(Arc::clone(&registry));
+    let mut request = Request::new(HopRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-trace-id", "trace-42".parse().unwrap());
+    request.set_timeout(Duration::from_millis(1500));
+    let reply = HopClient::new("hop.a", client)
+        .relay(request)
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(reply.seen.len(), 2);
+    assert_eq!(
+        (reply.seen[0].node.as_str(), reply.seen[0].trace_id.as_str()),
+        ("a", "trace-42")
+    );
+    assert_eq!(
+        (reply.seen[1].node.as_str(), reply.seen[1].trace_id.as_str()),
+        ("b", "trace-42")
+    );
+    let (ra, rb) = (reply.seen[0].remaining_ms, reply.seen[1].remaining_ms);
+    assert!(ra > 0 && ra <= 1500, "hop a saw {ra} ms left");
+    assert!(
+        rb > 0 && rb <= ra,
+        "hop b saw {rb} ms left, after a's {ra}: the deadline shrinks"
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_cuts_every_hop_short() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let _a = hop(&registry, "hop.a", "a", Some("hop.b")).await;
+    let _b = hop(&registry, "hop.b", "b", None).await;
+    wait_for_nodes(&registry, "hop.b", 1).await;
+
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .request_timeout(Some(Duration::from_millis(300)))
+        .build();
+    let started = Instant::now();
+    let err = HopClient::new("hop.a", client)
+        .relay(HopRequest {
+            sleep_ms: 3000,
+            fail_code: 0,
+        })
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the caller waited {took:?} for a 300 ms timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_error_arrives_with_code_and_detail_across_hops() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let _a = hop(&registry, "hop.a", "a", Some("hop.b")).await;
+    let _b = hop(&registry, "hop.b", "b", None).await;
+    wait_for_nodes(&registry, "hop.b", 1).await;
+
+    let client = Client::new(Arc::clone(&registry));
+    let status = HopClient::new("hop.a", client)
+        .relay(HopRequest {
+            sleep_ms: 0,
+            fail_code: 409,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    let err = Error::from_status(&status);
+    assert_eq!(err, Error::new("b", "the last hop failed on purpose", 409));
+    assert_eq!(err.status, "Conflict");
+}
+
+#[tokio::test]
+async fn round_robin_alternates_between_two_nodes_and_random_spreads() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let _one = hop(&registry, "hop.x", "one", None).await;
+    let _two = hop(&registry, "hop.x", "two", None).await;
+    wait_for_nodes(&registry, "hop.x", 2).await;
+
+    let rr = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(RoundRobin::default())
+        .build();
+    let hop_x = HopClient::new("hop.x", rr);
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        names.push(
+            hop_x
+                .relay(HopRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .seen[0]
+                .node
+                .clone(),
+        );
+    }
+    for pair in names.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {names:?}");
+    }
+
+    let random = HopClient::new("hop.x", Client::new(Arc::clone(&registry)));
+    let mut one = 0;
+    for _ in 0..200 {
+        if random
+            .relay(HopRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .seen[0]
+            .node
+            == "one"
+        {
+            one += 1;
+        }
+    }
+    assert!(
+        (40..=160).contains(&one),
+        "random picked `one` {one} times of 200"
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut svc = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_user_handler(svc.server_mut(), Greeter).unwrap();
+    let live = svc.start().await.unwrap();
+    // A second node whose port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "dead".into(),
+            address: dead.to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
+
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(RoundRobin::default())
+        .build();
+    let user = UserClient::new("go.micro.srv.user", client);
+    for i in 0..10 {
+        let reply = user
+            .call(CallRequest {
+                name: format!("n{i}"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+    }
+
+    // With retries off, the dead node's failure reaches the caller as Unavailable.
+    let no_retry = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(RoundRobin::default())
+        .retries(0)
+        .build();
+    let user = UserClient::new("go.micro.srv.user", no_retry);
+    let results: Vec<_> = futures_results(&user).await;
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(c) if *c == Code::Unavailable)),
+        "{results:?}"
+    );
+    live.stop().await.unwrap();
+}
+
+async fn futures_results(user: &UserClient) -> Vec<Result<(), Code>> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        out.push(
+            user.call(CallRequest { name: "x".into() })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn graceful_stop_deregisters_at_once_and_unknown_services_are_unavailable() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let running = hop(&registry, "hop.gone", "g", None).await;
+    wait_for_nodes(&registry, "hop.gone", 1).await;
+    let node = running.record().nodes[0].clone();
+    assert!(node.id.starts_with("hop.gone-"));
+    assert_eq!(node.address, running.local_addr().to_string());
+    running.stop().await.unwrap();
+    assert!(registry.get_service("hop.gone").await.unwrap().is_empty());
+
+    let err = HopClient::new("hop.gone", Client::new(Arc::clone(&registry)))
+        .relay(HopRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.message(),
+        "service `hop.gone` has no nodes in the memory registry"
+    );
+}

@@ -1,0 +1,463 @@
+//! The etcd registry against a real etcd server on free loopback ports: go-micro v2's key and
+//! JSON, selection across nodes, graceful and SIGKILL departures, etcd going away and coming
+//! back, a service started before etcd, and auth.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmicro_runtime::registry::{EtcdOptions, EtcdRegistry, Registry, RegistryError};
+use rmicro_runtime::selector::RoundRobin;
+use rmicro_runtime::{Client, RunningService, Service};
+use rmicro_tests::etcd::Etcd;
+use rmicro_tests::fixtures::go::micro::srv::user::{
+    register_user_handler, CallRequest, UserClient,
+};
+use rmicro_tests::fixtures::rmicro::test::hop::{register_hop_handler, HopClient, HopRequest};
+use rmicro_tests::hop::HopNode;
+use rmicro_tests::user::Greeter;
+use serde::Deserialize;
+
+fn registry(etcd: &Etcd) -> Arc<dyn Registry> {
+    Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(1),
+        ..Default::default()
+    }))
+}
+
+async fn user_service(
+    registry: &Arc<dyn Registry>,
+    ttl: Duration,
+    interval: Duration,
+) -> RunningService {
+    let mut svc = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(registry))
+        .register_ttl(ttl)
+        .register_interval(interval)
+        .build();
+    register_user_handler(svc.server_mut(), Greeter).unwrap();
+    svc.start().await.unwrap()
+}
+
+/// Polls `cond` every 100 ms until it holds or `limit` passes; returns how long it took.
+async fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if cond() {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+fn user_keys(etcd: &Etcd) -> Vec<(String, String)> {
+    etcd.get_prefix("/micro/registry/go.micro.srv.user/")
+}
+
+/// go-micro v2's registry JSON, field for field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoService {
+    name: String,
+    version: String,
+    metadata: Option<HashMap<String, String>>,
+    endpoints: Vec<GoEndpoint>,
+    nodes: Vec<GoNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoEndpoint {
+    name: String,
+    request: GoValue,
+    response: GoValue,
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoValue {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    values: Option<Vec<GoValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoNode {
+    id: String,
+    address: String,
+    metadata: HashMap<String, String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_writes_go_micro_v2_key_and_json() {
+    let etcd = Etcd::start("layout");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(90), Duration::from_secs(30)).await;
+    within(Duration::from_secs(5), "the node is registered", || {
+        !user_keys(&etcd).is_empty()
+    })
+    .await;
+
+    let keys = user_keys(&etcd);
+    assert_eq!(keys.len(), 1);
+    let (key, value) = &keys[0];
+    let node_id = &running.record().nodes[0].id;
+    assert_eq!(key, &format!("/micro/registry/go.micro.srv.user/{node_id}"));
+    let service: GoService = serde_json::from_str(value).expect("go-micro v2 JSON");
+    assert_eq!(service.name, "go.micro.srv.user");
+    assert_eq!(service.version, "latest");
+    assert!(service.metadata.unwrap_or_default().is_empty());
+    let names: Vec<&str> = service.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["User.Call", "User.Stream", "User.PingPong"]);
+    assert_eq!(service.endpoints[0].request.name, "CallRequest");
+    assert_eq!(
+        service.endpoints[0].request.kind,
+        "go.micro.srv.user.CallRequest"
+    );
+    assert!(service.endpoints[0]
+        .request
+        .values
+        .as_ref()
+        .is_none_or(Vec::is_empty));
+    assert_eq!(service.endpoints[0].response.name, "CallResponse");
+    assert_eq!(
+        service.endpoints[1]
+            .metadata
+            .get("stream")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(service.nodes.len(), 1);
+    assert_eq!(&service.nodes[0].id, node_id);
+    assert!(node_id.starts_with("go.micro.srv.user-"));
+    assert_eq!(service.nodes[0].address, running.local_addr().to_string());
+    assert_eq!(
+        service.nodes[0]
+            .metadata
+            .get("registry")
+            .map(String::as_str),
+        Some("etcd")
+    );
+    assert_eq!(
+        service.nodes[0]
+            .metadata
+            .get("protocol")
+            .map(String::as_str),
+        Some("grpc")
+    );
+
+    // The key carries a lease with the register TTL.
+    let lease = etcd.etcdctl(&["get", key, "-w", "fields"]).unwrap();
+    let lease_line = lease.lines().find(|l| l.starts_with("\"Lease\"")).unwrap();
+    assert_ne!(lease_line.trim(), "\"Lease\" : 0", "{lease}");
+
+    // Graceful stop: gone at once.
+    running.stop().await.unwrap();
+    assert!(
+        user_keys(&etcd).is_empty(),
+        "still registered after a graceful stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_round_robin_alternates_and_random_spreads() {
+    let etcd = Etcd::start("select");
+    let reg = registry(&etcd);
+    let mut nodes = Vec::new();
+    for name in ["one", "two"] {
+        let mut svc = Service::builder("hop.x").registry(Arc::clone(&reg)).build();
+        register_hop_handler(
+            svc.server_mut(),
+            HopNode {
+                name: name.into(),
+                next: None,
+            },
+        )
+        .unwrap();
+        nodes.push(svc.start().await.unwrap());
+    }
+    // A separate registry instance, as another process would have: it learns through the watch.
+    let lookup = registry(&etcd);
+    let lookup2 = Arc::clone(&lookup);
+    let mut two = false;
+    for _ in 0..50 {
+        two = lookup2
+            .get_service("hop.x")
+            .await
+            .map(|s| s.iter().map(|s| s.nodes.len()).sum::<usize>() == 2)
+            .unwrap_or(false);
+        if two {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(two, "both nodes visible through the watch-fed cache");
+
+    let rr = HopClient::new(
+        "hop.x",
+        Client::builder()
+            .registry(Arc::clone(&lookup))
+            .selector(RoundRobin::default())
+            .build(),
+    );
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(
+            rr.relay(HopRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .seen[0]
+                .node
+                .clone(),
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "round robin alternates: {seen:?}"
+    );
+
+    let random = HopClient::new("hop.x", Client::new(Arc::clone(&lookup)));
+    let mut one = 0;
+    for _ in 0..200 {
+        if random
+            .relay(HopRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .seen[0]
+            .node
+            == "one"
+        {
+            one += 1;
+        }
+    }
+    assert!(
+        (40..=160).contains(&one),
+        "random picked `one` {one} of 200 times"
+    );
+    for n in nodes {
+        n.stop().await.unwrap();
+    }
+}
+
+/// Spawns the test node process against `etcd`; returns it once it prints its address.
+fn spawn_node(etcd: &Etcd, ttl: &str, interval: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_test-node"))
+        .args([
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+        ])
+        .args([
+            "--register-ttl",
+            ttl,
+            "--register-interval",
+            interval,
+            "--registry-timeout",
+            "1s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the node prints its address")
+        .to_string();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deregisters_at_once_and_sigkill_expires_within_the_ttl() {
+    let etcd = Etcd::start("departures");
+
+    let (mut child, addr) = spawn_node(&etcd, "3s", "1s");
+    within(Duration::from_secs(5), "registered", || {
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr))
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+    assert!(
+        user_keys(&etcd).is_empty(),
+        "deregistered before the process exited"
+    );
+
+    let (mut child, addr) = spawn_node(&etcd, "3s", "1s");
+    within(Duration::from_secs(5), "registered", || {
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr))
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL: no chance to deregister
+    child.wait().unwrap();
+    let took = within(
+        Duration::from_secs(6),
+        "the killed node's key expires",
+        || user_keys(&etcd).is_empty(),
+    )
+    .await;
+    assert!(
+        took <= Duration::from_millis(4500),
+        "gone after {took:?}, TTL 3 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_down_then_back_cached_nodes_keep_serving_and_the_node_registers_again() {
+    let mut etcd = Etcd::start("outage");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(3), Duration::from_secs(2)).await;
+    let lookup = registry(&etcd);
+    let user = UserClient::new("go.micro.srv.user", Client::new(Arc::clone(&lookup)));
+    let mut primed = false;
+    for _ in 0..50 {
+        if user.call(CallRequest { name: "a".into() }).await.is_ok() {
+            primed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(primed, "the service is reachable through etcd");
+
+    etcd.stop();
+    // Calls keep working from the cache for longer than the TTL.
+    let outage = Instant::now();
+    let mut calls = 0;
+    while outage.elapsed() < Duration::from_secs(4) {
+        let reply = user
+            .call(CallRequest {
+                name: format!("c{calls}"),
+            })
+            .await;
+        assert!(
+            reply.is_ok(),
+            "call {calls} failed while etcd was down: {reply:?}"
+        );
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(calls >= 20);
+
+    etcd.resume();
+    let addr = running.local_addr().to_string();
+    // Registered again within one register interval (2 s), plus time for the restarted etcd.
+    within(
+        Duration::from_secs(4),
+        "registered again after etcd came back",
+        || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr)),
+    )
+    .await;
+    // And kept alive: still there after twice the TTL.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr)),
+        "the new lease is kept alive"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_etcd_registers_once_etcd_is_up() {
+    let mut etcd = Etcd::planned("late");
+    let reg = registry(&etcd);
+    let started = Instant::now();
+    let running = user_service(&reg, Duration::from_secs(5), Duration::from_secs(2)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "start does not wait for etcd"
+    );
+    // It serves already.
+    let direct = UserClient::new("x", Client::with_address(running.local_addr().to_string()));
+    assert_eq!(
+        direct
+            .call(CallRequest {
+                name: "early".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .msg,
+        "Hello early"
+    );
+
+    etcd.resume();
+    let addr = running.local_addr().to_string();
+    within(Duration::from_secs(6), "registered once etcd is up", || {
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr))
+    })
+    .await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_works_with_user_and_password_and_fails_clearly_without() {
+    let etcd = Etcd::start("auth");
+    etcd.etcdctl(&["user", "add", "root:s3cret"]).unwrap();
+    etcd.etcdctl(&["auth", "enable"]).unwrap();
+
+    let authed: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        user: Some(("root".into(), "s3cret".into())),
+        dial_timeout: Duration::from_secs(2),
+    }));
+    let running = user_service(&authed, Duration::from_secs(30), Duration::from_secs(10)).await;
+    let mut found = false;
+    for _ in 0..50 {
+        if authed
+            .get_service("go.micro.srv.user")
+            .await
+            .map(|s| !s.is_empty())
+            .unwrap_or(false)
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "registered and listed with credentials");
+
+    let anonymous = registry(&etcd);
+    let err = anonymous
+        .register(running.record(), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    match &err {
+        RegistryError::Auth(msg) => assert!(
+            msg.contains("etcd has auth enabled: pass --registry-username and --registry-password"),
+            "{msg}"
+        ),
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("registry authentication failed: etcd at 127.0.0.1:"),
+        "{err}"
+    );
+
+    let wrong: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        user: Some(("root".into(), "wrong".into())),
+        dial_timeout: Duration::from_secs(2),
+    }));
+    let err = wrong.list_services().await.unwrap_err();
+    assert!(err.to_string().contains("registry"), "{err}");
+    running.stop().await.unwrap();
+}
