@@ -256,6 +256,29 @@ say "file list: $LISTS/files.txt (sha256 $(sha256sum "$LISTS/files.txt" | cut -c
 # ---------------------------------------------------------------------------------------------
 DATA=$TMP_ROOT/data.tsv # which run wall tree_rss_kb plugin_wall plugin_rss_kb out_files out_bytes cpu
 : >"$DATA"
+# The machine may be shared: before each run wait (up to QUIET_WAIT s) until the other
+# processes use under QUIET_PCT % of the CPUs, and after it report the CPU time the rest of
+# the machine used meanwhile (all busy CPU time minus this command's user+sys).
+HZ=$(getconf CLK_TCK)
+cpu_busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+busy_pct() { # % of all CPUs busy over 3 s
+  awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat >"$TMP_ROOT/stat1"
+  sleep 3
+  awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat >"$TMP_ROOT/stat2"
+  paste "$TMP_ROOT/stat1" "$TMP_ROOT/stat2" | awk '{b=$3-$1; i=$4-$2; printf "%d", (b+i)>0 ? 100*b/(b+i) : 0}'
+}
+wait_quiet() {
+  local waited=0 p
+  p=$(busy_pct)
+  while [ "$p" -gt "${QUIET_PCT:-10}" ] && [ "$waited" -lt "${QUIET_WAIT:-900}" ]; do
+    [ "$waited" = 0 ] && echo "  (machine ${p}% busy; waiting for it to quiet down ...)" >&2
+    sleep 7
+    waited=$((waited + 10))
+    p=$(busy_pct)
+  done
+  [ "$p" -gt "${QUIET_PCT:-10}" ] && say "  NOTE: still ${p}% busy after ${waited}s; measuring anyway"
+  return 0
+}
 measure() { # WHICH RUN
   local which=$1 run=$2 out m
   out=$(mktemp -d "$TMP_ROOT/out-$which.XXXXXX")
@@ -266,6 +289,9 @@ measure() { # WHICH RUN
     *) args=$(gen_args "$which" "$out") ;;
   esac
   sync
+  wait_quiet
+  local t0
+  t0=$(cpu_busy_ticks)
   # shellcheck disable=SC2086
   RMICRO_BENCH_MEASURE_DIR=$m /usr/bin/time -f '%e %M %U %S' -o "$m/protoc" \
     bash -c 'cd "$BUNDLE" && exec protoc -I "$WKT_INCLUDE" -I . "$@"' _ $args "@$LISTS/files.txt" \
@@ -278,6 +304,8 @@ measure() { # WHICH RUN
   local usr sys cpu
   read -r wall rss usr sys < <(tail -1 "$m/protoc")
   cpu=$(awk -v a="$usr" -v b="$sys" 'BEGIN{printf "%.2f", a+b}')
+  local others
+  others=$(awk -v t0="$t0" -v t1="$(cpu_busy_ticks)" -v hz="$HZ" -v c="$cpu" 'BEGIN{o=(t1-t0)/hz-c; printf "%.1f", o<0?0:o}')
   for p in protoc-gen-rmicro protoc-gen-prost protoc-gen-tonic; do
     [ -f "$m/$p" ] || continue
     read -r w r < <(tail -1 "$m/$p")
@@ -288,9 +316,9 @@ measure() { # WHICH RUN
   local files bytes
   files=$(find "$out" -type f | wc -l)
   bytes=$(find "$out" -type f -printf '%s\n' | awk '{s+=$1} END{print s+0}')
-  echo "$which $run $wall $rss $pwall $prss $files $bytes $cpu" >>"$DATA"
-  printf '  run %d %-6s wall %6.2fs  cpu %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes\n' \
-    "$run" "$which" "$wall" "$cpu" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" | tee -a "$RESULTS"
+  echo "$which $run $wall $rss $pwall $prss $files $bytes $cpu $others" >>"$DATA"
+  printf '  run %d %-6s wall %6.2fs  cpu %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes; others used %s cpu-s meanwhile\n' \
+    "$run" "$which" "$wall" "$cpu" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" "$others" | tee -a "$RESULTS"
   rm -rf "$out" "$m"
 }
 : >"$TMP_ROOT/plugins.tsv"
@@ -304,6 +332,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 say "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+say "other processes used $(awk '{s+=$10} END{printf "%.1f", s}' "$DATA") cpu-s in all during the measured runs (0 = the machine was ours alone)"
 
 # ---------------------------------------------------------------------------------------------
 # 5. Table

@@ -7,6 +7,7 @@ pub mod user {
     include!(concat!(env!("OUT_DIR"), "/go.micro.srv.user.rs"));
 }
 
+pub mod api;
 pub mod greeter;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -43,9 +43,10 @@ use crate::registry::{MemoryRegistry, Registry};
 use crate::selector::{Random, RoundRobin};
 use crate::service::{Service, ServiceBuilder};
 
-/// The go-micro flags, to `#[command(flatten)]` into a binary's clap parser.
+/// The registry flags alone, for tools that only read the registry (`rmicro registry`,
+/// `rmicro api`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct Flags {
+pub struct RegistryFlags {
     /// Registry to use: memory (one process) or etcd.
     #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
     pub registry: String,
@@ -71,6 +72,14 @@ pub struct Flags {
     /// How long to wait for the registry to answer before carrying on without it.
     #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub registry_timeout: Duration,
+}
+
+/// The go-micro flags, to `#[command(flatten)]` into a binary's clap parser.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// The registry flags.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
     /// Address the gRPC server listens on (port 0: a free port).
     #[arg(
         long,
@@ -146,13 +155,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-impl Flags {
+impl RegistryFlags {
     /// The registry the flags select. The memory registry is the process-wide one.
     ///
     /// # Errors
     ///
     /// [`ConfigError::EtcdNotBuilt`] for etcd without the `etcd` feature.
-    pub fn registry(&self) -> Result<Arc<dyn Registry>, ConfigError> {
+    pub fn build(&self) -> Result<Arc<dyn Registry>, ConfigError> {
         match self.registry.as_str() {
             "etcd" => self.etcd(),
             _ => Ok(Arc::new(MemoryRegistry::global())),
@@ -175,6 +184,17 @@ impl Flags {
     #[cfg(not(feature = "etcd"))]
     fn etcd(&self) -> Result<Arc<dyn Registry>, ConfigError> {
         Err(ConfigError::EtcdNotBuilt)
+    }
+}
+
+impl Flags {
+    /// The registry the flags select (see [`RegistryFlags::build`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::EtcdNotBuilt`] for etcd without the `etcd` feature.
+    pub fn registry(&self) -> Result<Arc<dyn Registry>, ConfigError> {
+        self.registry.build()
     }
 
     /// A client builder with the client flags applied, on `registry`.
@@ -250,7 +270,7 @@ mod tests {
     #[test]
     fn go_micro_defaults_and_spellings() {
         let cli = Cli::try_parse_from(["svc"]).unwrap();
-        assert_eq!(cli.micro.registry, "memory");
+        assert_eq!(cli.micro.registry.registry, "memory");
         assert_eq!(cli.micro.register_ttl, Duration::from_secs(90));
         assert_eq!(cli.micro.register_interval, Duration::from_secs(30));
         assert_eq!(cli.micro.client_request_timeout, Duration::from_secs(5));
@@ -264,7 +284,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            cli.micro.registry_address,
+            cli.micro.registry.registry_address,
             ["10.0.0.1:2379", "10.0.0.2:2379"]
         );
         assert_eq!(cli.micro.register_ttl, Duration::from_secs(30));

@@ -36,7 +36,7 @@ pub use client::{Client, ClientBuilder};
 pub use endpoint::{Endpoint, HttpRule};
 pub use registry::Registry;
 pub use server::{BoundServer, RegisterError, ResponseStream, Server, ServiceDef, ServiceInfo};
-pub use service::{RunningService, Service, ServiceBuilder};
+pub use service::{Registration, RunningService, Service, ServiceBuilder};
 pub use tonic::{
     metadata, Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming,
 };

@@ -272,17 +272,16 @@ impl Service {
         };
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut serve_stop = stop_rx.clone();
+        let mut serve_stop = stop_rx;
         let serving = tokio::spawn(bound.serve_with_shutdown(async move {
             let _ = serve_stop.wait_for(|stop| *stop).await;
         }));
-        let registering = tokio::spawn(keep_registered(
+        let registration = Registration::start(
             Arc::clone(&registry),
             record.clone(),
             options.register_ttl,
             options.register_interval,
-            stop_rx,
-        ));
+        );
         tracing::info!(
             service = %record.name,
             node = %record.nodes[0].id,
@@ -293,10 +292,9 @@ impl Service {
         Ok(RunningService {
             record,
             local_addr,
-            registry,
             stop: stop_tx,
             serving,
-            registering,
+            registration,
         })
     }
 }
@@ -305,10 +303,9 @@ impl Service {
 pub struct RunningService {
     record: registry::Service,
     local_addr: SocketAddr,
-    registry: Arc<dyn Registry>,
     stop: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
-    registering: tokio::task::JoinHandle<()>,
+    registration: Registration,
 }
 
 impl std::fmt::Debug for RunningService {
@@ -336,8 +333,61 @@ impl RunningService {
     ///
     /// When serving had failed.
     pub async fn stop(self) -> Result<(), ServiceError> {
+        self.registration.stop().await;
         let _ = self.stop.send(true);
-        let _ = self.registering.await;
+        match self.serving.await {
+            Ok(result) => result.map_err(ServiceError::Serve),
+            Err(err) => Err(ServiceError::Serve(std::io::Error::other(err))),
+        }
+    }
+}
+
+/// A node kept registered in the background: registered at once, refreshed every interval,
+/// retried sooner while the registry is unreachable. Services do this themselves; use it for
+/// nodes that are not rmicro gRPC servers (an HTTP API registered for the gateway).
+pub struct Registration {
+    registry: Arc<dyn Registry>,
+    record: registry::Service,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// Starts keeping `record` registered with `ttl`, refreshed every `interval`.
+    pub fn start(
+        registry: Arc<dyn Registry>,
+        record: registry::Service,
+        ttl: Duration,
+        interval: Duration,
+    ) -> Registration {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(keep_registered(
+            Arc::clone(&registry),
+            record.clone(),
+            ttl,
+            interval,
+            stop_rx,
+        ));
+        Registration {
+            registry,
+            record,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops refreshing and deregisters (waiting at most 5 s for the registry).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
         match tokio::time::timeout(
             Duration::from_secs(5),
             self.registry.deregister(&self.record),
@@ -349,10 +399,6 @@ impl RunningService {
                 tracing::warn!(error = %err, "deregistering failed; the node expires with its TTL")
             }
             Err(_) => tracing::warn!("deregistering timed out; the node expires with its TTL"),
-        }
-        match self.serving.await {
-            Ok(result) => result.map_err(ServiceError::Serve),
-            Err(err) => Err(ServiceError::Serve(std::io::Error::other(err))),
         }
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! - `rmicro check`: is every generated file accepted by the rmicro-runtime the project resolves,
 //!   and does the `protoc-gen-rmicro` on PATH emit code it accepts?
+//! - `rmicro registry list|get NAME|watch [NAME]`: what the registry holds.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod registry_cmd;
 
 /// The `rmicro` command line.
 #[derive(Debug, Parser)]
@@ -29,6 +31,8 @@ pub enum Command {
     ///
     /// Exit status: 0 all good, 1 version skew found, 2 could not check.
     Check(check::Args),
+    /// Show what the registry holds: list services, get one, or watch changes.
+    Registry(registry_cmd::Args),
 }
 
 /// Parses the process's arguments and runs the command.
@@ -36,5 +40,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Registry(args) => registry_cmd::run(&args),
     }
 }

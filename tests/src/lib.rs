@@ -2,6 +2,7 @@
 
 pub mod etcd;
 pub mod hop;
+pub mod http;
 pub mod scratch;
 pub mod user;
 

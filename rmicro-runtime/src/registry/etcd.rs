@@ -237,7 +237,10 @@ impl Inner {
         }
         {
             let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            for (key, old) in &cache.records {
+            // The first sync is the starting state, not a change; later syncs (after an
+            // outage) report what changed while the watch was down.
+            let report = cache.primed;
+            for (key, old) in cache.records.iter().filter(|_| report) {
                 if !records.contains_key(key) {
                     let _ = self.events.send(Event {
                         action: Action::Delete,
@@ -245,7 +248,7 @@ impl Inner {
                     });
                 }
             }
-            for (key, new) in &records {
+            for (key, new) in records.iter().filter(|_| report) {
                 let action = match cache.records.get(key) {
                     None => Some(Action::Create),
                     Some(old) if old != new => Some(Action::Update),

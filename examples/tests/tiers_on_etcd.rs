@@ -1,0 +1,116 @@
+//! The seed's srv and API tiers as separate processes on a real etcd: an HTTP request to the API
+//! is answered by the srv service found by name; SIGTERM deregisters both.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rmicro_tests::etcd::Etcd;
+use rmicro_tests::http;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &str, etcd: &Etcd, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(bin)
+        .args([
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+            "--register-interval",
+            "1s",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{bin} printed {line:?}"))
+        .to_string();
+    (Proc(child), addr)
+}
+
+fn terminate(p: &mut Proc) {
+    Command::new("kill")
+        .args(["-TERM", &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = p.0.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+}
+
+#[test]
+fn api_calls_srv_by_name_through_etcd() {
+    let etcd = Etcd::start("tiers");
+    let (mut srv, _) = spawn(env!("CARGO_BIN_EXE_user-srv"), &etcd, &[]);
+    let (mut api, api_addr) = spawn(
+        env!("CARGO_BIN_EXE_user-api"),
+        &etcd,
+        &["--address", "127.0.0.1:0"],
+    );
+
+    // Both register; the API answers once it has seen the srv node through its watch.
+    let started = Instant::now();
+    let reply = loop {
+        let r = http::get(&api_addr, "/user/call?name=John");
+        if r.status == 200 || started.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, r#"{"msg":"Hello John"}"#);
+
+    let post = http::request(
+        &api_addr,
+        "POST",
+        "/user/call",
+        &[("Content-Type", "application/json")],
+        r#"{"name":"Ada"}"#,
+    );
+    assert_eq!(post.body, r#"{"msg":"Hello Ada"}"#);
+
+    let bad = http::get(&api_addr, "/user/call?name=");
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.body,
+        r#"{"id":"","code":400,"detail":"name must not be empty","status":"Bad Request"}"#
+    );
+
+    let keys: Vec<String> = etcd
+        .get_prefix("/micro/registry/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("/micro/registry/go.micro.srv.user/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("/micro/registry/go.micro.api.user/")),
+        "{keys:?}"
+    );
+
+    terminate(&mut api);
+    terminate(&mut srv);
+    assert!(
+        etcd.get_prefix("/micro/registry/").is_empty(),
+        "both deregistered on SIGTERM"
+    );
+}

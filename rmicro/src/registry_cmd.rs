@@ -1,0 +1,115 @@
+//! `rmicro registry list|get NAME|watch [NAME]`: what the registry holds, from the terminal.
+
+use std::process::ExitCode;
+
+use rmicro_runtime::config::RegistryFlags;
+use rmicro_runtime::registry::Service;
+use tokio_stream::StreamExt;
+
+/// `rmicro registry` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which registry to read.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// What to show.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `rmicro registry` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Every service: name, version, node count (`--json` for the records).
+    List {
+        /// Print the full go-micro records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service's versions, endpoints and nodes, as go-micro JSON.
+    Get {
+        /// The service name, e.g. go.micro.srv.user.
+        name: String,
+    },
+    /// Prints one JSON line per change until interrupted.
+    Watch {
+        /// Only this service.
+        name: Option<String>,
+    },
+}
+
+/// Runs `rmicro registry`.
+pub fn run(args: &Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match run_async(args).await {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let registry = args.registry.build()?;
+    match &args.command {
+        Command::List { json } => {
+            let services = registry.list_services().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&services)?);
+            } else if services.is_empty() {
+                println!("no services in the {} registry", registry.name());
+            } else {
+                for s in &services {
+                    println!("{:<40} {:<10} {} node(s)", s.name, s.version, s.nodes.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { name } => {
+            let services: Vec<Service> = registry.get_service(name).await?;
+            if services.is_empty() {
+                eprintln!(
+                    "error: service `{name}` not found in the {} registry",
+                    registry.name()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            println!("{}", serde_json::to_string_pretty(&services)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { name } => {
+            let mut events = registry.watch(name.as_deref()).await?;
+            // Make sure the registry is reachable, so a wrong address fails instead of hanging.
+            registry.ping().await?;
+            loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(event) => {
+                            use std::io::Write;
+                            let line = serde_json::to_string(&event)?;
+                            let mut out = std::io::stdout().lock();
+                            // A closed pipe (`| head`) ends the watch quietly.
+                            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                        }
+                        None => return Ok(ExitCode::SUCCESS),
+                    },
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `rmicro registry list|get|watch` against a real etcd holding a real service.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmicro_runtime::registry::{EtcdOptions, EtcdRegistry, Registry};
+use rmicro_runtime::Service;
+use rmicro_tests::etcd::Etcd;
+use rmicro_tests::fixtures::go::micro::srv::user::register_user_handler;
+use rmicro_tests::user::Greeter;
+
+fn rmicro(etcd_addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "registry",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            etcd_addr,
+            "--registry-timeout",
+            "2s",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_get_and_watch_show_registered_services() {
+    let etcd = Etcd::start("cli");
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(2),
+        ..Default::default()
+    }));
+    let mut svc = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_user_handler(svc.server_mut(), Greeter).unwrap();
+    let running = svc.start().await.unwrap();
+    for _ in 0..50 {
+        if !etcd.get_prefix("/micro/registry/").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let out = rmicro(&etcd.client_addr, &["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("go.micro.srv.user"), "{listed}");
+    assert!(
+        listed.contains("latest") && listed.contains("1 node(s)"),
+        "{listed}"
+    );
+
+    let out = rmicro(&etcd.client_addr, &["get", "go.micro.srv.user"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        services[0]["nodes"][0]["address"],
+        running.local_addr().to_string()
+    );
+    assert_eq!(services[0]["endpoints"][0]["name"], "User.Call");
+
+    let out = rmicro(&etcd.client_addr, &["get", "go.micro.srv.nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("service `go.micro.srv.nope` not found in the etcd registry")
+    );
+
+    // watch: a second node appearing is printed as a JSON line.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "registry",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+            "watch",
+            "go.micro.srv.user",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut svc = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_user_handler(svc.server_mut(), Greeter).unwrap();
+    let second = svc.start().await.unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                return None;
+            }
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["action"] == "create" {
+                return Some(event);
+            }
+        }
+    });
+    let event = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .expect("a watch event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event["service"]["nodes"][0]["address"],
+        second.local_addr().to_string()
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    second.stop().await.unwrap();
+    running.stop().await.unwrap();
+}
+
+#[test]
+fn an_unreachable_registry_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = rmicro(&port.to_string(), &["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: registry unreachable: "), "{err}");
+    assert!(err.contains(&port.to_string()), "{err}");
+}
