@@ -2,6 +2,7 @@
 # The test command: installs what the tests need when it is missing, then runs every test.
 #   protoc (protobuf-compiler)   real-protoc plugin tests and the protox/protoc comparison
 #   etcd, etcdctl (etcd-server, etcd-client)  the etcd registry tests, against a real server
+#   openssl                      certificates for the TLS etcd test
 #   python grpcio, grpcio-tools  a gRPC client from another implementation calling our server
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ apt_missing=()
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_missing+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${apt_missing[*]}" >&2
   as_root apt-get update -qq

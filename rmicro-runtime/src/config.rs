@@ -72,6 +72,28 @@ pub struct RegistryFlags {
     /// How long to wait for the registry to answer before carrying on without it.
     #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub registry_timeout: Duration,
+    /// CA certificate (PEM file) for TLS to the registry; setting it turns TLS on.
+    #[arg(long, env = "MICRO_REGISTRY_TLS_CA", value_name = "PEM")]
+    pub registry_tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM file) for registries that check client certificates.
+    #[arg(
+        long,
+        env = "MICRO_REGISTRY_TLS_CERT",
+        value_name = "PEM",
+        requires = "registry_tls_key"
+    )]
+    pub registry_tls_cert: Option<std::path::PathBuf>,
+    /// Key of the client certificate (PEM file).
+    #[arg(
+        long,
+        env = "MICRO_REGISTRY_TLS_KEY",
+        value_name = "PEM",
+        requires = "registry_tls_cert"
+    )]
+    pub registry_tls_key: Option<std::path::PathBuf>,
+    /// Name to verify the registry's certificate against (default: the address's host).
+    #[arg(long, env = "MICRO_REGISTRY_TLS_DOMAIN")]
+    pub registry_tls_domain: Option<String>,
 }
 
 /// The go-micro flags, to `#[command(flatten)]` into a binary's clap parser.
@@ -128,6 +150,16 @@ pub enum ConfigError {
     /// `--registry etcd` in a binary built without the `etcd` feature.
     #[error("--registry etcd needs rmicro-runtime's `etcd` feature; rebuild with it enabled (for the examples: `cargo run --features etcd …`)")]
     EtcdNotBuilt,
+    /// A TLS file could not be read.
+    #[error("could not read {flag} file {}: {source}", path.display())]
+    TlsFile {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
 }
 
 /// Parses `90s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -178,6 +210,27 @@ impl RegistryFlags {
             options.user = Some((user.clone(), password.clone()));
         }
         options.dial_timeout = self.registry_timeout;
+        if let Some(ca) = &self.registry_tls_ca {
+            let read = |flag: &'static str, path: &std::path::PathBuf| {
+                std::fs::read(path).map_err(|source| ConfigError::TlsFile {
+                    flag,
+                    path: path.clone(),
+                    source,
+                })
+            };
+            let identity = match (&self.registry_tls_cert, &self.registry_tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    read("--registry-tls-cert", cert)?,
+                    read("--registry-tls-key", key)?,
+                )),
+                _ => None,
+            };
+            options.tls = Some(crate::registry::EtcdTls {
+                ca_pem: read("--registry-tls-ca", ca)?,
+                identity,
+                domain: self.registry_tls_domain.clone(),
+            });
+        }
         Ok(Arc::new(crate::registry::EtcdRegistry::new(options)))
     }
 

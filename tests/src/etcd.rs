@@ -143,3 +143,159 @@ impl Drop for Etcd {
         let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
     }
 }
+
+/// Certificates for a TLS etcd: a CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate, made with the `openssl` command.
+#[derive(Debug)]
+pub struct TestCerts {
+    /// The directory holding `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
+    pub dir: PathBuf,
+}
+
+impl TestCerts {
+    /// Makes the certificates (1-day validity) in a fresh directory.
+    pub fn new(tag: &str) -> TestCerts {
+        let dir = std::env::temp_dir().join(format!("rmicro-certs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("could not run openssl ({e}); install it: apt-get install openssl")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rmicro-test-ca",
+        ]);
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "1", "-extfile", &format!("{name}.ext")]);
+        }
+        TestCerts { dir }
+    }
+
+    /// The contents of one of the files.
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An etcd that serves clients over TLS and requires client certificates.
+#[derive(Debug)]
+pub struct TlsEtcd {
+    /// `127.0.0.1:PORT` clients use (with TLS).
+    pub client_addr: String,
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl TlsEtcd {
+    /// Starts it with `certs` and waits until it answers.
+    pub fn start(tag: &str, certs: &TestCerts) -> TlsEtcd {
+        let data_dir =
+            std::env::temp_dir().join(format!("rmicro-etcd-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let client_addr = format!("127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let url = format!("https://{client_addr}");
+        let p = |n: &str| certs.dir.join(n).display().to_string();
+        let child = Command::new("etcd")
+            .args(["--name", "rmicro-tls", "--data-dir"])
+            .arg(&data_dir)
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("rmicro-tls={peer}")])
+            .args([
+                "--cert-file",
+                &p("server.pem"),
+                "--key-file",
+                &p("server.key"),
+            ])
+            .args(["--trusted-ca-file", &p("ca.pem"), "--client-cert-auth"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("could not start etcd ({e}); install it: apt-get install etcd-server")
+            });
+        let etcd = TlsEtcd {
+            client_addr,
+            child,
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &url,
+                    "--cacert",
+                    &p("ca.pem"),
+                    "--cert",
+                    &p("client.pem"),
+                    "--key",
+                    &p("client.key"),
+                ])
+                .args(["--dial-timeout", "1s", "endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return etcd;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "TLS etcd on {} did not become healthy within 20 s",
+            etcd.client_addr
+        );
+    }
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

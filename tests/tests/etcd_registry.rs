@@ -417,6 +417,7 @@ async fn auth_works_with_user_and_password_and_fails_clearly_without() {
         endpoints: vec![etcd.client_addr.clone()],
         user: Some(("root".into(), "s3cret".into())),
         dial_timeout: Duration::from_secs(2),
+        tls: None,
     }));
     let running = user_service(&authed, Duration::from_secs(30), Duration::from_secs(10)).await;
     let mut found = false;
@@ -456,8 +457,57 @@ async fn auth_works_with_user_and_password_and_fails_clearly_without() {
         endpoints: vec![etcd.client_addr.clone()],
         user: Some(("root".into(), "wrong".into())),
         dial_timeout: Duration::from_secs(2),
+        tls: None,
     }));
     let err = wrong.list_services().await.unwrap_err();
     assert!(err.to_string().contains("registry"), "{err}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    use rmicro_runtime::registry::EtcdTls;
+    use rmicro_tests::etcd::{TestCerts, TlsEtcd};
+
+    let certs = TestCerts::new("registry");
+    let etcd = TlsEtcd::start("registry", &certs);
+    let tls = EtcdTls {
+        ca_pem: certs.read("ca.pem"),
+        identity: Some((certs.read("client.pem"), certs.read("client.key"))),
+        domain: Some("localhost".into()),
+    };
+    let secure: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(3),
+        tls: Some(tls),
+        ..Default::default()
+    }));
+    let running = user_service(&secure, Duration::from_secs(30), Duration::from_secs(10)).await;
+    let mut found = false;
+    for _ in 0..50 {
+        if secure
+            .get_service("go.micro.srv.user")
+            .await
+            .map(|s| !s.is_empty())
+            .unwrap_or(false)
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "registered and listed over TLS");
+
+    // Plain TCP to the TLS port does not work, and says the registry is unreachable.
+    let plain: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(2),
+        ..Default::default()
+    }));
+    let err = plain
+        .register(running.record(), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable(_)), "{err:?}");
     running.stop().await.unwrap();
 }

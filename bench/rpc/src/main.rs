@@ -21,7 +21,8 @@
 //! Each round runs C concurrent tasks calling in a loop for warm-up + duration; calls that
 //! complete inside the measured window count for throughput and latency. Variants run
 //! interleaved (A, B, A, B, …) so background load hits them alike. Reported: per variant the
-//! median across rounds of throughput, p50 and p99.
+//! median across rounds of throughput, p50 and p99, and of the process's CPU time per call
+//! (clients and server together; less disturbed by other load on the machine than throughput).
 //!
 //! Options (flag or environment variable): `--concurrency N` / `BENCH_CONCURRENCY` (32),
 //! `--duration SECS` / `BENCH_DURATION` (5), `--warmup SECS` / `BENCH_WARMUP` (1),
@@ -323,6 +324,8 @@ struct RoundResult {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// Process CPU time (user + system, all threads: clients and server) per measured call.
+    cpu_us_per_call: f64,
     errors: u64,
 }
 
@@ -366,6 +369,12 @@ async fn run_round(caller: &Caller, opts: &Options, first_error: &Arc<Mutex<Opti
             TaskResult { hist, errors }
         }));
     }
+    // The process's CPU time over the measured window: less sensitive to other load on the
+    // machine than throughput, since time spent waiting for a core does not count.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = process_cpu_secs();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu = process_cpu_secs() - cpu_from;
     let mut hist = Histogram::new();
     let mut errors = 0;
     for task in tasks {
@@ -381,6 +390,7 @@ async fn run_round(caller: &Caller, opts: &Options, first_error: &Arc<Mutex<Opti
         p99_us: us(hist.quantile(0.99)),
         p999_us: us(hist.quantile(0.999)),
         max_us: us(hist.max),
+        cpu_us_per_call: cpu * 1e6 / hist.total.max(1) as f64,
         errors,
     }
 }
@@ -443,6 +453,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
+/// User + system CPU time of this process so far, in seconds (`/proc/self/stat`, 10 ms ticks).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: state is 3rd overall, utime 14th, stime 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -503,12 +523,12 @@ async fn main() -> ExitCode {
     let first_error = Arc::new(Mutex::new(None));
     let mut results: Vec<Vec<RoundResult>> = opts.variants.iter().map(|_| Vec::new()).collect();
     println!();
-    println!("{:<36} {:>5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6}  load", "variant", "round", "calls", "calls/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "errors");
+    println!("{:<36} {:>5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}  load", "variant", "round", "calls", "calls/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/c", "errors");
     for round in 1..=opts.rounds {
         for (i, (v, caller)) in callers.iter().enumerate() {
             let r = run_round(caller, &opts, &first_error).await;
             println!(
-                "{:<36} {:>5} {:>10} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6}  {}",
+                "{:<36} {:>5} {:>10} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6}  {}",
                 v.describe(),
                 round,
                 r.calls,
@@ -517,6 +537,7 @@ async fn main() -> ExitCode {
                 r.p99_us,
                 r.p999_us,
                 r.max_us,
+                r.cpu_us_per_call,
                 r.errors,
                 loadavg()
             );
@@ -529,6 +550,7 @@ async fn main() -> ExitCode {
         tput: f64,
         p50: f64,
         p99: f64,
+        cpu: f64,
         errors: u64,
     }
     let summaries: Vec<Summary> = opts
@@ -540,6 +562,7 @@ async fn main() -> ExitCode {
             tput: median(rs.iter().map(|r| r.throughput).collect()),
             p50: median(rs.iter().map(|r| r.p50_us).collect()),
             p99: median(rs.iter().map(|r| r.p99_us).collect()),
+            cpu: median(rs.iter().map(|r| r.cpu_us_per_call).collect()),
             errors: rs.iter().map(|r| r.errors).sum(),
         })
         .collect();
@@ -548,23 +571,32 @@ async fn main() -> ExitCode {
 
     println!();
     println!("median across {} rounds:", opts.rounds);
-    println!("| {:<36} | {:>9} | {:>8} | {:>8} | {:>6} | {:>10} | {:>8} |", "client", "calls/s", "p50 µs", "p99 µs", "errors", "calls/s÷B", "p99÷B");
-    println!("|{:-<38}|{:->11}|{:->10}|{:->10}|{:->8}|{:->12}|{:->10}|", "", "", "", "", "", "", "");
+    println!(
+        "| {:<36} | {:>9} | {:>8} | {:>8} | {:>12} | {:>6} | {:>10} | {:>8} | {:>8} |",
+        "client", "calls/s", "p50 µs", "p99 µs", "CPU µs/call", "errors", "calls/s÷B", "p99÷B", "CPU÷B"
+    );
+    println!("|{:-<38}|{:->11}|{:->10}|{:->10}|{:->14}|{:->8}|{:->12}|{:->10}|{:->10}|", "", "", "", "", "", "", "", "", "");
     let b = find(Variant::B);
     for s in &summaries {
-        let (tr, pr) = match b {
-            Some(b) => (format!("{:.3}", s.tput / b.tput), format!("{:.3}", s.p99 / b.p99)),
-            None => ("-".into(), "-".into()),
+        let (tr, pr, cr) = match b {
+            Some(b) => (
+                format!("{:.3}", s.tput / b.tput),
+                format!("{:.3}", s.p99 / b.p99),
+                format!("{:.3}", s.cpu / b.cpu),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {:<36} | {:>9.0} | {:>8.1} | {:>8.1} | {:>6} | {:>10} | {:>8} |",
+            "| {:<36} | {:>9.0} | {:>8.1} | {:>8.1} | {:>12.1} | {:>6} | {:>10} | {:>8} | {:>8} |",
             s.v.describe(),
             s.tput,
             s.p50,
             s.p99,
+            s.cpu,
             s.errors,
             tr,
-            pr
+            pr,
+            cr
         );
     }
     if let (Some(a), Some(b)) = (find(Variant::A), b) {

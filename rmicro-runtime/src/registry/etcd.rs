@@ -33,6 +33,29 @@ pub struct EtcdOptions {
     pub user: Option<(String, String)>,
     /// How long to wait for etcd before giving up on one operation (default 5 s).
     pub dial_timeout: Duration,
+    /// TLS to etcd (needs the `etcd-tls` feature); `None` for plain TCP.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings for etcd, as PEM bytes.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The CA certificate(s) the server's certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify the server certificate against (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("EtcdTls")
+            .field("client_identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EtcdOptions {
@@ -41,6 +64,7 @@ impl Default for EtcdOptions {
             endpoints: vec!["127.0.0.1:2379".into()],
             user: None,
             dial_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -147,7 +171,11 @@ impl Inner {
             ));
         }
         match err {
-            etcd_client::Error::GRpcStatus(s) if s.code() != tonic::Code::Unavailable => {
+            // A status the server sent (not one the transport made up for a failed connection).
+            etcd_client::Error::GRpcStatus(s)
+                if s.code() != tonic::Code::Unavailable
+                    && std::error::Error::source(&s).is_none() =>
+            {
                 RegistryError::Other(format!(
                     "etcd at {} said: {}",
                     self.endpoints(),
@@ -194,6 +222,9 @@ impl Inner {
         if let Some((user, password)) = &self.options.user {
             options = options.with_user(user.clone(), password.clone());
         }
+        if let Some(tls) = &self.options.tls {
+            options = self.with_tls(options, tls)?;
+        }
         let connect = etcd_client::Client::connect(&self.options.endpoints, Some(options));
         let client = match tokio::time::timeout(self.options.dial_timeout, connect).await {
             Ok(Ok(client)) => client,
@@ -208,6 +239,34 @@ impl Inner {
         };
         *guard = Some(client.clone());
         Ok(client)
+    }
+
+    #[cfg(feature = "etcd-tls")]
+    fn with_tls(
+        &self,
+        options: ConnectOptions,
+        tls: &EtcdTls,
+    ) -> Result<ConnectOptions, RegistryError> {
+        use etcd_client::{Certificate, Identity, TlsOptions};
+        let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &tls.domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(options.with_tls(config))
+    }
+
+    #[cfg(not(feature = "etcd-tls"))]
+    fn with_tls(
+        &self,
+        _options: ConnectOptions,
+        _tls: &EtcdTls,
+    ) -> Result<ConnectOptions, RegistryError> {
+        Err(RegistryError::Other(
+            "TLS to etcd needs rmicro-runtime's `etcd-tls` feature; rebuild with it enabled".into(),
+        ))
     }
 
     fn parse(key: &str, value: &[u8]) -> Result<Service, RegistryError> {

@@ -21,7 +21,7 @@ pub use memory::MemoryRegistry;
 #[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "etcd")]
-pub use etcd::{node_key, EtcdOptions, EtcdRegistry, PREFIX as ETCD_PREFIX};
+pub use etcd::{node_key, EtcdOptions, EtcdRegistry, EtcdTls, PREFIX as ETCD_PREFIX};
 
 /// A service as the registry stores it: one version of it and some of its nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
