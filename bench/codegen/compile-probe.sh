@@ -17,6 +17,8 @@ PROTO_FILES_VERSION=5.0.3
 PROBE=$WORK/compile-probe
 PROBE_TARGET=${PROBE_TARGET:-$ROOT/target/scratch-crates/target}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+mkdir -p "$WORK"
+cd "$WORK" # nothing below writes into the source tree
 
 # Directories whose .proto files (not recursing) are the roots: about a dozen packages, most
 # with services, chosen because none of them reaches grafeas or another large tree.

@@ -24,6 +24,7 @@ PROTO_FILES_VERSION=5.0.3
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 mkdir -p "$WORK"
+cd "$WORK" # nothing below writes into the source tree
 RESULTS=$WORK/codegen-results.txt
 LOGS=$WORK/codegen-logs
 rm -rf "$LOGS"
@@ -91,7 +92,7 @@ make_shim() { # NAME REAL_BINARY
   cat >"$SHIMS/$1" <<EOF
 #!/bin/sh
 if [ -n "\${RMICRO_BENCH_MEASURE_DIR:-}" ]; then
-  exec /usr/bin/time -f '%e %M' -o "\$RMICRO_BENCH_MEASURE_DIR/$1" '$2' "\$@"
+  exec /usr/bin/time -f '%e %M %U %S' -o "\$RMICRO_BENCH_MEASURE_DIR/$1" '$2' "\$@"
 fi
 exec '$2' "\$@"
 EOF
@@ -265,7 +266,7 @@ busy_pct() { # % of all CPUs busy over 3 s
   awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat >"$TMP_ROOT/stat1"
   sleep 3
   awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat >"$TMP_ROOT/stat2"
-  paste "$TMP_ROOT/stat1" "$TMP_ROOT/stat2" | awk '{b=$3-$1; i=$4-$2; printf "%d", (b+i)>0 ? 100*b/(b+i) : 0}'
+  paste "$TMP_ROOT/stat1" "$TMP_ROOT/stat2" | awk '{b=$3-$1; i=$4-$2; printf "%d", ((b + i) > 0 ? 100 * b / (b + i) : 0)}'
 }
 wait_quiet() {
   local waited=0 p
@@ -300,25 +301,26 @@ measure() { # WHICH RUN
     grep -v 'warning:' "$LOGS/run-$which-$run.log" | head -20
     exit 1
   }
-  local wall rss pwall=0 prss=0 p
+  local wall rss pwall=0 prss=0 pcpu=0 p w r pu ps
   local usr sys cpu
   read -r wall rss usr sys < <(tail -1 "$m/protoc")
   cpu=$(awk -v a="$usr" -v b="$sys" 'BEGIN{printf "%.2f", a+b}')
   local others
-  others=$(awk -v t0="$t0" -v t1="$(cpu_busy_ticks)" -v hz="$HZ" -v c="$cpu" 'BEGIN{o=(t1-t0)/hz-c; printf "%.1f", o<0?0:o}')
+  others=$(awk -v t0="$t0" -v t1="$(cpu_busy_ticks)" -v hz="$HZ" -v c="$cpu" 'BEGIN{o=(t1-t0)/hz-c; printf "%.1f", (o < 0 ? 0 : o)}')
   for p in protoc-gen-rmicro protoc-gen-prost protoc-gen-tonic; do
     [ -f "$m/$p" ] || continue
-    read -r w r < <(tail -1 "$m/$p")
-    echo "$which $run $p $w $r" >>"$TMP_ROOT/plugins.tsv"
+    read -r w r pu ps < <(tail -1 "$m/$p")
+    echo "$which $run $p $w $r $pu $ps" >>"$TMP_ROOT/plugins.tsv"
     pwall=$(awk -v a="$pwall" -v b="$w" 'BEGIN{printf "%.2f", a+b}')
+    pcpu=$(awk -v a="$pcpu" -v b="$pu" -v c="$ps" 'BEGIN{printf "%.2f", a+b+c}')
     [ "$r" -gt "$prss" ] && prss=$r
   done
   local files bytes
   files=$(find "$out" -type f | wc -l)
   bytes=$(find "$out" -type f -printf '%s\n' | awk '{s+=$1} END{print s+0}')
-  echo "$which $run $wall $rss $pwall $prss $files $bytes $cpu $others" >>"$DATA"
-  printf '  run %d %-6s wall %6.2fs  cpu %6.2fs  protoc-tree peak %5d MiB  plugin(s) %6.2fs / peak %5d MiB  -> %d files, %d bytes; others used %s cpu-s meanwhile\n' \
-    "$run" "$which" "$wall" "$cpu" $((rss / 1024)) "$pwall" $((prss / 1024)) "$files" "$bytes" "$others" | tee -a "$RESULTS"
+  echo "$which $run $wall $rss $pwall $prss $files $bytes $cpu $others $pcpu" >>"$DATA"
+  printf '  run %d %-6s wall %6.2fs cpu %6.2fs | plugin(s) wall %6.2fs cpu %6.2fs peak %4d MiB | protoc-tree peak %4d MiB | %d files, %d bytes | others used %s cpu-s\n' \
+    "$run" "$which" "$wall" "$cpu" "$pwall" "$pcpu" $((prss / 1024)) $((rss / 1024)) "$files" "$bytes" "$others" | tee -a "$RESULTS"
   rm -rf "$out" "$m"
 }
 : >"$TMP_ROOT/plugins.tsv"
@@ -348,6 +350,7 @@ for w in floor rmicro pair; do
   eval "F_$w=\$(maxcol $w 7)"
   eval "B_$w=\$(maxcol $w 8)"
   eval "C_$w=\$(col $w 9 | median)"
+  eval "PC_$w=\$(col $w 11 | median)"
   if [ "$(col $w 7 | sort -u | wc -l)" != 1 ] || [ "$(col $w 8 | sort -u | wc -l)" != 1 ]; then
     say "NOTE: $w produced different output sizes across runs: $(col $w 8 | tr '\n' ' ')"
   fi
@@ -362,36 +365,43 @@ plug_stat() { awk -v w="$1" -v p="$2" -v c="$3" '$1==w && $3==p {print $c}' "$TM
 mib() { awk -v k="$1" 'BEGIN{printf "%.0f", k/1024}'; }
 say ""
 say "== results: $NFILES files, $RUNS runs each; times = medians (wall and user+sys cpu of the whole protoc command, and of the plugin processes), memory = max peak RSS"
-say "$(printf '%-20s %8s %13s %8s %14s %13s %10s %12s' command 'wall s' 'wall-floor s' 'cpu s' 'plugin wall s' 'peak RSS MiB' 'out files' 'out bytes')"
+say "$(printf '%-18s %7s %13s %7s %12s %13s %13s %10s %12s' command 'wall s' 'wall-floor s' 'cpu s' 'cpu-floor s' 'plugin cpu s' 'peak RSS MiB' 'out files' 'out bytes')"
 row() { # LABEL WHICH MEMKB
-  local label=$1 w=$2 t pw f b c
-  t=$(eval echo "\$T_$w"); pw=$(eval echo "\$PW_$w"); f=$(eval echo "\$F_$w"); b=$(eval echo "\$B_$w"); c=$(eval echo "\$C_$w")
-  [ "$w" = floor ] && pw=-
-  say "$(printf '%-20s %8.2f %13.2f %8.2f %14s %13s %10s %12s' "$label" "$t" "$(awk -v a="$t" -v b="$T_floor" 'BEGIN{print a-b}')" "$c" "$pw" "$(mib "$3")" "$f" "$b")"
+  local label=$1 w=$2 t pc f b c
+  t=$(eval echo "\$T_$w"); pc=$(eval echo "\$PC_$w"); f=$(eval echo "\$F_$w"); b=$(eval echo "\$B_$w"); c=$(eval echo "\$C_$w")
+  [ "$w" = floor ] && pc=-
+  say "$(printf '%-18s %7.2f %13.2f %7.2f %12.2f %13s %13s %10s %12s' "$label" "$t" "$(awk -v a="$t" -v b="$T_floor" 'BEGIN{print a-b}')" "$c" "$(awk -v a="$c" -v b="$C_floor" 'BEGIN{print a-b}')" "$pc" "$(mib "$3")" "$f" "$b")"
 }
 row "floor (protoc -o)" floor "$MEM_floor"
 row "rmicro" rmicro "$MEM_rmicro"
 row "prost+tonic" pair "$MEM_pair"
 say "  memory column: floor = protoc's peak RSS; rmicro / prost+tonic = the plugin process's own peak RSS."
 say "  protoc-tree peak RSS (protoc and its children, as GNU time reports it): floor $(mib "$TREE_floor"), rmicro $(mib "$TREE_rmicro"), prost+tonic $(mib "$TREE_pair") MiB"
-say "  per plugin: rmicro median $(plug_stat rmicro protoc-gen-rmicro 4 | median)s / max $(mib "$(plug_stat rmicro protoc-gen-rmicro 5 | sort -g | tail -1)") MiB;" \
-  "prost median $(plug_stat pair protoc-gen-prost 4 | median)s / max $(mib "$(plug_stat pair protoc-gen-prost 5 | sort -g | tail -1)") MiB;" \
-  "tonic median $(plug_stat pair protoc-gen-tonic 4 | median)s / max $(mib "$(plug_stat pair protoc-gen-tonic 5 | sort -g | tail -1)") MiB"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
-RT=$(ratio "$T_rmicro" "$T_pair")
-RTF=$(ratio "$(awk -v a="$T_rmicro" -v f="$T_floor" 'BEGIN{print a-f}')" "$(awk -v a="$T_pair" -v f="$T_floor" 'BEGIN{print a-f}')")
-RPW=$(ratio "$PW_rmicro" "$PW_pair")
-RM=$(ratio "$MEM_rmicro" "$MEM_pair")
-say ""
-say "ratios rmicro / prost+tonic:"
-say "  wall time (whole command):        $RT"
-say "  wall time minus the protoc floor: $RTF"
-say "  plugin process time:              $RPW"
-say "  cpu time (user+sys, protoc+plugins): $(ratio "$C_rmicro" "$C_pair")"
-say "  plugin peak RSS:                  $RM"
-verdict() {
-  awk -v r="$1" 'BEGIN{ if (r <= 0.5) print "meets the aim (at most half the pair'"'"'s time)"; else if (r <= 1.0) print "meets the target (no slower than the pair) but not the aim of half"; else print "MISSES the target: slower than the pair" }'
+pp() { # WHICH PLUGIN — "wall Xs, cpu Ys, peak Z MiB" (medians; max peak)
+  local say_part
+  say_part="wall $(plug_stat "$1" "$2" 4 | median)s, cpu $(plug_stat "$1" "$2" 6 | paste -d' ' - <(plug_stat "$1" "$2" 7) | awk '{print $1+$2}' | median)s, peak $(mib "$(plug_stat "$1" "$2" 5 | sort -g | tail -1)") MiB"
+  echo "$say_part"
 }
-say "  target (no slower than the pair; aim: half): whole command $RT -> $(verdict "$RT"); minus floor $RTF -> $(verdict "$RTF")"
+say "  per plugin process: rmicro $(pp rmicro protoc-gen-rmicro); prost $(pp pair protoc-gen-prost); tonic $(pp pair protoc-gen-tonic)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN{print a-b}'; }
+R_WALL=$(ratio "$T_rmicro" "$T_pair")
+R_WALLF=$(ratio "$(minus "$T_rmicro" "$T_floor")" "$(minus "$T_pair" "$T_floor")")
+R_CPU=$(ratio "$C_rmicro" "$C_pair")
+R_CPUF=$(ratio "$(minus "$C_rmicro" "$C_floor")" "$(minus "$C_pair" "$C_floor")")
+R_PCPU=$(ratio "$PC_rmicro" "$PC_pair")
+R_MEM=$(ratio "$MEM_rmicro" "$MEM_pair")
+verdict() {
+  awk -v r="$1" 'BEGIN{ if (r <= 0.5) print "meets the aim (at most half)"; else if (r <= 1.0) print "meets the target (no slower), not the aim of half"; else print "MISSES the target (slower than the pair)" }'
+}
+say ""
+say "ratios rmicro / prost+tonic (target: <= 1.00, no slower than the pair; aim: <= 0.50):"
+say "$(printf '  %-44s %5s  %s' 'wall, whole command' "$R_WALL" "$(verdict "$R_WALL")")"
+say "$(printf '  %-44s %5s  %s' 'wall minus the protoc floor' "$R_WALLF" "$(verdict "$R_WALLF")")"
+say "$(printf '  %-44s %5s  %s' 'cpu (user+sys of protoc and plugins)' "$R_CPU" "$(verdict "$R_CPU")")"
+say "$(printf '  %-44s %5s  %s' 'cpu minus the protoc floor' "$R_CPUF" "$(verdict "$R_CPUF")")"
+say "$(printf '  %-44s %5s  %s' 'plugin process cpu (rmicro vs prost+tonic)' "$R_PCPU" "$(verdict "$R_PCPU")")"
+say "$(printf '  %-44s %5s' 'plugin peak RSS' "$R_MEM")"
+say "  (cpu figures hold up better than wall ones when something else runs on the machine)"
 say ""
 say "results saved in $RESULTS; logs in $LOGS"

@@ -3,22 +3,37 @@
 //! - `rmicro check`: is every generated file accepted by the rmicro-runtime the project resolves,
 //!   and does the `protoc-gen-rmicro` on PATH emit code it accepts?
 //! - `rmicro registry list|get NAME|watch [NAME]`: what the registry holds.
+//! - `rmicro api`: the HTTP gateway, with [plugins](api::plugin).
+//!
+//! A custom gateway is a small `main.rs` that adds plugins and runs the CLI:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let mut cli = rmicro::Cli::new();
+//!     // cli.plugin(MyPlugin::default()).expect("unique plugin name");
+//!     cli.run()
+//! }
+//! ```
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub mod api;
 pub mod check;
 pub mod registry_cmd;
 
-/// The `rmicro` command line.
+use api::plugin::{Plugin, PluginError};
+
+/// The parsed command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "rmicro",
     version,
     about = "rmicro: go-micro's workflow in Rust, with generated code pinned to its runtime"
 )]
-pub struct Cli {
+pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,13 +48,167 @@ pub enum Command {
     Check(check::Args),
     /// Show what the registry holds: list services, get one, or watch changes.
     Registry(registry_cmd::Args),
+    /// Run the HTTP gateway: `/user/...` → a node of `go.micro.api.user`.
+    Api(api::ApiArgs),
 }
 
-/// Parses the process's arguments and runs the command.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Check(args) => check::run(&args),
-        Command::Registry(args) => registry_cmd::run(&args),
+/// The CLI with its gateway plugins.
+pub struct Cli {
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field(
+                "plugins",
+                &self.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Cli::new()
+    }
+}
+
+impl Cli {
+    /// The CLI with the built-in plugins (health, CORS, token auth), each off until its flag.
+    pub fn new() -> Cli {
+        Cli {
+            plugins: api::builtin_plugins(),
+        }
+    }
+
+    /// Adds a gateway plugin; its flags join `rmicro api`'s.
+    ///
+    /// # Errors
+    ///
+    /// [`PluginError::Duplicate`] when a plugin of that name is registered already.
+    pub fn plugin(&mut self, plugin: impl Plugin) -> Result<&mut Self, PluginError> {
+        if self.plugins.iter().any(|p| p.name() == plugin.name()) {
+            return Err(PluginError::Duplicate(plugin.name().to_string()));
+        }
+        self.plugins.push(Box::new(plugin));
+        Ok(self)
+    }
+
+    /// The registered plugins, built-ins first (to build a [`api::Gateway`] yourself).
+    pub fn into_plugins(self) -> Vec<Box<dyn Plugin>> {
+        self.plugins
+    }
+
+    /// The clap command, plugin flags included.
+    pub fn command(&self) -> clap::Command {
+        let flags: Vec<clap::Arg> = self.plugins.iter().flat_map(|p| p.flags()).collect();
+        Args::command().mut_subcommand("api", |api| api.args(flags))
+    }
+
+    /// Parses the process's arguments and runs the command.
+    pub fn run(self) -> ExitCode {
+        self.run_from(std::env::args_os())
+    }
+
+    /// Parses `args` (the first is the program name) and runs the command.
+    pub fn run_from(self, args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+        let matches = match self.command().try_get_matches_from(args) {
+            Ok(m) => m,
+            Err(err) => {
+                let _ = err.print();
+                return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+            }
+        };
+        let parsed = match Args::from_arg_matches(&matches) {
+            Ok(p) => p,
+            Err(err) => {
+                let _ = err.print();
+                return ExitCode::from(2);
+            }
+        };
+        match parsed.command {
+            Command::Check(args) => check::run(&args),
+            Command::Registry(args) => registry_cmd::run(&args),
+            Command::Api(args) => {
+                let sub = matches
+                    .subcommand_matches("api")
+                    .cloned()
+                    .unwrap_or_default();
+                run_gateway(args, &sub, self.plugins)
+            }
+        }
+    }
+}
+
+fn run_gateway(
+    args: api::ApiArgs,
+    matches: &clap::ArgMatches,
+    plugins: Vec<Box<dyn Plugin>>,
+) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let address = args.address.clone();
+        let gateway = match api::Gateway::new(args, matches, plugins, None) {
+            Ok(g) => g,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(&address).await {
+            Ok(l) => l,
+            Err(err) => {
+                eprintln!("error: could not listen on {address}: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => println!("listening on {addr}"),
+            Err(_) => println!("listening on {address}"),
+        }
+        match gateway.serve(listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The `rmicro` command line.
 
 fn main() -> std::process::ExitCode {
-    rmicro::main()
+    rmicro::Cli::new().run()
 }

@@ -136,3 +136,67 @@ fn an_unreachable_registry_is_a_clear_error() {
     assert!(err.starts_with("error: registry unreachable: "), "{err}");
     assert!(err.contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_health_is_200_then_503_when_etcd_stops() {
+    use clap::FromArgMatches;
+    let mut etcd = Etcd::start("health");
+    let cli = rmicro::Cli::new();
+    let matches = cli
+        .command()
+        .try_get_matches_from([
+            "rmicro",
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--health-path",
+            "/health",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+            "--registry-timeout",
+            "1s",
+        ])
+        .unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let args = rmicro::api::ApiArgs::from_arg_matches(&sub).unwrap();
+    let gateway = rmicro::api::Gateway::new(args, &sub, cli.into_plugins(), None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+
+    let health = |addr: String| {
+        tokio::task::spawn_blocking(move || rmicro_tests::http::get(&addr, "/health"))
+    };
+    let up = health(addr.clone()).await.unwrap();
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(up.body, r#"{"registry":"etcd","status":"ok"}"#);
+
+    etcd.stop();
+    let down = health(addr.clone()).await.unwrap();
+    assert_eq!(down.status, 503, "{}", down.body);
+    let v: serde_json::Value = serde_json::from_str(&down.body).unwrap();
+    assert_eq!(v["status"], "unavailable");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("registry unreachable"),
+        "{v}"
+    );
+
+    etcd.resume();
+    let mut back = 0;
+    for _ in 0..50 {
+        back = health(addr.clone()).await.unwrap().status;
+        if back == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 200, "healthy again once etcd is back");
+}

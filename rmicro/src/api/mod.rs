@@ -1,0 +1,315 @@
+//! `rmicro api`: the HTTP gateway.
+//!
+//! ```text
+//! rmicro api --handler http --address 0.0.0.0:8080 [--namespace go.micro.api] \
+//!     [--registry etcd --registry-address 127.0.0.1:2379] [plugin flags]
+//! ```
+//!
+//! `/user/...` is proxied, path unchanged, to a node of `go.micro.api.user`; `/v1/user/...` to
+//! `go.micro.api.v1.user` (see [`proxy`] for the error statuses). Header-read and idle timeouts,
+//! a backend timeout and a request body limit are on by default. [Plugins](plugin) wrap the proxy.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_core::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rmicro_runtime::config::{parse_duration, RegistryFlags};
+use rmicro_runtime::selector::{Random, RoundRobin, Selector};
+use rmicro_runtime::Registry;
+use tower::{Layer, ServiceExt};
+
+pub mod error;
+pub mod plugin;
+pub mod plugins;
+pub mod proxy;
+pub mod resolve;
+
+use plugin::{HttpService, Plugin, PluginContext, PluginError};
+
+/// `rmicro api` flags (plugins add theirs).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// How requests reach services: `http` proxies them to HTTP services.
+    #[arg(long, env = "MICRO_API_HANDLER", default_value = "http", value_parser = ["http"])]
+    pub handler: String,
+    /// Where the gateway listens.
+    #[arg(long, env = "MICRO_API_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub address: String,
+    /// Namespace of the services it routes to: `/user` → `<namespace>.user`.
+    #[arg(long, env = "MICRO_API_NAMESPACE", default_value = "go.micro.api")]
+    pub namespace: String,
+    /// The registry.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// How a node is picked: random or roundrobin.
+    #[arg(long, env = "MICRO_SELECTOR", default_value = "random", value_parser = ["random", "roundrobin"])]
+    pub selector: String,
+    /// Time a client has to send the request headers.
+    #[arg(long, env = "MICRO_API_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    #[arg(long, env = "MICRO_API_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time a backend has to answer (504 after).
+    #[arg(long, env = "MICRO_API_BACKEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub backend_timeout: Duration,
+    /// Largest request body accepted (413 above): bytes, or with KiB/MiB.
+    #[arg(long, env = "MICRO_API_BODY_LIMIT", default_value = "10MiB", value_parser = parse_size)]
+    pub body_limit: usize,
+}
+
+/// Parses `1048576`, `512KiB`, `10MiB`.
+///
+/// # Errors
+///
+/// A message saying which forms are accepted.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; use forms like 1048576, 512KiB or 10MiB"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{other}`; use KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// The built-in plugins, in their order.
+pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
+    vec![
+        Box::new(plugins::Health::default()),
+        Box::new(plugins::Cors::default()),
+        Box::new(plugins::TokenAuth::default()),
+    ]
+}
+
+/// A configured gateway, ready to serve.
+pub struct Gateway {
+    args: ApiArgs,
+    service: HttpService,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway: initialises each plugin with the parsed `matches`, then wraps the
+    /// proxy in their layers (the first plugin outermost). `registry` overrides the flags' one.
+    ///
+    /// # Errors
+    ///
+    /// A plugin's init error, or a registry the flags cannot build.
+    pub fn new(
+        args: ApiArgs,
+        matches: &clap::ArgMatches,
+        mut plugins: Vec<Box<dyn Plugin>>,
+        registry: Option<Arc<dyn Registry>>,
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        let registry = match registry {
+            Some(r) => r,
+            None => args.registry.build()?,
+        };
+        let ctx = PluginContext {
+            registry: Arc::clone(&registry),
+        };
+        for plugin in &mut plugins {
+            plugin.init(matches, &ctx)?;
+        }
+        let selector: Arc<dyn Selector> = if args.selector == "roundrobin" {
+            Arc::new(RoundRobin::default())
+        } else {
+            Arc::new(Random)
+        };
+        let proxy = proxy::Proxy::new(proxy::ProxyConfig {
+            namespace: args.namespace.clone(),
+            registry,
+            selector,
+            backend_timeout: args.backend_timeout,
+            body_limit: args.body_limit,
+        });
+        let mut service = HttpService::new(proxy);
+        for plugin in plugins.iter().rev() {
+            if let Some(layer) = plugin.layer() {
+                tracing::info!(plugin = plugin.name(), "plugin on");
+                service = layer.layer(service);
+            }
+        }
+        Ok(Gateway { args, service })
+    }
+
+    /// The whole request pipeline (plugins and proxy) as one service.
+    pub fn service(&self) -> HttpService {
+        self.service.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting and lets requests
+    /// in flight finish (up to 10 s).
+    ///
+    /// # Errors
+    ///
+    /// Reserved for fatal listener errors; transient accept errors are logged and retried.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.args.read_header_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(self.args.idle_timeout / 2));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let idle = self.args.idle_timeout;
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = self.service.clone();
+            let hyper_service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert::<SocketAddr>(peer);
+                    service.clone().oneshot(req)
+                });
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(IdleTimeout::new(stream, idle)),
+                hyper_service,
+            );
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        Ok(())
+    }
+}
+
+/// A TCP stream that fails reads after `timeout` without any traffic, closing idle
+/// connections (keep-alive or stalled bodies).
+struct IdleTimeout {
+    inner: tokio::net::TcpStream,
+    timeout: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: tokio::net::TcpStream, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn touch(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.sleep.as_mut().reset(deadline);
+    }
+}
+
+impl tokio::io::AsyncRead for IdleTimeout {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                self.touch();
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for IdleTimeout {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Checks plugin names are unique.
+///
+/// # Errors
+///
+/// [`PluginError::Duplicate`] naming the first repeated name.
+pub fn check_unique(plugins: &[Box<dyn Plugin>]) -> Result<(), PluginError> {
+    let mut seen = std::collections::HashSet::new();
+    for p in plugins {
+        if !seen.insert(p.name()) {
+            return Err(PluginError::Duplicate(p.name().to_string()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Token auth: requests need `Authorization: Bearer <token>` with one of the configured tokens,
+//! else 401 with a go-micro JSON body. Tokens come from `--auth-tokens` (`MICRO_API_AUTH_TOKENS`)
+//! and/or `--auth-token-file` (one per line); they are never logged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum_core::body::Body;
+use http::{header, Request, StatusCode};
+use tower::ServiceExt;
+
+use crate::api::error;
+use crate::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
+
+/// Bearer-token auth.
+#[derive(Default)]
+pub struct TokenAuth {
+    tokens: Arc<HashSet<String>>,
+}
+
+impl std::fmt::Debug for TokenAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The count only: tokens are secrets.
+        f.debug_struct("TokenAuth")
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl Plugin for TokenAuth {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn flags(&self) -> Vec<clap::Arg> {
+        vec![
+            clap::Arg::new("auth-tokens")
+                .long("auth-tokens")
+                .env("MICRO_API_AUTH_TOKENS")
+                .hide_env_values(true)
+                .value_delimiter(',')
+                .value_name("TOKEN,…")
+                .help("Require `Authorization: Bearer TOKEN` with one of these tokens"),
+            clap::Arg::new("auth-token-file")
+                .long("auth-token-file")
+                .env("MICRO_API_AUTH_TOKEN_FILE")
+                .value_name("FILE")
+                .help("Read accepted bearer tokens from FILE, one per line"),
+        ]
+    }
+
+    fn init(&mut self, flags: &clap::ArgMatches, _ctx: &PluginContext) -> Result<(), PluginError> {
+        let mut tokens: HashSet<String> = flags
+            .get_many::<String>("auth-tokens")
+            .into_iter()
+            .flatten()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(file) = flags.get_one::<String>("auth-token-file") {
+            let text = std::fs::read_to_string(file).map_err(|err| PluginError::Init {
+                plugin: "auth".into(),
+                message: format!("could not read --auth-token-file {file}: {err}"),
+            })?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+            if tokens.is_empty() {
+                return Err(PluginError::Init {
+                    plugin: "auth".into(),
+                    message: format!(
+                        "--auth-token-file {file} holds no token; every request would be refused"
+                    ),
+                });
+            }
+        }
+        self.tokens = Arc::new(tokens);
+        Ok(())
+    }
+
+    fn layer(&self) -> Option<PluginLayer> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        let tokens = Arc::clone(&self.tokens);
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            move |inner: HttpService| {
+                let tokens = Arc::clone(&tokens);
+                HttpService::new(tower::service_fn(move |req: Request<Body>| {
+                    let inner = inner.clone();
+                    let allowed = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .is_some_and(|t| tokens.contains(t.trim()));
+                    async move {
+                        if allowed {
+                            return inner.oneshot(req).await;
+                        }
+                        let mut resp = error::response(
+                            StatusCode::UNAUTHORIZED,
+                            "missing or invalid bearer token",
+                        );
+                        resp.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Bearer"),
+                        );
+                        Ok(resp)
+                    }
+                }))
+            },
+        )))
+    }
+}

@@ -1,0 +1,81 @@
+//! CORS for the origins listed in `--cors-allowed-origins` (`MICRO_API_CORS_ALLOWED_ORIGINS`):
+//! those get the CORS headers (credentials allowed), every other origin gets none, so browsers
+//! refuse it. Unlike go-micro's gateway, it never reflects arbitrary origins.
+
+use axum_core::body::Body;
+use http::{HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
+
+/// CORS for listed origins.
+#[derive(Debug, Default)]
+pub struct Cors {
+    origins: Vec<HeaderValue>,
+}
+
+impl Plugin for Cors {
+    fn name(&self) -> &'static str {
+        "cors"
+    }
+
+    fn flags(&self) -> Vec<clap::Arg> {
+        vec![clap::Arg::new("cors-allowed-origins")
+            .long("cors-allowed-origins")
+            .env("MICRO_API_CORS_ALLOWED_ORIGINS")
+            .value_delimiter(',')
+            .value_name("ORIGIN,…")
+            .help("Allow cross-origin requests from these origins (e.g. https://app.example.com)")]
+    }
+
+    fn init(&mut self, flags: &clap::ArgMatches, _ctx: &PluginContext) -> Result<(), PluginError> {
+        let mut origins = Vec::new();
+        for origin in flags
+            .get_many::<String>("cors-allowed-origins")
+            .into_iter()
+            .flatten()
+        {
+            let origin = origin.trim().trim_end_matches('/');
+            let valid =
+                (origin.starts_with("http://") || origin.starts_with("https://")) && origin != "*";
+            let value = HeaderValue::from_str(origin).ok().filter(|_| valid).ok_or_else(|| PluginError::Init {
+                plugin: "cors".into(),
+                message: format!(
+                    "--cors-allowed-origins takes origins like https://app.example.com, not `{origin}`"
+                ),
+            })?;
+            origins.push(value);
+        }
+        self.origins = origins;
+        Ok(())
+    }
+
+    fn layer(&self) -> Option<PluginLayer> {
+        if self.origins.is_empty() {
+            return None;
+        }
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(self.origins.clone()))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+            .allow_credentials(true)
+            .max_age(std::time::Duration::from_secs(600));
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            move |inner: HttpService| {
+                HttpService::new(
+                    tower::ServiceBuilder::new()
+                        .layer(cors.clone())
+                        .map_response(|r: http::Response<_>| r.map(Body::new))
+                        .service(inner),
+                )
+            },
+        )))
+    }
+}

@@ -1,0 +1,533 @@
+//! The gateway over real HTTP on loopback, with real HTTP backends found in a registry: routing,
+//! every error status with its JSON body, failover, limits, timeouts, plugins, a bounded load run.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::FromArgMatches;
+use http_body_util::BodyExt;
+use rmicro::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
+use rmicro::api::{ApiArgs, Gateway};
+use rmicro::Cli;
+use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+use rmicro_tests::http;
+
+/// An HTTP backend answering `node=<name> path=<path> body=<bytes>`, `/…/slow` after 2 s.
+struct Backend {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Backend {
+    async fn start(name: &'static str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                    _ = &mut rx => break,
+                };
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let path = req.uri().path().to_string();
+                            let xff = req
+                                .headers()
+                                .get("x-forwarded-for")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            if path.ends_with("/slow") {
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                            }
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().len())
+                                .unwrap_or(0);
+                            let text = format!("node={name} path={path} body={body} xff={xff}");
+                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(text),
+                            )))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            // Dropping the JoinSet aborts open connections: the node is gone.
+            conns.abort_all();
+        });
+        Backend {
+            addr,
+            stop: Some(tx),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn register(registry: &Arc<dyn Registry>, service: &str, id: &str, addr: &str) {
+    let record = Record {
+        name: service.into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: id.into(),
+            address: addr.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(300))
+        .await
+        .unwrap();
+}
+
+/// Starts a gateway in this process with `flags` (after `rmicro api`) on a free port.
+async fn gateway(
+    cli: Cli,
+    flags: &[&str],
+    registry: Arc<dyn Registry>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut args = vec!["rmicro", "api", "--address", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let matches = cli.command().try_get_matches_from(args).unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let api = ApiArgs::from_arg_matches(&sub).unwrap();
+    let plugins = cli_plugins(cli);
+    let gateway = Gateway::new(api, &sub, plugins, Some(registry)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+fn cli_plugins(cli: Cli) -> Vec<Box<dyn Plugin>> {
+    cli.into_plugins()
+}
+
+/// Runs a blocking HTTP call off the async threads.
+async fn call(
+    addr: &str,
+    method: &'static str,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+) -> http::HttpResponse {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http::request(&addr, method, &path, &h, &body)
+    })
+    .await
+    .unwrap()
+}
+
+async fn get(addr: &str, path: &str) -> http::HttpResponse {
+    call(addr, "GET", path, Vec::new(), String::new()).await
+}
+
+fn json_error(resp: &http::HttpResponse, code: u16) -> serde_json::Value {
+    assert_eq!(resp.status, code, "{}", resp.body);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&resp.body).expect("a JSON error body");
+    assert_eq!(v["id"], "go.micro.api");
+    assert_eq!(v["code"], code);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_path_and_namespace() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let user = Backend::start("user").await;
+    let v1 = Backend::start("user-v1").await;
+    register(&registry, "go.micro.api.user", "u1", &user.addr.to_string()).await;
+    register(
+        &registry,
+        "go.micro.api.v1.user",
+        "v1",
+        &v1.addr.to_string(),
+    )
+    .await;
+    register(&registry, "com.example.user", "ex", &v1.addr.to_string()).await;
+    let (gw, _stop) = gateway(Cli::new(), &[], Arc::clone(&registry)).await;
+
+    let r = get(&gw, "/user/call?name=x").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "node=user path=/user/call body=0 xff=127.0.0.1");
+    let r = get(&gw, "/v1/user/x").await;
+    assert_eq!(r.body, "node=user-v1 path=/v1/user/x body=0 xff=127.0.0.1");
+    let r = call(&gw, "POST", "/user/call", vec![], "hello".into()).await;
+    assert_eq!(r.body, "node=user path=/user/call body=5 xff=127.0.0.1");
+
+    let (gw2, _stop2) = gateway(
+        Cli::new(),
+        &["--namespace", "com.example"],
+        Arc::clone(&registry),
+    )
+    .await;
+    assert_eq!(
+        get(&gw2, "/user/a").await.body,
+        "node=user-v1 path=/user/a body=0 xff=127.0.0.1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_error_status_has_a_json_body() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    register(&registry, "go.micro.api.dead", "d", &dead.to_string()).await;
+    let slow = Backend::start("slow").await;
+    register(&registry, "go.micro.api.slow", "s", &slow.addr.to_string()).await;
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &["--backend-timeout", "300ms", "--body-limit", "1KiB"],
+        Arc::clone(&registry),
+    )
+    .await;
+
+    let v = json_error(&get(&gw, "/").await, 404);
+    assert_eq!(v["detail"], "no service for path `/`");
+    assert_eq!(v["status"], "Not Found");
+    let v = json_error(&get(&gw, "/nosuch/x").await, 404);
+    assert_eq!(v["detail"], "service `go.micro.api.nosuch` not found");
+
+    let v = json_error(&get(&gw, "/dead/x").await, 502);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is unreachable or reset the connection"),
+        "{v}"
+    );
+    assert_eq!(v["status"], "Bad Gateway");
+
+    let v = json_error(&get(&gw, "/slow/slow").await, 504);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 300ms"),
+        "{v}"
+    );
+
+    let big = "x".repeat(2048);
+    let v = json_error(&call(&gw, "POST", "/slow/echo", vec![], big).await, 413);
+    assert_eq!(v["detail"], "request body over the 1024-byte limit");
+    let chunked = "800\r\n".to_string() + &"y".repeat(2048) + "\r\n0\r\n\r\n";
+    let r = call(
+        &gw,
+        "POST",
+        "/slow/echo",
+        vec![("Transfer-Encoding", "chunked".into())],
+        chunked,
+    )
+    .await;
+    json_error(&r, 413);
+
+    // A service whose last node left: 503, not 404.
+    let gone = Backend::start("gone").await;
+    let record = Record {
+        name: "go.micro.api.gone".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "g".into(),
+            address: gone.addr.to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(get(&gw, "/gone/x").await.status, 200);
+    registry.deregister(&record).await.unwrap();
+    let v = json_error(&get(&gw, "/gone/x").await, 503);
+    assert_eq!(v["detail"], "service `go.micro.api.gone` has no nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_run_leaves_the_other_node_serving() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut one = Backend::start("one").await;
+    let two = Backend::start("two").await;
+    register(&registry, "go.micro.api.pair", "1", &one.addr.to_string()).await;
+    register(&registry, "go.micro.api.pair", "2", &two.addr.to_string()).await;
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &["--selector", "roundrobin"],
+        Arc::clone(&registry),
+    )
+    .await;
+    let mut nodes = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = get(&gw, "/pair/x").await;
+        assert_eq!(r.status, 200);
+        nodes.insert(r.body.split(' ').next().unwrap().to_string());
+    }
+    assert_eq!(nodes.len(), 2, "both nodes served before the kill");
+    one.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..20 {
+        let r = get(&gw, "/pair/x").await;
+        assert_eq!(r.status, 200, "request {i} after the kill: {}", r.body);
+        assert!(r.body.starts_with("node=two"));
+    }
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_allows_and_denies() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let b = Backend::start("b").await;
+    register(&registry, "go.micro.api.b", "b", &b.addr.to_string()).await;
+    let file = std::env::temp_dir().join(format!("rmicro-tokens-{}", std::process::id()));
+    std::fs::write(&file, "# tokens\nfrom-file\n").unwrap();
+    let file_arg = file.display().to_string();
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &[
+            "--auth-tokens",
+            "t1,t2",
+            "--auth-token-file",
+            &file_arg,
+            "--health-path",
+            "/health",
+        ],
+        Arc::clone(&registry),
+    )
+    .await;
+
+    let denied = get(&gw, "/b/x").await;
+    let v = json_error(&denied, 401);
+    assert_eq!(v["detail"], "missing or invalid bearer token");
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
+    json_error(
+        &call(
+            &gw,
+            "GET",
+            "/b/x",
+            vec![("Authorization", "Bearer nope".into())],
+            String::new(),
+        )
+        .await,
+        401,
+    );
+    for token in ["t1", "t2", "from-file"] {
+        let r = call(
+            &gw,
+            "GET",
+            "/b/x",
+            vec![("Authorization", format!("Bearer {token}"))],
+            String::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "token {token}");
+    }
+    // Load balancers reach the health check without a token.
+    assert_eq!(get(&gw, "/health").await.status, 200);
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_allows_listed_origins_only() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let b = Backend::start("b").await;
+    register(&registry, "go.micro.api.b", "b", &b.addr.to_string()).await;
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &["--cors-allowed-origins", "https://ok.example"],
+        Arc::clone(&registry),
+    )
+    .await;
+
+    let preflight = |origin: &'static str| {
+        vec![
+            ("Origin", origin.to_string()),
+            ("Access-Control-Request-Method", "POST".to_string()),
+            ("Access-Control-Request-Headers", "content-type".to_string()),
+        ]
+    };
+    let ok = call(
+        &gw,
+        "OPTIONS",
+        "/b/x",
+        preflight("https://ok.example"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://ok.example")
+    );
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    let evil = call(
+        &gw,
+        "OPTIONS",
+        "/b/x",
+        preflight("https://evil.example"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        evil.header("access-control-allow-origin"),
+        None,
+        "refused origins get no CORS headers"
+    );
+
+    let simple = call(
+        &gw,
+        "GET",
+        "/b/x",
+        vec![("Origin", "https://ok.example".into())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(simple.status, 200);
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://ok.example")
+    );
+}
+
+/// A plugin whose flag (or env var) sets a response header.
+#[derive(Default)]
+struct Greeting {
+    value: Option<String>,
+    inits: Arc<AtomicUsize>,
+}
+
+impl Plugin for Greeting {
+    fn name(&self) -> &'static str {
+        "greeting"
+    }
+    fn flags(&self) -> Vec<clap::Arg> {
+        vec![clap::Arg::new("greeting")
+            .long("greeting")
+            .env("RMICRO_TEST_GREETING")]
+    }
+    fn init(&mut self, flags: &clap::ArgMatches, _: &PluginContext) -> Result<(), PluginError> {
+        self.inits.fetch_add(1, Ordering::SeqCst);
+        self.value = flags.get_one::<String>("greeting").cloned();
+        Ok(())
+    }
+    fn layer(&self) -> Option<PluginLayer> {
+        let value = ::http::HeaderValue::from_str(self.value.as_deref()?).ok()?;
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            move |inner: HttpService| {
+                let value = value.clone();
+                HttpService::new(tower::util::MapResponse::new(
+                    inner,
+                    move |mut r: ::http::Response<axum_core::body::Body>| {
+                        r.headers_mut().insert("x-greeting", value.clone());
+                        r
+                    },
+                ))
+            },
+        )))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_flag_and_env_reach_its_init() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let b = Backend::start("b").await;
+    register(&registry, "go.micro.api.b", "b", &b.addr.to_string()).await;
+
+    let inits = Arc::new(AtomicUsize::new(0));
+    let mut cli = Cli::new();
+    cli.plugin(Greeting {
+        value: None,
+        inits: Arc::clone(&inits),
+    })
+    .unwrap();
+    let (gw, _stop) = gateway(cli, &["--greeting", "from-flag"], Arc::clone(&registry)).await;
+    assert_eq!(
+        get(&gw, "/b/x").await.header("x-greeting"),
+        Some("from-flag")
+    );
+    assert_eq!(inits.load(Ordering::SeqCst), 1);
+
+    std::env::set_var("RMICRO_TEST_GREETING", "from-env");
+    let mut cli = Cli::new();
+    cli.plugin(Greeting::default()).unwrap();
+    let (gw, _stop2) = gateway(cli, &[], Arc::clone(&registry)).await;
+    std::env::remove_var("RMICRO_TEST_GREETING");
+    assert_eq!(
+        get(&gw, "/b/x").await.header("x-greeting"),
+        Some("from-env")
+    );
+
+    let mut cli = Cli::new();
+    cli.plugin(Greeting::default()).unwrap();
+    let err = cli.plugin(Greeting::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a plugin named `greeting` is already registered; plugin names must be unique"
+    );
+    let err = Cli::new()
+        .plugin(rmicro::api::plugins::Cors::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("`cors`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_load_run_has_no_failures() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let one = Backend::start("one").await;
+    let two = Backend::start("two").await;
+    register(&registry, "go.micro.api.load", "1", &one.addr.to_string()).await;
+    register(&registry, "go.micro.api.load", "2", &two.addr.to_string()).await;
+    let (gw, _stop) = gateway(Cli::new(), &[], Arc::clone(&registry)).await;
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (gw, failures, done) = (gw.clone(), Arc::clone(&failures), Arc::clone(&done));
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        break;
+                    }
+                    let r = http::get(&gw, "/load/x");
+                    if r.status != 200 || !r.body.starts_with("node=") {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        3200,
+        "every request ran within the time bound"
+    );
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+}
