@@ -1,5 +1,6 @@
-//! The seed's srv and API tiers as separate processes on a real etcd: an HTTP request to the API
-//! is answered by the srv service found by name; SIGTERM deregisters both.
+//! The seed's three tiers as separate processes on a real etcd: srv (gRPC), API (axum) and the
+//! custom gateway binary with its own plugin. HTTP requests through the gateway are answered by
+//! the srv service found by name; SIGTERM deregisters every node.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -107,6 +108,58 @@ fn api_calls_srv_by_name_through_etcd() {
         "{keys:?}"
     );
 
+    // The custom gateway in front, with its request-id plugin turned on by env.
+    let mut gw = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+        ])
+        .env("MICRO_API_REQUEST_ID", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(gw.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut gw = Proc(gw);
+    let gw_addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("gateway printed {line:?}"))
+        .to_string();
+    let started = Instant::now();
+    let through = loop {
+        let r = http::get(&gw_addr, "/user/call?name=Grace");
+        if r.status == 200 || started.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(through.status, 200, "{}", through.body);
+    assert_eq!(through.body, r#"{"msg":"Hello Grace"}"#);
+    assert_eq!(
+        through.header("x-request-id").map(str::len),
+        Some(36),
+        "the custom plugin tagged it"
+    );
+    let tagged = http::request(
+        &gw_addr,
+        "GET",
+        "/user/call?name=x",
+        &[("x-request-id", "abc")],
+        "",
+    );
+    assert_eq!(tagged.header("x-request-id"), Some("abc"));
+    assert_eq!(http::get(&gw_addr, "/nosuch/x").status, 404);
+
+    terminate(&mut gw);
     terminate(&mut api);
     terminate(&mut srv);
     assert!(
