@@ -3,7 +3,7 @@
 #   protoc (protobuf-compiler)   real-protoc plugin tests and the protox/protoc comparison
 #   etcd, etcdctl (etcd-server, etcd-client)  the etcd registry tests, against a real server
 #   openssl                      certificates for the TLS etcd test
-#   python grpcio, grpcio-tools  a gRPC client from another implementation calling our server
+#   python grpcio, grpcio-tools, grpcio-reflection  gRPC clients from another implementation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +20,9 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing Python grpcio and grpcio-tools" >&2
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+if ! python3 -c 'import grpc, grpc_tools, grpc_reflection' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing Python grpcio, grpcio-tools and grpcio-reflection" >&2
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection
 fi
 
 cargo test --workspace --locked "$@"

@@ -169,6 +169,8 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         scopes: package_scopes(&input.files),
         bindings: input.bindings.clone(),
         errors: Vec::new(),
+        descriptor_sets: descriptor_sets(&input.files, &emit_packages),
+        descriptor_consts: HashMap::new(),
     }));
     let runtime: proc_macro2::TokenStream = syn::parse_str::<syn::Path>(&options.runtime_path)
         .map(|p| quote!(#p))
@@ -326,6 +328,58 @@ fn prost_config(options: &Options, files: &[FileDescriptorProto]) -> prost_build
         config.enable_type_names();
     }
     config
+}
+
+/// For each emitted package with services: an encoded `FileDescriptorSet` of its files and their
+/// transitive imports (imports first), without source info.
+fn descriptor_sets(
+    files: &[FileDescriptorProto],
+    packages: &BTreeSet<&str>,
+) -> HashMap<String, Vec<u8>> {
+    let by_name: HashMap<&str, &FileDescriptorProto> =
+        files.iter().map(|f| (f.name(), f)).collect();
+    fn visit<'a>(
+        name: &'a str,
+        by_name: &HashMap<&'a str, &'a FileDescriptorProto>,
+        seen: &mut BTreeSet<&'a str>,
+        out: &mut Vec<&'a FileDescriptorProto>,
+    ) {
+        let Some(file) = by_name.get(name) else {
+            return;
+        };
+        if !seen.insert(name) {
+            return;
+        }
+        for dep in &file.dependency {
+            visit(dep, by_name, seen, out);
+        }
+        out.push(file);
+    }
+    let mut sets = HashMap::new();
+    for package in packages {
+        let roots: Vec<&FileDescriptorProto> = files
+            .iter()
+            .filter(|f| f.package() == *package && !f.service.is_empty())
+            .collect();
+        if roots.is_empty() {
+            continue;
+        }
+        let (mut seen, mut ordered) = (BTreeSet::new(), Vec::new());
+        for root in files.iter().filter(|f| f.package() == *package) {
+            visit(root.name(), &by_name, &mut seen, &mut ordered);
+        }
+        let set = FileDescriptorSet {
+            file: ordered
+                .into_iter()
+                .map(|f| FileDescriptorProto {
+                    source_code_info: None,
+                    ..f.clone()
+                })
+                .collect(),
+        };
+        sets.insert(package.to_string(), set.encode_to_vec());
+    }
+    sets
 }
 
 /// Exact extern paths for every well-known type in the request, pointing into the runtime's

@@ -24,6 +24,11 @@ pub(crate) struct Shared {
     pub(crate) bindings: Bindings,
     /// Problems found while generating (reported after prost-build returns).
     pub(crate) errors: Vec<String>,
+    /// Per package with services: its files and their imports as an encoded
+    /// `FileDescriptorSet`, served by the runtime's gRPC reflection.
+    pub(crate) descriptor_sets: HashMap<String, Vec<u8>>,
+    /// The constant holding each package's descriptor set, once named.
+    pub(crate) descriptor_consts: HashMap<String, String>,
 }
 
 /// The prost-build service generator.
@@ -40,10 +45,33 @@ impl prost_build::ServiceGenerator for ServiceGen {
         let mut shared = self.shared.borrow_mut();
         let shared = &mut *shared;
         let scope = shared.scopes.entry(service.package.clone()).or_default();
-        match self.service(&service, scope, &shared.bindings) {
+        let descriptors = shared
+            .descriptor_consts
+            .entry(service.package.clone())
+            .or_insert_with(|| scope.claim(&shouty("FileDescriptorSet")))
+            .clone();
+        match self.service(&service, scope, &shared.bindings, &ident(&descriptors)) {
             Ok(tokens) => buf.push_str(&tokens.to_string()),
             Err(err) => shared.errors.push(err),
         }
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        let shared = self.shared.borrow();
+        let (Some(name), Some(bytes)) = (
+            shared.descriptor_consts.get(package),
+            shared.descriptor_sets.get(package),
+        ) else {
+            return;
+        };
+        let name = ident(name);
+        let literal = proc_macro2::Literal::byte_string(bytes);
+        let tokens = quote! {
+            /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
+            /// (comments left out), served by the runtime's gRPC server reflection.
+            pub const #name: &[u8] = #literal;
+        };
+        buf.push_str(&tokens.to_string());
     }
 }
 
@@ -103,6 +131,7 @@ impl ServiceGen {
         service: &Service,
         scope: &mut Scope,
         bindings: &Bindings,
+        descriptors: &proc_macro2::Ident,
     ) -> Result<TokenStream, String> {
         let rt = &self.runtime;
         let base_camel = heck::ToUpperCamelCase::to_upper_camel_case(service.proto_name.as_str());
@@ -212,6 +241,7 @@ impl ServiceGen {
         }
         if self.server {
             out.extend(self.server(
+                descriptors,
                 &handler_name,
                 &register_fn,
                 &service_const,
@@ -318,6 +348,7 @@ impl ServiceGen {
     #[allow(clippy::too_many_arguments)]
     fn server(
         &self,
+        descriptors: &proc_macro2::Ident,
         handler_name: &proc_macro2::Ident,
         register_fn: &proc_macro2::Ident,
         service_const: &proc_macro2::Ident,
@@ -405,6 +436,7 @@ impl ServiceGen {
             ) -> ::core::result::Result<(), #rt::__codegen::RegisterError> {
                 let handler = #rt::__codegen::Arc::new(handler);
                 let service = #rt::__codegen::ServiceDef::new(#service_const, #endpoints_const)
+                    .descriptors(#descriptors)
                     #(#routes)*;
                 server.add_service(service)
             }

@@ -61,6 +61,7 @@ pub enum RegisterError {
 pub struct ServiceDef {
     name: &'static str,
     endpoints: &'static [Endpoint],
+    descriptors: Option<&'static [u8]>,
     routes: Vec<(&'static str, Route)>,
 }
 
@@ -139,8 +140,16 @@ impl ServiceDef {
         ServiceDef {
             name,
             endpoints,
+            descriptors: None,
             routes: Vec::new(),
         }
+    }
+
+    /// The encoded `FileDescriptorSet` describing the service (its `.proto` and imports), for
+    /// gRPC server reflection.
+    pub fn descriptors(mut self, set: &'static [u8]) -> Self {
+        self.descriptors = Some(set);
+        self
     }
 
     /// The full gRPC service name.
@@ -252,6 +261,7 @@ pub struct ServiceInfo {
 pub struct Server {
     services: Vec<ServiceInfo>,
     routes: HashMap<&'static str, Route>,
+    descriptors: Vec<&'static [u8]>,
     drain_timeout: Option<Duration>,
 }
 
@@ -300,6 +310,11 @@ impl Server {
             endpoints: service.endpoints,
         });
         self.routes.extend(service.routes);
+        if let Some(set) = service.descriptors {
+            if !self.descriptors.iter().any(|s| std::ptr::eq(*s, set)) {
+                self.descriptors.push(set);
+            }
+        }
         Ok(())
     }
 
@@ -323,8 +338,14 @@ impl Server {
     /// # Errors
     ///
     /// When the listener's local address cannot be read.
-    pub fn with_listener(self, listener: TcpListener) -> std::io::Result<BoundServer> {
+    pub fn with_listener(mut self, listener: TcpListener) -> std::io::Result<BoundServer> {
         let local_addr = listener.local_addr()?;
+        // gRPC server reflection over the registered descriptors, unless the user serves their own.
+        if !self.descriptors.is_empty() && !self.routes.contains_key(crate::reflection::V1_PATH) {
+            for service in crate::reflection::services(&self.descriptors) {
+                self.routes.extend(service.routes);
+            }
+        }
         Ok(BoundServer {
             listener,
             local_addr,

@@ -69,3 +69,31 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reflection_client_discovers_and_calls_the_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    let (addr, _guard) = spawn(server).await;
+
+    let script = root.join("tests/python/reflection_client.py");
+    let args = [script.display().to_string(), addr.to_string()];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(&args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the Python reflection client failed (scripts/test.sh installs grpcio-reflection):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
+    );
+}

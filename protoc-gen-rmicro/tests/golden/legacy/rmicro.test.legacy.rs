@@ -159,6 +159,7 @@ pub fn register_legacy_handler<H: LegacyHandler>(
             LEGACY_SERVICE_NAME,
             LEGACY_ENDPOINTS,
         )
+        .descriptors(FILE_DESCRIPTOR_SET)
         .unary(
             legacy_methods::TOUCH,
             {
@@ -171,3 +172,6 @@ pub fn register_legacy_handler<H: LegacyHandler>(
         );
     server.add_service(service)
 }
+/// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
+/// (comments left out), served by the runtime's gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xE7\x03\n\x18rmicro/test/legacy.proto\x12\x12rmicro.test.legacy\"\x9E\x02\n\x03Old\x12\x12\n\x04name\x18\x01 \x02(\tR\x04name\x12\x17\n\x05count\x18\x02 \x01(\x05:\x017R\x05count\x12)\n\x08greeting\x18\x03 \x01(\t:\rhello \"there\"R\x08greeting\x127\n\x04mode\x18\x04 \x01(\x0E2\x18.rmicro.test.legacy.Mode:\tMODE_SLOWR\x04mode\x123\n\x05entry\x18\x05 \x03(\n2\x1D.rmicro.test.legacy.Old.EntryR\x05entry\x12\x19\n\x05ratio\x18\x08 \x01(\x02:\x030.5R\x05ratio\x1A/\n\x05Entry\x12\x10\n\x03key\x18\x06 \x01(\tR\x03key\x12\x14\n\x05value\x18\x07 \x01(\x0CR\x05value*\x05\x08d\x10\xC8\x01*$\n\x04Mode\x12\r\n\tMODE_FAST\x10\x01\x12\r\n\tMODE_SLOW\x10\x022C\n\x06Legacy\x129\n\x05Touch\x12\x17.rmicro.test.legacy.Old\x1A\x17.rmicro.test.legacy.Old:+\n\x04note\x12\x17.rmicro.test.legacy.Old\x18d \x01(\tR\x04note";

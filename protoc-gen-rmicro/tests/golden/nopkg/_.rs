@@ -95,6 +95,7 @@ pub fn register_lonely_handler<H: LonelyHandler>(
             LONELY_SERVICE_NAME,
             LONELY_ENDPOINTS,
         )
+        .descriptors(FILE_DESCRIPTOR_SET)
         .unary(
             lonely_methods::ECHO,
             {
@@ -107,3 +108,6 @@ pub fn register_lonely_handler<H: LonelyHandler>(
         );
     server.add_service(service)
 }
+/// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
+/// (comments left out), served by the runtime's gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\nV\n\x0Bnopkg.proto\"\x1D\n\x05Loose\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value2 \n\x06Lonely\x12\x16\n\x04Echo\x12\x06.Loose\x1A\x06.Looseb\x06proto3";

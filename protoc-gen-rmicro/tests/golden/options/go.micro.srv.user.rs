@@ -134,6 +134,7 @@ pub fn register_user_handler<H: UserHandler>(
             USER_SERVICE_NAME,
             USER_ENDPOINTS,
         )
+        .descriptors(FILE_DESCRIPTOR_SET)
         .unary(
             user_methods::CALL,
             {
@@ -168,3 +169,6 @@ pub fn register_user_handler<H: UserHandler>(
         );
     server.add_service(service)
 }
+/// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
+/// (comments left out), served by the runtime's gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\x88\x04\n\nuser.proto\x12\x11go.micro.srv.user\"!\n\x0BCallRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\" \n\x0CCallResponse\x12\x10\n\x03msg\x18\x01 \x01(\tR\x03msg\"%\n\rStreamRequest\x12\x14\n\x05count\x18\x01 \x01(\x03R\x05count\"&\n\x0EStreamResponse\x12\x14\n\x05count\x18\x01 \x01(\x03R\x05count\"\x1E\n\x04Ping\x12\x16\n\x06stroke\x18\x01 \x01(\x03R\x06stroke\"\x1E\n\x04Pong\x12\x16\n\x06stroke\x18\x01 \x01(\x03R\x06stroke2\xE2\x01\n\x04User\x12G\n\x04Call\x12\x1E.go.micro.srv.user.CallRequest\x1A\x1F.go.micro.srv.user.CallResponse\x12O\n\x06Stream\x12 .go.micro.srv.user.StreamRequest\x1A!.go.micro.srv.user.StreamResponse0\x01\x12@\n\x08PingPong\x12\x17.go.micro.srv.user.Ping\x1A\x17.go.micro.srv.user.Pong(\x010\x01B&Z$github.com/rmicro/examples/user;userb\x06proto3";
