@@ -371,15 +371,49 @@ fn descriptor_sets(
         let set = FileDescriptorSet {
             file: ordered
                 .into_iter()
-                .map(|f| FileDescriptorProto {
-                    source_code_info: None,
-                    ..f.clone()
+                .map(|f| {
+                    let mut f = FileDescriptorProto {
+                        source_code_info: None,
+                        ..f.clone()
+                    };
+                    drop_empty_options(&mut f);
+                    f
                 })
                 .collect(),
         };
         sets.insert(package.to_string(), set.encode_to_vec());
     }
     sets
+}
+
+/// Removes options messages with nothing set: protoc writes `options {}` for `rpc X(A) returns
+/// (B) {}` where protox writes nothing, and both must embed the same bytes.
+fn drop_empty_options(file: &mut FileDescriptorProto) {
+    fn clear<T: Default + PartialEq>(options: &mut Option<T>) {
+        if options.as_ref().is_some_and(|o| *o == T::default()) {
+            *options = None;
+        }
+    }
+    fn message(m: &mut prost_types::DescriptorProto) {
+        clear(&mut m.options);
+        m.field.iter_mut().for_each(|f| clear(&mut f.options));
+        m.extension.iter_mut().for_each(|f| clear(&mut f.options));
+        m.oneof_decl.iter_mut().for_each(|o| clear(&mut o.options));
+        m.enum_type.iter_mut().for_each(enumeration);
+        m.nested_type.iter_mut().for_each(message);
+    }
+    fn enumeration(e: &mut prost_types::EnumDescriptorProto) {
+        clear(&mut e.options);
+        e.value.iter_mut().for_each(|v| clear(&mut v.options));
+    }
+    clear(&mut file.options);
+    file.message_type.iter_mut().for_each(message);
+    file.enum_type.iter_mut().for_each(enumeration);
+    file.extension.iter_mut().for_each(|f| clear(&mut f.options));
+    for service in &mut file.service {
+        clear(&mut service.options);
+        service.method.iter_mut().for_each(|m| clear(&mut m.options));
+    }
 }
 
 /// Exact extern paths for every well-known type in the request, pointing into the runtime's

@@ -152,6 +152,61 @@ pub fn assert_golden(case: &str, files: &[(String, String)]) {
     }
 }
 
+/// Like [`assert_golden`] for files made by a different toolchain (protoc instead of protox):
+/// everything must be identical except the embedded `FILE_DESCRIPTOR_SET`, whose copies of
+/// `google/protobuf/*.proto` are each toolchain's own; its other files must be identical.
+pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
+    let dir = golden_dir(case);
+    let split = |text: &str| -> (String, Option<Vec<u8>>) {
+        let mut rest = String::new();
+        let mut set = None;
+        for line in text.lines() {
+            match line.strip_prefix("pub const FILE_DESCRIPTOR_SET: &[u8] = ") {
+                Some(lit) => {
+                    let lit = lit.trim_end_matches(';');
+                    set = Some(syn::parse_str::<syn::LitByteStr>(lit).expect("a byte string").value());
+                }
+                None => {
+                    rest.push_str(line);
+                    rest.push('\n');
+                }
+            }
+        }
+        (rest, set)
+    };
+    let project_files = |bytes: &[u8]| -> Vec<prost_types::FileDescriptorProto> {
+        use prost::Message;
+        prost_types::FileDescriptorSet::decode(bytes)
+            .unwrap()
+            .file
+            .into_iter()
+            .filter(|f| !f.name().starts_with("google/protobuf/"))
+            .collect()
+    };
+    let mut names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    names.sort_unstable();
+    let mut expected: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "case {case}: file names");
+    for (name, content) in files {
+        let want = std::fs::read_to_string(dir.join(name)).unwrap();
+        let ((got_rest, got_set), (want_rest, want_set)) = (split(content), split(&want));
+        assert!(got_rest == want_rest, "case {case}: {name} differs from its golden file outside the descriptor set");
+        match (got_set, want_set) {
+            (Some(a), Some(b)) => assert_eq!(
+                project_files(&a),
+                project_files(&b),
+                "case {case}: {name}: the embedded descriptors of the project's own files differ"
+            ),
+            (None, None) => {}
+            _ => panic!("case {case}: {name}: only one side embeds a descriptor set"),
+        }
+    }
+}
+
 /// The plugin binary Cargo built for these tests.
 pub fn plugin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_protoc-gen-rmicro"))
