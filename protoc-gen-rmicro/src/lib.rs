@@ -409,10 +409,15 @@ fn drop_empty_options(file: &mut FileDescriptorProto) {
     clear(&mut file.options);
     file.message_type.iter_mut().for_each(message);
     file.enum_type.iter_mut().for_each(enumeration);
-    file.extension.iter_mut().for_each(|f| clear(&mut f.options));
+    file.extension
+        .iter_mut()
+        .for_each(|f| clear(&mut f.options));
     for service in &mut file.service {
         clear(&mut service.options);
-        service.method.iter_mut().for_each(|m| clear(&mut m.options));
+        service
+            .method
+            .iter_mut()
+            .for_each(|m| clear(&mut m.options));
     }
 }
 

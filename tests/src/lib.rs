@@ -3,6 +3,7 @@
 pub mod etcd;
 pub mod hop;
 pub mod http;
+pub mod kitchen;
 pub mod scratch;
 pub mod user;
 

@@ -622,6 +622,30 @@ async fn main() -> ExitCode {
             cr
         );
     }
+    // Paired ratios: each round's variant against the B round next to it in time, so a burst of
+    // other load that hits one round of each pair counts once, not in both medians.
+    if let Some(bi) = opts.variants.iter().position(|v| *v == Variant::B) {
+        println!();
+        println!("paired per-round ratios vs B (median over rounds; min..max):");
+        for (i, v) in opts.variants.iter().enumerate() {
+            if i == bi || opts.variants[..i].contains(v) {
+                continue;
+            }
+            let ratios = |f: &dyn Fn(&RoundResult) -> f64| {
+                let rs: Vec<f64> = results[i].iter().zip(&results[bi]).map(|(x, y)| f(x) / f(y)).collect();
+                let lo = rs.iter().copied().fold(f64::MAX, f64::min);
+                let hi = rs.iter().copied().fold(f64::MIN, f64::max);
+                format!("{:.3} ({lo:.3}..{hi:.3})", median(rs))
+            };
+            println!(
+                "  {:<36} calls/s {}  p99 {}  CPU/call {}",
+                v.describe(),
+                ratios(&|r| r.throughput),
+                ratios(&|r| r.p99_us),
+                ratios(&|r| r.cpu_us_per_call)
+            );
+        }
+    }
     if let (Some(a), Some(b)) = (find(Variant::A), b) {
         let tr = a.tput / b.tput;
         let pr = a.p99 / b.p99;

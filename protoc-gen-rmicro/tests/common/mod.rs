@@ -164,7 +164,11 @@ pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
             match line.strip_prefix("pub const FILE_DESCRIPTOR_SET: &[u8] = ") {
                 Some(lit) => {
                     let lit = lit.trim_end_matches(';');
-                    set = Some(syn::parse_str::<syn::LitByteStr>(lit).expect("a byte string").value());
+                    set = Some(
+                        syn::parse_str::<syn::LitByteStr>(lit)
+                            .expect("a byte string")
+                            .value(),
+                    );
                 }
                 None => {
                     rest.push_str(line);
@@ -194,7 +198,10 @@ pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
     for (name, content) in files {
         let want = std::fs::read_to_string(dir.join(name)).unwrap();
         let ((got_rest, got_set), (want_rest, want_set)) = (split(content), split(&want));
-        assert!(got_rest == want_rest, "case {case}: {name} differs from its golden file outside the descriptor set");
+        assert!(
+            got_rest == want_rest,
+            "case {case}: {name} differs from its golden file outside the descriptor set"
+        );
         match (got_set, want_set) {
             (Some(a), Some(b)) => assert_eq!(
                 project_files(&a),

@@ -65,7 +65,8 @@ pub struct Endpoint {
     /// The response type.
     #[serde(default)]
     pub response: Option<Value>,
-    /// `stream`, `endpoint`, `method`, `path`, `body`, `handler`, `grpc_path`.
+    /// `stream`, `endpoint`, `method`, `path`, `body`, `handler`, `grpc_path`, and `http` (a JSON
+    /// list of every `google.api.http` binding).
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: HashMap<String, String>,
 }
@@ -109,10 +110,24 @@ impl Endpoint {
             metadata.insert("stream".to_string(), "true".to_string());
         }
         if let Some(rule) = e.http.first() {
+            // go-micro's keys describe the primary binding; `http` lists every binding.
             metadata.insert("handler".to_string(), "rpc".to_string());
             metadata.insert("method".to_string(), rule.method.to_string());
             metadata.insert("path".to_string(), rule.path.to_string());
             metadata.insert("body".to_string(), rule.body.to_string());
+            let all: Vec<serde_json::Value> = e
+                .http
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "method": r.method,
+                        "path": r.path,
+                        "body": r.body,
+                        "response_body": r.response_body,
+                    })
+                })
+                .collect();
+            metadata.insert("http".to_string(), serde_json::Value::from(all).to_string());
         }
         Endpoint {
             name: e.name.to_string(),

@@ -27,14 +27,16 @@ pub mod plugin;
 pub mod plugins;
 pub mod proxy;
 pub mod resolve;
+pub mod rpc;
 
 use plugin::{HttpService, Plugin, PluginContext, PluginError};
 
 /// `rmicro api` flags (plugins add theirs).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
-    /// How requests reach services: `http` proxies them to HTTP services.
-    #[arg(long, env = "MICRO_API_HANDLER", default_value = "http", value_parser = ["http"])]
+    /// How requests reach services: `http` proxies them to HTTP services, `rpc` turns JSON into
+    /// gRPC calls.
+    #[arg(long, env = "MICRO_API_HANDLER", default_value = "http", value_parser = ["http", "rpc"])]
     pub handler: String,
     /// Where the gateway listens.
     #[arg(long, env = "MICRO_API_ADDRESS", default_value = "0.0.0.0:8080")]
@@ -142,14 +144,23 @@ impl Gateway {
         } else {
             Arc::new(Random)
         };
-        let proxy = proxy::Proxy::new(proxy::ProxyConfig {
-            namespace: args.namespace.clone(),
-            registry,
-            selector,
-            backend_timeout: args.backend_timeout,
-            body_limit: args.body_limit,
-        });
-        let mut service = HttpService::new(proxy);
+        let mut service = if args.handler == "rpc" {
+            HttpService::new(rpc::RpcHandler::new(rpc::RpcConfig {
+                namespace: args.namespace.clone(),
+                registry,
+                selector,
+                timeout: args.backend_timeout,
+                body_limit: args.body_limit,
+            }))
+        } else {
+            HttpService::new(proxy::Proxy::new(proxy::ProxyConfig {
+                namespace: args.namespace.clone(),
+                registry,
+                selector,
+                backend_timeout: args.backend_timeout,
+                body_limit: args.body_limit,
+            }))
+        };
         for plugin in plugins.iter().rev() {
             if let Some(layer) = plugin.layer() {
                 tracing::info!(plugin = plugin.name(), "plugin on");

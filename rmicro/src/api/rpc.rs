@@ -1,0 +1,887 @@
+//! The `rpc` handler: JSON over HTTP in, gRPC to the service out.
+//!
+//! - Requests matching a `google.api.http` binding that a service's generated code registered
+//!   (published in the registry's endpoint metadata) are transcoded by the binding: path
+//!   variables and query parameters set request fields, `body` says where the JSON body goes,
+//!   `response_body` which response field is returned.
+//! - Other requests use go-micro's form: `/user/call` → service `<namespace>.user`, endpoint
+//!   `User.Call`; `/user/user/call` → endpoint `User.Call`; the JSON body (or, without one, the
+//!   query parameters) is the request message.
+//!
+//! Message types come from the service itself, through gRPC server reflection (which rmicro
+//! servers answer from their generated descriptors), and are cached per gRPC service. Errors come
+//! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum_core::body::Body;
+use bytes::{Buf, BufMut, Bytes};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor};
+use rmicro_runtime::errors::Error;
+use rmicro_runtime::reflection::proto::{
+    MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
+};
+use rmicro_runtime::registry::Node;
+use rmicro_runtime::selector::Selector;
+use rmicro_runtime::{Client, Registry};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+use super::error;
+
+/// How long the table of HTTP bindings read from the registry is reused.
+const ROUTES_TTL: Duration = Duration::from_secs(1);
+
+/// Settings of the rpc handler.
+#[derive(Clone)]
+pub struct RpcConfig {
+    /// Namespace for go-micro's `/service/method` form.
+    pub namespace: String,
+    /// Where services are looked up.
+    pub registry: Arc<dyn Registry>,
+    /// How a node is picked.
+    pub selector: Arc<dyn Selector>,
+    /// Time a call may take.
+    pub timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+/// One `google.api.http` binding of a registered endpoint.
+#[derive(Debug, Clone)]
+struct Binding {
+    service: String,
+    grpc_path: String,
+    method: String,
+    template: Template,
+    body: String,
+    response_body: String,
+}
+
+/// A path template: `/v1/{name=shelves/*}/books/{id}:verb`.
+#[derive(Debug, Clone)]
+struct Template {
+    segments: Vec<Segment>,
+    verb: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    /// A variable `field` over pattern segments (`*`, `**` or literals); `{field}` is `{field=*}`.
+    Variable {
+        field: String,
+        pattern: Vec<String>,
+    },
+    /// A bare `*` or `**`.
+    Wildcard(bool),
+}
+
+impl Template {
+    fn parse(template: &str) -> Option<Template> {
+        let path = template.strip_prefix('/')?;
+        let (path, verb) = match path.rfind(':') {
+            Some(i) if !path[i..].contains('/') && !path[i..].contains('}') => {
+                (&path[..i], Some(path[i + 1..].to_string()))
+            }
+            _ => (path, None),
+        };
+        let mut segments = Vec::new();
+        let mut rest = path;
+        while !rest.is_empty() {
+            if let Some(inner) = rest.strip_prefix('{') {
+                let end = inner.find('}')?;
+                let var = &inner[..end];
+                let (field, pattern) = match var.split_once('=') {
+                    Some((f, p)) => (f, p.split('/').map(str::to_string).collect()),
+                    None => (var, vec!["*".to_string()]),
+                };
+                segments.push(Segment::Variable {
+                    field: field.trim().to_string(),
+                    pattern,
+                });
+                rest = inner[end + 1..]
+                    .strip_prefix('/')
+                    .unwrap_or(&inner[end + 1..]);
+            } else {
+                let (seg, next) = rest.split_once('/').unwrap_or((rest, ""));
+                segments.push(match seg {
+                    "*" => Segment::Wildcard(false),
+                    "**" => Segment::Wildcard(true),
+                    _ => Segment::Literal(seg.to_string()),
+                });
+                rest = next;
+            }
+        }
+        Some(Template { segments, verb })
+    }
+
+    /// The captured variables when `path` matches.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let path = path.strip_prefix('/')?;
+        let path = match &self.verb {
+            Some(verb) => path.strip_suffix(verb.as_str())?.strip_suffix(':')?,
+            None => path,
+        };
+        let parts: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        let mut captures = Vec::new();
+        let mut i = 0;
+        for (n, segment) in self.segments.iter().enumerate() {
+            let last = n == self.segments.len() - 1;
+            match segment {
+                Segment::Literal(lit) => {
+                    if parts.get(i) != Some(&lit.as_str()) {
+                        return None;
+                    }
+                    i += 1;
+                }
+                Segment::Wildcard(deep) => {
+                    if *deep && last {
+                        i = parts.len();
+                    } else {
+                        parts.get(i).filter(|p| !p.is_empty())?;
+                        i += 1;
+                    }
+                }
+                Segment::Variable { field, pattern } => {
+                    let start = i;
+                    for (k, p) in pattern.iter().enumerate() {
+                        match p.as_str() {
+                            "**" if last && k == pattern.len() - 1 => i = parts.len(),
+                            "*" | "**" => {
+                                parts.get(i).filter(|p| !p.is_empty())?;
+                                i += 1;
+                            }
+                            lit => {
+                                if parts.get(i) != Some(&lit) {
+                                    return None;
+                                }
+                                i += 1;
+                            }
+                        }
+                    }
+                    let value = parts[start..i].join("/");
+                    captures.push((field.clone(), percent_decode(&value)));
+                }
+            }
+        }
+        (i == parts.len()).then_some(captures)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Passes encoded messages through unchanged: the rpc handler encodes and decodes itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}
+
+/// The rpc handler, as a tower service.
+#[derive(Clone)]
+pub struct RpcHandler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RpcConfig,
+    routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
+    pools: Mutex<HashMap<String, DescriptorPool>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for RpcHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcHandler")
+            .field("namespace", &self.inner.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request resolved to.
+struct Target {
+    service: String,
+    grpc_path: String,
+    body: String,
+    response_body: String,
+    captures: Vec<(String, String)>,
+}
+
+/// An HTTP answer for a failed step.
+type Fail = Response<Body>;
+
+impl RpcHandler {
+    /// A handler with `config`.
+    pub fn new(config: RpcConfig) -> RpcHandler {
+        RpcHandler {
+            inner: Arc::new(Inner {
+                config,
+                routes: Mutex::new(None),
+                pools: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Every HTTP binding in the registry (cached for a second).
+    async fn bindings(&self) -> Result<Arc<Vec<Binding>>, Fail> {
+        if let Some((at, routes)) = &*self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < ROUTES_TTL {
+                return Ok(Arc::clone(routes));
+            }
+        }
+        let services = self
+            .inner
+            .config
+            .registry
+            .list_services()
+            .await
+            .map_err(|err| {
+                error::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the registry: {err}"),
+                )
+            })?;
+        let mut routes = Vec::new();
+        for service in services {
+            for endpoint in &service.endpoints {
+                let (Some(http), Some(grpc_path)) = (
+                    endpoint.metadata.get("http"),
+                    endpoint.metadata.get("grpc_path"),
+                ) else {
+                    continue;
+                };
+                let Ok(rules) = serde_json::from_str::<Vec<serde_json::Value>>(http) else {
+                    continue;
+                };
+                for rule in rules {
+                    let field = |k: &str| {
+                        rule.get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let Some(template) = Template::parse(&field("path")) else {
+                        continue;
+                    };
+                    routes.push(Binding {
+                        service: service.name.clone(),
+                        grpc_path: grpc_path.clone(),
+                        method: field("method"),
+                        template,
+                        body: field("body"),
+                        response_body: field("response_body"),
+                    });
+                }
+            }
+        }
+        let routes = Arc::new(routes);
+        *self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), Arc::clone(&routes)));
+        Ok(routes)
+    }
+
+    /// go-micro's `/service/method` form.
+    async fn go_micro_target(&self, path: &str) -> Result<Target, Fail> {
+        let parts: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let title = |s: &str| {
+            let mut c = s.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        };
+        let versioned = parts.first().is_some_and(|p| {
+            p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit())
+        });
+        let (service, rest) = match (versioned, parts.len()) {
+            (true, n) if n >= 3 => (format!("{}.{}", parts[0], parts[1]), &parts[1..]),
+            (false, n) if n >= 2 => (parts[0].to_string(), &parts[..]),
+            _ => {
+                return Err(error::response(
+                    StatusCode::NOT_FOUND,
+                    format!("no endpoint for path `{path}`"),
+                ))
+            }
+        };
+        let endpoint = match rest.len() {
+            2 => format!("{}.{}", title(rest[0]), title(rest[1])),
+            _ => format!(
+                "{}.{}",
+                title(rest[rest.len() - 2]),
+                title(rest[rest.len() - 1])
+            ),
+        };
+        let namespace = self.inner.config.namespace.trim_end_matches('.');
+        let service = if namespace.is_empty() {
+            service
+        } else {
+            format!("{namespace}.{service}")
+        };
+        let records = self
+            .inner
+            .config
+            .registry
+            .get_service(&service)
+            .await
+            .map_err(|err| {
+                error::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot look up service `{service}`: {err}"),
+                )
+            })?;
+        if records.is_empty() {
+            return Err(error::response(
+                StatusCode::NOT_FOUND,
+                format!("service `{service}` not found"),
+            ));
+        }
+        let found = records
+            .iter()
+            .flat_map(|r| r.endpoints.iter())
+            .find(|e| e.name.eq_ignore_ascii_case(&endpoint));
+        let Some(found) = found else {
+            return Err(error::response(
+                StatusCode::NOT_FOUND,
+                format!("service `{service}` has no endpoint `{endpoint}`"),
+            ));
+        };
+        let Some(grpc_path) = found.metadata.get("grpc_path") else {
+            return Err(error::response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("endpoint `{endpoint}` of `{service}` does not say its gRPC path (not an rmicro service?)"),
+            ));
+        };
+        Ok(Target {
+            service,
+            grpc_path: grpc_path.clone(),
+            body: "*".into(),
+            response_body: String::new(),
+            captures: Vec::new(),
+        })
+    }
+
+    async fn resolve(&self, method: &Method, path: &str) -> Result<Target, Fail> {
+        let bindings = self.bindings().await?;
+        for b in bindings.iter() {
+            if !b.method.eq_ignore_ascii_case(method.as_str()) {
+                continue;
+            }
+            if let Some(captures) = b.template.matches(path) {
+                return Ok(Target {
+                    service: b.service.clone(),
+                    grpc_path: b.grpc_path.clone(),
+                    body: b.body.clone(),
+                    response_body: b.response_body.clone(),
+                    captures,
+                });
+            }
+        }
+        self.go_micro_target(path).await
+    }
+
+    // The error is the finished HTTP response; boxing it would only add an allocation.
+    #[allow(clippy::result_large_err)]
+    fn channel(&self, address: &str) -> Result<Channel, Fail> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| {
+                error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("node address `{address}` is not usable: {err}"),
+                )
+            })?;
+        let channel = endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The method's descriptor, learned from the node by server reflection (cached).
+    async fn method(&self, address: &str, grpc_path: &str) -> Result<MethodDescriptor, Fail> {
+        let (service, method) = grpc_path
+            .trim_start_matches('/')
+            .split_once('/')
+            .ok_or_else(|| {
+                error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("bad gRPC path `{grpc_path}`"),
+                )
+            })?;
+        let cached = self
+            .inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .cloned();
+        let pool = match cached {
+            Some(pool) => pool,
+            None => {
+                let pool = self.reflect(address, service).await?;
+                self.inner
+                    .pools
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(service.to_string(), pool.clone());
+                pool
+            }
+        };
+        pool.get_service_by_name(service)
+            .and_then(|s| s.methods().find(|m| m.name() == method))
+            .ok_or_else(|| {
+                error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the service at {address} does not describe `{grpc_path}`"),
+                )
+            })
+    }
+
+    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, Fail> {
+        let bad = |detail: String| error::response(StatusCode::BAD_GATEWAY, detail);
+        let client = Client::builder()
+            .address(address)
+            .retries(0)
+            .request_timeout(Some(Duration::from_secs(5)))
+            .build();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(service.to_string())),
+        };
+        let call = client.streaming::<ServerReflectionRequest, ServerReflectionResponse, _>(
+            service,
+            rmicro_runtime::reflection::V1_PATH,
+            tonic::Request::new(tokio_stream::iter([request])),
+        );
+        let mut stream = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
+            .map_err(|s| {
+                bad(format!(
+                    "server reflection at {address} failed: {}",
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
+            .map_err(|s| {
+                bad(format!(
+                    "server reflection at {address} failed: {}",
+                    s.message()
+                ))
+            })?
+            .ok_or_else(|| {
+                bad(format!(
+                    "server reflection at {address} closed without answering"
+                ))
+            })?;
+        let files = match reply.message_response {
+            Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
+            Some(MessageResponse::ErrorResponse(e)) => {
+                return Err(bad(format!(
+                    "server reflection at {address}: {}",
+                    e.error_message
+                )))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "server reflection at {address} gave an unexpected answer"
+                )))
+            }
+        };
+        let mut set = prost_types::FileDescriptorSet::default();
+        for bytes in files {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+                bad(format!(
+                    "server reflection at {address} sent a bad descriptor: {e}"
+                ))
+            })?;
+            set.file.push(file);
+        }
+        DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
+            bad(format!(
+                "descriptors from {address} do not form a valid set: {e}"
+            ))
+        })
+    }
+
+    async fn handle(self, req: Request<Body>) -> Response<Body> {
+        match self.try_handle(req).await {
+            Ok(resp) | Err(resp) => resp,
+        }
+    }
+
+    async fn try_handle(&self, req: Request<Body>) -> Result<Response<Body>, Fail> {
+        let config = &self.inner.config;
+        let (parts, body) = req.into_parts();
+        let target = self.resolve(&parts.method, parts.uri.path()).await?;
+        let records = config
+            .registry
+            .get_service(&target.service)
+            .await
+            .map_err(|err| {
+                error::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot look up `{}`: {err}", target.service),
+                )
+            })?;
+        let nodes: Vec<Node> = records.into_iter().flat_map(|s| s.nodes).collect();
+        if nodes.is_empty() {
+            return Err(error::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("service `{}` has no nodes", target.service),
+            ));
+        }
+        let address = nodes[config
+            .selector
+            .select(&target.service, &nodes)
+            .min(nodes.len() - 1)]
+        .address
+        .clone();
+        let method = self.method(&address, &target.grpc_path).await?;
+        if method.is_client_streaming() || method.is_server_streaming() {
+            return Err(error::response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "`{}` streams; the rpc handler serves unary methods only",
+                    target.grpc_path
+                ),
+            ));
+        }
+
+        let body = http_body_util::Limited::new(body, config.body_limit)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    error::response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over the {}-byte limit", config.body_limit),
+                    )
+                } else {
+                    error::response(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {err}"),
+                    )
+                }
+            })?
+            .to_bytes();
+        let input = build_request(&method.input(), &target, &body, parts.uri.query())
+            .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
+
+        let mut grpc = tonic::client::Grpc::new(self.channel(&address)?);
+        grpc.ready().await.map_err(|err| {
+            error::response(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "service `{}` node {address} is unreachable: {err}",
+                    target.service
+                ),
+            )
+        })?;
+        let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
+        request.set_timeout(config.timeout);
+        for (name, value) in parts.headers.iter() {
+            let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
+            if forward {
+                if let (Ok(k), Ok(v)) = (
+                    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                    tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+                ) {
+                    request.metadata_mut().insert(k, v);
+                }
+            }
+        }
+        let path = http::uri::PathAndQuery::try_from(target.grpc_path.as_str())
+            .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
+        let call = grpc.unary(request, path, RawCodec);
+        let reply = match tokio::time::timeout(config.timeout, call).await {
+            Err(_) => {
+                return Err(error::response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "`{}` did not answer within {:?}",
+                        target.grpc_path, config.timeout
+                    ),
+                ))
+            }
+            Ok(Err(status)) => return Err(status_response(&status)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let output = DynamicMessage::decode(method.output(), reply).map_err(|e| {
+            error::response(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "the response of `{}` does not decode: {e}",
+                    target.grpc_path
+                ),
+            )
+        })?;
+        let options = prost_reflect::SerializeOptions::new()
+            .use_proto_field_name(true)
+            .skip_default_fields(target.response_body.is_empty());
+        let mut json = output
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|e| {
+                error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the response does not convert to JSON: {e}"),
+                )
+            })?;
+        if !target.response_body.is_empty() {
+            json = json
+                .get_mut(&target.response_body)
+                .map(serde_json::Value::take)
+                .ok_or_else(|| {
+                    error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the response has no field `{}`", target.response_body),
+                    )
+                })?;
+        }
+        let mut resp = Response::new(Body::from(json.to_string()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+/// A gRPC error as go-micro JSON with the mapped HTTP status.
+fn status_response(status: &tonic::Status) -> Response<Body> {
+    let err = Error::from_status(status);
+    let code = StatusCode::from_u16(err.code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::new(Body::from(err.to_json()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The request message: the JSON body where `body` says, then path captures and (for the rest)
+/// query parameters, each converted to its field's JSON type.
+fn build_request(
+    desc: &MessageDescriptor,
+    target: &Target,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<DynamicMessage, String> {
+    let mut json = serde_json::Map::new();
+    if !body.is_empty() && !target.body.is_empty() {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| format!("the request body is not JSON: {e}"))?;
+        if target.body == "*" {
+            match value {
+                serde_json::Value::Object(map) => json = map,
+                _ => return Err("the request body must be a JSON object".into()),
+            }
+        } else {
+            json.insert(target.body.clone(), value);
+        }
+    }
+    let mut params: Vec<(String, String)> = target.captures.clone();
+    let whole_body_used = target.body == "*" && !body.is_empty();
+    if !whole_body_used {
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push((percent_decode(k), percent_decode(v)));
+        }
+    }
+    for (path, value) in params {
+        set_param(desc, &mut json, &path, &value)?;
+    }
+    let value = serde_json::Value::Object(json);
+    DynamicMessage::deserialize(desc.clone(), value)
+        .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
+}
+
+/// Sets `a.b.c = value` in `json`, typed by the field it names.
+fn set_param(
+    desc: &MessageDescriptor,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    value: &str,
+) -> Result<(), String> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let field = desc
+        .get_field_by_name(head)
+        .or_else(|| desc.get_field_by_json_name(head))
+        .ok_or_else(|| format!("`{}` has no field `{head}`", desc.full_name()))?;
+    match (rest, field.kind()) {
+        (Some(rest), Kind::Message(inner)) => {
+            let entry = json
+                .entry(field.name().to_string())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            let serde_json::Value::Object(map) = entry else {
+                return Err(format!("field `{head}` is set twice"));
+            };
+            set_param(&inner, map, rest, value)
+        }
+        (Some(_), _) => Err(format!(
+            "field `{head}` of `{}` is not a message",
+            desc.full_name()
+        )),
+        (None, kind) => {
+            let typed = match kind {
+                Kind::Bool => match value {
+                    "true" => serde_json::Value::Bool(true),
+                    "false" => serde_json::Value::Bool(false),
+                    _ => return Err(format!("field `{head}` takes true or false, not `{value}`")),
+                },
+                Kind::Double | Kind::Float => value
+                    .parse::<f64>()
+                    .map(serde_json::Value::from)
+                    .map_err(|_| format!("field `{head}` takes a number, not `{value}`"))?,
+                Kind::Message(_) => {
+                    return Err(format!(
+                        "field `{head}` is a message; set its fields (`{head}.x`)"
+                    ))
+                }
+                // Integers as strings are valid proto JSON; strings, bytes and enum names too.
+                _ => serde_json::Value::String(value.to_string()),
+            };
+            if field.is_list() {
+                let entry = json
+                    .entry(field.name().to_string())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(items) = entry {
+                    items.push(typed);
+                }
+            } else {
+                json.insert(field.name().to_string(), typed);
+            }
+            Ok(())
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for RpcHandler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_and_capture() {
+        let t = Template::parse("/v1/items/{id}").unwrap();
+        assert_eq!(
+            t.matches("/v1/items/7"),
+            Some(vec![("id".into(), "7".into())])
+        );
+        assert_eq!(t.matches("/v1/items"), None);
+        assert_eq!(t.matches("/v1/items/7/x"), None);
+        let t = Template::parse("/v1/shelves/{shelf.name=shelves/*}/items/{id}").unwrap();
+        assert_eq!(
+            t.matches("/v1/shelves/shelves/top/items/9"),
+            Some(vec![
+                ("shelf.name".into(), "shelves/top".into()),
+                ("id".into(), "9".into())
+            ])
+        );
+        let t = Template::parse("/v1/{name=files/**}:get").unwrap();
+        assert_eq!(
+            t.matches("/v1/files/a/b/c:get"),
+            Some(vec![("name".into(), "files/a/b/c".into())])
+        );
+        assert_eq!(t.matches("/v1/files/a/b/c"), None);
+        let t = Template::parse("/v1/items").unwrap();
+        assert_eq!(t.matches("/v1/items"), Some(vec![]));
+        assert_eq!(Template::parse("/v1/items/{x").map(|_| ()), None);
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+    }
+}
