@@ -1,14 +1,14 @@
 //! Generated handlers served over loopback, called by generated clients: all four streaming kinds.
 
-use rmicro_runtime::{Client, Code, Request, Response, ResponseStream, Server, Status, Streaming};
+use rmicro_runtime::{Client, Code, Server};
 use rmicro_tests::fixtures::go::micro::srv::user::{
     register_user_handler, CallRequest, Ping, StreamRequest, UserClient, USER_ENDPOINTS,
     USER_SERVICE_NAME,
 };
 use rmicro_tests::fixtures::rmicro::test::kitchen::{
-    self as kitchen, register_kitchen_handler, GetRequest, Item, KitchenClient, KitchenHandler,
-    Shelf, UpdateRequest, UploadSummary,
+    self as kitchen, register_kitchen_handler, GetRequest, Item, KitchenClient, Shelf,
 };
+use rmicro_tests::kitchen::Kitchen;
 use rmicro_tests::user::Greeter;
 use rmicro_tests::{spawn, ServerGuard};
 use tokio_stream::StreamExt;
@@ -70,64 +70,6 @@ async fn endpoint_metadata_reaches_the_server() {
         err.to_string(),
         "service `go.micro.srv.user.User` is already registered on this server; register each handler once"
     );
-}
-
-/// The kitchen fixture: client streaming, wrapper and Empty types, and HTTP bindings.
-struct Kitchen;
-
-impl KitchenHandler for Kitchen {
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Item>, Status> {
-        let req = request.into_inner();
-        Ok(Response::new(Item {
-            id: req.id,
-            name: req.shelf.map(|s| s.name).unwrap_or_default(),
-            ..Default::default()
-        }))
-    }
-    async fn put(&self, _request: Request<Item>) -> Result<Response<()>, Status> {
-        Ok(Response::new(()))
-    }
-    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Item>, Status> {
-        Ok(Response::new(request.into_inner().item.unwrap_or_default()))
-    }
-    async fn purge(&self, _request: Request<()>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("purge is not supported"))
-    }
-    async fn list(
-        &self,
-        request: Request<Shelf>,
-    ) -> Result<Response<ResponseStream<Item>>, Status> {
-        let shelf = request.into_inner().name;
-        let items = (1..=2).map(move |id| {
-            Ok(Item {
-                id,
-                name: shelf.clone(),
-                ..Default::default()
-            })
-        });
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
-    }
-    async fn upload(
-        &self,
-        request: Request<Streaming<Item>>,
-    ) -> Result<Response<UploadSummary>, Status> {
-        let mut items = request.into_inner();
-        let mut count = 0;
-        while let Some(item) = items.next().await {
-            item?;
-            count += 1;
-        }
-        Ok(Response::new(UploadSummary { count }))
-    }
-    async fn chat(
-        &self,
-        request: Request<Streaming<Item>>,
-    ) -> Result<Response<ResponseStream<Item>>, Status> {
-        Ok(Response::new(Box::pin(request.into_inner())))
-    }
-    async fn wrapped(&self, request: Request<String>) -> Result<Response<i64>, Status> {
-        Ok(Response::new(request.into_inner().len() as i64))
-    }
 }
 
 #[tokio::test]

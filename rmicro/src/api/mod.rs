@@ -64,6 +64,21 @@ pub struct ApiArgs {
     pub body_limit: usize,
 }
 
+/// What the request handlers (`http` and `rpc`) need.
+#[derive(Clone)]
+pub struct HandlerConfig {
+    /// Service namespace, e.g. `go.micro.api`.
+    pub namespace: String,
+    /// Where services are looked up.
+    pub registry: Arc<dyn Registry>,
+    /// How a node is picked.
+    pub selector: Arc<dyn Selector>,
+    /// Time a backend has to answer.
+    pub backend_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
 /// Parses `1048576`, `512KiB`, `10MiB`.
 ///
 /// # Errors
@@ -144,22 +159,17 @@ impl Gateway {
         } else {
             Arc::new(Random)
         };
+        let config = HandlerConfig {
+            namespace: args.namespace.clone(),
+            registry,
+            selector,
+            backend_timeout: args.backend_timeout,
+            body_limit: args.body_limit,
+        };
         let mut service = if args.handler == "rpc" {
-            HttpService::new(rpc::RpcHandler::new(rpc::RpcConfig {
-                namespace: args.namespace.clone(),
-                registry,
-                selector,
-                timeout: args.backend_timeout,
-                body_limit: args.body_limit,
-            }))
+            HttpService::new(rpc::RpcHandler::new(config))
         } else {
-            HttpService::new(proxy::Proxy::new(proxy::ProxyConfig {
-                namespace: args.namespace.clone(),
-                registry,
-                selector,
-                backend_timeout: args.backend_timeout,
-                body_limit: args.body_limit,
-            }))
+            HttpService::new(proxy::Proxy::new(config))
         };
         for plugin in plugins.iter().rev() {
             if let Some(layer) = plugin.layer() {

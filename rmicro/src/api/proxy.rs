@@ -24,28 +24,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rmicro_runtime::registry::Node;
-use rmicro_runtime::selector::Selector;
-use rmicro_runtime::Registry;
 
-use super::{error, resolve};
+use super::{error, resolve, HandlerConfig};
 
 /// How long an unreachable node is avoided.
 const QUARANTINE: Duration = Duration::from_secs(5);
-
-/// Proxy settings.
-#[derive(Clone)]
-pub struct ProxyConfig {
-    /// Service namespace, e.g. `go.micro.api`.
-    pub namespace: String,
-    /// Where services are looked up.
-    pub registry: Arc<dyn Registry>,
-    /// How a node is picked.
-    pub selector: Arc<dyn Selector>,
-    /// Time allowed for a backend to send its response headers.
-    pub backend_timeout: Duration,
-    /// Largest request body accepted, in bytes.
-    pub body_limit: usize,
-}
 
 /// The reverse proxy, as a tower service.
 #[derive(Clone)]
@@ -54,7 +37,7 @@ pub struct Proxy {
 }
 
 struct Inner {
-    config: ProxyConfig,
+    config: HandlerConfig,
     client: Client<HttpConnector, Body>,
     failed: Mutex<HashMap<String, Instant>>,
     /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
@@ -101,7 +84,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 impl Proxy {
     /// A proxy with `config`.
-    pub fn new(config: ProxyConfig) -> Proxy {
+    pub fn new(config: HandlerConfig) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));

@@ -31,30 +31,14 @@ use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
 };
 use rmicro_runtime::registry::Node;
-use rmicro_runtime::selector::Selector;
-use rmicro_runtime::{Client, Registry};
+use rmicro_runtime::Client;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
-use super::error;
+use super::{error, HandlerConfig};
 
 /// How long the table of HTTP bindings read from the registry is reused.
 const ROUTES_TTL: Duration = Duration::from_secs(1);
-
-/// Settings of the rpc handler.
-#[derive(Clone)]
-pub struct RpcConfig {
-    /// Namespace for go-micro's `/service/method` form.
-    pub namespace: String,
-    /// Where services are looked up.
-    pub registry: Arc<dyn Registry>,
-    /// How a node is picked.
-    pub selector: Arc<dyn Selector>,
-    /// Time a call may take.
-    pub timeout: Duration,
-    /// Largest request body accepted, in bytes.
-    pub body_limit: usize,
-}
 
 /// One `google.api.http` binding of a registered endpoint.
 #[derive(Debug, Clone)]
@@ -246,7 +230,7 @@ pub struct RpcHandler {
 }
 
 struct Inner {
-    config: RpcConfig,
+    config: HandlerConfig,
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
     pools: Mutex<HashMap<String, DescriptorPool>>,
     channels: Mutex<HashMap<String, Channel>>,
@@ -274,7 +258,7 @@ type Fail = Response<Body>;
 
 impl RpcHandler {
     /// A handler with `config`.
-    pub fn new(config: RpcConfig) -> RpcHandler {
+    pub fn new(config: HandlerConfig) -> RpcHandler {
         RpcHandler {
             inner: Arc::new(Inner {
                 config,
@@ -656,7 +640,7 @@ impl RpcHandler {
             )
         })?;
         let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
-        request.set_timeout(config.timeout);
+        request.set_timeout(config.backend_timeout);
         for (name, value) in parts.headers.iter() {
             let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
             if forward {
@@ -671,13 +655,13 @@ impl RpcHandler {
         let path = http::uri::PathAndQuery::try_from(target.grpc_path.as_str())
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
         let call = grpc.unary(request, path, RawCodec);
-        let reply = match tokio::time::timeout(config.timeout, call).await {
+        let reply = match tokio::time::timeout(config.backend_timeout, call).await {
             Err(_) => {
                 return Err(error::response(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "`{}` did not answer within {:?}",
-                        target.grpc_path, config.timeout
+                        target.grpc_path, config.backend_timeout
                     ),
                 ))
             }
