@@ -6,7 +6,7 @@
 //! rmicro_build::Config::new().compile(&["proto/user.proto"], &["proto"]);
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! // src/lib.rs
 //! pub mod user {
 //!     rmicro_build::include_proto!("go.micro.srv.user");
