@@ -31,7 +31,9 @@ async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byt
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let etcd = args.next().ok_or("usage: bench-backend ETCD_ADDR [LISTEN_ADDR]")?;
+    let etcd = args
+        .next()
+        .ok_or("usage: bench-backend ETCD_ADDR [LISTEN_ADDR]")?;
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
@@ -55,8 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }],
         ..Default::default()
     };
-    let registration =
-        Registration::start(registry, record, Duration::from_secs(30), Duration::from_secs(10));
+    let registration = Registration::start(
+        registry,
+        record,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

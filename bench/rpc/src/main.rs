@@ -27,7 +27,9 @@
 //! Options (flag or environment variable): `--concurrency N` / `BENCH_CONCURRENCY` (32),
 //! `--duration SECS` / `BENCH_DURATION` (5), `--warmup SECS` / `BENCH_WARMUP` (1),
 //! `--rounds N` / `BENCH_ROUNDS` (3), `--variants A,B,…` / `BENCH_VARIANTS` (A,B),
-//! `--micro-iters N` / `BENCH_MICRO_ITERS` (200000; 0 skips the registry micro-benchmark).
+//! `--micro-iters N` / `BENCH_MICRO_ITERS` (200000; 0 skips the registry micro-benchmark),
+//! `--extra-services N` / `BENCH_EXTRA_SERVICES` (0: register N other services, shaped like this
+//! one, in the same registry, to see how A's lookup scales with the registry's size).
 //!
 //! Run it through `bash bench/rpc/run.sh`.
 
@@ -94,17 +96,19 @@ struct Options {
     rounds: usize,
     variants: Vec<Variant>,
     micro_iters: usize,
+    extra_services: usize,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut values: std::collections::HashMap<&'static str, String> = Default::default();
-    const KEYS: [(&str, &str); 6] = [
+    const KEYS: [(&str, &str); 7] = [
         ("concurrency", "BENCH_CONCURRENCY"),
         ("duration", "BENCH_DURATION"),
         ("warmup", "BENCH_WARMUP"),
         ("rounds", "BENCH_ROUNDS"),
         ("variants", "BENCH_VARIANTS"),
         ("micro-iters", "BENCH_MICRO_ITERS"),
+        ("extra-services", "BENCH_EXTRA_SERVICES"),
     ];
     for (key, var) in KEYS {
         if let Ok(v) = std::env::var(var) {
@@ -114,11 +118,9 @@ fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
-            return Err(
-                "usage: rmicro-bench-rpc [--concurrency N] [--duration SECS] [--warmup SECS] \
-                 [--rounds N] [--variants A,B,C,D,E] [--micro-iters N]"
-                    .into(),
-            );
+            return Err("usage: rmicro-bench-rpc [--concurrency N] [--duration SECS] [--warmup SECS] \
+                 [--rounds N] [--variants A,B,C,D,E] [--micro-iters N] [--extra-services N]"
+                .into());
         }
         let flag = arg.strip_prefix("--").ok_or_else(|| format!("unexpected argument `{arg}`"))?;
         let (name, value) = match flag.split_once('=') {
@@ -152,6 +154,7 @@ fn parse_options() -> Result<Options, String> {
         rounds: num("rounds", 3.0)? as usize,
         variants,
         micro_iters: num("micro-iters", 200_000.0)? as usize,
+        extra_services: num("extra-services", 0.0)? as usize,
     };
     if opts.concurrency == 0 || opts.rounds == 0 || opts.duration.is_zero() || opts.variants.is_empty() {
         return Err("concurrency, rounds, duration and variants must be non-zero".into());
@@ -416,8 +419,7 @@ async fn micro(registry: &Arc<dyn Registry>, iters: usize) {
     }
     let record = registry.get_service(SERVICE).await.expect("lookup");
     let endpoints: usize = record.iter().map(|s| s.endpoints.len()).sum();
-    let endpoint_meta: usize =
-        record.iter().flat_map(|s| &s.endpoints).map(|e| e.metadata.len()).sum();
+    let endpoint_meta: usize = record.iter().flat_map(|s| &s.endpoints).map(|e| e.metadata.len()).sum();
     let node_meta: usize = record.iter().flat_map(|s| &s.nodes).map(|n| n.metadata.len()).sum();
     println!(
         "registry record: {} service(s), {endpoints} endpoints ({endpoint_meta} endpoint metadata entries), \
@@ -533,6 +535,19 @@ async fn main() -> ExitCode {
         opts.variants.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",")
     );
     micro(&registry, opts.micro_iters).await;
+    if opts.extra_services > 0 {
+        let record = registry.get_service(SERVICE).await.unwrap();
+        for i in 0..opts.extra_services {
+            for mut service in record.iter().cloned() {
+                service.name = format!("{SERVICE}.other{i}");
+                for node in &mut service.nodes {
+                    node.id = format!("{}-other{i}", node.id);
+                }
+                registry.register(&service, Duration::from_secs(3600)).await.unwrap();
+            }
+        }
+        println!("registered {} other services in the same registry", opts.extra_services);
+    }
 
     let mut callers = Vec::new();
     for &v in &opts.variants {
@@ -546,7 +561,19 @@ async fn main() -> ExitCode {
     let first_error = Arc::new(Mutex::new(None));
     let mut results: Vec<Vec<RoundResult>> = opts.variants.iter().map(|_| Vec::new()).collect();
     println!();
-    println!("{:<36} {:>5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}  load", "variant", "round", "calls", "calls/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/c", "errors");
+    println!(
+        "{:<36} {:>5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}  load",
+        "variant",
+        "round",
+        "calls",
+        "calls/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "CPU µs/c",
+        "errors"
+    );
     for round in 1..=opts.rounds {
         for (i, (v, caller)) in callers.iter().enumerate() {
             let r = run_round(caller, &opts, &first_error).await;
@@ -598,7 +625,10 @@ async fn main() -> ExitCode {
         "| {:<36} | {:>9} | {:>8} | {:>8} | {:>12} | {:>6} | {:>10} | {:>8} | {:>8} |",
         "client", "calls/s", "p50 µs", "p99 µs", "CPU µs/call", "errors", "calls/s÷B", "p99÷B", "CPU÷B"
     );
-    println!("|{:-<38}|{:->11}|{:->10}|{:->10}|{:->14}|{:->8}|{:->12}|{:->10}|{:->10}|", "", "", "", "", "", "", "", "", "");
+    println!(
+        "|{:-<38}|{:->11}|{:->10}|{:->10}|{:->14}|{:->8}|{:->12}|{:->10}|{:->10}|",
+        "", "", "", "", "", "", "", "", ""
+    );
     let b = find(Variant::B);
     for s in &summaries {
         let (tr, pr, cr) = match b {
@@ -656,8 +686,27 @@ async fn main() -> ExitCode {
             "throughput A/B = {tr:.3} (target >= {TARGET_THROUGHPUT_RATIO}): {}",
             if ok_t { "met" } else { "NOT met" }
         );
-        println!("p99 A/B        = {pr:.3} (target <= {TARGET_P99_RATIO}): {}", if ok_p { "met" } else { "NOT met" });
+        println!(
+            "p99 A/B        = {pr:.3} (target <= {TARGET_P99_RATIO}): {}",
+            if ok_p { "met" } else { "NOT met" }
+        );
         println!("targets: {}", if ok_t && ok_p { "MET" } else { "NOT MET" });
+        // With a few rounds, a burst of other load in one round moves a median a lot.
+        let spread = |i: usize| {
+            let t: Vec<f64> = results[i].iter().map(|r| r.throughput).collect();
+            t.iter().copied().fold(f64::MIN, f64::max) / t.iter().copied().fold(f64::MAX, f64::min)
+        };
+        let ai = opts.variants.iter().position(|v| *v == Variant::A).unwrap();
+        let bi = opts.variants.iter().position(|v| *v == Variant::B).unwrap();
+        let worst = spread(ai).max(spread(bi));
+        if worst > 1.15 {
+            println!(
+                "WARNING: throughput varied {:.0} % between rounds of one client (other load on the \
+                 machine?); the verdict above is unreliable: see the paired ratios and CPU µs/call, \
+                 or rerun with more rounds",
+                (worst - 1.0) * 100.0
+            );
+        }
     }
 
     let _ = running.stop().await;

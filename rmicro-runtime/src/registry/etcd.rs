@@ -438,7 +438,8 @@ impl EtcdRegistry {
     }
 
     /// The cached records, waiting up to the dial timeout for the first sync.
-    async fn cached(&self) -> Result<Vec<Service>, RegistryError> {
+    /// Cached records, only those of `name` when given (filtered before anything is copied).
+    async fn cached(&self, name: Option<&str>) -> Result<Vec<Service>, RegistryError> {
         self.start_cache();
         let mut primed = self.inner.primed.subscribe();
         let waited =
@@ -451,7 +452,13 @@ impl EtcdRegistry {
             )));
         }
         let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
-        Ok(merge(cache.records.values().cloned()))
+        Ok(merge(
+            cache
+                .records
+                .values()
+                .filter(|s| name.is_none_or(|n| n == s.name))
+                .cloned(),
+        ))
     }
 
     async fn register_node(&self, record: Service, ttl: Duration) -> Result<(), RegistryError> {
@@ -592,18 +599,11 @@ impl Registry for EtcdRegistry {
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Service>, RegistryError>> {
-        Box::pin(async move {
-            Ok(self
-                .cached()
-                .await?
-                .into_iter()
-                .filter(|s| s.name == name)
-                .collect())
-        })
+        Box::pin(self.cached(Some(name)))
     }
 
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>> {
-        Box::pin(self.cached())
+        Box::pin(self.cached(None))
     }
 
     fn watch<'a>(

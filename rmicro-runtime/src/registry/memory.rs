@@ -50,7 +50,8 @@ impl MemoryRegistry {
         GLOBAL.get_or_init(MemoryRegistry::new).clone()
     }
 
-    fn live(&self) -> Vec<Service> {
+    /// Live records, only those of `name` when given (filtered before anything is copied).
+    fn live(&self, name: Option<&str>) -> Vec<Service> {
         let now = Instant::now();
         let mut nodes = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let expired: Vec<_> = nodes
@@ -66,7 +67,12 @@ impl MemoryRegistry {
                 });
             }
         }
-        merge(nodes.values().map(|(s, _)| s.clone()))
+        merge(
+            nodes
+                .iter()
+                .filter(|((service, _), _)| name.is_none_or(|n| n == service))
+                .map(|(_, (s, _))| s.clone()),
+        )
     }
 }
 
@@ -129,11 +135,11 @@ impl Registry for MemoryRegistry {
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Service>, RegistryError>> {
-        Box::pin(async move { Ok(self.live().into_iter().filter(|s| s.name == name).collect()) })
+        Box::pin(async move { Ok(self.live(Some(name))) })
     }
 
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>> {
-        Box::pin(async move { Ok(self.live()) })
+        Box::pin(async move { Ok(self.live(None)) })
     }
 
     fn watch<'a>(
