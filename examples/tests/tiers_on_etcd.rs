@@ -2,7 +2,6 @@
 //! custom gateway binary with its own plugin. HTTP requests through the gateway are answered by
 //! the srv service found by name; SIGTERM deregisters every node.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,15 +32,7 @@ fn spawn(bin: &str, etcd: &Etcd, extra: &[&str]) -> (Proc, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{bin} printed {line:?}"))
-        .to_string();
+    let addr = rmicro_tests::process::listening_address(&mut child);
     (Proc(child), addr)
 }
 
@@ -124,16 +115,8 @@ fn api_calls_srv_by_name_through_etcd() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(gw.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let gw_addr = rmicro_tests::process::listening_address(&mut gw);
     let mut gw = Proc(gw);
-    let gw_addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("gateway printed {line:?}"))
-        .to_string();
     let started = Instant::now();
     let through = loop {
         let r = http::get(&gw_addr, "/user/call?name=Grace");

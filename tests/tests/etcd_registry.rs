@@ -3,7 +3,6 @@
 //! back, a service started before etcd, and auth.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,15 +268,7 @@ fn spawn_node(etcd: &Etcd, ttl: &str, interval: &str) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the node prints its address")
-        .to_string();
+    let addr = rmicro_tests::process::listening_address(&mut child);
     (child, addr)
 }
 

@@ -167,9 +167,17 @@ impl Gateway {
             body_limit: args.body_limit,
         };
         let mut service = if args.handler == "rpc" {
-            HttpService::new(rpc::RpcHandler::new(config))
+            let handler = rpc::RpcHandler::new(config);
+            HttpService::new(tower::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok(handler.handle(req).await) }
+            }))
         } else {
-            HttpService::new(proxy::Proxy::new(config))
+            let proxy = proxy::Proxy::new(config);
+            HttpService::new(tower::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok(proxy.handle(req).await) }
+            }))
         };
         for plugin in plugins.iter().rev() {
             if let Some(layer) = plugin.layer() {

@@ -9,12 +9,8 @@
 //!   node at once.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
@@ -130,7 +126,7 @@ impl Proxy {
             .insert(address.to_string(), Instant::now() + QUARANTINE);
     }
 
-    async fn handle(self, req: Request<Body>) -> Response<Body> {
+    pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
         let config = &self.inner.config;
         let path = req.uri().path().to_string();
         let Some(service) = resolve::service_for_path(&config.namespace, &path) else {
@@ -285,19 +281,4 @@ fn is_length_limit(err: &hyper_util::client::legacy::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-impl tower::Service<Request<Body>> for Proxy {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
-    }
 }

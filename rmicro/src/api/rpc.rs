@@ -13,11 +13,7 @@
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
@@ -565,7 +561,7 @@ impl RpcHandler {
         })
     }
 
-    async fn handle(self, req: Request<Body>) -> Response<Body> {
+    pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
         match self.try_handle(req).await {
             Ok(resp) | Err(resp) => resp,
         }
@@ -818,21 +814,6 @@ fn set_param(
             }
             Ok(())
         }
-    }
-}
-
-impl tower::Service<Request<Body>> for RpcHandler {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 
