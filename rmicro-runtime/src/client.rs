@@ -2,7 +2,8 @@
 //!
 //! Generated clients hold a [`Client`] and a service name and hand it every call with the
 //! method's gRPC path. The client finds the service's nodes in the [registry](crate::registry)
-//! (or uses a fixed address), lets the [selector](crate::selector) pick one, reuses one HTTP/2
+//! (through a [`NodeCache`] kept fresh by the registry's watch, or uses a fixed address), lets
+//! the [selector](crate::selector) pick one, reuses one HTTP/2
 //! connection per node, applies the request timeout (default 5 s, never past the deadline of the
 //! call being served), retries connection failures on another node (default once), and carries
 //! the served call's metadata onto the outgoing call.
@@ -27,7 +28,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use crate::context;
-use crate::registry::{Node, Registry};
+use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
 
@@ -57,7 +58,7 @@ enum Target {
     /// Every service is reached at this one address.
     Address(String),
     /// Services are looked up by name.
-    Registry(Arc<dyn Registry>),
+    Registry(NodeCache),
 }
 
 impl std::fmt::Debug for Client {
@@ -65,7 +66,7 @@ impl std::fmt::Debug for Client {
         let mut d = f.debug_struct("Client");
         match &self.inner.target {
             Target::Address(addr) => d.field("address", addr),
-            Target::Registry(r) => d.field("registry", &r.name()),
+            Target::Registry(cache) => d.field("registry", &cache.registry().name()),
         };
         d.field("request_timeout", &self.inner.request_timeout)
             .field("retries", &self.inner.retries)
@@ -76,10 +77,17 @@ impl std::fmt::Debug for Client {
 /// Builds a [`Client`]. `Default` holds go-micro's defaults.
 #[derive(Clone)]
 pub struct ClientBuilder {
-    target: Option<Target>,
+    target: Option<Via>,
     selector: Arc<dyn Selector>,
     request_timeout: Option<Duration>,
     retries: u32,
+    cache_ttl: Duration,
+}
+
+#[derive(Clone)]
+enum Via {
+    Address(String),
+    Registry(Arc<dyn Registry>),
 }
 
 impl Default for ClientBuilder {
@@ -89,6 +97,7 @@ impl Default for ClientBuilder {
             selector: Arc::new(Random),
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             retries: DEFAULT_RETRIES,
+            cache_ttl: DEFAULT_CACHE_TTL,
         }
     }
 }
@@ -98,6 +107,7 @@ impl std::fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
+            .field("cache_ttl", &self.cache_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -105,13 +115,13 @@ impl std::fmt::Debug for ClientBuilder {
 impl ClientBuilder {
     /// Look services up in `registry`.
     pub fn registry(&mut self, registry: Arc<dyn Registry>) -> &mut Self {
-        self.target = Some(Target::Registry(registry));
+        self.target = Some(Via::Registry(registry));
         self
     }
 
     /// Send every call to `address` instead of looking services up.
     pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
-        self.target = Some(Target::Address(address.into()));
+        self.target = Some(Via::Address(address.into()));
         self
     }
 
@@ -134,11 +144,26 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a service's nodes, once read from the registry, are reused without a change
+    /// event from the registry's watch (see [`NodeCache`]). `Duration::ZERO` reads the registry
+    /// on every call. Default: [`DEFAULT_CACHE_TTL`] (a minute, as go-micro's cache).
+    pub fn cache_ttl(&mut self, ttl: Duration) -> &mut Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
     /// The client. Without a registry or address it uses the process's memory registry.
     pub fn build(&self) -> Client {
-        let target = self.target.clone().unwrap_or_else(|| {
-            Target::Registry(Arc::new(crate::registry::MemoryRegistry::global()))
-        });
+        let target = match self.target.clone() {
+            Some(Via::Address(address)) => Target::Address(address),
+            Some(Via::Registry(registry)) => {
+                Target::Registry(NodeCache::new(registry, self.cache_ttl))
+            }
+            None => Target::Registry(NodeCache::new(
+                Arc::new(crate::registry::MemoryRegistry::global()),
+                self.cache_ttl,
+            )),
+        };
         Client {
             inner: Arc::new(Inner {
                 target,
@@ -151,10 +176,47 @@ impl ClientBuilder {
     }
 }
 
-/// A failure to reach a node (worth retrying elsewhere), or a final status.
+/// A failure to reach a node (worth retrying elsewhere), the channel's own enforcement of the
+/// `grpc-timeout` the request carries, or a final status.
 enum CallError {
     Connect(String, Status),
+    Timeout,
     Final(Status),
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Sets the request's `grpc-timeout` to `limit`, in milliseconds rounded up (so the server never
+/// gives up before the caller), in at most 8 digits as the gRPC spec requires.
+fn set_timeout(metadata: &mut MetadataMap, limit: Duration) {
+    let ms = limit.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u32;
+    let mut buf = [0u8; 9];
+    let mut at = buf.len() - 1;
+    buf[at] = b'm';
+    let mut rest = ms;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Digits and `m` are ASCII, so neither conversion fails.
+    if let Some(value) = std::str::from_utf8(&buf[at..])
+        .ok()
+        .and_then(|text| tonic::metadata::MetadataValue::try_from(text).ok())
+    {
+        metadata.insert(GRPC_TIMEOUT, value);
+    }
+}
+
+/// The status of a call that ran out of time.
+fn timed_out(service: &str, path: &str, limit: Option<Duration>) -> Status {
+    Status::deadline_exceeded(format!(
+        "call to `{service}` {path} timed out after {:?}",
+        limit.unwrap_or_default()
+    ))
 }
 
 impl Client {
@@ -176,28 +238,43 @@ impl Client {
 
     /// Picks the node for a call to `service`, avoiding `tried` when another node exists.
     async fn pick(&self, service: &str, tried: &[String]) -> Result<String, Status> {
-        let registry = match &self.inner.target {
+        let cache = match &self.inner.target {
             Target::Address(addr) => return Ok(addr.clone()),
-            Target::Registry(registry) => registry,
+            Target::Registry(cache) => cache,
         };
-        let services = registry.get_service(service).await.map_err(|err| {
+        let nodes = cache.nodes(service).await.map_err(|err| {
             Status::unavailable(format!("looking up service `{service}` failed: {err}"))
         })?;
-        let nodes: Vec<Node> = services.into_iter().flat_map(|s| s.nodes).collect();
         if nodes.is_empty() {
             return Err(Status::unavailable(format!(
                 "service `{service}` has no nodes in the {} registry",
-                registry.name()
+                cache.registry().name()
             )));
         }
-        let fresh: Vec<Node> = nodes
-            .iter()
-            .filter(|n| !tried.contains(&n.address))
-            .cloned()
-            .collect();
-        let candidates = if fresh.is_empty() { nodes } else { fresh };
-        let index = self.inner.selector.select(service, &candidates);
+        let fresh: Vec<Node>;
+        let candidates: &[Node] = if tried.is_empty() {
+            &nodes
+        } else {
+            fresh = nodes
+                .iter()
+                .filter(|n| !tried.contains(&n.address))
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                &nodes
+            } else {
+                &fresh
+            }
+        };
+        let index = self.inner.selector.select(service, candidates);
         Ok(candidates[index.min(candidates.len() - 1)].address.clone())
+    }
+
+    /// Forgets the cached nodes of `service` after one of them could not be reached.
+    fn unreachable(&self, service: &str) {
+        if let Target::Registry(cache) = &self.inner.target {
+            cache.invalidate(service);
+        }
     }
 
     fn channel(&self, service: &str, address: &str) -> Result<Channel, Status> {
@@ -245,11 +322,12 @@ impl Client {
         Ok(grpc)
     }
 
-    /// Metadata of the call being served, copied under the outgoing request's own entries, and
-    /// the time the call may take.
+    /// Copies the metadata of the call being served under the outgoing request's own entries,
+    /// and returns the time the call may take: the least of the request's own `grpc-timeout`,
+    /// the client's request timeout (`unary` calls only) and what is left of the served call's
+    /// deadline.
     fn prepare(&self, metadata: &mut MetadataMap, unary: bool) -> Option<Duration> {
-        let served = context::current();
-        if let Some(ctx) = &served {
+        let served = context::with_current(|ctx| {
             for kv in ctx.metadata.iter() {
                 match kv {
                     tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
@@ -264,9 +342,11 @@ impl Client {
                     }
                 }
             }
-        }
+            ctx.remaining()
+        })
+        .flatten();
         let own = metadata
-            .get("grpc-timeout")
+            .get(GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(context::parse_grpc_timeout);
         let default = if unary {
@@ -274,18 +354,7 @@ impl Client {
         } else {
             None
         };
-        let limit = [own, default, served.and_then(|c| c.remaining())]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(limit) = limit {
-            // Milliseconds, rounded up, in at most 8 digits as the gRPC spec requires.
-            let ms = limit.as_millis().clamp(1, 99_999_999);
-            if let Ok(v) = format!("{ms}m").parse() {
-                metadata.insert("grpc-timeout", v);
-            }
-        }
-        limit
+        [own, default, served].into_iter().flatten().min()
     }
 
     /// Makes a unary call to `path` (`/package.Service/Method`) of `service`.
@@ -306,18 +375,19 @@ impl Client {
     {
         let (mut metadata, extensions, message) = request.into_parts();
         let limit = self.prepare(&mut metadata, true);
-        let started = Instant::now();
-        let timed_out = || {
-            Status::deadline_exceeded(format!(
-                "call to `{service}` {path} timed out after {:?}",
-                limit.unwrap_or_default()
-            ))
-        };
+        let deadline = limit.map(|limit| Instant::now() + limit);
         let mut extensions = Some(extensions);
         let mut tried = Vec::new();
         let attempt = async {
             loop {
                 let address = self.pick(service, &tried).await?;
+                if let Some(deadline) = deadline {
+                    // Each attempt tells the server the time that is really left.
+                    set_timeout(
+                        &mut metadata,
+                        deadline.saturating_duration_since(Instant::now()),
+                    );
+                }
                 let request = Request::from_parts(
                     metadata.clone(),
                     extensions.take().unwrap_or_default(),
@@ -337,23 +407,22 @@ impl Client {
                 match result {
                     Ok(response) => return Ok(response),
                     Err(CallError::Connect(address, status)) => {
+                        self.unreachable(service);
                         if tried.len() as u32 >= self.inner.retries {
                             return Err(status);
                         }
                         tracing::debug!(%service, %address, error = %status.message(), "retrying on another node");
                         tried.push(address);
                     }
+                    Err(CallError::Timeout) => return Err(timed_out(service, path, limit)),
                     Err(CallError::Final(status)) => return Err(status),
                 }
             }
         };
-        match limit {
-            Some(limit) => {
-                match tokio::time::timeout(limit.saturating_sub(started.elapsed()), attempt).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out()),
-                }
-            }
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), attempt)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(service, path, limit))),
             None => attempt.await,
         }
     }
@@ -362,6 +431,7 @@ impl Client {
     async fn open<S, Resp, F, Fut>(
         &self,
         service: &str,
+        path: &'static str,
         request: Request<S>,
         call: F,
     ) -> Result<Resp, Status>
@@ -371,18 +441,32 @@ impl Client {
     {
         let (mut metadata, extensions, message) = request.into_parts();
         let limit = self.prepare(&mut metadata, false);
-        let address = self.pick(service, &[]).await?;
-        let grpc = self.grpc(service, &address).await.map_err(|e| match e {
-            CallError::Connect(_, s) | CallError::Final(s) => s,
-        })?;
-        let fut = call(grpc, Request::from_parts(metadata, extensions, message));
-        match limit {
-            Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(format!(
-                    "call to `{service}` timed out after {limit:?}"
-                )))
-            }),
-            None => fut.await,
+        if let Some(limit) = limit {
+            set_timeout(&mut metadata, limit);
+        }
+        let deadline = limit.map(|limit| Instant::now() + limit);
+        let opened = async {
+            let address = self.pick(service, &[]).await?;
+            let grpc = self.grpc(service, &address).await.map_err(|e| match e {
+                CallError::Connect(_, s) => {
+                    self.unreachable(service);
+                    s
+                }
+                CallError::Final(s) => s,
+                CallError::Timeout => timed_out(service, path, limit),
+            })?;
+            call(grpc, Request::from_parts(metadata, extensions, message))
+                .await
+                .map_err(|status| match classify(&address, status) {
+                    CallError::Connect(_, s) | CallError::Final(s) => s,
+                    CallError::Timeout => timed_out(service, path, limit),
+                })
+        };
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), opened)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(service, path, limit))),
+            None => opened.await,
         }
     }
 
@@ -401,7 +485,7 @@ impl Client {
         Req: WireMessage,
         Resp: WireMessage,
     {
-        self.open(service, request, |mut grpc, request| async move {
+        self.open(service, path, request, |mut grpc, request| async move {
             grpc.server_streaming(
                 request,
                 PathAndQuery::from_static(path),
@@ -428,7 +512,7 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.open(service, request, |mut grpc, request| async move {
+        self.open(service, path, request, |mut grpc, request| async move {
             grpc.client_streaming(
                 request,
                 PathAndQuery::from_static(path),
@@ -455,7 +539,7 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.open(service, request, |mut grpc, request| async move {
+        self.open(service, path, request, |mut grpc, request| async move {
             grpc.streaming(
                 request,
                 PathAndQuery::from_static(path),
@@ -467,13 +551,70 @@ impl Client {
     }
 }
 
-/// A status that came from the transport (the node was not reached) rather than from a server.
+/// Tells a status that came from the transport (the node was not reached, or the channel's
+/// timer for the request's `grpc-timeout` fired) from one a server answered with.
 fn classify(address: &str, status: Status) -> CallError {
-    let transport =
-        status.code() == Code::Unavailable && std::error::Error::source(&status).is_some();
-    if transport {
+    let mut source = std::error::Error::source(&status);
+    if source.is_none() {
+        return CallError::Final(status);
+    }
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return CallError::Timeout;
+        }
+        source = err.source();
+    }
+    if status.code() == Code::Unavailable {
         CallError::Connect(address.to_string(), status)
     } else {
         CallError::Final(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_header(limit: Duration) -> String {
+        let mut metadata = MetadataMap::new();
+        set_timeout(&mut metadata, limit);
+        metadata
+            .get(GRPC_TIMEOUT)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn grpc_timeout_is_rounded_up_to_whole_milliseconds() {
+        assert_eq!(timeout_header(Duration::from_millis(300)), "300m");
+        assert_eq!(timeout_header(Duration::from_micros(299_001)), "300m");
+        assert_eq!(timeout_header(Duration::from_nanos(1)), "1m");
+        assert_eq!(timeout_header(Duration::ZERO), "1m");
+        assert_eq!(timeout_header(Duration::from_secs(5)), "5000m");
+        assert_eq!(timeout_header(Duration::from_secs(10_000_000)), "99999999m");
+        for ms in [1u64, 9, 10, 99, 100, 12_345, 99_999_999] {
+            let header = timeout_header(Duration::from_millis(ms));
+            assert_eq!(
+                context::parse_grpc_timeout(&header),
+                Some(Duration::from_millis(ms))
+            );
+        }
+    }
+
+    #[test]
+    fn the_channels_timer_counts_as_a_timeout_and_refusals_as_unreachable() {
+        let expired = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(expired.code(), Code::Cancelled, "tonic's own mapping");
+        assert!(matches!(classify("a:1", expired), CallError::Timeout));
+
+        let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert!(matches!(classify("a:1", refused), CallError::Connect(a, _) if a == "a:1"));
+
+        let answered = Status::unavailable("the server said so");
+        assert!(matches!(classify("a:1", answered), CallError::Final(_)));
     }
 }

@@ -70,6 +70,11 @@ pub fn current() -> Option<CallContext> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// `f` of the context of the call this task is serving, if any, without copying it.
+pub(crate) fn with_current<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
+    CURRENT.try_with(f).ok()
+}
+
 /// Runs `fut` as serving the call described by `ctx`.
 pub async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await

@@ -7,6 +7,8 @@
 //! - [`MemoryRegistry`]: one process (the default, and tests).
 //! - `EtcdRegistry` (feature `etcd`): go-micro v2's etcd layout, leases kept alive by one
 //!   long-lived stream per node, a watch-fed cache that keeps answering while etcd is down.
+//! - [`NodeCache`]: per-service node snapshots over any registry, for the per-call lookups of
+//!   the client and the gateway.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cache;
 mod memory;
+pub use cache::{NodeCache, DEFAULT_CACHE_TTL};
 pub use memory::MemoryRegistry;
 
 #[cfg(feature = "etcd")]

@@ -1,0 +1,320 @@
+//! A per-service snapshot of nodes for the hot path of every call.
+//!
+//! Looking a service up in a registry copies its records (endpoints, metadata, every node); a
+//! client or gateway only needs the nodes, and needs them on every call. [`NodeCache`] keeps one
+//! shared, immutable snapshot per service name and hands out `Arc` clones of it. A snapshot is
+//! dropped when the registry reports a change to that service (one watch per service, started
+//! on first use), when a caller reports a node it could not reach ([`NodeCache::invalidate`]),
+//! and at the latest `ttl` after it was read, so a registry whose watch misses an event (or a
+//! node that expired without anyone noticing) is re-read within `ttl`.
+//!
+//! Empty answers are never cached: a service that has no nodes yet is looked up again on the
+//! next call, so a client started before its server finds it as soon as it registers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::task::AbortHandle;
+use tokio_stream::StreamExt;
+
+use super::{Node, Registry, RegistryError};
+
+/// How long a snapshot is trusted without any event (go-micro's registry cache uses a minute).
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Snapshots of each service's live nodes, read from a [`Registry`] and kept fresh by its watch.
+/// Cheap to clone: clones share the snapshots.
+#[derive(Clone)]
+pub struct NodeCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Arc<dyn Registry>,
+    ttl: Duration,
+    entries: RwLock<HashMap<String, Entry>>,
+    /// The watch task of each service seen so far; aborted when the cache goes away.
+    watchers: Mutex<HashMap<String, AbortHandle>>,
+}
+
+struct Entry {
+    nodes: Arc<[Node]>,
+    read_at: Instant,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let watchers = self.watchers.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, task) in watchers.drain() {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCache")
+            .field("registry", &self.inner.registry.name())
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeCache {
+    /// A cache over `registry` whose snapshots live at most `ttl` (`Duration::ZERO`: every
+    /// lookup goes to the registry).
+    pub fn new(registry: Arc<dyn Registry>, ttl: Duration) -> NodeCache {
+        NodeCache {
+            inner: Arc::new(Inner {
+                registry,
+                ttl,
+                entries: RwLock::new(HashMap::new()),
+                watchers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The registry behind the cache.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.inner.registry
+    }
+
+    /// Every live node of `service`, over all its versions (empty when it has none).
+    ///
+    /// # Errors
+    ///
+    /// The registry's, when the snapshot had to be read and the registry failed.
+    pub async fn nodes(&self, service: &str) -> Result<Arc<[Node]>, RegistryError> {
+        if let Some(nodes) = self.fresh(service) {
+            return Ok(nodes);
+        }
+        let services = self.inner.registry.get_service(service).await?;
+        let nodes: Arc<[Node]> = services.into_iter().flat_map(|s| s.nodes).collect();
+        if !nodes.is_empty() && !self.inner.ttl.is_zero() {
+            self.inner
+                .entries
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    service.to_string(),
+                    Entry {
+                        nodes: Arc::clone(&nodes),
+                        read_at: Instant::now(),
+                    },
+                );
+            // After the insert, so the watch's first invalidation covers this read.
+            self.watch(service);
+        }
+        Ok(nodes)
+    }
+
+    /// Forgets the snapshot of `service`, so the next lookup reads the registry (call it when
+    /// one of its nodes could not be reached).
+    pub fn invalidate(&self, service: &str) {
+        invalidate(&self.inner, service);
+    }
+
+    fn fresh(&self, service: &str) -> Option<Arc<[Node]>> {
+        let entries = self.inner.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(service)?;
+        (entry.read_at.elapsed() < self.inner.ttl).then(|| Arc::clone(&entry.nodes))
+    }
+
+    /// Starts the watch of `service` unless it runs already. Without a tokio runtime (or when
+    /// the watch fails) the snapshot still expires after `ttl`.
+    fn watch(&self, service: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if watchers.get(service).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let cache = Arc::downgrade(&self.inner);
+        let registry = Arc::clone(&self.inner.registry);
+        let name = service.to_string();
+        let task = runtime.spawn(async move {
+            let events = registry.watch(Some(&name)).await;
+            // Changes between the first read and the start of the watch were not seen.
+            if !forget(&cache, &name) {
+                return;
+            }
+            let mut events = match events {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::debug!(service = %name, error = %err, "no registry watch; the node cache relies on its TTL");
+                    return;
+                }
+            };
+            while events.next().await.is_some() {
+                if !forget(&cache, &name) {
+                    return;
+                }
+            }
+            // The watch ended (the registry went away): the next read starts a new one.
+            forget(&cache, &name);
+        });
+        watchers.insert(service.to_string(), task.abort_handle());
+    }
+}
+
+/// Drops `service`'s snapshot; false when the cache itself is gone.
+fn forget(cache: &Weak<Inner>, service: &str) -> bool {
+    match cache.upgrade() {
+        Some(inner) => {
+            invalidate(&inner, service);
+            true
+        }
+        None => false,
+    }
+}
+
+fn invalidate(inner: &Inner, service: &str) {
+    inner
+        .entries
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(service);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{MemoryRegistry, Service};
+
+    fn record(name: &str, id: &str, address: &str) -> Service {
+        Service {
+            name: name.into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: id.into(),
+                address: address.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn addresses(nodes: &[Node]) -> Vec<&str> {
+        let mut out: Vec<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
+        out.sort_unstable();
+        out
+    }
+
+    async fn eventually(cache: &NodeCache, service: &str, want: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let nodes = cache.nodes(service).await.unwrap();
+            if addresses(&nodes) == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: still {:?}, want {want:?}",
+                addresses(&nodes)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_shared_until_the_registry_changes() {
+        let registry = MemoryRegistry::new();
+        let cache = NodeCache::new(Arc::new(registry.clone()), Duration::from_secs(3600));
+        let ttl = Duration::from_secs(60);
+
+        assert!(cache.nodes("svc").await.unwrap().is_empty(), "nothing yet");
+        registry
+            .register(&record("svc", "a", "10.0.0.1:1"), ttl)
+            .await
+            .unwrap();
+        // Empty answers are not cached: the new node is seen at once.
+        eventually(&cache, "svc", &["10.0.0.1:1"]).await;
+
+        // Once the watch runs, lookups share one snapshot.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (first, second) = (
+                cache.nodes("svc").await.unwrap(),
+                cache.nodes("svc").await.unwrap(),
+            );
+            if Arc::ptr_eq(&first, &second) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lookups never shared a snapshot");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        registry
+            .register(&record("svc", "b", "10.0.0.2:1"), ttl)
+            .await
+            .unwrap();
+        eventually(&cache, "svc", &["10.0.0.1:1", "10.0.0.2:1"]).await;
+        registry
+            .deregister(&record("svc", "a", "10.0.0.1:1"))
+            .await
+            .unwrap();
+        eventually(&cache, "svc", &["10.0.0.2:1"]).await;
+
+        // Another service's changes leave this snapshot alone.
+        let before = cache.nodes("svc").await.unwrap();
+        registry
+            .register(&record("other", "c", "10.0.0.3:1"), ttl)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Arc::ptr_eq(&before, &cache.nodes("svc").await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn invalidate_and_ttl_force_a_new_read() {
+        let registry = MemoryRegistry::new();
+        registry
+            .register(&record("svc", "a", "10.0.0.1:1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let cache = NodeCache::new(Arc::new(registry.clone()), Duration::from_secs(3600));
+        let first = cache.nodes("svc").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cached = cache.nodes("svc").await.unwrap();
+        assert!(Arc::ptr_eq(&cached, &cache.nodes("svc").await.unwrap()));
+        cache.invalidate("svc");
+        let reread = cache.nodes("svc").await.unwrap();
+        assert!(!Arc::ptr_eq(&cached, &reread));
+        assert_eq!(addresses(&first), addresses(&reread));
+
+        let uncached = NodeCache::new(Arc::new(registry), Duration::ZERO);
+        let (a, b) = (
+            uncached.nodes("svc").await.unwrap(),
+            uncached.nodes("svc").await.unwrap(),
+        );
+        assert!(
+            !Arc::ptr_eq(&a, &b),
+            "a zero TTL reads the registry every time"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_cache_stops_its_watches() {
+        let registry = MemoryRegistry::new();
+        registry
+            .register(&record("svc", "a", "10.0.0.1:1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let cache = NodeCache::new(Arc::new(registry), Duration::from_secs(3600));
+        cache.nodes("svc").await.unwrap();
+        let task = cache.inner.watchers.lock().unwrap()["svc"].clone();
+        assert!(!task.is_finished());
+        drop(cache);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !task.is_finished() {
+            assert!(Instant::now() < deadline, "the watch outlived its cache");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
