@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use http::uri::PathAndQuery;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use crate::context;
 use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
+use crate::transport::{Connection, TransportError};
 
 /// go-micro's default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,13 +50,14 @@ struct Inner {
     request_timeout: Option<Duration>,
     retries: u32,
     /// One HTTP/2 connection per node address, multiplexing every call to that node.
-    channels: Mutex<HashMap<String, Channel>>,
+    connections: Mutex<HashMap<String, Connection>>,
 }
 
 #[derive(Clone)]
 enum Target {
-    /// Every service is reached at this one address.
-    Address(String),
+    /// Every service is reached at this one address (as a one-node list, the shape a
+    /// registry lookup has).
+    Address(Arc<[Node]>),
     /// Services are looked up by name.
     Registry(NodeCache),
 }
@@ -65,7 +66,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("Client");
         match &self.inner.target {
-            Target::Address(addr) => d.field("address", addr),
+            Target::Address(node) => d.field("address", &node[0].address),
             Target::Registry(cache) => d.field("registry", &cache.registry().name()),
         };
         d.field("request_timeout", &self.inner.request_timeout)
@@ -155,7 +156,10 @@ impl ClientBuilder {
     /// The client. Without a registry or address it uses the process's memory registry.
     pub fn build(&self) -> Client {
         let target = match self.target.clone() {
-            Some(Via::Address(address)) => Target::Address(address),
+            Some(Via::Address(address)) => Target::Address(Arc::new([Node {
+                address,
+                ..Node::default()
+            }])),
             Some(Via::Registry(registry)) => {
                 Target::Registry(NodeCache::new(registry, self.cache_ttl))
             }
@@ -170,17 +174,56 @@ impl ClientBuilder {
                 selector: Arc::clone(&self.selector),
                 request_timeout: self.request_timeout,
                 retries: self.retries,
-                channels: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
             }),
         }
     }
 }
 
-/// A failure to reach a node (worth retrying elsewhere), the channel's own enforcement of the
-/// `grpc-timeout` the request carries, or a final status.
+/// Sends a message encoded beforehand and decodes `Resp` as prost does.
+struct PreEncoded<Resp>(std::marker::PhantomData<fn() -> Resp>);
+
+impl<Resp> Default for PreEncoded<Resp> {
+    fn default() -> Self {
+        PreEncoded(std::marker::PhantomData)
+    }
+}
+
+impl<Resp: WireMessage> tonic::codec::Codec for PreEncoded<Resp> {
+    type Encode = bytes::Bytes;
+    type Decode = Resp;
+    type Encoder = BytesEncoder;
+    type Decoder = <ProstCodec<Resp, Resp> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<Resp, Resp>::default().decoder()
+    }
+}
+
+/// Copies encoded bytes into the frame.
+struct BytesEncoder;
+
+impl tonic::codec::Encoder for BytesEncoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+/// A failure to reach a node (worth retrying elsewhere), or a final status.
 enum CallError {
     Connect(String, Status),
-    Timeout,
     Final(Status),
 }
 
@@ -236,10 +279,11 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Picks the node for a call to `service`, avoiding `tried` when another node exists.
-    async fn pick(&self, service: &str, tried: &[String]) -> Result<String, Status> {
+    /// Picks the node for a call to `service`, avoiding `tried` when another node exists: the
+    /// nodes and the index of the one picked.
+    async fn pick(&self, service: &str, tried: &[String]) -> Result<(Arc<[Node]>, usize), Status> {
         let cache = match &self.inner.target {
-            Target::Address(addr) => return Ok(addr.clone()),
+            Target::Address(node) => return Ok((Arc::clone(node), 0)),
             Target::Registry(cache) => cache,
         };
         let nodes = cache.nodes(service).await.map_err(|err| {
@@ -251,23 +295,23 @@ impl Client {
                 cache.registry().name()
             )));
         }
-        let fresh: Vec<Node>;
-        let candidates: &[Node] = if tried.is_empty() {
-            &nodes
+        let candidates = if tried.is_empty() {
+            nodes
         } else {
-            fresh = nodes
+            let fresh: Arc<[Node]> = nodes
                 .iter()
                 .filter(|n| !tried.contains(&n.address))
                 .cloned()
                 .collect();
             if fresh.is_empty() {
-                &nodes
+                nodes
             } else {
-                &fresh
+                fresh
             }
         };
-        let index = self.inner.selector.select(service, candidates);
-        Ok(candidates[index.min(candidates.len() - 1)].address.clone())
+        let index = self.inner.selector.select(service, &candidates);
+        let index = index.min(candidates.len() - 1);
+        Ok((candidates, index))
     }
 
     /// Forgets the cached nodes of `service` after one of them could not be reached.
@@ -277,49 +321,24 @@ impl Client {
         }
     }
 
-    fn channel(&self, service: &str, address: &str) -> Result<Channel, Status> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|err| {
-            Status::invalid_argument(format!(
-                "address `{address}` of service `{service}` is not a valid host:port: {err}"
-            ))
-        })?;
-        let channel = endpoint
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    async fn grpc(
+    /// The gRPC client for `address`, over the connection to it (shared by every call).
+    fn grpc(
         &self,
         service: &str,
         address: &str,
-    ) -> Result<tonic::client::Grpc<Channel>, CallError> {
-        let mut grpc =
-            tonic::client::Grpc::new(self.channel(service, address).map_err(CallError::Final)?);
-        grpc.ready().await.map_err(|err| {
-            CallError::Connect(
-                address.to_string(),
-                Status::unavailable(format!(
-                    "service `{service}` at {address} is not reachable: {err}"
-                )),
-            )
-        })?;
-        Ok(grpc)
+    ) -> Result<tonic::client::Grpc<Connection>, Status> {
+        let mut connections = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(connection) = connections.get(address) {
+            return Ok(connection.grpc());
+        }
+        let connection = Connection::new(address)
+            .map_err(|err| Status::invalid_argument(format!("service `{service}`: {err}")))?;
+        connections.insert(address.to_string(), connection.clone());
+        Ok(connection.grpc())
     }
 
     /// Copies the metadata of the call being served under the outgoing request's own entries,
@@ -370,17 +389,20 @@ impl Client {
         request: Request<Req>,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: WireMessage + Clone,
+        Req: WireMessage,
         Resp: WireMessage,
     {
         let (mut metadata, extensions, message) = request.into_parts();
         let limit = self.prepare(&mut metadata, true);
         let deadline = limit.map(|limit| Instant::now() + limit);
+        // Encoded once: a retry sends the same bytes instead of a deep copy of the message.
+        let message = bytes::Bytes::from(message.encode_to_vec());
         let mut extensions = Some(extensions);
         let mut tried = Vec::new();
         let attempt = async {
             loop {
-                let address = self.pick(service, &tried).await?;
+                let (nodes, index) = self.pick(service, &tried).await?;
+                let address = nodes[index].address.as_str();
                 if let Some(deadline) = deadline {
                     // Each attempt tells the server the time that is really left.
                     set_timeout(
@@ -388,22 +410,25 @@ impl Client {
                         deadline.saturating_duration_since(Instant::now()),
                     );
                 }
+                let last = tried.len() as u32 >= self.inner.retries;
                 let request = Request::from_parts(
-                    metadata.clone(),
+                    if last {
+                        std::mem::take(&mut metadata)
+                    } else {
+                        metadata.clone()
+                    },
                     extensions.take().unwrap_or_default(),
                     message.clone(),
                 );
-                let result = match self.grpc(service, &address).await {
-                    Ok(mut grpc) => grpc
-                        .unary(
-                            request,
-                            PathAndQuery::from_static(path),
-                            ProstCodec::<Req, Resp>::new(),
-                        )
-                        .await
-                        .map_err(|status| classify(&address, status)),
-                    Err(err) => Err(err),
-                };
+                let mut grpc = self.grpc(service, address)?;
+                let result = grpc
+                    .unary(
+                        request,
+                        PathAndQuery::from_static(path),
+                        PreEncoded::<Resp>::default(),
+                    )
+                    .await
+                    .map_err(|status| classify(address, status));
                 match result {
                     Ok(response) => return Ok(response),
                     Err(CallError::Connect(address, status)) => {
@@ -414,7 +439,6 @@ impl Client {
                         tracing::debug!(%service, %address, error = %status.message(), "retrying on another node");
                         tried.push(address);
                     }
-                    Err(CallError::Timeout) => return Err(timed_out(service, path, limit)),
                     Err(CallError::Final(status)) => return Err(status),
                 }
             }
@@ -436,7 +460,7 @@ impl Client {
         call: F,
     ) -> Result<Resp, Status>
     where
-        F: FnOnce(tonic::client::Grpc<Channel>, Request<S>) -> Fut,
+        F: FnOnce(tonic::client::Grpc<Connection>, Request<S>) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, Status>>,
     {
         let (mut metadata, extensions, message) = request.into_parts();
@@ -446,20 +470,17 @@ impl Client {
         }
         let deadline = limit.map(|limit| Instant::now() + limit);
         let opened = async {
-            let address = self.pick(service, &[]).await?;
-            let grpc = self.grpc(service, &address).await.map_err(|e| match e {
-                CallError::Connect(_, s) => {
-                    self.unreachable(service);
-                    s
-                }
-                CallError::Final(s) => s,
-                CallError::Timeout => timed_out(service, path, limit),
-            })?;
+            let (nodes, index) = self.pick(service, &[]).await?;
+            let address = nodes[index].address.as_str();
+            let grpc = self.grpc(service, address)?;
             call(grpc, Request::from_parts(metadata, extensions, message))
                 .await
-                .map_err(|status| match classify(&address, status) {
-                    CallError::Connect(_, s) | CallError::Final(s) => s,
-                    CallError::Timeout => timed_out(service, path, limit),
+                .map_err(|status| match classify(address, status) {
+                    CallError::Connect(_, s) => {
+                        self.unreachable(service);
+                        s
+                    }
+                    CallError::Final(s) => s,
                 })
         };
         match deadline {
@@ -551,29 +572,20 @@ impl Client {
     }
 }
 
-/// Tells a status that came from the transport (the node was not reached, or the channel's
-/// timer for the request's `grpc-timeout` fired) from one a server answered with.
+/// Tells a request that never reached the node (worth retrying elsewhere) from one that got an
+/// answer or failed on the way; transport failures become `Unavailable`, as gRPC specifies.
 fn classify(address: &str, status: Status) -> CallError {
-    let mut source = std::error::Error::source(&status);
-    if source.is_none() {
-        return CallError::Final(status);
-    }
-    while let Some(err) = source {
-        if err.is::<tonic::TimeoutExpired>() {
-            return CallError::Timeout;
-        }
-        source = err.source();
-    }
-    if status.code() == Code::Unavailable {
-        CallError::Connect(address.to_string(), status)
-    } else {
-        CallError::Final(status)
+    match TransportError::find(&status) {
+        Some(err) if err.is_unsent() => CallError::Connect(address.to_string(), err.to_status()),
+        Some(err) => CallError::Final(err.to_status()),
+        None => CallError::Final(status),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     fn timeout_header(limit: Duration) -> String {
         let mut metadata = MetadataMap::new();
@@ -604,17 +616,26 @@ mod tests {
     }
 
     #[test]
-    fn the_channels_timer_counts_as_a_timeout_and_refusals_as_unreachable() {
-        let expired = Status::from_error(Box::new(tonic::TimeoutExpired(())));
-        assert_eq!(expired.code(), Code::Cancelled, "tonic's own mapping");
-        assert!(matches!(classify("a:1", expired), CallError::Timeout));
-
-        let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(
-            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        ))));
-        assert!(matches!(classify("a:1", refused), CallError::Connect(a, _) if a == "a:1"));
-
+    fn unsent_requests_are_retryable_and_transport_failures_unavailable() {
+        let as_tonic_reports = |err: TransportError| Status::from_error(Box::new(err));
+        let refused = as_tonic_reports(TransportError::Connect {
+            address: "a:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        });
+        match classify("a:1", refused) {
+            CallError::Connect(address, status) => {
+                assert_eq!(address, "a:1");
+                assert_eq!(status.code(), Code::Unavailable);
+                assert!(
+                    status.message().contains("cannot connect to a:1"),
+                    "{status:?}"
+                );
+            }
+            CallError::Final(status) => panic!("a refused connection is retryable: {status:?}"),
+        }
         let answered = Status::unavailable("the server said so");
-        assert!(matches!(classify("a:1", answered), CallError::Final(_)));
+        assert!(
+            matches!(classify("a:1", answered), CallError::Final(s) if s.message() == "the server said so")
+        );
     }
 }

@@ -48,13 +48,17 @@ impl CallContext {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|t| Instant::now() + t);
-        let mut clean = headers.clone();
-        for name in HOP_HEADERS {
-            clean.remove(*name);
+        // Copy only what propagates: most calls carry no custom metadata, and then this
+        // allocates nothing.
+        let mut metadata = http::HeaderMap::new();
+        for (name, value) in headers {
+            if !HOP_HEADERS.contains(&name.as_str()) {
+                metadata.append(name.clone(), value.clone());
+            }
         }
         CallContext {
             deadline,
-            metadata: MetadataMap::from_headers(clean),
+            metadata: MetadataMap::from_headers(metadata),
         }
     }
 
@@ -117,9 +121,17 @@ mod tests {
         h.insert("grpc-timeout", "100m".parse().unwrap());
         h.insert("content-type", "application/grpc".parse().unwrap());
         h.insert("x-trace-id", "abc".parse().unwrap());
+        h.append("x-tag", "one".parse().unwrap());
+        h.append("x-tag", "two".parse().unwrap());
         let ctx = CallContext::from_headers(&h);
         assert!(ctx.remaining().unwrap() <= Duration::from_millis(100));
-        assert_eq!(ctx.metadata.len(), 1);
+        assert_eq!(ctx.metadata.len(), 3);
         assert_eq!(ctx.metadata.get("x-trace-id").unwrap(), "abc");
+        let tags: Vec<_> = ctx.metadata.get_all("x-tag").iter().collect();
+        assert_eq!(
+            tags,
+            ["one", "two"],
+            "every value of a repeated key propagates"
+        );
     }
 }

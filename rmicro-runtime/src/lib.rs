@@ -27,6 +27,7 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod service;
+pub mod transport;
 
 #[doc(hidden)]
 #[path = "codegen.rs"]

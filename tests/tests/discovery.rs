@@ -282,3 +282,100 @@ async fn graceful_stop_deregisters_at_once_and_unknown_services_are_unavailable(
         "service `hop.gone` has no nodes in the memory registry"
     );
 }
+
+/// Starts the user service on `address`, in `registry`.
+async fn user_node(registry: &Arc<dyn Registry>, address: &str) -> RunningService {
+    let mut svc = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(registry))
+        .address(address)
+        .build();
+    register_user_handler(svc.server_mut(), Greeter).unwrap();
+    let running = svc.start().await.unwrap();
+    wait_for_nodes(registry, "go.micro.srv.user", 1).await;
+    running
+}
+
+#[tokio::test]
+async fn a_node_restarted_on_its_address_is_reached_again_by_the_same_client() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let first = user_node(&registry, "127.0.0.1:0").await;
+    let address = first.local_addr().to_string();
+    let user = UserClient::new("go.micro.srv.user", Client::new(Arc::clone(&registry)));
+    let call = |name: &str| {
+        let user = user.clone();
+        let name = name.to_string();
+        async move {
+            user.call(CallRequest { name })
+                .await
+                .map(|r| r.into_inner().msg)
+        }
+    };
+    assert_eq!(call("one").await.unwrap(), "Hello one");
+
+    // Gone: deregistered, connection closed. The client's cached nodes follow the registry.
+    first.stop().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match call("gap").await {
+            Err(status) if status.code() == Code::Unavailable => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "calls still answered after the node stopped: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Back on the same address: the client opens a new connection to it.
+    let second = user_node(&registry, &address).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match call("two").await {
+            Ok(msg) => {
+                assert_eq!(msg, "Hello two");
+                break;
+            }
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "the restarted node was never reached: {status:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_that_vanished_without_deregistering_fails_fast_and_recovers() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    // Registered under the node's real address, but its server is stopped behind the
+    // registry's back (the record is written again by hand after the graceful stop).
+    let node = user_node(&registry, "127.0.0.1:0").await;
+    let address = node.local_addr().to_string();
+    let record = node.record().clone();
+    let user = UserClient::new("go.micro.srv.user", Client::new(Arc::clone(&registry)));
+    user.call(CallRequest { name: "a".into() }).await.unwrap();
+    node.stop().await.unwrap();
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let err = user
+        .call(CallRequest { name: "b".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&address), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a refused connection took {:?}",
+        started.elapsed()
+    );
+
+    let back = user_node(&registry, &address).await;
+    let reply = user.call(CallRequest { name: "c".into() }).await.unwrap();
+    assert_eq!(reply.into_inner().msg, "Hello c");
+    back.stop().await.unwrap();
+}

@@ -1,0 +1,367 @@
+//! The HTTP/2 connections calls to a node travel on.
+//!
+//! A [`Connection`] is one HTTP/2 connection to one node, opened on the first call, shared by
+//! every call to that node (HTTP/2 multiplexes them) and opened again on the next call after it
+//! closed. It is a tower service over `http::Request<tonic::body::Body>`, so
+//! `tonic::client::Grpc` (and with it every generated client) sends its calls through it.
+//!
+//! It does on purpose less than `tonic::transport::Channel`: no request queue in front of the
+//! connection (calls go straight to hyper's HTTP/2 client), and no timer of its own. The
+//! [`Client`](crate::Client) already bounds every call, connecting included, by one deadline;
+//! a second timer for the same deadline costs each call a timer registration for nothing.
+//!
+//! Failures that happen before a request left this process (the node refused the connection,
+//! the handshake failed, the connection closed before the request was written) are
+//! [`TransportError`]s with [`TransportError::is_unsent`] true: such a request can be sent to
+//! another node without risk of running twice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tonic::body::Body;
+
+/// How long opening a connection may take, unless the call's deadline is sooner.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call did not get an answer from the node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The node's address cannot be used.
+    #[error("`{address}` is not a usable node address: {reason}")]
+    BadAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The node.
+        address: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The TCP connection opened, but the node does not speak HTTP/2 (not a gRPC server?).
+    #[error("HTTP/2 handshake with {address} failed: {error}")]
+    Handshake {
+        /// The node.
+        address: String,
+        /// hyper's error.
+        error: hyper::Error,
+    },
+    /// The connection closed before the request was written; it never reached the node.
+    #[error("the connection to {address} closed before the request was sent: {error}")]
+    Unsent {
+        /// The node.
+        address: String,
+        /// hyper's error.
+        error: hyper::Error,
+    },
+    /// The request was sent but the exchange failed (connection reset, protocol error).
+    #[error("the call to {address} failed: {error}")]
+    Exchange {
+        /// The node.
+        address: String,
+        /// hyper's error.
+        error: hyper::Error,
+    },
+}
+
+impl TransportError {
+    /// Whether the request certainly never reached the node, so that sending it elsewhere
+    /// cannot run it twice.
+    pub fn is_unsent(&self) -> bool {
+        !matches!(self, TransportError::Exchange { .. })
+    }
+
+    /// The status a caller should see: `Unavailable`, as gRPC specifies for transport failures.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::unavailable(self.to_string())
+    }
+
+    /// The transport error behind `status`, if the status came from one. (tonic turns a
+    /// transport's error into an `Unknown` status with the error as its source; hyper's errors
+    /// are kept out of this type's source chain so that tonic does not replace it by theirs.)
+    pub fn find(status: &tonic::Status) -> Option<&TransportError> {
+        let mut source = std::error::Error::source(status);
+        while let Some(err) = source {
+            if let Some(found) = err.downcast_ref::<TransportError>() {
+                return Some(found);
+            }
+            source = err.source();
+        }
+        None
+    }
+}
+
+/// One HTTP/2 connection to one node, (re)opened on demand. Cheap to clone: clones share it.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// `host:port`, for connecting and for messages.
+    address: String,
+    authority: Authority,
+    /// `http://host:port/`, for `tonic::client::Grpc::with_origin`.
+    origin: Uri,
+    connect_timeout: Duration,
+    /// The open connection's handle, if there is one.
+    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while a connection is being opened, so concurrent calls wait for one handshake
+    /// instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.shared.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection to `address` (`host:port`, or `http://host:port`), opened by the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::BadAddress`] when `address` is not `host:port` or an `http://` URI
+    /// (TLS to nodes is not supported).
+    pub fn new(address: &str) -> Result<Connection, TransportError> {
+        let bad = |reason: String| TransportError::BadAddress {
+            address: address.to_string(),
+            reason,
+        };
+        let uri: Uri = if address.contains("://") {
+            address.parse()
+        } else {
+            format!("http://{address}").parse()
+        }
+        .map_err(|err| bad(format!("{err} (expected host:port)")))?;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        if scheme != Scheme::HTTP {
+            return Err(bad(format!(
+                "scheme `{scheme}` is not supported; nodes are reached over plain-text HTTP/2 (http://)"
+            )));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("no host".to_string()))?;
+        if authority.port_u16().is_none() {
+            return Err(bad("no port (expected host:port)".to_string()));
+        }
+        if !matches!(uri.path(), "" | "/") {
+            return Err(bad(format!(
+                "a node address has no path, but this one has `{}`",
+                uri.path()
+            )));
+        }
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|err| bad(err.to_string()))?;
+        Ok(Connection {
+            shared: Arc::new(Shared {
+                address: authority.as_str().to_string(),
+                authority,
+                origin,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                sender: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The node's `host:port`.
+    pub fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// The URI `tonic::client::Grpc::with_origin` needs for calls through this connection.
+    pub fn origin(&self) -> Uri {
+        self.shared.origin.clone()
+    }
+
+    /// A gRPC client over this connection.
+    pub fn grpc(&self) -> tonic::client::Grpc<Connection> {
+        tonic::client::Grpc::with_origin(self.clone(), self.origin())
+    }
+
+    /// Whether a connection is open right now.
+    pub fn is_open(&self) -> bool {
+        self.open_sender().is_some()
+    }
+
+    fn open_sender(&self) -> Option<http2::SendRequest<Body>> {
+        let sender = self.shared.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The open connection, or a new one.
+    async fn sender(&self) -> Result<http2::SendRequest<Body>, TransportError> {
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
+        }
+        let _opening = self.shared.opening.lock().await;
+        // Someone else may have opened it while this call waited.
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
+        }
+        let sender = self.open().await?;
+        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn open(&self) -> Result<http2::SendRequest<Body>, TransportError> {
+        let address = &self.shared.address;
+        let host = self.shared.authority.host();
+        // `[::1]` in a URI is `::1` to the resolver.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = self.shared.authority.port_u16().unwrap_or(80);
+        let connect_err = |source| TransportError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(
+            self.shared.connect_timeout,
+            TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| {
+            connect_err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {:?}", self.shared.connect_timeout),
+            ))
+        })?
+        .map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| TransportError::Handshake {
+                address: address.clone(),
+                error,
+            })?;
+        let address = address.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%address, error = %err, "connection to node closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` and waits for the response head. A request the closing connection did
+    /// not take is sent once more, on a new connection.
+    async fn send(
+        self,
+        mut request: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+        let mut reopened = false;
+        loop {
+            let mut sender = self.sender().await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut err) => {
+                    let address = self.shared.address.clone();
+                    match err.take_message() {
+                        Some(unsent) if !reopened => {
+                            reopened = true;
+                            request = unsent;
+                        }
+                        Some(_) => {
+                            return Err(TransportError::Unsent {
+                                address,
+                                error: err.into_error(),
+                            })
+                        }
+                        None => {
+                            return Err(TransportError::Exchange {
+                                address,
+                                error: err.into_error(),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl tower_service::Service<http::Request<Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = TransportError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, TransportError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // Connecting happens inside the call, under the call's deadline.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        Box::pin(self.clone().send(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_up_front() {
+        let ok = Connection::new("127.0.0.1:50051").unwrap();
+        assert_eq!(ok.address(), "127.0.0.1:50051");
+        assert_eq!(ok.origin().to_string(), "http://127.0.0.1:50051/");
+        assert_eq!(
+            Connection::new("http://[::1]:9/").unwrap().address(),
+            "[::1]:9"
+        );
+        for (bad, says) in [
+            ("127.0.0.1", "no port"),
+            ("https://node:443", "scheme `https` is not supported"),
+            ("node:1/path", "no path"),
+            ("not an address", "expected host:port"),
+        ] {
+            let err = Connection::new(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_unsent_request() {
+        // A port that was free a moment ago: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conn = Connection::new(&format!("127.0.0.1:{port}")).unwrap();
+        let request = http::Request::builder()
+            .uri(format!("http://127.0.0.1:{port}/x.Y/Z"))
+            .body(Body::empty())
+            .unwrap();
+        let err = conn.send(request).await.unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+        assert!(err.is_unsent());
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+}
