@@ -180,58 +180,81 @@ impl ClientBuilder {
     }
 }
 
-/// Sends a message encoded beforehand and decodes `Resp` as prost does.
-struct PreEncoded<Resp>(std::marker::PhantomData<fn() -> Resp>);
-
-impl<Resp> Default for PreEncoded<Resp> {
-    fn default() -> Self {
-        PreEncoded(std::marker::PhantomData)
-    }
+/// Where one call goes: a node of `service`, picked per attempt. A request that could not be
+/// delivered (the node refused the connection, or it closed before the request was written)
+/// is sent again, unchanged, to another node, up to the client's retries: it never ran, so
+/// nothing runs twice, and nothing has to be copied or encoded again for the retry.
+struct Route<'a> {
+    client: &'a Client,
+    service: &'a str,
+    /// When the call's time is up; each attempt tells the server what is left of it.
+    deadline: Option<Instant>,
 }
 
-impl<Resp: WireMessage> tonic::codec::Codec for PreEncoded<Resp> {
-    type Encode = bytes::Bytes;
-    type Decode = Resp;
-    type Encoder = BytesEncoder;
-    type Decoder = <ProstCodec<Resp, Resp> as tonic::codec::Codec>::Decoder;
+impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = RouteError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, RouteError>> + Send + 'a>,
+    >;
 
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<Resp, Resp>::default().decoder()
-    }
-}
-
-/// Copies encoded bytes into the frame.
-struct BytesEncoder;
-
-impl tonic::codec::Encoder for BytesEncoder {
-    type Item = bytes::Bytes;
-    type Error = Status;
-
-    fn encode(
+    fn poll_ready(
         &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        bytes::BufMut::put(dst, item);
-        Ok(())
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), RouteError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let Route {
+            client,
+            service,
+            deadline,
+        } = *self;
+        Box::pin(async move {
+            let mut request = request;
+            let mut tried: Vec<String> = Vec::new();
+            loop {
+                let (nodes, index) = client.pick(service, &tried).await?;
+                let address = nodes[index].address.as_str();
+                let connection = client.connection(service, address)?;
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    request
+                        .headers_mut()
+                        .insert(GRPC_TIMEOUT, timeout_value(left));
+                }
+                match connection.send_request(request).await {
+                    Ok(response) => return Ok(response),
+                    Err((err, unsent)) => {
+                        if err.is_unsent() {
+                            client.unreachable(service);
+                        }
+                        match unsent {
+                            Some(unsent) if (tried.len() as u32) < client.inner.retries => {
+                                tracing::debug!(%service, %address, error = %err, "retrying on another node");
+                                tried.push(address.to_string());
+                                request = unsent;
+                            }
+                            _ => return Err(err.into()),
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 
-/// A failure to reach a node (worth retrying elsewhere), or a final status.
-enum CallError {
-    Connect(String, Status),
-    Final(Status),
-}
+/// Why a [`Route`] could not deliver a call: a `Status` (no node to send it to), which tonic
+/// passes through unchanged, or a [`TransportError`], which it reports as `Unknown` with the
+/// error as its source (see [`caller_status`]).
+type RouteError = Box<dyn std::error::Error + Send + Sync>;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// Sets the request's `grpc-timeout` to `limit`, in milliseconds rounded up (so the server never
-/// gives up before the caller), in at most 8 digits as the gRPC spec requires.
-fn set_timeout(metadata: &mut MetadataMap, limit: Duration) {
+/// `limit` as a `grpc-timeout` value: milliseconds rounded up (so the server never gives up
+/// before the caller), in at most 8 digits as the gRPC spec requires.
+fn timeout_value(limit: Duration) -> http::HeaderValue {
     let ms = limit.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u32;
     let mut buf = [0u8; 9];
     let mut at = buf.len() - 1;
@@ -245,13 +268,7 @@ fn set_timeout(metadata: &mut MetadataMap, limit: Duration) {
             break;
         }
     }
-    // Digits and `m` are ASCII, so neither conversion fails.
-    if let Some(value) = std::str::from_utf8(&buf[at..])
-        .ok()
-        .and_then(|text| tonic::metadata::MetadataValue::try_from(text).ok())
-    {
-        metadata.insert(GRPC_TIMEOUT, value);
-    }
+    http::HeaderValue::from_bytes(&buf[at..]).expect("digits and `m` are a valid header value")
 }
 
 /// The status of a call that ran out of time.
@@ -321,24 +338,33 @@ impl Client {
         }
     }
 
-    /// The gRPC client for `address`, over the connection to it (shared by every call).
-    fn grpc(
-        &self,
-        service: &str,
-        address: &str,
-    ) -> Result<tonic::client::Grpc<Connection>, Status> {
+    /// The connection to `address` (one per node, shared by every call to it).
+    fn connection(&self, service: &str, address: &str) -> Result<Connection, Status> {
         let mut connections = self
             .inner
             .connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(connection) = connections.get(address) {
-            return Ok(connection.grpc());
+            return Ok(connection.clone());
         }
         let connection = Connection::new(address)
             .map_err(|err| Status::invalid_argument(format!("service `{service}`: {err}")))?;
         connections.insert(address.to_string(), connection.clone());
-        Ok(connection.grpc())
+        Ok(connection)
+    }
+
+    /// The gRPC client for one call to `service`.
+    fn route<'a>(
+        &'a self,
+        service: &'a str,
+        deadline: Option<Instant>,
+    ) -> tonic::client::Grpc<Route<'a>> {
+        tonic::client::Grpc::new(Route {
+            client: self,
+            service,
+            deadline,
+        })
     }
 
     /// Copies the metadata of the call being served under the outgoing request's own entries,
@@ -392,103 +418,51 @@ impl Client {
         Req: WireMessage,
         Resp: WireMessage,
     {
-        let (mut metadata, extensions, message) = request.into_parts();
-        let limit = self.prepare(&mut metadata, true);
-        let deadline = limit.map(|limit| Instant::now() + limit);
-        // Encoded once: a retry sends the same bytes instead of a deep copy of the message.
-        let message = bytes::Bytes::from(message.encode_to_vec());
-        let mut extensions = Some(extensions);
-        let mut tried = Vec::new();
-        let attempt = async {
-            loop {
-                let (nodes, index) = self.pick(service, &tried).await?;
-                let address = nodes[index].address.as_str();
-                if let Some(deadline) = deadline {
-                    // Each attempt tells the server the time that is really left.
-                    set_timeout(
-                        &mut metadata,
-                        deadline.saturating_duration_since(Instant::now()),
-                    );
-                }
-                let last = tried.len() as u32 >= self.inner.retries;
-                let request = Request::from_parts(
-                    if last {
-                        std::mem::take(&mut metadata)
-                    } else {
-                        metadata.clone()
-                    },
-                    extensions.take().unwrap_or_default(),
-                    message.clone(),
-                );
-                let mut grpc = self.grpc(service, address)?;
-                let result = grpc
-                    .unary(
-                        request,
-                        PathAndQuery::from_static(path),
-                        PreEncoded::<Resp>::default(),
-                    )
-                    .await
-                    .map_err(|status| classify(address, status));
-                match result {
-                    Ok(response) => return Ok(response),
-                    Err(CallError::Connect(address, status)) => {
-                        self.unreachable(service);
-                        if tried.len() as u32 >= self.inner.retries {
-                            return Err(status);
-                        }
-                        tracing::debug!(%service, %address, error = %status.message(), "retrying on another node");
-                        tried.push(address);
-                    }
-                    Err(CallError::Final(status)) => return Err(status),
-                }
-            }
-        };
-        match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), attempt)
+        self.call(
+            service,
+            path,
+            request,
+            true,
+            |mut grpc, request| async move {
+                grpc.unary(
+                    request,
+                    PathAndQuery::from_static(path),
+                    ProstCodec::<Req, Resp>::new(),
+                )
                 .await
-                .unwrap_or_else(|_| Err(timed_out(service, path, limit))),
-            None => attempt.await,
-        }
+            },
+        )
+        .await
     }
 
-    /// Opens a streaming call (no retries: a stream cannot be replayed).
-    async fn open<S, Resp, F, Fut>(
-        &self,
-        service: &str,
+    /// Runs one call under its deadline (the whole call, for unary calls; until the response
+    /// headers, for streams), over the route to a node.
+    async fn call<'a, M, Resp, F, Fut>(
+        &'a self,
+        service: &'a str,
         path: &'static str,
-        request: Request<S>,
+        request: Request<M>,
+        unary: bool,
         call: F,
     ) -> Result<Resp, Status>
     where
-        F: FnOnce(tonic::client::Grpc<Connection>, Request<S>) -> Fut,
+        F: FnOnce(tonic::client::Grpc<Route<'a>>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, Status>>,
     {
         let (mut metadata, extensions, message) = request.into_parts();
-        let limit = self.prepare(&mut metadata, false);
-        if let Some(limit) = limit {
-            set_timeout(&mut metadata, limit);
-        }
+        let limit = self.prepare(&mut metadata, unary);
         let deadline = limit.map(|limit| Instant::now() + limit);
-        let opened = async {
-            let (nodes, index) = self.pick(service, &[]).await?;
-            let address = nodes[index].address.as_str();
-            let grpc = self.grpc(service, address)?;
-            call(grpc, Request::from_parts(metadata, extensions, message))
-                .await
-                .map_err(|status| match classify(address, status) {
-                    CallError::Connect(_, s) => {
-                        self.unreachable(service);
-                        s
-                    }
-                    CallError::Final(s) => s,
-                })
-        };
+        let call = call(
+            self.route(service, deadline),
+            Request::from_parts(metadata, extensions, message),
+        );
         match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), opened)
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), call)
                 .await
                 .unwrap_or_else(|_| Err(timed_out(service, path, limit))),
-            None => opened.await,
+            None => call.await,
         }
+        .map_err(caller_status)
     }
 
     /// Makes a server-streaming call.
@@ -506,14 +480,20 @@ impl Client {
         Req: WireMessage,
         Resp: WireMessage,
     {
-        self.open(service, path, request, |mut grpc, request| async move {
-            grpc.server_streaming(
-                request,
-                PathAndQuery::from_static(path),
-                ProstCodec::<Req, Resp>::new(),
-            )
-            .await
-        })
+        self.call(
+            service,
+            path,
+            request,
+            false,
+            |mut grpc, request| async move {
+                grpc.server_streaming(
+                    request,
+                    PathAndQuery::from_static(path),
+                    ProstCodec::<Req, Resp>::new(),
+                )
+                .await
+            },
+        )
         .await
     }
 
@@ -533,14 +513,20 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.open(service, path, request, |mut grpc, request| async move {
-            grpc.client_streaming(
-                request,
-                PathAndQuery::from_static(path),
-                ProstCodec::<Req, Resp>::new(),
-            )
-            .await
-        })
+        self.call(
+            service,
+            path,
+            request,
+            false,
+            |mut grpc, request| async move {
+                grpc.client_streaming(
+                    request,
+                    PathAndQuery::from_static(path),
+                    ProstCodec::<Req, Resp>::new(),
+                )
+                .await
+            },
+        )
         .await
     }
 
@@ -560,25 +546,30 @@ impl Client {
         Resp: WireMessage,
         S: Stream<Item = Req> + Send + 'static,
     {
-        self.open(service, path, request, |mut grpc, request| async move {
-            grpc.streaming(
-                request,
-                PathAndQuery::from_static(path),
-                ProstCodec::<Req, Resp>::new(),
-            )
-            .await
-        })
+        self.call(
+            service,
+            path,
+            request,
+            false,
+            |mut grpc, request| async move {
+                grpc.streaming(
+                    request,
+                    PathAndQuery::from_static(path),
+                    ProstCodec::<Req, Resp>::new(),
+                )
+                .await
+            },
+        )
         .await
     }
 }
 
-/// Tells a request that never reached the node (worth retrying elsewhere) from one that got an
-/// answer or failed on the way; transport failures become `Unavailable`, as gRPC specifies.
-fn classify(address: &str, status: Status) -> CallError {
+/// The status a caller sees: transport failures are `Unavailable`, as gRPC specifies (tonic
+/// reports an error it does not know as `Unknown`).
+fn caller_status(status: Status) -> Status {
     match TransportError::find(&status) {
-        Some(err) if err.is_unsent() => CallError::Connect(address.to_string(), err.to_status()),
-        Some(err) => CallError::Final(err.to_status()),
-        None => CallError::Final(status),
+        Some(err) => err.to_status(),
+        None => status,
     }
 }
 
@@ -588,14 +579,7 @@ mod tests {
     use tonic::Code;
 
     fn timeout_header(limit: Duration) -> String {
-        let mut metadata = MetadataMap::new();
-        set_timeout(&mut metadata, limit);
-        metadata
-            .get(GRPC_TIMEOUT)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
+        timeout_value(limit).to_str().unwrap().to_string()
     }
 
     #[test]
@@ -616,26 +600,28 @@ mod tests {
     }
 
     #[test]
-    fn unsent_requests_are_retryable_and_transport_failures_unavailable() {
-        let as_tonic_reports = |err: TransportError| Status::from_error(Box::new(err));
-        let refused = as_tonic_reports(TransportError::Connect {
+    fn transport_failures_reach_the_caller_as_unavailable() {
+        // What tonic makes of the route's error: `Unknown`, with the error as its source.
+        let refused = Status::from_error(RouteError::from(TransportError::Connect {
             address: "a:1".into(),
             source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        });
-        match classify("a:1", refused) {
-            CallError::Connect(address, status) => {
-                assert_eq!(address, "a:1");
-                assert_eq!(status.code(), Code::Unavailable);
-                assert!(
-                    status.message().contains("cannot connect to a:1"),
-                    "{status:?}"
-                );
-            }
-            CallError::Final(status) => panic!("a refused connection is retryable: {status:?}"),
-        }
-        let answered = Status::unavailable("the server said so");
-        assert!(
-            matches!(classify("a:1", answered), CallError::Final(s) if s.message() == "the server said so")
+        }));
+        assert_eq!(refused.code(), Code::Unknown);
+        let seen = caller_status(refused);
+        assert_eq!(seen.code(), Code::Unavailable);
+        assert!(seen.message().contains("cannot connect to a:1"), "{seen:?}");
+
+        // A status the route gives up with passes through as it is.
+        let none = Status::from_error(RouteError::from(Status::unavailable(
+            "service `x` has no nodes",
+        )));
+        let seen = caller_status(none);
+        assert_eq!(
+            (seen.code(), seen.message()),
+            (Code::Unavailable, "service `x` has no nodes")
         );
+
+        let answered = Status::not_found("the server said so");
+        assert_eq!(caller_status(answered).message(), "the server said so");
     }
 }

@@ -270,15 +270,31 @@ impl Connection {
         Ok(sender)
     }
 
-    /// Sends `request` and waits for the response head. A request the closing connection did
-    /// not take is sent once more, on a new connection.
-    async fn send(
-        self,
+    /// Sends `request` to this node (whatever scheme and authority its URI has) and waits for
+    /// the response head. A request the closing connection did not take is sent once more, on
+    /// a new connection. On failure, a request that never left this process comes back with
+    /// the error, to be sent elsewhere.
+    pub(crate) async fn send_request(
+        &self,
         mut request: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, (TransportError, Option<http::Request<Body>>)>
+    {
+        if request.uri().authority() != Some(&self.shared.authority) {
+            let mut parts = std::mem::take(request.uri_mut()).into_parts();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(self.shared.authority.clone());
+            if parts.path_and_query.is_none() {
+                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            *request.uri_mut() =
+                Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
+        }
         let mut reopened = false;
         loop {
-            let mut sender = self.sender().await?;
+            let mut sender = match self.sender().await {
+                Ok(sender) => sender,
+                Err(err) => return Err((err, Some(request))),
+            };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
                 Err(mut err) => {
@@ -288,17 +304,23 @@ impl Connection {
                             reopened = true;
                             request = unsent;
                         }
-                        Some(_) => {
-                            return Err(TransportError::Unsent {
-                                address,
-                                error: err.into_error(),
-                            })
+                        Some(unsent) => {
+                            return Err((
+                                TransportError::Unsent {
+                                    address,
+                                    error: err.into_error(),
+                                },
+                                Some(unsent),
+                            ))
                         }
                         None => {
-                            return Err(TransportError::Exchange {
-                                address,
-                                error: err.into_error(),
-                            })
+                            return Err((
+                                TransportError::Exchange {
+                                    address,
+                                    error: err.into_error(),
+                                },
+                                None,
+                            ))
                         }
                     }
                 }
@@ -318,7 +340,13 @@ impl tower_service::Service<http::Request<Body>> for Connection {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        Box::pin(self.clone().send(request))
+        let connection = self.clone();
+        Box::pin(async move {
+            connection
+                .send_request(request)
+                .await
+                .map_err(|(err, _)| err)
+        })
     }
 }
 
@@ -356,10 +384,14 @@ mod tests {
             .port();
         let conn = Connection::new(&format!("127.0.0.1:{port}")).unwrap();
         let request = http::Request::builder()
-            .uri(format!("http://127.0.0.1:{port}/x.Y/Z"))
+            .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let err = conn.send(request).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request).await.unwrap_err();
+        assert!(
+            unsent.is_some(),
+            "the request comes back to be sent elsewhere"
+        );
         assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
         assert!(err.is_unsent());
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));

@@ -9,7 +9,7 @@ use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record
 use rmicro_runtime::selector::RoundRobin;
 use rmicro_runtime::{Client, Code, Request, RunningService, Service};
 use rmicro_tests::fixtures::go::micro::srv::user::{
-    register_user_handler, CallRequest, UserClient,
+    register_user_handler, CallRequest, StreamRequest, UserClient,
 };
 use rmicro_tests::fixtures::rmicro::test::hop::{register_hop_handler, HopClient, HopRequest};
 use rmicro_tests::hop::HopNode;
@@ -229,6 +229,19 @@ async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
             .await
             .unwrap();
         assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+    }
+    // Streams too: a stream that never reached a node is opened on another.
+    for _ in 0..4 {
+        let mut stream = user
+            .stream(StreamRequest { count: 3 })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut counts = Vec::new();
+        while let Some(item) = stream.message().await.unwrap() {
+            counts.push(item.count);
+        }
+        assert_eq!(counts, [0, 1, 2]);
     }
 
     // With retries off, the dead node's failure reaches the caller as Unavailable.

@@ -5,8 +5,9 @@
 //! unary `User.Call` on that one server:
 //!
 //! - A: rmicro's generated `UserClient` over `Client::builder().registry(reg)
-//!   .selector(RoundRobin::default()).build()`: every call looks the service up in the registry,
-//!   selects a node, takes the pooled connection, 5 s default timeout, 1 retry.
+//!   .selector(RoundRobin::default()).build()`: every call takes the service's nodes from the
+//!   client's `NodeCache` (read from the registry, kept fresh by its watch), selects a node,
+//!   takes the node's connection, 5 s default timeout, 1 retry.
 //! - B: tonic-prost-build's generated `UserClient` over one `tonic::transport::Channel`
 //!   (tcp_nodelay), cloned per task.
 //!
@@ -18,7 +19,7 @@
 //! - E: tonic's client with `request.set_timeout(5 s)`: tonic plus the `grpc-timeout` header
 //!   rmicro sends (the channel and the server then each arm a timer).
 //!
-//! Each round runs C concurrent tasks calling in a loop for warm-up + duration; calls that
+//! Each round connects its client afresh and runs C concurrent tasks calling in a loop for warm-up + duration; calls that
 //! complete inside the measured window count for throughput and latency. Variants run
 //! interleaved (A, B, A, B, …) so background load hits them alike. Reported: per variant the
 //! median across rounds of throughput, p50 and p99, and of the process's CPU time per call
@@ -26,7 +27,7 @@
 //!
 //! Options (flag or environment variable): `--concurrency N` / `BENCH_CONCURRENCY` (32),
 //! `--duration SECS` / `BENCH_DURATION` (5), `--warmup SECS` / `BENCH_WARMUP` (1),
-//! `--rounds N` / `BENCH_ROUNDS` (3), `--variants A,B,…` / `BENCH_VARIANTS` (A,B),
+//! `--rounds N` / `BENCH_ROUNDS` (6), `--variants A,B,…` / `BENCH_VARIANTS` (A,B),
 //! `--micro-iters N` / `BENCH_MICRO_ITERS` (200000; 0 skips the registry micro-benchmark),
 //! `--extra-services N` / `BENCH_EXTRA_SERVICES` (0: register N other services, shaped like this
 //! one, in the same registry, to see how A's lookup scales with the registry's size).
@@ -37,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmicro_runtime::registry::{MemoryRegistry, Node, Registry};
+use rmicro_runtime::registry::{MemoryRegistry, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use rmicro_runtime::selector::{RoundRobin, Selector};
 use rmicro_runtime::{Client, Request, Response, ResponseStream, Service, Status, Streaming};
 
@@ -151,7 +152,7 @@ fn parse_options() -> Result<Options, String> {
         concurrency: num("concurrency", 32.0)? as usize,
         duration: Duration::from_secs_f64(num("duration", 5.0)?),
         warmup: Duration::from_secs_f64(num("warmup", 1.0)?),
-        rounds: num("rounds", 3.0)? as usize,
+        rounds: num("rounds", 6.0)? as usize,
         variants,
         micro_iters: num("micro-iters", 200_000.0)? as usize,
         extra_services: num("extra-services", 0.0)? as usize,
@@ -401,16 +402,11 @@ async fn run_round(caller: &Caller, opts: &Options, first_error: &Arc<Mutex<Opti
 // ---------------------------------------------------------------------------------------------
 // Registry micro-benchmark: what A pays per call before the RPC, outside the RPC.
 
-/// The same work `Client::pick` does for a registry target (it is private): look up, flatten
-/// the nodes, copy the candidates, let the selector pick, copy the address.
-async fn pick_replica(registry: &Arc<dyn Registry>, selector: &RoundRobin) -> String {
-    let services = registry.get_service(SERVICE).await.expect("lookup");
-    let nodes: Vec<Node> = services.into_iter().flat_map(|s| s.nodes).collect();
-    let tried: &[String] = &[];
-    let fresh: Vec<Node> = nodes.iter().filter(|n| !tried.contains(&n.address)).cloned().collect();
-    let candidates = if fresh.is_empty() { nodes } else { fresh };
-    let index = selector.select(SERVICE, &candidates);
-    candidates[index.min(candidates.len() - 1)].address.clone()
+/// The same work `Client::pick` does for a registry target on its first attempt (it is
+/// private): the service's nodes from the client's `NodeCache`, and the selector's pick.
+async fn pick_replica(cache: &NodeCache, selector: &RoundRobin) -> usize {
+    let nodes = cache.nodes(SERVICE).await.expect("lookup");
+    selector.select(SERVICE, &nodes).min(nodes.len() - 1)
 }
 
 async fn micro(registry: &Arc<dyn Registry>, iters: usize) {
@@ -427,6 +423,7 @@ async fn micro(registry: &Arc<dyn Registry>, iters: usize) {
         record.len()
     );
     let selector = RoundRobin::default();
+    let cache = NodeCache::new(Arc::clone(registry), DEFAULT_CACHE_TTL);
     let mut best = [f64::MAX; 2];
     for _ in 0..3 {
         let t = Instant::now();
@@ -436,16 +433,16 @@ async fn micro(registry: &Arc<dyn Registry>, iters: usize) {
         best[0] = best[0].min(t.elapsed().as_nanos() as f64 / iters as f64);
         let t = Instant::now();
         for _ in 0..iters {
-            std::hint::black_box(pick_replica(registry, &selector).await);
+            std::hint::black_box(pick_replica(&cache, &selector).await);
         }
         best[1] = best[1].min(t.elapsed().as_nanos() as f64 / iters as f64);
     }
     println!(
         "per call, one task, best of 3 x {iters}: registry.get_service {:.0} ns; \
-         get_service + node copies + RoundRobin (= Client::pick) {:.0} ns",
+         NodeCache::nodes + RoundRobin (= Client::pick) {:.0} ns",
         best[0], best[1]
     );
-    // MemoryRegistry::live clones every registered record, not only the one asked for: the same
+    // The registry lookup itself (what the client pays only when its cache is cold): the same
     // lookup with 20 other services (each like this one: 3 endpoints, one node) registered.
     let crowded: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     for mut service in record.iter().cloned() {
@@ -549,13 +546,15 @@ async fn main() -> ExitCode {
         println!("registered {} other services in the same registry", opts.extra_services);
     }
 
-    let mut callers = Vec::new();
-    for &v in &opts.variants {
-        let mut caller = Caller::new(v, &registry, &addr).await;
-        // One call each up front: connections are up before the first warm-up.
+    // Every round builds its clients afresh, with new connections: which worker thread a
+    // connection's tasks land on changes its speed by several per cent, and a connection kept
+    // for all rounds would keep its luck, good or bad, for one variant.
+    async fn connect(v: Variant, registry: &Arc<dyn Registry>, addr: &str) -> Caller {
+        let mut caller = Caller::new(v, registry, addr).await;
+        // One call up front: the connection is up before the warm-up.
         let reply = caller.call().await.unwrap_or_else(|e| panic!("{v:?}: first call failed: {e}"));
         assert_eq!(reply, EXPECTED);
-        callers.push((v, caller));
+        caller
     }
 
     let first_error = Arc::new(Mutex::new(None));
@@ -575,8 +574,10 @@ async fn main() -> ExitCode {
         "errors"
     );
     for round in 1..=opts.rounds {
-        for (i, (v, caller)) in callers.iter().enumerate() {
-            let r = run_round(caller, &opts, &first_error).await;
+        for (i, &v) in opts.variants.iter().enumerate() {
+            let caller = connect(v, &registry, &addr).await;
+            let r = run_round(&caller, &opts, &first_error).await;
+            drop(caller);
             println!(
                 "{:<36} {:>5} {:>10} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6}  {}",
                 v.describe(),
