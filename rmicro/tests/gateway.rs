@@ -531,3 +531,75 @@ async fn bounded_load_run_has_no_failures() {
     );
     assert_eq!(failures.load(Ordering::SeqCst), 0);
 }
+
+/// Sends one keep-alive GET on `stream` and reads the whole response (it has a content-length).
+async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the gateway closed a connection in use");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    use tokio::io::AsyncReadExt;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("a").await;
+    register(
+        &registry,
+        "go.micro.api.idle",
+        "a",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let (addr, _stop) = gateway(Cli::default(), &["--idle-timeout", "400ms"], registry).await;
+
+    // Busy: a request every 150 ms for 1.2 s, three idle timeouts in all, on one connection.
+    let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        let response = keep_alive_get(&mut busy, "/idle/x").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // Idle: after one request, nothing; the gateway closes it within about the timeout.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    keep_alive_get(&mut idle, "/idle/x").await;
+    let went_idle = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    let after = went_idle.elapsed();
+    assert!(
+        closed.is_ok(),
+        "an idle connection was still open after 5 s"
+    );
+    assert!(
+        after >= Duration::from_millis(350) && after < Duration::from_millis(1500),
+        "closed after {after:?} for a 400 ms idle timeout"
+    );
+    // And the busy one, left alone since, went the same way.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a connection idle since was still open");
+}

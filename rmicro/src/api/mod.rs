@@ -256,9 +256,14 @@ impl Gateway {
 
 /// A TCP stream that fails reads after `timeout` without any traffic, closing idle
 /// connections (keep-alive or stalled bodies).
+///
+/// Traffic only records when it happened; the timer is moved when it fires and finds that
+/// there was traffic since (re-arming a timer on every read and write would cost each request
+/// several timer-wheel updates).
 struct IdleTimeout {
     inner: tokio::net::TcpStream,
     timeout: Duration,
+    last: tokio::time::Instant,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -267,13 +272,25 @@ impl IdleTimeout {
         IdleTimeout {
             inner,
             timeout,
+            last: tokio::time::Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     fn touch(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        self.sleep.as_mut().reset(deadline);
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Ready once the connection has been idle for `timeout`.
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        loop {
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+            let due = self.last + self.timeout;
+            if due <= tokio::time::Instant::now() {
+                return std::task::Poll::Ready(());
+            }
+            self.sleep.as_mut().reset(due);
+        }
     }
 }
 
@@ -289,7 +306,7 @@ impl tokio::io::AsyncRead for IdleTimeout {
                 self.touch();
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+            Poll::Pending => match self.poll_idle(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connection idle for too long",

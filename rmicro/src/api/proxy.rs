@@ -8,9 +8,10 @@
 //!   the others; a request without a body whose connection failed is retried once on another
 //!   node at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
@@ -19,9 +20,13 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rmicro_runtime::registry::Node;
+use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::{error, resolve, HandlerConfig};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// How long an unreachable node is avoided.
 const QUARANTINE: Duration = Duration::from_secs(5);
@@ -34,11 +39,16 @@ pub struct Proxy {
 
 struct Inner {
     config: HandlerConfig,
+    /// Each service's nodes, read from the registry once and kept fresh by its watch.
+    nodes: NodeCache,
     client: Client<HttpConnector, Body>,
+    /// Unreachable nodes and until when they are avoided.
     failed: Mutex<HashMap<String, Instant>>,
+    /// Whether `failed` may hold anything, so the common case skips its lock.
+    any_failed: AtomicBool,
     /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
     /// other service "not found" (404).
-    seen: Mutex<std::collections::HashSet<String>>,
+    seen: RwLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -63,6 +73,13 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per listed name.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -87,43 +104,77 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
             inner: Arc::new(Inner {
                 config,
+                nodes,
                 client,
                 failed: Mutex::new(HashMap::new()),
-                seen: Mutex::new(std::collections::HashSet::new()),
+                any_failed: AtomicBool::new(false),
+                seen: RwLock::new(HashSet::new()),
             }),
         }
     }
 
-    fn pick(&self, service: &str, nodes: &[Node], avoid: &[String]) -> String {
+    /// The address of the node to send to: the selector's pick among the nodes that are neither
+    /// quarantined nor in `avoid` (among all of them when none is left).
+    fn pick<'n>(&self, service: &str, nodes: &'n [Node], avoid: &[String]) -> &'n str {
+        let select = |candidates: &[Node]| {
+            let index = self.inner.config.selector.select(service, candidates);
+            index.min(candidates.len() - 1)
+        };
+        if avoid.is_empty() && !self.inner.any_failed.load(Ordering::Relaxed) {
+            return &nodes[select(nodes)].address;
+        }
         let now = Instant::now();
-        let failed = {
+        let healthy: Vec<Node> = {
             let mut failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
             failed.retain(|_, until| *until > now);
-            failed.keys().cloned().collect::<Vec<_>>()
+            if failed.is_empty() {
+                self.inner.any_failed.store(false, Ordering::Relaxed);
+            }
+            nodes
+                .iter()
+                .filter(|n| !failed.contains_key(&n.address) && !avoid.contains(&n.address))
+                .cloned()
+                .collect()
         };
-        let healthy: Vec<Node> = nodes
+        if healthy.is_empty() {
+            return &nodes[select(nodes)].address;
+        }
+        let address = &healthy[select(&healthy)].address;
+        nodes
             .iter()
-            .filter(|n| !failed.contains(&n.address) && !avoid.contains(&n.address))
-            .cloned()
-            .collect();
-        let candidates = if healthy.is_empty() {
-            nodes.to_vec()
-        } else {
-            healthy
-        };
-        let index = self.inner.config.selector.select(service, &candidates);
-        candidates[index.min(candidates.len() - 1)].address.clone()
+            .find(|n| n.address == *address)
+            .map_or(&nodes[0].address, |n| &n.address)
     }
 
-    fn mark_failed(&self, address: &str) {
+    fn mark_failed(&self, service: &str, address: &str) {
         self.inner
             .failed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(address.to_string(), Instant::now() + QUARANTINE);
+        self.inner.any_failed.store(true, Ordering::Relaxed);
+        self.inner.nodes.invalidate(service);
+    }
+
+    /// Records that `service` had nodes (read-locked when already known).
+    fn saw(&self, service: &str) {
+        let known = self
+            .inner
+            .seen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(service);
+        if !known {
+            self.inner
+                .seen
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(service.to_string());
+        }
     }
 
     pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
@@ -135,8 +186,8 @@ impl Proxy {
                 format!("no service for path `{path}`"),
             );
         };
-        let services = match config.registry.get_service(&service).await {
-            Ok(s) => s,
+        let nodes = match self.inner.nodes.nodes(&service).await {
+            Ok(nodes) => nodes,
             Err(err) => {
                 return error::response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -144,26 +195,26 @@ impl Proxy {
                 )
             }
         };
-        let nodes: Vec<Node> = services
-            .iter()
-            .flat_map(|s| s.nodes.iter().cloned())
-            .collect();
-        {
-            let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !nodes.is_empty() {
-                seen.insert(service.clone());
-            } else if services.is_empty() && !seen.contains(&service) {
-                return error::response(
-                    StatusCode::NOT_FOUND,
-                    format!("service `{service}` not found"),
-                );
-            } else {
-                return error::response(
+        if nodes.is_empty() {
+            let seen = self
+                .inner
+                .seen
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&service);
+            return if seen {
+                error::response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("service `{service}` has no nodes"),
-                );
-            }
+                )
+            } else {
+                error::response(
+                    StatusCode::NOT_FOUND,
+                    format!("service `{service}` not found"),
+                )
+            };
         }
+        self.saw(&service);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -181,37 +232,43 @@ impl Proxy {
         let host = parts.headers.get(header::HOST).cloned();
         parts.headers.remove(header::HOST);
         if let Some(peer) = peer {
-            let forwarded = match parts
+            use std::fmt::Write as _;
+            let mut forwarded = String::with_capacity(48);
+            if let Some(prior) = parts
                 .headers
-                .get("x-forwarded-for")
+                .get(X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prior) => format!("{prior}, {}", peer.ip()),
-                None => peer.ip().to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                parts.headers.insert("x-forwarded-for", v);
+                forwarded.push_str(prior);
+                forwarded.push_str(", ");
+            }
+            let _ = write!(forwarded, "{}", peer.ip());
+            if let Ok(v) = HeaderValue::try_from(forwarded) {
+                parts.headers.insert(X_FORWARDED_FOR, v);
             }
         }
         if let Some(host) = host {
-            parts.headers.insert("x-forwarded-host", host);
+            parts.headers.insert(X_FORWARDED_HOST, host);
         }
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let path_and_query = std::mem::take(&mut parts.uri)
+            .into_parts()
+            .path_and_query
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // A copy of the head only when a retry on another node is possible at all.
+        let retryable = bodiless && nodes.len() > 1;
 
         let mut body = Some(Body::new(http_body_util::Limited::new(
             body,
             config.body_limit,
         )));
         let mut tried = Vec::new();
+        let mut head = Some(parts);
         loop {
             let address = self.pick(&service, &nodes, &tried);
-            let uri: Uri = match format!("http://{address}{path_and_query}").parse() {
+            let uri = match backend_uri(address, &path_and_query) {
                 Ok(uri) => uri,
                 Err(err) => {
                     return error::response(
@@ -220,8 +277,19 @@ impl Proxy {
                     )
                 }
             };
-            let mut backend_req =
-                Request::from_parts(parts.clone(), body.take().unwrap_or_default());
+            let parts = match (retryable && tried.is_empty(), head.as_ref()) {
+                (true, Some(parts)) => parts.clone(),
+                _ => match head.take() {
+                    Some(parts) => parts,
+                    None => {
+                        return error::response(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{service}`: no node could be reached"),
+                        )
+                    }
+                },
+            };
+            let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
             *backend_req.uri_mut() = uri;
             let sent = tokio::time::timeout(
                 config.backend_timeout,
@@ -239,10 +307,10 @@ impl Proxy {
                         return too_large(config.body_limit);
                     }
                     let connect = err.is_connect();
-                    self.mark_failed(&address);
+                    self.mark_failed(&service, address);
                     tracing::warn!(%service, %address, error = %err, "backend failed");
-                    if connect && bodiless && tried.is_empty() && nodes.len() > 1 {
-                        tried.push(address);
+                    if connect && retryable && tried.is_empty() {
+                        tried.push(address.to_string());
                         continue;
                     }
                     return error::response(
@@ -262,6 +330,15 @@ impl Proxy {
             }
         }
     }
+}
+
+/// `http://ADDRESS` followed by the request's path and query.
+fn backend_uri(address: &str, path_and_query: &http::uri::PathAndQuery) -> Result<Uri, String> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(http::uri::Authority::try_from(address).map_err(|e| e.to_string())?);
+    parts.path_and_query = Some(path_and_query.clone());
+    Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
 fn too_large(limit: usize) -> Response<Body> {
