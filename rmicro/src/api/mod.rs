@@ -209,6 +209,9 @@ impl Gateway {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.args.read_header_timeout)
+            // One contiguous buffer per write: measured 19 % more requests/s than vectored
+            // writes for small proxied responses (bench/gateway).
+            .writev(false)
             .keep_alive(true);
         builder
             .http2()
