@@ -26,10 +26,10 @@ use rmicro_runtime::errors::Error;
 use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
 };
-use rmicro_runtime::registry::Node;
+use rmicro_runtime::registry::{NodeCache, DEFAULT_CACHE_TTL};
+use rmicro_runtime::transport::{Connection, TransportError};
 use rmicro_runtime::Client;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 
 use super::{error, HandlerConfig};
 
@@ -229,7 +229,10 @@ struct Inner {
     config: HandlerConfig,
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
     pools: Mutex<HashMap<String, DescriptorPool>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Each service's nodes, read from the registry once and kept fresh by its watch.
+    nodes: NodeCache,
+    /// One HTTP/2 connection per node.
+    channels: Mutex<HashMap<String, Connection>>,
 }
 
 impl std::fmt::Debug for RpcHandler {
@@ -255,8 +258,10 @@ type Fail = Response<Body>;
 impl RpcHandler {
     /// A handler with `config`.
     pub fn new(config: HandlerConfig) -> RpcHandler {
+        let nodes = NodeCache::new(Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         RpcHandler {
             inner: Arc::new(Inner {
+                nodes,
                 config,
                 routes: Mutex::new(None),
                 pools: Mutex::new(HashMap::new()),
@@ -427,7 +432,7 @@ impl RpcHandler {
 
     // The error is the finished HTTP response; boxing it would only add an allocation.
     #[allow(clippy::result_large_err)]
-    fn channel(&self, address: &str) -> Result<Channel, Fail> {
+    fn channel(&self, address: &str) -> Result<Connection, Fail> {
         let mut channels = self
             .inner
             .channels
@@ -436,19 +441,10 @@ impl RpcHandler {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|err| {
-                error::response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("node address `{address}` is not usable: {err}"),
-                )
-            })?;
-        let channel = endpoint
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        let connection = Connection::new(address)
+            .map_err(|err| error::response(StatusCode::BAD_GATEWAY, err.to_string()))?;
+        channels.insert(address.to_string(), connection.clone());
+        Ok(connection)
     }
 
     /// The method's descriptor, learned from the node by server reflection (cached).
@@ -571,9 +567,10 @@ impl RpcHandler {
         let config = &self.inner.config;
         let (parts, body) = req.into_parts();
         let target = self.resolve(&parts.method, parts.uri.path()).await?;
-        let records = config
-            .registry
-            .get_service(&target.service)
+        let nodes = self
+            .inner
+            .nodes
+            .nodes(&target.service)
             .await
             .map_err(|err| {
                 error::response(
@@ -581,7 +578,6 @@ impl RpcHandler {
                     format!("cannot look up `{}`: {err}", target.service),
                 )
             })?;
-        let nodes: Vec<Node> = records.into_iter().flat_map(|s| s.nodes).collect();
         if nodes.is_empty() {
             return Err(error::response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -625,16 +621,7 @@ impl RpcHandler {
         let input = build_request(&method.input(), &target, &body, parts.uri.query())
             .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
 
-        let mut grpc = tonic::client::Grpc::new(self.channel(&address)?);
-        grpc.ready().await.map_err(|err| {
-            error::response(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "service `{}` node {address} is unreachable: {err}",
-                    target.service
-                ),
-            )
-        })?;
+        let mut grpc = self.channel(&address)?.grpc();
         let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
         request.set_timeout(config.backend_timeout);
         for (name, value) in parts.headers.iter() {
@@ -661,7 +648,20 @@ impl RpcHandler {
                     ),
                 ))
             }
-            Ok(Err(status)) => return Err(status_response(&status)),
+            Ok(Err(status)) => {
+                return Err(match TransportError::find(&status) {
+                    Some(err) => {
+                        if err.is_unsent() {
+                            self.inner.nodes.invalidate(&target.service);
+                        }
+                        error::response(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{}`: {err}", target.service),
+                        )
+                    }
+                    None => status_response(&status),
+                })
+            }
             Ok(Ok(reply)) => reply.into_inner(),
         };
         let output = DynamicMessage::decode(method.output(), reply).map_err(|e| {
