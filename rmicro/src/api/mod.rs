@@ -209,8 +209,9 @@ impl Gateway {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.args.read_header_timeout)
-            // One contiguous buffer per write: measured 19 % more requests/s than vectored
-            // writes for small proxied responses (bench/gateway).
+            // One contiguous buffer per write. Vectored writes measured 16 % fewer requests/s
+            // for small proxied responses (bench/gateway); this is also what hyper picks on its
+            // own for this stream, which does not advertise vectored writes.
             .writev(false)
             .keep_alive(true);
         builder

@@ -103,7 +103,8 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            // As the server side: head and small bodies in one buffer, one write.
+            // As the server side: head and small bodies in one buffer, one write (on the
+            // benchmark no faster than vectored writes here, but never slower).
             .http1_writev(false)
             .build(connector);
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
