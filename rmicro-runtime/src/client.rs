@@ -350,6 +350,9 @@ impl Client {
         }
         let connection = Connection::new(address)
             .map_err(|err| Status::invalid_argument(format!("service `{service}`: {err}")))?;
+        // Nodes come and go (new addresses on every deploy): forget the connections that are
+        // not open, so the map does not grow with every address ever called.
+        connections.retain(|_, c| c.is_open());
         connections.insert(address.to_string(), connection.clone());
         Ok(connection)
     }

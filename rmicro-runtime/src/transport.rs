@@ -28,6 +28,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
+/// What calls say they come from, as gRPC recommends (`grpc-<language>-<implementation>/<version>`).
+static USER_AGENT: http::HeaderValue =
+    http::HeaderValue::from_static(concat!("grpc-rust-rmicro/", env!("CARGO_PKG_VERSION")));
+
 /// How long opening a connection may take, unless the call's deadline is sooner.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -289,6 +293,11 @@ impl Connection {
             *request.uri_mut() =
                 Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
         }
+        if !request.headers().contains_key(http::header::USER_AGENT) {
+            request
+                .headers_mut()
+                .insert(http::header::USER_AGENT, USER_AGENT.clone());
+        }
         let mut reopened = false;
         loop {
             let mut sender = match self.sender().await {
@@ -395,5 +404,45 @@ mod tests {
         assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
         assert!(err.is_unsent());
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[tokio::test]
+    async fn requests_name_rmicro_as_user_agent_and_reach_the_node() {
+        // A bare HTTP/2 server answering with the user-agent it saw.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let agent = req.headers()[http::header::USER_AGENT].clone();
+                    let mut response = http::Response::new(String::new());
+                    response.headers_mut().insert("x-seen-agent", agent);
+                    Ok::<_, std::convert::Infallible>(response)
+                },
+            );
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let conn = Connection::new(&address).unwrap();
+        let request = http::Request::builder()
+            .uri("/x.Y/Z")
+            .body(Body::empty())
+            .unwrap();
+        let response = conn
+            .send_request(request)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let agent = response.headers()["x-seen-agent"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            agent,
+            concat!("grpc-rust-rmicro/", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(conn.is_open());
     }
 }
