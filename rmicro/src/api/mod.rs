@@ -25,6 +25,7 @@ use tower::{Layer, ServiceExt};
 pub mod error;
 pub mod plugin;
 pub mod plugins;
+mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod rpc;

@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 use axum_core::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
+use super::pool::{Pool, PoolError};
 use super::{error, resolve, HandlerConfig};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -41,7 +39,8 @@ struct Inner {
     config: HandlerConfig,
     /// Each service's nodes, read from the registry once and kept fresh by its watch.
     nodes: NodeCache,
-    client: Client<HttpConnector, Body>,
+    /// Keep-alive connections to the nodes.
+    pool: Pool,
     /// Unreachable nodes and until when they are avoided.
     failed: Mutex<HashMap<String, Instant>>,
     /// Whether `failed` may hold anything, so the common case skips its lock.
@@ -98,21 +97,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 impl Proxy {
     /// A proxy with `config`.
     pub fn new(config: HandlerConfig) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            // As the server side: head and small bodies in one buffer, one write (on the
-            // benchmark no faster than vectored writes here, but never slower).
-            .http1_writev(false)
-            .build(connector);
+        let pool = Pool::new(Duration::from_secs(2));
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
             inner: Arc::new(Inner {
                 config,
                 nodes,
-                client,
+                pool,
                 failed: Mutex::new(HashMap::new()),
                 any_failed: AtomicBool::new(false),
                 seen: RwLock::new(HashSet::new()),
@@ -271,15 +262,6 @@ impl Proxy {
         let mut head = Some(parts);
         loop {
             let address = self.pick(&service, &nodes, &tried);
-            let uri = match backend_uri(address, &path_and_query) {
-                Ok(uri) => uri,
-                Err(err) => {
-                    return error::response(
-                        StatusCode::BAD_GATEWAY,
-                        format!("node address `{address}` of `{service}` is not usable: {err}"),
-                    )
-                }
-            };
             let parts = match (retryable && tried.is_empty(), head.as_ref()) {
                 (true, Some(parts)) => parts.clone(),
                 _ => match head.take() {
@@ -293,10 +275,11 @@ impl Proxy {
                 },
             };
             let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
-            *backend_req.uri_mut() = uri;
+            // Origin form (`/path?query`): the node is the connection's peer, `Host` names it.
+            *backend_req.uri_mut() = Uri::from(path_and_query.clone());
             let sent = tokio::time::timeout(
                 config.backend_timeout,
-                self.inner.client.request(backend_req),
+                self.inner.pool.send(address, backend_req),
             )
             .await;
             match sent {
@@ -309,7 +292,7 @@ impl Proxy {
                     if is_length_limit(&err) {
                         return too_large(config.body_limit);
                     }
-                    let connect = err.is_connect();
+                    let connect = matches!(err, PoolError::Connect(_));
                     self.mark_failed(&service, address);
                     tracing::warn!(%service, %address, error = %err, "backend failed");
                     if connect && retryable && tried.is_empty() {
@@ -335,15 +318,6 @@ impl Proxy {
     }
 }
 
-/// `http://ADDRESS` followed by the request's path and query.
-fn backend_uri(address: &str, path_and_query: &http::uri::PathAndQuery) -> Result<Uri, String> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(http::uri::Authority::try_from(address).map_err(|e| e.to_string())?);
-    parts.path_and_query = Some(path_and_query.clone());
-    Uri::from_parts(parts).map_err(|e| e.to_string())
-}
-
 fn too_large(limit: usize) -> Response<Body> {
     error::response(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -351,8 +325,8 @@ fn too_large(limit: usize) -> Response<Body> {
     )
 }
 
-/// Whether a client error comes from the request body exceeding its limit.
-fn is_length_limit(err: &hyper_util::client::legacy::Error) -> bool {
+/// Whether a backend error comes from the request body exceeding its limit.
+fn is_length_limit(err: &PoolError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {

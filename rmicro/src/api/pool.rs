@@ -1,0 +1,149 @@
+//! Keep-alive HTTP/1.1 connections to backend nodes, for the `http` handler.
+//!
+//! Each node has a list of connections. A request takes the first idle one off the list, or
+//! opens a new one; the connection goes back on the list as soon as the response head has
+//! arrived, and is idle again once that response's body has been read (hyper tracks that), so
+//! nothing has to be spawned per request to hand it back. Closed connections are dropped from the list when
+//! a request walks past them. A request that a pooled connection closed before sending (the
+//! backend timed the keep-alive out at that moment) is sent once more on a new connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum_core::body::Body;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+/// Most connections kept per node; more are closed when their response is done.
+const MAX_PER_NODE: usize = 512;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PoolError {
+    /// No connection to the node could be opened: it is down (or not there), and the request
+    /// was not sent.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The exchange failed after the request was sent, or while its body was read.
+    #[error("{0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+pub(crate) struct Pool {
+    nodes: Mutex<HashMap<String, NodeConns>>,
+    connect_timeout: Duration,
+}
+
+struct NodeConns {
+    /// `Host` for requests to the node.
+    host: HeaderValue,
+    conns: Vec<http1::SendRequest<Body>>,
+}
+
+impl Pool {
+    pub(crate) fn new(connect_timeout: Duration) -> Pool {
+        Pool {
+            nodes: Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    /// An idle connection to `address`, if there is one, and the `Host` value for it.
+    fn checkout(&self, address: &str) -> (Option<http1::SendRequest<Body>>, Option<HeaderValue>) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(node) = nodes.get_mut(address) else {
+            return (None, None);
+        };
+        // The first idle connection, taken off the list while this request uses it (back on
+        // once its response head is in); closed ones met on the way are dropped.
+        let mut i = 0;
+        let mut found = None;
+        while i < node.conns.len() {
+            if node.conns[i].is_closed() {
+                node.conns.swap_remove(i);
+            } else if node.conns[i].is_ready() {
+                found = Some(node.conns.swap_remove(i));
+                break;
+            } else {
+                i += 1;
+            }
+        }
+        (found, Some(node.host.clone()))
+    }
+
+    fn checkin(&self, address: &str, host: &HeaderValue, conn: http1::SendRequest<Body>) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let node = nodes.entry(address.to_string()).or_insert_with(|| NodeConns {
+            host: host.clone(),
+            conns: Vec::new(),
+        });
+        if node.conns.len() < MAX_PER_NODE {
+            node.conns.push(conn);
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<http1::SendRequest<Body>, PoolError> {
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| {
+            PoolError::Connect(format!("no answer within {:?}", self.connect_timeout))
+        })?
+        .map_err(|err| PoolError::Connect(err.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            // Head and small bodies in one buffer, one write (as the server side).
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| PoolError::Connect(err.to_string()))?;
+        let address = address.to_string();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%address, error = %err, "backend connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) and waits for
+    /// the response head.
+    pub(crate) async fn send(
+        &self,
+        address: &str,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        let (idle, host) = self.checkout(address);
+        let host = match host {
+            Some(host) => host,
+            None => HeaderValue::from_str(address)
+                .map_err(|_| PoolError::Connect(format!("`{address}` is not a host:port")))?,
+        };
+        request.headers_mut().insert(http::header::HOST, host.clone());
+        let pooled = idle.is_some();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.connect(address).await?,
+        };
+        let response = match conn.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut err) => match err.take_message() {
+                // A pooled connection closed before it took the request: a new one, once.
+                Some(request) if pooled => {
+                    conn = self.connect(address).await?;
+                    conn.send_request(request)
+                        .await
+                        .map_err(PoolError::Exchange)?
+                }
+                _ => return Err(PoolError::Exchange(err.into_error())),
+            },
+        };
+        self.checkin(address, &host, conn);
+        Ok(response)
+    }
+}
