@@ -11,8 +11,10 @@
 # stopped on exit.
 #
 # Knobs (environment): ROUNDS (3), DURATION (10s), THREADS (2), CONNECTIONS (32),
-# WARMUP (2s), NGINX_WORKERS (1; `auto` gives nginx both cores), EXTRA_SERVICES (100; 0 skips
-# the extra measurement of the gateway with that many other services in the registry).
+# WARMUP (2s), NGINX_WORKERS (1; `auto` gives nginx both cores), GATEWAY_WORKERS (as
+# NGINX_WORKERS: the same number of worker threads as nginx has worker processes; `auto` leaves
+# the gateway's default, one per CPU), EXTRA_SERVICES (100; 0 skips the extra measurement of
+# the gateway with that many other services in the registry).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,6 +25,9 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
+GATEWAY_WORKERS=${GATEWAY_WORKERS:-$NGINX_WORKERS}
+GATEWAY_WORKER_FLAGS=()
+[ "$GATEWAY_WORKERS" != auto ] && GATEWAY_WORKER_FLAGS=(--workers "$GATEWAY_WORKERS")
 EXTRA_SERVICES=${EXTRA_SERVICES:-100}
 WRK_ARGS=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
 
@@ -132,7 +137,7 @@ BACKEND=$(listen_addr "$TMP/backend.log")
 wait_for "backend on $BACKEND" 10 http_200 "http://$BACKEND/bench/x"
 echo "backend   $BACKEND (pid $BACKEND_PID)"
 
-RUST_LOG=${RUST_LOG:-warn} "$GATEWAY_BIN" api --address 127.0.0.1:0 \
+RUST_LOG=${RUST_LOG:-warn} "$GATEWAY_BIN" api --address 127.0.0.1:0 "${GATEWAY_WORKER_FLAGS[@]}" \
   --registry etcd --registry-address "$ETCD" >"$TMP/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=($GATEWAY_PID)
@@ -140,7 +145,7 @@ wait_for "gateway" 10 grep -q '^listening on ' "$TMP/gateway.log"
 GATEWAY=$(listen_addr "$TMP/gateway.log")
 # 200 once the backend's registration is in etcd and the gateway's registry cache has it.
 wait_for "gateway routing /bench to the backend" 30 http_200 "http://$GATEWAY/bench/x"
-echo "gateway   $GATEWAY (pid $GATEWAY_PID)"
+echo "gateway   $GATEWAY (pid $GATEWAY_PID, workers $GATEWAY_WORKERS)"
 
 NGINX_PORT=$(free_port)
 NGINX=127.0.0.1:$NGINX_PORT
@@ -284,7 +289,7 @@ echo
 echo "== results: median of $ROUNDS rounds (wrk ${WRK_ARGS[*]}, GET /bench/x, 13-byte body)"
 printf '%-34s %12s %10s %14s %16s %8s\n' target "requests/s" "p99 ms" "peak RSS MiB" "proxy CPU us/req" errors
 printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "direct (backend alone)" "${MRPS[direct]}" "${MP99[direct]}" "$(mib "$RSS_direct")" - "${ERR[direct]}"
-printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "gateway (rmicro api, etcd)" "${MRPS[gateway]}" "${MP99[gateway]}" "$(mib "$RSS_gateway")" "${MCPU[gateway]}" "${ERR[gateway]}"
+printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "gateway (workers $GATEWAY_WORKERS, etcd)" "${MRPS[gateway]}" "${MP99[gateway]}" "$(mib "$RSS_gateway")" "${MCPU[gateway]}" "${ERR[gateway]}"
 printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "nginx (workers $NGINX_WORKERS, $NGINX_PROCS procs)" "${MRPS[nginx]}" "${MP99[nginx]}" "$(mib "$RSS_nginx")" "${MCPU[nginx]}" "${ERR[nginx]}"
 echo "(peak RSS of direct = the backend; gateway and nginx exclude the backend; nginx sums master + workers)"
 echo

@@ -147,10 +147,11 @@ fn run_gateway(
     plugins: Vec<Box<dyn Plugin>>,
 ) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
+    let runtime = match api::workers::runtime() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");
@@ -166,18 +167,19 @@ fn run_gateway(
                 return ExitCode::from(2);
             }
         };
-        let listener = match tokio::net::TcpListener::bind(&address).await {
-            Ok(l) => l,
+        let sockets = match api::workers::bind(&address, workers) {
+            Ok(sockets) => sockets,
             Err(err) => {
                 eprintln!("error: could not listen on {address}: {err}");
                 return ExitCode::from(2);
             }
         };
-        match listener.local_addr() {
+        match sockets[0].local_addr() {
             Ok(addr) => println!("listening on {addr}"),
             Err(_) => println!("listening on {address}"),
         }
-        match gateway.serve(listener, shutdown_signal()).await {
+        tracing::info!(workers, "gateway workers");
+        match api::workers::serve(gateway, sockets, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err}");

@@ -603,3 +603,67 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
     let closed = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "a connection idle since was still open");
 }
+
+#[tokio::test]
+async fn worker_threads_share_one_address_and_stop_together() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("w").await;
+    register(
+        &registry,
+        "go.micro.api.work",
+        "w",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let cli = Cli::default();
+    let matches = cli
+        .command()
+        .try_get_matches_from([
+            "rmicro",
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--workers",
+            "3",
+        ])
+        .unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let api = ApiArgs::from_arg_matches(&sub).unwrap();
+    assert_eq!(api.workers, Some(3));
+    let gateway = Gateway::new(api, &sub, cli.into_plugins(), Some(registry)).unwrap();
+
+    let sockets = rmicro::api::workers::bind("127.0.0.1:0", 3).unwrap();
+    let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    assert_ne!(addrs[0].port(), 0);
+    assert!(addrs.iter().all(|a| *a == addrs[0]), "{addrs:?}");
+    let addr = addrs[0].to_string();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(rmicro::api::workers::serve(gateway, sockets, async {
+        let _ = stopped.await;
+    }));
+    // Many connections, so the kernel hands them to different workers; every one is answered.
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let addr = addr.clone();
+        calls.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            keep_alive_get(&mut stream, &format!("/work/{i}")).await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let response = call.await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(&format!("path=/work/{i}")), "{response}");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), served)
+        .await
+        .expect("every worker stops after the shutdown signal")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "nothing listens after the stop"
+    );
+}

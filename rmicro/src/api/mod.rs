@@ -29,6 +29,7 @@ mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod rpc;
+pub mod workers;
 
 use plugin::{HttpService, Plugin, PluginContext, PluginError};
 
@@ -42,6 +43,10 @@ pub struct ApiArgs {
     /// Where the gateway listens.
     #[arg(long, env = "MICRO_API_ADDRESS", default_value = "0.0.0.0:8080")]
     pub address: String,
+    /// Worker threads, each with its own event loop, listening socket (SO_REUSEPORT) and
+    /// backend connections, as nginx's worker processes (default: one per CPU).
+    #[arg(long, env = "MICRO_API_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// Namespace of the services it routes to: `/user` → `<namespace>.user`.
     #[arg(long, env = "MICRO_API_NAMESPACE", default_value = "go.micro.api")]
     pub namespace: String,
@@ -118,7 +123,8 @@ pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
     ]
 }
 
-/// A configured gateway, ready to serve.
+/// A configured gateway, ready to serve. Clones share the handlers (node cache, connections).
+#[derive(Clone)]
 pub struct Gateway {
     args: ApiArgs,
     service: HttpService,

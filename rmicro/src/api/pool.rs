@@ -7,6 +7,7 @@
 //! a request walks past them. A request that a pooled connection closed before sending (the
 //! backend timed the keep-alive out at that moment) is sent once more on a new connection.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,8 +18,22 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
-/// Most connections kept per node; more are closed when their response is done.
+/// Most connections kept per node and worker; more are closed when their response is done.
 const MAX_PER_NODE: usize = 512;
+
+/// Most separate connection sets; workers beyond share them.
+const MAX_SHARDS: usize = 64;
+
+thread_local! {
+    /// The gateway worker this thread is (0 outside the workers).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread worker `n`: its requests use the connections worker `n` opened, which
+/// live on its own event loop.
+pub(crate) fn set_worker(n: usize) {
+    WORKER.with(|w| w.set(n));
+}
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +48,9 @@ pub(crate) enum PoolError {
 }
 
 pub(crate) struct Pool {
-    nodes: Mutex<HashMap<String, NodeConns>>,
+    /// One set of connections per worker, so a request never uses a connection whose I/O runs
+    /// on another thread.
+    shards: Box<[Mutex<HashMap<String, NodeConns>>]>,
     connect_timeout: Duration,
 }
 
@@ -45,15 +62,22 @@ struct NodeConns {
 
 impl Pool {
     pub(crate) fn new(connect_timeout: Duration) -> Pool {
+        let shards = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, MAX_SHARDS);
         Pool {
-            nodes: Mutex::new(HashMap::new()),
+            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
             connect_timeout,
         }
     }
 
+    fn shard(&self) -> &Mutex<HashMap<String, NodeConns>> {
+        &self.shards[WORKER.with(Cell::get) % self.shards.len()]
+    }
+
     /// An idle connection to `address`, if there is one, and the `Host` value for it.
     fn checkout(&self, address: &str) -> (Option<http1::SendRequest<Body>>, Option<HeaderValue>) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         let Some(node) = nodes.get_mut(address) else {
             return (None, None);
         };
@@ -75,11 +99,13 @@ impl Pool {
     }
 
     fn checkin(&self, address: &str, host: &HeaderValue, conn: http1::SendRequest<Body>) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let node = nodes.entry(address.to_string()).or_insert_with(|| NodeConns {
-            host: host.clone(),
-            conns: Vec::new(),
-        });
+        let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let node = nodes
+            .entry(address.to_string())
+            .or_insert_with(|| NodeConns {
+                host: host.clone(),
+                conns: Vec::new(),
+            });
         if node.conns.len() < MAX_PER_NODE {
             node.conns.push(conn);
         }
@@ -91,9 +117,7 @@ impl Pool {
             tokio::net::TcpStream::connect(address),
         )
         .await
-        .map_err(|_| {
-            PoolError::Connect(format!("no answer within {:?}", self.connect_timeout))
-        })?
+        .map_err(|_| PoolError::Connect(format!("no answer within {:?}", self.connect_timeout)))?
         .map_err(|err| PoolError::Connect(err.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
@@ -124,7 +148,9 @@ impl Pool {
             None => HeaderValue::from_str(address)
                 .map_err(|_| PoolError::Connect(format!("`{address}` is not a host:port")))?,
         };
-        request.headers_mut().insert(http::header::HOST, host.clone());
+        request
+            .headers_mut()
+            .insert(http::header::HOST, host.clone());
         let pooled = idle.is_some();
         let mut conn = match idle {
             Some(conn) => conn,
