@@ -217,8 +217,9 @@ impl Proxy {
         if declared.is_some_and(|n| n > config.body_limit as u64) {
             return too_large(config.body_limit);
         }
-        let bodiless =
-            declared.unwrap_or(0) == 0 && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        // No body follows: HTTP/1.1 without content-length and transfer-encoding, or HTTP/2 with
+        // the stream ended on its headers (hyper knows either way).
+        let bodiless = http_body::Body::is_end_stream(req.body());
 
         let peer = req.extensions().get::<SocketAddr>().copied();
         let (mut parts, body) = req.into_parts();
@@ -226,18 +227,7 @@ impl Proxy {
         let host = parts.headers.get(header::HOST).cloned();
         parts.headers.remove(header::HOST);
         if let Some(peer) = peer {
-            use std::fmt::Write as _;
-            let mut forwarded = String::with_capacity(48);
-            if let Some(prior) = parts
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
-                forwarded.push_str(prior);
-                forwarded.push_str(", ");
-            }
-            let _ = write!(forwarded, "{}", peer.ip());
-            if let Ok(v) = HeaderValue::try_from(forwarded) {
+            if let Some(v) = forwarded_for(parts.headers.get(X_FORWARDED_FOR), peer) {
                 parts.headers.insert(X_FORWARDED_FOR, v);
             }
         }
@@ -254,10 +244,12 @@ impl Proxy {
         // A copy of the head only when a retry on another node is possible at all.
         let retryable = bodiless && nodes.len() > 1;
 
-        let mut body = Some(Body::new(http_body_util::Limited::new(
-            body,
-            config.body_limit,
-        )));
+        // A request that announces no body sends none (and costs no body wrapper).
+        let mut body = Some(if bodiless {
+            Body::empty()
+        } else {
+            Body::new(http_body_util::Limited::new(body, config.body_limit))
+        });
         let mut tried = Vec::new();
         let mut head = Some(parts);
         loop {
@@ -318,6 +310,27 @@ impl Proxy {
     }
 }
 
+/// `X-Forwarded-For` with `peer` appended to what the client sent (one allocation: this runs
+/// for every request).
+fn forwarded_for(prior: Option<&HeaderValue>, peer: SocketAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // An IPv6 address is at most 45 characters; a prior list is copied after it fits.
+    let mut ip = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut ip[..]);
+    write!(cursor, "{}", peer.ip()).ok()?;
+    let ip = &cursor.get_ref()[..cursor.position() as usize];
+    match prior.map(HeaderValue::as_bytes).filter(|p| !p.is_empty()) {
+        None => HeaderValue::from_bytes(ip).ok(),
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + ip.len());
+            joined.extend_from_slice(prior);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+        }
+    }
+}
+
 fn too_large(limit: usize) -> Response<Body> {
     error::response(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -335,4 +348,26 @@ fn is_length_limit(err: &PoolError) -> bool {
         source = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4).unwrap(), "10.1.2.3");
+        assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
+        let prior = HeaderValue::from_static("192.0.2.7, 198.51.100.2");
+        assert_eq!(
+            forwarded_for(Some(&prior), v6).unwrap(),
+            "192.0.2.7, 198.51.100.2, 2001:db8::1"
+        );
+        let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
+            .parse()
+            .unwrap();
+        assert!(forwarded_for(Some(&HeaderValue::from_static("")), longest).is_some());
+    }
 }

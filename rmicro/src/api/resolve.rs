@@ -8,22 +8,31 @@
 pub fn service_for_path(namespace: &str, path: &str) -> Option<String> {
     let mut parts = path.trim_start_matches('/').split('/');
     let first = parts.next().filter(|s| !s.is_empty())?;
+    valid(first)?;
     let is_version =
         first.len() > 1 && first.starts_with('v') && first[1..].bytes().all(|b| b.is_ascii_digit());
-    let name = match (is_version, parts.next().filter(|s| !s.is_empty())) {
+    let second = match (is_version, parts.next().filter(|s| !s.is_empty())) {
         (true, Some(second)) => {
             valid(second)?;
-            format!("{first}.{second}")
+            Some(second)
         }
-        _ => first.to_string(),
+        _ => None,
     };
-    valid(first)?;
+    // Built in one allocation: this runs for every request.
     let namespace = namespace.trim_end_matches('.');
-    Some(if namespace.is_empty() {
-        name
-    } else {
-        format!("{namespace}.{name}")
-    })
+    let mut name = String::with_capacity(
+        namespace.len() + 1 + first.len() + second.map_or(0, |s| s.len() + 1),
+    );
+    for segment in [namespace, first].into_iter().chain(second) {
+        if segment.is_empty() {
+            continue;
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(segment);
+    }
+    Some(name)
 }
 
 fn valid(segment: &str) -> Option<()> {
