@@ -637,11 +637,16 @@ async fn worker_threads_share_one_address_and_stop_together() {
     assert_ne!(addrs[0].port(), 0);
     assert!(addrs.iter().all(|a| *a == addrs[0]), "{addrs:?}");
     let addr = addrs[0].to_string();
+    // Bound means listening: a connection made before the workers run waits, is not refused.
+    let mut early = tokio::net::TcpStream::connect(&addr).await.unwrap();
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(rmicro::api::workers::serve(gateway, sockets, async {
         let _ = stopped.await;
     }));
+    let response = keep_alive_get(&mut early, "/work/early").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    drop(early);
     // Many connections, so the kernel hands them to different workers; every one is answered.
     let mut calls = Vec::new();
     for i in 0..24 {

@@ -28,12 +28,14 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// One socket per worker, all bound to `address` (the first one's port when it asks for 0).
+/// One listening socket per worker, all bound to `address` (the first one's port when it asks
+/// for 0). They listen from here on: connections made before [`serve`] starts wait in the
+/// backlog instead of being refused. Call it inside a tokio runtime.
 ///
 /// # Errors
 ///
 /// When `address` does not resolve or a socket cannot be bound (in use, no permission).
-pub fn bind(address: &str, workers: usize) -> io::Result<Vec<TcpSocket>> {
+pub fn bind(address: &str, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -44,13 +46,13 @@ pub fn bind(address: &str, workers: usize) -> io::Result<Vec<TcpSocket>> {
     let first = socket(addr, shared)?;
     first.bind(addr)?;
     let bound = first.local_addr()?;
-    let mut sockets = vec![first];
+    let mut listeners = vec![first.listen(BACKLOG)?.into_std()?];
     for _ in 1..workers {
         let next = socket(bound, shared)?;
         next.bind(bound)?;
-        sockets.push(next);
+        listeners.push(next.listen(BACKLOG)?.into_std()?);
     }
-    Ok(sockets)
+    Ok(listeners)
 }
 
 fn socket(addr: SocketAddr, shared: bool) -> io::Result<TcpSocket> {
@@ -76,7 +78,7 @@ fn socket(addr: SocketAddr, shared: bool) -> io::Result<TcpSocket> {
 /// A worker's listener or runtime error, or a worker that panicked.
 pub async fn serve(
     gateway: Gateway,
-    sockets: Vec<TcpSocket>,
+    sockets: Vec<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -97,14 +99,14 @@ pub async fn serve(
             .spawn(move || -> io::Result<()> {
                 pool::set_worker(worker);
                 runtime()?.block_on(async move {
-                    let listener = socket.listen(BACKLOG)?;
+                    let listener = tokio::net::TcpListener::from_std(socket)?;
                     gateway.serve(listener, until_stopped(stopped)).await
                 })
             })?;
         threads.push(thread);
     }
     pool::set_worker(0);
-    let listener = own.listen(BACKLOG)?;
+    let listener = tokio::net::TcpListener::from_std(own)?;
     let signal = async move {
         shutdown.await;
         let _ = stop.send(true);
