@@ -16,8 +16,15 @@ pub(crate) fn fence_fix(line: &str) -> String {
 }
 
 /// Applies [`fence_fix`] to every `///` line of a formatted file.
+#[cfg(test)]
 pub(crate) fn fix_file(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    fix_into(&mut out, text);
+    out
+}
+
+/// [`fix_file`], appending to `out`.
+pub(crate) fn fix_into(out: &mut String, text: &str) {
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
         match trimmed.strip_prefix("///") {
@@ -31,7 +38,6 @@ pub(crate) fn fix_file(text: &str) -> String {
             _ => out.push_str(line),
         }
     }
-    out
 }
 
 #[cfg(test)]
