@@ -21,6 +21,9 @@ use hyper_util::rt::TokioIo;
 /// Most connections kept per node and worker; more are closed when their response is done.
 const MAX_PER_NODE: usize = 512;
 
+/// Node entries kept per worker before those without live connections are dropped.
+const MAX_NODES: usize = 1024;
+
 /// Most separate connection sets; workers beyond share them.
 const MAX_SHARDS: usize = 64;
 
@@ -100,6 +103,11 @@ impl Pool {
 
     fn checkin(&self, address: &str, host: &HeaderValue, conn: http1::SendRequest<Body>) {
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        if nodes.len() >= MAX_NODES && !nodes.contains_key(address) {
+            // Nodes come and go (new addresses on every deploy): forget those without a live
+            // connection rather than every address ever seen.
+            nodes.retain(|_, node| node.conns.iter().any(|c| !c.is_closed()));
+        }
         let node = nodes
             .entry(address.to_string())
             .or_insert_with(|| NodeConns {

@@ -98,10 +98,19 @@ pub async fn serve(
             .name(format!("rmicro-api-{worker}"))
             .spawn(move || -> io::Result<()> {
                 pool::set_worker(worker);
-                runtime()?.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(socket)?;
-                    gateway.serve(listener, until_stopped(stopped)).await
-                })
+                let served = runtime().and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(socket)?;
+                        gateway.serve(listener, until_stopped(stopped)).await
+                    })
+                });
+                // Said at once: the other workers go on serving (this one's socket is closed,
+                // so the kernel stops sending it connections), and the error is returned at
+                // shutdown.
+                if let Err(err) = &served {
+                    tracing::error!(worker, error = %err, "gateway worker stopped");
+                }
+                served
             })?;
         threads.push(thread);
     }
