@@ -108,6 +108,25 @@ impl TransportError {
     }
 }
 
+/// Opens a TCP connection to `address` (`host:port`, `[v6]:port`), giving up after `timeout`
+/// with a `TimedOut` error; `TCP_NODELAY` is set, as calls are small request/response pairs.
+///
+/// # Errors
+///
+/// The operating system's (refused, unreachable, no such host), or `TimedOut`.
+pub async fn connect_tcp(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// One HTTP/2 connection to one node, (re)opened on demand. Cheap to clone: clones share it.
 #[derive(Clone)]
 pub struct Connection {
@@ -233,30 +252,12 @@ impl Connection {
 
     async fn open(&self) -> Result<http2::SendRequest<Body>, TransportError> {
         let address = &self.shared.address;
-        let host = self.shared.authority.host();
-        // `[::1]` in a URI is `::1` to the resolver.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = self.shared.authority.port_u16().unwrap_or(80);
-        let connect_err = |source| TransportError::Connect {
-            address: address.clone(),
-            source,
-        };
-        let stream = tokio::time::timeout(
-            self.shared.connect_timeout,
-            TcpStream::connect((host, port)),
-        )
-        .await
-        .map_err(|_| {
-            connect_err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {:?}", self.shared.connect_timeout),
-            ))
-        })?
-        .map_err(connect_err)?;
-        stream.set_nodelay(true).map_err(connect_err)?;
+        let stream = connect_tcp(address, self.shared.connect_timeout)
+            .await
+            .map_err(|source| TransportError::Connect {
+                address: address.clone(),
+                source,
+            })?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(stream))

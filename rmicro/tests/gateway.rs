@@ -102,13 +102,7 @@ async fn gateway(
     flags: &[&str],
     registry: Arc<dyn Registry>,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut args = vec!["rmicro", "api", "--address", "127.0.0.1:0"];
-    args.extend_from_slice(flags);
-    let matches = cli.command().try_get_matches_from(args).unwrap();
-    let sub = matches.subcommand_matches("api").unwrap().clone();
-    let api = ApiArgs::from_arg_matches(&sub).unwrap();
-    let plugins = cli_plugins(cli);
-    let gateway = Gateway::new(api, &sub, plugins, Some(registry)).unwrap();
+    let (_, gateway) = configured(cli, flags, registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -118,8 +112,16 @@ async fn gateway(
     (addr, tx)
 }
 
-fn cli_plugins(cli: Cli) -> Vec<Box<dyn Plugin>> {
-    cli.into_plugins()
+/// Parses `rmicro api --address 127.0.0.1:0 FLAGS` as the CLI does and builds the gateway on
+/// `registry`, with the CLI's plugins; also returns the parsed `api` flags.
+fn configured(cli: Cli, flags: &[&str], registry: Arc<dyn Registry>) -> (ApiArgs, Gateway) {
+    let mut args = vec!["rmicro", "api", "--address", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let matches = cli.command().try_get_matches_from(args).unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let api = ApiArgs::from_arg_matches(&sub).unwrap();
+    let gateway = Gateway::new(api.clone(), &sub, cli.into_plugins(), Some(registry)).unwrap();
+    (api, gateway)
 }
 
 /// Runs a blocking HTTP call off the async threads.
@@ -615,22 +617,8 @@ async fn worker_threads_share_one_address_and_stop_together() {
         &backend.addr.to_string(),
     )
     .await;
-    let cli = Cli::default();
-    let matches = cli
-        .command()
-        .try_get_matches_from([
-            "rmicro",
-            "api",
-            "--address",
-            "127.0.0.1:0",
-            "--workers",
-            "3",
-        ])
-        .unwrap();
-    let sub = matches.subcommand_matches("api").unwrap().clone();
-    let api = ApiArgs::from_arg_matches(&sub).unwrap();
+    let (api, gateway) = configured(Cli::default(), &["--workers", "3"], registry);
     assert_eq!(api.workers, Some(3));
-    let gateway = Gateway::new(api, &sub, cli.into_plugins(), Some(registry)).unwrap();
 
     let sockets = rmicro::api::workers::bind("127.0.0.1:0", 3).unwrap();
     let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();

@@ -120,14 +120,9 @@ impl Pool {
     }
 
     async fn connect(&self, address: &str) -> Result<http1::SendRequest<Body>, PoolError> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
-        .map_err(|_| PoolError::Connect(format!("no answer within {:?}", self.connect_timeout)))?
-        .map_err(|err| PoolError::Connect(err.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let stream = rmicro_runtime::transport::connect_tcp(address, self.connect_timeout)
+            .await
+            .map_err(|err| PoolError::Connect(err.to_string()))?;
         let (sender, conn) = http1::Builder::new()
             // Head and small bodies in one buffer, one write (as the server side).
             .writev(false)
