@@ -606,6 +606,88 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
     assert!(closed.is_ok(), "a connection idle since was still open");
 }
 
+/// Reads from `stream` until the gateway closes it, for at most `within`; whether it did.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_request_head_must_arrive_in_time_but_waits_and_bodies_need_not() {
+    use tokio::io::AsyncWriteExt;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("h").await;
+    register(
+        &registry,
+        "go.micro.api.head",
+        "h",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let flags = ["--read-header-timeout", "500ms", "--idle-timeout", "5s"];
+    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+
+    // A keep-alive connection waiting longer than the head limit is still open: the limit runs
+    // from a request's first byte, not from the end of the previous response.
+    let mut waiting = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(keep_alive_get(&mut waiting, "/head/1")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(keep_alive_get(&mut waiting, "/head/2")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // A body sent slowly, over more than the head limit, goes through.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(b"POST /head/body HTTP/1.1\r\nhost: gw\r\ncontent-length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slow_body.write_all(&[*byte]).await.unwrap();
+    }
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&response).contains("body=6") {
+            let n = slow_body.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed while a body was being sent");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{}", String::from_utf8_lossy(&response));
+    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
+
+    // A head trickled a byte every 100 ms (each byte keeps the idle timer away) is cut off.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let head =
+        b"GET /head/x HTTP/1.1\r\nhost: gw\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = None;
+    for byte in head {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        if closed_within(&mut trickle, Duration::from_millis(100)).await {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("a head trickled for over 6 s was never cut off");
+    assert!(
+        cut >= Duration::from_millis(450) && cut < Duration::from_millis(1500),
+        "cut off after {cut:?} for a 500 ms head limit"
+    );
+}
+
 #[tokio::test]
 async fn worker_threads_share_one_address_and_stop_together() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());

@@ -1,0 +1,251 @@
+//! Client connection timers: the idle timeout and the request-head timeout, on one timer per
+//! connection.
+//!
+//! hyper's own header-read timer is armed anew for every request (a boxed timer registered and
+//! cancelled each time) and runs from the moment hyper waits for the next head, so it also closes
+//! keep-alive connections that are merely idle. Here both limits live in the stream wrapper:
+//!
+//! - **idle**: no bytes either way for `idle` closes the connection;
+//! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
+//!   request in progress, its head must be complete (the service called) within `head`. A
+//!   client trickling header bytes keeps the connection busy but not alive. Keep-alive waits and
+//!   request bodies are not limited by it; HTTP/2 connections (told by their preface) only by
+//!   the idle timeout, as frames such as pings carry no request.
+//!
+//! Traffic only records when it happened; the one timer is moved when it fires early or when a
+//! head starts before its deadline, not on every read and write.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The HTTP/2 connection preface's first bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// How many requests of a connection have started (head read, service called) and finished
+/// (response body done or dropped). Shared by the connection's service and its stream.
+#[derive(Debug, Default)]
+pub(crate) struct Exchanges {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Exchanges {
+    /// A request's head was read.
+    pub(crate) fn start(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response was sent (or abandoned).
+    pub(crate) fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    fn idle(&self) -> bool {
+        self.started() == self.finished.load(Ordering::Relaxed)
+    }
+}
+
+/// A response body that counts its response as finished when hyper is done with it.
+pub(crate) struct Finishing<B> {
+    body: B,
+    exchanges: Arc<Exchanges>,
+}
+
+impl<B> Finishing<B> {
+    pub(crate) fn new(body: B, exchanges: Arc<Exchanges>) -> Self {
+        Finishing { body, exchanges }
+    }
+}
+
+impl<B> Drop for Finishing<B> {
+    fn drop(&mut self) {
+        self.exchanges.finish();
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Finishing<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client connection's TCP stream with its idle and request-head timeouts (see the module
+/// documentation). Reads fail with `TimedOut` once either passes, which ends the connection.
+pub(crate) struct Timed {
+    inner: tokio::net::TcpStream,
+    idle: Duration,
+    /// `None` once the connection turned out to be HTTP/2, or when disabled.
+    head_timeout: Option<Duration>,
+    exchanges: Arc<Exchanges>,
+    /// When bytes last went either way.
+    last: Instant,
+    /// The head being read: when its first bytes came, and `started` then.
+    head: Option<(Instant, u64)>,
+    /// How many bytes of the HTTP/2 preface the connection began with so far; `None` once told.
+    preface: Option<usize>,
+    sleep: Pin<Box<Sleep>>,
+    /// Where `sleep` is set.
+    armed: Instant,
+}
+
+impl Timed {
+    pub(crate) fn new(
+        inner: tokio::net::TcpStream,
+        idle: Duration,
+        head_timeout: Option<Duration>,
+        exchanges: Arc<Exchanges>,
+    ) -> Self {
+        let now = Instant::now();
+        let armed = now + idle;
+        Timed {
+            inner,
+            idle,
+            head_timeout,
+            exchanges,
+            last: now,
+            head: None,
+            preface: Some(0),
+            sleep: Box::pin(tokio::time::sleep_until(armed)),
+            armed,
+        }
+    }
+
+    /// Bytes came in: the connection is alive, and they may begin a request head.
+    fn received(&mut self, bytes: &[u8]) {
+        let now = Instant::now();
+        self.last = now;
+        if let Some(matched) = self.preface {
+            let rest = &H2_PREFACE[matched..];
+            let n = rest.len().min(bytes.len());
+            self.preface = if rest[..n] != bytes[..n] {
+                None
+            } else if n == rest.len() {
+                self.head_timeout = None;
+                None
+            } else {
+                Some(matched + n)
+            };
+        }
+        let Some(limit) = self.head_timeout else {
+            return;
+        };
+        if let Some((_, started)) = self.head {
+            if self.exchanges.started() == started {
+                return; // that head is still being read
+            }
+            self.head = None;
+        }
+        if self.exchanges.idle() {
+            self.head = Some((now, self.exchanges.started()));
+            let due = now + limit;
+            if due < self.armed {
+                self.arm(due);
+            }
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.armed = at;
+        self.sleep.as_mut().reset(at);
+    }
+
+    /// Ready with the error to fail the read with once a limit has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            let mut next = self.last + self.idle;
+            if next <= now {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ));
+            }
+            if let (Some((since, started)), Some(limit)) = (self.head, self.head_timeout) {
+                if self.exchanges.started() != started {
+                    self.head = None;
+                } else if since + limit <= now {
+                    return Poll::Ready(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("request head not complete within {limit:?}"),
+                    ));
+                } else {
+                    next = next.min(since + limit);
+                }
+            }
+            self.arm(next);
+        }
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = &buf.filled()[before..];
+                if !filled.is_empty() {
+                    self.received(filled);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => match self.poll_expired(cx) {
+                Poll::Ready(err) => Poll::Ready(Err(err)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if written.is_ready() {
+            self.last = Instant::now();
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
