@@ -176,11 +176,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration; use forms like 90s, 500ms, 2m or 30"))?;
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{text}` is too long a duration"))
+    };
     match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
+        "" | "s" => seconds(1),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "m" => seconds(60),
+        "h" => seconds(3600),
         _ => Err(format!(
             "`{text}` has an unknown unit `{unit}`; use ms, s, m or h"
         )),
@@ -318,6 +323,10 @@ mod tests {
         assert!(parse_duration("soon")
             .unwrap_err()
             .contains("not a duration"));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("9999999999999999999h")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

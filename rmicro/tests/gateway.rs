@@ -689,6 +689,28 @@ async fn a_request_head_must_arrive_in_time_but_waits_and_bodies_need_not() {
 }
 
 #[tokio::test]
+async fn timeouts_too_large_for_the_clock_still_serve() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("l").await;
+    register(
+        &registry,
+        "go.micro.api.long",
+        "l",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let forever = "9999999999999999999s";
+    let flags = ["--idle-timeout", forever, "--read-header-timeout", forever];
+    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        assert!(keep_alive_get(&mut stream, "/long/x")
+            .await
+            .starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[tokio::test]
 async fn worker_threads_share_one_address_and_stop_together() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let backend = Backend::start("w").await;

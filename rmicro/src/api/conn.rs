@@ -122,7 +122,7 @@ impl Timed {
         exchanges: Arc<Exchanges>,
     ) -> Self {
         let now = Instant::now();
-        let armed = now + idle;
+        let armed = later(now, idle);
         Timed {
             inner,
             idle,
@@ -163,7 +163,7 @@ impl Timed {
         }
         if self.exchanges.idle() {
             self.head = Some((now, self.exchanges.started()));
-            let due = now + limit;
+            let due = later(now, limit);
             if due < self.armed {
                 self.arm(due);
             }
@@ -180,7 +180,7 @@ impl Timed {
         loop {
             ready!(self.sleep.as_mut().poll(cx));
             let now = Instant::now();
-            let mut next = self.last + self.idle;
+            let mut next = later(self.last, self.idle);
             if next <= now {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -190,18 +190,25 @@ impl Timed {
             if let (Some((since, started)), Some(limit)) = (self.head, self.head_timeout) {
                 if self.exchanges.started() != started {
                     self.head = None;
-                } else if since + limit <= now {
+                } else if later(since, limit) <= now {
                     return Poll::Ready(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("request head not complete within {limit:?}"),
                     ));
                 } else {
-                    next = next.min(since + limit);
+                    next = next.min(later(since, limit));
                 }
             }
             self.arm(next);
         }
     }
+}
+
+/// `at + wait`, or a time decades away when a limit is too large to add (as tokio's own timers
+/// treat such durations).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 impl AsyncRead for Timed {
@@ -247,5 +254,21 @@ impl AsyncWrite for Timed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_too_large_to_add_mean_decades() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let never = later(now, Duration::MAX);
+        assert!(never > now + Duration::from_secs(10 * 365 * 24 * 3600));
     }
 }
