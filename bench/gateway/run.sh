@@ -14,7 +14,9 @@
 # WARMUP (2s), NGINX_WORKERS (1; `auto` gives nginx both cores), GATEWAY_WORKERS (as
 # NGINX_WORKERS: the same number of worker threads as nginx has worker processes; `auto` leaves
 # the gateway's default, one per CPU), EXTRA_SERVICES (100; 0 skips the extra measurement of
-# the gateway with that many other services in the registry).
+# the gateway with that many other services in the registry), LIGHT_CONNECTIONS (4; 0 skips the
+# extra light-load measurement of gateway and nginx with that many connections, where each
+# request's latency rather than CPU bounds the rate).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -29,6 +31,7 @@ GATEWAY_WORKERS=${GATEWAY_WORKERS:-$NGINX_WORKERS}
 GATEWAY_WORKER_FLAGS=()
 [ "$GATEWAY_WORKERS" != auto ] && GATEWAY_WORKER_FLAGS=(--workers "$GATEWAY_WORKERS")
 EXTRA_SERVICES=${EXTRA_SERVICES:-100}
+LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 WRK_ARGS=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
 
 # ---------------------------------------------------------------- tools
@@ -324,6 +327,34 @@ if ((EXTRA_SERVICES > 0)); then
   ((err)) && cat "$out"
   kill -TERM "$LOOKUP_PID"
   wait "$LOOKUP_PID" || true
+fi
+
+# ---------------------------------------------------------------- extra: light load
+# With few connections the rate is bounded by each request's latency through the proxy, not by
+# CPU; gateway and nginx interleaved, ROUNDS rounds, medians (not part of the table above).
+if ((LIGHT_CONNECTIONS > 0)); then
+  light_threads=$((THREADS < LIGHT_CONNECTIONS ? THREADS : LIGHT_CONNECTIONS))
+  LIGHT_ARGS=(-t"$light_threads" -c"$LIGHT_CONNECTIONS" -d"$DURATION" --latency)
+  echo
+  echo "== extra: light load, wrk ${LIGHT_ARGS[*]}, $ROUNDS rounds interleaved"
+  declare -A LRPS LP50 LP99
+  for round in $(seq "$ROUNDS"); do
+    for t in gateway nginx; do
+      out=$TMP/wrk-light-$t-$round.txt
+      wrk "${LIGHT_ARGS[@]}" "${URL[$t]}" >"$out"
+      read -r rps p99 err < <(parse_wrk "$out")
+      p50=$(awk '$1 == "50%" { v = $2; if (v ~ /us$/) v = substr(v, 1, length(v) - 2) / 1000; else if (v ~ /ms$/) v = substr(v, 1, length(v) - 2) + 0; print v }' "$out")
+      LRPS[$t]+="$rps "
+      LP50[$t]+="$p50 "
+      LP99[$t]+="$p99 "
+      ((err)) && cat "$out"
+    done
+  done
+  for t in gateway nginx; do
+    printf '%-8s %10.0f req/s  p50 %6.3f ms  p99 %6.3f ms  (median of %d)\n' "$t" \
+      "$(median ${LRPS[$t]})" "$(median ${LP50[$t]})" "$(median ${LP99[$t]})" "$ROUNDS"
+  done
+  echo "gateway/nginx at $LIGHT_CONNECTIONS connections: requests/s $(ratio "$(median ${LRPS[gateway]})" "$(median ${LRPS[nginx]})")  p50 $(ratio "$(median ${LP50[gateway]})" "$(median ${LP50[nginx]})")"
 fi
 
 if grep -qiE 'warn|error' "$TMP/gateway.log"; then
