@@ -689,6 +689,51 @@ async fn a_request_head_must_arrive_in_time_but_waits_and_bodies_need_not() {
 }
 
 #[tokio::test]
+async fn http2_connections_are_kept_by_pings_not_cut_by_the_head_limit() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("h2").await;
+    register(
+        &registry,
+        "go.micro.api.two",
+        "h2",
+        &backend.addr.to_string(),
+    )
+    .await;
+    // The gateway pings an HTTP/2 client every idle-timeout / 2 (1 s); the client's answers are
+    // traffic but carry no request, so a head limit (300 ms) must not apply to them.
+    let flags = ["--idle-timeout", "2s", "--read-header-timeout", "300ms"];
+    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |sender: &mut hyper::client::conn::http2::SendRequest<
+        http_body_util::Empty<bytes::Bytes>,
+    >| {
+        let request = hyper::Request::get(format!("http://{addr}/two/x"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        sender.send_request(request)
+    };
+    let first = get(&mut sender).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let body = first.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"node=h2 path=/two/x"), "{body:?}");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        !conn.is_finished(),
+        "the gateway closed an HTTP/2 connection kept alive by pings"
+    );
+    let second = get(&mut sender).await.unwrap();
+    assert_eq!(second.status(), 200);
+}
+
+#[tokio::test]
 async fn timeouts_too_large_for_the_clock_still_serve() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let backend = Backend::start("l").await;
