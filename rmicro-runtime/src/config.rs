@@ -162,6 +162,9 @@ pub enum ConfigError {
     },
 }
 
+/// The longest duration [`parse_duration`] accepts: 100 years of 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses `90s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 ///
 /// # Errors
@@ -176,12 +179,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration; use forms like 90s, 500ms, 2m or 30"))?;
+    let too_long = || format!("`{text}` is too long a duration; at most 100 years (876000h)");
     let seconds = |factor: u64| {
         n.checked_mul(factor)
             .map(Duration::from_secs)
-            .ok_or_else(|| format!("`{text}` is too long a duration"))
+            .ok_or_else(too_long)
     };
-    match unit {
+    let duration = match unit {
         "" | "s" => seconds(1),
         "ms" => Ok(Duration::from_millis(n)),
         "m" => seconds(60),
@@ -189,7 +193,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "`{text}` has an unknown unit `{unit}`; use ms, s, m or h"
         )),
+    }?;
+    // Longer limits mean "never" and only overflow the clocks they are added to.
+    if duration > MAX_DURATION {
+        return Err(too_long());
     }
+    Ok(duration)
 }
 
 impl RegistryFlags {
@@ -327,6 +336,11 @@ mod tests {
         assert!(parse_duration("9999999999999999999h")
             .unwrap_err()
             .contains("too long"));
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        assert!(parse_duration("876001h")
+            .unwrap_err()
+            .contains("at most 100 years"));
+        assert!(parse_duration("18446744073709551615s").is_err());
     }
 
     #[test]

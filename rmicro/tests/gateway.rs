@@ -15,7 +15,12 @@ use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
 use rmicro_tests::http;
 
-/// An HTTP backend answering `node=<name> path=<path> body=<bytes>`, `/…/slow` after 2 s.
+/// Size of the body `/…/big` answers: more than the socket buffers between the gateway and a
+/// client that does not read can hold.
+const BIG: usize = 64 << 20;
+
+/// An HTTP backend answering `node=<name> path=<path> body=<bytes>`, `/…/slow` after 2 s,
+/// `/…/big` with [`BIG`] bytes.
 struct Backend {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -45,6 +50,11 @@ impl Backend {
                                 .to_string();
                             if path.ends_with("/slow") {
                                 tokio::time::sleep(Duration::from_secs(2)).await;
+                            }
+                            if path.ends_with("/big") {
+                                return Ok::<_, Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; BIG])),
+                                ));
                             }
                             let body = req
                                 .into_body()
@@ -688,8 +698,42 @@ async fn a_request_head_must_arrive_in_time_but_waits_and_bodies_need_not() {
     );
 }
 
+/// Opens an HTTP/2 (prior knowledge) connection to `addr`; the task driving it ends when the
+/// connection does.
+async fn http2_client(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+async fn http2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: &str,
+    path: &str,
+) -> (u16, bytes::Bytes) {
+    let request = hyper::Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
 #[tokio::test]
-async fn http2_connections_are_kept_by_pings_not_cut_by_the_head_limit() {
+async fn http2_connections_skip_the_head_limit_and_close_when_no_request_comes() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let backend = Backend::start("h2").await;
     register(
@@ -699,38 +743,78 @@ async fn http2_connections_are_kept_by_pings_not_cut_by_the_head_limit() {
         &backend.addr.to_string(),
     )
     .await;
-    // The gateway pings an HTTP/2 client every idle-timeout / 2 (1 s); the client's answers are
-    // traffic but carry no request, so a head limit (300 ms) must not apply to them.
+    // The gateway pings an HTTP/2 client every idle-timeout / 2 (1 s). The client's answers are
+    // traffic but no request: the head limit (300 ms) must not apply to them, and they must not
+    // keep the connection open past the idle limit either.
     let flags = ["--idle-timeout", "2s", "--read-header-timeout", "300ms"];
     let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
-    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let get = |sender: &mut hyper::client::conn::http2::SendRequest<
-        http_body_util::Empty<bytes::Bytes>,
-    >| {
-        let request = hyper::Request::get(format!("http://{addr}/two/x"))
-            .body(http_body_util::Empty::new())
-            .unwrap();
-        sender.send_request(request)
-    };
-    let first = get(&mut sender).await.unwrap();
-    assert_eq!(first.status(), 200);
-    let body = first.into_body().collect().await.unwrap().to_bytes();
+    let (mut sender, conn) = http2_client(&addr).await;
+    let (status, body) = http2_get(&mut sender, &addr, "/two/x").await;
+    assert_eq!(status, 200);
     assert!(body.starts_with(b"node=h2 path=/two/x"), "{body:?}");
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !conn.is_finished(),
-        "the gateway closed an HTTP/2 connection kept alive by pings"
+        "an HTTP/2 connection was cut within its idle limit"
     );
-    let second = get(&mut sender).await.unwrap();
-    assert_eq!(second.status(), 200);
+    assert_eq!(http2_get(&mut sender, &addr, "/two/y").await.0, 200);
+
+    let last_request = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    let after = last_request.elapsed();
+    assert!(
+        ended.is_ok(),
+        "an HTTP/2 connection without requests was open after 6 s"
+    );
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_millis(4500),
+        "closed {after:?} after its last request, for a 2 s idle limit"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_idle_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("b").await;
+    register(
+        &registry,
+        "go.micro.api.big",
+        "b",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let (addr, _stop) = gateway(Cli::default(), &["--idle-timeout", "500ms"], registry).await;
+
+    // A large response, and a second request behind it in the same packet, then no reading: the
+    // gateway's writes wait and its reads have nothing to do.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let two = b"GET /big/big HTTP/1.1\r\nhost: gw\r\n\r\nGET /big/x HTTP/1.1\r\nhost: gw\r\n\r\n";
+    stream.write_all(two).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Whatever was sent before the gateway gave up is buffered; after it, the connection ends
+    // (end of stream or reset) instead of carrying the whole response.
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the connection of a client that stopped reading stayed open"
+    );
+    assert!(
+        received < BIG,
+        "the whole {received}-byte response went out to a client that did not read"
+    );
 }
 
 #[tokio::test]
@@ -744,7 +828,7 @@ async fn timeouts_too_large_for_the_clock_still_serve() {
         &backend.addr.to_string(),
     )
     .await;
-    let forever = "9999999999999999999s";
+    let forever = "876000h"; // the longest accepted: 100 years
     let flags = ["--idle-timeout", forever, "--read-header-timeout", forever];
     let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -752,6 +836,10 @@ async fn timeouts_too_large_for_the_clock_still_serve() {
         assert!(keep_alive_get(&mut stream, "/long/x")
             .await
             .starts_with("HTTP/1.1 200"));
+    }
+    let (mut sender, _conn) = http2_client(&addr).await;
+    for _ in 0..2 {
+        assert_eq!(http2_get(&mut sender, &addr, "/long/x").await.0, 200);
     }
 }
 

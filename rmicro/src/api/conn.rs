@@ -5,7 +5,10 @@
 //! cancelled each time) and runs from the moment hyper waits for the next head, so it also closes
 //! keep-alive connections that are merely idle. Here both limits live in the stream wrapper:
 //!
-//! - **idle**: no bytes either way for `idle` closes the connection;
+//! - **idle**: no bytes either way for `idle` closes an HTTP/1 connection (checked while it
+//!   waits to read and while a write waits for a client that does not read); an HTTP/2
+//!   connection, whose pings are traffic, is closed once no request has been in progress for
+//!   `idle` (give or take a quarter of it);
 //! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
 //!   request in progress, its head must be complete (the service called) within `head`. A
 //!   client trickling header bytes keeps the connection busy but not alive. Keep-alive waits and
@@ -38,40 +41,79 @@ pub(crate) struct Exchanges {
 }
 
 impl Exchanges {
-    /// A request's head was read.
-    pub(crate) fn start(&self) {
+    /// A request's head was read; the request is finished when the returned guard is dropped
+    /// (with its response body, or with the request if it ends without a response).
+    pub(crate) fn start(self: &Arc<Self>) -> Finish {
         self.started.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A response was sent (or abandoned).
-    pub(crate) fn finish(&self) {
-        self.finished.fetch_add(1, Ordering::Relaxed);
+        Finish(Arc::clone(self))
     }
 
     fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
     }
 
+    fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     fn idle(&self) -> bool {
-        self.started() == self.finished.load(Ordering::Relaxed)
+        self.started() == self.finished()
     }
 }
 
-/// A response body that counts its response as finished when hyper is done with it.
+/// Counts its request as finished when dropped.
+pub(crate) struct Finish(Arc<Exchanges>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A service's response future whose response body finishes the request (and which finishes
+/// it itself if dropped before the response).
+pub(crate) struct Responding<F> {
+    future: F,
+    finish: Option<Finish>,
+}
+
+impl<F> Responding<F> {
+    pub(crate) fn new(future: F, finish: Finish) -> Self {
+        Responding {
+            future,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<F, B, E> Future for Responding<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = Result<http::Response<Finishing<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(Pin::new(&mut self.future).poll(cx))?;
+        let finish = self
+            .finish
+            .take()
+            .expect("Responding polled after it completed");
+        Poll::Ready(Ok(response.map(|body| Finishing::new(body, finish))))
+    }
+}
+
+/// A response body that finishes its request when hyper is done with it.
 pub(crate) struct Finishing<B> {
     body: B,
-    exchanges: Arc<Exchanges>,
+    _finish: Finish,
 }
 
 impl<B> Finishing<B> {
-    pub(crate) fn new(body: B, exchanges: Arc<Exchanges>) -> Self {
-        Finishing { body, exchanges }
-    }
-}
-
-impl<B> Drop for Finishing<B> {
-    fn drop(&mut self) {
-        self.exchanges.finish();
+    pub(crate) fn new(body: B, finish: Finish) -> Self {
+        Finishing {
+            body,
+            _finish: finish,
+        }
     }
 }
 
@@ -109,6 +151,8 @@ pub(crate) struct Timed {
     head: Option<(Instant, u64)>,
     /// How many bytes of the HTTP/2 preface the connection began with so far; `None` once told.
     preface: Option<usize>,
+    /// An HTTP/2 connection: the requests counted when last looked, and when they last moved.
+    h2: Option<((u64, u64), Instant)>,
     sleep: Pin<Box<Sleep>>,
     /// Where `sleep` is set.
     armed: Instant,
@@ -131,6 +175,7 @@ impl Timed {
             last: now,
             head: None,
             preface: Some(0),
+            h2: None,
             sleep: Box::pin(tokio::time::sleep_until(armed)),
             armed,
         }
@@ -147,6 +192,7 @@ impl Timed {
                 None
             } else if n == rest.len() {
                 self.head_timeout = None;
+                self.h2 = Some(((0, 0), now));
                 None
             } else {
                 Some(matched + n)
@@ -175,17 +221,31 @@ impl Timed {
         self.sleep.as_mut().reset(at);
     }
 
-    /// Ready with the error to fail the read with once a limit has passed.
+    /// Ready with the error to fail a waiting read or write with once a limit has passed.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             ready!(self.sleep.as_mut().poll(cx));
             let now = Instant::now();
+            let idle_error =
+                || io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long");
+            if let Some((seen, moved)) = &mut self.h2 {
+                // Pings keep bytes flowing; only requests count. Looked at every quarter of the
+                // limit, as starting and finishing requests record no time.
+                let counts = (self.exchanges.started(), self.exchanges.finished());
+                if counts != *seen || counts.0 != counts.1 {
+                    *seen = counts;
+                    *moved = now;
+                }
+                let due = later(*moved, self.idle);
+                if due <= now {
+                    return Poll::Ready(idle_error());
+                }
+                self.arm(due.min(later(now, self.idle / 4)));
+                continue;
+            }
             let mut next = later(self.last, self.idle);
             if next <= now {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle for too long",
-                ));
+                return Poll::Ready(idle_error());
             }
             if let (Some((since, started)), Some(limit)) = (self.head, self.head_timeout) {
                 if self.exchanges.started() != started {
@@ -241,19 +301,29 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if written.is_ready() {
-            self.last = Instant::now();
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(written) => {
+                self.last = Instant::now();
+                Poll::Ready(written)
+            }
+            // A client that stops reading must not hold the connection (and the backend's)
+            // forever: while a write waits, the limits are watched too.
+            Poll::Pending => self.poll_expired(cx).map(Err),
         }
-        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(flushed) => Poll::Ready(flushed),
+            Poll::Pending => self.poll_expired(cx).map(Err),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(done) => Poll::Ready(done),
+            Poll::Pending => self.poll_expired(cx).map(Err),
+        }
     }
 }
 

@@ -61,7 +61,8 @@ pub struct ApiArgs {
     /// and request bodies are not limited by it; HTTP/2 connections only by the idle timeout).
     #[arg(long, env = "MICRO_API_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub read_header_timeout: Duration,
-    /// Time an idle keep-alive connection is kept open.
+    /// Time a connection is kept open without traffic (HTTP/1) or without a request in
+    /// progress (HTTP/2, whose pings are traffic). At most 100 years.
     #[arg(long, env = "MICRO_API_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Time a backend has to answer (504 after).
@@ -227,7 +228,10 @@ impl Gateway {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(self.args.idle_timeout / 2));
+            // Pings find dead peers; at least hourly, whatever the idle limit.
+            .keep_alive_interval(Some(
+                (self.args.idle_timeout / 2).min(Duration::from_secs(3600)),
+            ));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
@@ -249,16 +253,10 @@ impl Gateway {
             let stream = conn::Timed::new(stream, idle, Some(head), Arc::clone(&exchanges));
             let hyper_service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    exchanges.start();
+                    let finish = exchanges.start();
                     let mut req = req.map(Body::new);
                     req.extensions_mut().insert::<SocketAddr>(peer);
-                    let exchanges = Arc::clone(&exchanges);
-                    service
-                        .clone()
-                        .map_response(move |resp| {
-                            resp.map(|body| conn::Finishing::new(body, exchanges))
-                        })
-                        .oneshot(req)
+                    conn::Responding::new(service.clone().oneshot(req), finish)
                 });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
             let conn = graceful.watch(conn.into_owned());
