@@ -221,7 +221,7 @@ cpu_ticks() {
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-# Parses wrk output: requests/s, p99 in ms, errors (socket errors + non-2xx/3xx).
+# Parses wrk output: requests/s, p99 in ms, errors (socket errors + non-2xx/3xx), p50 in ms.
 parse_wrk() {
   awk '
     function ms(v) {
@@ -232,9 +232,10 @@ parse_wrk() {
     }
     /^Requests\/sec:/ { rps = $2 }
     $1 == "99%" { p99 = ms($2) }
+    $1 == "50%" { p50 = ms($2) }
     /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx responses:/ { err += $5 }
-    END { printf "%s %s %d\n", rps, p99, err }
+    END { printf "%s %s %d %s\n", rps, p99, err, p50 }
   ' "$1"
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -254,7 +255,7 @@ for round in $(seq "$ROUNDS"); do
     before=$(cpu_ticks "${pids[@]}")
     wrk "${WRK_ARGS[@]}" "${URL[$t]}" >"$out"
     after=$(cpu_ticks "${pids[@]}")
-    read -r rps p99 err < <(parse_wrk "$out")
+    read -r rps p99 err _ < <(parse_wrk "$out")
     [[ -n $rps && -n $p99 ]] || { echo "error: could not parse wrk output:" >&2; cat "$out" >&2; exit 1; }
     requests=$(awk '/requests in/ {print $1}' "$out")
     # Proxy CPU per request (µs), from utime+stime over the run (0 for direct: no proxy).
@@ -321,7 +322,7 @@ if ((EXTRA_SERVICES > 0)); then
   grep '^lookup:' "$TMP/lookup.log"
   out=$TMP/wrk-gateway-extra.txt
   wrk "${WRK_ARGS[@]}" "${URL[gateway]}" >"$out"
-  read -r rps p99 err < <(parse_wrk "$out")
+  read -r rps p99 err _ < <(parse_wrk "$out")
   printf 'gateway with %d other services registered: %.0f req/s  p99 %.2f ms  errors %d  (median above: %.0f req/s)\n' \
     "$EXTRA_SERVICES" "$rps" "$p99" "$err" "${MRPS[gateway]}"
   ((err)) && cat "$out"
@@ -342,8 +343,7 @@ if ((LIGHT_CONNECTIONS > 0)); then
     for t in gateway nginx; do
       out=$TMP/wrk-light-$t-$round.txt
       wrk "${LIGHT_ARGS[@]}" "${URL[$t]}" >"$out"
-      read -r rps p99 err < <(parse_wrk "$out")
-      p50=$(awk '$1 == "50%" { v = $2; if (v ~ /us$/) v = substr(v, 1, length(v) - 2) / 1000; else if (v ~ /ms$/) v = substr(v, 1, length(v) - 2) + 0; print v }' "$out")
+      read -r rps p99 err p50 < <(parse_wrk "$out")
       LRPS[$t]+="$rps "
       LP50[$t]+="$p50 "
       LP99[$t]+="$p99 "

@@ -122,6 +122,20 @@ async fn gateway(
     (addr, tx)
 }
 
+/// A gateway with `flags` (and the default plugins) in front of one backend named `node`,
+/// registered as `service` in a registry of its own. Keep the backend: dropping it stops it.
+async fn gateway_to_one(
+    service: &str,
+    node: &'static str,
+    flags: &[&str],
+) -> (String, Backend, tokio::sync::oneshot::Sender<()>) {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start(node).await;
+    register(&registry, service, node, &backend.addr.to_string()).await;
+    let (addr, stop) = gateway(Cli::default(), flags, registry).await;
+    (addr, backend, stop)
+}
+
 /// Parses `rmicro api --address 127.0.0.1:0 FLAGS` as the CLI does and builds the gateway on
 /// `registry`, with the CLI's plugins; also returns the parsed `api` flags.
 fn configured(cli: Cli, flags: &[&str], registry: Arc<dyn Registry>) -> (ApiArgs, Gateway) {
@@ -575,16 +589,8 @@ async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> Strin
 #[tokio::test]
 async fn idle_connections_are_closed_and_busy_ones_kept() {
     use tokio::io::AsyncReadExt;
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("a").await;
-    register(
-        &registry,
-        "go.micro.api.idle",
-        "a",
-        &backend.addr.to_string(),
-    )
-    .await;
-    let (addr, _stop) = gateway(Cli::default(), &["--idle-timeout", "400ms"], registry).await;
+    let (addr, _backend, _stop) =
+        gateway_to_one("go.micro.api.idle", "a", &["--idle-timeout", "400ms"]).await;
 
     // Busy: a request every 150 ms for 1.2 s, three idle timeouts in all, on one connection.
     let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -628,17 +634,8 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 #[tokio::test]
 async fn a_request_head_must_arrive_in_time_but_waits_and_bodies_need_not() {
     use tokio::io::AsyncWriteExt;
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("h").await;
-    register(
-        &registry,
-        "go.micro.api.head",
-        "h",
-        &backend.addr.to_string(),
-    )
-    .await;
     let flags = ["--read-header-timeout", "500ms", "--idle-timeout", "5s"];
-    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+    let (addr, _backend, _stop) = gateway_to_one("go.micro.api.head", "h", &flags).await;
 
     // A keep-alive connection waiting longer than the head limit is still open: the limit runs
     // from a request's first byte, not from the end of the previous response.
@@ -734,20 +731,11 @@ async fn http2_get(
 
 #[tokio::test]
 async fn http2_connections_skip_the_head_limit_and_close_when_no_request_comes() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("h2").await;
-    register(
-        &registry,
-        "go.micro.api.two",
-        "h2",
-        &backend.addr.to_string(),
-    )
-    .await;
     // The gateway pings an HTTP/2 client every idle-timeout / 2 (1 s). The client's answers are
     // traffic but no request: the head limit (300 ms) must not apply to them, and they must not
     // keep the connection open past the idle limit either.
     let flags = ["--idle-timeout", "2s", "--read-header-timeout", "300ms"];
-    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+    let (addr, _backend, _stop) = gateway_to_one("go.micro.api.two", "h2", &flags).await;
     let (mut sender, conn) = http2_client(&addr).await;
     let (status, body) = http2_get(&mut sender, &addr, "/two/x").await;
     assert_eq!(status, 200);
@@ -776,16 +764,8 @@ async fn http2_connections_skip_the_head_limit_and_close_when_no_request_comes()
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_after_the_idle_limit() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("b").await;
-    register(
-        &registry,
-        "go.micro.api.big",
-        "b",
-        &backend.addr.to_string(),
-    )
-    .await;
-    let (addr, _stop) = gateway(Cli::default(), &["--idle-timeout", "500ms"], registry).await;
+    let (addr, _backend, _stop) =
+        gateway_to_one("go.micro.api.big", "b", &["--idle-timeout", "500ms"]).await;
 
     // A large response, and a second request behind it in the same packet, then no reading: the
     // gateway's writes wait and its reads have nothing to do.
@@ -819,18 +799,9 @@ async fn a_client_that_stops_reading_is_closed_after_the_idle_limit() {
 
 #[tokio::test]
 async fn timeouts_too_large_for_the_clock_still_serve() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("l").await;
-    register(
-        &registry,
-        "go.micro.api.long",
-        "l",
-        &backend.addr.to_string(),
-    )
-    .await;
     let forever = "876000h"; // the longest accepted: 100 years
     let flags = ["--idle-timeout", forever, "--read-header-timeout", forever];
-    let (addr, _stop) = gateway(Cli::default(), &flags, registry).await;
+    let (addr, _backend, _stop) = gateway_to_one("go.micro.api.long", "l", &flags).await;
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     for _ in 0..2 {
         assert!(keep_alive_get(&mut stream, "/long/x")

@@ -142,8 +142,8 @@ impl<B: http_body::Body + Unpin> http_body::Body for Finishing<B> {
 pub(crate) struct Timed {
     inner: tokio::net::TcpStream,
     idle: Duration,
-    /// `None` once the connection turned out to be HTTP/2, or when disabled.
-    head_timeout: Option<Duration>,
+    /// The request-head limit (HTTP/1 only).
+    head_timeout: Duration,
     exchanges: Arc<Exchanges>,
     /// When bytes last went either way.
     last: Instant,
@@ -151,7 +151,8 @@ pub(crate) struct Timed {
     head: Option<(Instant, u64)>,
     /// How many bytes of the HTTP/2 preface the connection began with so far; `None` once told.
     preface: Option<usize>,
-    /// An HTTP/2 connection: the requests counted when last looked, and when they last moved.
+    /// Set once the connection turned out to be HTTP/2: the requests counted when last looked,
+    /// and when they last moved.
     h2: Option<((u64, u64), Instant)>,
     sleep: Pin<Box<Sleep>>,
     /// Where `sleep` is set.
@@ -162,7 +163,7 @@ impl Timed {
     pub(crate) fn new(
         inner: tokio::net::TcpStream,
         idle: Duration,
-        head_timeout: Option<Duration>,
+        head_timeout: Duration,
         exchanges: Arc<Exchanges>,
     ) -> Self {
         let now = Instant::now();
@@ -191,16 +192,15 @@ impl Timed {
             self.preface = if rest[..n] != bytes[..n] {
                 None
             } else if n == rest.len() {
-                self.head_timeout = None;
                 self.h2 = Some(((0, 0), now));
                 None
             } else {
                 Some(matched + n)
             };
         }
-        let Some(limit) = self.head_timeout else {
-            return;
-        };
+        if self.h2.is_some() {
+            return; // frames such as pings carry no request: no head limit
+        }
         if let Some((_, started)) = self.head {
             if self.exchanges.started() == started {
                 return; // that head is still being read
@@ -209,7 +209,7 @@ impl Timed {
         }
         if self.exchanges.idle() {
             self.head = Some((now, self.exchanges.started()));
-            let due = later(now, limit);
+            let due = later(now, self.head_timeout);
             if due < self.armed {
                 self.arm(due);
             }
@@ -247,19 +247,33 @@ impl Timed {
             if next <= now {
                 return Poll::Ready(idle_error());
             }
-            if let (Some((since, started)), Some(limit)) = (self.head, self.head_timeout) {
+            if let Some((since, started)) = self.head {
+                let due = later(since, self.head_timeout);
                 if self.exchanges.started() != started {
                     self.head = None;
-                } else if later(since, limit) <= now {
+                } else if due <= now {
                     return Poll::Ready(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("request head not complete within {limit:?}"),
+                        format!("request head not complete within {:?}", self.head_timeout),
                     ));
                 } else {
-                    next = next.min(later(since, limit));
+                    next = next.min(due);
                 }
             }
             self.arm(next);
+        }
+    }
+
+    /// `io` as it is, or, while it waits, the error of a limit that has passed: a read waiting
+    /// for a request and a write waiting for a client that stopped reading are both watched.
+    fn or_expired<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match io {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => self.poll_expired(cx).map(Err),
         }
     }
 }
@@ -278,20 +292,14 @@ impl AsyncRead for Timed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let filled = &buf.filled()[before..];
-                if !filled.is_empty() {
-                    self.received(filled);
-                }
-                Poll::Ready(Ok(()))
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            let filled = &buf.filled()[before..];
+            if !filled.is_empty() {
+                self.received(filled);
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => match self.poll_expired(cx) {
-                Poll::Ready(err) => Poll::Ready(Err(err)),
-                Poll::Pending => Poll::Pending,
-            },
         }
+        self.or_expired(cx, read)
     }
 }
 
@@ -301,29 +309,22 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(written) => {
-                self.last = Instant::now();
-                Poll::Ready(written)
-            }
-            // A client that stops reading must not hold the connection (and the backend's)
-            // forever: while a write waits, the limits are watched too.
-            Poll::Pending => self.poll_expired(cx).map(Err),
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if written.is_ready() {
+            self.last = Instant::now();
         }
+        // A client that stops reading must not hold the connection (and the backend's) forever.
+        self.or_expired(cx, written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(flushed) => Poll::Ready(flushed),
-            Poll::Pending => self.poll_expired(cx).map(Err),
-        }
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.or_expired(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_shutdown(cx) {
-            Poll::Ready(done) => Poll::Ready(done),
-            Poll::Pending => self.poll_expired(cx).map(Err),
-        }
+        let done = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.or_expired(cx, done)
     }
 }
 

@@ -250,7 +250,7 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let service = self.service.clone();
             let exchanges = Arc::new(conn::Exchanges::default());
-            let stream = conn::Timed::new(stream, idle, Some(head), Arc::clone(&exchanges));
+            let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
             let hyper_service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let finish = exchanges.start();
