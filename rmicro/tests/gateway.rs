@@ -201,6 +201,19 @@ async fn routes_by_path_and_namespace() {
     assert_eq!(r.body, "node=user-v1 path=/v1/user/x body=0 xff=127.0.0.1");
     let r = call(&gw, "POST", "/user/call", vec![], "hello".into()).await;
     assert_eq!(r.body, "node=user path=/user/call body=5 xff=127.0.0.1");
+    // A client's own X-Forwarded-For is kept, the gateway's peer appended.
+    let r = call(
+        &gw,
+        "GET",
+        "/user/call",
+        vec![("X-Forwarded-For", "192.0.2.7".into())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        "node=user path=/user/call body=0 xff=192.0.2.7, 127.0.0.1"
+    );
 
     let (gw2, _stop2) = gateway(
         Cli::new(),
@@ -369,6 +382,8 @@ async fn token_auth_allows_and_denies() {
         )
         .await;
         assert_eq!(r.status, 200, "token {token}");
+        // Behind a plugin the proxy still knows the client's address.
+        assert_eq!(r.body, "node=b path=/b/x body=0 xff=127.0.0.1");
     }
     // Load balancers reach the health check without a token.
     assert_eq!(get(&gw, "/health").await.status, 200);

@@ -70,11 +70,14 @@ impl Drop for Finish {
     }
 }
 
-/// A service's response future whose response body finishes the request (and which finishes
-/// it itself if dropped before the response).
-pub(crate) struct Responding<F> {
-    future: F,
-    finish: Option<Finish>,
+pin_project_lite::pin_project! {
+    /// A service's response future whose response body finishes the request (and which
+    /// finishes it itself if dropped before the response).
+    pub(crate) struct Responding<F> {
+        #[pin]
+        future: F,
+        finish: Option<Finish>,
+    }
 }
 
 impl<F> Responding<F> {
@@ -88,13 +91,14 @@ impl<F> Responding<F> {
 
 impl<F, B, E> Future for Responding<F>
 where
-    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+    F: Future<Output = Result<http::Response<B>, E>>,
 {
     type Output = Result<http::Response<Finishing<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(Pin::new(&mut self.future).poll(cx))?;
-        let finish = self
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx))?;
+        let finish = this
             .finish
             .take()
             .expect("Responding polled after it completed");

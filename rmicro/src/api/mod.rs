@@ -9,12 +9,15 @@
 //! `go.micro.api.v1.user` (see [`proxy`] for the error statuses). Header-read and idle timeouts,
 //! a backend timeout and a request body limit are on by default. [Plugins](plugin) wrap the proxy.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum_core::body::Body;
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rmicro_runtime::config::{parse_duration, RegistryFlags};
@@ -131,6 +134,9 @@ pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
 pub struct Gateway {
     args: ApiArgs,
     service: HttpService,
+    /// The proxy, when it is the whole pipeline (`http` handler, no plugin on): connections
+    /// call it directly, without the boxed service stack plugins need.
+    direct: Option<proxy::Proxy>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -176,6 +182,7 @@ impl Gateway {
             backend_timeout: args.backend_timeout,
             body_limit: args.body_limit,
         };
+        let mut direct = None;
         let mut service = if args.handler == "rpc" {
             let handler = rpc::RpcHandler::new(config);
             HttpService::new(tower::service_fn(move |req| {
@@ -184,18 +191,24 @@ impl Gateway {
             }))
         } else {
             let proxy = proxy::Proxy::new(config);
+            direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok(proxy.handle(req).await) }
+                async move { Ok(proxy.handle_boxed(req).await) }
             }))
         };
         for plugin in plugins.iter().rev() {
             if let Some(layer) = plugin.layer() {
                 tracing::info!(plugin = plugin.name(), "plugin on");
                 service = layer.layer(service);
+                direct = None;
             }
         }
-        Ok(Gateway { args, service })
+        Ok(Gateway {
+            args,
+            service,
+            direct,
+        })
     }
 
     /// The whole request pipeline (plugins and proxy) as one service.
@@ -248,28 +261,63 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = self.service.clone();
             let exchanges = Arc::new(conn::Exchanges::default());
             let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
-            let hyper_service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let finish = exchanges.start();
-                    let mut req = req.map(Body::new);
-                    req.extensions_mut().insert::<SocketAddr>(peer);
-                    conn::Responding::new(service.clone().oneshot(req), finish)
-                });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+            match &self.direct {
+                Some(proxy) => {
+                    let proxy = proxy.clone();
+                    let client = proxy::Peer::new(peer);
+                    let service = hyper::service::service_fn(move |req| {
+                        let (proxy, finish) = (proxy.clone(), exchanges.start());
+                        let client = client.clone();
+                        let response = async move {
+                            Ok::<_, Infallible>(proxy.handle(req, client.as_ref()).await)
+                        };
+                        conn::Responding::new(response, finish)
+                    });
+                    spawn_connection(&builder, &graceful, stream, peer, service);
                 }
-            });
+                None => {
+                    let service = self.service.clone();
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let finish = exchanges.start();
+                        let mut req = req.map(Body::new);
+                        // How plugins (and the proxy behind them) see the client's address.
+                        req.extensions_mut().insert::<SocketAddr>(peer);
+                        conn::Responding::new(service.clone().oneshot(req), finish)
+                    });
+                    spawn_connection(&builder, &graceful, stream, peer, service);
+                }
+            }
         }
         drop(listener);
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
         Ok(())
     }
+}
+
+/// Serves one client connection on its own task, watched by `graceful`.
+fn spawn_connection<S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: conn::Timed,
+    peer: SocketAddr,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn.into_owned());
+    tokio::spawn(async move {
+        if let Err(err) = conn.await {
+            tracing::debug!(error = %err, %peer, "connection ended with an error");
+        }
+    });
 }
 
 /// Checks plugin names are unique.

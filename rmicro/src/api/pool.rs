@@ -108,12 +108,16 @@ impl Pool {
             // connection rather than every address ever seen.
             nodes.retain(|_, node| node.conns.iter().any(|c| !c.is_closed()));
         }
-        let node = nodes
-            .entry(address.to_string())
-            .or_insert_with(|| NodeConns {
-                host: host.clone(),
-                conns: Vec::new(),
-            });
+        // Looked up by `&str` first: `entry` would want an owned key for every request.
+        let node = match nodes.get_mut(address) {
+            Some(node) => node,
+            None => nodes
+                .entry(address.to_string())
+                .or_insert_with(|| NodeConns {
+                    host: host.clone(),
+                    conns: Vec::new(),
+                }),
+        };
         if node.conns.len() < MAX_PER_NODE {
             node.conns.push(conn);
         }

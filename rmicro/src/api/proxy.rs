@@ -10,17 +10,24 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::pool::{Pool, PoolError};
-use super::{error, resolve, HandlerConfig};
+use super::resolve::ServiceName;
+use super::{error, HandlerConfig};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -171,10 +178,25 @@ impl Proxy {
         }
     }
 
-    pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
+    /// Proxies a request that went through the plugins: the client's address is the
+    /// `SocketAddr` request extension the gateway sets.
+    pub(crate) async fn handle_boxed(self, req: Request<Body>) -> Response<Body> {
+        let peer = req
+            .extensions()
+            .get::<SocketAddr>()
+            .and_then(|a| Peer::new(*a));
+        self.handle(req, peer.as_ref()).await.map(Body::from)
+    }
+
+    /// Proxies `req` from `peer` (the gateway's connection with the client).
+    pub(crate) async fn handle<B>(self, req: Request<B>, peer: Option<&Peer>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let config = &self.inner.config;
-        let Some(service) = resolve::service_for_path(&config.namespace, req.uri().path()) else {
-            return error::response(
+        let Some(service) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
+            return fail(
                 StatusCode::NOT_FOUND,
                 format!("no service for path `{}`", req.uri().path()),
             );
@@ -182,7 +204,7 @@ impl Proxy {
         let nodes = match self.inner.nodes.nodes(&service).await {
             Ok(nodes) => nodes,
             Err(err) => {
-                return error::response(
+                return fail(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("cannot look up service `{service}`: {err}"),
                 )
@@ -194,14 +216,14 @@ impl Proxy {
                 .seen
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&service);
+                .contains(&*service);
             return if seen {
-                error::response(
+                fail(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("service `{service}` has no nodes"),
                 )
             } else {
-                error::response(
+                fail(
                     StatusCode::NOT_FOUND,
                     format!("service `{service}` not found"),
                 )
@@ -220,7 +242,6 @@ impl Proxy {
         // the stream ended on its headers (hyper knows either way).
         let bodiless = http_body::Body::is_end_stream(req.body());
 
-        let peer = req.extensions().get::<SocketAddr>().copied();
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let host = parts.headers.get(header::HOST).cloned();
@@ -258,7 +279,7 @@ impl Proxy {
                 _ => match head.take() {
                     Some(parts) => parts,
                     None => {
-                        return error::response(
+                        return fail(
                             StatusCode::BAD_GATEWAY,
                             format!("service `{service}`: no node could be reached"),
                         )
@@ -277,7 +298,7 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    return Response::from_parts(parts, Body::new(body));
+                    return Response::from_parts(parts, ProxyBody::Backend(body));
                 }
                 Ok(Err(err)) => {
                     if is_length_limit(&err) {
@@ -290,13 +311,13 @@ impl Proxy {
                         tried.push(address.to_string());
                         continue;
                     }
-                    return error::response(
+                    return fail(
                         StatusCode::BAD_GATEWAY,
                         format!("service `{service}` node {address} is unreachable or reset the connection"),
                     );
                 }
                 Err(_) => {
-                    return error::response(
+                    return fail(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
                             "service `{service}` node {address} did not answer within {:?}",
@@ -309,15 +330,83 @@ impl Proxy {
     }
 }
 
-/// `X-Forwarded-For` with `peer` appended to what the client sent (one allocation: this runs
-/// for every request).
-fn forwarded_for(prior: Option<&HeaderValue>, peer: SocketAddr) -> Option<HeaderValue> {
-    // An IPv6 address is at most 45 characters.
-    let mut ip = [0u8; 48];
-    let ip = write_ip(peer.ip(), &mut ip)?;
+/// The client of a proxied request, as its connection knows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    /// The client's IP address as an `X-Forwarded-For` entry, written once per connection
+    /// (clones share its bytes).
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Option<Peer> {
+        let mut buf = [0u8; 48];
+        let ip = write_ip(addr.ip(), &mut buf)?;
+        let ip = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip)).ok()?;
+        Some(Peer { ip })
+    }
+}
+
+/// A proxied response's body: the backend's, streamed as it arrives, or the gateway's own
+/// (errors). Not boxed: a box per response is measurable at the request rates a gateway sees.
+#[derive(Debug)]
+pub(crate) enum ProxyBody {
+    Backend(Incoming),
+    Gateway(Body),
+}
+
+impl From<ProxyBody> for Body {
+    fn from(body: ProxyBody) -> Body {
+        match body {
+            ProxyBody::Backend(body) => Body::new(body),
+            ProxyBody::Gateway(body) => body,
+        }
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = axum_core::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum_core::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Backend(body) => {
+                Pin::new(body).poll_frame(cx).map_err(axum_core::Error::new)
+            }
+            ProxyBody::Gateway(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Backend(body) => body.is_end_stream(),
+            ProxyBody::Gateway(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ProxyBody::Backend(body) => body.size_hint(),
+            ProxyBody::Gateway(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The gateway's own error response.
+fn fail(status: StatusCode, detail: String) -> Response<ProxyBody> {
+    error::response(status, detail).map(ProxyBody::Gateway)
+}
+
+/// `X-Forwarded-For` with `peer` appended to what the client sent (no allocation when the
+/// client sent none: this runs for every request).
+fn forwarded_for(prior: Option<&HeaderValue>, peer: &Peer) -> Option<HeaderValue> {
     match prior.map(HeaderValue::as_bytes).filter(|p| !p.is_empty()) {
-        None => HeaderValue::from_bytes(ip).ok(),
+        None => Some(peer.ip.clone()),
         Some(prior) => {
+            let ip = peer.ip.as_bytes();
             let mut joined = Vec::with_capacity(prior.len() + 2 + ip.len());
             joined.extend_from_slice(prior);
             joined.extend_from_slice(b", ");
@@ -361,8 +450,8 @@ fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
     }
 }
 
-fn too_large(limit: usize) -> Response<Body> {
-    error::response(
+fn too_large(limit: usize) -> Response<ProxyBody> {
+    fail(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body over the {limit}-byte limit"),
     )
@@ -386,8 +475,9 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_the_peer() {
-        let v4: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let peer = |addr: &str| Peer::new(addr.parse().unwrap()).unwrap();
+        let v4 = &peer("10.1.2.3:5000");
+        let v6 = &peer("[2001:db8::1]:443");
         assert_eq!(forwarded_for(None, v4).unwrap(), "10.1.2.3");
         assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
         let prior = HeaderValue::from_static("192.0.2.7, 198.51.100.2");
@@ -398,7 +488,14 @@ mod tests {
         let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
             .parse()
             .unwrap();
-        assert!(forwarded_for(Some(&HeaderValue::from_static("")), longest).is_some());
+        assert_eq!(
+            forwarded_for(
+                Some(&HeaderValue::from_static("")),
+                &Peer::new(longest).unwrap()
+            )
+            .unwrap(),
+            longest.ip().to_string().as_str()
+        );
     }
 
     #[test]

@@ -6,6 +6,15 @@
 /// The registry name for `path` in `namespace`, or `None` when the path names no service (`/`,
 /// or a segment with characters other than letters, digits, `-` and `_`).
 pub fn service_for_path(namespace: &str, path: &str) -> Option<String> {
+    let parts = name_parts(namespace, path)?;
+    let mut name = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    join(&parts, |piece| name.push_str(piece));
+    Some(name)
+}
+
+/// The pieces [`service_for_path`] joins: the namespace (without trailing dots), the first
+/// segment, and the second segment when the first is a version (empty pieces are skipped).
+pub(crate) fn name_parts<'a>(namespace: &'a str, path: &'a str) -> Option<[&'a str; 3]> {
     let mut parts = path.trim_start_matches('/').split('/');
     let first = parts.next().filter(|s| !s.is_empty())?;
     valid(first)?;
@@ -14,25 +23,79 @@ pub fn service_for_path(namespace: &str, path: &str) -> Option<String> {
     let second = match (is_version, parts.next().filter(|s| !s.is_empty())) {
         (true, Some(second)) => {
             valid(second)?;
-            Some(second)
+            second
         }
-        _ => None,
+        _ => "",
     };
-    // Built in one allocation: this runs for every request.
-    let namespace = namespace.trim_end_matches('.');
-    let mut name = String::with_capacity(
-        namespace.len() + 1 + first.len() + second.map_or(0, |s| s.len() + 1),
-    );
-    for segment in [namespace, first].into_iter().chain(second) {
-        if segment.is_empty() {
-            continue;
+    Some([namespace.trim_end_matches('.'), first, second])
+}
+
+/// Calls `push` with the non-empty `parts` and the dots between them.
+pub(crate) fn join<'a>(parts: &[&'a str; 3], mut push: impl FnMut(&'a str)) {
+    let mut any = false;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        if any {
+            push(".");
         }
-        if !name.is_empty() {
-            name.push('.');
-        }
-        name.push_str(segment);
+        push(part);
+        any = true;
     }
-    Some(name)
+}
+
+/// A service name as [`service_for_path`] gives it, kept inline when it is short (it is built
+/// for every proxied request).
+pub(crate) struct ServiceName(Repr);
+
+enum Repr {
+    Inline { len: u8, bytes: [u8; 110] },
+    Heap(String),
+}
+
+impl ServiceName {
+    pub(crate) fn for_path(namespace: &str, path: &str) -> Option<ServiceName> {
+        let parts = name_parts(namespace, path)?;
+        let mut total = 0;
+        join(&parts, |piece| total += piece.len());
+        let mut bytes = [0u8; 110];
+        if total > bytes.len() {
+            let mut name = String::with_capacity(total);
+            join(&parts, |piece| name.push_str(piece));
+            return Some(ServiceName(Repr::Heap(name)));
+        }
+        let mut len = 0;
+        join(&parts, |piece| {
+            bytes[len..len + piece.len()].copy_from_slice(piece.as_bytes());
+            len += piece.len();
+        });
+        Some(ServiceName(Repr::Inline {
+            len: len as u8,
+            bytes,
+        }))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.0 {
+            // Whole `str` pieces were copied in, so the bytes are UTF-8.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(name) => name,
+        }
+    }
+}
+
+impl std::ops::Deref for ServiceName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 fn valid(segment: &str) -> Option<()> {
@@ -63,5 +126,38 @@ mod tests {
         assert_eq!(s(ns, ""), None);
         assert_eq!(s(ns, "/a.b/c"), None);
         assert_eq!(s(ns, "/%2e%2e/c"), None);
+    }
+
+    #[test]
+    fn inline_names_match_the_allocated_ones() {
+        let long = "x".repeat(300);
+        let namespaces = ["go.micro.api", "go.micro.api.", "", "a", long.as_str()];
+        let paths = [
+            "/user/call",
+            "/v1/user/x",
+            "/v2",
+            "/user",
+            "/",
+            "/a.b/c",
+            "/é/x",
+        ];
+        for ns in namespaces {
+            for path in paths {
+                let inline = super::ServiceName::for_path(ns, path);
+                assert_eq!(
+                    inline.as_ref().map(|n| n.as_str()),
+                    s(ns, path).as_deref(),
+                    "{ns} {path}"
+                );
+            }
+        }
+        // 110 bytes fit inline, 111 do not; both read back whole.
+        let edge = "n".repeat(101);
+        let name = super::ServiceName::for_path(&edge, "/abcdefgh").unwrap();
+        assert_eq!(name.len(), 110);
+        assert!(matches!(name.0, super::Repr::Inline { .. }));
+        let over = super::ServiceName::for_path(&edge, "/abcdefghi").unwrap();
+        assert_eq!(&*over, format!("{edge}.abcdefghi"));
+        assert!(matches!(over.0, super::Repr::Heap(_)));
     }
 }
