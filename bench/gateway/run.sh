@@ -7,7 +7,9 @@
 # Installs wrk, nginx and etcd-server if missing; builds `rmicro` (release, root workspace) and
 # the backend in this directory (release, target/bench-gateway); starts etcd, the backend, the
 # gateway and nginx on free 127.0.0.1 ports with everything in a temp dir; runs wrk against the
-# three targets, ROUNDS rounds interleaved; prints the medians. Every process it starts is
+# targets, ROUNDS rounds interleaved; prints the medians. The targets: the backend direct, the
+# gateway, nginx with a plain `proxy_pass` (the peer of the target), and the same nginx also
+# setting the X-Forwarded-For/-Host/-Proto headers the gateway sets (the same work per request). Every process it starts is
 # stopped on exit.
 #
 # Knobs (environment): ROUNDS (3), DURATION (10s), THREADS (2), CONNECTIONS (32),
@@ -152,6 +154,7 @@ echo "gateway   $GATEWAY (pid $GATEWAY_PID, workers $GATEWAY_WORKERS)"
 
 NGINX_PORT=$(free_port)
 NGINX=127.0.0.1:$NGINX_PORT
+NGINX_FWD=127.0.0.1:$(free_port)
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes $NGINX_WORKERS;
@@ -177,6 +180,19 @@ http {
       proxy_set_header Connection "";
     }
   }
+  # The same, also telling the backend what the gateway tells it (client address, host, scheme):
+  # the same work per request, for comparison (the target is against the plain one above).
+  server {
+    listen $NGINX_FWD;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
 }
 EOF
 nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
@@ -184,21 +200,23 @@ nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'd
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
 wait_for "nginx on $NGINX" 10 http_200 "http://$NGINX/bench/x"
-echo "nginx     $NGINX (master pid $NGINX_PID, worker_processes $NGINX_WORKERS)"
+wait_for "nginx on $NGINX_FWD" 10 http_200 "http://$NGINX_FWD/bench/x"
+echo "nginx     $NGINX (master pid $NGINX_PID, worker_processes $NGINX_WORKERS; with X-Forwarded-* on $NGINX_FWD)"
 
 # ---------------------------------------------------------------- measuring
-TARGETS=(direct gateway nginx)
+TARGETS=(direct gateway nginx nginx-fwd)
 declare -A URL=(
   [direct]="http://$BACKEND/bench/x"
   [gateway]="http://$GATEWAY/bench/x"
   [nginx]="http://$NGINX/bench/x"
+  [nginx-fwd]="http://$NGINX_FWD/bench/x"
 )
 
 # The pids that make up a target's proxy (none for direct): nginx is master + workers.
 proxy_pids() {
   case $1 in
     gateway) echo "$GATEWAY_PID" ;;
-    nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
+    nginx | nginx-fwd) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
   esac
 }
 # Peak RSS (VmHWM) in KiB summed over pids.
@@ -246,7 +264,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 echo "== wrk ${WRK_ARGS[*]}, $ROUNDS rounds interleaved; wrk, backend and proxy share $(nproc) cores"
-declare -A RPS P99 ERR CPU
+declare -A RPS P99 P50 ERR CPU
 total_errors=0
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
@@ -255,18 +273,19 @@ for round in $(seq "$ROUNDS"); do
     before=$(cpu_ticks "${pids[@]}")
     wrk "${WRK_ARGS[@]}" "${URL[$t]}" >"$out"
     after=$(cpu_ticks "${pids[@]}")
-    read -r rps p99 err _ < <(parse_wrk "$out")
+    read -r rps p99 err p50 < <(parse_wrk "$out")
     [[ -n $rps && -n $p99 ]] || { echo "error: could not parse wrk output:" >&2; cat "$out" >&2; exit 1; }
     requests=$(awk '/requests in/ {print $1}' "$out")
     # Proxy CPU per request (µs), from utime+stime over the run (0 for direct: no proxy).
     cpu=$(awk -v d=$((after - before)) -v n="$requests" -v u="$TICK_US" 'BEGIN { printf "%.1f", n ? d * u / n : 0 }')
     RPS[$t]+="$rps "
     P99[$t]+="$p99 "
+    P50[$t]+="$p50 "
     ERR[$t]=$((${ERR[$t]:-0} + err))
     CPU[$t]+="$cpu "
     total_errors=$((total_errors + err))
-    printf 'round %d  %-8s %10.0f req/s  p99 %7.2f ms  errors %d  proxy CPU %s us/req\n' \
-      "$round" "$t" "$rps" "$p99" "$err" "$cpu"
+    printf 'round %d  %-9s %10.0f req/s  p50 %5.2f ms  p99 %5.2f ms  errors %d  proxy CPU %s us/req\n' \
+      "$round" "$t" "$rps" "$p50" "$p99" "$err" "$cpu"
     if ((err)); then
       echo "--- wrk output with errors ($t, round $round):"
       cat "$out"
@@ -280,10 +299,11 @@ RSS_gateway=$(hwm_kib $(proxy_pids gateway))
 RSS_nginx=$(hwm_kib $(proxy_pids nginx))
 NGINX_PROCS=$(proxy_pids nginx | wc -w)
 
-declare -A MRPS MP99 MCPU
+declare -A MRPS MP99 MP50 MCPU
 for t in "${TARGETS[@]}"; do
   MRPS[$t]=$(median ${RPS[$t]})
   MP99[$t]=$(median ${P99[$t]})
+  MP50[$t]=$(median ${P50[$t]})
   MCPU[$t]=$(median ${CPU[$t]})
 done
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -291,13 +311,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo
 echo "== results: median of $ROUNDS rounds (wrk ${WRK_ARGS[*]}, GET /bench/x, 13-byte body)"
-printf '%-34s %12s %10s %14s %16s %8s\n' target "requests/s" "p99 ms" "peak RSS MiB" "proxy CPU us/req" errors
-printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "direct (backend alone)" "${MRPS[direct]}" "${MP99[direct]}" "$(mib "$RSS_direct")" - "${ERR[direct]}"
-printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "gateway (workers $GATEWAY_WORKERS, etcd)" "${MRPS[gateway]}" "${MP99[gateway]}" "$(mib "$RSS_gateway")" "${MCPU[gateway]}" "${ERR[gateway]}"
-printf '%-34s %12.0f %10.2f %14s %16s %8d\n' "nginx (workers $NGINX_WORKERS, $NGINX_PROCS procs)" "${MRPS[nginx]}" "${MP99[nginx]}" "$(mib "$RSS_nginx")" "${MCPU[nginx]}" "${ERR[nginx]}"
+printf '%-34s %12s %8s %8s %14s %16s %8s\n' target "requests/s" "p50 ms" "p99 ms" "peak RSS MiB" "proxy CPU us/req" errors
+row() { printf '%-34s %12.0f %8.2f %8.2f %14s %16s %8d\n' "$1" "${MRPS[$2]}" "${MP50[$2]}" "${MP99[$2]}" "$3" "$4" "${ERR[$2]}"; }
+row "direct (backend alone)" direct "$(mib "$RSS_direct")" -
+row "gateway (workers $GATEWAY_WORKERS, etcd)" gateway "$(mib "$RSS_gateway")" "${MCPU[gateway]}"
+row "nginx (workers $NGINX_WORKERS, $NGINX_PROCS procs)" nginx "$(mib "$RSS_nginx")" "${MCPU[nginx]}"
+row "nginx, same X-Forwarded-* headers" nginx-fwd "(same procs)" "${MCPU[nginx-fwd]}"
 echo "(peak RSS of direct = the backend; gateway and nginx exclude the backend; nginx sums master + workers)"
 echo
 echo "gateway/nginx   requests/s $(ratio "${MRPS[gateway]}" "${MRPS[nginx]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[nginx]}")  peak RSS $(ratio "$RSS_gateway" "$RSS_nginx")"
+echo "gateway/nginx-fwd requests/s $(ratio "${MRPS[gateway]}" "${MRPS[nginx-fwd]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[nginx-fwd]}")  (nginx doing the gateway's header work)"
 echo "gateway/direct  requests/s $(ratio "${MRPS[gateway]}" "${MRPS[direct]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[direct]}")"
 if awk -v g="${MRPS[gateway]}" -v n="${MRPS[nginx]}" 'BEGIN { exit !(g >= n) }'; then
   echo "target (gateway requests/s >= nginx requests/s): MET"
