@@ -40,7 +40,10 @@ impl Backend {
                 };
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        move |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                            if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                                return Ok(switch_to_echo(&mut req));
+                            }
                             let path = req.uri().path().to_string();
                             let xff = req
                                 .headers()
@@ -70,6 +73,7 @@ impl Backend {
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -87,6 +91,34 @@ impl Backend {
             let _ = tx.send(());
         }
     }
+}
+
+/// Answers `101 Switching Protocols` to the `echo` protocol, whose server sends back every byte
+/// it gets.
+fn switch_to_echo(
+    req: &mut hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let switched = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(io) = switched.await else { return };
+        let mut io = hyper_util::rt::TokioIo::new(io);
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = hyper::Response::new(http_body_util::Full::default());
+    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut()
+        .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
+    resp.headers_mut().insert(
+        "connection",
+        hyper::header::HeaderValue::from_static("upgrade"),
+    );
+    resp
 }
 
 async fn register(registry: &Arc<dyn Registry>, service: &str, id: &str, addr: &str) {
@@ -882,4 +914,62 @@ async fn worker_threads_share_one_address_and_stop_together() {
         tokio::net::TcpStream::connect(&addr).await.is_err(),
         "nothing listens after the stop"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _backend, _stop) =
+        gateway_to_one("go.micro.api.ws", "ws", &["--read-header-timeout", "300ms"]).await;
+
+    let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+    conn.write_all(
+        b"GET /ws/chat HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte))
+            .await
+            .expect("the switch is answered")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+
+    // Bytes go through both ways, also after longer than the request-head limit.
+    for (i, wait) in [0, 700].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let message = format!("message {i} through the tunnel");
+        conn.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))
+            .await
+            .expect("echoed in time")
+            .unwrap();
+        assert_eq!(String::from_utf8(echoed).unwrap(), message);
+    }
+
+    // `Upgrade` without `Connection: upgrade` asks for nothing: the node sees a plain request.
+    let plain = call(
+        &gw,
+        "GET",
+        "/ws/plain",
+        vec![("Upgrade", "echo".into())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert_eq!(plain.body, "node=ws path=/ws/plain body=0 xff=127.0.0.1");
 }

@@ -10,7 +10,8 @@
 //!   connection, whose pings are traffic, is closed once no request has been in progress for
 //!   `idle` (give or take a quarter of it);
 //! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
-//!   request in progress, its head must be complete (the service called) within `head`. A
+//!   request in progress (and no protocol switch happened on it), its head must be complete (the
+//!   service called) within `head`. A
 //!   client trickling header bytes keeps the connection busy but not alive. Keep-alive waits and
 //!   request bodies are not limited by it; HTTP/2 connections (told by their preface) only by
 //!   the idle timeout, as frames such as pings carry no request.
@@ -21,7 +22,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -38,6 +39,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 pub(crate) struct Exchanges {
     started: AtomicU64,
     finished: AtomicU64,
+    /// Set once a response switched protocols: what follows on the connection is no request.
+    upgraded: AtomicBool,
 }
 
 impl Exchanges {
@@ -102,6 +105,9 @@ where
             .finish
             .take()
             .expect("Responding polled after it completed");
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            finish.0.upgraded.store(true, Ordering::Relaxed);
+        }
         Poll::Ready(Ok(response.map(|body| Finishing::new(body, finish))))
     }
 }
@@ -202,8 +208,10 @@ impl Timed {
                 Some(matched + n)
             };
         }
-        if self.h2.is_some() {
-            return; // frames such as pings carry no request: no head limit
+        if self.h2.is_some() || self.exchanges.upgraded.load(Ordering::Relaxed) {
+            // HTTP/2 frames such as pings carry no request, and after a protocol switch the
+            // bytes are the new protocol's: no head limit (the idle limit stays).
+            return;
         }
         if let Some((_, started)) = self.head {
             if self.exchanges.started() == started {

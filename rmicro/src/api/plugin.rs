@@ -53,7 +53,9 @@ use http::{Request, Response};
 use rmicro_runtime::Registry;
 use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer};
 
-/// The HTTP service a plugin layer wraps (and returns).
+/// The HTTP service a plugin layer wraps (and returns). Each request carries the client's
+/// address as a [`std::net::SocketAddr`] extension (`req.extensions().get::<SocketAddr>()`);
+/// the proxy behind the plugins reads it there for `X-Forwarded-For`.
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// What a plugin contributes: a layer from [`HttpService`] to [`HttpService`].

@@ -135,7 +135,8 @@ impl Pool {
             .map_err(|err| PoolError::Connect(err.to_string()))?;
         let address = address.to_string();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            // With upgrades: a `101 Switching Protocols` hands the connection to the tunnel.
+            if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%address, error = %err, "backend connection ended");
             }
         });
@@ -176,7 +177,10 @@ impl Pool {
                 _ => return Err(PoolError::Exchange(err.into_error())),
             },
         };
-        self.checkin(address, &host, conn);
+        // A connection that switched protocols is the tunnel's now.
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            self.checkin(address, &host, conn);
+        }
         Ok(response)
     }
 }

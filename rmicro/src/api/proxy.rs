@@ -7,6 +7,10 @@
 //! - A node that could not be reached is avoided for a few seconds, so the next requests go to
 //!   the others; a request without a body whose connection failed is retried once on another
 //!   node at once.
+//! - Protocol upgrades (WebSocket and any other `Connection: upgrade` over HTTP/1.1) pass
+//!   through: the `Upgrade` header goes to the node, and when it answers `101 Switching
+//!   Protocols` the two connections are joined and bytes copied both ways until either side
+//!   closes (or nothing moves for the idle timeout).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +25,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::pool::{Pool, PoolError};
@@ -241,9 +246,22 @@ impl Proxy {
         // No body follows: HTTP/1.1 without content-length and transfer-encoding, or HTTP/2 with
         // the stream ended on its headers (hyper knows either way).
         let bodiless = http_body::Body::is_end_stream(req.body());
+        // HTTP/1.1 asking to switch protocols: the client's side of the switch, taken now (it
+        // lives in the request's extensions), joined to the node's if the node agrees.
+        let mut req = req;
+        let upgrade = (req.version() == http::Version::HTTP_11)
+            .then(|| wants_upgrade(req.headers()))
+            .flatten()
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let host = parts.headers.get(header::HOST).cloned();
         parts.headers.remove(header::HOST);
         if let Some(peer) = peer {
@@ -296,6 +314,15 @@ impl Proxy {
             .await;
             match sent {
                 Ok(Ok(resp)) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        return match upgrade {
+                            Some((_, client)) => tunnel(resp, client, &service, address),
+                            None => fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}` node {address} switched protocols without being asked"),
+                            ),
+                        };
+                    }
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     return Response::from_parts(parts, ProxyBody::Backend(body));
@@ -328,6 +355,59 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
+/// `upgrade` (RFC 9110 §7.8).
+fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(header::UPGRADE)?;
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| protocol.clone())
+}
+
+/// Answers the client with the node's `101 Switching Protocols` and joins the two connections
+/// once both sides have switched, copying bytes both ways until either closes.
+fn tunnel(
+    mut resp: Response<Incoming>,
+    client: hyper::upgrade::OnUpgrade,
+    service: &str,
+    address: &str,
+) -> Response<ProxyBody> {
+    let node = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let (service, address) = (service.to_string(), address.to_string());
+    tokio::spawn(async move {
+        let (client, node) = match tokio::try_join!(client, node) {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::debug!(%service, %address, error = %err, "protocol switch failed");
+                return;
+            }
+        };
+        let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+        match tokio::io::copy_bidirectional(&mut client, &mut node).await {
+            Ok((up, down)) => {
+                tracing::debug!(%service, %address, up, down, "upgraded connection closed");
+            }
+            Err(err) => {
+                tracing::debug!(%service, %address, error = %err, "upgraded connection ended");
+            }
+        }
+    });
+    Response::from_parts(parts, ProxyBody::Gateway(Body::empty()))
 }
 
 /// The client of a proxied request, as its connection knows it.
