@@ -160,16 +160,18 @@ impl Pool {
             .headers_mut()
             .insert(http::header::HOST, host.clone());
         let pooled = idle.is_some();
+        // Connecting is rare and its future large: boxed, it does not grow every request's
+        // future (which is moved a few times per request).
         let mut conn = match idle {
             Some(conn) => conn,
-            None => self.connect(address).await?,
+            None => Box::pin(self.connect(address)).await?,
         };
         let response = match conn.try_send_request(request).await {
             Ok(response) => response,
             Err(mut err) => match err.take_message() {
                 // A pooled connection closed before it took the request: a new one, once.
                 Some(request) if pooled => {
-                    conn = self.connect(address).await?;
+                    conn = Box::pin(self.connect(address)).await?;
                     conn.send_request(request)
                         .await
                         .map_err(PoolError::Exchange)?

@@ -200,13 +200,14 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let config = &self.inner.config;
-        let Some(service) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
+        let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
             return fail(
                 StatusCode::NOT_FOUND,
                 format!("no service for path `{}`", req.uri().path()),
             );
         };
-        let nodes = match self.inner.nodes.nodes(&service).await {
+        let service = name.as_str();
+        let nodes = match self.inner.nodes.nodes(service).await {
             Ok(nodes) => nodes,
             Err(err) => {
                 return fail(
@@ -221,7 +222,7 @@ impl Proxy {
                 .seen
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&*service);
+                .contains(service);
             return if seen {
                 fail(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -234,7 +235,7 @@ impl Proxy {
                 )
             };
         }
-        self.saw(&service);
+        self.saw(service);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -291,7 +292,7 @@ impl Proxy {
         let mut tried = Vec::new();
         let mut head = Some(parts);
         loop {
-            let address = self.pick(&service, &nodes, &tried);
+            let address = self.pick(service, &nodes, &tried);
             let parts = match (retryable && tried.is_empty(), head.as_ref()) {
                 (true, Some(parts)) => parts.clone(),
                 _ => match head.take() {
@@ -316,7 +317,7 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         return match upgrade {
-                            Some((_, client)) => tunnel(resp, client, &service, address),
+                            Some((_, client)) => tunnel(resp, client, service, address),
                             None => fail(
                                 StatusCode::BAD_GATEWAY,
                                 format!("service `{service}` node {address} switched protocols without being asked"),
@@ -332,7 +333,7 @@ impl Proxy {
                         return too_large(config.body_limit);
                     }
                     let connect = matches!(err, PoolError::Connect(_));
-                    self.mark_failed(&service, address);
+                    self.mark_failed(service, address);
                     tracing::warn!(%service, %address, error = %err, "backend failed");
                     if connect && retryable && tried.is_empty() {
                         tried.push(address.to_string());
