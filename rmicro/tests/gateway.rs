@@ -41,8 +41,12 @@ impl Backend {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(
                         move |mut req: hyper::Request<hyper::body::Incoming>| async move {
-                            if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
-                                return Ok(switch_to_echo(&mut req));
+                            match req.headers().get("upgrade").and_then(|v| v.to_str().ok()) {
+                                Some("echo") => return Ok(switch_to("echo", &mut req, echo)),
+                                Some("hold") => return Ok(switch_to("hold", &mut req, hold)),
+                                // Switches to a protocol the client did not offer.
+                                Some("other") => return Ok(switch_to("echo", &mut req, echo)),
+                                _ => {}
                             }
                             let path = req.uri().path().to_string();
                             let xff = req
@@ -51,6 +55,17 @@ impl Backend {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("")
                                 .to_string();
+                            if path.ends_with("/426") {
+                                let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"switch to echo"),
+                                ));
+                                *resp.status_mut() = hyper::StatusCode::UPGRADE_REQUIRED;
+                                resp.headers_mut().insert(
+                                    "upgrade",
+                                    hyper::header::HeaderValue::from_static("echo"),
+                                );
+                                return Ok::<_, Infallible>(resp);
+                            }
                             if path.ends_with("/slow") {
                                 tokio::time::sleep(Duration::from_secs(2)).await;
                             }
@@ -93,32 +108,50 @@ impl Backend {
     }
 }
 
-/// Answers `101 Switching Protocols` to the `echo` protocol, whose server sends back every byte
-/// it gets.
-fn switch_to_echo(
+/// Answers `101 Switching Protocols` to `protocol`, whose server is `serve`.
+fn switch_to<F>(
+    protocol: &'static str,
     req: &mut hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    serve: fn(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> F,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let switched = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(io) = switched.await else { return };
-        let mut io = hyper_util::rt::TokioIo::new(io);
-        let mut buf = [0u8; 1024];
-        while let Ok(n @ 1..) = io.read(&mut buf).await {
-            if io.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
+        if let Ok(io) = switched.await {
+            serve(hyper_util::rt::TokioIo::new(io)).await;
         }
     });
     let mut resp = hyper::Response::new(http_body_util::Full::default());
     *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut()
-        .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
+        .insert("upgrade", hyper::header::HeaderValue::from_static(protocol));
     resp.headers_mut().insert(
         "connection",
         hyper::header::HeaderValue::from_static("upgrade"),
     );
     resp
+}
+
+/// The `echo` protocol: every byte back.
+async fn echo(mut io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    while let Ok(n @ 1..) = io.read(&mut buf).await {
+        if io.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The `hold` protocol: reads until the client's side closes, then keeps its own side open and
+/// silent for a minute.
+async fn hold(mut io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    while let Ok(1..) = io.read(&mut buf).await {}
+    tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
 async fn register(registry: &Arc<dyn Registry>, service: &str, id: &str, addr: &str) {
@@ -916,18 +949,15 @@ async fn worker_threads_share_one_address_and_stop_together() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
+/// Opens a connection to `gw` asking to switch to `protocol` on `path`; returns it with the
+/// response head (lower-cased).
+async fn switch(gw: &str, path: &str, protocol: &str) -> (tokio::net::TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (gw, _backend, _stop) =
-        gateway_to_one("go.micro.api.ws", "ws", &["--read-header-timeout", "300ms"]).await;
-
-    let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
-    conn.write_all(
-        b"GET /ws/chat HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -943,7 +973,16 @@ async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
         );
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    (conn, String::from_utf8(head).unwrap().to_ascii_lowercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _backend, _stop) =
+        gateway_to_one("go.micro.api.ws", "ws", &["--read-header-timeout", "300ms"]).await;
+
+    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo\r\n"), "{head}");
     assert!(head.contains("connection: upgrade\r\n"), "{head}");
@@ -972,4 +1011,40 @@ async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
     .await;
     assert_eq!(plain.status, 200, "{}", plain.body);
     assert_eq!(plain.body, "node=ws path=/ws/plain body=0 xff=127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_half_closed_and_then_silent_is_closed_after_the_idle_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _backend, _stop) =
+        gateway_to_one("go.micro.api.ws", "ws", &["--idle-timeout", "500ms"]).await;
+    let (mut conn, head) = switch(&gw, "/ws/hold", "hold").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    conn.write_all(b"last words").await.unwrap();
+    // The client is done sending; the node keeps its side open and says nothing.
+    conn.shutdown().await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("the gateway closes a tunnel that carried nothing for the idle limit");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
+    let (gw, _backend, _stop) = gateway_to_one("go.micro.api.ws", "ws", &[]).await;
+    // The node answers 101 with `echo` to a client that offered `other`.
+    let (_conn, head) = switch(&gw, "/ws/x", "other").await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+    // Services are reached by path: CONNECT is not tunnelled.
+    let v = json_error(
+        &call(&gw, "CONNECT", "/ws/x", vec![], String::new()).await,
+        405,
+    );
+    assert_eq!(v["detail"], "the gateway does not tunnel CONNECT requests");
+    // The node still serves plain requests afterwards, and a 426 keeps the protocols it names.
+    assert_eq!(get(&gw, "/ws/y").await.status, 200);
+    let required = get(&gw, "/ws/426").await;
+    assert_eq!(required.status, 426);
+    assert_eq!(required.header("upgrade"), Some("echo"));
 }

@@ -33,6 +33,7 @@ mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod rpc;
+mod tunnel;
 pub mod workers;
 
 use plugin::{HttpService, Plugin, PluginContext, PluginError};
@@ -190,7 +191,7 @@ impl Gateway {
                 async move { Ok(handler.handle(req).await) }
             }))
         } else {
-            let proxy = proxy::Proxy::new(config);
+            let proxy = proxy::Proxy::with_tunnel_idle(config, args.idle_timeout);
             direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
                 let proxy = proxy.clone();

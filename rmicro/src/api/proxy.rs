@@ -9,8 +9,9 @@
 //!   node at once.
 //! - Protocol upgrades (WebSocket and any other `Connection: upgrade` over HTTP/1.1) pass
 //!   through: the `Upgrade` header goes to the node, and when it answers `101 Switching
-//!   Protocols` the two connections are joined and bytes copied both ways until either side
-//!   closes (or nothing moves for the idle timeout).
+//!   Protocols` with a protocol the client offered, the two connections are joined and bytes
+//!   copied both ways until both sides have closed (or nothing moves for the idle timeout).
+//!   `CONNECT` is refused (405).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,7 +26,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::pool::{Pool, PoolError};
@@ -37,6 +37,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// How long a tunnel may carry nothing, unless the proxy is told otherwise.
+const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
 
 /// How long an unreachable node is avoided.
 const QUARANTINE: Duration = Duration::from_secs(5);
@@ -60,6 +63,8 @@ struct Inner {
     /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
     /// other service "not found" (404).
     seen: RwLock<HashSet<String>>,
+    /// How long a tunnel (a connection that switched protocols) may carry nothing.
+    tunnel_idle: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -109,6 +114,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 impl Proxy {
     /// A proxy with `config`.
     pub fn new(config: HandlerConfig) -> Proxy {
+        Proxy::with_tunnel_idle(config, DEFAULT_TUNNEL_IDLE)
+    }
+
+    /// A proxy whose tunnels (connections that switched protocols) close after `idle` without
+    /// traffic (the gateway passes its `--idle-timeout`).
+    pub fn with_tunnel_idle(config: HandlerConfig, idle: Duration) -> Proxy {
         let pool = Pool::new(Duration::from_secs(2));
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
@@ -119,6 +130,7 @@ impl Proxy {
                 failed: Mutex::new(HashMap::new()),
                 any_failed: AtomicBool::new(false),
                 seen: RwLock::new(HashSet::new()),
+                tunnel_idle: idle,
             }),
         }
     }
@@ -200,6 +212,18 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let config = &self.inner.config;
+        if req.method() == http::Method::CONNECT {
+            // hyper would make a 2xx answer to CONNECT a tunnel; services are reached by path.
+            let mut resp = fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the gateway does not tunnel CONNECT requests".to_string(),
+            );
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return resp;
+        }
         let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
             return fail(
                 StatusCode::NOT_FOUND,
@@ -317,7 +341,14 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         return match upgrade {
-                            Some((_, client)) => tunnel(resp, client, service, address),
+                            Some((offered, client)) => tunnel(
+                                resp,
+                                client,
+                                &offered,
+                                self.inner.tunnel_idle,
+                                service,
+                                address,
+                            ),
                             None => fail(
                                 StatusCode::BAD_GATEWAY,
                                 format!("service `{service}` node {address} switched protocols without being asked"),
@@ -325,7 +356,14 @@ impl Proxy {
                         };
                     }
                     let (mut parts, body) = resp.into_parts();
+                    // A 426 must say which protocols would do (RFC 9110 §15.5.22).
+                    let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
+                        .then(|| parts.headers.get(header::UPGRADE).cloned())
+                        .flatten();
                     strip_hop_by_hop(&mut parts.headers);
+                    if let Some(required) = required {
+                        parts.headers.insert(header::UPGRADE, required);
+                    }
                     return Response::from_parts(parts, ProxyBody::Backend(body));
                 }
                 Ok(Err(err)) => {
@@ -372,42 +410,46 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Answers the client with the node's `101 Switching Protocols` and joins the two connections
-/// once both sides have switched, copying bytes both ways until either closes.
+/// once both sides have switched (see [`tunnel`](super::tunnel) for when it ends). A 101 that
+/// names no protocol, or one the client did not offer, is the node's error: 502.
 fn tunnel(
     mut resp: Response<Incoming>,
     client: hyper::upgrade::OnUpgrade,
+    offered: &HeaderValue,
+    idle: Duration,
     service: &str,
     address: &str,
 ) -> Response<ProxyBody> {
+    let chosen = resp.headers().get(header::UPGRADE).cloned();
+    let agreed = chosen.as_ref().is_some_and(|chosen| {
+        let chosen = chosen.to_str().unwrap_or_default().trim();
+        !chosen.is_empty()
+            && offered
+                .to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|protocol| protocol.trim().eq_ignore_ascii_case(chosen))
+    });
+    let Some(chosen) = chosen.filter(|_| agreed) else {
+        return fail(
+            StatusCode::BAD_GATEWAY,
+            format!("service `{service}` node {address} switched to a protocol the client did not ask for"),
+        );
+    };
     let node = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
-    let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = protocol {
-        parts.headers.insert(header::UPGRADE, protocol);
-    }
+    parts.headers.insert(header::UPGRADE, chosen);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    let (service, address) = (service.to_string(), address.to_string());
-    tokio::spawn(async move {
-        let (client, node) = match tokio::try_join!(client, node) {
-            Ok(both) => both,
-            Err(err) => {
-                tracing::debug!(%service, %address, error = %err, "protocol switch failed");
-                return;
-            }
-        };
-        let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
-        match tokio::io::copy_bidirectional(&mut client, &mut node).await {
-            Ok((up, down)) => {
-                tracing::debug!(%service, %address, up, down, "upgraded connection closed");
-            }
-            Err(err) => {
-                tracing::debug!(%service, %address, error = %err, "upgraded connection ended");
-            }
-        }
-    });
+    tokio::spawn(super::tunnel::run(
+        client,
+        node,
+        idle,
+        service.to_string(),
+        address.to_string(),
+    ));
     Response::from_parts(parts, ProxyBody::Gateway(Body::empty()))
 }
 
