@@ -11,10 +11,10 @@
 //!   `idle` (give or take a quarter of it);
 //! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
 //!   request in progress (and no protocol switch happened on it), its head must be complete (the
-//!   service called) within `head`. A
-//!   client trickling header bytes keeps the connection busy but not alive. Keep-alive waits and
-//!   request bodies are not limited by it; HTTP/2 connections (told by their preface) only by
-//!   the idle timeout, as frames such as pings carry no request.
+//!   service called) within `head`. A client trickling header bytes keeps the connection busy
+//!   but not alive. Keep-alive waits and request bodies are not limited by it; HTTP/2
+//!   connections (told by their preface) only by the idle timeout, as frames such as pings
+//!   carry no request.
 //!
 //! Traffic only records when it happened; the one timer is moved when it fires early or when a
 //! head starts before its deadline, not on every read and write.
@@ -292,7 +292,7 @@ impl Timed {
 
 /// `at + wait`, or a time decades away when a limit is too large to add (as tokio's own timers
 /// treat such durations).
-fn later(at: Instant, wait: Duration) -> Instant {
+pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
     at.checked_add(wait)
         .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }

@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::conn::later;
+
 /// Waits for both sides to switch, then copies between them until the tunnel ends.
 pub(crate) async fn run(
     client: OnUpgrade,
@@ -83,11 +85,6 @@ impl Activity {
             Duration::from_millis(self.last_ms.load(Ordering::Relaxed)),
         )
     }
-}
-
-fn later(at: Instant, wait: Duration) -> Instant {
-    at.checked_add(wait)
-        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 /// One side of a tunnel, recording each read or write that moved bytes.
