@@ -88,6 +88,23 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Sets `Upgrade: protocol` and `Connection: upgrade` on a message whose hop-by-hop headers
+/// were stripped: the one switch a proxy passes on.
+fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a lookup per listed name.
     if !headers
@@ -96,12 +113,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -206,7 +219,11 @@ impl Proxy {
     }
 
     /// Proxies `req` from `peer` (the gateway's connection with the client).
-    pub(crate) async fn handle<B>(self, req: Request<B>, peer: Option<&Peer>) -> Response<ProxyBody>
+    pub(crate) async fn handle<B>(
+        self,
+        mut req: Request<B>,
+        peer: Option<&Peer>,
+    ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -273,7 +290,6 @@ impl Proxy {
         let bodiless = http_body::Body::is_end_stream(req.body());
         // HTTP/1.1 asking to switch protocols: the client's side of the switch, taken now (it
         // lives in the request's extensions), joined to the node's if the node agrees.
-        let mut req = req;
         let upgrade = (req.version() == http::Version::HTTP_11)
             .then(|| wants_upgrade(req.headers()))
             .flatten()
@@ -282,10 +298,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if let Some((protocol, _)) = &upgrade {
-            parts.headers.insert(header::UPGRADE, protocol.clone());
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            set_upgrade(&mut parts.headers, protocol.clone());
         }
         let host = parts.headers.get(header::HOST).cloned();
         parts.headers.remove(header::HOST);
@@ -400,12 +413,8 @@ impl Proxy {
 /// `upgrade` (RFC 9110 §7.8).
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let protocol = headers.get(header::UPGRADE)?;
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    connection_tokens(headers)
+        .any(|token| token.eq_ignore_ascii_case("upgrade"))
         .then(|| protocol.clone())
 }
 
@@ -420,17 +429,20 @@ fn tunnel(
     service: &str,
     address: &str,
 ) -> Response<ProxyBody> {
-    let chosen = resp.headers().get(header::UPGRADE).cloned();
-    let agreed = chosen.as_ref().is_some_and(|chosen| {
-        let chosen = chosen.to_str().unwrap_or_default().trim();
+    let offers = |chosen: &str| {
+        let chosen = chosen.trim();
         !chosen.is_empty()
             && offered
                 .to_str()
                 .unwrap_or_default()
                 .split(',')
                 .any(|protocol| protocol.trim().eq_ignore_ascii_case(chosen))
-    });
-    let Some(chosen) = chosen.filter(|_| agreed) else {
+    };
+    let chosen = resp.headers().get(header::UPGRADE);
+    let Some(chosen) = chosen
+        .filter(|c| offers(c.to_str().unwrap_or_default()))
+        .cloned()
+    else {
         return fail(
             StatusCode::BAD_GATEWAY,
             format!("service `{service}` node {address} switched to a protocol the client did not ask for"),
@@ -439,10 +451,7 @@ fn tunnel(
     let node = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(header::UPGRADE, chosen);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    set_upgrade(&mut parts.headers, chosen);
     tokio::spawn(super::tunnel::run(
         client,
         node,

@@ -58,9 +58,7 @@ impl ServiceName {
         join(&parts, |piece| total += piece.len());
         let mut bytes = [0u8; 110];
         if total > bytes.len() {
-            let mut name = String::with_capacity(total);
-            join(&parts, |piece| name.push_str(piece));
-            return Some(ServiceName(Repr::Heap(name)));
+            return service_for_path(namespace, path).map(|name| ServiceName(Repr::Heap(name)));
         }
         let mut len = 0;
         join(&parts, |piece| {
@@ -81,20 +79,6 @@ impl ServiceName {
             }
             Repr::Heap(name) => name,
         }
-    }
-}
-
-impl std::ops::Deref for ServiceName {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self)
     }
 }
 
@@ -154,10 +138,10 @@ mod tests {
         // 110 bytes fit inline, 111 do not; both read back whole.
         let edge = "n".repeat(101);
         let name = super::ServiceName::for_path(&edge, "/abcdefgh").unwrap();
-        assert_eq!(name.len(), 110);
+        assert_eq!(name.as_str().len(), 110);
         assert!(matches!(name.0, super::Repr::Inline { .. }));
         let over = super::ServiceName::for_path(&edge, "/abcdefghi").unwrap();
-        assert_eq!(&*over, format!("{edge}.abcdefghi"));
+        assert_eq!(over.as_str(), format!("{edge}.abcdefghi"));
         assert!(matches!(over.0, super::Repr::Heap(_)));
     }
 }
