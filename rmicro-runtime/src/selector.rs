@@ -19,15 +19,36 @@ pub struct Random;
 
 impl Selector for Random {
     fn select(&self, _service: &str, nodes: &[Node]) -> usize {
-        // Every RandomState is freshly keyed, so hashing nothing yields a new random number.
-        (RandomState::new().hash_one(()) % nodes.len() as u64) as usize
+        if nodes.len() <= 1 {
+            return 0;
+        }
+        (next_random() % nodes.len() as u64) as usize
     }
+}
+
+/// A per-thread xorshift64* generator, seeded from the standard library's random hash keys:
+/// good enough to spread calls, and a few instructions per call instead of a SipHash.
+fn next_random() -> u64 {
+    thread_local! {
+        // Every RandomState is freshly keyed, so hashing nothing yields a random seed; `| 1`
+        // keeps it off xorshift's one fixed point, zero.
+        static STATE: std::cell::Cell<u64> =
+            std::cell::Cell::new(RandomState::new().hash_one(()) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
 /// Each service's nodes in turn.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    next: Mutex<HashMap<String, usize>>,
+    next: Mutex<HashMap<String, usize, foldhash::fast::RandomState>>,
 }
 
 impl Selector for RoundRobin {

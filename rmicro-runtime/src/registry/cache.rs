@@ -33,7 +33,9 @@ pub struct NodeCache {
 struct Inner {
     registry: Arc<dyn Registry>,
     ttl: Duration,
-    entries: RwLock<HashMap<String, Entry>>,
+    /// Read on every call: keyed with foldhash, not SipHash (names come from the caller's own
+    /// code or a gateway's routed paths; foldhash is seeded per process).
+    entries: RwLock<HashMap<String, Entry, foldhash::fast::RandomState>>,
     /// The watch task of each service seen so far; aborted when the cache goes away.
     watchers: Mutex<HashMap<String, AbortHandle>>,
 }
@@ -69,7 +71,7 @@ impl NodeCache {
             inner: Arc::new(Inner {
                 registry,
                 ttl,
-                entries: RwLock::new(HashMap::new()),
+                entries: RwLock::new(HashMap::default()),
                 watchers: Mutex::new(HashMap::new()),
             }),
         }

@@ -50,10 +50,14 @@ pub(crate) enum PoolError {
     Exchange(#[source] hyper::Error),
 }
 
+/// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
+/// process, instead of SipHash).
+type NodeMap = HashMap<String, NodeConns, foldhash::fast::RandomState>;
+
 pub(crate) struct Pool {
     /// One set of connections per worker, so a request never uses a connection whose I/O runs
     /// on another thread.
-    shards: Box<[Mutex<HashMap<String, NodeConns>>]>,
+    shards: Box<[Mutex<NodeMap>]>,
     connect_timeout: Duration,
 }
 
@@ -69,12 +73,14 @@ impl Pool {
             .map_or(1, std::num::NonZeroUsize::get)
             .clamp(1, MAX_SHARDS);
         Pool {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(NodeMap::default()))
+                .collect(),
             connect_timeout,
         }
     }
 
-    fn shard(&self) -> &Mutex<HashMap<String, NodeConns>> {
+    fn shard(&self) -> &Mutex<NodeMap> {
         &self.shards[WORKER.with(Cell::get) % self.shards.len()]
     }
 

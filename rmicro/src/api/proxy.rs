@@ -62,7 +62,7 @@ struct Inner {
     any_failed: AtomicBool,
     /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
     /// other service "not found" (404).
-    seen: RwLock<HashSet<String>>,
+    seen: RwLock<HashSet<String, foldhash::fast::RandomState>>,
     /// How long a tunnel (a connection that switched protocols) may carry nothing.
     tunnel_idle: Duration,
 }
@@ -142,7 +142,7 @@ impl Proxy {
                 pool,
                 failed: Mutex::new(HashMap::new()),
                 any_failed: AtomicBool::new(false),
-                seen: RwLock::new(HashSet::new()),
+                seen: RwLock::new(HashSet::default()),
                 tunnel_idle: idle,
             }),
         }

@@ -15,19 +15,35 @@ pub fn service_for_path(namespace: &str, path: &str) -> Option<String> {
 /// The pieces [`service_for_path`] joins: the namespace (without trailing dots), the first
 /// segment, and the second segment when the first is a version (empty pieces are skipped).
 pub(crate) fn name_parts<'a>(namespace: &'a str, path: &'a str) -> Option<[&'a str; 3]> {
-    let mut parts = path.trim_start_matches('/').split('/');
-    let first = parts.next().filter(|s| !s.is_empty())?;
-    valid(first)?;
+    // Byte scans rather than `split`: this runs for every proxied request.
+    let path = path.trim_start_matches('/');
+    let (first, rest) = segment(path)?;
     let is_version =
         first.len() > 1 && first.starts_with('v') && first[1..].bytes().all(|b| b.is_ascii_digit());
-    let second = match (is_version, parts.next().filter(|s| !s.is_empty())) {
-        (true, Some(second)) => {
-            valid(second)?;
-            second
-        }
-        _ => "",
+    let second = match rest.filter(|rest| is_version && !rest.starts_with('/') && !rest.is_empty())
+    {
+        Some(rest) => segment(rest)?.0,
+        None => "",
     };
     Some([namespace.trim_end_matches('.'), first, second])
+}
+
+/// The first segment of `path` and what follows its `/` (if one does): `None` when the
+/// segment is empty or has characters other than letters, digits, `-` and `_`.
+fn segment(path: &str) -> Option<(&str, Option<&str>)> {
+    let end = path
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .unwrap_or(path.len());
+    let (first, rest) = path.split_at(end);
+    if first.is_empty() {
+        return None;
+    }
+    match rest.as_bytes().first() {
+        None => Some((first, None)),
+        Some(b'/') => Some((first, Some(&rest[1..]))),
+        Some(_) => None,
+    }
 }
 
 /// Calls `push` with the non-empty `parts` and the dots between them.
@@ -82,13 +98,6 @@ impl ServiceName {
     }
 }
 
-fn valid(segment: &str) -> Option<()> {
-    segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        .then_some(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::service_for_path as s;
@@ -110,6 +119,10 @@ mod tests {
         assert_eq!(s(ns, ""), None);
         assert_eq!(s(ns, "/a.b/c"), None);
         assert_eq!(s(ns, "/%2e%2e/c"), None);
+        assert_eq!(s(ns, "/v1/a.b/c"), None);
+        assert_eq!(s(ns, "/v1//user"), Some("go.micro.api.v1".into()));
+        assert_eq!(s(ns, "/user/a.b"), Some("go.micro.api.user".into()));
+        assert_eq!(s(ns, "//user"), Some("go.micro.api.user".into()));
     }
 
     #[test]
