@@ -1048,3 +1048,94 @@ async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
     assert_eq!(required.status, 426);
     assert_eq!(required.header("upgrade"), Some("echo"));
 }
+
+/// A gateway on `registry` with `flags`, served until the returned sender fires; the handle
+/// completes when `serve` returns.
+async fn gateway_handle(
+    flags: &[&str],
+    registry: Arc<dyn Registry>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (_, gateway) = configured(Cli::default(), flags, registry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx, served)
+}
+
+/// Sends `message` through an echo tunnel and reads it back.
+async fn echo_through(conn: &mut tokio::net::TcpStream, message: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(message.as_bytes()).await.unwrap();
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))
+        .await
+        .expect("echoed in time")
+        .unwrap();
+    assert_eq!(String::from_utf8(echoed).unwrap(), message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() {
+    use tokio::io::AsyncReadExt;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("ws").await;
+    register(
+        &registry,
+        "go.micro.api.ws",
+        "ws",
+        &backend.addr.to_string(),
+    )
+    .await;
+
+    // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
+    // and `serve` returns only then.
+    let grace = Duration::from_millis(1500);
+    let (gw, stop, served) =
+        gateway_handle(&["--shutdown-timeout", "1500ms"], Arc::clone(&registry)).await;
+    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo_through(&mut conn, "before the stop").await;
+    let stopped_at = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    echo_through(&mut conn, "during the grace period").await;
+    assert!(!served.is_finished(), "serve waits for the open tunnel");
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns once the grace period is over")
+        .unwrap()
+        .unwrap();
+    let waited = stopped_at.elapsed();
+    assert!(waited >= grace - Duration::from_millis(100), "{waited:?}");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf))
+        .await
+        .expect("the tunnel is closed when serve returns");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+
+    // A tunnel that ends during the grace period lets `serve` return right away.
+    let (gw, stop, served) =
+        gateway_handle(&["--shutdown-timeout", "30s"], Arc::clone(&registry)).await;
+    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo_through(&mut conn, "hello").await;
+    let stopped_at = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!served.is_finished(), "serve waits for the open tunnel");
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns when the last tunnel has closed")
+        .unwrap()
+        .unwrap();
+    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    drop(backend);
+}

@@ -72,6 +72,10 @@ pub struct ApiArgs {
     /// Time a backend has to answer (504 after).
     #[arg(long, env = "MICRO_API_BACKEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub backend_timeout: Duration,
+    /// Time requests in flight and open tunnels (WebSocket and other upgraded connections) get
+    /// to finish once the gateway is told to stop; tunnels still open then are closed.
+    #[arg(long, env = "MICRO_API_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Largest request body accepted (413 above): bytes, or with KiB/MiB.
     #[arg(long, env = "MICRO_API_BODY_LIMIT", default_value = "10MiB", value_parser = parse_size)]
     pub body_limit: usize,
@@ -138,6 +142,8 @@ pub struct Gateway {
     /// The proxy, when it is the whole pipeline (`http` handler, no plugin on): connections
     /// call it directly, without the boxed service stack plugins need.
     direct: Option<proxy::Proxy>,
+    /// Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
+    tunnels: tunnel::Tunnels,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -184,6 +190,7 @@ impl Gateway {
             body_limit: args.body_limit,
         };
         let mut direct = None;
+        let tunnels = tunnel::Tunnels::default();
         let mut service = if args.handler == "rpc" {
             let handler = rpc::RpcHandler::new(config);
             HttpService::new(tower::service_fn(move |req| {
@@ -191,7 +198,7 @@ impl Gateway {
                 async move { Ok(handler.handle(req).await) }
             }))
         } else {
-            let proxy = proxy::Proxy::with_tunnel_idle(config, args.idle_timeout);
+            let proxy = proxy::Proxy::with_tunnels(config, args.idle_timeout, tunnels.clone());
             direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
                 let proxy = proxy.clone();
@@ -209,6 +216,7 @@ impl Gateway {
             args,
             service,
             direct,
+            tunnels,
         })
     }
 
@@ -217,8 +225,11 @@ impl Gateway {
         self.service.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes, then stops accepting and lets requests
-    /// in flight finish (up to 10 s).
+    /// Serves on `listener` until `shutdown` completes, then stops accepting and gives requests
+    /// in flight and open tunnels (connections that switched protocols) the shutdown timeout
+    /// (`--shutdown-timeout`) to finish; tunnels still open then are closed. Returns when
+    /// nothing it started is left running (requests still unanswered at the deadline are
+    /// dropped with the runtime).
     ///
     /// # Errors
     ///
@@ -292,7 +303,14 @@ impl Gateway {
             }
         }
         drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        let deadline = tokio::time::Instant::now() + self.args.shutdown_timeout;
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("requests still in flight at the end of the shutdown grace period");
+        }
+        self.tunnels.close_by(deadline).await;
         Ok(())
     }
 }

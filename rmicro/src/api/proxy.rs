@@ -30,6 +30,7 @@ use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::pool::{Pool, PoolError};
 use super::resolve::ServiceName;
+use super::tunnel::Tunnels;
 use super::{error, HandlerConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,6 +66,8 @@ struct Inner {
     seen: RwLock<HashSet<String, foldhash::fast::RandomState>>,
     /// How long a tunnel (a connection that switched protocols) may carry nothing.
     tunnel_idle: Duration,
+    /// The tunnels open, for the gateway's shutdown.
+    tunnels: Tunnels,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -133,6 +136,11 @@ impl Proxy {
     /// A proxy whose tunnels (connections that switched protocols) close after `idle` without
     /// traffic (the gateway passes its `--idle-timeout`).
     pub fn with_tunnel_idle(config: HandlerConfig, idle: Duration) -> Proxy {
+        Proxy::with_tunnels(config, idle, Tunnels::default())
+    }
+
+    /// A proxy whose tunnels join `tunnels` (the gateway's, which closes them on shutdown).
+    pub(crate) fn with_tunnels(config: HandlerConfig, idle: Duration, tunnels: Tunnels) -> Proxy {
         let pool = Pool::new(Duration::from_secs(2));
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
@@ -144,6 +152,7 @@ impl Proxy {
                 any_failed: AtomicBool::new(false),
                 seen: RwLock::new(HashSet::default()),
                 tunnel_idle: idle,
+                tunnels,
             }),
         }
     }
@@ -359,6 +368,7 @@ impl Proxy {
                                 client,
                                 &offered,
                                 self.inner.tunnel_idle,
+                                &self.inner.tunnels,
                                 service,
                                 address,
                             ),
@@ -426,6 +436,7 @@ fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     offered: &HeaderValue,
     idle: Duration,
+    tunnels: &Tunnels,
     service: &str,
     address: &str,
 ) -> Response<ProxyBody> {
@@ -456,6 +467,7 @@ fn tunnel(
         client,
         node,
         idle,
+        tunnels.register(),
         service.to_string(),
         address.to_string(),
     ));

@@ -4,7 +4,8 @@
 //! The tunnel ends when both directions have ended (each side's close is passed on to the
 //! other), on an I/O error, or once no byte has moved either way for the idle limit. The last
 //! also covers a side that closed while the other keeps its end open and silent, which a plain
-//! two-way copy would hold forever.
+//! two-way copy would hold forever. When the gateway stops, open tunnels get the rest of its
+//! shutdown grace period and are closed at its end ([`Tunnels`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,18 +15,90 @@ use std::time::Duration;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::conn::later;
 
-/// Waits for both sides to switch, then copies between them until the tunnel ends.
+/// The tunnels a gateway has open, so that stopping it can wait for them and then close them.
+/// Clones share the set.
+#[derive(Clone, Debug)]
+pub(crate) struct Tunnels {
+    /// `true` once open tunnels are to close; each tunnel holds a receiver, so the sender also
+    /// knows when none is left.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels {
+            closing: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Tunnels {
+    /// Registers a tunnel about to open (before its connection is handed over, so a shutdown
+    /// that waits for connections and then for tunnels misses none).
+    pub(crate) fn register(&self) -> Closing {
+        Closing(self.closing.subscribe())
+    }
+
+    /// The number of tunnels open.
+    pub(crate) fn open(&self) -> usize {
+        self.closing.receiver_count()
+    }
+
+    /// Waits until every tunnel has closed by itself or `deadline` has passed, then closes
+    /// those still open and waits (briefly) for them to be gone.
+    pub(crate) async fn close_by(&self, deadline: Instant) {
+        if tokio::time::timeout_at(deadline, self.closing.closed())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::info!(
+            open = self.open(),
+            "closing tunnels still open at the end of the shutdown grace period"
+        );
+        self.closing.send_replace(true);
+        // Each closes (drops both connections) as soon as its task runs next.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.closing.closed()).await;
+    }
+}
+
+/// A registered tunnel's side of [`Tunnels`]: says when to close; dropped when it has.
+pub(crate) struct Closing(watch::Receiver<bool>);
+
+impl Closing {
+    /// Completes when the tunnel is to close (never, if its [`Tunnels`] is gone).
+    async fn requested(&mut self) {
+        if self.0.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits for both sides to switch, then copies between them until the tunnel ends or is
+/// closed through `closing`.
 pub(crate) async fn run(
     client: OnUpgrade,
     node: OnUpgrade,
     idle: Duration,
+    mut closing: Closing,
     service: String,
     address: String,
 ) {
+    tokio::select! {
+        () = join(client, node, idle, &service, &address) => {}
+        () = closing.requested() => {
+            tracing::debug!(%service, %address, "tunnel closed: the gateway is stopping");
+        }
+    }
+}
+
+async fn join(client: OnUpgrade, node: OnUpgrade, idle: Duration, service: &str, address: &str) {
     let (client, node) = match tokio::try_join!(client, node) {
         Ok(both) => both,
         Err(err) => {
