@@ -9,8 +9,8 @@
 # gateway and nginx on free 127.0.0.1 ports with everything in a temp dir; runs wrk against the
 # targets, ROUNDS rounds interleaved; prints the medians. The targets: the backend direct, the
 # gateway, nginx with a plain `proxy_pass` (the peer of the target), and the same nginx also
-# setting the X-Forwarded-For/-Host/-Proto headers the gateway sets (the same work per request). Every process it starts is
-# stopped on exit.
+# passing the client's Host and appending to X-Forwarded-For as the gateway does (the same work
+# per request). Every process it starts is stopped on exit.
 #
 # Knobs (environment): ROUNDS (3), DURATION (10s), THREADS (2), CONNECTIONS (32),
 # WARMUP (2s), NGINX_WORKERS (1; `auto` gives nginx both cores), GATEWAY_WORKERS (as
@@ -180,7 +180,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-  # The same, also telling the backend what the gateway tells it (client address, host, scheme):
+  # The same, also telling the backend what the gateway tells it (the client's Host and address):
   # the same work per request, for comparison (the target is against the plain one above).
   server {
     listen $NGINX_FWD;
@@ -188,9 +188,8 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Host \$http_host;
-      proxy_set_header X-Forwarded-Proto \$scheme;
     }
   }
 }
@@ -316,7 +315,7 @@ row() { printf '%-34s %12.0f %8.2f %8.2f %14s %16s %8d\n' "$1" "${MRPS[$2]}" "${
 row "direct (backend alone)" direct "$(mib "$RSS_direct")" -
 row "gateway (workers $GATEWAY_WORKERS, etcd)" gateway "$(mib "$RSS_gateway")" "${MCPU[gateway]}"
 row "nginx (workers $NGINX_WORKERS, $NGINX_PROCS procs)" nginx "$(mib "$RSS_nginx")" "${MCPU[nginx]}"
-row "nginx, same X-Forwarded-* headers" nginx-fwd "(same procs)" "${MCPU[nginx-fwd]}"
+row "nginx, same Host and X-Forwarded-For" nginx-fwd "(same procs)" "${MCPU[nginx-fwd]}"
 echo "(peak RSS of direct = the backend; gateway and nginx exclude the backend; nginx sums master + workers)"
 echo
 echo "gateway/nginx   requests/s $(ratio "${MRPS[gateway]}" "${MRPS[nginx]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[nginx]}")  peak RSS $(ratio "$RSS_gateway" "$RSS_nginx")"

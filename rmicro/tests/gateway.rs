@@ -19,8 +19,8 @@ use rmicro_tests::http;
 /// client that does not read can hold.
 const BIG: usize = 64 << 20;
 
-/// An HTTP backend answering `node=<name> path=<path> body=<bytes>`, `/…/slow` after 2 s,
-/// `/…/big` with [`BIG`] bytes.
+/// An HTTP backend answering `node=<name> path=<path> body=<bytes> xff=<X-Forwarded-For>`,
+/// `/…/slow` after 2 s, `/…/big` with [`BIG`] bytes, `/…/headers` with the request's headers.
 struct Backend {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -65,6 +65,18 @@ impl Backend {
                                     hyper::header::HeaderValue::from_static("echo"),
                                 );
                                 return Ok::<_, Infallible>(resp);
+                            }
+                            if path.ends_with("/headers") {
+                                // What the node was sent: `name: value` lines, sorted.
+                                let mut lines: Vec<String> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                                    .collect();
+                                lines.sort();
+                                return Ok::<_, Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(lines.join("\n"))),
+                                ));
                             }
                             if path.ends_with("/slow") {
                                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1138,4 +1150,76 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
         .unwrap();
     assert!(stopped_at.elapsed() < Duration::from_secs(5));
     drop(backend);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sees_the_clients_host_and_address() {
+    let (gw, backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;
+
+    // HTTP/1.1: `Host` as the client sent it (as go-micro's gateway passes it), the client's
+    // address appended to `X-Forwarded-For`, forwarding headers the client set kept, hop-by-hop
+    // ones dropped.
+    let head = "Host: shop.example\r\nX-Forwarded-Proto: https\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
+    let r = raw(&gw, &format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n")).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    assert!(seen.contains(&"host: shop.example"), "{seen:?}");
+    assert!(seen.contains(&"x-forwarded-for: 127.0.0.1"), "{seen:?}");
+    assert!(seen.contains(&"x-forwarded-proto: https"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|h| !h.starts_with("x-hop") && !h.starts_with("connection")),
+        "{seen:?}"
+    );
+    assert_eq!(seen.iter().filter(|h| h.starts_with("host:")).count(), 1);
+
+    // An absolute-form target names the host, whatever `Host` says (RFC 9112 §3.2.2).
+    let r = raw(
+        &gw,
+        "GET http://api.example/echo/headers HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\nhost: api.example"), "{r}");
+    assert!(!r.contains("other.example"), "{r}");
+
+    // Two `Host` headers, or none in HTTP/1.1: 400 with a JSON body, the node not asked.
+    for head in ["Host: a.example\r\nHost: b.example\r\n", ""] {
+        let r = raw(
+            &gw,
+            &format!("GET /echo/headers HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        assert!(r.contains("\"code\":400"), "{r}");
+        assert!(r.contains("Host header"), "{r}");
+    }
+
+    // HTTP/2: the request's authority becomes `Host`.
+    let (mut h2, _conn) = http2_client(&gw).await;
+    let (status, body) = http2_get(&mut h2, &gw, "/echo/headers").await;
+    assert_eq!(status, 200);
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.lines().any(|h| h == format!("host: {gw}")), "{body}");
+
+    // HTTP/1.0 without `Host`: the node's address stands in (HTTP/1.1 to the node needs one).
+    let response = raw(&gw, "GET /echo/headers HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(
+        response.contains(&format!("host: {}", backend.addr)),
+        "{response}"
+    );
+}
+
+/// Sends `request` as is on a new connection and reads until the gateway closes it.
+async fn raw(gw: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
+        .await
+        .expect("the gateway answers and closes the connection")
+        .unwrap();
+    String::from_utf8(response).unwrap()
 }

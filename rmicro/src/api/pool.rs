@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum_core::body::Body;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -52,19 +52,13 @@ pub(crate) enum PoolError {
 
 /// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
 /// process, instead of SipHash).
-type NodeMap = HashMap<String, NodeConns, foldhash::fast::RandomState>;
+type NodeMap = HashMap<String, Vec<http1::SendRequest<Body>>, foldhash::fast::RandomState>;
 
 pub(crate) struct Pool {
     /// One set of connections per worker, so a request never uses a connection whose I/O runs
     /// on another thread.
     shards: Box<[Mutex<NodeMap>]>,
     connect_timeout: Duration,
-}
-
-struct NodeConns {
-    /// `Host` for requests to the node.
-    host: HeaderValue,
-    conns: Vec<http1::SendRequest<Body>>,
 }
 
 impl Pool {
@@ -84,48 +78,41 @@ impl Pool {
         &self.shards[WORKER.with(Cell::get) % self.shards.len()]
     }
 
-    /// An idle connection to `address`, if there is one, and the `Host` value for it.
-    fn checkout(&self, address: &str) -> (Option<http1::SendRequest<Body>>, Option<HeaderValue>) {
+    /// An idle connection to `address`, if there is one.
+    fn checkout(&self, address: &str) -> Option<http1::SendRequest<Body>> {
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
-        let Some(node) = nodes.get_mut(address) else {
-            return (None, None);
-        };
+        let conns = nodes.get_mut(address)?;
         // The first idle connection, taken off the list while this request uses it (back on
         // once its response head is in); closed ones met on the way are dropped.
         let mut i = 0;
         let mut found = None;
-        while i < node.conns.len() {
-            if node.conns[i].is_closed() {
-                node.conns.swap_remove(i);
-            } else if node.conns[i].is_ready() {
-                found = Some(node.conns.swap_remove(i));
+        while i < conns.len() {
+            if conns[i].is_closed() {
+                conns.swap_remove(i);
+            } else if conns[i].is_ready() {
+                found = Some(conns.swap_remove(i));
                 break;
             } else {
                 i += 1;
             }
         }
-        (found, Some(node.host.clone()))
+        found
     }
 
-    fn checkin(&self, address: &str, host: &HeaderValue, conn: http1::SendRequest<Body>) {
+    fn checkin(&self, address: &str, conn: http1::SendRequest<Body>) {
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         if nodes.len() >= MAX_NODES && !nodes.contains_key(address) {
             // Nodes come and go (new addresses on every deploy): forget those without a live
             // connection rather than every address ever seen.
-            nodes.retain(|_, node| node.conns.iter().any(|c| !c.is_closed()));
+            nodes.retain(|_, conns| conns.iter().any(|c| !c.is_closed()));
         }
         // Looked up by `&str` first: `entry` would want an owned key for every request.
-        let node = match nodes.get_mut(address) {
-            Some(node) => node,
-            None => nodes
-                .entry(address.to_string())
-                .or_insert_with(|| NodeConns {
-                    host: host.clone(),
-                    conns: Vec::new(),
-                }),
+        let conns = match nodes.get_mut(address) {
+            Some(conns) => conns,
+            None => nodes.entry(address.to_string()).or_default(),
         };
-        if node.conns.len() < MAX_PER_NODE {
-            node.conns.push(conn);
+        if conns.len() < MAX_PER_NODE {
+            conns.push(conn);
         }
     }
 
@@ -154,17 +141,9 @@ impl Pool {
     pub(crate) async fn send(
         &self,
         address: &str,
-        mut request: Request<Body>,
+        request: Request<Body>,
     ) -> Result<Response<Incoming>, PoolError> {
-        let (idle, host) = self.checkout(address);
-        let host = match host {
-            Some(host) => host,
-            None => HeaderValue::from_str(address)
-                .map_err(|_| PoolError::Connect(format!("`{address}` is not a host:port")))?,
-        };
-        request
-            .headers_mut()
-            .insert(http::header::HOST, host.clone());
+        let idle = self.checkout(address);
         let pooled = idle.is_some();
         // Connecting is rare and its future large: boxed, it does not grow every request's
         // future (which is moved a few times per request).
@@ -187,7 +166,7 @@ impl Pool {
         };
         // A connection that switched protocols is the tunnel's now.
         if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            self.checkin(address, &host, conn);
+            self.checkin(address, conn);
         }
         Ok(response)
     }

@@ -36,8 +36,6 @@ use super::{error, HandlerConfig};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// How long a tunnel may carry nothing, unless the proxy is told otherwise.
 const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
@@ -250,6 +248,9 @@ impl Proxy {
             );
             return resp;
         }
+        if let Some(problem) = host_problem(&req) {
+            return fail(StatusCode::BAD_REQUEST, problem.to_string());
+        }
         let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
             return fail(
                 StatusCode::NOT_FOUND,
@@ -309,19 +310,19 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut parts.headers, protocol.clone());
         }
-        let host = parts.headers.get(header::HOST).cloned();
-        parts.headers.remove(header::HOST);
+        // The node sees the host the client asked for, as behind go-micro's gateway (whose
+        // reverse proxy keeps `Host`) and most proxies. An authority in the target (HTTP/2's
+        // `:authority`, an absolute-form HTTP/1 target) is that host (RFC 9112 §3.2.2).
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         if let Some(peer) = peer {
             if let Some(v) = forwarded_for(parts.headers.get(X_FORWARDED_FOR), peer) {
                 parts.headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        if let Some(host) = host {
-            parts.headers.insert(X_FORWARDED_HOST, host);
-        }
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         let path_and_query = std::mem::take(&mut parts.uri)
             .into_parts()
             .path_and_query
@@ -352,8 +353,14 @@ impl Proxy {
                 },
             };
             let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
-            // Origin form (`/path?query`): the node is the connection's peer, `Host` names it.
+            // Origin form (`/path?query`): the node is the connection's peer.
             *backend_req.uri_mut() = Uri::from(path_and_query.clone());
+            if !backend_req.headers().contains_key(header::HOST) {
+                // HTTP/1.1 needs one: a request that named no host (HTTP/1.0) names the node.
+                if let Ok(host) = HeaderValue::from_str(address) {
+                    backend_req.headers_mut().insert(header::HOST, host);
+                }
+            }
             let sent = tokio::time::timeout(
                 config.backend_timeout,
                 self.inner.pool.send(address, backend_req),
@@ -416,6 +423,20 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// What is wrong with the host a request names, if anything: HTTP/1.1 requires exactly one
+/// `Host` (RFC 9112 §3.2), and a proxy passing on two would let the node and the gateway's
+/// plugins disagree about which applies.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("the request has more than one Host header; send exactly one"),
+        (None, _) if req.version() == http::Version::HTTP_11 && req.uri().authority().is_none() => {
+            Some("an HTTP/1.1 request needs a Host header naming the host it is for")
+        }
+        _ => None,
     }
 }
 
