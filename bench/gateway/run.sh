@@ -200,7 +200,7 @@ NGINX_PID=$!
 PIDS+=($NGINX_PID)
 wait_for "nginx on $NGINX" 10 http_200 "http://$NGINX/bench/x"
 wait_for "nginx on $NGINX_FWD" 10 http_200 "http://$NGINX_FWD/bench/x"
-echo "nginx     $NGINX (master pid $NGINX_PID, worker_processes $NGINX_WORKERS; with X-Forwarded-* on $NGINX_FWD)"
+echo "nginx     $NGINX (master pid $NGINX_PID, worker_processes $NGINX_WORKERS; with the gateway's headers on $NGINX_FWD)"
 
 # ---------------------------------------------------------------- measuring
 TARGETS=(direct gateway nginx nginx-fwd)
