@@ -189,14 +189,28 @@ async fn gateway(
     flags: &[&str],
     registry: Arc<dyn Registry>,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (addr, stop, _served) = gateway_handle(cli, flags, registry).await;
+    (addr, stop)
+}
+
+/// As [`gateway`], also returning `serve`'s task (it completes when `serve` returns).
+async fn gateway_handle(
+    cli: Cli,
+    flags: &[&str],
+    registry: Arc<dyn Registry>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let (_, gateway) = configured(cli, flags, registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
+    let served = tokio::spawn(gateway.serve(listener, async {
         let _ = rx.await;
     }));
-    (addr, tx)
+    (addr, tx, served)
 }
 
 /// A gateway with `flags` (and the default plugins) in front of one backend named `node`,
@@ -1061,26 +1075,6 @@ async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
     assert_eq!(required.header("upgrade"), Some("echo"));
 }
 
-/// A gateway on `registry` with `flags`, served until the returned sender fires; the handle
-/// completes when `serve` returns.
-async fn gateway_handle(
-    flags: &[&str],
-    registry: Arc<dyn Registry>,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let (_, gateway) = configured(Cli::default(), flags, registry);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(gateway.serve(listener, async {
-        let _ = rx.await;
-    }));
-    (addr, tx, served)
-}
-
 /// Sends `message` through an echo tunnel and reads it back.
 async fn echo_through(conn: &mut tokio::net::TcpStream, message: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1109,8 +1103,12 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
     // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
     // and `serve` returns only then.
     let grace = Duration::from_millis(1500);
-    let (gw, stop, served) =
-        gateway_handle(&["--shutdown-timeout", "1500ms"], Arc::clone(&registry)).await;
+    let (gw, stop, served) = gateway_handle(
+        Cli::default(),
+        &["--shutdown-timeout", "1500ms"],
+        Arc::clone(&registry),
+    )
+    .await;
     let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     echo_through(&mut conn, "before the stop").await;
@@ -1133,8 +1131,12 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
 
     // A tunnel that ends during the grace period lets `serve` return right away.
-    let (gw, stop, served) =
-        gateway_handle(&["--shutdown-timeout", "30s"], Arc::clone(&registry)).await;
+    let (gw, stop, served) = gateway_handle(
+        Cli::default(),
+        &["--shutdown-timeout", "30s"],
+        Arc::clone(&registry),
+    )
+    .await;
     let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     echo_through(&mut conn, "hello").await;
