@@ -44,6 +44,11 @@ impl Backend {
                             match req.headers().get("upgrade").and_then(|v| v.to_str().ok()) {
                                 Some("echo") => return Ok(switch_to("echo", &mut req, echo)),
                                 Some("hold") => return Ok(switch_to("hold", &mut req, hold)),
+                                // Echo, agreed to only after a second.
+                                Some("late") => {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    return Ok(switch_to("late", &mut req, echo));
+                                }
                                 // Switches to a protocol the client did not offer.
                                 Some("other") => return Ok(switch_to("echo", &mut req, echo)),
                                 _ => {}
@@ -1102,10 +1107,10 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
 
     // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
     // and `serve` returns only then.
-    let grace = Duration::from_millis(1500);
+    let grace = Duration::from_secs(3);
     let (gw, stop, served) = gateway_handle(
         Cli::default(),
-        &["--shutdown-timeout", "1500ms"],
+        &["--shutdown-timeout", "3s"],
         Arc::clone(&registry),
     )
     .await;
@@ -1151,6 +1156,28 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
         .unwrap()
         .unwrap();
     assert!(stopped_at.elapsed() < Duration::from_secs(5));
+
+    // A switch still in flight when the grace period ends: the late tunnel closes at once.
+    let (gw, stop, served) = gateway_handle(
+        Cli::default(),
+        &["--shutdown-timeout", "200ms"],
+        Arc::clone(&registry),
+    )
+    .await;
+    let late = tokio::spawn(async move { switch(&gw, "/ws/late", "late").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns at the end of the grace period")
+        .unwrap()
+        .unwrap();
+    let (mut conn, head) = late.await.unwrap();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("a tunnel opened after the grace period is closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     drop(backend);
 }
 
@@ -1159,21 +1186,45 @@ async fn the_node_sees_the_clients_host_and_address() {
     let (gw, backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;
 
     // HTTP/1.1: `Host` as the client sent it (as go-micro's gateway passes it), the client's
-    // address appended to `X-Forwarded-For`, forwarding headers the client set kept, hop-by-hop
-    // ones dropped.
-    let head = "Host: shop.example\r\nX-Forwarded-Proto: https\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
-    let r = raw(&gw, &format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n")).await;
+    // address appended to `X-Forwarded-For` (every line the client sent kept), hop-by-hop
+    // headers dropped, and forwarding claims a client could make up removed.
+    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
+    let request = format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n");
+    let r = raw(&gw, &request).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
-    assert!(seen.contains(&"host: shop.example"), "{seen:?}");
-    assert!(seen.contains(&"x-forwarded-for: 127.0.0.1"), "{seen:?}");
-    assert!(seen.contains(&"x-forwarded-proto: https"), "{seen:?}");
-    assert!(
-        seen.iter()
-            .all(|h| !h.starts_with("x-hop") && !h.starts_with("connection")),
-        "{seen:?}"
+    assert_eq!(
+        seen,
+        [
+            "host: shop.example",
+            "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1"
+        ]
     );
-    assert_eq!(seen.iter().filter(|h| h.starts_with("host:")).count(), 1);
+
+    // Behind a load balancer that sets them (`--trust-forwarded`), they pass unchanged.
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(
+        &registry,
+        "go.micro.api.echo",
+        "e",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let (trusting, _stop_trusting) =
+        gateway(Cli::default(), &["--trust-forwarded"], registry).await;
+    let r = raw(&trusting, &request).await;
+    let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    assert_eq!(
+        seen,
+        [
+            "forwarded: proto=https",
+            "host: shop.example",
+            "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1",
+            "x-forwarded-host: bank.example",
+            "x-forwarded-proto: https",
+            "x-real-ip: 192.0.2.9",
+        ]
+    );
 
     // An absolute-form target names the host, whatever `Host` says (RFC 9112 §3.2.2).
     let r = raw(
@@ -1182,19 +1233,35 @@ async fn the_node_sees_the_clients_host_and_address() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert!(r.contains("\nhost: api.example"), "{r}");
+    let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    assert!(seen.contains(&"host: api.example"), "{seen:?}");
     assert!(!r.contains("other.example"), "{r}");
 
-    // Two `Host` headers, or none in HTTP/1.1: 400 with a JSON body, the node not asked.
-    for head in ["Host: a.example\r\nHost: b.example\r\n", ""] {
+    // Two `Host` headers, none in HTTP/1.1 (also with an absolute-form target), a `Host` that
+    // is not `host[:port]`, user information in the target: 400 with a JSON body, the node not
+    // asked.
+    for (target, head) in [
+        ("/echo/headers", "Host: a.example\r\nHost: b.example\r\n"),
+        ("/echo/headers", ""),
+        ("http://api.example/echo/headers", ""),
+        ("/echo/headers", "Host: a.example/evil\r\n"),
+        ("/echo/headers", "Host: \r\n"),
+        (
+            "http://user:pw@api.example/echo/headers",
+            "Host: api.example\r\n",
+        ),
+    ] {
         let r = raw(
             &gw,
-            &format!("GET /echo/headers HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
+            &format!("GET {target} HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
         )
         .await;
         assert!(r.starts_with("HTTP/1.1 400"), "{r}");
         assert!(r.contains("\"code\":400"), "{r}");
-        assert!(r.contains("Host header"), "{r}");
+        assert!(
+            r.contains("Host header") || r.contains("user information"),
+            "{r}"
+        );
     }
 
     // HTTP/2: the request's authority becomes `Host`.

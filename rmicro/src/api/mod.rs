@@ -76,6 +76,12 @@ pub struct ApiArgs {
     /// to finish once the gateway is told to stop; tunnels still open then are closed.
     #[arg(long, env = "MICRO_API_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Pass on the `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Forwarded-Port` and
+    /// `X-Real-IP` headers clients send. Turn it on behind a load balancer that sets them; off,
+    /// they are removed, so a client cannot claim to have come over HTTPS or for another host.
+    /// `X-Forwarded-For` gets the client's address appended either way.
+    #[arg(long, env = "MICRO_API_TRUST_FORWARDED", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub trust_forwarded: bool,
     /// Largest request body accepted (413 above): bytes, or with KiB/MiB.
     #[arg(long, env = "MICRO_API_BODY_LIMIT", default_value = "10MiB", value_parser = parse_size)]
     pub body_limit: usize,
@@ -94,6 +100,9 @@ pub struct HandlerConfig {
     pub backend_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Whether the forwarding headers clients send (other than `X-Forwarded-For`, which is
+    /// appended to) are passed on; otherwise they are removed.
+    pub trust_forwarded: bool,
 }
 
 /// Parses `1048576`, `512KiB`, `10MiB`.
@@ -188,6 +197,7 @@ impl Gateway {
             selector,
             backend_timeout: args.backend_timeout,
             body_limit: args.body_limit,
+            trust_forwarded: args.trust_forwarded,
         };
         let mut direct = None;
         let tunnels = tunnel::Tunnels::default();
@@ -229,7 +239,8 @@ impl Gateway {
     /// in flight and open tunnels (connections that switched protocols) the shutdown timeout
     /// (`--shutdown-timeout`) to finish; tunnels still open then are closed. Returns when
     /// nothing it started is left running (requests still unanswered at the deadline are
-    /// dropped with the runtime).
+    /// dropped with the runtime), at most a second after the timeout. Clones of a gateway share
+    /// its tunnels: serve them together and stop them together, as [`workers::serve`] does.
     ///
     /// # Errors
     ///
@@ -303,7 +314,7 @@ impl Gateway {
             }
         }
         drop(listener);
-        let deadline = tokio::time::Instant::now() + self.args.shutdown_timeout;
+        let deadline = conn::later(tokio::time::Instant::now(), self.args.shutdown_timeout);
         if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()

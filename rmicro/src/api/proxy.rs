@@ -106,6 +106,28 @@ fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
+/// Forwarding headers a client could set to mislead the node, passed on only when the gateway
+/// is told to trust them (it sits behind a load balancer that sets them).
+const CLIENT_FORWARDED: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+fn strip_client_forwarded(headers: &mut HeaderMap) {
+    // As for hop-by-hop headers: one pass over the names, removals only when one is there.
+    if headers
+        .keys()
+        .any(|name| CLIENT_FORWARDED.contains(&name.as_str()))
+    {
+        for name in CLIENT_FORWARDED {
+            headers.remove(name);
+        }
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a lookup per listed name.
     if !headers
@@ -307,6 +329,9 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if !config.trust_forwarded {
+            strip_client_forwarded(&mut parts.headers);
+        }
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut parts.headers, protocol.clone());
         }
@@ -319,7 +344,7 @@ impl Proxy {
             }
         }
         if let Some(peer) = peer {
-            if let Some(v) = forwarded_for(parts.headers.get(X_FORWARDED_FOR), peer) {
+            if let Some(v) = forwarded_for(&parts.headers, peer) {
                 parts.headers.insert(X_FORWARDED_FOR, v);
             }
         }
@@ -426,18 +451,43 @@ impl Proxy {
     }
 }
 
-/// What is wrong with the host a request names, if anything: HTTP/1.1 requires exactly one
-/// `Host` (RFC 9112 §3.2), and a proxy passing on two would let the node and the gateway's
-/// plugins disagree about which applies.
+/// What is wrong with the host a request names, if anything (RFC 9112 §3.2): HTTP/1.1 needs
+/// exactly one `Host` (two would let the node and the gateway's plugins disagree about which
+/// applies), and the node is only ever told a plain `host[:port]`, never user information.
 fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Some("the request has more than one Host header; send exactly one"),
-        (None, _) if req.version() == http::Version::HTTP_11 && req.uri().authority().is_none() => {
-            Some("an HTTP/1.1 request needs a Host header naming the host it is for")
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => {
+            return Some("the request has more than one Host header; send exactly one")
         }
-        _ => None,
+        (host, _) => host,
+    };
+    match host {
+        None if req.version() == http::Version::HTTP_11 => {
+            return Some("an HTTP/1.1 request needs a Host header naming the host it is for")
+        }
+        Some(host) if !plain_host(host.as_bytes()) => {
+            return Some(
+                "the Host header is not a host with an optional port (like `api.example:8080`)",
+            )
+        }
+        _ => {}
     }
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !plain_host(a.as_str().as_bytes()))
+    {
+        return Some(
+            "the request target names user information (`user@host`); send the host alone",
+        );
+    }
+    None
+}
+
+/// Whether `value` is a URI authority without user information: `host` or `host:port`.
+fn plain_host(value: &[u8]) -> bool {
+    !value.is_empty() && !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
 }
 
 /// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
@@ -565,20 +615,27 @@ fn fail(status: StatusCode, detail: String) -> Response<ProxyBody> {
     error::response(status, detail).map(ProxyBody::Gateway)
 }
 
-/// `X-Forwarded-For` with `peer` appended to what the client sent (no allocation when the
-/// client sent none: this runs for every request).
-fn forwarded_for(prior: Option<&HeaderValue>, peer: &Peer) -> Option<HeaderValue> {
-    match prior.map(HeaderValue::as_bytes).filter(|p| !p.is_empty()) {
-        None => Some(peer.ip.clone()),
-        Some(prior) => {
-            let ip = peer.ip.as_bytes();
-            let mut joined = Vec::with_capacity(prior.len() + 2 + ip.len());
-            joined.extend_from_slice(prior);
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
-        }
+/// `X-Forwarded-For` with `peer` appended to what the client sent, all its lines joined into
+/// one (no allocation when the client sent none: this runs for every request).
+fn forwarded_for(headers: &HeaderMap, peer: &Peer) -> Option<HeaderValue> {
+    let mut prior = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .filter(|p| !p.trim_ascii().is_empty());
+    let Some(first) = prior.next() else {
+        return Some(peer.ip.clone());
+    };
+    let ip = peer.ip.as_bytes();
+    let mut joined = Vec::with_capacity(first.len() + 2 + ip.len());
+    joined.extend_from_slice(first);
+    for more in prior {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(more);
     }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
 }
 
 /// Writes `ip` as text into `buf`: IPv4 digit by digit (the formatting machinery costs more
@@ -639,26 +696,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plain_hosts_only() {
+        for ok in [
+            "api.example",
+            "api.example:8080",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "a-b_c",
+        ] {
+            assert!(plain_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a.example/evil",
+            "a, b",
+            "user:pass@api.example",
+            "@api.example",
+            "a example",
+            "api.example?x",
+            "api.example#x",
+        ] {
+            assert!(!plain_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn forwarded_for_appends_the_peer() {
         let peer = |addr: &str| Peer::new(addr.parse().unwrap()).unwrap();
+        let sent = |lines: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(X_FORWARDED_FOR, HeaderValue::from_static(line));
+            }
+            headers
+        };
         let v4 = &peer("10.1.2.3:5000");
         let v6 = &peer("[2001:db8::1]:443");
-        assert_eq!(forwarded_for(None, v4).unwrap(), "10.1.2.3");
-        assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
-        let prior = HeaderValue::from_static("192.0.2.7, 198.51.100.2");
+        assert_eq!(forwarded_for(&sent(&[]), v4).unwrap(), "10.1.2.3");
+        assert_eq!(forwarded_for(&sent(&[]), v6).unwrap(), "2001:db8::1");
         assert_eq!(
-            forwarded_for(Some(&prior), v6).unwrap(),
+            forwarded_for(&sent(&["192.0.2.7, 198.51.100.2"]), v6).unwrap(),
             "192.0.2.7, 198.51.100.2, 2001:db8::1"
+        );
+        // Every line the client sent is kept, in order.
+        assert_eq!(
+            forwarded_for(&sent(&["192.0.2.7", " ", "198.51.100.2"]), v4).unwrap(),
+            "192.0.2.7, 198.51.100.2, 10.1.2.3"
         );
         let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
             .parse()
             .unwrap();
         assert_eq!(
-            forwarded_for(
-                Some(&HeaderValue::from_static("")),
-                &Peer::new(longest).unwrap()
-            )
-            .unwrap(),
+            forwarded_for(&sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
             longest.ip().to_string().as_str()
         );
     }

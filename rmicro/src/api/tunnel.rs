@@ -50,19 +50,21 @@ impl Tunnels {
     }
 
     /// Waits until every tunnel has closed by itself or `deadline` has passed, then closes
-    /// those still open and waits (briefly) for them to be gone.
+    /// those still open and waits (briefly) for them to be gone. From then on, a tunnel that
+    /// opens (a request still in flight that gets its `101` late) closes at once: the set is
+    /// done, for every clone.
     pub(crate) async fn close_by(&self, deadline: Instant) {
-        if tokio::time::timeout_at(deadline, self.closing.closed())
+        let all_closed = tokio::time::timeout_at(deadline, self.closing.closed())
             .await
-            .is_ok()
-        {
+            .is_ok();
+        self.closing.send_replace(true);
+        if all_closed {
             return;
         }
         tracing::info!(
             open = self.open(),
             "closing tunnels still open at the end of the shutdown grace period"
         );
-        self.closing.send_replace(true);
         // Each closes (drops both connections) as soon as its task runs next.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.closing.closed()).await;
     }
