@@ -498,10 +498,18 @@ fn plain_host(value: &[u8]) -> bool {
 /// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
 /// `upgrade` (RFC 9110 §7.8).
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let protocol = headers.get(header::UPGRADE)?;
-    connection_tokens(headers)
-        .any(|token| token.eq_ignore_ascii_case("upgrade"))
-        .then(|| protocol.clone())
+    let mut lines = headers.get_all(header::UPGRADE).iter();
+    let first = lines.next()?;
+    if !connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    // Offers may come on several lines: one list, in order, for the node.
+    let mut joined = first.as_bytes().to_vec();
+    for line in lines {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 /// Answers the client with the node's `101 Switching Protocols` and joins the two connections
@@ -699,6 +707,18 @@ fn is_length_limit(err: &PoolError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_offers_on_several_lines_are_one_list() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::UPGRADE, HeaderValue::from_static("echo/2"));
+        assert_eq!(wants_upgrade(&headers), None, "no `Connection: upgrade`");
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.append(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2");
+        headers.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2, websocket");
+    }
 
     #[test]
     fn plain_hosts_only() {
