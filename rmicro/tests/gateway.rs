@@ -1092,9 +1092,35 @@ async fn echo_through(conn: &mut tokio::net::TcpStream, message: &str) {
     assert_eq!(String::from_utf8(echoed).unwrap(), message);
 }
 
+/// A gateway on `registry` with `--shutdown-timeout timeout`, and an echo tunnel through it that
+/// carried a first message.
+async fn gateway_with_a_tunnel(
+    registry: &Arc<dyn Registry>,
+    timeout: &str,
+) -> (
+    tokio::net::TcpStream,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let flags = ["--shutdown-timeout", timeout];
+    let (gw, stop, served) = gateway_handle(Cli::default(), &flags, Arc::clone(registry)).await;
+    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo_through(&mut conn, "before the stop").await;
+    (conn, stop, served)
+}
+
+/// Waits (at most `within`) for `serve`'s task to return, and checks it returned `Ok`.
+async fn returned(served: tokio::task::JoinHandle<std::io::Result<()>>, within: Duration) {
+    tokio::time::timeout(within, served)
+        .await
+        .expect("serve returns in time")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() {
-    use tokio::io::AsyncReadExt;
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let backend = Backend::start("ws").await;
     register(
@@ -1108,76 +1134,43 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
     // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
     // and `serve` returns only then.
     let grace = Duration::from_secs(3);
-    let (gw, stop, served) = gateway_handle(
-        Cli::default(),
-        &["--shutdown-timeout", "3s"],
-        Arc::clone(&registry),
-    )
-    .await;
-    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    echo_through(&mut conn, "before the stop").await;
+    let (mut conn, stop, served) = gateway_with_a_tunnel(&registry, "3s").await;
     let stopped_at = std::time::Instant::now();
     stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     echo_through(&mut conn, "during the grace period").await;
     assert!(!served.is_finished(), "serve waits for the open tunnel");
-    tokio::time::timeout(Duration::from_secs(5), served)
-        .await
-        .expect("serve returns once the grace period is over")
-        .unwrap()
-        .unwrap();
+    returned(served, Duration::from_secs(5)).await;
     let waited = stopped_at.elapsed();
     assert!(waited >= grace - Duration::from_millis(100), "{waited:?}");
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf))
-        .await
-        .expect("the tunnel is closed when serve returns");
-    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(2)).await,
+        "the tunnel is closed when serve returns"
+    );
 
     // A tunnel that ends during the grace period lets `serve` return right away.
-    let (gw, stop, served) = gateway_handle(
-        Cli::default(),
-        &["--shutdown-timeout", "30s"],
-        Arc::clone(&registry),
-    )
-    .await;
-    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    echo_through(&mut conn, "hello").await;
+    let (conn, stop, served) = gateway_with_a_tunnel(&registry, "30s").await;
     let stopped_at = std::time::Instant::now();
     stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!served.is_finished(), "serve waits for the open tunnel");
     drop(conn);
-    tokio::time::timeout(Duration::from_secs(5), served)
-        .await
-        .expect("serve returns when the last tunnel has closed")
-        .unwrap()
-        .unwrap();
+    returned(served, Duration::from_secs(5)).await;
     assert!(stopped_at.elapsed() < Duration::from_secs(5));
 
     // A switch still in flight when the grace period ends: the late tunnel closes at once.
-    let (gw, stop, served) = gateway_handle(
-        Cli::default(),
-        &["--shutdown-timeout", "200ms"],
-        Arc::clone(&registry),
-    )
-    .await;
+    let flags = ["--shutdown-timeout", "200ms"];
+    let (gw, stop, served) = gateway_handle(Cli::default(), &flags, Arc::clone(&registry)).await;
     let late = tokio::spawn(async move { switch(&gw, "/ws/late", "late").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), served)
-        .await
-        .expect("serve returns at the end of the grace period")
-        .unwrap()
-        .unwrap();
+    returned(served, Duration::from_secs(5)).await;
     let (mut conn, head) = late.await.unwrap();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-        .await
-        .expect("a tunnel opened after the grace period is closed at once");
-    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5)).await,
+        "a tunnel opened after the grace period is closed at once"
+    );
     drop(backend);
 }
 
