@@ -1092,22 +1092,29 @@ async fn echo_through(conn: &mut tokio::net::TcpStream, message: &str) {
     assert_eq!(String::from_utf8(echoed).unwrap(), message);
 }
 
-/// A gateway on `registry` with `--shutdown-timeout timeout`, and an echo tunnel through it that
-/// carried a first message.
+/// A gateway on `registry` with `--shutdown-timeout timeout` (and `flags`), and an echo tunnel
+/// through it that carried a first message.
 async fn gateway_with_a_tunnel(
     registry: &Arc<dyn Registry>,
     timeout: &str,
+    flags: &[&str],
 ) -> (
     tokio::net::TcpStream,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let flags = ["--shutdown-timeout", timeout];
-    let (gw, stop, served) = gateway_handle(Cli::default(), &flags, Arc::clone(registry)).await;
-    let (mut conn, head) = switch(&gw, "/ws/chat", "echo").await;
+    let mut all = vec!["--shutdown-timeout", timeout];
+    all.extend_from_slice(flags);
+    let (gw, stop, served) = gateway_handle(Cli::default(), &all, Arc::clone(registry)).await;
+    (tunnel_through(&gw).await, stop, served)
+}
+
+/// An echo tunnel through the gateway at `gw` that carried a first message.
+async fn tunnel_through(gw: &str) -> tokio::net::TcpStream {
+    let (mut conn, head) = switch(gw, "/ws/chat", "echo").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     echo_through(&mut conn, "before the stop").await;
-    (conn, stop, served)
+    conn
 }
 
 /// Waits (at most `within`) for `serve`'s task to return, and checks it returned `Ok`.
@@ -1134,7 +1141,7 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
     // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
     // and `serve` returns only then.
     let grace = Duration::from_secs(3);
-    let (mut conn, stop, served) = gateway_with_a_tunnel(&registry, "3s").await;
+    let (mut conn, stop, served) = gateway_with_a_tunnel(&registry, "3s", &[]).await;
     let stopped_at = std::time::Instant::now();
     stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1149,7 +1156,7 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
     );
 
     // A tunnel that ends during the grace period lets `serve` return right away.
-    let (conn, stop, served) = gateway_with_a_tunnel(&registry, "30s").await;
+    let (conn, stop, served) = gateway_with_a_tunnel(&registry, "30s", &[]).await;
     let stopped_at = std::time::Instant::now();
     stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1171,6 +1178,58 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
         closed_within(&mut conn, Duration::from_secs(5)).await,
         "a tunnel opened after the grace period is closed at once"
     );
+
+    // Through a plugin's layer too (the proxy is not called directly then).
+    let cors = ["--cors-allowed-origins", "https://app.example"];
+    let (mut conn, stop, served) = gateway_with_a_tunnel(&registry, "300ms", &cors).await;
+    stop.send(()).unwrap();
+    returned(served, Duration::from_secs(5)).await;
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(2)).await,
+        "the tunnel is closed when serve returns"
+    );
+    drop(backend);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_gateway_served_apart_stop_apart() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let backend = Backend::start("ws").await;
+    register(
+        &registry,
+        "go.micro.api.ws",
+        "ws",
+        &backend.addr.to_string(),
+    )
+    .await;
+    let (_, gateway) = configured(Cli::default(), &["--shutdown-timeout", "200ms"], registry);
+    let mut servers = Vec::new();
+    for gateway in [gateway.clone(), gateway] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        servers.push((addr, stop, served));
+    }
+    let (b_addr, b_stop, b_served) = servers.pop().unwrap();
+    let (a_addr, a_stop, a_served) = servers.pop().unwrap();
+    let mut on_a = tunnel_through(&a_addr).await;
+    let mut on_b = tunnel_through(&b_addr).await;
+
+    // Stopping one closes its own tunnel only; the other keeps serving, upgrades included.
+    a_stop.send(()).unwrap();
+    returned(a_served, Duration::from_secs(5)).await;
+    assert!(closed_within(&mut on_a, Duration::from_secs(2)).await);
+    echo_through(&mut on_b, "still open").await;
+    let mut another = tunnel_through(&b_addr).await;
+    echo_through(&mut another, "a new one").await;
+
+    b_stop.send(()).unwrap();
+    returned(b_served, Duration::from_secs(5)).await;
+    assert!(closed_within(&mut on_b, Duration::from_secs(2)).await);
+    assert!(closed_within(&mut another, Duration::from_secs(2)).await);
     drop(backend);
 }
 

@@ -151,8 +151,6 @@ pub struct Gateway {
     /// The proxy, when it is the whole pipeline (`http` handler, no plugin on): connections
     /// call it directly, without the boxed service stack plugins need.
     direct: Option<proxy::Proxy>,
-    /// Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
-    tunnels: tunnel::Tunnels,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -200,7 +198,6 @@ impl Gateway {
             trust_forwarded: args.trust_forwarded,
         };
         let mut direct = None;
-        let tunnels = tunnel::Tunnels::default();
         let mut service = if args.handler == "rpc" {
             let handler = rpc::RpcHandler::new(config);
             HttpService::new(tower::service_fn(move |req| {
@@ -208,7 +205,7 @@ impl Gateway {
                 async move { Ok(handler.handle(req).await) }
             }))
         } else {
-            let proxy = proxy::Proxy::with_tunnels(config, args.idle_timeout, tunnels.clone());
+            let proxy = proxy::Proxy::with_tunnel_idle(config, args.idle_timeout);
             direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
                 let proxy = proxy.clone();
@@ -226,7 +223,6 @@ impl Gateway {
             args,
             service,
             direct,
-            tunnels,
         })
     }
 
@@ -239,8 +235,8 @@ impl Gateway {
     /// in flight and open tunnels (connections that switched protocols) the shutdown timeout
     /// (`--shutdown-timeout`) to finish; tunnels still open then are closed. Returns when
     /// nothing it started is left running (requests still unanswered at the deadline are
-    /// dropped with the runtime), at most a second after the timeout. Clones of a gateway share
-    /// its tunnels: serve them together and stop them together, as [`workers::serve`] does.
+    /// dropped with the runtime), at most a second after the timeout. Each call has its own
+    /// tunnels: clones of a gateway served apart stop apart.
     ///
     /// # Errors
     ///
@@ -269,6 +265,8 @@ impl Gateway {
                 (self.args.idle_timeout / 2).min(Duration::from_secs(3600)),
             ));
         let graceful = GracefulShutdown::new();
+        // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
+        let tunnels = tunnel::Tunnels::default();
         let mut shutdown = std::pin::pin!(shutdown);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
         loop {
@@ -290,11 +288,13 @@ impl Gateway {
                 Some(proxy) => {
                     let proxy = proxy.clone();
                     let client = proxy::Peer::new(peer);
+                    let tunnels = tunnels.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let (proxy, finish) = (proxy.clone(), exchanges.start());
-                        let client = client.clone();
+                        let (client, tunnels) = (client.clone(), tunnels.clone());
                         let response = async move {
-                            Ok::<_, Infallible>(proxy.handle(req, client.as_ref()).await)
+                            let response = proxy.handle(req, client.as_ref(), Some(&tunnels));
+                            Ok::<_, Infallible>(response.await)
                         };
                         conn::Responding::new(response, finish)
                     });
@@ -302,11 +302,14 @@ impl Gateway {
                 }
                 None => {
                     let service = self.service.clone();
+                    let tunnels = tunnels.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let finish = exchanges.start();
                         let mut req = req.map(Body::new);
                         // How plugins (and the proxy behind them) see the client's address.
                         req.extensions_mut().insert::<SocketAddr>(peer);
+                        // Where the proxy puts a connection that switches protocols.
+                        req.extensions_mut().insert(tunnels.clone());
                         conn::Responding::new(service.clone().oneshot(req), finish)
                     });
                     spawn_connection(&builder, &graceful, stream, peer, service);
@@ -321,7 +324,7 @@ impl Gateway {
         {
             tracing::info!("requests still in flight at the end of the shutdown grace period");
         }
-        self.tunnels.close_by(deadline).await;
+        tunnels.close_by(deadline).await;
         Ok(())
     }
 }

@@ -64,7 +64,8 @@ struct Inner {
     seen: RwLock<HashSet<String, foldhash::fast::RandomState>>,
     /// How long a tunnel (a connection that switched protocols) may carry nothing.
     tunnel_idle: Duration,
-    /// The tunnels open, for the gateway's shutdown.
+    /// Where tunnels register when the request does not say (a proxy used outside a gateway's
+    /// `serve`): never closed by a shutdown.
     tunnels: Tunnels,
 }
 
@@ -156,11 +157,6 @@ impl Proxy {
     /// A proxy whose tunnels (connections that switched protocols) close after `idle` without
     /// traffic (the gateway passes its `--idle-timeout`).
     pub fn with_tunnel_idle(config: HandlerConfig, idle: Duration) -> Proxy {
-        Proxy::with_tunnels(config, idle, Tunnels::default())
-    }
-
-    /// A proxy whose tunnels join `tunnels` (the gateway's, which closes them on shutdown).
-    pub(crate) fn with_tunnels(config: HandlerConfig, idle: Duration, tunnels: Tunnels) -> Proxy {
         let pool = Pool::new(Duration::from_secs(2));
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
@@ -172,7 +168,7 @@ impl Proxy {
                 any_failed: AtomicBool::new(false),
                 seen: RwLock::new(HashSet::default()),
                 tunnel_idle: idle,
-                tunnels,
+                tunnels: Tunnels::default(),
             }),
         }
     }
@@ -238,20 +234,26 @@ impl Proxy {
     }
 
     /// Proxies a request that went through the plugins: the client's address is the
-    /// `SocketAddr` request extension the gateway sets.
+    /// `SocketAddr` request extension the gateway sets, the tunnels of the gateway's `serve`
+    /// the [`Tunnels`] one.
     pub(crate) async fn handle_boxed(self, req: Request<Body>) -> Response<Body> {
         let peer = req
             .extensions()
             .get::<SocketAddr>()
             .and_then(|a| Peer::new(*a));
-        self.handle(req, peer.as_ref()).await.map(Body::from)
+        let tunnels = req.extensions().get::<Tunnels>().cloned();
+        self.handle(req, peer.as_ref(), tunnels.as_ref())
+            .await
+            .map(Body::from)
     }
 
-    /// Proxies `req` from `peer` (the gateway's connection with the client).
+    /// Proxies `req` from `peer` (the gateway's connection with the client); a connection
+    /// that switches protocols joins `tunnels` (the proxy's own set if `None`).
     pub(crate) async fn handle<B>(
         self,
         mut req: Request<B>,
         peer: Option<&Peer>,
+        tunnels: Option<&Tunnels>,
     ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -400,7 +402,7 @@ impl Proxy {
                                 client,
                                 &offered,
                                 self.inner.tunnel_idle,
-                                &self.inner.tunnels,
+                                tunnels.unwrap_or(&self.inner.tunnels),
                                 service,
                                 address,
                             ),

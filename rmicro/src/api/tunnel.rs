@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,19 +21,19 @@ use tokio::time::Instant;
 
 use super::conn::later;
 
-/// The tunnels a gateway has open, so that stopping it can wait for them and then close them.
-/// Clones share the set.
+/// The tunnels one `serve` of a gateway has open, so that stopping it can wait for them and
+/// then close them. Clones share the set.
 #[derive(Clone, Debug)]
 pub(crate) struct Tunnels {
     /// `true` once open tunnels are to close; each tunnel holds a receiver, so the sender also
-    /// knows when none is left.
-    closing: watch::Sender<bool>,
+    /// knows when none is left. In an `Arc`: cloned for every request, one count to bump.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Default for Tunnels {
     fn default() -> Self {
         Tunnels {
-            closing: watch::Sender::new(false),
+            closing: Arc::new(watch::Sender::new(false)),
         }
     }
 }
@@ -51,8 +52,7 @@ impl Tunnels {
 
     /// Waits until every tunnel has closed by itself or `deadline` has passed, then closes
     /// those still open and waits (briefly) for them to be gone. From then on, a tunnel that
-    /// opens (a request still in flight that gets its `101` late) closes at once: the set is
-    /// done, for every clone.
+    /// opens (a request still in flight that gets its `101` late) closes at once.
     pub(crate) async fn close_by(&self, deadline: Instant) {
         let all_closed = tokio::time::timeout_at(deadline, self.closing.closed())
             .await
