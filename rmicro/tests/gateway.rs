@@ -225,11 +225,18 @@ async fn gateway_to_one(
     node: &'static str,
     flags: &[&str],
 ) -> (String, Backend, tokio::sync::oneshot::Sender<()>) {
+    let (registry, backend) = one_node_registry(service, node).await;
+    let (addr, stop) = gateway(Cli::default(), flags, registry).await;
+    (addr, backend, stop)
+}
+
+/// A registry of its own with one backend named `node` registered as `service`. Keep the
+/// backend: dropping it stops it.
+async fn one_node_registry(service: &str, node: &'static str) -> (Arc<dyn Registry>, Backend) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let backend = Backend::start(node).await;
     register(&registry, service, node, &backend.addr.to_string()).await;
-    let (addr, stop) = gateway(Cli::default(), flags, registry).await;
-    (addr, backend, stop)
+    (registry, backend)
 }
 
 /// Parses `rmicro api --address 127.0.0.1:0 FLAGS` as the CLI does and builds the gateway on
@@ -1128,15 +1135,7 @@ async fn returned(served: tokio::task::JoinHandle<std::io::Result<()>>, within: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("ws").await;
-    register(
-        &registry,
-        "go.micro.api.ws",
-        "ws",
-        &backend.addr.to_string(),
-    )
-    .await;
+    let (registry, backend) = one_node_registry("go.micro.api.ws", "ws").await;
 
     // Stopped with a tunnel open: it keeps working through the grace period, then is closed,
     // and `serve` returns only then.
@@ -1193,15 +1192,7 @@ async fn open_tunnels_get_the_shutdown_grace_period_and_are_closed_at_its_end() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_of_a_gateway_served_apart_stop_apart() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let backend = Backend::start("ws").await;
-    register(
-        &registry,
-        "go.micro.api.ws",
-        "ws",
-        &backend.addr.to_string(),
-    )
-    .await;
+    let (registry, backend) = one_node_registry("go.micro.api.ws", "ws").await;
     let (_, gateway) = configured(Cli::default(), &["--shutdown-timeout", "200ms"], registry);
     let mut servers = Vec::new();
     for gateway in [gateway.clone(), gateway] {
