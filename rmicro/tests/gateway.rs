@@ -272,6 +272,10 @@ async fn get(addr: &str, path: &str) -> http::HttpResponse {
     call(addr, "GET", path, Vec::new(), String::new()).await
 }
 
+async fn get_with(addr: &str, path: &str, header: (&'static str, String)) -> http::HttpResponse {
+    call(addr, "GET", path, vec![header], String::new()).await
+}
+
 fn json_error(resp: &http::HttpResponse, code: u16) -> serde_json::Value {
     assert_eq!(resp.status, code, "{}", resp.body);
     assert_eq!(resp.header("content-type"), Some("application/json"));
@@ -305,14 +309,7 @@ async fn routes_by_path_and_namespace() {
     let r = call(&gw, "POST", "/user/call", vec![], "hello".into()).await;
     assert_eq!(r.body, "node=user path=/user/call body=5 xff=127.0.0.1");
     // A client's own X-Forwarded-For is kept, the gateway's peer appended.
-    let r = call(
-        &gw,
-        "GET",
-        "/user/call",
-        vec![("X-Forwarded-For", "192.0.2.7".into())],
-        String::new(),
-    )
-    .await;
+    let r = get_with(&gw, "/user/call", ("X-Forwarded-For", "192.0.2.7".into())).await;
     assert_eq!(
         r.body,
         "node=user path=/user/call body=0 xff=192.0.2.7, 127.0.0.1"
@@ -465,25 +462,11 @@ async fn token_auth_allows_and_denies() {
     assert_eq!(v["detail"], "missing or invalid bearer token");
     assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
     json_error(
-        &call(
-            &gw,
-            "GET",
-            "/b/x",
-            vec![("Authorization", "Bearer nope".into())],
-            String::new(),
-        )
-        .await,
+        &get_with(&gw, "/b/x", ("Authorization", "Bearer nope".into())).await,
         401,
     );
     for token in ["t1", "t2", "from-file"] {
-        let r = call(
-            &gw,
-            "GET",
-            "/b/x",
-            vec![("Authorization", format!("Bearer {token}"))],
-            String::new(),
-        )
-        .await;
+        let r = get_with(&gw, "/b/x", ("Authorization", format!("Bearer {token}"))).await;
         assert_eq!(r.status, 200, "token {token}");
         // Behind a plugin the proxy still knows the client's address.
         assert_eq!(r.body, "node=b path=/b/x body=0 xff=127.0.0.1");
@@ -540,14 +523,7 @@ async fn cors_preflight_allows_listed_origins_only() {
         "refused origins get no CORS headers"
     );
 
-    let simple = call(
-        &gw,
-        "GET",
-        "/b/x",
-        vec![("Origin", "https://ok.example".into())],
-        String::new(),
-    )
-    .await;
+    let simple = get_with(&gw, "/b/x", ("Origin", "https://ok.example".into())).await;
     assert_eq!(simple.status, 200);
     assert_eq!(
         simple.header("access-control-allow-origin"),
@@ -1039,14 +1015,7 @@ async fn protocol_upgrades_pass_through_and_outlive_the_head_limit() {
     }
 
     // `Upgrade` without `Connection: upgrade` asks for nothing: the node sees a plain request.
-    let plain = call(
-        &gw,
-        "GET",
-        "/ws/plain",
-        vec![("Upgrade", "echo".into())],
-        String::new(),
-    )
-    .await;
+    let plain = get_with(&gw, "/ws/plain", ("Upgrade", "echo".into())).await;
     assert_eq!(plain.status, 200, "{}", plain.body);
     assert_eq!(plain.body, "node=ws path=/ws/plain body=0 xff=127.0.0.1");
 }

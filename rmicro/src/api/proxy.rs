@@ -118,23 +118,11 @@ const CLIENT_FORWARDED: [&str; 5] = [
 ];
 
 fn strip_client_forwarded(headers: &mut HeaderMap) {
-    // As for hop-by-hop headers: one pass over the names, removals only when one is there.
-    if headers
-        .keys()
-        .any(|name| CLIENT_FORWARDED.contains(&name.as_str()))
-    {
-        for name in CLIENT_FORWARDED {
-            headers.remove(name);
-        }
-    }
+    remove_all(headers, &CLIENT_FORWARDED);
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a lookup per listed name.
-    if !headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
-    {
+    if !has_any(headers, HOP_BY_HOP) {
         return;
     }
     let listed: Vec<HeaderName> = connection_tokens(headers)
@@ -145,6 +133,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
+    }
+}
+
+/// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy
+/// removes: one pass over the names they have instead of a lookup per listed name.
+fn has_any(headers: &HeaderMap, names: &[&str]) -> bool {
+    headers.keys().any(|name| names.contains(&name.as_str()))
+}
+
+/// Removes every header in `names` (looking each up only when one is there).
+fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
+    if has_any(headers, names) {
+        for name in names {
+            headers.remove(*name);
+        }
     }
 }
 
