@@ -1304,3 +1304,108 @@ async fn raw(gw: &str, request: &str) -> String {
         .unwrap();
     String::from_utf8(response).unwrap()
 }
+
+/// A plugin that tells the node, in `x-plugin-host`, the `Host` it saw.
+struct HostSeen;
+
+impl Plugin for HostSeen {
+    fn name(&self) -> &'static str {
+        "host-seen"
+    }
+    fn layer(&self) -> Option<PluginLayer> {
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            |inner: HttpService| {
+                HttpService::new(tower::util::MapRequest::new(
+                    inner,
+                    |mut req: ::http::Request<axum_core::body::Body>| {
+                        let seen = req.headers().get("host").cloned();
+                        let seen =
+                            seen.unwrap_or_else(|| ::http::HeaderValue::from_static("(none)"));
+                        req.headers_mut().insert("x-plugin-host", seen);
+                        req
+                    },
+                ))
+            },
+        )))
+    }
+}
+
+/// The node's `/…/headers` body as lines.
+fn node_saw(response: &str) -> Vec<&str> {
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_see_the_host_the_node_sees() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let mut cli = Cli::new();
+    cli.plugin(HostSeen).unwrap();
+    let (gw, _stop) = gateway(cli, &[], registry).await;
+
+    // `Host` as sent.
+    let r = raw(
+        &gw,
+        "GET /echo/headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let seen = node_saw(&r);
+    assert!(seen.contains(&"host: shop.example"), "{r}");
+    assert!(seen.contains(&"x-plugin-host: shop.example"), "{r}");
+
+    // An absolute-form target's host, for the plugin as for the node.
+    let r = raw(
+        &gw,
+        "GET http://api.example:8080/echo/headers HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen = node_saw(&r);
+    assert!(seen.contains(&"host: api.example:8080"), "{r}");
+    assert!(seen.contains(&"x-plugin-host: api.example:8080"), "{r}");
+    assert!(!r.contains("other.example"), "{r}");
+
+    // HTTP/2: the authority.
+    let (mut h2, _conn) = http2_client(&gw).await;
+    let (status, body) = http2_get(&mut h2, &gw, "/echo/headers").await;
+    assert_eq!(status, 200);
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.lines().any(|h| h == format!("host: {gw}")), "{body}");
+    assert!(
+        body.lines().any(|h| h == format!("x-plugin-host: {gw}")),
+        "{body}"
+    );
+
+    // A request whose host is wrong is refused before any plugin sees it.
+    let r = raw(
+        &gw,
+        "GET /echo/headers HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("more than one Host header"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_offer_is_not_passed_on() {
+    let (gw, _backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;
+
+    // Only `h2c` offered: the node gets a plain HTTP/1.1 request (no `Upgrade`, no
+    // `HTTP2-Settings`), and the client its answer.
+    let r = raw(
+        &gw,
+        "GET /echo/headers HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(node_saw(&r), ["host: gw", "x-forwarded-for: 127.0.0.1"]);
+
+    // Offered with another protocol: that one is passed on, and the node can switch to it.
+    let (_conn, head) = switch(&gw, "/echo/chat", "h2c, echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo\r\n"), "{head}");
+}

@@ -219,6 +219,20 @@ impl Gateway {
                 direct = None;
             }
         }
+        // Before any plugin sees a request, its host is checked, and a host its target names
+        // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
+        // node will (the direct path does the same in the proxy).
+        let pipeline = service;
+        let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
+            let pipeline = pipeline.clone();
+            async move {
+                if let Some(problem) = proxy::host_problem(&req) {
+                    return Ok(error::response(http::StatusCode::BAD_REQUEST, problem));
+                }
+                proxy::host_from_target(&mut req);
+                pipeline.oneshot(req).await
+            }
+        }));
         Ok(Gateway {
             args,
             service,

@@ -278,6 +278,7 @@ impl Proxy {
         if let Some(problem) = host_problem(&req) {
             return fail(StatusCode::BAD_REQUEST, problem.to_string());
         }
+        host_from_target(&mut req);
         let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
             return fail(
                 StatusCode::NOT_FOUND,
@@ -339,14 +340,6 @@ impl Proxy {
         }
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut parts.headers, protocol.clone());
-        }
-        // The node sees the host the client asked for, as behind go-micro's gateway (whose
-        // reverse proxy keeps `Host`) and most proxies. An authority in the target (HTTP/2's
-        // `:authority`, an absolute-form HTTP/1 target) is that host (RFC 9112 §3.2.2).
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
-            }
         }
         if let Some(peer) = peer {
             if let Some(v) = forwarded_for(&parts.headers, peer) {
@@ -456,10 +449,27 @@ impl Proxy {
     }
 }
 
+/// Makes the host a request's target names (HTTP/2's `:authority`, an absolute-form HTTP/1
+/// target) its `Host`, whatever `Host` said (RFC 9112 §3.2.2): the node then sees the host the
+/// client asked for, as behind go-micro's gateway (whose reverse proxy keeps `Host`) and most
+/// proxies, and plugins see the same host as the node. A target with user information is left
+/// alone ([`host_problem`] refuses it).
+pub(crate) fn host_from_target<B>(req: &mut Request<B>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    if authority.as_str().contains('@') {
+        return;
+    }
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+}
+
 /// What is wrong with the host a request names, if anything (RFC 9112 §3.2): HTTP/1.1 needs
 /// exactly one `Host` (two would let the node and the gateway's plugins disagree about which
 /// applies), and the node is only ever told a plain `host[:port]`, never user information.
-fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+pub(crate) fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => {
@@ -500,19 +510,34 @@ fn plain_host(value: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
 }
 
-/// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
-/// `upgrade` (RFC 9110 §7.8).
+/// The protocols a request asks to switch to: its `Upgrade` offers, when `Connection` lists
+/// `upgrade` (RFC 9110 §7.8), all lines joined into one list in order, for the node.
+///
+/// `h2c` is left out: HTTP/2 by upgrade (RFC 7540 §3.2, dropped by RFC 9113) needs the
+/// client's `HTTP2-Settings`, a header for this hop only that the gateway cannot pass on, and
+/// the gateway would have to speak HTTP/2 to the client after the switch. A client offering it
+/// gets HTTP/1.1 as it would from a server that ignores the offer; HTTP/2 clients reach the
+/// gateway with prior knowledge instead.
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut lines = headers.get_all(header::UPGRADE).iter();
-    let first = lines.next()?;
+    let lines = headers.get_all(header::UPGRADE);
+    lines.iter().next()?;
     if !connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade")) {
         return None;
     }
-    // Offers may come on several lines: one list, in order, for the node.
-    let mut joined = first.as_bytes().to_vec();
-    for line in lines {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(line.as_bytes());
+    let mut joined = Vec::new();
+    let offers = lines
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|offer| !offer.is_empty() && !offer.eq_ignore_ascii_case(b"h2c"));
+    for offer in offers {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(offer);
+    }
+    if joined.is_empty() {
+        return None;
     }
     HeaderValue::from_bytes(&joined).ok()
 }
@@ -723,6 +748,22 @@ mod tests {
         assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2");
         headers.append(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2, websocket");
+    }
+
+    #[test]
+    fn an_h2c_offer_is_left_out() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        headers.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert_eq!(wants_upgrade(&headers), None, "nothing else offered");
+        headers.insert(
+            header::UPGRADE,
+            HeaderValue::from_static(" H2C ,websocket,, echo/2"),
+        );
+        assert_eq!(wants_upgrade(&headers).unwrap(), "websocket, echo/2");
     }
 
     #[test]
