@@ -18,7 +18,6 @@ use std::time::Duration;
 use etcd_client::{ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio::sync::{broadcast, watch};
 
-use super::memory::watch_stream;
 use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, Watcher};
 
 /// go-micro v2's key prefix.
@@ -636,4 +635,17 @@ impl Registry for EtcdRegistry {
                 .map(|_| ())
         })
     }
+}
+
+/// Turns a broadcast receiver into a watcher stream, optionally for one service.
+fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watcher {
+    use tokio_stream::wrappers::BroadcastStream;
+    use tokio_stream::StreamExt;
+    Box::pin(BroadcastStream::new(rx).filter_map(move |e| {
+        let e = e.ok()?;
+        match &filter {
+            Some(name) if *name != e.service.name => None,
+            _ => Some(e),
+        }
+    }))
 }

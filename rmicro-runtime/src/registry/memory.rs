@@ -1,10 +1,15 @@
 //! The in-process registry: the default, shared by every service and client of one process.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use tokio::sync::broadcast;
+use tokio::time::Sleep;
 
 use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, Watcher};
 
@@ -14,9 +19,11 @@ pub struct MemoryRegistry {
     inner: Arc<Inner>,
 }
 
+type Nodes = HashMap<(String, String), (Service, Instant)>;
+
 struct Inner {
     /// `(service name, node id)` → the one-node record and when it expires.
-    nodes: Mutex<HashMap<(String, String), (Service, Instant)>>,
+    nodes: Mutex<Nodes>,
     events: broadcast::Sender<Event>,
 }
 
@@ -52,21 +59,7 @@ impl MemoryRegistry {
 
     /// Live records, only those of `name` when given (filtered before anything is copied).
     fn live(&self, name: Option<&str>) -> Vec<Service> {
-        let now = Instant::now();
-        let mut nodes = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let expired: Vec<_> = nodes
-            .iter()
-            .filter(|(_, (_, until))| *until <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            if let Some((service, _)) = nodes.remove(&key) {
-                let _ = self.inner.events.send(Event {
-                    action: Action::Delete,
-                    service,
-                });
-            }
-        }
+        let nodes = sweep(&self.inner);
         merge(
             nodes
                 .iter()
@@ -74,6 +67,27 @@ impl MemoryRegistry {
                 .map(|(_, (s, _))| s.clone()),
         )
     }
+}
+
+/// Drops the nodes whose TTL has passed, telling watchers (a `Delete` each); returns the map,
+/// still locked.
+fn sweep(inner: &Inner) -> std::sync::MutexGuard<'_, Nodes> {
+    let now = Instant::now();
+    let mut nodes = inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+    let expired: Vec<_> = nodes
+        .iter()
+        .filter(|(_, (_, until))| *until <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in expired {
+        if let Some((service, _)) = nodes.remove(&key) {
+            let _ = inner.events.send(Event {
+                action: Action::Delete,
+                service,
+            });
+        }
+    }
+    nodes
 }
 
 /// One-node records of `service`.
@@ -146,23 +160,80 @@ impl Registry for MemoryRegistry {
         &'a self,
         service: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
-        let filter = service.map(str::to_string);
-        let rx = self.inner.events.subscribe();
-        Box::pin(async move { Ok(watch_stream(rx, filter)) })
+        let watch = Expiring {
+            events: tokio_stream::wrappers::BroadcastStream::new(self.inner.events.subscribe()),
+            filter: service.map(str::to_string),
+            registry: Arc::downgrade(&self.inner),
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        };
+        Box::pin(async move { Ok(Box::pin(watch) as Watcher) })
     }
 }
 
-/// Turns a broadcast receiver into a watcher stream, optionally for one service.
-pub(crate) fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watcher {
-    use tokio_stream::wrappers::BroadcastStream;
-    use tokio_stream::StreamExt;
-    Box::pin(BroadcastStream::new(rx).filter_map(move |e| {
-        let e = e.ok()?;
-        match &filter {
-            Some(name) if *name != e.service.name => None,
-            _ => Some(e),
+/// A watch on the memory registry: its events, and a `Delete` for each node as its TTL
+/// passes, not only once someone next reads the registry (a watcher such as a client's node
+/// cache would otherwise keep a node that stopped refreshing until it reads again).
+struct Expiring {
+    events: tokio_stream::wrappers::BroadcastStream<Event>,
+    /// Only this service's events, when set.
+    filter: Option<String>,
+    /// Not kept alive by its watchers: the stream ends when the registry goes.
+    registry: Weak<Inner>,
+    /// Armed for the first node's expiry while no event is pending.
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Stream for Expiring {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.events).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if this
+                        .filter
+                        .as_ref()
+                        .is_none_or(|name| *name == event.service.name)
+                    {
+                        return Poll::Ready(Some(event));
+                    }
+                    continue;
+                }
+                // Lagged: the events missed are gone; the next ones still count.
+                Poll::Ready(Some(Err(_))) => continue,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+            let Some(inner) = this.registry.upgrade() else {
+                return Poll::Pending;
+            };
+            let first = inner
+                .nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .map(|(_, until)| *until)
+                .min();
+            let Some(first) = first else {
+                return Poll::Pending;
+            };
+            // The registry's clock decides; the timer only wakes this watch to look again.
+            let left = first.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Its `Delete` (and those of any other expired node) go to every watcher,
+                // this one included: the loop picks them up.
+                drop(sweep(&inner));
+                continue;
+            }
+            this.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + left);
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
-    }))
+    }
 }
 
 #[cfg(test)]
@@ -209,5 +280,51 @@ mod tests {
                 Action::Delete
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_watch_hears_of_an_expired_node_with_nobody_reading() {
+        let reg = MemoryRegistry::new();
+        let mut watch = reg.watch(Some("svc")).await.unwrap();
+        let mut other = reg.watch(Some("other")).await.unwrap();
+        let registered = Instant::now();
+        reg.register(&service("a"), Duration::from_millis(150))
+            .await
+            .unwrap();
+        assert_eq!(watch.next().await.unwrap().action, Action::Create);
+        let deleted = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("a Delete once the TTL has passed")
+            .unwrap();
+        assert_eq!(deleted.action, Action::Delete);
+        assert_eq!(deleted.service.nodes[0].id, "a");
+        assert!(registered.elapsed() >= Duration::from_millis(150));
+        // A watch on another service hears nothing of it.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), other.next())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refreshed_node_does_not_expire_and_watches_end_with_the_registry() {
+        let reg = MemoryRegistry::new();
+        let mut watch = reg.watch(None).await.unwrap();
+        for _ in 0..8 {
+            reg.register(&service("a"), Duration::from_millis(150))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(watch.next().await.unwrap().action, Action::Create);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), watch.next())
+                .await
+                .is_err(),
+            "no Delete while the node is refreshed within its TTL"
+        );
+        drop(reg);
+        assert!(watch.next().await.is_none());
     }
 }
