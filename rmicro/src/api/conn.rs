@@ -6,7 +6,8 @@
 //! keep-alive connections that are merely idle. Here both limits live in the stream wrapper:
 //!
 //! - **idle**: no bytes either way for `idle` closes an HTTP/1 connection (checked while it
-//!   waits to read and while a write waits for a client that does not read); an HTTP/2
+//!   waits to read and while a write waits for a client that does not read), except while a
+//!   request has all come in and waits for its node (the backend timeout bounds that); an HTTP/2
 //!   connection, whose pings are traffic, is closed once no request has been in progress for
 //!   `idle` (give or take a quarter of it);
 //! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
@@ -39,6 +40,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 pub(crate) struct Exchanges {
     started: AtomicU64,
     finished: AtomicU64,
+    /// Requests whose body has all come in (or was dropped unread).
+    received: AtomicU64,
+    /// Requests whose response head is out of the service.
+    responded: AtomicU64,
     /// Set once a response switched protocols: what follows on the connection is no request.
     upgraded: AtomicBool,
 }
@@ -61,6 +66,71 @@ impl Exchanges {
 
     fn idle(&self) -> bool {
         self.started() == self.finished()
+    }
+
+    /// Whether a request has all come in and waits for its node's answer: the client rightly
+    /// sends nothing then (the backend timeout bounds the wait, not the idle timeout).
+    fn waiting_for_node(&self) -> bool {
+        let started = self.started();
+        self.received.load(Ordering::Relaxed) == started
+            && self.responded.load(Ordering::Relaxed) < started
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts its request as received once it has all come in (at once
+    /// for a request without one) or is dropped.
+    pub(crate) struct Receiving<B> {
+        #[pin]
+        body: B,
+        exchanges: Option<Arc<Exchanges>>,
+    }
+
+    impl<B> PinnedDrop for Receiving<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(exchanges) = this.project().exchanges.take() {
+                exchanges.received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> Receiving<B> {
+    pub(crate) fn new(body: B, exchanges: &Arc<Exchanges>) -> Self {
+        let exchanges = if body.is_end_stream() {
+            exchanges.received.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            Some(Arc::clone(exchanges))
+        };
+        Receiving { body, exchanges }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Receiving<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        if frame.is_none() || this.body.is_end_stream() {
+            if let Some(exchanges) = this.exchanges.take() {
+                exchanges.received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -105,6 +175,7 @@ where
             .finish
             .take()
             .expect("Responding polled after it completed");
+        finish.0.responded.fetch_add(1, Ordering::Relaxed);
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             finish.0.upgraded.store(true, Ordering::Relaxed);
         }
@@ -257,7 +328,10 @@ impl Timed {
             }
             let mut next = later(self.last, self.idle);
             if next <= now {
-                return Poll::Ready(idle_error());
+                if !self.exchanges.waiting_for_node() {
+                    return Poll::Ready(idle_error());
+                }
+                next = later(now, self.idle);
             }
             if let Some((since, started)) = self.head {
                 let due = later(since, self.head_timeout);

@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod rpc;
 mod tunnel;
+mod upload;
 pub mod workers;
 
 use plugin::{HttpService, Plugin, PluginContext, PluginError};
@@ -303,8 +304,9 @@ impl Gateway {
                     let proxy = proxy.clone();
                     let client = proxy::Peer::new(peer);
                     let tunnels = tunnels.clone();
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (proxy, finish) = (proxy.clone(), exchanges.start());
+                        let req = req.map(|body| conn::Receiving::new(body, &exchanges));
                         let (client, tunnels) = (client.clone(), tunnels.clone());
                         let response = async move {
                             let response = proxy.handle(req, client.as_ref(), Some(&tunnels));
@@ -319,7 +321,8 @@ impl Gateway {
                     let tunnels = tunnels.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let finish = exchanges.start();
-                        let mut req = req.map(Body::new);
+                        let mut req =
+                            req.map(|body| Body::new(conn::Receiving::new(body, &exchanges)));
                         // How plugins (and the proxy behind them) see the client's address.
                         req.extensions_mut().insert::<SocketAddr>(peer);
                         // Where the proxy puts a connection that switches protocols.

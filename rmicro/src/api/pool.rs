@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
 use http::{Request, Response};
@@ -38,6 +38,10 @@ pub(crate) fn set_worker(n: usize) {
     WORKER.with(|w| w.set(n));
 }
 
+/// A kept-alive connection idle at least this long may be closed by its node (a keep-alive
+/// timeout) just as a request goes out on it; one reused sooner cannot have timed out.
+const STALE_AFTER: Duration = Duration::from_millis(100);
+
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PoolError {
@@ -48,11 +52,40 @@ pub(crate) enum PoolError {
     /// The exchange failed after the request was sent, or while its body was read.
     #[error("{0}")]
     Exchange(#[source] hyper::Error),
+    /// A connection that had sat idle in the pool failed before its node answered: most likely
+    /// the node closed it for being idle as the request went out, and is fine.
+    #[error("kept-alive connection closed by the node: {0}")]
+    Stale(#[source] hyper::Error),
+}
+
+/// The connection one exchange goes out on: taken from the pool, or opened when sent.
+pub(crate) struct Lease {
+    conn: Option<http1::SendRequest<Body>>,
+    /// When it went back into the pool.
+    since: Option<Instant>,
+}
+
+impl Lease {
+    /// A new connection, opened when the request is sent.
+    pub(crate) fn fresh() -> Lease {
+        Lease {
+            conn: None,
+            since: None,
+        }
+    }
+
+    /// Whether the node may have closed this connection for being idle.
+    pub(crate) fn may_be_stale(&self) -> bool {
+        self.since
+            .is_some_and(|since| since.elapsed() >= STALE_AFTER)
+    }
 }
 
 /// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
 /// process, instead of SipHash).
-type NodeMap = HashMap<String, Vec<http1::SendRequest<Body>>, foldhash::fast::RandomState>;
+/// Each with the time it went back into the pool.
+type NodeMap =
+    HashMap<String, Vec<(http1::SendRequest<Body>, Instant)>, foldhash::fast::RandomState>;
 
 pub(crate) struct Pool {
     /// One set of connections per worker, so a request never uses a connection whose I/O runs
@@ -78,25 +111,29 @@ impl Pool {
         &self.shards[WORKER.with(Cell::get) % self.shards.len()]
     }
 
-    /// An idle connection to `address`, if there is one.
-    fn checkout(&self, address: &str) -> Option<http1::SendRequest<Body>> {
+    /// An idle connection to `address` if there is one, else a new one when the request goes.
+    pub(crate) fn lease(&self, address: &str) -> Lease {
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
-        let conns = nodes.get_mut(address)?;
+        let Some(conns) = nodes.get_mut(address) else {
+            return Lease::fresh();
+        };
         // The first idle connection, taken off the list while this request uses it (back on
         // once its response head is in); closed ones met on the way are dropped.
         let mut i = 0;
-        let mut found = None;
         while i < conns.len() {
-            if conns[i].is_closed() {
+            if conns[i].0.is_closed() {
                 conns.swap_remove(i);
-            } else if conns[i].is_ready() {
-                found = Some(conns.swap_remove(i));
-                break;
+            } else if conns[i].0.is_ready() {
+                let (conn, since) = conns.swap_remove(i);
+                return Lease {
+                    conn: Some(conn),
+                    since: Some(since),
+                };
             } else {
                 i += 1;
             }
         }
-        found
+        Lease::fresh()
     }
 
     fn checkin(&self, address: &str, conn: http1::SendRequest<Body>) {
@@ -104,7 +141,7 @@ impl Pool {
         if nodes.len() >= MAX_NODES && !nodes.contains_key(address) {
             // Nodes come and go (new addresses on every deploy): forget those without a live
             // connection rather than every address ever seen.
-            nodes.retain(|_, conns| conns.iter().any(|c| !c.is_closed()));
+            nodes.retain(|_, conns| conns.iter().any(|(c, _)| !c.is_closed()));
         }
         // Looked up by `&str` first: `entry` would want an owned key for every request.
         let conns = match nodes.get_mut(address) {
@@ -112,7 +149,7 @@ impl Pool {
             None => nodes.entry(address.to_string()).or_default(),
         };
         if conns.len() < MAX_PER_NODE {
-            conns.push(conn);
+            conns.push((conn, Instant::now()));
         }
     }
 
@@ -136,18 +173,19 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) and waits for
-    /// the response head.
+    /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) on `lease`
+    /// and waits for the response head.
     pub(crate) async fn send(
         &self,
+        lease: Lease,
         address: &str,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, PoolError> {
-        let idle = self.checkout(address);
-        let pooled = idle.is_some();
+        let pooled = lease.conn.is_some();
+        let stale = lease.may_be_stale();
         // Connecting is rare and its future large: boxed, it does not grow every request's
         // future (which is moved a few times per request).
-        let mut conn = match idle {
+        let mut conn = match lease.conn {
             Some(conn) => conn,
             None => Box::pin(self.connect(address)).await?,
         };
@@ -161,7 +199,14 @@ impl Pool {
                         .await
                         .map_err(PoolError::Exchange)?
                 }
-                _ => return Err(PoolError::Exchange(err.into_error())),
+                _ => {
+                    let err = err.into_error();
+                    return Err(if stale && !err.is_parse() {
+                        PoolError::Stale(err)
+                    } else {
+                        PoolError::Exchange(err)
+                    });
+                }
             },
         };
         // A connection that switched protocols is the tunnel's now.

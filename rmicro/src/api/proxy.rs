@@ -2,11 +2,16 @@
 //!
 //! - `/user/call` goes, path and query unchanged, to a node of `go.micro.api.user` picked by the
 //!   selector; bodies stream both ways; one pooled keep-alive connection set per backend.
-//! - Unknown service → 404, no nodes (a service seen before, or listed without nodes) → 503, backend unreachable or reset → 502, no answer within
-//!   the backend timeout → 504, body over the limit → 413; each with a go-micro JSON body.
-//! - A node that could not be reached is avoided for a few seconds, so the next requests go to
-//!   the others; a request without a body whose connection failed is retried once on another
-//!   node at once.
+//! - Unknown service → 404, no nodes (a service seen before, or listed without nodes) → 503,
+//!   backend unreachable or reset → 502, no answer within the backend timeout (from when the
+//!   request body has all been sent) → 504, body over the limit → 413, a body the client breaks
+//!   → 400, a transfer coding other than `chunked` → 501; each with a go-micro JSON body.
+//! - A node that could not be reached or reset the connection is avoided for a few seconds, so
+//!   the next requests go to the others; a request without a body whose connection failed is
+//!   retried once on another node at once. Failures that say nothing of the node's health (the
+//!   client's body, a response hyper cannot parse, a node refusing a body by closing early) do
+//!   not make it avoided. A safe bodiless request on a kept-alive connection the node closed
+//!   as it went out is sent once more on a new connection.
 //! - Protocol upgrades (WebSocket and any other `Connection: upgrade` over HTTP/1.1) pass
 //!   through: the `Upgrade` header goes to the node, and when it answers `101 Switching
 //!   Protocols` with a protocol the client offered, the two connections are joined and bytes
@@ -31,6 +36,7 @@ use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 use super::pool::{Pool, PoolError};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
+use super::upload::{self, Sent, Upload};
 use super::{error, HandlerConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,7 +83,8 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1; `Trailer` is not one: it declares
+/// the trailer fields that follow the body, which pass through).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -85,7 +92,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -125,6 +131,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !has_any(headers, HOP_BY_HOP) {
         return;
     }
+    // A client that takes trailers says so to the next hop too: the gateway passes them on.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
@@ -134,6 +147,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
+/// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
+/// so.
+fn other_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy
@@ -326,6 +354,15 @@ impl Proxy {
         // No body follows: HTTP/1.1 without content-length and transfer-encoding, or HTTP/2 with
         // the stream ended on its headers (hyper knows either way).
         let bodiless = http_body::Body::is_end_stream(req.body());
+        if !bodiless && other_transfer_coding(req.headers()) {
+            return fail(
+                StatusCode::NOT_IMPLEMENTED,
+                "the gateway passes request bodies on only with the `chunked` transfer coding; \
+                 send the body without other transfer codings (a compressed body goes with \
+                 `Content-Encoding`)"
+                    .to_string(),
+            );
+        }
         // HTTP/1.1 asking to switch protocols: the client's side of the switch, taken now (it
         // lives in the request's extensions), joined to the node's if the node agrees.
         let upgrade = (req.version() == http::Version::HTTP_11)
@@ -353,11 +390,16 @@ impl Proxy {
         // A copy of the head only when a retry on another node is possible at all.
         let retryable = bodiless && nodes.len() > 1;
 
-        // A request that announces no body sends none (and costs no body wrapper).
+        // A request that announces no body sends none (and costs no body wrapper). One with a
+        // body tells when it has all been sent (the backend timer starts then) and marks its
+        // errors as the client's.
+        let mut upload = None;
         let mut body = Some(if bodiless {
             Body::empty()
         } else {
-            Body::new(http_body_util::Limited::new(body, config.body_limit))
+            let (body, sent) = Upload::new(http_body_util::Limited::new(body, config.body_limit));
+            upload = Some(sent);
+            Body::new(body)
         });
         let mut tried = Vec::new();
         let mut head = Some(parts);
@@ -384,11 +426,28 @@ impl Proxy {
                     backend_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let sent = tokio::time::timeout(
-                config.backend_timeout,
-                self.inner.pool.send(address, backend_req),
-            )
-            .await;
+            let lease = self.inner.pool.lease(address);
+            // A connection that sat idle in the pool may be closed by the node (its keep-alive
+            // timeout) just as the request goes out: one that can be replayed (no body, a safe
+            // method, as Go's transport decides) is then sent once more on a new connection.
+            let replay = (bodiless && lease.may_be_stale() && replayable(backend_req.method()))
+                .then(|| head_copy(&backend_req));
+            let send = async {
+                match (
+                    self.inner.pool.send(lease, address, backend_req).await,
+                    replay,
+                ) {
+                    (Err(PoolError::Stale(_)), Some(again)) => {
+                        let lease = super::pool::Lease::fresh();
+                        self.inner.pool.send(lease, address, again).await
+                    }
+                    (sent, _) => sent,
+                }
+            };
+            let sent = match upload.as_mut() {
+                None => tokio::time::timeout(config.backend_timeout, send).await,
+                Some(upload) => answer_after_upload(send, upload, config.backend_timeout).await,
+            };
             match sent {
                 Ok(Ok(resp)) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -423,16 +482,39 @@ impl Proxy {
                     if is_length_limit(&err) {
                         return too_large(config.body_limit);
                     }
-                    let connect = matches!(err, PoolError::Connect(_));
-                    self.mark_failed(service, address);
+                    if let Some(client) = upload::client_body_error(&err) {
+                        // The client broke its own body: its error, and the node is fine.
+                        return fail(StatusCode::BAD_REQUEST, client.to_string());
+                    }
+                    // What went wrong, and whether the node looks down (then it is avoided).
+                    let (detail, down) = match &err {
+                        PoolError::Connect(_) => ("is unreachable", true),
+                        PoolError::Exchange(e) if e.is_parse() => (
+                            "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)",
+                            false,
+                        ),
+                        // A node may refuse a body by answering early and closing.
+                        _ if upload.as_mut().is_some_and(|u| !u.complete()) => (
+                            "closed the connection before taking the whole request body",
+                            false,
+                        ),
+                        PoolError::Exchange(_) => ("reset the connection", true),
+                        PoolError::Stale(_) => (
+                            "closed a kept-alive connection before answering (the request was not repeated: it is not safe to)",
+                            false,
+                        ),
+                    };
                     tracing::warn!(%service, %address, error = %err, "backend failed");
-                    if connect && retryable && tried.is_empty() {
+                    if down {
+                        self.mark_failed(service, address);
+                    }
+                    if matches!(err, PoolError::Connect(_)) && retryable && tried.is_empty() {
                         tried.push(address.to_string());
                         continue;
                     }
                     return fail(
                         StatusCode::BAD_GATEWAY,
-                        format!("service `{service}` node {address} is unreachable or reset the connection"),
+                        format!("service `{service}` node {address} {detail}"),
                     );
                 }
                 Err(_) => {
@@ -712,6 +794,42 @@ fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
             let len = cursor.position() as usize;
             Some(&buf[..len])
         }
+    }
+}
+
+/// Whether a request without a body may be sent twice: its method is safe (RFC 9110 §9.2.1),
+/// the rule Go's transport uses to replay a request on a connection that turned out closed.
+fn replayable(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
+/// A bodiless request's head, to send it again.
+fn head_copy(req: &Request<Body>) -> Request<Body> {
+    let mut again = Request::new(Body::empty());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// The node's answer to a request with a body. The backend timeout is the node's time to
+/// answer: it starts once the body has all been sent (or has failed), not while a slow client
+/// uploads, which the connection's idle timeout bounds. An answer that comes before the body
+/// is all sent is taken as it is.
+async fn answer_after_upload<F: std::future::Future>(
+    send: F,
+    upload: &mut Sent,
+    limit: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut send = std::pin::pin!(send);
+    tokio::select! {
+        biased;
+        answer = &mut send => Ok(answer),
+        () = upload.wait() => tokio::time::timeout(limit, send).await,
     }
 }
 

@@ -95,7 +95,11 @@ impl Plugin for TokenAuth {
                         .headers()
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .and_then(|v| {
+                            // The scheme is case-insensitive (RFC 9110 §11.1).
+                            let (scheme, token) = v.trim_start().split_once(' ')?;
+                            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+                        })
                         .is_some_and(|t| tokens.contains(t.trim()));
                     async move {
                         if allowed {

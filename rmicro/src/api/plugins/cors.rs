@@ -4,6 +4,7 @@
 
 use axum_core::body::Body;
 use http::{HeaderValue, Method};
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
@@ -69,12 +70,26 @@ impl Plugin for Cors {
             .max_age(std::time::Duration::from_secs(600));
         Some(PluginLayer::new(tower::layer::layer_fn(
             move |inner: HttpService| {
-                HttpService::new(
+                let with_cors = HttpService::new(
                     tower::ServiceBuilder::new()
                         .layer(cors.clone())
                         .map_response(|r: http::Response<_>| r.map(Body::new))
-                        .service(inner),
-                )
+                        .service(inner.clone()),
+                );
+                HttpService::new(tower::service_fn(move |req: http::Request<Body>| {
+                    // The CORS layer answers every OPTIONS request itself; one that is no
+                    // preflight (no `Access-Control-Request-Method`) is the service's.
+                    let preflight_or_other = req.method() != Method::OPTIONS
+                        || req
+                            .headers()
+                            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                    let service = if preflight_or_other {
+                        with_cors.clone()
+                    } else {
+                        inner.clone()
+                    };
+                    service.oneshot(req)
+                }))
             },
         )))
     }
