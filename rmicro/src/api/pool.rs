@@ -61,8 +61,11 @@ pub(crate) enum PoolError {
 /// The connection one exchange goes out on: taken from the pool, or opened when sent.
 pub(crate) struct Lease {
     conn: Option<http1::SendRequest<Body>>,
-    /// When it went back into the pool.
-    since: Option<Instant>,
+    /// Whether it sat idle in the pool for [`STALE_AFTER`] or longer.
+    stale: bool,
+    /// When it was taken plus [`STALE_AFTER`] (one clock read per request, at the lease: the
+    /// idle time then counts from the previous request's start, a little more than it was).
+    stale_at: Option<Instant>,
 }
 
 impl Lease {
@@ -70,20 +73,20 @@ impl Lease {
     pub(crate) fn fresh() -> Lease {
         Lease {
             conn: None,
-            since: None,
+            stale: false,
+            stale_at: None,
         }
     }
 
     /// Whether the node may have closed this connection for being idle.
     pub(crate) fn may_be_stale(&self) -> bool {
-        self.since
-            .is_some_and(|since| since.elapsed() >= STALE_AFTER)
+        self.stale
     }
 }
 
 /// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
-/// process, instead of SipHash).
-/// Each with the time it went back into the pool.
+/// process, instead of SipHash), each with the time from which the node may have closed it for
+/// being idle.
 type NodeMap =
     HashMap<String, Vec<(http1::SendRequest<Body>, Instant)>, foldhash::fast::RandomState>;
 
@@ -124,10 +127,12 @@ impl Pool {
             if conns[i].0.is_closed() {
                 conns.swap_remove(i);
             } else if conns[i].0.is_ready() {
-                let (conn, since) = conns.swap_remove(i);
+                let (conn, stale_at) = conns.swap_remove(i);
+                let now = Instant::now();
                 return Lease {
                     conn: Some(conn),
-                    since: Some(since),
+                    stale: now >= stale_at,
+                    stale_at: now.checked_add(STALE_AFTER),
                 };
             } else {
                 i += 1;
@@ -136,7 +141,10 @@ impl Pool {
         Lease::fresh()
     }
 
-    fn checkin(&self, address: &str, conn: http1::SendRequest<Body>) {
+    fn checkin(&self, address: &str, conn: http1::SendRequest<Body>, stale_at: Option<Instant>) {
+        let Some(stale_at) = stale_at.or_else(|| Instant::now().checked_add(STALE_AFTER)) else {
+            return;
+        };
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         if nodes.len() >= MAX_NODES && !nodes.contains_key(address) {
             // Nodes come and go (new addresses on every deploy): forget those without a live
@@ -149,7 +157,7 @@ impl Pool {
             None => nodes.entry(address.to_string()).or_default(),
         };
         if conns.len() < MAX_PER_NODE {
-            conns.push((conn, Instant::now()));
+            conns.push((conn, stale_at));
         }
     }
 
@@ -174,15 +182,17 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) on `lease`
-    /// and waits for the response head.
+    /// and waits for the response head. If the lease's connection may have been closed for
+    /// being idle and fails before an answer, `replay` (a copy of a request that may be sent
+    /// twice) goes once more on a new connection.
     pub(crate) async fn send(
         &self,
         lease: Lease,
         address: &str,
         request: Request<Body>,
+        replay: Option<Box<Request<Body>>>,
     ) -> Result<Response<Incoming>, PoolError> {
         let pooled = lease.conn.is_some();
-        let stale = lease.may_be_stale();
         // Connecting is rare and its future large: boxed, it does not grow every request's
         // future (which is moved a few times per request).
         let mut conn = match lease.conn {
@@ -191,17 +201,24 @@ impl Pool {
         };
         let response = match conn.try_send_request(request).await {
             Ok(response) => response,
-            Err(mut err) => match err.take_message() {
+            Err(mut err) => match (err.take_message(), replay) {
                 // A pooled connection closed before it took the request: a new one, once.
-                Some(request) if pooled => {
+                (Some(request), _) if pooled => {
                     conn = Box::pin(self.connect(address)).await?;
                     conn.send_request(request)
                         .await
                         .map_err(PoolError::Exchange)?
                 }
+                // It took it, and was closed by the node before an answer.
+                (_, Some(again)) if lease.stale && !err.error().is_parse() => {
+                    conn = Box::pin(self.connect(address)).await?;
+                    conn.send_request(*again)
+                        .await
+                        .map_err(PoolError::Exchange)?
+                }
                 _ => {
                     let err = err.into_error();
-                    return Err(if stale && !err.is_parse() {
+                    return Err(if lease.stale && !err.is_parse() {
                         PoolError::Stale(err)
                     } else {
                         PoolError::Exchange(err)
@@ -211,7 +228,7 @@ impl Pool {
         };
         // A connection that switched protocols is the tunnel's now.
         if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            self.checkin(address, conn);
+            self.checkin(address, conn, lease.stale_at);
         }
         Ok(response)
     }

@@ -430,23 +430,23 @@ impl Proxy {
             // A connection that sat idle in the pool may be closed by the node (its keep-alive
             // timeout) just as the request goes out: one that can be replayed (no body, a safe
             // method, as Go's transport decides) is then sent once more on a new connection.
+            // (Boxed, as the body path below: the common request's future stays small.)
             let replay = (bodiless && lease.may_be_stale() && replayable(backend_req.method()))
-                .then(|| head_copy(&backend_req));
-            let send = async {
-                match (
-                    self.inner.pool.send(lease, address, backend_req).await,
-                    replay,
-                ) {
-                    (Err(PoolError::Stale(_)), Some(again)) => {
-                        let lease = super::pool::Lease::fresh();
-                        self.inner.pool.send(lease, address, again).await
-                    }
-                    (sent, _) => sent,
-                }
-            };
+                .then(|| Box::new(head_copy(&backend_req)));
+            let pool = &self.inner.pool;
+            // Built in place: the send future is large, and each move of it is a copy.
             let sent = match upload.as_mut() {
-                None => tokio::time::timeout(config.backend_timeout, send).await,
-                Some(upload) => answer_after_upload(send, upload, config.backend_timeout).await,
+                None => {
+                    tokio::time::timeout(
+                        config.backend_timeout,
+                        pool.send(lease, address, backend_req, replay),
+                    )
+                    .await
+                }
+                Some(upload) => {
+                    let send = pool.send(lease, address, backend_req, replay);
+                    Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await
+                }
             };
             match sent {
                 Ok(Ok(resp)) => {
