@@ -5,10 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::FromArgMatches;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{decode_varint, encode_key, encode_varint, DecodeContext, WireType};
+use prost::Message;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{
+    DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+    FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+};
 use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Registry};
-use rmicro_runtime::{RunningService, Service};
+use rmicro_runtime::{Endpoint, HttpRule, Request, Response, RunningService, Service, ServiceDef};
 use rmicro_tests::fixtures::go::micro::srv::user::register_user_handler;
 use rmicro_tests::fixtures::rmicro::test::kitchen::register_kitchen_handler;
 use rmicro_tests::http::{self, HttpResponse};
@@ -36,6 +44,13 @@ async fn services(registry: &Arc<dyn Registry>) -> (RunningService, RunningServi
 }
 
 async fn gateway(registry: Arc<dyn Registry>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_with_limit(registry, "4KiB").await
+}
+
+async fn gateway_with_limit(
+    registry: Arc<dyn Registry>,
+    body_limit: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let cli = Cli::new();
     let matches = cli
         .command()
@@ -47,7 +62,7 @@ async fn gateway(registry: Arc<dyn Registry>) -> (String, tokio::sync::oneshot::
             "--namespace",
             "go.micro.srv",
             "--body-limit",
-            "4KiB",
+            body_limit,
         ])
         .unwrap();
     let sub = matches.subcommand_matches("api").unwrap().clone();
@@ -78,6 +93,358 @@ async fn call(addr: &str, method: &'static str, path: &str, body: &str) -> HttpR
 
 fn json(resp: &HttpResponse) -> serde_json::Value {
     serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body))
+}
+
+// The library: a hand-described AIP-style service (`review.v1.Library`) whose methods echo the
+// request bytes, so every response shows exactly which message the gateway built.
+
+/// Any message, kept as its encoded bytes (an echo handler returns them unchanged).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Raw(Vec<u8>);
+
+impl Message for Raw {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        _ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        encode_key(tag, wire_type, &mut self.0);
+        match wire_type {
+            WireType::Varint => {
+                let v = decode_varint(buf)?;
+                encode_varint(v, &mut self.0);
+            }
+            WireType::SixtyFourBit => self.0.extend_from_slice(&buf.copy_to_bytes(8)),
+            WireType::ThirtyTwoBit => self.0.extend_from_slice(&buf.copy_to_bytes(4)),
+            WireType::LengthDelimited => {
+                let len = decode_varint(buf)?;
+                encode_varint(len, &mut self.0);
+                self.0.extend_from_slice(&buf.copy_to_bytes(len as usize));
+            }
+            _ => panic!("groups are not used here"),
+        }
+        Ok(())
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+fn field(
+    name: &str,
+    number: i32,
+    ty: Type,
+    type_name: Option<&str>,
+    repeated: bool,
+) -> FieldDescriptorProto {
+    let json = {
+        let mut out = String::new();
+        let mut up = false;
+        for c in name.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(if repeated {
+            Label::Repeated
+        } else {
+            Label::Optional
+        } as i32),
+        r#type: Some(ty as i32),
+        type_name: type_name.map(str::to_string),
+        json_name: Some(json),
+        ..Default::default()
+    }
+}
+
+fn message(name: &str, fields: Vec<FieldDescriptorProto>) -> DescriptorProto {
+    DescriptorProto {
+        name: Some(name.into()),
+        field: fields,
+        ..Default::default()
+    }
+}
+
+fn wkt_file(file: &str, msg: DescriptorProto) -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(file.into()),
+        package: Some("google.protobuf".into()),
+        message_type: vec![msg],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `review/v1/library.proto` and the well-known types it imports, as an encoded set.
+/// `v2` adds `string subtitle = 14;` to `Book`, as a later deploy of the same service would.
+fn descriptor_set(v2: bool) -> &'static [u8] {
+    let secs = |n: &str| {
+        message(
+            n,
+            vec![
+                field("seconds", 1, Type::Int64, None, false),
+                field("nanos", 2, Type::Int32, None, false),
+            ],
+        )
+    };
+    let mut book = vec![
+        field("name", 1, Type::String, None, false),
+        field("display_name", 2, Type::String, None, false),
+        field("page_count", 3, Type::Int64, None, false),
+        field("kind", 4, Type::Enum, Some(".review.v1.Book.Kind"), false),
+        field(
+            "publish_time",
+            5,
+            Type::Message,
+            Some(".google.protobuf.Timestamp"),
+            false,
+        ),
+        field(
+            "ttl",
+            6,
+            Type::Message,
+            Some(".google.protobuf.Duration"),
+            false,
+        ),
+        field(
+            "nickname",
+            7,
+            Type::Message,
+            Some(".google.protobuf.StringValue"),
+            false,
+        ),
+        field("archived", 8, Type::Bool, None, false),
+        field("blob", 9, Type::Bytes, None, false),
+        field("tags", 10, Type::String, None, true),
+        field(
+            "author_info",
+            11,
+            Type::Message,
+            Some(".review.v1.Book.Author"),
+            false,
+        ),
+        field("ratio", 12, Type::Double, None, false),
+    ];
+    if v2 {
+        book.push(field("subtitle", 14, Type::String, None, false));
+    }
+    let mut book = message("Book", book);
+    book.nested_type = vec![message(
+        "Author",
+        vec![field("full_name", 1, Type::String, None, false)],
+    )];
+    book.enum_type = vec![EnumDescriptorProto {
+        name: Some("Kind".into()),
+        value: ["KIND_UNSPECIFIED", "HARDCOVER"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EnumValueDescriptorProto {
+                name: Some(n.to_string()),
+                number: Some(i as i32),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }];
+    let update = message(
+        "UpdateBookRequest",
+        vec![
+            field("book", 1, Type::Message, Some(".review.v1.Book"), false),
+            field(
+                "update_mask",
+                2,
+                Type::Message,
+                Some(".google.protobuf.FieldMask"),
+                false,
+            ),
+        ],
+    );
+    let method = |name: &str, ty: &str| MethodDescriptorProto {
+        name: Some(name.into()),
+        input_type: Some(ty.into()),
+        output_type: Some(ty.into()),
+        ..Default::default()
+    };
+    let library = FileDescriptorProto {
+        name: Some("review/v1/library.proto".into()),
+        package: Some("review.v1".into()),
+        dependency: [
+            "google/protobuf/timestamp.proto",
+            "google/protobuf/duration.proto",
+            "google/protobuf/wrappers.proto",
+            "google/protobuf/field_mask.proto",
+        ]
+        .map(String::from)
+        .to_vec(),
+        message_type: vec![book, update],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Library".into()),
+            method: vec![
+                method("EchoBook", ".review.v1.Book"),
+                method("Latest", ".review.v1.Book"),
+                method("UpdateBook", ".review.v1.UpdateBookRequest"),
+            ],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![
+            wkt_file("google/protobuf/timestamp.proto", secs("Timestamp")),
+            wkt_file("google/protobuf/duration.proto", secs("Duration")),
+            wkt_file(
+                "google/protobuf/wrappers.proto",
+                message(
+                    "StringValue",
+                    vec![field("value", 1, Type::String, None, false)],
+                ),
+            ),
+            wkt_file(
+                "google/protobuf/field_mask.proto",
+                message(
+                    "FieldMask",
+                    vec![field("paths", 1, Type::String, None, true)],
+                ),
+            ),
+            library,
+        ],
+    };
+    Box::leak(set.encode_to_vec().into_boxed_slice())
+}
+
+const fn rule(method: &'static str, path: &'static str, body: &'static str) -> HttpRule {
+    HttpRule {
+        method,
+        path,
+        body,
+        response_body: "",
+        path_params: &[],
+    }
+}
+
+const fn endpoint(
+    name: &'static str,
+    path: &'static str,
+    ty: &'static str,
+    http: &'static [HttpRule],
+) -> Endpoint {
+    Endpoint {
+        name,
+        path,
+        request: ty,
+        response: ty,
+        client_streaming: false,
+        server_streaming: false,
+        http,
+    }
+}
+
+/// As generated code would record them, in `.proto` order.
+static ENDPOINTS: &[Endpoint] = &[
+    endpoint(
+        "Library.EchoBook",
+        "/review.v1.Library/EchoBook",
+        "review.v1.Book",
+        &[
+            rule("GET", "/v1/{name=shelves/*/books/*}", ""),
+            rule("POST", "/v1/{name=shelves/*/books/*}:archive", "*"),
+            rule("GET", "/v2/{name=files/**}:get", ""),
+            rule(
+                "GET",
+                "/v3/shelves/{author_info.full_name}/books/{display_name}",
+                "",
+            ),
+            rule("POST", "/v4/{display_name}/{author_info.full_name}", "*"),
+        ],
+    ),
+    endpoint(
+        "Library.Latest",
+        "/review.v1.Library/Latest",
+        "review.v1.Book",
+        &[rule("GET", "/v1/shelves/me/books/latest", "")],
+    ),
+    endpoint(
+        "Library.UpdateBook",
+        "/review.v1.Library/UpdateBook",
+        "review.v1.UpdateBookRequest",
+        &[rule("PATCH", "/v1/{book.name=shelves/*/books/*}", "book")],
+    ),
+];
+
+fn library(v2: bool) -> ServiceDef {
+    let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
+    ServiceDef::new("review.v1.Library", ENDPOINTS)
+        .descriptors(descriptor_set(v2))
+        .unary("/review.v1.Library/EchoBook", echo)
+        // Latest answers `{"display_name":"latest"}` whatever it is sent.
+        .unary(
+            "/review.v1.Library/Latest",
+            |_req: Request<Raw>| async move { Ok(Response::new(Raw(b"\x12\x06latest".to_vec()))) },
+        )
+        .unary("/review.v1.Library/UpdateBook", echo)
+}
+
+async fn start_library(registry: &Arc<dyn Registry>, v2: bool) -> RunningService {
+    let mut svc = Service::builder("go.micro.srv.library")
+        .registry(Arc::clone(registry))
+        .build();
+    svc.server_mut().add_service(library(v2)).unwrap();
+    let running = svc.start().await.unwrap();
+    wait_for(registry, "go.micro.srv.library").await;
+    running
+}
+
+/// Waits until `name` is registered and the gateway's route table (cached for a second) can
+/// have seen it.
+async fn wait_for(registry: &Arc<dyn Registry>, name: &str) {
+    for _ in 0..200 {
+        if !registry.get_service(name).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never registered");
+}
+
+/// The library service and a gateway (10 MiB body limit) in a registry of their own.
+async fn library_gateway() -> (
+    Arc<dyn Registry>,
+    RunningService,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let lib = start_library(&registry, false).await;
+    let (gw, stop) = gateway_with_limit(Arc::clone(&registry), "10MiB").await;
+    (registry, lib, gw, stop)
+}
+
+/// The detail of a gateway error response with `status`.
+fn error_detail(resp: &HttpResponse, status: u16) -> String {
+    assert_eq!(resp.status, status, "{}", resp.body);
+    let v = json(resp);
+    assert_eq!(v["id"], "go.micro.api", "{}", resp.body);
+    v["detail"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,4 +549,33 @@ async fn errors_come_back_as_json_with_the_mapped_status() {
     let r = call(&gw, "POST", "/user/stream", r#"{"count":"2"}"#).await;
     assert_eq!(r.status, 501);
     assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_percent_escapes_answer_400_and_never_panic() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // The test client sends the target's UTF-8 bytes as they are (`é` unescaped).
+    for target in [
+        "/v1/shelves/s1/books/%a\u{e9}",
+        "/v1/shelves/s1/books/b1?display_name=%a\u{e9}",
+        "/v1/shelves/s1/books/b1?display_name=50%",
+        "/v1/shelves/s1/books/%ff",
+    ] {
+        let detail = error_detail(&call(&gw, "GET", target, "").await, 400);
+        assert!(
+            detail.contains("two hex digits") || detail.contains("UTF-8"),
+            "{target}: {detail}"
+        );
+    }
+    // Raw and escaped UTF-8 both decode.
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?display_name=%C3%A9t%C3%A9",
+        "",
+    )
+    .await;
+    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/\u{e9}t\u{e9}", "").await;
+    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
 }

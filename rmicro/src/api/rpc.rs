@@ -105,7 +105,7 @@ impl Template {
         Some(Template { segments, verb })
     }
 
-    /// The captured variables when `path` matches.
+    /// The captured variables, as they are in `path` (still percent-encoded), when it matches.
     fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let path = path.strip_prefix('/')?;
         let path = match &self.verb {
@@ -153,8 +153,7 @@ impl Template {
                             }
                         }
                     }
-                    let value = parts[start..i].join("/");
-                    captures.push((field.clone(), percent_decode(&value)));
+                    captures.push((field.clone(), parts[start..i].join("/")));
                 }
             }
         }
@@ -162,22 +161,46 @@ impl Template {
     }
 }
 
-fn percent_decode(text: &str) -> String {
+/// Percent-decodes `text` byte by byte (`+` becomes a space when `plus_is_space`, as in query
+/// strings). A `%` not followed by two hex digits, or bytes that are not UTF-8 once decoded, are
+/// an error that says which.
+fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, String> {
     let bytes = text.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
+        return Ok(text.to_string());
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
+        match bytes[i] {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(format!(
+                        "`{text}` has a `%` not followed by two hex digits; write a literal `%` as `%25`"
+                    ));
+                };
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
-                continue;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
             }
         }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
+        .map_err(|_| format!("`{text}` does not decode to UTF-8 text; percent-encode UTF-8 bytes"))
 }
 
 /// Passes encoded messages through unchanged: the rpc handler encodes and decodes itself.
@@ -418,6 +441,13 @@ impl RpcHandler {
                 continue;
             }
             if let Some(captures) = b.template.matches(path) {
+                let captures = captures
+                    .into_iter()
+                    .map(|(field, value)| Ok((field, percent_decode(&value, true)?)))
+                    .collect::<Result<_, String>>()
+                    .map_err(|detail| {
+                        error::response(StatusCode::BAD_REQUEST, format!("the path: {detail}"))
+                    })?;
                 return Ok(Target {
                     service: b.service.clone(),
                     grpc_path: b.grpc_path.clone(),
@@ -743,7 +773,9 @@ fn build_request(
     if !whole_body_used {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            params.push((percent_decode(k), percent_decode(v)));
+            let decode =
+                |text| percent_decode(text, true).map_err(|e| format!("the query string: {e}"));
+            params.push((decode(k)?, decode(v)?));
         }
     }
     for (path, value) in params {
@@ -847,6 +879,13 @@ mod tests {
         let t = Template::parse("/v1/items").unwrap();
         assert_eq!(t.matches("/v1/items"), Some(vec![]));
         assert_eq!(Template::parse("/v1/items/{x").map(|_| ()), None);
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("a%20b+c", true).as_deref(), Ok("a b c"));
+        assert_eq!(
+            percent_decode("%C3%A9t\u{e9}", false).as_deref(),
+            Ok("\u{e9}t\u{e9}")
+        );
+        assert!(percent_decode("%a\u{e9}", true).is_err());
+        assert!(percent_decode("50%", true).is_err());
+        assert!(percent_decode("%ff", true).is_err());
     }
 }
