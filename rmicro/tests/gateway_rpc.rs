@@ -579,3 +579,56 @@ async fn bad_percent_escapes_answer_400_and_never_panic() {
     let r = call(&gw, "GET", "/v3/shelves/Ann/books/\u{e9}t\u{e9}", "").await;
     assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_cannot_override_fields_bound_by_the_path_or_body() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/public/books/b1?name=shelves/private/books/secret",
+        "",
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(
+        detail.contains("`name`") && detail.contains("the path binds"),
+        "{detail}"
+    );
+    // By JSON name, and under a nested bound field.
+    let r = call(
+        &gw,
+        "GET",
+        "/v3/shelves/Ann/books/Dune?authorInfo.fullName=Bob",
+        "",
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(detail.contains("`author_info.full_name`"), "{detail}");
+    // A field inside the body field.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1?book.display_name=q",
+        r#"{"displayName":"x"}"#,
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(
+        detail.contains("`book.display_name`") && detail.contains("request body (`book`)"),
+        "{detail}"
+    );
+    // Fields nobody binds still come from the query; the path's values stand.
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/Dune?page_count=2", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str(),
+            v["page_count"].as_str()
+        ),
+        (Some("Ann"), Some("Dune"), Some("2")),
+        "{}",
+        r.body
+    );
+}

@@ -21,7 +21,9 @@ use bytes::{Buf, BufMut, Bytes};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
+};
 use rmicro_runtime::errors::Error;
 use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
@@ -748,7 +750,8 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
 }
 
 /// The request message: the JSON body where `body` says, then path captures and (for the rest)
-/// query parameters, each converted to its field's JSON type.
+/// query parameters, each converted to its field's JSON type. A query parameter may not set a
+/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder).
 fn build_request(
     desc: &MessageDescriptor,
     target: &Target,
@@ -768,85 +771,156 @@ fn build_request(
             json.insert(target.body.clone(), value);
         }
     }
-    let mut params: Vec<(String, String)> = target.captures.clone();
+    // Fields bound by the path, by their proto names (`author_info.full_name`).
+    let mut bound = Vec::with_capacity(target.captures.len());
+    for (path, value) in &target.captures {
+        let chain = field_chain(desc, path)?;
+        bound.push(proto_path(&chain));
+        set_param(&mut json, &chain, path, value)?;
+    }
     let whole_body_used = target.body == "*" && !body.is_empty();
     if !whole_body_used {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let decode =
                 |text| percent_decode(text, true).map_err(|e| format!("the query string: {e}"));
-            params.push((decode(k)?, decode(v)?));
+            let (key, value) = (decode(k)?, decode(v)?);
+            let chain = field_chain(desc, &key)?;
+            let field = proto_path(&chain);
+            let under = |outer: &str| {
+                field == outer
+                    || field
+                        .strip_prefix(outer)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            };
+            if let Some(outer) = bound.iter().find(|b| under(b)) {
+                return Err(format!(
+                    "query parameter `{key}` would set `{field}`, which the path binds \
+                     (`{outer}`); the path's value stands, so leave it out of the query"
+                ));
+            }
+            if !target.body.is_empty() && target.body != "*" && under(&target.body) {
+                return Err(format!(
+                    "query parameter `{key}` would set `{field}`, which this endpoint takes from \
+                     the request body (`{}`); send it in the body",
+                    target.body
+                ));
+            }
+            set_param(&mut json, &chain, &key, &value)?;
         }
-    }
-    for (path, value) in params {
-        set_param(desc, &mut json, &path, &value)?;
     }
     let value = serde_json::Value::Object(json);
     DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
 }
 
-/// Sets `a.b.c = value` in `json`, typed by the field it names.
+/// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first.
+fn field_chain(desc: &MessageDescriptor, path: &str) -> Result<Vec<FieldDescriptor>, String> {
+    let mut chain: Vec<FieldDescriptor> = Vec::new();
+    let mut message = desc.clone();
+    for (n, name) in path.split('.').enumerate() {
+        if n > 0 {
+            let outer = &chain[n - 1];
+            match outer.kind() {
+                Kind::Message(inner) if !outer.is_list() && !outer.is_map() => message = inner,
+                _ => {
+                    return Err(format!(
+                        "field `{}` of `{}` is not a message; `{path}` cannot name a field in it",
+                        outer.name(),
+                        message.full_name()
+                    ))
+                }
+            }
+        }
+        let field = message
+            .get_field_by_name(name)
+            .or_else(|| message.get_field_by_json_name(name))
+            .ok_or_else(|| format!("`{}` has no field `{name}`", message.full_name()))?;
+        chain.push(field);
+    }
+    Ok(chain)
+}
+
+/// `a.b.c` by proto field names.
+fn proto_path(chain: &[FieldDescriptor]) -> String {
+    let names: Vec<&str> = chain.iter().map(FieldDescriptor::name).collect();
+    names.join(".")
+}
+
+/// Sets the field at the end of `chain` to `value` in `json`, typed by that field (`path` is
+/// how the request named it, for errors). A JSON-name key the body used for a field on the way
+/// is renamed to the proto name first, so the field is not given twice.
 fn set_param(
-    desc: &MessageDescriptor,
     json: &mut serde_json::Map<String, serde_json::Value>,
+    chain: &[FieldDescriptor],
     path: &str,
     value: &str,
 ) -> Result<(), String> {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
-        None => (path, None),
+    let Some((field, outer)) = chain.split_last() else {
+        return Ok(());
     };
-    let field = desc
-        .get_field_by_name(head)
-        .or_else(|| desc.get_field_by_json_name(head))
-        .ok_or_else(|| format!("`{}` has no field `{head}`", desc.full_name()))?;
-    match (rest, field.kind()) {
-        (Some(rest), Kind::Message(inner)) => {
-            let entry = json
-                .entry(field.name().to_string())
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            let serde_json::Value::Object(map) = entry else {
-                return Err(format!("field `{head}` is set twice"));
-            };
-            set_param(&inner, map, rest, value)
+    let mut json = json;
+    for f in outer {
+        unalias(json, f);
+        let entry = json
+            .entry(f.name().to_string())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        let serde_json::Value::Object(map) = entry else {
+            return Err(format!(
+                "`{path}` sets a field inside `{}`, which is already set to a value",
+                f.name()
+            ));
+        };
+        json = map;
+    }
+    unalias(json, field);
+    let typed = typed_value(field, path, value)?;
+    if field.is_list() {
+        let entry = json
+            .entry(field.name().to_string())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(items) = entry {
+            items.push(typed);
         }
-        (Some(_), _) => Err(format!(
-            "field `{head}` of `{}` is not a message",
-            desc.full_name()
-        )),
-        (None, kind) => {
-            let typed = match kind {
-                Kind::Bool => match value {
-                    "true" => serde_json::Value::Bool(true),
-                    "false" => serde_json::Value::Bool(false),
-                    _ => return Err(format!("field `{head}` takes true or false, not `{value}`")),
-                },
-                Kind::Double | Kind::Float => value
-                    .parse::<f64>()
-                    .map(serde_json::Value::from)
-                    .map_err(|_| format!("field `{head}` takes a number, not `{value}`"))?,
-                Kind::Message(_) => {
-                    return Err(format!(
-                        "field `{head}` is a message; set its fields (`{head}.x`)"
-                    ))
-                }
-                // Integers as strings are valid proto JSON; strings, bytes and enum names too.
-                _ => serde_json::Value::String(value.to_string()),
-            };
-            if field.is_list() {
-                let entry = json
-                    .entry(field.name().to_string())
-                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                if let serde_json::Value::Array(items) = entry {
-                    items.push(typed);
-                }
-            } else {
-                json.insert(field.name().to_string(), typed);
-            }
-            Ok(())
+    } else {
+        json.insert(field.name().to_string(), typed);
+    }
+    Ok(())
+}
+
+/// Renames `field`'s JSON-name key in `json` (`displayName`) to its proto name.
+fn unalias(json: &mut serde_json::Map<String, serde_json::Value>, field: &FieldDescriptor) {
+    if field.json_name() != field.name() && !json.contains_key(field.name()) {
+        if let Some(v) = json.remove(field.json_name()) {
+            json.insert(field.name().to_string(), v);
         }
     }
+}
+
+/// `value` as the JSON that `field` takes.
+fn typed_value(
+    field: &FieldDescriptor,
+    path: &str,
+    value: &str,
+) -> Result<serde_json::Value, String> {
+    Ok(match field.kind() {
+        Kind::Bool => match value {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            _ => return Err(format!("field `{path}` takes true or false, not `{value}`")),
+        },
+        Kind::Double | Kind::Float => value
+            .parse::<f64>()
+            .map(serde_json::Value::from)
+            .map_err(|_| format!("field `{path}` takes a number, not `{value}`"))?,
+        Kind::Message(_) => {
+            return Err(format!(
+                "field `{path}` is a message; set its fields (`{path}.x`)"
+            ))
+        }
+        // Integers as strings are valid proto JSON; strings, bytes and enum names too.
+        _ => serde_json::Value::String(value.to_string()),
+    })
 }
 
 #[cfg(test)]
