@@ -632,3 +632,49 @@ async fn query_parameters_cannot_override_fields_bound_by_the_path_or_body() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // AIP-134 update: the body is the resource, update_mask comes from the query string.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1?update_mask=display_name,author_info.full_name",
+        r#"{"displayName":"x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r)["update_mask"],
+        "displayName,authorInfo.fullName",
+        "{}",
+        r.body
+    );
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?publish_time=2020-01-01T00:00:00Z&ttl=3.5s&nickname=bob",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["publish_time"].as_str(),
+            v["ttl"].as_str(),
+            v["nickname"].as_str()
+        ),
+        (Some("2020-01-01T00:00:00Z"), Some("3.500s"), Some("bob")),
+        "{}",
+        r.body
+    );
+    // A malformed value is the client's error.
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ttl=soon", "").await;
+    assert!(
+        error_detail(&r, 400).contains("review.v1.Book"),
+        "{}",
+        r.body
+    );
+}

@@ -897,6 +897,24 @@ fn unalias(json: &mut serde_json::Map<String, serde_json::Value>, field: &FieldD
     }
 }
 
+/// A field mask's paths (`display_name,author_info.full_name`) in proto3 JSON's lowerCamelCase
+/// (`displayName,authorInfo.fullName`); paths already in that form are unchanged.
+fn camel_case_paths(mask: &str) -> String {
+    let mut out = String::with_capacity(mask.len());
+    let mut upper = false;
+    for c in mask.chars() {
+        match c {
+            '_' => upper = true,
+            _ if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// `value` as the JSON that `field` takes.
 fn typed_value(
     field: &FieldDescriptor,
@@ -913,11 +931,33 @@ fn typed_value(
             .parse::<f64>()
             .map(serde_json::Value::from)
             .map_err(|_| format!("field `{path}` takes a number, not `{value}`"))?,
-        Kind::Message(_) => {
-            return Err(format!(
-                "field `{path}` is a message; set its fields (`{path}.x`)"
-            ))
-        }
+        Kind::Message(inner) => match inner.full_name() {
+            // Proto3 JSON gives these a string form, which the message parser reads.
+            "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+                serde_json::Value::String(value.to_string())
+            }
+            // `display_name,page_count` (proto names, as grpc-gateway takes them) or the JSON
+            // form's `displayName,pageCount`.
+            "google.protobuf.FieldMask" => serde_json::Value::String(camel_case_paths(value)),
+            // A wrapper's JSON form is its value's.
+            "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue" => match inner.get_field_by_name("value") {
+                Some(wrapped) => typed_value(&wrapped, path, value)?,
+                None => return Err(format!("`{}` has no field `value`", inner.full_name())),
+            },
+            _ => {
+                return Err(format!(
+                    "field `{path}` is a message; set its fields (`{path}.x`)"
+                ))
+            }
+        },
         // Integers as strings are valid proto JSON; strings, bytes and enum names too.
         _ => serde_json::Value::String(value.to_string()),
     })
@@ -953,6 +993,10 @@ mod tests {
         let t = Template::parse("/v1/items").unwrap();
         assert_eq!(t.matches("/v1/items"), Some(vec![]));
         assert_eq!(Template::parse("/v1/items/{x").map(|_| ()), None);
+        assert_eq!(
+            camel_case_paths("display_name,author_info.full_name,pageCount"),
+            "displayName,authorInfo.fullName,pageCount"
+        );
         assert_eq!(percent_decode("a%20b+c", true).as_deref(), Ok("a b c"));
         assert_eq!(
             percent_decode("%C3%A9t\u{e9}", false).as_deref(),
