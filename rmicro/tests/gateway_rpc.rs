@@ -678,3 +678,43 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_variables_decode_as_http_proto_says() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // `+` in a path is a plus (only query strings use it for a space).
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/c++", "").await;
+    assert_eq!(json(&r)["name"], "shelves/s1/books/c++", "{}", r.body);
+    // In a multi-segment variable `%2F` stays encoded (a `/` inside a segment is not a
+    // separator), other escapes are decoded.
+    let r = call(&gw, "GET", "/v1/shelves/a%2Fbooks%2Fb/books/x%20y", "").await;
+    assert_eq!(
+        json(&r)["name"],
+        "shelves/a%2Fbooks%2Fb/books/x y",
+        "{}",
+        r.body
+    );
+    let r = call(&gw, "GET", "/v2/files/a%2fb/c:get", "").await;
+    assert_eq!(json(&r)["name"], "files/a%2fb/c", "{}", r.body);
+    // A single-segment variable decodes everything.
+    let r = call(&gw, "GET", "/v3/shelves/A%2FB/books/c+d%2B", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str()
+        ),
+        (Some("A/B"), Some("c+d+")),
+        "{}",
+        r.body
+    );
+    // Query strings keep `+` for a space.
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?display_name=a+b%2B",
+        "",
+    )
+    .await;
+    assert_eq!(json(&r)["display_name"], "a b+", "{}", r.body);
+}

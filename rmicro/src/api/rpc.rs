@@ -107,8 +107,9 @@ impl Template {
         Some(Template { segments, verb })
     }
 
-    /// The captured variables, as they are in `path` (still percent-encoded), when it matches.
-    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+    /// The captured variables when `path` matches: each field, its value as it is in `path`
+    /// (still percent-encoded: the template is matched on the raw segments) and how to decode it.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String, Decode)>> {
         let path = path.strip_prefix('/')?;
         let path = match &self.verb {
             Some(verb) => path.strip_suffix(verb.as_str())?.strip_suffix(':')?,
@@ -155,7 +156,12 @@ impl Template {
                             }
                         }
                     }
-                    captures.push((field.clone(), parts[start..i].join("/")));
+                    let mode = if pattern.len() > 1 || pattern.iter().any(|p| p == "**") {
+                        Decode::Segments
+                    } else {
+                        Decode::Segment
+                    };
+                    captures.push((field.clone(), parts[start..i].join("/"), mode));
                 }
             }
         }
@@ -163,10 +169,23 @@ impl Template {
     }
 }
 
-/// Percent-decodes `text` byte by byte (`+` becomes a space when `plus_is_space`, as in query
-/// strings). A `%` not followed by two hex digits, or bytes that are not UTF-8 once decoded, are
-/// an error that says which.
-fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, String> {
+/// How a piece of a request target is percent-decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// A query string's key or value: `+` is a space.
+    Query,
+    /// A single-segment path variable (`{id}`): every escape decoded; `+` is a plus.
+    Segment,
+    /// A multi-segment path variable (`{name=shelves/*}`, `{path=**}`): as `Segment`, except
+    /// that `%2F` stays encoded, so a `/` inside a segment stays told apart from the separators
+    /// (http.proto's rule for reserved expansion).
+    Segments,
+}
+
+/// Percent-decodes `text` byte by byte as `mode` says. A `%` not followed by two hex digits, or
+/// bytes that are not UTF-8 once decoded, are an error that says which.
+fn percent_decode(text: &str, mode: Decode) -> Result<String, String> {
+    let plus_is_space = mode == Decode::Query;
     let bytes = text.as_bytes();
     if !bytes
         .iter()
@@ -188,7 +207,12 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, String> {
                         "`{text}` has a `%` not followed by two hex digits; write a literal `%` as `%25`"
                     ));
                 };
-                out.push((hi * 16 + lo) as u8);
+                let byte = (hi * 16 + lo) as u8;
+                if byte == b'/' && mode == Decode::Segments {
+                    out.extend_from_slice(&bytes[i..i + 3]);
+                } else {
+                    out.push(byte);
+                }
                 i += 3;
             }
             b'+' if plus_is_space => {
@@ -445,7 +469,7 @@ impl RpcHandler {
             if let Some(captures) = b.template.matches(path) {
                 let captures = captures
                     .into_iter()
-                    .map(|(field, value)| Ok((field, percent_decode(&value, true)?)))
+                    .map(|(field, value, mode)| Ok((field, percent_decode(&value, mode)?)))
                     .collect::<Result<_, String>>()
                     .map_err(|detail| {
                         error::response(StatusCode::BAD_REQUEST, format!("the path: {detail}"))
@@ -782,8 +806,9 @@ fn build_request(
     if !whole_body_used {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode =
-                |text| percent_decode(text, true).map_err(|e| format!("the query string: {e}"));
+            let decode = |text| {
+                percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
+            };
             let (key, value) = (decode(k)?, decode(v)?);
             let chain = field_chain(desc, &key)?;
             let field = proto_path(&chain);
@@ -972,7 +997,7 @@ mod tests {
         let t = Template::parse("/v1/items/{id}").unwrap();
         assert_eq!(
             t.matches("/v1/items/7"),
-            Some(vec![("id".into(), "7".into())])
+            Some(vec![("id".into(), "7".into(), Decode::Segment)])
         );
         assert_eq!(t.matches("/v1/items"), None);
         assert_eq!(t.matches("/v1/items/7/x"), None);
@@ -980,14 +1005,18 @@ mod tests {
         assert_eq!(
             t.matches("/v1/shelves/shelves/top/items/9"),
             Some(vec![
-                ("shelf.name".into(), "shelves/top".into()),
-                ("id".into(), "9".into())
+                ("shelf.name".into(), "shelves/top".into(), Decode::Segments),
+                ("id".into(), "9".into(), Decode::Segment)
             ])
         );
         let t = Template::parse("/v1/{name=files/**}:get").unwrap();
         assert_eq!(
             t.matches("/v1/files/a/b/c:get"),
-            Some(vec![("name".into(), "files/a/b/c".into())])
+            Some(vec![(
+                "name".into(),
+                "files/a/b/c".into(),
+                Decode::Segments
+            )])
         );
         assert_eq!(t.matches("/v1/files/a/b/c"), None);
         let t = Template::parse("/v1/items").unwrap();
@@ -997,13 +1026,28 @@ mod tests {
             camel_case_paths("display_name,author_info.full_name,pageCount"),
             "displayName,authorInfo.fullName,pageCount"
         );
-        assert_eq!(percent_decode("a%20b+c", true).as_deref(), Ok("a b c"));
         assert_eq!(
-            percent_decode("%C3%A9t\u{e9}", false).as_deref(),
+            percent_decode("a%20b+c", Decode::Query).as_deref(),
+            Ok("a b c")
+        );
+        assert_eq!(
+            percent_decode("a%20b+c", Decode::Segment).as_deref(),
+            Ok("a b+c")
+        );
+        assert_eq!(
+            percent_decode("a%2Fb%2f", Decode::Segment).as_deref(),
+            Ok("a/b/")
+        );
+        assert_eq!(
+            percent_decode("a%2Fb%2f%20", Decode::Segments).as_deref(),
+            Ok("a%2Fb%2f ")
+        );
+        assert_eq!(
+            percent_decode("%C3%A9t\u{e9}", Decode::Segment).as_deref(),
             Ok("\u{e9}t\u{e9}")
         );
-        assert!(percent_decode("%a\u{e9}", true).is_err());
-        assert!(percent_decode("50%", true).is_err());
-        assert!(percent_decode("%ff", true).is_err());
+        assert!(percent_decode("%a\u{e9}", Decode::Query).is_err());
+        assert!(percent_decode("50%", Decode::Query).is_err());
+        assert!(percent_decode("%ff", Decode::Query).is_err());
     }
 }
