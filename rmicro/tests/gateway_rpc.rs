@@ -718,3 +718,30 @@ async fn path_variables_decode_as_http_proto_says() {
     .await;
     assert_eq!(json(&r)["display_name"], "a b+", "{}", r.body);
 }
+
+/// A registered node that is down (crashed, its registration not yet expired) is avoided, and a
+/// call that could not reach it goes to another node at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_avoided_and_the_call_retried_on_another() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let mut dead = lib.record().clone();
+    dead.nodes[0].id = "go.micro.srv.library-dead".into();
+    dead.nodes[0].address = "127.0.0.1:1".into();
+    registry
+        .register(&dead, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    for n in 0..10 {
+        statuses.push(call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
+        // A call with a body too: its message is in hand, so it can go elsewhere.
+        let body = format!(r#"{{"displayName":"{n}"}}"#);
+        let r = call(&gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "some calls failed: {statuses:?}"
+    );
+}

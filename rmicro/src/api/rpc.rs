@@ -8,6 +8,9 @@
 //!   `User.Call`; `/user/user/call` → endpoint `User.Call`; the JSON body (or, without one, the
 //!   query parameters) is the request message.
 //!
+//! A node that could not be reached is avoided for a few seconds, as by the http handler, and
+//! the call (whose message the gateway holds) is tried once more on another node.
+//!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
 //! servers answer from their generated descriptors), and are cached per gRPC service. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
@@ -30,10 +33,13 @@ use rmicro_runtime::reflection::proto::{
 };
 use rmicro_runtime::registry::{NodeCache, DEFAULT_CACHE_TTL};
 use rmicro_runtime::transport::{Connection, TransportError};
-use rmicro_runtime::Client;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use super::proxy::Quarantine;
 use super::{error, HandlerConfig};
+
+/// How long server reflection at a node may take.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the table of HTTP bindings read from the registry is reused.
 const ROUTES_TTL: Duration = Duration::from_secs(1);
@@ -282,6 +288,8 @@ struct Inner {
     nodes: NodeCache,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
+    /// Nodes that could not be reached, avoided for a while.
+    quarantine: Quarantine,
 }
 
 impl std::fmt::Debug for RpcHandler {
@@ -315,6 +323,7 @@ impl RpcHandler {
                 routes: Mutex::new(None),
                 pools: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
+                quarantine: Quarantine::default(),
             }),
         }
     }
@@ -504,7 +513,7 @@ impl RpcHandler {
     }
 
     /// The method's descriptor, learned from the node by server reflection (cached).
-    async fn method(&self, address: &str, grpc_path: &str) -> Result<MethodDescriptor, Fail> {
+    async fn method(&self, address: &str, grpc_path: &str) -> Result<MethodDescriptor, NodeFail> {
         let (service, method) = grpc_path
             .trim_start_matches('/')
             .split_once('/')
@@ -533,68 +542,74 @@ impl RpcHandler {
                 pool
             }
         };
-        pool.get_service_by_name(service)
-            .and_then(|s| s.methods().find(|m| m.name() == method))
-            .ok_or_else(|| {
-                error::response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the service at {address} does not describe `{grpc_path}`"),
-                )
-            })
+        let found = pool
+            .get_service_by_name(service)
+            .and_then(|s| s.methods().find(|m| m.name() == method));
+        Ok(found.ok_or_else(|| {
+            error::response(
+                StatusCode::BAD_GATEWAY,
+                format!("the service at {address} does not describe `{grpc_path}`"),
+            )
+        })?)
     }
 
-    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, Fail> {
+    /// The descriptors of `service` and the files it needs, asked of the node at `address` over
+    /// its connection (so a node that cannot be reached is told apart).
+    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, NodeFail> {
         let bad = |detail: String| error::response(StatusCode::BAD_GATEWAY, detail);
-        let client = Client::builder()
-            .address(address)
-            .retries(0)
-            .request_timeout(Some(Duration::from_secs(5)))
-            .build();
+        let failed = |status: tonic::Status| match TransportError::find(&status) {
+            Some(err) => NodeFail::unreached(bad(format!("server reflection at {address}: {err}"))),
+            None => NodeFail::from(bad(format!(
+                "server reflection at {address} failed: {}",
+                status.message()
+            ))),
+        };
+        let timed_out = || bad(format!("server reflection at {address} did not answer"));
+        let mut grpc = self.channel(address).map_err(NodeFail::unreached)?.grpc();
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol(service.to_string())),
         };
-        let call = client.streaming::<ServerReflectionRequest, ServerReflectionResponse, _>(
-            service,
-            rmicro_runtime::reflection::V1_PATH,
-            tonic::Request::new(tokio_stream::iter([request])),
+        let request =
+            tonic::Request::new(tokio_stream::iter([Bytes::from(request.encode_to_vec())]));
+        let call = grpc.streaming(
+            request,
+            http::uri::PathAndQuery::from_static(rmicro_runtime::reflection::V1_PATH),
+            RawCodec,
         );
-        let mut stream = tokio::time::timeout(Duration::from_secs(5), call)
+        let mut stream = tokio::time::timeout(REFLECTION_TIMEOUT, call)
             .await
-            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
-            .map_err(|s| {
-                bad(format!(
-                    "server reflection at {address} failed: {}",
-                    s.message()
-                ))
-            })?
+            .map_err(|_| timed_out())?
+            .map_err(failed)?
             .into_inner();
-        let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        let reply = tokio::time::timeout(REFLECTION_TIMEOUT, stream.message())
             .await
-            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
-            .map_err(|s| {
-                bad(format!(
-                    "server reflection at {address} failed: {}",
-                    s.message()
-                ))
-            })?
+            .map_err(|_| timed_out())?
+            .map_err(failed)?
             .ok_or_else(|| {
                 bad(format!(
                     "server reflection at {address} closed without answering"
                 ))
             })?;
+        let reply = ServerReflectionResponse::decode(reply).map_err(|e| {
+            bad(format!(
+                "server reflection at {address} sent a bad answer: {e}"
+            ))
+        })?;
         let files = match reply.message_response {
             Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
             Some(MessageResponse::ErrorResponse(e)) => {
                 return Err(bad(format!(
                     "server reflection at {address}: {}",
                     e.error_message
-                )))
+                ))
+                .into())
             }
             _ => {
                 return Err(bad(format!(
                     "server reflection at {address} gave an unexpected answer"
-                )))
+                ))
+                .into())
             }
         };
         let mut set = prost_types::FileDescriptorSet::default();
@@ -606,11 +621,11 @@ impl RpcHandler {
             })?;
             set.file.push(file);
         }
-        DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
+        Ok(DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
             bad(format!(
                 "descriptors from {address} do not form a valid set: {e}"
             ))
-        })
+        })?)
     }
 
     pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
@@ -640,23 +655,6 @@ impl RpcHandler {
                 format!("service `{}` has no nodes", target.service),
             ));
         }
-        let address = nodes[config
-            .selector
-            .select(&target.service, &nodes)
-            .min(nodes.len() - 1)]
-        .address
-        .clone();
-        let method = self.method(&address, &target.grpc_path).await?;
-        if method.is_client_streaming() || method.is_server_streaming() {
-            return Err(error::response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "`{}` streams; the rpc handler serves unary methods only",
-                    target.grpc_path
-                ),
-            ));
-        }
-
         let body = http_body_util::Limited::new(body, config.body_limit)
             .collect()
             .await
@@ -674,10 +672,61 @@ impl RpcHandler {
                 }
             })?
             .to_bytes();
-        let input = build_request(&method.input(), &target, &body, parts.uri.query())
+
+        // As the http handler: a node that could not be reached is avoided for a while, and the
+        // call (whose message is in hand) is tried once more on another node.
+        let selector = &config.selector;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let address = self
+                .inner
+                .quarantine
+                .pick(&nodes, &tried, |c| selector.select(&target.service, c))
+                .to_string();
+            match self.call_node(&address, &target, &parts, &body).await {
+                Ok(resp) => return Ok(resp),
+                Err(NodeFail {
+                    response,
+                    unreached: true,
+                }) => {
+                    self.inner.quarantine.mark(&address);
+                    self.inner.nodes.invalidate(&target.service);
+                    tracing::warn!(service = %target.service, %address, "node unreachable");
+                    if tried.is_empty() && nodes.len() > 1 {
+                        tried.push(address);
+                        continue;
+                    }
+                    return Err(response);
+                }
+                Err(NodeFail { response, .. }) => return Err(response),
+            }
+        }
+    }
+
+    /// The request transcoded and sent to the node at `address`, its answer transcoded back.
+    async fn call_node(
+        &self,
+        address: &str,
+        target: &Target,
+        parts: &http::request::Parts,
+        body: &Bytes,
+    ) -> Result<Response<Body>, NodeFail> {
+        let config = &self.inner.config;
+        let method = self.method(address, &target.grpc_path).await?;
+        if method.is_client_streaming() || method.is_server_streaming() {
+            return Err(error::response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "`{}` streams; the rpc handler serves unary methods only",
+                    target.grpc_path
+                ),
+            )
+            .into());
+        }
+        let input = build_request(&method.input(), target, body, parts.uri.query())
             .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
 
-        let mut grpc = self.channel(&address)?.grpc();
+        let mut grpc = self.channel(address).map_err(NodeFail::unreached)?.grpc();
         let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
         request.set_timeout(config.backend_timeout);
         for (name, value) in parts.headers.iter() {
@@ -702,21 +751,28 @@ impl RpcHandler {
                         "`{}` did not answer within {:?}",
                         target.grpc_path, config.backend_timeout
                     ),
-                ))
+                )
+                .into())
             }
             Ok(Err(status)) => {
                 return Err(match TransportError::find(&status) {
                     Some(err) => {
-                        if err.is_unsent() {
-                            self.inner.nodes.invalidate(&target.service);
-                        }
-                        error::response(
+                        let response = error::response(
                             StatusCode::BAD_GATEWAY,
-                            format!("service `{}`: {err}", target.service),
-                        )
+                            format!("service `{}` node {address}: {err}", target.service),
+                        );
+                        // Only a call that never left may go to another node; a node that
+                        // failed mid-call is still avoided.
+                        if err.is_unsent() {
+                            NodeFail::unreached(response)
+                        } else {
+                            self.inner.quarantine.mark(address);
+                            self.inner.nodes.invalidate(&target.service);
+                            response.into()
+                        }
                     }
-                    None => status_response(&status),
-                })
+                    None => status_response(&status).into(),
+                });
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
@@ -757,6 +813,31 @@ impl RpcHandler {
             header::HeaderValue::from_static("application/json"),
         );
         Ok(resp)
+    }
+}
+
+/// A step that failed on one node: the answer to give, and whether the node could not be
+/// reached at all (so it is avoided for a while and the step may be tried on another node).
+struct NodeFail {
+    response: Fail,
+    unreached: bool,
+}
+
+impl NodeFail {
+    fn unreached(response: Fail) -> NodeFail {
+        NodeFail {
+            response,
+            unreached: true,
+        }
+    }
+}
+
+impl From<Fail> for NodeFail {
+    fn from(response: Fail) -> NodeFail {
+        NodeFail {
+            response,
+            unreached: false,
+        }
     }
 }
 
