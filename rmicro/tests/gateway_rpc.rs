@@ -301,6 +301,7 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
                 method("EchoBook", ".review.v1.Book"),
                 method("Latest", ".review.v1.Book"),
                 method("UpdateBook", ".review.v1.UpdateBookRequest"),
+                method("Big", ".review.v1.Book"),
             ],
             ..Default::default()
         }],
@@ -388,7 +389,16 @@ static ENDPOINTS: &[Endpoint] = &[
         "review.v1.UpdateBookRequest",
         &[rule("PATCH", "/v1/{book.name=shelves/*/books/*}", "book")],
     ),
+    endpoint(
+        "Library.Big",
+        "/review.v1.Library/Big",
+        "review.v1.Book",
+        &[rule("GET", "/v1/big", "")],
+    ),
 ];
+
+/// The size of the `display_name` that `Big` answers: just over 4 MiB.
+const BIG: usize = 4 * 1024 * 1024 + 1;
 
 fn library(v2: bool) -> ServiceDef {
     let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
@@ -401,6 +411,13 @@ fn library(v2: bool) -> ServiceDef {
             |_req: Request<Raw>| async move { Ok(Response::new(Raw(b"\x12\x06latest".to_vec()))) },
         )
         .unary("/review.v1.Library/UpdateBook", echo)
+        // Big answers a `display_name` of BIG bytes.
+        .unary("/review.v1.Library/Big", |_req: Request<Raw>| async move {
+            let mut book = vec![0x12];
+            encode_varint(BIG as u64, &mut book);
+            book.resize(book.len() + BIG, b'x');
+            Ok(Response::new(Raw(book)))
+        })
 }
 
 async fn start_library(registry: &Arc<dyn Registry>, v2: bool) -> RunningService {
@@ -744,4 +761,49 @@ async fn an_unreachable_node_is_avoided_and_the_call_retried_on_another() {
         statuses.iter().all(|s| *s == 200),
         "some calls failed: {statuses:?}"
     );
+}
+
+/// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB
+/// come back; a bigger one is 502, a request message over the service's limit 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_within_the_limits_pass_and_others_are_refused_clearly() {
+    let (registry, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/big", "").await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(json(&r)["display_name"].as_str().map(str::len), Some(BIG));
+    // Through go-micro's form: a request message of 4 MiB, its answer a few bytes more.
+    let mut user = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_user_handler(user.server_mut(), Greeter).unwrap();
+    let _user = user.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.user").await;
+    let name = "x".repeat(4 * 1024 * 1024 - 7);
+    let r = call(
+        &gw,
+        "POST",
+        "/user/call",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    // A request message over the service's limit (tonic's 4 MiB) under a 10 MiB body limit.
+    let name = "x".repeat(5 * 1024 * 1024);
+    let r = call(
+        &gw,
+        "POST",
+        "/user/call",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .await;
+    let detail = error_detail(&r, 413);
+    assert!(detail.contains("over the service's limit"), "{detail}");
+
+    // A gateway whose body limit is under 4 MiB still takes 4 MiB responses, not more.
+    let (small, _stop_small) = gateway(Arc::clone(&registry)).await;
+    let r = call(&small, "GET", "/v1/big", "").await;
+    let detail = error_detail(&r, 502);
+    assert!(detail.contains("4194304-byte limit"), "{detail}");
+    let r = call(&small, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

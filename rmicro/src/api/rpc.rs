@@ -38,6 +38,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use super::proxy::Quarantine;
 use super::{error, HandlerConfig};
 
+/// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
+const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
+
 /// How long server reflection at a node may take.
 const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -726,8 +729,17 @@ impl RpcHandler {
         let input = build_request(&method.input(), target, body, parts.uri.query())
             .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
 
-        let mut grpc = self.channel(address).map_err(NodeFail::unreached)?.grpc();
-        let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
+        // Responses as large as the requests the gateway takes, and never under gRPC's usual
+        // 4 MiB (tonic's default would cut every response at 4 MiB).
+        let response_limit = config.body_limit.max(MIN_RESPONSE_LIMIT);
+        let mut grpc = self
+            .channel(address)
+            .map_err(NodeFail::unreached)?
+            .grpc()
+            .max_decoding_message_size(response_limit);
+        let message = Bytes::from(input.encode_to_vec());
+        let sent = message.len();
+        let mut request = tonic::Request::new(message);
         request.set_timeout(config.backend_timeout);
         for (name, value) in parts.headers.iter() {
             let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
@@ -771,7 +783,9 @@ impl RpcHandler {
                             response.into()
                         }
                     }
-                    None => status_response(&status).into(),
+                    None => too_large(&status, sent, response_limit, &target.grpc_path)
+                        .unwrap_or_else(|| status_response(&status))
+                        .into(),
                 });
             }
             Ok(Ok(reply)) => reply.into_inner(),
@@ -839,6 +853,40 @@ impl From<Fail> for NodeFail {
             unreached: false,
         }
     }
+}
+
+/// The answer for a message over a size limit: the request message over the service's (413),
+/// or the response over the gateway's (502); `None` for any other status.
+fn too_large(
+    status: &tonic::Status,
+    sent: usize,
+    response_limit: usize,
+    grpc_path: &str,
+) -> Option<Fail> {
+    let message = status.message();
+    // tonic (at either end) and grpc-go word it so; a request's own size names it.
+    let tonic_limit = status.code() == tonic::Code::OutOfRange
+        && message.starts_with("Error, decoded message length too large");
+    let go_limit = status.code() == tonic::Code::ResourceExhausted
+        && message.starts_with("grpc: received message larger than max");
+    if go_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
+        return Some(error::response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request message for `{grpc_path}` ({sent} bytes) is over the service's \
+                 limit ({message}); send a smaller request"
+            ),
+        ));
+    }
+    tonic_limit.then(|| {
+        error::response(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the response of `{grpc_path}` is over the gateway's {response_limit}-byte \
+                 limit for response messages (the larger of --body-limit and 4 MiB): {message}"
+            ),
+        )
+    })
 }
 
 /// A gRPC error as go-micro JSON with the mapped HTTP status.
