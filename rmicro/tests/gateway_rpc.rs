@@ -807,3 +807,34 @@ async fn large_messages_within_the_limits_pass_and_others_are_refused_clearly() 
     let r = call(&small, "GET", "/v1/shelves/s1/books/b1", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_numbers_and_special_floats_come_from_the_query() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?kind=1", "").await;
+    assert_eq!(json(&r)["kind"], "HARDCOVER", "{}", r.body);
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?kind=HARDCOVER", "").await;
+    assert_eq!(json(&r)["kind"], "HARDCOVER", "{}", r.body);
+    for (query, expected) in [
+        ("NaN", serde_json::json!("NaN")),
+        ("Infinity", serde_json::json!("Infinity")),
+        ("-Infinity", serde_json::json!("-Infinity")),
+        ("1.5", serde_json::json!(1.5)),
+        ("-2e3", serde_json::json!(-2000.0)),
+    ] {
+        let r = call(
+            &gw,
+            "GET",
+            &format!("/v1/shelves/s1/books/b1?ratio={query}"),
+            "",
+        )
+        .await;
+        assert_eq!(json(&r)["ratio"], expected, "ratio={query}: {}", r.body);
+    }
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ratio=lots", "").await;
+    assert!(
+        error_detail(&r, 400).contains("`ratio` takes a number"),
+        "{}",
+        r.body
+    );
+}

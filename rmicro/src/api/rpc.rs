@@ -1081,10 +1081,21 @@ fn typed_value(
             "false" => serde_json::Value::Bool(false),
             _ => return Err(format!("field `{path}` takes true or false, not `{value}`")),
         },
-        Kind::Double | Kind::Float => value
-            .parse::<f64>()
-            .map(serde_json::Value::from)
-            .map_err(|_| format!("field `{path}` takes a number, not `{value}`"))?,
+        // As a string, proto3 JSON's form that also carries NaN and ±Infinity (a JSON number
+        // cannot).
+        Kind::Double | Kind::Float => {
+            if value.parse::<f64>().is_err() && !matches!(value, "Infinity" | "-Infinity") {
+                return Err(format!(
+                    "field `{path}` takes a number (or NaN, Infinity, -Infinity), not `{value}`"
+                ));
+            }
+            serde_json::Value::String(value.to_string())
+        }
+        // A value's name or its number.
+        Kind::Enum(_) => match value.parse::<i32>() {
+            Ok(number) => serde_json::Value::from(number),
+            Err(_) => serde_json::Value::String(value.to_string()),
+        },
         Kind::Message(inner) => match inner.full_name() {
             // Proto3 JSON gives these a string form, which the message parser reads.
             "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
