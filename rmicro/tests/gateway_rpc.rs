@@ -838,3 +838,16 @@ async fn enum_numbers_and_special_floats_come_from_the_query() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_path_with_another_method_answers_405_with_allow() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // `/v1/{name=shelves/*/books/*}` is bound for GET (EchoBook) and PATCH (UpdateBook).
+    let r = call(&gw, "DELETE", "/v1/shelves/s1/books/b1", "").await;
+    let detail = error_detail(&r, 405);
+    assert_eq!(r.header("allow"), Some("GET, PATCH"), "{detail}");
+    assert!(detail.contains("takes GET, PATCH"), "{detail}");
+    // A path no binding takes is still go-micro's form (and its 404).
+    let r = call(&gw, "DELETE", "/nosuch/call", "").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}

@@ -474,8 +474,16 @@ impl RpcHandler {
 
     async fn resolve(&self, method: &Method, path: &str) -> Result<Target, Fail> {
         let bindings = self.bindings().await?;
+        // Methods bound to this path, should the request's method be none of them.
+        let mut allowed: Vec<String> = Vec::new();
         for b in bindings.iter() {
             if !b.method.eq_ignore_ascii_case(method.as_str()) {
+                if b.template.matches(path).is_some() {
+                    let bound = b.method.to_ascii_uppercase();
+                    if !allowed.contains(&bound) {
+                        allowed.push(bound);
+                    }
+                }
                 continue;
             }
             if let Some(captures) = b.template.matches(path) {
@@ -495,7 +503,23 @@ impl RpcHandler {
                 });
             }
         }
-        self.go_micro_target(path).await
+        match self.go_micro_target(path).await {
+            // A bound path with another method: say which methods it takes, rather than that a
+            // service named after the path's first segment does not exist.
+            Err(resp) if resp.status() == StatusCode::NOT_FOUND && !allowed.is_empty() => {
+                allowed.sort();
+                let allow = allowed.join(", ");
+                let mut resp = error::response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("`{path}` does not take {method}; it takes {allow}"),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(header::ALLOW, value);
+                }
+                Err(resp)
+            }
+            other => other,
+        }
     }
 
     // The error is the finished HTTP response; boxing it would only add an allocation.
