@@ -851,3 +851,36 @@ async fn a_bound_path_with_another_method_answers_405_with_allow() {
     let r = call(&gw, "DELETE", "/nosuch/call", "").await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?_=1700000000&utm_source=x&author_info.nope=1&page_count=4",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["page_count"], "4", "{}", r.body);
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:archive",
+        r#"{"nope":1}"#,
+    )
+    .await;
+    assert!(
+        error_detail(&r, 400).contains("review.v1.Book"),
+        "{}",
+        r.body
+    );
+    // A known field used wrongly is still an error.
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?display_name.x=1", "").await;
+    assert!(
+        error_detail(&r, 400).contains("not a message"),
+        "{}",
+        r.body
+    );
+}

@@ -928,7 +928,8 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
 
 /// The request message: the JSON body where `body` says, then path captures and (for the rest)
 /// query parameters, each converted to its field's JSON type. A query parameter may not set a
-/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder).
+/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder); parameters that
+/// name no field are ignored.
 fn build_request(
     desc: &MessageDescriptor,
     target: &Target,
@@ -951,7 +952,12 @@ fn build_request(
     // Fields bound by the path, by their proto names (`author_info.full_name`).
     let mut bound = Vec::with_capacity(target.captures.len());
     for (path, value) in &target.captures {
-        let chain = field_chain(desc, path)?;
+        let chain = field_chain(desc, path)?.ok_or_else(|| {
+            format!(
+                "the binding's path sets `{path}`, which `{}` does not have",
+                desc.full_name()
+            )
+        })?;
         bound.push(proto_path(&chain));
         set_param(&mut json, &chain, path, value)?;
     }
@@ -963,7 +969,11 @@ fn build_request(
                 percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
             };
             let (key, value) = (decode(k)?, decode(v)?);
-            let chain = field_chain(desc, &key)?;
+            // As grpc-gateway: parameters that name no field (cache busters, tracking) are
+            // ignored. An unknown field in a JSON body is still an error.
+            let Some(chain) = field_chain(desc, &key)? else {
+                continue;
+            };
             let field = proto_path(&chain);
             let under = |outer: &str| {
                 field == outer
@@ -992,8 +1002,12 @@ fn build_request(
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
 }
 
-/// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first.
-fn field_chain(desc: &MessageDescriptor, path: &str) -> Result<Vec<FieldDescriptor>, String> {
+/// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first; `None` when a
+/// message on the way has no such field.
+fn field_chain(
+    desc: &MessageDescriptor,
+    path: &str,
+) -> Result<Option<Vec<FieldDescriptor>>, String> {
     let mut chain: Vec<FieldDescriptor> = Vec::new();
     let mut message = desc.clone();
     for (n, name) in path.split('.').enumerate() {
@@ -1010,13 +1024,15 @@ fn field_chain(desc: &MessageDescriptor, path: &str) -> Result<Vec<FieldDescript
                 }
             }
         }
-        let field = message
+        let Some(field) = message
             .get_field_by_name(name)
             .or_else(|| message.get_field_by_json_name(name))
-            .ok_or_else(|| format!("`{}` has no field `{name}`", message.full_name()))?;
+        else {
+            return Ok(None);
+        };
         chain.push(field);
     }
-    Ok(chain)
+    Ok(Some(chain))
 }
 
 /// `a.b.c` by proto field names.
