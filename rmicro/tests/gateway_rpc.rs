@@ -884,3 +884,13 @@ async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_specific_binding_wins_over_an_earlier_variable_one() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // EchoBook's `/v1/{name=shelves/*/books/*}` comes first and matches too.
+    let r = call(&gw, "GET", "/v1/shelves/me/books/latest", "").await;
+    assert_eq!(json(&r)["display_name"], "latest", "{}", r.body);
+    let r = call(&gw, "GET", "/v1/shelves/me/books/first", "").await;
+    assert_eq!(json(&r)["name"], "shelves/me/books/first", "{}", r.body);
+}

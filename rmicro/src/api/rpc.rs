@@ -116,6 +116,29 @@ impl Template {
         Some(Template { segments, verb })
     }
 
+    /// How specific the template is, to try the most specific first: more literal segments
+    /// (inside variables too), then a custom verb before none, then no `**` before one.
+    fn specificity(&self) -> (usize, bool, bool) {
+        let mut literals = 0;
+        let mut deep = false;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(_) => literals += 1,
+                Segment::Wildcard(d) => deep |= d,
+                Segment::Variable { pattern, .. } => {
+                    for p in pattern {
+                        match p.as_str() {
+                            "*" => {}
+                            "**" => deep = true,
+                            _ => literals += 1,
+                        }
+                    }
+                }
+            }
+        }
+        (literals, self.verb.is_some(), !deep)
+    }
+
     /// The captured variables when `path` matches: each field, its value as it is in `path`
     /// (still percent-encoded: the template is matched on the raw segments) and how to decode it.
     fn matches(&self, path: &str) -> Option<Vec<(String, String, Decode)>> {
@@ -383,6 +406,8 @@ impl RpcHandler {
                 }
             }
         }
+        // Most specific first, whatever service or order they came in (the sort is stable).
+        routes.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
         let routes = Arc::new(routes);
         *self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), Arc::clone(&routes)));
@@ -1201,6 +1226,12 @@ mod tests {
         assert_eq!(t.matches("/v1/files/a/b/c"), None);
         let t = Template::parse("/v1/items").unwrap();
         assert_eq!(t.matches("/v1/items"), Some(vec![]));
+        let specificity = |t: &str| Template::parse(t).unwrap().specificity();
+        assert!(
+            specificity("/v1/shelves/me/books/latest") > specificity("/v1/{n=shelves/*/books/*}")
+        );
+        assert!(specificity("/v1/{n=shelves/*}:get") > specificity("/v1/{n=shelves/*}"));
+        assert!(specificity("/v1/{n=shelves/*}") > specificity("/v1/{n=shelves/**}"));
         assert_eq!(Template::parse("/v1/items/{x").map(|_| ()), None);
         assert_eq!(
             camel_case_paths("display_name,author_info.full_name,pageCount"),
