@@ -194,7 +194,8 @@ fn wkt_file(file: &str, msg: DescriptorProto) -> FileDescriptorProto {
 }
 
 /// `review/v1/library.proto` and the well-known types it imports, as an encoded set.
-/// `v2` adds `string subtitle = 14;` to `Book`, as a later deploy of the same service would.
+/// `v2` adds `string subtitle = 14;` to `Book` and a method `Renew`, as a later deploy of the
+/// same service would.
 fn descriptor_set(v2: bool) -> &'static [u8] {
     let secs = |n: &str| {
         message(
@@ -302,7 +303,10 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
                 method("Latest", ".review.v1.Book"),
                 method("UpdateBook", ".review.v1.UpdateBookRequest"),
                 method("Big", ".review.v1.Book"),
-            ],
+            ]
+            .into_iter()
+            .chain(v2.then(|| method("Renew", ".review.v1.Book")))
+            .collect(),
             ..Default::default()
         }],
         syntax: Some("proto3".into()),
@@ -395,6 +399,13 @@ static ENDPOINTS: &[Endpoint] = &[
         "review.v1.Book",
         &[rule("GET", "/v1/big", "")],
     ),
+    // Served from v2 on.
+    endpoint(
+        "Library.Renew",
+        "/review.v1.Library/Renew",
+        "review.v1.Book",
+        &[rule("POST", "/v1/{name=shelves/*/books/*}:renew", "*")],
+    ),
 ];
 
 /// The size of the `display_name` that `Big` answers: just over 4 MiB.
@@ -402,8 +413,13 @@ const BIG: usize = 4 * 1024 * 1024 + 1;
 
 fn library(v2: bool) -> ServiceDef {
     let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
-    ServiceDef::new("review.v1.Library", ENDPOINTS)
-        .descriptors(descriptor_set(v2))
+    let def = ServiceDef::new("review.v1.Library", ENDPOINTS);
+    let def = if v2 {
+        def.unary("/review.v1.Library/Renew", echo)
+    } else {
+        def
+    };
+    def.descriptors(descriptor_set(v2))
         .unary("/review.v1.Library/EchoBook", echo)
         // Latest answers `{"display_name":"latest"}` whatever it is sent.
         .unary(
@@ -566,6 +582,46 @@ async fn errors_come_back_as_json_with_the_mapped_status() {
     let r = call(&gw, "POST", "/user/stream", r#"{"count":"2"}"#).await;
     assert_eq!(r.status, 501);
     assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
+}
+
+/// Path variables (nested, `**` with a verb), repeated, nested and enum query parameters and
+/// `body: "*"` beside path variables, all seen in the message the service got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_request_transcodes_path_query_and_body() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?page_count=5&tags=a&tags=b&author_info.full_name=Ann&kind=HARDCOVER", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["name"], "shelves/s1/books/b1");
+    assert_eq!(v["page_count"], "5");
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(v["author_info"]["full_name"], "Ann");
+    assert_eq!(v["kind"], "HARDCOVER");
+    let r = call(&gw, "GET", "/v2/files/a/b/c:get", "").await;
+    assert_eq!(json(&r)["name"], "files/a/b/c", "{}", r.body);
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/Dune", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str()
+        ),
+        (Some("Ann"), Some("Dune"))
+    );
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:archive",
+        r#"{"displayName":"x","archived":true}"#,
+    )
+    .await;
+    let v = json(&r);
+    assert_eq!(
+        (v["name"].as_str(), v["display_name"].as_str()),
+        (Some("shelves/s1/books/b1"), Some("x")),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -893,4 +949,76 @@ async fn the_most_specific_binding_wins_over_an_earlier_variable_one() {
     assert_eq!(json(&r)["display_name"], "latest", "{}", r.body);
     let r = call(&gw, "GET", "/v1/shelves/me/books/first", "").await;
     assert_eq!(json(&r)["name"], "shelves/me/books/first", "{}", r.body);
+}
+
+/// Restarts the library as v2 with the same node id (as a node whose id outlives a restart), so
+/// that only a request naming something new can tell the gateway its descriptors are stale.
+async fn redeploy_keeping_the_node_id(
+    registry: &Arc<dyn Registry>,
+    v1: RunningService,
+) -> RunningService {
+    let v2 = start_library(registry, true).await;
+    let mut same = v2.record().clone();
+    same.nodes[0].id = v1.record().nodes[0].id.clone();
+    v1.stop().await.unwrap();
+    registry
+        .register(&same, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    v2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_are_read_again_for_a_field_they_lack() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let archive = "/v1/shelves/s1/books/b1:archive";
+    let r = call(&gw, "POST", archive, r#"{"displayName":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _v2 = redeploy_keeping_the_node_id(&registry, lib).await;
+    let r = call(&gw, "POST", archive, r#"{"subtitle":"new"}"#).await;
+    assert_eq!(
+        (r.status, json(&r)["subtitle"].clone()),
+        (200, "new".into()),
+        "{}",
+        r.body
+    );
+    // A field no version has is still the client's error.
+    let r = call(&gw, "POST", archive, r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_are_read_again_for_a_method_they_lack() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _v2 = redeploy_keeping_the_node_id(&registry, lib).await;
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:renew",
+        r#"{"pageCount":"3"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, json(&r)["name"].clone()),
+        (200, "shelves/s1/books/b1".into()),
+        "{}",
+        r.body
+    );
+}
+
+/// Descriptors stand while the node they came from is registered: a service redeployed on a new
+/// node is described anew even for what the old descriptors would silently drop (a query
+/// parameter naming no field is ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_follow_the_node_they_came_from() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    lib.stop().await.unwrap();
+    let _v2 = start_library(&registry, true).await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?subtitle=new", "").await;
+    assert_eq!(json(&r)["subtitle"], "new", "{}", r.body);
 }

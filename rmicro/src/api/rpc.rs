@@ -12,7 +12,9 @@
 //! the call (whose message the gateway holds) is tried once more on another node.
 //!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
-//! servers answer from their generated descriptors), and are cached per gRPC service. Errors come
+//! servers answer from their generated descriptors), and are cached per gRPC service while the
+//! node they came from is registered; a request naming a field or method they lack has them read
+//! again once, so a redeployed service's additions are seen without restarting the gateway. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
@@ -31,7 +33,7 @@ use rmicro_runtime::errors::Error;
 use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
 };
-use rmicro_runtime::registry::{NodeCache, DEFAULT_CACHE_TTL};
+use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -40,6 +42,9 @@ use super::{error, HandlerConfig};
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
 const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long descriptors are kept before a request that looks stale may have them read again.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 /// How long server reflection at a node may take.
 const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -309,7 +314,8 @@ pub struct RpcHandler {
 struct Inner {
     config: HandlerConfig,
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
-    pools: Mutex<HashMap<String, DescriptorPool>>,
+    /// Descriptors per gRPC service.
+    pools: Mutex<HashMap<String, Described>>,
     /// Each service's nodes, read from the registry once and kept fresh by its watch.
     nodes: NodeCache,
     /// One HTTP/2 connection per node.
@@ -324,6 +330,17 @@ impl std::fmt::Debug for RpcHandler {
             .field("namespace", &self.inner.config.namespace)
             .finish_non_exhaustive()
     }
+}
+
+/// Descriptors read from a node by server reflection.
+struct Described {
+    pool: DescriptorPool,
+    /// The registry service of the node they were read from.
+    service: String,
+    /// The id of that node: they stand while it is registered.
+    node: String,
+    /// When they were read.
+    read: Instant,
 }
 
 /// What a request resolved to.
@@ -373,6 +390,12 @@ impl RpcHandler {
                     format!("cannot read the registry: {err}"),
                 )
             })?;
+        // Descriptors of services that left the registry go too.
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, d| services.iter().any(|s| s.name == d.service));
         let mut routes = Vec::new();
         for service in services {
             for endpoint in &service.endpoints {
@@ -564,9 +587,20 @@ impl RpcHandler {
         Ok(connection)
     }
 
-    /// The method's descriptor, learned from the node by server reflection (cached).
-    async fn method(&self, address: &str, grpc_path: &str) -> Result<MethodDescriptor, NodeFail> {
-        let (service, method) = grpc_path
+    /// The method's descriptor and whether it was read just now. Descriptors are learned from
+    /// a node by server reflection and cached per gRPC service while the node they came from is
+    /// among `nodes` (a redeployed node has a new id). They are read again from `node` when the
+    /// cache lacks the method or `reread` says they look stale, but not twice within
+    /// [`REREAD_AFTER`], so bad requests cannot make the gateway hammer a service.
+    async fn method(
+        &self,
+        node: &Node,
+        nodes: &[Node],
+        service: &str,
+        grpc_path: &str,
+        mut reread: bool,
+    ) -> Result<(MethodDescriptor, bool), NodeFail> {
+        let (grpc_service, method) = grpc_path
             .trim_start_matches('/')
             .split_once('/')
             .ok_or_else(|| {
@@ -575,34 +609,53 @@ impl RpcHandler {
                     format!("bad gRPC path `{grpc_path}`"),
                 )
             })?;
-        let cached = self
-            .inner
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(service)
-            .cloned();
-        let pool = match cached {
-            Some(pool) => pool,
-            None => {
-                let pool = self.reflect(address, service).await?;
-                self.inner
-                    .pools
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(service.to_string(), pool.clone());
-                pool
+        loop {
+            let cached = self
+                .inner
+                .pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(grpc_service)
+                .filter(|d| nodes.iter().any(|n| n.id == d.node))
+                .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
+                .map(|d| d.pool.clone());
+            let (pool, fresh) = match cached {
+                Some(pool) => (pool, false),
+                None => {
+                    let pool = self.reflect(&node.address, grpc_service).await?;
+                    let described = Described {
+                        pool: pool.clone(),
+                        service: service.to_string(),
+                        node: node.id.clone(),
+                        read: Instant::now(),
+                    };
+                    self.inner
+                        .pools
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(grpc_service.to_string(), described);
+                    (pool, true)
+                }
+            };
+            let found = pool
+                .get_service_by_name(grpc_service)
+                .and_then(|s| s.methods().find(|m| m.name() == method));
+            match found {
+                Some(found) => return Ok((found, fresh)),
+                // A method added since the descriptors were read: read them again, once.
+                None if !fresh && !reread => reread = true,
+                None => {
+                    return Err(error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the service at {} does not describe `{grpc_path}`",
+                            node.address
+                        ),
+                    )
+                    .into())
+                }
             }
-        };
-        let found = pool
-            .get_service_by_name(service)
-            .and_then(|s| s.methods().find(|m| m.name() == method));
-        Ok(found.ok_or_else(|| {
-            error::response(
-                StatusCode::BAD_GATEWAY,
-                format!("the service at {address} does not describe `{grpc_path}`"),
-            )
-        })?)
+        }
     }
 
     /// The descriptors of `service` and the files it needs, asked of the node at `address` over
@@ -702,6 +755,12 @@ impl RpcHandler {
                 )
             })?;
         if nodes.is_empty() {
+            // Its descriptors go with its nodes.
+            self.inner
+                .pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, d| d.service != target.service);
             return Err(error::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("service `{}` has no nodes", target.service),
@@ -735,7 +794,10 @@ impl RpcHandler {
                 .quarantine
                 .pick(&nodes, &tried, |c| selector.select(&target.service, c))
                 .to_string();
-            match self.call_node(&address, &target, &parts, &body).await {
+            match self
+                .call_node(&address, &nodes, &target, &parts, &body)
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 Err(NodeFail {
                     response,
@@ -759,12 +821,30 @@ impl RpcHandler {
     async fn call_node(
         &self,
         address: &str,
+        nodes: &[Node],
         target: &Target,
         parts: &http::request::Parts,
         body: &Bytes,
     ) -> Result<Response<Body>, NodeFail> {
         let config = &self.inner.config;
-        let method = self.method(address, &target.grpc_path).await?;
+        let node = nodes
+            .iter()
+            .find(|n| n.address == address)
+            .unwrap_or(&nodes[0]);
+        let describe =
+            |reread| self.method(node, nodes, &target.service, &target.grpc_path, reread);
+        let (mut method, fresh) = describe(false).await?;
+        let query = parts.uri.query();
+        let input = match build_request(&method.input(), target, body, query) {
+            // A field or enum value the cached descriptors lack may be one a redeployed service
+            // added: read them again (at most once) and build the message anew.
+            Err(detail) if !fresh && names_unknown(&detail) => {
+                method = describe(true).await?.0;
+                build_request(&method.input(), target, body, query)
+            }
+            built => built,
+        }
+        .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
         if method.is_client_streaming() || method.is_server_streaming() {
             return Err(error::response(
                 StatusCode::NOT_IMPLEMENTED,
@@ -775,8 +855,6 @@ impl RpcHandler {
             )
             .into());
         }
-        let input = build_request(&method.input(), target, body, parts.uri.query())
-            .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
 
         // Responses as large as the requests the gateway takes, and never under gRPC's usual
         // 4 MiB (tonic's default would cut every response at 4 MiB).
@@ -1058,6 +1136,12 @@ fn field_chain(
         chain.push(field);
     }
     Ok(Some(chain))
+}
+
+/// Whether a request message failed to build because it names a field or an enum value the
+/// descriptors lack (the message parser's wording), which newer descriptors may have.
+fn names_unknown(detail: &str) -> bool {
+    detail.contains("unrecognized field name") || detail.contains("unrecognized enum value")
 }
 
 /// `a.b.c` by proto field names.
