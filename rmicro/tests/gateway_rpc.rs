@@ -5,10 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::FromArgMatches;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{decode_varint, encode_key, encode_varint, DecodeContext, WireType};
+use prost::Message;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{
+    DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+    FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+};
 use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Registry};
-use rmicro_runtime::{RunningService, Service};
+use rmicro_runtime::{Endpoint, HttpRule, Request, Response, RunningService, Service, ServiceDef};
 use rmicro_tests::fixtures::go::micro::srv::user::register_user_handler;
 use rmicro_tests::fixtures::rmicro::test::kitchen::register_kitchen_handler;
 use rmicro_tests::http::{self, HttpResponse};
@@ -36,6 +44,13 @@ async fn services(registry: &Arc<dyn Registry>) -> (RunningService, RunningServi
 }
 
 async fn gateway(registry: Arc<dyn Registry>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_with_limit(registry, "4KiB").await
+}
+
+async fn gateway_with_limit(
+    registry: Arc<dyn Registry>,
+    body_limit: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let cli = Cli::new();
     let matches = cli
         .command()
@@ -47,7 +62,7 @@ async fn gateway(registry: Arc<dyn Registry>) -> (String, tokio::sync::oneshot::
             "--namespace",
             "go.micro.srv",
             "--body-limit",
-            "4KiB",
+            body_limit,
         ])
         .unwrap();
     let sub = matches.subcommand_matches("api").unwrap().clone();
@@ -78,6 +93,391 @@ async fn call(addr: &str, method: &'static str, path: &str, body: &str) -> HttpR
 
 fn json(resp: &HttpResponse) -> serde_json::Value {
     serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body))
+}
+
+// The library: a hand-described AIP-style service (`review.v1.Library`) whose methods echo the
+// request bytes, so every response shows exactly which message the gateway built.
+
+/// Any message, kept as its encoded bytes (an echo handler returns them unchanged).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Raw(Vec<u8>);
+
+impl Message for Raw {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        _ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        encode_key(tag, wire_type, &mut self.0);
+        match wire_type {
+            WireType::Varint => {
+                let v = decode_varint(buf)?;
+                encode_varint(v, &mut self.0);
+            }
+            WireType::SixtyFourBit => self.0.extend_from_slice(&buf.copy_to_bytes(8)),
+            WireType::ThirtyTwoBit => self.0.extend_from_slice(&buf.copy_to_bytes(4)),
+            WireType::LengthDelimited => {
+                let len = decode_varint(buf)?;
+                encode_varint(len, &mut self.0);
+                self.0.extend_from_slice(&buf.copy_to_bytes(len as usize));
+            }
+            _ => panic!("groups are not used here"),
+        }
+        Ok(())
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+fn field(
+    name: &str,
+    number: i32,
+    ty: Type,
+    type_name: Option<&str>,
+    repeated: bool,
+) -> FieldDescriptorProto {
+    let json = {
+        let mut out = String::new();
+        let mut up = false;
+        for c in name.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(if repeated {
+            Label::Repeated
+        } else {
+            Label::Optional
+        } as i32),
+        r#type: Some(ty as i32),
+        type_name: type_name.map(str::to_string),
+        json_name: Some(json),
+        ..Default::default()
+    }
+}
+
+fn message(name: &str, fields: Vec<FieldDescriptorProto>) -> DescriptorProto {
+    DescriptorProto {
+        name: Some(name.into()),
+        field: fields,
+        ..Default::default()
+    }
+}
+
+fn wkt_file(file: &str, msg: DescriptorProto) -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(file.into()),
+        package: Some("google.protobuf".into()),
+        message_type: vec![msg],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `review/v1/library.proto` and the well-known types it imports, as an encoded set.
+/// `v2` adds `string subtitle = 14;` to `Book` and a method `Renew`, as a later deploy of the
+/// same service would.
+fn descriptor_set(v2: bool) -> &'static [u8] {
+    let secs = |n: &str| {
+        message(
+            n,
+            vec![
+                field("seconds", 1, Type::Int64, None, false),
+                field("nanos", 2, Type::Int32, None, false),
+            ],
+        )
+    };
+    let mut book = vec![
+        field("name", 1, Type::String, None, false),
+        field("display_name", 2, Type::String, None, false),
+        field("page_count", 3, Type::Int64, None, false),
+        field("kind", 4, Type::Enum, Some(".review.v1.Book.Kind"), false),
+        field(
+            "publish_time",
+            5,
+            Type::Message,
+            Some(".google.protobuf.Timestamp"),
+            false,
+        ),
+        field(
+            "ttl",
+            6,
+            Type::Message,
+            Some(".google.protobuf.Duration"),
+            false,
+        ),
+        field(
+            "nickname",
+            7,
+            Type::Message,
+            Some(".google.protobuf.StringValue"),
+            false,
+        ),
+        field("archived", 8, Type::Bool, None, false),
+        field("blob", 9, Type::Bytes, None, false),
+        field("tags", 10, Type::String, None, true),
+        field(
+            "author_info",
+            11,
+            Type::Message,
+            Some(".review.v1.Book.Author"),
+            false,
+        ),
+        field("ratio", 12, Type::Double, None, false),
+    ];
+    if v2 {
+        book.push(field("subtitle", 14, Type::String, None, false));
+    }
+    let mut book = message("Book", book);
+    book.nested_type = vec![message(
+        "Author",
+        vec![field("full_name", 1, Type::String, None, false)],
+    )];
+    book.enum_type = vec![EnumDescriptorProto {
+        name: Some("Kind".into()),
+        value: ["KIND_UNSPECIFIED", "HARDCOVER"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EnumValueDescriptorProto {
+                name: Some(n.to_string()),
+                number: Some(i as i32),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }];
+    let update = message(
+        "UpdateBookRequest",
+        vec![
+            field("book", 1, Type::Message, Some(".review.v1.Book"), false),
+            field(
+                "update_mask",
+                2,
+                Type::Message,
+                Some(".google.protobuf.FieldMask"),
+                false,
+            ),
+        ],
+    );
+    let method = |name: &str, ty: &str| MethodDescriptorProto {
+        name: Some(name.into()),
+        input_type: Some(ty.into()),
+        output_type: Some(ty.into()),
+        ..Default::default()
+    };
+    let library = FileDescriptorProto {
+        name: Some("review/v1/library.proto".into()),
+        package: Some("review.v1".into()),
+        dependency: [
+            "google/protobuf/timestamp.proto",
+            "google/protobuf/duration.proto",
+            "google/protobuf/wrappers.proto",
+            "google/protobuf/field_mask.proto",
+        ]
+        .map(String::from)
+        .to_vec(),
+        message_type: vec![book, update],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Library".into()),
+            method: vec![
+                method("EchoBook", ".review.v1.Book"),
+                method("Latest", ".review.v1.Book"),
+                method("UpdateBook", ".review.v1.UpdateBookRequest"),
+                method("Big", ".review.v1.Book"),
+            ]
+            .into_iter()
+            .chain(v2.then(|| method("Renew", ".review.v1.Book")))
+            .collect(),
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![
+            wkt_file("google/protobuf/timestamp.proto", secs("Timestamp")),
+            wkt_file("google/protobuf/duration.proto", secs("Duration")),
+            wkt_file(
+                "google/protobuf/wrappers.proto",
+                message(
+                    "StringValue",
+                    vec![field("value", 1, Type::String, None, false)],
+                ),
+            ),
+            wkt_file(
+                "google/protobuf/field_mask.proto",
+                message(
+                    "FieldMask",
+                    vec![field("paths", 1, Type::String, None, true)],
+                ),
+            ),
+            library,
+        ],
+    };
+    Box::leak(set.encode_to_vec().into_boxed_slice())
+}
+
+const fn rule(method: &'static str, path: &'static str, body: &'static str) -> HttpRule {
+    HttpRule {
+        method,
+        path,
+        body,
+        response_body: "",
+        path_params: &[],
+    }
+}
+
+const fn endpoint(
+    name: &'static str,
+    path: &'static str,
+    ty: &'static str,
+    http: &'static [HttpRule],
+) -> Endpoint {
+    Endpoint {
+        name,
+        path,
+        request: ty,
+        response: ty,
+        client_streaming: false,
+        server_streaming: false,
+        http,
+    }
+}
+
+/// As generated code would record them, in `.proto` order.
+static ENDPOINTS: &[Endpoint] = &[
+    endpoint(
+        "Library.EchoBook",
+        "/review.v1.Library/EchoBook",
+        "review.v1.Book",
+        &[
+            rule("GET", "/v1/{name=shelves/*/books/*}", ""),
+            rule("POST", "/v1/{name=shelves/*/books/*}:archive", "*"),
+            rule("GET", "/v2/{name=files/**}:get", ""),
+            rule(
+                "GET",
+                "/v3/shelves/{author_info.full_name}/books/{display_name}",
+                "",
+            ),
+            rule("POST", "/v4/{display_name}/{author_info.full_name}", "*"),
+        ],
+    ),
+    endpoint(
+        "Library.Latest",
+        "/review.v1.Library/Latest",
+        "review.v1.Book",
+        &[rule("GET", "/v1/shelves/me/books/latest", "")],
+    ),
+    endpoint(
+        "Library.UpdateBook",
+        "/review.v1.Library/UpdateBook",
+        "review.v1.UpdateBookRequest",
+        &[rule("PATCH", "/v1/{book.name=shelves/*/books/*}", "book")],
+    ),
+    endpoint(
+        "Library.Big",
+        "/review.v1.Library/Big",
+        "review.v1.Book",
+        &[rule("GET", "/v1/big", "")],
+    ),
+    // Served from v2 on.
+    endpoint(
+        "Library.Renew",
+        "/review.v1.Library/Renew",
+        "review.v1.Book",
+        &[rule("POST", "/v1/{name=shelves/*/books/*}:renew", "*")],
+    ),
+];
+
+/// The size of the `display_name` that `Big` answers: just over 4 MiB.
+const BIG: usize = 4 * 1024 * 1024 + 1;
+
+fn library(v2: bool) -> ServiceDef {
+    let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
+    let def = ServiceDef::new("review.v1.Library", ENDPOINTS);
+    let def = if v2 {
+        def.unary("/review.v1.Library/Renew", echo)
+    } else {
+        def
+    };
+    def.descriptors(descriptor_set(v2))
+        .unary("/review.v1.Library/EchoBook", echo)
+        // Latest answers `{"display_name":"latest"}` whatever it is sent.
+        .unary(
+            "/review.v1.Library/Latest",
+            |_req: Request<Raw>| async move { Ok(Response::new(Raw(b"\x12\x06latest".to_vec()))) },
+        )
+        .unary("/review.v1.Library/UpdateBook", echo)
+        // Big answers a `display_name` of BIG bytes.
+        .unary("/review.v1.Library/Big", |_req: Request<Raw>| async move {
+            let mut book = vec![0x12];
+            encode_varint(BIG as u64, &mut book);
+            book.resize(book.len() + BIG, b'x');
+            Ok(Response::new(Raw(book)))
+        })
+}
+
+async fn start_library(registry: &Arc<dyn Registry>, v2: bool) -> RunningService {
+    let mut svc = Service::builder("go.micro.srv.library")
+        .registry(Arc::clone(registry))
+        .build();
+    svc.server_mut().add_service(library(v2)).unwrap();
+    let running = svc.start().await.unwrap();
+    wait_for(registry, "go.micro.srv.library").await;
+    running
+}
+
+/// Waits until `name` is registered and the gateway's route table (cached for a second) can
+/// have seen it.
+async fn wait_for(registry: &Arc<dyn Registry>, name: &str) {
+    for _ in 0..200 {
+        if !registry.get_service(name).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never registered");
+}
+
+/// The library service and a gateway (10 MiB body limit) in a registry of their own.
+async fn library_gateway() -> (
+    Arc<dyn Registry>,
+    RunningService,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let lib = start_library(&registry, false).await;
+    let (gw, stop) = gateway_with_limit(Arc::clone(&registry), "10MiB").await;
+    (registry, lib, gw, stop)
+}
+
+/// The detail of a gateway error response with `status`.
+fn error_detail(resp: &HttpResponse, status: u16) -> String {
+    assert_eq!(resp.status, status, "{}", resp.body);
+    let v = json(resp);
+    assert_eq!(v["id"], "go.micro.api", "{}", resp.body);
+    v["detail"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,4 +582,443 @@ async fn errors_come_back_as_json_with_the_mapped_status() {
     let r = call(&gw, "POST", "/user/stream", r#"{"count":"2"}"#).await;
     assert_eq!(r.status, 501);
     assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
+}
+
+/// Path variables (nested, `**` with a verb), repeated, nested and enum query parameters and
+/// `body: "*"` beside path variables, all seen in the message the service got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_request_transcodes_path_query_and_body() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?page_count=5&tags=a&tags=b&author_info.full_name=Ann&kind=HARDCOVER", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["name"], "shelves/s1/books/b1");
+    assert_eq!(v["page_count"], "5");
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(v["author_info"]["full_name"], "Ann");
+    assert_eq!(v["kind"], "HARDCOVER");
+    let r = call(&gw, "GET", "/v2/files/a/b/c:get", "").await;
+    assert_eq!(json(&r)["name"], "files/a/b/c", "{}", r.body);
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/Dune", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str()
+        ),
+        (Some("Ann"), Some("Dune"))
+    );
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:archive",
+        r#"{"displayName":"x","archived":true}"#,
+    )
+    .await;
+    let v = json(&r);
+    assert_eq!(
+        (v["name"].as_str(), v["display_name"].as_str()),
+        (Some("shelves/s1/books/b1"), Some("x")),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_percent_escapes_answer_400_and_never_panic() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // The test client sends the target's UTF-8 bytes as they are (`é` unescaped).
+    for target in [
+        "/v1/shelves/s1/books/%a\u{e9}",
+        "/v1/shelves/s1/books/b1?display_name=%a\u{e9}",
+        "/v1/shelves/s1/books/b1?display_name=50%",
+        "/v1/shelves/s1/books/%ff",
+    ] {
+        let detail = error_detail(&call(&gw, "GET", target, "").await, 400);
+        assert!(
+            detail.contains("two hex digits") || detail.contains("UTF-8"),
+            "{target}: {detail}"
+        );
+    }
+    // Raw and escaped UTF-8 both decode.
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?display_name=%C3%A9t%C3%A9",
+        "",
+    )
+    .await;
+    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/\u{e9}t\u{e9}", "").await;
+    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_cannot_override_fields_bound_by_the_path_or_body() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/public/books/b1?name=shelves/private/books/secret",
+        "",
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(
+        detail.contains("`name`") && detail.contains("the path binds"),
+        "{detail}"
+    );
+    // By JSON name, and under a nested bound field.
+    let r = call(
+        &gw,
+        "GET",
+        "/v3/shelves/Ann/books/Dune?authorInfo.fullName=Bob",
+        "",
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(detail.contains("`author_info.full_name`"), "{detail}");
+    // A field inside the body field.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1?book.display_name=q",
+        r#"{"displayName":"x"}"#,
+    )
+    .await;
+    let detail = error_detail(&r, 400);
+    assert!(
+        detail.contains("`book.display_name`") && detail.contains("request body (`book`)"),
+        "{detail}"
+    );
+    // Fields nobody binds still come from the query; the path's values stand.
+    let r = call(&gw, "GET", "/v3/shelves/Ann/books/Dune?page_count=2", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str(),
+            v["page_count"].as_str()
+        ),
+        (Some("Ann"), Some("Dune"), Some("2")),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // AIP-134 update: the body is the resource, update_mask comes from the query string.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1?update_mask=display_name,author_info.full_name",
+        r#"{"displayName":"x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r)["update_mask"],
+        "displayName,authorInfo.fullName",
+        "{}",
+        r.body
+    );
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?publish_time=2020-01-01T00:00:00Z&ttl=3.5s&nickname=bob",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["publish_time"].as_str(),
+            v["ttl"].as_str(),
+            v["nickname"].as_str()
+        ),
+        (Some("2020-01-01T00:00:00Z"), Some("3.500s"), Some("bob")),
+        "{}",
+        r.body
+    );
+    // A malformed value is the client's error.
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ttl=soon", "").await;
+    assert!(
+        error_detail(&r, 400).contains("review.v1.Book"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_variables_decode_as_http_proto_says() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // `+` in a path is a plus (only query strings use it for a space).
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/c++", "").await;
+    assert_eq!(json(&r)["name"], "shelves/s1/books/c++", "{}", r.body);
+    // In a multi-segment variable `%2F` stays encoded (a `/` inside a segment is not a
+    // separator), other escapes are decoded.
+    let r = call(&gw, "GET", "/v1/shelves/a%2Fbooks%2Fb/books/x%20y", "").await;
+    assert_eq!(
+        json(&r)["name"],
+        "shelves/a%2Fbooks%2Fb/books/x y",
+        "{}",
+        r.body
+    );
+    let r = call(&gw, "GET", "/v2/files/a%2fb/c:get", "").await;
+    assert_eq!(json(&r)["name"], "files/a%2fb/c", "{}", r.body);
+    // A single-segment variable decodes everything.
+    let r = call(&gw, "GET", "/v3/shelves/A%2FB/books/c+d%2B", "").await;
+    let v = json(&r);
+    assert_eq!(
+        (
+            v["author_info"]["full_name"].as_str(),
+            v["display_name"].as_str()
+        ),
+        (Some("A/B"), Some("c+d+")),
+        "{}",
+        r.body
+    );
+    // Query strings keep `+` for a space.
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?display_name=a+b%2B",
+        "",
+    )
+    .await;
+    assert_eq!(json(&r)["display_name"], "a b+", "{}", r.body);
+}
+
+/// A registered node that is down (crashed, its registration not yet expired) is avoided, and a
+/// call that could not reach it goes to another node at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_avoided_and_the_call_retried_on_another() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let mut dead = lib.record().clone();
+    dead.nodes[0].id = "go.micro.srv.library-dead".into();
+    dead.nodes[0].address = "127.0.0.1:1".into();
+    registry
+        .register(&dead, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    for n in 0..10 {
+        statuses.push(call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
+        // A call with a body too: its message is in hand, so it can go elsewhere.
+        let body = format!(r#"{{"displayName":"{n}"}}"#);
+        let r = call(&gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "some calls failed: {statuses:?}"
+    );
+}
+
+/// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB
+/// come back; a bigger one is 502, a request message over the service's limit 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_within_the_limits_pass_and_others_are_refused_clearly() {
+    let (registry, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/big", "").await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(json(&r)["display_name"].as_str().map(str::len), Some(BIG));
+    // Through go-micro's form: a request message of 4 MiB, its answer a few bytes more.
+    let mut user = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_user_handler(user.server_mut(), Greeter).unwrap();
+    let _user = user.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.user").await;
+    let name = "x".repeat(4 * 1024 * 1024 - 7);
+    let r = call(
+        &gw,
+        "POST",
+        "/user/call",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    // A request message over the service's limit (tonic's 4 MiB) under a 10 MiB body limit.
+    let name = "x".repeat(5 * 1024 * 1024);
+    let r = call(
+        &gw,
+        "POST",
+        "/user/call",
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .await;
+    let detail = error_detail(&r, 413);
+    assert!(detail.contains("over the service's limit"), "{detail}");
+
+    // A gateway whose body limit is under 4 MiB still takes 4 MiB responses, not more.
+    let (small, _stop_small) = gateway(Arc::clone(&registry)).await;
+    let r = call(&small, "GET", "/v1/big", "").await;
+    let detail = error_detail(&r, 502);
+    assert!(detail.contains("4194304-byte limit"), "{detail}");
+    let r = call(&small, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_numbers_and_special_floats_come_from_the_query() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?kind=1", "").await;
+    assert_eq!(json(&r)["kind"], "HARDCOVER", "{}", r.body);
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?kind=HARDCOVER", "").await;
+    assert_eq!(json(&r)["kind"], "HARDCOVER", "{}", r.body);
+    for (query, expected) in [
+        ("NaN", serde_json::json!("NaN")),
+        ("Infinity", serde_json::json!("Infinity")),
+        ("-Infinity", serde_json::json!("-Infinity")),
+        ("1.5", serde_json::json!(1.5)),
+        ("-2e3", serde_json::json!(-2000.0)),
+    ] {
+        let r = call(
+            &gw,
+            "GET",
+            &format!("/v1/shelves/s1/books/b1?ratio={query}"),
+            "",
+        )
+        .await;
+        assert_eq!(json(&r)["ratio"], expected, "ratio={query}: {}", r.body);
+    }
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ratio=lots", "").await;
+    assert!(
+        error_detail(&r, 400).contains("`ratio` takes a number"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_path_with_another_method_answers_405_with_allow() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // `/v1/{name=shelves/*/books/*}` is bound for GET (EchoBook) and PATCH (UpdateBook).
+    let r = call(&gw, "DELETE", "/v1/shelves/s1/books/b1", "").await;
+    let detail = error_detail(&r, 405);
+    assert_eq!(r.header("allow"), Some("GET, PATCH"), "{detail}");
+    assert!(detail.contains("takes GET, PATCH"), "{detail}");
+    // A path no binding takes is still go-micro's form (and its 404).
+    let r = call(&gw, "DELETE", "/nosuch/call", "").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/shelves/s1/books/b1?_=1700000000&utm_source=x&author_info.nope=1&page_count=4",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["page_count"], "4", "{}", r.body);
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:archive",
+        r#"{"nope":1}"#,
+    )
+    .await;
+    assert!(
+        error_detail(&r, 400).contains("review.v1.Book"),
+        "{}",
+        r.body
+    );
+    // A known field used wrongly is still an error.
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?display_name.x=1", "").await;
+    assert!(
+        error_detail(&r, 400).contains("not a message"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_specific_binding_wins_over_an_earlier_variable_one() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    // EchoBook's `/v1/{name=shelves/*/books/*}` comes first and matches too.
+    let r = call(&gw, "GET", "/v1/shelves/me/books/latest", "").await;
+    assert_eq!(json(&r)["display_name"], "latest", "{}", r.body);
+    let r = call(&gw, "GET", "/v1/shelves/me/books/first", "").await;
+    assert_eq!(json(&r)["name"], "shelves/me/books/first", "{}", r.body);
+}
+
+/// Restarts the library as v2 with the same node id (as a node whose id outlives a restart), so
+/// that only a request naming something new can tell the gateway its descriptors are stale.
+async fn redeploy_keeping_the_node_id(
+    registry: &Arc<dyn Registry>,
+    v1: RunningService,
+) -> RunningService {
+    let v2 = start_library(registry, true).await;
+    let mut same = v2.record().clone();
+    same.nodes[0].id = v1.record().nodes[0].id.clone();
+    v1.stop().await.unwrap();
+    registry
+        .register(&same, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    v2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_are_read_again_for_a_field_they_lack() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let archive = "/v1/shelves/s1/books/b1:archive";
+    let r = call(&gw, "POST", archive, r#"{"displayName":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _v2 = redeploy_keeping_the_node_id(&registry, lib).await;
+    let r = call(&gw, "POST", archive, r#"{"subtitle":"new"}"#).await;
+    assert_eq!(
+        (r.status, json(&r)["subtitle"].clone()),
+        (200, "new".into()),
+        "{}",
+        r.body
+    );
+    // A field no version has is still the client's error.
+    let r = call(&gw, "POST", archive, r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_are_read_again_for_a_method_they_lack() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _v2 = redeploy_keeping_the_node_id(&registry, lib).await;
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/shelves/s1/books/b1:renew",
+        r#"{"pageCount":"3"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, json(&r)["name"].clone()),
+        (200, "shelves/s1/books/b1".into()),
+        "{}",
+        r.body
+    );
+}
+
+/// Descriptors stand while the node they came from is registered: a service redeployed on a new
+/// node is described anew even for what the old descriptors would silently drop (a query
+/// parameter naming no field is ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_follow_the_node_they_came_from() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    lib.stop().await.unwrap();
+    let _v2 = start_library(&registry, true).await;
+    let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?subtitle=new", "").await;
+    assert_eq!(json(&r)["subtitle"], "new", "{}", r.body);
 }

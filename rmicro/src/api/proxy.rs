@@ -49,6 +49,63 @@ const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
 /// How long an unreachable node is avoided.
 const QUARANTINE: Duration = Duration::from_secs(5);
 
+/// Nodes that could not be reached, each avoided for [`QUARANTINE`] (shared by the `http` and
+/// `rpc` handlers).
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    /// Unreachable nodes and until when they are avoided.
+    failed: Mutex<HashMap<String, Instant>>,
+    /// Whether `failed` may hold anything, so the common case skips its lock.
+    any_failed: AtomicBool,
+}
+
+impl Quarantine {
+    /// The address of the node to send to: `select`'s pick (an index into the slice it is given)
+    /// among the nodes that are neither quarantined nor in `avoid` (among all of them when none
+    /// is left). `nodes` must not be empty.
+    pub(crate) fn pick<'n>(
+        &self,
+        nodes: &'n [Node],
+        avoid: &[String],
+        select: impl Fn(&[Node]) -> usize,
+    ) -> &'n str {
+        let select = |candidates: &[Node]| select(candidates).min(candidates.len() - 1);
+        if avoid.is_empty() && !self.any_failed.load(Ordering::Relaxed) {
+            return &nodes[select(nodes)].address;
+        }
+        let now = Instant::now();
+        let healthy: Vec<Node> = {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.retain(|_, until| *until > now);
+            if failed.is_empty() {
+                self.any_failed.store(false, Ordering::Relaxed);
+            }
+            nodes
+                .iter()
+                .filter(|n| !failed.contains_key(&n.address) && !avoid.contains(&n.address))
+                .cloned()
+                .collect()
+        };
+        if healthy.is_empty() {
+            return &nodes[select(nodes)].address;
+        }
+        let address = &healthy[select(&healthy)].address;
+        nodes
+            .iter()
+            .find(|n| n.address == *address)
+            .map_or(&nodes[0].address, |n| &n.address)
+    }
+
+    /// Avoids the node at `address` for the next [`QUARANTINE`].
+    pub(crate) fn mark(&self, address: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.to_string(), Instant::now() + QUARANTINE);
+        self.any_failed.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The reverse proxy, as a tower service.
 #[derive(Clone)]
 pub struct Proxy {
@@ -61,10 +118,8 @@ struct Inner {
     nodes: NodeCache,
     /// Keep-alive connections to the nodes.
     pool: Pool,
-    /// Unreachable nodes and until when they are avoided.
-    failed: Mutex<HashMap<String, Instant>>,
-    /// Whether `failed` may hold anything, so the common case skips its lock.
-    any_failed: AtomicBool,
+    /// Unreachable nodes, avoided for a while.
+    quarantine: Quarantine,
     /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
     /// other service "not found" (404).
     seen: RwLock<HashSet<String, foldhash::fast::RandomState>>,
@@ -195,8 +250,7 @@ impl Proxy {
                 config,
                 nodes,
                 pool,
-                failed: Mutex::new(HashMap::new()),
-                any_failed: AtomicBool::new(false),
+                quarantine: Quarantine::default(),
                 seen: RwLock::new(HashSet::default()),
                 tunnel_idle: idle,
                 tunnels: Tunnels::default(),
@@ -204,46 +258,16 @@ impl Proxy {
         }
     }
 
-    /// The address of the node to send to: the selector's pick among the nodes that are neither
-    /// quarantined nor in `avoid` (among all of them when none is left).
+    /// The address of the node to send to (see [`Quarantine::pick`]).
     fn pick<'n>(&self, service: &str, nodes: &'n [Node], avoid: &[String]) -> &'n str {
-        let select = |candidates: &[Node]| {
-            let index = self.inner.config.selector.select(service, candidates);
-            index.min(candidates.len() - 1)
-        };
-        if avoid.is_empty() && !self.inner.any_failed.load(Ordering::Relaxed) {
-            return &nodes[select(nodes)].address;
-        }
-        let now = Instant::now();
-        let healthy: Vec<Node> = {
-            let mut failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.retain(|_, until| *until > now);
-            if failed.is_empty() {
-                self.inner.any_failed.store(false, Ordering::Relaxed);
-            }
-            nodes
-                .iter()
-                .filter(|n| !failed.contains_key(&n.address) && !avoid.contains(&n.address))
-                .cloned()
-                .collect()
-        };
-        if healthy.is_empty() {
-            return &nodes[select(nodes)].address;
-        }
-        let address = &healthy[select(&healthy)].address;
-        nodes
-            .iter()
-            .find(|n| n.address == *address)
-            .map_or(&nodes[0].address, |n| &n.address)
+        let selector = &self.inner.config.selector;
+        self.inner.quarantine.pick(nodes, avoid, |candidates| {
+            selector.select(service, candidates)
+        })
     }
 
     fn mark_failed(&self, service: &str, address: &str) {
-        self.inner
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(address.to_string(), Instant::now() + QUARANTINE);
-        self.inner.any_failed.store(true, Ordering::Relaxed);
+        self.inner.quarantine.mark(address);
         self.inner.nodes.invalidate(service);
     }
 

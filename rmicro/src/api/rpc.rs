@@ -8,8 +8,13 @@
 //!   `User.Call`; `/user/user/call` → endpoint `User.Call`; the JSON body (or, without one, the
 //!   query parameters) is the request message.
 //!
+//! A node that could not be reached is avoided for a few seconds, as by the http handler, and
+//! the call (whose message the gateway holds) is tried once more on another node.
+//!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
-//! servers answer from their generated descriptors), and are cached per gRPC service. Errors come
+//! servers answer from their generated descriptors), and are cached per gRPC service while the
+//! node they came from is registered; a request naming a field or method they lack has them read
+//! again once, so a redeployed service's additions are seen without restarting the gateway. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
@@ -21,17 +26,28 @@ use bytes::{Buf, BufMut, Bytes};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
+};
 use rmicro_runtime::errors::Error;
 use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
 };
-use rmicro_runtime::registry::{NodeCache, DEFAULT_CACHE_TTL};
+use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 use rmicro_runtime::transport::{Connection, TransportError};
-use rmicro_runtime::Client;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use super::proxy::Quarantine;
 use super::{error, HandlerConfig};
+
+/// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
+const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long descriptors are kept before a request that looks stale may have them read again.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
+
+/// How long server reflection at a node may take.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the table of HTTP bindings read from the registry is reused.
 const ROUTES_TTL: Duration = Duration::from_secs(1);
@@ -105,8 +121,32 @@ impl Template {
         Some(Template { segments, verb })
     }
 
-    /// The captured variables when `path` matches.
-    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+    /// How specific the template is, to try the most specific first: more literal segments
+    /// (inside variables too), then a custom verb before none, then no `**` before one.
+    fn specificity(&self) -> (usize, bool, bool) {
+        let mut literals = 0;
+        let mut deep = false;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(_) => literals += 1,
+                Segment::Wildcard(d) => deep |= d,
+                Segment::Variable { pattern, .. } => {
+                    for p in pattern {
+                        match p.as_str() {
+                            "*" => {}
+                            "**" => deep = true,
+                            _ => literals += 1,
+                        }
+                    }
+                }
+            }
+        }
+        (literals, self.verb.is_some(), !deep)
+    }
+
+    /// The captured variables when `path` matches: each field, its value as it is in `path`
+    /// (still percent-encoded: the template is matched on the raw segments) and how to decode it.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String, Decode)>> {
         let path = path.strip_prefix('/')?;
         let path = match &self.verb {
             Some(verb) => path.strip_suffix(verb.as_str())?.strip_suffix(':')?,
@@ -153,8 +193,12 @@ impl Template {
                             }
                         }
                     }
-                    let value = parts[start..i].join("/");
-                    captures.push((field.clone(), percent_decode(&value)));
+                    let mode = if pattern.len() > 1 || pattern.iter().any(|p| p == "**") {
+                        Decode::Segments
+                    } else {
+                        Decode::Segment
+                    };
+                    captures.push((field.clone(), parts[start..i].join("/"), mode));
                 }
             }
         }
@@ -162,22 +206,64 @@ impl Template {
     }
 }
 
-fn percent_decode(text: &str) -> String {
+/// How a piece of a request target is percent-decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// A query string's key or value: `+` is a space.
+    Query,
+    /// A single-segment path variable (`{id}`): every escape decoded; `+` is a plus.
+    Segment,
+    /// A multi-segment path variable (`{name=shelves/*}`, `{path=**}`): as `Segment`, except
+    /// that `%2F` stays encoded, so a `/` inside a segment stays told apart from the separators
+    /// (http.proto's rule for reserved expansion).
+    Segments,
+}
+
+/// Percent-decodes `text` byte by byte as `mode` says. A `%` not followed by two hex digits, or
+/// bytes that are not UTF-8 once decoded, are an error that says which.
+fn percent_decode(text: &str, mode: Decode) -> Result<String, String> {
+    let plus_is_space = mode == Decode::Query;
     let bytes = text.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
+        return Ok(text.to_string());
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
+        match bytes[i] {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(format!(
+                        "`{text}` has a `%` not followed by two hex digits; write a literal `%` as `%25`"
+                    ));
+                };
+                let byte = (hi * 16 + lo) as u8;
+                if byte == b'/' && mode == Decode::Segments {
+                    out.extend_from_slice(&bytes[i..i + 3]);
+                } else {
+                    out.push(byte);
+                }
                 i += 3;
-                continue;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
             }
         }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
+        .map_err(|_| format!("`{text}` does not decode to UTF-8 text; percent-encode UTF-8 bytes"))
 }
 
 /// Passes encoded messages through unchanged: the rpc handler encodes and decodes itself.
@@ -228,11 +314,14 @@ pub struct RpcHandler {
 struct Inner {
     config: HandlerConfig,
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
-    pools: Mutex<HashMap<String, DescriptorPool>>,
+    /// Descriptors per gRPC service.
+    pools: Mutex<HashMap<String, Described>>,
     /// Each service's nodes, read from the registry once and kept fresh by its watch.
     nodes: NodeCache,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
+    /// Nodes that could not be reached, avoided for a while.
+    quarantine: Quarantine,
 }
 
 impl std::fmt::Debug for RpcHandler {
@@ -241,6 +330,17 @@ impl std::fmt::Debug for RpcHandler {
             .field("namespace", &self.inner.config.namespace)
             .finish_non_exhaustive()
     }
+}
+
+/// Descriptors read from a node by server reflection.
+struct Described {
+    pool: DescriptorPool,
+    /// The registry service of the node they were read from.
+    service: String,
+    /// The id of that node: they stand while it is registered.
+    node: String,
+    /// When they were read.
+    read: Instant,
 }
 
 /// What a request resolved to.
@@ -266,6 +366,7 @@ impl RpcHandler {
                 routes: Mutex::new(None),
                 pools: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
+                quarantine: Quarantine::default(),
             }),
         }
     }
@@ -289,6 +390,12 @@ impl RpcHandler {
                     format!("cannot read the registry: {err}"),
                 )
             })?;
+        // Descriptors of services that left the registry go too.
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, d| services.iter().any(|s| s.name == d.service));
         let mut routes = Vec::new();
         for service in services {
             for endpoint in &service.endpoints {
@@ -322,6 +429,8 @@ impl RpcHandler {
                 }
             }
         }
+        // Most specific first, whatever service or order they came in (the sort is stable).
+        routes.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
         let routes = Arc::new(routes);
         *self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), Arc::clone(&routes)));
@@ -413,11 +522,26 @@ impl RpcHandler {
 
     async fn resolve(&self, method: &Method, path: &str) -> Result<Target, Fail> {
         let bindings = self.bindings().await?;
+        // Methods bound to this path, should the request's method be none of them.
+        let mut allowed: Vec<String> = Vec::new();
         for b in bindings.iter() {
             if !b.method.eq_ignore_ascii_case(method.as_str()) {
+                if b.template.matches(path).is_some() {
+                    let bound = b.method.to_ascii_uppercase();
+                    if !allowed.contains(&bound) {
+                        allowed.push(bound);
+                    }
+                }
                 continue;
             }
             if let Some(captures) = b.template.matches(path) {
+                let captures = captures
+                    .into_iter()
+                    .map(|(field, value, mode)| Ok((field, percent_decode(&value, mode)?)))
+                    .collect::<Result<_, String>>()
+                    .map_err(|detail| {
+                        error::response(StatusCode::BAD_REQUEST, format!("the path: {detail}"))
+                    })?;
                 return Ok(Target {
                     service: b.service.clone(),
                     grpc_path: b.grpc_path.clone(),
@@ -427,7 +551,23 @@ impl RpcHandler {
                 });
             }
         }
-        self.go_micro_target(path).await
+        match self.go_micro_target(path).await {
+            // A bound path with another method: say which methods it takes, rather than that a
+            // service named after the path's first segment does not exist.
+            Err(resp) if resp.status() == StatusCode::NOT_FOUND && !allowed.is_empty() => {
+                allowed.sort();
+                let allow = allowed.join(", ");
+                let mut resp = error::response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("`{path}` does not take {method}; it takes {allow}"),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(header::ALLOW, value);
+                }
+                Err(resp)
+            }
+            other => other,
+        }
     }
 
     // The error is the finished HTTP response; boxing it would only add an allocation.
@@ -447,9 +587,20 @@ impl RpcHandler {
         Ok(connection)
     }
 
-    /// The method's descriptor, learned from the node by server reflection (cached).
-    async fn method(&self, address: &str, grpc_path: &str) -> Result<MethodDescriptor, Fail> {
-        let (service, method) = grpc_path
+    /// The method's descriptor and whether it was read just now. Descriptors are learned from
+    /// a node by server reflection and cached per gRPC service while the node they came from is
+    /// among `nodes` (a redeployed node has a new id). They are read again from `node` when the
+    /// cache lacks the method or `reread` says they look stale, but not twice within
+    /// [`REREAD_AFTER`], so bad requests cannot make the gateway hammer a service.
+    async fn method(
+        &self,
+        node: &Node,
+        nodes: &[Node],
+        service: &str,
+        grpc_path: &str,
+        mut reread: bool,
+    ) -> Result<(MethodDescriptor, bool), NodeFail> {
+        let (grpc_service, method) = grpc_path
             .trim_start_matches('/')
             .split_once('/')
             .ok_or_else(|| {
@@ -458,87 +609,112 @@ impl RpcHandler {
                     format!("bad gRPC path `{grpc_path}`"),
                 )
             })?;
-        let cached = self
-            .inner
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(service)
-            .cloned();
-        let pool = match cached {
-            Some(pool) => pool,
-            None => {
-                let pool = self.reflect(address, service).await?;
-                self.inner
-                    .pools
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(service.to_string(), pool.clone());
-                pool
+        loop {
+            let cached = self
+                .inner
+                .pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(grpc_service)
+                .filter(|d| nodes.iter().any(|n| n.id == d.node))
+                .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
+                .map(|d| d.pool.clone());
+            let (pool, fresh) = match cached {
+                Some(pool) => (pool, false),
+                None => {
+                    let pool = self.reflect(&node.address, grpc_service).await?;
+                    let described = Described {
+                        pool: pool.clone(),
+                        service: service.to_string(),
+                        node: node.id.clone(),
+                        read: Instant::now(),
+                    };
+                    self.inner
+                        .pools
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(grpc_service.to_string(), described);
+                    (pool, true)
+                }
+            };
+            let found = pool
+                .get_service_by_name(grpc_service)
+                .and_then(|s| s.methods().find(|m| m.name() == method));
+            match found {
+                Some(found) => return Ok((found, fresh)),
+                // A method added since the descriptors were read: read them again, once.
+                None if !fresh && !reread => reread = true,
+                None => {
+                    return Err(error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the service at {} does not describe `{grpc_path}`",
+                            node.address
+                        ),
+                    )
+                    .into())
+                }
             }
-        };
-        pool.get_service_by_name(service)
-            .and_then(|s| s.methods().find(|m| m.name() == method))
-            .ok_or_else(|| {
-                error::response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the service at {address} does not describe `{grpc_path}`"),
-                )
-            })
+        }
     }
 
-    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, Fail> {
+    /// The descriptors of `service` and the files it needs, asked of the node at `address` over
+    /// its connection (so a node that cannot be reached is told apart).
+    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, NodeFail> {
         let bad = |detail: String| error::response(StatusCode::BAD_GATEWAY, detail);
-        let client = Client::builder()
-            .address(address)
-            .retries(0)
-            .request_timeout(Some(Duration::from_secs(5)))
-            .build();
+        let failed = |status: tonic::Status| match TransportError::find(&status) {
+            Some(err) => NodeFail::unreached(bad(format!("server reflection at {address}: {err}"))),
+            None => NodeFail::from(bad(format!(
+                "server reflection at {address} failed: {}",
+                status.message()
+            ))),
+        };
+        let timed_out = || bad(format!("server reflection at {address} did not answer"));
+        let mut grpc = self.channel(address).map_err(NodeFail::unreached)?.grpc();
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol(service.to_string())),
         };
-        let call = client.streaming::<ServerReflectionRequest, ServerReflectionResponse, _>(
-            service,
-            rmicro_runtime::reflection::V1_PATH,
-            tonic::Request::new(tokio_stream::iter([request])),
+        let request =
+            tonic::Request::new(tokio_stream::iter([Bytes::from(request.encode_to_vec())]));
+        let call = grpc.streaming(
+            request,
+            http::uri::PathAndQuery::from_static(rmicro_runtime::reflection::V1_PATH),
+            RawCodec,
         );
-        let mut stream = tokio::time::timeout(Duration::from_secs(5), call)
+        let mut stream = tokio::time::timeout(REFLECTION_TIMEOUT, call)
             .await
-            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
-            .map_err(|s| {
-                bad(format!(
-                    "server reflection at {address} failed: {}",
-                    s.message()
-                ))
-            })?
+            .map_err(|_| timed_out())?
+            .map_err(failed)?
             .into_inner();
-        let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        let reply = tokio::time::timeout(REFLECTION_TIMEOUT, stream.message())
             .await
-            .map_err(|_| bad(format!("server reflection at {address} did not answer")))?
-            .map_err(|s| {
-                bad(format!(
-                    "server reflection at {address} failed: {}",
-                    s.message()
-                ))
-            })?
+            .map_err(|_| timed_out())?
+            .map_err(failed)?
             .ok_or_else(|| {
                 bad(format!(
                     "server reflection at {address} closed without answering"
                 ))
             })?;
+        let reply = ServerReflectionResponse::decode(reply).map_err(|e| {
+            bad(format!(
+                "server reflection at {address} sent a bad answer: {e}"
+            ))
+        })?;
         let files = match reply.message_response {
             Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
             Some(MessageResponse::ErrorResponse(e)) => {
                 return Err(bad(format!(
                     "server reflection at {address}: {}",
                     e.error_message
-                )))
+                ))
+                .into())
             }
             _ => {
                 return Err(bad(format!(
                     "server reflection at {address} gave an unexpected answer"
-                )))
+                ))
+                .into())
             }
         };
         let mut set = prost_types::FileDescriptorSet::default();
@@ -550,11 +726,11 @@ impl RpcHandler {
             })?;
             set.file.push(file);
         }
-        DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
+        Ok(DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
             bad(format!(
                 "descriptors from {address} do not form a valid set: {e}"
             ))
-        })
+        })?)
     }
 
     pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
@@ -579,28 +755,17 @@ impl RpcHandler {
                 )
             })?;
         if nodes.is_empty() {
+            // Its descriptors go with its nodes.
+            self.inner
+                .pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, d| d.service != target.service);
             return Err(error::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("service `{}` has no nodes", target.service),
             ));
         }
-        let address = nodes[config
-            .selector
-            .select(&target.service, &nodes)
-            .min(nodes.len() - 1)]
-        .address
-        .clone();
-        let method = self.method(&address, &target.grpc_path).await?;
-        if method.is_client_streaming() || method.is_server_streaming() {
-            return Err(error::response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "`{}` streams; the rpc handler serves unary methods only",
-                    target.grpc_path
-                ),
-            ));
-        }
-
         let body = http_body_util::Limited::new(body, config.body_limit)
             .collect()
             .await
@@ -618,11 +783,90 @@ impl RpcHandler {
                 }
             })?
             .to_bytes();
-        let input = build_request(&method.input(), &target, &body, parts.uri.query())
-            .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
 
-        let mut grpc = self.channel(&address)?.grpc();
-        let mut request = tonic::Request::new(Bytes::from(input.encode_to_vec()));
+        // As the http handler: a node that could not be reached is avoided for a while, and the
+        // call (whose message is in hand) is tried once more on another node.
+        let selector = &config.selector;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let address = self
+                .inner
+                .quarantine
+                .pick(&nodes, &tried, |c| selector.select(&target.service, c))
+                .to_string();
+            match self
+                .call_node(&address, &nodes, &target, &parts, &body)
+                .await
+            {
+                Ok(resp) => return Ok(resp),
+                Err(NodeFail {
+                    response,
+                    unreached: true,
+                }) => {
+                    self.inner.quarantine.mark(&address);
+                    self.inner.nodes.invalidate(&target.service);
+                    tracing::warn!(service = %target.service, %address, "node unreachable");
+                    if tried.is_empty() && nodes.len() > 1 {
+                        tried.push(address);
+                        continue;
+                    }
+                    return Err(response);
+                }
+                Err(NodeFail { response, .. }) => return Err(response),
+            }
+        }
+    }
+
+    /// The request transcoded and sent to the node at `address`, its answer transcoded back.
+    async fn call_node(
+        &self,
+        address: &str,
+        nodes: &[Node],
+        target: &Target,
+        parts: &http::request::Parts,
+        body: &Bytes,
+    ) -> Result<Response<Body>, NodeFail> {
+        let config = &self.inner.config;
+        let node = nodes
+            .iter()
+            .find(|n| n.address == address)
+            .unwrap_or(&nodes[0]);
+        let describe =
+            |reread| self.method(node, nodes, &target.service, &target.grpc_path, reread);
+        let (mut method, fresh) = describe(false).await?;
+        let query = parts.uri.query();
+        let input = match build_request(&method.input(), target, body, query) {
+            // A field or enum value the cached descriptors lack may be one a redeployed service
+            // added: read them again (at most once) and build the message anew.
+            Err(detail) if !fresh && names_unknown(&detail) => {
+                method = describe(true).await?.0;
+                build_request(&method.input(), target, body, query)
+            }
+            built => built,
+        }
+        .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
+        if method.is_client_streaming() || method.is_server_streaming() {
+            return Err(error::response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "`{}` streams; the rpc handler serves unary methods only",
+                    target.grpc_path
+                ),
+            )
+            .into());
+        }
+
+        // Responses as large as the requests the gateway takes, and never under gRPC's usual
+        // 4 MiB (tonic's default would cut every response at 4 MiB).
+        let response_limit = config.body_limit.max(MIN_RESPONSE_LIMIT);
+        let mut grpc = self
+            .channel(address)
+            .map_err(NodeFail::unreached)?
+            .grpc()
+            .max_decoding_message_size(response_limit);
+        let message = Bytes::from(input.encode_to_vec());
+        let sent = message.len();
+        let mut request = tonic::Request::new(message);
         request.set_timeout(config.backend_timeout);
         for (name, value) in parts.headers.iter() {
             let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
@@ -646,21 +890,30 @@ impl RpcHandler {
                         "`{}` did not answer within {:?}",
                         target.grpc_path, config.backend_timeout
                     ),
-                ))
+                )
+                .into())
             }
             Ok(Err(status)) => {
                 return Err(match TransportError::find(&status) {
                     Some(err) => {
-                        if err.is_unsent() {
-                            self.inner.nodes.invalidate(&target.service);
-                        }
-                        error::response(
+                        let response = error::response(
                             StatusCode::BAD_GATEWAY,
-                            format!("service `{}`: {err}", target.service),
-                        )
+                            format!("service `{}` node {address}: {err}", target.service),
+                        );
+                        // Only a call that never left may go to another node; a node that
+                        // failed mid-call is still avoided.
+                        if err.is_unsent() {
+                            NodeFail::unreached(response)
+                        } else {
+                            self.inner.quarantine.mark(address);
+                            self.inner.nodes.invalidate(&target.service);
+                            response.into()
+                        }
                     }
-                    None => status_response(&status),
-                })
+                    None => too_large(&status, sent, response_limit, &target.grpc_path)
+                        .unwrap_or_else(|| status_response(&status))
+                        .into(),
+                });
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
@@ -704,6 +957,65 @@ impl RpcHandler {
     }
 }
 
+/// A step that failed on one node: the answer to give, and whether the node could not be
+/// reached at all (so it is avoided for a while and the step may be tried on another node).
+struct NodeFail {
+    response: Fail,
+    unreached: bool,
+}
+
+impl NodeFail {
+    fn unreached(response: Fail) -> NodeFail {
+        NodeFail {
+            response,
+            unreached: true,
+        }
+    }
+}
+
+impl From<Fail> for NodeFail {
+    fn from(response: Fail) -> NodeFail {
+        NodeFail {
+            response,
+            unreached: false,
+        }
+    }
+}
+
+/// The answer for a message over a size limit: the request message over the service's (413),
+/// or the response over the gateway's (502); `None` for any other status.
+fn too_large(
+    status: &tonic::Status,
+    sent: usize,
+    response_limit: usize,
+    grpc_path: &str,
+) -> Option<Fail> {
+    let message = status.message();
+    // tonic (at either end) and grpc-go word it so; a request's own size names it.
+    let tonic_limit = status.code() == tonic::Code::OutOfRange
+        && message.starts_with("Error, decoded message length too large");
+    let go_limit = status.code() == tonic::Code::ResourceExhausted
+        && message.starts_with("grpc: received message larger than max");
+    if go_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
+        return Some(error::response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request message for `{grpc_path}` ({sent} bytes) is over the service's \
+                 limit ({message}); send a smaller request"
+            ),
+        ));
+    }
+    tonic_limit.then(|| {
+        error::response(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the response of `{grpc_path}` is over the gateway's {response_limit}-byte \
+                 limit for response messages (the larger of --body-limit and 4 MiB): {message}"
+            ),
+        )
+    })
+}
+
 /// A gRPC error as go-micro JSON with the mapped HTTP status.
 fn status_response(status: &tonic::Status) -> Response<Body> {
     let err = Error::from_status(status);
@@ -718,7 +1030,9 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
 }
 
 /// The request message: the JSON body where `body` says, then path captures and (for the rest)
-/// query parameters, each converted to its field's JSON type.
+/// query parameters, each converted to its field's JSON type. A query parameter may not set a
+/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder); parameters that
+/// name no field are ignored.
 fn build_request(
     desc: &MessageDescriptor,
     target: &Target,
@@ -738,83 +1052,229 @@ fn build_request(
             json.insert(target.body.clone(), value);
         }
     }
-    let mut params: Vec<(String, String)> = target.captures.clone();
+    // Fields bound by the path, by their proto names (`author_info.full_name`).
+    let mut bound = Vec::with_capacity(target.captures.len());
+    for (path, value) in &target.captures {
+        let chain = field_chain(desc, path)?.ok_or_else(|| {
+            format!(
+                "the binding's path sets `{path}`, which `{}` does not have",
+                desc.full_name()
+            )
+        })?;
+        bound.push(proto_path(&chain));
+        set_param(&mut json, &chain, path, value)?;
+    }
     let whole_body_used = target.body == "*" && !body.is_empty();
     if !whole_body_used {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            params.push((percent_decode(k), percent_decode(v)));
+            let decode = |text| {
+                percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
+            };
+            let (key, value) = (decode(k)?, decode(v)?);
+            // As grpc-gateway: parameters that name no field (cache busters, tracking) are
+            // ignored. An unknown field in a JSON body is still an error.
+            let Some(chain) = field_chain(desc, &key)? else {
+                continue;
+            };
+            let field = proto_path(&chain);
+            let under = |outer: &str| {
+                field == outer
+                    || field
+                        .strip_prefix(outer)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            };
+            if let Some(outer) = bound.iter().find(|b| under(b)) {
+                return Err(format!(
+                    "query parameter `{key}` would set `{field}`, which the path binds \
+                     (`{outer}`); the path's value stands, so leave it out of the query"
+                ));
+            }
+            if !target.body.is_empty() && target.body != "*" && under(&target.body) {
+                return Err(format!(
+                    "query parameter `{key}` would set `{field}`, which this endpoint takes from \
+                     the request body (`{}`); send it in the body",
+                    target.body
+                ));
+            }
+            set_param(&mut json, &chain, &key, &value)?;
         }
-    }
-    for (path, value) in params {
-        set_param(desc, &mut json, &path, &value)?;
     }
     let value = serde_json::Value::Object(json);
     DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
 }
 
-/// Sets `a.b.c = value` in `json`, typed by the field it names.
-fn set_param(
+/// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first; `None` when a
+/// message on the way has no such field.
+fn field_chain(
     desc: &MessageDescriptor,
+    path: &str,
+) -> Result<Option<Vec<FieldDescriptor>>, String> {
+    let mut chain: Vec<FieldDescriptor> = Vec::new();
+    let mut message = desc.clone();
+    for (n, name) in path.split('.').enumerate() {
+        if n > 0 {
+            let outer = &chain[n - 1];
+            match outer.kind() {
+                Kind::Message(inner) if !outer.is_list() && !outer.is_map() => message = inner,
+                _ => {
+                    return Err(format!(
+                        "field `{}` of `{}` is not a message; `{path}` cannot name a field in it",
+                        outer.name(),
+                        message.full_name()
+                    ))
+                }
+            }
+        }
+        let Some(field) = message
+            .get_field_by_name(name)
+            .or_else(|| message.get_field_by_json_name(name))
+        else {
+            return Ok(None);
+        };
+        chain.push(field);
+    }
+    Ok(Some(chain))
+}
+
+/// Whether a request message failed to build because it names a field or an enum value the
+/// descriptors lack (the message parser's wording), which newer descriptors may have.
+fn names_unknown(detail: &str) -> bool {
+    detail.contains("unrecognized field name") || detail.contains("unrecognized enum value")
+}
+
+/// `a.b.c` by proto field names.
+fn proto_path(chain: &[FieldDescriptor]) -> String {
+    let names: Vec<&str> = chain.iter().map(FieldDescriptor::name).collect();
+    names.join(".")
+}
+
+/// Sets the field at the end of `chain` to `value` in `json`, typed by that field (`path` is
+/// how the request named it, for errors). A JSON-name key the body used for a field on the way
+/// is renamed to the proto name first, so the field is not given twice.
+fn set_param(
     json: &mut serde_json::Map<String, serde_json::Value>,
+    chain: &[FieldDescriptor],
     path: &str,
     value: &str,
 ) -> Result<(), String> {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
-        None => (path, None),
+    let Some((field, outer)) = chain.split_last() else {
+        return Ok(());
     };
-    let field = desc
-        .get_field_by_name(head)
-        .or_else(|| desc.get_field_by_json_name(head))
-        .ok_or_else(|| format!("`{}` has no field `{head}`", desc.full_name()))?;
-    match (rest, field.kind()) {
-        (Some(rest), Kind::Message(inner)) => {
-            let entry = json
-                .entry(field.name().to_string())
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            let serde_json::Value::Object(map) = entry else {
-                return Err(format!("field `{head}` is set twice"));
-            };
-            set_param(&inner, map, rest, value)
+    let mut json = json;
+    for f in outer {
+        unalias(json, f);
+        let entry = json
+            .entry(f.name().to_string())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        let serde_json::Value::Object(map) = entry else {
+            return Err(format!(
+                "`{path}` sets a field inside `{}`, which is already set to a value",
+                f.name()
+            ));
+        };
+        json = map;
+    }
+    unalias(json, field);
+    let typed = typed_value(field, path, value)?;
+    if field.is_list() {
+        let entry = json
+            .entry(field.name().to_string())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(items) = entry {
+            items.push(typed);
         }
-        (Some(_), _) => Err(format!(
-            "field `{head}` of `{}` is not a message",
-            desc.full_name()
-        )),
-        (None, kind) => {
-            let typed = match kind {
-                Kind::Bool => match value {
-                    "true" => serde_json::Value::Bool(true),
-                    "false" => serde_json::Value::Bool(false),
-                    _ => return Err(format!("field `{head}` takes true or false, not `{value}`")),
-                },
-                Kind::Double | Kind::Float => value
-                    .parse::<f64>()
-                    .map(serde_json::Value::from)
-                    .map_err(|_| format!("field `{head}` takes a number, not `{value}`"))?,
-                Kind::Message(_) => {
-                    return Err(format!(
-                        "field `{head}` is a message; set its fields (`{head}.x`)"
-                    ))
-                }
-                // Integers as strings are valid proto JSON; strings, bytes and enum names too.
-                _ => serde_json::Value::String(value.to_string()),
-            };
-            if field.is_list() {
-                let entry = json
-                    .entry(field.name().to_string())
-                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                if let serde_json::Value::Array(items) = entry {
-                    items.push(typed);
-                }
-            } else {
-                json.insert(field.name().to_string(), typed);
-            }
-            Ok(())
+    } else {
+        json.insert(field.name().to_string(), typed);
+    }
+    Ok(())
+}
+
+/// Renames `field`'s JSON-name key in `json` (`displayName`) to its proto name.
+fn unalias(json: &mut serde_json::Map<String, serde_json::Value>, field: &FieldDescriptor) {
+    if field.json_name() != field.name() && !json.contains_key(field.name()) {
+        if let Some(v) = json.remove(field.json_name()) {
+            json.insert(field.name().to_string(), v);
         }
     }
+}
+
+/// A field mask's paths (`display_name,author_info.full_name`) in proto3 JSON's lowerCamelCase
+/// (`displayName,authorInfo.fullName`); paths already in that form are unchanged.
+fn camel_case_paths(mask: &str) -> String {
+    let mut out = String::with_capacity(mask.len());
+    let mut upper = false;
+    for c in mask.chars() {
+        match c {
+            '_' => upper = true,
+            _ if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `value` as the JSON that `field` takes.
+fn typed_value(
+    field: &FieldDescriptor,
+    path: &str,
+    value: &str,
+) -> Result<serde_json::Value, String> {
+    Ok(match field.kind() {
+        Kind::Bool => match value {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            _ => return Err(format!("field `{path}` takes true or false, not `{value}`")),
+        },
+        // As a string, proto3 JSON's form that also carries NaN and ±Infinity (a JSON number
+        // cannot).
+        Kind::Double | Kind::Float => {
+            if value.parse::<f64>().is_err() && !matches!(value, "Infinity" | "-Infinity") {
+                return Err(format!(
+                    "field `{path}` takes a number (or NaN, Infinity, -Infinity), not `{value}`"
+                ));
+            }
+            serde_json::Value::String(value.to_string())
+        }
+        // A value's name or its number.
+        Kind::Enum(_) => match value.parse::<i32>() {
+            Ok(number) => serde_json::Value::from(number),
+            Err(_) => serde_json::Value::String(value.to_string()),
+        },
+        Kind::Message(inner) => match inner.full_name() {
+            // Proto3 JSON gives these a string form, which the message parser reads.
+            "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+                serde_json::Value::String(value.to_string())
+            }
+            // `display_name,page_count` (proto names, as grpc-gateway takes them) or the JSON
+            // form's `displayName,pageCount`.
+            "google.protobuf.FieldMask" => serde_json::Value::String(camel_case_paths(value)),
+            // A wrapper's JSON form is its value's.
+            "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue" => match inner.get_field_by_name("value") {
+                Some(wrapped) => typed_value(&wrapped, path, value)?,
+                None => return Err(format!("`{}` has no field `value`", inner.full_name())),
+            },
+            _ => {
+                return Err(format!(
+                    "field `{path}` is a message; set its fields (`{path}.x`)"
+                ))
+            }
+        },
+        // Integers as strings are valid proto JSON; strings, bytes and enum names too.
+        _ => serde_json::Value::String(value.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -826,7 +1286,7 @@ mod tests {
         let t = Template::parse("/v1/items/{id}").unwrap();
         assert_eq!(
             t.matches("/v1/items/7"),
-            Some(vec![("id".into(), "7".into())])
+            Some(vec![("id".into(), "7".into(), Decode::Segment)])
         );
         assert_eq!(t.matches("/v1/items"), None);
         assert_eq!(t.matches("/v1/items/7/x"), None);
@@ -834,19 +1294,55 @@ mod tests {
         assert_eq!(
             t.matches("/v1/shelves/shelves/top/items/9"),
             Some(vec![
-                ("shelf.name".into(), "shelves/top".into()),
-                ("id".into(), "9".into())
+                ("shelf.name".into(), "shelves/top".into(), Decode::Segments),
+                ("id".into(), "9".into(), Decode::Segment)
             ])
         );
         let t = Template::parse("/v1/{name=files/**}:get").unwrap();
         assert_eq!(
             t.matches("/v1/files/a/b/c:get"),
-            Some(vec![("name".into(), "files/a/b/c".into())])
+            Some(vec![(
+                "name".into(),
+                "files/a/b/c".into(),
+                Decode::Segments
+            )])
         );
         assert_eq!(t.matches("/v1/files/a/b/c"), None);
         let t = Template::parse("/v1/items").unwrap();
         assert_eq!(t.matches("/v1/items"), Some(vec![]));
+        let specificity = |t: &str| Template::parse(t).unwrap().specificity();
+        assert!(
+            specificity("/v1/shelves/me/books/latest") > specificity("/v1/{n=shelves/*/books/*}")
+        );
+        assert!(specificity("/v1/{n=shelves/*}:get") > specificity("/v1/{n=shelves/*}"));
+        assert!(specificity("/v1/{n=shelves/*}") > specificity("/v1/{n=shelves/**}"));
         assert_eq!(Template::parse("/v1/items/{x").map(|_| ()), None);
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(
+            camel_case_paths("display_name,author_info.full_name,pageCount"),
+            "displayName,authorInfo.fullName,pageCount"
+        );
+        assert_eq!(
+            percent_decode("a%20b+c", Decode::Query).as_deref(),
+            Ok("a b c")
+        );
+        assert_eq!(
+            percent_decode("a%20b+c", Decode::Segment).as_deref(),
+            Ok("a b+c")
+        );
+        assert_eq!(
+            percent_decode("a%2Fb%2f", Decode::Segment).as_deref(),
+            Ok("a/b/")
+        );
+        assert_eq!(
+            percent_decode("a%2Fb%2f%20", Decode::Segments).as_deref(),
+            Ok("a%2Fb%2f ")
+        );
+        assert_eq!(
+            percent_decode("%C3%A9t\u{e9}", Decode::Segment).as_deref(),
+            Ok("\u{e9}t\u{e9}")
+        );
+        assert!(percent_decode("%a\u{e9}", Decode::Query).is_err());
+        assert!(percent_decode("50%", Decode::Query).is_err());
+        assert!(percent_decode("%ff", Decode::Query).is_err());
     }
 }
