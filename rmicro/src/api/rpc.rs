@@ -305,6 +305,24 @@ impl Decoder for RawCodec {
     }
 }
 
+/// Node connections kept before those not open are forgotten.
+const MAX_CHANNELS: usize = 1024;
+
+/// Keeps `connection` to `address`. Nodes come and go (new addresses on every deploy): at
+/// `max` entries, those without an open connection are forgotten first, rather than every
+/// address ever seen kept.
+fn remember(
+    channels: &mut HashMap<String, Connection>,
+    address: &str,
+    connection: Connection,
+    max: usize,
+) {
+    if channels.len() >= max {
+        channels.retain(|_, c| c.is_open());
+    }
+    channels.insert(address.to_string(), connection);
+}
+
 /// The rpc handler, as a tower service.
 #[derive(Clone)]
 pub struct RpcHandler {
@@ -583,7 +601,7 @@ impl RpcHandler {
         }
         let connection = Connection::new(address)
             .map_err(|err| error::response(StatusCode::BAD_GATEWAY, err.to_string()))?;
-        channels.insert(address.to_string(), connection.clone());
+        remember(&mut channels, address, connection.clone(), MAX_CHANNELS);
         Ok(connection)
     }
 
@@ -1344,5 +1362,20 @@ mod tests {
         assert!(percent_decode("%a\u{e9}", Decode::Query).is_err());
         assert!(percent_decode("50%", Decode::Query).is_err());
         assert!(percent_decode("%ff", Decode::Query).is_err());
+    }
+
+    #[test]
+    fn node_connections_are_forgotten_when_closed_and_too_many() {
+        let mut channels = HashMap::new();
+        for port in 1..=4 {
+            let address = format!("127.0.0.1:{port}");
+            let connection = Connection::new(&address).unwrap();
+            remember(&mut channels, &address, connection, 4);
+        }
+        assert_eq!(channels.len(), 4);
+        // None of them is open: at the limit they go, the new one stays.
+        let connection = Connection::new("127.0.0.1:5").unwrap();
+        remember(&mut channels, "127.0.0.1:5", connection, 4);
+        assert_eq!(channels.keys().collect::<Vec<_>>(), ["127.0.0.1:5"]);
     }
 }
