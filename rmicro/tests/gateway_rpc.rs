@@ -95,7 +95,7 @@ fn json(resp: &HttpResponse) -> serde_json::Value {
     serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body))
 }
 
-// The library: a hand-described AIP-style service (`review.v1.Library`) whose methods echo the
+// The library: a hand-described AIP-style service (`library.v1.Library`) whose methods echo the
 // request bytes, so every response shows exactly which message the gateway built.
 
 /// Any message, kept as its encoded bytes (an echo handler returns them unchanged).
@@ -193,7 +193,7 @@ fn wkt_file(file: &str, msg: DescriptorProto) -> FileDescriptorProto {
     }
 }
 
-/// `review/v1/library.proto` and the well-known types it imports, as an encoded set.
+/// `library/v1/library.proto` and the well-known types it imports, as an encoded set.
 /// `v2` adds `string subtitle = 14;` to `Book` and a method `Renew`, as a later deploy of the
 /// same service would.
 fn descriptor_set(v2: bool) -> &'static [u8] {
@@ -210,7 +210,7 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
         field("name", 1, Type::String, None, false),
         field("display_name", 2, Type::String, None, false),
         field("page_count", 3, Type::Int64, None, false),
-        field("kind", 4, Type::Enum, Some(".review.v1.Book.Kind"), false),
+        field("kind", 4, Type::Enum, Some(".library.v1.Book.Kind"), false),
         field(
             "publish_time",
             5,
@@ -239,7 +239,7 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
             "author_info",
             11,
             Type::Message,
-            Some(".review.v1.Book.Author"),
+            Some(".library.v1.Book.Author"),
             false,
         ),
         field("ratio", 12, Type::Double, None, false),
@@ -268,7 +268,7 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
     let update = message(
         "UpdateBookRequest",
         vec![
-            field("book", 1, Type::Message, Some(".review.v1.Book"), false),
+            field("book", 1, Type::Message, Some(".library.v1.Book"), false),
             field(
                 "update_mask",
                 2,
@@ -285,8 +285,8 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
         ..Default::default()
     };
     let library = FileDescriptorProto {
-        name: Some("review/v1/library.proto".into()),
-        package: Some("review.v1".into()),
+        name: Some("library/v1/library.proto".into()),
+        package: Some("library.v1".into()),
         dependency: [
             "google/protobuf/timestamp.proto",
             "google/protobuf/duration.proto",
@@ -299,13 +299,13 @@ fn descriptor_set(v2: bool) -> &'static [u8] {
         service: vec![ServiceDescriptorProto {
             name: Some("Library".into()),
             method: vec![
-                method("EchoBook", ".review.v1.Book"),
-                method("Latest", ".review.v1.Book"),
-                method("UpdateBook", ".review.v1.UpdateBookRequest"),
-                method("Big", ".review.v1.Book"),
+                method("EchoBook", ".library.v1.Book"),
+                method("Latest", ".library.v1.Book"),
+                method("UpdateBook", ".library.v1.UpdateBookRequest"),
+                method("Big", ".library.v1.Book"),
             ]
             .into_iter()
-            .chain(v2.then(|| method("Renew", ".review.v1.Book")))
+            .chain(v2.then(|| method("Renew", ".library.v1.Book")))
             .collect(),
             ..Default::default()
         }],
@@ -367,8 +367,8 @@ const fn endpoint(
 static ENDPOINTS: &[Endpoint] = &[
     endpoint(
         "Library.EchoBook",
-        "/review.v1.Library/EchoBook",
-        "review.v1.Book",
+        "/library.v1.Library/EchoBook",
+        "library.v1.Book",
         &[
             rule("GET", "/v1/{name=shelves/*/books/*}", ""),
             rule("POST", "/v1/{name=shelves/*/books/*}:archive", "*"),
@@ -383,27 +383,27 @@ static ENDPOINTS: &[Endpoint] = &[
     ),
     endpoint(
         "Library.Latest",
-        "/review.v1.Library/Latest",
-        "review.v1.Book",
+        "/library.v1.Library/Latest",
+        "library.v1.Book",
         &[rule("GET", "/v1/shelves/me/books/latest", "")],
     ),
     endpoint(
         "Library.UpdateBook",
-        "/review.v1.Library/UpdateBook",
-        "review.v1.UpdateBookRequest",
+        "/library.v1.Library/UpdateBook",
+        "library.v1.UpdateBookRequest",
         &[rule("PATCH", "/v1/{book.name=shelves/*/books/*}", "book")],
     ),
     endpoint(
         "Library.Big",
-        "/review.v1.Library/Big",
-        "review.v1.Book",
+        "/library.v1.Library/Big",
+        "library.v1.Book",
         &[rule("GET", "/v1/big", "")],
     ),
     // Served from v2 on.
     endpoint(
         "Library.Renew",
-        "/review.v1.Library/Renew",
-        "review.v1.Book",
+        "/library.v1.Library/Renew",
+        "library.v1.Book",
         &[rule("POST", "/v1/{name=shelves/*/books/*}:renew", "*")],
     ),
 ];
@@ -413,22 +413,22 @@ const BIG: usize = 4 * 1024 * 1024 + 1;
 
 fn library(v2: bool) -> ServiceDef {
     let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
-    let def = ServiceDef::new("review.v1.Library", ENDPOINTS);
+    let def = ServiceDef::new("library.v1.Library", ENDPOINTS);
     let def = if v2 {
-        def.unary("/review.v1.Library/Renew", echo)
+        def.unary("/library.v1.Library/Renew", echo)
     } else {
         def
     };
     def.descriptors(descriptor_set(v2))
-        .unary("/review.v1.Library/EchoBook", echo)
+        .unary("/library.v1.Library/EchoBook", echo)
         // Latest answers `{"display_name":"latest"}` whatever it is sent.
         .unary(
-            "/review.v1.Library/Latest",
+            "/library.v1.Library/Latest",
             |_req: Request<Raw>| async move { Ok(Response::new(Raw(b"\x12\x06latest".to_vec()))) },
         )
-        .unary("/review.v1.Library/UpdateBook", echo)
+        .unary("/library.v1.Library/UpdateBook", echo)
         // Big answers a `display_name` of BIG bytes.
-        .unary("/review.v1.Library/Big", |_req: Request<Raw>| async move {
+        .unary("/library.v1.Library/Big", |_req: Request<Raw>| async move {
             let mut book = vec![0x12];
             encode_varint(BIG as u64, &mut book);
             book.resize(book.len() + BIG, b'x');
@@ -746,7 +746,7 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
     // A malformed value is the client's error.
     let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ttl=soon", "").await;
     assert!(
-        error_detail(&r, 400).contains("review.v1.Book"),
+        error_detail(&r, 400).contains("library.v1.Book"),
         "{}",
         r.body
     );
@@ -928,7 +928,7 @@ async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
     )
     .await;
     assert!(
-        error_detail(&r, 400).contains("review.v1.Book"),
+        error_detail(&r, 400).contains("library.v1.Book"),
         "{}",
         r.body
     );
