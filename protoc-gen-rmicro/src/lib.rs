@@ -156,6 +156,7 @@ pub fn target_api(options: &Options) -> Result<u32, Error> {
 pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, Error> {
     let api = target_api(options)?;
     validate::request(&input.files, &input.to_generate)?;
+    validate::rust_names(&input.files, options.retain_enum_prefix)?;
 
     let to_generate: BTreeSet<&str> = input.to_generate.iter().map(String::as_str).collect();
     let emit_packages: BTreeSet<&str> = input

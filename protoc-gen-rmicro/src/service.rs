@@ -119,6 +119,8 @@ struct MethodPlan<'a> {
     input: syn::Type,
     output: syn::Type,
     docs: TokenStream,
+    /// `#[deprecated]` for a method with `option deprecated = true;`, else nothing.
+    deprecated: TokenStream,
 }
 
 /// Names every RPC method would shadow on the generated client (its own helpers and the methods
@@ -173,6 +175,7 @@ impl ServiceGen {
                     input: parse(&method.input_type)?,
                     output: parse(&method.output_type)?,
                     docs: doc_attrs(&method.comments),
+                    deprecated: deprecated(method.options.deprecated()),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -265,7 +268,7 @@ impl ServiceGen {
     ) -> TokenStream {
         let rt = &self.runtime;
         let methods = plans.iter().map(|p| {
-            let MethodPlan { fn_name, path_const, input, output, docs, kind, .. } = p;
+            let MethodPlan { fn_name, path_const, input, output, docs, kind, deprecated, .. } = p;
             let call = kind.runtime_fn();
             let path = quote! { #methods_mod::#path_const };
             match kind {
@@ -277,6 +280,7 @@ impl ServiceGen {
                     };
                     quote! {
                         #docs
+                        #deprecated
                         pub async fn #fn_name(
                             &self,
                             request: impl #rt::__codegen::IntoRequest<#input>,
@@ -299,6 +303,7 @@ impl ServiceGen {
                     };
                     quote! {
                         #docs
+                        #deprecated
                         pub async fn #fn_name(
                             &self,
                             request: impl #rt::__codegen::IntoStreamingRequest<Message = #input>,
@@ -319,17 +324,25 @@ impl ServiceGen {
             " Client for the `{}` service: calls it by registry name through an rmicro `Client`.",
             service.proto_name
         );
+        let service_deprecated = deprecated(service.options.deprecated());
+        // Only where something is deprecated, so other services' code stays as it was.
+        let allow = if any_deprecated(service, plans) {
+            quote! { #[allow(dead_code, deprecated)] }
+        } else {
+            quote! { #[allow(dead_code)] }
+        };
         quote! {
             #[doc = #struct_doc]
             #[doc = ""]
             #service_docs
+            #service_deprecated
             #[derive(Clone, Debug)]
             pub struct #client_name {
                 client: #rt::__codegen::Client,
                 service: ::std::string::String,
             }
 
-            #[allow(dead_code)]
+            #allow
             impl #client_name {
                 /// Creates a client for the service registered as `service` (for example
                 /// `go.micro.srv.user`), sending calls through `client`.
@@ -369,6 +382,7 @@ impl ServiceGen {
                 output,
                 docs,
                 kind,
+                deprecated,
                 ..
             } = p;
             let request = match kind {
@@ -385,6 +399,7 @@ impl ServiceGen {
             };
             quote! {
                 #docs
+                #deprecated
                 fn #fn_name(
                     &self,
                     request: #request,
@@ -417,10 +432,13 @@ impl ServiceGen {
             " Registers `handler` as the `{}` service on `server`.",
             service.proto_name
         );
+        let service_deprecated = deprecated(service.options.deprecated());
+        let allow = any_deprecated(service, plans).then(|| quote! { #[allow(deprecated)] });
         quote! {
             #[doc = #trait_doc]
             #[doc = ""]
             #service_docs
+            #service_deprecated
             pub trait #handler_name: ::core::marker::Send + ::core::marker::Sync + 'static {
                 #(#trait_fns)*
             }
@@ -430,6 +448,7 @@ impl ServiceGen {
             #[doc = " # Errors"]
             #[doc = ""]
             #[doc = " When the server already has this service or one of its paths."]
+            #allow
             pub fn #register_fn<H: #handler_name>(
                 server: &mut #rt::__codegen::Server,
                 handler: H,
@@ -442,6 +461,20 @@ impl ServiceGen {
             }
         }
     }
+}
+
+/// `#[deprecated]` when the `.proto` says `option deprecated = true;`.
+fn deprecated(yes: bool) -> TokenStream {
+    if yes {
+        quote! { #[deprecated] }
+    } else {
+        TokenStream::new()
+    }
+}
+
+/// Whether the service or any of its methods is deprecated.
+fn any_deprecated(service: &Service, plans: &[MethodPlan<'_>]) -> bool {
+    service.options.deprecated() || plans.iter().any(|p| p.method.options.deprecated())
 }
 
 fn http_rule(rt: &TokenStream, b: &Binding) -> TokenStream {

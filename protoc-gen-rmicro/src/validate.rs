@@ -1,11 +1,12 @@
 //! Checks that a request is one protoc could have sent, before prost-build (which assumes so and
 //! panics otherwise) sees it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use prost_types::field_descriptor_proto::Type;
-use prost_types::{DescriptorProto, FileDescriptorProto};
+use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
 
+use crate::names::{sanitize, snake, upper_camel};
 use crate::Error;
 
 pub(crate) fn request(files: &[FileDescriptorProto], to_generate: &[String]) -> Result<(), Error> {
@@ -126,4 +127,273 @@ fn check_message(
         check_message(nested, check)?;
     }
     Ok(())
+}
+
+/// Checks that no two protobuf names become the same Rust name in one module, which prost-build
+/// does not check: two types (`Foo_Bar` and `FooBar`, or a oneof and a nested message of the same
+/// name) make code that does not compile, and two enum values that become the same variant make
+/// prost-build panic. Each problem names the file and line of the second name and how to fix it.
+pub(crate) fn rust_names(
+    files: &[FileDescriptorProto],
+    retain_enum_prefix: bool,
+) -> Result<(), Error> {
+    let mut modules: HashMap<String, HashMap<String, Named>> = HashMap::new();
+    for file in files {
+        let locate = |path: &[i32]| Site::of(file, path);
+        let package = file.package();
+        for (i, message) in file.message_type.iter().enumerate() {
+            let site = locate(&[4, i as i32]);
+            walk_message(
+                package,
+                package,
+                "",
+                message,
+                site,
+                &[4, i as i32],
+                &locate,
+                &mut modules,
+                retain_enum_prefix,
+            )?;
+        }
+        for (i, e) in file.enum_type.iter().enumerate() {
+            let path = [5, i as i32];
+            let full = qualified(package, e.name());
+            let named = Named::new("enum", &full, locate(&path));
+            claim(&mut modules, package, "", &upper_camel(e.name()), named)?;
+            enum_values(e, &full, &path, &locate, retain_enum_prefix)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a descriptor was declared.
+#[derive(Debug, Clone)]
+struct Site {
+    file: String,
+    /// 1-based line and column, when the request carries source info.
+    position: Option<(i32, i32)>,
+}
+
+impl Site {
+    fn of(file: &FileDescriptorProto, path: &[i32]) -> Site {
+        let position = file
+            .source_code_info
+            .as_ref()
+            .and_then(|info| info.location.iter().find(|l| l.path == path))
+            .filter(|l| l.span.len() >= 3)
+            .map(|l| (l.span[0] + 1, l.span[1] + 1));
+        Site {
+            file: file.name().to_string(),
+            position,
+        }
+    }
+
+    /// `a.proto:3:1: `, as protoc prefixes its own errors.
+    fn prefix(&self) -> String {
+        match self.position {
+            Some((line, column)) => format!("{}:{line}:{column}: ", self.file),
+            None => format!("{}: ", self.file),
+        }
+    }
+
+    /// Where the first of two names was declared, as seen from `other`'s line.
+    fn reference(&self, other: &Site) -> String {
+        match (self.file == other.file, self.position) {
+            (true, Some((line, _))) => format!(" (line {line})"),
+            (false, Some((line, _))) => format!(" ({}:{line})", self.file),
+            (false, None) => format!(" (in {})", self.file),
+            (true, None) => String::new(),
+        }
+    }
+}
+
+/// A protobuf item that took a Rust name.
+#[derive(Debug, Clone)]
+struct Named {
+    kind: &'static str,
+    full: String,
+    site: Site,
+}
+
+impl Named {
+    fn new(kind: &'static str, full: &str, site: Site) -> Named {
+        Named {
+            kind,
+            full: full.to_string(),
+            site,
+        }
+    }
+}
+
+fn qualified(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_string()
+    } else {
+        format!("{scope}.{name}")
+    }
+}
+
+/// Takes `rust` in the module `module` (Rust path inside `package`'s module) for `named`.
+fn claim(
+    modules: &mut HashMap<String, HashMap<String, Named>>,
+    package: &str,
+    module: &str,
+    rust: &str,
+    named: Named,
+) -> Result<(), Error> {
+    let key = format!("{package}\0{module}");
+    let taken = modules.entry(key).or_default();
+    match taken.get(rust) {
+        Some(first) => {
+            let shown = if module.is_empty() {
+                rust.to_string()
+            } else {
+                format!("{module}::{rust}")
+            };
+            Err(Error::Unsupported(format!(
+                "{}{} `{}` and {} `{}`{} both become the Rust type `{shown}`, which does not \
+                 compile; rename one of them",
+                named.site.prefix(),
+                named.kind,
+                named.full,
+                first.kind,
+                first.full,
+                first.site.reference(&named.site),
+            )))
+        }
+        None => {
+            taken.insert(rust.to_string(), named);
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_message(
+    package: &str,
+    scope: &str,
+    module: &str,
+    message: &DescriptorProto,
+    site: Site,
+    path: &[i32],
+    locate: &impl Fn(&[i32]) -> Site,
+    modules: &mut HashMap<String, HashMap<String, Named>>,
+    retain_enum_prefix: bool,
+) -> Result<(), Error> {
+    let full = qualified(scope, message.name());
+    claim(
+        modules,
+        package,
+        module,
+        &upper_camel(message.name()),
+        Named::new("message", &full, site),
+    )?;
+    let inner = if module.is_empty() {
+        snake(message.name())
+    } else {
+        format!("{module}::{}", snake(message.name()))
+    };
+    let child = |kind: i32, i: usize| {
+        let mut p = path.to_vec();
+        p.extend([kind, i as i32]);
+        p
+    };
+    for (i, nested) in message.nested_type.iter().enumerate() {
+        if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
+            continue;
+        }
+        let p = child(3, i);
+        walk_message(
+            package,
+            &full,
+            &inner,
+            nested,
+            locate(&p),
+            &p,
+            locate,
+            modules,
+            retain_enum_prefix,
+        )?;
+    }
+    for (i, e) in message.enum_type.iter().enumerate() {
+        let p = child(4, i);
+        let full = qualified(&full, e.name());
+        let named = Named::new("enum", &full, locate(&p));
+        claim(modules, package, &inner, &upper_camel(e.name()), named)?;
+        enum_values(e, &full, &p, locate, retain_enum_prefix)?;
+    }
+    for (i, oneof) in message.oneof_decl.iter().enumerate() {
+        // proto3 `optional` fields are synthetic oneofs prost-build does not generate.
+        let synthetic = message
+            .field
+            .iter()
+            .any(|f| f.oneof_index == Some(i as i32) && f.proto3_optional());
+        if synthetic {
+            continue;
+        }
+        let p = child(8, i);
+        let named = Named::new("oneof", &qualified(&full, oneof.name()), locate(&p));
+        claim(modules, package, &inner, &upper_camel(oneof.name()), named)?;
+    }
+    Ok(())
+}
+
+/// Refuses two values of one enum that become the same Rust variant (prost-build panics on them).
+fn enum_values(
+    e: &EnumDescriptorProto,
+    full: &str,
+    path: &[i32],
+    locate: &impl Fn(&[i32]) -> Site,
+    retain_enum_prefix: bool,
+) -> Result<(), Error> {
+    let prefix = upper_camel(e.name());
+    let mut numbers = HashSet::new();
+    let mut variants: HashMap<String, (&str, Site)> = HashMap::new();
+    for (i, value) in e.value.iter().enumerate() {
+        // Aliases (same number) are skipped by prost-build, as here.
+        if !numbers.insert(value.number()) {
+            continue;
+        }
+        let mut p = path.to_vec();
+        p.extend([2, i as i32]);
+        let site = locate(&p);
+        let mut variant = upper_camel(value.name());
+        if !retain_enum_prefix {
+            variant = strip_enum_prefix(&prefix, &variant);
+        }
+        if let Some((first, first_site)) = variants.get(&variant) {
+            let fix = if retain_enum_prefix {
+                "rename one of them".to_string()
+            } else {
+                "rename one of them, or keep the prefixes with the parameter \
+                 `retain_enum_prefix=true`"
+                    .to_string()
+            };
+            let why = if retain_enum_prefix {
+                ""
+            } else {
+                " (prost strips the enum's name from its values)"
+            };
+            return Err(Error::Unsupported(format!(
+                "{}enum `{full}`: the values `{first}`{} and `{}` both become the Rust variant \
+                 `{variant}`{why}; {fix}",
+                site.prefix(),
+                first_site.reference(&site),
+                value.name(),
+            )));
+        }
+        variants.insert(variant, (value.name(), site));
+    }
+    Ok(())
+}
+
+/// prost-build's `strip_enum_prefix`: `ColorRed` in enum `Color` becomes `Red`, but `Foobar`
+/// stays `Foobar` and a digit after the prefix keeps it.
+fn strip_enum_prefix(prefix: &str, name: &str) -> String {
+    let stripped = name.strip_prefix(prefix).unwrap_or(name);
+    if stripped.starts_with(char::is_uppercase) {
+        sanitize(stripped)
+    } else {
+        sanitize(name)
+    }
 }

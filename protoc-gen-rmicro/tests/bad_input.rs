@@ -212,3 +212,62 @@ fn version_and_help() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("unexpected argument `--bogus`"));
 }
+
+/// Runs the real protoc with the plugin on `proto` (written as `clash.proto` in a scratch include
+/// directory) and returns its standard error, which must report a failure.
+fn protoc_error(case: &str, proto: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(dir.join("clash.proto"), proto).unwrap();
+    let output = protoc(&[
+        &format!("-I{}", dir.display()),
+        &format!("--rmicro_out={}", dir.join("out").display()),
+        "clash.proto",
+    ]);
+    assert!(!output.status.success(), "{case} must fail");
+    let err = stderr(&output);
+    assert!(!err.contains("panicked"), "{err}");
+    err.lines()
+        .find(|line| line.starts_with("--rmicro_out: "))
+        .unwrap_or_else(|| panic!("no error from the plugin in:\n{err}"))
+        .to_string()
+}
+
+#[test]
+fn enum_values_that_become_the_same_variant_are_refused_with_their_line() {
+    let err = protoc_error(
+        "enum-variants",
+        "syntax = \"proto2\";\npackage p;\nenum Color {\n  COLOR_RED = 0;\n  RED = 1;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: enum `p.Color`: the values `COLOR_RED` (line 4) and `RED` \
+         both become the Rust variant `Red` (prost strips the enum's name from its values); rename \
+         one of them, or keep the prefixes with the parameter `retain_enum_prefix=true`"
+    );
+}
+
+#[test]
+fn types_that_become_the_same_rust_name_are_refused_with_their_line() {
+    let err = protoc_error(
+        "type-names",
+        "syntax = \"proto3\";\npackage p;\nmessage Foo_Bar {}\nmessage FooBar {}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:4:1: message `p.FooBar` and message `p.Foo_Bar` (line 3) both \
+         become the Rust type `FooBar`, which does not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "oneof-name",
+        "syntax = \"proto3\";\npackage p;\nmessage M {\n  message Kind {}\n  oneof kind {\n    \
+         Kind a = 1;\n  }\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: oneof `p.M.kind` and message `p.M.Kind` (line 4) both \
+         become the Rust type `m::Kind`, which does not compile; rename one of them"
+    );
+}

@@ -49,3 +49,57 @@ fn every_file_starts_with_the_header_and_the_pin() {
         }
     }
 }
+
+#[test]
+fn deprecated_services_and_methods_are_marked_deprecated() {
+    let response =
+        protoc_gen_rmicro::run_plugin(&common::request(&["rmicro/test/deprecated.proto"], ""))
+            .unwrap();
+    let content = response.file[0].content.clone().unwrap();
+    let file = syn::parse_file(&content).unwrap();
+    let deprecated =
+        |attrs: &[syn::Attribute]| attrs.iter().any(|a| a.path().is_ident("deprecated"));
+    let mut marked = Vec::new();
+    for item in &file.items {
+        match item {
+            syn::Item::Struct(s) if deprecated(&s.attrs) => marked.push(s.ident.to_string()),
+            syn::Item::Trait(t) => {
+                if deprecated(&t.attrs) {
+                    marked.push(t.ident.to_string());
+                }
+                for item in &t.items {
+                    if let syn::TraitItem::Fn(f) = item {
+                        if deprecated(&f.attrs) {
+                            marked.push(format!("{}::{}", t.ident, f.sig.ident));
+                        }
+                    }
+                }
+            }
+            syn::Item::Impl(i) => {
+                for item in &i.items {
+                    if let syn::ImplItem::Fn(f) = item {
+                        if deprecated(&f.attrs) {
+                            let syn::Type::Path(ty) = &*i.self_ty else {
+                                continue;
+                            };
+                            marked.push(format!("{}::{}", ty.path.segments[0].ident, f.sig.ident));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    marked.sort();
+    assert_eq!(
+        marked,
+        [
+            "OldShopClient",
+            "OldShopHandler",
+            "ShopClient::order",
+            "ShopClient::watch",
+            "ShopHandler::order",
+            "ShopHandler::watch",
+        ]
+    );
+}

@@ -44,10 +44,56 @@ impl Error {
         }
     }
 
-    pub(crate) fn protox(err: protox::Error) -> Error {
-        let location = err.file().map(|f| format!("{f}: ")).unwrap_or_default();
+    /// A protox error as protoc would print it: `path/to/file.proto:LINE:COLUMN: message`, with
+    /// the file on disk where it is in an include path, and what to do about it.
+    pub(crate) fn protox(err: &protox::Error, includes: &[PathBuf]) -> Error {
+        use miette::Diagnostic;
+
+        let on_disk = |name: &str| {
+            includes
+                .iter()
+                .map(|include| include.join(name))
+                .find(|path| path.is_file())
+                .map_or_else(|| name.to_string(), |path| path.display().to_string())
+        };
+        let position = err.labels().and_then(|mut labels| {
+            let label = labels.next()?;
+            let contents = err.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+            Some((contents.line() + 1, contents.column() + 1))
+        });
+        let location = match (err.file(), position) {
+            (Some(file), Some((line, column))) => format!("{}:{line}:{column}: ", on_disk(file)),
+            (Some(file), None) => format!("{}: ", on_disk(file)),
+            (None, _) => String::new(),
+        };
+        let searched = includes
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = err.to_string();
+        let hint = if err.is_file_not_found() && err.file().is_some() {
+            let import = message
+                .strip_prefix("import '")
+                .and_then(|rest| rest.split_once('\''))
+                .map_or("the imported file", |(name, _)| name);
+            format!(
+                "; it is looked up in the include paths ({searched}) and among the well-known \
+                 types: add the directory that holds {import} to the include paths, or fix the import"
+            )
+        } else if err.is_file_not_found() {
+            format!("; pass .proto files that are inside one of the include paths ({searched})")
+        } else if message == "name 'google.api.http' is not defined" {
+            "; add `import \"google/api/annotations.proto\";` (from googleapis, with its \
+             directory in the include paths)"
+                .to_string()
+        } else {
+            err.help()
+                .map(|help| format!("; {help}"))
+                .unwrap_or_default()
+        };
         Error::Proto(format!(
-            "could not compile the .proto files: {location}{err}"
+            "could not compile the .proto files: {location}{message}{hint}"
         ))
     }
 }

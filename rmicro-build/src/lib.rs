@@ -66,7 +66,9 @@ pub(crate) fn descriptors(protos: &[PathBuf], includes: &[PathBuf]) -> Result<Co
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true).include_source_info(true);
     for proto in protos {
-        compiler.open_file(proto).map_err(Error::protox)?;
+        compiler
+            .open_file(proto)
+            .map_err(|err| Error::protox(&err, includes))?;
     }
     let to_generate = compiler
         .files()

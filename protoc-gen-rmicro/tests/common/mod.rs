@@ -53,6 +53,11 @@ pub const CASES: &[Case] = &[
         parameter: "",
     },
     Case {
+        name: "deprecated",
+        files: &["rmicro/test/deprecated.proto"],
+        parameter: "",
+    },
+    Case {
         name: "nopkg",
         files: &["nopkg.proto"],
         parameter: "include_file=mod.rs",

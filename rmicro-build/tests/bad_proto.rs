@@ -1,0 +1,128 @@
+//! A `.proto` that does not compile fails the build with the file, the line and column, and what
+//! to do, as protoc would say it; never a panic.
+
+use std::path::{Path, PathBuf};
+
+/// Writes `files` under a fresh `proto/` include directory and compiles `compile` with
+/// rmicro-build, returning the error message (the test fails if compiling succeeds).
+fn compile_error(case: &str, files: &[(&str, &str)], compile: &[&str]) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("rmicro-build-bad-proto-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let include = dir.join("proto");
+    for (name, content) in files {
+        let path = include.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let protos: Vec<PathBuf> = compile.iter().map(|p| include.join(p)).collect();
+    let err = rmicro_build::Config::new()
+        .out_dir(dir.join("out"))
+        .api(1)
+        .emit_rerun_if_changed(false)
+        .try_compile(&protos, &[&include])
+        .expect_err("the .proto must not compile");
+    (include, err.to_string())
+}
+
+fn at(include: &Path, name: &str, line: u32, column: u32) -> String {
+    format!("{}:{line}:{column}: ", include.join(name).display())
+}
+
+#[test]
+fn a_syntax_error_names_the_file_line_and_column() {
+    let (include, err) = compile_error(
+        "syntax",
+        &[(
+            "a.proto",
+            "syntax = \"proto3\";\npackage p;\n\nmessage A {\n  string x = 1\n}\n",
+        )],
+        &["a.proto"],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "could not compile the .proto files: {}expected ';' or '[', but found '}}'",
+            at(&include, "a.proto", 6, 1)
+        )
+    );
+}
+
+#[test]
+fn an_unknown_name_points_at_its_use() {
+    let (include, err) = compile_error(
+        "unknown-type",
+        &[(
+            "a.proto",
+            "syntax = \"proto3\";\npackage p;\nmessage A {\n  Bee b = 1;\n}\n",
+        )],
+        &["a.proto"],
+    );
+    assert!(
+        err.starts_with(&format!(
+            "could not compile the .proto files: {}name 'Bee' is not defined",
+            at(&include, "a.proto", 4, 3)
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_option_points_at_it_and_says_what_to_import() {
+    let (include, err) = compile_error(
+        "unknown-option",
+        &[(
+            "a.proto",
+            "syntax = \"proto3\";\npackage p;\nmessage A {}\nservice S {\n  rpc M(A) returns (A) {\n    option (google.api.http) = { get: \"/a\" };\n  }\n}\n",
+        )],
+        &["a.proto"],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "could not compile the .proto files: {}name 'google.api.http' is not defined; add \
+             `import \"google/api/annotations.proto\";` (from googleapis, with its directory in \
+             the include paths)",
+            at(&include, "a.proto", 6, 5)
+        )
+    );
+}
+
+#[test]
+fn a_missing_import_points_at_the_import_and_names_the_include_paths() {
+    let (include, err) = compile_error(
+        "missing-import",
+        &[(
+            "a.proto",
+            "syntax = \"proto3\";\npackage p;\nimport \"nope/b.proto\";\nmessage A {}\n",
+        )],
+        &["a.proto"],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "could not compile the .proto files: {}import 'nope/b.proto' not found; it is looked \
+             up in the include paths ({}) and among the well-known types: add the directory that \
+             holds nope/b.proto to the include paths, or fix the import",
+            at(&include, "a.proto", 3, 1),
+            include.display()
+        )
+    );
+}
+
+#[test]
+fn a_proto_outside_the_include_paths_says_so() {
+    let (include, err) = compile_error(
+        "outside",
+        &[("a.proto", "syntax = \"proto3\";\npackage p;\n")],
+        &["../elsewhere.proto"],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "could not compile the .proto files: file '{}' is not in any include path; pass \
+             .proto files that are inside one of the include paths ({})",
+            include.join("../elsewhere.proto").display(),
+            include.display()
+        )
+    );
+}
