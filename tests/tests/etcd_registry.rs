@@ -502,3 +502,83 @@ async fn tls_with_client_certificates() {
     assert!(matches!(err, RegistryError::Unreachable(_)), "{err:?}");
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_node_with_an_unusable_address_does_not_fail_calls() {
+    let etcd = Etcd::start("badaddr");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(10)).await;
+    // Records written by hand (or by another tool) next to the real node: an address without
+    // a port, and an empty one.
+    for (id, address) in [("noport", "127.0.0.1"), ("empty", "")] {
+        let value = format!(
+            r#"{{"name":"go.micro.srv.user","version":"latest","nodes":[{{"id":"{id}","address":"{address}"}}]}}"#
+        );
+        etcd.etcdctl(&[
+            "put",
+            &format!("/micro/registry/go.micro.srv.user/{id}"),
+            &value,
+        ])
+        .unwrap();
+    }
+    let lookup = registry(&etcd);
+    within(Duration::from_secs(5), "three records", || {
+        user_keys(&etcd).len() == 3
+    })
+    .await;
+    let mut three = false;
+    for _ in 0..50 {
+        three = lookup
+            .get_service("go.micro.srv.user")
+            .await
+            .map(|s| s.iter().map(|s| s.nodes.len()).sum::<usize>() == 3)
+            .unwrap_or(false);
+        if three {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(three, "the cache sees all three records");
+
+    for selector in ["roundrobin", "random"] {
+        let mut builder = Client::builder();
+        builder.registry(Arc::clone(&lookup));
+        if selector == "roundrobin" {
+            builder.selector(RoundRobin::default());
+        }
+        let user = UserClient::new("go.micro.srv.user", builder.build());
+        for i in 0..12 {
+            let reply = user
+                .call(CallRequest {
+                    name: format!("n{i}"),
+                })
+                .await;
+            assert!(
+                reply.is_ok(),
+                "{selector} call {i} failed on a bad record: {reply:?}"
+            );
+        }
+    }
+
+    // With only bad records left, the caller learns which node is wrong and how.
+    running.stop().await.unwrap();
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::builder()
+            .registry(Arc::clone(&lookup))
+            .selector(RoundRobin::default())
+            .build(),
+    );
+    let mut err = None;
+    for _ in 0..50 {
+        match user.call(CallRequest { name: "x".into() }).await {
+            Err(status) if status.message().contains("not a usable node address") => {
+                err = Some(status);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let err = err.expect("a bad-address error once only bad records are left");
+    assert!(err.message().contains("go.micro.srv.user"), "{err:?}");
+}
