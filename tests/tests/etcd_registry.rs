@@ -582,3 +582,71 @@ async fn a_hand_written_node_with_an_unusable_address_does_not_fail_calls() {
     let err = err.expect("a bad-address error once only bad records are left");
     assert!(err.message().contains("go.micro.srv.user"), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_node_cache_hears_of_a_delete_lost_in_a_burst_of_changes() {
+    use rmicro_runtime::registry::NodeCache;
+    let etcd = Etcd::start("burst");
+    let mut kv = etcd_client::Client::connect([etcd.client_addr.as_str()], None)
+        .await
+        .unwrap();
+    // One node of the service the cache follows, and many nodes of another service, whose
+    // keys sort after it.
+    let record = |name: &str, id: &str| {
+        format!(
+            r#"{{"name":"{name}","version":"latest","nodes":[{{"id":"{id}","address":"127.0.0.1:1"}}]}}"#
+        )
+    };
+    kv.put(
+        "/micro/registry/go.micro.srv.user/a",
+        record("go.micro.srv.user", "a"),
+        None,
+    )
+    .await
+    .unwrap();
+    for i in 0..1500 {
+        kv.put(
+            format!("/micro/registry/zzz.bulk/n{i}"),
+            record("zzz.bulk", &format!("n{i}")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    let cache = NodeCache::new(registry(&etcd), Duration::from_secs(3600));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until the snapshot is shared, i.e. the cache's watch runs.
+    loop {
+        let (a, b) = (
+            cache.nodes("go.micro.srv.user").await.unwrap(),
+            cache.nodes("go.micro.srv.user").await.unwrap(),
+        );
+        if a.len() == 1 && Arc::ptr_eq(&a, &b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never settled: {a:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every node leaves at once (one revision, one watch response: the user node's delete
+    // first, then 1,500 others).
+    kv.delete(
+        "/micro/registry/",
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes = cache.nodes("go.micro.srv.user").await.unwrap();
+        if nodes.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache still serves a node deleted from etcd: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

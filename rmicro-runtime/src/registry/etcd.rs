@@ -637,15 +637,23 @@ impl Registry for EtcdRegistry {
     }
 }
 
-/// Turns a broadcast receiver into a watcher stream, optionally for one service.
+/// Turns a broadcast receiver into a watcher stream, optionally for one service. The stream
+/// ends when it fell so far behind that events were lost (a burst of more changes than the
+/// channel holds, such as the re-sync after an outage): its watcher must read the registry
+/// again rather than go on with nodes that may have left.
 fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watcher {
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
     use tokio_stream::wrappers::BroadcastStream;
     use tokio_stream::StreamExt;
-    Box::pin(BroadcastStream::new(rx).filter_map(move |e| {
-        let e = e.ok()?;
-        match &filter {
-            Some(name) if *name != e.service.name => None,
-            _ => Some(e),
-        }
-    }))
+    Box::pin(
+        BroadcastStream::new(rx)
+            .map_while(|e| match e {
+                Ok(e) => Some(e),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a registry watch fell behind and missed changes; it ends so that its watcher reads the registry again");
+                    None
+                }
+            })
+            .filter(move |e| filter.as_ref().is_none_or(|name| *name == e.service.name)),
+    )
 }
