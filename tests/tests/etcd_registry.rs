@@ -650,3 +650,38 @@ async fn a_node_cache_hears_of_a_delete_lost_in_a_burst_of_changes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
+    let etcd = Etcd::start("deleted");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(1)).await;
+    let addr = running.local_addr().to_string();
+    let registered = || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr));
+    within(Duration::from_secs(5), "registered", registered).await;
+
+    // An operator (or a tool) deletes the key; the lease stays alive.
+    let key = format!(
+        "/micro/registry/go.micro.srv.user/{}",
+        running.record().nodes[0].id
+    );
+    etcd.etcdctl(&["del", &key]).unwrap();
+    assert!(!registered());
+    // Written again within a register interval or two.
+    within(
+        Duration::from_secs(4),
+        "the deleted key is written again",
+        registered,
+    )
+    .await;
+    // With its lease: it still goes at a graceful stop and expires after a crash.
+    let fields = etcd.etcdctl(&["get", &key, "-w", "fields"]).unwrap();
+    assert!(
+        fields
+            .lines()
+            .any(|l| l.starts_with("\"Lease\"") && l.trim() != "\"Lease\" : 0"),
+        "{fields}"
+    );
+    running.stop().await.unwrap();
+    assert!(user_keys(&etcd).is_empty());
+}

@@ -5,6 +5,8 @@
 //!   the TTL on the same stream), not a new keepalive call per tick.
 //! - A lost lease (TTL 0 on the stream, the stream breaking, etcd restarting) is replaced by a
 //!   new one on the next [`Registry::register`], which the service calls every register interval.
+//!   That call also reads the node's key (one read per node and interval) and writes it again
+//!   when it was deleted or changed behind the node's back while the lease lived on.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back.
@@ -473,9 +475,23 @@ impl EtcdRegistry {
                 .map(|l| (l.id, l.value == value))
         };
         if let Some((id, same)) = current {
-            // The lease is alive: re-put only if the record changed.
+            // The lease is alive: re-put only if the record changed, or if the key no longer
+            // holds it on this lease (deleted or overwritten behind this node's back: by an
+            // operator, a tool, a prefix delete), which nothing else would ever repair.
             if same {
-                return Ok(());
+                let k = key.clone();
+                let stored = self
+                    .inner
+                    .op("a get", |mut c| async move { c.get(k, None).await })
+                    .await?;
+                let intact = stored
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.lease() == id && kv.value() == value.as_bytes());
+                if intact {
+                    return Ok(());
+                }
+                tracing::warn!(%key, "the registration was deleted or changed in etcd; writing it again");
             }
             let (k, v) = (key.clone(), value.clone());
             let put = self
