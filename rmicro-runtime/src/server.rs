@@ -283,7 +283,8 @@ impl Server {
     }
 
     /// Sets how long [`BoundServer::serve_with_shutdown`] waits for calls in flight once the
-    /// shutdown signal fires. Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
+    /// shutdown signal fires; the connections of calls still running then are closed.
+    /// Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
     pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.drain_timeout = Some(timeout);
         self
@@ -419,7 +420,8 @@ impl BoundServer {
     }
 
     /// Serves until `signal` completes, then stops accepting, lets calls in flight finish (up to
-    /// the drain timeout) and returns.
+    /// the drain timeout), closes the connections still open, and returns: once it has
+    /// returned, no call of this server is served any more.
     ///
     /// # Errors
     ///
@@ -431,6 +433,8 @@ impl BoundServer {
         let graceful = GracefulShutdown::new();
         let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         let mut signal = std::pin::pin!(signal);
+        // The connections' tasks, to cut those still open after the drain timeout.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -454,7 +458,9 @@ impl BoundServer {
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
-            tokio::spawn(async move {
+            // Forget the connections that ended (one check per accepted connection).
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 if let Err(err) = conn.await {
                     tracing::debug!(error = %err, %peer, "connection ended with an error");
                 }
@@ -469,7 +475,10 @@ impl BoundServer {
                 timeout = ?self.drain_timeout,
                 "calls still in flight after the drain timeout; closing their connections"
             );
+            connections.abort_all();
         }
+        // Every connection is closed when this returns.
+        while connections.join_next().await.is_some() {}
         Ok(())
     }
 }

@@ -198,3 +198,42 @@ async fn graceful_stop_finishes() {
         .await
         .expect("graceful shutdown within the drain timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_open_after_the_drain_timeout_are_cut() {
+    use std::time::Duration;
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    server.drain_timeout(Duration::from_millis(200));
+    let bound = server.bind("127.0.0.1:0").await.unwrap();
+    let addr = bound.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve_with_shutdown(async {
+        let _ = stop_rx.await;
+    }));
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+
+    // A bidirectional stream the client keeps open.
+    let (pings, rx) = tokio::sync::mpsc::channel::<Ping>(4);
+    let mut pongs = user
+        .ping_pong(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    pings.send(Ping { stroke: 1 }).await.unwrap();
+    assert_eq!(pongs.next().await.unwrap().unwrap().stroke, 1);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the server returns after its drain timeout")
+        .unwrap()
+        .unwrap();
+    // Once serving has returned, the call is over: its handler no longer answers.
+    let _ = pings.send(Ping { stroke: 2 }).await;
+    let next = tokio::time::timeout(Duration::from_secs(2), pongs.next()).await;
+    assert!(
+        matches!(next, Ok(None | Some(Err(_)))),
+        "the stream is still served (or left hanging) after the server returned: {next:?}"
+    );
+}
