@@ -102,7 +102,8 @@ pub struct Flags {
     /// The registry flags.
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Address the gRPC server listens on (port 0: a free port).
+    /// Address the gRPC server listens on (port 0: a free port; `:8080`, as in go-micro: every
+    /// interface).
     #[arg(
         long,
         alias = "server_address",

@@ -90,7 +90,8 @@ impl ServiceBuilder {
         self
     }
 
-    /// Where the server listens (default `127.0.0.1:0`: loopback, a free port).
+    /// Where the server listens (default `127.0.0.1:0`: loopback, a free port). go-micro's
+    /// `:8080` (no host) listens on every interface.
     pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
         self.address = address.into();
         self
@@ -237,7 +238,7 @@ impl Service {
             server,
         } = self;
         let bound = server
-            .bind(options.address.as_str())
+            .bind(listen_address(&options.address).as_ref())
             .await
             .map_err(|source| ServiceError::Bind {
                 address: options.address.clone(),
@@ -451,6 +452,17 @@ async fn keep_registered(
     }
 }
 
+/// The address to bind for `address`: go-micro's `:port` (no host) means every interface, as
+/// Go's `net.Listen` reads it; anything else is used as it is.
+fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
+    match address.strip_prefix(':') {
+        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("0.0.0.0:{port}").into()
+        }
+        _ => address.into(),
+    }
+}
+
 /// The address to register for a listener bound to `local`: itself, unless it is a wildcard.
 fn advertise_address(local: SocketAddr) -> String {
     if !local.ip().is_unspecified() {
@@ -577,6 +589,16 @@ mod tests {
                 (1..=10).contains(&registers),
                 "{registers} registrations in 300 ms (registry down: {down})"
             );
+        }
+    }
+
+    #[test]
+    fn a_port_only_address_means_every_interface_as_in_go_micro() {
+        // go-micro deployments set MICRO_SERVER_ADDRESS=:8080.
+        assert_eq!(listen_address(":8080"), "0.0.0.0:8080");
+        assert_eq!(listen_address(":0"), "0.0.0.0:0");
+        for unchanged in ["127.0.0.1:0", "[::1]:9090", "localhost:80", "0.0.0.0:1"] {
+            assert_eq!(listen_address(unchanged), unchanged);
         }
     }
 }
