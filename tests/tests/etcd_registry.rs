@@ -685,3 +685,25 @@ async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
     running.stop().await.unwrap();
     assert!(user_keys(&etcd).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_deregistration_failed_is_no_longer_kept_alive() {
+    let etcd = Etcd::start("stalled");
+    let reg = registry(&etcd); // dial timeout 1 s
+    let running = user_service(&reg, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let addr = running.local_addr().to_string();
+    let registered = || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr));
+    within(Duration::from_secs(5), "registered", registered).await;
+
+    // etcd stalls while the node stops: the delete times out.
+    etcd.pause();
+    running.stop().await.unwrap();
+    etcd.unpause();
+    // Nothing keeps the node alive any more: it expires with its TTL (3 s).
+    within(
+        Duration::from_secs(6),
+        "the stopped node's key expires",
+        || !registered(),
+    )
+    .await;
+}

@@ -582,6 +582,7 @@ impl Registry for EtcdRegistry {
 
     fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            let mut failed = None;
             for node in &service.nodes {
                 let key = node_key(&service.name, &node.id);
                 let lease = self
@@ -590,12 +591,18 @@ impl Registry for EtcdRegistry {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
-                let k = key.clone();
-                self.inner
-                    .op("a delete", |mut c| async move { c.delete(k, None).await })
-                    .await?;
-                if let Some(lease) = lease {
+                // Stop keeping the node alive first: should etcd not take the delete (stalled,
+                // unreachable), the key still expires with its TTL instead of living on for as
+                // long as this process does.
+                if let Some(lease) = &lease {
                     lease.task.abort();
+                }
+                let k = key.clone();
+                let deleted = self
+                    .inner
+                    .op("a delete", |mut c| async move { c.delete(k, None).await })
+                    .await;
+                if let Some(lease) = lease {
                     let id = lease.id;
                     let _ = self
                         .inner
@@ -605,8 +612,11 @@ impl Registry for EtcdRegistry {
                         )
                         .await;
                 }
+                if let Err(err) = deleted {
+                    failed.get_or_insert(err);
+                }
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         })
     }
 
