@@ -1,9 +1,9 @@
 //! Generated handlers served over loopback, called by generated clients: all four streaming kinds.
 
-use rmicro_runtime::{Client, Code, Server};
+use rmicro_runtime::{Client, Code, Request, Response, ResponseStream, Server, Status, Streaming};
 use rmicro_tests::fixtures::go::micro::srv::user::{
-    register_user_handler, CallRequest, Ping, StreamRequest, UserClient, USER_ENDPOINTS,
-    USER_SERVICE_NAME,
+    register_user_handler, CallRequest, CallResponse, Ping, Pong, StreamRequest, StreamResponse,
+    UserClient, UserHandler, USER_ENDPOINTS, USER_SERVICE_NAME,
 };
 use rmicro_tests::fixtures::rmicro::test::kitchen::{
     self as kitchen, register_kitchen_handler, GetRequest, Item, KitchenClient, Shelf,
@@ -236,4 +236,65 @@ async fn calls_still_open_after_the_drain_timeout_are_cut() {
         matches!(next, Ok(None | Some(Err(_)))),
         "the stream is still served (or left hanging) after the server returned: {next:?}"
     );
+}
+
+/// Streams `count` items, one every 100 ms.
+struct Slow;
+
+impl UserHandler for Slow {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        UserHandler::call(&Greeter, request).await
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        let count = request.into_inner().count;
+        let items = tokio_stream::StreamExt::throttle(
+            tokio_stream::iter((0..count).map(|count| Ok(StreamResponse { count }))),
+            std::time::Duration::from_millis(100),
+        );
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        UserHandler::ping_pong(&Greeter, request).await
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_deadline_exceeded_when_the_callers_deadline_passes() {
+    use std::time::{Duration, Instant};
+    let mut server = Server::new();
+    register_user_handler(&mut server, Slow).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    // Any gRPC client's stream with a 350 ms deadline (here rmicro's, with the raw header, so
+    // that only the server can end it).
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    let mut request = Request::new(StreamRequest { count: 20 });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "350m".parse().unwrap());
+    let started = Instant::now();
+    let mut stream = user.stream(request).await.unwrap().into_inner();
+    let mut items = 0;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(_))) => items += 1,
+            Ok(other) => break other,
+            Err(_) => panic!("the stream hung"),
+        }
+    };
+    let took = started.elapsed();
+    assert!(
+        items < 20,
+        "all {items} items arrived over {took:?}, past the 350 ms deadline"
+    );
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }
