@@ -213,11 +213,25 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
         } = *self;
         Box::pin(async move {
             let mut request = request;
+            // Nodes that failed: refused or closed connections, and unusable addresses.
             let mut tried: Vec<String> = Vec::new();
+            let mut retries = client.inner.retries;
             loop {
                 let (nodes, index) = client.pick(service, &tried).await?;
-                let address = nodes[index].address.as_str();
-                let connection = client.connection(service, address)?;
+                let node = &nodes[index];
+                let address = node.address.as_str();
+                let connection = match client.connection(service, node) {
+                    Ok(connection) => connection,
+                    // A registry record no connection can be opened to (written by hand or by
+                    // another tool): nothing was sent, so another node is tried, without using
+                    // up a retry. Once every node has been tried, the caller gets the error.
+                    Err(status) if !tried.iter().any(|t| t == address) => {
+                        tracing::debug!(%service, node = %node.id, error = %status.message(), "skipping a node");
+                        tried.push(address.to_string());
+                        continue;
+                    }
+                    Err(status) => return Err(status.into()),
+                };
                 if let Some(deadline) = deadline {
                     let left = deadline.saturating_duration_since(Instant::now());
                     request
@@ -231,8 +245,9 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                             client.unreachable(service);
                         }
                         match unsent {
-                            Some(unsent) if (tried.len() as u32) < client.inner.retries => {
+                            Some(unsent) if retries > 0 => {
                                 tracing::debug!(%service, %address, error = %err, "retrying on another node");
+                                retries -= 1;
                                 tried.push(address.to_string());
                                 request = unsent;
                             }
@@ -338,8 +353,9 @@ impl Client {
         }
     }
 
-    /// The connection to `address` (one per node, shared by every call to it).
-    fn connection(&self, service: &str, address: &str) -> Result<Connection, Status> {
+    /// The connection to `node` (one per address, shared by every call to it).
+    fn connection(&self, service: &str, node: &Node) -> Result<Connection, Status> {
+        let address = node.address.as_str();
         let mut connections = self
             .inner
             .connections
@@ -348,8 +364,14 @@ impl Client {
         if let Some(connection) = connections.get(address) {
             return Ok(connection.clone());
         }
-        let connection = Connection::new(address)
-            .map_err(|err| Status::invalid_argument(format!("service `{service}`: {err}")))?;
+        let connection = Connection::new(address).map_err(|err| match &self.inner.target {
+            Target::Address(_) => Status::invalid_argument(format!("service `{service}`: {err}")),
+            Target::Registry(cache) => Status::unavailable(format!(
+                "node `{}` of service `{service}` in the {} registry: {err}; fix or remove its record",
+                node.id,
+                cache.registry().name()
+            )),
+        })?;
         // Nodes come and go (new addresses on every deploy): forget the connections that are
         // not open, so the map does not grow with every address ever called.
         connections.retain(|_, c| c.is_open());

@@ -70,7 +70,7 @@ pub struct RegistryFlags {
     )]
     pub registry_password: Option<String>,
     /// How long to wait for the registry to answer before carrying on without it.
-    #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub registry_timeout: Duration,
     /// CA certificate (PEM file) for TLS to the registry; setting it turns TLS on.
     #[arg(long, env = "MICRO_REGISTRY_TLS_CA", value_name = "PEM")]
@@ -102,7 +102,8 @@ pub struct Flags {
     /// The registry flags.
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Address the gRPC server listens on (port 0: a free port).
+    /// Address the gRPC server listens on (port 0: a free port; `:8080`, as in go-micro: every
+    /// interface).
     #[arg(
         long,
         alias = "server_address",
@@ -122,13 +123,13 @@ pub struct Flags {
     )]
     pub server_version: String,
     /// How long a registration lives without a refresh.
-    #[arg(long, alias = "register_ttl", env = "MICRO_REGISTER_TTL", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, alias = "register_ttl", env = "MICRO_REGISTER_TTL", default_value = "90s", value_parser = parse_positive_duration)]
     pub register_ttl: Duration,
     /// How often the registration is refreshed.
-    #[arg(long, alias = "register_interval", env = "MICRO_REGISTER_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, alias = "register_interval", env = "MICRO_REGISTER_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub register_interval: Duration,
     /// Timeout of each outgoing unary call.
-    #[arg(long, alias = "client_request_timeout", env = "MICRO_CLIENT_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, alias = "client_request_timeout", env = "MICRO_CLIENT_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub client_request_timeout: Duration,
     /// Retries of an outgoing call whose node could not be reached.
     #[arg(
@@ -197,6 +198,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // Longer limits mean "never" and only overflow the clocks they are added to.
     if duration > MAX_DURATION {
         return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// [`parse_duration`], refusing zero: for the TTL, the register interval and the timeouts,
+/// zero would expire the node at once, refresh it in a busy loop, or fail every operation.
+///
+/// # Errors
+///
+/// As [`parse_duration`], and for zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "`{}` is no time at all; this setting must be more than 0 (e.g. 500ms or 30s)",
+            text.trim()
+        ));
     }
     Ok(duration)
 }
@@ -365,5 +383,25 @@ mod tests {
         );
         assert_eq!(cli.micro.register_ttl, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["svc", "--registry", "consul"]).is_err());
+    }
+
+    #[test]
+    fn zero_durations_that_would_break_the_service_are_refused() {
+        for flag in [
+            "--register-interval",
+            "--register-ttl",
+            "--registry-timeout",
+            "--client-request-timeout",
+        ] {
+            for zero in ["0", "0s", "0ms"] {
+                let err = match Cli::try_parse_from(["svc", flag, zero]) {
+                    Ok(_) => panic!("{flag} {zero} accepted"),
+                    Err(err) => err.to_string(),
+                };
+                assert!(err.contains("more than 0"), "{flag} {zero}: {err}");
+            }
+        }
+        let cli = Cli::try_parse_from(["svc", "--register-interval", "500ms"]).unwrap();
+        assert_eq!(cli.micro.register_interval, Duration::from_millis(500));
     }
 }

@@ -106,8 +106,9 @@ where
 
 /// Wraps a method's handling into a [`Route`] that runs it inside the call's
 /// [context](crate::context) (deadline and metadata, for propagation to outgoing calls) and answers
-/// `DeadlineExceeded` once the caller's `grpc-timeout` has passed.
-fn route<F, Fut>(serve: F) -> Route
+/// `DeadlineExceeded` once the caller's `grpc-timeout` has passed: before the response head, or,
+/// for methods that stream their response (`streams`), in the middle of the stream.
+fn route<F, Fut>(streams: bool, serve: F) -> Route
 where
     F: Fn(http::Request<Body>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
@@ -118,16 +119,83 @@ where
         let fut = context::scope(ctx, serve(req));
         Box::pin(async move {
             match remaining {
-                Some(left) => tokio::time::timeout(left, fut).await.unwrap_or_else(|_| {
-                    Status::deadline_exceeded(
-                        "the caller's deadline passed while the call was served",
-                    )
-                    .into_http()
-                }),
+                Some(left) => {
+                    let deadline = tokio::time::Instant::now() + left;
+                    match tokio::time::timeout_at(deadline, fut).await {
+                        Ok(response) if streams => {
+                            response.map(|body| Body::new(UntilDeadline::new(body, deadline)))
+                        }
+                        Ok(response) => response,
+                        Err(_) => deadline_passed().into_http(),
+                    }
+                }
                 None => fut.await,
             }
         })
     })
+}
+
+fn deadline_passed() -> Status {
+    Status::deadline_exceeded("the caller's deadline passed while the call was served")
+}
+
+/// A streamed response body that ends with `DeadlineExceeded` when the caller's deadline passes
+/// before it is complete (dropping the handler's stream), as gRPC servers do.
+struct UntilDeadline {
+    body: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Trailers went out (the handler's, or the deadline's): nothing follows.
+    done: bool,
+}
+
+impl UntilDeadline {
+    fn new(body: Body, deadline: tokio::time::Instant) -> Self {
+        UntilDeadline {
+            body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            done: false,
+        }
+    }
+}
+
+impl http_body::Body for UntilDeadline {
+    type Data = hyper::body::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            // Drop the handler's stream now, not when the connection lets go of this body.
+            this.body = Body::empty();
+            let mut trailers = http::HeaderMap::new();
+            return match deadline_passed().add_header(&mut trailers) {
+                Ok(()) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+                Err(status) => Poll::Ready(Some(Err(status))),
+            };
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) if frame.is_trailers() => this.done = true,
+            Some(Err(_)) | None => this.done = true,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Bounds every message type crossing the wire satisfies.
@@ -171,7 +239,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(move |req| {
+        let route = route(false, move |req| {
             let handler = handler.clone();
             async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
@@ -192,7 +260,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(move |req| {
+        let route = route(true, move |req| {
             let handler = handler.clone();
             async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
@@ -213,7 +281,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(move |req| {
+        let route = route(false, move |req| {
             let handler = handler.clone();
             async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
@@ -234,7 +302,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(move |req| {
+        let route = route(true, move |req| {
             let handler = handler.clone();
             async move {
                 Grpc::new(ProstCodec::<Resp, Req>::new())
@@ -283,7 +351,8 @@ impl Server {
     }
 
     /// Sets how long [`BoundServer::serve_with_shutdown`] waits for calls in flight once the
-    /// shutdown signal fires. Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
+    /// shutdown signal fires; the connections of calls still running then are closed.
+    /// Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
     pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.drain_timeout = Some(timeout);
         self
@@ -419,7 +488,8 @@ impl BoundServer {
     }
 
     /// Serves until `signal` completes, then stops accepting, lets calls in flight finish (up to
-    /// the drain timeout) and returns.
+    /// the drain timeout), closes the connections still open, and returns: once it has
+    /// returned, no call of this server is served any more.
     ///
     /// # Errors
     ///
@@ -431,6 +501,8 @@ impl BoundServer {
         let graceful = GracefulShutdown::new();
         let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         let mut signal = std::pin::pin!(signal);
+        // The connections' tasks, to cut those still open after the drain timeout.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -454,7 +526,9 @@ impl BoundServer {
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
-            tokio::spawn(async move {
+            // Forget the connections that ended (one check per accepted connection).
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 if let Err(err) = conn.await {
                     tracing::debug!(error = %err, %peer, "connection ended with an error");
                 }
@@ -469,7 +543,10 @@ impl BoundServer {
                 timeout = ?self.drain_timeout,
                 "calls still in flight after the drain timeout; closing their connections"
             );
+            connections.abort_all();
         }
+        // Every connection is closed when this returns.
+        while connections.join_next().await.is_some() {}
         Ok(())
     }
 }

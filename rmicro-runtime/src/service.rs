@@ -30,6 +30,9 @@ use crate::server::Server;
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
 /// go-micro's default re-register interval.
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
+/// The shortest register interval used: a shorter one (zero included) is raised to it, so
+/// that refreshing never turns into a busy loop against the registry.
+pub const MIN_REGISTER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why a service could not run.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +90,8 @@ impl ServiceBuilder {
         self
     }
 
-    /// Where the server listens (default `127.0.0.1:0`: loopback, a free port).
+    /// Where the server listens (default `127.0.0.1:0`: loopback, a free port). go-micro's
+    /// `:8080` (no host) listens on every interface.
     pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
         self.address = address.into();
         self
@@ -118,7 +122,8 @@ impl ServiceBuilder {
         self
     }
 
-    /// How often the registration is refreshed (default 30 s).
+    /// How often the registration is refreshed (default 30 s, at least
+    /// [`MIN_REGISTER_INTERVAL`]).
     pub fn register_interval(&mut self, interval: Duration) -> &mut Self {
         self.register_interval = interval;
         self
@@ -233,7 +238,7 @@ impl Service {
             server,
         } = self;
         let bound = server
-            .bind(options.address.as_str())
+            .bind(listen_address(&options.address).as_ref())
             .await
             .map_err(|source| ServiceError::Bind {
                 address: options.address.clone(),
@@ -361,7 +366,8 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Registration {
-    /// Starts keeping `record` registered with `ttl`, refreshed every `interval`.
+    /// Starts keeping `record` registered with `ttl`, refreshed every `interval` (at least
+    /// [`MIN_REGISTER_INTERVAL`]).
     pub fn start(
         registry: Arc<dyn Registry>,
         record: registry::Service,
@@ -403,8 +409,8 @@ impl Registration {
     }
 }
 
-/// Registers `record` now and every `interval` until `stop`, retrying sooner (1 s, doubling)
-/// while the registry is unreachable.
+/// Registers `record` now and every `interval` (at least [`MIN_REGISTER_INTERVAL`]) until
+/// `stop`, retrying sooner (1 s, doubling) while the registry is unreachable.
 async fn keep_registered(
     registry: Arc<dyn Registry>,
     record: registry::Service,
@@ -412,6 +418,7 @@ async fn keep_registered(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let interval = interval.max(MIN_REGISTER_INTERVAL);
     let mut registered = false;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -442,6 +449,17 @@ async fn keep_registered(
             () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// The address to bind for `address`: go-micro's `:port` (no host) means every interface, as
+/// Go's `net.Listen` reads it; anything else is used as it is.
+fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
+    match address.strip_prefix(':') {
+        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("0.0.0.0:{port}").into()
+        }
+        _ => address.into(),
     }
 }
 
@@ -485,5 +503,102 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BoxFuture, MemoryRegistry, RegistryError, Watcher};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A memory registry that counts registrations, and fails them while `down`.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryRegistry,
+        registers: AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Registry for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn register<'a>(
+            &'a self,
+            service: &'a registry::Service,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.registers.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(RegistryError::Unreachable("down".into())) });
+            }
+            self.inner.register(service, ttl)
+        }
+        fn deregister<'a>(
+            &'a self,
+            service: &'a registry::Service,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.deregister(service)
+        }
+        fn get_service<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<registry::Service>, RegistryError>> {
+            self.inner.get_service(name)
+        }
+        fn list_services(&self) -> BoxFuture<'_, Result<Vec<registry::Service>, RegistryError>> {
+            self.inner.list_services()
+        }
+        fn watch<'a>(
+            &'a self,
+            service: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
+            self.inner.watch(service)
+        }
+    }
+
+    fn record() -> registry::Service {
+        registry::Service {
+            name: "svc".into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: "svc-1".into(),
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zero_register_interval_does_not_spin() {
+        for down in [false, true] {
+            let counting = Arc::new(Counting::default());
+            counting.down.store(down, Ordering::SeqCst);
+            let registration = Registration::start(
+                Arc::clone(&counting) as Arc<dyn Registry>,
+                record(),
+                Duration::from_secs(90),
+                Duration::ZERO,
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            registration.stop().await;
+            let registers = counting.registers.load(Ordering::SeqCst);
+            assert!(
+                (1..=10).contains(&registers),
+                "{registers} registrations in 300 ms (registry down: {down})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_port_only_address_means_every_interface_as_in_go_micro() {
+        // go-micro deployments set MICRO_SERVER_ADDRESS=:8080.
+        assert_eq!(listen_address(":8080"), "0.0.0.0:8080");
+        assert_eq!(listen_address(":0"), "0.0.0.0:0");
+        for unchanged in ["127.0.0.1:0", "[::1]:9090", "localhost:80", "0.0.0.0:1"] {
+            assert_eq!(listen_address(unchanged), unchanged);
+        }
     }
 }

@@ -94,6 +94,27 @@ impl Etcd {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled etcd (a long disk sync, a paused VM): its
+    /// connections stay open and nothing answers until [`Etcd::unpause`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} etcd");
+    }
+
     /// Runs `etcdctl` against this server, returning its stdout.
     ///
     /// # Errors

@@ -502,3 +502,208 @@ async fn tls_with_client_certificates() {
     assert!(matches!(err, RegistryError::Unreachable(_)), "{err:?}");
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_node_with_an_unusable_address_does_not_fail_calls() {
+    let etcd = Etcd::start("badaddr");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(10)).await;
+    // Records written by hand (or by another tool) next to the real node: an address without
+    // a port, and an empty one.
+    for (id, address) in [("noport", "127.0.0.1"), ("empty", "")] {
+        let value = format!(
+            r#"{{"name":"go.micro.srv.user","version":"latest","nodes":[{{"id":"{id}","address":"{address}"}}]}}"#
+        );
+        etcd.etcdctl(&[
+            "put",
+            &format!("/micro/registry/go.micro.srv.user/{id}"),
+            &value,
+        ])
+        .unwrap();
+    }
+    let lookup = registry(&etcd);
+    within(Duration::from_secs(5), "three records", || {
+        user_keys(&etcd).len() == 3
+    })
+    .await;
+    let mut three = false;
+    for _ in 0..50 {
+        three = lookup
+            .get_service("go.micro.srv.user")
+            .await
+            .map(|s| s.iter().map(|s| s.nodes.len()).sum::<usize>() == 3)
+            .unwrap_or(false);
+        if three {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(three, "the cache sees all three records");
+
+    for selector in ["roundrobin", "random"] {
+        let mut builder = Client::builder();
+        builder.registry(Arc::clone(&lookup));
+        if selector == "roundrobin" {
+            builder.selector(RoundRobin::default());
+        }
+        let user = UserClient::new("go.micro.srv.user", builder.build());
+        for i in 0..12 {
+            let reply = user
+                .call(CallRequest {
+                    name: format!("n{i}"),
+                })
+                .await;
+            assert!(
+                reply.is_ok(),
+                "{selector} call {i} failed on a bad record: {reply:?}"
+            );
+        }
+    }
+
+    // With only bad records left, the caller learns which node is wrong and how.
+    running.stop().await.unwrap();
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::builder()
+            .registry(Arc::clone(&lookup))
+            .selector(RoundRobin::default())
+            .build(),
+    );
+    let mut err = None;
+    for _ in 0..50 {
+        match user.call(CallRequest { name: "x".into() }).await {
+            Err(status) if status.message().contains("not a usable node address") => {
+                err = Some(status);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let err = err.expect("a bad-address error once only bad records are left");
+    assert!(err.message().contains("go.micro.srv.user"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_node_cache_hears_of_a_delete_lost_in_a_burst_of_changes() {
+    use rmicro_runtime::registry::NodeCache;
+    let etcd = Etcd::start("burst");
+    let mut kv = etcd_client::Client::connect([etcd.client_addr.as_str()], None)
+        .await
+        .unwrap();
+    // One node of the service the cache follows, and many nodes of another service, whose
+    // keys sort after it.
+    let record = |name: &str, id: &str| {
+        format!(
+            r#"{{"name":"{name}","version":"latest","nodes":[{{"id":"{id}","address":"127.0.0.1:1"}}]}}"#
+        )
+    };
+    kv.put(
+        "/micro/registry/go.micro.srv.user/a",
+        record("go.micro.srv.user", "a"),
+        None,
+    )
+    .await
+    .unwrap();
+    for i in 0..1500 {
+        kv.put(
+            format!("/micro/registry/zzz.bulk/n{i}"),
+            record("zzz.bulk", &format!("n{i}")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    let cache = NodeCache::new(registry(&etcd), Duration::from_secs(3600));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until the snapshot is shared, i.e. the cache's watch runs.
+    loop {
+        let (a, b) = (
+            cache.nodes("go.micro.srv.user").await.unwrap(),
+            cache.nodes("go.micro.srv.user").await.unwrap(),
+        );
+        if a.len() == 1 && Arc::ptr_eq(&a, &b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never settled: {a:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every node leaves at once (one revision, one watch response: the user node's delete
+    // first, then 1,500 others).
+    kv.delete(
+        "/micro/registry/",
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes = cache.nodes("go.micro.srv.user").await.unwrap();
+        if nodes.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache still serves a node deleted from etcd: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
+    let etcd = Etcd::start("deleted");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(1)).await;
+    let addr = running.local_addr().to_string();
+    let registered = || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr));
+    within(Duration::from_secs(5), "registered", registered).await;
+
+    // An operator (or a tool) deletes the key; the lease stays alive.
+    let key = format!(
+        "/micro/registry/go.micro.srv.user/{}",
+        running.record().nodes[0].id
+    );
+    etcd.etcdctl(&["del", &key]).unwrap();
+    assert!(!registered());
+    // Written again within a register interval or two.
+    within(
+        Duration::from_secs(4),
+        "the deleted key is written again",
+        registered,
+    )
+    .await;
+    // With its lease: it still goes at a graceful stop and expires after a crash.
+    let fields = etcd.etcdctl(&["get", &key, "-w", "fields"]).unwrap();
+    assert!(
+        fields
+            .lines()
+            .any(|l| l.starts_with("\"Lease\"") && l.trim() != "\"Lease\" : 0"),
+        "{fields}"
+    );
+    running.stop().await.unwrap();
+    assert!(user_keys(&etcd).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_deregistration_failed_is_no_longer_kept_alive() {
+    let etcd = Etcd::start("stalled");
+    let reg = registry(&etcd); // dial timeout 1 s
+    let running = user_service(&reg, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let addr = running.local_addr().to_string();
+    let registered = || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr));
+    within(Duration::from_secs(5), "registered", registered).await;
+
+    // etcd stalls while the node stops: the delete times out.
+    etcd.pause();
+    running.stop().await.unwrap();
+    etcd.unpause();
+    // Nothing keeps the node alive any more: it expires with its TTL (3 s).
+    within(
+        Duration::from_secs(6),
+        "the stopped node's key expires",
+        || !registered(),
+    )
+    .await;
+}

@@ -1,9 +1,9 @@
 //! Generated handlers served over loopback, called by generated clients: all four streaming kinds.
 
-use rmicro_runtime::{Client, Code, Server};
+use rmicro_runtime::{Client, Code, Request, Response, ResponseStream, Server, Status, Streaming};
 use rmicro_tests::fixtures::go::micro::srv::user::{
-    register_user_handler, CallRequest, Ping, StreamRequest, UserClient, USER_ENDPOINTS,
-    USER_SERVICE_NAME,
+    register_user_handler, CallRequest, CallResponse, Ping, Pong, StreamRequest, StreamResponse,
+    UserClient, UserHandler, USER_ENDPOINTS, USER_SERVICE_NAME,
 };
 use rmicro_tests::fixtures::rmicro::test::kitchen::{
     self as kitchen, register_kitchen_handler, GetRequest, Item, KitchenClient, Shelf,
@@ -197,4 +197,104 @@ async fn graceful_stop_finishes() {
     tokio::time::timeout(std::time::Duration::from_secs(15), guard.stop())
         .await
         .expect("graceful shutdown within the drain timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_open_after_the_drain_timeout_are_cut() {
+    use std::time::Duration;
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    server.drain_timeout(Duration::from_millis(200));
+    let bound = server.bind("127.0.0.1:0").await.unwrap();
+    let addr = bound.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve_with_shutdown(async {
+        let _ = stop_rx.await;
+    }));
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+
+    // A bidirectional stream the client keeps open.
+    let (pings, rx) = tokio::sync::mpsc::channel::<Ping>(4);
+    let mut pongs = user
+        .ping_pong(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    pings.send(Ping { stroke: 1 }).await.unwrap();
+    assert_eq!(pongs.next().await.unwrap().unwrap().stroke, 1);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the server returns after its drain timeout")
+        .unwrap()
+        .unwrap();
+    // Once serving has returned, the call is over: its handler no longer answers.
+    let _ = pings.send(Ping { stroke: 2 }).await;
+    let next = tokio::time::timeout(Duration::from_secs(2), pongs.next()).await;
+    assert!(
+        matches!(next, Ok(None | Some(Err(_)))),
+        "the stream is still served (or left hanging) after the server returned: {next:?}"
+    );
+}
+
+/// Streams `count` items, one every 100 ms.
+struct Slow;
+
+impl UserHandler for Slow {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        UserHandler::call(&Greeter, request).await
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        let count = request.into_inner().count;
+        let items = tokio_stream::StreamExt::throttle(
+            tokio_stream::iter((0..count).map(|count| Ok(StreamResponse { count }))),
+            std::time::Duration::from_millis(100),
+        );
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        UserHandler::ping_pong(&Greeter, request).await
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_deadline_exceeded_when_the_callers_deadline_passes() {
+    use std::time::{Duration, Instant};
+    let mut server = Server::new();
+    register_user_handler(&mut server, Slow).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    // Any gRPC client's stream with a 350 ms deadline (here rmicro's, with the raw header, so
+    // that only the server can end it).
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    let mut request = Request::new(StreamRequest { count: 20 });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "350m".parse().unwrap());
+    let started = Instant::now();
+    let mut stream = user.stream(request).await.unwrap().into_inner();
+    let mut items = 0;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(_))) => items += 1,
+            Ok(other) => break other,
+            Err(_) => panic!("the stream hung"),
+        }
+    };
+    let took = started.elapsed();
+    assert!(
+        items < 20,
+        "all {items} items arrived over {took:?}, past the 350 ms deadline"
+    );
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }

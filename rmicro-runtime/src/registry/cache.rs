@@ -12,6 +12,7 @@
 //! next call, so a client started before its server finds it as soon as it registers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,9 @@ struct Inner {
     entries: RwLock<HashMap<String, Entry, foldhash::fast::RandomState>>,
     /// The watch task of each service seen so far; aborted when the cache goes away.
     watchers: Mutex<HashMap<String, AbortHandle>>,
+    /// Bumped (under the `entries` write lock) by every invalidation, so that a lookup does not
+    /// store what it read from the registry when a change was reported while it read.
+    generation: AtomicU64,
 }
 
 struct Entry {
@@ -73,6 +77,7 @@ impl NodeCache {
                 ttl,
                 entries: RwLock::new(HashMap::default()),
                 watchers: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -91,20 +96,28 @@ impl NodeCache {
         if let Some(nodes) = self.fresh(service) {
             return Ok(nodes);
         }
+        let generation = self.inner.generation.load(Ordering::Acquire);
         let services = self.inner.registry.get_service(service).await?;
         let nodes: Arc<[Node]> = services.into_iter().flat_map(|s| s.nodes).collect();
         if !nodes.is_empty() && !self.inner.ttl.is_zero() {
-            self.inner
-                .entries
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    service.to_string(),
-                    Entry {
-                        nodes: Arc::clone(&nodes),
-                        read_at: Instant::now(),
-                    },
-                );
+            {
+                let mut entries = self
+                    .inner
+                    .entries
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                // A change reported while the registry was read may be missing from what it
+                // returned: then this read serves this call only, and the next one reads again.
+                if self.inner.generation.load(Ordering::Acquire) == generation {
+                    entries.insert(
+                        service.to_string(),
+                        Entry {
+                            nodes: Arc::clone(&nodes),
+                            read_at: Instant::now(),
+                        },
+                    );
+                }
+            }
             // After the insert, so the watch's first invalidation covers this read.
             self.watch(service);
         }
@@ -177,11 +190,9 @@ fn forget(cache: &Weak<Inner>, service: &str) -> bool {
 }
 
 fn invalidate(inner: &Inner, service: &str) {
-    inner
-        .entries
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(service);
+    let mut entries = inner.entries.write().unwrap_or_else(|p| p.into_inner());
+    inner.generation.fetch_add(1, Ordering::AcqRel);
+    entries.remove(service);
 }
 
 #[cfg(test)]
@@ -318,5 +329,100 @@ mod tests {
             assert!(Instant::now() < deadline, "the watch outlived its cache");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A memory registry whose lookups, once `slow` is set, take 100 ms after reading.
+    #[derive(Default)]
+    struct Slow {
+        inner: MemoryRegistry,
+        slow: std::sync::atomic::AtomicBool,
+    }
+
+    impl Registry for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn register<'a>(
+            &'a self,
+            service: &'a Service,
+            ttl: Duration,
+        ) -> crate::registry::BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.register(service, ttl)
+        }
+        fn deregister<'a>(
+            &'a self,
+            service: &'a Service,
+        ) -> crate::registry::BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.deregister(service)
+        }
+        fn get_service<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> crate::registry::BoxFuture<'a, Result<Vec<Service>, RegistryError>> {
+            Box::pin(async move {
+                let read = self.inner.get_service(name).await;
+                if self.slow.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                read
+            })
+        }
+        fn list_services(
+            &self,
+        ) -> crate::registry::BoxFuture<'_, Result<Vec<Service>, RegistryError>> {
+            self.inner.list_services()
+        }
+        fn watch<'a>(
+            &'a self,
+            service: Option<&'a str>,
+        ) -> crate::registry::BoxFuture<'a, Result<crate::registry::Watcher, RegistryError>>
+        {
+            self.inner.watch(service)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_during_a_lookup_is_not_overwritten_by_that_lookup() {
+        let registry = Arc::new(Slow::default());
+        let a = record("svc", "a", "10.0.0.1:1");
+        registry
+            .register(&a, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let cache = NodeCache::new(registry.clone(), Duration::from_secs(3600));
+        eventually(&cache, "svc", &["10.0.0.1:1"]).await;
+        // Once the watch runs, lookups share one snapshot.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Arc::ptr_eq(
+            &cache.nodes("svc").await.unwrap(),
+            &cache.nodes("svc").await.unwrap(),
+        ) {
+            assert!(Instant::now() < deadline, "lookups never shared a snapshot");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // A lookup reads the registry; the node leaves (and the watch says so) before that
+        // lookup has stored what it read.
+        cache.invalidate("svc");
+        registry
+            .slow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let lookup = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.nodes("svc").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        registry.deregister(&a).await.unwrap();
+        assert_eq!(addresses(&lookup.await.unwrap()), ["10.0.0.1:1"]);
+        registry
+            .slow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let nodes = cache.nodes("svc").await.unwrap();
+        assert!(
+            nodes.is_empty(),
+            "the cache keeps serving a node that left: {:?}",
+            addresses(&nodes)
+        );
     }
 }

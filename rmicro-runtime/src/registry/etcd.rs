@@ -5,6 +5,8 @@
 //!   the TTL on the same stream), not a new keepalive call per tick.
 //! - A lost lease (TTL 0 on the stream, the stream breaking, etcd restarting) is replaced by a
 //!   new one on the next [`Registry::register`], which the service calls every register interval.
+//!   That call also reads the node's key (one read per node and interval) and writes it again
+//!   when it was deleted or changed behind the node's back while the lease lived on.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back.
@@ -473,9 +475,23 @@ impl EtcdRegistry {
                 .map(|l| (l.id, l.value == value))
         };
         if let Some((id, same)) = current {
-            // The lease is alive: re-put only if the record changed.
+            // The lease is alive: re-put only if the record changed, or if the key no longer
+            // holds it on this lease (deleted or overwritten behind this node's back: by an
+            // operator, a tool, a prefix delete), which nothing else would ever repair.
             if same {
-                return Ok(());
+                let k = key.clone();
+                let stored = self
+                    .inner
+                    .op("a get", |mut c| async move { c.get(k, None).await })
+                    .await?;
+                let intact = stored
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.lease() == id && kv.value() == value.as_bytes());
+                if intact {
+                    return Ok(());
+                }
+                tracing::warn!(%key, "the registration was deleted or changed in etcd; writing it again");
             }
             let (k, v) = (key.clone(), value.clone());
             let put = self
@@ -566,6 +582,7 @@ impl Registry for EtcdRegistry {
 
     fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            let mut failed = None;
             for node in &service.nodes {
                 let key = node_key(&service.name, &node.id);
                 let lease = self
@@ -574,12 +591,18 @@ impl Registry for EtcdRegistry {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
-                let k = key.clone();
-                self.inner
-                    .op("a delete", |mut c| async move { c.delete(k, None).await })
-                    .await?;
-                if let Some(lease) = lease {
+                // Stop keeping the node alive first: should etcd not take the delete (stalled,
+                // unreachable), the key still expires with its TTL instead of living on for as
+                // long as this process does.
+                if let Some(lease) = &lease {
                     lease.task.abort();
+                }
+                let k = key.clone();
+                let deleted = self
+                    .inner
+                    .op("a delete", |mut c| async move { c.delete(k, None).await })
+                    .await;
+                if let Some(lease) = lease {
                     let id = lease.id;
                     let _ = self
                         .inner
@@ -589,8 +612,11 @@ impl Registry for EtcdRegistry {
                         )
                         .await;
                 }
+                if let Err(err) = deleted {
+                    failed.get_or_insert(err);
+                }
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         })
     }
 
@@ -637,15 +663,23 @@ impl Registry for EtcdRegistry {
     }
 }
 
-/// Turns a broadcast receiver into a watcher stream, optionally for one service.
+/// Turns a broadcast receiver into a watcher stream, optionally for one service. The stream
+/// ends when it fell so far behind that events were lost (a burst of more changes than the
+/// channel holds, such as the re-sync after an outage): its watcher must read the registry
+/// again rather than go on with nodes that may have left.
 fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watcher {
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
     use tokio_stream::wrappers::BroadcastStream;
     use tokio_stream::StreamExt;
-    Box::pin(BroadcastStream::new(rx).filter_map(move |e| {
-        let e = e.ok()?;
-        match &filter {
-            Some(name) if *name != e.service.name => None,
-            _ => Some(e),
-        }
-    }))
+    Box::pin(
+        BroadcastStream::new(rx)
+            .map_while(|e| match e {
+                Ok(e) => Some(e),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a registry watch fell behind and missed changes; it ends so that its watcher reads the registry again");
+                    None
+                }
+            })
+            .filter(move |e| filter.as_ref().is_none_or(|name| *name == e.service.name)),
+    )
 }

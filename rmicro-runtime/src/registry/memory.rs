@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use tokio::sync::broadcast;
 use tokio::time::Sleep;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, Watcher};
 
@@ -200,8 +201,12 @@ impl Stream for Expiring {
                     }
                     continue;
                 }
-                // Lagged: the events missed are gone; the next ones still count.
-                Poll::Ready(Some(Err(_))) => continue,
+                // Lagged: the events missed are gone, and with them maybe a node's departure.
+                // End, so that the watcher reads the registry again (as at the registry's end).
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                    tracing::warn!(missed, "a registry watch fell behind and missed changes; it ends so that its watcher reads the registry again");
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {}
             }
@@ -326,5 +331,28 @@ mod tests {
         );
         drop(reg);
         assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_ends_instead_of_skipping_changes() {
+        let reg = MemoryRegistry::new();
+        let mut watch = reg.watch(Some("svc")).await.unwrap();
+        reg.register(&service("a"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        reg.deregister(&service("a")).await.unwrap();
+        // More changes of other services than the watch holds, before it is read again.
+        for i in 0..1100 {
+            let other = Service {
+                name: "other".into(),
+                ..service(&format!("o{i}"))
+            };
+            reg.register(&other, Duration::from_secs(60)).await.unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(1), watch.next()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "the node's arrival and departure were lost without a sign: {next:?}"
+        );
     }
 }

@@ -220,7 +220,9 @@ pub trait Registry: Send + Sync + 'static {
     /// Every service with its live nodes.
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>>;
 
-    /// Changes from now on, for one service or (`None`) all.
+    /// Changes from now on, for one service or (`None`) all. The stream ends when the registry
+    /// goes away, or when the watcher fell so far behind that changes were lost: read the
+    /// registry again then, and start a new watch.
     fn watch<'a>(
         &'a self,
         service: Option<&'a str>,
