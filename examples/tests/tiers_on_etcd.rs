@@ -80,7 +80,7 @@ fn api_calls_srv_by_name_through_etcd() {
     assert_eq!(bad.status, 400);
     assert_eq!(
         bad.body,
-        r#"{"id":"","code":400,"detail":"name must not be empty","status":"Bad Request"}"#
+        r#"{"id":"go.micro.client","code":400,"detail":"name must not be empty","status":"Bad Request"}"#
     );
 
     let keys: Vec<String> = etcd

@@ -158,7 +158,8 @@ impl Error {
         }
         let code = http_code(status.code());
         Error {
-            id: String::new(),
+            // As go-micro's client names the errors it makes from plain gRPC statuses.
+            id: "go.micro.client".to_string(),
             code,
             detail: status.message().to_string(),
             status: status_text(code).to_string(),
@@ -212,8 +213,13 @@ mod tests {
     fn plain_statuses_become_errors_too() {
         let err = Error::from_status(&Status::deadline_exceeded("too slow"));
         assert_eq!(
-            (err.code, err.detail.as_str(), err.status.as_str()),
-            (408, "too slow", "Request Timeout")
+            (
+                err.id.as_str(),
+                err.code,
+                err.detail.as_str(),
+                err.status.as_str()
+            ),
+            ("go.micro.client", 408, "too slow", "Request Timeout")
         );
     }
 }

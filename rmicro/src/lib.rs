@@ -160,6 +160,7 @@ fn run_gateway(
     };
     runtime.block_on(async move {
         let address = args.address.clone();
+        let (handler, registry) = (args.handler.clone(), args.registry.registry.clone());
         let gateway = match api::Gateway::new(args, matches, plugins, None) {
             Ok(g) => g,
             Err(err) => {
@@ -178,7 +179,12 @@ fn run_gateway(
             Ok(addr) => println!("listening on {addr}"),
             Err(_) => println!("listening on {address}"),
         }
-        tracing::info!(workers, "gateway workers");
+        tracing::info!(
+            workers,
+            %handler,
+            %registry,
+            "gateway workers"
+        );
         match api::workers::serve(gateway, sockets, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -582,6 +582,16 @@ async fn errors_come_back_as_json_with_the_mapped_status() {
     let r = call(&gw, "POST", "/user/stream", r#"{"count":"2"}"#).await;
     assert_eq!(r.status, 501);
     assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
+
+    // A service that had nodes and has none now is unavailable, as in the http handler.
+    let _ = _user.stop().await;
+    let r = call(&gw, "POST", "/user/call", r#"{"name":"Ada"}"#).await;
+    assert_eq!(
+        (r.status, json(&r)["detail"].as_str()),
+        (503, Some("service `go.micro.srv.user` has no nodes")),
+        "{}",
+        r.body
+    );
 }
 
 /// Path variables (nested, `**` with a verb), repeated, nested and enum query parameters and

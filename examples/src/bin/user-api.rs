@@ -20,9 +20,12 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     rmicro_examples::init_logging();
-    let cli = Cli::parse();
+    rmicro_examples::exit(run(Cli::parse()).await)
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let registry = cli.micro.registry()?;
     let client = cli.micro.client_builder(registry.clone()).build();
     let listener = tokio::net::TcpListener::bind(&cli.address).await?;

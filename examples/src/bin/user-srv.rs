@@ -24,9 +24,12 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     rmicro_examples::init_logging();
-    let cli = Cli::parse();
+    rmicro_examples::exit(run(Cli::parse()).await)
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut service = cli.micro.service(&cli.name)?.build();
     register_user_handler(service.server_mut(), Greeter)?;
     let running = service.start().await?;

@@ -77,10 +77,15 @@ impl Plugin for Health {
                                 StatusCode::OK,
                                 serde_json::json!({ "status": "ok", "registry": registry.name() }),
                             ),
-                            Ok(Err(err)) => json(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                serde_json::json!({ "status": "unavailable", "registry": registry.name(), "detail": err.to_string() }),
-                            ),
+                            Ok(Err(err)) => {
+                                // The cause (addresses, transport internals) goes to the log,
+                                // not to whoever asks this unauthenticated endpoint.
+                                tracing::warn!(registry = registry.name(), error = %err, "health check: registry unreachable");
+                                json(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    serde_json::json!({ "status": "unavailable", "registry": registry.name(), "detail": "the registry is unreachable" }),
+                                )
+                            }
                             Err(_) => json(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 serde_json::json!({ "status": "unavailable", "registry": registry.name(), "detail": "the registry did not answer within 3 s" }),
