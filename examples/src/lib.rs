@@ -1,10 +1,9 @@
 //! The seed's services, shared by the example binaries.
 
-/// Generated from `proto/user.proto` by rmicro-build in build.rs (what
-/// `rmicro_build::include_proto!("go.micro.srv.user")` expands to).
+/// Generated from `proto/user.proto` by rmicro-build in build.rs.
 #[allow(missing_docs)]
 pub mod user {
-    include!(concat!(env!("OUT_DIR"), "/go.micro.srv.user.rs"));
+    rmicro_runtime::include_proto!("go.micro.srv.user");
 }
 
 pub mod api;

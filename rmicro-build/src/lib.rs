@@ -9,7 +9,7 @@
 //! ```text
 //! // src/lib.rs
 //! pub mod user {
-//!     rmicro_build::include_proto!("go.micro.srv.user");
+//!     rmicro_runtime::include_proto!("go.micro.srv.user");
 //! }
 //! ```
 //!
@@ -30,7 +30,8 @@ pub use error::Error;
 /// Includes the file generated for a protobuf package from `OUT_DIR`.
 ///
 /// `include_proto!("go.micro.srv.user")` includes `$OUT_DIR/go.micro.srv.user.rs`; use `"_"` for
-/// files without a package.
+/// files without a package. This one needs rmicro-build as a normal dependency too; a crate that
+/// has it as a build-dependency only uses `rmicro_runtime::include_proto!`, the same macro.
 #[macro_export]
 macro_rules! include_proto {
     ($package:literal) => {

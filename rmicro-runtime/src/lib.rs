@@ -34,6 +34,23 @@ pub mod transport;
 pub mod __codegen;
 
 pub use api::{API_LEVEL, MIN_API_LEVEL};
+
+/// Includes the file rmicro-build generated for a protobuf package in the build script's
+/// `OUT_DIR`: `include_proto!("go.micro.srv.user")` includes `$OUT_DIR/go.micro.srv.user.rs`
+/// (`"_"` for files without a package). Here, in the crate generated code needs anyway, so
+/// rmicro-build stays a build-dependency only.
+///
+/// ```ignore
+/// pub mod user {
+///     rmicro_runtime::include_proto!("go.micro.srv.user");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
 pub use client::{Client, ClientBuilder};
 pub use endpoint::{Endpoint, HttpRule};
 pub use registry::Registry;

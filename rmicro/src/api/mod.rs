@@ -213,12 +213,17 @@ impl Gateway {
                 async move { Ok(proxy.handle_boxed(req).await) }
             }))
         };
+        // The first plugin is the outermost layer: wrapped last.
+        let mut on = Vec::new();
         for plugin in plugins.iter().rev() {
             if let Some(layer) = plugin.layer() {
-                tracing::info!(plugin = plugin.name(), "plugin on");
+                on.push(plugin.name());
                 service = layer.layer(service);
                 direct = None;
             }
+        }
+        for name in on.iter().rev() {
+            tracing::info!(plugin = name, "plugin on");
         }
         // Before any plugin sees a request, its host is checked, and a host its target names
         // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
