@@ -480,6 +480,16 @@ fn error_detail(resp: &HttpResponse, status: u16) -> String {
     v["detail"].as_str().unwrap_or_default().to_string()
 }
 
+/// Asserts `resp` is the gateway's JSON error with `status` and a detail containing `part`.
+fn assert_error_has(resp: &HttpResponse, status: u16, part: &str) {
+    let detail = error_detail(resp, status);
+    assert!(
+        detail.contains(part),
+        "{detail:?} lacks {part:?}: {}",
+        resp.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_to_grpc_through_bindings_and_go_micro_paths() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
@@ -755,11 +765,7 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
     );
     // A malformed value is the client's error.
     let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ttl=soon", "").await;
-    assert!(
-        error_detail(&r, 400).contains("library.v1.Book"),
-        "{}",
-        r.body
-    );
+    assert_error_has(&r, 400, "library.v1.Book");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,11 +904,7 @@ async fn enum_numbers_and_special_floats_come_from_the_query() {
         assert_eq!(json(&r)["ratio"], expected, "ratio={query}: {}", r.body);
     }
     let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?ratio=lots", "").await;
-    assert!(
-        error_detail(&r, 400).contains("`ratio` takes a number"),
-        "{}",
-        r.body
-    );
+    assert_error_has(&r, 400, "`ratio` takes a number");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -937,18 +939,10 @@ async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
         r#"{"nope":1}"#,
     )
     .await;
-    assert!(
-        error_detail(&r, 400).contains("library.v1.Book"),
-        "{}",
-        r.body
-    );
+    assert_error_has(&r, 400, "library.v1.Book");
     // A known field used wrongly is still an error.
     let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?display_name.x=1", "").await;
-    assert!(
-        error_detail(&r, 400).contains("not a message"),
-        "{}",
-        r.body
-    );
+    assert_error_has(&r, 400, "not a message");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
