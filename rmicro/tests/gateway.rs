@@ -1553,6 +1553,32 @@ async fn with_cors_on_an_options_request_that_is_no_preflight_reaches_the_servic
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    // A cross-origin OPTIONS request after its preflight (an `Origin`, no
+    // `Access-Control-Request-Method`): the service's, with the CORS headers a listed origin
+    // gets; none for another origin.
+    let r = raw(
+        &gw,
+        "OPTIONS /b/x HTTP/1.1\r\nHost: gw\r\nOrigin: https://ok.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("node=b path=/b/x"), "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(
+        lower.contains("access-control-allow-origin: https://ok.example"),
+        "{r}"
+    );
+    assert!(lower.contains("vary: origin"), "{r}");
+    let r = raw(
+        &gw,
+        "OPTIONS /b/x HTTP/1.1\r\nHost: gw\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("node=b path=/b/x"), "{r}");
+    assert!(
+        !r.to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{r}"
+    );
     // A preflight is still answered by the gateway.
     let r = raw(
         &gw,
@@ -1739,4 +1765,41 @@ async fn a_response_the_gateway_cannot_read_is_a_502_and_the_node_is_not_avoided
         nodes_answering(&gw, "/m/x", 6).await,
         ["node=plain", "odd"].map(String::from).into()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upload_that_stalls_is_refused_after_the_idle_limit() {
+    use http_body_util::StreamBody;
+    let (gw, _backend, _stop) =
+        gateway_to_one("go.micro.api.up", "u", &["--idle-timeout", "1s"]).await;
+    let stream = tokio::net::TcpStream::connect(&gw).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Five bytes of ten, then nothing (the sender is kept, so the stream stays open).
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Infallible>>(1);
+    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+        b"01234",
+    ))))
+    .await
+    .unwrap();
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let request = hyper::Request::post(format!("http://{gw}/up/x"))
+        .header("content-length", "10")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("answered, not left waiting for the rest of the body")
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("nothing of it came for 1s"), "{body}");
+    drop(tx);
 }

@@ -61,7 +61,8 @@ pub(crate) enum PoolError {
 /// The connection one exchange goes out on: taken from the pool, or opened when sent.
 pub(crate) struct Lease {
     conn: Option<http1::SendRequest<Body>>,
-    /// Whether it sat idle in the pool for [`STALE_AFTER`] or longer.
+    /// Whether it was last taken [`STALE_AFTER`] or longer ago (its idle time, plus the
+    /// previous exchange's).
     stale: bool,
     /// When it was taken plus [`STALE_AFTER`] (one clock read per request, at the lease: the
     /// idle time then counts from the previous request's start, a little more than it was).
@@ -210,7 +211,7 @@ impl Pool {
                         .map_err(PoolError::Exchange)?
                 }
                 // It took it, and was closed by the node before an answer.
-                (_, Some(again)) if lease.stale && !err.error().is_parse() => {
+                (_, Some(again)) if lease.stale && closed_by_node(err.error()) => {
                     conn = Box::pin(self.connect(address)).await?;
                     conn.send_request(*again)
                         .await
@@ -218,7 +219,7 @@ impl Pool {
                 }
                 _ => {
                     let err = err.into_error();
-                    return Err(if lease.stale && !err.is_parse() {
+                    return Err(if lease.stale && closed_by_node(&err) {
                         PoolError::Stale(err)
                     } else {
                         PoolError::Exchange(err)
@@ -232,4 +233,27 @@ impl Pool {
         }
         Ok(response)
     }
+}
+
+/// Whether the node closed the connection before answering (end of stream, or a reset, as a
+/// request reaching a socket it has closed gets): on a connection that sat idle, most likely
+/// its keep-alive timeout. Other failures (a malformed answer, ...) say something of the node.
+fn closed_by_node(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = e.source();
+    }
+    false
 }

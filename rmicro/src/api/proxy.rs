@@ -421,7 +421,10 @@ impl Proxy {
         let mut body = Some(if bodiless {
             Body::empty()
         } else {
-            let (body, sent) = Upload::new(http_body_util::Limited::new(body, config.body_limit));
+            let (body, sent) = Upload::new(
+                http_body_util::Limited::new(body, config.body_limit),
+                self.inner.tunnel_idle,
+            );
             upload = Some(sent);
             Body::new(body)
         });

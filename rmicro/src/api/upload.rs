@@ -9,11 +9,14 @@
 //! - **when it has all been sent**: the backend timeout is the node's time to answer, so it
 //!   starts then; a slow upload is the client's time (bounded by the idle timeout).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,6 +43,10 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         done: Option<oneshot::Sender<()>>,
+        // How long the body may bring nothing before it counts as stalled, and the timer
+        // armed while it waits for the client.
+        stall: Duration,
+        waiting: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -51,12 +58,17 @@ pub(crate) struct Sent {
 }
 
 impl<B> Upload<B> {
-    pub(crate) fn new(body: B) -> (Upload<B>, Sent) {
+    /// `body`, failing as the client's error once nothing of it has come for `stall` (the
+    /// backend timer does not run during the upload, and over HTTP/2 the connection's idle
+    /// limit does not see a stream that stalled).
+    pub(crate) fn new(body: B, stall: Duration) -> (Upload<B>, Sent) {
         let (tx, rx) = oneshot::channel();
         (
             Upload {
                 body,
                 done: Some(tx),
+                stall,
+                waiting: None,
             },
             Sent { rx, over: None },
         )
@@ -98,7 +110,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
         let mut this = self.project();
-        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        let Poll::Ready(frame) = this.body.as_mut().poll_frame(cx) else {
+            let stall = *this.stall;
+            let waiting = this
+                .waiting
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+            ready!(waiting.as_mut().poll(cx));
+            this.done.take();
+            return Poll::Ready(Some(Err(ClientBodyError(
+                format!("nothing of it came for {stall:?}").into(),
+            ))));
+        };
+        if let Some(waiting) = this.waiting.as_mut() {
+            waiting
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.stall);
+        }
         match frame {
             Some(Err(err)) => {
                 // Dropping the sender tells `Sent` nothing more comes, without "complete".
@@ -152,7 +179,10 @@ mod tests {
 
     #[tokio::test]
     async fn tells_when_the_body_has_all_been_sent() {
-        let (upload, mut sent) = Upload::new(http_body_util::Full::new(Bytes::from("abc")));
+        let (upload, mut sent) = Upload::new(
+            http_body_util::Full::new(Bytes::from("abc")),
+            Duration::from_secs(60),
+        );
         assert!(!sent.complete());
         let body = upload.collect().await.unwrap().to_bytes();
         assert_eq!(body, "abc");
@@ -166,7 +196,7 @@ mod tests {
             Ok(http_body::Frame::data(Bytes::from("ab"))),
             Err(std::io::Error::other("connection reset by the client")),
         ]));
-        let (upload, mut sent) = Upload::new(failing);
+        let (upload, mut sent) = Upload::new(failing, Duration::from_secs(60));
         let err = upload.collect().await.unwrap_err();
         assert!(client_body_error(&err).is_some());
         assert!(err.to_string().contains("connection reset by the client"));

@@ -3,7 +3,7 @@
 //! refuse it. Unlike go-micro's gateway, it never reflects arbitrary origins.
 
 use axum_core::body::Body;
-use http::{HeaderValue, Method};
+use http::{header, HeaderValue, Method};
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -68,6 +68,7 @@ impl Plugin for Cors {
             .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
             .allow_credentials(true)
             .max_age(std::time::Duration::from_secs(600));
+        let origins = std::sync::Arc::new(self.origins.clone());
         Some(PluginLayer::new(tower::layer::layer_fn(
             move |inner: HttpService| {
                 let with_cors = HttpService::new(
@@ -76,19 +77,40 @@ impl Plugin for Cors {
                         .map_response(|r: http::Response<_>| r.map(Body::new))
                         .service(inner.clone()),
                 );
+                let origins = std::sync::Arc::clone(&origins);
                 HttpService::new(tower::service_fn(move |req: http::Request<Body>| {
                     // The CORS layer answers every OPTIONS request itself; one that is no
-                    // preflight (no `Access-Control-Request-Method`) is the service's.
+                    // preflight (no `Access-Control-Request-Method`) is the service's, with the
+                    // headers the layer gives other requests from a listed origin.
                     let preflight_or_other = req.method() != Method::OPTIONS
                         || req
                             .headers()
-                            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
                     let service = if preflight_or_other {
                         with_cors.clone()
                     } else {
                         inner.clone()
                     };
-                    service.oneshot(req)
+                    let allowed = req
+                        .headers()
+                        .get(header::ORIGIN)
+                        .filter(|o| !preflight_or_other && origins.contains(o))
+                        .cloned();
+                    async move {
+                        let mut resp = service.oneshot(req).await?;
+                        if !preflight_or_other {
+                            let headers = resp.headers_mut();
+                            headers.append(header::VARY, HeaderValue::from_static("origin"));
+                            if let Some(origin) = allowed {
+                                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                                headers.insert(
+                                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                                    HeaderValue::from_static("true"),
+                                );
+                            }
+                        }
+                        Ok(resp)
+                    }
                 }))
             },
         )))
