@@ -91,7 +91,7 @@ impl ServiceBuilder {
     }
 
     /// Where the server listens (default `127.0.0.1:0`: loopback, a free port). go-micro's
-    /// `:8080` (no host) listens on every interface.
+    /// `:8080` (no host) listens on every IPv4 interface.
     pub fn address(&mut self, address: impl Into<String>) -> &mut Self {
         self.address = address.into();
         self
@@ -453,7 +453,8 @@ async fn keep_registered(
 }
 
 /// The address to bind for `address`: go-micro's `:port` (no host) means every interface, as
-/// Go's `net.Listen` reads it; anything else is used as it is.
+/// Go's `net.Listen` reads it (here every IPv4 one, `0.0.0.0`; name `[::]:port` for IPv6 too);
+/// anything else is used as it is.
 fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
     match address.strip_prefix(':') {
         Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {

@@ -49,8 +49,8 @@ const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
 /// How long an unreachable node is avoided.
 const QUARANTINE: Duration = Duration::from_secs(5);
 
-/// Nodes that could not be reached, each avoided for [`QUARANTINE`] (shared by the `http` and
-/// `rpc` handlers).
+/// Nodes that could not be reached, each avoided for [`QUARANTINE`] (the `http` and `rpc`
+/// handlers each keep one).
 #[derive(Debug, Default)]
 pub(crate) struct Quarantine {
     /// Unreachable nodes and until when they are avoided.
