@@ -106,6 +106,48 @@ impl Quarantine {
     }
 }
 
+/// Services that had nodes once, so that an empty lookup can tell its answer: "no nodes" (503)
+/// for those, "not found" (404) for any other (the `http` and `rpc` handlers each keep one).
+#[derive(Debug, Default)]
+pub(crate) struct Seen(RwLock<HashSet<String, foldhash::fast::RandomState>>);
+
+impl Seen {
+    /// Records that `service` has nodes (read-locked when already known).
+    pub(crate) fn saw(&self, service: &str) {
+        let known = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(service);
+        if !known {
+            self.0
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(service.to_string());
+        }
+    }
+
+    /// The status and detail for a lookup of `service` that found no nodes.
+    pub(crate) fn no_nodes(&self, service: &str) -> (StatusCode, String) {
+        let seen = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(service);
+        if seen {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("service `{service}` has no nodes"),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                format!("service `{service}` not found"),
+            )
+        }
+    }
+}
+
 /// The reverse proxy, as a tower service.
 #[derive(Clone)]
 pub struct Proxy {
@@ -120,9 +162,8 @@ struct Inner {
     pool: Pool,
     /// Unreachable nodes, avoided for a while.
     quarantine: Quarantine,
-    /// Services that had nodes once: an empty lookup for them means "no nodes" (503), for any
-    /// other service "not found" (404).
-    seen: RwLock<HashSet<String, foldhash::fast::RandomState>>,
+    /// Services that had nodes once.
+    seen: Seen,
     /// How long a tunnel (a connection that switched protocols) may carry nothing.
     tunnel_idle: Duration,
     /// Where tunnels register when the request does not say (a proxy used outside a gateway's
@@ -251,7 +292,7 @@ impl Proxy {
                 nodes,
                 pool,
                 quarantine: Quarantine::default(),
-                seen: RwLock::new(HashSet::default()),
+                seen: Seen::default(),
                 tunnel_idle: idle,
                 tunnels: Tunnels::default(),
             }),
@@ -269,23 +310,6 @@ impl Proxy {
     fn mark_failed(&self, service: &str, address: &str) {
         self.inner.quarantine.mark(address);
         self.inner.nodes.invalidate(service);
-    }
-
-    /// Records that `service` had nodes (read-locked when already known).
-    fn saw(&self, service: &str) {
-        let known = self
-            .inner
-            .seen
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(service);
-        if !known {
-            self.inner
-                .seen
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(service.to_string());
-        }
     }
 
     /// Proxies a request that went through the plugins: the client's address is the
@@ -348,25 +372,10 @@ impl Proxy {
             }
         };
         if nodes.is_empty() {
-            let seen = self
-                .inner
-                .seen
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(service);
-            return if seen {
-                fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("service `{service}` has no nodes"),
-                )
-            } else {
-                fail(
-                    StatusCode::NOT_FOUND,
-                    format!("service `{service}` not found"),
-                )
-            };
+            let (status, detail) = self.inner.seen.no_nodes(service);
+            return fail(status, detail);
         }
-        self.saw(service);
+        self.inner.seen.saw(service);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -17,7 +17,7 @@
 //! again once, so a redeployed service's additions are seen without restarting the gateway. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use super::proxy::Quarantine;
+use super::proxy::{Quarantine, Seen};
 use super::{error, HandlerConfig};
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -340,9 +340,8 @@ struct Inner {
     channels: Mutex<HashMap<String, Connection>>,
     /// Nodes that could not be reached, avoided for a while.
     quarantine: Quarantine,
-    /// Services that had nodes once (go-micro form): an empty lookup for them is 503, for
-    /// others 404.
-    seen: Mutex<HashSet<String>>,
+    /// Services that had nodes once (go-micro form).
+    seen: Seen,
 }
 
 impl std::fmt::Debug for RpcHandler {
@@ -388,7 +387,7 @@ impl RpcHandler {
                 pools: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 quarantine: Quarantine::default(),
-                seen: Mutex::new(HashSet::new()),
+                seen: Seen::default(),
             }),
         }
     }
@@ -511,27 +510,13 @@ impl RpcHandler {
                     format!("cannot look up service `{service}`: {err}"),
                 )
             })?;
-        {
-            // As the http handler: a service that had nodes once and has none now is
-            // unavailable (503), one never seen is not found (404).
-            let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if records.is_empty() {
-                return Err(if seen.contains(&service) {
-                    error::response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("service `{service}` has no nodes"),
-                    )
-                } else {
-                    error::response(
-                        StatusCode::NOT_FOUND,
-                        format!("service `{service}` not found"),
-                    )
-                });
-            }
-            if !seen.contains(&service) {
-                seen.insert(service.clone());
-            }
+        // As the http handler: a service that had nodes once and has none now is unavailable
+        // (503), one never seen is not found (404).
+        if records.is_empty() {
+            let (status, detail) = self.inner.seen.no_nodes(&service);
+            return Err(error::response(status, detail));
         }
+        self.inner.seen.saw(&service);
         let found = records
             .iter()
             .flat_map(|r| r.endpoints.iter())
