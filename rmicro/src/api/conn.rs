@@ -88,15 +88,21 @@ pin_project_lite::pin_project! {
 
     impl<B> PinnedDrop for Receiving<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(exchanges) = this.project().exchanges.take() {
-                exchanges.received.fetch_add(1, Ordering::Relaxed);
-            }
+            received(this.project().exchanges);
         }
+    }
+}
+
+/// Counts the request of a [`Receiving`] body as received, once.
+fn received(exchanges: &mut Option<Arc<Exchanges>>) {
+    if let Some(exchanges) = exchanges.take() {
+        exchanges.received.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl<B: http_body::Body> Receiving<B> {
     pub(crate) fn new(body: B, exchanges: &Arc<Exchanges>) -> Self {
+        // Without a body it is received now, and no reference to the counts is kept.
         let exchanges = if body.is_end_stream() {
             exchanges.received.fetch_add(1, Ordering::Relaxed);
             None
@@ -118,9 +124,7 @@ impl<B: http_body::Body> http_body::Body for Receiving<B> {
         let mut this = self.project();
         let frame = ready!(this.body.as_mut().poll_frame(cx));
         if frame.is_none() || this.body.is_end_stream() {
-            if let Some(exchanges) = this.exchanges.take() {
-                exchanges.received.fetch_add(1, Ordering::Relaxed);
-            }
+            received(this.exchanges);
         }
         Poll::Ready(frame)
     }

@@ -38,8 +38,9 @@ pub(crate) fn set_worker(n: usize) {
     WORKER.with(|w| w.set(n));
 }
 
-/// A kept-alive connection idle at least this long may be closed by its node (a keep-alive
-/// timeout) just as a request goes out on it; one reused sooner cannot have timed out.
+/// A kept-alive connection last taken at least this long ago may have been closed by its node
+/// (a keep-alive timeout) just as a request goes out on it; one reused sooner cannot have timed
+/// out.
 const STALE_AFTER: Duration = Duration::from_millis(100);
 
 /// Why a request got no response.
@@ -71,7 +72,7 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// A new connection, opened when the request is sent.
-    pub(crate) fn fresh() -> Lease {
+    fn fresh() -> Lease {
         Lease {
             conn: None,
             stale: false,
