@@ -227,7 +227,8 @@ impl Gateway {
         }
         // Before any plugin sees a request, its host is checked, and a host its target names
         // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
-        // node will (the direct path does the same in the proxy).
+        // node will (the direct path does the same in the proxy; behind plugins it does not
+        // again).
         let pipeline = service;
         let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
             let pipeline = pipeline.clone();
@@ -314,7 +315,12 @@ impl Gateway {
                         let req = req.map(|body| conn::Receiving::new(body, &exchanges));
                         let (client, tunnels) = (client.clone(), tunnels.clone());
                         let response = async move {
-                            let response = proxy.handle(req, client.as_ref(), Some(&tunnels));
+                            let response = proxy.handle(
+                                req,
+                                client.as_ref(),
+                                Some(&tunnels),
+                                proxy::Host::Unchecked,
+                            );
                             Ok::<_, Infallible>(response.await)
                         };
                         conn::Responding::new(response, finish)

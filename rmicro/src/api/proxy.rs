@@ -312,27 +312,29 @@ impl Proxy {
         self.inner.nodes.invalidate(service);
     }
 
-    /// Proxies a request that went through the plugins: the client's address is the
-    /// `SocketAddr` request extension the gateway sets, the tunnels of the gateway's `serve`
-    /// the [`Tunnels`] one.
+    /// Proxies a request that went through the plugins, whose host the gateway checked and
+    /// settled before them: the client's address is the `SocketAddr` request extension the
+    /// gateway sets, the tunnels of the gateway's `serve` the [`Tunnels`] one.
     pub(crate) async fn handle_boxed(self, req: Request<Body>) -> Response<Body> {
         let peer = req
             .extensions()
             .get::<SocketAddr>()
             .and_then(|a| Peer::new(*a));
         let tunnels = req.extensions().get::<Tunnels>().cloned();
-        self.handle(req, peer.as_ref(), tunnels.as_ref())
+        self.handle(req, peer.as_ref(), tunnels.as_ref(), Host::Settled)
             .await
             .map(Body::from)
     }
 
     /// Proxies `req` from `peer` (the gateway's connection with the client); a connection
-    /// that switches protocols joins `tunnels` (the proxy's own set if `None`).
+    /// that switches protocols joins `tunnels` (the proxy's own set if `None`). `host` says
+    /// whether the request's host is still to be checked and settled.
     pub(crate) async fn handle<B>(
         self,
         mut req: Request<B>,
         peer: Option<&Peer>,
         tunnels: Option<&Tunnels>,
+        host: Host,
     ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -351,10 +353,12 @@ impl Proxy {
             );
             return resp;
         }
-        if let Some(problem) = host_problem(&req) {
-            return fail(StatusCode::BAD_REQUEST, problem.to_string());
+        if host == Host::Unchecked {
+            if let Some(problem) = host_problem(&req) {
+                return fail(StatusCode::BAD_REQUEST, problem.to_string());
+            }
+            host_from_target(&mut req);
         }
-        host_from_target(&mut req);
         let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
             return fail(
                 StatusCode::NOT_FOUND,
@@ -565,6 +569,16 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether a request's host has been checked ([`host_problem`]) and settled
+/// ([`host_from_target`]) already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// Not yet: the proxy does it.
+    Unchecked,
+    /// Done before the plugins ran.
+    Settled,
 }
 
 /// Makes the host a request's target names (HTTP/2's `:authority`, an absolute-form HTTP/1
