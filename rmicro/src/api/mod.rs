@@ -138,6 +138,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// The built-in plugins, in their order.
 pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
     vec![
+        Box::new(plugins::AccessLog::default()),
         Box::new(plugins::Health::default()),
         Box::new(plugins::Cors::default()),
         Box::new(plugins::TokenAuth::default()),

@@ -6,8 +6,9 @@
 //! whose flags leave it off returns no layer.
 //!
 //! **Order**: the first plugin registered is the outermost layer: it sees each request first and
-//! each response last. The built-ins come first, in this order: health (so load balancers need
-//! no token), CORS (so preflights are answered before auth), token auth. Custom plugins follow in
+//! each response last. The built-ins come first, in this order: the access log (so it sees
+//! every request, refused ones too), health (so load balancers need no token), CORS (so
+//! preflights are answered before auth), token auth. Custom plugins follow in
 //! the order they were added, then the proxy.
 //!
 //! ```no_run
