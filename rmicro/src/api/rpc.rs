@@ -6,7 +6,10 @@
 //!   `response_body` which response field is returned.
 //! - Other requests use go-micro's form: `/user/call` → service `<namespace>.user`, endpoint
 //!   `User.Call`; `/user/user/call` → endpoint `User.Call`; the JSON body (or, without one, the
-//!   query parameters) is the request message.
+//!   query parameters) is the request message. An endpoint registered without its gRPC path
+//!   (go-micro's services, whose proto package need not be their registry name) is found among
+//!   the gRPC services the node lists by server reflection: `<service>.User`, else the one
+//!   service named `User`.
 //!
 //! A node that could not be reached is avoided for a few seconds, as by the http handler, and
 //! the call (whose message the gateway holds) is tried once more on another node.
@@ -30,15 +33,14 @@ use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
 };
 use rmicro_runtime::errors::Error;
-use rmicro_runtime::reflection::proto::{
-    MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
-};
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::proxy::{Quarantine, Seen};
 use super::{error, HandlerConfig};
+
+mod reflect;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
 const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
@@ -334,6 +336,9 @@ struct Inner {
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
     /// Descriptors per gRPC service.
     pools: Mutex<HashMap<String, Described>>,
+    /// The gRPC services of go-micro handlers whose endpoints were registered without a gRPC
+    /// path (by `service/Handler`), with the id of the node they were found at.
+    grpc_services: Mutex<HashMap<String, (String, String)>>,
     /// Each service's nodes, read from the registry once and kept fresh by its watch.
     nodes: NodeCache,
     /// One HTTP/2 connection per node.
@@ -366,7 +371,10 @@ struct Described {
 /// What a request resolved to.
 struct Target {
     service: String,
+    /// Empty for a go-micro endpoint registered without it (see `endpoint`).
     grpc_path: String,
+    /// The go-micro endpoint (`Greeter.Hello`) whose gRPC path is to be found at the node.
+    endpoint: Option<String>,
     body: String,
     response_body: String,
     captures: Vec<(String, String)>,
@@ -385,6 +393,7 @@ impl RpcHandler {
                 config,
                 routes: Mutex::new(None),
                 pools: Mutex::new(HashMap::new()),
+                grpc_services: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 quarantine: Quarantine::default(),
                 seen: Seen::default(),
@@ -527,15 +536,16 @@ impl RpcHandler {
                 format!("service `{service}` has no endpoint `{endpoint}`"),
             ));
         };
-        let Some(grpc_path) = found.metadata.get("grpc_path") else {
-            return Err(error::response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("endpoint `{endpoint}` of `{service}` does not say its gRPC path (not an rmicro service?)"),
-            ));
+        // go-micro's services (and others registered as they are) do not say their gRPC path:
+        // it is found at the node, by server reflection.
+        let (grpc_path, endpoint) = match found.metadata.get("grpc_path") {
+            Some(path) => (path.clone(), None),
+            None => (String::new(), Some(found.name.clone())),
         };
         Ok(Target {
             service,
-            grpc_path: grpc_path.clone(),
+            grpc_path,
+            endpoint,
             body: "*".into(),
             response_body: String::new(),
             captures: Vec::new(),
@@ -567,6 +577,7 @@ impl RpcHandler {
                 return Ok(Target {
                     service: b.service.clone(),
                     grpc_path: b.grpc_path.clone(),
+                    endpoint: None,
                     body: b.body.clone(),
                     response_body: b.response_body.clone(),
                     captures,
@@ -683,76 +694,55 @@ impl RpcHandler {
     /// The descriptors of `service` and the files it needs, asked of the node at `address` over
     /// its connection (so a node that cannot be reached is told apart).
     async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, NodeFail> {
-        let bad = |detail: String| error::response(StatusCode::BAD_GATEWAY, detail);
-        let failed = |status: tonic::Status| match TransportError::find(&status) {
-            Some(err) => NodeFail::unreached(bad(format!("server reflection at {address}: {err}"))),
-            None => NodeFail::from(bad(format!(
-                "server reflection at {address} failed: {}",
-                status.message()
-            ))),
+        let connection = self.channel(address).map_err(NodeFail::unreached)?;
+        Ok(reflect::file_containing(&connection, address, service).await?)
+    }
+
+    /// The gRPC path of a go-micro endpoint (`Greeter.Hello`) that a service registered without
+    /// one (go-micro's own services, and others registered as they are): its handler's gRPC
+    /// service is found among those `node` serves, and kept while that node is among `nodes`.
+    async fn grpc_path(
+        &self,
+        node: &Node,
+        nodes: &[Node],
+        service: &str,
+        endpoint: &str,
+    ) -> Result<String, NodeFail> {
+        let Some((handler, method)) = endpoint.split_once('.') else {
+            return Err(error::response(
+                StatusCode::BAD_GATEWAY,
+                format!("endpoint `{endpoint}` of `{service}` is not of go-micro's `Service.Method` form"),
+            )
+            .into());
         };
-        let timed_out = || bad(format!("server reflection at {address} did not answer"));
-        let mut grpc = self.channel(address).map_err(NodeFail::unreached)?.grpc();
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(service.to_string())),
-        };
-        let request =
-            tonic::Request::new(tokio_stream::iter([Bytes::from(request.encode_to_vec())]));
-        let call = grpc.streaming(
-            request,
-            http::uri::PathAndQuery::from_static(rmicro_runtime::reflection::V1_PATH),
-            RawCodec,
-        );
-        let mut stream = tokio::time::timeout(REFLECTION_TIMEOUT, call)
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(failed)?
-            .into_inner();
-        let reply = tokio::time::timeout(REFLECTION_TIMEOUT, stream.message())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(failed)?
-            .ok_or_else(|| {
-                bad(format!(
-                    "server reflection at {address} closed without answering"
-                ))
-            })?;
-        let reply = ServerReflectionResponse::decode(reply).map_err(|e| {
-            bad(format!(
-                "server reflection at {address} sent a bad answer: {e}"
-            ))
-        })?;
-        let files = match reply.message_response {
-            Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
-            Some(MessageResponse::ErrorResponse(e)) => {
-                return Err(bad(format!(
-                    "server reflection at {address}: {}",
-                    e.error_message
-                ))
-                .into())
-            }
-            _ => {
-                return Err(bad(format!(
-                    "server reflection at {address} gave an unexpected answer"
-                ))
-                .into())
+        let key = format!("{service}/{handler}");
+        let known = self
+            .inner
+            .grpc_services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
+            .map(|(_, grpc_service)| grpc_service.clone());
+        let grpc_service = match known {
+            Some(known) => known,
+            None => {
+                let connection = self.channel(&node.address).map_err(NodeFail::unreached)?;
+                let served = reflect::list_services(&connection, &node.address).await?;
+                let found = reflect::grpc_service_among(&served, service, handler, &node.address)?;
+                let mut known = self
+                    .inner
+                    .grpc_services
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if known.len() >= MAX_CHANNELS {
+                    known.retain(|_, (id, _)| nodes.iter().any(|n| &n.id == id));
+                }
+                known.insert(key, (node.id.clone(), found.clone()));
+                found
             }
         };
-        let mut set = prost_types::FileDescriptorSet::default();
-        for bytes in files {
-            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
-                bad(format!(
-                    "server reflection at {address} sent a bad descriptor: {e}"
-                ))
-            })?;
-            set.file.push(file);
-        }
-        Ok(DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
-            bad(format!(
-                "descriptors from {address} do not form a valid set: {e}"
-            ))
-        })?)
+        Ok(format!("/{grpc_service}/{method}"))
     }
 
     pub(crate) async fn handle(self, req: Request<Body>) -> Response<Body> {
@@ -853,8 +843,15 @@ impl RpcHandler {
             .iter()
             .find(|n| n.address == address)
             .unwrap_or(&nodes[0]);
-        let describe =
-            |reread| self.method(node, nodes, &target.service, &target.grpc_path, reread);
+        let grpc_path = match &target.endpoint {
+            Some(endpoint) if target.grpc_path.is_empty() => {
+                self.grpc_path(node, nodes, &target.service, endpoint)
+                    .await?
+            }
+            _ => target.grpc_path.clone(),
+        };
+        let grpc_path = grpc_path.as_str();
+        let describe = |reread| self.method(node, nodes, &target.service, grpc_path, reread);
         let (mut method, fresh) = describe(false).await?;
         let query = parts.uri.query();
         let input = match build_request(&method.input(), target, body, query) {
@@ -872,7 +869,7 @@ impl RpcHandler {
                 StatusCode::NOT_IMPLEMENTED,
                 format!(
                     "`{}` streams; the rpc handler serves unary methods only",
-                    target.grpc_path
+                    grpc_path
                 ),
             )
             .into());
@@ -901,7 +898,7 @@ impl RpcHandler {
                 }
             }
         }
-        let path = http::uri::PathAndQuery::try_from(target.grpc_path.as_str())
+        let path = http::uri::PathAndQuery::try_from(grpc_path)
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
         let call = grpc.unary(request, path, RawCodec);
         let reply = match tokio::time::timeout(config.backend_timeout, call).await {
@@ -910,7 +907,7 @@ impl RpcHandler {
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "`{}` did not answer within {:?}",
-                        target.grpc_path, config.backend_timeout
+                        grpc_path, config.backend_timeout
                     ),
                 )
                 .into())
@@ -932,7 +929,7 @@ impl RpcHandler {
                             response.into()
                         }
                     }
-                    None => too_large(&status, sent, response_limit, &target.grpc_path)
+                    None => too_large(&status, sent, response_limit, grpc_path)
                         .unwrap_or_else(|| status_response(&status))
                         .into(),
                 });
@@ -942,10 +939,7 @@ impl RpcHandler {
         let output = DynamicMessage::decode(method.output(), reply).map_err(|e| {
             error::response(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "the response of `{}` does not decode: {e}",
-                    target.grpc_path
-                ),
+                format!("the response of `{}` does not decode: {e}", grpc_path),
             )
         })?;
         let options = prost_reflect::SerializeOptions::new()

@@ -1,0 +1,235 @@
+//! The rpc handler's gRPC server reflection client: what it asks a node, and how a failed
+//! read is told to the HTTP client.
+
+use bytes::Bytes;
+use http::StatusCode;
+use prost::Message;
+use prost_reflect::DescriptorPool;
+use rmicro_runtime::reflection::proto::{
+    MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
+};
+use rmicro_runtime::transport::{Connection, TransportError};
+
+use super::{error, Fail, NodeFail, RawCodec, REFLECTION_TIMEOUT};
+
+/// A read that failed, kept so that it can be given to every request that waited for it.
+#[derive(Debug, Clone)]
+pub(super) struct ReadFail {
+    status: StatusCode,
+    detail: String,
+    /// Whether the node could not be reached at all.
+    unreached: bool,
+}
+
+impl ReadFail {
+    /// A failure the node answered (or answered wrongly): 502.
+    pub(super) fn bad(detail: String) -> ReadFail {
+        ReadFail {
+            status: StatusCode::BAD_GATEWAY,
+            detail,
+            unreached: false,
+        }
+    }
+
+    /// The HTTP answer.
+    pub(super) fn response(&self) -> Fail {
+        error::response(self.status, self.detail.clone())
+    }
+}
+
+impl From<ReadFail> for NodeFail {
+    fn from(fail: ReadFail) -> NodeFail {
+        NodeFail {
+            response: fail.response(),
+            unreached: fail.unreached,
+        }
+    }
+}
+
+/// Asks the node at `address` one reflection question over `connection` and returns its
+/// answer (an error answer included: what it means depends on the question).
+pub(super) async fn ask(
+    connection: &Connection,
+    address: &str,
+    question: MessageRequest,
+) -> Result<MessageResponse, ReadFail> {
+    let failed = |status: tonic::Status| match TransportError::find(&status) {
+        Some(err) => ReadFail {
+            unreached: true,
+            ..ReadFail::bad(format!("server reflection at {address}: {err}"))
+        },
+        None => ReadFail::bad(format!(
+            "server reflection at {address} failed: {}",
+            status.message()
+        )),
+    };
+    let timed_out = || ReadFail::bad(format!("server reflection at {address} did not answer"));
+    let mut grpc = connection.grpc();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(question),
+    };
+    let request = tonic::Request::new(tokio_stream::iter([Bytes::from(request.encode_to_vec())]));
+    let call = grpc.streaming(
+        request,
+        http::uri::PathAndQuery::from_static(rmicro_runtime::reflection::V1_PATH),
+        RawCodec,
+    );
+    let mut stream = tokio::time::timeout(REFLECTION_TIMEOUT, call)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(failed)?
+        .into_inner();
+    let reply = tokio::time::timeout(REFLECTION_TIMEOUT, stream.message())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(failed)?
+        .ok_or_else(|| {
+            ReadFail::bad(format!(
+                "server reflection at {address} closed without answering"
+            ))
+        })?;
+    let reply = ServerReflectionResponse::decode(reply).map_err(|e| {
+        ReadFail::bad(format!(
+            "server reflection at {address} sent a bad answer: {e}"
+        ))
+    })?;
+    reply.message_response.ok_or_else(|| {
+        ReadFail::bad(format!(
+            "server reflection at {address} gave an empty answer"
+        ))
+    })
+}
+
+/// The descriptors of `symbol` (a gRPC service) and the files it needs, from the node at
+/// `address`.
+pub(super) async fn file_containing(
+    connection: &Connection,
+    address: &str,
+    symbol: &str,
+) -> Result<DescriptorPool, ReadFail> {
+    let question = MessageRequest::FileContainingSymbol(symbol.to_string());
+    let files = match ask(connection, address, question).await? {
+        MessageResponse::FileDescriptorResponse(f) => f.file_descriptor_proto,
+        MessageResponse::ErrorResponse(e) => {
+            return Err(ReadFail::bad(format!(
+                "server reflection at {address}: {}",
+                e.error_message
+            )))
+        }
+        _ => {
+            return Err(ReadFail::bad(format!(
+                "server reflection at {address} gave an unexpected answer"
+            )))
+        }
+    };
+    let mut set = prost_types::FileDescriptorSet::default();
+    for bytes in files {
+        let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+            ReadFail::bad(format!(
+                "server reflection at {address} sent a bad descriptor: {e}"
+            ))
+        })?;
+        set.file.push(file);
+    }
+    DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
+        ReadFail::bad(format!(
+            "descriptors from {address} do not form a valid set: {e}"
+        ))
+    })
+}
+
+/// The full names of the gRPC services the node at `address` serves.
+pub(super) async fn list_services(
+    connection: &Connection,
+    address: &str,
+) -> Result<Vec<String>, ReadFail> {
+    match ask(
+        connection,
+        address,
+        MessageRequest::ListServices(String::new()),
+    )
+    .await?
+    {
+        MessageResponse::ListServicesResponse(list) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        MessageResponse::ErrorResponse(e) => Err(ReadFail::bad(format!(
+            "server reflection at {address} does not list its services: {}",
+            e.error_message
+        ))),
+        _ => Err(ReadFail::bad(format!(
+            "server reflection at {address} gave an unexpected answer"
+        ))),
+    }
+}
+
+/// The gRPC service of go-micro handler `handler` (`Greeter`, of endpoint `Greeter.Hello`) of
+/// registry service `service`, among the gRPC services a node serves. go-micro's own client calls
+/// `/<service>.Greeter/Hello` and its servers ignore the package; any other server (grpc-go,
+/// Python grpcio) serves the proto's full name, so a gRPC service named `Greeter` in any package
+/// is taken when it is the only one.
+pub(super) fn grpc_service_among(
+    served: &[String],
+    service: &str,
+    handler: &str,
+    address: &str,
+) -> Result<String, ReadFail> {
+    let conventional = format!("{service}.{handler}");
+    let named: Vec<&String> = served
+        .iter()
+        .filter(|s| s.rsplit('.').next() == Some(handler))
+        .collect();
+    let chosen = match named.iter().find(|s| **s == &conventional) {
+        Some(found) => found,
+        None => match named.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(ReadFail::bad(format!(
+                    "the service at {address} serves no gRPC service named `{handler}` for \
+                     `{service}` (it serves {})",
+                    served.join(", ")
+                )))
+            }
+            many => {
+                let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+                return Err(ReadFail::bad(format!(
+                    "`{handler}` of `{service}` could be any of {} at {address}; register \
+                     its endpoints with their `grpc_path` metadata",
+                    many.join(", ")
+                )));
+            }
+        },
+    };
+    Ok(chosen.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_micro_endpoints_find_their_grpc_service() {
+        let served = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let path = |served: &[String], handler| {
+            grpc_service_among(served, "go.micro.srv.greeter", handler, "a:1").map_err(|e| e.detail)
+        };
+        let one = served(&[
+            "grpc.reflection.v1alpha.ServerReflection",
+            "hello.v1.Greeter",
+        ]);
+        assert_eq!(path(&one, "Greeter").unwrap(), "hello.v1.Greeter");
+        let two = served(&["go.micro.srv.greeter.Greeter", "hello.v1.Greeter"]);
+        assert_eq!(
+            path(&two, "Greeter").unwrap(),
+            "go.micro.srv.greeter.Greeter"
+        );
+        let two = served(&["a.Greeter", "b.Greeter"]);
+        assert!(path(&two, "Greeter")
+            .unwrap_err()
+            .contains("a.Greeter, b.Greeter"));
+        assert!(path(&one, "Other")
+            .unwrap_err()
+            .contains("no gRPC service named `Other`"));
+    }
+}
