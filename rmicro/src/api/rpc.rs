@@ -15,7 +15,8 @@
 //! the call (whose message the gateway holds) is tried once more on another node.
 //!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
-//! servers answer from their generated descriptors), and are cached per gRPC service while the
+//! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a node
+//! that serves only that, as grpcio-reflection and older grpc-go do), and are cached per gRPC service while the
 //! node they came from is registered; a request naming a field or method they lack has them read
 //! again once, so a redeployed service's additions are seen without restarting the gateway. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
@@ -341,6 +342,8 @@ struct Inner {
     grpc_services: Mutex<HashMap<String, (String, String)>>,
     /// Each service's nodes, read from the registry once and kept fresh by its watch.
     nodes: NodeCache,
+    /// Server reflection, and the version each node answers.
+    reflector: reflect::Reflector,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
     /// Nodes that could not be reached, avoided for a while.
@@ -395,6 +398,7 @@ impl RpcHandler {
                 pools: Mutex::new(HashMap::new()),
                 grpc_services: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
+                reflector: reflect::Reflector::default(),
                 quarantine: Quarantine::default(),
                 seen: Seen::default(),
             }),
@@ -695,7 +699,11 @@ impl RpcHandler {
     /// its connection (so a node that cannot be reached is told apart).
     async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, NodeFail> {
         let connection = self.channel(address).map_err(NodeFail::unreached)?;
-        Ok(reflect::file_containing(&connection, address, service).await?)
+        Ok(self
+            .inner
+            .reflector
+            .file_containing(&connection, address, service)
+            .await?)
     }
 
     /// The gRPC path of a go-micro endpoint (`Greeter.Hello`) that a service registered without
@@ -728,7 +736,11 @@ impl RpcHandler {
             Some(known) => known,
             None => {
                 let connection = self.channel(&node.address).map_err(NodeFail::unreached)?;
-                let served = reflect::list_services(&connection, &node.address).await?;
+                let served = self
+                    .inner
+                    .reflector
+                    .list_services(&connection, &node.address)
+                    .await?;
                 let found = reflect::grpc_service_among(&served, service, handler, &node.address)?;
                 let mut known = self
                     .inner

@@ -1,6 +1,9 @@
 //! The rpc handler's gRPC server reflection client: what it asks a node, and how a failed
 //! read is told to the HTTP client.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use http::StatusCode;
 use prost::Message;
@@ -8,9 +11,48 @@ use prost_reflect::DescriptorPool;
 use rmicro_runtime::reflection::proto::{
     MessageRequest, MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
 };
+use rmicro_runtime::reflection::{V1ALPHA_PATH, V1_PATH};
 use rmicro_runtime::transport::{Connection, TransportError};
 
-use super::{error, Fail, NodeFail, RawCodec, REFLECTION_TIMEOUT};
+use super::{error, Fail, NodeFail, RawCodec, MAX_CHANNELS, REFLECTION_TIMEOUT};
+
+/// The versions of the reflection service: `v1`, and `v1alpha`, all that older grpc-go and
+/// grpcio-reflection (to this day) serve. The messages are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V1Alpha,
+}
+
+impl Version {
+    fn path(self) -> &'static str {
+        match self {
+            Version::V1 => V1_PATH,
+            Version::V1Alpha => V1ALPHA_PATH,
+        }
+    }
+
+    fn other(self) -> Version {
+        match self {
+            Version::V1 => Version::V1Alpha,
+            Version::V1Alpha => Version::V1,
+        }
+    }
+}
+
+/// Why one version's question got no answer.
+enum Unanswered {
+    /// The node does not serve that version.
+    Unimplemented(String),
+    /// Anything else.
+    Failed(ReadFail),
+}
+
+impl From<ReadFail> for Unanswered {
+    fn from(fail: ReadFail) -> Unanswered {
+        Unanswered::Failed(fail)
+    }
+}
 
 /// A read that failed, kept so that it can be given to every request that waited for it.
 #[derive(Debug, Clone)]
@@ -46,22 +88,102 @@ impl From<ReadFail> for NodeFail {
     }
 }
 
-/// Asks the node at `address` one reflection question over `connection` and returns its
-/// answer (an error answer included: what it means depends on the question).
-pub(super) async fn ask(
+/// The reflection client: it asks `v1` first and `v1alpha` when a node does not serve `v1`, and
+/// remembers per node address the version that answered, so a node is not asked twice per read.
+#[derive(Default)]
+pub(super) struct Reflector {
+    versions: Mutex<HashMap<String, Version>>,
+}
+
+impl Reflector {
+    /// Asks the node at `address` one reflection question over `connection` and returns its
+    /// answer (an error answer included: what it means depends on the question).
+    pub(super) async fn ask(
+        &self,
+        connection: &Connection,
+        address: &str,
+        question: MessageRequest,
+    ) -> Result<MessageResponse, ReadFail> {
+        let versions = || self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let first = versions().get(address).copied().unwrap_or(Version::V1);
+        let mut version = first;
+        loop {
+            match ask_one(connection, address, version, question.clone()).await {
+                Ok(answer) => {
+                    if version != first || version != Version::V1 {
+                        let mut versions = versions();
+                        if versions.len() >= MAX_CHANNELS {
+                            versions.clear();
+                        }
+                        versions.insert(address.to_string(), version);
+                    }
+                    return Ok(answer);
+                }
+                // A node redeployed at the same address may serve the other version now.
+                Err(Unanswered::Unimplemented(_)) if version == first => version = first.other(),
+                Err(Unanswered::Unimplemented(message)) => {
+                    return Err(ReadFail::bad(format!(
+                        "server reflection at {address} failed: {message}"
+                    )))
+                }
+                Err(Unanswered::Failed(fail)) => return Err(fail),
+            }
+        }
+    }
+
+    /// The descriptors of `symbol` (a gRPC service) and the files it needs, from the node at
+    /// `address`.
+    pub(super) async fn file_containing(
+        &self,
+        connection: &Connection,
+        address: &str,
+        symbol: &str,
+    ) -> Result<DescriptorPool, ReadFail> {
+        let question = MessageRequest::FileContainingSymbol(symbol.to_string());
+        files_to_pool(self.ask(connection, address, question).await?, address)
+    }
+
+    /// The full names of the gRPC services the node at `address` serves.
+    pub(super) async fn list_services(
+        &self,
+        connection: &Connection,
+        address: &str,
+    ) -> Result<Vec<String>, ReadFail> {
+        let question = MessageRequest::ListServices(String::new());
+        match self.ask(connection, address, question).await? {
+            MessageResponse::ListServicesResponse(list) => {
+                Ok(list.service.into_iter().map(|s| s.name).collect())
+            }
+            MessageResponse::ErrorResponse(e) => Err(ReadFail::bad(format!(
+                "server reflection at {address} does not list its services: {}",
+                e.error_message
+            ))),
+            _ => Err(ReadFail::bad(format!(
+                "server reflection at {address} gave an unexpected answer"
+            ))),
+        }
+    }
+}
+
+/// Asks the node at `address` one question with reflection service `version`.
+async fn ask_one(
     connection: &Connection,
     address: &str,
+    version: Version,
     question: MessageRequest,
-) -> Result<MessageResponse, ReadFail> {
+) -> Result<MessageResponse, Unanswered> {
     let failed = |status: tonic::Status| match TransportError::find(&status) {
-        Some(err) => ReadFail {
+        Some(err) => Unanswered::Failed(ReadFail {
             unreached: true,
             ..ReadFail::bad(format!("server reflection at {address}: {err}"))
-        },
-        None => ReadFail::bad(format!(
+        }),
+        None if status.code() == tonic::Code::Unimplemented => {
+            Unanswered::Unimplemented(status.message().to_string())
+        }
+        None => Unanswered::Failed(ReadFail::bad(format!(
             "server reflection at {address} failed: {}",
             status.message()
-        )),
+        ))),
     };
     let timed_out = || ReadFail::bad(format!("server reflection at {address} did not answer"));
     let mut grpc = connection.grpc();
@@ -72,7 +194,7 @@ pub(super) async fn ask(
     let request = tonic::Request::new(tokio_stream::iter([Bytes::from(request.encode_to_vec())]));
     let call = grpc.streaming(
         request,
-        http::uri::PathAndQuery::from_static(rmicro_runtime::reflection::V1_PATH),
+        http::uri::PathAndQuery::from_static(version.path()),
         RawCodec,
     );
     let mut stream = tokio::time::timeout(REFLECTION_TIMEOUT, call)
@@ -94,22 +216,16 @@ pub(super) async fn ask(
             "server reflection at {address} sent a bad answer: {e}"
         ))
     })?;
-    reply.message_response.ok_or_else(|| {
+    Ok(reply.message_response.ok_or_else(|| {
         ReadFail::bad(format!(
             "server reflection at {address} gave an empty answer"
         ))
-    })
+    })?)
 }
 
-/// The descriptors of `symbol` (a gRPC service) and the files it needs, from the node at
-/// `address`.
-pub(super) async fn file_containing(
-    connection: &Connection,
-    address: &str,
-    symbol: &str,
-) -> Result<DescriptorPool, ReadFail> {
-    let question = MessageRequest::FileContainingSymbol(symbol.to_string());
-    let files = match ask(connection, address, question).await? {
+/// The descriptors in `answer` to a request for files, as a pool.
+fn files_to_pool(answer: MessageResponse, address: &str) -> Result<DescriptorPool, ReadFail> {
+    let files = match answer {
         MessageResponse::FileDescriptorResponse(f) => f.file_descriptor_proto,
         MessageResponse::ErrorResponse(e) => {
             return Err(ReadFail::bad(format!(
@@ -137,31 +253,6 @@ pub(super) async fn file_containing(
             "descriptors from {address} do not form a valid set: {e}"
         ))
     })
-}
-
-/// The full names of the gRPC services the node at `address` serves.
-pub(super) async fn list_services(
-    connection: &Connection,
-    address: &str,
-) -> Result<Vec<String>, ReadFail> {
-    match ask(
-        connection,
-        address,
-        MessageRequest::ListServices(String::new()),
-    )
-    .await?
-    {
-        MessageResponse::ListServicesResponse(list) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        MessageResponse::ErrorResponse(e) => Err(ReadFail::bad(format!(
-            "server reflection at {address} does not list its services: {}",
-            e.error_message
-        ))),
-        _ => Err(ReadFail::bad(format!(
-            "server reflection at {address} gave an unexpected answer"
-        ))),
-    }
 }
 
 /// The gRPC service of go-micro handler `handler` (`Greeter`, of endpoint `Greeter.Hello`) of

@@ -1,0 +1,211 @@
+//! `rmicro api --handler rpc` in front of a service that is not rmicro's: a Python grpcio server
+//! (tests/python/interop_server.py, tests/python/interop.proto) registered as a go-micro node
+//! registers itself (endpoints `Interop.Echo` with no gRPC path, node metadata of go-micro's
+//! grpc server), its message types learned through grpcio-reflection, which serves only
+//! `grpc.reflection.v1alpha`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::FromArgMatches;
+use rmicro::api::{ApiArgs, Gateway};
+use rmicro::Cli;
+use rmicro_runtime::registry::{MemoryRegistry, Registry, Service};
+use rmicro_tests::http::{self, HttpResponse};
+
+/// The Python server, stopped when dropped.
+struct Python {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the Python interop server; `reflection` is `v1alpha` or `none`.
+async fn python(reflection: &'static str) -> Python {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let script = root.join("tests/python/interop_server.py");
+    let stubs = std::env::temp_dir().join(format!(
+        "rmicro-interop-{}-{}",
+        std::process::id(),
+        uuid_ish()
+    ));
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&stubs)
+            .arg(reflection)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs grpcio, grpcio-tools, grpcio-reflection)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        // The server prints its address once serving, or exits with an error on stderr.
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(address) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!("the Python interop server did not start (scripts/test.sh installs grpcio): {line:?}");
+        };
+        Python {
+            address: address.to_string(),
+            child,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A name no other test of this process uses.
+fn uuid_ish() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Registers the Python server at `address` as service `name`, in go-micro v2's registry JSON
+/// as its grpc server writes it: endpoints named `Interop.Method` with only `stream` metadata.
+async fn register(registry: &Arc<dyn Registry>, name: &str, address: &str) {
+    let endpoint = |method: &str, request: &str, response: &str| {
+        serde_json::json!({
+            "name": format!("Interop.{method}"),
+            "request": {"name": request, "type": request, "values": null},
+            "response": {"name": response, "type": response, "values": null},
+            "metadata": {"stream": "false"},
+        })
+    };
+    let record = serde_json::json!({
+        "name": name,
+        "version": "latest",
+        "metadata": null,
+        "endpoints": [
+            endpoint("Echo", "Everything", "Everything"),
+            endpoint("Fail", "FailRequest", "Empty"),
+            endpoint("Slow", "SlowRequest", "CallInfo"),
+            endpoint("Big", "BigRequest", "BigReply"),
+            endpoint("Stats", "Empty", "StatsReply"),
+        ],
+        "nodes": [{
+            "id": format!("{name}-0b9c2f6e-7f3a-4a55-9a49-{:012}", uuid_ish()),
+            "address": address,
+            "metadata": {
+                "broker": "http",
+                "protocol": "grpc",
+                "registry": "etcd",
+                "server": "grpc",
+                "transport": "grpc",
+            },
+        }],
+    });
+    let service: Service = serde_json::from_value(record).unwrap();
+    registry
+        .register(&service, Duration::from_secs(3600))
+        .await
+        .unwrap();
+}
+
+/// A gateway (rpc handler, namespace `go.micro.srv`) with `extra` flags.
+async fn gateway(
+    registry: Arc<dyn Registry>,
+    extra: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let cli = Cli::new();
+    let mut args = vec![
+        "rmicro",
+        "api",
+        "--handler",
+        "rpc",
+        "--namespace",
+        "go.micro.srv",
+    ];
+    args.extend_from_slice(extra);
+    let matches = cli.command().try_get_matches_from(args).unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let args = ApiArgs::from_arg_matches(&sub).unwrap();
+    let gw = Gateway::new(args, &sub, cli.into_plugins(), Some(registry)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// The Python server (`reflection`), registered as `go.micro.srv.interop`, and a gateway.
+async fn setup(
+    reflection: &'static str,
+    extra: &[&str],
+) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
+    let py = python(reflection).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &py.address).await;
+    let (gw, stop) = gateway(registry, extra).await;
+    (py, gw, stop)
+}
+
+async fn call_with(
+    addr: &str,
+    method: &'static str,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    body: &str,
+) -> HttpResponse {
+    let (addr, path, body) = (addr.to_string(), path.to_string(), body.to_string());
+    let mut headers = headers.to_vec();
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    tokio::task::spawn_blocking(move || http::request(&addr, method, &path, &headers, &body))
+        .await
+        .unwrap()
+}
+
+async fn post(addr: &str, path: &str, body: &str) -> HttpResponse {
+    call_with(addr, "POST", path, &[], body).await
+}
+
+fn json(resp: &HttpResponse) -> serde_json::Value {
+    serde_json::from_str(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", &resp.body[..resp.body.len().min(500)]))
+}
+
+/// The Python server's counts, asked through the gateway.
+async fn stats(gw: &str) -> serde_json::Value {
+    let r = post(gw, "/interop/interop/stats", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    json(&r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_service_serving_reflection_v1alpha_only_is_called_through_the_gateway() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"text":"hi","kind":"HARDCOVER","big":"9007199254740993"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"text": "hi", "kind": "HARDCOVER", "big": "9007199254740993"})
+    );
+    // v1 was asked once: the node's version is remembered for the reads after, such as the one
+    // a field the descriptors lack brings (a second later).
+    assert_eq!(stats(&gw).await["v1_attempts"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post(&gw, "/interop/interop/echo", r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let counts = stats(&gw).await;
+    assert_eq!(counts["v1_attempts"], "1", "{counts}");
+    assert_eq!(counts["reflection_streams"], "3", "{counts}");
+}

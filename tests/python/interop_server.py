@@ -1,0 +1,113 @@
+"""A gRPC service written with Python grpcio (not rmicro): tests/python/interop.proto's Interop
+service, for the rpc gateway's interop tests (rmicro/tests/gateway_rpc_python.rs).
+
+Usage: interop_server.py STUBS_DIR REFLECTION
+  STUBS_DIR   where to generate the Python stubs (grpc_tools.protoc, at start)
+  REFLECTION  v1alpha: serve server reflection as grpcio-reflection does (v1alpha only);
+              none: serve no reflection at all
+
+Prints `listening on 127.0.0.1:PORT` once serving; exits when its standard input closes.
+"""
+import os
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_tools import protoc
+
+here = os.path.dirname(os.path.abspath(__file__))
+stubs, reflection_kind = sys.argv[1], sys.argv[2]
+os.makedirs(stubs, exist_ok=True)
+include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", "interop.proto"]) != 0:
+    sys.exit("grpc_tools.protoc failed on interop.proto")
+sys.path.insert(0, stubs)
+import interop_pb2 as pb  # noqa: E402
+from google.protobuf import any_pb2  # noqa: E402
+
+lock = threading.Lock()
+counts = {"reflection_streams": 0, "v1_attempts": 0}
+
+SERVICE = "interop.v1.Interop"
+CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def echo(request, context):
+    return request
+
+
+def fail(request, context):
+    if request.with_details:
+        note = any_pb2.Any()
+        note.Pack(pb.Note(text="see the docs"))
+        status = pb.RpcStatus(code=request.code, message=request.message, details=[note])
+        context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
+    context.abort(CODES[request.code], request.message)
+
+
+def slow(request, context):
+    remaining = context.time_remaining()
+    end = time.monotonic() + request.millis / 1000.0
+    while context.is_active() and time.monotonic() < end:
+        time.sleep(0.01)
+    metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+    return pb.CallInfo(deadline_seconds=-1 if remaining is None else remaining, metadata=metadata)
+
+
+def big(request, context):
+    return pb.BigReply(data=b"x" * request.size)
+
+
+def stats(request, context):
+    with lock:
+        return pb.StatsReply(**counts)
+
+
+def unary(fn, req, resp):
+    return grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+    )
+
+
+handlers = {
+    "Echo": unary(echo, pb.Everything, pb.Everything),
+    "Fail": unary(fail, pb.FailRequest, pb.Empty),
+    "Slow": unary(slow, pb.SlowRequest, pb.CallInfo),
+    "Big": unary(big, pb.BigRequest, pb.BigReply),
+    "Stats": unary(stats, pb.Empty, pb.StatsReply),
+}
+
+class CountV1Attempts(grpc.GenericRpcHandler):
+    """Counts the calls of reflection v1, which this server does not serve (UNIMPLEMENTED)."""
+
+    def service(self, handler_call_details):
+        if handler_call_details.method.startswith("/grpc.reflection.v1.ServerReflection/"):
+            with lock:
+                counts["v1_attempts"] += 1
+        return None
+
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+if reflection_kind == "v1alpha":
+    from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+
+    class CountingReflection(reflection.ReflectionServicer):
+        def ServerReflectionInfo(self, request_iterator, context):
+            with lock:
+                counts["reflection_streams"] += 1
+            yield from super().ServerReflectionInfo(request_iterator, context)
+
+    names = (SERVICE, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CountingReflection(names), server)
+elif reflection_kind != "none":
+    sys.exit(f"unknown reflection kind {reflection_kind!r}: v1alpha or none")
+
+server.add_generic_rpc_handlers((CountV1Attempts(),))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(f"listening on 127.0.0.1:{port}", flush=True)
+sys.stdin.read()
+server.stop(0)
