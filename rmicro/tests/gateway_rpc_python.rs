@@ -209,3 +209,31 @@ async fn a_python_service_serving_reflection_v1alpha_only_is_called_through_the_
     assert_eq!(counts["v1_attempts"], "1", "{counts}");
     assert_eq!(counts["reflection_streams"], "3", "{counts}");
 }
+
+/// Without server reflection the gateway cannot learn a service's messages: it says so at once,
+/// 501 with what to do, rather than a generic error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_server_reflection_answers_501_saying_to_enable_it() {
+    let (py, gw, _stop) = setup("none", &[]).await;
+    let started = std::time::Instant::now();
+    let r = post(&gw, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert_eq!(r.status, 501, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["id"], "go.micro.api", "{}", r.body);
+    assert_eq!(
+        v["detail"],
+        format!(
+            "the service at {} does not serve gRPC server reflection (grpc.reflection.v1 or \
+             v1alpha), which the rpc handler needs to learn its message types: enable gRPC \
+             server reflection in the service (grpc-go: reflection.Register; Python: \
+             grpc_reflection's enable_server_reflection; rmicro services serve it), or call it \
+             through the http handler",
+            py.address
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

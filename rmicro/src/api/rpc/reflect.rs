@@ -43,7 +43,7 @@ impl Version {
 /// Why one version's question got no answer.
 enum Unanswered {
     /// The node does not serve that version.
-    Unimplemented(String),
+    Unimplemented,
     /// Anything else.
     Failed(ReadFail),
 }
@@ -69,6 +69,22 @@ impl ReadFail {
         ReadFail {
             status: StatusCode::BAD_GATEWAY,
             detail,
+            unreached: false,
+        }
+    }
+
+    /// A node that serves no server reflection, which the rpc handler cannot do without: 501,
+    /// as gRPC's UNIMPLEMENTED maps, with what to do about it.
+    fn no_reflection(address: &str) -> ReadFail {
+        ReadFail {
+            status: StatusCode::NOT_IMPLEMENTED,
+            detail: format!(
+                "the service at {address} does not serve gRPC server reflection \
+                 (grpc.reflection.v1 or v1alpha), which the rpc handler needs to learn its \
+                 message types: enable gRPC server reflection in the service (grpc-go: \
+                 reflection.Register; Python: grpc_reflection's enable_server_reflection; \
+                 rmicro services serve it), or call it through the http handler"
+            ),
             unreached: false,
         }
     }
@@ -120,12 +136,8 @@ impl Reflector {
                     return Ok(answer);
                 }
                 // A node redeployed at the same address may serve the other version now.
-                Err(Unanswered::Unimplemented(_)) if version == first => version = first.other(),
-                Err(Unanswered::Unimplemented(message)) => {
-                    return Err(ReadFail::bad(format!(
-                        "server reflection at {address} failed: {message}"
-                    )))
-                }
+                Err(Unanswered::Unimplemented) if version == first => version = first.other(),
+                Err(Unanswered::Unimplemented) => return Err(ReadFail::no_reflection(address)),
                 Err(Unanswered::Failed(fail)) => return Err(fail),
             }
         }
@@ -177,9 +189,7 @@ async fn ask_one(
             unreached: true,
             ..ReadFail::bad(format!("server reflection at {address}: {err}"))
         }),
-        None if status.code() == tonic::Code::Unimplemented => {
-            Unanswered::Unimplemented(status.message().to_string())
-        }
+        None if status.code() == tonic::Code::Unimplemented => Unanswered::Unimplemented,
         None => Unanswered::Failed(ReadFail::bad(format!(
             "server reflection at {address} failed: {}",
             status.message()
