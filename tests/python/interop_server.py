@@ -6,8 +6,12 @@ Usage: interop_server.py STUBS_DIR REFLECTION
   REFLECTION  v1alpha: serve server reflection as grpcio-reflection does (v1alpha only);
               none: serve no reflection at all
 
-Prints `listening on 127.0.0.1:PORT` once serving; exits when its standard input closes.
+Prints `listening on 127.0.0.1:PORT` once serving. Then each line `stats` on its standard input
+is answered with a line of JSON on its standard output: the server reflection streams (v1alpha)
+opened and the calls of reflection v1 (which it does not serve). Exits when its standard input
+closes.
 """
+import json
 import os
 import sys
 import threading
@@ -60,11 +64,6 @@ def big(request, context):
     return pb.BigReply(data=b"x" * request.size)
 
 
-def stats(request, context):
-    with lock:
-        return pb.StatsReply(**counts)
-
-
 def unary(fn, req, resp):
     return grpc.unary_unary_rpc_method_handler(
         fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
@@ -76,7 +75,6 @@ handlers = {
     "Fail": unary(fail, pb.FailRequest, pb.Empty),
     "Slow": unary(slow, pb.SlowRequest, pb.CallInfo),
     "Big": unary(big, pb.BigRequest, pb.BigReply),
-    "Stats": unary(stats, pb.Empty, pb.StatsReply),
 }
 
 class CountV1Attempts(grpc.GenericRpcHandler):
@@ -109,5 +107,8 @@ server.add_generic_rpc_handlers((CountV1Attempts(),))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(f"listening on 127.0.0.1:{port}", flush=True)
-sys.stdin.read()
+for line in sys.stdin:
+    if line.strip() == "stats":
+        with lock:
+            print(json.dumps(counts), flush=True)
 server.stop(0)
