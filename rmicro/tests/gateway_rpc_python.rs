@@ -25,7 +25,7 @@ struct Python {
 }
 
 impl Python {
-    /// The server's counts: `reflection_streams` (v1alpha) and `v1_attempts`.
+    /// The server's counts of reflection calls: `v1alpha` and `v1` (never served).
     fn stats(&mut self) -> serde_json::Value {
         writeln!(self.stdin, "stats").unwrap();
         let mut line = String::new();
@@ -41,8 +41,9 @@ impl Drop for Python {
     }
 }
 
-/// Starts the Python interop server; `reflection` is `v1alpha` or `none`.
-async fn python(reflection: &'static str) -> Python {
+/// Starts the Python interop server; `reflection` is `v1alpha` or `none`, each reflection call
+/// taking `delay_ms`.
+async fn python(reflection: &'static str, delay_ms: u32) -> Python {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let script = root.join("tests/python/interop_server.py");
     let stubs = std::env::temp_dir().join(format!(
@@ -55,6 +56,7 @@ async fn python(reflection: &'static str) -> Python {
             .arg(&script)
             .arg(&stubs)
             .arg(reflection)
+            .arg(delay_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -159,7 +161,16 @@ async fn setup(
     reflection: &'static str,
     extra: &[&str],
 ) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
-    let py = python(reflection).await;
+    setup_delayed(reflection, 0, extra).await
+}
+
+/// As [`setup`], each reflection call taking `delay_ms`.
+async fn setup_delayed(
+    reflection: &'static str,
+    delay_ms: u32,
+    extra: &[&str],
+) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
+    let py = python(reflection, delay_ms).await;
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     register(&registry, "go.micro.srv.interop", &py.address).await;
     let (gw, stop) = gateway(registry, extra).await;
@@ -208,13 +219,12 @@ async fn a_python_service_serving_reflection_v1alpha_only_is_called_through_the_
     );
     // v1 was asked once: the node's version is remembered for the reads after, such as the one
     // a field the descriptors lack brings (a second later).
-    assert_eq!(py.stats()["v1_attempts"], 1);
+    assert_eq!(py.stats()["v1"], 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = post(&gw, "/interop/interop/echo", r#"{"nope":1}"#).await;
     assert_eq!(r.status, 400, "{}", r.body);
     let counts = py.stats();
-    assert_eq!(counts["v1_attempts"], 1, "{counts}");
-    assert_eq!(counts["reflection_streams"], 3, "{counts}");
+    assert_eq!(counts, serde_json::json!({"v1": 1, "v1alpha": 3}));
 }
 
 /// Without server reflection the gateway cannot learn a service's messages: it says so at once,
@@ -243,4 +253,40 @@ async fn a_service_without_server_reflection_answers_501_saying_to_enable_it() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// `n` requests sent at once, their statuses.
+async fn burst(gw: &str, n: usize, path: &'static str, body: &'static str) -> Vec<u16> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let gw = gw.to_string();
+            tokio::spawn(async move { post(&gw, path, body).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses
+}
+
+/// Concurrent first requests for a service share one lookup of its gRPC service and one read
+/// of its descriptors: the node sees one reflection call of each (each taking 300 ms, so that
+/// all of them overlap), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_share_one_reflection_read() {
+    let (mut py, gw, _stop) = setup_delayed("v1alpha", 300, &[]).await;
+    let statuses = burst(&gw, 16, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // v1: the lookup, answered UNIMPLEMENTED; v1alpha: the lookup and the descriptors.
+    assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 2}));
+}
+
+/// ... and share its failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_failed_reflection_read() {
+    let (mut py, gw, _stop) = setup_delayed("none", 300, &[]).await;
+    let statuses = burst(&gw, 16, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert!(statuses.iter().all(|s| *s == 501), "{statuses:?}");
+    assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 1}));
 }

@@ -1,14 +1,16 @@
 """A gRPC service written with Python grpcio (not rmicro): tests/python/interop.proto's Interop
 service, for the rpc gateway's interop tests (rmicro/tests/gateway_rpc_python.rs).
 
-Usage: interop_server.py STUBS_DIR REFLECTION
+Usage: interop_server.py STUBS_DIR REFLECTION [DELAY_MS]
   STUBS_DIR   where to generate the Python stubs (grpc_tools.protoc, at start)
   REFLECTION  v1alpha: serve server reflection as grpcio-reflection does (v1alpha only);
-              none: serve no reflection at all
+              none: serve no reflection at all (UNIMPLEMENTED, as for any unknown method)
+  DELAY_MS    how long each reflection call (answered or not) takes, so that concurrent
+              callers overlap; 0 by default
 
 Prints `listening on 127.0.0.1:PORT` once serving. Then each line `stats` on its standard input
-is answered with a line of JSON on its standard output: the server reflection streams (v1alpha)
-opened and the calls of reflection v1 (which it does not serve). Exits when its standard input
+is answered with a line of JSON on its standard output: the calls of server reflection, by
+version (`v1alpha`, `v1`; v1 is never served). Exits when its standard input
 closes.
 """
 import json
@@ -23,6 +25,7 @@ from grpc_tools import protoc
 
 here = os.path.dirname(os.path.abspath(__file__))
 stubs, reflection_kind = sys.argv[1], sys.argv[2]
+delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0.0
 os.makedirs(stubs, exist_ok=True)
 include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
 if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", "interop.proto"]) != 0:
@@ -32,7 +35,7 @@ import interop_pb2 as pb  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 
 lock = threading.Lock()
-counts = {"reflection_streams": 0, "v1_attempts": 0}
+counts = {"v1alpha": 0, "v1": 0}
 
 SERVICE = "interop.v1.Interop"
 CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -77,14 +80,21 @@ handlers = {
     "Big": unary(big, pb.BigRequest, pb.BigReply),
 }
 
-class CountV1Attempts(grpc.GenericRpcHandler):
-    """Counts the calls of reflection v1, which this server does not serve (UNIMPLEMENTED)."""
+def not_served(version):
+    """Reflection `version` not served: UNIMPLEMENTED, as grpc answers an unknown method, after
+    counting the attempt."""
 
-    def service(self, handler_call_details):
-        if handler_call_details.method.startswith("/grpc.reflection.v1.ServerReflection/"):
-            with lock:
-                counts["v1_attempts"] += 1
-        return None
+    def handler(request_iterator, context):
+        with lock:
+            counts[version] += 1
+        time.sleep(delay)
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # a generator: a streaming handler
+
+    return grpc.method_handlers_generic_handler(
+        f"grpc.reflection.{version}.ServerReflection",
+        {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(handler)},
+    )
 
 
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
@@ -95,15 +105,18 @@ if reflection_kind == "v1alpha":
     class CountingReflection(reflection.ReflectionServicer):
         def ServerReflectionInfo(self, request_iterator, context):
             with lock:
-                counts["reflection_streams"] += 1
+                counts["v1alpha"] += 1
+            time.sleep(delay)
             yield from super().ServerReflectionInfo(request_iterator, context)
 
     names = (SERVICE, reflection.SERVICE_NAME)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CountingReflection(names), server)
-elif reflection_kind != "none":
+elif reflection_kind == "none":
+    server.add_generic_rpc_handlers((not_served("v1alpha"),))
+else:
     sys.exit(f"unknown reflection kind {reflection_kind!r}: v1alpha or none")
+server.add_generic_rpc_handlers((not_served("v1"),))
 
-server.add_generic_rpc_handlers((CountV1Attempts(),))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(f"listening on 127.0.0.1:{port}", flush=True)

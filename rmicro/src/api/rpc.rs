@@ -15,10 +15,12 @@
 //! the call (whose message the gateway holds) is tried once more on another node.
 //!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
-//! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a node
-//! that serves only that, as grpcio-reflection and older grpc-go do), and are cached per gRPC service while the
-//! node they came from is registered; a request naming a field or method they lack has them read
-//! again once, so a redeployed service's additions are seen without restarting the gateway. Errors come
+//! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a
+//! node that serves only that, as grpcio-reflection and older grpc-go do), and are cached per
+//! gRPC service while the node they came from is registered; a request naming a field or method
+//! they lack has them read again once, so a redeployed service's additions are seen without
+//! restarting the gateway. Concurrent requests that find them missing share one read, and its
+//! failure. A node without server reflection answers 501 saying so. Errors come
 //! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
@@ -41,6 +43,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use super::proxy::{Quarantine, Seen};
 use super::{error, HandlerConfig};
 
+mod flight;
 mod reflect;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -344,6 +347,10 @@ struct Inner {
     nodes: NodeCache,
     /// Server reflection, and the version each node answers.
     reflector: reflect::Reflector,
+    /// Descriptor reads in progress, by gRPC service.
+    reads: flight::Flights<DescriptorPool, reflect::ReadFail>,
+    /// Lookups of go-micro handlers' gRPC services in progress, by `service/Handler`.
+    lookups: flight::Flights<String, reflect::ReadFail>,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
     /// Nodes that could not be reached, avoided for a while.
@@ -399,6 +406,8 @@ impl RpcHandler {
                 grpc_services: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 reflector: reflect::Reflector::default(),
+                reads: flight::Flights::default(),
+                lookups: flight::Flights::default(),
                 quarantine: Quarantine::default(),
                 seen: Seen::default(),
             }),
@@ -607,9 +616,7 @@ impl RpcHandler {
         }
     }
 
-    // The error is the finished HTTP response; boxing it would only add an allocation.
-    #[allow(clippy::result_large_err)]
-    fn channel(&self, address: &str) -> Result<Connection, Fail> {
+    fn channel(&self, address: &str) -> Result<Connection, reflect::ReadFail> {
         let mut channels = self
             .inner
             .channels
@@ -619,7 +626,7 @@ impl RpcHandler {
             return Ok(c.clone());
         }
         let connection = Connection::new(address)
-            .map_err(|err| error::response(StatusCode::BAD_GATEWAY, err.to_string()))?;
+            .map_err(|err| reflect::ReadFail::unreached(err.to_string()))?;
         remember(&mut channels, address, connection.clone(), MAX_CHANNELS);
         Ok(connection)
     }
@@ -647,30 +654,35 @@ impl RpcHandler {
                 )
             })?;
         loop {
-            let cached = self
-                .inner
-                .pools
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(grpc_service)
-                .filter(|d| nodes.iter().any(|n| n.id == d.node))
-                .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
-                .map(|d| d.pool.clone());
-            let (pool, fresh) = match cached {
+            let (pool, fresh) = match self.cached(grpc_service, nodes, reread) {
                 Some(pool) => (pool, false),
+                // Requests that find them missing at once share one read (and its failure).
                 None => {
-                    let pool = self.reflect(&node.address, grpc_service).await?;
-                    let described = Described {
-                        pool: pool.clone(),
-                        service: service.to_string(),
-                        node: node.id.clone(),
-                        read: Instant::now(),
+                    let read = || async {
+                        // Read by another request just now.
+                        if let Some(pool) = self.cached(grpc_service, nodes, true) {
+                            return Ok(pool);
+                        }
+                        let connection = self.channel(&node.address)?;
+                        let pool = self
+                            .inner
+                            .reflector
+                            .file_containing(&connection, &node.address, grpc_service)
+                            .await?;
+                        let described = Described {
+                            pool: pool.clone(),
+                            service: service.to_string(),
+                            node: node.id.clone(),
+                            read: Instant::now(),
+                        };
+                        self.inner
+                            .pools
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(grpc_service.to_string(), described);
+                        Ok(pool)
                     };
-                    self.inner
-                        .pools
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(grpc_service.to_string(), described);
+                    let pool = self.inner.reads.share(grpc_service, read).await?;
                     (pool, true)
                 }
             };
@@ -695,15 +707,17 @@ impl RpcHandler {
         }
     }
 
-    /// The descriptors of `service` and the files it needs, asked of the node at `address` over
-    /// its connection (so a node that cannot be reached is told apart).
-    async fn reflect(&self, address: &str, service: &str) -> Result<DescriptorPool, NodeFail> {
-        let connection = self.channel(address).map_err(NodeFail::unreached)?;
-        Ok(self
-            .inner
-            .reflector
-            .file_containing(&connection, address, service)
-            .await?)
+    /// The cached descriptors of `grpc_service`, while the node they came from is among
+    /// `nodes`; with `reread` (they look stale), only those read within [`REREAD_AFTER`].
+    fn cached(&self, grpc_service: &str, nodes: &[Node], reread: bool) -> Option<DescriptorPool> {
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(grpc_service)
+            .filter(|d| nodes.iter().any(|n| n.id == d.node))
+            .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
+            .map(|d| d.pool.clone())
     }
 
     /// The gRPC path of a go-micro endpoint (`Greeter.Hello`) that a service registered without
@@ -724,34 +738,42 @@ impl RpcHandler {
             .into());
         };
         let key = format!("{service}/{handler}");
-        let known = self
-            .inner
-            .grpc_services
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
-            .map(|(_, grpc_service)| grpc_service.clone());
-        let grpc_service = match known {
+        let known = || {
+            self.inner
+                .grpc_services
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
+                .map(|(_, grpc_service)| grpc_service.clone())
+        };
+        let grpc_service = match known() {
             Some(known) => known,
             None => {
-                let connection = self.channel(&node.address).map_err(NodeFail::unreached)?;
-                let served = self
-                    .inner
-                    .reflector
-                    .list_services(&connection, &node.address)
-                    .await?;
-                let found = reflect::grpc_service_among(&served, service, handler, &node.address)?;
-                let mut known = self
-                    .inner
-                    .grpc_services
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if known.len() >= MAX_CHANNELS {
-                    known.retain(|_, (id, _)| nodes.iter().any(|n| &n.id == id));
-                }
-                known.insert(key, (node.id.clone(), found.clone()));
-                found
+                let find = || async {
+                    if let Some(known) = known() {
+                        return Ok(known);
+                    }
+                    let connection = self.channel(&node.address)?;
+                    let served = self
+                        .inner
+                        .reflector
+                        .list_services(&connection, &node.address)
+                        .await?;
+                    let found =
+                        reflect::grpc_service_among(&served, service, handler, &node.address)?;
+                    let mut known = self
+                        .inner
+                        .grpc_services
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if known.len() >= MAX_CHANNELS {
+                        known.retain(|_, (id, _)| nodes.iter().any(|n| &n.id == id));
+                    }
+                    known.insert(key.clone(), (node.id.clone(), found.clone()));
+                    Ok(found)
+                };
+                self.inner.lookups.share(&key, find).await?
             }
         };
         Ok(format!("/{grpc_service}/{method}"))
@@ -891,8 +913,7 @@ impl RpcHandler {
         // 4 MiB (tonic's default would cut every response at 4 MiB).
         let response_limit = config.body_limit.max(MIN_RESPONSE_LIMIT);
         let mut grpc = self
-            .channel(address)
-            .map_err(NodeFail::unreached)?
+            .channel(address)?
             .grpc()
             .max_decoding_message_size(response_limit);
         let message = Bytes::from(input.encode_to_vec());

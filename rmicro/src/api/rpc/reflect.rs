@@ -89,6 +89,14 @@ impl ReadFail {
         }
     }
 
+    /// A node that could not be reached.
+    pub(super) fn unreached(detail: String) -> ReadFail {
+        ReadFail {
+            unreached: true,
+            ..ReadFail::bad(detail)
+        }
+    }
+
     /// The HTTP answer.
     pub(super) fn response(&self) -> Fail {
         error::response(self.status, self.detail.clone())
