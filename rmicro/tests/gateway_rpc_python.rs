@@ -108,6 +108,7 @@ async fn register(registry: &Arc<dyn Registry>, name: &str, address: &str) {
             endpoint("Fail", "FailRequest", "Empty"),
             endpoint("Slow", "SlowRequest", "CallInfo"),
             endpoint("Big", "BigRequest", "BigReply"),
+            endpoint("Labelled", "Empty", "Everything"),
         ],
         "nodes": [{
             "id": format!("{name}-0b9c2f6e-7f3a-4a55-9a49-{:012}", uuid_ish()),
@@ -289,4 +290,35 @@ async fn concurrent_requests_share_one_failed_reflection_read() {
     let statuses = burst(&gw, 16, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
     assert!(statuses.iter().all(|s| *s == 501), "{statuses:?}");
     assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 1}));
+}
+
+/// An `Any` of a type the service's files do not import (only the `Any` names it) is read from
+/// the node by reflection, in a request and in a response; a type the node does not know
+/// either is still the client's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_any_of_a_type_the_service_files_do_not_import_is_looked_up() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(&gw, "/interop/interop/labelled", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"any": {
+            "@type": "type.googleapis.com/interop.extra.Label",
+            "key": "from-python",
+            "weight": "7",
+        }})
+    );
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let sent = serde_json::json!({
+        "any": {"@type": "type.googleapis.com/interop.extra.Label", "key": "k", "weight": "3"},
+    });
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!((r.status, json(&r)), (200, sent), "{}", r.body);
+    let sent = serde_json::json!({"any": {"@type": "type.googleapis.com/no.Such"}});
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(json(&r)["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with("message 'no.Such' not found"));
 }

@@ -28,9 +28,11 @@ stubs, reflection_kind = sys.argv[1], sys.argv[2]
 delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0.0
 os.makedirs(stubs, exist_ok=True)
 include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", "interop.proto"]) != 0:
-    sys.exit("grpc_tools.protoc failed on interop.proto")
+for proto in ("interop.proto", "interop_extra.proto"):
+    if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", proto]) != 0:
+        sys.exit(f"grpc_tools.protoc failed on {proto}")
 sys.path.insert(0, stubs)
+import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
 import interop_pb2 as pb  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 
@@ -59,12 +61,21 @@ def slow(request, context):
     end = time.monotonic() + request.millis / 1000.0
     while context.is_active() and time.monotonic() < end:
         time.sleep(0.01)
-    metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+    metadata = {}
+    for k, v in context.invocation_metadata():
+        if isinstance(v, str):
+            metadata[k] = f"{metadata[k]},{v}" if k in metadata else v
     return pb.CallInfo(deadline_seconds=-1 if remaining is None else remaining, metadata=metadata)
 
 
 def big(request, context):
     return pb.BigReply(data=b"x" * request.size)
+
+
+def labelled(request, context):
+    reply = pb.Everything()
+    reply.any.Pack(interop_extra_pb2.Label(key="from-python", weight=7))
+    return reply
 
 
 def unary(fn, req, resp):
@@ -78,6 +89,7 @@ handlers = {
     "Fail": unary(fail, pb.FailRequest, pb.Empty),
     "Slow": unary(slow, pb.SlowRequest, pb.CallInfo),
     "Big": unary(big, pb.BigRequest, pb.BigReply),
+    "Labelled": unary(labelled, pb.Empty, pb.Everything),
 }
 
 def not_served(version):

@@ -160,7 +160,42 @@ impl Reflector {
         symbol: &str,
     ) -> Result<DescriptorPool, ReadFail> {
         let question = MessageRequest::FileContainingSymbol(symbol.to_string());
-        files_to_pool(self.ask(connection, address, question).await?, address)
+        let files = files_of(self.ask(connection, address, question).await?, address)?;
+        let files = files.ok_or_else(|| {
+            ReadFail::bad(format!(
+                "server reflection at {address} does not know `{symbol}`"
+            ))
+        })?;
+        DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet { file: files })
+            .map_err(|e| {
+                ReadFail::bad(format!(
+                    "descriptors from {address} do not form a valid set: {e}"
+                ))
+            })
+    }
+
+    /// `pool` with the file that defines `symbol` (a message type an `Any` names, which the
+    /// files read before need not import) and the files it needs, read from the node at
+    /// `address`; `None` when the node does not know it.
+    pub(super) async fn with_symbol(
+        &self,
+        connection: &Connection,
+        address: &str,
+        pool: &DescriptorPool,
+        symbol: &str,
+    ) -> Result<Option<DescriptorPool>, ReadFail> {
+        let question = MessageRequest::FileContainingSymbol(symbol.to_string());
+        let Some(files) = files_of(self.ask(connection, address, question).await?, address)? else {
+            return Ok(None);
+        };
+        let mut pool = pool.clone();
+        // Files already in the pool are skipped.
+        pool.add_file_descriptor_protos(files).map_err(|e| {
+            ReadFail::bad(format!(
+                "the descriptors of `{symbol}` from {address} do not fit those read before: {e}"
+            ))
+        })?;
+        Ok(Some(pool))
     }
 
     /// The full names of the gRPC services the node at `address` serves.
@@ -241,10 +276,16 @@ async fn ask_one(
     })?)
 }
 
-/// The descriptors in `answer` to a request for files, as a pool.
-fn files_to_pool(answer: MessageResponse, address: &str) -> Result<DescriptorPool, ReadFail> {
+/// The files in `answer` to a request for files; `None` when the node answered NOT_FOUND.
+fn files_of(
+    answer: MessageResponse,
+    address: &str,
+) -> Result<Option<Vec<prost_types::FileDescriptorProto>>, ReadFail> {
     let files = match answer {
         MessageResponse::FileDescriptorResponse(f) => f.file_descriptor_proto,
+        MessageResponse::ErrorResponse(e) if e.error_code == tonic::Code::NotFound as i32 => {
+            return Ok(None)
+        }
         MessageResponse::ErrorResponse(e) => {
             return Err(ReadFail::bad(format!(
                 "server reflection at {address}: {}",
@@ -257,20 +298,17 @@ fn files_to_pool(answer: MessageResponse, address: &str) -> Result<DescriptorPoo
             )))
         }
     };
-    let mut set = prost_types::FileDescriptorSet::default();
-    for bytes in files {
-        let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
-            ReadFail::bad(format!(
-                "server reflection at {address} sent a bad descriptor: {e}"
-            ))
-        })?;
-        set.file.push(file);
-    }
-    DescriptorPool::from_file_descriptor_set(set).map_err(|e| {
-        ReadFail::bad(format!(
-            "descriptors from {address} do not form a valid set: {e}"
-        ))
-    })
+    files
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+                ReadFail::bad(format!(
+                    "server reflection at {address} sent a bad descriptor: {e}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// The gRPC service of go-micro handler `handler` (`Greeter`, of endpoint `Greeter.Hello`) of
