@@ -322,3 +322,45 @@ async fn an_any_of_a_type_the_service_files_do_not_import_is_looked_up() {
         .unwrap()
         .ends_with("message 'no.Such' not found"));
 }
+
+/// Request headers that become gRPC metadata (`X-…` and `Authorization`) arrive at the service,
+/// each value of one sent twice; others do not. The call carries the gateway's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
+    let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "7s"]).await;
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[
+            ("X-Request-Id", "abc"),
+            ("X-Tag", "a"),
+            ("X-Tag", "b"),
+            ("Authorization", "Bearer t"),
+            ("Cookie", "c=1"),
+        ],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    let metadata = &v["metadata"];
+    assert_eq!(
+        (
+            &metadata["x-request-id"],
+            &metadata["x-tag"],
+            &metadata["authorization"],
+            &metadata["cookie"],
+        ),
+        (
+            &serde_json::json!("abc"),
+            &serde_json::json!("a,b"),
+            &serde_json::json!("Bearer t"),
+            &serde_json::Value::Null
+        ),
+        "{}",
+        r.body
+    );
+    let deadline = v["deadline_seconds"].as_f64().unwrap();
+    assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
+}

@@ -983,6 +983,7 @@ impl RpcHandler {
         let sent = message.len();
         let mut request = tonic::Request::new(message);
         request.set_timeout(config.backend_timeout);
+        // Each value of a header sent more than once (a gRPC metadata key may have several).
         for (name, value) in parts.headers.iter() {
             let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
             if forward {
@@ -990,7 +991,7 @@ impl RpcHandler {
                     tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
                     tonic::metadata::MetadataValue::try_from(value.as_bytes()),
                 ) {
-                    request.metadata_mut().insert(k, v);
+                    request.metadata_mut().append(k, v);
                 }
             }
         }
