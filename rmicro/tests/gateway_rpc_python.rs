@@ -364,3 +364,99 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     let deadline = v["deadline_seconds"].as_f64().unwrap();
     assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
 }
+
+/// Proto3 JSON both ways for what a Python service's messages hold: maps, oneofs, nested
+/// messages, enums, bytes (base64), 64-bit integers (strings), well-known types, and an `Any`
+/// of a type in the service's own file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_field_round_trips_as_proto3_json() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let sent = serde_json::json!({
+        "counts": {"a": "1", "b": "-9007199254740993"},
+        "by_id": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
+        "nested": {"name": "n", "child": {"name": "c"}},
+        "kind": "HARDCOVER",
+        "data": "AAEC/w==",
+        "big": "-9223372036854775808",
+        "ubig": "18446744073709551615",
+        "small": -5,
+        "at": "2024-01-02T03:04:05.500Z",
+        "took": "1.500s",
+        "extra": {"k": [1.5, "two", null, {"x": true}]},
+        "any": {"@type": "type.googleapis.com/interop.v1.Note", "text": "hello"},
+        "maybe": "42",
+        "items": [{"name": "i1"}, {"name": "i2"}],
+        "ratio": "NaN",
+        "value": {"deep": [2.5]},
+    });
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r), sent);
+    // The other member of the oneof, and an enum by number.
+    let r = post(&gw, "/interop/interop/echo", r#"{"text":"t","kind":1}"#).await;
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"text": "t", "kind": "PAPERBACK"}),
+        "{}",
+        r.body
+    );
+    // Both members of a oneof is the client's error.
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"text":"t","nested":{"name":"n"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// A Python service's gRPC errors come back as go-micro JSON with the mapped HTTP status, the
+/// message (non-ASCII included) as the detail, whether or not the status carries details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_services_errors_come_back_as_go_micro_json() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (code, http_status, status, message, with_details) in [
+        (5, 404, "Not Found", "no such book", false),
+        (3, 400, "Bad Request", "bad name", true),
+        (7, 403, "Forbidden", "livre interdit : « é » 日本", false),
+        (8, 429, "Too Many Requests", "slow down", false),
+        (14, 503, "Service Unavailable", "try later", false),
+        (2, 500, "Internal Server Error", "boom", false),
+    ] {
+        let body =
+            serde_json::json!({"code": code, "message": message, "with_details": with_details});
+        let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+        assert_eq!(r.status, http_status, "{}", r.body);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({
+                "id": "go.micro.client",
+                "code": http_status,
+                "detail": message,
+                "status": status,
+            })
+        );
+    }
+}
+
+/// A Python service slower than --backend-timeout: 504 once it is over, not later; responses
+/// over 4 MiB within --body-limit come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_python_service_is_504_and_large_responses_pass() {
+    let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "1s"]).await;
+    let started = std::time::Instant::now();
+    let r = post(&gw, "/interop/interop/slow", r#"{"millis":"5000"}"#).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(
+        json(&r)["detail"],
+        "`/interop.v1.Interop/Slow` did not answer within 1s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = post(&gw, "/interop/interop/big", r#"{"size":"6000000"}"#).await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(json(&r)["data"].as_str().map(str::len), Some(8_000_000));
+}
