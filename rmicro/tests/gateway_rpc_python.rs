@@ -460,3 +460,22 @@ async fn a_slow_python_service_is_504_and_large_responses_pass() {
     assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
     assert_eq!(json(&r)["data"].as_str().map(str::len), Some(8_000_000));
 }
+/// A request message over a grpcio service's limit (4 MiB) is 413, as over a tonic or grpc-go
+/// service's: C-core words it otherwise, and its RESOURCE_EXHAUSTED alone would be 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_a_grpcio_services_limit_is_413() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let text = "x".repeat(5 * 1024 * 1024);
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        &format!(r#"{{"text":"{text}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    let detail = json(&r)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("is over the service's limit (SERVER: Received message larger than max"),
+        "{detail}"
+    );
+}

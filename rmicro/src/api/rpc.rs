@@ -1122,12 +1122,15 @@ fn too_large(
     grpc_path: &str,
 ) -> Option<Fail> {
     let message = status.message();
-    // tonic (at either end) and grpc-go word it so; a request's own size names it.
+    // tonic (at either end) words it so, a request's own size in it; grpc-go as
+    // `grpc: received message larger than max (N vs. M)`, gRPC's C core (Python, C++, Ruby…)
+    // as `Received message larger than max (N vs. M)`, Python's with `SERVER: ` before.
     let tonic_limit = status.code() == tonic::Code::OutOfRange
         && message.starts_with("Error, decoded message length too large");
-    let go_limit = status.code() == tonic::Code::ResourceExhausted
-        && message.starts_with("grpc: received message larger than max");
-    if go_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
+    let grpc_limit = status.code() == tonic::Code::ResourceExhausted
+        && (message.contains("received message larger than max")
+            || message.contains("Received message larger than max"));
+    if grpc_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
         return Some(error::response(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
