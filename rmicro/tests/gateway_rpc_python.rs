@@ -5,7 +5,7 @@
 //! `grpc.reflection.v1alpha`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,8 @@ struct Python {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     address: String,
+    /// Where its stubs were generated, removed with it.
+    stubs: PathBuf,
 }
 
 impl Python {
@@ -38,6 +40,7 @@ impl Drop for Python {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.stubs);
     }
 }
 
@@ -46,7 +49,7 @@ impl Drop for Python {
 async fn python(reflection: &'static str, delay_ms: u32) -> Python {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let script = root.join("tests/python/interop_server.py");
-    let stubs = std::env::temp_dir().join(format!(
+    let stubs_dir = std::env::temp_dir().join(format!(
         "rmicro-interop-{}-{}",
         std::process::id(),
         uuid_ish()
@@ -54,7 +57,7 @@ async fn python(reflection: &'static str, delay_ms: u32) -> Python {
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new("python3")
             .arg(&script)
-            .arg(&stubs)
+            .arg(&stubs_dir)
             .arg(reflection)
             .arg(delay_ms.to_string())
             .stdin(Stdio::piped())
@@ -75,6 +78,7 @@ async fn python(reflection: &'static str, delay_ms: u32) -> Python {
             child,
             stdin,
             stdout,
+            stubs: stubs_dir,
         }
     })
     .await
