@@ -58,6 +58,9 @@ def fail(request, context):
 
 def slow(request, context):
     remaining = context.time_remaining()
+    if request.give_up and remaining is not None:
+        time.sleep(remaining * 0.97)
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
     end = time.monotonic() + request.millis / 1000.0
     while context.is_active() and time.monotonic() < end:
         time.sleep(0.01)

@@ -998,16 +998,23 @@ impl RpcHandler {
         let path = http::uri::PathAndQuery::try_from(grpc_path)
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
         let call = grpc.unary(request, path, RawCodec);
+        let started = Instant::now();
+        let timed_out = || -> NodeFail {
+            error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "`{}` did not answer within {:?}",
+                    grpc_path, config.backend_timeout
+                ),
+            )
+            .into()
+        };
         let reply = match tokio::time::timeout(config.backend_timeout, call).await {
-            Err(_) => {
-                return Err(error::response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "`{}` did not answer within {:?}",
-                        grpc_path, config.backend_timeout
-                    ),
-                )
-                .into())
+            Err(_) => return Err(timed_out()),
+            // The deadline the gateway sent ran out at the service (which answers so as it
+            // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
+            Ok(Err(status)) if ran_out(&status, started.elapsed(), config.backend_timeout) => {
+                return Err(timed_out())
             }
             Ok(Err(status)) => {
                 return Err(match TransportError::find(&status) {
@@ -1148,6 +1155,15 @@ fn too_large(
             ),
         )
     })
+}
+
+/// Whether `status`, come `elapsed` into a call sent with deadline `timeout`, says that deadline
+/// ran out: a plain DEADLINE_EXCEEDED (not a go-micro error of the service's own) after 95 % of
+/// it (services and their own outgoing calls, which inherit it, may give up a little early).
+fn ran_out(status: &tonic::Status, elapsed: Duration, timeout: Duration) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
+        && Error::parse(status.message()).is_none()
+        && elapsed >= timeout.mul_f64(0.95)
 }
 
 /// A gRPC error as go-micro JSON with the mapped HTTP status.
