@@ -1026,3 +1026,46 @@ async fn descriptors_follow_the_node_they_came_from() {
     let r = call(&gw, "GET", "/v1/shelves/s1/books/b1?subtitle=new", "").await;
     assert_eq!(json(&r)["subtitle"], "new", "{}", r.body);
 }
+
+/// go-micro's services register endpoints (`Library.EchoBook`) without a gRPC path, and a
+/// service's proto package need not be its registry name: the gateway finds the gRPC service
+/// among those the node serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_micro_endpoints_without_grpc_paths_are_found_at_the_node() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    let mut books = lib.record().clone();
+    books.name = "go.micro.srv.books".into();
+    books.nodes[0].id = "go.micro.srv.books-1".into();
+    for endpoint in &mut books.endpoints {
+        endpoint.metadata = [("stream".to_string(), "false".to_string())].into();
+    }
+    registry
+        .register(&books, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = call(
+        &gw,
+        "POST",
+        "/books/library/echoBook",
+        r#"{"name":"shelves/1/books/2","pageCount":"3"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"name": "shelves/1/books/2", "page_count": "3"})
+    );
+    // Asked again: the path is kept, and an endpoint the node lacks is still named.
+    let r = call(&gw, "POST", "/books/library/echoBook", r#"{"name":"x"}"#).await;
+    assert_eq!((r.status, json(&r)["name"].clone()), (200, "x".into()));
+    let mut other = books.clone();
+    other.name = "go.micro.srv.other".into();
+    other.endpoints[0].name = "Shelf.Get".into();
+    registry
+        .register(&other, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let r = call(&gw, "POST", "/other/shelf/get", "{}").await;
+    assert_error_has(&r, 502, "serves no gRPC service named `Shelf`");
+}

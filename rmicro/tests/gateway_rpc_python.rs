@@ -1,0 +1,506 @@
+//! `rmicro api --handler rpc` in front of a service that is not rmicro's: a Python grpcio server
+//! (tests/python/interop_server.py, tests/python/interop.proto) registered as a go-micro node
+//! registers itself (endpoints `Interop.Echo` with no gRPC path, node metadata of go-micro's
+//! grpc server), its message types learned through grpcio-reflection, which serves only
+//! `grpc.reflection.v1alpha`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::FromArgMatches;
+use rmicro::api::{ApiArgs, Gateway};
+use rmicro::Cli;
+use rmicro_runtime::registry::{MemoryRegistry, Registry, Service};
+use rmicro_tests::http::{self, HttpResponse};
+
+/// The Python server, stopped when dropped.
+struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    address: String,
+    /// Where its stubs were generated, removed with it.
+    stubs: PathBuf,
+}
+
+impl Python {
+    /// The server's counts of reflection calls: `v1alpha` and `v1` (never served).
+    fn stats(&mut self) -> serde_json::Value {
+        writeln!(self.stdin, "stats").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stats {line:?}: {e}"))
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.stubs);
+    }
+}
+
+/// Starts the Python interop server; `reflection` is `v1alpha` or `none`, each reflection call
+/// taking `delay_ms`.
+async fn python(reflection: &'static str, delay_ms: u32) -> Python {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let script = root.join("tests/python/interop_server.py");
+    let stubs_dir = std::env::temp_dir().join(format!(
+        "rmicro-interop-{}-{}",
+        std::process::id(),
+        uuid_ish()
+    ));
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&stubs_dir)
+            .arg(reflection)
+            .arg(delay_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs grpcio, grpcio-tools, grpcio-reflection)");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let stdin = child.stdin.take().unwrap();
+        // The server prints its address once serving, or exits with an error on stderr.
+        stdout.read_line(&mut line).unwrap();
+        let Some(address) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!("the Python interop server did not start (scripts/test.sh installs grpcio): {line:?}");
+        };
+        Python {
+            address: address.to_string(),
+            child,
+            stdin,
+            stdout,
+            stubs: stubs_dir,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A name no other test of this process uses.
+fn uuid_ish() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Registers the Python server at `address` as service `name`, in go-micro v2's registry JSON
+/// as its grpc server writes it: endpoints named `Interop.Method` with only `stream` metadata.
+async fn register(registry: &Arc<dyn Registry>, name: &str, address: &str) {
+    let endpoint = |method: &str, request: &str, response: &str| {
+        serde_json::json!({
+            "name": format!("Interop.{method}"),
+            "request": {"name": request, "type": request, "values": null},
+            "response": {"name": response, "type": response, "values": null},
+            "metadata": {"stream": "false"},
+        })
+    };
+    let record = serde_json::json!({
+        "name": name,
+        "version": "latest",
+        "metadata": null,
+        "endpoints": [
+            endpoint("Echo", "Everything", "Everything"),
+            endpoint("Fail", "FailRequest", "Empty"),
+            endpoint("Slow", "SlowRequest", "CallInfo"),
+            endpoint("Big", "BigRequest", "BigReply"),
+            endpoint("Labelled", "Empty", "Everything"),
+        ],
+        "nodes": [{
+            "id": format!("{name}-0b9c2f6e-7f3a-4a55-9a49-{:012}", uuid_ish()),
+            "address": address,
+            "metadata": {
+                "broker": "http",
+                "protocol": "grpc",
+                "registry": "etcd",
+                "server": "grpc",
+                "transport": "grpc",
+            },
+        }],
+    });
+    let service: Service = serde_json::from_value(record).unwrap();
+    registry
+        .register(&service, Duration::from_secs(3600))
+        .await
+        .unwrap();
+}
+
+/// A gateway (rpc handler, namespace `go.micro.srv`) with `extra` flags.
+async fn gateway(
+    registry: Arc<dyn Registry>,
+    extra: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let cli = Cli::new();
+    let mut args = vec![
+        "rmicro",
+        "api",
+        "--handler",
+        "rpc",
+        "--namespace",
+        "go.micro.srv",
+    ];
+    args.extend_from_slice(extra);
+    let matches = cli.command().try_get_matches_from(args).unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let args = ApiArgs::from_arg_matches(&sub).unwrap();
+    let gw = Gateway::new(args, &sub, cli.into_plugins(), Some(registry)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// The Python server (`reflection`), registered as `go.micro.srv.interop`, and a gateway.
+async fn setup(
+    reflection: &'static str,
+    extra: &[&str],
+) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
+    setup_delayed(reflection, 0, extra).await
+}
+
+/// As [`setup`], each reflection call taking `delay_ms`.
+async fn setup_delayed(
+    reflection: &'static str,
+    delay_ms: u32,
+    extra: &[&str],
+) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
+    let py = python(reflection, delay_ms).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &py.address).await;
+    let (gw, stop) = gateway(registry, extra).await;
+    (py, gw, stop)
+}
+
+async fn call_with(
+    addr: &str,
+    method: &'static str,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    body: &str,
+) -> HttpResponse {
+    let (addr, path, body) = (addr.to_string(), path.to_string(), body.to_string());
+    let mut headers = headers.to_vec();
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    tokio::task::spawn_blocking(move || http::request(&addr, method, &path, &headers, &body))
+        .await
+        .unwrap()
+}
+
+async fn post(addr: &str, path: &str, body: &str) -> HttpResponse {
+    call_with(addr, "POST", path, &[], body).await
+}
+
+fn json(resp: &HttpResponse) -> serde_json::Value {
+    serde_json::from_str(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", &resp.body[..resp.body.len().min(500)]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_service_serving_reflection_v1alpha_only_is_called_through_the_gateway() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"text":"hi","kind":"HARDCOVER","big":"9007199254740993"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"text": "hi", "kind": "HARDCOVER", "big": "9007199254740993"})
+    );
+    // v1 was asked once: the node's version is remembered for the reads after, such as the one
+    // a field the descriptors lack brings (a second later).
+    assert_eq!(py.stats()["v1"], 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post(&gw, "/interop/interop/echo", r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let counts = py.stats();
+    assert_eq!(counts, serde_json::json!({"v1": 1, "v1alpha": 3}));
+}
+
+/// Without server reflection the gateway cannot learn a service's messages: it says so at once,
+/// 501 with what to do, rather than a generic error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_server_reflection_answers_501_saying_to_enable_it() {
+    let (py, gw, _stop) = setup("none", &[]).await;
+    let started = std::time::Instant::now();
+    let r = post(&gw, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert_eq!(r.status, 501, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["id"], "go.micro.api", "{}", r.body);
+    assert_eq!(
+        v["detail"],
+        format!(
+            "the service at {} does not serve gRPC server reflection (grpc.reflection.v1 or \
+             v1alpha), which the rpc handler needs to learn its message types: enable gRPC \
+             server reflection in the service (grpc-go: reflection.Register; Python: \
+             grpc_reflection's enable_server_reflection; rmicro services serve it), or call it \
+             through the http handler",
+            py.address
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `n` requests sent at once, their statuses.
+async fn burst(gw: &str, n: usize, path: &'static str, body: &'static str) -> Vec<u16> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let gw = gw.to_string();
+            tokio::spawn(async move { post(&gw, path, body).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses
+}
+
+/// Concurrent first requests for a service share one lookup of its gRPC service and one read
+/// of its descriptors: the node sees one reflection call of each (each taking 300 ms, so that
+/// all of them overlap), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_share_one_reflection_read() {
+    let (mut py, gw, _stop) = setup_delayed("v1alpha", 300, &[]).await;
+    let statuses = burst(&gw, 16, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // v1: the lookup, answered UNIMPLEMENTED; v1alpha: the lookup and the descriptors.
+    assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 2}));
+}
+
+/// ... and share its failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_failed_reflection_read() {
+    let (mut py, gw, _stop) = setup_delayed("none", 300, &[]).await;
+    let statuses = burst(&gw, 16, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert!(statuses.iter().all(|s| *s == 501), "{statuses:?}");
+    assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 1}));
+}
+
+/// An `Any` of a type the service's files do not import (only the `Any` names it) is read from
+/// the node by reflection, in a request and in a response; a type the node does not know
+/// either is still the client's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_any_of_a_type_the_service_files_do_not_import_is_looked_up() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(&gw, "/interop/interop/labelled", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"any": {
+            "@type": "type.googleapis.com/interop.extra.Label",
+            "key": "from-python",
+            "weight": "7",
+        }})
+    );
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let sent = serde_json::json!({
+        "any": {"@type": "type.googleapis.com/interop.extra.Label", "key": "k", "weight": "3"},
+    });
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!((r.status, json(&r)), (200, sent), "{}", r.body);
+    let sent = serde_json::json!({"any": {"@type": "type.googleapis.com/no.Such"}});
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(json(&r)["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with("message 'no.Such' not found"));
+}
+
+/// Request headers that become gRPC metadata (`X-…` and `Authorization`) arrive at the service,
+/// each value of one sent twice; others do not. The call carries the gateway's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
+    let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "7s"]).await;
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[
+            ("X-Request-Id", "abc"),
+            ("X-Tag", "a"),
+            ("X-Tag", "b"),
+            ("Authorization", "Bearer t"),
+            ("Cookie", "c=1"),
+        ],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    let metadata = &v["metadata"];
+    assert_eq!(
+        (
+            &metadata["x-request-id"],
+            &metadata["x-tag"],
+            &metadata["authorization"],
+            &metadata["cookie"],
+        ),
+        (
+            &serde_json::json!("abc"),
+            &serde_json::json!("a,b"),
+            &serde_json::json!("Bearer t"),
+            &serde_json::Value::Null
+        ),
+        "{}",
+        r.body
+    );
+    let deadline = v["deadline_seconds"].as_f64().unwrap();
+    assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
+}
+
+/// Proto3 JSON both ways for what a Python service's messages hold: maps, oneofs, nested
+/// messages, enums, bytes (base64), 64-bit integers (strings), well-known types, and an `Any`
+/// of a type in the service's own file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_field_round_trips_as_proto3_json() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let sent = serde_json::json!({
+        "counts": {"a": "1", "b": "-9007199254740993"},
+        "by_id": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
+        "nested": {"name": "n", "child": {"name": "c"}},
+        "kind": "HARDCOVER",
+        "data": "AAEC/w==",
+        "big": "-9223372036854775808",
+        "ubig": "18446744073709551615",
+        "small": -5,
+        "at": "2024-01-02T03:04:05.500Z",
+        "took": "1.500s",
+        "extra": {"k": [1.5, "two", null, {"x": true}]},
+        "any": {"@type": "type.googleapis.com/interop.v1.Note", "text": "hello"},
+        "maybe": "42",
+        "items": [{"name": "i1"}, {"name": "i2"}],
+        "ratio": "NaN",
+        "value": {"deep": [2.5]},
+    });
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r), sent);
+    // The other member of the oneof, and an enum by number.
+    let r = post(&gw, "/interop/interop/echo", r#"{"text":"t","kind":1}"#).await;
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"text": "t", "kind": "PAPERBACK"}),
+        "{}",
+        r.body
+    );
+    // Both members of a oneof is the client's error.
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"text":"t","nested":{"name":"n"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// A Python service's gRPC errors come back as go-micro JSON with the mapped HTTP status, the
+/// message (non-ASCII included) as the detail, whether or not the status carries details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_services_errors_come_back_as_go_micro_json() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (code, http_status, status, message, with_details) in [
+        (5, 404, "Not Found", "no such book", false),
+        (3, 400, "Bad Request", "bad name", true),
+        (7, 403, "Forbidden", "livre interdit : « é » 日本", false),
+        (8, 429, "Too Many Requests", "slow down", false),
+        (14, 503, "Service Unavailable", "try later", false),
+        (2, 500, "Internal Server Error", "boom", false),
+    ] {
+        let body =
+            serde_json::json!({"code": code, "message": message, "with_details": with_details});
+        let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+        assert_eq!(r.status, http_status, "{}", r.body);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({
+                "id": "go.micro.client",
+                "code": http_status,
+                "detail": message,
+                "status": status,
+            })
+        );
+    }
+}
+
+/// A Python service slower than --backend-timeout: 504 once it is over, not later; responses
+/// over 4 MiB within --body-limit come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_python_service_is_504_and_large_responses_pass() {
+    let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "1s"]).await;
+    let started = std::time::Instant::now();
+    let r = post(&gw, "/interop/interop/slow", r#"{"millis":"5000"}"#).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(
+        json(&r)["detail"],
+        "`/interop.v1.Interop/Slow` did not answer within 1s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = post(&gw, "/interop/interop/big", r#"{"size":"6000000"}"#).await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(json(&r)["data"].as_str().map(str::len), Some(8_000_000));
+}
+/// A request message over a grpcio service's limit (4 MiB) is 413, as over a tonic or grpc-go
+/// service's: C-core words it otherwise, and its RESOURCE_EXHAUSTED alone would be 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_a_grpcio_services_limit_is_413() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let text = "x".repeat(5 * 1024 * 1024);
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        &format!(r#"{{"text":"{text}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    let detail = json(&r)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("is over the service's limit (SERVER: Received message larger than max"),
+        "{detail}"
+    );
+}
+
+/// A service that answers DEADLINE_EXCEEDED as the deadline the gateway sent runs out (gRPC's
+/// C core does, racing the gateway's own timer; a service's calls that inherited it do, a little
+/// early): 504, the gateway's timeout, not 408 (a client too slow to send its request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_run_out_at_the_service_is_504_not_408() {
+    let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "2s"]).await;
+    let r = post(&gw, "/interop/interop/slow", r#"{"give_up":true}"#).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(
+        json(&r)["detail"],
+        "`/interop.v1.Interop/Slow` did not answer within 2s"
+    );
+    // A service's own early DEADLINE_EXCEEDED is still its error, mapped as DESIGN.md says.
+    let body = serde_json::json!({"code": 4, "message": "upstream too slow"});
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    assert_eq!(
+        (r.status, json(&r)["detail"].clone()),
+        (408, "upstream too slow".into())
+    );
+}

@@ -1,0 +1,142 @@
+"""A gRPC service written with Python grpcio (not rmicro): tests/python/interop.proto's Interop
+service, for the rpc gateway's interop tests (rmicro/tests/gateway_rpc_python.rs).
+
+Usage: interop_server.py STUBS_DIR REFLECTION [DELAY_MS]
+  STUBS_DIR   where to generate the Python stubs (grpc_tools.protoc, at start)
+  REFLECTION  v1alpha: serve server reflection as grpcio-reflection does (v1alpha only);
+              none: serve no reflection at all (UNIMPLEMENTED, as for any unknown method)
+  DELAY_MS    how long each reflection call (answered or not) takes, so that concurrent
+              callers overlap; 0 by default
+
+Prints `listening on 127.0.0.1:PORT` once serving. Then each line `stats` on its standard input
+is answered with a line of JSON on its standard output: the calls of server reflection, by
+version (`v1alpha`, `v1`; v1 is never served). Exits when its standard input
+closes.
+"""
+import json
+import os
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_tools import protoc
+
+here = os.path.dirname(os.path.abspath(__file__))
+stubs, reflection_kind = sys.argv[1], sys.argv[2]
+delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0.0
+os.makedirs(stubs, exist_ok=True)
+include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+for proto in ("interop.proto", "interop_extra.proto"):
+    if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", proto]) != 0:
+        sys.exit(f"grpc_tools.protoc failed on {proto}")
+sys.path.insert(0, stubs)
+import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
+import interop_pb2 as pb  # noqa: E402
+from google.protobuf import any_pb2  # noqa: E402
+
+lock = threading.Lock()
+counts = {"v1alpha": 0, "v1": 0}
+
+SERVICE = "interop.v1.Interop"
+CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def echo(request, context):
+    return request
+
+
+def fail(request, context):
+    if request.with_details:
+        note = any_pb2.Any()
+        note.Pack(pb.Note(text="see the docs"))
+        status = pb.RpcStatus(code=request.code, message=request.message, details=[note])
+        context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
+    context.abort(CODES[request.code], request.message)
+
+
+def slow(request, context):
+    remaining = context.time_remaining()
+    if request.give_up and remaining is not None:
+        time.sleep(remaining * 0.97)
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    end = time.monotonic() + request.millis / 1000.0
+    while context.is_active() and time.monotonic() < end:
+        time.sleep(0.01)
+    metadata = {}
+    for k, v in context.invocation_metadata():
+        if isinstance(v, str):
+            metadata[k] = f"{metadata[k]},{v}" if k in metadata else v
+    return pb.CallInfo(deadline_seconds=-1 if remaining is None else remaining, metadata=metadata)
+
+
+def big(request, context):
+    return pb.BigReply(data=b"x" * request.size)
+
+
+def labelled(request, context):
+    reply = pb.Everything()
+    reply.any.Pack(interop_extra_pb2.Label(key="from-python", weight=7))
+    return reply
+
+
+def unary(fn, req, resp):
+    return grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+    )
+
+
+handlers = {
+    "Echo": unary(echo, pb.Everything, pb.Everything),
+    "Fail": unary(fail, pb.FailRequest, pb.Empty),
+    "Slow": unary(slow, pb.SlowRequest, pb.CallInfo),
+    "Big": unary(big, pb.BigRequest, pb.BigReply),
+    "Labelled": unary(labelled, pb.Empty, pb.Everything),
+}
+
+def not_served(version):
+    """Reflection `version` not served: UNIMPLEMENTED, as grpc answers an unknown method, after
+    counting the attempt."""
+
+    def handler(request_iterator, context):
+        with lock:
+            counts[version] += 1
+        time.sleep(delay)
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # a generator: a streaming handler
+
+    return grpc.method_handlers_generic_handler(
+        f"grpc.reflection.{version}.ServerReflection",
+        {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(handler)},
+    )
+
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+if reflection_kind == "v1alpha":
+    from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+
+    class CountingReflection(reflection.ReflectionServicer):
+        def ServerReflectionInfo(self, request_iterator, context):
+            with lock:
+                counts["v1alpha"] += 1
+            time.sleep(delay)
+            yield from super().ServerReflectionInfo(request_iterator, context)
+
+    names = (SERVICE, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CountingReflection(names), server)
+elif reflection_kind == "none":
+    server.add_generic_rpc_handlers((not_served("v1alpha"),))
+else:
+    sys.exit(f"unknown reflection kind {reflection_kind!r}: v1alpha or none")
+server.add_generic_rpc_handlers((not_served("v1"),))
+
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(f"listening on 127.0.0.1:{port}", flush=True)
+for line in sys.stdin:
+    if line.strip() == "stats":
+        with lock:
+            print(json.dumps(counts), flush=True)
+server.stop(0)
