@@ -707,3 +707,68 @@ async fn a_node_whose_deregistration_failed_is_no_longer_kept_alive() {
     )
     .await;
 }
+
+/// A gauge or counter from etcd's `/metrics`.
+fn etcd_metric(etcd: &Etcd, name: &str) -> f64 {
+    let body = rmicro_tests::http::get(&etcd.client_addr, "/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in etcd's /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_registry_stops_its_watch_and_its_keepalives() {
+    use rmicro_runtime::registry::{Node, Service as Record};
+    use tokio_stream::StreamExt;
+    let etcd = Etcd::start("dropped");
+    let reg = registry(&etcd);
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "dropped".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // A node kept alive (TTL 2 s), the registry's watch running, and a watcher on it.
+    reg.register(&record, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(reg.get_service("go.micro.srv.user").await.unwrap().len(), 1);
+    let mut events = reg.watch(None).await.unwrap();
+    let watchers = || etcd_metric(&etcd, "etcd_debugging_mvcc_watcher_total");
+    within(
+        Duration::from_secs(5),
+        "etcd sees the registry's watch",
+        || watchers() == 1.0,
+    )
+    .await;
+    let registered = || !user_keys(&etcd).is_empty();
+    // Still there after its TTL: kept alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        registered(),
+        "the node is kept alive while the registry lives"
+    );
+
+    // The last handle goes (no deregistration: as a process that forgot to stop its service).
+    drop(reg);
+    within(
+        Duration::from_secs(5),
+        "etcd sees the watch go away",
+        || watchers() == 0.0,
+    )
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "a watcher of a dropped registry does not end: {ended:?}"
+    );
+    // Nothing keeps the node alive any more: its key expires with the lease.
+    within(
+        Duration::from_secs(8),
+        "the node's key expires once the registry is dropped",
+        || !registered(),
+    )
+    .await;
+}

@@ -11,6 +11,8 @@
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back.
 //! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
+//! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
+//!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,10 +72,40 @@ impl Default for EtcdOptions {
     }
 }
 
-/// A registry in etcd, compatible with go-micro v2 services and tools.
+/// A registry in etcd, compatible with go-micro v2 services and tools. Cheap to clone: clones
+/// share one connection, cache and set of leases; the background tasks (the watch feeding the
+/// cache, one keepalive per node) stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct EtcdRegistry {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
+}
+
+/// What the clones of one [`EtcdRegistry`] share. The state itself is in [`Inner`], which the
+/// running watch holds too (for as long as it runs); this layer is held by the handles only, so
+/// that its drop marks the moment the last handle went and stops the tasks.
+struct Handle(Arc<Inner>);
+
+impl std::ops::Deref for Handle {
+    type Target = Arc<Inner>;
+
+    fn deref(&self) -> &Arc<Inner> {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The watch's future holds the `Inner`: aborting it drops that, and with the `Inner`
+        // the event sender, which ends every watcher's stream.
+        let cache_task = self.cache_task.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = &*cache_task {
+            task.abort();
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for lease in leases.values() {
+            lease.task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -103,17 +135,9 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
-    cache_started: AtomicBool,
+    /// The task that keeps the cache synced, once started.
+    cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let leases = self.leases.get_mut().unwrap_or_else(|p| p.into_inner());
-        for lease in leases.values() {
-            lease.task.abort();
-        }
-    }
 }
 
 /// The key of one node.
@@ -130,15 +154,15 @@ impl EtcdRegistry {
     /// never blocks and a service can start while etcd is down.
     pub fn new(options: EtcdOptions) -> EtcdRegistry {
         EtcdRegistry {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Handle(Arc::new(Inner {
                 options,
                 client: tokio::sync::Mutex::new(None),
                 leases: Mutex::new(HashMap::new()),
                 cache: RwLock::new(Cache::default()),
                 primed: watch::channel(false).0,
-                cache_started: AtomicBool::new(false),
+                cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
-            }),
+            }))),
         }
     }
 
@@ -433,8 +457,13 @@ async fn keep_alive(
 
 impl EtcdRegistry {
     fn start_cache(&self) {
-        if !self.inner.cache_started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(cache_loop(Arc::downgrade(&self.inner)));
+        let mut task = self
+            .inner
+            .cache_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if task.is_none() {
+            *task = Some(tokio::spawn(cache_loop(Arc::downgrade(&self.inner.0))).abort_handle());
         }
     }
 
