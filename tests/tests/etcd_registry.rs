@@ -772,3 +772,59 @@ async fn a_dropped_registry_stops_its_watch_and_its_keepalives() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_requires_a_leader_so_a_member_that_lost_it_does_not_keep_it_silent() {
+    use rmicro_tests::etcd::EtcdCluster;
+    // Two members: with one frozen, the other has no quorum and so no leader (as a member cut
+    // off from the rest of its cluster). The registry talks to that other member only.
+    let cluster = EtcdCluster::start("leader", 2);
+    let (member, other) = (&cluster.members[0], &cluster.members[1]);
+    let reg = registry(member);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(30)).await;
+    let addr = running.local_addr().to_string();
+    // A lookup starts the watch that feeds the registry's cache; the watch brings the node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reg
+        .get_service("go.micro.srv.user")
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the node never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watchers = || etcd_metric(member, "etcd_debugging_mvcc_watcher_total");
+    within(Duration::from_secs(10), "the registry watches", || {
+        watchers() == 1.0
+    })
+    .await;
+
+    other.pause();
+    within(
+        Duration::from_secs(10),
+        "the member loses its leader",
+        || etcd_metric(member, "etcd_server_has_leader") == 0.0,
+    )
+    .await;
+    // etcd cancels a watch that requires a leader a few election timeouts (1 s) after its
+    // member lost it; a watch that does not require one stays open and silent.
+    within(
+        Duration::from_secs(15),
+        "etcd cancels the watch of a member without a leader",
+        || watchers() == 0.0,
+    )
+    .await;
+    // Lookups meanwhile answer with the last known nodes.
+    let nodes = reg.get_service("go.micro.srv.user").await.unwrap();
+    assert_eq!(nodes[0].nodes[0].address, addr);
+
+    other.unpause();
+    within(
+        Duration::from_secs(20),
+        "the watch starts again once the member has a leader",
+        || watchers() == 1.0,
+    )
+    .await;
+    running.stop().await.unwrap();
+}

@@ -9,7 +9,8 @@
 //!   when it was deleted or changed behind the node's back while the lease lived on.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
-//!   watch from the listed revision) when etcd is back.
+//!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
+//!   member cut off from its cluster ends the watch instead of leaving it silent.
 //! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
 //! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
 //!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
@@ -243,7 +244,13 @@ impl Inner {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.options.dial_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_auto_token_refresh(true);
+            .with_auto_token_refresh(true)
+            // etcd's require-leader (clientv3.WithRequireLeader): a member that lost its leader
+            // (cut off from the rest of its cluster) cancels the watch a few election timeouts
+            // later instead of keeping it open and silent while the others see changes, and
+            // refuses other requests at once rather than letting them wait for the timeout.
+            // The cache loop then connects again (to another endpoint, when there are several).
+            .with_require_leader(true);
         if let Some((user, password)) = &self.options.user {
             options = options.with_user(user.clone(), password.clone());
         }
