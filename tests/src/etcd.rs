@@ -162,6 +162,54 @@ impl Etcd {
         }
     }
 
+    /// Puts every `(key, value)` pair, in transactions of at most 128 puts (etcd's default
+    /// limit per transaction) through `etcdctl txn`: one process per 128 keys, not per key.
+    ///
+    /// # Panics
+    ///
+    /// When etcdctl cannot be run or a transaction fails.
+    pub fn put_many(&self, pairs: &[(String, String)]) {
+        use std::io::Write;
+        for chunk in pairs.chunks(128) {
+            // No comparisons, the puts as the success branch, no failure branch. Keys and
+            // values are Go-quoted (JSON string escapes are a subset for ASCII).
+            let mut script = String::from("\n");
+            for (key, value) in chunk {
+                let quote = |s: &str| serde_json::Value::from(s).to_string();
+                script.push_str(&format!("put {} {}\n", quote(key), quote(value)));
+            }
+            script.push_str("\n\n");
+            let mut child = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.client_addr,
+                    "--command-timeout",
+                    "10s",
+                    "txn",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("could not run etcdctl ({e}); install it: apt-get install etcd-client")
+                });
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "etcdctl txn: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Every key under `prefix` with its value.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         let out = self
