@@ -30,13 +30,19 @@ use crate::context;
 use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
-use crate::transport::{Connection, TransportError};
+use crate::transport::{Connection, Keepalive, TransportError, DEFAULT_KEEPALIVE_TIMEOUT};
 
 /// go-micro's default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// go-micro's default number of retries after a connection failure.
 pub const DEFAULT_RETRIES: u32 = 1;
+
+/// The shortest keepalive interval a client uses unless told otherwise
+/// ([`ClientBuilder::keepalive_min_interval`]): 5 minutes, the least grpc-go servers accept by
+/// default (their enforcement policy's `MinTime`). A server pinged more often answers with a
+/// GOAWAY (`too_many_pings`) and closes the connection, failing the calls on it.
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// Calls services by name. Cheap to clone: clones share connections.
 #[derive(Clone)]
@@ -49,6 +55,7 @@ struct Inner {
     selector: Arc<dyn Selector>,
     request_timeout: Option<Duration>,
     retries: u32,
+    keepalive: Option<Keepalive>,
     /// One HTTP/2 connection per node address, multiplexing every call to that node.
     connections: Mutex<HashMap<String, Connection>>,
 }
@@ -83,6 +90,9 @@ pub struct ClientBuilder {
     request_timeout: Option<Duration>,
     retries: u32,
     cache_ttl: Duration,
+    keepalive: Option<Duration>,
+    keepalive_timeout: Duration,
+    keepalive_min_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -99,6 +109,9 @@ impl Default for ClientBuilder {
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             retries: DEFAULT_RETRIES,
             cache_ttl: DEFAULT_CACHE_TTL,
+            keepalive: None,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_min_interval: MIN_KEEPALIVE_INTERVAL,
         }
     }
 }
@@ -109,6 +122,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
             .field("cache_ttl", &self.cache_ttl)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +167,54 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends an HTTP/2 PING on each node connection every `interval` while calls are open on
+    /// it, and closes the connection when one goes unanswered for the
+    /// [keepalive timeout](Self::keepalive_timeout): a connection whose node vanished without a
+    /// reset fails its calls then, instead of at their deadline. No pings while the connection
+    /// has no call (grpc-go servers count those as abuse unless they permit them).
+    ///
+    /// An interval below the [minimum](Self::keepalive_min_interval), by default
+    /// [`MIN_KEEPALIVE_INTERVAL`] (5 minutes, what grpc-go servers accept by default), is raised
+    /// to it. Default: `None`, no pings (as in grpc).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let client = rmicro_runtime::Client::builder()
+    ///     .address("127.0.0.1:50051")
+    ///     .keepalive(Some(Duration::from_secs(10 * 60)))
+    ///     .build();
+    /// ```
+    pub fn keepalive(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered before the connection is closed. Default:
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`] (20 s, as grpc). Does nothing without
+    /// [`keepalive`](Self::keepalive).
+    pub fn keepalive_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// The shortest keepalive interval the client uses. Lower it only when every server the
+    /// client calls accepts pings that often (an rmicro server does; a grpc-go server does when
+    /// its `keepalive.EnforcementPolicy.MinTime` is at most the interval), or they will close
+    /// the connection with `too_many_pings`. Default: [`MIN_KEEPALIVE_INTERVAL`] (5 minutes).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// // Every server behind this registry is an rmicro service: ping every 30 s.
+    /// let client = rmicro_runtime::Client::builder()
+    ///     .keepalive(Some(Duration::from_secs(30)))
+    ///     .keepalive_min_interval(Duration::from_secs(30))
+    ///     .build();
+    /// ```
+    pub fn keepalive_min_interval(&mut self, interval: Duration) -> &mut Self {
+        self.keepalive_min_interval = interval;
+        self
+    }
+
     /// The client. Without a registry or address it uses the process's memory registry.
     pub fn build(&self) -> Client {
         let target = match self.target.clone() {
@@ -168,12 +230,26 @@ impl ClientBuilder {
                 self.cache_ttl,
             )),
         };
+        let keepalive = self.keepalive.map(|interval| {
+            if interval < self.keepalive_min_interval {
+                tracing::debug!(
+                    ?interval,
+                    min = ?self.keepalive_min_interval,
+                    "keepalive interval raised to the minimum (see ClientBuilder::keepalive_min_interval)"
+                );
+            }
+            Keepalive {
+                interval: interval.max(self.keepalive_min_interval),
+                timeout: self.keepalive_timeout,
+            }
+        });
         Client {
             inner: Arc::new(Inner {
                 target,
                 selector: Arc::clone(&self.selector),
                 request_timeout: self.request_timeout,
                 retries: self.retries,
+                keepalive,
                 connections: Mutex::new(HashMap::new()),
             }),
         }
@@ -364,7 +440,7 @@ impl Client {
         if let Some(connection) = connections.get(address) {
             return Ok(connection.clone());
         }
-        let connection = Connection::new(address).map_err(|err| match &self.inner.target {
+        let connection = Connection::with_keepalive(address, self.inner.keepalive).map_err(|err| match &self.inner.target {
             Target::Address(_) => Status::invalid_argument(format!("service `{service}`: {err}")),
             Target::Registry(cache) => Status::unavailable(format!(
                 "node `{}` of service `{service}` in the {} registry: {err}; fix or remove its record",

@@ -36,6 +36,7 @@ use tower_service::Service;
 
 use crate::context::{self, CallContext};
 use crate::endpoint::Endpoint;
+use crate::transport::Keepalive;
 
 /// The stream a server-streaming or bidirectional handler answers with.
 ///
@@ -331,6 +332,8 @@ pub struct Server {
     routes: HashMap<&'static str, Route>,
     descriptors: Vec<&'static [u8]>,
     drain_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+    keepalive_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Server {
@@ -355,6 +358,30 @@ impl Server {
     /// Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
     pub fn drain_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.drain_timeout = Some(timeout);
+        self
+    }
+
+    /// Sends an HTTP/2 PING on each client connection every `interval`, and closes a
+    /// connection whose ping goes unanswered for the [keepalive
+    /// timeout](Self::keepalive_timeout): connections of clients that vanished without a reset
+    /// (a dropped NAT mapping, a host gone) are closed instead of kept forever. Clients do not
+    /// limit how often a server pings. Default: `None`, no pings (as in grpc).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let mut server = rmicro_runtime::Server::new();
+    /// server.keepalive(Some(Duration::from_secs(2 * 60 * 60)));
+    /// ```
+    pub fn keepalive(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered before the connection is closed. Default:
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`](crate::transport::DEFAULT_KEEPALIVE_TIMEOUT) (20 s, as
+    /// grpc). Does nothing without [`keepalive`](Self::keepalive).
+    pub fn keepalive_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.keepalive_timeout = Some(timeout);
         self
     }
 
@@ -423,6 +450,12 @@ impl Server {
             },
             services: self.services,
             drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            keepalive: self.keepalive.map(|interval| Keepalive {
+                interval,
+                timeout: self
+                    .keepalive_timeout
+                    .unwrap_or(crate::transport::DEFAULT_KEEPALIVE_TIMEOUT),
+            }),
         })
     }
 }
@@ -455,6 +488,7 @@ pub struct BoundServer {
     dispatch: Dispatch,
     services: Vec<ServiceInfo>,
     drain_timeout: Duration,
+    keepalive: Option<Keepalive>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -499,7 +533,13 @@ impl BoundServer {
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        if let Some(keepalive) = self.keepalive {
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout);
+        }
         let mut signal = std::pin::pin!(signal);
         // The connections' tasks, to cut those still open after the drain timeout.
         let mut connections = tokio::task::JoinSet::new();

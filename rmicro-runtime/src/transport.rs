@@ -35,6 +35,22 @@ static USER_AGENT: http::HeaderValue =
 /// How long opening a connection may take, unless the call's deadline is sooner.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a keepalive ping may go unanswered before its connection is closed (grpc's
+/// default keepalive timeout).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// HTTP/2 keepalive pings on a connection (off unless set, as in grpc): a PING frame every
+/// `interval`, and the connection closed when one is not answered within `timeout`, so that a
+/// connection whose peer vanished (a NAT or load balancer dropped it, the host went away without
+/// a reset) is noticed before the next call waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long to wait for a ping's acknowledgement.
+    pub timeout: Duration,
+}
+
 /// Why a call did not get an answer from the node.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,6 +156,8 @@ struct Shared {
     /// `http://host:port/`, for `tonic::client::Grpc::with_origin`.
     origin: Uri,
     connect_timeout: Duration,
+    /// Keepalive pings on the connection, while calls are open on it.
+    keepalive: Option<Keepalive>,
     /// The open connection's handle, if there is one.
     sender: Mutex<Option<http2::SendRequest<Body>>>,
     /// Held while a connection is being opened, so concurrent calls wait for one handshake
@@ -163,6 +181,15 @@ impl Connection {
     /// [`TransportError::BadAddress`] when `address` is not `host:port` or an `http://` URI
     /// (TLS to nodes is not supported).
     pub fn new(address: &str) -> Result<Connection, TransportError> {
+        Connection::with_keepalive(address, None)
+    }
+
+    /// As [`Connection::new`], with keepalive pings (sent only while calls are open on the
+    /// connection: grpc-go servers count pings on a connection without calls as abuse).
+    pub(crate) fn with_keepalive(
+        address: &str,
+        keepalive: Option<Keepalive>,
+    ) -> Result<Connection, TransportError> {
         let bad = |reason: String| TransportError::BadAddress {
             address: address.to_string(),
             reason,
@@ -204,6 +231,7 @@ impl Connection {
                 authority,
                 origin,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                keepalive,
                 sender: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
             }),
@@ -258,14 +286,21 @@ impl Connection {
                 address: address.clone(),
                 source,
             })?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| TransportError::Handshake {
-                address: address.clone(),
-                error,
-            })?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        if let Some(keepalive) = self.shared.keepalive {
+            builder
+                .keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout);
+        }
+        let (sender, connection) =
+            builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|error| TransportError::Handshake {
+                    address: address.clone(),
+                    error,
+                })?;
         let address = address.clone();
         tokio::spawn(async move {
             if let Err(err) = connection.await {

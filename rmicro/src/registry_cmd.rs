@@ -1,4 +1,8 @@
 //! `rmicro registry list|get NAME|watch [NAME]`: what the registry holds, from the terminal.
+//!
+//! Exit status: 0 done (a watch interrupted by Ctrl-C or a closed output), 1 the service was
+//! not found (`get`) or the watch ended by itself and missed changes (`watch`), 2 the registry
+//! could not be read.
 
 use std::process::ExitCode;
 
@@ -31,7 +35,9 @@ pub enum Command {
         /// The service name, e.g. go.micro.srv.user.
         name: String,
     },
-    /// Prints one JSON line per change until interrupted.
+    /// Prints one JSON line per change until interrupted. Exits 1, with an error, when the
+    /// watch ends by itself: it fell behind and missed changes (its output was not read fast
+    /// enough), or the registry went away.
     Watch {
         /// Only this service.
         name: Option<String>,
@@ -105,7 +111,15 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
                                 return Ok(ExitCode::SUCCESS);
                             }
                         }
-                        None => return Ok(ExitCode::SUCCESS),
+                        // Not the end of the changes: some were lost, so what was printed is not
+                        // the registry's state any more. A script must not take it for one.
+                        None => {
+                            eprintln!(
+                                "error: the watch of the {} registry ended: it fell behind and missed changes, or the registry went away; run `rmicro registry list` for what it holds now, and watch again",
+                                registry.name()
+                            );
+                            return Ok(ExitCode::from(1));
+                        }
                     },
                     _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
                 }

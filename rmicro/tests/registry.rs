@@ -204,3 +204,100 @@ async fn gateway_health_is_200_then_503_when_etcd_stops() {
     }
     assert_eq!(back, 200, "healthy again once etcd is back");
 }
+
+#[test]
+fn a_watch_that_falls_behind_is_an_error_not_a_clean_exit() {
+    use std::io::Read;
+    use std::sync::mpsc;
+    use std::time::Instant;
+    let etcd = Etcd::start("cli-lag");
+    let record = |id: &str| {
+        // About 1 KiB a line, so that a few dozen fill the pipe the watch prints to.
+        serde_json::json!({
+            "name": "zzz.bulk",
+            "version": "latest",
+            "nodes": [{"id": id, "address": "127.0.0.1:1", "metadata": {"pad": "x".repeat(1000)}}],
+        })
+        .to_string()
+    };
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "registry",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+            "watch",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = watch.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Reads one line, then nothing until told to drain the rest.
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    let (drain_tx, drain_rx) = mpsc::channel::<()>();
+    let mut reader = BufReader::new(watch.stdout.take().unwrap());
+    let drained = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = line_tx.send(line);
+        let _ = drain_rx.recv();
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+    });
+    // Once the watch prints a change, it runs.
+    let mut seen = None;
+    for i in 0..50 {
+        etcd.put_many(&[(
+            format!("/micro/registry/zzz.bulk/first{i}"),
+            record(&format!("first{i}")),
+        )]);
+        if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200)) {
+            seen = Some(line);
+            break;
+        }
+    }
+    assert!(
+        seen.is_some_and(|l| l.contains("zzz.bulk")),
+        "the watch never printed a change"
+    );
+
+    // Nobody reads its output: it blocks on a full pipe while 1,500 changes arrive, more than
+    // a watch holds (1,024), so it falls behind and misses some.
+    let bulk: Vec<(String, String)> = (0..1500)
+        .map(|i| {
+            let id = format!("n{i}");
+            (format!("/micro/registry/zzz.bulk/{id}"), record(&id))
+        })
+        .collect();
+    etcd.put_many(&bulk);
+    std::thread::sleep(Duration::from_secs(3));
+    drain_tx.send(()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            let _ = watch.wait();
+            panic!("the watch went on after it fell behind and missed changes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drained.join().unwrap();
+    let err = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert_eq!(
+        err,
+        "error: the watch of the etcd registry ended: it fell behind and missed changes, or the \
+         registry went away; run `rmicro registry list` for what it holds now, and watch again\n"
+    );
+}

@@ -12,6 +12,9 @@ pub struct Etcd {
     /// `127.0.0.1:PORT` clients use.
     pub client_addr: String,
     peer_addr: String,
+    /// The member's name, and `--initial-cluster` (every member's `name=peer URL`).
+    name: String,
+    initial_cluster: String,
     data_dir: PathBuf,
     child: Option<Child>,
 }
@@ -27,27 +30,32 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start(tag: &str) -> Etcd {
-        let data_dir =
-            std::env::temp_dir().join(format!("rmicro-etcd-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let mut etcd = Etcd {
-            client_addr: format!("127.0.0.1:{}", free_port()),
-            peer_addr: format!("127.0.0.1:{}", free_port()),
-            data_dir,
-            child: None,
-        };
+        let mut etcd = Etcd::planned(tag);
         etcd.resume();
         etcd
     }
 
     /// Starts an etcd on a chosen client address that is not running yet (see [`Etcd::resume`]).
     pub fn planned(tag: &str) -> Etcd {
+        let peer_addr = format!("127.0.0.1:{}", free_port());
+        Etcd::member(
+            tag,
+            "rmicro-test",
+            peer_addr.clone(),
+            format!("rmicro-test=http://{peer_addr}"),
+        )
+    }
+
+    /// One member of a cluster, not running yet.
+    fn member(tag: &str, name: &str, peer_addr: String, initial_cluster: String) -> Etcd {
         let data_dir =
-            std::env::temp_dir().join(format!("rmicro-etcd-{tag}-{}", std::process::id()));
+            std::env::temp_dir().join(format!("rmicro-etcd-{tag}-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         Etcd {
             client_addr: format!("127.0.0.1:{}", free_port()),
-            peer_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr,
+            name: name.to_string(),
+            initial_cluster,
             data_dir,
             child: None,
         }
@@ -55,17 +63,23 @@ impl Etcd {
 
     /// (Re)starts the server on the same ports and data directory, and waits until it answers.
     pub fn resume(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    /// Starts the process, without waiting.
+    fn spawn(&mut self) {
         let client_url = format!("http://{}", self.client_addr);
         let peer_url = format!("http://{}", self.peer_addr);
         let log = std::fs::File::create(self.data_dir.with_extension("log"))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         let child = Command::new("etcd")
-            .args(["--name", "rmicro-test", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("rmicro-test={peer_url}")])
+            .args(["--initial-cluster", &self.initial_cluster])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -73,6 +87,11 @@ impl Etcd {
                 panic!("could not start etcd ({e}); install it: apt-get install etcd-server (scripts/test.sh does)")
             });
         self.child = Some(child);
+    }
+
+    /// Waits until the server answers (a linearizable read: a member of a cluster answers once
+    /// the cluster has a leader).
+    fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.etcdctl(&["endpoint", "health"]).is_ok() {
@@ -143,6 +162,54 @@ impl Etcd {
         }
     }
 
+    /// Puts every `(key, value)` pair, in transactions of at most 128 puts (etcd's default
+    /// limit per transaction) through `etcdctl txn`: one process per 128 keys, not per key.
+    ///
+    /// # Panics
+    ///
+    /// When etcdctl cannot be run or a transaction fails.
+    pub fn put_many(&self, pairs: &[(String, String)]) {
+        use std::io::Write;
+        for chunk in pairs.chunks(128) {
+            // No comparisons, the puts as the success branch, no failure branch. Keys and
+            // values are Go-quoted (JSON string escapes are a subset for ASCII).
+            let mut script = String::from("\n");
+            for (key, value) in chunk {
+                let quote = |s: &str| serde_json::Value::from(s).to_string();
+                script.push_str(&format!("put {} {}\n", quote(key), quote(value)));
+            }
+            script.push_str("\n\n");
+            let mut child = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.client_addr,
+                    "--command-timeout",
+                    "10s",
+                    "txn",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("could not run etcdctl ({e}); install it: apt-get install etcd-client")
+                });
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "etcdctl txn: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Every key under `prefix` with its value.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         let out = self
@@ -154,6 +221,41 @@ impl Etcd {
             .filter(|c| c.len() == 2)
             .map(|c| (c[0].to_string(), c[1].to_string()))
             .collect()
+    }
+}
+
+/// An etcd cluster of several members on loopback, each its own process (and killed when
+/// dropped), for what a single server cannot show: a member that loses its leader.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    /// The members; each one's `client_addr` reaches that member only.
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until every one answers.
+    pub fn start(tag: &str, size: usize) -> EtcdCluster {
+        let peers: Vec<String> = (0..size)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let initial_cluster = peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| format!("m{i}=http://{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Etcd> = peers
+            .into_iter()
+            .enumerate()
+            .map(|(i, peer)| Etcd::member(tag, &format!("m{i}"), peer, initial_cluster.clone()))
+            .collect();
+        for member in &mut members {
+            member.spawn();
+        }
+        for member in &members {
+            member.wait_healthy();
+        }
+        EtcdCluster { members }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod etcd;
 pub mod hop;
 pub mod http;
 pub mod kitchen;
+pub mod pings;
 pub mod process;
 pub mod scratch;
 pub mod user;

@@ -392,3 +392,68 @@ async fn a_node_that_vanished_without_deregistering_fails_fast_and_recovers() {
     assert_eq!(reply.into_inner().msg, "Hello c");
     back.stop().await.unwrap();
 }
+
+/// Always picks the first node whose id is in `prefer` (in that order), if there is one.
+struct Stubborn {
+    prefer: &'static [&'static str],
+}
+
+impl rmicro_runtime::selector::Selector for Stubborn {
+    fn select(&self, _service: &str, nodes: &[Node]) -> usize {
+        self.prefer
+            .iter()
+            .find_map(|id| nodes.iter().position(|n| n.id == *id))
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let live = user_node(&registry, "127.0.0.1:0").await;
+    // A node nothing listens on, and one whose address no connection can be opened to.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    for (id, address) in [("dead", closed.as_str()), ("bad", "no-port")] {
+        let record = Record {
+            name: "go.micro.srv.user".into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: id.into(),
+                address: address.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        registry
+            .register(&record, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
+
+    // A selector that picks the bad node, then the dead one, whenever they are offered: each
+    // call still reaches the live node with the one retry, as the retry leaves out the nodes
+    // that failed in this call (the bad address does not use up the retry).
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(Stubborn {
+            prefer: &["bad", "dead"],
+        })
+        .retries(1)
+        .build();
+    let user = UserClient::new("go.micro.srv.user", client);
+    for i in 0..5 {
+        let reply = user
+            .call(CallRequest {
+                name: format!("n{i}"),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("call {i}: {s:?}"));
+        assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+    }
+    live.stop().await.unwrap();
+}

@@ -707,3 +707,124 @@ async fn a_node_whose_deregistration_failed_is_no_longer_kept_alive() {
     )
     .await;
 }
+
+/// A gauge or counter from etcd's `/metrics`.
+fn etcd_metric(etcd: &Etcd, name: &str) -> f64 {
+    let body = rmicro_tests::http::get(&etcd.client_addr, "/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in etcd's /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_registry_stops_its_watch_and_its_keepalives() {
+    use rmicro_runtime::registry::{Node, Service as Record};
+    use tokio_stream::StreamExt;
+    let etcd = Etcd::start("dropped");
+    let reg = registry(&etcd);
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "dropped".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // A node kept alive (TTL 2 s), the registry's watch running, and a watcher on it.
+    reg.register(&record, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(reg.get_service("go.micro.srv.user").await.unwrap().len(), 1);
+    let mut events = reg.watch(None).await.unwrap();
+    let watchers = || etcd_metric(&etcd, "etcd_debugging_mvcc_watcher_total");
+    within(
+        Duration::from_secs(5),
+        "etcd sees the registry's watch",
+        || watchers() == 1.0,
+    )
+    .await;
+    let registered = || !user_keys(&etcd).is_empty();
+    // Still there after its TTL: kept alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        registered(),
+        "the node is kept alive while the registry lives"
+    );
+
+    // The last handle goes (no deregistration: as a process that forgot to stop its service).
+    drop(reg);
+    within(
+        Duration::from_secs(5),
+        "etcd sees the watch go away",
+        || watchers() == 0.0,
+    )
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "a watcher of a dropped registry does not end: {ended:?}"
+    );
+    // Nothing keeps the node alive any more: its key expires with the lease.
+    within(
+        Duration::from_secs(8),
+        "the node's key expires once the registry is dropped",
+        || !registered(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_requires_a_leader_so_a_member_that_lost_it_does_not_keep_it_silent() {
+    use rmicro_tests::etcd::EtcdCluster;
+    // Two members: with one frozen, the other has no quorum and so no leader (as a member cut
+    // off from the rest of its cluster). The registry talks to that other member only.
+    let cluster = EtcdCluster::start("leader", 2);
+    let (member, other) = (&cluster.members[0], &cluster.members[1]);
+    let reg = registry(member);
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(30)).await;
+    let addr = running.local_addr().to_string();
+    // A lookup starts the watch that feeds the registry's cache; the watch brings the node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reg
+        .get_service("go.micro.srv.user")
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the node never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watchers = || etcd_metric(member, "etcd_debugging_mvcc_watcher_total");
+    within(Duration::from_secs(10), "the registry watches", || {
+        watchers() == 1.0
+    })
+    .await;
+
+    other.pause();
+    within(
+        Duration::from_secs(10),
+        "the member loses its leader",
+        || etcd_metric(member, "etcd_server_has_leader") == 0.0,
+    )
+    .await;
+    // etcd cancels a watch that requires a leader a few election timeouts (1 s) after its
+    // member lost it; a watch that does not require one stays open and silent.
+    within(
+        Duration::from_secs(15),
+        "etcd cancels the watch of a member without a leader",
+        || watchers() == 0.0,
+    )
+    .await;
+    // Lookups meanwhile answer with the last known nodes.
+    let nodes = reg.get_service("go.micro.srv.user").await.unwrap();
+    assert_eq!(nodes[0].nodes[0].address, addr);
+
+    other.unpause();
+    within(
+        Duration::from_secs(20),
+        "the watch starts again once the member has a leader",
+        || watchers() == 1.0,
+    )
+    .await;
+    running.stop().await.unwrap();
+}

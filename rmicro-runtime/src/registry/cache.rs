@@ -12,7 +12,6 @@
 //! next call, so a client started before its server finds it as soon as it registers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,12 +38,20 @@ struct Inner {
     entries: RwLock<HashMap<String, Entry, foldhash::fast::RandomState>>,
     /// The watch task of each service seen so far; aborted when the cache goes away.
     watchers: Mutex<HashMap<String, AbortHandle>>,
-    /// Bumped (under the `entries` write lock) by every invalidation, so that a lookup does not
-    /// store what it read from the registry when a change was reported while it read.
-    generation: AtomicU64,
 }
 
+/// One service: its snapshot, if there is one, and how often it was invalidated.
 struct Entry {
+    snapshot: Option<Snapshot>,
+    /// Bumped by every invalidation of this service, so that a lookup does not store what it
+    /// read from the registry when a change to the service was reported while it read. Per
+    /// service: another service's changes leave this one's lookups alone. An entry is created
+    /// by the first lookup that stores a snapshot or by an invalidation, and is never removed
+    /// (a service with no entry is at generation 0), so the count never goes back.
+    generation: u64,
+}
+
+struct Snapshot {
     nodes: Arc<[Node]>,
     read_at: Instant,
 }
@@ -77,7 +84,6 @@ impl NodeCache {
                 ttl,
                 entries: RwLock::new(HashMap::default()),
                 watchers: Mutex::new(HashMap::new()),
-                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -93,10 +99,10 @@ impl NodeCache {
     ///
     /// The registry's, when the snapshot had to be read and the registry failed.
     pub async fn nodes(&self, service: &str) -> Result<Arc<[Node]>, RegistryError> {
-        if let Some(nodes) = self.fresh(service) {
-            return Ok(nodes);
-        }
-        let generation = self.inner.generation.load(Ordering::Acquire);
+        let generation = match self.fresh(service) {
+            Ok(nodes) => return Ok(nodes),
+            Err(generation) => generation,
+        };
         let services = self.inner.registry.get_service(service).await?;
         let nodes: Arc<[Node]> = services.into_iter().flat_map(|s| s.nodes).collect();
         if !nodes.is_empty() && !self.inner.ttl.is_zero() {
@@ -106,16 +112,27 @@ impl NodeCache {
                     .entries
                     .write()
                     .unwrap_or_else(|p| p.into_inner());
-                // A change reported while the registry was read may be missing from what it
-                // returned: then this read serves this call only, and the next one reads again.
-                if self.inner.generation.load(Ordering::Acquire) == generation {
-                    entries.insert(
-                        service.to_string(),
-                        Entry {
-                            nodes: Arc::clone(&nodes),
-                            read_at: Instant::now(),
-                        },
-                    );
+                // A change to this service reported while the registry was read may be missing
+                // from what it returned: then this read serves this call only, and the next one
+                // reads again.
+                let snapshot = Snapshot {
+                    nodes: Arc::clone(&nodes),
+                    read_at: Instant::now(),
+                };
+                match entries.get_mut(service) {
+                    Some(entry) if entry.generation == generation => {
+                        entry.snapshot = Some(snapshot);
+                    }
+                    Some(_) => {}
+                    None => {
+                        entries.insert(
+                            service.to_string(),
+                            Entry {
+                                snapshot: Some(snapshot),
+                                generation,
+                            },
+                        );
+                    }
                 }
             }
             // After the insert, so the watch's first invalidation covers this read.
@@ -130,10 +147,17 @@ impl NodeCache {
         invalidate(&self.inner, service);
     }
 
-    fn fresh(&self, service: &str) -> Option<Arc<[Node]>> {
+    /// The snapshot of `service` if it is fresh, or else the service's generation (to compare
+    /// with once the registry has been read).
+    fn fresh(&self, service: &str) -> Result<Arc<[Node]>, u64> {
         let entries = self.inner.entries.read().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(service)?;
-        (entry.read_at.elapsed() < self.inner.ttl).then(|| Arc::clone(&entry.nodes))
+        let Some(entry) = entries.get(service) else {
+            return Err(0);
+        };
+        match &entry.snapshot {
+            Some(s) if s.read_at.elapsed() < self.inner.ttl => Ok(Arc::clone(&s.nodes)),
+            _ => Err(entry.generation),
+        }
     }
 
     /// Starts the watch of `service` unless it runs already. Without a tokio runtime (or when
@@ -191,8 +215,22 @@ fn forget(cache: &Weak<Inner>, service: &str) -> bool {
 
 fn invalidate(inner: &Inner, service: &str) {
     let mut entries = inner.entries.write().unwrap_or_else(|p| p.into_inner());
-    inner.generation.fetch_add(1, Ordering::AcqRel);
-    entries.remove(service);
+    match entries.get_mut(service) {
+        Some(entry) => {
+            entry.snapshot = None;
+            entry.generation += 1;
+        }
+        // A lookup in flight started at generation 0: it must not store what it read.
+        None => {
+            entries.insert(
+                service.to_string(),
+                Entry {
+                    snapshot: None,
+                    generation: 1,
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +461,65 @@ mod tests {
             nodes.is_empty(),
             "the cache keeps serving a node that left: {:?}",
             addresses(&nodes)
+        );
+    }
+
+    /// Waits until lookups of `service` share one snapshot (its watch runs).
+    async fn shared(cache: &NodeCache, service: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Arc::ptr_eq(
+            &cache.nodes(service).await.unwrap(),
+            &cache.nodes(service).await.unwrap(),
+        ) {
+            assert!(
+                Instant::now() < deadline,
+                "{service}: lookups never shared a snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn churn_of_one_service_does_not_discard_lookups_of_another() {
+        let registry = Arc::new(Slow::default());
+        let ttl = Duration::from_secs(60);
+        registry
+            .register(&record("calm", "a", "10.0.0.1:1"), ttl)
+            .await
+            .unwrap();
+        registry
+            .register(&record("busy", "b", "10.0.0.2:1"), ttl)
+            .await
+            .unwrap();
+        let cache = NodeCache::new(registry.clone(), Duration::from_secs(3600));
+        shared(&cache, "calm").await;
+        shared(&cache, "busy").await;
+
+        // A lookup of `calm` reads the registry while `busy` churns: its nodes come and go
+        // (the watch reports it) and a caller reports one of them unreachable.
+        cache.invalidate("calm");
+        registry
+            .slow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let lookup = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.nodes("calm").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for i in 0..5 {
+            let node = record("busy", &format!("c{i}"), "10.0.0.3:1");
+            registry.register(&node, ttl).await.unwrap();
+            registry.deregister(&node).await.unwrap();
+        }
+        cache.invalidate("busy");
+        let read = lookup.await.unwrap();
+        registry
+            .slow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(addresses(&read), ["10.0.0.1:1"]);
+        assert!(
+            Arc::ptr_eq(&read, &cache.nodes("calm").await.unwrap()),
+            "changes to `busy` threw away what the lookup of `calm` read"
         );
     }
 }

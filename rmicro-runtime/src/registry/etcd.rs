@@ -9,8 +9,11 @@
 //!   when it was deleted or changed behind the node's back while the lease lived on.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
-//!   watch from the listed revision) when etcd is back.
+//!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
+//!   member cut off from its cluster ends the watch instead of leaving it silent.
 //! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
+//! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
+//!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,10 +73,40 @@ impl Default for EtcdOptions {
     }
 }
 
-/// A registry in etcd, compatible with go-micro v2 services and tools.
+/// A registry in etcd, compatible with go-micro v2 services and tools. Cheap to clone: clones
+/// share one connection, cache and set of leases; the background tasks (the watch feeding the
+/// cache, one keepalive per node) stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct EtcdRegistry {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
+}
+
+/// What the clones of one [`EtcdRegistry`] share. The state itself is in [`Inner`], which the
+/// running watch holds too (for as long as it runs); this layer is held by the handles only, so
+/// that its drop marks the moment the last handle went and stops the tasks.
+struct Handle(Arc<Inner>);
+
+impl std::ops::Deref for Handle {
+    type Target = Arc<Inner>;
+
+    fn deref(&self) -> &Arc<Inner> {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The watch's future holds the `Inner`: aborting it drops that, and with the `Inner`
+        // the event sender, which ends every watcher's stream.
+        let cache_task = self.cache_task.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = &*cache_task {
+            task.abort();
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for lease in leases.values() {
+            lease.task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -103,17 +136,9 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
-    cache_started: AtomicBool,
+    /// The task that keeps the cache synced, once started.
+    cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let leases = self.leases.get_mut().unwrap_or_else(|p| p.into_inner());
-        for lease in leases.values() {
-            lease.task.abort();
-        }
-    }
 }
 
 /// The key of one node.
@@ -130,15 +155,15 @@ impl EtcdRegistry {
     /// never blocks and a service can start while etcd is down.
     pub fn new(options: EtcdOptions) -> EtcdRegistry {
         EtcdRegistry {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Handle(Arc::new(Inner {
                 options,
                 client: tokio::sync::Mutex::new(None),
                 leases: Mutex::new(HashMap::new()),
                 cache: RwLock::new(Cache::default()),
                 primed: watch::channel(false).0,
-                cache_started: AtomicBool::new(false),
+                cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
-            }),
+            }))),
         }
     }
 
@@ -219,7 +244,13 @@ impl Inner {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.options.dial_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_auto_token_refresh(true);
+            .with_auto_token_refresh(true)
+            // etcd's require-leader (clientv3.WithRequireLeader): a member that lost its leader
+            // (cut off from the rest of its cluster) cancels the watch a few election timeouts
+            // later instead of keeping it open and silent while the others see changes, and
+            // refuses other requests at once rather than letting them wait for the timeout.
+            // The cache loop then connects again (to another endpoint, when there are several).
+            .with_require_leader(true);
         if let Some((user, password)) = &self.options.user {
             options = options.with_user(user.clone(), password.clone());
         }
@@ -433,8 +464,13 @@ async fn keep_alive(
 
 impl EtcdRegistry {
     fn start_cache(&self) {
-        if !self.inner.cache_started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(cache_loop(Arc::downgrade(&self.inner)));
+        let mut task = self
+            .inner
+            .cache_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if task.is_none() {
+            *task = Some(tokio::spawn(cache_loop(Arc::downgrade(&self.inner.0))).abort_handle());
         }
     }
 

@@ -20,12 +20,34 @@ pub struct MemoryRegistry {
     inner: Arc<Inner>,
 }
 
-type Nodes = HashMap<(String, String), (Service, Instant)>;
+/// The nodes, and when the first of them expires at the earliest.
+#[derive(Default)]
+struct Table {
+    /// `(service name, node id)` → the one-node record and when it expires.
+    nodes: HashMap<(String, String), (Service, Instant)>,
+    /// No node expires before this; `None` when there is no node. Moved earlier by each
+    /// registration, set to the true first expiry by each sweep, and left alone by refreshes
+    /// and departures (so it may be early: a sweep then finds nothing due and moves it on).
+    /// One deadline for all watchers: they read it instead of looking at every node whenever
+    /// they wait, and the nodes are only looked at once it has passed.
+    next_expiry: Option<Instant>,
+}
 
 struct Inner {
-    /// `(service name, node id)` → the one-node record and when it expires.
-    nodes: Mutex<Nodes>,
+    nodes: Mutex<Table>,
     events: broadcast::Sender<Event>,
+    /// How often every node was looked at to find expired ones or the next expiry.
+    #[cfg(test)]
+    scans: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    /// Counts one look at every node (tests only).
+    fn scanned(&self) {
+        #[cfg(test)]
+        self.scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for MemoryRegistry {
@@ -45,8 +67,10 @@ impl MemoryRegistry {
     pub fn new() -> MemoryRegistry {
         MemoryRegistry {
             inner: Arc::new(Inner {
-                nodes: Mutex::new(HashMap::new()),
+                nodes: Mutex::new(Table::default()),
                 events: broadcast::channel(1024).0,
+                #[cfg(test)]
+                scans: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -60,9 +84,10 @@ impl MemoryRegistry {
 
     /// Live records, only those of `name` when given (filtered before anything is copied).
     fn live(&self, name: Option<&str>) -> Vec<Service> {
-        let nodes = sweep(&self.inner);
+        let table = sweep(&self.inner);
         merge(
-            nodes
+            table
+                .nodes
                 .iter()
                 .filter(|((service, _), _)| name.is_none_or(|n| n == service))
                 .map(|(_, (s, _))| s.clone()),
@@ -70,25 +95,34 @@ impl MemoryRegistry {
     }
 }
 
-/// Drops the nodes whose TTL has passed, telling watchers (a `Delete` each); returns the map,
-/// still locked.
-fn sweep(inner: &Inner) -> std::sync::MutexGuard<'_, Nodes> {
+/// Drops the nodes whose TTL has passed, telling watchers (a `Delete` each); returns the table,
+/// still locked. Looks at the nodes only when the table's next expiry has passed.
+fn sweep(inner: &Inner) -> std::sync::MutexGuard<'_, Table> {
     let now = Instant::now();
-    let mut nodes = inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
-    let expired: Vec<_> = nodes
-        .iter()
-        .filter(|(_, (_, until))| *until <= now)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for key in expired {
-        if let Some((service, _)) = nodes.remove(&key) {
-            let _ = inner.events.send(Event {
-                action: Action::Delete,
-                service,
-            });
-        }
+    let mut table = inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+    if table.next_expiry.is_none_or(|next| next > now) {
+        return table;
     }
-    nodes
+    inner.scanned();
+    let mut next: Option<Instant> = None;
+    let mut expired = Vec::new();
+    table.nodes.retain(|_, (service, until)| {
+        if *until <= now {
+            expired.push(std::mem::take(service));
+            false
+        } else {
+            next = Some(next.map_or(*until, |n| n.min(*until)));
+            true
+        }
+    });
+    table.next_expiry = next;
+    for service in expired {
+        let _ = inner.events.send(Event {
+            action: Action::Delete,
+            service,
+        });
+    }
+    table
 }
 
 /// One-node records of `service`.
@@ -111,7 +145,11 @@ impl Registry for MemoryRegistry {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let until = Instant::now() + ttl;
-            let mut nodes = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut table = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            if !service.nodes.is_empty() {
+                table.next_expiry = Some(table.next_expiry.map_or(until, |n| n.min(until)));
+            }
+            let nodes = &mut table.nodes;
             for record in split(service) {
                 let key = (record.name.clone(), record.nodes[0].id.clone());
                 let action = match nodes.get(&key) {
@@ -133,9 +171,11 @@ impl Registry for MemoryRegistry {
 
     fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let mut nodes = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut table = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
             for node in &service.nodes {
-                if let Some((record, _)) = nodes.remove(&(service.name.clone(), node.id.clone())) {
+                if let Some((record, _)) =
+                    table.nodes.remove(&(service.name.clone(), node.id.clone()))
+                {
                     let _ = self.inner.events.send(Event {
                         action: Action::Delete,
                         service: record,
@@ -180,7 +220,7 @@ struct Expiring {
     filter: Option<String>,
     /// Not kept alive by its watchers: the stream ends when the registry goes.
     registry: Weak<Inner>,
-    /// Armed for the first node's expiry while no event is pending.
+    /// Armed for the registry's next expiry while no event is pending.
     sleep: Pin<Box<Sleep>>,
 }
 
@@ -217,17 +257,16 @@ impl Stream for Expiring {
                 .nodes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .map(|(_, until)| *until)
-                .min();
+                .next_expiry;
             let Some(first) = first else {
                 return Poll::Pending;
             };
             // The registry's clock decides; the timer only wakes this watch to look again.
             let left = first.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                // Its `Delete` (and those of any other expired node) go to every watcher,
-                // this one included: the loop picks them up.
+                // The first watcher to wake sweeps (the others then find the next deadline):
+                // the `Delete`s of the expired nodes go to every watcher, this one included,
+                // and the loop picks them up.
                 drop(sweep(&inner));
                 continue;
             }
@@ -354,5 +393,76 @@ mod tests {
             matches!(next, Ok(None)),
             "the node's arrival and departure were lost without a sign: {next:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn idle_watchers_do_not_look_at_every_node_on_every_event() {
+        use std::sync::atomic::Ordering;
+        let reg = MemoryRegistry::new();
+        for i in 0..1000 {
+            reg.register(&service(&format!("n{i}")), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        // 20 watchers waiting for a service that changes, woken by every change of another.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let mut watch = reg.watch(Some("quiet")).await.unwrap();
+            tasks.push(tokio::spawn(async move { watch.next().await }));
+        }
+        tokio::task::yield_now().await;
+        let before = reg.inner.scans.load(Ordering::Relaxed);
+        for i in 0..100 {
+            let busy = Service {
+                name: "busy".into(),
+                ..service(&format!("b{i}"))
+            };
+            reg.register(&busy, Duration::from_secs(60)).await.unwrap();
+            // Every watcher sees the event (and skips it) before the next one.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let scans = reg.inner.scans.load(Ordering::Relaxed) - before;
+        // 2,000 wake-ups (20 watchers, 100 events) of 1,000 nodes each would be 2 million
+        // node visits; no node is due, so none needs looking at.
+        assert!(
+            scans <= 5,
+            "idle watchers looked at every node {scans} times for 100 events"
+        );
+        let quiet = Service {
+            name: "quiet".into(),
+            ..service("q")
+        };
+        reg.register(&quiet, Duration::from_secs(60)).await.unwrap();
+        for task in tasks {
+            let event = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.unwrap().service.name, "quiet");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_refreshed_then_left_to_expire_is_heard_of_after_its_last_ttl() {
+        let reg = MemoryRegistry::new();
+        let mut watch = reg.watch(Some("svc")).await.unwrap();
+        // Refreshed past its first expiry (the registry's first deadline goes stale), then
+        // left alone: its `Delete` comes one TTL after the last refresh, not before.
+        for _ in 0..4 {
+            reg.register(&service("a"), Duration::from_millis(100))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let last = Instant::now() - Duration::from_millis(40);
+        assert_eq!(watch.next().await.unwrap().action, Action::Create);
+        let deleted = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("a Delete once the last TTL has passed")
+            .unwrap();
+        assert_eq!(deleted.action, Action::Delete);
+        assert!(last.elapsed() >= Duration::from_millis(100));
     }
 }
