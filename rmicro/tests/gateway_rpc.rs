@@ -1069,3 +1069,63 @@ async fn go_micro_endpoints_without_grpc_paths_are_found_at_the_node() {
     let r = call(&gw, "POST", "/other/shelf/get", "{}").await;
     assert_error_has(&r, 502, "serves no gRPC service named `Shelf`");
 }
+
+/// go-micro's default server speaks mucp, not gRPC: its nodes are never called (a call would
+/// hang or fail on a protocol the gateway does not speak), the service's gRPC nodes are, and a
+/// service with mucp nodes only gets a 501 that says why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_do_not_speak_grpc_are_not_called() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    // A node that takes connections and never answers, as a gRPC call to a mucp server would
+    // go nowhere.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let mucp = |node: &mut rmicro_runtime::registry::Node, id: &str| {
+        node.id = id.into();
+        node.address = silent_addr.clone();
+        node.metadata = [
+            ("protocol".to_string(), "mucp".to_string()),
+            ("server".to_string(), "mucp".to_string()),
+        ]
+        .into();
+    };
+    let mut mixed = lib.record().clone();
+    mucp(&mut mixed.nodes[0], "go.micro.srv.library-mucp");
+    registry
+        .register(&mixed, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..10 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(&gw, "GET", "/v1/shelves/s1/books/b1", ""),
+        )
+        .await
+        .expect("a call went to the node that speaks mucp");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    let mut only = lib.record().clone();
+    only.name = "go.micro.srv.legacy".into();
+    mucp(&mut only.nodes[0], "go.micro.srv.legacy-1");
+    registry
+        .register(&only, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&gw, "POST", "/legacy/library/echoBook", "{}"),
+    )
+    .await
+    .expect("an answer, not a call to the node");
+    assert_error_has(&r, 501, "speak `mucp`, not gRPC");
+    assert_error_has(&r, 501, "server.grpc");
+}

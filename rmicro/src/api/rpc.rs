@@ -861,6 +861,30 @@ impl RpcHandler {
                 format!("service `{}` has no nodes", target.service),
             ));
         }
+        // go-micro's default server speaks its own protocol (`mucp`), not gRPC: such nodes
+        // cannot be called here, the others of the service can.
+        let nodes: Arc<[Node]> = if nodes.iter().all(speaks_grpc) {
+            nodes
+        } else {
+            let grpc: Arc<[Node]> = nodes.iter().filter(|n| speaks_grpc(n)).cloned().collect();
+            if grpc.is_empty() {
+                let protocol = nodes[0]
+                    .metadata
+                    .get("protocol")
+                    .or_else(|| nodes[0].metadata.get("server"))
+                    .map_or("", String::as_str);
+                return Err(error::response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "the nodes of `{}` speak `{protocol}`, not gRPC; the rpc handler calls gRPC \
+                         servers only: run the service with go-micro's grpc server \
+                         (`server.grpc`), or front it with `--handler http` if it serves HTTP",
+                        target.service
+                    ),
+                ));
+            }
+            grpc
+        };
         let body = http_body_util::Limited::new(body, config.body_limit)
             .collect()
             .await
@@ -1122,6 +1146,15 @@ impl From<Fail> for NodeFail {
 
 /// The answer for a message over a size limit: the request message over the service's (413),
 /// or the response over the gateway's (502); `None` for any other status.
+/// Whether a node serves gRPC: rmicro and go-micro grpc servers say so in their metadata
+/// (`protocol`, or `server` in older records); a node that says nothing is taken to.
+fn speaks_grpc(node: &Node) -> bool {
+    ["protocol", "server"]
+        .iter()
+        .find_map(|key| node.metadata.get(*key))
+        .is_none_or(|p| p.eq_ignore_ascii_case("grpc"))
+}
+
 fn too_large(
     status: &tonic::Status,
     sent: usize,
