@@ -156,7 +156,6 @@ pub fn target_api(options: &Options) -> Result<u32, Error> {
 pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, Error> {
     let api = target_api(options)?;
     validate::request(&input.files, &input.to_generate)?;
-    validate::rust_names(&input.files, options.retain_enum_prefix)?;
 
     let to_generate: BTreeSet<&str> = input.to_generate.iter().map(String::as_str).collect();
     let emit_packages: BTreeSet<&str> = input
@@ -165,6 +164,15 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         .filter(|f| to_generate.contains(f.name()))
         .map(|f| f.package())
         .collect();
+    let externs = extern_paths(options, &input.files);
+    validate::rust_names(
+        &input.files,
+        &validate::Generated {
+            packages: &emit_packages,
+            externs: &externs,
+        },
+        options.retain_enum_prefix,
+    )?;
 
     let shared = Rc::new(RefCell::new(service::Shared {
         scopes: package_scopes(&input.files),
@@ -180,7 +188,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
             value: options.runtime_path.clone(),
             expected: "expected a Rust path such as `::rmicro_runtime`".into(),
         })?;
-    let mut config = prost_config(options, &input.files);
+    let mut config = prost_config(options, &externs);
     config.service_generator(Box::new(service::ServiceGen {
         shared: Rc::clone(&shared),
         runtime,
@@ -352,7 +360,19 @@ fn run_prost(
     }
 }
 
-fn prost_config(options: &Options, files: &[FileDescriptorProto]) -> prost_build::Config {
+/// Every extern path prost-build is given: the user's, then the well-known types the user's do
+/// not cover.
+fn extern_paths(options: &Options, files: &[FileDescriptorProto]) -> Vec<(String, String)> {
+    let mut all = options.extern_paths.clone();
+    for (proto, rust) in well_known_externs(files, &options.runtime_path) {
+        if !validate::is_extern(&proto, &options.extern_paths) {
+            all.push((proto, rust));
+        }
+    }
+    all
+}
+
+fn prost_config(options: &Options, externs: &[(String, String)]) -> prost_build::Config {
     let rt = &options.runtime_path;
     let mut config = prost_build::Config::new();
     config
@@ -360,19 +380,8 @@ fn prost_config(options: &Options, files: &[FileDescriptorProto]) -> prost_build
         .compile_well_known_types()
         // Formatted here instead, only the modules emitted, on every core (see `format`).
         .format(false);
-    for (proto, rust) in &options.extern_paths {
+    for (proto, rust) in externs {
         config.extern_path(proto, rust);
-    }
-    for (proto, rust) in well_known_externs(files, rt) {
-        let covered = options.extern_paths.iter().any(|(user, _)| {
-            proto == *user
-                || proto
-                    .strip_prefix(user.as_str())
-                    .is_some_and(|r| r.starts_with('.'))
-        });
-        if !covered {
-            config.extern_path(proto, rust);
-        }
     }
     if !options.btree_map.is_empty() {
         config.btree_map(&options.btree_map);

@@ -1,7 +1,7 @@
 //! Checks that a request is one protoc could have sent, before prost-build (which assumes so and
 //! panics otherwise) sees it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
@@ -129,38 +129,56 @@ fn check_message(
     Ok(())
 }
 
+/// What a run writes: the packages emitted and the protobuf paths prost-build maps to existing
+/// Rust types instead of generating them.
+pub(crate) struct Generated<'a> {
+    /// Protobuf packages whose files are written.
+    pub(crate) packages: &'a BTreeSet<&'a str>,
+    /// Every extern path given to prost-build (`.proto.path`, Rust path).
+    pub(crate) externs: &'a [(String, String)],
+}
+
+/// Whether prost-build maps the fully qualified protobuf name `proto` (`.a.b.M`) to an extern
+/// path (an exact entry, or one for an enclosing package or message), as its `resolve_ident` does.
+pub(crate) fn is_extern(proto: &str, externs: &[(String, String)]) -> bool {
+    externs.iter().any(|(path, _)| {
+        proto == path
+            || proto
+                .strip_prefix(path.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
 /// Checks that no two protobuf names become the same Rust name in one module, which prost-build
 /// does not check: two types (`Foo_Bar` and `FooBar`, or a oneof and a nested message of the same
 /// name) make code that does not compile, and two enum values that become the same variant make
 /// prost-build panic. Each problem names the file and line of the second name and how to fix it.
+///
+/// Only what is generated counts: types mapped with `extern_path` are not generated, and the
+/// types of packages that are only imported are not written. Enum values are checked in every
+/// enum prost-build generates, written or not, since it panics on them either way.
 pub(crate) fn rust_names(
     files: &[FileDescriptorProto],
+    generated: &Generated<'_>,
     retain_enum_prefix: bool,
 ) -> Result<(), Error> {
     let mut modules: HashMap<String, HashMap<String, Named>> = HashMap::new();
     for file in files {
         let locate = |path: &[i32]| Site::of(file, path);
         let package = file.package();
+        let mut walk = Walk {
+            package,
+            written: generated.packages.contains(package),
+            externs: generated.externs,
+            locate: &locate,
+            modules: &mut modules,
+            retain_enum_prefix,
+        };
         for (i, message) in file.message_type.iter().enumerate() {
-            let site = locate(&[4, i as i32]);
-            walk_message(
-                package,
-                package,
-                "",
-                message,
-                site,
-                &[4, i as i32],
-                &locate,
-                &mut modules,
-                retain_enum_prefix,
-            )?;
+            walk.message(package, "", message, &[4, i as i32])?;
         }
         for (i, e) in file.enum_type.iter().enumerate() {
-            let path = [5, i as i32];
-            let full = qualified(package, e.name());
-            let named = Named::new("enum", &full, locate(&path));
-            claim(&mut modules, package, "", &upper_camel(e.name()), named)?;
-            enum_values(e, &full, &path, &locate, retain_enum_prefix)?;
+            walk.enumeration(package, "", e, &[5, i as i32])?;
         }
     }
     Ok(())
@@ -268,74 +286,94 @@ fn claim(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk_message(
-    package: &str,
-    scope: &str,
-    module: &str,
-    message: &DescriptorProto,
-    site: Site,
-    path: &[i32],
-    locate: &impl Fn(&[i32]) -> Site,
-    modules: &mut HashMap<String, HashMap<String, Named>>,
+/// The walk over one file's types.
+struct Walk<'a, F> {
+    package: &'a str,
+    /// Whether the package's file is written by this run.
+    written: bool,
+    externs: &'a [(String, String)],
+    locate: &'a F,
+    modules: &'a mut HashMap<String, HashMap<String, Named>>,
     retain_enum_prefix: bool,
-) -> Result<(), Error> {
-    let full = qualified(scope, message.name());
-    claim(
-        modules,
-        package,
-        module,
-        &upper_camel(message.name()),
-        Named::new("message", &full, site),
-    )?;
-    let inner = if module.is_empty() {
-        snake(message.name())
-    } else {
-        format!("{module}::{}", snake(message.name()))
-    };
-    let child = |kind: i32, i: usize| {
-        let mut p = path.to_vec();
-        p.extend([kind, i as i32]);
-        p
-    };
-    for (i, nested) in message.nested_type.iter().enumerate() {
-        if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
-            continue;
+}
+
+impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
+    /// Whether prost-build generates the type `full` (protobuf name without the leading dot).
+    fn generates(&self, full: &str) -> bool {
+        !is_extern(&format!(".{full}"), self.externs)
+    }
+
+    /// Takes `rust` in `module` for `named`, when the package is written.
+    fn claim(&mut self, module: &str, rust: &str, named: Named) -> Result<(), Error> {
+        if !self.written {
+            return Ok(());
         }
-        let p = child(3, i);
-        walk_message(
-            package,
-            &full,
-            &inner,
-            nested,
-            locate(&p),
-            &p,
-            locate,
-            modules,
-            retain_enum_prefix,
-        )?;
+        claim(self.modules, self.package, module, rust, named)
     }
-    for (i, e) in message.enum_type.iter().enumerate() {
-        let p = child(4, i);
-        let full = qualified(&full, e.name());
-        let named = Named::new("enum", &full, locate(&p));
-        claim(modules, package, &inner, &upper_camel(e.name()), named)?;
-        enum_values(e, &full, &p, locate, retain_enum_prefix)?;
-    }
-    for (i, oneof) in message.oneof_decl.iter().enumerate() {
-        // proto3 `optional` fields are synthetic oneofs prost-build does not generate.
-        let synthetic = message
-            .field
-            .iter()
-            .any(|f| f.oneof_index == Some(i as i32) && f.proto3_optional());
-        if synthetic {
-            continue;
+
+    fn message(
+        &mut self,
+        scope: &str,
+        module: &str,
+        message: &DescriptorProto,
+        path: &[i32],
+    ) -> Result<(), Error> {
+        let full = qualified(scope, message.name());
+        if !self.generates(&full) {
+            return Ok(());
         }
-        let p = child(8, i);
-        let named = Named::new("oneof", &qualified(&full, oneof.name()), locate(&p));
-        claim(modules, package, &inner, &upper_camel(oneof.name()), named)?;
+        let named = Named::new("message", &full, (self.locate)(path));
+        self.claim(module, &upper_camel(message.name()), named)?;
+        let inner = if module.is_empty() {
+            snake(message.name())
+        } else {
+            format!("{module}::{}", snake(message.name()))
+        };
+        let child = |kind: i32, i: usize| {
+            let mut p = path.to_vec();
+            p.extend([kind, i as i32]);
+            p
+        };
+        for (i, nested) in message.nested_type.iter().enumerate() {
+            if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
+                continue;
+            }
+            self.message(&full, &inner, nested, &child(3, i))?;
+        }
+        for (i, e) in message.enum_type.iter().enumerate() {
+            self.enumeration(&full, &inner, e, &child(4, i))?;
+        }
+        for (i, oneof) in message.oneof_decl.iter().enumerate() {
+            // proto3 `optional` fields are synthetic oneofs prost-build does not generate.
+            let synthetic = message
+                .field
+                .iter()
+                .any(|f| f.oneof_index == Some(i as i32) && f.proto3_optional());
+            if synthetic {
+                continue;
+            }
+            let p = child(8, i);
+            let named = Named::new("oneof", &qualified(&full, oneof.name()), (self.locate)(&p));
+            self.claim(&inner, &upper_camel(oneof.name()), named)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn enumeration(
+        &mut self,
+        scope: &str,
+        module: &str,
+        e: &EnumDescriptorProto,
+        path: &[i32],
+    ) -> Result<(), Error> {
+        let full = qualified(scope, e.name());
+        if !self.generates(&full) {
+            return Ok(());
+        }
+        let named = Named::new("enum", &full, (self.locate)(path));
+        self.claim(module, &upper_camel(e.name()), named)?;
+        enum_values(e, &full, path, self.locate, self.retain_enum_prefix)
+    }
 }
 
 /// Refuses two values of one enum that become the same Rust variant (prost-build panics on them).

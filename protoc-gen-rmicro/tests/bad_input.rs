@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::{protoc, run_plugin_binary, stderr};
 use prost::Message;
 use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse};
@@ -269,5 +271,86 @@ fn types_that_become_the_same_rust_name_are_refused_with_their_line() {
         err,
         "--rmicro_out: clash.proto:5:3: oneof `p.M.kind` and message `p.M.Kind` (line 4) both \
          become the Rust type `m::Kind`, which does not compile; rename one of them"
+    );
+}
+
+/// Writes `files` into a scratch include directory and runs the real protoc with the plugin and
+/// `args` (options and the files to generate), returning protoc's output and the output directory.
+fn protoc_on(case: &str, files: &[(&str, &str)], args: &[&str]) -> (std::process::Output, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let mut all = vec![
+        format!("-I{}", dir.display()),
+        format!("--rmicro_out={}", out.display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let output = protoc(&all.iter().map(String::as_str).collect::<Vec<_>>());
+    (output, out)
+}
+
+/// The names of the files in `dir`, sorted.
+fn written(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn name_clashes_count_only_in_code_that_is_generated() {
+    let files = [
+        (
+            "dep.proto",
+            "syntax = \"proto3\";\npackage dep;\nmessage Foo_Bar {}\nmessage FooBar {}\n",
+        ),
+        (
+            "a.proto",
+            "syntax = \"proto3\";\npackage a;\nimport \"dep.proto\";\nmessage A {\n  dep.FooBar x = 1;\n}\n",
+        ),
+    ];
+
+    // `dep` is mapped to an existing crate: prost generates nothing for it.
+    let (output, out) = protoc_on(
+        "clash-extern-package",
+        &files,
+        &["--rmicro_opt=extern_path=.dep=::dep", "a.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["a.rs"]);
+
+    // Only one of the two types is mapped: the other one is generated alone.
+    let (output, out) = protoc_on(
+        "clash-extern-type",
+        &files,
+        &[
+            "--rmicro_opt=extern_path=.dep.FooBar=::elsewhere::FooBar",
+            "dep.proto",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["dep.rs"]);
+
+    // `dep` is only imported: its code is not written by this run.
+    let (output, out) = protoc_on("clash-imported", &files, &["a.proto"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["a.rs"]);
+
+    // Generating `dep` itself still meets the clash.
+    let (output, _) = protoc_on("clash-generated", &files, &["dep.proto"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: dep.proto:4:1: message `dep.FooBar` and message `dep.Foo_Bar` (line 3) \
+             both become the Rust type `FooBar`, which does not compile; rename one of them"
+        ),
+        "{}",
+        stderr(&output)
     );
 }
