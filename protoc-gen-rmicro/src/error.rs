@@ -48,4 +48,17 @@ pub enum Error {
     /// prost-build, which generates the messages, failed.
     #[error("generating messages failed: {0}")]
     Prost(String),
+    /// Generating a file stopped on a panic: input the generator should have refused with a clear
+    /// message, or a bug in it.
+    #[error(
+        "{file}: generating Rust code failed ({message}); this is a bug in rmicro, which should \
+         generate this file or refuse it with a message saying what to change: please report it \
+         with the file at https://github.com/rmicro/rmicro/issues"
+    )]
+    Bug {
+        /// The `.proto` file being generated.
+        file: String,
+        /// The panic's message.
+        message: String,
+    },
 }

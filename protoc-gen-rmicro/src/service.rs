@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) descriptor_sets: HashMap<String, Vec<u8>>,
     /// The constant holding each package's descriptor set, once named.
     pub(crate) descriptor_consts: HashMap<String, String>,
+    /// How many files prost-build has finished, so a panic can name the file it was on.
+    pub(crate) files_done: usize,
 }
 
 /// The prost-build service generator.
@@ -54,6 +56,10 @@ impl prost_build::ServiceGenerator for ServiceGen {
             Ok(tokens) => buf.push_str(&tokens.to_string()),
             Err(err) => shared.errors.push(err),
         }
+    }
+
+    fn finalize(&mut self, _buf: &mut String) {
+        self.shared.borrow_mut().files_done += 1;
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {

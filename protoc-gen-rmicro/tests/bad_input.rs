@@ -354,3 +354,26 @@ fn name_clashes_count_only_in_code_that_is_generated() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
+    // A package set but empty: protoc never sends it, and prost-build's message graph then names
+    // the message `..p.M` and panics looking up `.M`. Nothing in the plugin refuses it first.
+    let mut b = file("b.proto");
+    b.package = Some(String::new());
+    b.message_type = vec![DescriptorProto {
+        name: Some("M".into()),
+        ..Default::default()
+    }];
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["a.proto".into(), "b.proto".into()],
+        proto_file: vec![file("a.proto"), b],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "b.proto: generating Rust code failed (called `Option::unwrap()` on a `None` value); this \
+         is a bug in rmicro, which should generate this file or refuse it with a message saying \
+         what to change: please report it with the file at https://github.com/rmicro/rmicro/issues"
+    );
+}
