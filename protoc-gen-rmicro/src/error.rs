@@ -42,6 +42,16 @@ pub enum Error {
     /// The input is not a request protoc could have sent.
     #[error("malformed CodeGeneratorRequest: {0}")]
     MalformedRequest(String),
+    /// A file to generate uses protobuf editions (`edition = "2023";`), which prost cannot read.
+    #[error(
+        "{at}protobuf editions are not supported (yet): prost, which generates the messages, \
+         cannot read them; write `syntax = \"proto3\";` or `syntax = \"proto2\";` instead of \
+         `edition = ...;`"
+    )]
+    Editions {
+        /// Where the `edition` statement is, as `file.proto:LINE:COLUMN: ` (or `file.proto: `).
+        at: String,
+    },
     /// The `.proto` input uses something the generator does not support.
     #[error("{0}")]
     Unsupported(String),

@@ -52,11 +52,10 @@ pub(crate) fn request(files: &[FileDescriptorProto], to_generate: &[String]) -> 
 
     for file in files {
         if file.syntax() == "editions" && to_generate.iter().any(|n| n == file.name()) {
-            return Err(Error::Unsupported(format!(
-                "`{}` uses protobuf editions, which prost (the message generator) does not \
-                 support yet; write it with `syntax = \"proto3\";` or `syntax = \"proto2\";`",
-                file.name()
-            )));
+            // The `edition = "…";` statement's location is the `syntax` field's (12).
+            return Err(Error::Editions {
+                at: Site::of(file, &[12]).prefix(),
+            });
         }
         let check = |what: String, name: &str| -> Result<(), Error> {
             if name.is_empty() {

@@ -169,7 +169,12 @@ fn requests_protoc_could_never_send() {
         proto_file: vec![e],
         ..Default::default()
     };
-    assert!(response_error(&request).starts_with("`e.proto` uses protobuf editions, which prost"));
+    assert_eq!(
+        response_error(&request),
+        "e.proto: protobuf editions are not supported (yet): prost, which generates the messages, \
+         cannot read them; write `syntax = \"proto3\";` or `syntax = \"proto2\";` instead of \
+         `edition = ...;`"
+    );
 }
 
 #[test]
@@ -375,5 +380,47 @@ fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
         "b.proto: generating Rust code failed (called `Option::unwrap()` on a `None` value); this \
          is a bug in rmicro, which should generate this file or refuse it with a message saying \
          what to change: please report it with the file at https://github.com/rmicro/rmicro/issues"
+    );
+}
+
+#[test]
+fn an_editions_file_from_a_protoc_that_sends_it_is_refused_with_its_line() {
+    // protoc 3.21 (Debian's) cannot parse editions; the protoc that grpcio-tools bundles can, and
+    // sends the file to a plugin that does not declare editions support (then adds its own note).
+    let dir = std::env::temp_dir().join("rmicro-bad-input-editions");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(
+        dir.join("e.proto"),
+        "// A file in edition 2023.\nedition = \"2023\";\n\npackage e;\n\nmessage E {\n  string x = 1;\n}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!(
+            "--plugin=protoc-gen-rmicro={}",
+            common::plugin().display()
+        ))
+        .arg(format!("-I{}", dir.display()))
+        .arg(format!("--rmicro_out={}", dir.join("out").display()))
+        .arg("e.proto")
+        .output()
+        .expect(
+            "python3 runs (scripts/test.sh installs grpcio-tools, which bundles a newer protoc)",
+        );
+    let err = stderr(&output);
+    assert!(
+        !err.contains("No module named"),
+        "grpcio-tools is missing (scripts/test.sh installs it): {err}"
+    );
+    assert!(!output.status.success());
+    // protoc ends its own note without a line break, so the plugin's line follows it directly.
+    assert!(
+        err.contains(
+            "--rmicro_out: e.proto:2:1: protobuf editions are not supported (yet): prost, which \
+             generates the messages, cannot read them; write `syntax = \"proto3\";` or \
+             `syntax = \"proto2\";` instead of `edition = ...;`\n"
+        ),
+        "{err}"
     );
 }

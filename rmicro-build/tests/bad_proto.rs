@@ -202,3 +202,24 @@ fn a_failure_inside_the_generator_is_one_error_naming_the_file() {
          https://github.com/rmicro/rmicro/issues\n"
     );
 }
+
+#[test]
+fn an_editions_file_says_editions_are_not_supported_with_its_line() {
+    let (include, err) = compile_error(
+        "editions",
+        &[(
+            "e.proto",
+            "// A file in edition 2023.\nedition = \"2023\";\n\npackage e;\n\nmessage E {\n  string x = 1;\n}\n",
+        )],
+        &["e.proto"],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "{}protobuf editions are not supported (yet): prost, which generates the messages, \
+             cannot read them; write `syntax = \"proto3\";` or `syntax = \"proto2\";` instead of \
+             `edition = ...;`",
+            at(&include, "e.proto", 2, 1)
+        )
+    );
+}
