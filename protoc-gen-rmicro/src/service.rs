@@ -440,6 +440,13 @@ impl ServiceGen {
         );
         let service_deprecated = deprecated(service.options.deprecated());
         let allow = any_deprecated(service, plans).then(|| quote! { #[allow(deprecated)] });
+        // Each method's route holds the handler; a service without methods has nothing to hold
+        // it, and an unused `handler` would warn in the user's crate.
+        let hold = if plans.is_empty() {
+            quote! { let _ = handler; }
+        } else {
+            quote! { let handler = #rt::__codegen::Arc::new(handler); }
+        };
         quote! {
             #[doc = #trait_doc]
             #[doc = ""]
@@ -459,7 +466,7 @@ impl ServiceGen {
                 server: &mut #rt::__codegen::Server,
                 handler: H,
             ) -> ::core::result::Result<(), #rt::__codegen::RegisterError> {
-                let handler = #rt::__codegen::Arc::new(handler);
+                #hold
                 let service = #rt::__codegen::ServiceDef::new(#service_const, #endpoints_const)
                     .descriptors(#descriptors)
                     #(#routes)*;
