@@ -179,6 +179,43 @@ pub(crate) fn rust_names(
         for (i, e) in file.enum_type.iter().enumerate() {
             walk.enumeration(package, "", e, &[5, i as i32])?;
         }
+        if walk.written {
+            if let Some(part) = package.split('.').find(|part| vanishes(part)) {
+                return Err(Error::Unsupported(format!(
+                    "{}package `{package}`: its part `{part}` becomes an empty Rust module name \
+                     ({VANISHES}); rename it",
+                    locate(&[2]).prefix(),
+                )));
+            }
+        }
+        // The service generator runs on every service prost-build meets, written or not.
+        for (s, service) in file.service.iter().enumerate() {
+            for (m, method) in service.method.iter().enumerate() {
+                let full = qualified(&qualified(package, service.name()), method.name());
+                let site = locate(&[6, s as i32, 2, m as i32]);
+                refuse_vanishing("method", method.name(), &full, &site)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a name [vanishes](vanishes).
+const VANISHES: &str = "only underscores, which the conversion to Rust's naming style drops";
+
+/// Whether `name` has no Rust form: prost's (heck's) case conversions drop underscores, and a name
+/// of underscores only becomes empty, which is no identifier.
+fn vanishes(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c == '_')
+}
+
+/// Refuses `name` (of the `kind` item `full`, declared at `site`) if it [vanishes](vanishes).
+fn refuse_vanishing(kind: &str, name: &str, full: &str, site: &Site) -> Result<(), Error> {
+    if vanishes(name) {
+        return Err(Error::Unsupported(format!(
+            "{}{kind} `{full}` becomes an empty Rust name ({VANISHES}); rename it",
+            site.prefix()
+        )));
     }
     Ok(())
 }
@@ -321,7 +358,17 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         if !self.generates(&full) {
             return Ok(());
         }
-        let named = Named::new("message", &full, (self.locate)(path));
+        let site = (self.locate)(path);
+        if self.written {
+            refuse_vanishing("message", message.name(), &full, &site)?;
+            for (i, field) in message.field.iter().enumerate() {
+                let mut p = path.to_vec();
+                p.extend([2, i as i32]);
+                let name = qualified(&full, field.name());
+                refuse_vanishing("field", field.name(), &name, &(self.locate)(&p))?;
+            }
+        }
+        let named = Named::new("message", &full, site);
         self.claim(module, &upper_camel(message.name()), named)?;
         let inner = if module.is_empty() {
             snake(message.name())
@@ -352,7 +399,11 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
                 continue;
             }
             let p = child(8, i);
-            let named = Named::new("oneof", &qualified(&full, oneof.name()), (self.locate)(&p));
+            let name = qualified(&full, oneof.name());
+            if self.written {
+                refuse_vanishing("oneof", oneof.name(), &name, &(self.locate)(&p))?;
+            }
+            let named = Named::new("oneof", &name, (self.locate)(&p));
             self.claim(&inner, &upper_camel(oneof.name()), named)?;
         }
         Ok(())
@@ -369,7 +420,11 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         if !self.generates(&full) {
             return Ok(());
         }
-        let named = Named::new("enum", &full, (self.locate)(path));
+        let site = (self.locate)(path);
+        if self.written {
+            refuse_vanishing("enum", e.name(), &full, &site)?;
+        }
+        let named = Named::new("enum", &full, site);
         self.claim(module, &upper_camel(e.name()), named)?;
         enum_values(e, &full, path, self.locate, self.retain_enum_prefix)
     }
@@ -394,6 +449,13 @@ fn enum_values(
         let mut p = path.to_vec();
         p.extend([2, i as i32]);
         let site = locate(&p);
+        // Checked in every enum prost-build generates: two such values would make it panic.
+        refuse_vanishing(
+            "enum value",
+            value.name(),
+            &qualified(full, value.name()),
+            &site,
+        )?;
         let mut variant = upper_camel(value.name());
         if !retain_enum_prefix {
             variant = strip_enum_prefix(&prefix, &variant);

@@ -223,15 +223,22 @@ fn version_and_help() {
 /// Runs the real protoc with the plugin on `proto` (written as `clash.proto` in a scratch include
 /// directory) and returns its standard error, which must report a failure.
 fn protoc_error(case: &str, proto: &str) -> String {
+    protoc_error_with(case, proto, &[])
+}
+
+/// [`protoc_error`] with more protoc arguments.
+fn protoc_error_with(case: &str, proto: &str, args: &[&str]) -> String {
     let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(dir.join("clash.proto"), proto).unwrap();
-    let output = protoc(&[
-        &format!("-I{}", dir.display()),
-        &format!("--rmicro_out={}", dir.join("out").display()),
-        "clash.proto",
-    ]);
+    let mut all = vec![
+        format!("-I{}", dir.display()),
+        format!("--rmicro_out={}", dir.join("out").display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.push("clash.proto".into());
+    let output = protoc(&all.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!output.status.success(), "{case} must fail");
     let err = stderr(&output);
     assert!(!err.contains("panicked"), "{err}");
@@ -423,4 +430,54 @@ fn an_editions_file_from_a_protoc_that_sends_it_is_refused_with_its_line() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn names_that_become_empty_in_rust_are_refused_with_their_line() {
+    // Names of underscores only: prost's case conversion leaves nothing of them.
+    let cases = [
+        (
+            "empty-method",
+            "syntax = \"proto3\";\npackage p;\nmessage A {}\nservice S {\n  rpc _(A) returns (A);\n}\n",
+            "--rmicro_out: clash.proto:5:3: method `p.S._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-message",
+            "syntax = \"proto3\";\npackage p;\nmessage __ {}\n",
+            "--rmicro_out: clash.proto:3:1: message `p.__` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-field",
+            "syntax = \"proto3\";\npackage p;\nmessage A {\n  string _ = 1;\n}\n",
+            "--rmicro_out: clash.proto:4:3: field `p.A._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-oneof",
+            "syntax = \"proto3\";\npackage p;\nmessage A {\n  oneof _ {\n    string x = 1;\n  }\n}\n",
+            "--rmicro_out: clash.proto:4:3: oneof `p.A._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-enum-value",
+            "syntax = \"proto3\";\npackage p;\nenum E {\n  _ = 0;\n}\n",
+            "--rmicro_out: clash.proto:4:3: enum value `p.E._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-package-segment",
+            "syntax = \"proto3\";\npackage p._.v1;\nmessage A {}\n",
+            "--rmicro_out: clash.proto:2:1: package `p._.v1`: its part `_` becomes an empty Rust \
+             module name (only underscores, which the conversion to Rust's naming style drops); \
+             rename it",
+        ),
+    ];
+    for (case, proto, want) in cases {
+        assert_eq!(
+            protoc_error_with(case, proto, &["--rmicro_opt=include_file=mod.rs"]),
+            want
+        );
+    }
 }
