@@ -287,6 +287,45 @@ fn qualified(scope: &str, name: &str) -> String {
     }
 }
 
+/// The names taken inside one Rust item: the fields of a struct, the variants of an enum.
+struct Namespace {
+    /// What the names are (`field`, `variant`).
+    what: &'static str,
+    /// The Rust item, as shown in messages.
+    item: String,
+    taken: HashMap<String, Named>,
+}
+
+impl Namespace {
+    fn new(what: &'static str, item: String) -> Namespace {
+        Namespace {
+            what,
+            item,
+            taken: HashMap::new(),
+        }
+    }
+
+    /// Takes `rust` for `named`, refusing it when an earlier name took it.
+    fn claim(&mut self, rust: &str, named: Named) -> Result<(), Error> {
+        if let Some(first) = self.taken.get(rust) {
+            return Err(Error::Unsupported(format!(
+                "{}{} `{}` and {} `{}`{} both become the Rust {} `{rust}` of `{}`, which does not \
+                 compile; rename one of them",
+                named.site.prefix(),
+                named.kind,
+                named.full,
+                first.kind,
+                first.full,
+                first.site.reference(&named.site),
+                self.what,
+                self.item,
+            )));
+        }
+        self.taken.insert(rust.to_string(), named);
+        Ok(())
+    }
+}
+
 /// Takes `rust` in the module `module` (Rust path inside `package`'s module) for `named`.
 fn claim(
     modules: &mut HashMap<String, HashMap<String, Named>>,
@@ -370,6 +409,9 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         }
         let named = Named::new("message", &full, site);
         self.claim(module, &upper_camel(message.name()), named)?;
+        if self.written {
+            self.fields(&full, module, message, path)?;
+        }
         let inner = if module.is_empty() {
             snake(message.name())
         } else {
@@ -405,6 +447,62 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
             }
             let named = Named::new("oneof", &name, (self.locate)(&p));
             self.claim(&inner, &upper_camel(oneof.name()), named)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses two fields (or a field and a oneof) of `message` that become the same Rust field,
+    /// and two fields of one oneof that become the same variant of its Rust enum.
+    fn fields(
+        &self,
+        full: &str,
+        module: &str,
+        message: &DescriptorProto,
+        path: &[i32],
+    ) -> Result<(), Error> {
+        let at = |kind: i32, i: usize| {
+            let mut p = path.to_vec();
+            p.extend([kind, i as i32]);
+            (self.locate)(&p)
+        };
+        let rust_type = if module.is_empty() {
+            upper_camel(message.name())
+        } else {
+            format!("{module}::{}", upper_camel(message.name()))
+        };
+        let inner = if module.is_empty() {
+            snake(message.name())
+        } else {
+            format!("{module}::{}", snake(message.name()))
+        };
+        // proto3 `optional` fields sit in synthetic oneofs but are plain fields in Rust.
+        let real_oneof =
+            |f: &prost_types::FieldDescriptorProto| f.oneof_index.filter(|_| !f.proto3_optional());
+        let mut fields = Namespace::new("field", rust_type);
+        for (i, field) in message.field.iter().enumerate() {
+            if real_oneof(field).is_none() {
+                let named = Named::new("field", &qualified(full, field.name()), at(2, i));
+                fields.claim(&snake(field.name()), named)?;
+            }
+        }
+        for (o, oneof) in message.oneof_decl.iter().enumerate() {
+            let members = message
+                .field
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| real_oneof(f) == Some(o as i32));
+            let mut variants =
+                Namespace::new("variant", format!("{inner}::{}", upper_camel(oneof.name())));
+            let mut any = false;
+            for (i, field) in members {
+                any = true;
+                let named = Named::new("field", &qualified(full, field.name()), at(2, i));
+                variants.claim(&upper_camel(field.name()), named)?;
+            }
+            if any {
+                let named = Named::new("oneof", &qualified(full, oneof.name()), at(8, o));
+                fields.claim(&snake(oneof.name()), named)?;
+            }
         }
         Ok(())
     }

@@ -481,3 +481,52 @@ fn names_that_become_empty_in_rust_are_refused_with_their_line() {
         );
     }
 }
+
+#[test]
+fn fields_that_become_the_same_rust_name_are_refused_with_their_line() {
+    // proto3 refuses most of these itself (JSON name conflicts); proto2 lets them through.
+    let err = protoc_error(
+        "field-names",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string foo_bar = 1;\n  \
+         optional string fooBar = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: field `p.A.fooBar` and field `p.A.foo_bar` (line 4) both \
+         become the Rust field `foo_bar` of `A`, which does not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "field-oneof-names",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string kind = 1;\n  oneof Kind \
+         {\n    string x = 2;\n  }\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: oneof `p.A.Kind` and field `p.A.kind` (line 4) both \
+         become the Rust field `kind` of `A`, which does not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "oneof-variants",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  oneof k {\n    string foo_bar = 1;\n    \
+         string fooBar = 2;\n  }\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:6:5: field `p.A.fooBar` and field `p.A.foo_bar` (line 5) both \
+         become the Rust variant `FooBar` of `a::K`, which does not compile; rename one of them"
+    );
+
+    // `self` cannot be a raw identifier: prost makes it `self_`, which is taken.
+    let err = protoc_error(
+        "field-names-keyword",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string self = 1;\n  \
+         optional string self_ = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: field `p.A.self_` and field `p.A.self` (line 4) both \
+         become the Rust field `self_` of `A`, which does not compile; rename one of them"
+    );
+}
