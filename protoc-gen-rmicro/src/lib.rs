@@ -34,6 +34,7 @@ mod http;
 mod names;
 pub mod options;
 pub mod project;
+mod rust_names;
 mod service;
 mod validate;
 
@@ -165,9 +166,9 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         .map(|f| f.package())
         .collect();
     let externs = extern_paths(options, &input.files);
-    validate::rust_names(
+    rust_names::check(
         &input.files,
-        &validate::Generated {
+        &rust_names::Generated {
             packages: &emit_packages,
             externs: &externs,
         },
@@ -377,7 +378,7 @@ fn run_prost(
 fn extern_paths(options: &Options, files: &[FileDescriptorProto]) -> Vec<(String, String)> {
     let mut all = options.extern_paths.clone();
     for (proto, rust) in well_known_externs(files, &options.runtime_path) {
-        if !validate::is_extern(&proto, &options.extern_paths) {
+        if !rust_names::is_extern(&proto, &options.extern_paths) {
             all.push((proto, rust));
         }
     }
