@@ -59,12 +59,20 @@ impl Level {
 /// assert!(false, "a doc test that must never run");
 /// ```
 ///
-/// ```text,rust,no_run
+/// ```ignore
 /// compile_error!("never compiled");
 /// ```
 ///
 /// ```text,should_panic
 /// not rust either
+/// ```
+///
+/// ```ignore
+/// assert!(false, "a doc test with an edition must never run");
+/// ```
+///
+/// ```text,
+/// assert!(false, "tilde fences neither");
 /// ```
 ///
 /// ```text
@@ -267,6 +275,16 @@ pub const CLIENT_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
 ///
 /// ```text,compile_fail
 /// let fine: u32 = 1;
+/// ```
+///
+/// ```ignore
+/// assert!(false, "service doc test with an edition must not run");
+/// ```
+///
+/// An unclosed fence ends with the comment:
+///
+/// ```ignore
+/// assert!(false, "unclosed");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientClient {
@@ -497,6 +515,16 @@ impl ClientClient {
 ///
 /// ```text,compile_fail
 /// let fine: u32 = 1;
+/// ```
+///
+/// ```ignore
+/// assert!(false, "service doc test with an edition must not run");
+/// ```
+///
+/// An unclosed fence ends with the comment:
+///
+/// ```ignore
+/// assert!(false, "unclosed");
 /// ```
 pub trait ClientHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// New shadows the client's constructor.
