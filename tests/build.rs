@@ -13,6 +13,13 @@ fn main() {
                 "proto/rmicro/test/keywords.proto",
                 "proto/nopkg.proto",
                 "proto/rmicro/test/hop.proto",
+                "proto/rmicro/test/shapes/pub/base.proto",
+                "proto/rmicro/test/shapes/pub/reexport.proto",
+                "proto/rmicro/test/shapes/shapes.proto",
+                "proto/rmicro/test/shapes/second.proto",
+                "proto/rmicro/test/shapes/ext.proto",
+                "proto/async/v1/async.proto",
+                "proto/foo/type/v1/t.proto",
             ],
             &["../proto", "proto"],
         );

@@ -1,17 +1,28 @@
 //! Rustdoc hygiene for comments copied from `.proto` files.
 //!
-//! prost-build (with its markdown clean-up) fences indented code as `text` and marks fenced Rust
-//! as `compile_fail`. A `compile_fail` block whose code happens to compile is a failing doc test,
-//! so rmicro turns those fences into `ignore`: shown as Rust, never run.
+//! prost-build (with its markdown clean-up) fences indented code as `text`, marks fenced Rust as
+//! `compile_fail`, and puts `text,` before any other info string (`rust,edition2021` becomes
+//! `text,rust,edition2021`). Comments in a `.proto` file are no doc tests of the user's crate:
+//! a `compile_fail` block whose code compiles fails, and rustdoc still runs a block tagged both
+//! `text` and `rust` when an edition is named. rmicro turns every fence that names Rust into
+//! `ignore`: shown as Rust, never run.
 
-/// Rewrites one doc-comment line (without its `///`) if it opens a `compile_fail` fence.
+/// Rewrites one doc-comment line (without its `///`) if it opens a fence that rustdoc would run
+/// as Rust.
 pub(crate) fn fence_fix(line: &str) -> String {
-    match line.trim_start().strip_prefix("```compile_fail") {
-        Some(rest) if rest.trim().is_empty() || rest.starts_with(',') => {
-            let indent = &line[..line.len() - line.trim_start().len()];
-            format!("{indent}```ignore{rest}")
-        }
-        _ => line.to_string(),
+    let trimmed = line.trim_start();
+    let Some(info) = trimmed.strip_prefix("```") else {
+        return line.to_string();
+    };
+    let mut tokens = info
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty());
+    let first = info.split(',').next().unwrap_or("").trim();
+    if first == "compile_fail" || tokens.any(|t| t == "rust") {
+        let indent = &line[..line.len() - trimmed.len()];
+        format!("{indent}```ignore")
+    } else {
+        line.to_string()
     }
 }
 
@@ -28,7 +39,7 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
         match trimmed.strip_prefix("///") {
-            Some(doc) if doc.trim_start().starts_with("```compile_fail") => {
+            Some(doc) if doc.trim_start().starts_with("```") => {
                 let indent = &line[..line.len() - trimmed.len()];
                 out.push_str(indent);
                 out.push_str("///");
@@ -45,12 +56,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compile_fail_fences_become_ignore() {
+    fn fences_that_name_rust_become_ignore() {
         assert_eq!(fence_fix(" ```compile_fail"), " ```ignore");
+        assert_eq!(fence_fix(" ```compile_fail,E0308"), " ```ignore");
+        assert_eq!(fence_fix(" ```text,rust,edition2021"), " ```ignore");
+        assert_eq!(fence_fix(" ```text,rust,no_run"), " ```ignore");
         assert_eq!(fence_fix(" ```text"), " ```text");
+        assert_eq!(fence_fix(" ```text,"), " ```text,");
+        assert_eq!(fence_fix(" ```text,should_panic"), " ```text,should_panic");
+        assert_eq!(fence_fix(" ```text,trusty"), " ```text,trusty");
+        assert_eq!(fence_fix(" ```"), " ```");
+        assert_eq!(fence_fix(" no fence"), " no fence");
         assert_eq!(
             fix_file("    /// ```compile_fail\n    /// let x = 1;\n    /// ```\n"),
             "    /// ```ignore\n    /// let x = 1;\n    /// ```\n"
+        );
+        assert_eq!(
+            fix_file("/// ```text,rust,edition2021\n/// x\n/// ```\n"),
+            "/// ```ignore\n/// x\n/// ```\n"
         );
     }
 }

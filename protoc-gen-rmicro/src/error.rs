@@ -42,10 +42,33 @@ pub enum Error {
     /// The input is not a request protoc could have sent.
     #[error("malformed CodeGeneratorRequest: {0}")]
     MalformedRequest(String),
+    /// A file to generate uses protobuf editions (`edition = "2023";`), which prost cannot read.
+    #[error(
+        "{at}protobuf editions are not supported (yet): prost, which generates the messages, \
+         cannot read them; write `syntax = \"proto3\";` or `syntax = \"proto2\";` instead of \
+         `edition = ...;`"
+    )]
+    Editions {
+        /// Where the `edition` statement is, as `file.proto:LINE:COLUMN: ` (or `file.proto: `).
+        at: String,
+    },
     /// The `.proto` input uses something the generator does not support.
     #[error("{0}")]
     Unsupported(String),
     /// prost-build, which generates the messages, failed.
     #[error("generating messages failed: {0}")]
     Prost(String),
+    /// Generating a file stopped on a panic: input the generator should have refused with a clear
+    /// message, or a bug in it.
+    #[error(
+        "{file}: generating Rust code failed ({message}); this is a bug in rmicro, which should \
+         generate this file or refuse it with a message saying what to change: please report it \
+         with the file at https://github.com/rmicro/rmicro/issues"
+    )]
+    Bug {
+        /// The `.proto` file being generated.
+        file: String,
+        /// The panic's message.
+        message: String,
+    },
 }

@@ -22,10 +22,6 @@ fn usage() -> String {
 }
 
 fn main() -> ExitCode {
-    // prost-build assumes valid input and panics otherwise; the generator catches those panics and
-    // reports them as errors, so the default hook's backtrace noise is not wanted.
-    std::panic::set_hook(Box::new(|_| {}));
-
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--version" | "-V") => {

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) descriptor_sets: HashMap<String, Vec<u8>>,
     /// The constant holding each package's descriptor set, once named.
     pub(crate) descriptor_consts: HashMap<String, String>,
+    /// How many files prost-build has finished, so a panic can name the file it was on.
+    pub(crate) files_done: usize,
 }
 
 /// The prost-build service generator.
@@ -54,6 +56,10 @@ impl prost_build::ServiceGenerator for ServiceGen {
             Ok(tokens) => buf.push_str(&tokens.to_string()),
             Err(err) => shared.errors.push(err),
         }
+    }
+
+    fn finalize(&mut self, _buf: &mut String) {
+        self.shared.borrow_mut().files_done += 1;
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {
@@ -434,6 +440,13 @@ impl ServiceGen {
         );
         let service_deprecated = deprecated(service.options.deprecated());
         let allow = any_deprecated(service, plans).then(|| quote! { #[allow(deprecated)] });
+        // Each method's route holds the handler; a service without methods has nothing to hold
+        // it, and an unused `handler` would warn in the user's crate.
+        let hold = if plans.is_empty() {
+            quote! { let _ = handler; }
+        } else {
+            quote! { let handler = #rt::__codegen::Arc::new(handler); }
+        };
         quote! {
             #[doc = #trait_doc]
             #[doc = ""]
@@ -453,7 +466,7 @@ impl ServiceGen {
                 server: &mut #rt::__codegen::Server,
                 handler: H,
             ) -> ::core::result::Result<(), #rt::__codegen::RegisterError> {
-                let handler = #rt::__codegen::Arc::new(handler);
+                #hold
                 let service = #rt::__codegen::ServiceDef::new(#service_const, #endpoints_const)
                     .descriptors(#descriptors)
                     #(#routes)*;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::{protoc, run_plugin_binary, stderr};
 use prost::Message;
 use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse};
@@ -167,7 +169,12 @@ fn requests_protoc_could_never_send() {
         proto_file: vec![e],
         ..Default::default()
     };
-    assert!(response_error(&request).starts_with("`e.proto` uses protobuf editions, which prost"));
+    assert_eq!(
+        response_error(&request),
+        "e.proto: protobuf editions are not supported (yet): prost, which generates the messages, \
+         cannot read them; write `syntax = \"proto3\";` or `syntax = \"proto2\";` instead of \
+         `edition = ...;`"
+    );
 }
 
 #[test]
@@ -216,15 +223,22 @@ fn version_and_help() {
 /// Runs the real protoc with the plugin on `proto` (written as `clash.proto` in a scratch include
 /// directory) and returns its standard error, which must report a failure.
 fn protoc_error(case: &str, proto: &str) -> String {
+    protoc_error_with(case, proto, &[])
+}
+
+/// [`protoc_error`] with more protoc arguments.
+fn protoc_error_with(case: &str, proto: &str, args: &[&str]) -> String {
     let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(dir.join("clash.proto"), proto).unwrap();
-    let output = protoc(&[
-        &format!("-I{}", dir.display()),
-        &format!("--rmicro_out={}", dir.join("out").display()),
-        "clash.proto",
-    ]);
+    let mut all = vec![
+        format!("-I{}", dir.display()),
+        format!("--rmicro_out={}", dir.join("out").display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.push("clash.proto".into());
+    let output = protoc(&all.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!output.status.success(), "{case} must fail");
     let err = stderr(&output);
     assert!(!err.contains("panicked"), "{err}");
@@ -269,5 +283,250 @@ fn types_that_become_the_same_rust_name_are_refused_with_their_line() {
         err,
         "--rmicro_out: clash.proto:5:3: oneof `p.M.kind` and message `p.M.Kind` (line 4) both \
          become the Rust type `m::Kind`, which does not compile; rename one of them"
+    );
+}
+
+/// Writes `files` into a scratch include directory and runs the real protoc with the plugin and
+/// `args` (options and the files to generate), returning protoc's output and the output directory.
+fn protoc_on(case: &str, files: &[(&str, &str)], args: &[&str]) -> (std::process::Output, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let mut all = vec![
+        format!("-I{}", dir.display()),
+        format!("--rmicro_out={}", out.display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let output = protoc(&all.iter().map(String::as_str).collect::<Vec<_>>());
+    (output, out)
+}
+
+/// The names of the files in `dir`, sorted.
+fn written(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn name_clashes_count_only_in_code_that_is_generated() {
+    let files = [
+        (
+            "dep.proto",
+            "syntax = \"proto3\";\npackage dep;\nmessage Foo_Bar {}\nmessage FooBar {}\n",
+        ),
+        (
+            "a.proto",
+            "syntax = \"proto3\";\npackage a;\nimport \"dep.proto\";\nmessage A {\n  dep.FooBar x = 1;\n}\n",
+        ),
+    ];
+
+    // `dep` is mapped to an existing crate: prost generates nothing for it.
+    let (output, out) = protoc_on(
+        "clash-extern-package",
+        &files,
+        &["--rmicro_opt=extern_path=.dep=::dep", "a.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["a.rs"]);
+
+    // Only one of the two types is mapped: the other one is generated alone.
+    let (output, out) = protoc_on(
+        "clash-extern-type",
+        &files,
+        &[
+            "--rmicro_opt=extern_path=.dep.FooBar=::elsewhere::FooBar",
+            "dep.proto",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["dep.rs"]);
+
+    // `dep` is only imported: its code is not written by this run.
+    let (output, out) = protoc_on("clash-imported", &files, &["a.proto"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["a.rs"]);
+
+    // Generating `dep` itself still meets the clash.
+    let (output, _) = protoc_on("clash-generated", &files, &["dep.proto"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: dep.proto:4:1: message `dep.FooBar` and message `dep.Foo_Bar` (line 3) \
+             both become the Rust type `FooBar`, which does not compile; rename one of them"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
+    // A package set but empty: protoc never sends it, and prost-build's message graph then names
+    // the message `..p.M` and panics looking up `.M`. Nothing in the plugin refuses it first.
+    let mut b = file("b.proto");
+    b.package = Some(String::new());
+    b.message_type = vec![DescriptorProto {
+        name: Some("M".into()),
+        ..Default::default()
+    }];
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["a.proto".into(), "b.proto".into()],
+        proto_file: vec![file("a.proto"), b],
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "b.proto: generating Rust code failed (called `Option::unwrap()` on a `None` value); this \
+         is a bug in rmicro, which should generate this file or refuse it with a message saying \
+         what to change: please report it with the file at https://github.com/rmicro/rmicro/issues"
+    );
+}
+
+#[test]
+fn an_editions_file_from_a_protoc_that_sends_it_is_refused_with_its_line() {
+    // protoc 3.21 (Debian's) cannot parse editions; the protoc that grpcio-tools bundles can, and
+    // sends the file to a plugin that does not declare editions support (then adds its own note).
+    let dir = std::env::temp_dir().join("rmicro-bad-input-editions");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(
+        dir.join("e.proto"),
+        "// A file in edition 2023.\nedition = \"2023\";\n\npackage e;\n\nmessage E {\n  string x = 1;\n}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!(
+            "--plugin=protoc-gen-rmicro={}",
+            common::plugin().display()
+        ))
+        .arg(format!("-I{}", dir.display()))
+        .arg(format!("--rmicro_out={}", dir.join("out").display()))
+        .arg("e.proto")
+        .output()
+        .expect(
+            "python3 runs (scripts/test.sh installs grpcio-tools, which bundles a newer protoc)",
+        );
+    let err = stderr(&output);
+    assert!(
+        !err.contains("No module named"),
+        "grpcio-tools is missing (scripts/test.sh installs it): {err}"
+    );
+    assert!(!output.status.success());
+    // protoc ends its own note without a line break, so the plugin's line follows it directly.
+    assert!(
+        err.contains(
+            "--rmicro_out: e.proto:2:1: protobuf editions are not supported (yet): prost, which \
+             generates the messages, cannot read them; write `syntax = \"proto3\";` or \
+             `syntax = \"proto2\";` instead of `edition = ...;`\n"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn names_that_become_empty_in_rust_are_refused_with_their_line() {
+    // Names of underscores only: prost's case conversion leaves nothing of them.
+    let cases = [
+        (
+            "empty-method",
+            "syntax = \"proto3\";\npackage p;\nmessage A {}\nservice S {\n  rpc _(A) returns (A);\n}\n",
+            "--rmicro_out: clash.proto:5:3: method `p.S._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-message",
+            "syntax = \"proto3\";\npackage p;\nmessage __ {}\n",
+            "--rmicro_out: clash.proto:3:1: message `p.__` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-field",
+            "syntax = \"proto3\";\npackage p;\nmessage A {\n  string _ = 1;\n}\n",
+            "--rmicro_out: clash.proto:4:3: field `p.A._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-oneof",
+            "syntax = \"proto3\";\npackage p;\nmessage A {\n  oneof _ {\n    string x = 1;\n  }\n}\n",
+            "--rmicro_out: clash.proto:4:3: oneof `p.A._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-enum-value",
+            "syntax = \"proto3\";\npackage p;\nenum E {\n  _ = 0;\n}\n",
+            "--rmicro_out: clash.proto:4:3: enum value `p.E._` becomes an empty Rust name (only \
+             underscores, which the conversion to Rust's naming style drops); rename it",
+        ),
+        (
+            "empty-package-segment",
+            "syntax = \"proto3\";\npackage p._.v1;\nmessage A {}\n",
+            "--rmicro_out: clash.proto:2:1: package `p._.v1`: its part `_` becomes an empty Rust \
+             module name (only underscores, which the conversion to Rust's naming style drops); \
+             rename it",
+        ),
+    ];
+    for (case, proto, want) in cases {
+        assert_eq!(
+            protoc_error_with(case, proto, &["--rmicro_opt=include_file=mod.rs"]),
+            want
+        );
+    }
+}
+
+#[test]
+fn fields_that_become_the_same_rust_name_are_refused_with_their_line() {
+    // proto3 refuses most of these itself (JSON name conflicts); proto2 lets them through.
+    let err = protoc_error(
+        "field-names",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string foo_bar = 1;\n  \
+         optional string fooBar = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: field `p.A.fooBar` and field `p.A.foo_bar` (line 4) both \
+         become the Rust field `foo_bar` of `A`, which does not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "field-oneof-names",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string kind = 1;\n  oneof Kind \
+         {\n    string x = 2;\n  }\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: oneof `p.A.Kind` and field `p.A.kind` (line 4) both \
+         become the Rust field `kind` of `A`, which does not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "oneof-variants",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  oneof k {\n    string foo_bar = 1;\n    \
+         string fooBar = 2;\n  }\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:6:5: field `p.A.fooBar` and field `p.A.foo_bar` (line 5) both \
+         become the Rust variant `FooBar` of `a::K`, which does not compile; rename one of them"
+    );
+
+    // `self` cannot be a raw identifier: prost makes it `self_`, which is taken.
+    let err = protoc_error(
+        "field-names-keyword",
+        "syntax = \"proto2\";\npackage p;\nmessage A {\n  optional string self = 1;\n  \
+         optional string self_ = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:5:3: field `p.A.self_` and field `p.A.self` (line 4) both \
+         become the Rust field `self_` of `A`, which does not compile; rename one of them"
     );
 }

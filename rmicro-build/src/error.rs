@@ -72,6 +72,16 @@ impl Error {
             .collect::<Vec<_>>()
             .join(", ");
         let message = err.to_string();
+        // protox parses proto2 and proto3 only: an `edition` statement is an unexpected token.
+        let editions = message.ends_with("but found 'edition'")
+            && err.labels().and_then(|mut labels| {
+                let label = labels.next()?;
+                let text = err.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+                Some(text.data() == b"edition")
+            }) == Some(true);
+        if editions {
+            return Error::Generate(protoc_gen_rmicro::Error::Editions { at: location });
+        }
         let hint = if err.is_file_not_found() && err.file().is_some() {
             let import = message
                 .strip_prefix("import '")

@@ -63,6 +63,19 @@ pub const CASES: &[Case] = &[
         parameter: "include_file=mod.rs",
     },
     Case {
+        name: "shapes",
+        files: &[
+            "rmicro/test/shapes/pub/base.proto",
+            "rmicro/test/shapes/pub/reexport.proto",
+            "rmicro/test/shapes/shapes.proto",
+            "rmicro/test/shapes/second.proto",
+            "rmicro/test/shapes/ext.proto",
+            "async/v1/async.proto",
+            "foo/type/v1/t.proto",
+        ],
+        parameter: "include_file=mod.rs",
+    },
+    Case {
         name: "options",
         files: &["user.proto"],
         parameter: "client=false,runtime_path=crate::rt,btree_map=.,bytes=.,\
