@@ -450,13 +450,16 @@ mod tests {
         let mut watch = reg.watch(Some("svc")).await.unwrap();
         // Refreshed past its first expiry (the registry's first deadline goes stale), then
         // left alone: its `Delete` comes one TTL after the last refresh, not before.
+        // Taken before each registration, so never after the TTL it starts (a sleep on a
+        // loaded machine may run long, so counting back from the end would not do).
+        let mut last = Instant::now();
         for _ in 0..4 {
+            last = Instant::now();
             reg.register(&service("a"), Duration::from_millis(100))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        let last = Instant::now() - Duration::from_millis(40);
         assert_eq!(watch.next().await.unwrap().action, Action::Create);
         let deleted = tokio::time::timeout(Duration::from_secs(5), watch.next())
             .await
