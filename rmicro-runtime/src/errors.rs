@@ -87,7 +87,12 @@ pub fn status_text(code: i32) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
-        _ => "",
+        // Every other registered code by its standard reason (405 Method Not Allowed, ...).
+        _ => u16::try_from(code)
+            .ok()
+            .and_then(|c| http::StatusCode::from_u16(c).ok())
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or(""),
     }
 }
 
@@ -195,6 +200,22 @@ mod tests {
             assert_eq!(grpc_code(*http), *grpc);
             assert_eq!(http_code(*grpc), *http);
         }
+    }
+
+    #[test]
+    fn every_status_the_gateway_sends_has_its_reason() {
+        for (code, reason) in [
+            (405, "Method Not Allowed"),
+            (411, "Length Required"),
+            (415, "Unsupported Media Type"),
+            (431, "Request Header Fields Too Large"),
+            (413, "Payload Too Large"),
+            (499, "Client Closed Request"),
+        ] {
+            assert_eq!(status_text(code), reason, "{code}");
+        }
+        assert_eq!(status_text(-1), "");
+        assert_eq!(status_text(1000), "");
     }
 
     #[test]

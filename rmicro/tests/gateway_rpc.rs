@@ -915,6 +915,7 @@ async fn a_bound_path_with_another_method_answers_405_with_allow() {
     let detail = error_detail(&r, 405);
     assert_eq!(r.header("allow"), Some("GET, PATCH"), "{detail}");
     assert!(detail.contains("takes GET, PATCH"), "{detail}");
+    assert_eq!(json(&r)["status"], "Method Not Allowed", "{}", r.body);
     // A path no binding takes is still go-micro's form (and its 404).
     let r = call(&gw, "DELETE", "/nosuch/call", "").await;
     assert_eq!(r.status, 404, "{}", r.body);
