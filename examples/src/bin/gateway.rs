@@ -7,8 +7,10 @@
 //! ```
 //!
 //! The `request-id` plugin (off unless `--request-id` or `MICRO_API_REQUEST_ID=true`) gives every
-//! request an `x-request-id` (keeping one the client sent), passes it to the backend and returns
-//! it on the response.
+//! request that reaches it an `x-request-id` (keeping one the client sent), passes it to the
+//! backend and returns it on the response. Like every plugin added with `Cli::plugin`, it sits
+//! inside the built-ins: requests they answer themselves (health checks, CORS preflights, 401s)
+//! do not reach it.
 
 use std::process::ExitCode;
 
