@@ -1130,3 +1130,47 @@ async fn nodes_that_do_not_speak_grpc_are_not_called() {
     assert_error_has(&r, 501, "speak `mucp`, not gRPC");
     assert_error_has(&r, 501, "server.grpc");
 }
+
+/// A body in a transfer coding other than chunked is 501, one with a `Content-Encoding` 415
+/// (hyper undoes only the chunking: either would have been read as JSON); chunked JSON is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_codings_the_handler_cannot_read_are_refused_clearly() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let (_user, _kitchen) = services(&registry).await;
+    let (gw, _stop) = gateway(Arc::clone(&registry)).await;
+    let send = |headers: &'static str| {
+        let gw = gw.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let json = br#"{"name":"John"}"#;
+            let mut req = format!(
+                "POST /user/call HTTP/1.1\r\nHost: {gw}\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\n{headers}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                json.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(json);
+            req.extend_from_slice(b"\r\n0\r\n\r\n");
+            let mut conn = std::net::TcpStream::connect(&gw).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(&req).unwrap();
+            let mut raw = String::new();
+            let _ = conn.read_to_string(&mut raw);
+            raw
+        })
+    };
+    let plain = send("").await.unwrap();
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    assert!(plain.contains(r#"{"msg":"Hello John"}"#), "{plain}");
+    let coded = send("Transfer-Encoding: gzip\r\n").await.unwrap();
+    assert!(coded.starts_with("HTTP/1.1 501"), "{coded}");
+    assert!(coded.contains("`chunked` transfer coding"), "{coded}");
+    let encoded = send("Content-Encoding: gzip\r\n").await.unwrap();
+    assert!(encoded.starts_with("HTTP/1.1 415"), "{encoded}");
+    assert!(encoded.contains("without `Content-Encoding`"), "{encoded}");
+    assert!(
+        encoded.contains(r#""status":"Unsupported Media Type""#),
+        "{encoded}"
+    );
+}

@@ -251,7 +251,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
 /// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
 /// so.
-fn other_transfer_coding(headers: &HeaderMap) -> bool {
+pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

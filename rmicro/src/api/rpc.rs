@@ -837,6 +837,30 @@ impl RpcHandler {
     async fn try_handle(&self, req: Request<Body>) -> Result<Response<Body>, Fail> {
         let config = &self.inner.config;
         let (parts, body) = req.into_parts();
+        // hyper undoes only the chunking: a body in another coding would be read as JSON.
+        if !http_body::Body::is_end_stream(&body) {
+            if super::proxy::other_transfer_coding(&parts.headers) {
+                return Err(error::response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "the gateway reads request bodies only with the `chunked` transfer coding; \
+                     send the JSON without other transfer codings",
+                ));
+            }
+            let encoded = parts
+                .headers
+                .get_all(header::CONTENT_ENCODING)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+            if encoded {
+                return Err(error::response(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the rpc handler reads JSON request bodies without `Content-Encoding`; \
+                     send the body uncompressed",
+                ));
+            }
+        }
         let target = self.resolve(&parts.method, parts.uri.path()).await?;
         let nodes = self
             .inner
