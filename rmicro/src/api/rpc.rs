@@ -19,9 +19,9 @@
 //! node that serves only that, as grpcio-reflection and older grpc-go do), and are cached per
 //! gRPC service while the node they came from is registered; a request naming a field or method
 //! they lack has them read again once, so a redeployed service's additions are seen without
-//! restarting the gateway. Concurrent requests that find them missing share one read, and its
-//! failure. A node without server reflection answers 501 saying so. Errors come
-//! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
+//! restarting the gateway. Concurrent requests that find them missing for the same node share
+//! one read from it, and its failure. A node without server reflection answers 501 saying so.
+//! Errors come back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -351,9 +351,10 @@ struct Inner {
     nodes: NodeCache,
     /// Server reflection, and the version each node answers.
     reflector: reflect::Reflector,
-    /// Descriptor reads in progress, by gRPC service.
+    /// Descriptor reads in progress, by node address and gRPC service.
     reads: flight::Flights<DescriptorPool, reflect::ReadFail>,
-    /// Lookups of go-micro handlers' gRPC services in progress, by `service/Handler`.
+    /// Lookups of go-micro handlers' gRPC services in progress, by node address and
+    /// `service/Handler`.
     lookups: flight::Flights<String, reflect::ReadFail>,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
@@ -660,7 +661,8 @@ impl RpcHandler {
         loop {
             let (pool, fresh) = match self.cached(grpc_service, nodes, reread) {
                 Some(pool) => (pool, false),
-                // Requests that find them missing at once share one read (and its failure).
+                // Requests that find them missing at once for the same node share one read
+                // (and its failure).
                 None => {
                     let read = || async {
                         // Read by another request just now.
@@ -686,7 +688,10 @@ impl RpcHandler {
                             .insert(grpc_service.to_string(), described);
                         Ok(pool)
                     };
-                    let pool = self.inner.reads.share(grpc_service, read).await?;
+                    // Per node: what one node answers (or how it fails) says nothing of
+                    // another's, and a failure marks the node it came from as unreachable.
+                    let key = format!("{}/{grpc_service}", node.address);
+                    let pool = self.inner.reads.share(&key, read).await?;
                     (pool, true)
                 }
             };
@@ -822,7 +827,9 @@ impl RpcHandler {
                     known.insert(key.clone(), (node.id.clone(), found.clone()));
                     Ok(found)
                 };
-                self.inner.lookups.share(&key, find).await?
+                // Per node, as descriptor reads.
+                let flight = format!("{}/{key}", node.address);
+                self.inner.lookups.share(&flight, find).await?
             }
         };
         Ok(format!("/{grpc_service}/{method}"))
