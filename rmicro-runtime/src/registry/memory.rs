@@ -450,19 +450,27 @@ mod tests {
         let mut watch = reg.watch(Some("svc")).await.unwrap();
         // Refreshed past its first expiry (the registry's first deadline goes stale), then
         // left alone: its `Delete` comes one TTL after the last refresh, not before.
+        let mut last = Instant::now();
         for _ in 0..4 {
+            // Taken before the registration, whose TTL runs from a moment after it (a sleep
+            // may take longer than asked on a loaded machine: `now - 40 ms` after it would be
+            // later than the last refresh, and the Delete seem early).
+            last = Instant::now();
             reg.register(&service("a"), Duration::from_millis(100))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        let last = Instant::now() - Duration::from_millis(40);
         assert_eq!(watch.next().await.unwrap().action, Action::Create);
         let deleted = tokio::time::timeout(Duration::from_secs(5), watch.next())
             .await
             .expect("a Delete once the last TTL has passed")
             .unwrap();
         assert_eq!(deleted.action, Action::Delete);
-        assert!(last.elapsed() >= Duration::from_millis(100));
+        assert!(
+            last.elapsed() >= Duration::from_millis(100),
+            "the Delete came {:?} after the last refresh",
+            last.elapsed()
+        );
     }
 }
