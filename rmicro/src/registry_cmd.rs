@@ -99,8 +99,16 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
             let mut events = registry.watch(name.as_deref()).await?;
             // Make sure the registry is reachable, so a wrong address fails instead of hanging.
             registry.ping().await?;
+            // One Ctrl-C listener for the whole watch: one made anew each time round would
+            // miss a Ctrl-C that comes while a change is being printed (tokio tells a
+            // listener only of signals after it was made), and the watch would go on. It is
+            // polled first, so it listens from the first time round and a stream of changes
+            // cannot keep it waiting.
+            let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
             loop {
                 tokio::select! {
+                    biased;
+                    _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
                     event = events.next() => match event {
                         Some(event) => {
                             use std::io::Write;
@@ -121,7 +129,6 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
                             return Ok(ExitCode::from(1));
                         }
                     },
-                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
                 }
             }
         }

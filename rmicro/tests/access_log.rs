@@ -225,13 +225,34 @@ async fn each_request_is_logged_once_done_without_its_secrets() {
     assert_eq!(field(&line, "status"), "-", "{line}");
     assert_eq!(field(&line, "complete"), "false", "{line}");
 
+    // A HEAD request: its answer has no body to send, and is complete once its head is.
+    let addr = gw.addr.clone();
+    let head = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(
+            b"HEAD /nobody/there HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-token\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let line = gw.line_for("/nobody/there");
+    assert_eq!(field(&line, "method"), "HEAD", "{line}");
+    assert_eq!(field(&line, "status"), "404", "{line}");
+    assert_eq!(field(&line, "complete"), "true", "{line}");
+
     let all = gw.log.lock().unwrap().join("\n");
     assert!(!all.contains("s3cr3t-token"), "a token was logged:\n{all}");
     assert!(
         !all.contains("k3y-in-query"),
         "the query was logged:\n{all}"
     );
-    assert_eq!(gw.access().len(), 4, "one line per request:\n{all}");
+    assert_eq!(gw.access().len(), 5, "one line per request:\n{all}");
     // stderr is no terminal here: plain text, no colour codes, for files and journals.
     assert!(!all.contains('\u{1b}'), "colour codes in the log:\n{all}");
 }

@@ -1174,3 +1174,54 @@ async fn bodies_in_codings_the_handler_cannot_read_are_refused_clearly() {
         "{encoded}"
     );
 }
+
+/// Descriptor reads are shared by the requests that want the same node's: a request for one
+/// node never gets the result of a read from another. Two services built from the same proto
+/// (one gRPC service name) are told apart: while a read from a node that stalls, then drops
+/// the connection, is in flight, a request for the other service's healthy node is answered
+/// from that node, not failed with the stalled node's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_one_node_is_not_shared_with_requests_for_another() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    // Takes connections, answers nothing, and drops them after 2 s.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = stalled.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                drop(conn);
+            });
+        }
+    });
+    let mut copy = lib.record().clone();
+    copy.name = "go.micro.srv.stalled".into();
+    copy.nodes[0].id = "go.micro.srv.stalled-1".into();
+    copy.nodes[0].address = stalled_addr.clone();
+    registry
+        .register(&copy, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let first = tokio::spawn({
+        let gw = gw.clone();
+        async move { call(&gw, "POST", "/stalled/library/echoBook", r#"{"name":"a"}"#).await }
+    });
+    // The first request is reading from the stalled node by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        call(&gw, "POST", "/library/library/echoBook", r#"{"name":"b"}"#),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["name"], "b", "{}", r.body);
+    let first = tokio::time::timeout(Duration::from_secs(15), first)
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(first.status, 502, "{}", first.body);
+    assert!(first.body.contains(&stalled_addr), "{}", first.body);
+}

@@ -504,3 +504,24 @@ async fn a_deadline_run_out_at_the_service_is_504_not_408() {
         (408, "upstream too slow".into())
     );
 }
+
+/// Two registry services built from one proto (one gRPC service name), both in use: each keeps
+/// the descriptors read from its own node, rather than each request for one throwing away
+/// the other's and reading them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_serving_one_grpc_service_each_read_it_once() {
+    let mut py = python("v1alpha", 0).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &py.address).await;
+    register(&registry, "go.micro.srv.echoes", &py.address).await;
+    let (gw, _stop) = gateway(registry, &[]).await;
+    for i in 0..5 {
+        for service in ["interop", "echoes"] {
+            let r = post(&gw, &format!("/{service}/interop/echo"), r#"{"text":"hi"}"#).await;
+            assert_eq!(r.status, 200, "{service}, round {i}: {}", r.body);
+        }
+    }
+    // v1 once (the node's version is remembered); v1alpha: per service, the lookup of its
+    // gRPC service and one read of its descriptors.
+    assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 4}));
+}

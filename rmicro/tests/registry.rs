@@ -301,3 +301,90 @@ fn a_watch_that_falls_behind_is_an_error_not_a_clean_exit() {
          registry went away; run `rmicro registry list` for what it holds now, and watch again\n"
     );
 }
+
+/// Ctrl-C ends a watch (exit 0) even when it comes while the watch is busy printing: here it
+/// is blocked on a full pipe when the signal arrives, and is only let go on afterwards.
+#[test]
+fn ctrl_c_while_printing_ends_the_watch() {
+    use std::io::Read;
+    use std::time::Instant;
+    let etcd = Etcd::start("cli-interrupt");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "registry",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+            "watch",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = watch.stdout.take().unwrap();
+    let record = |id: &str| {
+        // About 1 KiB a line: a few dozen fill the pipe.
+        serde_json::json!({
+            "name": "zzz.int",
+            "version": "latest",
+            "nodes": [{"id": id, "address": "127.0.0.1:1", "metadata": {"pad": "x".repeat(1000)}}],
+        })
+        .to_string()
+    };
+    // Once it prints, it watches (and has its Ctrl-C handler).
+    let mut first = [0u8; 1];
+    let started = std::thread::spawn(move || {
+        let n = stdout.read(&mut first).unwrap();
+        (stdout, n)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch never printed a change"
+        );
+        etcd.put_many(&[(
+            "/micro/registry/zzz.int/first".to_string(),
+            record(&format!("{:?}", Instant::now())),
+        )]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (mut stdout, n) = started.join().unwrap();
+    assert_eq!(n, 1);
+    // Fewer changes than a watch holds (1,024), more than the pipe does: it blocks printing.
+    let changes: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("/micro/registry/zzz.int/n{i}"),
+                record(&format!("n{i}")),
+            )
+        })
+        .collect();
+    etcd.put_many(&changes);
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let drained = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest);
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            let _ = watch.wait();
+            panic!("the watch went on after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drained.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

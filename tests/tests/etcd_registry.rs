@@ -828,3 +828,49 @@ async fn the_watch_requires_a_leader_so_a_member_that_lost_it_does_not_keep_it_s
     .await;
     running.stop().await.unwrap();
 }
+
+/// A registry whose watch ran on a runtime that has since shut down (a test's runtime, a
+/// gateway worker that stopped) starts it again on the runtime that uses it next, rather than
+/// answer from a cache that nothing updates any more.
+#[test]
+fn a_watch_whose_runtime_is_gone_is_started_again() {
+    let etcd = Etcd::start("runtime-gone");
+    let reg = registry(&etcd);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // The first lookup starts the watch on this runtime, which then goes away.
+    let first = runtime();
+    first.block_on(async {
+        assert!(reg
+            .get_service("go.micro.srv.user")
+            .await
+            .unwrap()
+            .is_empty());
+    });
+    drop(first);
+
+    let second = runtime();
+    second.block_on(async {
+        let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(30)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = reg.get_service("go.micro.srv.user").await.unwrap();
+            if !found.is_empty() {
+                assert_eq!(found[0].nodes[0].address, running.local_addr().to_string());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lookups never saw the node: nothing keeps the registry's cache synced; keys {:?}",
+                user_keys(&etcd)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.stop().await.unwrap();
+    });
+}

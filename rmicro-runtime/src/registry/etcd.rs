@@ -136,7 +136,7 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
-    /// The task that keeps the cache synced, once started.
+    /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
 }
@@ -197,10 +197,15 @@ impl Inner {
             ));
         }
         match err {
-            // A status the server sent (not one the transport made up for a failed connection).
+            // A status the server sent (not one the transport made up for a failed connection,
+            // nor the generated client's `Service was not ready: …`, which says its channel is
+            // broken for good, e.g. when the runtime that ran it shut down: that one must drop
+            // the client so the next operation connects anew).
             etcd_client::Error::GRpcStatus(s)
                 if s.code() != tonic::Code::Unavailable
-                    && std::error::Error::source(&s).is_none() =>
+                    && std::error::Error::source(&s).is_none()
+                    && !(s.code() == tonic::Code::Unknown
+                        && s.message().starts_with("Service was not ready")) =>
             {
                 RegistryError::Other(format!(
                     "etcd at {} said: {}",
@@ -469,7 +474,13 @@ impl EtcdRegistry {
             .cache_task
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if task.is_none() {
+        // Started again when it ended: the loop runs until the registry goes, unless the
+        // runtime it was spawned on shut down (a test's, a gateway worker that stopped), and a
+        // cache that nothing syncs would answer with stale nodes for ever.
+        if task
+            .as_ref()
+            .is_none_or(tokio::task::AbortHandle::is_finished)
+        {
             *task = Some(tokio::spawn(cache_loop(Arc::downgrade(&self.inner.0))).abort_handle());
         }
     }

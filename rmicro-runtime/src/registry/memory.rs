@@ -450,10 +450,11 @@ mod tests {
         let mut watch = reg.watch(Some("svc")).await.unwrap();
         // Refreshed past its first expiry (the registry's first deadline goes stale), then
         // left alone: its `Delete` comes one TTL after the last refresh, not before.
-        // Taken before each registration, so never after the TTL it starts (a sleep on a
-        // loaded machine may run long, so counting back from the end would not do).
         let mut last = Instant::now();
         for _ in 0..4 {
+            // Taken before the registration, whose TTL runs from a moment after it (a sleep
+            // may take longer than asked on a loaded machine: `now - 40 ms` after it would be
+            // later than the last refresh, and the Delete seem early).
             last = Instant::now();
             reg.register(&service("a"), Duration::from_millis(100))
                 .await
@@ -466,6 +467,10 @@ mod tests {
             .expect("a Delete once the last TTL has passed")
             .unwrap();
         assert_eq!(deleted.action, Action::Delete);
-        assert!(last.elapsed() >= Duration::from_millis(100));
+        assert!(
+            last.elapsed() >= Duration::from_millis(100),
+            "the Delete came {:?} after the last refresh",
+            last.elapsed()
+        );
     }
 }

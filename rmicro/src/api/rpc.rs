@@ -17,11 +17,11 @@
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
 //! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a
 //! node that serves only that, as grpcio-reflection and older grpc-go do), and are cached per
-//! gRPC service while the node they came from is registered; a request naming a field or method
-//! they lack has them read again once, so a redeployed service's additions are seen without
-//! restarting the gateway. Concurrent requests that find them missing share one read, and its
-//! failure. A node without server reflection answers 501 saying so. Errors come
-//! back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
+//! service and gRPC service while the node they came from is registered; a request naming a
+//! field or method they lack has them read again once, so a redeployed service's additions are
+//! seen without restarting the gateway. Concurrent requests that find them missing for the same node share
+//! one read from it, and its failure. A node without server reflection answers 501 saying so.
+//! Errors come back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -342,7 +342,8 @@ pub struct RpcHandler {
 struct Inner {
     config: HandlerConfig,
     routes: Mutex<Option<(Instant, Arc<Vec<Binding>>)>>,
-    /// Descriptors per gRPC service.
+    /// Descriptors per registry service and gRPC service ([`pool_key`]): services built from
+    /// one proto serve one gRPC service, each from its own nodes.
     pools: Mutex<HashMap<String, Described>>,
     /// The gRPC services of go-micro handlers whose endpoints were registered without a gRPC
     /// path (by `service/Handler`), with the id of the node they were found at.
@@ -351,9 +352,10 @@ struct Inner {
     nodes: NodeCache,
     /// Server reflection, and the version each node answers.
     reflector: reflect::Reflector,
-    /// Descriptor reads in progress, by gRPC service.
+    /// Descriptor reads in progress, by node address and gRPC service.
     reads: flight::Flights<DescriptorPool, reflect::ReadFail>,
-    /// Lookups of go-micro handlers' gRPC services in progress, by `service/Handler`.
+    /// Lookups of go-micro handlers' gRPC services in progress, by node address and
+    /// `service/Handler`.
     lookups: flight::Flights<String, reflect::ReadFail>,
     /// One HTTP/2 connection per node.
     channels: Mutex<HashMap<String, Connection>>,
@@ -658,13 +660,14 @@ impl RpcHandler {
                 )
             })?;
         loop {
-            let (pool, fresh) = match self.cached(grpc_service, nodes, reread) {
+            let (pool, fresh) = match self.cached(service, grpc_service, nodes, reread) {
                 Some(pool) => (pool, false),
-                // Requests that find them missing at once share one read (and its failure).
+                // Requests that find them missing at once for the same node share one read
+                // (and its failure).
                 None => {
                     let read = || async {
                         // Read by another request just now.
-                        if let Some(pool) = self.cached(grpc_service, nodes, true) {
+                        if let Some(pool) = self.cached(service, grpc_service, nodes, true) {
                             return Ok(pool);
                         }
                         let connection = self.channel(&node.address)?;
@@ -683,10 +686,13 @@ impl RpcHandler {
                             .pools
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(grpc_service.to_string(), described);
+                            .insert(pool_key(service, grpc_service), described);
                         Ok(pool)
                     };
-                    let pool = self.inner.reads.share(grpc_service, read).await?;
+                    // Per node: what one node answers (or how it fails) says nothing of
+                    // another's, and a failure marks the node it came from as unreachable.
+                    let key = format!("{}/{grpc_service}", node.address);
+                    let pool = self.inner.reads.share(&key, read).await?;
                     (pool, true)
                 }
             };
@@ -711,24 +717,33 @@ impl RpcHandler {
         }
     }
 
-    /// The cached descriptors of `grpc_service`, while the node they came from is among
-    /// `nodes`; with `reread` (they look stale), only those read within [`REREAD_AFTER`].
-    fn cached(&self, grpc_service: &str, nodes: &[Node], reread: bool) -> Option<DescriptorPool> {
+    /// The cached descriptors of `grpc_service` for registry service `service`, while the node
+    /// they came from is among `nodes`; with `reread` (they look stale), only those read within
+    /// [`REREAD_AFTER`].
+    fn cached(
+        &self,
+        service: &str,
+        grpc_service: &str,
+        nodes: &[Node],
+        reread: bool,
+    ) -> Option<DescriptorPool> {
         self.inner
             .pools
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(grpc_service)
+            .get(&pool_key(service, grpc_service))
             .filter(|d| nodes.iter().any(|n| n.id == d.node))
             .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
             .map(|d| d.pool.clone())
     }
 
     /// `method` from descriptors that also define message `name` (an `Any`'s type that the
-    /// files read for its service do not import), read from `node`; they replace the cached
-    /// ones if those came from the same node. `None` when the node does not know `name`.
+    /// files read for its service do not import), read from `node` of registry service
+    /// `service`; they replace the cached ones if those came from the same node. `None` when the
+    /// node does not know `name`.
     async fn with_message(
         &self,
+        service: &str,
         node: &Node,
         grpc_path: &str,
         method: &MethodDescriptor,
@@ -743,9 +758,9 @@ impl RpcHandler {
         else {
             return Ok(None);
         };
-        let service = method.parent_service().full_name().to_string();
+        let grpc_service = method.parent_service().full_name().to_string();
         let found = pool
-            .get_service_by_name(&service)
+            .get_service_by_name(&grpc_service)
             .and_then(|s| s.methods().find(|m| m.name() == method.name()))
             .ok_or_else(|| {
                 error::response(
@@ -761,7 +776,7 @@ impl RpcHandler {
             .pools
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&service)
+            .get_mut(&pool_key(service, &grpc_service))
             .filter(|d| d.node == node.id)
         {
             cached.pool = pool;
@@ -822,7 +837,9 @@ impl RpcHandler {
                     known.insert(key.clone(), (node.id.clone(), found.clone()));
                     Ok(found)
                 };
-                self.inner.lookups.share(&key, find).await?
+                // Per node, as descriptor reads.
+                let flight = format!("{}/{key}", node.address);
+                self.inner.lookups.share(&flight, find).await?
             }
         };
         Ok(format!("/{grpc_service}/{method}"))
@@ -998,7 +1015,10 @@ impl RpcHandler {
                 Err(detail) => match missing_message(&detail) {
                     Some(name) if lookups < MAX_ANY_LOOKUPS => {
                         lookups += 1;
-                        match self.with_message(node, grpc_path, &method, name).await? {
+                        match self
+                            .with_message(&target.service, node, grpc_path, &method, name)
+                            .await?
+                        {
                             Some(found) => method = found,
                             None => break Err(detail),
                         }
@@ -1108,7 +1128,8 @@ impl RpcHandler {
                 // An `Any` of a type the files read do not import: ask the node for its file.
                 Some(name) if lookups < MAX_ANY_LOOKUPS => {
                     lookups += 1;
-                    self.with_message(node, grpc_path, &method, name).await?
+                    self.with_message(&target.service, node, grpc_path, &method, name)
+                        .await?
                 }
                 _ => None,
             };
@@ -1141,6 +1162,11 @@ impl RpcHandler {
         );
         Ok(resp)
     }
+}
+
+/// The key of the descriptors of `grpc_service` read for registry service `service`.
+fn pool_key(service: &str, grpc_service: &str) -> String {
+    format!("{service}/{grpc_service}")
 }
 
 /// A step that failed on one node: the answer to give, and whether the node could not be

@@ -73,6 +73,11 @@ impl Plugin for AccessLog {
                             return Ok(resp);
                         };
                         let status = resp.status();
+                        // HTTP sends no body for these: the server drops it unread.
+                        let bodiless = entry.method == Method::HEAD
+                            || status.is_informational()
+                            || status == StatusCode::NO_CONTENT
+                            || status == StatusCode::NOT_MODIFIED;
                         Ok(resp.map(|body| {
                             Body::new(Logged {
                                 inner: body,
@@ -80,6 +85,7 @@ impl Plugin for AccessLog {
                                 status,
                                 bytes: 0,
                                 ended: false,
+                                bodiless,
                             })
                         }))
                     }
@@ -154,6 +160,8 @@ struct Logged {
     status: StatusCode,
     bytes: u64,
     ended: bool,
+    /// An answer that has no body on the wire (to HEAD, 1xx, 204, 304): done with its head.
+    bodiless: bool,
 }
 
 impl http_body::Body for Logged {
@@ -189,8 +197,9 @@ impl http_body::Body for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            // A body that was empty from the start may never be polled.
-            let complete = self.ended || self.inner.is_end_stream();
+            // A body that was empty from the start, or that HTTP does not send, may never be
+            // polled.
+            let complete = self.ended || self.bodiless || self.inner.is_end_stream();
             entry.log(Some(self.status), self.bytes, complete);
         }
     }
