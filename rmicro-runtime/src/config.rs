@@ -44,8 +44,8 @@ use crate::selector::{Random, RoundRobin};
 use crate::service::{Service, ServiceBuilder};
 
 /// The registry flags alone, for tools that only read the registry (`rmicro registry`,
-/// `rmicro api`).
-#[derive(Debug, Clone, clap::Args)]
+/// `rmicro api`). Their `Debug` leaves the password out.
+#[derive(Clone, clap::Args)]
 pub struct RegistryFlags {
     /// Registry to use: memory (one process) or etcd.
     #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
@@ -94,6 +94,26 @@ pub struct RegistryFlags {
     /// Name to verify the registry's certificate against (default: the address's host).
     #[arg(long, env = "MICRO_REGISTRY_TLS_DOMAIN")]
     pub registry_tls_domain: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFlags")
+            .field("registry", &self.registry)
+            .field("registry_address", &self.registry_address)
+            .field("registry_username", &self.registry_username)
+            // Whether there is one, never the password itself.
+            .field(
+                "registry_password",
+                &self.registry_password.as_ref().map(|_| "…"),
+            )
+            .field("registry_timeout", &self.registry_timeout)
+            .field("registry_tls_ca", &self.registry_tls_ca)
+            .field("registry_tls_cert", &self.registry_tls_cert)
+            .field("registry_tls_key", &self.registry_tls_key)
+            .field("registry_tls_domain", &self.registry_tls_domain)
+            .finish()
+    }
 }
 
 /// The go-micro flags, to `#[command(flatten)]` into a binary's clap parser.
@@ -337,6 +357,33 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         micro: Flags,
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_registry_password() {
+        let cli = Cli::try_parse_from([
+            "svc",
+            "--registry",
+            "etcd",
+            "--registry-username",
+            "root",
+            "--registry-password",
+            "hunter2-secret",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.micro);
+        assert!(shown.contains("root"), "{shown}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        #[cfg(feature = "etcd")]
+        {
+            let options = crate::registry::EtcdOptions {
+                user: Some(("root".into(), "hunter2-secret".into())),
+                ..Default::default()
+            };
+            let shown = format!("{options:?}");
+            assert!(shown.contains("root"), "{shown}");
+            assert!(!shown.contains("hunter2-secret"), "{shown}");
+        }
     }
 
     #[test]

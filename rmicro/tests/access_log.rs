@@ -272,7 +272,7 @@ async fn without_the_flag_nothing_is_logged_per_request() {
     assert!(gw.access().is_empty(), "{all}");
     assert!(!all.contains("/greeter/quiet"), "{all}");
 
-    // `--access-log false` is off too; a bad value is a clear error.
+    // A value that is no boolean is a clear error, not silently off.
     let out = Command::new(env!("CARGO_BIN_EXE_rmicro"))
         .args(["api", "--address", "127.0.0.1:0", "--access-log", "maybe"])
         .stdout(Stdio::piped())

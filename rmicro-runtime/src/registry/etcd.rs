@@ -28,8 +28,8 @@ use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, W
 /// go-micro v2's key prefix.
 pub const PREFIX: &str = "/micro/registry/";
 
-/// How to reach etcd.
-#[derive(Debug, Clone)]
+/// How to reach etcd. Its `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct EtcdOptions {
     /// `host:port` or URLs of the cluster members. Default `127.0.0.1:2379`.
     pub endpoints: Vec<String>,
@@ -39,6 +39,18 @@ pub struct EtcdOptions {
     pub dial_timeout: Duration,
     /// TLS to etcd (needs the `etcd-tls` feature); `None` for plain TCP.
     pub tls: Option<EtcdTls>,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            // The user name, never the password.
+            .field("user", &self.user.as_ref().map(|(user, _)| (user, "…")))
+            .field("dial_timeout", &self.dial_timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// TLS settings for etcd, as PEM bytes.
