@@ -1,10 +1,16 @@
 //! Single flight: concurrent requests for the same read (a service's descriptors, by server
 //! reflection) share one read and its result, failure included, rather than each asking the
-//! node.
+//! node. A failure is also given to the requests that come within [`FAILURE_TTL`] after it, so
+//! that a node without reflection (or one that cannot be reached) is not asked again for each
+//! request of a burst.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a failed read answers for the reads of its key that follow.
+pub(super) const FAILURE_TTL: Duration = Duration::from_secs(1);
 
 use tokio::sync::watch;
 
@@ -14,12 +20,24 @@ type Slot<T, E> = watch::Receiver<Option<Result<T, E>>>;
 /// Reads in progress, by key.
 pub(super) struct Flights<T, E> {
     running: Mutex<HashMap<String, Slot<T, E>>>,
+    /// The last failure of each key, while it is under `failure_ttl` old.
+    failed: Mutex<HashMap<String, (Instant, E)>>,
+    failure_ttl: Duration,
 }
 
 impl<T, E> Default for Flights<T, E> {
     fn default() -> Self {
+        Flights::with_failure_ttl(FAILURE_TTL)
+    }
+}
+
+impl<T, E> Flights<T, E> {
+    /// Flights whose failures answer for the reads that follow within `failure_ttl`.
+    pub(super) fn with_failure_ttl(failure_ttl: Duration) -> Self {
         Flights {
             running: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            failure_ttl,
         }
     }
 }
@@ -49,6 +67,16 @@ impl<T: Clone, E: Clone> Flights<T, E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if let Some((at, err)) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            if at.elapsed() < self.failure_ttl {
+                return Err(err.clone());
+            }
+        }
         let sender = loop {
             let mut slot = {
                 let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,6 +99,20 @@ impl<T: Clone, E: Clone> Flights<T, E> {
         };
         let _landing = Landing { flights: self, key };
         let result = read().await;
+        {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            match &result {
+                Ok(_) => {
+                    failed.remove(key);
+                }
+                Err(err) => {
+                    // Old failures go as new ones come, so the map holds only recent keys.
+                    let ttl = self.failure_ttl;
+                    failed.retain(|_, (at, _)| at.elapsed() < ttl);
+                    failed.insert(key.to_string(), (Instant::now(), err.clone()));
+                }
+            }
+        }
         let _ = sender.send(Some(result.clone()));
         result
     }
@@ -85,7 +127,9 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_reads_share_one_and_an_abandoned_one_is_run_again() {
-        let flights = Arc::new(Flights::<u32, String>::default());
+        let flights = Arc::new(Flights::<u32, String>::with_failure_ttl(
+            Duration::from_millis(200),
+        ));
         let runs = Arc::new(AtomicUsize::new(0));
         let read = |flights: Arc<Flights<u32, String>>, runs: Arc<AtomicUsize>, ok: bool| async move {
             flights
@@ -107,7 +151,14 @@ mod tests {
             assert_eq!(task.await.unwrap(), Err("down".to_string()));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        // Done: the next read runs anew.
+        // A read soon after gets the failure without asking again.
+        assert_eq!(
+            read(Arc::clone(&flights), Arc::clone(&runs), true).await,
+            Err("down".to_string())
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Once the failure is old enough, the next read runs anew.
+        tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(
             read(Arc::clone(&flights), Arc::clone(&runs), true).await,
             Ok(7)
