@@ -36,6 +36,9 @@ struct Table {
 struct Inner {
     nodes: Mutex<Table>,
     events: broadcast::Sender<Event>,
+    /// Told when a registration moves the next expiry earlier, so that watchers asleep until
+    /// the later one look again (a refresh with a shorter TTL sends no event to wake them).
+    sooner: tokio::sync::watch::Sender<()>,
     /// How often every node was looked at to find expired ones or the next expiry.
     #[cfg(test)]
     scans: std::sync::atomic::AtomicUsize,
@@ -69,6 +72,7 @@ impl MemoryRegistry {
             inner: Arc::new(Inner {
                 nodes: Mutex::new(Table::default()),
                 events: broadcast::channel(1024).0,
+                sooner: tokio::sync::watch::channel(()).0,
                 #[cfg(test)]
                 scans: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -146,8 +150,9 @@ impl Registry for MemoryRegistry {
         Box::pin(async move {
             let until = Instant::now() + ttl;
             let mut table = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            if !service.nodes.is_empty() {
-                table.next_expiry = Some(table.next_expiry.map_or(until, |n| n.min(until)));
+            if !service.nodes.is_empty() && table.next_expiry.is_none_or(|n| until < n) {
+                table.next_expiry = Some(until);
+                self.inner.sooner.send_replace(());
             }
             let nodes = &mut table.nodes;
             for record in split(service) {
@@ -203,6 +208,9 @@ impl Registry for MemoryRegistry {
     ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
         let watch = Expiring {
             events: tokio_stream::wrappers::BroadcastStream::new(self.inner.events.subscribe()),
+            sooner: tokio_stream::wrappers::WatchStream::from_changes(
+                self.inner.sooner.subscribe(),
+            ),
             filter: service.map(str::to_string),
             registry: Arc::downgrade(&self.inner),
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -216,6 +224,8 @@ impl Registry for MemoryRegistry {
 /// cache would otherwise keep a node that stopped refreshing until it reads again).
 struct Expiring {
     events: tokio_stream::wrappers::BroadcastStream<Event>,
+    /// Yields when a registration moved the registry's next expiry earlier.
+    sooner: tokio_stream::wrappers::WatchStream<()>,
     /// Only this service's events, when set.
     filter: Option<String>,
     /// Not kept alive by its watchers: the stream ends when the registry goes.
@@ -250,6 +260,9 @@ impl Stream for Expiring {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {}
             }
+            // Taken in (and the waker left with it) before the deadline is read below: a
+            // deadline moved earlier after that read wakes this watch again.
+            while let Poll::Ready(Some(())) = Pin::new(&mut this.sooner).poll_next(cx) {}
             let Some(inner) = this.registry.upgrade() else {
                 return Poll::Pending;
             };
@@ -297,6 +310,32 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_with_a_shorter_ttl_wakes_a_watch_asleep_until_the_longer_one() {
+        let reg = MemoryRegistry::new();
+        let mut watch = reg.watch(Some("svc")).await.unwrap();
+        reg.register(&service("a"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(watch.next().await.unwrap().action, Action::Create);
+        // The watch waits, asleep until the 30 s expiry.
+        let waiting = tokio::spawn(async move { watch.next().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The same record again, with a TTL of 100 ms: no event, yet the node now expires in
+        // 100 ms, and the watch must hear of it then.
+        let refreshed = Instant::now();
+        reg.register(&service("a"), Duration::from_millis(100))
+            .await
+            .unwrap();
+        let deleted = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a Delete once the shorter TTL has passed, not after the longer one")
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.action, Action::Delete);
+        assert!(refreshed.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]
