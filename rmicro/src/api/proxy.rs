@@ -508,6 +508,10 @@ impl Proxy {
                         };
                     }
                     let (mut parts, body) = resp.into_parts();
+                    // The gateway answers in its own HTTP version (RFC 9110 §6.2), not the
+                    // node's: hyper would answer an HTTP/1.0 node's response as HTTP/1.0 and
+                    // close the client's kept-alive connection after it.
+                    parts.version = http::Version::HTTP_11;
                     // A 426 must say which protocols would do (RFC 9110 §15.5.22).
                     let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
                         .then(|| parts.headers.get(header::UPGRADE).cloned())
