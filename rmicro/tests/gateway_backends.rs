@@ -623,6 +623,33 @@ async fn an_informational_103_before_the_answer_is_passed_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_content_length_and_transfer_encoding_is_a_502() {
+    bounded(async {
+        let py = python("1.1");
+        let (gw, _stop) = gateway("py", &py, &[]).await;
+        let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        conn.write_all(b"GET /py/clte HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+        assert!(
+            got.contains("Content-Length and Transfer-Encoding"),
+            "{got}"
+        );
+        // The node is not avoided for it, and its connection serves on (or is closed).
+        let mut client = Client::connect(&gw).await;
+        for _ in 0..3 {
+            let r = client.get("/py/hello").await;
+            assert_eq!((r.status, r.text().as_str()), (200, "hello 1.1"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_static_files_head_conditional_and_range_requests() {
     bounded(async {
         let ng = nginx();

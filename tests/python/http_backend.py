@@ -138,10 +138,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.1)
             self.framed(b"hinted")
         elif last == "clte":
-            self.close_connection = True
+            # The connection is kept (in 1.1): whoever reads it next must not be confused.
+            self.close_connection = mode != "1.1"
             self.wfile.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
-                b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n"
             )
         else:
             self.send_error(404)
