@@ -766,3 +766,54 @@ async fn nginx_closing_kept_alive_connections_often_fails_no_request() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_as_a_request_comes_replays_a_get_but_never_a_post() {
+    bounded(async {
+        // Each Python connection answers one request, then closes when the next comes.
+        let py = python("once");
+        let (gw, _stop) = gateway("py", &py, &[]).await;
+        let mut client = Client::connect(&gw).await;
+        assert_eq!(client.get("/py/hello").await.text(), "hello once");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Closed as it went out, and sent once more on a new connection.
+        let r = client.get("/py/hello").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello once"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Not repeated: the client is told.
+        let r = client.post("/py/upload", b"order=1").await;
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("was not repeated"), "{}", r.text());
+        // The node handled two requests (the GETs), not the POST.
+        assert_eq!(client.get("/py/count").await.text(), "2");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_nginx_refuses_for_its_size_gets_nginxs_answer() {
+    bounded(async {
+        // nginx's client_max_body_size (1 MiB by default) refuses a 4 MiB body at its head.
+        let ng = nginx();
+        let (gw, _stop) = gateway("ng", &ng, &["--body-limit", "16MiB"]).await;
+        for i in 0..3 {
+            // The gateway answers before the body has all come: it closes the connection
+            // after (as nginx itself would without reading the rest).
+            let mut client = Client::connect(&gw).await;
+            let body = Bytes::from(vec![b'u'; 4 << 20]);
+            let start = Instant::now();
+            let r = client
+                .send(client.request("POST", "/ng/post").body(full(body)).unwrap())
+                .await;
+            assert_eq!(r.status, 413, "{i}: {}", r.text());
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                start.elapsed()
+            );
+            let mut client = Client::connect(&gw).await;
+            assert_eq!(client.post("/ng/post", b"small").await.text(), "posted");
+        }
+    })
+    .await;
+}

@@ -7,6 +7,8 @@ Usage: http_backend.py MODE
         1.1:   protocol_version = "HTTP/1.1": Content-Length (or chunked where streamed),
                connections kept alive, and closed after 0.5 s idle (the handler's timeout)
         close: HTTP/1.1 with `Connection: close` on every response
+        once:  HTTP/1.1, each connection answering one request and kept alive, then closed
+               when the next request comes, unanswered (a keep-alive timeout firing just then)
 
 Paths (by their last segment, whatever the service prefix):
   /…/hello          `hello <mode>`
@@ -102,6 +104,14 @@ class Handler(BaseHTTPRequestHandler):
         else:
             slowly(int(self.headers.get("Content-Length", "0")))
         return bytes(body)
+
+    def handle(self):
+        if mode != "once":
+            return super().handle()
+        self.close_connection = True
+        self.handle_one_request()
+        if not self.close_connection:
+            self.rfile.readline()  # the next request's first line: closed unanswered
 
     def do_HEAD(self):
         self.do_GET()
