@@ -817,3 +817,50 @@ async fn an_upload_nginx_refuses_for_its_size_gets_nginxs_answer() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_client_gets_a_chunked_stream_whole_and_close_delimited() {
+    bounded(async {
+        let py = python("1.1");
+        let (gw, _stop) = gateway("py", &py, &[]).await;
+        let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        conn.write_all(b"GET /py/sse HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("transfer-encoding"),
+            "{head}"
+        );
+        let want: String = (0..5)
+            .map(|i| format!("id: {i}\ndata: event {i}\n\n"))
+            .collect();
+        assert_eq!(body, want);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_event_stream_ends_the_nodes_stream() {
+    bounded(async {
+        for mode in ["1.1", "1.0"] {
+            let py = python(mode);
+            let (gw, _stop) = gateway("py", &py, &[]).await;
+            let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+            conn.write_all(b"GET /py/sse HTTP/1.1\r\nHost: gw\r\n\r\n")
+                .await
+                .unwrap();
+            arrivals(&mut conn, Instant::now(), "data: event 0\n\n").await;
+            drop(conn);
+            // The node's next write (200 ms later) finds its connection gone.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let mut client = Client::connect(&gw).await;
+            assert_eq!(client.get("/py/broken").await.text(), "1", "{mode}");
+        }
+    })
+    .await;
+}

@@ -20,6 +20,7 @@ Paths (by their last segment, whatever the service prefix):
   /…/early          103 Early Hints, then `hinted` (1.1 only)
   /…/clte           a response with both Content-Length and Transfer-Encoding: chunked
   /…/count          how many requests this process served before this one
+  /…/broken         how many streamed answers broke off (the reader went away)
 
 Prints `listening on 127.0.0.1:PORT` once serving; exits when its standard input closes.
 """
@@ -30,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode = sys.argv[1]
 served = 0
+broken = 0
 lock = threading.Lock()
 
 
@@ -67,14 +69,21 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.flush()
-        for piece in pieces:
-            if delay:
-                time.sleep(delay)
-            if chunked:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            else:
-                self.wfile.write(piece)
-            self.wfile.flush()
+        global broken
+        try:
+            for piece in pieces:
+                if delay:
+                    time.sleep(delay)
+                if chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                else:
+                    self.wfile.write(piece)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            with lock:
+                broken += 1
+            self.close_connection = True
+            return
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -125,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
         last = path.rsplit("/", 1)[-1]
         if last == "hello":
             self.framed(b"hello " + mode.encode())
+        elif last == "broken":
+            self.framed(str(broken).encode())
         elif last == "count":
             self.framed(str(count).encode())
         elif last == "big":
