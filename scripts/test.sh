@@ -3,6 +3,7 @@
 #   protoc (protobuf-compiler)   real-protoc plugin tests and the protox/protoc comparison
 #   etcd, etcdctl (etcd-server, etcd-client)  the etcd registry tests, against a real server
 #   openssl                      certificates for the TLS etcd test
+#   python3, nginx               real-world HTTP backends for the http gateway (gateway_backends)
 #   python grpcio, grpcio-tools, grpcio-reflection  gRPC clients from another implementation
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_missing+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_missing+=(nginx)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${apt_missing[*]}" >&2
   as_root apt-get update -qq

@@ -224,9 +224,13 @@ fn strip_client_forwarded(headers: &mut HeaderMap) {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !has_any(headers, HOP_BY_HOP) {
-        return;
+    if has_any(headers, HOP_BY_HOP) {
+        strip_present_hop_by_hop(headers);
     }
+}
+
+/// [`strip_hop_by_hop`] once `headers` is known to have some.
+fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
     // A client that takes trailers says so to the next hop too: the gateway passes them on.
     let trailers = headers
         .get_all(header::TE)
@@ -508,11 +512,30 @@ impl Proxy {
                         };
                     }
                     let (mut parts, body) = resp.into_parts();
+                    // The gateway answers in its own HTTP version (RFC 9110 §6.2), not the
+                    // node's: hyper would answer an HTTP/1.0 node's response as HTTP/1.0 and
+                    // close the client's kept-alive connection after it.
+                    parts.version = http::Version::HTTP_11;
                     // A 426 must say which protocols would do (RFC 9110 §15.5.22).
                     let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
                         .then(|| parts.headers.get(header::UPGRADE).cloned())
                         .flatten();
-                    strip_hop_by_hop(&mut parts.headers);
+                    if has_any(&parts.headers, HOP_BY_HOP) {
+                        // Framed by both (RFC 9112 §6.3): hyper read the chunks, and the
+                        // node's Content-Length, passed on, would frame the client's copy
+                        // otherwise (a smuggled or cut-off response). Looked at only when
+                        // hop-by-hop headers are there, as `Transfer-Encoding` is one.
+                        if parts.headers.contains_key(header::TRANSFER_ENCODING)
+                            && parts.headers.contains_key(header::CONTENT_LENGTH)
+                        {
+                            tracing::warn!(%service, %address, "backend framed a response by both Content-Length and Transfer-Encoding");
+                            return fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
+                            );
+                        }
+                        strip_present_hop_by_hop(&mut parts.headers);
+                    }
                     if let Some(required) = required {
                         parts.headers.insert(header::UPGRADE, required);
                     }
