@@ -468,14 +468,20 @@ async fn events_arrive_as_sent(mode: &str) {
     let py = python(mode);
     let (gw, _stop) = gateway("py", &py, &[]).await;
     let times = sse_times(&gw).await;
-    // Sent at 200, 400, ... 1000 ms: each must come about then, not all at the end.
+    // Sent at 200, 400, ... 1000 ms: each must come about then, not all at the end. The
+    // margins leave room for a loaded machine; held back to the end, the five would arrive
+    // together, 800 ms after the first was sent.
     for (i, at) in times.iter().enumerate() {
         let sent = Duration::from_millis(200 * (i as u64 + 1));
         assert!(
-            *at + Duration::from_millis(20) >= sent && *at < sent + Duration::from_millis(150),
+            *at + Duration::from_millis(20) >= sent && *at < sent + Duration::from_millis(600),
             "{mode}: event {i} sent at {sent:?} arrived at {at:?} ({times:?})"
         );
     }
+    assert!(
+        times[4] >= times[0] + Duration::from_millis(400),
+        "{mode}: the events arrived together, not as they were sent ({times:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,7 +504,7 @@ async fn a_long_poll_is_answered_when_the_node_answers() {
         assert_eq!((r.status, r.text().as_str()), (200, "done"));
         assert!(start.elapsed() >= Duration::from_millis(1500));
         assert!(
-            start.elapsed() < Duration::from_millis(2500),
+            start.elapsed() < Duration::from_millis(4000),
             "{:?}",
             start.elapsed()
         );
@@ -586,7 +592,7 @@ async fn an_upload_expecting_100_continue_goes_through_at_once() {
         let (gw, _stop) = gateway("py", &py, &[]).await;
         let (continued, answer) = expect_continue(&gw, "/py/upload", 4096).await;
         assert!(
-            continued.is_some_and(|t| t < Duration::from_millis(500)),
+            continued.is_some_and(|t| t < Duration::from_millis(900)),
             "100 Continue after {continued:?}"
         );
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -598,7 +604,7 @@ async fn an_upload_expecting_100_continue_goes_through_at_once() {
         let (gw, _stop) = gateway("ng", &ng, &[]).await;
         let (continued, answer) = expect_continue(&gw, "/ng/post", 4096).await;
         assert!(
-            continued.is_some_and(|t| t < Duration::from_millis(500)),
+            continued.is_some_and(|t| t < Duration::from_millis(900)),
             "100 Continue after {continued:?}"
         );
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -807,7 +813,7 @@ async fn an_upload_nginx_refuses_for_its_size_gets_nginxs_answer() {
                 .await;
             assert_eq!(r.status, 413, "{i}: {}", r.text());
             assert!(
-                start.elapsed() < Duration::from_secs(2),
+                start.elapsed() < Duration::from_secs(5),
                 "{:?}",
                 start.elapsed()
             );
