@@ -388,3 +388,49 @@ fn ctrl_c_while_printing_ends_the_watch() {
     drained.join().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A service the registry holds with no node (a go-micro record written by hand) is there but
+/// unavailable: 503, not the 404 of a service the registry does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_service_without_nodes_is_503_not_404() {
+    use clap::FromArgMatches;
+    let etcd = Etcd::start("no-nodes");
+    etcd.etcdctl(&[
+        "put",
+        "/micro/registry/go.micro.api.empty/go.micro.api.empty-1",
+        r#"{"name":"go.micro.api.empty","version":"latest","metadata":null,"endpoints":[],"nodes":[]}"#,
+    ])
+    .unwrap();
+    let cli = rmicro::Cli::new();
+    let matches = cli
+        .command()
+        .try_get_matches_from([
+            "rmicro",
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+        ])
+        .unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let args = rmicro::api::ApiArgs::from_arg_matches(&sub).unwrap();
+    let gateway = rmicro::api::Gateway::new(args, &sub, cli.into_plugins(), None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+    let get = |path: &'static str| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || rmicro_tests::http::get(&addr, path))
+    };
+    let empty = get("/empty/call").await.unwrap();
+    assert_eq!(empty.status, 503, "{}", empty.body);
+    assert!(empty.body.contains("has no nodes"), "{}", empty.body);
+    let unknown = get("/nosuch/call").await.unwrap();
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+}

@@ -380,7 +380,22 @@ impl Proxy {
             }
         };
         if nodes.is_empty() {
-            let (status, detail) = self.inner.seen.no_nodes(service);
+            let (mut status, mut detail) = self.inner.seen.no_nodes(service);
+            // Never seen with nodes here, yet the registry holds a record of it without nodes
+            // (as a hand-written go-micro record can be): there, but unavailable. One more
+            // lookup, on this path only.
+            if status == StatusCode::NOT_FOUND
+                && self
+                    .inner
+                    .config
+                    .registry
+                    .get_service(service)
+                    .await
+                    .is_ok_and(|records| !records.is_empty())
+            {
+                status = StatusCode::SERVICE_UNAVAILABLE;
+                detail = format!("service `{service}` has no nodes");
+            }
             return fail(status, detail);
         }
         self.inner.seen.saw(service);
