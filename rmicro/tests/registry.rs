@@ -27,6 +27,43 @@ fn rmicro(etcd_addr: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `rmicro registry watch` on the etcd at `etcd_addr`, its stdout piped.
+fn watch_command(etcd_addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rmicro"));
+    command
+        .args([
+            "registry",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            etcd_addr,
+            "watch",
+        ])
+        .stdout(Stdio::piped());
+    command
+}
+
+/// A gateway in this process on the etcd at `etcd_addr`, with `flags` after `rmicro api`;
+/// its address, and what stops it when dropped.
+async fn gateway_on(etcd_addr: &str, flags: &[&str]) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use clap::FromArgMatches;
+    let cli = rmicro::Cli::new();
+    let mut argv = vec!["rmicro", "api", "--address", "127.0.0.1:0"];
+    argv.extend(["--registry", "etcd", "--registry-address", etcd_addr]);
+    argv.extend(flags);
+    let matches = cli.command().try_get_matches_from(argv).unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let args = rmicro::api::ApiArgs::from_arg_matches(&sub).unwrap();
+    let gateway = rmicro::api::Gateway::new(args, &sub, cli.into_plugins(), None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -139,35 +176,9 @@ fn an_unreachable_registry_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_health_is_200_then_503_when_etcd_stops() {
-    use clap::FromArgMatches;
     let mut etcd = Etcd::start("health");
-    let cli = rmicro::Cli::new();
-    let matches = cli
-        .command()
-        .try_get_matches_from([
-            "rmicro",
-            "api",
-            "--address",
-            "127.0.0.1:0",
-            "--health-path",
-            "/health",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            &etcd.client_addr,
-            "--registry-timeout",
-            "1s",
-        ])
-        .unwrap();
-    let sub = matches.subcommand_matches("api").unwrap().clone();
-    let args = rmicro::api::ApiArgs::from_arg_matches(&sub).unwrap();
-    let gateway = rmicro::api::Gateway::new(args, &sub, cli.into_plugins(), None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
-        let _ = rx.await;
-    }));
+    let flags = ["--health-path", "/health", "--registry-timeout", "1s"];
+    let (addr, _stop) = gateway_on(&etcd.client_addr, &flags).await;
 
     let health = |addr: String| {
         tokio::task::spawn_blocking(move || rmicro_tests::http::get(&addr, "/health"))
@@ -220,16 +231,7 @@ fn a_watch_that_falls_behind_is_an_error_not_a_clean_exit() {
         })
         .to_string()
     };
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_rmicro"))
-        .args([
-            "registry",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            &etcd.client_addr,
-            "watch",
-        ])
-        .stdout(Stdio::piped())
+    let mut watch = watch_command(&etcd.client_addr)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -309,16 +311,7 @@ fn ctrl_c_while_printing_ends_the_watch() {
     use std::io::Read;
     use std::time::Instant;
     let etcd = Etcd::start("cli-interrupt");
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_rmicro"))
-        .args([
-            "registry",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            &etcd.client_addr,
-            "watch",
-        ])
-        .stdout(Stdio::piped())
+    let mut watch = watch_command(&etcd.client_addr)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -393,7 +386,6 @@ fn ctrl_c_while_printing_ends_the_watch() {
 /// unavailable: 503, not the 404 of a service the registry does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_service_without_nodes_is_503_not_404() {
-    use clap::FromArgMatches;
     let etcd = Etcd::start("no-nodes");
     etcd.etcdctl(&[
         "put",
@@ -401,29 +393,7 @@ async fn a_registered_service_without_nodes_is_503_not_404() {
         r#"{"name":"go.micro.api.empty","version":"latest","metadata":null,"endpoints":[],"nodes":[]}"#,
     ])
     .unwrap();
-    let cli = rmicro::Cli::new();
-    let matches = cli
-        .command()
-        .try_get_matches_from([
-            "rmicro",
-            "api",
-            "--address",
-            "127.0.0.1:0",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            &etcd.client_addr,
-        ])
-        .unwrap();
-    let sub = matches.subcommand_matches("api").unwrap().clone();
-    let args = rmicro::api::ApiArgs::from_arg_matches(&sub).unwrap();
-    let gateway = rmicro::api::Gateway::new(args, &sub, cli.into_plugins(), None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
-        let _ = rx.await;
-    }));
+    let (addr, _stop) = gateway_on(&etcd.client_addr, &[]).await;
     let get = |path: &'static str| {
         let addr = addr.clone();
         tokio::task::spawn_blocking(move || rmicro_tests::http::get(&addr, path))
