@@ -11,17 +11,22 @@ use rmicro_tests::etcd::Etcd;
 use rmicro_tests::fixtures::go::micro::srv::user::register_user_handler;
 use rmicro_tests::user::Greeter;
 
+/// `rmicro registry` on the etcd at `etcd_addr`.
+fn registry_command(etcd_addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rmicro"));
+    command.args([
+        "registry",
+        "--registry",
+        "etcd",
+        "--registry-address",
+        etcd_addr,
+    ]);
+    command
+}
+
 fn rmicro(etcd_addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmicro"))
-        .args([
-            "registry",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            etcd_addr,
-            "--registry-timeout",
-            "2s",
-        ])
+    registry_command(etcd_addr)
+        .args(["--registry-timeout", "2s"])
         .args(args)
         .output()
         .unwrap()
@@ -29,17 +34,8 @@ fn rmicro(etcd_addr: &str, args: &[&str]) -> Output {
 
 /// `rmicro registry watch` on the etcd at `etcd_addr`, its stdout piped.
 fn watch_command(etcd_addr: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rmicro"));
-    command
-        .args([
-            "registry",
-            "--registry",
-            "etcd",
-            "--registry-address",
-            etcd_addr,
-            "watch",
-        ])
-        .stdout(Stdio::piped());
+    let mut command = registry_command(etcd_addr);
+    command.arg("watch").stdout(Stdio::piped());
     command
 }
 
