@@ -312,6 +312,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_watch_asked_for_outside_a_runtime_runs_in_the_one_that_awaits_it() {
+        // `Registry::watch` returns a future: making it must not need a runtime, as in
+        // `runtime.block_on(registry.watch(..))` from synchronous code.
+        let reg = MemoryRegistry::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let watching = reg.watch(Some("svc"));
+        let mut watch = runtime.block_on(watching).unwrap();
+        runtime.block_on(async {
+            reg.register(&service("a"), Duration::from_millis(50))
+                .await
+                .unwrap();
+            assert_eq!(watch.next().await.unwrap().action, Action::Create);
+            let deleted = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .expect("the node's expiry")
+                .unwrap();
+            assert_eq!(deleted.action, Action::Delete);
+        });
+    }
+
     #[tokio::test]
     async fn a_refresh_with_a_shorter_ttl_wakes_a_watch_asleep_until_the_longer_one() {
         let reg = MemoryRegistry::new();
