@@ -206,16 +206,24 @@ impl Registry for MemoryRegistry {
         &'a self,
         service: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
-        let watch = Expiring {
-            events: tokio_stream::wrappers::BroadcastStream::new(self.inner.events.subscribe()),
-            sooner: tokio_stream::wrappers::WatchStream::from_changes(
-                self.inner.sooner.subscribe(),
-            ),
-            filter: service.map(str::to_string),
-            registry: Arc::downgrade(&self.inner),
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        };
-        Box::pin(async move { Ok(Box::pin(watch) as Watcher) })
+        // Subscribed now, so the watch hears of every change after this call.
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.inner.events.subscribe());
+        let sooner =
+            tokio_stream::wrappers::WatchStream::from_changes(self.inner.sooner.subscribe());
+        let filter = service.map(str::to_string);
+        let registry = Arc::downgrade(&self.inner);
+        Box::pin(async move {
+            // The timer needs a runtime: made where the future is awaited, not where it is
+            // asked for (`runtime.block_on(registry.watch(..))` asks outside one).
+            let watch = Expiring {
+                events,
+                sooner,
+                filter,
+                registry,
+                sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            };
+            Ok(Box::pin(watch) as Watcher)
+        })
     }
 }
 
