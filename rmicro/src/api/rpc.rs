@@ -1194,8 +1194,6 @@ impl From<Fail> for NodeFail {
     }
 }
 
-/// The answer for a message over a size limit: the request message over the service's (413),
-/// or the response over the gateway's (502); `None` for any other status.
 /// Whether a node serves gRPC: rmicro and go-micro grpc servers say so in their metadata
 /// (`protocol`, or `server` in older records); a node that says nothing is taken to.
 fn speaks_grpc(node: &Node) -> bool {
@@ -1205,6 +1203,8 @@ fn speaks_grpc(node: &Node) -> bool {
         .is_none_or(|p| p.eq_ignore_ascii_case("grpc"))
 }
 
+/// The answer for a message over a size limit: the request message over the service's (413),
+/// or the response over the gateway's (502); `None` for any other status.
 fn too_large(
     status: &tonic::Status,
     sent: usize,
