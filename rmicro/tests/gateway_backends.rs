@@ -158,7 +158,9 @@ http {{
         .arg(dir.join("error.log"))
         .arg("-c")
         .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
+        // One process, no master and workers: killing the child stops all of nginx (a killed
+        // master leaves its workers running, listening, for good).
+        .args(["-g", "daemon off; master_process off;"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
