@@ -256,12 +256,21 @@ fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
 /// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
 /// so.
 pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> bool {
+    codings(headers, &header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The codings a list header (`Transfer-Encoding`, `Content-Encoding`) names, over all its
+/// lines, trimmed, empty items left out.
+pub(crate) fn codings<'h>(
+    headers: &'h HeaderMap,
+    name: &header::HeaderName,
+) -> impl Iterator<Item = &'h [u8]> {
     headers
-        .get_all(header::TRANSFER_ENCODING)
+        .get_all(name)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
+        .filter(|coding| !coding.is_empty())
 }
 
 /// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy

@@ -863,13 +863,8 @@ impl RpcHandler {
                      send the JSON without other transfer codings",
                 ));
             }
-            let encoded = parts
-                .headers
-                .get_all(header::CONTENT_ENCODING)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .map(<[u8]>::trim_ascii)
-                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+            let encoded = super::proxy::codings(&parts.headers, &header::CONTENT_ENCODING)
+                .any(|c| !c.eq_ignore_ascii_case(b"identity"));
             if encoded {
                 return Err(error::response(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
