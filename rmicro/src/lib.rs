@@ -196,8 +196,9 @@ fn run_gateway(
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); in colour only on a terminal (and
-/// without `NO_COLOR`), so log files and journals get plain text.
-fn init_logging() {
+/// without `NO_COLOR`), so log files and journals get plain text. What `rmicro` itself uses;
+/// binaries built on it (custom gateways, the examples) can call it too.
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -211,7 +212,7 @@ fn init_logging() {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
