@@ -183,8 +183,12 @@ fn run_gateway(
             workers,
             %handler,
             %registry,
+            https = gateway.serves_tls(),
             "gateway workers"
         );
+        if gateway.serves_tls() {
+            reload_tls_on_hangup(gateway.clone());
+        }
         match api::workers::serve(gateway, sockets, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -193,6 +197,35 @@ fn run_gateway(
             }
         }
     })
+}
+
+/// Re-reads the gateway's TLS certificate and key on each SIGHUP, as nginx does on a reload:
+/// a renewed certificate is taken without a restart. One that cannot be used is logged, and the
+/// one in use stays.
+fn reload_tls_on_hangup(gateway: api::Gateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; the TLS certificate is not reloaded on it");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match gateway.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(err) => {
+                        tracing::error!(error = %err, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); in colour only on a terminal (and

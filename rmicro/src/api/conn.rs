@@ -222,10 +222,11 @@ impl<B: http_body::Body + Unpin> http_body::Body for Finishing<B> {
     }
 }
 
-/// A client connection's TCP stream with its idle and request-head timeouts (see the module
-/// documentation). Reads fail with `TimedOut` once either passes, which ends the connection.
-pub(crate) struct Timed {
-    inner: tokio::net::TcpStream,
+/// A client connection's stream (TCP, or what TLS decrypted of it) with its idle and
+/// request-head timeouts (see the module documentation). Reads fail with `TimedOut` once either
+/// passes, which ends the connection.
+pub(crate) struct Timed<S = tokio::net::TcpStream> {
+    inner: S,
     idle: Duration,
     /// The request-head limit (HTTP/1 only).
     head_timeout: Duration,
@@ -244,9 +245,9 @@ pub(crate) struct Timed {
     armed: Instant,
 }
 
-impl Timed {
+impl<S> Timed<S> {
     pub(crate) fn new(
-        inner: tokio::net::TcpStream,
+        inner: S,
         idle: Duration,
         head_timeout: Duration,
         exchanges: Arc<Exchanges>,
@@ -375,7 +376,7 @@ pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
         .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
-impl AsyncRead for Timed {
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -393,7 +394,7 @@ impl AsyncRead for Timed {
     }
 }
 
-impl AsyncWrite for Timed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -33,6 +33,8 @@ mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod rpc;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod tunnel;
 mod upload;
 pub mod workers;
@@ -86,6 +88,24 @@ pub struct ApiArgs {
     /// Largest request body accepted (413 above): bytes, or with KiB/MiB.
     #[arg(long, env = "MICRO_API_BODY_LIMIT", default_value = "10MiB", value_parser = parse_size)]
     pub body_limit: usize,
+    /// Serve HTTPS with this certificate chain (PEM file: the server's certificate, then its
+    /// intermediates); needs --tls-key. HTTP/2 and HTTP/1.1 are offered by ALPN. SIGHUP re-reads
+    /// both files.
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key of --tls-cert (PEM file, unencrypted).
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// What the request handlers (`http` and `rpc`) need.
@@ -153,6 +173,9 @@ pub struct Gateway {
     /// The proxy, when it is the whole pipeline (`http` handler, no plugin on): connections
     /// call it directly, without the boxed service stack plugins need.
     direct: Option<proxy::Proxy>,
+    /// HTTPS, when `--tls-cert` and `--tls-key` are given.
+    #[cfg(feature = "tls")]
+    tls: Option<tls::Tls>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -169,13 +192,27 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// A plugin's init error, or a registry the flags cannot build.
+    /// A plugin's init error, a registry the flags cannot build, or a TLS certificate or key
+    /// that cannot be used.
     pub fn new(
         args: ApiArgs,
         matches: &clap::ArgMatches,
         mut plugins: Vec<Box<dyn Plugin>>,
         registry: Option<Arc<dyn Registry>>,
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        #[cfg(feature = "tls")]
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key)?),
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if args.tls_cert.is_some() || args.tls_key.is_some() {
+            return Err(
+                "this rmicro was built without HTTPS support (its `tls` feature): \
+                 build it with `--features tls`, or end TLS in front of the gateway"
+                    .into(),
+            );
+        }
         let registry = match registry {
             Some(r) => r,
             None => args.registry.build()?,
@@ -245,7 +282,31 @@ impl Gateway {
             args,
             service,
             direct,
+            #[cfg(feature = "tls")]
+            tls,
         })
+    }
+
+    /// Whether the gateway serves HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Reads the TLS certificate and key files again (`rmicro api` does on `SIGHUP`): new
+    /// connections get what they hold from now on. Does nothing without HTTPS.
+    ///
+    /// # Errors
+    ///
+    /// Why the files cannot be used; the certificate in use then stays.
+    pub fn reload_tls(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.reload()?;
+        }
+        Ok(())
     }
 
     /// The whole request pipeline (plugins and proxy) as one service.
@@ -305,7 +366,17 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let exchanges = Arc::new(conn::Exchanges::default());
-            let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
+            let stream = Accepted {
+                stream,
+                peer,
+                idle,
+                head,
+                exchanges: Arc::clone(&exchanges),
+                #[cfg(feature = "tls")]
+                tls: self.tls.as_ref().map(tls::Tls::acceptor),
+                #[cfg(not(feature = "tls"))]
+                tls: std::marker::PhantomData,
+            };
             match &self.direct {
                 Some(proxy) => {
                     let proxy = proxy.clone();
@@ -326,7 +397,7 @@ impl Gateway {
                         };
                         conn::Responding::new(response, finish)
                     });
-                    spawn_connection(&builder, &graceful, stream, peer, service);
+                    spawn_connection(&builder, &graceful, stream, service);
                 }
                 None => {
                     let service = self.service.clone();
@@ -341,7 +412,7 @@ impl Gateway {
                         req.extensions_mut().insert(tunnels.clone());
                         conn::Responding::new(service.clone().oneshot(req), finish)
                     });
-                    spawn_connection(&builder, &graceful, stream, peer, service);
+                    spawn_connection(&builder, &graceful, stream, service);
                 }
             }
         }
@@ -358,12 +429,27 @@ impl Gateway {
     }
 }
 
-/// Serves one client connection on its own task, watched by `graceful`.
+/// A client connection just accepted, with what serving it needs.
+struct Accepted<'a> {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    idle: Duration,
+    head: Duration,
+    exchanges: Arc<conn::Exchanges>,
+    /// The TLS handshake to make first, when the gateway serves HTTPS.
+    #[cfg(feature = "tls")]
+    tls: Option<&'a tokio_rustls::TlsAcceptor>,
+    #[cfg(not(feature = "tls"))]
+    tls: std::marker::PhantomData<&'a ()>,
+}
+
+/// Serves one client connection on its own task, watched by `graceful`. With HTTPS, the TLS
+/// handshake is made on that task too (so a slow one never holds up accepting others), within
+/// the request-head limit.
 fn spawn_connection<S, B>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
-    stream: conn::Timed,
-    peer: SocketAddr,
+    accepted: Accepted<'_>,
     service: S,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
@@ -373,6 +459,40 @@ fn spawn_connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Accepted {
+        stream,
+        peer,
+        idle,
+        head,
+        exchanges,
+        tls,
+    } = accepted;
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = tls {
+        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(head, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake not done within {head:?}");
+                    return;
+                }
+            };
+            let stream = conn::Timed::new(stream, idle, head, exchanges);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+        });
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    let stream = conn::Timed::new(stream, idle, head, exchanges);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let conn = graceful.watch(conn.into_owned());
     tokio::spawn(async move {

@@ -1,0 +1,229 @@
+//! HTTPS on the gateway's own listener (`--tls-cert`, `--tls-key`).
+//!
+//! The certificate chain and key are PEM files, read at start (a file that cannot be used stops
+//! the gateway with what is wrong with it) and again on [`Tls::reload`] (`rmicro api` calls it on
+//! `SIGHUP`, so a renewed certificate is taken without a restart; a renewal that cannot be used
+//! is logged and the certificate in use stays). HTTP/2 and HTTP/1.1 are offered by ALPN; clients
+//! that offer neither get HTTP/1.1.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+
+/// Why the gateway's certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read the TLS {what} file `{path}`: {source}")]
+    Read {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not PEM, or a PEM block in it is broken.
+    #[error("the TLS {what} file `{path}` is not valid PEM: {detail}")]
+    BadPem {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        detail: String,
+    },
+    /// The certificate file holds no certificate.
+    #[error("the TLS certificate file `{path}` holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`, the server's certificate first, then its intermediates){hint}")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+        /// More, when the file looks like something else.
+        hint: &'static str,
+    },
+    /// The key file holds no private key.
+    #[error("the TLS key file `{path}` holds no private key (expected a PEM block `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`){hint}")]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+        /// More, when the file looks like something else.
+        hint: &'static str,
+    },
+    /// The key does not belong to the certificate.
+    #[error("the private key in `{key}` does not belong to the certificate in `{cert}`: give the key the certificate was issued for")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls refused the key or certificate.
+    #[error("the TLS certificate `{cert}` with key `{key}` cannot be used: {detail}")]
+    Unusable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+}
+
+/// The gateway's TLS: the acceptor its connections go through, and the files to re-read.
+/// Clones share the certificate in use.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    certs: Arc<Reloadable>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.certs.cert)
+            .field("key", &self.certs.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Reads the certificate chain at `cert` and the private key at `key` (PEM files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] saying which file is wrong and how.
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = load_pair(cert, key, &provider)?;
+        let certs = Arc::new(Reloadable {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider: Arc::clone(&provider),
+            current: RwLock::new(current),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Unusable {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                detail: e.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&certs) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            certs,
+        })
+    }
+
+    /// Reads the files again; new connections get what they hold from now on. When they cannot
+    /// be used, the certificate in use stays.
+    ///
+    /// # Errors
+    ///
+    /// Why the files cannot be used.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let certs = &self.certs;
+        let fresh = load_pair(&certs.cert, &certs.key, &certs.provider)?;
+        *certs.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    pub(crate) fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
+        &self.acceptor
+    }
+}
+
+/// The certificate in use, handed to every handshake, and where it came from.
+#[derive(Debug)]
+struct Reloadable {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Reloadable {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad_pem = |what, path: &Path, e: pem::Error| TlsError::BadPem {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let cert_pem = read("certificate", cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_pem("certificate", cert, e))?;
+    if chain.is_empty() {
+        let hint = if PrivateKeyDer::from_pem_slice(&cert_pem).is_ok() {
+            "; it holds a private key: are --tls-cert and --tls-key swapped?"
+        } else {
+            ""
+        };
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+            hint,
+        });
+    }
+    let key_pem = read("key", key)?;
+    let private = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(private) => private,
+        Err(pem::Error::NoItemsFound) => {
+            let hint = if contains(&key_pem, b"ENCRYPTED PRIVATE KEY") {
+                "; it holds an encrypted key: decrypt it first (openssl pkey -in KEY -out PLAIN)"
+            } else if contains(&key_pem, b"BEGIN CERTIFICATE") {
+                "; it holds a certificate: are --tls-cert and --tls-key swapped?"
+            } else {
+                ""
+            };
+            return Err(TlsError::NoKey {
+                path: key.to_path_buf(),
+                hint,
+            });
+        }
+        Err(e) => return Err(bad_pem("key", key, e)),
+    };
+    CertifiedKey::from_der(chain, private, provider)
+        .map(Arc::new)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::Mismatch {
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                }
+            }
+            other => TlsError::Unusable {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                detail: other.to_string(),
+            },
+        })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
