@@ -124,6 +124,12 @@ async fn https_serves_http2_and_http1_chosen_by_alpn() {
     assert_eq!(h1.status, 200, "{h1:?}");
     assert_eq!(h1.body, "hello from /greeter/over-h1");
 
+    // The node, called over HTTP, is told the client came over HTTPS.
+    let proto = https_get(&gw.addr, &ca, b"h2", "/greeter/proto")
+        .await
+        .unwrap();
+    assert_eq!(proto.body, "https", "{proto:?}");
+
     // Unknown services get the gateway's JSON errors over HTTPS as over HTTP.
     let missing = https_get(&gw.addr, &ca, b"http/1.1", "/nobody/here")
         .await

@@ -124,6 +124,9 @@ pub struct HandlerConfig {
     /// Whether the forwarding headers clients send (other than `X-Forwarded-For`, which is
     /// appended to) are passed on; otherwise they are removed.
     pub trust_forwarded: bool,
+    /// Whether clients reach the gateway over HTTPS: nodes are then told so with
+    /// `X-Forwarded-Proto: https` (unless the forwarding headers clients send are trusted).
+    pub https: bool,
 }
 
 /// Parses `1048576`, `512KiB`, `10MiB`.
@@ -235,6 +238,7 @@ impl Gateway {
             backend_timeout: args.backend_timeout,
             body_limit: args.body_limit,
             trust_forwarded: args.trust_forwarded,
+            https: args.tls_cert.is_some(),
         };
         let mut direct = None;
         let mut service = if args.handler == "rpc" {

@@ -42,6 +42,7 @@ use super::{error, HandlerConfig};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// How long a tunnel may carry nothing, unless the proxy is told otherwise.
 const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
@@ -439,6 +440,12 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         if !config.trust_forwarded {
             strip_client_forwarded(&mut parts.headers);
+            if config.https {
+                // The client came over HTTPS, which the node (called over HTTP) cannot see.
+                parts
+                    .headers
+                    .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            }
         }
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut parts.headers, protocol.clone());

@@ -12,7 +12,8 @@ use rmicro_runtime::registry::{EtcdOptions, EtcdRegistry, Node, Registry, Servic
 use rmicro_tests::etcd::Etcd;
 use rmicro_tests::process::listening_address;
 
-/// A backend answering `hello from <path>`, `/…/slow` after 3 s.
+/// A backend answering `hello from <path>`, `/…/slow` after 3 s, `/…/proto` with the
+/// `X-Forwarded-Proto` it was sent (`-` for none).
 pub(crate) async fn backend() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -25,6 +26,17 @@ pub(crate) async fn backend() -> String {
                 let svc = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
                         let path = req.uri().path().to_owned();
+                        if path.ends_with("/proto") {
+                            let proto = req
+                                .headers()
+                                .get("x-forwarded-proto")
+                                .map_or("-".into(), |v| {
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                                });
+                            return Ok(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(proto),
+                            )));
+                        }
                         if path.ends_with("/slow") {
                             tokio::time::sleep(Duration::from_secs(3)).await;
                         }
