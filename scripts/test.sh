@@ -23,9 +23,9 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import grpc, grpc_tools, grpc_reflection' >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing Python grpcio, grpcio-tools and grpcio-reflection" >&2
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection
+if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection and grpcio-health-checking" >&2
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection grpcio-health-checking
 fi
 
 cargo test --workspace --locked "$@"

@@ -334,6 +334,7 @@ pub struct Server {
     drain_timeout: Option<Duration>,
     keepalive: Option<Duration>,
     keepalive_timeout: Option<Duration>,
+    health: crate::health::Health,
 }
 
 impl std::fmt::Debug for Server {
@@ -419,6 +420,14 @@ impl Server {
         &self.services
     }
 
+    /// The statuses this server answers gRPC health checks (`grpc.health.v1.Health`) with:
+    /// `SERVING` for the server (`""`) and each registered service once bound, unless set
+    /// otherwise here first; `NOT_SERVING` for all once it shuts down. Keep the handle to change
+    /// them while it serves (see [`health`](crate::health)).
+    pub fn health(&self) -> crate::health::Health {
+        self.health.clone()
+    }
+
     /// Binds a TCP listener (port 0 picks a free port) and returns the server ready to serve.
     ///
     /// # Errors
@@ -442,6 +451,15 @@ impl Server {
                 self.routes.extend(service.routes);
             }
         }
+        // gRPC health checking, unless the user serves their own.
+        if !self.routes.contains_key(crate::health::CHECK_PATH) {
+            self.health.serving_unless_set("");
+            for service in &self.services {
+                self.health.serving_unless_set(service.name);
+            }
+            self.routes
+                .extend(crate::health::service(self.health.clone()).routes);
+        }
         Ok(BoundServer {
             listener,
             local_addr,
@@ -449,6 +467,7 @@ impl Server {
                 routes: Arc::new(self.routes),
             },
             services: self.services,
+            health: self.health,
             drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             keepalive: self.keepalive.map(|interval| Keepalive {
                 interval,
@@ -487,6 +506,7 @@ pub struct BoundServer {
     local_addr: SocketAddr,
     dispatch: Dispatch,
     services: Vec<ServiceInfo>,
+    health: crate::health::Health,
     drain_timeout: Duration,
     keepalive: Option<Keepalive>,
 }
@@ -575,6 +595,8 @@ impl BoundServer {
             });
         }
         drop(self.listener);
+        // Health watchers hear NOT_SERVING and their streams end, so they do not hold the drain.
+        self.health.shut_down();
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
             .is_err()

@@ -97,3 +97,95 @@ async fn python_reflection_client_discovers_and_calls_the_service() {
         r#"{"input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
     );
 }
+
+fn health_client(args: &[&str]) -> std::process::Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/health_client.py");
+    let mut command = Command::new("python3");
+    command.arg(script).args(args);
+    command
+}
+
+/// What grpcio's health checking client says `Check` answers for `service`.
+async fn check(addr: std::net::SocketAddr, service: &str) -> String {
+    let (addr, service) = (addr.to_string(), service.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        health_client(&["check", &addr, &service])
+            .output()
+            .expect("python3 runs (scripts/test.sh installs grpcio-health-checking)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_health_checks_see_serving_changes_and_the_shutdown() {
+    use rmicro_runtime::health::ServingStatus;
+    use std::io::BufRead;
+
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    let user = server.services()[0].name;
+    let health = server.health();
+    let (addr, guard) = spawn(server).await;
+
+    assert_eq!(check(addr, "").await, "SERVING");
+    assert_eq!(check(addr, user).await, "SERVING");
+    assert_eq!(check(addr, "no.such.Service").await, "NOT_FOUND");
+
+    // A watcher hears the status now, then each change.
+    let mut watch = health_client(&["watch", &addr.to_string(), user])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    async fn next(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(20), lines.recv())
+            .await
+            .expect("the watcher printed nothing within 20 s")
+            .expect("the watcher ended early")
+    }
+    assert_eq!(next(&mut lines).await, "SERVING");
+    health.set(user, ServingStatus::NotServing);
+    assert_eq!(next(&mut lines).await, "NOT_SERVING");
+    assert_eq!(check(addr, user).await, "NOT_SERVING");
+    assert_eq!(
+        check(addr, "").await,
+        "SERVING",
+        "only that service changed"
+    );
+    health.set(user, ServingStatus::Serving);
+    assert_eq!(next(&mut lines).await, "SERVING");
+
+    // Shutting down: the watcher hears NOT_SERVING and its stream ends, so it does not hold
+    // the drain (10 s by default) up.
+    let started = std::time::Instant::now();
+    guard.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the drain waited {:?} for the watch",
+        started.elapsed()
+    );
+    assert_eq!(next(&mut lines).await, "NOT_SERVING");
+    assert_eq!(next(&mut lines).await, "END");
+    let status = tokio::task::spawn_blocking(move || watch.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(health.status(user), Some(ServingStatus::NotServing));
+}
