@@ -169,7 +169,7 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
         "{}",
         r.body
     );
-    let deadline = v["deadline_seconds"].as_f64().unwrap();
+    let deadline = v["deadlineSeconds"].as_f64().unwrap();
     assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
 }
 
@@ -181,7 +181,7 @@ async fn every_kind_of_field_round_trips_as_proto3_json() {
     let (_py, gw, _stop) = setup("v1alpha", &[]).await;
     let sent = serde_json::json!({
         "counts": {"a": "1", "b": "-9007199254740993"},
-        "by_id": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
+        "byId": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
         "nested": {"name": "n", "child": {"name": "c"}},
         "kind": "HARDCOVER",
         "data": "AAEC/w==",
