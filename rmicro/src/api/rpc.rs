@@ -48,6 +48,7 @@ use super::proxy::{Quarantine, Seen};
 use super::{error, HandlerConfig};
 
 mod flight;
+mod proto_json;
 mod reflect;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -1121,7 +1122,10 @@ impl RpcHandler {
             })?;
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {
-                    Ok(json) => break json,
+                    Ok(mut json) => {
+                        proto_json::mend_response(&output, &mut json);
+                        break json;
+                    }
                     Err(e) => e.to_string(),
                 };
             let found = match missing_message(&unconverted) {
