@@ -139,6 +139,8 @@ async fn requests_are_read_as_json_format_reads_them() {
         // Integers as numbers or strings; enums by name or number.
         r#"{"i64": 5, "u64": 18446744073709551615, "i32": "7", "u32": "4294967295"}"#,
         r#"{"i64": "-5", "s64": -9007199254740993, "fx64": "1", "sfx64": -1, "fx32": "3"}"#,
+        r#"{"i32": 1.0, "i64": 1e3, "u32": "1e2", "s64": "-1.5e1", "fx64": 2.0, "longs": ["2E1"]}"#,
+        r#"{"any": {"@type": "type.googleapis.com/google.protobuf.Empty"}}"#,
         r#"{"kind": 2, "kinds": [1, "HARDCOVER"], "maybeKind": "PAPERBACK", "byU32": {"1": 2}}"#,
         r#"{"kind": 7}"#,
         r#"{"fl": "1.5", "db": "-2e-3", "floats": ["NaN", 1], "wfloat": "0.25", "wdouble": 3}"#,
@@ -165,6 +167,10 @@ async fn requests_are_read_as_json_format_reads_them() {
         r#"{"kind": "NOPE"}"#,
         r#"{"fl": 1e39}"#,
         r#"{"pickLong": "1", "pickKind": 1}"#,
+        r#"{"fl": 3.5e38}"#,
+        r#"{"i64": "1.5e0"}"#,
+        r#"{"i32": 1, "i32": 2}"#,
+        r#"{"nested": {"name": "a", "child": {"name": "b", "name": "c"}}}"#,
         r#"{"raw": "not base64!"}"#,
         r#"{"at": "yesterday"}"#,
         r#"{"took": "1"}"#,
@@ -195,6 +201,60 @@ async fn requests_are_read_as_json_format_reads_them() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // `float`'s largest value as peers write it (3.4028235e38, a little past it as a `double`)
+    // is that value, as protojson reads it; json_format writes it so, but refuses to read it.
+    let diff = mirror(
+        &mut py,
+        &gw,
+        r#"{"fl": 3.4028235e38, "floats": [3.4028235e38, "3.4028235e38", -3.4028235e38]}"#,
+    )
+    .await;
+    assert_eq!(diff, Vec::<String>::new());
+    assert_eq!(
+        py.last()["floats"],
+        serde_json::json!([3.4028235e38, 3.4028235e38, -3.4028235e38])
+    );
+    // One field by both its names: json_format keeps the last, protojson (go-micro's) refuses
+    // it, as the gateway does, naming both.
+    let r = post(
+        &gw,
+        "/interop/interop/mirror",
+        r#"{"nested": {"kinds": [1]}, "snakeCaseField": 1, "snake_case_field": 2}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, json(&r)["detail"].as_str()),
+        (
+            400,
+            Some(
+                "`snake_case_field` and `snakeCaseField` name the same field of \
+                 `interop.v1.Scalars`; give it once"
+            )
+        ),
+        "{}",
+        r.body
+    );
+    // A malformed body: where it breaks.
+    let r = post(&gw, "/interop/interop/mirror", "{\"i32\": 1,\n \"str\": }").await;
+    assert_eq!(
+        (r.status, json(&r)["detail"].as_str()),
+        (
+            400,
+            Some("the request body is not JSON: expected value at line 2 column 9")
+        ),
+        "{}",
+        r.body
+    );
+    let r = post(&gw, "/interop/interop/mirror", r#"{"i32": 1, "i32": 2}"#).await;
+    assert_eq!(
+        (r.status, json(&r)["detail"].as_str()),
+        (
+            400,
+            Some("the request body is not JSON: key `i32` given twice at line 1 column 16")
+        ),
+        "{}",
+        r.body
+    );
 }
 
 /// `google.api.http` bindings: path variables into nested fields, a `body` field, query

@@ -1299,8 +1299,7 @@ fn build_request(
 ) -> Result<DynamicMessage, String> {
     let mut json = serde_json::Map::new();
     if !body.is_empty() && !target.body.is_empty() {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| format!("the request body is not JSON: {e}"))?;
+        let value = proto_json::parse_body(body)?;
         if target.body == "*" {
             match value {
                 serde_json::Value::Object(map) => json = map,
@@ -1358,7 +1357,8 @@ fn build_request(
             set_param(&mut json, &chain, &key, &value)?;
         }
     }
-    let value = serde_json::Value::Object(json);
+    let mut value = serde_json::Value::Object(json);
+    proto_json::conform_request(desc, &mut value, "")?;
     DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
 }
