@@ -227,6 +227,14 @@ async fn a_python_services_errors_come_back_as_go_micro_json() {
         (5, 404, "Not Found", "no such book", false),
         (3, 400, "Bad Request", "bad name", true),
         (7, 403, "Forbidden", "livre interdit : « é » 日本", false),
+        // Sent percent-encoded (gRPC's grpc-message): a `%` of the text itself stays one.
+        (
+            3,
+            400,
+            "Bad Request",
+            "100% sure: %41 not A, %zz\t50%25",
+            false,
+        ),
         (8, 429, "Too Many Requests", "slow down", false),
         (14, 503, "Service Unavailable", "try later", false),
         (2, 500, "Internal Server Error", "boom", false),
