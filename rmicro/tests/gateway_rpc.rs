@@ -613,9 +613,9 @@ async fn a_library_request_transcodes_path_query_and_body() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = json(&r);
     assert_eq!(v["name"], "shelves/s1/books/b1");
-    assert_eq!(v["page_count"], "5");
+    assert_eq!(v["pageCount"], "5");
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
-    assert_eq!(v["author_info"]["full_name"], "Ann");
+    assert_eq!(v["authorInfo"]["fullName"], "Ann");
     assert_eq!(v["kind"], "HARDCOVER");
     let r = call(&gw, "GET", "/v2/files/a/b/c:get", "").await;
     assert_eq!(json(&r)["name"], "files/a/b/c", "{}", r.body);
@@ -623,8 +623,8 @@ async fn a_library_request_transcodes_path_query_and_body() {
     let v = json(&r);
     assert_eq!(
         (
-            v["author_info"]["full_name"].as_str(),
-            v["display_name"].as_str()
+            v["authorInfo"]["fullName"].as_str(),
+            v["displayName"].as_str()
         ),
         (Some("Ann"), Some("Dune"))
     );
@@ -637,7 +637,7 @@ async fn a_library_request_transcodes_path_query_and_body() {
     .await;
     let v = json(&r);
     assert_eq!(
-        (v["name"].as_str(), v["display_name"].as_str()),
+        (v["name"].as_str(), v["displayName"].as_str()),
         (Some("shelves/s1/books/b1"), Some("x")),
         "{}",
         r.body
@@ -668,9 +668,9 @@ async fn bad_percent_escapes_answer_400_and_never_panic() {
         "",
     )
     .await;
-    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
+    assert_eq!(json(&r)["displayName"], "\u{e9}t\u{e9}", "{}", r.body);
     let r = call(&gw, "GET", "/v3/shelves/Ann/books/\u{e9}t\u{e9}", "").await;
-    assert_eq!(json(&r)["display_name"], "\u{e9}t\u{e9}", "{}", r.body);
+    assert_eq!(json(&r)["displayName"], "\u{e9}t\u{e9}", "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -716,9 +716,9 @@ async fn query_parameters_cannot_override_fields_bound_by_the_path_or_body() {
     let v = json(&r);
     assert_eq!(
         (
-            v["author_info"]["full_name"].as_str(),
-            v["display_name"].as_str(),
-            v["page_count"].as_str()
+            v["authorInfo"]["fullName"].as_str(),
+            v["displayName"].as_str(),
+            v["pageCount"].as_str()
         ),
         (Some("Ann"), Some("Dune"), Some("2")),
         "{}",
@@ -739,7 +739,7 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
-        json(&r)["update_mask"],
+        json(&r)["updateMask"],
         "displayName,authorInfo.fullName",
         "{}",
         r.body
@@ -755,7 +755,7 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
     let v = json(&r);
     assert_eq!(
         (
-            v["publish_time"].as_str(),
+            v["publishTime"].as_str(),
             v["ttl"].as_str(),
             v["nickname"].as_str()
         ),
@@ -790,8 +790,8 @@ async fn path_variables_decode_as_http_proto_says() {
     let v = json(&r);
     assert_eq!(
         (
-            v["author_info"]["full_name"].as_str(),
-            v["display_name"].as_str()
+            v["authorInfo"]["fullName"].as_str(),
+            v["displayName"].as_str()
         ),
         (Some("A/B"), Some("c+d+")),
         "{}",
@@ -805,7 +805,7 @@ async fn path_variables_decode_as_http_proto_says() {
         "",
     )
     .await;
-    assert_eq!(json(&r)["display_name"], "a b+", "{}", r.body);
+    assert_eq!(json(&r)["displayName"], "a b+", "{}", r.body);
 }
 
 /// A registered node that is down (crashed, its registration not yet expired) is avoided, and a
@@ -842,7 +842,7 @@ async fn large_messages_within_the_limits_pass_and_others_are_refused_clearly() 
     let (registry, _lib, gw, _stop) = library_gateway().await;
     let r = call(&gw, "GET", "/v1/big", "").await;
     assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
-    assert_eq!(json(&r)["display_name"].as_str().map(str::len), Some(BIG));
+    assert_eq!(json(&r)["displayName"].as_str().map(str::len), Some(BIG));
     // Through go-micro's form: a request message of 4 MiB, its answer a few bytes more.
     let mut user = Service::builder("go.micro.srv.user")
         .registry(Arc::clone(&registry))
@@ -932,7 +932,7 @@ async fn unknown_query_parameters_are_ignored_unknown_body_fields_are_not() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(json(&r)["page_count"], "4", "{}", r.body);
+    assert_eq!(json(&r)["pageCount"], "4", "{}", r.body);
     let r = call(
         &gw,
         "POST",
@@ -951,7 +951,7 @@ async fn the_most_specific_binding_wins_over_an_earlier_variable_one() {
     let (_r, _lib, gw, _stop) = library_gateway().await;
     // EchoBook's `/v1/{name=shelves/*/books/*}` comes first and matches too.
     let r = call(&gw, "GET", "/v1/shelves/me/books/latest", "").await;
-    assert_eq!(json(&r)["display_name"], "latest", "{}", r.body);
+    assert_eq!(json(&r)["displayName"], "latest", "{}", r.body);
     let r = call(&gw, "GET", "/v1/shelves/me/books/first", "").await;
     assert_eq!(json(&r)["name"], "shelves/me/books/first", "{}", r.body);
 }
@@ -1055,7 +1055,7 @@ async fn go_micro_endpoints_without_grpc_paths_are_found_at_the_node() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         json(&r),
-        serde_json::json!({"name": "shelves/1/books/2", "page_count": "3"})
+        serde_json::json!({"name": "shelves/1/books/2", "pageCount": "3"})
     );
     // Asked again: the path is kept, and an endpoint the node lacks is still named.
     let r = call(&gw, "POST", "/books/library/echoBook", r#"{"name":"x"}"#).await;

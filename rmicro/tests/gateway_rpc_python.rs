@@ -4,209 +4,13 @@
 //! grpc server), its message types learned through grpcio-reflection, which serves only
 //! `grpc.reflection.v1alpha`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+mod interop;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::FromArgMatches;
-use rmicro::api::{ApiArgs, Gateway};
-use rmicro::Cli;
-use rmicro_runtime::registry::{MemoryRegistry, Registry, Service};
-use rmicro_tests::http::{self, HttpResponse};
-
-/// The Python server, stopped when dropped.
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    address: String,
-    /// Where its stubs were generated, removed with it.
-    stubs: PathBuf,
-}
-
-impl Python {
-    /// The server's counts of reflection calls: `v1alpha` and `v1` (never served).
-    fn stats(&mut self) -> serde_json::Value {
-        writeln!(self.stdin, "stats").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stats {line:?}: {e}"))
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.stubs);
-    }
-}
-
-/// Starts the Python interop server; `reflection` is `v1alpha` or `none`, each reflection call
-/// taking `delay_ms`.
-async fn python(reflection: &'static str, delay_ms: u32) -> Python {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let script = root.join("tests/python/interop_server.py");
-    let stubs_dir = std::env::temp_dir().join(format!(
-        "rmicro-interop-{}-{}",
-        std::process::id(),
-        uuid_ish()
-    ));
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg(&stubs_dir)
-            .arg(reflection)
-            .arg(delay_ms.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (scripts/test.sh installs grpcio, grpcio-tools, grpcio-reflection)");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let stdin = child.stdin.take().unwrap();
-        // The server prints its address once serving, or exits with an error on stderr.
-        stdout.read_line(&mut line).unwrap();
-        let Some(address) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            panic!("the Python interop server did not start (scripts/test.sh installs grpcio): {line:?}");
-        };
-        Python {
-            address: address.to_string(),
-            child,
-            stdin,
-            stdout,
-            stubs: stubs_dir,
-        }
-    })
-    .await
-    .unwrap()
-}
-
-/// A name no other test of this process uses.
-fn uuid_ish() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Registers the Python server at `address` as service `name`, in go-micro v2's registry JSON
-/// as its grpc server writes it: endpoints named `Interop.Method` with only `stream` metadata.
-async fn register(registry: &Arc<dyn Registry>, name: &str, address: &str) {
-    let endpoint = |method: &str, request: &str, response: &str| {
-        serde_json::json!({
-            "name": format!("Interop.{method}"),
-            "request": {"name": request, "type": request, "values": null},
-            "response": {"name": response, "type": response, "values": null},
-            "metadata": {"stream": "false"},
-        })
-    };
-    let record = serde_json::json!({
-        "name": name,
-        "version": "latest",
-        "metadata": null,
-        "endpoints": [
-            endpoint("Echo", "Everything", "Everything"),
-            endpoint("Fail", "FailRequest", "Empty"),
-            endpoint("Slow", "SlowRequest", "CallInfo"),
-            endpoint("Big", "BigRequest", "BigReply"),
-            endpoint("Labelled", "Empty", "Everything"),
-        ],
-        "nodes": [{
-            "id": format!("{name}-0b9c2f6e-7f3a-4a55-9a49-{:012}", uuid_ish()),
-            "address": address,
-            "metadata": {
-                "broker": "http",
-                "protocol": "grpc",
-                "registry": "etcd",
-                "server": "grpc",
-                "transport": "grpc",
-            },
-        }],
-    });
-    let service: Service = serde_json::from_value(record).unwrap();
-    registry
-        .register(&service, Duration::from_secs(3600))
-        .await
-        .unwrap();
-}
-
-/// A gateway (rpc handler, namespace `go.micro.srv`) with `extra` flags.
-async fn gateway(
-    registry: Arc<dyn Registry>,
-    extra: &[&str],
-) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let cli = Cli::new();
-    let mut args = vec![
-        "rmicro",
-        "api",
-        "--handler",
-        "rpc",
-        "--namespace",
-        "go.micro.srv",
-    ];
-    args.extend_from_slice(extra);
-    let matches = cli.command().try_get_matches_from(args).unwrap();
-    let sub = matches.subcommand_matches("api").unwrap().clone();
-    let args = ApiArgs::from_arg_matches(&sub).unwrap();
-    let gw = Gateway::new(args, &sub, cli.into_plugins(), Some(registry)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(listener, async {
-        let _ = rx.await;
-    }));
-    (addr, tx)
-}
-
-/// The Python server (`reflection`), registered as `go.micro.srv.interop`, and a gateway.
-async fn setup(
-    reflection: &'static str,
-    extra: &[&str],
-) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
-    setup_delayed(reflection, 0, extra).await
-}
-
-/// As [`setup`], each reflection call taking `delay_ms`.
-async fn setup_delayed(
-    reflection: &'static str,
-    delay_ms: u32,
-    extra: &[&str],
-) -> (Python, String, tokio::sync::oneshot::Sender<()>) {
-    let py = python(reflection, delay_ms).await;
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    register(&registry, "go.micro.srv.interop", &py.address).await;
-    let (gw, stop) = gateway(registry, extra).await;
-    (py, gw, stop)
-}
-
-async fn call_with(
-    addr: &str,
-    method: &'static str,
-    path: &str,
-    headers: &[(&'static str, &'static str)],
-    body: &str,
-) -> HttpResponse {
-    let (addr, path, body) = (addr.to_string(), path.to_string(), body.to_string());
-    let mut headers = headers.to_vec();
-    if !body.is_empty() {
-        headers.push(("Content-Type", "application/json"));
-    }
-    tokio::task::spawn_blocking(move || http::request(&addr, method, &path, &headers, &body))
-        .await
-        .unwrap()
-}
-
-async fn post(addr: &str, path: &str, body: &str) -> HttpResponse {
-    call_with(addr, "POST", path, &[], body).await
-}
-
-fn json(resp: &HttpResponse) -> serde_json::Value {
-    serde_json::from_str(&resp.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", &resp.body[..resp.body.len().min(500)]))
-}
+use interop::{call_with, gateway, json, post, python, register, setup, setup_delayed};
+use rmicro_runtime::registry::{MemoryRegistry, Registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_service_serving_reflection_v1alpha_only_is_called_through_the_gateway() {
@@ -365,7 +169,7 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
         "{}",
         r.body
     );
-    let deadline = v["deadline_seconds"].as_f64().unwrap();
+    let deadline = v["deadlineSeconds"].as_f64().unwrap();
     assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
 }
 
@@ -377,7 +181,7 @@ async fn every_kind_of_field_round_trips_as_proto3_json() {
     let (_py, gw, _stop) = setup("v1alpha", &[]).await;
     let sent = serde_json::json!({
         "counts": {"a": "1", "b": "-9007199254740993"},
-        "by_id": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
+        "byId": {"7": {"name": "seven", "kinds": ["PAPERBACK", "HARDCOVER"]}},
         "nested": {"name": "n", "child": {"name": "c"}},
         "kind": "HARDCOVER",
         "data": "AAEC/w==",
@@ -423,6 +227,14 @@ async fn a_python_services_errors_come_back_as_go_micro_json() {
         (5, 404, "Not Found", "no such book", false),
         (3, 400, "Bad Request", "bad name", true),
         (7, 403, "Forbidden", "livre interdit : « é » 日本", false),
+        // Sent percent-encoded (gRPC's grpc-message): a `%` of the text itself stays one.
+        (
+            3,
+            400,
+            "Bad Request",
+            "100% sure: %41 not A, %zz\t50%25",
+            false,
+        ),
         (8, 429, "Too Many Requests", "slow down", false),
         (14, 503, "Service Unavailable", "try later", false),
         (2, 500, "Internal Server Error", "boom", false),

@@ -8,10 +8,16 @@ Usage: interop_server.py STUBS_DIR REFLECTION [DELAY_MS]
   DELAY_MS    how long each reflection call (answered or not) takes, so that concurrent
               callers overlap; 0 by default
 
-Prints `listening on 127.0.0.1:PORT` once serving. Then each line `stats` on its standard input
-is answered with a line of JSON on its standard output: the calls of server reflection, by
-version (`v1alpha`, `v1`; v1 is never served). Exits when its standard input
-closes.
+Prints `listening on 127.0.0.1:PORT` once serving. Then each line on its standard input is
+answered with a line of JSON on its standard output:
+  stats             the calls of server reflection, by version (`v1alpha`, `v1`; v1 is never
+                    served)
+  last              the last message `Mirror` was sent, as json_format.MessageToJson writes it
+                    (`{"json": ...}`), `{"json": null}` before any
+  parse TYPE JSON   JSON (the rest of the line) read into message TYPE by json_format.Parse and
+                    written back by MessageToJson: `{"json": ...}`, or `{"error": "..."}` when
+                    json_format refuses it
+Exits when its standard input closes.
 """
 import json
 import os
@@ -34,10 +40,11 @@ for proto in ("interop.proto", "interop_extra.proto"):
 sys.path.insert(0, stubs)
 import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
 import interop_pb2 as pb  # noqa: E402
-from google.protobuf import any_pb2  # noqa: E402
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory  # noqa: E402
 
 lock = threading.Lock()
 counts = {"v1alpha": 0, "v1": 0}
+mirrored = [None]
 
 SERVICE = "interop.v1.Interop"
 CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -71,6 +78,29 @@ def slow(request, context):
     return pb.CallInfo(deadline_seconds=-1 if remaining is None else remaining, metadata=metadata)
 
 
+def mirror(request, context):
+    with lock:
+        mirrored[0] = request
+    return request
+
+
+def to_json(message):
+    """`message` as json_format writes it by default (lowerCamelCase names, default values
+    left out), read back as a value."""
+    return json.loads(json_format.MessageToJson(message))
+
+
+def parse(line):
+    """`TYPE JSON`: the JSON read into TYPE by json_format.Parse, or why it was refused."""
+    name, _, text = line.partition(" ")
+    message = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(name))()
+    try:
+        json_format.Parse(text, message)
+    except json_format.ParseError as err:
+        return {"error": str(err)}
+    return {"json": to_json(message)}
+
+
 def big(request, context):
     return pb.BigReply(data=b"x" * request.size)
 
@@ -93,6 +123,7 @@ handlers = {
     "Slow": unary(slow, pb.SlowRequest, pb.CallInfo),
     "Big": unary(big, pb.BigRequest, pb.BigReply),
     "Labelled": unary(labelled, pb.Empty, pb.Everything),
+    "Mirror": unary(mirror, pb.Scalars, pb.Scalars),
 }
 
 def not_served(version):
@@ -136,7 +167,14 @@ port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(f"listening on 127.0.0.1:{port}", flush=True)
 for line in sys.stdin:
-    if line.strip() == "stats":
+    command, _, rest = line.strip().partition(" ")
+    if command == "stats":
         with lock:
             print(json.dumps(counts), flush=True)
+    elif command == "last":
+        with lock:
+            last = mirrored[0]
+        print(json.dumps({"json": None if last is None else to_json(last)}), flush=True)
+    elif command == "parse":
+        print(json.dumps(parse(rest)), flush=True)
 server.stop(0)

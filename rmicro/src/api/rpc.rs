@@ -22,6 +22,10 @@
 //! seen without restarting the gateway. Concurrent requests that find them missing for the same node share
 //! one read from it, and its failure. A node without server reflection answers 501 saying so.
 //! Errors come back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
+//!
+//! JSON is proto3's canonical mapping as go-micro's grpc server codec (jsonpb), protojson and
+//! Python's json_format write it: lowerCamelCase (`json_name`) field names, default values of
+//! fields without presence left out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +48,7 @@ use super::proxy::{Quarantine, Seen};
 use super::{error, HandlerConfig};
 
 mod flight;
+mod proto_json;
 mod reflect;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -1103,9 +1108,10 @@ impl RpcHandler {
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
-        let options = prost_reflect::SerializeOptions::new()
-            .use_proto_field_name(true)
-            .skip_default_fields(target.response_body.is_empty());
+        // Proto3 JSON as go-micro's grpc server codec (jsonpb), protojson and json_format
+        // write it: lowerCamelCase names (a field's `json_name`), fields without presence left
+        // out at their default values.
+        let options = prost_reflect::SerializeOptions::new();
         let mut lookups = 0;
         let mut json = loop {
             let output = DynamicMessage::decode(method.output(), reply.clone()).map_err(|e| {
@@ -1116,7 +1122,10 @@ impl RpcHandler {
             })?;
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {
-                    Ok(json) => break json,
+                    Ok(mut json) => {
+                        proto_json::mend_response(&output, &mut json);
+                        break json;
+                    }
                     Err(e) => e.to_string(),
                 };
             let found = match missing_message(&unconverted) {
@@ -1140,9 +1149,7 @@ impl RpcHandler {
             }
         };
         if !target.response_body.is_empty() {
-            json = json
-                .get_mut(&target.response_body)
-                .map(serde_json::Value::take)
+            json = response_field(&method.output(), &reply, json, &target.response_body)
                 .ok_or_else(|| {
                     error::response(
                         StatusCode::BAD_GATEWAY,
@@ -1157,6 +1164,29 @@ impl RpcHandler {
         );
         Ok(resp)
     }
+}
+
+/// The field `name` (as the binding's `response_body` names it: its proto name) of the response
+/// `json`, decoded from `reply` of type `desc`. A field left out at its default value is written
+/// with it (`[]`, `0`, `""`…), so the answer is never empty.
+fn response_field(
+    desc: &MessageDescriptor,
+    reply: &Bytes,
+    mut json: serde_json::Value,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let field = desc
+        .get_field_by_name(name)
+        .or_else(|| desc.get_field_by_json_name(name))?;
+    if let Some(value) = json.get_mut(field.json_name()) {
+        return Some(value.take());
+    }
+    let output = DynamicMessage::decode(desc.clone(), reply.clone()).ok()?;
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    let mut json = output
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .ok()?;
+    json.get_mut(field.json_name()).map(serde_json::Value::take)
 }
 
 /// The key of the descriptors of `grpc_service` read for registry service `service`.
@@ -1269,8 +1299,7 @@ fn build_request(
 ) -> Result<DynamicMessage, String> {
     let mut json = serde_json::Map::new();
     if !body.is_empty() && !target.body.is_empty() {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| format!("the request body is not JSON: {e}"))?;
+        let value = proto_json::parse_body(body)?;
         if target.body == "*" {
             match value {
                 serde_json::Value::Object(map) => json = map,
@@ -1328,7 +1357,8 @@ fn build_request(
             set_param(&mut json, &chain, &key, &value)?;
         }
     }
-    let value = serde_json::Value::Object(json);
+    let mut value = serde_json::Value::Object(json);
+    proto_json::conform_request(desc, &mut value, "")?;
     DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
 }

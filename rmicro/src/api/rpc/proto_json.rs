@@ -1,0 +1,435 @@
+//! Where the message JSON of prost-reflect's serde support differs from proto3 JSON as real
+//! peers write it (protojson, json_format), and the mending.
+
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
+};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value as Json;
+
+/// A request body's JSON. A key given twice in one object is an error, as in protojson and
+/// json_format (serde_json keeps the last silently); errors say where (line and column).
+pub(super) fn parse_body(body: &[u8]) -> Result<Json, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = Strict
+        .deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value))
+        .map_err(|e| format!("the request body is not JSON: {e}"))?;
+    Ok(value)
+}
+
+/// Reads any JSON value, refusing duplicate keys.
+#[derive(Clone, Copy)]
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Json;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!("key `{key}` given twice")));
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Json::Object(object))
+    }
+}
+
+/// Brings a request's `json` for message `desc` to a form prost-reflect reads as protojson and
+/// json_format read it (`at` names where, for errors):
+/// - a field named twice (by its proto name and its JSON name) is an error;
+/// - an integer written with a fraction or an exponent (`1.0`, `1e3`, `"1e2"`) is that integer;
+/// - a `float` written with more digits than it holds (`3.4028235e38`, `float`'s largest value as
+///   peers write it) is rounded to a `float`, not refused as out of range;
+/// - an `Any` of `google.protobuf.Empty` may leave out `value` (json_format writes it so).
+pub(super) fn conform_request(
+    desc: &MessageDescriptor,
+    json: &mut Json,
+    at: &str,
+) -> Result<(), String> {
+    match desc.full_name() {
+        "google.protobuf.Any" => return conform_any(desc, json, at),
+        "google.protobuf.FloatValue"
+        | "google.protobuf.DoubleValue"
+        | "google.protobuf.Int64Value"
+        | "google.protobuf.UInt64Value"
+        | "google.protobuf.Int32Value"
+        | "google.protobuf.UInt32Value" => {
+            if let Some(field) = desc.get_field_by_name("value") {
+                conform_scalar(&field.kind(), json);
+            }
+            return Ok(());
+        }
+        name if name.starts_with("google.protobuf.") && is_special(name) => return Ok(()),
+        _ => {}
+    }
+    let Json::Object(object) = json else {
+        return Ok(());
+    };
+    let mut seen: Vec<(u32, &str)> = Vec::new();
+    for (key, value) in object.iter_mut() {
+        let Some(field) = desc
+            .get_field_by_name(key)
+            .or_else(|| desc.get_field_by_json_name(key))
+        else {
+            continue;
+        };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == field.number()) {
+            return Err(format!(
+                "`{at}{key}` and `{at}{first}` name the same field of `{}`; give it once",
+                desc.full_name()
+            ));
+        }
+        seen.push((field.number(), key));
+        let at = format!("{at}{key}.");
+        match value {
+            Json::Null => {}
+            Json::Array(items) if field.is_list() => {
+                for item in items {
+                    conform_field(&field.kind(), item, &at)?;
+                }
+            }
+            Json::Object(entries) if field.is_map() => {
+                let Kind::Message(entry) = field.kind() else {
+                    continue;
+                };
+                let kind = entry.map_entry_value_field().kind();
+                for item in entries.values_mut() {
+                    conform_field(&kind, item, &at)?;
+                }
+            }
+            value => conform_field(&field.kind(), value, &at)?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether `google.protobuf.<name>` has a JSON form of its own (not an object of its fields).
+fn is_special(name: &str) -> bool {
+    matches!(
+        name.trim_start_matches("google.protobuf."),
+        "Timestamp"
+            | "Duration"
+            | "FieldMask"
+            | "Struct"
+            | "Value"
+            | "ListValue"
+            | "BoolValue"
+            | "StringValue"
+            | "BytesValue"
+            | "Empty"
+    )
+}
+
+fn conform_field(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
+    match kind {
+        Kind::Message(desc) => conform_request(desc, json, at),
+        kind => {
+            conform_scalar(kind, json);
+            Ok(())
+        }
+    }
+}
+
+/// An `Any`'s message, when the pool knows its type (else the parser says it does not).
+fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<(), String> {
+    let Json::Object(object) = json else {
+        return Ok(());
+    };
+    let Some(url) = object.get("@type").and_then(Json::as_str) else {
+        return Ok(());
+    };
+    let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    let Some(inner) = desc.parent_pool().get_message_by_name(&name) else {
+        return Ok(());
+    };
+    if name == "google.protobuf.Empty" && !object.contains_key("value") {
+        object.insert("value".into(), Json::Object(serde_json::Map::new()));
+    }
+    if name.starts_with("google.protobuf.") && name != "google.protobuf.Any" {
+        if let Some(value) = object.get_mut("value") {
+            return conform_request(&inner, value, at);
+        }
+    }
+    conform_request(&inner, json, at)
+}
+
+/// A number for an integer or `float` field, in the form the parser reads.
+fn conform_scalar(kind: &Kind, json: &mut Json) {
+    match kind {
+        Kind::Float => {
+            if let Some(f) = json.as_f64().filter(|f| f.is_finite()) {
+                // Rounded to the nearest `float`: one past its range stays out of range.
+                let rounded = f as f32;
+                // Exactly that `float`, widened (its shortest decimal may read back as a
+                // `double` past `float`'s range).
+                if let Some(n) = serde_json::Number::from_f64(f64::from(rounded)) {
+                    *json = Json::Number(n);
+                }
+            }
+        }
+        Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64
+        | Kind::Uint32
+        | Kind::Fixed32
+        | Kind::Uint64
+        | Kind::Fixed64 => {
+            let integer = match &*json {
+                Json::Number(n) if n.is_f64() => n.as_f64().and_then(integral_f64),
+                Json::String(s) if s.parse::<i128>().is_err() => integral_text(s),
+                _ => None,
+            };
+            if let Some(integer) = integer {
+                *json = match &*json {
+                    Json::String(_) => Json::String(integer),
+                    _ => serde_json::from_str(&integer).unwrap_or(Json::String(integer)),
+                };
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `f` as an integer's decimal digits, when it is one.
+fn integral_f64(f: f64) -> Option<String> {
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.9e19).then(|| format!("{f:.0}"))
+}
+
+/// A decimal number with a fraction or an exponent (`1.50e1`), as an integer's digits, when it
+/// is one exactly; `None` for anything else.
+fn integral_text(text: &str) -> Option<String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    // The decimal point's place in `digits`, once the exponent has moved it.
+    let point = i64::try_from(whole.len()).ok()? + i64::from(exponent);
+    if !(0..=40).contains(&point) {
+        return (digits.bytes().all(|b| b == b'0')).then(|| "0".to_string());
+    }
+    let point = point as usize;
+    let (int, frac) = if point <= digits.len() {
+        (digits[..point].to_string(), &digits[point..])
+    } else {
+        (format!("{digits}{}", "0".repeat(point - digits.len())), "")
+    };
+    if frac.bytes().any(|b| b != b'0') {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    Some(match (int.is_empty(), negative) {
+        (true, _) => "0".to_string(),
+        (false, true) => format!("-{int}"),
+        (false, false) => int.to_string(),
+    })
+}
+
+/// Mends `json`, written from `message` by prost-reflect, where it is not what protojson and
+/// json_format write:
+/// - a `float` field's value as the shortest decimal that reads back as that `float` (`0.1`),
+///   not as the `double` it widens to (`0.10000000149011612`);
+/// - a `FloatValue` or `DoubleValue` that holds NaN or an infinity as `"NaN"`, `"Infinity"` or
+///   `"-Infinity"`, as a plain `float` or `double` field's is, not as `null`.
+pub(super) fn mend_response(message: &DynamicMessage, json: &mut Json) {
+    match message.descriptor().full_name() {
+        "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => {
+            if let Some(value) = message.get_field_by_name("value") {
+                mend_scalar(&value, json);
+            }
+        }
+        "google.protobuf.Any" => mend_any(message, json),
+        _ => {
+            for (field, value) in message.fields() {
+                if let Some(json) = json.get_mut(field.json_name()) {
+                    mend_value(&field, value, json);
+                }
+            }
+        }
+    }
+}
+
+/// The message an `Any` holds, when the pool knows its type: in `json` itself, or under
+/// `value` for a well-known type with a JSON form of its own.
+fn mend_any(any: &DynamicMessage, json: &mut Json) {
+    let (Some(url), Some(bytes)) = (
+        any.get_field_by_name("type_url"),
+        any.get_field_by_name("value"),
+    ) else {
+        return;
+    };
+    let (Some(url), Some(bytes)) = (url.as_str(), bytes.as_bytes()) else {
+        return;
+    };
+    let name = url.rsplit('/').next().unwrap_or(url);
+    let pool = any.descriptor().parent_pool().clone();
+    let Some(desc) = pool.get_message_by_name(name) else {
+        return;
+    };
+    let Ok(inner) = DynamicMessage::decode(desc, bytes.clone()) else {
+        return;
+    };
+    let json = match json.get_mut("value") {
+        Some(value) if name.starts_with("google.protobuf.") => value,
+        _ => json,
+    };
+    mend_response(&inner, json);
+}
+
+fn mend_value(field: &FieldDescriptor, value: &Value, json: &mut Json) {
+    match value {
+        Value::List(items) => {
+            if let Json::Array(values) = json {
+                for (item, json) in items.iter().zip(values) {
+                    mend_scalar(item, json);
+                }
+            }
+        }
+        Value::Map(entries) => {
+            let Kind::Message(entry) = field.kind() else {
+                return;
+            };
+            let value_field = entry.map_entry_value_field();
+            for (key, value) in entries {
+                let key = match key {
+                    MapKey::Bool(b) => b.to_string(),
+                    MapKey::I32(n) => n.to_string(),
+                    MapKey::I64(n) => n.to_string(),
+                    MapKey::U32(n) => n.to_string(),
+                    MapKey::U64(n) => n.to_string(),
+                    MapKey::String(s) => s.clone(),
+                };
+                if let Some(json) = json.get_mut(&key) {
+                    mend_value(&value_field, value, json);
+                }
+            }
+        }
+        value => mend_scalar(value, json),
+    }
+}
+
+/// A single value (a list's item, a map's value or a field's).
+fn mend_scalar(value: &Value, json: &mut Json) {
+    match value {
+        Value::F32(f) => *json = float(f64::from(*f), f.is_finite().then(|| f.to_string())),
+        Value::F64(f) if !f.is_finite() => *json = float(*f, None),
+        Value::Message(message) => mend_response(message, json),
+        _ => {}
+    }
+}
+
+/// `f` as proto3 JSON writes it: a non-finite one as its string, a finite one as the number
+/// `shortest` (Rust's shortest decimal that reads back as the value) says, else as `f`.
+fn float(f: f64, shortest: Option<String>) -> Json {
+    if f.is_nan() {
+        return Json::String("NaN".into());
+    }
+    if f.is_infinite() {
+        let name = if f > 0.0 { "Infinity" } else { "-Infinity" };
+        return Json::String(name.into());
+    }
+    let f = shortest.and_then(|s| s.parse::<f64>().ok()).unwrap_or(f);
+    serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_with_a_fraction_or_an_exponent_are_read_exactly() {
+        assert_eq!(integral_text("1e2").as_deref(), Some("100"));
+        assert_eq!(integral_text("-1.50e1").as_deref(), Some("-15"));
+        assert_eq!(integral_text("1.0").as_deref(), Some("1"));
+        assert_eq!(
+            integral_text("9223372036854775807.0").as_deref(),
+            Some("9223372036854775807")
+        );
+        assert_eq!(integral_text("0.0e-5").as_deref(), Some("0"));
+        assert_eq!(integral_text("1.5"), None);
+        assert_eq!(integral_text("1e-1"), None);
+        assert_eq!(integral_text("e5"), None);
+        assert_eq!(integral_text("0x10"), None);
+        assert_eq!(integral_text("."), None);
+        assert_eq!(integral_f64(1e3).as_deref(), Some("1000"));
+        assert_eq!(integral_f64(1.5), None);
+    }
+
+    #[test]
+    fn floats_are_written_as_their_shortest_decimal_and_non_finite_as_strings() {
+        let shortest = |f: f32| float(f64::from(f), Some(f.to_string())).to_string();
+        assert_eq!(shortest(0.1), "0.1");
+        assert_eq!(shortest(f32::MAX), "3.4028235e+38");
+        assert_eq!(shortest(-1e-45), "-1e-45");
+        assert_eq!(float(f64::NAN, None), Json::from("NaN"));
+        assert_eq!(float(f64::NEG_INFINITY, None), Json::from("-Infinity"));
+    }
+}
