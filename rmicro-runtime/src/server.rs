@@ -119,6 +119,7 @@ where
         let remaining = ctx.remaining();
         let fut = context::scope(ctx, serve(req));
         Box::pin(async move {
+            let fut = async move { too_large_is_resource_exhausted(fut.await) };
             match remaining {
                 Some(left) => {
                     let deadline = tokio::time::Instant::now() + left;
@@ -134,6 +135,29 @@ where
             }
         })
     })
+}
+
+/// tonic refuses a request message over the size limit with `OUT_OF_RANGE`; gRPC's status code
+/// table, grpc-go and grpc core say `RESOURCE_EXHAUSTED`, which clients' error handling and retry
+/// policies expect. Looked at only on answers that are an error from the start (their
+/// `grpc-status` in the head).
+fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers.get("grpc-message").is_some_and(|m| {
+            // Percent-encoded as tonic writes it (spaces too), or not.
+            m.as_bytes()
+                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
+                || m.as_bytes()
+                    .starts_with(b"Error, decoded message length too large")
+        });
+    if too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+    response
 }
 
 fn deadline_passed() -> Status {
@@ -242,11 +266,7 @@ impl ServiceDef {
         let handler = Handler(Arc::new(handler));
         let route = route(false, move |req| {
             let handler = handler.clone();
-            async move {
-                Grpc::new(ProstCodec::<Resp, Req>::new())
-                    .unary(handler, req)
-                    .await
-            }
+            async move { grpc::<Req, Resp>().unary(handler, req).await }
         });
         self.routes.push((path, route));
         self
@@ -263,11 +283,7 @@ impl ServiceDef {
         let handler = Handler(Arc::new(handler));
         let route = route(true, move |req| {
             let handler = handler.clone();
-            async move {
-                Grpc::new(ProstCodec::<Resp, Req>::new())
-                    .server_streaming(handler, req)
-                    .await
-            }
+            async move { grpc::<Req, Resp>().server_streaming(handler, req).await }
         });
         self.routes.push((path, route));
         self
@@ -284,11 +300,7 @@ impl ServiceDef {
         let handler = Handler(Arc::new(handler));
         let route = route(false, move |req| {
             let handler = handler.clone();
-            async move {
-                Grpc::new(ProstCodec::<Resp, Req>::new())
-                    .client_streaming(handler, req)
-                    .await
-            }
+            async move { grpc::<Req, Resp>().client_streaming(handler, req).await }
         });
         self.routes.push((path, route));
         self
@@ -305,15 +317,18 @@ impl ServiceDef {
         let handler = Handler(Arc::new(handler));
         let route = route(true, move |req| {
             let handler = handler.clone();
-            async move {
-                Grpc::new(ProstCodec::<Resp, Req>::new())
-                    .streaming(handler, req)
-                    .await
-            }
+            async move { grpc::<Req, Resp>().streaming(handler, req).await }
         });
         self.routes.push((path, route));
         self
     }
+}
+
+/// The gRPC codec layer of one call: gzip-compressed request messages are accepted (clients of
+/// grpc-go, grpcio and others send them when told to compress); responses go out uncompressed.
+fn grpc<Req: WireMessage, Resp: WireMessage>() -> Grpc<ProstCodec<Resp, Req>> {
+    Grpc::new(ProstCodec::<Resp, Req>::new())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
 }
 
 /// A registered service: its name and endpoint metadata.

@@ -39,28 +39,33 @@ async fn python_grpcio_client_calls_every_method() {
     let (addr, _guard) = spawn(server).await;
 
     let script = root.join("tests/python/user_client.py");
-    let args = [
-        script.display().to_string(),
-        addr.to_string(),
-        stubs.display().to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(&args)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the Python client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"call": "Hello Python", "error": ["INVALID_ARGUMENT", "name must not be empty"], "ping_pong": [5, 6], "stream": [0, 1, 2]}"#
-    );
+    // Plain, then with every request message gzip-compressed.
+    for compression in ["", "gzip"] {
+        let args = [
+            script.display().to_string(),
+            addr.to_string(),
+            stubs.display().to_string(),
+            compression.to_string(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("python3")
+                .args(args.iter().filter(|a| !a.is_empty()))
+                .output()
+                .expect("python3 runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "the Python client failed ({compression:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            r#"{"call": "Hello Python", "error": ["INVALID_ARGUMENT", "name must not be empty"], "ping_pong": [5, 6], "stream": [0, 1, 2], "too_big": "RESOURCE_EXHAUSTED"}"#,
+            "{compression:?}"
+        );
+    }
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

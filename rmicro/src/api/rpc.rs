@@ -1237,13 +1237,15 @@ fn too_large(
     grpc_path: &str,
 ) -> Option<Fail> {
     let message = status.message();
-    // tonic (at either end) words it so, a request's own size in it; grpc-go as
-    // `grpc: received message larger than max (N vs. M)`, gRPC's C core (Python, C++, Ruby…)
-    // as `Received message larger than max (N vs. M)`, Python's with `SERVER: ` before.
-    let tonic_limit = status.code() == tonic::Code::OutOfRange
-        && message.starts_with("Error, decoded message length too large");
+    // tonic (at either end) words it so, a request's own size in it, with OUT_OF_RANGE (rmicro
+    // servers answer it with RESOURCE_EXHAUSTED, as gRPC says); grpc-go as `grpc: received
+    // message larger than max (N vs. M)`, gRPC's C core (Python, C++, Ruby…) as `Received
+    // message larger than max (N vs. M)`, Python's with `SERVER: ` before.
+    let tonic_words = message.starts_with("Error, decoded message length too large");
+    let tonic_limit = status.code() == tonic::Code::OutOfRange && tonic_words;
     let grpc_limit = status.code() == tonic::Code::ResourceExhausted
-        && (message.contains("received message larger than max")
+        && (tonic_words
+            || message.contains("received message larger than max")
             || message.contains("Received message larger than max"));
     if grpc_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
         return Some(error::response(
