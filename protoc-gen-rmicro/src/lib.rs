@@ -31,6 +31,7 @@ mod docs;
 mod error;
 pub mod header;
 mod http;
+mod imports;
 mod names;
 pub mod options;
 pub mod project;
@@ -117,6 +118,28 @@ impl Input {
             to_generate: to_generate.into_iter().map(Into::into).collect(),
             bindings: http::bindings(bytes, http::Source::DescriptorSet).map_err(bad)?,
         })
+    }
+}
+
+impl Input {
+    /// Also generates the imported packages whose types generated code names (in message fields,
+    /// rpc inputs and rpc outputs), transitively, as prost-build does in build.rs; packages that
+    /// `options` map to existing Rust types with `extern_path` (the well-known types are) and
+    /// packages imported only for their options (`google/api/annotations.proto`) are left out.
+    ///
+    /// A protoc plugin generates only the files protoc names, so its code for `a.proto` compiles
+    /// once the imported packages are generated too, by the same run or another; a build script
+    /// has no other run, so rmicro-build calls this. Returns the packages added.
+    pub fn generate_referenced_imports(&mut self, options: &Options) -> Vec<String> {
+        let externs = extern_paths(options, &self.files);
+        let added = imports::referenced_packages(&self.files, &self.to_generate, &externs);
+        for file in &self.files {
+            let named = self.to_generate.iter().any(|n| n == file.name());
+            if !named && added.contains(file.package()) {
+                self.to_generate.push(file.name().to_string());
+            }
+        }
+        added.into_iter().collect()
     }
 }
 

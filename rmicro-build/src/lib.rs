@@ -94,7 +94,11 @@ pub(crate) fn generate(
     includes: &[PathBuf],
 ) -> Result<(Vec<GeneratedFile>, Vec<PathBuf>), Error> {
     let compiled = descriptors(protos, includes)?;
-    let input = Input::from_descriptor_set_bytes(&compiled.descriptor_set, compiled.to_generate)?;
+    let mut input =
+        Input::from_descriptor_set_bytes(&compiled.descriptor_set, compiled.to_generate)?;
+    // Nothing else generates the imported packages the code names: without them it would not
+    // compile.
+    input.generate_referenced_imports(options);
     let files = protoc_gen_rmicro::generate(&input, options)?;
     Ok((files, compiled.read))
 }
