@@ -285,7 +285,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
             content: format!(
                 "{header}\n// source: {}\n\n{}",
                 all_sources.join(", "),
-                include_tree(&emitted)
+                include_tree(&emitted, include)
             ),
         });
     }
@@ -650,7 +650,12 @@ fn package_scopes(files: &[FileDescriptorProto]) -> HashMap<String, names::Scope
 }
 
 /// The include file: a module per package segment, each `include!`ing its package's file.
-fn include_tree(emitted: &[(Module, String)]) -> String {
+///
+/// `include!` paths are relative to the file that holds them, and the package files are at the
+/// top of the output directory: an include file in a subdirectory (`gen/mod.rs`) climbs up to
+/// them.
+fn include_tree(emitted: &[(Module, String)], include_file: &str) -> String {
+    let up = "../".repeat(include_file.matches('/').count());
     #[derive(Default)]
     struct Node {
         file: Option<String>,
@@ -674,7 +679,7 @@ fn include_tree(emitted: &[(Module, String)]) -> String {
         for part in module.parts() {
             node = node.children.entry(part.to_string()).or_default();
         }
-        node.file = Some(file.clone());
+        node.file = Some(format!("{up}{file}"));
     }
     let tokens = render(&root, true);
     match syn::parse2::<syn::File>(tokens) {
