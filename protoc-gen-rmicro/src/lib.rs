@@ -31,6 +31,7 @@ mod docs;
 mod error;
 pub mod header;
 mod http;
+mod imports;
 mod names;
 pub mod options;
 pub mod project;
@@ -117,6 +118,28 @@ impl Input {
             to_generate: to_generate.into_iter().map(Into::into).collect(),
             bindings: http::bindings(bytes, http::Source::DescriptorSet).map_err(bad)?,
         })
+    }
+}
+
+impl Input {
+    /// Also generates the imported packages whose types generated code names (in message fields,
+    /// rpc inputs and rpc outputs), transitively, as prost-build does in build.rs; packages that
+    /// `options` map to existing Rust types with `extern_path` (the well-known types are) and
+    /// packages imported only for their options (`google/api/annotations.proto`) are left out.
+    ///
+    /// A protoc plugin generates only the files protoc names, so its code for `a.proto` compiles
+    /// once the imported packages are generated too, by the same run or another; a build script
+    /// has no other run, so rmicro-build calls this. Returns the packages added.
+    pub fn generate_referenced_imports(&mut self, options: &Options) -> Vec<String> {
+        let externs = extern_paths(options, &self.files);
+        let added = imports::referenced_packages(&self.files, &self.to_generate, &externs);
+        for file in &self.files {
+            let named = self.to_generate.iter().any(|n| n == file.name());
+            if !named && added.contains(file.package()) {
+                self.to_generate.push(file.name().to_string());
+            }
+        }
+        added.into_iter().collect()
     }
 }
 
@@ -262,7 +285,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
             content: format!(
                 "{header}\n// source: {}\n\n{}",
                 all_sources.join(", "),
-                include_tree(&emitted)
+                include_tree(&emitted, include)
             ),
         });
     }
@@ -627,7 +650,12 @@ fn package_scopes(files: &[FileDescriptorProto]) -> HashMap<String, names::Scope
 }
 
 /// The include file: a module per package segment, each `include!`ing its package's file.
-fn include_tree(emitted: &[(Module, String)]) -> String {
+///
+/// `include!` paths are relative to the file that holds them, and the package files are at the
+/// top of the output directory: an include file in a subdirectory (`gen/mod.rs`) climbs up to
+/// them.
+fn include_tree(emitted: &[(Module, String)], include_file: &str) -> String {
+    let up = "../".repeat(include_file.matches('/').count());
     #[derive(Default)]
     struct Node {
         file: Option<String>,
@@ -651,7 +679,7 @@ fn include_tree(emitted: &[(Module, String)]) -> String {
         for part in module.parts() {
             node = node.children.entry(part.to_string()).or_default();
         }
-        node.file = Some(file.clone());
+        node.file = Some(format!("{up}{file}"));
     }
     let tokens = render(&root, true);
     match syn::parse2::<syn::File>(tokens) {

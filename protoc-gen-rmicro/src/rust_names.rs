@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use prost_build::Module;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
 
 use crate::names::{sanitize, snake, upper_camel};
@@ -42,6 +43,7 @@ pub(crate) fn check(
     generated: &Generated<'_>,
     retain_enum_prefix: bool,
 ) -> Result<(), Error> {
+    packages(files, generated)?;
     let mut modules: HashMap<String, HashMap<String, Named>> = HashMap::new();
     for file in files {
         let locate = |path: &[i32]| Site::of(file, path);
@@ -77,6 +79,42 @@ pub(crate) fn check(
                 refuse_vanishing("method", method.name(), &full, &site)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses two protobuf packages that become one Rust module (`foo.Bar` and `foo.bar`, or
+/// `foo.barBaz` and `foo.bar_baz`) when either is written: prost-build merges their code into one
+/// module, so one package's file would hold both and the other's would never be written (and on a
+/// case-insensitive file system the two files are one). Packages mapped with `extern_path` are not
+/// generated and do not count.
+fn packages(files: &[FileDescriptorProto], generated: &Generated<'_>) -> Result<(), Error> {
+    let mut modules: HashMap<Module, &FileDescriptorProto> = HashMap::new();
+    for file in files {
+        let package = file.package();
+        if is_extern(&format!(".{package}"), generated.externs) {
+            continue;
+        }
+        let module = Module::from_protobuf_package_name(package);
+        let Some(first) = modules.get(&module) else {
+            modules.insert(module, file);
+            continue;
+        };
+        let written = |p: &str| generated.packages.contains(p);
+        if first.package() == package || !(written(package) || written(first.package())) {
+            continue;
+        }
+        let (site, first_site) = (Site::of(file, &[2]), Site::of(first, &[2]));
+        return Err(Error::Unsupported(format!(
+            "{}package `{package}` and package `{}`{} both become the Rust module `{}`, so their \
+             code would be merged into one file; rename one of them so that the two differ by \
+             more than letter case and underscores (protobuf packages are conventionally \
+             lower_snake_case)",
+            site.prefix(),
+            first.package(),
+            first_site.reference(&site),
+            module.parts().collect::<Vec<_>>().join("::"),
+        )));
     }
     Ok(())
 }

@@ -368,6 +368,64 @@ fn name_clashes_count_only_in_code_that_is_generated() {
 }
 
 #[test]
+fn packages_that_become_one_rust_module_are_refused_naming_both() {
+    let files = [
+        (
+            "upper.proto",
+            "syntax = \"proto3\";\npackage foo.Bar;\nmessage Upper {}\n",
+        ),
+        (
+            "lower.proto",
+            "syntax = \"proto3\";\n\npackage foo.bar;\nimport \"upper.proto\";\nmessage Lower {\n  foo.Bar.Upper u = 1;\n}\n",
+        ),
+    ];
+    let refused = "--rmicro_out: lower.proto:3:1: package `foo.bar` and package `foo.Bar` \
+                   (upper.proto:2) both become the Rust module `foo::bar`, so their code would be \
+                   merged into one file; rename one of them so that the two differ by more than \
+                   letter case and underscores (protobuf packages are conventionally \
+                   lower_snake_case)";
+
+    // Both generated: before, one file `foo.Bar.rs` held both packages and `foo.bar.rs` was
+    // never written.
+    let (output, out) = protoc_on("module-case-both", &files, &["upper.proto", "lower.proto"]);
+    assert!(!output.status.success(), "{:?}", written(&out));
+    assert!(stderr(&output).contains(refused), "{}", stderr(&output));
+
+    // One generated, the other imported: its types would still land in the generated file.
+    let (output, _) = protoc_on("module-case-one", &files, &["lower.proto"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(refused), "{}", stderr(&output));
+
+    // The imported package mapped to an existing crate: nothing is merged.
+    let (output, out) = protoc_on(
+        "module-case-extern",
+        &files,
+        &["--rmicro_opt=extern_path=.foo.Bar=::upper", "lower.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["foo.bar.rs"]);
+
+    // Underscores vanish the same way.
+    let (output, _) = protoc_on(
+        "module-underscore",
+        &[
+            ("a.proto", "syntax = \"proto3\";\npackage foo.barBaz;\n"),
+            ("b.proto", "syntax = \"proto3\";\npackage foo.bar_baz;\n"),
+        ],
+        &["a.proto", "b.proto"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: b.proto:2:1: package `foo.bar_baz` and package `foo.barBaz` (a.proto:2) \
+             both become the Rust module `foo::bar_baz`"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
     // A package set but empty: protoc never sends it, and prost-build's message graph then names
     // the message `..p.M` and panics looking up `.M`. Nothing in the plugin refuses it first.

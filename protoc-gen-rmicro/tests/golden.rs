@@ -103,3 +103,47 @@ fn deprecated_services_and_methods_are_marked_deprecated() {
         ]
     );
 }
+
+#[test]
+fn an_include_file_in_a_subdirectory_reaches_the_package_files() {
+    // The package files are written at the top of the output directory; `include!` paths are
+    // relative to the file holding them.
+    for (include_file, dir) in [("mod.rs", ""), ("gen/mod.rs", "gen"), ("a/b/all.rs", "a/b")] {
+        let case = &common::CASES[1];
+        let parameter = format!("include_file={include_file}");
+        let response =
+            protoc_gen_rmicro::run_plugin(&common::request(case.files, &parameter)).unwrap();
+        assert_eq!(response.error, None);
+        let written: Vec<std::path::PathBuf> = response
+            .file
+            .iter()
+            .map(|f| std::path::Path::new("out").join(f.name()))
+            .collect();
+        let tree = response
+            .file
+            .iter()
+            .find(|f| f.name() == include_file)
+            .and_then(|f| f.content.clone())
+            .expect("the include file");
+        let includes: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("include!(\""))
+            .filter_map(|l| l.strip_suffix("\");"))
+            .collect();
+        assert_eq!(includes.len(), written.len() - 1, "{tree}");
+        for path in includes {
+            let mut resolved = std::path::Path::new("out").join(dir);
+            for part in path.split('/') {
+                match part {
+                    ".." => assert!(resolved.pop()),
+                    part => resolved.push(part),
+                }
+            }
+            assert!(
+                written.contains(&resolved),
+                "{include_file}: include!(\"{path}\") names {}, which is not written",
+                resolved.display()
+            );
+        }
+    }
+}

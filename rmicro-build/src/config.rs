@@ -303,8 +303,8 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// A `.proto` that does not compile, options the generator rejects, no output directory, or
-    /// an I/O failure.
+    /// No `.proto` file, a `.proto` that does not compile, options the generator rejects, no
+    /// output directory, or an I/O failure.
     pub fn try_compile(
         &self,
         protos: &[impl AsRef<Path>],
@@ -315,6 +315,9 @@ impl Config {
             None => PathBuf::from(env_var("OUT_DIR").ok_or(Error::NoOutDir)?),
         };
         let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        if protos.is_empty() {
+            return Err(Error::NoProtos);
+        }
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let rerun = self
             .emit_rerun_if_changed

@@ -30,6 +30,12 @@ pub enum Error {
     /// The project's rmicro-runtime accepts no API level this generator emits.
     #[error("{0}")]
     NoCommonApi(String),
+    /// `compile` or `try_compile` was given no `.proto` file.
+    #[error(
+        "no .proto files to compile: pass at least one, as a path inside one of the include \
+         paths (`compile(&[\"proto/user.proto\"], &[\"proto\"])`)"
+    )]
+    NoProtos,
     /// No output directory: neither `Config::out_dir` nor the `OUT_DIR` variable Cargo sets for
     /// build scripts.
     #[error("OUT_DIR is not set: run this from build.rs, or set an output directory with Config::out_dir")]

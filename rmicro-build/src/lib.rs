@@ -18,7 +18,13 @@
 use std::path::{Path, PathBuf};
 
 use protoc_gen_rmicro::{GeneratedFile, Input, Options};
-use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
+use std::cell::RefCell;
+use std::io::Read;
+use std::rc::Rc;
+
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 
 pub mod check;
 mod config;
@@ -61,8 +67,13 @@ pub(crate) fn descriptors(protos: &[PathBuf], includes: &[PathBuf]) -> Result<Co
     // google/protobuf/descriptor.proto than protox can parse still compiles.
     let mut resolver = ChainFileResolver::new();
     resolver.add(GoogleFileResolver::new());
+    let with_bom = Rc::new(RefCell::new(Vec::new()));
     for include in includes {
-        resolver.add(IncludeFileResolver::new(include.clone()));
+        resolver.add(Include {
+            dir: include.clone(),
+            files: IncludeFileResolver::new(include.clone()),
+            with_bom: Rc::clone(&with_bom),
+        });
     }
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true).include_source_info(true);
@@ -79,12 +90,49 @@ pub(crate) fn descriptors(protos: &[PathBuf], includes: &[PathBuf]) -> Result<Co
     let read = compiler
         .files()
         .filter_map(|f| f.path().map(Path::to_path_buf))
+        .chain(with_bom.take())
         .collect();
     Ok(Compiled {
         descriptor_set: compiler.encode_file_descriptor_set(),
         to_generate,
         read,
     })
+}
+
+/// An include directory whose files may start with a UTF-8 byte order mark, as editors on
+/// Windows write them: protoc skips it, protox reads it as an invalid token.
+struct Include {
+    dir: PathBuf,
+    files: IncludeFileResolver,
+    /// Files read without their mark, which protox then knows by name only (not by path).
+    with_bom: Rc<RefCell<Vec<PathBuf>>>,
+}
+
+impl FileResolver for Include {
+    fn resolve_path(&self, path: &Path) -> Option<String> {
+        self.files.resolve_path(path)
+    }
+
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let path = self.dir.join(name);
+        let mut start = [0; BOM.len()];
+        let marked = std::fs::File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut start))
+            .is_ok()
+            && start == BOM;
+        let source = marked
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten();
+        match source {
+            Some(source) => {
+                self.with_bom.borrow_mut().push(path);
+                File::from_source(name, &source[BOM.len()..])
+            }
+            // protox says what is wrong with the file (not found, not UTF-8, …).
+            None => self.files.open_file(name),
+        }
+    }
 }
 
 /// Generates code for `protos` without writing anything.
@@ -94,7 +142,11 @@ pub(crate) fn generate(
     includes: &[PathBuf],
 ) -> Result<(Vec<GeneratedFile>, Vec<PathBuf>), Error> {
     let compiled = descriptors(protos, includes)?;
-    let input = Input::from_descriptor_set_bytes(&compiled.descriptor_set, compiled.to_generate)?;
+    let mut input =
+        Input::from_descriptor_set_bytes(&compiled.descriptor_set, compiled.to_generate)?;
+    // Nothing else generates the imported packages the code names: without them it would not
+    // compile.
+    input.generate_referenced_imports(options);
     let files = protoc_gen_rmicro::generate(&input, options)?;
     Ok((files, compiled.read))
 }

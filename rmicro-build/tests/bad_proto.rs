@@ -127,6 +127,23 @@ fn a_proto_outside_the_include_paths_says_so() {
     );
 }
 
+#[test]
+fn no_proto_at_all_says_what_to_pass() {
+    // A build.rs that collects the .proto files of an empty or misnamed directory.
+    let dir = std::env::temp_dir().join("rmicro-build-bad-proto-none");
+    let err = rmicro_build::Config::new()
+        .out_dir(dir.join("out"))
+        .api(1)
+        .emit_rerun_if_changed(false)
+        .try_compile(&[] as &[PathBuf], &[dir.join("proto")])
+        .expect_err("nothing to compile");
+    assert_eq!(
+        err.to_string(),
+        "no .proto files to compile: pass at least one, as a path inside one of the include \
+         paths (`compile(&[\"proto/user.proto\"], &[\"proto\"])`)"
+    );
+}
+
 /// In the child process of [`build_script_output`]: compiles as a build script does, with
 /// [`rmicro_build::Config::compile`], which prints the error and exits.
 #[test]

@@ -1,0 +1,52 @@
+//! Source files protoc accepts compile with rmicro-build too.
+
+use std::path::PathBuf;
+
+/// Writes `files` (name, bytes) under a fresh include directory and compiles `a.proto`.
+fn compile(case: &str, files: &[(&str, &[u8])]) -> Result<Vec<PathBuf>, String> {
+    let dir = std::env::temp_dir().join(format!("rmicro-build-sources-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let include = dir.join("proto");
+    for (name, content) in files {
+        let path = include.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    rmicro_build::Config::new()
+        .out_dir(dir.join("out"))
+        .api(1)
+        .emit_rerun_if_changed(false)
+        .try_compile(&[include.join("a.proto")], &[&include])
+        .map_err(|err| err.to_string())
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_as_protoc_does() {
+    // Editors on Windows start UTF-8 files with a byte order mark; protoc skips it.
+    let files: &[(&str, &[u8])] = &[
+        (
+            "a.proto",
+            b"\xEF\xBB\xBFsyntax = \"proto3\";\npackage a;\nimport \"b.proto\";\n\
+              message A {\n  b.B b = 1;\n}\nservice S {\n  rpc M(A) returns (A);\n}\n",
+        ),
+        (
+            "b.proto",
+            b"\xEF\xBB\xBFsyntax = \"proto3\";\npackage b;\nmessage B {}\n",
+        ),
+    ];
+    let written = compile("bom", files).unwrap_or_else(|err| panic!("{err}"));
+    let code = std::fs::read_to_string(&written[0]).unwrap();
+    assert!(code.contains("pub struct A {"), "{code}");
+    assert!(code.contains("pub trait SHandler"), "{code}");
+
+    // An error after the mark still names its line and column.
+    let broken: &[(&str, &[u8])] = &[(
+        "a.proto",
+        b"\xEF\xBB\xBFsyntax = \"proto3\";\npackage a;\nmessage A {\n  strin x = 1;\n}\n",
+    )];
+    let err = compile("bom-broken", broken).expect_err("a .proto that does not compile");
+    assert!(
+        err.contains("a.proto:4:3: name 'strin' is not defined"),
+        "{err}"
+    );
+}
