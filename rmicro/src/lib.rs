@@ -168,6 +168,8 @@ fn run_gateway(
                 return ExitCode::from(2);
             }
         };
+        // Before the gateway says it listens: from then on, a SIGHUP never stops it.
+        reload_tls_on_hangup(gateway.clone());
         let sockets = match api::workers::bind(&address, workers) {
             Ok(sockets) => sockets,
             Err(err) => {
@@ -186,9 +188,6 @@ fn run_gateway(
             https = gateway.serves_tls(),
             "gateway workers"
         );
-        if gateway.serves_tls() {
-            reload_tls_on_hangup(gateway.clone());
-        }
         match api::workers::serve(gateway, sockets, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -201,7 +200,8 @@ fn run_gateway(
 
 /// Re-reads the gateway's TLS certificate and key on each SIGHUP, as nginx does on a reload:
 /// a renewed certificate is taken without a restart. One that cannot be used is logged, and the
-/// one in use stays.
+/// one in use stays. Without HTTPS there is nothing to re-read, and SIGHUP is only logged: a
+/// reload (`systemctl reload`, a log rotation's `kill -HUP`) must not stop the gateway.
 fn reload_tls_on_hangup(gateway: api::Gateway) {
     #[cfg(unix)]
     {
@@ -209,12 +209,16 @@ fn reload_tls_on_hangup(gateway: api::Gateway) {
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => hangups,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP; the TLS certificate is not reloaded on it");
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; nothing is reloaded on it");
                 return;
             }
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                if !gateway.serves_tls() {
+                    tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+                    continue;
+                }
                 match gateway.reload_tls() {
                     Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
                     Err(err) => {

@@ -192,11 +192,7 @@ async fn https_serves_http2_and_http1_chosen_by_alpn() {
 
 /// Sends SIGHUP to `gw`.
 fn hang_up(gw: &GatewayProcess) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gw.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    send(gw, "HUP");
 }
 
 /// Waits (up to 10 s) for a stderr line of `gw` with `text`, after the first `skip` lines.
@@ -351,4 +347,68 @@ fn tls_files_that_cannot_be_used_are_refused_at_start_with_what_is_wrong() {
     // One without the other.
     let err = refused(&["--tls-cert", &p("server.pem")]);
     assert!(err.contains("--tls-key"), "{err}");
+}
+
+/// Sends `signal` (`HUP`, `TERM`) to `gw`.
+fn send(gw: &GatewayProcess, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &gw.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// The status line of a plain HTTP GET of `path` from `addr`.
+fn http_status_line(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn sighup_without_tls_is_logged_and_the_gateway_goes_on_serving() {
+    let mut gw = GatewayProcess::start_with(&[], &[("RUST_LOG", "info")]);
+    assert_eq!(
+        http_status_line(&gw.addr, "/nobody/here"),
+        "HTTP/1.1 404 Not Found"
+    );
+    // Right after it says it listens, and again later.
+    for _ in 0..2 {
+        let seen = gw.lines().len();
+        send(&gw, "HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw
+            .lines()
+            .iter()
+            .skip(seen)
+            .any(|l| l.contains("nothing to reload"))
+        {
+            if let Some(status) = gw.child.try_wait().unwrap() {
+                panic!(
+                    "SIGHUP stopped the gateway ({status}); stderr: {:#?}",
+                    gw.lines()
+                );
+            }
+            assert!(Instant::now() < deadline, "stderr: {:#?}", gw.lines());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gw.child.try_wait().unwrap().is_none());
+        assert_eq!(
+            http_status_line(&gw.addr, "/nobody/here"),
+            "HTTP/1.1 404 Not Found"
+        );
+    }
 }

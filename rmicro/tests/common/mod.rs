@@ -93,10 +93,23 @@ pub(crate) struct GatewayProcess {
 
 impl GatewayProcess {
     pub(crate) fn start(etcd: &Etcd, flags: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        let mut with_etcd = vec![
+            "--registry",
+            "etcd",
+            "--registry-address",
+            &etcd.client_addr,
+        ];
+        with_etcd.extend_from_slice(flags);
+        GatewayProcess::start_with(&with_etcd, env)
+    }
+
+    /// A `rmicro api` process with `flags` (the memory registry unless they say otherwise).
+    pub(crate) fn start_with(flags: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
-            .args(["api", "--address", "127.0.0.1:0", "--registry", "etcd"])
-            .args(["--registry-address", &etcd.client_addr])
+            .args(["api", "--address", "127.0.0.1:0"])
             .args(flags)
+            .env_remove("MICRO_REGISTRY")
+            .env_remove("MICRO_REGISTRY_ADDRESS")
             .env_remove("RUST_LOG")
             .env_remove("MICRO_API_ACCESS_LOG")
             .envs(env.iter().copied())
