@@ -412,3 +412,39 @@ fn sighup_without_tls_is_logged_and_the_gateway_goes_on_serving() {
         );
     }
 }
+
+#[test]
+fn a_tls_handshake_under_way_does_not_hold_the_shutdown_up() {
+    let certs = TestCerts::new("gw-tls-stop");
+    let mut flags = tls_flags(&certs.dir);
+    // A head limit (which bounds the handshake) longer than the shutdown grace period: a
+    // handshake waited for would hold the shutdown for all of it.
+    flags.extend(["--read-header-timeout", "60s", "--shutdown-timeout", "20s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut gw = GatewayProcess::start_with(&flags, &[]);
+
+    // A client that connected and began a handshake (a TLS record header, nothing more).
+    let mut pending = std::net::TcpStream::connect(&gw.addr).unwrap();
+    std::io::Write::write_all(&mut pending, &[0x16, 0x03, 0x01, 0x00, 0x80]).unwrap();
+    // Time for the gateway to accept it.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let started = Instant::now();
+    send(&gw, "TERM");
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the gateway did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}; stderr: {:#?}", gw.lines());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the shutdown waited {:?} for a handshake",
+        started.elapsed()
+    );
+}

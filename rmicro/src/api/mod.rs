@@ -355,6 +355,10 @@ impl Gateway {
         // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
         let tunnels = tunnel::Tunnels::default();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Set once shutdown begins: TLS handshakes still under way give up (the connection
+        // would be closed before its first request anyway).
+        #[cfg(feature = "tls")]
+        let (stopping, stop_handshakes) = tokio::sync::watch::channel(false);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
         loop {
             let (stream, peer) = tokio::select! {
@@ -377,7 +381,10 @@ impl Gateway {
                 head,
                 exchanges: Arc::clone(&exchanges),
                 #[cfg(feature = "tls")]
-                tls: self.tls.as_ref().map(tls::Tls::acceptor),
+                tls: self
+                    .tls
+                    .as_ref()
+                    .map(|tls| (tls.acceptor(), stop_handshakes.clone())),
                 #[cfg(not(feature = "tls"))]
                 tls: std::marker::PhantomData,
             };
@@ -421,6 +428,8 @@ impl Gateway {
             }
         }
         drop(listener);
+        #[cfg(feature = "tls")]
+        let _ = stopping.send(true);
         let deadline = conn::later(tokio::time::Instant::now(), self.args.shutdown_timeout);
         if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
@@ -440,16 +449,21 @@ struct Accepted<'a> {
     idle: Duration,
     head: Duration,
     exchanges: Arc<conn::Exchanges>,
-    /// The TLS handshake to make first, when the gateway serves HTTPS.
+    /// The TLS handshake to make first, when the gateway serves HTTPS, and what turns `true`
+    /// when the gateway starts shutting down.
     #[cfg(feature = "tls")]
-    tls: Option<&'a tokio_rustls::TlsAcceptor>,
+    tls: Option<(
+        &'a tokio_rustls::TlsAcceptor,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
     #[cfg(not(feature = "tls"))]
     tls: std::marker::PhantomData<&'a ()>,
 }
 
 /// Serves one client connection on its own task, watched by `graceful`. With HTTPS, the TLS
 /// handshake is made on that task too (so a slow one never holds up accepting others), within
-/// the request-head limit.
+/// the request-head limit; one still under way when shutdown begins is given up, so that a
+/// client that connected and sent nothing does not hold the shutdown up.
 fn spawn_connection<S, B>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
@@ -472,17 +486,24 @@ fn spawn_connection<S, B>(
         tls,
     } = accepted;
     #[cfg(feature = "tls")]
-    if let Some(acceptor) = tls {
+    if let Some((acceptor, mut stopping)) = tls {
         let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(head, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake not done within {head:?}");
+            let handshake = tokio::time::timeout(head, acceptor.accept(stream));
+            let stream = tokio::select! {
+                made = handshake => match made {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake not done within {head:?}");
+                        return;
+                    }
+                },
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    tracing::debug!(%peer, "TLS handshake given up: shutting down");
                     return;
                 }
             };
