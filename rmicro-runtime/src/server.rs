@@ -119,7 +119,17 @@ where
         let remaining = ctx.remaining();
         let fut = context::scope(ctx, serve(req));
         Box::pin(async move {
-            let fut = async move { too_large_is_resource_exhausted(fut.await) };
+            let fut = async move {
+                let mut response = fut.await;
+                too_large_is_resource_exhausted(response.headers_mut());
+                if streams {
+                    // A request message over the limit in the middle of a stream is refused in
+                    // the trailers.
+                    response.map(|body| Body::new(TooLargeInTrailers(body)))
+                } else {
+                    response
+                }
+            };
             match remaining {
                 Some(left) => {
                     let deadline = tokio::time::Instant::now() + left;
@@ -139,10 +149,9 @@ where
 
 /// tonic refuses a request message over the size limit with `OUT_OF_RANGE`; gRPC's status code
 /// table, grpc-go and grpc core say `RESOURCE_EXHAUSTED`, which clients' error handling and retry
-/// policies expect. Looked at only on answers that are an error from the start (their
-/// `grpc-status` in the head).
-fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
-    let headers = response.headers_mut();
+/// policies expect. Looked at in the head of answers that are an error from the start, and in the
+/// trailers of streamed answers ([`TooLargeInTrailers`]).
+fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
     let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
         && headers.get("grpc-message").is_some_and(|m| {
             // Percent-encoded as tonic writes it (spaces too), or not.
@@ -157,7 +166,40 @@ fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::
             http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
         );
     }
-    response
+}
+
+/// A streamed answer whose trailers say `RESOURCE_EXHAUSTED` for a request message over the
+/// limit (see [`too_large_is_resource_exhausted`]): a streaming request's messages after the
+/// first are read while the answer streams.
+struct TooLargeInTrailers(Body);
+
+impl http_body::Body for TooLargeInTrailers {
+    type Data = hyper::body::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.get_mut().0).poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    too_large_is_resource_exhausted(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 fn deadline_passed() -> Status {

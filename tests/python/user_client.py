@@ -31,6 +31,20 @@ with grpc.insecure_channel(address, compression=compression) as channel:
         result["too_big"] = None
     except grpc.RpcError as err:
         result["too_big"] = err.code().name
+    # The same in the middle of a stream: a ping, then a message over the limit (its content does
+    # not matter, the length is refused first).
+    ping_pong = channel.stream_stream(
+        "/go.micro.srv.user.User/PingPong",
+        request_serializer=lambda raw: raw,
+        response_deserializer=user_pb2.Pong.FromString,
+    )
+    messages = iter([user_pb2.Ping(stroke=7).SerializeToString(), b"\x12" + b"\x80\x80\xc0\x02" + b"a" * (5 << 20)])
+    try:
+        for _ in ping_pong(messages, timeout=10):
+            pass
+        result["too_big_mid_stream"] = None
+    except grpc.RpcError as err:
+        result["too_big_mid_stream"] = err.code().name
     try:
         stub.Call(user_pb2.CallRequest(name=""), timeout=10)
         result["error"] = None

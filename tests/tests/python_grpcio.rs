@@ -62,7 +62,7 @@ async fn python_grpcio_client_calls_every_method() {
         );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            r#"{"call": "Hello Python", "error": ["INVALID_ARGUMENT", "name must not be empty"], "ping_pong": [5, 6], "stream": [0, 1, 2], "too_big": "RESOURCE_EXHAUSTED"}"#,
+            r#"{"call": "Hello Python", "error": ["INVALID_ARGUMENT", "name must not be empty"], "ping_pong": [5, 6], "stream": [0, 1, 2], "too_big": "RESOURCE_EXHAUSTED", "too_big_mid_stream": "RESOURCE_EXHAUSTED"}"#,
             "{compression:?}"
         );
     }
