@@ -4,9 +4,10 @@
 //! The server as a whole (service `""`) and each service registered on it answer `SERVING` once
 //! the server is bound; a service that is not there answers `NOT_FOUND` to `Check` and
 //! `SERVICE_UNKNOWN` to `Watch`. A [`Health`] handle from [`Server::health`] changes a status
-//! (a service whose database is gone can say `NOT_SERVING` while it recovers). When the server is
-//! told to shut down, everything turns `NOT_SERVING`, and `Watch` streams end after saying so, so
-//! they do not hold up the drain of calls in flight.
+//! (a service whose database is gone can say `NOT_SERVING` while it recovers). A
+//! [`Service`](crate::Service) that stops turns everything `NOT_SERVING` before it deregisters.
+//! When the server is told to shut down, everything turns `NOT_SERVING`, and `Watch` streams end
+//! after saying so, so they do not hold up the drain of calls in flight.
 //!
 //! The messages are written out here (field numbers as in `grpc/health/v1/health.proto`).
 //!
@@ -108,6 +109,20 @@ impl Health {
             }
             s.of.insert(service.to_string(), ServingStatus::Serving);
             true
+        });
+    }
+
+    /// The server is about to shut down (a service deregisters first): everything is
+    /// `NOT_SERVING`, so that load balancers that probe health stop sending calls as soon as
+    /// registry watchers do; watchers stay until [`shut_down`](Self::shut_down).
+    pub(crate) fn stopping(&self) {
+        self.statuses.send_if_modified(|s| {
+            let mut changed = false;
+            for status in s.of.values_mut() {
+                changed |= *status != ServingStatus::NotServing;
+                *status = ServingStatus::NotServing;
+            }
+            changed
         });
     }
 

@@ -12,7 +12,8 @@
 //!
 //! Running binds the server (port 0 picks a free port; the bound address is what gets
 //! registered), registers one node and refreshes it every register interval, serves, and on the
-//! shutdown signal deregisters first, then stops accepting and drains calls in flight.
+//! shutdown signal says `NOT_SERVING` to health checks and deregisters first, then stops
+//! accepting and drains calls in flight.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -237,6 +238,7 @@ impl Service {
             client: _,
             server,
         } = self;
+        let health = server.health();
         let bound = server
             .bind(listen_address(&options.address).as_ref())
             .await
@@ -297,6 +299,7 @@ impl Service {
         Ok(RunningService {
             record,
             local_addr,
+            health,
             stop: stop_tx,
             serving,
             registration,
@@ -308,6 +311,7 @@ impl Service {
 pub struct RunningService {
     record: registry::Service,
     local_addr: SocketAddr,
+    health: crate::health::Health,
     stop: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     registration: Registration,
@@ -332,12 +336,16 @@ impl RunningService {
         &self.record
     }
 
-    /// Deregisters, stops accepting, drains calls in flight, and returns.
+    /// Says `NOT_SERVING` to health checks, deregisters, stops accepting, drains calls in
+    /// flight, and returns.
     ///
     /// # Errors
     ///
     /// When serving had failed.
     pub async fn stop(self) -> Result<(), ServiceError> {
+        // Health-checking load balancers hear it when registry watchers do, not after the
+        // registry answered (up to 5 s while it is unreachable).
+        self.health.stopping();
         self.registration.stop().await;
         let _ = self.stop.send(true);
         match self.serving.await {

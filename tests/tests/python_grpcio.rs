@@ -194,3 +194,97 @@ async fn grpcio_health_checks_see_serving_changes_and_the_shutdown() {
     assert!(status.success());
     assert_eq!(health.status(user), Some(ServingStatus::NotServing));
 }
+
+/// A memory registry whose `deregister` waits until the test lets it go (as an etcd that is slow
+/// or unreachable makes a service's shutdown wait up to 5 s), saying when it was called.
+struct SlowToDeregister {
+    inner: rmicro_runtime::registry::MemoryRegistry,
+    called: tokio::sync::mpsc::UnboundedSender<()>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+impl rmicro_runtime::Registry for SlowToDeregister {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn register<'a>(
+        &'a self,
+        service: &'a rmicro_runtime::registry::Service,
+        ttl: std::time::Duration,
+    ) -> rmicro_runtime::registry::BoxFuture<'a, Result<(), rmicro_runtime::registry::RegistryError>>
+    {
+        self.inner.register(service, ttl)
+    }
+    fn deregister<'a>(
+        &'a self,
+        service: &'a rmicro_runtime::registry::Service,
+    ) -> rmicro_runtime::registry::BoxFuture<'a, Result<(), rmicro_runtime::registry::RegistryError>>
+    {
+        let _ = self.called.send(());
+        let mut release = self.release.clone();
+        Box::pin(async move {
+            let _ = release.wait_for(|go| *go).await;
+            self.inner.deregister(service).await
+        })
+    }
+    fn get_service<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> rmicro_runtime::registry::BoxFuture<
+        'a,
+        Result<Vec<rmicro_runtime::registry::Service>, rmicro_runtime::registry::RegistryError>,
+    > {
+        self.inner.get_service(name)
+    }
+    fn list_services(
+        &self,
+    ) -> rmicro_runtime::registry::BoxFuture<
+        '_,
+        Result<Vec<rmicro_runtime::registry::Service>, rmicro_runtime::registry::RegistryError>,
+    > {
+        self.inner.list_services()
+    }
+    fn watch<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> rmicro_runtime::registry::BoxFuture<
+        'a,
+        Result<rmicro_runtime::registry::Watcher, rmicro_runtime::registry::RegistryError>,
+    > {
+        self.inner.watch(service)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_service_says_not_serving_before_it_deregisters() {
+    let (called, mut deregistering) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let registry = std::sync::Arc::new(SlowToDeregister {
+        inner: rmicro_runtime::registry::MemoryRegistry::new(),
+        called,
+        release: released,
+    });
+    let mut service = rmicro_runtime::Service::builder("go.micro.srv.health-order")
+        .registry(registry)
+        .build();
+    register_user_handler(service.server_mut(), Greeter).unwrap();
+    let user = service.server_mut().services()[0].name;
+    let running = service.start().await.unwrap();
+    let addr = running.local_addr();
+    assert_eq!(check(addr, "").await, "SERVING");
+
+    let stopping = tokio::spawn(running.stop());
+    tokio::time::timeout(std::time::Duration::from_secs(20), deregistering.recv())
+        .await
+        .expect("stop deregisters")
+        .unwrap();
+    // Load balancers that probe health hear it as registry watchers do: not after the wait.
+    assert_eq!(check(addr, "").await, "NOT_SERVING");
+    assert_eq!(check(addr, user).await, "NOT_SERVING");
+    release.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stopping)
+        .await
+        .expect("the service stops")
+        .unwrap()
+        .unwrap();
+}
