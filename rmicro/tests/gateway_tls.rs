@@ -344,6 +344,31 @@ fn tls_files_that_cannot_be_used_are_refused_at_start_with_what_is_wrong() {
     let err = refused(&["--tls-cert", &p("server.pem"), "--tls-key", &p("notes.txt")]);
     assert!(err.contains("holds no private key"), "{err}");
 
+    // A version 1 certificate (no extensions: `openssl x509 -req` without `-extfile`).
+    let made = Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+        ])
+        .args(["-CAcreateserial", "-out", "v1.pem", "-days", "1"])
+        .current_dir(&certs.dir)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(made.status.success(), "{made:?}");
+    let err = refused(&["--tls-cert", &p("v1.pem"), "--tls-key", &p("server.key")]);
+    assert!(
+        err.contains("v1.pem")
+            && err.contains("is X.509 version 1")
+            && err.contains("subjectAltName"),
+        "{err}"
+    );
+
     // One without the other.
     let err = refused(&["--tls-cert", &p("server.pem")]);
     assert!(err.contains("--tls-key"), "{err}");

@@ -62,6 +62,12 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
+    /// The certificate is X.509 version 1 (no extensions), which rustls cannot read.
+    #[error("the TLS certificate in `{path}` is X.509 version 1 (a certificate without extensions, as `openssl x509 -req` makes without `-extfile`), which rustls cannot use and clients that check names refuse: issue it again as version 3 with the names it serves, e.g. `-extfile` with a file holding `subjectAltName=DNS:example.com`")]
+    Version1 {
+        /// The certificate file.
+        path: PathBuf,
+    },
     /// rustls refused the key or certificate.
     #[error("the TLS certificate `{cert}` with key `{key}` cannot be used: {detail}")]
     Unusable {
@@ -214,6 +220,12 @@ fn load_pair(
                 TlsError::Mismatch {
                     cert: cert.to_path_buf(),
                     key: key.to_path_buf(),
+                }
+            }
+            // What webpki says of a version 1 certificate, reached only through `Debug`.
+            other if format!("{other:?}").contains("UnsupportedCertVersion") => {
+                TlsError::Version1 {
+                    path: cert.to_path_buf(),
                 }
             }
             other => TlsError::Unusable {
