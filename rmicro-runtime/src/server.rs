@@ -485,6 +485,11 @@ impl Server {
         self.health.clone()
     }
 
+    /// Whether a handler for any of `paths` is registered.
+    fn serves_any(&self, paths: &[&str]) -> bool {
+        paths.iter().any(|path| self.routes.contains_key(path))
+    }
+
     /// Binds a TCP listener (port 0 picks a free port) and returns the server ready to serve.
     ///
     /// # Errors
@@ -502,14 +507,16 @@ impl Server {
     /// When the listener's local address cannot be read.
     pub fn with_listener(mut self, listener: TcpListener) -> std::io::Result<BoundServer> {
         let local_addr = listener.local_addr()?;
-        // gRPC server reflection over the registered descriptors, unless the user serves their own.
-        if !self.descriptors.is_empty() && !self.routes.contains_key(crate::reflection::V1_PATH) {
+        // gRPC server reflection over the registered descriptors, unless the user serves any
+        // of it (a built-in half next to the user's would answer from other descriptors).
+        let reflection = [crate::reflection::V1_PATH, crate::reflection::V1ALPHA_PATH];
+        if !self.descriptors.is_empty() && !self.serves_any(&reflection) {
             for service in crate::reflection::services(&self.descriptors) {
                 self.routes.extend(service.routes);
             }
         }
-        // gRPC health checking, unless the user serves their own.
-        if !self.routes.contains_key(crate::health::CHECK_PATH) {
+        // gRPC health checking, unless the user serves any of it.
+        if !self.serves_any(&[crate::health::CHECK_PATH, crate::health::WATCH_PATH]) {
             self.health.serving_unless_set("");
             for service in &self.services {
                 self.health.serving_unless_set(service.name);
@@ -667,5 +674,51 @@ impl BoundServer {
         // Every connection is closed when this returns.
         while connections.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user's own handler for one method of a built-in service (health, reflection) keeps the
+    /// built-in one out entirely: neither replaced by it nor paired with its other half.
+    #[tokio::test]
+    async fn a_users_half_of_a_builtin_service_keeps_the_builtin_out() {
+        let mut server = Server::new();
+        let own = |_req: Request<crate::health::proto::HealthCheckRequest>| async {
+            let stream: ResponseStream<crate::health::proto::HealthCheckResponse> =
+                Box::pin(tokio_stream::empty());
+            Ok(Response::new(stream))
+        };
+        server
+            .add_service(
+                ServiceDef::new(crate::health::SERVICE, &[])
+                    .server_streaming(crate::health::WATCH_PATH, own),
+            )
+            .unwrap();
+        let bound = server.bind("127.0.0.1:0").await.unwrap();
+        let routes = &bound.dispatch.routes;
+        assert!(routes.contains_key(crate::health::WATCH_PATH));
+        assert!(
+            !routes.contains_key(crate::health::CHECK_PATH),
+            "the built-in Check was added next to the user's Watch"
+        );
+
+        let mut plain = Server::new();
+        plain
+            .add_service(ServiceDef::new("x.Y", &[]).unary(
+                "/x.Y/Z",
+                |_req: Request<crate::health::proto::HealthCheckRequest>| async {
+                    Ok(Response::new(crate::health::proto::HealthCheckResponse {
+                        status: 1,
+                    }))
+                },
+            ))
+            .unwrap();
+        let bound = plain.bind("127.0.0.1:0").await.unwrap();
+        for path in [crate::health::CHECK_PATH, crate::health::WATCH_PATH] {
+            assert!(bound.dispatch.routes.contains_key(path), "{path}");
+        }
     }
 }
