@@ -224,7 +224,9 @@ async fn sighup_takes_a_renewed_certificate_and_keeps_the_old_one_on_a_bad_renew
         }
     };
     install(&old);
-    let flags = tls_flags(&live);
+    // Two workers, each with its own listening socket: the renewal must reach both.
+    let mut flags = tls_flags(&live);
+    flags.extend(["--workers".to_string(), "2".to_string()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gw = GatewayProcess::start(&etcd, &flags, &[("RUST_LOG", "info")]);
     let (old_ca, new_ca) = (old.read("ca.pem"), renewed.read("ca.pem"));
@@ -243,16 +245,19 @@ async fn sighup_takes_a_renewed_certificate_and_keeps_the_old_one_on_a_bad_renew
     let seen = gw.lines().len();
     hang_up(&gw);
     wait_for_line(&gw, seen, "reloaded");
-    let got = https_get(&gw.addr, &new_ca, b"h2", "/greeter/b")
-        .await
-        .unwrap();
-    assert_eq!(got.status, 200, "{got:?}");
-    assert!(
-        https_get(&gw.addr, &old_ca, b"h2", "/greeter/b")
+    // New connections spread over the workers (SO_REUSEPORT): enough of them to reach both.
+    for _ in 0..8 {
+        let got = https_get(&gw.addr, &new_ca, b"h2", "/greeter/b")
             .await
-            .is_err(),
-        "the old certificate is still served"
-    );
+            .unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(
+            https_get(&gw.addr, &old_ca, b"h2", "/greeter/b")
+                .await
+                .is_err(),
+            "the old certificate is still served"
+        );
+    }
 
     // A renewal that went wrong (a truncated file): said, and the certificate in use stays.
     std::fs::write(live.join("server.pem"), "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
