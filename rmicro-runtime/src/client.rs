@@ -466,6 +466,9 @@ impl Client {
             service,
             deadline,
         })
+        // Servers may compress answers (grpcio's `set_compression`, grpc-go's compressors):
+        // read gzip ones rather than fail with UNIMPLEMENTED.
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     }
 
     /// Copies the metadata of the call being served under the outgoing request's own entries,

@@ -248,9 +248,10 @@ impl Connection {
         self.shared.origin.clone()
     }
 
-    /// A gRPC client over this connection.
+    /// A gRPC client over this connection; it reads gzip-compressed answers.
     pub fn grpc(&self) -> tonic::client::Grpc<Connection> {
         tonic::client::Grpc::with_origin(self.clone(), self.origin())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     }
 
     /// Whether a connection is open right now.

@@ -16,10 +16,10 @@ fn python(args: &[&str]) -> std::process::Output {
         .expect("python3 runs (scripts/test.sh installs grpcio and grpcio-tools)")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_grpcio_client_calls_every_method() {
+/// Python stubs of proto/user.proto, made by grpcio-tools in a directory named by `tag`.
+fn user_stubs(tag: &str) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let stubs = tempdir("python-stubs");
+    let stubs = tempdir(tag);
     let gen = python(&[
         "-m",
         "grpc_tools.protoc",
@@ -33,6 +33,13 @@ async fn python_grpcio_client_calls_every_method() {
         "grpc_tools.protoc failed (is grpcio-tools installed? scripts/test.sh installs it): {}",
         String::from_utf8_lossy(&gen.stderr)
     );
+    stubs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_client_calls_every_method() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let stubs = user_stubs("python-stubs");
 
     let mut server = Server::new();
     register_user_handler(&mut server, Greeter).unwrap();
@@ -287,4 +294,76 @@ async fn a_stopping_service_says_not_serving_before_it_deregisters() {
         .expect("the service stops")
         .unwrap()
         .unwrap();
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_clients_read_the_gzip_answers_of_a_grpcio_server() {
+    use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+    use rmicro_tests::fixtures::go::micro::srv::user::{CallRequest, StreamRequest, UserClient};
+    use std::sync::Arc;
+
+    let stubs = user_stubs("python-server-stubs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/user_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&stubs)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let addr = rmicro_tests::process::listening_address(&mut child);
+    let _server = Killed(child);
+
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let record = Record {
+        name: "py.user".into(),
+        version: "1".into(),
+        nodes: vec![Node {
+            id: "py-1".into(),
+            address: addr,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let user = UserClient::new("py.user", rmicro_runtime::Client::new(registry));
+
+    let answer = user
+        .call(CallRequest {
+            name: "Rust".into(),
+        })
+        .await
+        .expect("a gzip-compressed answer is read");
+    assert_eq!(
+        answer
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip"),
+        "the server did not compress, so this proves nothing"
+    );
+    assert_eq!(answer.into_inner().msg, "Hello Rust");
+
+    let mut stream = user
+        .stream(StreamRequest { count: 3 })
+        .await
+        .expect("a gzip-compressed stream is read")
+        .into_inner();
+    let mut counts = Vec::new();
+    while let Some(item) = stream.message().await.expect("each message is read") {
+        counts.push(item.count);
+    }
+    assert_eq!(counts, [0, 1, 2]);
 }
