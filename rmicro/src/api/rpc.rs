@@ -1242,12 +1242,15 @@ fn too_large(
     // message larger than max (N vs. M)`, gRPC's C core (Python, C++, Ruby…) as `Received
     // message larger than max (N vs. M)`, Python's with `SERVER: ` before.
     let tonic_words = message.starts_with("Error, decoded message length too large");
+    // Only the size of what the gateway sent makes tonic's words about this request: a node
+    // passing on a limit error of its own downstream call names another size.
+    let this_request = message.contains(&format!("found {sent} bytes,"));
     let tonic_limit = status.code() == tonic::Code::OutOfRange && tonic_words;
     let grpc_limit = status.code() == tonic::Code::ResourceExhausted
-        && (tonic_words
+        && ((tonic_words && this_request)
             || message.contains("received message larger than max")
             || message.contains("Received message larger than max"));
-    if grpc_limit || (tonic_limit && message.contains(&format!("found {sent} bytes,"))) {
+    if grpc_limit || (tonic_limit && this_request) {
         return Some(error::response(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -1549,6 +1552,44 @@ fn typed_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_limit_error_about_this_request_is_the_clients_413() {
+        let limit = |code, message: &str| {
+            too_large(&tonic::Status::new(code, message), 5000, 4 << 20, "/a.B/C")
+                .map(|fail| fail.status())
+        };
+        let words = |n: usize| {
+            format!("Error, decoded message length too large: found {n} bytes, the limit is: 4194304 bytes")
+        };
+        // An rmicro server's answer about what the gateway sent (older ones said OUT_OF_RANGE).
+        let code = tonic::Code::ResourceExhausted;
+        assert_eq!(
+            limit(code, &words(5000)),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        let code = tonic::Code::OutOfRange;
+        assert_eq!(
+            limit(code, &words(5000)),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        // The node passing on its own downstream call's limit error: not this request's size.
+        assert_eq!(
+            limit(tonic::Code::ResourceExhausted, &words(9_000_000)),
+            None
+        );
+        // The gateway's own limit on the response.
+        let code = tonic::Code::OutOfRange;
+        assert_eq!(
+            limit(code, &words(9_000_000)),
+            Some(StatusCode::BAD_GATEWAY)
+        );
+        let grpc_go = "grpc: received message larger than max (5000 vs. 4096)";
+        assert_eq!(
+            limit(tonic::Code::ResourceExhausted, grpc_go),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
 
     #[test]
     fn templates_match_and_capture() {
