@@ -651,6 +651,77 @@ async fn a_node_cache_hears_of_a_delete_lost_in_a_burst_of_changes() {
     }
 }
 
+/// A registry over gRPC's default 4 MiB message limit (many go-micro records, each carrying its
+/// endpoints' type trees) is still read: Go's etcd client reads up to 2 GiB, so go-micro services
+/// on the same etcd see each other, and rmicro must see them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_over_four_mib_is_read() {
+    let etcd = Etcd::start("big");
+    let mut kv = etcd_client::Client::connect([etcd.client_addr.as_str()], None)
+        .await
+        .unwrap();
+    // Six records of about 1 MiB (etcd takes requests up to 1.5 MiB): 6 MiB in all.
+    let filler = "x".repeat(1000);
+    for i in 0..6 {
+        let metadata: HashMap<String, String> = (0..1000)
+            .map(|j| (format!("k{j}"), filler.clone()))
+            .collect();
+        let record = serde_json::json!({
+            "name": format!("go.micro.srv.big{i}"),
+            "version": "latest",
+            "metadata": metadata,
+            "nodes": [{"id": "n", "address": "127.0.0.1:1"}],
+        });
+        kv.put(
+            format!("/micro/registry/go.micro.srv.big{i}/n"),
+            record.to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let reg: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }));
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(10)).await;
+
+    // The service registers in the background: until its record is listed too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let services = loop {
+        let services = reg
+            .list_services()
+            .await
+            .expect("a 6 MiB registry is listed");
+        if services.len() == 7 || Instant::now() > deadline {
+            break services;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "go.micro.srv.big0",
+            "go.micro.srv.big1",
+            "go.micro.srv.big2",
+            "go.micro.srv.big3",
+            "go.micro.srv.big4",
+            "go.micro.srv.big5",
+            "go.micro.srv.user",
+        ]
+    );
+    // Calls by name find the service among them.
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::builder().registry(Arc::clone(&reg)).build(),
+    );
+    let reply = user.call(CallRequest { name: "big".into() }).await;
+    assert_eq!(reply.unwrap().into_inner().msg, "Hello big");
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
     let etcd = Etcd::start("deleted");

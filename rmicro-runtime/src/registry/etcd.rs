@@ -28,6 +28,12 @@ use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, W
 /// go-micro v2's key prefix.
 pub const PREFIX: &str = "/micro/registry/";
 
+/// The largest etcd response read (the list of the whole prefix, one watch response): Go's etcd
+/// client's (`math.MaxInt32`), not tonic's 4 MiB default, which a registry of a few hundred
+/// go-micro records (each with its endpoints' type trees) outgrows; past it, no lookup would
+/// ever be answered.
+const MAX_RESPONSE: usize = i32::MAX as usize;
+
 /// How to reach etcd. Its `Debug` leaves the password out.
 #[derive(Clone)]
 pub struct EtcdOptions {
@@ -328,8 +334,11 @@ impl Inner {
     /// Lists the prefix into the cache, then follows the watch until it ends or fails.
     async fn sync(self: &Arc<Self>) -> Result<(), RegistryError> {
         let listed = self
-            .op("a list", |mut c| async move {
-                c.get(PREFIX, Some(GetOptions::new().with_prefix())).await
+            .op("a list", |c| async move {
+                c.kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE)
+                    .get(PREFIX, Some(GetOptions::new().with_prefix()))
+                    .await
             })
             .await?;
         let revision = listed.header().map_or(0, |h| h.revision());
@@ -381,6 +390,7 @@ impl Inner {
             .with_start_revision(revision + 1);
         let mut stream = client
             .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(PREFIX, Some(options))
             .await
             .map_err(|e| self.error(e))?;
