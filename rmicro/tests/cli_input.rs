@@ -1,0 +1,61 @@
+//! Bad values given to `rmicro` flags: a clear error and exit status 2 before anything starts,
+//! never a gateway that runs with a setting that breaks every request.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `rmicro ARGS`; its exit code and stderr, or `None` for the code when it was still
+/// running after `limit` (it is killed then).
+fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rmicro");
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
+/// A zero read-header, idle or backend timeout would cut off every request (or every response
+/// body, or answer every bodiless request with 504 "did not answer within 0ns"): refused.
+#[test]
+fn zero_gateway_timeouts_are_refused() {
+    for flag in [
+        "--read-header-timeout",
+        "--idle-timeout",
+        "--backend-timeout",
+    ] {
+        for zero in ["0", "0s", "0ms"] {
+            let (code, stderr) = run(
+                &["api", "--address", "127.0.0.1:0", flag, zero],
+                Duration::from_secs(20),
+            );
+            assert_eq!(code, Some(2), "{flag} {zero}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid value '{zero}' for '{flag}"))
+                    && stderr.contains("is no time at all; this setting must be more than 0"),
+                "{flag} {zero}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}
