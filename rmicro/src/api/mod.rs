@@ -25,6 +25,7 @@ use rmicro_runtime::selector::{Random, RoundRobin, Selector};
 use rmicro_runtime::Registry;
 use tower::{Layer, ServiceExt};
 
+mod address;
 mod conn;
 pub mod error;
 pub mod plugin;
