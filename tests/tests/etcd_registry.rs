@@ -722,6 +722,48 @@ async fn a_registry_over_four_mib_is_read() {
     running.stop().await.unwrap();
 }
 
+/// A node's key overwritten with something that is not a go-micro service (by hand, by another
+/// tool) no longer holds that node: the cache drops it and watchers hear of its departure, as a
+/// registry read afresh (another process, or this one after an etcd outage) would have it,
+/// instead of serving the old record for as long as the watch lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_overwritten_with_garbage_is_dropped_and_reported_deleted() {
+    use tokio_stream::StreamExt;
+    let etcd = Etcd::start("garbage");
+    let key = "/micro/registry/go.micro.srv.hand/n1";
+    let record = r#"{"name":"go.micro.srv.hand","version":"latest","nodes":[{"id":"n1","address":"127.0.0.1:1"}]}"#;
+    etcd.etcdctl(&["put", key, record]).unwrap();
+    let reg = registry(&etcd);
+    let nodes = |reg: &Arc<dyn Registry>| {
+        let reg = Arc::clone(reg);
+        async move {
+            reg.get_service("go.micro.srv.hand")
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.nodes.len())
+                .sum::<usize>()
+        }
+    };
+    assert_eq!(nodes(&reg).await, 1);
+    let mut watch = reg.watch(Some("go.micro.srv.hand")).await.unwrap();
+
+    etcd.etcdctl(&["put", key, "not a service"]).unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("the watch goes on");
+    assert_eq!(event.action, rmicro_runtime::registry::Action::Delete);
+    assert_eq!(event.service.nodes[0].id, "n1");
+    assert_eq!(
+        nodes(&reg).await,
+        0,
+        "the overwritten record is still served"
+    );
+    // As a registry that reads etcd afresh sees it.
+    assert_eq!(nodes(&registry(&etcd)).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
     let etcd = Etcd::start("deleted");

@@ -10,7 +10,9 @@
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
-//!   member cut off from its cluster ends the watch instead of leaving it silent.
+//!   member cut off from its cluster ends the watch instead of leaving it silent. A record that
+//!   is not a go-micro service is skipped with a warning naming its key; one written over a
+//!   node's record ends that node (a delete), as a fresh list would have it.
 //! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
 //! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
 //!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
@@ -415,7 +417,17 @@ impl Inner {
                             cache.records.insert(key, service.clone());
                             let _ = self.events.send(Event { action, service });
                         }
-                        Err(err) => tracing::warn!(error = %err, "skipping a registry record"),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "skipping a registry record");
+                            // The key no longer holds the node it held: that node left, as a
+                            // list of the prefix (another process's, or the next sync's) has it.
+                            if let Some(service) = cache.records.remove(&key) {
+                                let _ = self.events.send(Event {
+                                    action: Action::Delete,
+                                    service,
+                                });
+                            }
+                        }
                     },
                     EventType::Delete => {
                         let old = cache.records.remove(&key).or_else(|| {
