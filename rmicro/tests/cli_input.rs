@@ -7,11 +7,18 @@ use std::time::{Duration, Instant};
 /// Runs `rmicro ARGS`; its exit code and stderr, or `None` for the code when it was still
 /// running after `limit` (it is killed then).
 fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    run_with_env(args, &[], limit)
+}
+
+/// As [`run`], with the environment variables `env` set.
+fn run_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("MICRO_REGISTRY")
         .env_remove("MICRO_REGISTRY_ADDRESS")
+        .env_remove("MICRO_API_AUTH_TOKENS")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -99,4 +106,28 @@ fn bad_registry_addresses_are_refused() {
         Duration::from_secs(20),
     );
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Token auth given no token (an empty flag, or a secret that came out empty or as bare
+/// commas) is refused, as a token file with none is: it used to start the gateway with auth
+/// off, open to every request.
+#[test]
+fn auth_tokens_given_without_a_token_are_refused() {
+    let says = "error: plugin `auth`: --auth-tokens (MICRO_API_AUTH_TOKENS) holds no token; give \
+                at least one, or leave the flag out to run without token auth\n";
+    for tokens in ["", ",", " , "] {
+        let (code, stderr) = run(
+            &["api", "--address", "127.0.0.1:0", "--auth-tokens", tokens],
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "--auth-tokens {tokens:?}: {stderr}");
+        assert_eq!(stderr, says, "--auth-tokens {tokens:?}");
+    }
+    let (code, stderr) = run_with_env(
+        &["api", "--address", "127.0.0.1:0"],
+        &[("MICRO_API_AUTH_TOKENS", ",")],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "MICRO_API_AUTH_TOKENS=',': {stderr}");
+    assert_eq!(stderr, says);
 }
