@@ -450,8 +450,15 @@ async fn auth_works_with_user_and_password_and_fails_clearly_without() {
         dial_timeout: Duration::from_secs(2),
         tls: None,
     }));
+    // A lookup says the credentials were refused, not that etcd "has not answered yet".
     let err = wrong.list_services().await.unwrap_err();
-    assert!(err.to_string().contains("registry"), "{err}");
+    match &err {
+        RegistryError::Auth(msg) => assert!(
+            msg.contains("check --registry-username/--registry-password"),
+            "{msg}"
+        ),
+        other => panic!("expected an auth error, got {other:?}"),
+    }
     running.stop().await.unwrap();
 }
 

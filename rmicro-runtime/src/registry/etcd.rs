@@ -156,6 +156,9 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
+    /// Why etcd refused the last sync (wrong or missing credentials), until one succeeds: a
+    /// lookup waiting for the first sync says so at once, not "has not answered" a timeout later.
+    refused: watch::Sender<Option<RegistryError>>,
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
@@ -181,6 +184,7 @@ impl EtcdRegistry {
                 leases: Mutex::new(HashMap::new()),
                 cache: RwLock::new(Cache::default()),
                 primed: watch::channel(false).0,
+                refused: watch::channel(None).0,
                 cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
             }))),
@@ -384,6 +388,8 @@ impl Inner {
             cache.primed = true;
         }
         self.primed.send_replace(true);
+        self.refused
+            .send_if_modified(|refused| refused.take().is_some());
 
         let client = self.client().await?;
         let options = WatchOptions::new()
@@ -457,6 +463,9 @@ async fn cache_loop(inner: Weak<Inner>) {
             return;
         };
         let result = strong.sync().await;
+        if let Err(err @ RegistryError::Auth(_)) = &result {
+            strong.refused.send_replace(Some(err.clone()));
+        }
         drop(strong);
         match result {
             Ok(()) => backoff = Duration::from_millis(250),
@@ -524,14 +533,27 @@ impl EtcdRegistry {
     async fn cached(&self, name: Option<&str>) -> Result<Vec<Service>, RegistryError> {
         self.start_cache();
         let mut primed = self.inner.primed.subscribe();
-        let waited =
-            tokio::time::timeout(self.inner.options.dial_timeout, primed.wait_for(|p| *p)).await;
-        if !matches!(waited, Ok(Ok(_))) {
-            return Err(RegistryError::Unreachable(format!(
-                "etcd at {} has not answered yet (waited {:?})",
-                self.endpoints(),
-                self.inner.options.dial_timeout
-            )));
+        let mut refused = self.inner.refused.subscribe();
+        let waited = tokio::time::timeout(self.inner.options.dial_timeout, async {
+            tokio::select! {
+                biased;
+                synced = primed.wait_for(|p| *p) => synced.map(|_| ()).map_err(|_| None),
+                refusal = refused.wait_for(Option::is_some) => {
+                    Err(refusal.ok().and_then(|r| r.clone()))
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(Some(refusal))) => return Err(refusal),
+            Ok(Err(None)) | Err(_) => {
+                return Err(RegistryError::Unreachable(format!(
+                    "etcd at {} has not answered yet (waited {:?})",
+                    self.endpoints(),
+                    self.inner.options.dial_timeout
+                )))
+            }
         }
         let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
         Ok(merge(
