@@ -50,7 +50,10 @@ pub struct RegistryFlags {
     /// Registry to use: memory (one process) or etcd.
     #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
     pub registry: String,
-    /// Registry addresses, comma-separated (etcd default: 127.0.0.1:2379).
+    /// Registry addresses, comma-separated: `host:port` or `http(s)://host:port`; a host
+    /// without a port gets etcd's 2379, as in go-micro (etcd default: 127.0.0.1:2379). Checked
+    /// by [`RegistryFlags::build`] for etcd (see [`parse_registry_address`]); the memory
+    /// registry has no address.
     #[arg(
         long,
         alias = "registry_address",
@@ -171,6 +174,9 @@ pub enum ConfigError {
     /// `--registry etcd` in a binary built without the `etcd` feature.
     #[error("--registry etcd needs rmicro-runtime's `etcd` feature; rebuild with it enabled (for the examples: `cargo run --features etcd …`)")]
     EtcdNotBuilt,
+    /// A `--registry-address` that is not a registry address.
+    #[error("--registry-address (MICRO_REGISTRY_ADDRESS): {0}")]
+    RegistryAddress(String),
     /// A TLS file could not be read.
     #[error("could not read {flag} file {}: {source}", path.display())]
     TlsFile {
@@ -222,6 +228,70 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses one registry address: `host:port`, `[v6]:port`, or a URL `http://host:port` or
+/// `https://host:port`. A host without a port gets etcd's client port, 2379, as go-micro's etcd
+/// registry gives it.
+///
+/// # Errors
+///
+/// For an empty address, another scheme, a path, user information, or anything that is not a
+/// host and port, with a message that says which and what is expected.
+pub fn parse_registry_address(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let expected = "give host:port, e.g. 127.0.0.1:2379 (several: comma-separated)";
+    if text.is_empty() {
+        return Err(format!("an empty registry address; {expected}"));
+    }
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => {
+            if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+                return Err(format!(
+                    "`{text}`: scheme `{scheme}` is not supported; use http:// or https://, or none"
+                ));
+            }
+            (Some(scheme), rest)
+        }
+        None => (None, text),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "`{text}` has a path; a registry address is host:port only"
+        ));
+    }
+    if rest.contains('@') {
+        return Err(format!(
+            "`{text}` has user information; pass it with --registry-username and --registry-password"
+        ));
+    }
+    let authority: http::uri::Authority = rest
+        .parse()
+        .map_err(|err| format!("`{text}` is not a registry address ({err}); {expected}"))?;
+    if authority.host().is_empty() {
+        return Err(format!("`{text}` has no host; {expected}"));
+    }
+    // Whether a port is written at all (the `http` crate reports none for one it cannot read).
+    let has_port = match rest.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':')),
+        None => rest.contains(':'),
+    };
+    let with_port = if !has_port {
+        format!("{}:2379", authority.as_str())
+    } else if rest.ends_with(':') {
+        return Err(format!("`{text}` has no port after its `:`; {expected}"));
+    } else if authority.port_u16().is_none_or(|port| port == 0) {
+        return Err(format!("`{text}` has no usable port; {expected}"));
+    } else {
+        authority.as_str().to_string()
+    };
+    Ok(match scheme {
+        Some(scheme) => format!("{scheme}://{with_port}"),
+        None => with_port,
+    })
+}
+
 /// [`parse_duration`], refusing zero: for the TTL, the register interval and the timeouts,
 /// zero would expire the node at once, refresh it in a busy loop, or fail every operation.
 ///
@@ -244,7 +314,9 @@ impl RegistryFlags {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::EtcdNotBuilt`] for etcd without the `etcd` feature.
+    /// [`ConfigError::EtcdNotBuilt`] for etcd without the `etcd` feature,
+    /// [`ConfigError::RegistryAddress`] for an etcd address [`parse_registry_address`] refuses,
+    /// [`ConfigError::TlsFile`] for a TLS file that cannot be read.
     pub fn build(&self) -> Result<Arc<dyn Registry>, ConfigError> {
         match self.registry.as_str() {
             "etcd" => self.etcd(),
@@ -256,7 +328,12 @@ impl RegistryFlags {
     fn etcd(&self) -> Result<Arc<dyn Registry>, ConfigError> {
         let mut options = crate::registry::EtcdOptions::default();
         if !self.registry_address.is_empty() {
-            options.endpoints.clone_from(&self.registry_address);
+            options.endpoints = self
+                .registry_address
+                .iter()
+                .map(|address| parse_registry_address(address))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError::RegistryAddress)?;
         }
         if let (Some(user), Some(password)) = (&self.registry_username, &self.registry_password) {
             options.user = Some((user.clone(), password.clone()));
@@ -430,6 +507,54 @@ mod tests {
         );
         assert_eq!(cli.micro.register_ttl, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["svc", "--registry", "consul"]).is_err());
+    }
+
+    #[test]
+    fn registry_addresses_are_checked_and_get_etcds_port() {
+        let ok = |text: &str| parse_registry_address(text).unwrap();
+        assert_eq!(ok("10.0.0.1:2379"), "10.0.0.1:2379");
+        assert_eq!(ok(" etcd-0.etcd:2380 "), "etcd-0.etcd:2380");
+        assert_eq!(ok("etcd"), "etcd:2379");
+        assert_eq!(ok("[::1]:23790"), "[::1]:23790");
+        assert_eq!(ok("[::1]"), "[::1]:2379");
+        assert_eq!(ok("http://10.0.0.1:2379/"), "http://10.0.0.1:2379");
+        assert_eq!(ok("https://etcd"), "https://etcd:2379");
+        for (bad, says) in [
+            ("", "an empty registry address; give host:port"),
+            ("  ", "an empty registry address"),
+            ("http://[bad", "`http://[bad` is not a registry address"),
+            ("unix:///run/etcd.sock", "scheme `unix` is not supported"),
+            ("10.0.0.1:2379/v3", "has a path"),
+            ("root:pw@10.0.0.1:2379", "has user information"),
+            ("10.0.0.1:", "has no port after its `:`"),
+            ("10.0.0.1:0", "has no usable port"),
+            ("10.0.0.1:99999", "has no usable port"),
+            ("a b:2379", "is not a registry address"),
+        ] {
+            let err = parse_registry_address(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        // Through the flags, as go-micro spells them too: checked for etcd, which has
+        // addresses, and not for the memory registry, which has none.
+        #[cfg(feature = "etcd")]
+        {
+            let flags = |args: &[&str]| {
+                let mut argv = vec!["svc", "--registry", "etcd"];
+                argv.extend(args);
+                Cli::try_parse_from(argv).unwrap().micro.registry
+            };
+            assert!(flags(&["--registry_address=etcd-a,etcd-b:2380"])
+                .build()
+                .is_ok());
+            let err = flags(&["--registry-address", "etcd-a,,etcd-b"])
+                .build()
+                .err()
+                .expect("an empty address between commas is refused")
+                .to_string();
+            assert_eq!(err, "--registry-address (MICRO_REGISTRY_ADDRESS): an empty registry address; give host:port, e.g. 127.0.0.1:2379 (several: comma-separated)");
+        }
+        let memory = Cli::try_parse_from(["svc", "--registry-address", ""]).unwrap();
+        assert!(memory.micro.registry.build().is_ok());
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub enum ServiceError {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+    /// The address to register is not one callers could connect to.
+    #[error("cannot register `{address}` as this node's address: {reason}; advertise host:port, e.g. {example} (--server-advertise, MICRO_SERVER_ADVERTISE)")]
+    Advertise {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+        /// A usable address on the bound port.
+        example: String,
+    },
     /// Waiting for SIGINT/SIGTERM failed.
     #[error("could not install the shutdown signal handler: {0}")]
     Signal(std::io::Error),
@@ -99,7 +109,8 @@ impl ServiceBuilder {
     }
 
     /// The address registered for this node, when it differs from the bound one (behind NAT,
-    /// or when listening on `0.0.0.0`). Default: the bound address.
+    /// or when listening on `0.0.0.0`): `host:port`, as callers connect to it ([`Service::start`]
+    /// refuses one they could not use). Default: the bound address.
     pub fn advertise(&mut self, address: impl Into<String>) -> &mut Self {
         self.advertise = Some(address.into());
         self
@@ -230,7 +241,7 @@ impl Service {
     ///
     /// # Errors
     ///
-    /// When the address cannot be bound.
+    /// When the address cannot be bound, or the advertised address is not `host:port`.
     pub async fn start(self) -> Result<RunningService, ServiceError> {
         let Service {
             options,
@@ -247,10 +258,25 @@ impl Service {
                 source,
             })?;
         let local_addr = bound.local_addr();
-        let advertised = options
-            .advertise
-            .clone()
-            .unwrap_or_else(|| advertise_address(local_addr));
+        let advertised = match &options.advertise {
+            // Registered as given, so callers must be able to connect to it as the client does:
+            // a host alone, an empty one or a path would register a node no one can call.
+            Some(address) => match crate::transport::Connection::new(address) {
+                Ok(_) => address.clone(),
+                Err(err) => {
+                    let reason = match err {
+                        crate::transport::TransportError::BadAddress { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    return Err(ServiceError::Advertise {
+                        address: address.clone(),
+                        reason,
+                        example: format!("10.0.0.5:{}", local_addr.port()),
+                    });
+                }
+            },
+            None => advertise_address(local_addr),
+        };
         let endpoints = bound
             .services()
             .iter()

@@ -210,7 +210,10 @@ impl Connection {
             .authority()
             .cloned()
             .ok_or_else(|| bad("no host".to_string()))?;
-        if authority.port_u16().is_none() {
+        if authority.host().is_empty() {
+            return Err(bad("no host (expected host:port)".to_string()));
+        }
+        if authority.port_u16().is_none_or(|port| port == 0) {
             return Err(bad("no port (expected host:port)".to_string()));
         }
         if !matches!(uri.path(), "" | "/") {
@@ -411,6 +414,8 @@ mod tests {
         );
         for (bad, says) in [
             ("127.0.0.1", "no port"),
+            ("127.0.0.1:0", "no port"),
+            (":8080", "no host"),
             ("https://node:443", "scheme `https` is not supported"),
             ("node:1/path", "no path"),
             ("not an address", "expected host:port"),

@@ -44,8 +44,10 @@ pub enum Command {
     },
 }
 
-/// Runs `rmicro registry`.
+/// Runs `rmicro registry`. Warnings go to stderr (records skipped because they are not go-micro
+/// services, each with its key), filtered by `RUST_LOG` as the gateway's logs are.
 pub fn run(args: &Args) -> ExitCode {
+    crate::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1225,3 +1225,54 @@ async fn a_read_from_one_node_is_not_shared_with_requests_for_another() {
     assert_eq!(first.status, 502, "{}", first.body);
     assert!(first.body.contains(&stalled_addr), "{}", first.body);
 }
+
+/// Records written by hand or by another tool next to a real node, with addresses no connection
+/// can be opened to, are left out before a node is picked: no call spends its one retry on them
+/// (twenty of them beside one good node made most first calls fail with 502), and a service
+/// with only such records answers 502 naming one and what is wrong with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_address_cannot_be_used_are_left_out() {
+    let (registry, lib, gw, _stop) = library_gateway().await;
+    for n in 0..20 {
+        let mut bad = lib.record().clone();
+        bad.nodes[0].id = format!("go.micro.srv.library-bad-{n}");
+        bad.nodes[0].address = ["127.0.0.1", "", "127.0.0.1:0", "[::1]"][n % 4].into();
+        registry
+            .register(&bad, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    let mut ghost = lib.record().clone();
+    ghost.name = "go.micro.srv.ghost".into();
+    // Its endpoints without their bindings, which would take the library's paths.
+    for endpoint in &mut ghost.endpoints {
+        endpoint
+            .metadata
+            .retain(|k, _| !matches!(k.as_str(), "http" | "method" | "path" | "body" | "handler"));
+    }
+    ghost.nodes[0].id = "ghost-1".into();
+    ghost.nodes[0].address = "10.0.0.7".into();
+    registry
+        .register(&ghost, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        statuses.push(call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
+        let body = format!(r#"{{"displayName":"{n}"}}"#);
+        let r = call(&gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "some calls failed: {statuses:?}"
+    );
+    let r = call(&gw, "POST", "/ghost/library/echoBook", "{}").await;
+    assert_eq!(
+        error_detail(&r, 502),
+        "service `go.micro.srv.ghost` has no node the gateway can reach: node `ghost-1` is \
+         registered at `10.0.0.7`, which has no port (expected host:port); fix or remove its \
+         record"
+    );
+}

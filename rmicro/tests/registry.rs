@@ -293,10 +293,15 @@ fn a_watch_that_falls_behind_is_an_error_not_a_clean_exit() {
     drained.join().unwrap();
     let err = stderr.join().unwrap();
     assert_eq!(status.code(), Some(1), "stderr: {err}");
+    // The runtime's warning of how many changes were missed may come first; the error is last.
     assert_eq!(
-        err,
-        "error: the watch of the etcd registry ended: it fell behind and missed changes, or the \
-         registry went away; run `rmicro registry list` for what it holds now, and watch again\n"
+        err.lines().last(),
+        Some(
+            "error: the watch of the etcd registry ended: it fell behind and missed changes, or \
+             the registry went away; run `rmicro registry list` for what it holds now, and watch \
+             again"
+        ),
+        "{err}"
     );
 }
 
@@ -399,4 +404,80 @@ async fn a_registered_service_without_nodes_is_503_not_404() {
     assert!(empty.body.contains("has no nodes"), "{}", empty.body);
     let unknown = get("/nosuch/call").await.unwrap();
     assert_eq!(unknown.status, 404, "{}", unknown.body);
+}
+
+/// Records others wrote under the prefix that are not go-micro services (bad JSON, a key that
+/// holds no service, null entries, a type go-micro never writes) are skipped by `rmicro
+/// registry`, with a warning that names each key, and the good records (odd but valid shapes
+/// among them) are still listed and shown.
+#[test]
+fn records_that_are_not_services_are_skipped_with_a_warning_naming_the_key() {
+    let etcd = Etcd::start("bad-records");
+    let bad = [
+        ("/micro/registry/go.micro.srv.bad/1", "not json"),
+        ("/micro/registry/", ""),
+        ("/micro/registry/go.micro.srv.array/1", "[]"),
+        (
+            "/micro/registry/go.micro.srv.nullnode/1",
+            r#"{"name":"go.micro.srv.nullnode","nodes":[null]}"#,
+        ),
+        (
+            "/micro/registry/go.micro.srv.numbers/1",
+            r#"{"name":"go.micro.srv.numbers","version":"1","metadata":{"a":1}}"#,
+        ),
+    ];
+    let good = [
+        (
+            "/micro/registry/go.micro.srv.nulls/1",
+            r#"{"name":"go.micro.srv.nulls","version":"latest","metadata":null,"endpoints":null,"nodes":null}"#,
+        ),
+        (
+            "/micro/registry/go.micro.srv.v6/1",
+            r#"{"name":"go.micro.srv.v6","version":"latest","nodes":[{"id":"a","address":"[::1]:9090","metadata":null}]}"#,
+        ),
+        (
+            "/micro/registry/go.micro.srv.v6/2",
+            r#"{"name":"go.micro.srv.v6","version":"latest","nodes":[{"id":"a","address":"[::1]:9091"}]}"#,
+        ),
+    ];
+    let pairs: Vec<(String, String)> = bad
+        .iter()
+        .chain(&good)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    etcd.put_many(&pairs);
+
+    let out = rmicro(&etcd.client_addr, &["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["go.micro.srv.nulls", "go.micro.srv.v6"], "{listed}");
+    let warnings = text(&out.stderr);
+    for (key, _) in bad {
+        assert!(
+            warnings.contains(&format!(
+                "registry record `{key}` is not a go-micro service"
+            )),
+            "no warning names {key}: {warnings}"
+        );
+    }
+    assert!(!warnings.contains("panicked"), "{warnings}");
+
+    // Two records of one node id: one node.
+    let out = rmicro(&etcd.client_addr, &["get", "go.micro.srv.v6"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        services[0]["nodes"].as_array().unwrap().len(),
+        1,
+        "{services}"
+    );
+    let address = &services[0]["nodes"][0]["address"];
+    assert!(
+        address == "[::1]:9090" || address == "[::1]:9091",
+        "{services}"
+    );
 }

@@ -457,3 +457,57 @@ async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
     }
     live.stop().await.unwrap();
 }
+
+/// An advertised address callers could not connect to (a host alone, as `MICRO_SERVER_ADVERTISE`
+/// is easily set, an empty host, a path) stops the service from starting with an error that
+/// says what to give, instead of registering a node every call to it fails on.
+#[tokio::test]
+async fn an_advertised_address_callers_cannot_use_is_refused_at_start() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    for (advertise, reason) in [
+        ("user-srv.internal", "no port (expected host:port)"),
+        ("", "empty string (expected host:port)"),
+        (":8080", "no host (expected host:port)"),
+        (
+            "10.0.0.5:9090/grpc",
+            "a node address has no path, but this one has `/grpc`",
+        ),
+    ] {
+        let mut svc = Service::builder("go.micro.srv.user")
+            .registry(Arc::clone(&registry))
+            .advertise(advertise)
+            .build();
+        register_user_handler(svc.server_mut(), Greeter).unwrap();
+        let err = match svc.start().await {
+            Ok(running) => {
+                running.stop().await.unwrap();
+                panic!("`{advertise}` was registered");
+            }
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.starts_with(&format!(
+                "cannot register `{advertise}` as this node's address: {reason}; advertise \
+                 host:port, e.g. 10.0.0.5:"
+            )) && err.ends_with(" (--server-advertise, MICRO_SERVER_ADVERTISE)"),
+            "{advertise:?}: {err}"
+        );
+    }
+    assert!(registry.list_services().await.unwrap().is_empty());
+
+    // Addresses the client takes are registered as given.
+    for advertise in [
+        "user-srv.internal:9090",
+        "[::1]:9090",
+        "http://10.0.0.5:9090",
+    ] {
+        let mut svc = Service::builder("go.micro.srv.user")
+            .registry(Arc::clone(&registry))
+            .advertise(advertise)
+            .build();
+        register_user_handler(svc.server_mut(), Greeter).unwrap();
+        let running = svc.start().await.unwrap();
+        assert_eq!(running.record().nodes[0].address, advertise);
+        running.stop().await.unwrap();
+    }
+}

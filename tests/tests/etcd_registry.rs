@@ -450,8 +450,15 @@ async fn auth_works_with_user_and_password_and_fails_clearly_without() {
         dial_timeout: Duration::from_secs(2),
         tls: None,
     }));
+    // A lookup says the credentials were refused, not that etcd "has not answered yet".
     let err = wrong.list_services().await.unwrap_err();
-    assert!(err.to_string().contains("registry"), "{err}");
+    match &err {
+        RegistryError::Auth(msg) => assert!(
+            msg.contains("check --registry-username/--registry-password"),
+            "{msg}"
+        ),
+        other => panic!("expected an auth error, got {other:?}"),
+    }
     running.stop().await.unwrap();
 }
 
@@ -649,6 +656,119 @@ async fn a_node_cache_hears_of_a_delete_lost_in_a_burst_of_changes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A registry over gRPC's default 4 MiB message limit (many go-micro records, each carrying its
+/// endpoints' type trees) is still read: Go's etcd client reads up to 2 GiB, so go-micro services
+/// on the same etcd see each other, and rmicro must see them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_over_four_mib_is_read() {
+    let etcd = Etcd::start("big");
+    let mut kv = etcd_client::Client::connect([etcd.client_addr.as_str()], None)
+        .await
+        .unwrap();
+    // Six records of about 1 MiB (etcd takes requests up to 1.5 MiB): 6 MiB in all.
+    let filler = "x".repeat(1000);
+    for i in 0..6 {
+        let metadata: HashMap<String, String> = (0..1000)
+            .map(|j| (format!("k{j}"), filler.clone()))
+            .collect();
+        let record = serde_json::json!({
+            "name": format!("go.micro.srv.big{i}"),
+            "version": "latest",
+            "metadata": metadata,
+            "nodes": [{"id": "n", "address": "127.0.0.1:1"}],
+        });
+        kv.put(
+            format!("/micro/registry/go.micro.srv.big{i}/n"),
+            record.to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let reg: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }));
+    let running = user_service(&reg, Duration::from_secs(30), Duration::from_secs(10)).await;
+
+    // The service registers in the background: until its record is listed too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let services = loop {
+        let services = reg
+            .list_services()
+            .await
+            .expect("a 6 MiB registry is listed");
+        if services.len() == 7 || Instant::now() > deadline {
+            break services;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "go.micro.srv.big0",
+            "go.micro.srv.big1",
+            "go.micro.srv.big2",
+            "go.micro.srv.big3",
+            "go.micro.srv.big4",
+            "go.micro.srv.big5",
+            "go.micro.srv.user",
+        ]
+    );
+    // Calls by name find the service among them.
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::builder().registry(Arc::clone(&reg)).build(),
+    );
+    let reply = user.call(CallRequest { name: "big".into() }).await;
+    assert_eq!(reply.unwrap().into_inner().msg, "Hello big");
+    running.stop().await.unwrap();
+}
+
+/// A node's key overwritten with something that is not a go-micro service (by hand, by another
+/// tool) no longer holds that node: the cache drops it and watchers hear of its departure, as a
+/// registry read afresh (another process, or this one after an etcd outage) would have it,
+/// instead of serving the old record for as long as the watch lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_overwritten_with_garbage_is_dropped_and_reported_deleted() {
+    use tokio_stream::StreamExt;
+    let etcd = Etcd::start("garbage");
+    let key = "/micro/registry/go.micro.srv.hand/n1";
+    let record = r#"{"name":"go.micro.srv.hand","version":"latest","nodes":[{"id":"n1","address":"127.0.0.1:1"}]}"#;
+    etcd.etcdctl(&["put", key, record]).unwrap();
+    let reg = registry(&etcd);
+    let nodes = |reg: &Arc<dyn Registry>| {
+        let reg = Arc::clone(reg);
+        async move {
+            reg.get_service("go.micro.srv.hand")
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.nodes.len())
+                .sum::<usize>()
+        }
+    };
+    assert_eq!(nodes(&reg).await, 1);
+    let mut watch = reg.watch(Some("go.micro.srv.hand")).await.unwrap();
+
+    etcd.etcdctl(&["put", key, "not a service"]).unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("the watch goes on");
+    assert_eq!(event.action, rmicro_runtime::registry::Action::Delete);
+    assert_eq!(event.service.nodes[0].id, "n1");
+    assert_eq!(
+        nodes(&reg).await,
+        0,
+        "the overwritten record is still served"
+    );
+    // As a registry that reads etcd afresh sees it.
+    assert_eq!(nodes(&registry(&etcd)).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

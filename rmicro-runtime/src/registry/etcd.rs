@@ -10,7 +10,9 @@
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
-//!   member cut off from its cluster ends the watch instead of leaving it silent.
+//!   member cut off from its cluster ends the watch instead of leaving it silent. A record that
+//!   is not a go-micro service is skipped with a warning naming its key; one written over a
+//!   node's record ends that node (a delete), as a fresh list would have it.
 //! - Nothing blocks longer than the dial timeout, so a service starts while etcd is down.
 //! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
 //!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
@@ -27,6 +29,12 @@ use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, W
 
 /// go-micro v2's key prefix.
 pub const PREFIX: &str = "/micro/registry/";
+
+/// The largest etcd response read (the list of the whole prefix, one watch response): Go's etcd
+/// client's (`math.MaxInt32`), not tonic's 4 MiB default, which a registry of a few hundred
+/// go-micro records (each with its endpoints' type trees) outgrows; past it, no lookup would
+/// ever be answered.
+const MAX_RESPONSE: usize = i32::MAX as usize;
 
 /// How to reach etcd. Its `Debug` leaves the password out.
 #[derive(Clone)]
@@ -148,6 +156,9 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
+    /// Why etcd refused the last sync (wrong or missing credentials), until one succeeds: a
+    /// lookup waiting for the first sync says so at once, not "has not answered" a timeout later.
+    refused: watch::Sender<Option<RegistryError>>,
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
@@ -173,6 +184,7 @@ impl EtcdRegistry {
                 leases: Mutex::new(HashMap::new()),
                 cache: RwLock::new(Cache::default()),
                 primed: watch::channel(false).0,
+                refused: watch::channel(None).0,
                 cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
             }))),
@@ -328,8 +340,11 @@ impl Inner {
     /// Lists the prefix into the cache, then follows the watch until it ends or fails.
     async fn sync(self: &Arc<Self>) -> Result<(), RegistryError> {
         let listed = self
-            .op("a list", |mut c| async move {
-                c.get(PREFIX, Some(GetOptions::new().with_prefix())).await
+            .op("a list", |c| async move {
+                c.kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE)
+                    .get(PREFIX, Some(GetOptions::new().with_prefix()))
+                    .await
             })
             .await?;
         let revision = listed.header().map_or(0, |h| h.revision());
@@ -373,6 +388,8 @@ impl Inner {
             cache.primed = true;
         }
         self.primed.send_replace(true);
+        self.refused
+            .send_if_modified(|refused| refused.take().is_some());
 
         let client = self.client().await?;
         let options = WatchOptions::new()
@@ -381,6 +398,7 @@ impl Inner {
             .with_start_revision(revision + 1);
         let mut stream = client
             .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(PREFIX, Some(options))
             .await
             .map_err(|e| self.error(e))?;
@@ -405,7 +423,17 @@ impl Inner {
                             cache.records.insert(key, service.clone());
                             let _ = self.events.send(Event { action, service });
                         }
-                        Err(err) => tracing::warn!(error = %err, "skipping a registry record"),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "skipping a registry record");
+                            // The key no longer holds the node it held: that node left, as a
+                            // list of the prefix (another process's, or the next sync's) has it.
+                            if let Some(service) = cache.records.remove(&key) {
+                                let _ = self.events.send(Event {
+                                    action: Action::Delete,
+                                    service,
+                                });
+                            }
+                        }
                     },
                     EventType::Delete => {
                         let old = cache.records.remove(&key).or_else(|| {
@@ -435,6 +463,9 @@ async fn cache_loop(inner: Weak<Inner>) {
             return;
         };
         let result = strong.sync().await;
+        if let Err(err @ RegistryError::Auth(_)) = &result {
+            strong.refused.send_replace(Some(err.clone()));
+        }
         drop(strong);
         match result {
             Ok(()) => backoff = Duration::from_millis(250),
@@ -502,14 +533,27 @@ impl EtcdRegistry {
     async fn cached(&self, name: Option<&str>) -> Result<Vec<Service>, RegistryError> {
         self.start_cache();
         let mut primed = self.inner.primed.subscribe();
-        let waited =
-            tokio::time::timeout(self.inner.options.dial_timeout, primed.wait_for(|p| *p)).await;
-        if !matches!(waited, Ok(Ok(_))) {
-            return Err(RegistryError::Unreachable(format!(
-                "etcd at {} has not answered yet (waited {:?})",
-                self.endpoints(),
-                self.inner.options.dial_timeout
-            )));
+        let mut refused = self.inner.refused.subscribe();
+        let waited = tokio::time::timeout(self.inner.options.dial_timeout, async {
+            tokio::select! {
+                biased;
+                synced = primed.wait_for(|p| *p) => synced.map(|_| ()).map_err(|_| None),
+                refusal = refused.wait_for(Option::is_some) => {
+                    Err(refusal.ok().and_then(|r| r.clone()))
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(Some(refusal))) => return Err(refusal),
+            Ok(Err(None)) | Err(_) => {
+                return Err(RegistryError::Unreachable(format!(
+                    "etcd at {} has not answered yet (waited {:?})",
+                    self.endpoints(),
+                    self.inner.options.dial_timeout
+                )))
+            }
         }
         let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
         Ok(merge(

@@ -20,11 +20,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use rmicro_runtime::config::{parse_duration, RegistryFlags};
+use rmicro_runtime::config::{parse_duration, parse_positive_duration, RegistryFlags};
 use rmicro_runtime::selector::{Random, RoundRobin, Selector};
 use rmicro_runtime::Registry;
 use tower::{Layer, ServiceExt};
 
+mod address;
 mod conn;
 pub mod error;
 pub mod plugin;
@@ -66,14 +67,15 @@ pub struct ApiArgs {
     pub selector: String,
     /// Time a client has to send a request's headers, from their first byte (keep-alive waits
     /// and request bodies are not limited by it; HTTP/2 connections only by the idle timeout).
-    #[arg(long, env = "MICRO_API_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// More than 0, as the idle and backend timeouts.
+    #[arg(long, env = "MICRO_API_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub read_header_timeout: Duration,
     /// Time a connection is kept open without traffic (HTTP/1) or without a request in
     /// progress (HTTP/2, whose pings are traffic). At most 100 years.
-    #[arg(long, env = "MICRO_API_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "MICRO_API_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
     /// Time a backend has to answer (504 after).
-    #[arg(long, env = "MICRO_API_BACKEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MICRO_API_BACKEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub backend_timeout: Duration,
     /// Time requests in flight and open tunnels (WebSocket and other upgraded connections) get
     /// to finish once the gateway is told to stop; tunnels still open then are closed.

@@ -6,6 +6,8 @@
 //!   backend unreachable or reset → 502, no answer within the backend timeout (from when the
 //!   request body has all been sent) → 504, body over the limit → 413, a body the client breaks
 //!   → 400, a transfer coding other than `chunked` → 501; each with a go-micro JSON body.
+//! - Nodes registered at an address no connection can be opened to (empty, no port, a path)
+//!   are left out before one is picked; `http://host:port` is reached at `host:port`.
 //! - A node that could not be reached or reset the connection is avoided for a few seconds, so
 //!   the next requests go to the others; a request without a body whose connection failed is
 //!   retried once on another node at once. Failures that say nothing of the node's health (the
@@ -37,7 +39,7 @@ use super::pool::{Pool, PoolError};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
-use super::{error, HandlerConfig};
+use super::{address, error, HandlerConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -409,6 +411,11 @@ impl Proxy {
             return fail(status, detail);
         }
         self.inner.seen.saw(service);
+        // Records no connection can be opened to (hand-written, another tool's) are left out.
+        let nodes = match address::usable(service, nodes) {
+            Ok(nodes) => nodes,
+            Err(detail) => return fail(StatusCode::BAD_GATEWAY, detail),
+        };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -480,6 +487,8 @@ impl Proxy {
         let mut head = Some(parts);
         loop {
             let address = self.pick(service, &nodes, &tried);
+            // Where to connect: the address without an `http://` or a trailing `/`.
+            let target = address::connect_to(address).unwrap_or(address);
             let parts = match (retryable && tried.is_empty(), head.as_ref()) {
                 (true, Some(parts)) => parts.clone(),
                 _ => match head.take() {
@@ -497,11 +506,11 @@ impl Proxy {
             *backend_req.uri_mut() = Uri::from(path_and_query.clone());
             if !backend_req.headers().contains_key(header::HOST) {
                 // HTTP/1.1 needs one: a request that named no host (HTTP/1.0) names the node.
-                if let Ok(host) = HeaderValue::from_str(address) {
+                if let Ok(host) = HeaderValue::from_str(target) {
                     backend_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let lease = self.inner.pool.lease(address);
+            let lease = self.inner.pool.lease(target);
             // A connection that sat idle in the pool may be closed by the node (its keep-alive
             // timeout) just as the request goes out: one that can be replayed (no body, a safe
             // method, as Go's transport decides) is then sent once more on a new connection.
@@ -514,12 +523,12 @@ impl Proxy {
                 None => {
                     tokio::time::timeout(
                         config.backend_timeout,
-                        pool.send(lease, address, backend_req, replay),
+                        pool.send(lease, target, backend_req, replay),
                     )
                     .await
                 }
                 Some(upload) => {
-                    let send = pool.send(lease, address, backend_req, replay);
+                    let send = pool.send(lease, target, backend_req, replay);
                     Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await
                 }
             };

@@ -12,7 +12,9 @@
 //!   service named `User`.
 //!
 //! A node that could not be reached is avoided for a few seconds, as by the http handler, and
-//! the call (whose message the gateway holds) is tried once more on another node.
+//! the call (whose message the gateway holds) is tried once more on another node. Nodes
+//! registered at an address no connection can be opened to are left out first
+//! (`api/address.rs`), so they never use up that one retry.
 //!
 //! Message types come from the service itself, through gRPC server reflection (which rmicro
 //! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a
@@ -45,7 +47,7 @@ use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::proxy::{Quarantine, Seen};
-use super::{error, HandlerConfig};
+use super::{address, error, HandlerConfig};
 
 mod flight;
 mod proto_json;
@@ -926,6 +928,9 @@ impl RpcHandler {
             }
             grpc
         };
+        // Records no connection can be opened to (hand-written, another tool's) are left out.
+        let nodes = address::usable(&target.service, nodes)
+            .map_err(|detail| error::response(StatusCode::BAD_GATEWAY, detail))?;
         let body = http_body_util::Limited::new(body, config.body_limit)
             .collect()
             .await

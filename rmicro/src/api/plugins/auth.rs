@@ -57,6 +57,20 @@ impl Plugin for TokenAuth {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect();
+        // Given, but with no token in it (`--auth-tokens ''`, a secret that came out empty):
+        // refused rather than taken for "no auth", which would open the gateway to everyone.
+        let given = matches!(
+            flags.value_source("auth-tokens"),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        if given && tokens.is_empty() {
+            return Err(PluginError::Init {
+                plugin: "auth".into(),
+                message: "--auth-tokens (MICRO_API_AUTH_TOKENS) holds no token; give at least \
+                          one, or leave the flag out to run without token auth"
+                    .into(),
+            });
+        }
         if let Some(file) = flags.get_one::<String>("auth-token-file") {
             let text = std::fs::read_to_string(file).map_err(|err| PluginError::Init {
                 plugin: "auth".into(),

@@ -1,0 +1,133 @@
+//! Bad values given to `rmicro` flags: a clear error and exit status 2 before anything starts,
+//! never a gateway that runs with a setting that breaks every request.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `rmicro ARGS`; its exit code and stderr, or `None` for the code when it was still
+/// running after `limit` (it is killed then).
+fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    run_with_env(args, &[], limit)
+}
+
+/// As [`run`], with the environment variables `env` set.
+fn run_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("MICRO_REGISTRY")
+        .env_remove("MICRO_REGISTRY_ADDRESS")
+        .env_remove("MICRO_API_AUTH_TOKENS")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rmicro");
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
+/// A zero read-header, idle or backend timeout would cut off every request (or every response
+/// body, or answer every bodiless request with 504 "did not answer within 0ns"): refused.
+#[test]
+fn zero_gateway_timeouts_are_refused() {
+    for flag in [
+        "--read-header-timeout",
+        "--idle-timeout",
+        "--backend-timeout",
+    ] {
+        for zero in ["0", "0s", "0ms"] {
+            let (code, stderr) = run(
+                &["api", "--address", "127.0.0.1:0", flag, zero],
+                Duration::from_secs(20),
+            );
+            assert_eq!(code, Some(2), "{flag} {zero}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid value '{zero}' for '{flag}"))
+                    && stderr.contains("is no time at all; this setting must be more than 0"),
+                "{flag} {zero}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}
+
+/// An etcd address that is no address is refused at once, naming it, by the gateway and by
+/// `rmicro registry`: not taken for an etcd that has not answered yet (5 s later), nor a gateway
+/// that starts and answers 503 for ever. The memory registry has no address to check.
+#[test]
+fn bad_registry_addresses_are_refused() {
+    for (address, says) in [
+        ("", "an empty registry address; give host:port"),
+        ("http://[bad", "`http://[bad` is not a registry address"),
+        ("127.0.0.1:2379/v3", "has a path"),
+        ("unix:///run/etcd.sock", "scheme `unix` is not supported"),
+    ] {
+        for command in [
+            &["api", "--address", "127.0.0.1:0"][..],
+            &["registry", "list"][..],
+        ] {
+            let mut args = vec![
+                command[0],
+                "--registry",
+                "etcd",
+                "--registry-address",
+                address,
+            ];
+            args.extend(&command[1..]);
+            let (code, stderr) = run(&args, Duration::from_secs(20));
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.starts_with("error: --registry-address (MICRO_REGISTRY_ADDRESS): ")
+                    && stderr.contains(says),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+    let (code, stderr) = run(
+        &["registry", "--registry-address", "", "list"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Token auth given no token (an empty flag, or a secret that came out empty or as bare
+/// commas) is refused, as a token file with none is: it used to start the gateway with auth
+/// off, open to every request.
+#[test]
+fn auth_tokens_given_without_a_token_are_refused() {
+    let says = "error: plugin `auth`: --auth-tokens (MICRO_API_AUTH_TOKENS) holds no token; give \
+                at least one, or leave the flag out to run without token auth\n";
+    for tokens in ["", ",", " , "] {
+        let (code, stderr) = run(
+            &["api", "--address", "127.0.0.1:0", "--auth-tokens", tokens],
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "--auth-tokens {tokens:?}: {stderr}");
+        assert_eq!(stderr, says, "--auth-tokens {tokens:?}");
+    }
+    let (code, stderr) = run_with_env(
+        &["api", "--address", "127.0.0.1:0"],
+        &[("MICRO_API_AUTH_TOKENS", ",")],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "MICRO_API_AUTH_TOKENS=',': {stderr}");
+    assert_eq!(stderr, says);
+}
