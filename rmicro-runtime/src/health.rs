@@ -52,6 +52,80 @@ pub mod proto {
     }
 }
 
+/// `grpc/health/v1/health.proto` as a descriptor set, so server reflection can describe the
+/// health service as it describes the user's (grpcurl, Postman and the gateway's `rpc` handler
+/// then call it like any other).
+pub(crate) fn descriptor_set() -> Vec<u8> {
+    use prost::Message;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+    };
+    let field = |name: &str, kind: Type, type_name: Option<&str>| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(1),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        type_name: type_name.map(Into::into),
+        json_name: Some(name.into()),
+        ..Default::default()
+    };
+    let statuses = [
+        ("UNKNOWN", ServingStatus::Unknown),
+        ("SERVING", ServingStatus::Serving),
+        ("NOT_SERVING", ServingStatus::NotServing),
+        ("SERVICE_UNKNOWN", ServingStatus::ServiceUnknown),
+    ];
+    let method = |name: &str, streams: bool| MethodDescriptorProto {
+        name: Some(name.into()),
+        input_type: Some(".grpc.health.v1.HealthCheckRequest".into()),
+        output_type: Some(".grpc.health.v1.HealthCheckResponse".into()),
+        server_streaming: streams.then_some(true),
+        ..Default::default()
+    };
+    let file = FileDescriptorProto {
+        name: Some("grpc/health/v1/health.proto".into()),
+        package: Some("grpc.health.v1".into()),
+        message_type: vec![
+            DescriptorProto {
+                name: Some("HealthCheckRequest".into()),
+                field: vec![field("service", Type::String, None)],
+                ..Default::default()
+            },
+            DescriptorProto {
+                name: Some("HealthCheckResponse".into()),
+                field: vec![field(
+                    "status",
+                    Type::Enum,
+                    Some(".grpc.health.v1.HealthCheckResponse.ServingStatus"),
+                )],
+                enum_type: vec![EnumDescriptorProto {
+                    name: Some("ServingStatus".into()),
+                    value: statuses
+                        .iter()
+                        .map(|(name, status)| EnumValueDescriptorProto {
+                            name: Some((*name).into()),
+                            number: Some(*status as i32),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Health".into()),
+            method: vec![method("Check", false), method("Watch", true)],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    FileDescriptorSet { file: vec![file] }.encode_to_vec()
+}
+
 /// A service's health, as the protocol names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]

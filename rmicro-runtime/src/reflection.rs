@@ -305,7 +305,7 @@ impl Index {
 }
 
 /// The reflection services (v1 and v1alpha) over `sets`.
-pub(crate) fn services(sets: &[&'static [u8]]) -> Vec<ServiceDef> {
+pub(crate) fn services(sets: &[&[u8]]) -> Vec<ServiceDef> {
     let mut index = Index::default();
     for set in sets {
         if let Err(err) = index.add_set(set) {

@@ -509,14 +509,18 @@ impl Server {
         let local_addr = listener.local_addr()?;
         // gRPC server reflection over the registered descriptors, unless the user serves any
         // of it (a built-in half next to the user's would answer from other descriptors).
+        // gRPC health checking, unless the user serves any of it; described by reflection too.
+        let health = !self.serves_any(&[crate::health::CHECK_PATH, crate::health::WATCH_PATH]);
         let reflection = [crate::reflection::V1_PATH, crate::reflection::V1ALPHA_PATH];
         if !self.descriptors.is_empty() && !self.serves_any(&reflection) {
-            for service in crate::reflection::services(&self.descriptors) {
+            let health_set = health.then(crate::health::descriptor_set);
+            let mut sets: Vec<&[u8]> = self.descriptors.clone();
+            sets.extend(health_set.as_deref());
+            for service in crate::reflection::services(&sets) {
                 self.routes.extend(service.routes);
             }
         }
-        // gRPC health checking, unless the user serves any of it.
-        if !self.serves_any(&[crate::health::CHECK_PATH, crate::health::WATCH_PATH]) {
+        if health {
             self.health.serving_unless_set("");
             for service in &self.services {
                 self.health.serving_unless_set(service.name);

@@ -106,7 +106,7 @@ async fn python_reflection_client_discovers_and_calls_the_service() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
+        r#"{"health": "SERVING", "input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
     );
 }
 
