@@ -20,17 +20,13 @@
 //!   copied both ways until both sides have closed (or nothing moves for the idle timeout).
 //!   `CONNECT` is refused (405).
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum_core::body::Body;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
@@ -40,116 +36,28 @@ use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
 use super::{address, error, HandlerConfig};
+use body::{fail, too_large, ProxyBody};
+use headers::{
+    forwarded_for, has_any, strip_client_forwarded, strip_hop_by_hop, strip_present_hop_by_hop,
+    HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_PROTO,
+};
+use upgrade::{set_upgrade, wants_upgrade};
+
+mod body;
+mod headers;
+mod host;
+mod nodes;
+mod upgrade;
+
+// For the rpc handler and the gateway's `serve`.
+pub(crate) use headers::{codings, other_transfer_coding, Peer};
+pub(crate) use host::{host_from_target, host_problem, Host};
+pub(crate) use nodes::{Quarantine, Seen};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
 /// How long a tunnel may carry nothing, unless the proxy is told otherwise.
 const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
-
-/// How long an unreachable node is avoided.
-const QUARANTINE: Duration = Duration::from_secs(5);
-
-/// Nodes that could not be reached, each avoided for [`QUARANTINE`] (the `http` and `rpc`
-/// handlers each keep one).
-#[derive(Debug, Default)]
-pub(crate) struct Quarantine {
-    /// Unreachable nodes and until when they are avoided.
-    failed: Mutex<HashMap<String, Instant>>,
-    /// Whether `failed` may hold anything, so the common case skips its lock.
-    any_failed: AtomicBool,
-}
-
-impl Quarantine {
-    /// The address of the node to send to: `select`'s pick (an index into the slice it is given)
-    /// among the nodes that are neither quarantined nor in `avoid` (among all of them when none
-    /// is left). `nodes` must not be empty.
-    pub(crate) fn pick<'n>(
-        &self,
-        nodes: &'n [Node],
-        avoid: &[String],
-        select: impl Fn(&[Node]) -> usize,
-    ) -> &'n str {
-        let select = |candidates: &[Node]| select(candidates).min(candidates.len() - 1);
-        if avoid.is_empty() && !self.any_failed.load(Ordering::Relaxed) {
-            return &nodes[select(nodes)].address;
-        }
-        let now = Instant::now();
-        let healthy: Vec<Node> = {
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.retain(|_, until| *until > now);
-            if failed.is_empty() {
-                self.any_failed.store(false, Ordering::Relaxed);
-            }
-            nodes
-                .iter()
-                .filter(|n| !failed.contains_key(&n.address) && !avoid.contains(&n.address))
-                .cloned()
-                .collect()
-        };
-        if healthy.is_empty() {
-            return &nodes[select(nodes)].address;
-        }
-        let address = &healthy[select(&healthy)].address;
-        nodes
-            .iter()
-            .find(|n| n.address == *address)
-            .map_or(&nodes[0].address, |n| &n.address)
-    }
-
-    /// Avoids the node at `address` for the next [`QUARANTINE`].
-    pub(crate) fn mark(&self, address: &str) {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(address.to_string(), Instant::now() + QUARANTINE);
-        self.any_failed.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Services that had nodes once, so that an empty lookup can tell its answer: "no nodes" (503)
-/// for those, "not found" (404) for any other (the `http` and `rpc` handlers each keep one).
-#[derive(Debug, Default)]
-pub(crate) struct Seen(RwLock<HashSet<String, foldhash::fast::RandomState>>);
-
-impl Seen {
-    /// Records that `service` has nodes (read-locked when already known).
-    pub(crate) fn saw(&self, service: &str) {
-        let known = self
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(service);
-        if !known {
-            self.0
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(service.to_string());
-        }
-    }
-
-    /// The status and detail for a lookup of `service` that found no nodes.
-    pub(crate) fn no_nodes(&self, service: &str) -> (StatusCode, String) {
-        let seen = self
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(service);
-        if seen {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("service `{service}` has no nodes"),
-            )
-        } else {
-            (
-                StatusCode::NOT_FOUND,
-                format!("service `{service}` not found"),
-            )
-        }
-    }
-}
 
 /// The reverse proxy, as a tower service.
 #[derive(Clone)]
@@ -179,115 +87,6 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("namespace", &self.inner.config.namespace)
             .finish_non_exhaustive()
-    }
-}
-
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1; `Trailer` is not one: it declares
-/// the trailer fields that follow the body, which pass through).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-}
-
-/// Sets `Upgrade: protocol` and `Connection: upgrade` on a message whose hop-by-hop headers
-/// were stripped: the one switch a proxy passes on.
-fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::UPGRADE, protocol);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-}
-
-/// Forwarding headers a client could set to mislead the node, passed on only when the gateway
-/// is told to trust them (it sits behind a load balancer that sets them).
-const CLIENT_FORWARDED: [&str; 5] = [
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-];
-
-fn strip_client_forwarded(headers: &mut HeaderMap) {
-    remove_all(headers, &CLIENT_FORWARDED);
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if has_any(headers, HOP_BY_HOP) {
-        strip_present_hop_by_hop(headers);
-    }
-}
-
-/// [`strip_hop_by_hop`] once `headers` is known to have some.
-fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
-    // A client that takes trailers says so to the next hop too: the gateway passes them on.
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
-/// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
-/// so.
-pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> bool {
-    codings(headers, &header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The codings a list header (`Transfer-Encoding`, `Content-Encoding`) names, over all its
-/// lines, trimmed, empty items left out.
-pub(crate) fn codings<'h>(
-    headers: &'h HeaderMap,
-    name: &header::HeaderName,
-) -> impl Iterator<Item = &'h [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty())
-}
-
-/// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy
-/// removes: one pass over the names they have instead of a lookup per listed name.
-fn has_any(headers: &HeaderMap, names: &[&str]) -> bool {
-    headers.keys().any(|name| names.contains(&name.as_str()))
-}
-
-/// Removes every header in `names` (looking each up only when one is there).
-fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
-    if has_any(headers, names) {
-        for name in names {
-            headers.remove(*name);
-        }
     }
 }
 
@@ -634,109 +433,6 @@ impl Proxy {
     }
 }
 
-/// Whether a request's host has been checked ([`host_problem`]) and settled
-/// ([`host_from_target`]) already.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Host {
-    /// Not yet: the proxy does it.
-    Unchecked,
-    /// Done before the plugins ran.
-    Settled,
-}
-
-/// Makes the host a request's target names (HTTP/2's `:authority`, an absolute-form HTTP/1
-/// target) its `Host`, whatever `Host` said (RFC 9112 §3.2.2): the node then sees the host the
-/// client asked for, as behind go-micro's gateway (whose reverse proxy keeps `Host`) and most
-/// proxies, and plugins see the same host as the node. A target with user information is left
-/// alone ([`host_problem`] refuses it).
-pub(crate) fn host_from_target<B>(req: &mut Request<B>) {
-    let Some(authority) = req.uri().authority() else {
-        return;
-    };
-    if authority.as_str().contains('@') {
-        return;
-    }
-    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-        req.headers_mut().insert(header::HOST, host);
-    }
-}
-
-/// What is wrong with the host a request names, if anything (RFC 9112 §3.2): HTTP/1.1 needs
-/// exactly one `Host` (two would let the node and the gateway's plugins disagree about which
-/// applies), and the node is only ever told a plain `host[:port]`, never user information.
-pub(crate) fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => {
-            return Some("the request has more than one Host header; send exactly one")
-        }
-        (host, _) => host,
-    };
-    match host {
-        None if req.version() == http::Version::HTTP_11 => {
-            return Some("an HTTP/1.1 request needs a Host header naming the host it is for")
-        }
-        Some(host) if !plain_host(host.as_bytes()) => {
-            return Some(
-                "the Host header is not a host with an optional port (like `api.example:8080`)",
-            )
-        }
-        _ => {}
-    }
-    if req
-        .uri()
-        .authority()
-        .is_some_and(|a| a.as_str().contains('@'))
-    {
-        return Some(
-            "the request target names user information (`user@host`); send the host alone",
-        );
-    }
-    None
-}
-
-/// Whether `value` can be a URI authority without user information (`host` or `host:port`):
-/// not empty, and only the characters a host name, an IP literal and a port are made of
-/// (RFC 3986 §3.2.2). A byte check, as Go's server makes: this runs for every request.
-fn plain_host(value: &[u8]) -> bool {
-    !value.is_empty()
-        && value
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
-}
-
-/// The protocols a request asks to switch to: its `Upgrade` offers, when `Connection` lists
-/// `upgrade` (RFC 9110 §7.8), all lines joined into one list in order, for the node.
-///
-/// `h2c` is left out: HTTP/2 by upgrade (RFC 7540 §3.2, dropped by RFC 9113) needs the
-/// client's `HTTP2-Settings`, a header for this hop only that the gateway cannot pass on, and
-/// the gateway would have to speak HTTP/2 to the client after the switch. A client offering it
-/// gets HTTP/1.1 as it would from a server that ignores the offer; HTTP/2 clients reach the
-/// gateway with prior knowledge instead.
-fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let lines = headers.get_all(header::UPGRADE);
-    lines.iter().next()?;
-    if !connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade")) {
-        return None;
-    }
-    let mut joined = Vec::new();
-    let offers = lines
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|offer| !offer.is_empty() && !offer.eq_ignore_ascii_case(b"h2c"));
-    for offer in offers {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b", ");
-        }
-        joined.extend_from_slice(offer);
-    }
-    if joined.is_empty() {
-        return None;
-    }
-    HeaderValue::from_bytes(&joined).ok()
-}
-
 /// Answers the client with the node's `101 Switching Protocols` and joins the two connections
 /// once both sides have switched (see [`tunnel`](super::tunnel) for when it ends). A 101 that
 /// names no protocol, or one the client did not offer, is the node's error: 502.
@@ -783,133 +479,6 @@ fn tunnel(
     Response::from_parts(parts, ProxyBody::Gateway(Body::empty()))
 }
 
-/// The client of a proxied request, as its connection knows it.
-#[derive(Clone, Debug)]
-pub(crate) struct Peer {
-    /// The client's IP address as an `X-Forwarded-For` entry, written once per connection
-    /// (clones share its bytes).
-    ip: HeaderValue,
-}
-
-impl Peer {
-    pub(crate) fn new(addr: SocketAddr) -> Option<Peer> {
-        let mut buf = [0u8; 48];
-        let ip = write_ip(addr.ip(), &mut buf)?;
-        let ip = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip)).ok()?;
-        Some(Peer { ip })
-    }
-}
-
-/// A proxied response's body: the backend's, streamed as it arrives, or the gateway's own
-/// (errors). Not boxed: a box per response is measurable at the request rates a gateway sees.
-#[derive(Debug)]
-pub(crate) enum ProxyBody {
-    Backend(Incoming),
-    Gateway(Body),
-}
-
-impl From<ProxyBody> for Body {
-    fn from(body: ProxyBody) -> Body {
-        match body {
-            ProxyBody::Backend(body) => Body::new(body),
-            ProxyBody::Gateway(body) => body,
-        }
-    }
-}
-
-impl http_body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = axum_core::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum_core::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Backend(body) => {
-                Pin::new(body).poll_frame(cx).map_err(axum_core::Error::new)
-            }
-            ProxyBody::Gateway(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Backend(body) => body.is_end_stream(),
-            ProxyBody::Gateway(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            ProxyBody::Backend(body) => body.size_hint(),
-            ProxyBody::Gateway(body) => body.size_hint(),
-        }
-    }
-}
-
-/// The gateway's own error response.
-fn fail(status: StatusCode, detail: String) -> Response<ProxyBody> {
-    error::response(status, detail).map(ProxyBody::Gateway)
-}
-
-/// `X-Forwarded-For` with `peer` appended to what the client sent, all its lines joined into
-/// one (no allocation when the client sent none: this runs for every request).
-fn forwarded_for(headers: &HeaderMap, peer: &Peer) -> Option<HeaderValue> {
-    let mut prior = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .filter(|p| !p.trim_ascii().is_empty());
-    let Some(first) = prior.next() else {
-        return Some(peer.ip.clone());
-    };
-    let ip = peer.ip.as_bytes();
-    let mut joined = Vec::with_capacity(first.len() + 2 + ip.len());
-    joined.extend_from_slice(first);
-    for more in prior {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(more);
-    }
-    joined.extend_from_slice(b", ");
-    joined.extend_from_slice(ip);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
-}
-
-/// Writes `ip` as text into `buf`: IPv4 digit by digit (the formatting machinery costs more
-/// than the rest of this header), IPv6 as `Display` does.
-fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    buf[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    buf[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                buf[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            Some(&buf[..len])
-        }
-        std::net::IpAddr::V6(_) => {
-            use std::io::Write as _;
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            write!(cursor, "{ip}").ok()?;
-            let len = cursor.position() as usize;
-            Some(&buf[..len])
-        }
-    }
-}
-
 /// Whether a request without a body may be sent twice: its method is safe (RFC 9110 §9.2.1),
 /// the rule Go's transport uses to replay a request on a connection that turned out closed.
 fn replayable(method: &http::Method) -> bool {
@@ -946,13 +515,6 @@ async fn answer_after_upload<F: std::future::Future>(
     }
 }
 
-fn too_large(limit: usize) -> Response<ProxyBody> {
-    fail(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body over the {limit}-byte limit"),
-    )
-}
-
 /// Whether a backend error comes from the request body exceeding its limit.
 fn is_length_limit(err: &PoolError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
@@ -963,113 +525,4 @@ fn is_length_limit(err: &PoolError) -> bool {
         source = e.source();
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upgrade_offers_on_several_lines_are_one_list() {
-        let mut headers = HeaderMap::new();
-        headers.append(header::UPGRADE, HeaderValue::from_static("echo/2"));
-        assert_eq!(wants_upgrade(&headers), None, "no `Connection: upgrade`");
-        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        headers.append(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2");
-        headers.append(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(wants_upgrade(&headers).unwrap(), "echo/2, websocket");
-    }
-
-    #[test]
-    fn an_h2c_offer_is_left_out() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::CONNECTION,
-            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
-        );
-        headers.append(header::UPGRADE, HeaderValue::from_static("h2c"));
-        assert_eq!(wants_upgrade(&headers), None, "nothing else offered");
-        headers.insert(
-            header::UPGRADE,
-            HeaderValue::from_static(" H2C ,websocket,, echo/2"),
-        );
-        assert_eq!(wants_upgrade(&headers).unwrap(), "websocket, echo/2");
-    }
-
-    #[test]
-    fn plain_hosts_only() {
-        for ok in [
-            "api.example",
-            "api.example:8080",
-            "127.0.0.1:80",
-            "[::1]:8080",
-            "a-b_c",
-        ] {
-            assert!(plain_host(ok.as_bytes()), "{ok}");
-        }
-        for bad in [
-            "",
-            "a.example/evil",
-            "a, b",
-            "user:pass@api.example",
-            "@api.example",
-            "a example",
-            "api.example?x",
-            "api.example#x",
-        ] {
-            assert!(!plain_host(bad.as_bytes()), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn forwarded_for_appends_the_peer() {
-        let peer = |addr: &str| Peer::new(addr.parse().unwrap()).unwrap();
-        let sent = |lines: &[&'static str]| {
-            let mut headers = HeaderMap::new();
-            for line in lines {
-                headers.append(X_FORWARDED_FOR, HeaderValue::from_static(line));
-            }
-            headers
-        };
-        let v4 = &peer("10.1.2.3:5000");
-        let v6 = &peer("[2001:db8::1]:443");
-        assert_eq!(forwarded_for(&sent(&[]), v4).unwrap(), "10.1.2.3");
-        assert_eq!(forwarded_for(&sent(&[]), v6).unwrap(), "2001:db8::1");
-        assert_eq!(
-            forwarded_for(&sent(&["192.0.2.7, 198.51.100.2"]), v6).unwrap(),
-            "192.0.2.7, 198.51.100.2, 2001:db8::1"
-        );
-        // Every line the client sent is kept, in order.
-        assert_eq!(
-            forwarded_for(&sent(&["192.0.2.7", " ", "198.51.100.2"]), v4).unwrap(),
-            "192.0.2.7, 198.51.100.2, 10.1.2.3"
-        );
-        let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            forwarded_for(&sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
-            longest.ip().to_string().as_str()
-        );
-    }
-
-    #[test]
-    fn ipv4_text_matches_display() {
-        let mut buf = [0u8; 48];
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.0.9.99",
-            "100.20.3.255",
-            "255.255.255.255",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(write_ip(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
-        }
-        for a in 0..=255u8 {
-            let ip = std::net::IpAddr::from([a, 255 - a, a / 3, a % 10]);
-            assert_eq!(write_ip(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
-        }
-    }
 }

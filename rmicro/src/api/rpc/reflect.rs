@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -14,7 +15,12 @@ use rmicro_runtime::reflection::proto::{
 use rmicro_runtime::reflection::{V1ALPHA_PATH, V1_PATH};
 use rmicro_runtime::transport::{Connection, TransportError};
 
-use super::{error, Fail, NodeFail, RawCodec, MAX_CHANNELS, REFLECTION_TIMEOUT};
+use super::call::RawCodec;
+use super::channels::MAX_CHANNELS;
+use super::{error, Fail, NodeFail};
+
+/// How long server reflection at a node may take.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The versions of the reflection service: `v1`, and `v1alpha`, all that older grpc-go and
 /// grpcio-reflection (to this day) serve. The messages are the same.

@@ -1,0 +1,242 @@
+//! The headers the proxy changes on the way: hop-by-hop headers, forwarding headers
+//! (`X-Forwarded-For` and those a client could set to mislead the node) and transfer codings.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1; `Trailer` is not one: it declares
+/// the trailer fields that follow the body, which pass through).
+pub(super) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
+pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Forwarding headers a client could set to mislead the node, passed on only when the gateway
+/// is told to trust them (it sits behind a load balancer that sets them).
+const CLIENT_FORWARDED: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
+    remove_all(headers, &CLIENT_FORWARDED);
+}
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if has_any(headers, HOP_BY_HOP) {
+        strip_present_hop_by_hop(headers);
+    }
+}
+
+/// [`strip_hop_by_hop`] once `headers` is known to have some.
+pub(super) fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
+    // A client that takes trailers says so to the next hop too: the gateway passes them on.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
+/// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
+/// so.
+pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> bool {
+    codings(headers, &header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The codings a list header (`Transfer-Encoding`, `Content-Encoding`) names, over all its
+/// lines, trimmed, empty items left out.
+pub(crate) fn codings<'h>(
+    headers: &'h HeaderMap,
+    name: &header::HeaderName,
+) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+}
+
+/// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy
+/// removes: one pass over the names they have instead of a lookup per listed name.
+pub(super) fn has_any(headers: &HeaderMap, names: &[&str]) -> bool {
+    headers.keys().any(|name| names.contains(&name.as_str()))
+}
+
+/// Removes every header in `names` (looking each up only when one is there).
+fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
+    if has_any(headers, names) {
+        for name in names {
+            headers.remove(*name);
+        }
+    }
+}
+
+/// The client of a proxied request, as its connection knows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    /// The client's IP address as an `X-Forwarded-For` entry, written once per connection
+    /// (clones share its bytes).
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Option<Peer> {
+        let mut buf = [0u8; 48];
+        let ip = write_ip(addr.ip(), &mut buf)?;
+        let ip = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip)).ok()?;
+        Some(Peer { ip })
+    }
+}
+
+/// `X-Forwarded-For` with `peer` appended to what the client sent, all its lines joined into
+/// one (no allocation when the client sent none: this runs for every request).
+pub(super) fn forwarded_for(headers: &HeaderMap, peer: &Peer) -> Option<HeaderValue> {
+    let mut prior = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .filter(|p| !p.trim_ascii().is_empty());
+    let Some(first) = prior.next() else {
+        return Some(peer.ip.clone());
+    };
+    let ip = peer.ip.as_bytes();
+    let mut joined = Vec::with_capacity(first.len() + 2 + ip.len());
+    joined.extend_from_slice(first);
+    for more in prior {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(more);
+    }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+}
+
+/// Writes `ip` as text into `buf`: IPv4 digit by digit (the formatting machinery costs more
+/// than the rest of this header), IPv6 as `Display` does.
+fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            Some(&buf[..len])
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write as _;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            write!(cursor, "{ip}").ok()?;
+            let len = cursor.position() as usize;
+            Some(&buf[..len])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let peer = |addr: &str| Peer::new(addr.parse().unwrap()).unwrap();
+        let sent = |lines: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(X_FORWARDED_FOR, HeaderValue::from_static(line));
+            }
+            headers
+        };
+        let v4 = &peer("10.1.2.3:5000");
+        let v6 = &peer("[2001:db8::1]:443");
+        assert_eq!(forwarded_for(&sent(&[]), v4).unwrap(), "10.1.2.3");
+        assert_eq!(forwarded_for(&sent(&[]), v6).unwrap(), "2001:db8::1");
+        assert_eq!(
+            forwarded_for(&sent(&["192.0.2.7, 198.51.100.2"]), v6).unwrap(),
+            "192.0.2.7, 198.51.100.2, 2001:db8::1"
+        );
+        // Every line the client sent is kept, in order.
+        assert_eq!(
+            forwarded_for(&sent(&["192.0.2.7", " ", "198.51.100.2"]), v4).unwrap(),
+            "192.0.2.7, 198.51.100.2, 10.1.2.3"
+        );
+        let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            forwarded_for(&sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
+            longest.ip().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn ipv4_text_matches_display() {
+        let mut buf = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.9.99",
+            "100.20.3.255",
+            "255.255.255.255",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(write_ip(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
+        }
+        for a in 0..=255u8 {
+            let ip = std::net::IpAddr::from([a, 255 - a, a / 3, a % 10]);
+            assert_eq!(write_ip(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! A call to a node: the request message encoded and sent, the response decoded back to JSON.
+
+use std::time::Instant;
+
+use axum_core::body::Body;
+use bytes::{Buf, BufMut, Bytes};
+use http::{header, Response, StatusCode};
+use prost::Message;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use rmicro_runtime::registry::Node;
+use rmicro_runtime::transport::TransportError;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+use super::request::{build_request, missing_message, names_unknown};
+use super::route::Target;
+use super::status::{ran_out, status_response, too_large};
+use super::{error, proto_json, NodeFail, RpcHandler};
+
+/// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
+const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How many message types one request may have to ask a node for (the types of `Any` fields
+/// its request and response hold that the service's files do not import).
+const MAX_ANY_LOOKUPS: usize = 8;
+
+/// Passes encoded messages through unchanged: the rpc handler encodes and decodes itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}
+
+impl RpcHandler {
+    /// The request transcoded and sent to the node at `address`, its answer transcoded back.
+    pub(super) async fn call_node(
+        &self,
+        address: &str,
+        nodes: &[Node],
+        target: &Target,
+        parts: &http::request::Parts,
+        body: &Bytes,
+    ) -> Result<Response<Body>, NodeFail> {
+        let config = &self.inner.config;
+        let node = nodes
+            .iter()
+            .find(|n| n.address == address)
+            .unwrap_or(&nodes[0]);
+        let grpc_path = match &target.endpoint {
+            Some(endpoint) if target.grpc_path.is_empty() => {
+                self.grpc_path(node, nodes, &target.service, endpoint)
+                    .await?
+            }
+            _ => target.grpc_path.clone(),
+        };
+        let grpc_path = grpc_path.as_str();
+        let describe = |reread| self.method(node, nodes, &target.service, grpc_path, reread);
+        let (mut method, fresh) = describe(false).await?;
+        let query = parts.uri.query();
+        let (mut reread, mut lookups) = (fresh, 0);
+        let input = loop {
+            match build_request(&method.input(), target, body, query) {
+                // A field or enum value the cached descriptors lack may be one a redeployed
+                // service added: read them again (at most once) and build the message anew.
+                Err(detail) if !reread && names_unknown(&detail) => {
+                    method = describe(true).await?.0;
+                    reread = true;
+                }
+                // An `Any` of a type their files do not import: ask the node for its file.
+                Err(detail) => match missing_message(&detail) {
+                    Some(name) if lookups < MAX_ANY_LOOKUPS => {
+                        lookups += 1;
+                        match self
+                            .with_message(&target.service, node, grpc_path, &method, name)
+                            .await?
+                        {
+                            Some(found) => method = found,
+                            None => break Err(detail),
+                        }
+                    }
+                    _ => break Err(detail),
+                },
+                built => break built,
+            }
+        }
+        .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
+        if method.is_client_streaming() || method.is_server_streaming() {
+            return Err(error::response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "`{}` streams; the rpc handler serves unary methods only",
+                    grpc_path
+                ),
+            )
+            .into());
+        }
+
+        // Responses as large as the requests the gateway takes, and never under gRPC's usual
+        // 4 MiB (tonic's default would cut every response at 4 MiB).
+        let response_limit = config.body_limit.max(MIN_RESPONSE_LIMIT);
+        let mut grpc = self
+            .channel(address)?
+            .grpc()
+            .max_decoding_message_size(response_limit);
+        let message = Bytes::from(input.encode_to_vec());
+        let sent = message.len();
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(config.backend_timeout);
+        // Each value of a header sent more than once (a gRPC metadata key may have several).
+        for (name, value) in parts.headers.iter() {
+            let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
+            if forward {
+                if let (Ok(k), Ok(v)) = (
+                    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                    tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+                ) {
+                    request.metadata_mut().append(k, v);
+                }
+            }
+        }
+        let path = http::uri::PathAndQuery::try_from(grpc_path)
+            .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
+        let call = grpc.unary(request, path, RawCodec);
+        let started = Instant::now();
+        let timed_out = || -> NodeFail {
+            error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "`{}` did not answer within {:?}",
+                    grpc_path, config.backend_timeout
+                ),
+            )
+            .into()
+        };
+        let reply = match tokio::time::timeout(config.backend_timeout, call).await {
+            Err(_) => return Err(timed_out()),
+            // The deadline the gateway sent ran out at the service (which answers so as it
+            // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
+            Ok(Err(status)) if ran_out(&status, started.elapsed(), config.backend_timeout) => {
+                return Err(timed_out())
+            }
+            Ok(Err(status)) => {
+                return Err(match TransportError::find(&status) {
+                    Some(err) => {
+                        let response = error::response(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{}` node {address}: {err}", target.service),
+                        );
+                        // Only a call that never left may go to another node; a node that
+                        // failed mid-call is still avoided.
+                        if err.is_unsent() {
+                            NodeFail::unreached(response)
+                        } else {
+                            self.inner.quarantine.mark(address);
+                            self.inner.nodes.invalidate(&target.service);
+                            response.into()
+                        }
+                    }
+                    None => too_large(&status, sent, response_limit, grpc_path)
+                        .unwrap_or_else(|| status_response(&status))
+                        .into(),
+                });
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        // Proto3 JSON as go-micro's grpc server codec (jsonpb), protojson and json_format
+        // write it: lowerCamelCase names (a field's `json_name`), fields without presence left
+        // out at their default values.
+        let options = prost_reflect::SerializeOptions::new();
+        let mut lookups = 0;
+        let mut json = loop {
+            let output = DynamicMessage::decode(method.output(), reply.clone()).map_err(|e| {
+                error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the response of `{grpc_path}` does not decode: {e}"),
+                )
+            })?;
+            let unconverted =
+                match output.serialize_with_options(serde_json::value::Serializer, &options) {
+                    Ok(mut json) => {
+                        proto_json::mend_response(&output, &mut json);
+                        break json;
+                    }
+                    Err(e) => e.to_string(),
+                };
+            let found = match missing_message(&unconverted) {
+                // An `Any` of a type the files read do not import: ask the node for its file.
+                Some(name) if lookups < MAX_ANY_LOOKUPS => {
+                    lookups += 1;
+                    self.with_message(&target.service, node, grpc_path, &method, name)
+                        .await?
+                }
+                _ => None,
+            };
+            match found {
+                Some(found) => method = found,
+                None => {
+                    return Err(error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the response does not convert to JSON: {unconverted}"),
+                    )
+                    .into())
+                }
+            }
+        };
+        if !target.response_body.is_empty() {
+            json = response_field(&method.output(), &reply, json, &target.response_body)
+                .ok_or_else(|| {
+                    error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the response has no field `{}`", target.response_body),
+                    )
+                })?;
+        }
+        let mut resp = Response::new(Body::from(json.to_string()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+/// The field `name` (as the binding's `response_body` names it: its proto name) of the response
+/// `json`, decoded from `reply` of type `desc`. A field left out at its default value is written
+/// with it (`[]`, `0`, `""`…), so the answer is never empty.
+fn response_field(
+    desc: &MessageDescriptor,
+    reply: &Bytes,
+    mut json: serde_json::Value,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let field = desc
+        .get_field_by_name(name)
+        .or_else(|| desc.get_field_by_json_name(name))?;
+    if let Some(value) = json.get_mut(field.json_name()) {
+        return Some(value.take());
+    }
+    let output = DynamicMessage::decode(desc.clone(), reply.clone()).ok()?;
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    let mut json = output
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .ok()?;
+    json.get_mut(field.json_name()).map(serde_json::Value::take)
+}

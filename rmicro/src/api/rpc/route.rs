@@ -1,0 +1,240 @@
+//! The route table: the `google.api.http` bindings services registered, read from the registry,
+//! and go-micro's `/service/method` form for other paths.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, Method, StatusCode};
+
+use super::template::{percent_decode, Template};
+use super::{error, Fail, RpcHandler};
+
+/// How long the table of HTTP bindings read from the registry is reused.
+const ROUTES_TTL: Duration = Duration::from_secs(1);
+
+/// One `google.api.http` binding of a registered endpoint.
+#[derive(Debug, Clone)]
+pub(super) struct Binding {
+    service: String,
+    grpc_path: String,
+    method: String,
+    template: Template,
+    body: String,
+    response_body: String,
+}
+
+/// What a request resolved to.
+pub(super) struct Target {
+    pub(super) service: String,
+    /// Empty for a go-micro endpoint registered without it (see `endpoint`).
+    pub(super) grpc_path: String,
+    /// The go-micro endpoint (`Greeter.Hello`) whose gRPC path is to be found at the node.
+    pub(super) endpoint: Option<String>,
+    pub(super) body: String,
+    pub(super) response_body: String,
+    pub(super) captures: Vec<(String, String)>,
+}
+
+impl RpcHandler {
+    /// Every HTTP binding in the registry (cached for a second).
+    async fn bindings(&self) -> Result<Arc<Vec<Binding>>, Fail> {
+        if let Some((at, routes)) = &*self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < ROUTES_TTL {
+                return Ok(Arc::clone(routes));
+            }
+        }
+        let services = self
+            .inner
+            .config
+            .registry
+            .list_services()
+            .await
+            .map_err(|err| {
+                error::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the registry: {err}"),
+                )
+            })?;
+        // Descriptors of services that left the registry go too.
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, d| services.iter().any(|s| s.name == d.service));
+        let mut routes = Vec::new();
+        for service in services {
+            for endpoint in &service.endpoints {
+                let (Some(http), Some(grpc_path)) = (
+                    endpoint.metadata.get("http"),
+                    endpoint.metadata.get("grpc_path"),
+                ) else {
+                    continue;
+                };
+                let Ok(rules) = serde_json::from_str::<Vec<serde_json::Value>>(http) else {
+                    continue;
+                };
+                for rule in rules {
+                    let field = |k: &str| {
+                        rule.get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let Some(template) = Template::parse(&field("path")) else {
+                        continue;
+                    };
+                    routes.push(Binding {
+                        service: service.name.clone(),
+                        grpc_path: grpc_path.clone(),
+                        method: field("method"),
+                        template,
+                        body: field("body"),
+                        response_body: field("response_body"),
+                    });
+                }
+            }
+        }
+        // Most specific first, whatever service or order they came in (the sort is stable).
+        routes.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
+        let routes = Arc::new(routes);
+        *self.inner.routes.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), Arc::clone(&routes)));
+        Ok(routes)
+    }
+
+    /// go-micro's `/service/method` form.
+    async fn go_micro_target(&self, path: &str) -> Result<Target, Fail> {
+        let parts: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let title = |s: &str| {
+            let mut c = s.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        };
+        let versioned = parts.first().is_some_and(|p| {
+            p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit())
+        });
+        let (service, rest) = match (versioned, parts.len()) {
+            (true, n) if n >= 3 => (format!("{}.{}", parts[0], parts[1]), &parts[1..]),
+            (false, n) if n >= 2 => (parts[0].to_string(), &parts[..]),
+            _ => {
+                return Err(error::response(
+                    StatusCode::NOT_FOUND,
+                    format!("no endpoint for path `{path}`"),
+                ))
+            }
+        };
+        let endpoint = match rest.len() {
+            2 => format!("{}.{}", title(rest[0]), title(rest[1])),
+            _ => format!(
+                "{}.{}",
+                title(rest[rest.len() - 2]),
+                title(rest[rest.len() - 1])
+            ),
+        };
+        let namespace = self.inner.config.namespace.trim_end_matches('.');
+        let service = if namespace.is_empty() {
+            service
+        } else {
+            format!("{namespace}.{service}")
+        };
+        let records = self
+            .inner
+            .config
+            .registry
+            .get_service(&service)
+            .await
+            .map_err(|err| {
+                error::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot look up service `{service}`: {err}"),
+                )
+            })?;
+        // As the http handler: a service that had nodes once and has none now is unavailable
+        // (503), one never seen is not found (404).
+        if records.is_empty() {
+            let (status, detail) = self.inner.seen.no_nodes(&service);
+            return Err(error::response(status, detail));
+        }
+        self.inner.seen.saw(&service);
+        let found = records
+            .iter()
+            .flat_map(|r| r.endpoints.iter())
+            .find(|e| e.name.eq_ignore_ascii_case(&endpoint));
+        let Some(found) = found else {
+            return Err(error::response(
+                StatusCode::NOT_FOUND,
+                format!("service `{service}` has no endpoint `{endpoint}`"),
+            ));
+        };
+        // go-micro's services (and others registered as they are) do not say their gRPC path:
+        // it is found at the node, by server reflection.
+        let (grpc_path, endpoint) = match found.metadata.get("grpc_path") {
+            Some(path) => (path.clone(), None),
+            None => (String::new(), Some(found.name.clone())),
+        };
+        Ok(Target {
+            service,
+            grpc_path,
+            endpoint,
+            body: "*".into(),
+            response_body: String::new(),
+            captures: Vec::new(),
+        })
+    }
+
+    pub(super) async fn resolve(&self, method: &Method, path: &str) -> Result<Target, Fail> {
+        let bindings = self.bindings().await?;
+        // Methods bound to this path, should the request's method be none of them.
+        let mut allowed: Vec<String> = Vec::new();
+        for b in bindings.iter() {
+            if !b.method.eq_ignore_ascii_case(method.as_str()) {
+                if b.template.matches(path).is_some() {
+                    let bound = b.method.to_ascii_uppercase();
+                    if !allowed.contains(&bound) {
+                        allowed.push(bound);
+                    }
+                }
+                continue;
+            }
+            if let Some(captures) = b.template.matches(path) {
+                let captures = captures
+                    .into_iter()
+                    .map(|(field, value, mode)| Ok((field, percent_decode(&value, mode)?)))
+                    .collect::<Result<_, String>>()
+                    .map_err(|detail| {
+                        error::response(StatusCode::BAD_REQUEST, format!("the path: {detail}"))
+                    })?;
+                return Ok(Target {
+                    service: b.service.clone(),
+                    grpc_path: b.grpc_path.clone(),
+                    endpoint: None,
+                    body: b.body.clone(),
+                    response_body: b.response_body.clone(),
+                    captures,
+                });
+            }
+        }
+        match self.go_micro_target(path).await {
+            // A bound path with another method: say which methods it takes, rather than that a
+            // service named after the path's first segment does not exist.
+            Err(resp) if resp.status() == StatusCode::NOT_FOUND && !allowed.is_empty() => {
+                allowed.sort();
+                let allow = allowed.join(", ");
+                let mut resp = error::response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("`{path}` does not take {method}; it takes {allow}"),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(header::ALLOW, value);
+                }
+                Err(resp)
+            }
+            other => other,
+        }
+    }
+}

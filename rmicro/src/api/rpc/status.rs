@@ -1,0 +1,116 @@
+//! gRPC statuses as the gateway's HTTP answers.
+
+use std::time::Duration;
+
+use axum_core::body::Body;
+use http::{header, Response, StatusCode};
+use rmicro_runtime::errors::Error;
+
+use super::{error, Fail};
+
+/// The answer for a message over a size limit: the request message over the service's (413),
+/// or the response over the gateway's (502); `None` for any other status.
+pub(super) fn too_large(
+    status: &tonic::Status,
+    sent: usize,
+    response_limit: usize,
+    grpc_path: &str,
+) -> Option<Fail> {
+    let message = status.message();
+    // tonic (at either end) words it so, a request's own size in it, with OUT_OF_RANGE (rmicro
+    // servers answer it with RESOURCE_EXHAUSTED, as gRPC says); grpc-go as `grpc: received
+    // message larger than max (N vs. M)`, gRPC's C core (Python, C++, Ruby…) as `Received
+    // message larger than max (N vs. M)`, Python's with `SERVER: ` before.
+    let tonic_words = message.starts_with("Error, decoded message length too large");
+    // Only the size of what the gateway sent makes tonic's words about this request: a node
+    // passing on a limit error of its own downstream call names another size.
+    let this_request = message.contains(&format!("found {sent} bytes,"));
+    let tonic_limit = status.code() == tonic::Code::OutOfRange && tonic_words;
+    let grpc_limit = status.code() == tonic::Code::ResourceExhausted
+        && ((tonic_words && this_request)
+            || message.contains("received message larger than max")
+            || message.contains("Received message larger than max"));
+    if grpc_limit || (tonic_limit && this_request) {
+        return Some(error::response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request message for `{grpc_path}` ({sent} bytes) is over the service's \
+                 limit ({message}); send a smaller request"
+            ),
+        ));
+    }
+    tonic_limit.then(|| {
+        error::response(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the response of `{grpc_path}` is over the gateway's {response_limit}-byte \
+                 limit for response messages (the larger of --body-limit and 4 MiB): {message}"
+            ),
+        )
+    })
+}
+
+/// Whether `status`, come `elapsed` into a call sent with deadline `timeout`, says that deadline
+/// ran out: a plain DEADLINE_EXCEEDED (not a go-micro error of the service's own) after 95 % of
+/// it (services and their own outgoing calls, which inherit it, may give up a little early).
+pub(super) fn ran_out(status: &tonic::Status, elapsed: Duration, timeout: Duration) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
+        && Error::parse(status.message()).is_none()
+        && elapsed >= timeout.mul_f64(0.95)
+}
+
+/// A gRPC error as go-micro JSON with the mapped HTTP status.
+pub(super) fn status_response(status: &tonic::Status) -> Response<Body> {
+    let err = Error::from_status(status);
+    let code = StatusCode::from_u16(err.code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::new(Body::from(err.to_json()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_limit_error_about_this_request_is_the_clients_413() {
+        let limit = |code, message: &str| {
+            too_large(&tonic::Status::new(code, message), 5000, 4 << 20, "/a.B/C")
+                .map(|fail| fail.status())
+        };
+        let words = |n: usize| {
+            format!("Error, decoded message length too large: found {n} bytes, the limit is: 4194304 bytes")
+        };
+        // An rmicro server's answer about what the gateway sent (older ones said OUT_OF_RANGE).
+        let code = tonic::Code::ResourceExhausted;
+        assert_eq!(
+            limit(code, &words(5000)),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        let code = tonic::Code::OutOfRange;
+        assert_eq!(
+            limit(code, &words(5000)),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        // The node passing on its own downstream call's limit error: not this request's size.
+        assert_eq!(
+            limit(tonic::Code::ResourceExhausted, &words(9_000_000)),
+            None
+        );
+        // The gateway's own limit on the response.
+        let code = tonic::Code::OutOfRange;
+        assert_eq!(
+            limit(code, &words(9_000_000)),
+            Some(StatusCode::BAD_GATEWAY)
+        );
+        let grpc_go = "grpc: received message larger than max (5000 vs. 4096)";
+        assert_eq!(
+            limit(tonic::Code::ResourceExhausted, grpc_go),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
+}
