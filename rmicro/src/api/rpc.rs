@@ -130,7 +130,17 @@ impl RpcHandler {
 
     async fn try_handle(&self, req: Request<Body>) -> Result<Response<Body>, Fail> {
         let config = &self.inner.config;
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // Headers become the call's metadata: the node hears about the client as behind the
+        // http handler, and never a client's own claim to have come over HTTPS or from
+        // elsewhere (unless told to trust such claims).
+        let peer = parts.extensions.get::<std::net::SocketAddr>().copied();
+        super::proxy::set_forwarding(
+            &mut parts.headers,
+            peer,
+            config.trust_forwarded,
+            config.https,
+        );
         // hyper undoes only the chunking: a body in another coding would be read as JSON.
         if !http_body::Body::is_end_stream(&body) {
             if super::proxy::other_transfer_coding(&parts.headers) {

@@ -128,6 +128,30 @@ impl Peer {
     }
 }
 
+/// Tells a node about the client as the http handler does: the forwarding headers clients send
+/// (other than `X-Forwarded-For`) are removed unless `trust`ed, `X-Forwarded-Proto: https`
+/// says the client came over HTTPS (`https`, not trusted), and the client's address (`peer`)
+/// is appended to `X-Forwarded-For`. For handlers off the hot path (the rpc handler); the http
+/// handler does the same inline with its per-connection [`Peer`].
+pub(crate) fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: Option<SocketAddr>,
+    trust: bool,
+    https: bool,
+) {
+    if !trust {
+        strip_client_forwarded(headers);
+        if https {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        }
+    }
+    if let Some(peer) = peer.and_then(Peer::new) {
+        if let Some(v) = forwarded_for(headers, &peer) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+}
+
 /// `X-Forwarded-For` with `peer` appended to what the client sent, all its lines joined into
 /// one (no allocation when the client sent none: this runs for every request).
 pub(super) fn forwarded_for(headers: &HeaderMap, peer: &Peer) -> Option<HeaderValue> {
