@@ -269,7 +269,7 @@ async fn every_kind_of_field_round_trips_as_proto3_json() {
 }
 
 /// A Python service's gRPC errors come back as go-micro JSON with the mapped HTTP status, the
-/// message (non-ASCII included) as the detail, whether or not the status carries details.
+/// message (non-ASCII included) as the detail, and the status's details when it carries some.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_services_errors_come_back_as_go_micro_json() {
     let (_py, gw, _stop) = setup("v1alpha", &[]).await;
@@ -293,15 +293,22 @@ async fn a_python_services_errors_come_back_as_go_micro_json() {
             serde_json::json!({"code": code, "message": message, "with_details": with_details});
         let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
         assert_eq!(r.status, http_status, "{}", r.body);
-        assert_eq!(
-            json(&r),
-            serde_json::json!({
-                "id": "go.micro.client",
-                "code": http_status,
-                "detail": message,
-                "status": status,
-            })
-        );
+        let mut expected = serde_json::json!({
+            "id": "go.micro.client",
+            "code": http_status,
+            "detail": message,
+            "status": status,
+        });
+        if with_details {
+            // google.rpc.Status details, each as proto3 JSON writes an Any: a type of the
+            // service's files, one the node's reflection knows, and one nobody knows.
+            expected["details"] = serde_json::json!([
+                {"@type": "type.googleapis.com/interop.v1.Note", "text": "see the docs"},
+                {"@type": "type.googleapis.com/interop.extra.Label", "key": "k", "weight": "3"},
+                {"@type": "type.googleapis.com/no.Such", "value": "CAE="},
+            ]);
+        }
+        assert_eq!(json(&r), expected, "{}", r.body);
     }
 }
 

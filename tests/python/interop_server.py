@@ -56,9 +56,15 @@ def echo(request, context):
 
 def fail(request, context):
     if request.with_details:
-        note = any_pb2.Any()
+        # A type of the service's own file, one only the default pool (so reflection) knows,
+        # and one nobody knows.
+        note, label = any_pb2.Any(), any_pb2.Any()
         note.Pack(pb.Note(text="see the docs"))
-        status = pb.RpcStatus(code=request.code, message=request.message, details=[note])
+        label.Pack(interop_extra_pb2.Label(key="k", weight=3))
+        unknown = any_pb2.Any(type_url="type.googleapis.com/no.Such", value=b"\x08\x01")
+        status = pb.RpcStatus(
+            code=request.code, message=request.message, details=[note, label, unknown]
+        )
         context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
     context.abort(CODES[request.code], request.message)
 

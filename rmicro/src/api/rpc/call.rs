@@ -6,7 +6,7 @@ use axum_core::body::Body;
 use bytes::{Buf, BufMut, Bytes};
 use http::{header, Response, StatusCode};
 use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use rmicro_runtime::registry::Node;
 use rmicro_runtime::transport::TransportError;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -187,9 +187,15 @@ impl RpcHandler {
                             response.into()
                         }
                     }
-                    None => too_large(&status, sent, response_limit, grpc_path)
-                        .unwrap_or_else(|| status_response(&status))
-                        .into(),
+                    None => match too_large(&status, sent, response_limit, grpc_path) {
+                        Some(fail) => fail.into(),
+                        None => {
+                            let details = self
+                                .details(&status, &target.service, node, grpc_path, &method)
+                                .await;
+                            status_response(&status, details).into()
+                        }
+                    },
                 });
             }
             Ok(Ok(reply)) => reply.into_inner(),
@@ -250,6 +256,96 @@ impl RpcHandler {
         );
         Ok(resp)
     }
+}
+
+/// `google.rpc.Status`, the shape of a status's details (`grpc-status-details-bin`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// How many details of one error are written out (a status is small; this bounds what a
+/// misbehaving node can make the gateway look up and write).
+const MAX_DETAILS: usize = 16;
+
+impl RpcHandler {
+    /// The details a gRPC error carries (`google.rpc.Status` in `grpc-status-details-bin`:
+    /// `BadRequest`, `ErrorInfo`, a service's own messages...), each as proto3 JSON writes an
+    /// `Any` (`{"@type": …, fields…}`); a type neither the service's files nor the node's
+    /// reflection know is written as `{"@type": …, "value": base64}`. `None` without details.
+    async fn details(
+        &self,
+        status: &tonic::Status,
+        service: &str,
+        node: &Node,
+        grpc_path: &str,
+        method: &MethodDescriptor,
+    ) -> Option<Vec<serde_json::Value>> {
+        let status = RpcStatus::decode(status.details()).ok()?;
+        if status.details.is_empty() {
+            return None;
+        }
+        let mut method = method.clone();
+        let mut lookups = 0;
+        let mut out = Vec::new();
+        for any in status.details.iter().take(MAX_DETAILS) {
+            let name = any.type_url.rsplit('/').next().unwrap_or_default();
+            if method.parent_pool().get_message_by_name(name).is_none()
+                && !name.is_empty()
+                && lookups < MAX_ANY_LOOKUPS
+            {
+                lookups += 1;
+                if let Ok(Some(found)) = self
+                    .with_message(service, node, grpc_path, &method, name)
+                    .await
+                {
+                    method = found;
+                }
+            }
+            out.push(any_json(method.parent_pool(), any, name));
+        }
+        Some(out)
+    }
+}
+
+/// An `Any` as proto3 JSON writes it, its fields beside `@type`; its bytes in `value` when
+/// `pool` does not know its type or they do not decode as it.
+fn any_json(
+    pool: &prost_reflect::DescriptorPool,
+    any: &prost_types::Any,
+    name: &str,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut object = serde_json::Map::new();
+    object.insert("@type".into(), any.type_url.clone().into());
+    let fields = pool
+        .get_message_by_name(name)
+        .and_then(|desc| DynamicMessage::decode(desc, any.value.as_slice()).ok())
+        .and_then(|message| {
+            let options = prost_reflect::SerializeOptions::new();
+            let mut json = message
+                .serialize_with_options(serde_json::value::Serializer, &options)
+                .ok()?;
+            proto_json::mend_response(&message, &mut json);
+            match json {
+                serde_json::Value::Object(fields) => Some(fields),
+                // A well-known type written as a plain value (Duration, Timestamp...).
+                value => Some(serde_json::Map::from_iter([("value".to_string(), value)])),
+            }
+        });
+    match fields {
+        Some(fields) => object.extend(fields),
+        None => {
+            let value = base64::engine::general_purpose::STANDARD.encode(&any.value);
+            object.insert("value".into(), value.into());
+        }
+    }
+    serde_json::Value::Object(object)
 }
 
 /// The field `name` (as the binding's `response_body` names it: its proto name) of the response

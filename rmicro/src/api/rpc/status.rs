@@ -59,11 +59,25 @@ pub(super) fn ran_out(status: &tonic::Status, elapsed: Duration, timeout: Durati
         && elapsed >= timeout.mul_f64(0.95)
 }
 
-/// A gRPC error as go-micro JSON with the mapped HTTP status.
-pub(super) fn status_response(status: &tonic::Status) -> Response<Body> {
+/// A gRPC error as go-micro JSON with the mapped HTTP status, and the `details` its status
+/// carried (a field go-micro's shape lacks; its clients ignore it).
+pub(super) fn status_response(
+    status: &tonic::Status,
+    details: Option<Vec<serde_json::Value>>,
+) -> Response<Body> {
     let err = Error::from_status(status);
     let code = StatusCode::from_u16(err.code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = Response::new(Body::from(err.to_json()));
+    let body = match details {
+        None => err.to_json(),
+        Some(details) => match serde_json::from_str::<serde_json::Value>(&err.to_json()) {
+            Ok(serde_json::Value::Object(mut object)) => {
+                object.insert("details".into(), details.into());
+                serde_json::Value::Object(object).to_string()
+            }
+            _ => err.to_json(),
+        },
+    };
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = code;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
