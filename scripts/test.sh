@@ -5,6 +5,7 @@
 #   openssl                      certificates for the TLS etcd test
 #   python3, nginx               real-world HTTP backends for the http gateway (gateway_backends)
 #   python grpcio, grpcio-tools, grpcio-reflection  gRPC clients from another implementation
+#   python grpcio-status (googleapis-common-protos)  google.rpc error details as grpcio sends them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +24,9 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health' >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection and grpcio-health-checking" >&2
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection grpcio-health-checking
+if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking and grpcio-status" >&2
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status
 fi
 
 cargo test --workspace --locked "$@"

@@ -513,9 +513,12 @@ impl Server {
         let health = !self.serves_any(&[crate::health::CHECK_PATH, crate::health::WATCH_PATH]);
         let reflection = [crate::reflection::V1_PATH, crate::reflection::V1ALPHA_PATH];
         if !self.descriptors.is_empty() && !self.serves_any(&reflection) {
+            // The health description first: a file of the same name in the user's sets (grpc's
+            // own health.proto, which a service's file may import) replaces it, so every
+            // message that file defines stays described.
             let health_set = health.then(crate::health::descriptor_set);
-            let mut sets: Vec<&[u8]> = self.descriptors.clone();
-            sets.extend(health_set.as_deref());
+            let mut sets: Vec<&[u8]> = health_set.as_deref().into_iter().collect();
+            sets.extend(self.descriptors.iter().copied());
             for service in crate::reflection::services(&sets) {
                 self.routes.extend(service.routes);
             }

@@ -1276,3 +1276,65 @@ async fn nodes_whose_address_cannot_be_used_are_left_out() {
          record"
     );
 }
+
+/// A service whose own files import `grpc/health/v1/health.proto` (grpc's, with `List` and its
+/// messages) keeps that file in server reflection: the built-in health service's description,
+/// a subset of it, does not replace it, so its messages still resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_importing_grpcs_health_proto_is_still_described() {
+    static PROBE: &[Endpoint] = &[endpoint(
+        "Probe.Ping",
+        "/probe.v1.Probe/Ping",
+        "grpc.health.v1.HealthListRequest",
+        &[rule("POST", "/v1/ping", "*")],
+    )];
+    let health = FileDescriptorProto {
+        name: Some("grpc/health/v1/health.proto".into()),
+        package: Some("grpc.health.v1".into()),
+        message_type: vec![
+            message(
+                "HealthCheckRequest",
+                vec![field("service", 1, Type::String, None, false)],
+            ),
+            message("HealthListRequest", vec![]),
+        ],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let probe = FileDescriptorProto {
+        name: Some("probe/v1/probe.proto".into()),
+        package: Some("probe.v1".into()),
+        dependency: vec!["grpc/health/v1/health.proto".into()],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Probe".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Ping".into()),
+                input_type: Some(".grpc.health.v1.HealthListRequest".into()),
+                output_type: Some(".grpc.health.v1.HealthListRequest".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![health, probe],
+    };
+    let set: &'static [u8] = Box::leak(set.encode_to_vec().into_boxed_slice());
+    let echo = |req: Request<Raw>| async move { Ok(Response::new(req.into_inner())) };
+    let def = ServiceDef::new("probe.v1.Probe", PROBE)
+        .descriptors(set)
+        .unary("/probe.v1.Probe/Ping", echo);
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut svc = Service::builder("go.micro.srv.probe")
+        .registry(Arc::clone(&registry))
+        .build();
+    svc.server_mut().add_service(def).unwrap();
+    let _running = svc.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.probe").await;
+    let (gw, _stop) = gateway(registry).await;
+    let r = call(&gw, "POST", "/v1/ping", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r), serde_json::json!({}));
+}

@@ -312,6 +312,51 @@ async fn a_python_services_errors_come_back_as_go_micro_json() {
     }
 }
 
+/// The details of a status as grpcio-status sends them — google.rpc's `BadRequest`,
+/// `ErrorInfo` and `RetryInfo`, well-known types with JSON forms of their own (`Duration`,
+/// `Struct`) and an `Any` of an `Any` (of a type only the node's reflection knows) — each come back as json_format writes that `Any`. Details
+/// whose code and message are not the status's do not change the answer; a
+/// `grpc-status-details-bin` that is not a `google.rpc.Status` is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_details_come_back_as_json_format_writes_them() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    let body = serde_json::json!({"code": 9, "message": "no stock", "details": "rich"});
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let got = json(&r);
+    assert_eq!(got["detail"], "no stock", "{}", r.body);
+    let want = py.details();
+    assert_eq!(want.as_array().map(Vec::len), Some(7), "{want}");
+    assert_eq!(got["details"], want, "{}", r.body);
+
+    let body = serde_json::json!({"code": 5, "message": "no such book", "details": "mismatch"});
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({
+            "id": "go.micro.client",
+            "code": 404,
+            "detail": "no such book",
+            "status": "Not Found",
+            "details": [{"@type": "type.googleapis.com/interop.v1.Note", "text": "still shown"}],
+        })
+    );
+
+    let body = serde_json::json!({"code": 5, "message": "no such book", "details": "garbage"});
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({
+            "id": "go.micro.client",
+            "code": 404,
+            "detail": "no such book",
+            "status": "Not Found",
+        })
+    );
+}
+
 /// A Python service slower than --backend-timeout: 504 once it is over, not later; responses
 /// over 4 MiB within --body-limit come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

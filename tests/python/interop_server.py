@@ -14,6 +14,9 @@ answered with a line of JSON on its standard output:
                     served)
   last              the last message `Mirror` was sent, as json_format.MessageToJson writes it
                     (`{"json": ...}`), `{"json": null}` before any
+  details           the details the last `Fail` with `details: rich` sent, each Any as
+                    json_format.MessageToJson writes it (`{"json": [...]}`), `{"json": null}`
+                    before any
   parse TYPE JSON   JSON (the rest of the line) read into message TYPE by json_format.Parse and
                     written back by MessageToJson: `{"json": ...}`, or `{"error": "..."}` when
                     json_format refuses it
@@ -41,10 +44,14 @@ sys.path.insert(0, stubs)
 import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
 import interop_pb2 as pb  # noqa: E402
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory  # noqa: E402
+from google.protobuf import duration_pb2, struct_pb2  # noqa: E402
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # noqa: E402  (grpcio-status's)
+from grpc_status import rpc_status  # noqa: E402
 
 lock = threading.Lock()
 counts = {"v1alpha": 0, "v1": 0}
 mirrored = [None]
+sent_details = [None]
 
 SERVICE = "interop.v1.Interop"
 CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -54,7 +61,45 @@ def echo(request, context):
     return request
 
 
+def packed(message):
+    any_ = any_pb2.Any()
+    any_.Pack(message)
+    return any_
+
+
+def rich_details():
+    """Details of every kind a status carries: google.rpc's (as grpc-go and grpcio-status
+    users send them), well-known types with JSON forms of their own, and an Any of an Any."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field="name", description="too short")
+    structure = struct_pb2.Struct()
+    structure.update({"shelf": "top", "tags": [True, None, "new"]})
+    return [
+        packed(error_details_pb2.BadRequest(field_violations=[violation])),
+        packed(error_details_pb2.ErrorInfo(reason="OUT_OF_STOCK", domain="books.example",
+                                           metadata={"isbn": "978-3"})),
+        packed(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1,
+                                                                             nanos=500000000))),
+        packed(duration_pb2.Duration(seconds=3)),
+        packed(structure),
+        packed(packed(pb.Note(text="inside"))),
+        # An Any of an Any of a type only the default pool (so reflection) knows.
+        packed(packed(interop_extra_pb2.Label(key="deep", weight=2))),
+    ]
+
+
 def fail(request, context):
+    if request.details == "rich":
+        details = rich_details()
+        with lock:
+            sent_details[0] = [to_json(d) for d in details]
+        status = status_pb2.Status(code=request.code, message=request.message, details=details)
+        context.abort_with_status(rpc_status.to_status(status))
+    if request.details == "mismatch":
+        status = status_pb2.Status(code=code_pb2.INTERNAL, message="not this",
+                                   details=[packed(pb.Note(text="still shown"))])
+        context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
+    if request.details == "garbage":
+        context.set_trailing_metadata([("grpc-status-details-bin", b"\xff\xff\xff")])
     if request.with_details:
         # A type of the service's own file, one only the default pool (so reflection) knows,
         # and one nobody knows.
@@ -181,6 +226,9 @@ for line in sys.stdin:
         with lock:
             last = mirrored[0]
         print(json.dumps({"json": None if last is None else to_json(last)}), flush=True)
+    elif command == "details":
+        with lock:
+            print(json.dumps({"json": sent_details[0]}), flush=True)
     elif command == "parse":
         print(json.dumps(parse(rest)), flush=True)
 server.stop(0)

@@ -23,7 +23,8 @@
 //! field or method they lack has them read again once, so a redeployed service's additions are
 //! seen without restarting the gateway. Concurrent requests that find them missing for the same node share
 //! one read from it, and its failure. A node without server reflection answers 501 saying so.
-//! Errors come back as go-micro JSON with the mapped HTTP status; streaming methods answer 501.
+//! Errors come back as go-micro JSON with the mapped HTTP status (and the details a status
+//! carries in a `details` array, `call.rs`); streaming methods answer 501.
 //!
 //! JSON is proto3's canonical mapping as go-micro's grpc server codec (jsonpb), protojson and
 //! Python's json_format write it: lowerCamelCase (`json_name`) field names, default values of

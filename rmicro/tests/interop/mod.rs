@@ -45,6 +45,17 @@ impl Python {
         answer["json"].clone()
     }
 
+    /// The details the last `Fail` with `details: rich` sent, each `Any` as Python's
+    /// json_format writes it.
+    pub(crate) fn details(&mut self) -> serde_json::Value {
+        let answer = self.ask("details");
+        assert!(
+            !answer["json"].is_null(),
+            "Fail was not asked for rich details"
+        );
+        answer["json"].clone()
+    }
+
     /// `json` (one line) read into message `type_name` by Python's json_format and written
     /// back: `Ok` its JSON, `Err` why json_format refused it.
     pub(crate) fn parse(
@@ -88,7 +99,7 @@ pub(crate) async fn python(reflection: &'static str, delay_ms: u32) -> Python {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs (scripts/test.sh installs grpcio, grpcio-tools, grpcio-reflection)");
+            .expect("python3 runs (scripts/test.sh installs grpcio, grpcio-tools, grpcio-reflection, grpcio-status)");
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let stdin = child.stdin.take().unwrap();

@@ -276,8 +276,8 @@ const MAX_DETAILS: usize = 16;
 impl RpcHandler {
     /// The details a gRPC error carries (`google.rpc.Status` in `grpc-status-details-bin`:
     /// `BadRequest`, `ErrorInfo`, a service's own messages...), each as proto3 JSON writes an
-    /// `Any` (`{"@type": …, fields…}`); a type neither the service's files nor the node's
-    /// reflection know is written as `{"@type": …, "value": base64}`. `None` without details.
+    /// `Any` (see [`any_json`]); a type neither the service's files nor the node's reflection
+    /// know is written as `{"@type": …, "value": base64}`. `None` without details.
     async fn details(
         &self,
         status: &tonic::Status,
@@ -291,61 +291,93 @@ impl RpcHandler {
             return None;
         }
         let mut method = method.clone();
-        let mut lookups = 0;
+        let mut asked: Vec<String> = Vec::new();
         let mut out = Vec::new();
         for any in status.details.iter().take(MAX_DETAILS) {
-            let name = any.type_url.rsplit('/').next().unwrap_or_default();
-            if method.parent_pool().get_message_by_name(name).is_none()
-                && !name.is_empty()
-                && lookups < MAX_ANY_LOOKUPS
-            {
-                lookups += 1;
-                if let Ok(Some(found)) = self
-                    .with_message(service, node, grpc_path, &method, name)
-                    .await
-                {
-                    method = found;
+            let json = loop {
+                match any_json(method.parent_pool(), any) {
+                    Ok(json) => break json,
+                    // A type the files read lack (the detail's, or that of an `Any` in it):
+                    // ask the node for its file, once per type.
+                    Err(Some(name)) if asked.len() < MAX_ANY_LOOKUPS && !asked.contains(&name) => {
+                        let found = self
+                            .with_message(service, node, grpc_path, &method, &name)
+                            .await;
+                        asked.push(name);
+                        match found {
+                            Ok(Some(found)) => method = found,
+                            _ => break undecoded(any),
+                        }
+                    }
+                    Err(_) => break undecoded(any),
                 }
-            }
-            out.push(any_json(method.parent_pool(), any, name));
+            };
+            out.push(json);
         }
         Some(out)
     }
 }
 
-/// An `Any` as proto3 JSON writes it, its fields beside `@type`; its bytes in `value` when
-/// `pool` does not know its type or they do not decode as it.
+/// An `Any` as proto3 JSON writes it (as prost-reflect writes an `Any` field, and protojson and
+/// json_format do): `{"@type": …, fields…}`, or the JSON of a well-known type with a form of
+/// its own (`Duration`, `Struct`, an `Any`...) in `value`. `Err(Some(name))` when `pool` lacks
+/// message type `name` (the `Any`'s, or one an `Any` inside names), `Err(None)` when the bytes
+/// do not decode as its type.
 fn any_json(
     pool: &prost_reflect::DescriptorPool,
     any: &prost_types::Any,
-    name: &str,
-) -> serde_json::Value {
-    use base64::Engine as _;
+) -> Result<serde_json::Value, Option<String>> {
+    let name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let desc = pool
+        .get_message_by_name(name)
+        .ok_or_else(|| (!name.is_empty()).then(|| name.to_string()))?;
+    let message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|_| None)?;
+    let options = prost_reflect::SerializeOptions::new();
+    let mut json = message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| missing_message(&e.to_string()).map(str::to_string))?;
+    proto_json::mend_response(&message, &mut json);
     let mut object = serde_json::Map::new();
     object.insert("@type".into(), any.type_url.clone().into());
-    let fields = pool
-        .get_message_by_name(name)
-        .and_then(|desc| DynamicMessage::decode(desc, any.value.as_slice()).ok())
-        .and_then(|message| {
-            let options = prost_reflect::SerializeOptions::new();
-            let mut json = message
-                .serialize_with_options(serde_json::value::Serializer, &options)
-                .ok()?;
-            proto_json::mend_response(&message, &mut json);
-            match json {
-                serde_json::Value::Object(fields) => Some(fields),
-                // A well-known type written as a plain value (Duration, Timestamp...).
-                value => Some(serde_json::Map::from_iter([("value".to_string(), value)])),
-            }
-        });
-    match fields {
-        Some(fields) => object.extend(fields),
-        None => {
-            let value = base64::engine::general_purpose::STANDARD.encode(&any.value);
-            object.insert("value".into(), value.into());
+    match json {
+        serde_json::Value::Object(fields) if !has_json_form(name) => object.extend(fields),
+        value => {
+            object.insert("value".into(), value);
         }
     }
-    serde_json::Value::Object(object)
+    Ok(serde_json::Value::Object(object))
+}
+
+/// Whether message type `name` is a well-known type with a JSON form of its own, which an
+/// `Any` holds under `value` (prost-reflect's list, so details are written as `Any` fields are).
+fn has_json_form(name: &str) -> bool {
+    matches!(
+        name,
+        "google.protobuf.Any"
+            | "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.Struct"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.Value"
+            | "google.protobuf.Empty"
+    )
+}
+
+/// An `Any` whose type is not known (or whose bytes do not decode as it): its bytes in base64.
+fn undecoded(any: &prost_types::Any) -> serde_json::Value {
+    use base64::Engine as _;
+    let value = base64::engine::general_purpose::STANDARD.encode(&any.value);
+    serde_json::json!({"@type": any.type_url, "value": value})
 }
 
 /// The field `name` (as the binding's `response_body` names it: its proto name) of the response
