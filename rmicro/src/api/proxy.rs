@@ -287,7 +287,7 @@ impl Proxy {
         loop {
             let address = self.pick(service, &nodes, &tried);
             // Where to connect: the address without an `http://` or a trailing `/`.
-            let target = address::connect_to(address).unwrap_or(address);
+            let target = address::target(address);
             let parts = match (retryable && tried.is_empty(), head.as_ref()) {
                 (true, Some(parts)) => parts.clone(),
                 _ => match head.take() {
