@@ -50,10 +50,11 @@ pub struct RegistryFlags {
     /// Registry to use: memory (one process) or etcd.
     #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
     pub registry: String,
-    /// Registry addresses, comma-separated: `host:port` or `http(s)://host:port`; a host
-    /// without a port gets etcd's 2379, as in go-micro (etcd default: 127.0.0.1:2379). Checked
-    /// by [`RegistryFlags::build`] for etcd (see [`parse_registry_address`]); the memory
-    /// registry has no address.
+    /// Registry addresses, comma-separated: host:port or http(s)://host:port; a host without a
+    /// port gets etcd's 2379, as in go-micro (etcd default: 127.0.0.1:2379). The memory registry
+    /// has no address.
+    // (Checked for etcd by `RegistryFlags::build`, through `parse_registry_address`; this
+    // comment is not the doc above, which `--help` prints.)
     #[arg(
         long,
         alias = "registry_address",

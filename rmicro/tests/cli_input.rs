@@ -131,3 +131,25 @@ fn auth_tokens_given_without_a_token_are_refused() {
     assert_eq!(code, Some(2), "MICRO_API_AUTH_TOKENS=',': {stderr}");
     assert_eq!(stderr, says);
 }
+
+/// `--help` is read by people, not rustdoc: no intra-doc links (`[`Type::item`]`) in it.
+#[test]
+fn help_texts_carry_no_rustdoc_links() {
+    for command in [
+        &["api", "--help"][..],
+        &["registry", "--help"],
+        &["registry", "list", "--help"],
+        &["check", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+            .args(command)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !help.contains("[`"),
+            "{command:?} prints a rustdoc link:\n{help}"
+        );
+    }
+}
