@@ -374,6 +374,86 @@ fn tls_files_that_cannot_be_used_are_refused_at_start_with_what_is_wrong() {
         "{err}"
     );
 
+    // Files as openssl also makes them: an encrypted key in OpenSSL's older form, DER
+    // certificates and keys, a chain with the server's certificate after the CA's.
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(&certs.dir)
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(made.status.success(), "openssl {args:?}: {made:?}");
+    };
+    openssl(&[
+        "rsa",
+        "-in",
+        "server.key",
+        "-aes256",
+        "-traditional",
+        "-passout",
+        "pass:x",
+        "-out",
+        "traditional.key",
+    ]);
+    let err = refused(&[
+        "--tls-cert",
+        &p("server.pem"),
+        "--tls-key",
+        &p("traditional.key"),
+    ]);
+    assert!(err.contains("encrypted key: decrypt it first"), "{err}");
+    openssl(&[
+        "x509",
+        "-in",
+        "server.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "server.der",
+    ]);
+    let err = refused(&[
+        "--tls-cert",
+        &p("server.der"),
+        "--tls-key",
+        &p("server.key"),
+    ]);
+    assert!(
+        err.contains("looks like DER") && err.contains("-inform DER"),
+        "{err}"
+    );
+    openssl(&[
+        "pkey",
+        "-in",
+        "server.key",
+        "-outform",
+        "DER",
+        "-out",
+        "server.key.der",
+    ]);
+    let err = refused(&[
+        "--tls-cert",
+        &p("server.pem"),
+        "--tls-key",
+        &p("server.key.der"),
+    ]);
+    assert!(
+        err.contains("looks like DER") && err.contains("openssl pkey"),
+        "{err}"
+    );
+    let mut reversed = certs.read("ca.pem");
+    reversed.extend(certs.read("server.pem"));
+    std::fs::write(certs.dir.join("reversed.pem"), reversed).unwrap();
+    let err = refused(&[
+        "--tls-cert",
+        &p("reversed.pem"),
+        "--tls-key",
+        &p("server.key"),
+    ]);
+    assert!(
+        err.contains("wrong order") && err.contains("certificate number 2"),
+        "{err}"
+    );
+
     // One without the other.
     let err = refused(&["--tls-cert", &p("server.pem")]);
     assert!(err.contains("--tls-key"), "{err}");

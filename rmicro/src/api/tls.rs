@@ -62,6 +62,14 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
+    /// The key belongs to a certificate of the chain other than the first.
+    #[error("the certificates in `{path}` are in the wrong order: the key is for certificate number {position}, but the server's own certificate must come first, then its intermediates (e.g. `cat server.pem intermediate.pem > chain.pem`)")]
+    ChainOrder {
+        /// The certificate file.
+        path: PathBuf,
+        /// Where the key's certificate is in it (1-based).
+        position: usize,
+    },
     /// The certificate is X.509 version 1 (no extensions), which rustls cannot read.
     #[error("the TLS certificate in `{path}` is X.509 version 1 (a certificate without extensions, as `openssl x509 -req` makes without `-extfile`), which rustls cannot use and clients that check names refuse: issue it again as version 3 with the names it serves, e.g. `-extfile` with a file holding `subjectAltName=DNS:example.com`")]
     Version1 {
@@ -187,6 +195,8 @@ fn load_pair(
     if chain.is_empty() {
         let hint = if PrivateKeyDer::from_pem_slice(&cert_pem).is_ok() {
             "; it holds a private key: are --tls-cert and --tls-key swapped?"
+        } else if looks_like_der(&cert_pem) {
+            "; it looks like DER (binary): convert it with `openssl x509 -inform DER -in FILE -out FILE.pem`"
         } else {
             ""
         };
@@ -196,13 +206,24 @@ fn load_pair(
         });
     }
     let key_pem = read("key", key)?;
+    const ENCRYPTED: &str =
+        "; it holds an encrypted key: decrypt it first (openssl pkey -in KEY -out PLAIN)";
+    // PKCS#8 (`ENCRYPTED PRIVATE KEY`) or OpenSSL's older form (`Proc-Type: 4,ENCRYPTED` in an
+    // `RSA PRIVATE KEY` block, which the PEM reader takes for broken base64).
+    if contains(&key_pem, b"ENCRYPTED PRIVATE KEY") || contains(&key_pem, b"Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(TlsError::NoKey {
+            path: key.to_path_buf(),
+            hint: ENCRYPTED,
+        });
+    }
     let private = match PrivateKeyDer::from_pem_slice(&key_pem) {
         Ok(private) => private,
         Err(pem::Error::NoItemsFound) => {
-            let hint = if contains(&key_pem, b"ENCRYPTED PRIVATE KEY") {
-                "; it holds an encrypted key: decrypt it first (openssl pkey -in KEY -out PLAIN)"
-            } else if contains(&key_pem, b"BEGIN CERTIFICATE") {
+            let hint = if contains(&key_pem, b"BEGIN CERTIFICATE") {
                 "; it holds a certificate: are --tls-cert and --tls-key swapped?"
+            } else if looks_like_der(&key_pem) {
+                "; it looks like DER (binary): convert it with `openssl pkey -inform DER -in FILE -out FILE.pem`"
             } else {
                 ""
             };
@@ -213,13 +234,32 @@ fn load_pair(
         }
         Err(e) => return Err(bad_pem("key", key, e)),
     };
+    // Kept to tell, on a mismatch, whether the key is another certificate's of the chain.
+    let others: Vec<CertificateDer<'static>> = chain.iter().skip(1).cloned().collect();
+    let signer = provider
+        .key_provider
+        .load_private_key(private.clone_key())
+        .ok();
     CertifiedKey::from_der(chain, private, provider)
         .map(Arc::new)
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                TlsError::Mismatch {
-                    cert: cert.to_path_buf(),
-                    key: key.to_path_buf(),
+                let position = signer.and_then(|signer| {
+                    others.iter().position(|other| {
+                        CertifiedKey::new(vec![other.clone()], Arc::clone(&signer))
+                            .keys_match()
+                            .is_ok()
+                    })
+                });
+                match position {
+                    Some(i) => TlsError::ChainOrder {
+                        path: cert.to_path_buf(),
+                        position: i + 2,
+                    },
+                    None => TlsError::Mismatch {
+                        cert: cert.to_path_buf(),
+                        key: key.to_path_buf(),
+                    },
                 }
             }
             // What webpki says of a version 1 certificate, reached only through `Debug`.
@@ -234,6 +274,11 @@ fn load_pair(
                 detail: other.to_string(),
             },
         })
+}
+
+/// Whether `bytes` look like DER (an ASN.1 SEQUENCE) rather than PEM text.
+fn looks_like_der(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0x30) && !contains(bytes, b"-----BEGIN")
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
