@@ -289,11 +289,6 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
         } = *self;
         Box::pin(async move {
             let mut request = request;
-            // The client reads gzip answers ([`Client::route`]) but does not ask for them: a
-            // server that compresses only on request keeps answering plainly (compressing small
-            // answers costs both sides), and each call saves the header (3 % of a small call in
-            // bench/rpc).
-            request.headers_mut().remove(GRPC_ACCEPT_ENCODING);
             // Nodes that failed: refused or closed connections, and unusable addresses.
             let mut tried: Vec<String> = Vec::new();
             let mut retries = client.inner.retries;
@@ -347,8 +342,6 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
 type RouteError = Box<dyn std::error::Error + Send + Sync>;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
-const GRPC_ACCEPT_ENCODING: http::HeaderName =
-    http::HeaderName::from_static("grpc-accept-encoding");
 
 /// `limit` as a `grpc-timeout` value: milliseconds rounded up (so the server never gives up
 /// before the caller), in at most 8 digits as the gRPC spec requires.

@@ -153,8 +153,8 @@ where
 /// policies expect. Looked at in the head of answers that are an error from the start, and in the
 /// trailers of streamed answers ([`TooLargeInTrailers`]).
 fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers.get("grpc-message").is_some_and(|m| {
+    let too_large = headers.get(&GRPC_STATUS).is_some_and(|s| s == "11")
+        && headers.get(&GRPC_MESSAGE).is_some_and(|m| {
             // Percent-encoded as tonic writes it (spaces too), or not.
             m.as_bytes()
                 .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
@@ -163,11 +163,16 @@ fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
         });
     if too_large {
         headers.insert(
-            "grpc-status",
+            GRPC_STATUS,
             http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
         );
     }
 }
+
+// Named once: looked up on every answer's head.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 
 /// A streamed answer whose trailers say `RESOURCE_EXHAUSTED` for a request message over the
 /// limit (see [`too_large_is_resource_exhausted`]): a streaming request's messages after the
@@ -375,12 +380,12 @@ impl ServiceDef {
 /// (clients of grpc-go, grpcio and others send them when told to compress); responses go out
 /// uncompressed. Turned on only for a call whose messages say they are compressed
 /// (`grpc-encoding`): tonic would otherwise answer every call with a `grpc-accept-encoding`
-/// header, which cost 5 % of a small call's CPU (bench/rpc) to say what nobody asked.
+/// header, saying what nobody asked.
 fn grpc<Req: WireMessage, Resp: WireMessage>(
     req: &http::Request<Body>,
 ) -> Grpc<ProstCodec<Resp, Req>> {
     let grpc = Grpc::new(ProstCodec::<Resp, Req>::new());
-    if req.headers().contains_key("grpc-encoding") {
+    if req.headers().contains_key(&GRPC_ENCODING) {
         grpc.accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     } else {
         grpc

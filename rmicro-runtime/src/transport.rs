@@ -251,7 +251,8 @@ impl Connection {
         self.shared.origin.clone()
     }
 
-    /// A gRPC client over this connection; it reads gzip-compressed answers.
+    /// A gRPC client over this connection; it reads gzip-compressed answers (without asking for
+    /// them: see [`Connection::send_request`]).
     pub fn grpc(&self) -> tonic::client::Grpc<Connection> {
         tonic::client::Grpc::with_origin(self.clone(), self.origin())
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -323,6 +324,12 @@ impl Connection {
         mut request: http::Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, (TransportError, Option<http::Request<Body>>)>
     {
+        // Clients (`Client`, `grpc`) read gzip answers, for servers that compress whatever they
+        // are told (grpcio's `set_compression`), but do not ask for them: tonic's
+        // `grpc-accept-encoding` is dropped here, so a server that compresses only on request
+        // answers plainly, and no call carries the header (measured under valgrind at about
+        // 3 % of a small call in bench/rpc).
+        request.headers_mut().remove(GRPC_ACCEPT_ENCODING);
         if request.uri().authority() != Some(&self.shared.authority) {
             let mut parts = std::mem::take(request.uri_mut()).into_parts();
             parts.scheme = Some(Scheme::HTTP);
@@ -377,6 +384,9 @@ impl Connection {
         }
     }
 }
+
+const GRPC_ACCEPT_ENCODING: http::HeaderName =
+    http::HeaderName::from_static("grpc-accept-encoding");
 
 impl tower_service::Service<http::Request<Body>> for Connection {
     type Response = http::Response<hyper::body::Incoming>;
