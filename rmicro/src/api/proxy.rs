@@ -37,10 +37,7 @@ use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
 use super::{address, error, HandlerConfig};
 use body::{fail, too_large, ProxyBody};
-use headers::{
-    forwarded_for, has_any, strip_client_forwarded, strip_hop_by_hop, strip_present_hop_by_hop,
-    HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_PROTO,
-};
+use headers::{has_any, strip_hop_by_hop, strip_present_hop_by_hop, HOP_BY_HOP};
 use upgrade::{set_upgrade, wants_upgrade};
 
 mod body;
@@ -244,22 +241,14 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if !config.trust_forwarded {
-            strip_client_forwarded(&mut parts.headers);
-            if config.https {
-                // The client came over HTTPS, which the node (called over HTTP) cannot see.
-                parts
-                    .headers
-                    .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-            }
-        }
+        set_forwarding(
+            &mut parts.headers,
+            peer,
+            config.trust_forwarded,
+            config.https,
+        );
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut parts.headers, protocol.clone());
-        }
-        if let Some(peer) = peer {
-            if let Some(v) = forwarded_for(&parts.headers, peer) {
-                parts.headers.insert(X_FORWARDED_FOR, v);
-            }
         }
         let path_and_query = std::mem::take(&mut parts.uri)
             .into_parts()

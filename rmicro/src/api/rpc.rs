@@ -135,10 +135,13 @@ impl RpcHandler {
         // Headers become the call's metadata: the node hears about the client as behind the
         // http handler, and never a client's own claim to have come over HTTPS or from
         // elsewhere (unless told to trust such claims).
-        let peer = parts.extensions.get::<std::net::SocketAddr>().copied();
+        let peer = parts
+            .extensions
+            .get::<std::net::SocketAddr>()
+            .and_then(|addr| super::proxy::Peer::new(*addr));
         super::proxy::set_forwarding(
             &mut parts.headers,
-            peer,
+            peer.as_ref(),
             config.trust_forwarded,
             config.https,
         );

@@ -128,25 +128,25 @@ impl Peer {
     }
 }
 
-/// Tells a node about the client as the http handler does: the forwarding headers clients send
-/// (other than `X-Forwarded-For`) are removed unless `trust`ed, `X-Forwarded-Proto: https`
-/// says the client came over HTTPS (`https`, not trusted), and the client's address (`peer`)
-/// is appended to `X-Forwarded-For`. For handlers off the hot path (the rpc handler); the http
-/// handler does the same inline with its per-connection [`Peer`].
+/// Tells a node about the client, for both handlers: the forwarding headers clients send (other
+/// than `X-Forwarded-For`) are removed unless `trust`ed, `X-Forwarded-Proto: https` says the
+/// client came over HTTPS (`https`, not trusted), and the client's address (`peer`) is appended
+/// to `X-Forwarded-For`.
 pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
-    peer: Option<SocketAddr>,
+    peer: Option<&Peer>,
     trust: bool,
     https: bool,
 ) {
     if !trust {
         strip_client_forwarded(headers);
         if https {
+            // The client came over HTTPS, which the node (called over HTTP) cannot see.
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
     }
-    if let Some(peer) = peer.and_then(Peer::new) {
-        if let Some(v) = forwarded_for(headers, &peer) {
+    if let Some(peer) = peer {
+        if let Some(v) = forwarded_for(headers, peer) {
             headers.insert(X_FORWARDED_FOR, v);
         }
     }
