@@ -38,41 +38,48 @@ fn user_stubs(tag: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_calls_every_method() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let stubs = user_stubs("python-stubs");
 
     let mut server = Server::new();
     register_user_handler(&mut server, Greeter).unwrap();
     let (addr, _guard) = spawn(server).await;
 
-    let script = root.join("tests/python/user_client.py");
     // Plain, then with every request message gzip-compressed.
     for compression in ["", "gzip"] {
-        let args = [
-            script.display().to_string(),
-            addr.to_string(),
-            stubs.display().to_string(),
-            compression.to_string(),
-        ];
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("python3")
-                .args(args.iter().filter(|a| !a.is_empty()))
-                .output()
-                .expect("python3 runs")
-        })
-        .await
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "the Python client failed ({compression:?}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec![addr.to_string(), stubs.display().to_string()];
+        args.extend((!compression.is_empty()).then(|| compression.to_string()));
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
+            python_script("user_client.py", args).await,
             r#"{"call": "Hello Python", "error": ["INVALID_ARGUMENT", "name must not be empty"], "ping_pong": [5, 6], "stream": [0, 1, 2], "too_big": "RESOURCE_EXHAUSTED", "too_big_mid_stream": "RESOURCE_EXHAUSTED"}"#,
             "{compression:?}"
         );
     }
+}
+
+/// Runs `tests/python/<script>` with `args` off the async threads, and returns its stdout,
+/// trimmed, once it has succeeded.
+async fn python_script(script: &'static str, args: Vec<String>) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let shown = args.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(path)
+            .args(&args)
+            .output()
+            .expect(
+                "python3 runs (scripts/test.sh installs grpcio and the packages the scripts use)",
+            )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {shown:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -84,28 +91,12 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_reflection_client_discovers_and_calls_the_service() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut server = Server::new();
     register_user_handler(&mut server, Greeter).unwrap();
     let (addr, _guard) = spawn(server).await;
 
-    let script = root.join("tests/python/reflection_client.py");
-    let args = [script.display().to_string(), addr.to_string()];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(&args)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the Python reflection client failed (scripts/test.sh installs grpcio-reflection):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        python_script("reflection_client.py", vec![addr.to_string()]).await,
         r#"{"health": "SERVING", "input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
     );
 }
@@ -119,20 +110,8 @@ fn health_client(args: &[&str]) -> std::process::Command {
 
 /// What grpcio's health checking client says `Check` answers for `service`.
 async fn check(addr: std::net::SocketAddr, service: &str) -> String {
-    let (addr, service) = (addr.to_string(), service.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        health_client(&["check", &addr, &service])
-            .output()
-            .expect("python3 runs (scripts/test.sh installs grpcio-health-checking)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let args = vec!["check".to_string(), addr.to_string(), service.to_string()];
+    python_script("health_client.py", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
