@@ -808,6 +808,21 @@ async fn path_variables_decode_as_http_proto_says() {
     assert_eq!(json(&r)["displayName"], "a b+", "{}", r.body);
 }
 
+/// Asserts that `rounds` rounds of a GET and a POST with a body to the library all answer 200.
+async fn assert_library_calls_succeed(gw: &str, rounds: usize) {
+    let mut statuses = Vec::new();
+    for n in 0..rounds {
+        statuses.push(call(gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
+        let body = format!(r#"{{"displayName":"{n}"}}"#);
+        let r = call(gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "some calls failed: {statuses:?}"
+    );
+}
+
 /// A registered node that is down (crashed, its registration not yet expired) is avoided, and a
 /// call that could not reach it goes to another node at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -821,18 +836,8 @@ async fn an_unreachable_node_is_avoided_and_the_call_retried_on_another() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut statuses = Vec::new();
-    for n in 0..10 {
-        statuses.push(call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
-        // A call with a body too: its message is in hand, so it can go elsewhere.
-        let body = format!(r#"{{"displayName":"{n}"}}"#);
-        let r = call(&gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
-        statuses.push(r.status);
-    }
-    assert!(
-        statuses.iter().all(|s| *s == 200),
-        "some calls failed: {statuses:?}"
-    );
+    // A call with a body too: its message is in hand, so it can go elsewhere.
+    assert_library_calls_succeed(&gw, 10).await;
 }
 
 /// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB
@@ -1257,17 +1262,7 @@ async fn nodes_whose_address_cannot_be_used_are_left_out() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut statuses = Vec::new();
-    for n in 0..5 {
-        statuses.push(call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await.status);
-        let body = format!(r#"{{"displayName":"{n}"}}"#);
-        let r = call(&gw, "POST", "/v1/shelves/s1/books/b1:archive", &body).await;
-        statuses.push(r.status);
-    }
-    assert!(
-        statuses.iter().all(|s| *s == 200),
-        "some calls failed: {statuses:?}"
-    );
+    assert_library_calls_succeed(&gw, 5).await;
     let r = call(&gw, "POST", "/ghost/library/echoBook", "{}").await;
     assert_eq!(
         error_detail(&r, 502),
