@@ -228,8 +228,8 @@ fn protoc_error(case: &str, proto: &str) -> String {
 
 /// [`protoc_error`] with more protoc arguments.
 fn protoc_error_with(case: &str, proto: &str, args: &[&str]) -> String {
-    let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = scratch(case);
+    let dir = scratch.path();
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(dir.join("clash.proto"), proto).unwrap();
     let mut all = vec![
@@ -288,9 +288,9 @@ fn types_that_become_the_same_rust_name_are_refused_with_their_line() {
 
 /// Writes `files` into a scratch include directory and runs the real protoc with the plugin and
 /// `args` (options and the files to generate), returning protoc's output and the output directory.
-fn protoc_on(case: &str, files: &[(&str, &str)], args: &[&str]) -> (std::process::Output, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("rmicro-bad-input-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+fn protoc_on(case: &str, files: &[(&str, &str)], args: &[&str]) -> (std::process::Output, Out) {
+    let scratch = scratch(case);
+    let dir = scratch.path();
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     for (name, content) in files {
@@ -302,7 +302,36 @@ fn protoc_on(case: &str, files: &[(&str, &str)], args: &[&str]) -> (std::process
     ];
     all.extend(args.iter().map(|a| a.to_string()));
     let output = protoc(&all.iter().map(String::as_str).collect::<Vec<_>>());
-    (output, out)
+    (
+        output,
+        Out {
+            path: out,
+            _scratch: scratch,
+        },
+    )
+}
+
+/// A scratch directory named `rmicro-bad-input-{case}-…`, removed when dropped (also when the
+/// test fails).
+fn scratch(case: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rmicro-bad-input-{case}-"))
+        .tempdir()
+        .unwrap()
+}
+
+/// The output directory of [`protoc_on`]; its scratch directory lives as long as it does.
+struct Out {
+    path: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Out {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
 }
 
 /// The names of the files in `dir`, sorted.
@@ -452,8 +481,8 @@ fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
 fn an_editions_file_from_a_protoc_that_sends_it_is_refused_with_its_line() {
     // protoc 3.21 (Debian's) cannot parse editions; the protoc that grpcio-tools bundles can, and
     // sends the file to a plugin that does not declare editions support (then adds its own note).
-    let dir = std::env::temp_dir().join("rmicro-bad-input-editions");
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = scratch("editions");
+    let dir = scratch.path();
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(
         dir.join("e.proto"),

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 /// Writes `files` under a fresh `proto/` include directory and compiles `compile` with
 /// rmicro-build, returning the error message (the test fails if compiling succeeds).
 fn compile_error(case: &str, files: &[(&str, &str)], compile: &[&str]) -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("rmicro-build-bad-proto-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The directory is gone when this returns; the path only names files in the message.
+    let scratch = scratch(case);
+    let dir = scratch.path();
     let include = dir.join("proto");
     for (name, content) in files {
         let path = include.join(name);
@@ -22,6 +23,15 @@ fn compile_error(case: &str, files: &[(&str, &str)], compile: &[&str]) -> (PathB
         .try_compile(&protos, &[&include])
         .expect_err("the .proto must not compile");
     (include, err.to_string())
+}
+
+/// A scratch directory named `rmicro-build-bad-proto-{case}-…`, removed when dropped (also when the test
+/// fails).
+fn scratch(case: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rmicro-build-bad-proto-{case}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn at(include: &Path, name: &str, line: u32, column: u32) -> String {
@@ -173,8 +183,8 @@ fn build_script_output(
     files: &[(&str, &str)],
     compile: &[&str],
 ) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("rmicro-build-bad-proto-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = scratch(case);
+    let dir = scratch.path();
     for (name, content) in files {
         let path = dir.join("proto").join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -187,7 +197,7 @@ fn build_script_output(
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("RMICRO_BUILD_TEST_CHILD", &dir)
+        .env("RMICRO_BUILD_TEST_CHILD", dir)
         .env("RMICRO_BUILD_TEST_PROTOS", compile.join(","))
         .output()
         .unwrap();

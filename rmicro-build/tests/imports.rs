@@ -6,8 +6,25 @@ use std::path::PathBuf;
 /// Writes `files` under a fresh include directory, compiles `a.proto` with `config`, and returns
 /// the names of the files written.
 fn written(case: &str, files: &[(&str, &str)], config: &mut rmicro_build::Config) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("rmicro-build-imports-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    written_in(&scratch(case), files, config)
+}
+
+/// A scratch directory named `rmicro-build-imports-{case}-…`, removed when dropped (also when
+/// the test fails).
+fn scratch(case: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rmicro-build-imports-{case}-"))
+        .tempdir()
+        .unwrap()
+}
+
+/// [`written`] in `scratch`, for a test that reads what was written.
+fn written_in(
+    scratch: &tempfile::TempDir,
+    files: &[(&str, &str)],
+    config: &mut rmicro_build::Config,
+) -> Vec<String> {
+    let dir = scratch.path();
     let include = dir.join("proto");
     for (name, content) in files {
         let path = include.join(name);
@@ -20,7 +37,7 @@ fn written(case: &str, files: &[(&str, &str)], config: &mut rmicro_build::Config
         .api(1)
         .emit_rerun_if_changed(false)
         .try_compile(&[include.join("a.proto")], &[&include])
-        .unwrap_or_else(|err| panic!("{case}: {err}"));
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
     let mut names: Vec<String> = paths
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -80,9 +97,10 @@ fn imported_packages_the_code_names_are_generated_too() {
 
 #[test]
 fn the_include_file_names_the_imported_packages() {
-    let dir = std::env::temp_dir().join("rmicro-build-imports-include-file");
-    let names = written(
-        "include-file",
+    let scratch = scratch("include-file");
+    let dir = scratch.path();
+    let names = written_in(
+        &scratch,
         FILES,
         rmicro_build::Config::new()
             .extern_path(".mapped", "::mapped")

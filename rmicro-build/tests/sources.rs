@@ -1,11 +1,13 @@
 //! Source files protoc accepts compile with rmicro-build too.
 
-use std::path::PathBuf;
-
-/// Writes `files` (name, bytes) under a fresh include directory and compiles `a.proto`.
-fn compile(case: &str, files: &[(&str, &[u8])]) -> Result<Vec<PathBuf>, String> {
-    let dir = std::env::temp_dir().join(format!("rmicro-build-sources-{case}"));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Writes `files` (name, bytes) under a fresh include directory and compiles `a.proto`,
+/// returning the code of each file written.
+fn compile(case: &str, files: &[(&str, &[u8])]) -> Result<Vec<String>, String> {
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("rmicro-build-sources-{case}-"))
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let include = dir.join("proto");
     for (name, content) in files {
         let path = include.join(name);
@@ -17,6 +19,12 @@ fn compile(case: &str, files: &[(&str, &[u8])]) -> Result<Vec<PathBuf>, String> 
         .api(1)
         .emit_rerun_if_changed(false)
         .try_compile(&[include.join("a.proto")], &[&include])
+        .map(|written| {
+            written
+                .iter()
+                .map(|path| std::fs::read_to_string(path).unwrap())
+                .collect()
+        })
         .map_err(|err| err.to_string())
 }
 
@@ -35,7 +43,7 @@ fn a_byte_order_mark_is_skipped_as_protoc_does() {
         ),
     ];
     let written = compile("bom", files).unwrap_or_else(|err| panic!("{err}"));
-    let code = std::fs::read_to_string(&written[0]).unwrap();
+    let code = &written[0];
     assert!(code.contains("pub struct A {"), "{code}");
     assert!(code.contains("pub trait SHandler"), "{code}");
 

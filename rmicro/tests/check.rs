@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use tempfile::TempDir;
+
 use serde_json::Value;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -11,12 +13,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// A throwaway Cargo package: Cargo.toml, a Cargo.lock locking `runtime_version`, src/gen/.
 struct Project {
     dir: PathBuf,
+    _scratch: TempDir,
 }
 
 impl Project {
     fn new(name: &str, runtime_version: Option<&str>) -> Project {
-        let dir = std::env::temp_dir().join(format!("rmicro-check-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = scratch(&format!("check-{name}"));
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(dir.join("src/gen")).unwrap();
         std::fs::write(
             dir.join("Cargo.toml"),
@@ -32,7 +35,10 @@ impl Project {
             );
             std::fs::write(dir.join("Cargo.lock"), lock).unwrap();
         }
-        Project { dir }
+        Project {
+            dir,
+            _scratch: scratch,
+        }
     }
 
     /// Writes a generated file claiming `api`, made by plugin `plugin_version`.
@@ -51,34 +57,34 @@ impl Project {
 
     /// Runs `rmicro check ARGS` in the project with `path_dir` as the only PATH entry for the
     /// plugin lookup (an empty directory means no plugin).
-    fn check(&self, args: &[&str], path_dir: &Path) -> Output {
+    fn check(&self, args: &[&str], path_dir: &impl AsRef<Path>) -> Output {
         Command::new(env!("CARGO_BIN_EXE_rmicro"))
             .arg("check")
             .args(args)
             .current_dir(&self.dir)
-            .env("PATH", path_dir)
+            .env("PATH", path_dir.as_ref())
             .env("CARGO_HOME", self.dir.join("no-cargo-home"))
             .output()
             .unwrap()
     }
 }
 
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A scratch directory named `rmicro-{tag}-…`, removed when dropped (also when the test fails).
+fn scratch(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rmicro-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A directory holding a fake `protoc-gen-rmicro` that reports `version` and `apis`.
-fn fake_plugin(tag: &str, version: &str, newest: u32, apis: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rmicro-fake-plugin-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn fake_plugin(tag: &str, version: &str, newest: u32, apis: &str) -> TempDir {
+    let dir = scratch(&format!("fake-plugin-{tag}"));
     let script = format!(
         "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'protoc-gen-rmicro {version} (rmicro API {newest})' ;;\n  \
          --supported-apis) echo '{apis}' ;;\n  *) exit 2 ;;\nesac\n"
     );
-    let path = dir.join("protoc-gen-rmicro");
+    let path = dir.path().join("protoc-gen-rmicro");
     std::fs::write(&path, script).unwrap();
     #[cfg(unix)]
     {
@@ -88,10 +94,8 @@ fn fake_plugin(tag: &str, version: &str, newest: u32, apis: &str) -> PathBuf {
     dir
 }
 
-fn empty_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rmicro-empty-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn empty_dir(tag: &str) -> TempDir {
+    scratch(&format!("empty-{tag}"))
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -437,9 +437,13 @@ async fn token_auth_allows_and_denies() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let b = Backend::start("b").await;
     register(&registry, "go.micro.api.b", "b", &b.addr.to_string()).await;
-    let file = std::env::temp_dir().join(format!("rmicro-tokens-{}", std::process::id()));
-    std::fs::write(&file, "# tokens\nfrom-file\n").unwrap();
-    let file_arg = file.display().to_string();
+    // Removed when dropped, also when the test fails.
+    let file = tempfile::Builder::new()
+        .prefix("rmicro-tokens-")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), "# tokens\nfrom-file\n").unwrap();
+    let file_arg = file.path().display().to_string();
     let (gw, _stop) = gateway(
         Cli::new(),
         &[
@@ -470,7 +474,6 @@ async fn token_auth_allows_and_denies() {
     }
     // Load balancers reach the health check without a token.
     assert_eq!(get(&gw, "/health").await.status, 200);
-    let _ = std::fs::remove_file(file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

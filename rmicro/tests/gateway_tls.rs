@@ -216,8 +216,11 @@ async fn sighup_takes_a_renewed_certificate_and_keeps_the_old_one_on_a_bad_renew
     let (etcd, _node) = etcd_with_greeter("gw-tls-reload").await;
     let (old, renewed) = (TestCerts::new("gw-tls-old"), TestCerts::new("gw-tls-new"));
     // The files the gateway is given, replaced in place as a certificate renewal does.
-    let live = std::env::temp_dir().join(format!("rmicro-gw-tls-live-{}", std::process::id()));
-    std::fs::create_dir_all(&live).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("rmicro-gw-tls-live-")
+        .tempdir()
+        .unwrap();
+    let live = scratch.path();
     let install = |from: &TestCerts| {
         for name in ["server.pem", "server.key"] {
             std::fs::write(live.join(name), from.read(name)).unwrap();
@@ -225,7 +228,7 @@ async fn sighup_takes_a_renewed_certificate_and_keeps_the_old_one_on_a_bad_renew
     };
     install(&old);
     // Two workers, each with its own listening socket: the renewal must reach both.
-    let mut flags = tls_flags(&live);
+    let mut flags = tls_flags(live);
     flags.extend(["--workers".to_string(), "2".to_string()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gw = GatewayProcess::start(&etcd, &flags, &[("RUST_LOG", "info")]);
@@ -276,7 +279,6 @@ async fn sighup_takes_a_renewed_certificate_and_keeps_the_old_one_on_a_bad_renew
                 .is_ok(),
         "the gateway stopped serving after a bad reload"
     );
-    let _ = std::fs::remove_dir_all(&live);
 }
 
 /// Runs `rmicro api` with `args` (memory registry), which must exit with status 2; returns its

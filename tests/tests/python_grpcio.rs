@@ -16,16 +16,20 @@ fn python(args: &[&str]) -> std::process::Output {
         .expect("python3 runs (scripts/test.sh installs grpcio and grpcio-tools)")
 }
 
-/// Python stubs of proto/user.proto, made by grpcio-tools in a directory named by `tag`.
-fn user_stubs(tag: &str) -> std::path::PathBuf {
+/// Python stubs of proto/user.proto, made by grpcio-tools in a scratch directory named by `tag`
+/// (removed when dropped).
+fn user_stubs(tag: &str) -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let stubs = tempdir(tag);
+    let stubs = tempfile::Builder::new()
+        .prefix(&format!("rmicro-{tag}-"))
+        .tempdir()
+        .unwrap();
     let gen = python(&[
         "-m",
         "grpc_tools.protoc",
         &format!("-I{}", root.join("proto").display()),
-        &format!("--python_out={}", stubs.display()),
-        &format!("--grpc_python_out={}", stubs.display()),
+        &format!("--python_out={}", stubs.path().display()),
+        &format!("--grpc_python_out={}", stubs.path().display()),
         "user.proto",
     ]);
     assert!(
@@ -46,7 +50,7 @@ async fn python_grpcio_client_calls_every_method() {
 
     // Plain, then with every request message gzip-compressed.
     for compression in ["", "gzip"] {
-        let mut args = vec![addr.to_string(), stubs.display().to_string()];
+        let mut args = vec![addr.to_string(), stubs.path().display().to_string()];
         args.extend((!compression.is_empty()).then(|| compression.to_string()));
         assert_eq!(
             python_script("user_client.py", args).await,
@@ -80,13 +84,6 @@ async fn python_script(script: &'static str, args: Vec<String>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rmicro-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +292,7 @@ async fn generated_clients_read_the_gzip_answers_of_a_grpcio_server() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/user_server.py");
     let mut child = Command::new("python3")
         .arg(script)
-        .arg(&stubs)
+        .arg(stubs.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
