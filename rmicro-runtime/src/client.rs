@@ -556,10 +556,12 @@ impl Client {
         let (mut metadata, extensions, message) = request.into_parts();
         let limit = self.prepare(&mut metadata, unary);
         let deadline = limit.map(|limit| Instant::now() + limit);
-        let call = call(
+        // Pinned where it is made: the timeout holds a pointer to the call, not a copy of it
+        // (a call's future is kilobytes, and each move of it a copy).
+        let call = std::pin::pin!(call(
             self.route(service, deadline),
             Request::from_parts(metadata, extensions, message),
-        );
+        ));
         match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), call)
                 .await

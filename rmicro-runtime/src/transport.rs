@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
@@ -291,7 +291,7 @@ impl Connection {
                 address: address.clone(),
                 source,
             })?;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let mut builder = http2::Builder::new(BoxedTasks);
         builder.timer(hyper_util::rt::TokioTimer::new());
         if let Some(keepalive) = self.shared.keepalive {
             builder
@@ -385,6 +385,23 @@ impl Connection {
     }
 }
 
+/// Spawns the tasks hyper's HTTP/2 client starts (one per request, which waits for its response
+/// head) with their future boxed first. tokio copies a task's future into the task and writes
+/// over it when the task ends; hyper's per-request future is kilobytes, and boxing it once costs
+/// less than those copies (callgrind in bench/rpc: ~1.5 % of a small call's instructions).
+#[derive(Clone, Copy, Debug)]
+struct BoxedTasks;
+
+impl<F> hyper::rt::Executor<F> for BoxedTasks
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
+
 const GRPC_ACCEPT_ENCODING: http::HeaderName =
     http::HeaderName::from_static("grpc-accept-encoding");
 
@@ -473,7 +490,7 @@ mod tests {
                     Ok::<_, std::convert::Infallible>(response)
                 },
             );
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -298,3 +298,71 @@ async fn a_stream_ends_with_deadline_exceeded_when_the_callers_deadline_passes()
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
+
+/// A unary handler still running when the caller's deadline passes is dropped, and the server
+/// itself answers `DeadlineExceeded`: the client here (tonic over a runtime connection, with the
+/// raw header) sets no timer of its own.
+#[tokio::test]
+async fn the_server_ends_a_unary_call_whose_callers_deadline_passed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Sets its flag when the handler's future is dropped.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let mut server = Server::new();
+    server
+        .add_service(rmicro_runtime::ServiceDef::new("slow.Slow", &[]).unary(
+            "/slow.Slow/Call",
+            move |_request: Request<CallRequest>| {
+                let guard = Dropped(Arc::clone(&flag));
+                async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Response::new(CallResponse::default()))
+                }
+            },
+        ))
+        .unwrap();
+    let (addr, _guard) = spawn(server).await;
+
+    let connection = rmicro_runtime::transport::Connection::new(&addr.to_string()).unwrap();
+    let mut grpc = connection.grpc();
+    let mut request = Request::new(CallRequest { name: "x".into() });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "300m".parse().unwrap());
+    let started = Instant::now();
+    grpc.ready().await.unwrap();
+    let call = grpc.unary(
+        request,
+        http::uri::PathAndQuery::from_static("/slow.Slow/Call"),
+        tonic_prost::ProstCodec::<CallRequest, CallResponse>::default(),
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the server never answered")
+        .expect_err("the call outlived its deadline");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the caller's deadline passed while the call was served"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the handler still runs after the deadline"
+    );
+}
