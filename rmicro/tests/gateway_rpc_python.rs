@@ -132,7 +132,8 @@ async fn an_any_of_a_type_the_service_files_do_not_import_is_looked_up() {
 }
 
 /// Request headers that become gRPC metadata (`X-…` and `Authorization`) arrive at the service,
-/// each value of one sent twice; others do not. The call carries the gateway's deadline.
+/// each value of one sent twice; others do not, nor those the client lists in `Connection`
+/// (hop-by-hop, for the gateway alone). The call carries the gateway's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "7s"]).await;
@@ -146,6 +147,9 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
             ("X-Tag", "b"),
             ("Authorization", "Bearer t"),
             ("Cookie", "c=1"),
+            ("Connection", "X-Hop, x-other-hop"),
+            ("X-Hop", "for the gateway"),
+            ("X-Other-Hop", "for the gateway"),
         ],
         r#"{"millis":"0"}"#,
     )
@@ -153,6 +157,9 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = json(&r);
     let metadata = &v["metadata"];
+    for hop in ["x-hop", "x-other-hop"] {
+        assert_eq!(metadata[hop], serde_json::Value::Null, "{hop}: {}", r.body);
+    }
     assert_eq!(
         (
             &metadata["x-request-id"],
@@ -354,6 +361,57 @@ async fn status_details_come_back_as_json_format_writes_them() {
             "detail": "no such book",
             "status": "Not Found",
         })
+    );
+}
+
+/// Reading the types of a status's details from the node counts against the backend timeout:
+/// a node slower to describe them than that leaves them undecoded (`@type` and the bytes in
+/// base64), answered once the timeout is over, rather than a wait of the reflection timeout for
+/// each type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_a_node_is_slow_to_describe_come_back_undecoded_within_the_backend_timeout() {
+    // Every reflection call takes 1.2 s: reading the method's descriptors (three calls) is
+    // slow but within the reflection timeout; a detail's type is not read within 1 s.
+    let (_py, gw, _stop) = setup_delayed("v1alpha", 1200, &["--backend-timeout", "1s"]).await;
+    let body = serde_json::json!({"code": 9, "message": "no stock", "details": "rich"});
+    let started = std::time::Instant::now();
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let details = json(&r)["details"].clone();
+    let details = details.as_array().unwrap_or_else(|| panic!("{}", r.body));
+    assert_eq!(details.len(), 7, "{}", r.body);
+    // google.rpc's BadRequest: its file is the node's, read by reflection.
+    assert_eq!(
+        details[0]["@type"], "type.googleapis.com/google.rpc.BadRequest",
+        "{}",
+        r.body
+    );
+    assert!(details[0]["value"].is_string(), "{}", r.body);
+    assert_eq!(
+        details[0].as_object().map(|o| o.len()),
+        Some(2),
+        "{}",
+        r.body
+    );
+    // A well-known type needs no reading.
+    assert_eq!(
+        details[3],
+        serde_json::json!({"@type": "type.googleapis.com/google.protobuf.Duration", "value": "3s"})
+    );
+    // Descriptors (3 × 1.2 s), then 1 s for the details' types; not 1.2 s for each type.
+    assert!(took < Duration::from_millis(4600 + 1500), "{took:?}");
+
+    // An answer whose `Any` the node does not describe in time cannot be written: 504.
+    let r = post(&gw, "/interop/interop/labelled", "{}").await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(
+        json(&r)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not describe `interop.extra.Label` (for an `Any` field) within the backend timeout (1s)"),
+        "{}",
+        r.body
     );
 }
 

@@ -47,7 +47,7 @@ mod nodes;
 mod upgrade;
 
 // For the rpc handler and the gateway's `serve`.
-pub(crate) use headers::{codings, other_transfer_coding, set_forwarding, Peer};
+pub(crate) use headers::{codings, connection_tokens, other_transfer_coding, set_forwarding, Peer};
 pub(crate) use host::{host_from_target, host_problem, Host};
 pub(crate) use nodes::{Quarantine, Seen};
 

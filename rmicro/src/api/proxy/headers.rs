@@ -23,7 +23,7 @@ pub(super) const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
-pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()

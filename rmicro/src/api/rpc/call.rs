@@ -15,6 +15,7 @@ use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
 use super::{error, proto_json, NodeFail, RpcHandler};
+use crate::api::proxy;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
 const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
@@ -73,6 +74,9 @@ impl RpcHandler {
         body: &Bytes,
     ) -> Result<Response<Body>, NodeFail> {
         let config = &self.inner.config;
+        // Descriptions read for the `Any` fields of the request count against the backend
+        // timeout, as the call itself does.
+        let lookups_until = tokio::time::Instant::now() + config.backend_timeout;
         let node = nodes
             .iter()
             .find(|n| n.address == address)
@@ -102,7 +106,14 @@ impl RpcHandler {
                     Some(name) if lookups < MAX_ANY_LOOKUPS => {
                         lookups += 1;
                         match self
-                            .with_message(&target.service, node, grpc_path, &method, name)
+                            .with_message_until(
+                                lookups_until,
+                                &target.service,
+                                node,
+                                grpc_path,
+                                &method,
+                                name,
+                            )
                             .await?
                         {
                             Some(found) => method = found,
@@ -137,9 +148,14 @@ impl RpcHandler {
         let sent = message.len();
         let mut request = tonic::Request::new(message);
         request.set_timeout(config.backend_timeout);
-        // Each value of a header sent more than once (a gRPC metadata key may have several).
+        // Each value of a header sent more than once (a gRPC metadata key may have several);
+        // not those the client lists in `Connection`, which are for the gateway alone.
+        let hop_by_hop: Vec<&str> = proxy::connection_tokens(&parts.headers).collect();
         for (name, value) in parts.headers.iter() {
-            let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
+            let forward = (name.as_str().starts_with("x-") || name == header::AUTHORIZATION)
+                && !hop_by_hop
+                    .iter()
+                    .any(|listed| listed.eq_ignore_ascii_case(name.as_str()));
             if forward {
                 if let (Ok(k), Ok(v)) = (
                     tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
@@ -163,6 +179,9 @@ impl RpcHandler {
             )
             .into()
         };
+        // What the answer's `Any` fields and error details need read must also come within the
+        // backend timeout of sending the call.
+        let lookups_until = tokio::time::Instant::from_std(started) + config.backend_timeout;
         let reply = match tokio::time::timeout(config.backend_timeout, call).await {
             Err(_) => return Err(timed_out()),
             // The deadline the gateway sent ran out at the service (which answers so as it
@@ -191,7 +210,14 @@ impl RpcHandler {
                         Some(fail) => fail.into(),
                         None => {
                             let details = self
-                                .details(&status, &target.service, node, grpc_path, &method)
+                                .details(
+                                    &status,
+                                    &target.service,
+                                    node,
+                                    grpc_path,
+                                    &method,
+                                    lookups_until,
+                                )
                                 .await;
                             status_response(&status, details).into()
                         }
@@ -224,8 +250,15 @@ impl RpcHandler {
                 // An `Any` of a type the files read do not import: ask the node for its file.
                 Some(name) if lookups < MAX_ANY_LOOKUPS => {
                     lookups += 1;
-                    self.with_message(&target.service, node, grpc_path, &method, name)
-                        .await?
+                    self.with_message_until(
+                        lookups_until,
+                        &target.service,
+                        node,
+                        grpc_path,
+                        &method,
+                        name,
+                    )
+                    .await?
                 }
                 _ => None,
             };
@@ -277,7 +310,8 @@ impl RpcHandler {
     /// The details a gRPC error carries (`google.rpc.Status` in `grpc-status-details-bin`:
     /// `BadRequest`, `ErrorInfo`, a service's own messages...), each as proto3 JSON writes an
     /// `Any` (see [`any_json`]); a type neither the service's files nor the node's reflection
-    /// know is written as `{"@type": …, "value": base64}`. `None` without details.
+    /// know, or that the node does not describe before `until`, is written as
+    /// `{"@type": …, "value": base64}`. `None` without details.
     async fn details(
         &self,
         status: &tonic::Status,
@@ -285,6 +319,7 @@ impl RpcHandler {
         node: &Node,
         grpc_path: &str,
         method: &MethodDescriptor,
+        until: tokio::time::Instant,
     ) -> Option<Vec<serde_json::Value>> {
         let status = RpcStatus::decode(status.details()).ok()?;
         if status.details.is_empty() {
@@ -299,9 +334,13 @@ impl RpcHandler {
                     Ok(json) => break json,
                     // A type the files read lack (the detail's, or that of an `Any` in it):
                     // ask the node for its file, once per type.
-                    Err(Some(name)) if asked.len() < MAX_ANY_LOOKUPS && !asked.contains(&name) => {
+                    Err(Some(name))
+                        if asked.len() < MAX_ANY_LOOKUPS
+                            && !asked.contains(&name)
+                            && tokio::time::Instant::now() < until =>
+                    {
                         let found = self
-                            .with_message(service, node, grpc_path, &method, &name)
+                            .with_message_until(until, service, node, grpc_path, &method, &name)
                             .await;
                         asked.push(name);
                         match found {
@@ -315,6 +354,34 @@ impl RpcHandler {
             out.push(json);
         }
         Some(out)
+    }
+}
+
+impl RpcHandler {
+    /// [`with_message`](Self::with_message), given up at `until` (504): each read may
+    /// otherwise take the reflection timeout, and a request needs up to [`MAX_ANY_LOOKUPS`].
+    async fn with_message_until(
+        &self,
+        until: tokio::time::Instant,
+        service: &str,
+        node: &Node,
+        grpc_path: &str,
+        method: &MethodDescriptor,
+        name: &str,
+    ) -> Result<Option<MethodDescriptor>, NodeFail> {
+        let read = self.with_message(service, node, grpc_path, method, name);
+        match tokio::time::timeout_at(until, read).await {
+            Ok(found) => found,
+            Err(_) => Err(error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the service at {} did not describe `{name}` (for an `Any` field) within the \
+                     backend timeout ({:?})",
+                    node.address, self.inner.config.backend_timeout
+                ),
+            )
+            .into()),
+        }
     }
 }
 
