@@ -507,7 +507,48 @@ async fn tls_with_client_certificates() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unreachable(_)), "{err:?}");
+    // A lookup says why, and what to do.
+    let err = plain
+        .get_service("go.micro.srv.user")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has not answered yet") && err.contains("give --registry-tls-ca"),
+        "{err}"
+    );
     running.stop().await.unwrap();
+}
+
+/// TLS to an etcd serving plain TCP: a lookup says etcd closed the handshake and what to do,
+/// not only that it did not answer in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_etcd_says_so() {
+    use rmicro_runtime::registry::EtcdTls;
+    use rmicro_tests::etcd::TestCerts;
+
+    let etcd = Etcd::start("tls-to-plain");
+    let certs = TestCerts::new("tls-to-plain");
+    let registry = EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![etcd.client_addr.clone()],
+        dial_timeout: Duration::from_secs(2),
+        tls: Some(EtcdTls {
+            ca_pem: certs.read("ca.pem"),
+            identity: None,
+            domain: Some("localhost".into()),
+        }),
+        ..Default::default()
+    });
+    let err = registry
+        .get_service("go.micro.srv.user")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("during the TLS handshake")
+            && err.contains("leave out the --registry-tls-* flags"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

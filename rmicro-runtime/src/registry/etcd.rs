@@ -162,6 +162,9 @@ struct Inner {
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
+    /// Why the last sync failed, until one succeeds: said by a lookup that waited in vain (a
+    /// TLS handshake etcd closed says more than "has not answered").
+    last_failure: Mutex<Option<String>>,
 }
 
 /// The key of one node.
@@ -187,6 +190,7 @@ impl EtcdRegistry {
                 refused: watch::channel(None).0,
                 cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
+                last_failure: Mutex::new(None),
             }))),
         }
     }
@@ -455,6 +459,31 @@ impl Inner {
     }
 }
 
+/// What a failure to reach etcd says about TLS on one side only, given whether the client
+/// uses TLS: a server on the other side of that mismatch closes the connection at once (the
+/// handshake ends early, or the connection is reset).
+fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
+    let closed = [
+        "tls handshake eof",
+        "ConnectionReset",
+        "BrokenPipe",
+        "connection closed",
+    ]
+    .iter()
+    .any(|sign| failure.contains(sign));
+    match (closed, client_tls) {
+        (false, _) => None,
+        (true, true) => Some(
+            " (etcd closed the connection during the TLS handshake: if it serves plain TCP, \
+             leave out the --registry-tls-* flags)",
+        ),
+        (true, false) => Some(
+            " (etcd closed the connection at once: if it serves TLS, give --registry-tls-ca, \
+             and --registry-tls-cert/--registry-tls-key if it asks for a client certificate)",
+        ),
+    }
+}
+
 /// Keeps the cache synced for as long as the registry exists.
 async fn cache_loop(inner: Weak<Inner>) {
     let mut backoff = Duration::from_millis(250);
@@ -466,6 +495,13 @@ async fn cache_loop(inner: Weak<Inner>) {
         if let Err(err @ RegistryError::Auth(_)) = &result {
             strong.refused.send_replace(Some(err.clone()));
         }
+        *strong
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|err| match err {
+            RegistryError::Unreachable(why) => why.clone(),
+            other => other.to_string(),
+        });
         drop(strong);
         match result {
             Ok(()) => backoff = Duration::from_millis(250),
@@ -548,11 +584,25 @@ impl EtcdRegistry {
             Ok(Ok(())) => {}
             Ok(Err(Some(refusal))) => return Err(refusal),
             Ok(Err(None)) | Err(_) => {
-                return Err(RegistryError::Unreachable(format!(
+                let mut why = format!(
                     "etcd at {} has not answered yet (waited {:?})",
                     self.endpoints(),
                     self.inner.options.dial_timeout
-                )))
+                );
+                let last = self
+                    .inner
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(last) = last {
+                    why.push_str("; the last attempt: ");
+                    why.push_str(&last);
+                    if let Some(hint) = tls_hint(&last, self.inner.options.tls.is_some()) {
+                        why.push_str(hint);
+                    }
+                }
+                return Err(RegistryError::Unreachable(why));
             }
         }
         let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
