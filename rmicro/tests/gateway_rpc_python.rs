@@ -230,6 +230,44 @@ async fn forwarding_headers_are_the_gateways_not_the_clients_claims() {
     assert_eq!(got["x-forwarded-for"], "192.0.2.1, 127.0.0.1", "{}", r.body);
 }
 
+/// Query parameters set map entries as grpc-gateway takes them (`counts[a]=5`), each value
+/// typed by the map's; a later value for a key replaces the earlier one. `[…]` on a field that
+/// is not a map, or a map set without it, is the client's error, saying what to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_set_map_entries() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(
+        &gw,
+        "/interop/interop/echo?counts[a]=5&counts%5Bb%5D=7&counts[a]=6&text=hi",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"counts": {"a": "6", "b": "7"}, "text": "hi"})
+    );
+    for (query, says) in [
+        (
+            "kind[x]=1",
+            "`kind[x]` sets a map entry, but field `kind` is not a map; leave out the `[…]`",
+        ),
+        (
+            "counts=5",
+            "field `counts` is a map; set its entries (`counts[key]=value`)",
+        ),
+        (
+            "counts[a]=five",
+            "field `counts[a]` takes an integer, not `five`",
+        ),
+    ] {
+        let r = post(&gw, &format!("/interop/interop/echo?{query}"), "").await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let detail = json(&r)["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(says), "{query}: {detail}");
+    }
+}
+
 /// Proto3 JSON both ways for what a Python service's messages hold: maps, oneofs, nested
 /// messages, enums, bytes (base64), 64-bit integers (strings), well-known types, and an `Any`
 /// of a type in the service's own file.

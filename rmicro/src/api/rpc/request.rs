@@ -49,9 +49,14 @@ pub(super) fn build_request(
                 percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
             };
             let (key, value) = (decode(k)?, decode(v)?);
+            // `labels[env]=prod` sets one entry of map field `labels`, as in grpc-gateway.
+            let (name, map_key) = match key.strip_suffix(']').and_then(|k| k.split_once('[')) {
+                Some((name, map_key)) => (name, Some(map_key)),
+                None => (key.as_str(), None),
+            };
             // As grpc-gateway: parameters that name no field (cache busters, tracking) are
             // ignored. An unknown field in a JSON body is still an error.
-            let Some(chain) = field_chain(desc, &key)? else {
+            let Some(chain) = field_chain(desc, name)? else {
                 continue;
             };
             let field = proto_path(&chain);
@@ -74,7 +79,10 @@ pub(super) fn build_request(
                     target.body
                 ));
             }
-            set_param(&mut json, &chain, &key, &value)?;
+            match map_key {
+                Some(map_key) => set_map_entry(&mut json, &chain, &key, map_key, &value)?,
+                None => set_param(&mut json, &chain, &key, &value)?,
+            }
         }
     }
     let mut value = serde_json::Value::Object(json);
@@ -149,20 +157,7 @@ fn set_param(
     let Some((field, outer)) = chain.split_last() else {
         return Ok(());
     };
-    let mut json = json;
-    for f in outer {
-        unalias(json, f);
-        let entry = json
-            .entry(f.name().to_string())
-            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-        let serde_json::Value::Object(map) = entry else {
-            return Err(format!(
-                "`{path}` sets a field inside `{}`, which is already set to a value",
-                f.name()
-            ));
-        };
-        json = map;
-    }
+    let json = descend(json, outer, path)?;
     unalias(json, field);
     let typed = typed_value(field, path, value)?;
     if field.is_list() {
@@ -176,6 +171,67 @@ fn set_param(
         json.insert(field.name().to_string(), typed);
     }
     Ok(())
+}
+
+/// Sets entry `map_key` of the map field at the end of `chain` to `value` (`path` is how the
+/// request named it, `labels[env]`, for errors), typed by the map's value type.
+fn set_map_entry(
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    chain: &[FieldDescriptor],
+    path: &str,
+    map_key: &str,
+    value: &str,
+) -> Result<(), String> {
+    let Some((field, outer)) = chain.split_last() else {
+        return Ok(());
+    };
+    let entry = match field.kind() {
+        Kind::Message(entry) if field.is_map() => entry,
+        _ => {
+            return Err(format!(
+                "`{path}` sets a map entry, but field `{}` is not a map; leave out the `[…]`",
+                field.name()
+            ))
+        }
+    };
+    let typed = typed_value(&entry.map_entry_value_field(), path, value)?;
+    let json = descend(json, outer, path)?;
+    unalias(json, field);
+    let slot = json
+        .entry(field.name().to_string())
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    let serde_json::Value::Object(map) = slot else {
+        return Err(format!(
+            "`{path}` sets an entry of `{}`, which is already set to a value that is not a map",
+            field.name()
+        ));
+    };
+    // Proto3 JSON writes every map key as a string; a later value for one key replaces it.
+    map.insert(map_key.to_string(), typed);
+    Ok(())
+}
+
+/// The object in `json` for the message the fields `outer` lead to, made on the way (a JSON-name
+/// key the body used for one of them renamed to its proto name first, so it is not given twice).
+fn descend<'j>(
+    mut json: &'j mut serde_json::Map<String, serde_json::Value>,
+    outer: &[FieldDescriptor],
+    path: &str,
+) -> Result<&'j mut serde_json::Map<String, serde_json::Value>, String> {
+    for f in outer {
+        unalias(json, f);
+        let entry = json
+            .entry(f.name().to_string())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        let serde_json::Value::Object(map) = entry else {
+            return Err(format!(
+                "`{path}` sets a field inside `{}`, which is already set to a value",
+                f.name()
+            ));
+        };
+        json = map;
+    }
+    Ok(json)
 }
 
 /// Renames `field`'s JSON-name key in `json` (`displayName`) to its proto name.
@@ -211,6 +267,11 @@ fn typed_value(
     path: &str,
     value: &str,
 ) -> Result<serde_json::Value, String> {
+    if field.is_map() {
+        return Err(format!(
+            "field `{path}` is a map; set its entries (`{path}[key]=value`)"
+        ));
+    }
     Ok(match field.kind() {
         Kind::Bool => match value {
             "true" => serde_json::Value::Bool(true),
@@ -259,7 +320,28 @@ fn typed_value(
                 ))
             }
         },
-        // Integers as strings are valid proto JSON; strings, bytes and enum names too.
+        // Integers as strings are valid proto JSON (the message parser checks their range).
+        Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64
+        | Kind::Uint32
+        | Kind::Fixed32
+        | Kind::Uint64
+        | Kind::Fixed64 => {
+            let integral = value.parse::<i64>().is_ok()
+                || value.parse::<u64>().is_ok()
+                || value
+                    .parse::<f64>()
+                    .is_ok_and(|n| n.is_finite() && n.fract() == 0.0);
+            if !integral {
+                return Err(format!("field `{path}` takes an integer, not `{value}`"));
+            }
+            serde_json::Value::String(value.to_string())
+        }
+        // Strings and bytes (base64) as they are.
         _ => serde_json::Value::String(value.to_string()),
     })
 }
