@@ -268,6 +268,44 @@ async fn query_parameters_set_map_entries() {
     }
 }
 
+/// An integer field given something that is not an integer is a 400 naming the field (the
+/// message parser's own words name none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integer_field_given_something_else_is_named() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (body, says) in [
+        (
+            r#"{"big": "five"}"#,
+            r#"field `big` takes an integer (a JSON number, or a string of one), not "five""#,
+        ),
+        (
+            r#"{"small": 1.5}"#,
+            "field `small` takes an integer (a JSON number, or a string of one), not 1.5",
+        ),
+        (
+            r#"{"counts": {"a": true}}"#,
+            "field `counts` takes an integer (a JSON number, or a string of one), not true",
+        ),
+        (
+            r#"{"nested": {"child": {"kinds": [1]}}, "ubig": [2]}"#,
+            "field `ubig` takes an integer (a JSON number, or a string of one), not [2]",
+        ),
+    ] {
+        let r = post(&gw, "/interop/interop/echo", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(json(&r)["detail"], says, "{body}");
+    }
+    // What the parser takes stays taken: digits in a string, an exponent that makes an integer.
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"big": "12", "small": 1.5e1}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r), serde_json::json!({"big": "12", "small": 15}));
+}
+
 /// Proto3 JSON both ways for what a Python service's messages hold: maps, oneofs, nested
 /// messages, enums, bytes (base64), 64-bit integers (strings), well-known types, and an `Any`
 /// of a type in the service's own file.

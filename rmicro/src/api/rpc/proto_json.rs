@@ -107,7 +107,7 @@ pub(super) fn conform_request(
         | "google.protobuf.Int32Value"
         | "google.protobuf.UInt32Value" => {
             if let Some(field) = desc.get_field_by_name("value") {
-                conform_scalar(&field.kind(), json);
+                conform_scalar(&field.kind(), json, at)?;
             }
             return Ok(());
         }
@@ -175,10 +175,7 @@ fn is_special(name: &str) -> bool {
 fn conform_field(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
     match kind {
         Kind::Message(desc) => conform_request(desc, json, at),
-        kind => {
-            conform_scalar(kind, json);
-            Ok(())
-        }
+        kind => conform_scalar(kind, json, at),
     }
 }
 
@@ -206,7 +203,7 @@ fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<()
 }
 
 /// A number for an integer or `float` field, in the form the parser reads.
-fn conform_scalar(kind: &Kind, json: &mut Json) {
+fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
     match kind {
         Kind::Float => {
             if let Some(f) = json.as_f64().filter(|f| f.is_finite()) {
@@ -229,10 +226,24 @@ fn conform_scalar(kind: &Kind, json: &mut Json) {
         | Kind::Fixed32
         | Kind::Uint64
         | Kind::Fixed64 => {
+            // What the message parser would refuse without naming the field, refused here
+            // with its name.
+            let not_integer = || {
+                match at.trim_end_matches('.') {
+                "" => format!("an integer is expected (a JSON number, or a string of one), not {json}"),
+                field => format!(
+                    "field `{field}` takes an integer (a JSON number, or a string of one), not {json}"
+                ),
+            }
+            };
             let integer = match &*json {
-                Json::Number(n) if n.is_f64() => n.as_f64().and_then(integral_f64),
-                Json::String(s) if s.parse::<i128>().is_err() => integral_text(s),
-                _ => None,
+                Json::Number(n) if n.is_f64() => {
+                    Some(n.as_f64().and_then(integral_f64).ok_or_else(not_integer)?)
+                }
+                Json::Number(_) | Json::Null => None,
+                Json::String(s) if s.parse::<i128>().is_ok() => None,
+                Json::String(s) => Some(integral_text(s).ok_or_else(not_integer)?),
+                _ => return Err(not_integer()),
             };
             if let Some(integer) = integer {
                 *json = match &*json {
@@ -243,6 +254,7 @@ fn conform_scalar(kind: &Kind, json: &mut Json) {
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// `f` as an integer's decimal digits, when it is one.
