@@ -57,7 +57,9 @@ struct Inner {
     retries: u32,
     keepalive: Option<Keepalive>,
     /// One HTTP/2 connection per node address, multiplexing every call to that node.
-    connections: Mutex<HashMap<String, Connection>>,
+    /// One connection per node address (looked up on every call: a fast hash, as addresses
+    /// come from the registry, not from callers).
+    connections: Mutex<HashMap<String, Connection, foldhash::fast::RandomState>>,
 }
 
 #[derive(Clone)]
@@ -250,7 +252,7 @@ impl ClientBuilder {
                 request_timeout: self.request_timeout,
                 retries: self.retries,
                 keepalive,
-                connections: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::default()),
             }),
         }
     }

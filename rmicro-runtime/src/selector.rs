@@ -53,6 +53,11 @@ pub struct RoundRobin {
 
 impl Selector for RoundRobin {
     fn select(&self, service: &str, nodes: &[Node]) -> usize {
+        // One node (most services, most of the time): nothing to turn, and no lock that every
+        // call on every thread would take.
+        if nodes.len() <= 1 {
+            return 0;
+        }
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let counter = match next.get_mut(service) {
             Some(c) => c,
