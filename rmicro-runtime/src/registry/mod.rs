@@ -234,8 +234,21 @@ pub trait Registry: Send + Sync + 'static {
     }
 }
 
-/// Groups one-node records into services, one per `(name, version)`.
+/// Groups one-node records into services, one per `(name, version)`, the same whatever order
+/// the records come in (the registries keep them in hash maps): in go-micro's order, that of
+/// their etcd keys (`<service>/<node id>`), so the nodes come sorted by id, a node id two
+/// records share keeps the first record's node, and a service's endpoints are its first
+/// record's that lists any (records of one version may differ mid-deploy).
 pub(crate) fn merge(records: impl IntoIterator<Item = Service>) -> Vec<Service> {
+    let mut records: Vec<Service> = records.into_iter().collect();
+    fn first(s: &Service) -> Option<(&str, &str)> {
+        s.nodes.first().map(|n| (n.id.as_str(), n.address.as_str()))
+    }
+    records.sort_by(|a, b| {
+        (&a.name, &a.version)
+            .cmp(&(&b.name, &b.version))
+            .then_with(|| first(a).cmp(&first(b)))
+    });
     let mut out: Vec<Service> = Vec::new();
     for record in records {
         match out
@@ -255,7 +268,7 @@ pub(crate) fn merge(records: impl IntoIterator<Item = Service>) -> Vec<Service> 
             None => out.push(record),
         }
     }
-    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    // In (name, version) order already: the records were sorted so.
     out
 }
 
@@ -286,5 +299,65 @@ mod tests {
         let merged = merge([rec("a", "1"), rec("b", "1"), rec("c", "2")]);
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0].nodes.len(), 2);
+    }
+
+    /// The registries hold records in hash maps: whatever order they come in, a service merges
+    /// to the same nodes in the same order, with the same endpoints (its first record's by node
+    /// id, as go-micro's etcd key order gives).
+    #[test]
+    fn merge_does_not_depend_on_the_order_of_the_records() {
+        let rec = |id: &str, address: &str, endpoint: Option<&str>| Service {
+            name: "s".into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: id.into(),
+                address: address.into(),
+                ..Default::default()
+            }],
+            endpoints: endpoint
+                .map(|name| {
+                    vec![Endpoint {
+                        name: name.into(),
+                        ..Default::default()
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let records = [
+            rec("c", "10.0.0.3:1", Some("New.Call")),
+            rec("a", "10.0.0.1:1", None),
+            rec("b", "10.0.0.2:1", Some("Old.Call")),
+            // A stale copy of node `b` under another key, at another address.
+            rec("b", "10.0.0.9:1", Some("Stale.Call")),
+        ];
+        let mut orders = vec![records.to_vec()];
+        let mut reversed = records.to_vec();
+        reversed.reverse();
+        orders.push(reversed);
+        orders.push(vec![
+            records[3].clone(),
+            records[0].clone(),
+            records[2].clone(),
+            records[1].clone(),
+        ]);
+        for order in orders {
+            let merged = merge(order);
+            assert_eq!(merged.len(), 1);
+            let nodes: Vec<(&str, &str)> = merged[0]
+                .nodes
+                .iter()
+                .map(|n| (n.id.as_str(), n.address.as_str()))
+                .collect();
+            assert_eq!(
+                nodes,
+                [
+                    ("a", "10.0.0.1:1"),
+                    ("b", "10.0.0.2:1"),
+                    ("c", "10.0.0.3:1")
+                ]
+            );
+            assert_eq!(merged[0].endpoints[0].name, "Old.Call");
+        }
     }
 }
