@@ -168,6 +168,12 @@ fn an_unreachable_registry_is_a_clear_error() {
     let err = text(&out.stderr);
     assert!(err.starts_with("error: registry unreachable: "), "{err}");
     assert!(err.contains(&port.to_string()), "{err}");
+    // Why, in words: the refused connection, not the transport's debug dump of it.
+    assert!(
+        err.contains("the last attempt: tcp connect error: transport error: Connection refused")
+            && !err.contains("source:"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

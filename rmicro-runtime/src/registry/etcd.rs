@@ -241,7 +241,11 @@ impl Inner {
                     s.message()
                 ))
             }
-            _ => RegistryError::Unreachable(format!("etcd at {}: {text}", self.endpoints())),
+            _ => RegistryError::Unreachable(format!(
+                "etcd at {}: {}",
+                self.endpoints(),
+                failure_text(&err)
+            )),
         }
     }
 
@@ -459,14 +463,40 @@ impl Inner {
     }
 }
 
+/// A failure to reach etcd in words: a transport status's message and the causes behind it
+/// (`transport error: Connection reset by peer (os error 104)`), not tonic's rendering of it,
+/// which prints the causes' debug form.
+fn failure_text(err: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        return err.to_string();
+    };
+    let mut text = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        let said = err.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&said);
+        }
+        cause = err.source();
+    }
+    if text.is_empty() {
+        text = format!("{:?}", status.code());
+    }
+    text
+}
+
 /// What a failure to reach etcd says about TLS on one side only, given whether the client
 /// uses TLS: a server on the other side of that mismatch closes the connection at once (the
 /// handshake ends early, or the connection is reset).
 fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
+    let failure = failure.to_lowercase();
     let closed = [
         "tls handshake eof",
-        "ConnectionReset",
-        "BrokenPipe",
+        "connection reset",
+        "broken pipe",
         "connection closed",
     ]
     .iter()
@@ -596,9 +626,11 @@ impl EtcdRegistry {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 if let Some(last) = last {
+                    let at = format!("etcd at {}: ", self.endpoints());
+                    let last = last.strip_prefix(&at).unwrap_or(&last);
                     why.push_str("; the last attempt: ");
-                    why.push_str(&last);
-                    if let Some(hint) = tls_hint(&last, self.inner.options.tls.is_some()) {
+                    why.push_str(last);
+                    if let Some(hint) = tls_hint(last, self.inner.options.tls.is_some()) {
                         why.push_str(hint);
                     }
                 }
