@@ -106,7 +106,7 @@ impl RpcHandler {
                     Some(name) if lookups < MAX_ANY_LOOKUPS => {
                         lookups += 1;
                         match self
-                            .with_message_until(
+                            .with_message(
                                 lookups_until,
                                 &target.service,
                                 node,
@@ -250,7 +250,7 @@ impl RpcHandler {
                 // An `Any` of a type the files read do not import: ask the node for its file.
                 Some(name) if lookups < MAX_ANY_LOOKUPS => {
                     lookups += 1;
-                    self.with_message_until(
+                    self.with_message(
                         lookups_until,
                         &target.service,
                         node,
@@ -340,7 +340,7 @@ impl RpcHandler {
                             && tokio::time::Instant::now() < until =>
                     {
                         let found = self
-                            .with_message_until(until, service, node, grpc_path, &method, &name)
+                            .with_message(until, service, node, grpc_path, &method, &name)
                             .await;
                         asked.push(name);
                         match found {
@@ -354,34 +354,6 @@ impl RpcHandler {
             out.push(json);
         }
         Some(out)
-    }
-}
-
-impl RpcHandler {
-    /// [`with_message`](Self::with_message), given up at `until` (504): each read may
-    /// otherwise take the reflection timeout, and a request needs up to [`MAX_ANY_LOOKUPS`].
-    async fn with_message_until(
-        &self,
-        until: tokio::time::Instant,
-        service: &str,
-        node: &Node,
-        grpc_path: &str,
-        method: &MethodDescriptor,
-        name: &str,
-    ) -> Result<Option<MethodDescriptor>, NodeFail> {
-        let read = self.with_message(service, node, grpc_path, method, name);
-        match tokio::time::timeout_at(until, read).await {
-            Ok(found) => found,
-            Err(_) => Err(error::response(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the service at {} did not describe `{name}` (for an `Any` field) within the \
-                     backend timeout ({:?})",
-                    node.address, self.inner.config.backend_timeout
-                ),
-            )
-            .into()),
-        }
     }
 }
 

@@ -133,9 +133,11 @@ impl RpcHandler {
     /// `method` from descriptors that also define message `name` (an `Any`'s type that the
     /// files read for its service do not import), read from `node` of registry service
     /// `service`; they replace the cached ones if those came from the same node. `None` when the
-    /// node does not know `name`.
+    /// node does not know `name`. Given up at `until` (504): a read may otherwise take the
+    /// reflection timeout, and a request needs up to `MAX_ANY_LOOKUPS` of them.
     pub(super) async fn with_message(
         &self,
+        until: tokio::time::Instant,
         service: &str,
         node: &Node,
         grpc_path: &str,
@@ -143,11 +145,22 @@ impl RpcHandler {
         name: &str,
     ) -> Result<Option<MethodDescriptor>, NodeFail> {
         let connection = self.channel(&node.address)?;
-        let Some(pool) = self
-            .inner
-            .reflector
-            .with_symbol(&connection, &node.address, method.parent_pool(), name)
-            .await?
+        let read = self.inner.reflector.with_symbol(
+            &connection,
+            &node.address,
+            method.parent_pool(),
+            name,
+        );
+        let Some(pool) = tokio::time::timeout_at(until, read).await.map_err(|_| {
+            error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the service at {} did not describe `{name}` (for an `Any` field) within the \
+                     backend timeout ({:?})",
+                    node.address, self.inner.config.backend_timeout
+                ),
+            )
+        })??
         else {
             return Ok(None);
         };

@@ -216,16 +216,7 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
                 }
             }
         }
-        Kind::Int32
-        | Kind::Sint32
-        | Kind::Sfixed32
-        | Kind::Int64
-        | Kind::Sint64
-        | Kind::Sfixed64
-        | Kind::Uint32
-        | Kind::Fixed32
-        | Kind::Uint64
-        | Kind::Fixed64 => {
+        kind if is_integer(kind) => {
             // What the message parser would refuse without naming the field, refused here
             // with its name.
             let not_integer = || {
@@ -255,6 +246,29 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
         _ => {}
     }
     Ok(())
+}
+
+/// Whether `kind` is one of protobuf's integer types.
+pub(super) fn is_integer(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Int32
+            | Kind::Sint32
+            | Kind::Sfixed32
+            | Kind::Int64
+            | Kind::Sint64
+            | Kind::Sfixed64
+            | Kind::Uint32
+            | Kind::Fixed32
+            | Kind::Uint64
+            | Kind::Fixed64
+    )
+}
+
+/// Whether `text` is an integer as a JSON string may give one: digits, or a decimal whose
+/// fraction or exponent still makes an integer (`1.5e1`).
+pub(super) fn is_integer_text(text: &str) -> bool {
+    text.parse::<i128>().is_ok() || integral_text(text).is_some()
 }
 
 /// `f` as an integer's decimal digits, when it is one.

@@ -320,23 +320,10 @@ fn typed_value(
                 ))
             }
         },
-        // Integers as strings are valid proto JSON (the message parser checks their range).
-        Kind::Int32
-        | Kind::Sint32
-        | Kind::Sfixed32
-        | Kind::Int64
-        | Kind::Sint64
-        | Kind::Sfixed64
-        | Kind::Uint32
-        | Kind::Fixed32
-        | Kind::Uint64
-        | Kind::Fixed64 => {
-            let integral = value.parse::<i64>().is_ok()
-                || value.parse::<u64>().is_ok()
-                || value
-                    .parse::<f64>()
-                    .is_ok_and(|n| n.is_finite() && n.fract() == 0.0);
-            if !integral {
+        // Integers as strings are valid proto JSON (the message parser checks their range),
+        // taken as a JSON body's strings are.
+        kind if proto_json::is_integer(&kind) => {
+            if !proto_json::is_integer_text(value) {
                 return Err(format!("field `{path}` takes an integer, not `{value}`"));
             }
             serde_json::Value::String(value.to_string())
