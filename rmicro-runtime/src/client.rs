@@ -56,9 +56,8 @@ struct Inner {
     request_timeout: Option<Duration>,
     retries: u32,
     keepalive: Option<Keepalive>,
-    /// One HTTP/2 connection per node address, multiplexing every call to that node.
-    /// One connection per node address (looked up on every call: a fast hash, as addresses
-    /// come from the registry, not from callers).
+    /// One HTTP/2 connection per node address, multiplexing every call to that node (looked up
+    /// on every call: a fast hash, as addresses come from the registry, not from callers).
     connections: Mutex<HashMap<String, Connection, foldhash::fast::RandomState>>,
 }
 

@@ -185,49 +185,38 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
 /// `X-Real-IP`, ...) are dropped unless `--trust-forwarded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_the_gateways_not_the_clients_claims() {
-    let claims = [
-        ("X-Forwarded-For", "192.0.2.1"),
-        ("X-Forwarded-Proto", "https"),
-        ("X-Forwarded-Host", "bank.example"),
-        ("X-Real-IP", "192.0.2.9"),
-    ];
-    let metadata = |r: &rmicro_tests::http::HttpResponse| json(r)["metadata"].clone();
-
-    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
-    let r = call_with(
-        &gw,
-        "POST",
-        "/interop/interop/slow",
-        &claims,
-        r#"{"millis":"0"}"#,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let got = metadata(&r);
-    assert_eq!(got["x-forwarded-for"], "192.0.2.1, 127.0.0.1", "{}", r.body);
-    for dropped in ["x-forwarded-proto", "x-forwarded-host", "x-real-ip"] {
-        assert_eq!(
-            got[dropped],
-            serde_json::Value::Null,
-            "{dropped}: {}",
-            r.body
-        );
+    /// The metadata a call with forwarding claims brings the service, behind a gateway run
+    /// with `flags`.
+    async fn metadata_behind(flags: &[&str]) -> serde_json::Value {
+        let claims = [
+            ("X-Forwarded-For", "192.0.2.1"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "bank.example"),
+            ("X-Real-IP", "192.0.2.9"),
+        ];
+        let (_py, gw, _stop) = setup("v1alpha", flags).await;
+        let r = call_with(
+            &gw,
+            "POST",
+            "/interop/interop/slow",
+            &claims,
+            r#"{"millis":"0"}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        json(&r)["metadata"].clone()
     }
 
-    let (_py, gw, _stop) = setup("v1alpha", &["--trust-forwarded"]).await;
-    let r = call_with(
-        &gw,
-        "POST",
-        "/interop/interop/slow",
-        &claims,
-        r#"{"millis":"0"}"#,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let got = metadata(&r);
-    assert_eq!(got["x-forwarded-proto"], "https", "{}", r.body);
-    assert_eq!(got["x-real-ip"], "192.0.2.9", "{}", r.body);
-    assert_eq!(got["x-forwarded-for"], "192.0.2.1, 127.0.0.1", "{}", r.body);
+    let got = metadata_behind(&[]).await;
+    assert_eq!(got["x-forwarded-for"], "192.0.2.1, 127.0.0.1", "{got}");
+    for dropped in ["x-forwarded-proto", "x-forwarded-host", "x-real-ip"] {
+        assert_eq!(got[dropped], serde_json::Value::Null, "{dropped}: {got}");
+    }
+
+    let got = metadata_behind(&["--trust-forwarded"]).await;
+    assert_eq!(got["x-forwarded-proto"], "https", "{got}");
+    assert_eq!(got["x-real-ip"], "192.0.2.9", "{got}");
+    assert_eq!(got["x-forwarded-for"], "192.0.2.1, 127.0.0.1", "{got}");
 }
 
 /// Query parameters set map entries as grpc-gateway takes them (`counts[a]=5`), each value

@@ -162,8 +162,9 @@ struct Inner {
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     events: broadcast::Sender<Event>,
-    /// Why the last sync failed, until one succeeds: said by a lookup that waited in vain (a
-    /// TLS handshake etcd closed says more than "has not answered").
+    /// Why the last sync failed (with a hint when it points at TLS on one side only), until one
+    /// succeeds: said by a lookup that waited in vain (a TLS handshake etcd closed says more
+    /// than "has not answered").
     last_failure: Mutex<Option<String>>,
 }
 
@@ -203,6 +204,24 @@ impl EtcdRegistry {
 impl Inner {
     fn endpoints(&self) -> String {
         self.options.endpoints.join(",")
+    }
+
+    /// How a lookup that waited in vain tells of the sync that failed: without the address it
+    /// names already, and with a hint when the failure points at TLS on one side only.
+    fn last_attempt(&self, err: &RegistryError) -> String {
+        let text = match err {
+            RegistryError::Unreachable(why) => why.clone(),
+            other => other.to_string(),
+        };
+        let at = format!("etcd at {}: ", self.endpoints());
+        let mut text = match text.strip_prefix(&at) {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
+        if let Some(hint) = tls_hint(&text, self.options.tls.is_some()) {
+            text.push_str(hint);
+        }
+        text
     }
 
     /// Maps an etcd-client error to a registry error with a message a person can act on.
@@ -525,13 +544,11 @@ async fn cache_loop(inner: Weak<Inner>) {
         if let Err(err @ RegistryError::Auth(_)) = &result {
             strong.refused.send_replace(Some(err.clone()));
         }
+        let failure = result.as_ref().err().map(|err| strong.last_attempt(err));
         *strong
             .last_failure
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|err| match err {
-            RegistryError::Unreachable(why) => why.clone(),
-            other => other.to_string(),
-        });
+            .unwrap_or_else(|p| p.into_inner()) = failure;
         drop(strong);
         match result {
             Ok(()) => backoff = Duration::from_millis(250),
@@ -626,13 +643,8 @@ impl EtcdRegistry {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 if let Some(last) = last {
-                    let at = format!("etcd at {}: ", self.endpoints());
-                    let last = last.strip_prefix(&at).unwrap_or(&last);
                     why.push_str("; the last attempt: ");
-                    why.push_str(last);
-                    if let Some(hint) = tls_hint(last, self.inner.options.tls.is_some()) {
-                        why.push_str(hint);
-                    }
+                    why.push_str(&last);
                 }
                 return Err(RegistryError::Unreachable(why));
             }

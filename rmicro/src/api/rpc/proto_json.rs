@@ -220,12 +220,11 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
             // What the message parser would refuse without naming the field, refused here
             // with its name.
             let not_integer = || {
+                let forms = "(a JSON number, or a string of one)";
                 match at.trim_end_matches('.') {
-                "" => format!("an integer is expected (a JSON number, or a string of one), not {json}"),
-                field => format!(
-                    "field `{field}` takes an integer (a JSON number, or a string of one), not {json}"
-                ),
-            }
+                    "" => format!("an integer is expected {forms}, not {json}"),
+                    field => format!("field `{field}` takes an integer {forms}, not {json}"),
+                }
             };
             let integer = match &*json {
                 Json::Number(n) if n.is_f64() => {
