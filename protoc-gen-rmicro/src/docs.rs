@@ -8,10 +8,9 @@
 //! `ignore`: shown as Rust, never run.
 
 /// Rewrites one doc-comment line (without its `///`) if it opens a fence that rustdoc would run
-/// as Rust.
+/// as Rust. The fence may sit in a block quote (`> ```rust`, also nested): rustdoc runs those too.
 pub(crate) fn fence_fix(line: &str) -> String {
-    let trimmed = line.trim_start();
-    let Some(info) = trimmed.strip_prefix("```") else {
+    let Some((lead, info)) = fence_info(line) else {
         return line.to_string();
     };
     let mut tokens = info
@@ -19,11 +18,21 @@ pub(crate) fn fence_fix(line: &str) -> String {
         .filter(|t| !t.is_empty());
     let first = info.split(',').next().unwrap_or("").trim();
     if first == "compile_fail" || tokens.any(|t| t == "rust") {
-        let indent = &line[..line.len() - trimmed.len()];
-        format!("{indent}```ignore")
+        format!("{lead}```ignore")
     } else {
         line.to_string()
     }
+}
+
+/// Splits a line that opens or closes a backtick fence into what comes before the fence
+/// (indentation and block-quote markers) and the fence's info string.
+fn fence_info(line: &str) -> Option<(&str, &str)> {
+    let mut rest = line.trim_start();
+    while let Some(quoted) = rest.strip_prefix('>') {
+        rest = quoted.trim_start();
+    }
+    let info = rest.strip_prefix("```")?;
+    Some((&line[..line.len() - rest.len()], info))
 }
 
 /// Applies [`fence_fix`] to every `///` line of a formatted file.
@@ -39,7 +48,7 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
         match trimmed.strip_prefix("///") {
-            Some(doc) if doc.trim_start().starts_with("```") => {
+            Some(doc) if fence_info(doc).is_some() => {
                 let indent = &line[..line.len() - trimmed.len()];
                 out.push_str(indent);
                 out.push_str("///");
@@ -67,6 +76,11 @@ mod tests {
         assert_eq!(fence_fix(" ```text,trusty"), " ```text,trusty");
         assert_eq!(fence_fix(" ```"), " ```");
         assert_eq!(fence_fix(" no fence"), " no fence");
+        assert_eq!(fence_fix(" > ```compile_fail"), " > ```ignore");
+        assert_eq!(fence_fix(" > > ```text,rust"), " > > ```ignore");
+        assert_eq!(fence_fix(" >```compile_fail"), " >```ignore");
+        assert_eq!(fence_fix(" > ```text"), " > ```text");
+        assert_eq!(fence_fix(" > quoted"), " > quoted");
         assert_eq!(
             fix_file("    /// ```compile_fail\n    /// let x = 1;\n    /// ```\n"),
             "    /// ```ignore\n    /// let x = 1;\n    /// ```\n"

@@ -34,6 +34,7 @@ mod http;
 mod imports;
 mod names;
 pub mod options;
+mod prepare;
 pub mod project;
 mod rust_names;
 mod service;
@@ -194,6 +195,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         &rust_names::Generated {
             packages: &emit_packages,
             externs: &externs,
+            include_file: options.include_file.is_some(),
         },
         options.retain_enum_prefix,
     )?;
@@ -213,7 +215,11 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
             value: options.runtime_path.clone(),
             expected: "expected a Rust path such as `::rmicro_runtime`".into(),
         })?;
-    let mut config = prost_config(options, &externs);
+    let boxed = prepare::boxed_fields(&options.boxed, &input.files)?;
+    let mut config = prost_config(options, &externs, &boxed);
+    for oneof in prepare::oneof_paths(&input.files) {
+        config.enum_attribute(oneof, "#[allow(clippy::large_enum_variant)]");
+    }
     config.service_generator(Box::new(service::ServiceGen {
         shared: Rc::clone(&shared),
         runtime,
@@ -221,10 +227,11 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         server: options.server,
     }));
 
-    let requests = input
-        .files
-        .iter()
-        .map(|f| (Module::from_protobuf_package_name(f.package()), f.clone()))
+    let mut files = input.files.clone();
+    prepare::canonical_enum_defaults(&mut files);
+    let requests = files
+        .into_iter()
+        .map(|f| (Module::from_protobuf_package_name(f.package()), f))
         .collect::<Vec<_>>();
     let mut modules = run_prost(&mut config, requests, &shared)?;
     let errors = std::mem::take(&mut shared.borrow_mut().errors);
@@ -408,7 +415,13 @@ fn extern_paths(options: &Options, files: &[FileDescriptorProto]) -> Vec<(String
     all
 }
 
-fn prost_config(options: &Options, externs: &[(String, String)]) -> prost_build::Config {
+/// prost-build's configuration for `options`; `boxed` are the exact field paths to box (see
+/// [`prepare::boxed_fields`]).
+fn prost_config(
+    options: &Options,
+    externs: &[(String, String)],
+    boxed: &[String],
+) -> prost_build::Config {
     let rt = &options.runtime_path;
     let mut config = prost_build::Config::new();
     config
@@ -437,7 +450,7 @@ fn prost_config(options: &Options, externs: &[(String, String)]) -> prost_build:
     for (path, attr) in &options.field_attributes {
         config.field_attribute(path, attr);
     }
-    for path in &options.boxed {
+    for path in boxed {
         config.boxed(path);
     }
     if !options.disable_comments.is_empty() {
@@ -618,14 +631,8 @@ fn package_scopes(files: &[FileDescriptorProto]) -> HashMap<String, names::Scope
         let scope = scopes.entry(file.package().to_string()).or_default();
         for message in &file.message_type {
             scope.reserve(&names::upper_camel(message.name()));
-            let has_module = !message.enum_type.is_empty()
-                || !message.oneof_decl.is_empty()
-                || message
-                    .nested_type
-                    .iter()
-                    .any(|n| !n.options.as_ref().is_some_and(|o| o.map_entry()));
-            if has_module {
-                scope.reserve(&names::snake(message.name()));
+            if let Some(module) = rust_names::nested_module(message) {
+                scope.reserve(&module);
             }
         }
         for e in &file.enum_type {

@@ -17,6 +17,20 @@ pub(crate) struct Generated<'a> {
     pub(crate) packages: &'a BTreeSet<&'a str>,
     /// Every extern path given to prost-build (`.proto.path`, Rust path).
     pub(crate) externs: &'a [(String, String)],
+    /// Whether an include file nests the packages' modules (`acme.order` inside `acme`).
+    pub(crate) include_file: bool,
+}
+
+/// The module prost-build puts a message's nested types, enums and oneofs in (`Order` →
+/// `order`), when it has any.
+pub(crate) fn nested_module(message: &DescriptorProto) -> Option<String> {
+    let has_module = !message.enum_type.is_empty()
+        || !message.oneof_decl.is_empty()
+        || message
+            .nested_type
+            .iter()
+            .any(|n| !n.options.as_ref().is_some_and(|o| o.map_entry()));
+    has_module.then(|| snake(message.name()))
 }
 
 /// Whether prost-build maps the fully qualified protobuf name `proto` (`.a.b.M`) to an extern
@@ -44,6 +58,9 @@ pub(crate) fn check(
     retain_enum_prefix: bool,
 ) -> Result<(), Error> {
     packages(files, generated)?;
+    if generated.include_file {
+        sub_packages(files, generated)?;
+    }
     let mut modules: HashMap<String, HashMap<String, Named>> = HashMap::new();
     for file in files {
         let locate = |path: &[i32]| Site::of(file, path);
@@ -115,6 +132,73 @@ fn packages(files: &[FileDescriptorProto], generated: &Generated<'_>) -> Result<
             first_site.reference(&site),
             module.parts().collect::<Vec<_>>().join("::"),
         )));
+    }
+    Ok(())
+}
+
+/// Refuses a message whose nested-types module has the name the include file gives a
+/// sub-package's module: with `include_file`, package `acme.order` is `mod order` inside
+/// package `acme`'s module, where prost-build puts the nested types of `acme.Order` in a
+/// `mod order` too. (Without an include file the user places each package's file.)
+fn sub_packages(files: &[FileDescriptorProto], generated: &Generated<'_>) -> Result<(), Error> {
+    // Package → (module name of a direct child in the include file → a file of the package that
+    // made the child): every written package's parent packages get its parts as children.
+    let mut children: HashMap<&str, HashMap<String, &FileDescriptorProto>> = HashMap::new();
+    for file in files {
+        let package = file.package();
+        if package.is_empty()
+            || !generated.packages.contains(package)
+            || is_extern(&format!(".{package}"), generated.externs)
+        {
+            continue;
+        }
+        let mut end = 0usize;
+        for part in package.split('.') {
+            let parent = &package[..end.saturating_sub(1)];
+            children
+                .entry(parent)
+                .or_default()
+                .entry(snake(part))
+                .or_insert(file);
+            end += part.len() + 1;
+        }
+    }
+    for file in files {
+        let package = file.package();
+        let Some(children) = children.get(package) else {
+            continue;
+        };
+        if !generated.packages.contains(package) {
+            continue;
+        }
+        for (i, message) in file.message_type.iter().enumerate() {
+            let full = qualified(package, message.name());
+            if is_extern(&format!(".{full}"), generated.externs) {
+                continue;
+            }
+            let Some(module) = nested_module(message) else {
+                continue;
+            };
+            let Some(sub) = children.get(&module) else {
+                continue;
+            };
+            let site = Site::of(file, &[4, i as i32]);
+            let shown = Module::from_protobuf_package_name(package)
+                .parts()
+                .chain([module.as_str()])
+                .collect::<Vec<_>>()
+                .join("::");
+            let sub_site = Site::of(sub, &[2]);
+            return Err(Error::Unsupported(format!(
+                "{}message `{full}` has nested types, which prost puts in the Rust module \
+                 `{shown}`, and the include file gives that module to package `{}`{} as well; \
+                 rename the message or the package, or generate without `include_file` and \
+                 include each package's file in a module of your own",
+                site.prefix(),
+                sub.package(),
+                sub_site.reference(&site),
+            )));
+        }
     }
     Ok(())
 }

@@ -332,10 +332,12 @@ impl ServiceGen {
         );
         let service_deprecated = deprecated(service.options.deprecated());
         // Only where something is deprecated, so other services' code stays as it was.
+        // Clippy's lints judge names the `.proto` chose (`into_archive(&self)` breaks its
+        // naming conventions): generated code must not warn in the user's crate.
         let allow = if any_deprecated(service, plans) {
-            quote! { #[allow(dead_code, deprecated)] }
+            quote! { #[allow(dead_code, deprecated, clippy::all)] }
         } else {
-            quote! { #[allow(dead_code)] }
+            quote! { #[allow(dead_code, clippy::all)] }
         };
         quote! {
             #[doc = #struct_doc]
@@ -452,6 +454,7 @@ impl ServiceGen {
             #[doc = ""]
             #service_docs
             #service_deprecated
+            #[allow(clippy::all)]
             pub trait #handler_name: ::core::marker::Send + ::core::marker::Sync + 'static {
                 #(#trait_fns)*
             }

@@ -455,6 +455,121 @@ fn packages_that_become_one_rust_module_are_refused_naming_both() {
 }
 
 #[test]
+fn a_message_module_and_a_sub_package_module_of_one_name_are_refused_with_an_include_file() {
+    // `acme.Order` keeps its nested enum in `acme::order`, the include file's module of package
+    // `acme.order`: before, both were written and the crate did not compile.
+    let files = [
+        (
+            "acme.proto",
+            "syntax = \"proto3\";\npackage acme;\nmessage Order {\n  enum Status {\n    \
+             STATUS_UNSPECIFIED = 0;\n  }\n  Status status = 1;\n}\n",
+        ),
+        (
+            "order.proto",
+            "syntax = \"proto3\";\npackage acme.order.v1;\nmessage Line {\n  string sku = 1;\n}\n",
+        ),
+    ];
+    let (output, out) = protoc_on(
+        "sub-package-module",
+        &files,
+        &["--rmicro_opt=include_file=mod.rs", "acme.proto", "order.proto"],
+    );
+    assert!(!output.status.success(), "{:?}", written(&out));
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: acme.proto:3:1: message `acme.Order` has nested types, which prost puts \
+             in the Rust module `acme::order`, and the include file gives that module to package \
+             `acme.order.v1` (order.proto:2) as well; rename the message or the package, or \
+             generate without `include_file` and include each package's file in a module of your \
+             own"
+        ),
+        "{}",
+        stderr(&output)
+    );
+
+    // Without an include file the user places each package's file: both are written.
+    let (output, out) = protoc_on(
+        "sub-package-module-apart",
+        &files,
+        &["acme.proto", "order.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["acme.order.v1.rs", "acme.rs"]);
+
+    // At the root: a file without a package next to package `billing`.
+    let (output, _) = protoc_on(
+        "sub-package-module-root",
+        &[
+            (
+                "root.proto",
+                "syntax = \"proto3\";\nmessage Billing {\n  oneof kind {\n    string a = 1;\n  }\n}\n",
+            ),
+            ("billing.proto", "syntax = \"proto3\";\npackage billing;\nmessage B {}\n"),
+        ],
+        &["--rmicro_opt=include_file=mod.rs", "root.proto", "billing.proto"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: root.proto:2:1: message `Billing` has nested types, which prost puts in \
+             the Rust module `billing`, and the include file gives that module to package \
+             `billing` (billing.proto:2) as well"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn boxing_names_message_fields_and_refuses_others() {
+    let proto = (
+        "box.proto",
+        "syntax = \"proto3\";\npackage bx;\nmessage Inner {}\nmessage Req {\n  string name = 1;\n  \
+         Inner inner = 2;\n  repeated Inner many = 3;\n  oneof pick {\n    Inner one = 4;\n    \
+         int32 other = 5;\n  }\n}\n",
+    );
+    // A string is stored inline: boxing it made prost's derive panic in the user's crate.
+    let (output, _) = protoc_on(
+        "boxed-scalar",
+        &[proto],
+        &["--rmicro_opt=boxed=.bx.Req.name", "box.proto"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--rmicro_out: parameter `boxed` has an invalid value `.bx.Req.name`: it names the \
+             field `bx.Req.name`, a string, and only singular message fields can be boxed"
+        ),
+        "{}",
+        stderr(&output)
+    );
+
+    // A path to a message, or `.`, boxes its singular message fields and leaves the rest.
+    for pattern in [".bx.Req", "."] {
+        let (output, out) = protoc_on(
+            "boxed-broad",
+            &[proto],
+            &[&format!("--rmicro_opt=boxed={pattern}"), "box.proto"],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let code = std::fs::read_to_string(out.join("bx.rs")).unwrap();
+        for boxed in [
+            "#[prost(message, optional, boxed, tag = \"2\")]",
+            "One(::rmicro_runtime::__codegen::prost::alloc::boxed::Box<super::Inner>)",
+        ] {
+            assert!(code.contains(boxed), "{pattern}: no `{boxed}` in\n{code}");
+        }
+        for plain in [
+            "#[prost(string, tag = \"1\")]",
+            "#[prost(message, repeated, tag = \"3\")]",
+            "#[prost(int32, tag = \"5\")]",
+        ] {
+            assert!(code.contains(plain), "{pattern}: no `{plain}` in\n{code}");
+        }
+    }
+}
+
+#[test]
 fn a_panic_while_generating_is_an_error_naming_the_file_and_prints_nothing() {
     // A package set but empty: protoc never sends it, and prost-build's message graph then names
     // the message `..p.M` and panics looking up `.M`. Nothing in the plugin refuses it first.

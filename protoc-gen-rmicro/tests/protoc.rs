@@ -1,7 +1,8 @@
 //! The plugin run by the real `protoc` over every fixture: its output equals the golden files
 //! (which protox produced in-process, so protoc and protox agree; only the embedded copies of
 //! `google/protobuf/*.proto` are each toolchain's own), compiles in a real crate whose doc tests
-//! pass, and a file edited to claim another API level fails to compile with the promised message.
+//! pass and which clippy does not warn about, and a file edited to claim another API level fails
+//! to compile with the promised message.
 
 mod common;
 
@@ -71,6 +72,16 @@ fn protoc_output_equals_protox_output_and_compiles_with_passing_doc_tests() {
     assert!(
         stdout.contains("ignored"),
         "fenced Rust in comments shows up as ignored doc tests:\n{stdout}"
+    );
+
+    // Nor does clippy's default set warn about it (method names the `.proto` chose, oneofs
+    // holding large messages), with the files included as `include_proto!` includes them
+    // (the crate denies warnings).
+    let output = krate.cargo(&["clippy", "--quiet"]);
+    assert!(
+        output.status.success(),
+        "clippy warned about the generated code:\n{}",
+        stderr(&output)
     );
 }
 

@@ -1238,6 +1238,18 @@ async fn the_node_sees_the_clients_host_and_address() {
         ]
     );
 
+    // `Connection` naming `Host` or `Content-Length` does not take them away: they are the
+    // request's own, and the node would get another host than the plugins saw.
+    let r = raw(
+        &gw,
+        "POST /echo/headers HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 2\r\nConnection: host, content-length, close\r\n\r\nhi",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    assert!(seen.contains(&"host: shop.example"), "{seen:?}");
+    assert!(seen.contains(&"content-length: 2"), "{seen:?}");
+
     // An absolute-form target names the host, whatever `Host` says (RFC 9112 §3.2.2).
     let r = raw(
         &gw,
@@ -1805,6 +1817,113 @@ async fn an_http2_upload_that_stalls_is_refused_after_the_idle_limit() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("nothing of it came for 1s"), "{body}");
     drop(tx);
+}
+
+/// An HTTP/2 request whose body comes in frames with no `content-length` (a streamed upload).
+async fn http2_streamed_post(
+    gw: &str,
+    path: &str,
+    pieces: usize,
+    piece: usize,
+) -> hyper::Response<hyper::body::Incoming> {
+    use http_body_util::StreamBody;
+    let stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for _ in 0..pieces {
+            let frame = http_body::Frame::data(bytes::Bytes::from(vec![b'x'; piece]));
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let request = hyper::Request::post(format!("http://{gw}{path}"))
+        .body(body)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("an answer")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_of_unknown_length_reaches_the_node_whole() {
+    let (gw, _backend, _stop) =
+        gateway_to_one("go.micro.api.up", "u", &["--body-limit", "64KiB"]).await;
+    // Three frames, no `content-length`: the node (HTTP/1.1) gets them chunked.
+    let response = http2_streamed_post(&gw, "/up/x", 3, 1000).await;
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "node=u path=/up/x body=3000 xff=127.0.0.1");
+
+    // Over the limit: 413, as with a declared length.
+    let response = http2_streamed_post(&gw, "/up/x", 80, 1000).await;
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_taking_the_body_is_answered_for_with_a_504() {
+    // The node reads the request's head and then nothing: the body piles up in the sockets'
+    // buffers and the gateway can hand it no more.
+    let stuck = raw_backend(|mut s| async move {
+        if read_head(&mut s).await.is_some() {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        drop(s);
+    })
+    .await;
+    let (gw, _stop) = gateway_to_addrs(
+        "go.micro.api.stuck",
+        &[stuck],
+        &["--backend-timeout", "1s", "--body-limit", "512MiB"],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    // 128 MiB offered: far more than the loopback sockets between gateway and node hold.
+    let response = http2_streamed_post(&gw, "/stuck/x", 2048, 64 << 10).await;
+    assert_eq!(response.status(), 504);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("took nothing more of the request body for 1s"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204_reaches_an_http2_client_without_a_content_length() {
+    use tokio::io::AsyncWriteExt;
+    // A node that (wrongly, RFC 9110 §8.6) sends a length with its 204.
+    let node = raw_backend(|mut s| async move {
+        while read_head(&mut s).await.is_some() {
+            let answer = b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Node: n\r\n\r\n";
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let (gw, _stop) = gateway_to_addrs("go.micro.api.nc", &[node], &[]).await;
+    let (mut h2, _conn) = http2_client(&gw).await;
+    let request = hyper::Request::get(format!("http://{gw}/nc/x"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = h2.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers().get("x-node").unwrap(), "n");
+    assert!(response.headers().get("content-length").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
 }
 
 /// Records written by hand or by another tool next to a real node, with addresses no connection

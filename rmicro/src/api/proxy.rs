@@ -290,6 +290,11 @@ impl Proxy {
                 },
             };
             let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
+            // Nodes are spoken to in HTTP/1.1 whatever the client spoke (as nginx's
+            // `proxy_http_version 1.1` and Go's transport do): hyper would frame an HTTP/2
+            // request's body of unknown length as `Content-Length: 0` in any other version,
+            // and the node would get none of it.
+            *backend_req.version_mut() = http::Version::HTTP_11;
             // Origin form (`/path?query`): the node is the connection's peer.
             *backend_req.uri_mut() = Uri::from(path_and_query.clone());
             if !backend_req.headers().contains_key(header::HOST) {
@@ -314,6 +319,7 @@ impl Proxy {
                         pool.send(lease, target, backend_req, replay),
                     )
                     .await
+                    .map_err(|_| Late::Answer)
                 }
                 Some(upload) => {
                     let send = pool.send(lease, target, backend_req, replay);
@@ -367,6 +373,11 @@ impl Proxy {
                     if let Some(required) = required {
                         parts.headers.insert(header::UPGRADE, required);
                     }
+                    if parts.status == StatusCode::NO_CONTENT {
+                        // Not in a 204 (RFC 9110 §8.6): hyper drops a node's for HTTP/1
+                        // clients, and HTTP/2 clients reset the stream on it.
+                        parts.headers.remove(header::CONTENT_LENGTH);
+                    }
                     return Response::from_parts(parts, ProxyBody::Backend(body));
                 }
                 Ok(Err(err)) => {
@@ -408,7 +419,7 @@ impl Proxy {
                         format!("service `{service}` node {address} {detail}"),
                     );
                 }
-                Err(_) => {
+                Err(Late::Answer) => {
                     return fail(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
@@ -416,6 +427,17 @@ impl Proxy {
                             config.backend_timeout
                         ),
                     )
+                }
+                Err(Late::Body) => {
+                    tracing::warn!(%service, %address, "backend stopped taking the request body");
+                    return fail(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "service `{service}` node {address} took nothing more of the request \
+                             body for {:?} and did not answer",
+                            config.backend_timeout
+                        ),
+                    );
                 }
             }
         }
@@ -489,19 +511,33 @@ fn head_copy(req: &Request<Body>) -> Request<Body> {
 
 /// The node's answer to a request with a body. The backend timeout is the node's time to
 /// answer: it starts once the body has all been sent (or has failed), not while a slow client
-/// uploads, which the connection's idle timeout bounds. An answer that comes before the body
-/// is all sent is taken as it is.
+/// uploads, which the connection's idle timeout bounds. During the upload it bounds the node's
+/// time to take each piece of the body instead (a node that stops reading it and does not
+/// answer would hold the client until its connection's idle limit cut it off with no answer).
+/// An answer that comes before the body is all sent is taken as it is.
 async fn answer_after_upload<F: std::future::Future>(
     send: F,
     upload: &mut Sent,
     limit: Duration,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Result<F::Output, Late> {
     let mut send = std::pin::pin!(send);
     tokio::select! {
         biased;
         answer = &mut send => Ok(answer),
-        () = upload.wait() => tokio::time::timeout(limit, send).await,
+        stalled = upload.wait_or_stalled(limit) => match stalled {
+            true => Err(Late::Body),
+            false => tokio::time::timeout(limit, send).await.map_err(|_| Late::Answer),
+        },
     }
+}
+
+/// What a node did not do within the backend timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Answer.
+    Answer,
+    /// Take the next piece of the request body.
+    Body,
 }
 
 /// Whether a backend error comes from the request body exceeding its limit.

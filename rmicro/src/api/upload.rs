@@ -7,11 +7,18 @@
 //!   resets the connection does. Its errors are marked ([`ClientBodyError`]) so the client gets
 //!   a 400 (or 413) and the node is not avoided;
 //! - **when it has all been sent**: the backend timeout is the node's time to answer, so it
-//!   starts then; a slow upload is the client's time (bounded by the idle timeout).
+//!   starts then; a slow upload is the client's time (bounded by the idle timeout);
+//! - **whether the node still takes it**: hyper asks for the next piece only once it can pass
+//!   it on. A node that stops reading the body (and does not answer) holds the upload forever;
+//!   while a piece is out for the node, or the client's next one has come and hyper does not
+//!   ask for it, the node's clock runs ([`Sent::wait_or_stalled`]), as nginx's
+//!   `proxy_send_timeout` does.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,6 +54,57 @@ pin_project_lite::pin_project! {
         // armed while it waits for the client.
         stall: Duration,
         waiting: Option<Pin<Box<Sleep>>>,
+        handed: Arc<Handed>,
+        // `handed` as the waker the client's body is polled with.
+        relay: Waker,
+    }
+}
+
+/// Since when the node's side has had the upload's time, as milliseconds since `start`:
+/// [`WAITING`] while the body waits for the client (hyper asked for a piece, none had come).
+/// The node's time starts when a piece is handed to hyper, or when the client's next piece
+/// comes (hyper is woken, and asks for it as soon as it can pass it on).
+struct Handed {
+    start: tokio::time::Instant,
+    at: AtomicU64,
+    /// Whom to wake when the client's next piece comes: the task of hyper's client connection.
+    next: Mutex<Option<Waker>>,
+}
+
+/// [`Handed::at`] while the body waits for the client.
+const WAITING: u64 = u64::MAX;
+
+impl Handed {
+    fn mark(&self, at: u64) {
+        self.at.store(at, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(WAITING - 1)
+    }
+
+    /// Passes `cx`'s waker on when the client's body wakes it.
+    fn relay_to(&self, cx: &Context<'_>) {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        if !next.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *next = Some(cx.waker().clone());
+        }
+    }
+}
+
+impl Wake for Handed {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    /// The client's next piece came: from now on, until hyper asks for it, it is the node's
+    /// time.
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.mark(self.now());
+        let next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(next) = next.as_ref() {
+            next.wake_by_ref();
+        }
     }
 }
 
@@ -55,6 +113,7 @@ pub(crate) struct Sent {
     rx: oneshot::Receiver<()>,
     /// Once the upload is over: whether it all went out (`rx` cannot be asked twice).
     over: Option<bool>,
+    handed: Arc<Handed>,
 }
 
 impl<B> Upload<B> {
@@ -63,24 +122,46 @@ impl<B> Upload<B> {
     /// limit does not see a stream that stalled).
     pub(crate) fn new(body: B, stall: Duration) -> (Upload<B>, Sent) {
         let (tx, rx) = oneshot::channel();
+        // Until hyper first asks for a piece, the node's side (connecting, taking the head) has
+        // the time.
+        let handed = Arc::new(Handed {
+            start: tokio::time::Instant::now(),
+            at: AtomicU64::new(0),
+            next: Mutex::new(None),
+        });
         (
             Upload {
                 body,
                 done: Some(tx),
                 stall,
                 waiting: None,
+                relay: Waker::from(Arc::clone(&handed)),
+                handed: Arc::clone(&handed),
             },
-            Sent { rx, over: None },
+            Sent {
+                rx,
+                over: None,
+                handed,
+            },
         )
     }
 }
 
 impl Sent {
-    /// Completes once the body has all been sent, or has failed or been dropped (nothing more
-    /// will be sent either way).
-    pub(crate) async fn wait(&mut self) {
-        if self.over.is_none() {
-            self.over = Some((&mut self.rx).await.is_ok());
+    /// Completes once the body has all been sent, or has failed or been dropped (`false`), or
+    /// once the node has taken nothing of it for `limit` while a piece of it was out for the
+    /// node (`true`): hyper asks for the next piece only once the node took the last, and time
+    /// the body spends waiting for the client does not count.
+    pub(crate) async fn wait_or_stalled(&mut self, limit: Duration) -> bool {
+        if self.over.is_some() {
+            return false;
+        }
+        tokio::select! {
+            over = &mut self.rx => {
+                self.over = Some(over.is_ok());
+                false
+            }
+            () = stalled(&self.handed, limit) => true,
         }
     }
 
@@ -97,6 +178,23 @@ impl Sent {
     }
 }
 
+/// Completes once the node's side has had the upload's time (see [`Handed`]) for `limit`.
+async fn stalled(handed: &Handed, limit: Duration) {
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(WAITING - 1);
+    loop {
+        let at = handed.at.load(Ordering::Relaxed);
+        if at == WAITING {
+            tokio::time::sleep(limit).await;
+            continue;
+        }
+        let due = at.saturating_add(limit_ms);
+        if handed.now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(handed.start + Duration::from_millis(due)).await;
+    }
+}
+
 impl<B> http_body::Body for Upload<B>
 where
     B: http_body::Body<Data = Bytes>,
@@ -110,7 +208,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
         let mut this = self.project();
-        let Poll::Ready(frame) = this.body.as_mut().poll_frame(cx) else {
+        // Marked before the client's body is asked: a piece that comes in between wakes the
+        // relay, which marks the node's time, and is not overwritten.
+        this.handed.mark(WAITING);
+        this.handed.relay_to(cx);
+        let frame = this
+            .body
+            .as_mut()
+            .poll_frame(&mut Context::from_waker(this.relay));
+        let Poll::Ready(frame) = frame else {
             let stall = *this.stall;
             let waiting = this
                 .waiting
@@ -121,6 +227,7 @@ where
                 format!("nothing of it came for {stall:?}").into(),
             ))));
         };
+        this.handed.mark(this.handed.now());
         if let Some(waiting) = this.waiting.as_mut() {
             waiting
                 .as_mut()
@@ -175,6 +282,7 @@ pub(crate) fn client_body_error<'e>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -187,7 +295,106 @@ mod tests {
         let body = upload.collect().await.unwrap().to_bytes();
         assert_eq!(body, "abc");
         assert!(sent.complete());
-        sent.wait().await;
+        assert!(!sent.wait_or_stalled(Duration::from_secs(60)).await);
+    }
+
+    /// A client's body that has `pieces` and then waits for more, forever.
+    struct Trickle {
+        pieces: Vec<&'static str>,
+    }
+
+    impl http_body::Body for Trickle {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            match self.pieces.pop() {
+                Some(piece) => Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(piece))))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_takes_nothing_more_of_the_body_stalls_it() {
+        let limit = Duration::from_millis(100);
+        let (upload, mut sent) = Upload::new(
+            Trickle {
+                pieces: vec!["b", "a"],
+            },
+            Duration::from_secs(60),
+        );
+        let mut upload = Box::pin(upload);
+        // The node takes one piece and never asks for the next.
+        assert_eq!(upload.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+        let started = tokio::time::Instant::now();
+        assert!(sent.wait_or_stalled(limit).await, "stalled");
+        assert!(started.elapsed() >= limit);
+        assert!(!sent.complete());
+    }
+
+    #[tokio::test]
+    async fn time_spent_waiting_for_the_client_is_not_the_nodes() {
+        let limit = Duration::from_millis(100);
+        let (upload, mut sent) = Upload::new(
+            Trickle {
+                pieces: vec!["b", "a"],
+            },
+            Duration::from_secs(60),
+        );
+        let mut upload = Box::pin(upload);
+        // The node takes both pieces and asks for a third, which the client has not sent.
+        for _ in 0..2 {
+            upload.frame().await.unwrap().unwrap();
+        }
+        std::future::poll_fn(|cx| {
+            assert!(upload.as_mut().poll_frame(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let waited = tokio::time::timeout(limit * 4, sent.wait_or_stalled(limit)).await;
+        assert!(waited.is_err(), "the node was blamed for the client's pause");
+    }
+
+    /// A client's body whose pieces come through a channel.
+    struct Piped(tokio::sync::mpsc::Receiver<&'static str>);
+
+    impl http_body::Body for Piped {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|piece| piece.map(|p| Ok(http_body::Frame::data(Bytes::from(p)))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_piece_that_came_and_is_not_asked_for_is_the_nodes_time() {
+        let limit = Duration::from_millis(100);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (upload, mut sent) = Upload::new(Piped(rx), Duration::from_secs(60));
+        let mut upload = Box::pin(upload);
+        // hyper asks, nothing has come: the client's time.
+        std::future::poll_fn(|cx| {
+            assert!(upload.as_mut().poll_frame(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let waited = tokio::time::timeout(limit * 3, sent.wait_or_stalled(limit)).await;
+        assert!(waited.is_err(), "the node was blamed for the client's pause");
+        // The client's piece comes, and hyper (its node not reading) never asks for it.
+        let started = tokio::time::Instant::now();
+        tx.send("a").await.unwrap();
+        assert!(sent.wait_or_stalled(limit).await, "stalled");
+        assert!(started.elapsed() >= limit);
     }
 
     #[tokio::test]
@@ -200,7 +407,7 @@ mod tests {
         let err = upload.collect().await.unwrap_err();
         assert!(client_body_error(&err).is_some());
         assert!(err.to_string().contains("connection reset by the client"));
-        sent.wait().await;
+        assert!(!sent.wait_or_stalled(Duration::from_secs(60)).await);
         assert!(!sent.complete());
     }
 }

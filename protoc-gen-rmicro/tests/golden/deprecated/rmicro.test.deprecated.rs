@@ -59,7 +59,7 @@ pub struct ShopClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, deprecated)]
+#[allow(dead_code, deprecated, clippy::all)]
 impl ShopClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -135,6 +135,7 @@ impl ShopClient {
 }
 /// Server side of the `Shop` service: implement it and register it with [`register_shop_handler`].
 ///
+#[allow(clippy::all)]
 pub trait ShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Still fine.
     fn buy(
@@ -247,7 +248,7 @@ pub struct OldShopClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, deprecated)]
+#[allow(dead_code, deprecated, clippy::all)]
 impl OldShopClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -288,6 +289,7 @@ impl OldShopClient {
 ///
 /// The whole service is on its way out.
 #[deprecated]
+#[allow(clippy::all)]
 pub trait OldShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn buy(
         &self,

@@ -172,7 +172,7 @@ pub struct CollideClient_ {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl CollideClient_ {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -319,6 +319,7 @@ impl CollideClient_ {
 }
 /// Server side of the `Collide` service: implement it and register it with [`register_collide_handler`].
 ///
+#[allow(clippy::all)]
 pub trait CollideHandler_: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn new_(
         &self,
@@ -513,7 +514,7 @@ pub struct ImplClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl ImplClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -548,6 +549,7 @@ impl ImplClient {
 /// Server side of the `Impl` service: implement it and register it with [`register_impl_handler`].
 ///
 /// A service named with a keyword.
+#[allow(clippy::all)]
 pub trait ImplHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn r#where(
         &self,

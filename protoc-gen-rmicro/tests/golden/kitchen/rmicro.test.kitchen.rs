@@ -133,6 +133,7 @@ pub mod item {
             }
         }
     }
+    #[allow(clippy::large_enum_variant)]
     #[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Oneof)]
     #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
     pub enum Source {
@@ -347,7 +348,7 @@ pub struct KitchenClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl KitchenClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -549,6 +550,7 @@ impl KitchenClient {
 /// ```
 ///
 /// Links like <https://example.com/a\_(b>) and \[brackets\] stay text.
+#[allow(clippy::all)]
 pub trait KitchenHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Get one item by id.
     fn get(

@@ -36,7 +36,7 @@ pub struct ArchiveClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl ArchiveClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -70,6 +70,7 @@ impl ArchiveClient {
 }
 /// Server side of the `Archive` service: implement it and register it with [`register_archive_handler`].
 ///
+#[allow(clippy::all)]
 pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn store(
         &self,

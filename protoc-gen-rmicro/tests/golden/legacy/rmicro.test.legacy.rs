@@ -20,6 +20,10 @@ pub struct Old {
     pub entry: ::rmicro_runtime::__codegen::prost::alloc::vec::Vec<old::Entry>,
     #[prost(float, optional, tag = "8", default = "0.5")]
     pub ratio: ::core::option::Option<f32>,
+    /// A default that names an alias: prost-build makes no variant of it, so the value kept for
+    /// the number (SPEED_NORMAL) stands in.
+    #[prost(enumeration = "Speed", optional, tag = "9", default = "Normal")]
+    pub speed: ::core::option::Option<i32>,
 }
 /// Nested message and enum types in `Old`.
 pub mod old {
@@ -35,6 +39,95 @@ pub mod old {
             ::rmicro_runtime::__codegen::prost::alloc::vec::Vec<u8>,
         >,
     }
+}
+/// A oneof holding a large message inline next to a small one (clippy's `large_enum_variant`).
+#[derive(Clone, PartialEq, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Envelope {
+    #[prost(oneof = "envelope::Payload", tags = "1, 2, 3")]
+    pub payload: ::core::option::Option<envelope::Payload>,
+}
+/// Nested message and enum types in `Envelope`.
+pub mod envelope {
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Clone, PartialEq, ::rmicro_runtime::__codegen::prost::Oneof)]
+    #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+    pub enum Payload {
+        #[prost(message, tag = "1")]
+        Old(super::Old),
+        #[prost(bool, tag = "2")]
+        Ping(bool),
+        #[prost(message, tag = "3")]
+        Bulk(super::Bulk),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Bulk {
+    #[prost(string, optional, tag = "1")]
+    pub a: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "2")]
+    pub b: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "3")]
+    pub c: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "4")]
+    pub d: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "5")]
+    pub e: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "6")]
+    pub f: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "7")]
+    pub g: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "8")]
+    pub h: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "9")]
+    pub i: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "10")]
+    pub j: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "11")]
+    pub k: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "12")]
+    pub l: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "13")]
+    pub m: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "14")]
+    pub n: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "15")]
+    pub o: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
+    #[prost(string, optional, tag = "16")]
+    pub p: ::core::option::Option<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+    >,
 }
 #[derive(
     Clone,
@@ -73,6 +166,43 @@ impl Mode {
         }
     }
 }
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    ::rmicro_runtime::__codegen::prost::Enumeration
+)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+#[repr(i32)]
+pub enum Speed {
+    Normal = 0,
+    High = 1,
+}
+impl Speed {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Normal => "SPEED_NORMAL",
+            Self::High => "SPEED_HIGH",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SPEED_NORMAL" => Some(Self::Normal),
+            "SPEED_HIGH" => Some(Self::High),
+            _ => None,
+        }
+    }
+}
 /// Full gRPC name of the `Legacy` service.
 pub const LEGACY_SERVICE_NAME: &str = "rmicro.test.legacy.Legacy";
 /// gRPC method paths of the `Legacy` service.
@@ -100,7 +230,7 @@ pub struct LegacyClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl LegacyClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -134,6 +264,7 @@ impl LegacyClient {
 }
 /// Server side of the `Legacy` service: implement it and register it with [`register_legacy_handler`].
 ///
+#[allow(clippy::all)]
 pub trait LegacyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn touch(
         &self,
@@ -172,6 +303,312 @@ pub fn register_legacy_handler<H: LegacyHandler>(
         );
     server.add_service(service)
 }
+/// Full gRPC name of the `Archive` service.
+pub const ARCHIVE_SERVICE_NAME: &str = "rmicro.test.legacy.Archive";
+/// gRPC method paths of the `Archive` service.
+#[allow(dead_code, non_upper_case_globals)]
+pub mod archive_methods {
+    /// gRPC path of `FromTemplate`.
+    pub const FROM_TEMPLATE: &str = "/rmicro.test.legacy.Archive/FromTemplate";
+    /// gRPC path of `IntoArchive`.
+    pub const INTO_ARCHIVE: &str = "/rmicro.test.legacy.Archive/IntoArchive";
+    /// gRPC path of `ToText`.
+    pub const TO_TEXT: &str = "/rmicro.test.legacy.Archive/ToText";
+    /// gRPC path of `AsBytes`.
+    pub const AS_BYTES: &str = "/rmicro.test.legacy.Archive/AsBytes";
+    /// gRPC path of `IsReady`.
+    pub const IS_READY: &str = "/rmicro.test.legacy.Archive/IsReady";
+}
+/// Endpoint metadata of the `Archive` service: one entry per method, with its `google.api.http` bindings.
+pub const ARCHIVE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Archive.FromTemplate",
+        path: archive_methods::FROM_TEMPLATE,
+        request: "rmicro.test.legacy.Envelope",
+        response: "rmicro.test.legacy.Envelope",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Archive.IntoArchive",
+        path: archive_methods::INTO_ARCHIVE,
+        request: "rmicro.test.legacy.Envelope",
+        response: "rmicro.test.legacy.Envelope",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Archive.ToText",
+        path: archive_methods::TO_TEXT,
+        request: "rmicro.test.legacy.Envelope",
+        response: "rmicro.test.legacy.Envelope",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Archive.AsBytes",
+        path: archive_methods::AS_BYTES,
+        request: "rmicro.test.legacy.Envelope",
+        response: "rmicro.test.legacy.Envelope",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Archive.IsReady",
+        path: archive_methods::IS_READY,
+        request: "rmicro.test.legacy.Envelope",
+        response: "rmicro.test.legacy.Envelope",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+];
+/// Client for the `Archive` service: calls it by registry name through an rmicro `Client`.
+///
+/// Names clippy holds to conventions of its own: `from_*` takes no `self`, `into_*` takes it by
+/// value, `to_*`, `as_*` and `is_*` take it by reference.
+#[derive(Clone, Debug)]
+pub struct ArchiveClient {
+    client: ::rmicro_runtime::__codegen::Client,
+    service: ::std::string::String,
+}
+#[allow(dead_code, clippy::all)]
+impl ArchiveClient {
+    /// Creates a client for the service registered as `service` (for example
+    /// `go.micro.srv.user`), sending calls through `client`.
+    pub fn new(
+        service: impl ::core::convert::Into<::std::string::String>,
+        client: ::rmicro_runtime::__codegen::Client,
+    ) -> Self {
+        Self {
+            client,
+            service: service.into(),
+        }
+    }
+    pub async fn from_template(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Envelope>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Envelope>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Envelope,
+                Envelope,
+            >(
+                &self.service,
+                archive_methods::FROM_TEMPLATE,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn into_archive(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Envelope>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Envelope>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Envelope,
+                Envelope,
+            >(
+                &self.service,
+                archive_methods::INTO_ARCHIVE,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn to_text(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Envelope>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Envelope>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Envelope,
+                Envelope,
+            >(
+                &self.service,
+                archive_methods::TO_TEXT,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn as_bytes(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Envelope>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Envelope>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Envelope,
+                Envelope,
+            >(
+                &self.service,
+                archive_methods::AS_BYTES,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn is_ready(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Envelope>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Envelope>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Envelope,
+                Envelope,
+            >(
+                &self.service,
+                archive_methods::IS_READY,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+}
+/// Server side of the `Archive` service: implement it and register it with [`register_archive_handler`].
+///
+/// Names clippy holds to conventions of its own: `from_*` takes no `self`, `into_*` takes it by
+/// value, `to_*`, `as_*` and `is_*` take it by reference.
+#[allow(clippy::all)]
+pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
+    fn from_template(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Envelope>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Envelope>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn into_archive(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Envelope>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Envelope>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn to_text(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Envelope>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Envelope>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn as_bytes(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Envelope>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Envelope>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn is_ready(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Envelope>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Envelope>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+}
+/// Registers `handler` as the `Archive` service on `server`.
+///
+/// # Errors
+///
+/// When the server already has this service or one of its paths.
+pub fn register_archive_handler<H: ArchiveHandler>(
+    server: &mut ::rmicro_runtime::__codegen::Server,
+    handler: H,
+) -> ::core::result::Result<(), ::rmicro_runtime::__codegen::RegisterError> {
+    let handler = ::rmicro_runtime::__codegen::Arc::new(handler);
+    let service = ::rmicro_runtime::__codegen::ServiceDef::new(
+            ARCHIVE_SERVICE_NAME,
+            ARCHIVE_ENDPOINTS,
+        )
+        .descriptors(FILE_DESCRIPTOR_SET)
+        .unary(
+            archive_methods::FROM_TEMPLATE,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as ArchiveHandler>::from_template(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            archive_methods::INTO_ARCHIVE,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as ArchiveHandler>::into_archive(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            archive_methods::TO_TEXT,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as ArchiveHandler>::to_text(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            archive_methods::AS_BYTES,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as ArchiveHandler>::as_bytes(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            archive_methods::IS_READY,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as ArchiveHandler>::is_ready(&*handler, request).await
+                    }
+                }
+            },
+        );
+    server.add_service(service)
+}
 /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
 /// (comments left out), served by the runtime's gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xE7\x03\n\x18rmicro/test/legacy.proto\x12\x12rmicro.test.legacy\"\x9E\x02\n\x03Old\x12\x12\n\x04name\x18\x01 \x02(\tR\x04name\x12\x17\n\x05count\x18\x02 \x01(\x05:\x017R\x05count\x12)\n\x08greeting\x18\x03 \x01(\t:\rhello \"there\"R\x08greeting\x127\n\x04mode\x18\x04 \x01(\x0E2\x18.rmicro.test.legacy.Mode:\tMODE_SLOWR\x04mode\x123\n\x05entry\x18\x05 \x03(\n2\x1D.rmicro.test.legacy.Old.EntryR\x05entry\x12\x19\n\x05ratio\x18\x08 \x01(\x02:\x030.5R\x05ratio\x1A/\n\x05Entry\x12\x10\n\x03key\x18\x06 \x01(\tR\x03key\x12\x14\n\x05value\x18\x07 \x01(\x0CR\x05value*\x05\x08d\x10\xC8\x01*$\n\x04Mode\x12\r\n\tMODE_FAST\x10\x01\x12\r\n\tMODE_SLOW\x10\x022C\n\x06Legacy\x129\n\x05Touch\x12\x17.rmicro.test.legacy.Old\x1A\x17.rmicro.test.legacy.Old:+\n\x04note\x12\x17.rmicro.test.legacy.Old\x18d \x01(\tR\x04note";
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xD4\n\n\x18rmicro/test/legacy.proto\x12\x12rmicro.test.legacy\"\xDE\x02\n\x03Old\x12\x12\n\x04name\x18\x01 \x02(\tR\x04name\x12\x17\n\x05count\x18\x02 \x01(\x05:\x017R\x05count\x12)\n\x08greeting\x18\x03 \x01(\t:\rhello \"there\"R\x08greeting\x127\n\x04mode\x18\x04 \x01(\x0E2\x18.rmicro.test.legacy.Mode:\tMODE_SLOWR\x04mode\x123\n\x05entry\x18\x05 \x03(\n2\x1D.rmicro.test.legacy.Old.EntryR\x05entry\x12\x19\n\x05ratio\x18\x08 \x01(\x02:\x030.5R\x05ratio\x12>\n\x05speed\x18\t \x01(\x0E2\x19.rmicro.test.legacy.Speed:\rSPEED_DEFAULTR\x05speed\x1A/\n\x05Entry\x12\x10\n\x03key\x18\x06 \x01(\tR\x03key\x12\x14\n\x05value\x18\x07 \x01(\x0CR\x05value*\x05\x08d\x10\xC8\x01\"\x88\x01\n\x08Envelope\x12+\n\x03old\x18\x01 \x01(\x0B2\x17.rmicro.test.legacy.OldH\0R\x03old\x12\x14\n\x04ping\x18\x02 \x01(\x08H\0R\x04ping\x12.\n\x04bulk\x18\x03 \x01(\x0B2\x18.rmicro.test.legacy.BulkH\0R\x04bulkB\t\n\x07payload\"\xE6\x01\n\x04Bulk\x12\x0C\n\x01a\x18\x01 \x01(\tR\x01a\x12\x0C\n\x01b\x18\x02 \x01(\tR\x01b\x12\x0C\n\x01c\x18\x03 \x01(\tR\x01c\x12\x0C\n\x01d\x18\x04 \x01(\tR\x01d\x12\x0C\n\x01e\x18\x05 \x01(\tR\x01e\x12\x0C\n\x01f\x18\x06 \x01(\tR\x01f\x12\x0C\n\x01g\x18\x07 \x01(\tR\x01g\x12\x0C\n\x01h\x18\x08 \x01(\tR\x01h\x12\x0C\n\x01i\x18\t \x01(\tR\x01i\x12\x0C\n\x01j\x18\n \x01(\tR\x01j\x12\x0C\n\x01k\x18\x0B \x01(\tR\x01k\x12\x0C\n\x01l\x18\x0C \x01(\tR\x01l\x12\x0C\n\x01m\x18\r \x01(\tR\x01m\x12\x0C\n\x01n\x18\x0E \x01(\tR\x01n\x12\x0C\n\x01o\x18\x0F \x01(\tR\x01o\x12\x0C\n\x01p\x18\x10 \x01(\tR\x01p*$\n\x04Mode\x12\r\n\tMODE_FAST\x10\x01\x12\r\n\tMODE_SLOW\x10\x02*@\n\x05Speed\x12\x10\n\x0CSPEED_NORMAL\x10\0\x12\x11\n\rSPEED_DEFAULT\x10\0\x12\x0E\n\nSPEED_HIGH\x10\x01\x1A\x02\x10\x012C\n\x06Legacy\x129\n\x05Touch\x12\x17.rmicro.test.legacy.Old\x1A\x17.rmicro.test.legacy.Old2\xF4\x02\n\x07Archive\x12J\n\x0CFromTemplate\x12\x1C.rmicro.test.legacy.Envelope\x1A\x1C.rmicro.test.legacy.Envelope\x12I\n\x0BIntoArchive\x12\x1C.rmicro.test.legacy.Envelope\x1A\x1C.rmicro.test.legacy.Envelope\x12D\n\x06ToText\x12\x1C.rmicro.test.legacy.Envelope\x1A\x1C.rmicro.test.legacy.Envelope\x12E\n\x07AsBytes\x12\x1C.rmicro.test.legacy.Envelope\x1A\x1C.rmicro.test.legacy.Envelope\x12E\n\x07IsReady\x12\x1C.rmicro.test.legacy.Envelope\x1A\x1C.rmicro.test.legacy.Envelope:+\n\x04note\x12\x17.rmicro.test.legacy.Old\x18d \x01(\tR\x04note";

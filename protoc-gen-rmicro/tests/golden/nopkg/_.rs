@@ -36,7 +36,7 @@ pub struct LonelyClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl LonelyClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -70,6 +70,7 @@ impl LonelyClient {
 }
 /// Server side of the `Lonely` service: implement it and register it with [`register_lonely_handler`].
 ///
+#[allow(clippy::all)]
 pub trait LonelyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn echo(
         &self,

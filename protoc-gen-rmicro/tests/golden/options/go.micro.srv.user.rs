@@ -86,6 +86,7 @@ pub const USER_ENDPOINTS: &[crate::rt::__codegen::Endpoint] = &[
 /// Server side of the `User` service: implement it and register it with [`register_user_handler`].
 ///
 /// User greets people by name and keeps them talking.
+#[allow(clippy::all)]
 pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Call returns a greeting for a name.
     fn call(

@@ -47,7 +47,7 @@ pub struct DynClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl DynClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -104,6 +104,7 @@ impl DynClient {
 }
 /// Server side of the `Dyn` service: implement it and register it with [`register_dyn_handler`].
 ///
+#[allow(clippy::all)]
 pub trait DynHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn r#await(
         &self,

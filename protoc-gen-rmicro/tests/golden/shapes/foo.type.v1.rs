@@ -36,7 +36,7 @@ pub struct TraitClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl TraitClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -70,6 +70,7 @@ impl TraitClient {
 }
 /// Server side of the `Trait` service: implement it and register it with [`register_trait_handler`].
 ///
+#[allow(clippy::all)]
 pub trait TraitHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn r#loop(
         &self,

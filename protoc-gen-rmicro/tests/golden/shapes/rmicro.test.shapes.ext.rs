@@ -46,7 +46,7 @@ pub struct AuditedClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl AuditedClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -80,6 +80,7 @@ impl AuditedClient {
 }
 /// Server side of the `Audited` service: implement it and register it with [`register_audited_handler`].
 ///
+#[allow(clippy::all)]
 pub trait AuditedHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn look(
         &self,

@@ -80,6 +80,13 @@ impl Level {
 /// ```
 ///
 /// */ and /* and \*/ in text.
+///
+/// >
+/// > Quoted, as a changelog or a note quotes code:
+/// >
+/// > ```ignore
+/// > assert!(false, "a quoted doc test must never run");
+/// > ```
 #[derive(Clone, PartialEq, ::rmicro_runtime::__codegen::prost::Message)]
 #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
 pub struct Presence {
@@ -291,7 +298,7 @@ pub struct ClientClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl ClientClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -526,6 +533,7 @@ impl ClientClient {
 /// ```ignore
 /// assert!(false, "unclosed");
 /// ```
+#[allow(clippy::all)]
 pub trait ClientHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// New shadows the client's constructor.
     /// / triple
@@ -822,7 +830,7 @@ pub struct ServerClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl ServerClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -943,6 +951,7 @@ impl ServerClient {
 /// Server side of the `Server` service: implement it and register it with [`register_server_handler`].
 ///
 /// Named like the runtime's server; its methods like what a server does.
+#[allow(clippy::all)]
 pub trait ServerHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn register(
         &self,
@@ -1100,7 +1109,7 @@ pub struct SecondClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl SecondClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1134,6 +1143,7 @@ impl SecondClient {
 }
 /// Server side of the `Second` service: implement it and register it with [`register_second_handler`].
 ///
+#[allow(clippy::all)]
 pub trait SecondHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn same(
         &self,
@@ -1200,7 +1210,7 @@ pub struct ClientHandlerClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl ClientHandlerClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1235,6 +1245,7 @@ impl ClientHandlerClient {
 /// Server side of the `ClientHandler` service: implement it and register it with [`register_client_handler_handler`].
 ///
 /// Named like the Client service's generated handler trait.
+#[allow(clippy::all)]
 pub trait ClientHandlerHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn ping(
         &self,
@@ -1290,7 +1301,7 @@ pub struct QuietClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl QuietClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1307,6 +1318,7 @@ impl QuietClient {
 /// Server side of the `Quiet` service: implement it and register it with [`register_quiet_handler`].
 ///
 /// A service without methods yet.
+#[allow(clippy::all)]
 pub trait QuietHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
 /// Registers `handler` as the `Quiet` service on `server`.
 ///

@@ -89,7 +89,7 @@ pub struct UserClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code)]
+#[allow(dead_code, clippy::all)]
 impl UserClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -170,6 +170,7 @@ impl UserClient {
 /// Server side of the `User` service: implement it and register it with [`register_user_handler`].
 ///
 /// User greets people by name and keeps them talking.
+#[allow(clippy::all)]
 pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Call returns a greeting for a name.
     fn call(

@@ -61,8 +61,13 @@ pub(super) fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    // `Host` and `Content-Length` stay whatever `Connection` lists: they are the message's own
+    // (the request's target, its framing), not the connection's. Go keeps both outside the
+    // header map for that reason; a client listing `host` would otherwise send the node
+    // another host than the one the gateway and its plugins saw.
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
         .collect();
     for name in listed {
         headers.remove(name);

@@ -1,0 +1,280 @@
+//! What prost-build is given, fixed where its own handling of valid input writes code that does
+//! not compile:
+//!
+//! - `boxed=PATH` boxes every field the path matches, a string or an integer as much as a
+//!   message, and prost's derive then panics in the user's crate. Here a path stands for the
+//!   message fields it matches (as the parameter is documented); naming a field that cannot be
+//!   boxed is an error that says so.
+//! - a proto2 default that names an enum alias (`[default = MODE_ALIAS]` where `MODE_ALIAS = 0`
+//!   repeats `MODE_A = 0`) becomes a variant prost-build never generates (aliases get none);
+//!   it is given the name of the value prost-build keeps, which is the same number.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
+
+use crate::Error;
+
+/// Whether prost-build's path `pattern` (a `boxed`, `bytes`, ... parameter) selects the fully
+/// qualified `path` (`.pkg.Message.field`), as its `PathMap` decides: the path itself, a suffix of
+/// it on a `.` boundary (`Message.field`, `field`), a fully qualified prefix on a boundary
+/// (`.pkg.Message`, `.pkg`), or `.`.
+fn selects(pattern: &str, path: &str) -> bool {
+    pattern == "."
+        || pattern == path
+        || path
+            .strip_suffix(pattern)
+            .is_some_and(|rest| !pattern.starts_with('.') && rest.ends_with('.'))
+        || (pattern.starts_with('.')
+            && path
+                .strip_prefix(pattern)
+                .is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// Whether `pattern` names the field at `path` itself (the whole path or a suffix of it), rather
+/// than a message, a package or everything.
+fn names_field(pattern: &str, path: &str) -> bool {
+    pattern == path || (!pattern.starts_with('.') && selects(pattern, path) && pattern != ".")
+}
+
+/// The exact paths to hand prost-build's `boxed` for the `patterns` given: every singular message
+/// (or group) field a pattern selects, as prost-build spells them (`.pkg.Message.field`, or
+/// `.pkg.Message.oneof.field` inside a oneof).
+///
+/// # Errors
+///
+/// A pattern that names fields only of other kinds (`boxed=.pkg.Message.name` on a string):
+/// prost-build would box it, and prost's derive would fail in the user's crate.
+pub(crate) fn boxed_fields(
+    patterns: &[String],
+    files: &[FileDescriptorProto],
+) -> Result<Vec<String>, Error> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut walk = BoxedWalk {
+        patterns,
+        boxed: BTreeSet::new(),
+        boxes_something: vec![false; patterns.len()],
+        refused: vec![None; patterns.len()],
+    };
+    for file in files {
+        let scope = if file.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", file.package())
+        };
+        for message in &file.message_type {
+            walk.message(&scope, message);
+        }
+    }
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let (false, Some((field, kind))) = (walk.boxes_something[i], &walk.refused[i]) {
+            return Err(Error::InvalidParameter {
+                key: "boxed".into(),
+                value: pattern.clone(),
+                expected: format!(
+                    "it names the field `{}`, {kind}, and only singular message fields can be \
+                     boxed (other fields are stored inline, repeated ones in a `Vec` already); \
+                     name a message field, or drop the parameter",
+                    field.trim_start_matches('.')
+                ),
+            });
+        }
+    }
+    Ok(walk.boxed.into_iter().collect())
+}
+
+struct BoxedWalk<'a> {
+    patterns: &'a [String],
+    boxed: BTreeSet<String>,
+    /// Per pattern: whether it selected a field that can be boxed.
+    boxes_something: Vec<bool>,
+    /// Per pattern: a field it names that cannot be boxed, and what that field is.
+    refused: Vec<Option<(String, &'static str)>>,
+}
+
+impl BoxedWalk<'_> {
+    fn message(&mut self, scope: &str, message: &DescriptorProto) {
+        let full = format!("{scope}.{}", message.name());
+        for field in &message.field {
+            if field.label() == Label::Repeated {
+                continue;
+            }
+            let oneof = field
+                .oneof_index
+                .filter(|_| !field.proto3_optional())
+                .and_then(|i| message.oneof_decl.get(i as usize));
+            let path = match oneof {
+                Some(oneof) => format!("{full}.{}.{}", oneof.name(), field.name()),
+                None => format!("{full}.{}", field.name()),
+            };
+            let boxable = matches!(field.r#type(), Type::Message | Type::Group);
+            for (i, pattern) in self.patterns.iter().enumerate() {
+                if !selects(pattern, &path) {
+                    continue;
+                }
+                if boxable {
+                    self.boxes_something[i] = true;
+                    self.boxed.insert(path.clone());
+                } else if names_field(pattern, &path) && self.refused[i].is_none() {
+                    self.refused[i] = Some((path.clone(), kind_of(field.r#type())));
+                }
+            }
+        }
+        for nested in &message.nested_type {
+            self.message(&full, nested);
+        }
+    }
+}
+
+/// The fully qualified paths of every oneof prost-build generates (`.pkg.Message.choice`), for
+/// attributes of their enums: a oneof holding a large message inline trips clippy's
+/// `large_enum_variant` in the user's crate.
+pub(crate) fn oneof_paths(files: &[FileDescriptorProto]) -> Vec<String> {
+    fn walk(scope: &str, message: &DescriptorProto, out: &mut Vec<String>) {
+        let full = format!("{scope}.{}", message.name());
+        for (i, oneof) in message.oneof_decl.iter().enumerate() {
+            // proto3 `optional` fields sit in synthetic oneofs, which prost-build skips.
+            let synthetic = message
+                .field
+                .iter()
+                .any(|f| f.oneof_index == Some(i as i32) && f.proto3_optional());
+            if !synthetic {
+                out.push(format!("{full}.{}", oneof.name()));
+            }
+        }
+        for nested in &message.nested_type {
+            walk(&full, nested, out);
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let scope = if file.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", file.package())
+        };
+        for message in &file.message_type {
+            walk(&scope, message, &mut out);
+        }
+    }
+    out
+}
+
+/// A field's kind in words, for messages.
+fn kind_of(kind: Type) -> &'static str {
+    match kind {
+        Type::String => "a string",
+        Type::Bytes => "bytes",
+        Type::Enum => "an enum",
+        Type::Bool => "a bool",
+        Type::Float | Type::Double => "a floating-point number",
+        _ => "an integer",
+    }
+}
+
+/// Rewrites proto2 defaults that name an enum alias to the name of the first value with the same
+/// number, the one prost-build turns into a variant.
+pub(crate) fn canonical_enum_defaults(files: &mut [FileDescriptorProto]) {
+    // Fully qualified enum name → alias name → the name prost-build keeps.
+    let mut aliases: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    fn collect(
+        scope: &str,
+        enums: &[EnumDescriptorProto],
+        out: &mut HashMap<String, BTreeMap<String, String>>,
+    ) {
+        for e in enums {
+            let mut first: HashMap<i32, &str> = HashMap::new();
+            let mut renamed = BTreeMap::new();
+            for value in &e.value {
+                match first.get(&value.number()) {
+                    Some(kept) => {
+                        renamed.insert(value.name().to_string(), kept.to_string());
+                    }
+                    None => {
+                        first.insert(value.number(), value.name());
+                    }
+                }
+            }
+            if !renamed.is_empty() {
+                out.insert(format!("{scope}.{}", e.name()), renamed);
+            }
+        }
+    }
+    fn collect_message(
+        scope: &str,
+        message: &DescriptorProto,
+        out: &mut HashMap<String, BTreeMap<String, String>>,
+    ) {
+        let full = format!("{scope}.{}", message.name());
+        collect(&full, &message.enum_type, out);
+        for nested in &message.nested_type {
+            collect_message(&full, nested, out);
+        }
+    }
+    for file in files.iter() {
+        let scope = if file.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", file.package())
+        };
+        collect(&scope, &file.enum_type, &mut aliases);
+        for message in &file.message_type {
+            collect_message(&scope, message, &mut aliases);
+        }
+    }
+    if aliases.is_empty() {
+        return;
+    }
+    fn rewrite(message: &mut DescriptorProto, aliases: &HashMap<String, BTreeMap<String, String>>) {
+        for field in message.field.iter_mut().chain(message.extension.iter_mut()) {
+            if field.r#type() != Type::Enum {
+                continue;
+            }
+            let kept = aliases
+                .get(field.type_name())
+                .zip(field.default_value.as_deref())
+                .and_then(|(renamed, default)| renamed.get(default));
+            if let Some(kept) = kept {
+                field.default_value = Some(kept.clone());
+            }
+        }
+        for nested in &mut message.nested_type {
+            rewrite(nested, aliases);
+        }
+    }
+    for file in files.iter_mut() {
+        for message in &mut file.message_type {
+            rewrite(message, &aliases);
+        }
+        // Extensions declared at the top of a file: the same, through a message of their own.
+        if !file.extension.is_empty() {
+            let mut top = DescriptorProto {
+                extension: std::mem::take(&mut file.extension),
+                ..DescriptorProto::default()
+            };
+            rewrite(&mut top, &aliases);
+            file.extension = top.extension;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_select_as_prost_builds_do() {
+        let path = ".a.b.M.f";
+        for pattern in [".", ".a.b.M.f", "a.b.M.f", "M.f", "f", ".a.b.M", ".a.b", ".a"] {
+            assert!(selects(pattern, path), "{pattern} selects {path}");
+        }
+        for pattern in [".a.b.M.g", "b.M", ".b.M.f", ".a.b.Mf", "M.f.x", "xf", ".a.b.M.f.x"] {
+            assert!(!selects(pattern, path), "{pattern} does not select {path}");
+        }
+        assert!(names_field("M.f", path) && names_field(".a.b.M.f", path));
+        assert!(!names_field(".a.b.M", path) && !names_field(".", path));
+    }
+}
