@@ -730,7 +730,7 @@ fn project_api(dir: &std::path::Path) -> Result<Option<(u32, String)>, Error> {
     let Some(lockfile) = project::find_lockfile(dir) else {
         return Ok(None);
     };
-    let runtimes = match project::resolve(&lockfile) {
+    let runtimes = match project::resolve(&lockfile, dir) {
         Ok(runtimes) => runtimes,
         Err(project::ProjectError::NoRuntime { .. }) => {
             return Ok(Some((

@@ -3,8 +3,9 @@
 //!
 //! The range of a runtime version comes from, in order: the releases this crate knows (runtime and
 //! plugin are released together, so its own version is always known), then the runtime's own
-//! `Cargo.toml` in Cargo's registry cache (`[package.metadata.rmicro] api`, `api-min`), which
-//! covers releases newer than this crate.
+//! `Cargo.toml` (`[package.metadata.rmicro] api`, `api-min`): where a path dependency in the
+//! project's manifests points, in Cargo's registry cache, or in its git checkouts. That covers
+//! releases newer than this crate and runtimes used from a checkout.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -87,9 +88,13 @@ pub enum ProjectError {
     },
     /// A locked runtime version whose API range is unknown here.
     #[error(
-        "cannot tell which API rmicro-runtime {version} accepts: it is newer than this tool \
-         ({VERSION}) and its Cargo.toml is not in Cargo's registry cache; run `cargo fetch` and \
-         retry, or upgrade: `cargo install protoc-gen-rmicro --version {version} --locked`"
+        "cannot tell which API rmicro-runtime {version} accepts: it is not a release this tool \
+         ({VERSION}) knows, and no copy of its Cargo.toml was found (not at a `path` dependency \
+         in the project's Cargo.toml files, not in Cargo's registry cache or git checkouts); \
+         build the project once (`cargo fetch` downloads the runtime) and retry, or use the tools \
+         released with it: `cargo install protoc-gen-rmicro --version {version} --locked` (and \
+         `cargo install rmicro --version {version} --locked` for `rmicro check`); the plugin also \
+         takes `api=N` to choose a level"
     )]
     UnknownVersion {
         /// The version.
@@ -97,12 +102,60 @@ pub enum ProjectError {
     },
 }
 
-/// The nearest `Cargo.lock` at or above `start`.
+/// The `Cargo.lock` Cargo uses for the package at or above `start`: the one next to its
+/// workspace root's manifest (a member's own stale `Cargo.lock` is not Cargo's). Without a
+/// `Cargo.toml` above `start`, the nearest `Cargo.lock`.
 pub fn find_lockfile(start: &Path) -> Option<PathBuf> {
-    start
-        .ancestors()
-        .map(|dir| dir.join("Cargo.lock"))
-        .find(|p| p.is_file())
+    let Some(package) = start.ancestors().find(|dir| dir.join("Cargo.toml").is_file()) else {
+        return start
+            .ancestors()
+            .map(|dir| dir.join("Cargo.lock"))
+            .find(|p| p.is_file());
+    };
+    let lock = workspace_root(package).join("Cargo.lock");
+    lock.is_file().then_some(lock)
+}
+
+fn read_manifest(path: &Path) -> Option<toml::Table> {
+    std::fs::read_to_string(path).ok()?.parse().ok()
+}
+
+/// The root of the workspace `package` (a directory holding a `Cargo.toml`) belongs to, as Cargo
+/// finds it: its `package.workspace` key, else the nearest manifest at or above it with a
+/// `[workspace]` table that does not exclude it, else the package itself.
+fn workspace_root(package: &Path) -> PathBuf {
+    let own = read_manifest(&package.join("Cargo.toml"));
+    if let Some(explicit) = own
+        .as_ref()
+        .and_then(|m| m.get("package"))
+        .and_then(|p| p.get("workspace"))
+        .and_then(toml::Value::as_str)
+    {
+        return package.join(explicit);
+    }
+    for dir in package.ancestors() {
+        let manifest = if dir == package {
+            own.clone()
+        } else {
+            read_manifest(&dir.join("Cargo.toml"))
+        };
+        let Some(workspace) = manifest.as_ref().and_then(|m| m.get("workspace")) else {
+            continue;
+        };
+        let excluded = workspace
+            .get("exclude")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|paths| {
+                paths
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .any(|p| package.starts_with(dir.join(p)))
+            });
+        if dir == package || !excluded {
+            return dir.to_path_buf();
+        }
+    }
+    package.to_path_buf()
 }
 
 /// The `rmicro-runtime` packages locked in `lockfile`.
@@ -168,74 +221,219 @@ fn cargo_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
 }
 
-/// The API range declared in a cached registry copy of `rmicro-runtime {version}`.
+/// The API range a runtime's `Cargo.toml` declares, if it is `rmicro-runtime {version}`.
+fn manifest_range(manifest: &Path, version: &str) -> Option<(u32, u32)> {
+    let table = read_manifest(manifest)?;
+    let package = table.get("package")?;
+    if package.get("name")?.as_str()? != "rmicro-runtime" {
+        return None;
+    }
+    // A version inherited from a workspace (`version.workspace = true`) is not checked.
+    if let Some(declared) = package.get("version").and_then(toml::Value::as_str) {
+        if declared != version {
+            return None;
+        }
+    }
+    let rmicro = package.get("metadata")?.get("rmicro")?;
+    let level = |key: &str| {
+        rmicro
+            .get(key)
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    Some((level("api-min")?, level("api")?))
+}
+
+/// The API range declared by a cached registry copy of `rmicro-runtime {version}`.
 fn registry_range(version: &str) -> Option<(u32, u32)> {
     let src = cargo_home()?.join("registry").join("src");
-    for index in std::fs::read_dir(src).ok()?.flatten() {
-        let manifest = index
-            .path()
-            .join(format!("rmicro-runtime-{version}"))
-            .join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else {
+    std::fs::read_dir(src).ok()?.flatten().find_map(|index| {
+        manifest_range(
+            &index
+                .path()
+                .join(format!("rmicro-runtime-{version}"))
+                .join("Cargo.toml"),
+            version,
+        )
+    })
+}
+
+/// The API range declared by a copy of `rmicro-runtime {version}` in Cargo's git checkouts
+/// (`checkouts/<repository>/<revision>/`, the runtime at the top or in `rmicro-runtime/`).
+fn git_range(version: &str) -> Option<(u32, u32)> {
+    let checkouts = cargo_home()?.join("git").join("checkouts");
+    for repository in std::fs::read_dir(checkouts).ok()?.flatten() {
+        let Ok(revisions) = std::fs::read_dir(repository.path()) else {
             continue;
         };
-        let Ok(table) = text.parse::<toml::Table>() else {
-            continue;
-        };
-        let rmicro = table
-            .get("package")
-            .and_then(|p| p.get("metadata"))
-            .and_then(|m| m.get("rmicro"))?;
-        let level = |key: &str| {
-            rmicro
-                .get(key)
-                .and_then(toml::Value::as_integer)
-                .and_then(|n| u32::try_from(n).ok())
-        };
-        return Some((level("api-min")?, level("api")?));
+        for revision in revisions.flatten() {
+            let root = revision.path();
+            for manifest in [
+                root.join("Cargo.toml"),
+                root.join("rmicro-runtime").join("Cargo.toml"),
+            ] {
+                if let Some(range) = manifest_range(&manifest, version) {
+                    return Some(range);
+                }
+            }
+        }
     }
     None
 }
 
-/// The API range of `runtime`.
+/// The directories `path` dependencies on rmicro-runtime point at in `manifest` (under any
+/// dependency table, renamed or not, and `[workspace.dependencies]`).
+fn runtime_paths(manifest: &Path) -> Vec<PathBuf> {
+    let Some(table) = read_manifest(manifest) else {
+        return Vec::new();
+    };
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let mut tables: Vec<&toml::Table> = Vec::new();
+    for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        tables.extend(table.get(kind).and_then(toml::Value::as_table));
+        let targets = table.get("target").and_then(toml::Value::as_table);
+        for target in targets.into_iter().flat_map(|t| t.values()) {
+            tables.extend(target.get(kind).and_then(toml::Value::as_table));
+        }
+    }
+    tables.extend(
+        table
+            .get("workspace")
+            .and_then(|w| w.get("dependencies"))
+            .and_then(toml::Value::as_table),
+    );
+    let mut out = Vec::new();
+    for deps in tables {
+        for (key, dep) in deps {
+            let package = dep.get("package").and_then(toml::Value::as_str);
+            if package.unwrap_or(key) != "rmicro-runtime" {
+                continue;
+            }
+            if let Some(path) = dep.get("path").and_then(toml::Value::as_str) {
+                out.push(dir.join(path));
+            }
+        }
+    }
+    out
+}
+
+/// The API range of `locked`; `manifests` are the project's `Cargo.toml` files, whose `path`
+/// dependencies may lead to a runtime used from a checkout.
 ///
 /// # Errors
 ///
-/// [`ProjectError::UnknownVersion`] when neither this crate nor Cargo's cache knows the release.
-pub fn runtime(locked: &LockedRuntime) -> Result<Runtime, ProjectError> {
-    let (api_min, api) = known_range(&locked.version)
-        .or_else(|| registry_range(&locked.version))
-        .ok_or_else(|| ProjectError::UnknownVersion {
-            version: locked.version.clone(),
-        })?;
+/// [`ProjectError::UnknownVersion`] when the release is not known and no copy of its manifest is
+/// found.
+pub fn runtime(locked: &LockedRuntime, manifests: &[PathBuf]) -> Result<Runtime, ProjectError> {
+    let version = &locked.version;
+    let from_path = || {
+        manifests
+            .iter()
+            .flat_map(|m| runtime_paths(m))
+            .find_map(|dir| manifest_range(&dir.join("Cargo.toml"), version))
+    };
+    let range = match locked.source.as_deref() {
+        None => from_path().or_else(|| known_range(version)),
+        Some(source) if source.starts_with("git+") => {
+            git_range(version).or_else(|| known_range(version))
+        }
+        Some(_) => known_range(version).or_else(|| registry_range(version)),
+    };
+    let (api_min, api) = range.ok_or_else(|| ProjectError::UnknownVersion {
+        version: version.clone(),
+    })?;
     Ok(Runtime {
-        version: locked.version.clone(),
+        version: version.clone(),
         api_min,
         api,
     })
 }
 
-/// Every runtime `lockfile` locks, with its API range.
+/// Every runtime `lockfile` locks, with its API range. `from` is where the project was looked
+/// for (the package's directory or one below it): its manifest and the workspace root's are
+/// searched for `path` dependencies on the runtime.
 ///
 /// # Errors
 ///
 /// When the lock file cannot be read, locks no runtime, or locks one of unknown range.
-pub fn resolve(lockfile: &Path) -> Result<Vec<Runtime>, ProjectError> {
+pub fn resolve(lockfile: &Path, from: &Path) -> Result<Vec<Runtime>, ProjectError> {
     let locked = locked_runtimes(lockfile)?;
     if locked.is_empty() {
         return Err(ProjectError::NoRuntime {
             path: lockfile.to_path_buf(),
         });
     }
-    locked.iter().map(runtime).collect()
+    let mut manifests: Vec<PathBuf> = from
+        .ancestors()
+        .map(|dir| dir.join("Cargo.toml"))
+        .find(|m| m.is_file())
+        .into_iter()
+        .collect();
+    let root = lockfile.with_file_name("Cargo.toml");
+    if !manifests.contains(&root) {
+        manifests.push(root);
+    }
+    locked.iter().map(|l| runtime(l, &manifests)).collect()
+}
+
+/// No API level this generator emits is accepted by `runtime` (one of a project's runtimes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCommonApi {
+    /// The runtime that accepts none of them.
+    pub runtime: Runtime,
+    /// Whether it is newer than every level emitted (else older).
+    pub newer: bool,
+}
+
+impl NoCommonApi {
+    fn direction(&self) -> &'static str {
+        if self.newer {
+            "newer"
+        } else {
+            "older"
+        }
+    }
+
+    /// The message for the protoc plugin: install the plugin released with the runtime.
+    pub fn plugin_advice(&self) -> String {
+        format!(
+            "{}, but protoc-gen-rmicro {VERSION} emits API {MIN_API}..={MAX_API}; the runtime is \
+             {} than any level this plugin emits. Install the plugin that matches it: \
+             `cargo install protoc-gen-rmicro --version {} --locked` (or pass api=N to choose a \
+             level)",
+            self.runtime,
+            self.direction(),
+            self.runtime.version
+        )
+    }
+
+    /// The message for build.rs generation: the build-dependency has to match the runtime.
+    pub fn build_advice(&self) -> String {
+        let line = |version: &str| {
+            major_minor(version).map_or_else(
+                || version.to_string(),
+                |(major, minor)| format!("{major}.{minor}"),
+            )
+        };
+        let runtime_line = line(&self.runtime.version);
+        format!(
+            "{}, but rmicro-build {VERSION} generates API {MIN_API}..={MAX_API}; the runtime is \
+             {} than any level it generates. Use the rmicro-build released with the runtime, in \
+             Cargo.toml: `[build-dependencies] rmicro-build = \"{runtime_line}\"`, or require the \
+             runtime released with this rmicro-build: `rmicro-runtime = \"{}\"`",
+            self.runtime,
+            self.direction(),
+            line(VERSION),
+        )
+    }
 }
 
 /// The newest API level this generator emits that every runtime in `runtimes` accepts.
 ///
 /// # Errors
 ///
-/// [`crate::Error::UnsupportedApi`]-style advice as a message, naming the plugin version to install.
-pub fn choose_api(runtimes: &[Runtime]) -> Result<u32, String> {
+/// [`NoCommonApi`] naming a runtime that accepts none of them.
+pub fn common_api(runtimes: &[Runtime]) -> Result<u32, NoCommonApi> {
     let choice = (MIN_API..=MAX_API)
         .rev()
         .find(|level| runtimes.iter().all(|r| r.accepts(*level)));
@@ -246,17 +444,19 @@ pub fn choose_api(runtimes: &[Runtime]) -> Result<u32, String> {
         .iter()
         .find(|r| !(MIN_API..=MAX_API).any(|level| r.accepts(level)))
         .unwrap_or(&runtimes[0]);
-    let direction = if blocking.api < MIN_API {
-        "older"
-    } else {
-        "newer"
-    };
-    Err(format!(
-        "{blocking}, but protoc-gen-rmicro {VERSION} emits API {MIN_API}..={MAX_API}; the runtime is \
-         {direction} than any level this plugin emits. Install the plugin that matches it: \
-         `cargo install protoc-gen-rmicro --version {} --locked` (or pass api=N to choose a level)",
-        blocking.version
-    ))
+    Err(NoCommonApi {
+        runtime: blocking.clone(),
+        newer: blocking.api >= MIN_API,
+    })
+}
+
+/// [`common_api`], with the plugin's advice as the error.
+///
+/// # Errors
+///
+/// [`NoCommonApi::plugin_advice`] when no level fits.
+pub fn choose_api(runtimes: &[Runtime]) -> Result<u32, String> {
+    common_api(runtimes).map_err(|e| e.plugin_advice())
 }
 
 #[cfg(test)]
@@ -268,6 +468,25 @@ mod tests {
         assert_eq!(known_range(VERSION), Some((MIN_API, MAX_API)));
         assert_eq!(known_range("999.0.0"), None);
         assert_eq!(known_range("garbage"), None);
+    }
+
+    #[test]
+    fn build_advice_names_the_build_dependency_to_change() {
+        let runtime = Runtime {
+            version: "7.3.1".into(),
+            api_min: 50,
+            api: 60,
+        };
+        let err = common_api(std::slice::from_ref(&runtime)).unwrap_err();
+        assert_eq!(err.runtime, runtime);
+        let advice = err.build_advice();
+        assert!(advice.contains("the runtime is newer than any level it generates"), "{advice}");
+        assert!(
+            advice.contains("`[build-dependencies] rmicro-build = \"7.3\"`"),
+            "{advice}"
+        );
+        assert!(!advice.contains("cargo install"), "{advice}");
+        assert!(err.plugin_advice().contains("cargo install protoc-gen-rmicro --version 7.3.1"));
     }
 
     #[test]

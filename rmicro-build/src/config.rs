@@ -218,27 +218,36 @@ impl Config {
     /// The rmicro-runtime this build compiles against: from the `links` metadata Cargo passes to
     /// the build scripts of crates that depend on it directly, else from `Cargo.lock`.
     fn resolve_runtime() -> Result<Option<Resolved>, Error> {
-        let links = (
-            env_var("DEP_RMICRO_RUNTIME_VERSION"),
-            env_var("DEP_RMICRO_RUNTIME_API"),
-            env_var("DEP_RMICRO_RUNTIME_API_MIN"),
-        );
-        if let (Some(version), Some(api), Some(api_min)) = links {
-            if let (Ok(api), Ok(api_min)) = (api.parse(), api_min.parse()) {
-                return Ok(Some(Resolved {
-                    runtimes: vec![Runtime {
-                        version,
-                        api_min,
-                        api,
-                    }],
-                    from: "Cargo links metadata of the rmicro-runtime dependency".into(),
-                }));
-            }
+        let runtimes: Vec<Runtime> = links_prefixes()
+            .into_iter()
+            .filter_map(|prefix| {
+                let version = env_var(&format!("{prefix}_VERSION"))?;
+                let api = env_var(&format!("{prefix}_API"))?.parse().ok()?;
+                let api_min = env_var(&format!("{prefix}_API_MIN"))?.parse().ok()?;
+                Some(Runtime {
+                    version,
+                    api_min,
+                    api,
+                })
+            })
+            .collect();
+        if !runtimes.is_empty() {
+            return Ok(Some(Resolved {
+                runtimes,
+                from: "Cargo links metadata of the rmicro-runtime dependency".into(),
+            }));
         }
         let dir = match env_var("CARGO_MANIFEST_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
         };
+        // Read from the lock file: a change to it (the runtime moved through another crate,
+        // whose `links` metadata this crate does not get) reruns the check.
+        if std::env::var_os("CARGO").is_some() {
+            if let Some(lock) = project::find_lockfile(&dir) {
+                println!("cargo:rerun-if-changed={}", lock.display());
+            }
+        }
         match check::resolve_from_lockfile(&dir) {
             Ok(resolved) => Ok(resolved),
             Err(ProjectError::NoRuntime { .. }) => Ok(None),
@@ -252,7 +261,8 @@ impl Config {
         mut files: Vec<PathBuf>,
         resolved: Option<&Resolved>,
     ) -> Result<Vec<FileCheck>, Error> {
-        files.extend(check::collect(&self.checked_in));
+        let (found, mut problems) = check::collect(&self.checked_in);
+        files.extend(found);
         let Some(resolved) = resolved else {
             if !files.is_empty() {
                 println!(
@@ -263,7 +273,8 @@ impl Config {
             }
             return Ok(Vec::new());
         };
-        let checks = check::check_files(&files, &resolved.runtimes);
+        let mut checks = check::check_files(&files, &resolved.runtimes);
+        checks.append(&mut problems);
         match check::report(&checks, resolved) {
             Some(message) => Err(Error::Skew(message)),
             None => Ok(checks),
@@ -332,8 +343,10 @@ impl Config {
         let mut options = self.options.clone();
         if options.api.is_none() {
             if let Some(resolved) = &resolved {
-                options.api =
-                    Some(project::choose_api(&resolved.runtimes).map_err(Error::NoCommonApi)?);
+                options.api = Some(
+                    project::common_api(&resolved.runtimes)
+                        .map_err(|e| Error::NoCommonApi(e.build_advice()))?,
+                );
             }
         }
         let (files, read) = crate::generate(&options, &protos, &includes)?;
@@ -370,4 +383,52 @@ impl Config {
 fn fail(err: &Error) -> ! {
     eprintln!("error: rmicro-build: {err}");
     std::process::exit(1);
+}
+
+/// The `DEP_…` prefixes of the rmicro-runtime `links` metadata in this build script's
+/// environment, one per runtime the crate depends on directly: `DEP_RMICRO_RUNTIME_0_1` (the
+/// `links` name carries the release line) or, from runtimes before that, `DEP_RMICRO_RUNTIME`.
+fn links_prefixes() -> Vec<String> {
+    links_prefixes_in(std::env::vars_os().filter_map(|(key, _)| key.into_string().ok()))
+}
+
+/// [`links_prefixes`] among the variable names `keys`.
+fn links_prefixes_in(keys: impl Iterator<Item = String>) -> Vec<String> {
+    let mut prefixes: Vec<String> = keys
+        .filter_map(|key| key.strip_suffix("_API_MIN").map(str::to_string))
+        .filter(|prefix| {
+            prefix == "DEP_RMICRO_RUNTIME"
+                || prefix
+                    .strip_prefix("DEP_RMICRO_RUNTIME_")
+                    .is_some_and(|line| line.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
+        })
+        .collect();
+    prefixes.sort();
+    prefixes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_metadata_is_found_under_any_release_line() {
+        let keys = [
+            "DEP_RMICRO_RUNTIME_0_1_API_MIN",
+            "DEP_RMICRO_RUNTIME_0_1_API",
+            "DEP_RMICRO_RUNTIME_2_API_MIN",
+            "DEP_RMICRO_RUNTIME_API_MIN",
+            "DEP_RMICRO_RUNTIMEX_API_MIN",
+            "DEP_RMICRO_RUNTIME_EXTRA_API_MIN",
+            "PATH",
+        ];
+        assert_eq!(
+            links_prefixes_in(keys.into_iter().map(String::from)),
+            [
+                "DEP_RMICRO_RUNTIME",
+                "DEP_RMICRO_RUNTIME_0_1",
+                "DEP_RMICRO_RUNTIME_2"
+            ]
+        );
+    }
 }

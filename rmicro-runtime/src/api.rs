@@ -132,6 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn the_links_name_carries_the_release_line() {
+        // 0.x.y: one line per minor version; x.y.z from 1 on: one per major version.
+        let version = env!("CARGO_PKG_VERSION");
+        let mut parts = version.split('.');
+        let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+        let line = if major == "0" {
+            format!("0_{minor}")
+        } else {
+            major.to_string()
+        };
+        let manifest = include_str!("../Cargo.toml");
+        assert!(
+            manifest.contains(&format!("\nlinks = \"rmicro_runtime_{line}\"\n")),
+            "Cargo.toml `links` must be \"rmicro_runtime_{line}\" for version {version}"
+        );
+    }
+
+    #[test]
     fn accepts_only_its_range() {
         assert!(accepts(API_LEVEL));
         assert!(accepts(MIN_API_LEVEL));

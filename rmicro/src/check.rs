@@ -111,7 +111,7 @@ fn check(args: &Args) -> Outcome {
         return out;
     };
     out.lockfile = Some(lockfile.clone());
-    match project::resolve(&lockfile) {
+    match project::resolve(&lockfile, &package_dir) {
         Ok(runtimes) => out.runtimes = runtimes,
         Err(err) => {
             out.errors.push(err.to_string());
@@ -134,8 +134,10 @@ fn check(args: &Args) -> Outcome {
                 .push(format!("{}: no such file or directory", root.display()));
         }
     }
-    let files = check::collect(&roots.into_iter().filter(|r| r.exists()).collect::<Vec<_>>());
+    let (files, mut unlisted) =
+        check::collect(&roots.into_iter().filter(|r| r.exists()).collect::<Vec<_>>());
     out.files = check::check_files(&files, &out.runtimes);
+    out.files.append(&mut unlisted);
     for file in &out.files {
         match &file.status {
             Status::Ok(_) => {}

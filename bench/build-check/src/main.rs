@@ -28,9 +28,9 @@ const TARGET_MS: f64 = 20.0;
 
 /// The `links` metadata Cargo gives the build script of a crate depending on rmicro-runtime 0.1.0.
 const RUNTIME_ENV: [(&str, &str); 3] = [
-    ("DEP_RMICRO_RUNTIME_VERSION", "0.1.0"),
-    ("DEP_RMICRO_RUNTIME_API", "1"),
-    ("DEP_RMICRO_RUNTIME_API_MIN", "1"),
+    ("DEP_RMICRO_RUNTIME_0_1_VERSION", "0.1.0"),
+    ("DEP_RMICRO_RUNTIME_0_1_API", "1"),
+    ("DEP_RMICRO_RUNTIME_0_1_API_MIN", "1"),
 ];
 
 fn main() {
