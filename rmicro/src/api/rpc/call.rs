@@ -1,6 +1,6 @@
 //! A call to a node: the request message encoded and sent, the response decoded back to JSON.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
 use bytes::{Buf, BufMut, Bytes};
@@ -147,7 +147,8 @@ impl RpcHandler {
         let message = Bytes::from(input.encode_to_vec());
         let sent = message.len();
         let mut request = tonic::Request::new(message);
-        request.set_timeout(config.backend_timeout);
+        let limit = call_timeout(&parts.headers, config.backend_timeout);
+        request.set_timeout(limit);
         // Each value of a header sent more than once (a gRPC metadata key may have several);
         // not those the client lists in `Connection`, which are for the gateway alone.
         let hop_by_hop: Vec<&str> = proxy::connection_tokens(&parts.headers).collect();
@@ -172,21 +173,18 @@ impl RpcHandler {
         let timed_out = || -> NodeFail {
             error::response(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "`{}` did not answer within {:?}",
-                    grpc_path, config.backend_timeout
-                ),
+                format!("`{grpc_path}` did not answer within {limit:?}"),
             )
             .into()
         };
         // What the answer's `Any` fields and error details need read must also come within the
         // backend timeout of sending the call.
-        let lookups_until = tokio::time::Instant::from_std(started) + config.backend_timeout;
-        let reply = match tokio::time::timeout(config.backend_timeout, call).await {
+        let lookups_until = tokio::time::Instant::from_std(started) + limit;
+        let reply = match tokio::time::timeout(limit, call).await {
             Err(_) => return Err(timed_out()),
             // The deadline the gateway sent ran out at the service (which answers so as it
             // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
-            Ok(Err(status)) if ran_out(&status, started.elapsed(), config.backend_timeout) => {
+            Ok(Err(status)) if ran_out(&status, started.elapsed(), limit) => {
                 return Err(timed_out())
             }
             Ok(Err(status)) => {
@@ -379,37 +377,12 @@ fn any_json(
     let mut object = serde_json::Map::new();
     object.insert("@type".into(), any.type_url.clone().into());
     match json {
-        serde_json::Value::Object(fields) if !has_json_form(name) => object.extend(fields),
+        serde_json::Value::Object(fields) if !proto_json::has_json_form(name) => object.extend(fields),
         value => {
             object.insert("value".into(), value);
         }
     }
     Ok(serde_json::Value::Object(object))
-}
-
-/// Whether message type `name` is a well-known type with a JSON form of its own, which an
-/// `Any` holds under `value` (prost-reflect's list, so details are written as `Any` fields are).
-fn has_json_form(name: &str) -> bool {
-    matches!(
-        name,
-        "google.protobuf.Any"
-            | "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.Struct"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.ListValue"
-            | "google.protobuf.Value"
-            | "google.protobuf.Empty"
-    )
 }
 
 /// An `Any` whose type is not known (or whose bytes do not decode as it): its bytes in base64.
@@ -439,5 +412,117 @@ fn response_field(
     let mut json = output
         .serialize_with_options(serde_json::value::Serializer, &options)
         .ok()?;
+    if let Some(value) = json.get_mut(field.json_name()) {
+        return Some(value.take());
+    }
+    // Not written even with defaults: a message field, a oneof member or a proto3 `optional`
+    // field the service left unset. Its default value stands in (`{}` for a message, its own
+    // form for a well-known type), as grpc-gateway answers.
+    let mut holder = DynamicMessage::new(desc.clone());
+    holder.set_field(&field, prost_reflect::Value::default_value_for_field(&field));
+    let mut json = holder
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .ok()?;
     json.get_mut(field.json_name()).map(serde_json::Value::take)
+}
+
+/// The call's deadline: the backend timeout, or less when the client asks for less with
+/// go-micro's `Timeout` header (whole seconds, as micro's rpc handler reads it) or with
+/// `Grpc-Timeout` (gRPC's form, `5S` or `100m`, as grpc-gateway reads it). A client cannot ask
+/// for more than the gateway allows.
+fn call_timeout(headers: &http::HeaderMap, backend: Duration) -> Duration {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let seconds = text("timeout")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    let grpc = text("grpc-timeout").and_then(rmicro_runtime::context::parse_grpc_timeout);
+    [seconds, grpc].into_iter().flatten().fold(backend, Duration::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_may_shorten_the_calls_deadline_but_not_lengthen_it() {
+        let backend = Duration::from_secs(30);
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (k, v) in pairs {
+                headers.append(*k, http::HeaderValue::from_static(v));
+            }
+            call_timeout(&headers, backend)
+        };
+        assert_eq!(with(&[]), backend);
+        assert_eq!(with(&[("timeout", "2")]), Duration::from_secs(2));
+        assert_eq!(with(&[("grpc-timeout", "150m")]), Duration::from_millis(150));
+        assert_eq!(with(&[("timeout", "90")]), backend);
+        assert_eq!(with(&[("timeout", "0")]), backend);
+        assert_eq!(with(&[("timeout", "soon")]), backend);
+        assert_eq!(
+            with(&[("timeout", "3"), ("grpc-timeout", "1S")]),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_response_body_field_left_unset_answers_its_default() {
+        let pool = prost_reflect::DescriptorPool::global();
+        let field = |message: &str, name: &str| {
+            let desc = pool.get_message_by_name(message).unwrap();
+            let json = serde_json::json!({});
+            response_field(&desc, &Bytes::new(), json, name)
+        };
+        // A message field: an empty message, its fields at their defaults written out (as the
+        // rest of a `response_body` answer is); a oneof member or a scalar: its zero.
+        assert_eq!(
+            field("google.protobuf.Type", "source_context"),
+            Some(serde_json::json!({"fileName": ""}))
+        );
+        assert_eq!(field("google.protobuf.Type", "name"), Some(serde_json::json!("")));
+
+        // `message M { oneof pick { int32 n = 1; } optional string s = 2; }`
+        use prost_types::field_descriptor_proto::{Label, Type};
+        let scalar = |name: &str, number, kind: Type, oneof| prost_types::FieldDescriptorProto {
+            name: Some(name.into()),
+            json_name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(kind as i32),
+            oneof_index: Some(oneof),
+            proto3_optional: (oneof == 1).then_some(true),
+            ..Default::default()
+        };
+        let file = prost_types::FileDescriptorProto {
+            name: Some("m.proto".into()),
+            package: Some("t".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![prost_types::DescriptorProto {
+                name: Some("M".into()),
+                field: vec![scalar("n", 1, Type::Int32, 0), scalar("s", 2, Type::String, 1)],
+                oneof_decl: vec![
+                    prost_types::OneofDescriptorProto {
+                        name: Some("pick".into()),
+                        ..Default::default()
+                    },
+                    prost_types::OneofDescriptorProto {
+                        name: Some("_s".into()),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(
+            prost_types::FileDescriptorSet { file: vec![file] },
+        )
+        .unwrap();
+        let desc = pool.get_message_by_name("t.M").unwrap();
+        let unset = |name| response_field(&desc, &Bytes::new(), serde_json::json!({}), name);
+        assert_eq!(unset("n"), Some(serde_json::json!(0)));
+        assert_eq!(unset("s"), Some(serde_json::json!("")));
+        assert_eq!(field("google.protobuf.Type", "no_such"), None);
+    }
 }

@@ -179,6 +179,31 @@ fn conform_field(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
     }
 }
 
+/// Whether message type `name` is a well-known type with a JSON form of its own, which an
+/// `Any` holds under `value` (prost-reflect's list, so details are written as `Any` fields are).
+pub(super) fn has_json_form(name: &str) -> bool {
+    matches!(
+        name,
+        "google.protobuf.Any"
+            | "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.Struct"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.Value"
+            | "google.protobuf.Empty"
+    )
+}
+
 /// An `Any`'s message, when the pool knows its type (else the parser says it does not).
 fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<(), String> {
     let Json::Object(object) = json else {
@@ -194,16 +219,23 @@ fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<()
     if name == "google.protobuf.Empty" && !object.contains_key("value") {
         object.insert("value".into(), Json::Object(serde_json::Map::new()));
     }
-    if name.starts_with("google.protobuf.") && name != "google.protobuf.Any" {
-        if let Some(value) = object.get_mut("value") {
-            return conform_request(&inner, value, at);
-        }
+    // A type with a JSON form of its own (an `Any` among them) is under `value`; the others'
+    // fields are beside `@type`.
+    if has_json_form(&name) {
+        return match object.get_mut("value") {
+            Some(value) => conform_request(&inner, value, &format!("{at}value.")),
+            None => Ok(()),
+        };
     }
     conform_request(&inner, json, at)
 }
 
 /// A number for an integer or `float` field, in the form the parser reads.
 fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
+    if let (Kind::Float | Kind::Double, Json::String(text)) = (kind, &*json) {
+        float_text(kind, text, at)?;
+        return Ok(());
+    }
     match kind {
         Kind::Float => {
             if let Some(f) = json.as_f64().filter(|f| f.is_finite()) {
@@ -228,7 +260,18 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
             };
             let integer = match &*json {
                 Json::Number(n) if n.is_f64() => {
-                    Some(n.as_f64().and_then(integral_f64).ok_or_else(not_integer)?)
+                    let f = n.as_f64().unwrap_or(f64::NAN);
+                    if f.is_finite() && f.fract() == 0.0 && !fits(kind, f) {
+                        let what = match at.trim_end_matches('.') {
+                            "" => "the value".to_string(),
+                            field => format!("field `{field}`"),
+                        };
+                        return Err(format!(
+                            "{what} is out of range for its type ({}): {json}",
+                            kind_name(kind)
+                        ));
+                    }
+                    Some(integral_f64(f).ok_or_else(not_integer)?)
                 }
                 Json::Number(_) | Json::Null => None,
                 Json::String(s) if s.parse::<i128>().is_ok() => None,
@@ -245,6 +288,76 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
         _ => {}
     }
     Ok(())
+}
+
+/// Refuses a `float` or `double` given as a string (as path and query parameters always are)
+/// that is no value of its type: a finite number past its range, which the parser would make an
+/// infinity, and spellings of the infinities other than proto3 JSON's `Infinity` and
+/// `-Infinity` (`inf`), as protojson refuses them. Other text is left to the parser.
+fn float_text(kind: &Kind, text: &str, at: &str) -> Result<(), String> {
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return Ok(());
+    }
+    let Ok(value) = text.trim().parse::<f64>() else {
+        return Ok(());
+    };
+    let (name, fits) = match kind {
+        Kind::Float => ("float", value.is_nan() || (value as f32).is_finite()),
+        _ => ("double", value.is_nan() || value.is_finite()),
+    };
+    let what = match at.trim_end_matches('.') {
+        "" => "the value".to_string(),
+        field => format!("field `{field}`"),
+    };
+    // `nan`, `inf`, `infinity`: words Rust reads and proto3 JSON does not.
+    let numeral = text
+        .trim()
+        .trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if !numeral {
+        return Err(format!(
+            "{what} takes a number, `NaN`, `Infinity` or `-Infinity`, not `{text}`"
+        ));
+    }
+    if !fits {
+        return Err(format!("{what} is out of range for a {name}: `{text}`"));
+    }
+    Ok(())
+}
+
+/// Whether the whole number `f`, read from a JSON number, is in the range of integer type
+/// `kind`. A JSON integer too large for 64 bits reaches the gateway as the nearest `double`, and
+/// one just past a 64-bit type's range rounds to the range's power-of-two bound: the bounds
+/// themselves (2^63, -2^63, 2^64) are out, so `-9223372036854775809` is refused, not clamped
+/// (`-9223372036854775808` written as such is an integer literal and never comes here).
+fn fits(kind: &Kind, f: f64) -> bool {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match kind {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&f)
+        }
+        Kind::Uint32 | Kind::Fixed32 => (0.0..=f64::from(u32::MAX)).contains(&f),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => f > -TWO_63 && f < TWO_63,
+        Kind::Uint64 | Kind::Fixed64 => (0.0..2.0 * TWO_63).contains(&f),
+        _ => true,
+    }
+}
+
+/// An integer type's protobuf name, for messages.
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Int32 => "int32",
+        Kind::Sint32 => "sint32",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Uint32 => "uint32",
+        Kind::Fixed32 => "fixed32",
+        Kind::Int64 => "int64",
+        Kind::Sint64 => "sint64",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Uint64 => "uint64",
+        Kind::Fixed64 => "fixed64",
+        _ => "a number",
+    }
 }
 
 /// Whether `kind` is one of protobuf's integer types.
@@ -363,7 +476,7 @@ fn mend_any(any: &DynamicMessage, json: &mut Json) {
         return;
     };
     let json = match json.get_mut("value") {
-        Some(value) if name.starts_with("google.protobuf.") => value,
+        Some(value) if has_json_form(name) => value,
         _ => json,
     };
     mend_response(&inner, json);
@@ -446,6 +559,43 @@ mod tests {
         assert_eq!(integral_text("."), None);
         assert_eq!(integral_f64(1e3).as_deref(), Some("1000"));
         assert_eq!(integral_f64(1.5), None);
+    }
+
+    #[test]
+    fn integers_just_past_a_types_range_are_out_of_it() {
+        let out = |kind: Kind, text: &str| {
+            let mut json: Json = serde_json::from_str(text).unwrap();
+            conform_scalar(&kind, &mut json, "n.").is_err()
+        };
+        assert!(out(Kind::Uint64, "18446744073709551616"));
+        assert!(out(Kind::Uint64, "1.8446744073709552e19"));
+        assert!(out(Kind::Int64, "-9223372036854775809"));
+        assert!(out(Kind::Int32, "2147483648.0"));
+        assert!(out(Kind::Uint32, "-1.0"));
+        assert!(!out(Kind::Uint64, "18446744073709551615"));
+        assert!(!out(Kind::Uint64, "1.8e19"));
+        assert!(!out(Kind::Int64, "-9223372036854775808"));
+        assert!(!out(Kind::Int32, "2147483647.0"));
+        let mut json: Json = serde_json::from_str("1e19").unwrap();
+        let err = conform_scalar(&Kind::Int64, &mut json, "a.b.").unwrap_err();
+        assert_eq!(err, "field `a.b` is out of range for its type (int64): 1e+19");
+    }
+
+    #[test]
+    fn floats_as_strings_past_their_range_or_spelled_otherwise_are_refused() {
+        let refused = |kind: Kind, text: &str| {
+            conform_scalar(&kind, &mut Json::String(text.into()), "f.").is_err()
+        };
+        for text in ["1e39", "-1e39", "inf", "infinity", "-inf", "nan"] {
+            assert!(refused(Kind::Float, text), "float {text}");
+        }
+        for text in ["1e309", "-1e400", "inf", "+infinity"] {
+            assert!(refused(Kind::Double, text), "double {text}");
+        }
+        for text in ["3.4028235e38", "1e-50", "NaN", "Infinity", "-Infinity", "0.1", "words"] {
+            assert!(!refused(Kind::Float, text), "float {text}");
+        }
+        assert!(!refused(Kind::Double, "1e308"));
     }
 
     #[test]

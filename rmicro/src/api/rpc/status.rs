@@ -65,8 +65,20 @@ pub(super) fn status_response(
     status: &tonic::Status,
     details: Option<Vec<serde_json::Value>>,
 ) -> Response<Body> {
-    let err = Error::from_status(status);
-    let code = StatusCode::from_u16(err.code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut err = Error::from_status(status);
+    if !(400..=599).contains(&err.code) {
+        // A failed call is never answered with a success or an informational status (a 101
+        // would even end the client's connection), whatever code the service's go-micro error
+        // names (go-micro itself makes its code 0 a 500): the gRPC status's own mapping stands
+        // in, in the body too.
+        let mapped = Error::from_status(&tonic::Status::new(status.code(), ""));
+        err.code = mapped.code;
+        err.status = mapped.status;
+    }
+    let code = u16::try_from(err.code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match details {
         None => err.to_json(),
         Some(details) => match serde_json::from_str::<serde_json::Value>(&err.to_json()) {
@@ -89,6 +101,18 @@ pub(super) fn status_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_go_micro_error_naming_no_error_status_gets_the_grpc_codes() {
+        for code in [0, 101, 200, 302, 600, -1] {
+            let json = format!(r#"{{"id":"svc","code":{code},"detail":"gone","status":"OK"}}"#);
+            let resp = status_response(&tonic::Status::not_found(json), None);
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "code {code}");
+        }
+        let json = r#"{"id":"svc","code":418,"detail":"teapot","status":"I'm a teapot"}"#;
+        let resp = status_response(&tonic::Status::not_found(json), None);
+        assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+    }
 
     #[test]
     fn only_a_limit_error_about_this_request_is_the_clients_413() {
