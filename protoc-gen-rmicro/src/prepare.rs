@@ -268,10 +268,20 @@ mod tests {
     #[test]
     fn paths_select_as_prost_builds_do() {
         let path = ".a.b.M.f";
-        for pattern in [".", ".a.b.M.f", "a.b.M.f", "M.f", "f", ".a.b.M", ".a.b", ".a"] {
+        for pattern in [
+            ".", ".a.b.M.f", "a.b.M.f", "M.f", "f", ".a.b.M", ".a.b", ".a",
+        ] {
             assert!(selects(pattern, path), "{pattern} selects {path}");
         }
-        for pattern in [".a.b.M.g", "b.M", ".b.M.f", ".a.b.Mf", "M.f.x", "xf", ".a.b.M.f.x"] {
+        for pattern in [
+            ".a.b.M.g",
+            "b.M",
+            ".b.M.f",
+            ".a.b.Mf",
+            "M.f.x",
+            "xf",
+            ".a.b.M.f.x",
+        ] {
             assert!(!selects(pattern, path), "{pattern} does not select {path}");
         }
         assert!(names_field("M.f", path) && names_field(".a.b.M.f", path));

@@ -106,7 +106,10 @@ pub enum ProjectError {
 /// workspace root's manifest (a member's own stale `Cargo.lock` is not Cargo's). Without a
 /// `Cargo.toml` above `start`, the nearest `Cargo.lock`.
 pub fn find_lockfile(start: &Path) -> Option<PathBuf> {
-    let Some(package) = start.ancestors().find(|dir| dir.join("Cargo.toml").is_file()) else {
+    let Some(package) = start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file())
+    else {
         return start
             .ancestors()
             .map(|dir| dir.join("Cargo.lock"))
@@ -480,13 +483,18 @@ mod tests {
         let err = common_api(std::slice::from_ref(&runtime)).unwrap_err();
         assert_eq!(err.runtime, runtime);
         let advice = err.build_advice();
-        assert!(advice.contains("the runtime is newer than any level it generates"), "{advice}");
+        assert!(
+            advice.contains("the runtime is newer than any level it generates"),
+            "{advice}"
+        );
         assert!(
             advice.contains("`[build-dependencies] rmicro-build = \"7.3\"`"),
             "{advice}"
         );
         assert!(!advice.contains("cargo install"), "{advice}");
-        assert!(err.plugin_advice().contains("cargo install protoc-gen-rmicro --version 7.3.1"));
+        assert!(err
+            .plugin_advice()
+            .contains("cargo install protoc-gen-rmicro --version 7.3.1"));
     }
 
     #[test]

@@ -472,7 +472,11 @@ fn a_message_module_and_a_sub_package_module_of_one_name_are_refused_with_an_inc
     let (output, out) = protoc_on(
         "sub-package-module",
         &files,
-        &["--rmicro_opt=include_file=mod.rs", "acme.proto", "order.proto"],
+        &[
+            "--rmicro_opt=include_file=mod.rs",
+            "acme.proto",
+            "order.proto",
+        ],
     );
     assert!(!output.status.success(), "{:?}", written(&out));
     assert!(

@@ -76,7 +76,10 @@ fn read_start(path: &Path) -> std::io::Result<Start> {
         .lines()
         .map(str::trim)
         .filter(|line| line.starts_with("const _: () ="))
-        .find_map(|line| line.split_once("__codegen::require_api(").map(|(_, rest)| rest))
+        .find_map(|line| {
+            line.split_once("__codegen::require_api(")
+                .map(|(_, rest)| rest)
+        })
         .map(|rest| {
             let level = rest.split(')').next().unwrap_or_default().trim();
             level
@@ -114,9 +117,9 @@ pub fn read_header(path: &Path) -> (Option<String>, Result<Header, Status>) {
             ),
             Err(why) => why,
         })),
-        (Err(HeaderError::Missing), None) if mentions_plugin(&start.first) => Err(
-            Status::Damaged(format!("line 1 is not exactly `{}…`", header::PREFIX.trim_end())),
-        ),
+        (Err(HeaderError::Missing), None) if mentions_plugin(&start.first) => Err(Status::Damaged(
+            format!("line 1 is not exactly `{}…`", header::PREFIX.trim_end()),
+        )),
         (Err(HeaderError::Missing), None) => Err(Status::NoHeader),
     };
     (sources, header)
@@ -159,7 +162,9 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
                     self.problems.push(FileCheck {
                         path: dir.to_path_buf(),
                         sources: None,
-                        status: Status::Unreadable(format!("the directory cannot be listed: {err}")),
+                        status: Status::Unreadable(format!(
+                            "the directory cannot be listed: {err}"
+                        )),
                     });
                     return;
                 }

@@ -1897,7 +1897,11 @@ async fn a_node_that_stops_taking_the_body_is_answered_for_with_a_504() {
         body.contains("took nothing more of the request body for 1s"),
         "{body}"
     );
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

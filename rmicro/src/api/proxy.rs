@@ -313,14 +313,12 @@ impl Proxy {
             let pool = &self.inner.pool;
             // Built in place: the send future is large, and each move of it is a copy.
             let sent = match upload.as_mut() {
-                None => {
-                    tokio::time::timeout(
-                        config.backend_timeout,
-                        pool.send(lease, target, backend_req, replay),
-                    )
-                    .await
-                    .map_err(|_| Late::Answer)
-                }
+                None => tokio::time::timeout(
+                    config.backend_timeout,
+                    pool.send(lease, target, backend_req, replay),
+                )
+                .await
+                .map_err(|_| Late::Answer),
                 Some(upload) => {
                     let send = pool.send(lease, target, backend_req, replay);
                     Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await

@@ -329,7 +329,10 @@ mod tests {
         );
         let mut upload = Box::pin(upload);
         // The node takes one piece and never asks for the next.
-        assert_eq!(upload.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+        assert_eq!(
+            upload.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "a"
+        );
         let started = tokio::time::Instant::now();
         assert!(sent.wait_or_stalled(limit).await, "stalled");
         assert!(started.elapsed() >= limit);
@@ -356,7 +359,10 @@ mod tests {
         })
         .await;
         let waited = tokio::time::timeout(limit * 4, sent.wait_or_stalled(limit)).await;
-        assert!(waited.is_err(), "the node was blamed for the client's pause");
+        assert!(
+            waited.is_err(),
+            "the node was blamed for the client's pause"
+        );
     }
 
     /// A client's body whose pieces come through a channel.
@@ -389,7 +395,10 @@ mod tests {
         })
         .await;
         let waited = tokio::time::timeout(limit * 3, sent.wait_or_stalled(limit)).await;
-        assert!(waited.is_err(), "the node was blamed for the client's pause");
+        assert!(
+            waited.is_err(),
+            "the node was blamed for the client's pause"
+        );
         // The client's piece comes, and hyper (its node not reading) never asks for it.
         let started = tokio::time::Instant::now();
         tx.send("a").await.unwrap();

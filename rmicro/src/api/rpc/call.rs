@@ -230,16 +230,19 @@ impl RpcHandler {
         let options = prost_reflect::SerializeOptions::new();
         let mut lookups = 0;
         let mut json = loop {
-            let output = DynamicMessage::decode(method.output(), reply.clone()).map_err(|e| {
-                error::response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the response of `{grpc_path}` does not decode: {e}"),
-                )
-            })?;
+            let mut output =
+                DynamicMessage::decode(method.output(), reply.clone()).map_err(|e| {
+                    error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the response of `{grpc_path}` does not decode: {e}"),
+                    )
+                })?;
+            let empty_anys = proto_json::take_empty_anys(&mut output);
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {
                     Ok(mut json) => {
                         proto_json::mend_response(&output, &mut json);
+                        proto_json::put_empty_anys(&mut json, &empty_anys);
                         break json;
                     }
                     Err(e) => e.to_string(),
@@ -377,7 +380,9 @@ fn any_json(
     let mut object = serde_json::Map::new();
     object.insert("@type".into(), any.type_url.clone().into());
     match json {
-        serde_json::Value::Object(fields) if !proto_json::has_json_form(name) => object.extend(fields),
+        serde_json::Value::Object(fields) if !proto_json::has_json_form(name) => {
+            object.extend(fields)
+        }
         value => {
             object.insert("value".into(), value);
         }
@@ -419,7 +424,10 @@ fn response_field(
     // field the service left unset. Its default value stands in (`{}` for a message, its own
     // form for a well-known type), as grpc-gateway answers.
     let mut holder = DynamicMessage::new(desc.clone());
-    holder.set_field(&field, prost_reflect::Value::default_value_for_field(&field));
+    holder.set_field(
+        &field,
+        prost_reflect::Value::default_value_for_field(&field),
+    );
     let mut json = holder
         .serialize_with_options(serde_json::value::Serializer, &options)
         .ok()?;
@@ -431,13 +439,21 @@ fn response_field(
 /// `Grpc-Timeout` (gRPC's form, `5S` or `100m`, as grpc-gateway reads it). A client cannot ask
 /// for more than the gateway allows.
 fn call_timeout(headers: &http::HeaderMap, backend: Duration) -> Duration {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     let seconds = text("timeout")
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|s| *s > 0)
         .map(Duration::from_secs);
     let grpc = text("grpc-timeout").and_then(rmicro_runtime::context::parse_grpc_timeout);
-    [seconds, grpc].into_iter().flatten().fold(backend, Duration::min)
+    [seconds, grpc]
+        .into_iter()
+        .flatten()
+        .fold(backend, Duration::min)
 }
 
 #[cfg(test)]
@@ -456,7 +472,10 @@ mod tests {
         };
         assert_eq!(with(&[]), backend);
         assert_eq!(with(&[("timeout", "2")]), Duration::from_secs(2));
-        assert_eq!(with(&[("grpc-timeout", "150m")]), Duration::from_millis(150));
+        assert_eq!(
+            with(&[("grpc-timeout", "150m")]),
+            Duration::from_millis(150)
+        );
         assert_eq!(with(&[("timeout", "90")]), backend);
         assert_eq!(with(&[("timeout", "0")]), backend);
         assert_eq!(with(&[("timeout", "soon")]), backend);
@@ -480,7 +499,10 @@ mod tests {
             field("google.protobuf.Type", "source_context"),
             Some(serde_json::json!({"fileName": ""}))
         );
-        assert_eq!(field("google.protobuf.Type", "name"), Some(serde_json::json!("")));
+        assert_eq!(
+            field("google.protobuf.Type", "name"),
+            Some(serde_json::json!(""))
+        );
 
         // `message M { oneof pick { int32 n = 1; } optional string s = 2; }`
         use prost_types::field_descriptor_proto::{Label, Type};
@@ -500,7 +522,10 @@ mod tests {
             syntax: Some("proto3".into()),
             message_type: vec![prost_types::DescriptorProto {
                 name: Some("M".into()),
-                field: vec![scalar("n", 1, Type::Int32, 0), scalar("s", 2, Type::String, 1)],
+                field: vec![
+                    scalar("n", 1, Type::Int32, 0),
+                    scalar("s", 2, Type::String, 1),
+                ],
                 oneof_decl: vec![
                     prost_types::OneofDescriptorProto {
                         name: Some("pick".into()),

@@ -149,10 +149,85 @@ pub(super) fn conform_request(
                     conform_field(&kind, item, &at)?;
                 }
             }
+            // An empty `Any` (no type, no value), as protojson and json_format write one:
+            // prost-reflect wants an `@type`; unset is the nearest it reads.
+            Json::Object(inner)
+                if inner.is_empty()
+                    && matches!(field.kind(), Kind::Message(ref m) if m.full_name() == "google.protobuf.Any") =>
+            {
+                *value = Json::Null;
+            }
             value => conform_field(&field.kind(), value, &at)?,
         }
     }
     Ok(())
+}
+
+/// Clears every singular `Any` field of `message` (and of the messages in its singular fields)
+/// that is set but empty, which prost-reflect cannot write (it wants a type URL), returning
+/// where each was in the JSON (its JSON names, outermost first) for [`put_empty_anys`].
+pub(super) fn take_empty_anys(message: &mut DynamicMessage) -> Vec<Vec<String>> {
+    fn walk(message: &mut DynamicMessage, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let fields: Vec<FieldDescriptor> = message
+            .descriptor()
+            .fields()
+            .filter(|f| !f.is_list() && !f.is_map() && matches!(f.kind(), Kind::Message(_)))
+            .collect();
+        for field in fields {
+            if !message.has_field(&field) {
+                continue;
+            }
+            let Value::Message(inner) = message.get_field_mut(&field) else {
+                continue;
+            };
+            at.push(field.json_name().to_string());
+            if inner.descriptor().full_name() != "google.protobuf.Any" {
+                walk(inner, at, out);
+            } else if is_empty_any(inner) {
+                out.push(at.clone());
+                message.clear_field(&field);
+            }
+            at.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(message, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Whether an `Any` has neither a type URL nor a value.
+fn is_empty_any(any: &DynamicMessage) -> bool {
+    let url = any.get_field_by_name("type_url");
+    let value = any.get_field_by_name("value");
+    url.as_deref()
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && value
+            .as_deref()
+            .and_then(Value::as_bytes)
+            .is_none_or(|b| b.is_empty())
+}
+
+/// Writes `{}` (an empty `Any`, as protojson and json_format write one) at each place
+/// [`take_empty_anys`] found one.
+pub(super) fn put_empty_anys(json: &mut Json, places: &[Vec<String>]) {
+    for place in places {
+        let Some((last, outer)) = place.split_last() else {
+            continue;
+        };
+        let mut at = &mut *json;
+        for key in outer {
+            let Json::Object(object) = at else {
+                break;
+            };
+            at = object
+                .entry(key.clone())
+                .or_insert_with(|| Json::Object(serde_json::Map::new()));
+        }
+        if let Json::Object(object) = at {
+            object.insert(last.clone(), Json::Object(serde_json::Map::new()));
+        }
+    }
 }
 
 /// Whether `google.protobuf.<name>` has a JSON form of its own (not an object of its fields).
@@ -578,7 +653,10 @@ mod tests {
         assert!(!out(Kind::Int32, "2147483647.0"));
         let mut json: Json = serde_json::from_str("1e19").unwrap();
         let err = conform_scalar(&Kind::Int64, &mut json, "a.b.").unwrap_err();
-        assert_eq!(err, "field `a.b` is out of range for its type (int64): 1e+19");
+        assert_eq!(
+            err,
+            "field `a.b` is out of range for its type (int64): 1e+19"
+        );
     }
 
     #[test]
@@ -592,10 +670,42 @@ mod tests {
         for text in ["1e309", "-1e400", "inf", "+infinity"] {
             assert!(refused(Kind::Double, text), "double {text}");
         }
-        for text in ["3.4028235e38", "1e-50", "NaN", "Infinity", "-Infinity", "0.1", "words"] {
+        for text in [
+            "3.4028235e38",
+            "1e-50",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "0.1",
+            "words",
+        ] {
             assert!(!refused(Kind::Float, text), "float {text}");
         }
         assert!(!refused(Kind::Double, "1e308"));
+    }
+
+    #[test]
+    fn an_empty_any_is_written_and_read_as_an_empty_object() {
+        let pool = prost_reflect::DescriptorPool::global();
+        // `google.protobuf.Option { string name = 1; Any value = 2; }`, its `value` set but empty.
+        let desc = pool.get_message_by_name("google.protobuf.Option").unwrap();
+        let any = pool.get_message_by_name("google.protobuf.Any").unwrap();
+        let mut option = DynamicMessage::new(desc.clone());
+        option.set_field_by_name("value", Value::Message(DynamicMessage::new(any)));
+        let options = prost_reflect::SerializeOptions::new();
+        let write =
+            |m: &DynamicMessage| m.serialize_with_options(serde_json::value::Serializer, &options);
+        assert!(write(&option).is_err());
+        let places = take_empty_anys(&mut option);
+        assert_eq!(places, [vec!["value".to_string()]]);
+        let mut json = write(&option).unwrap();
+        put_empty_anys(&mut json, &places);
+        assert_eq!(json, serde_json::json!({"value": {}}));
+
+        // Read: `{}` for an `Any` is taken (as unset), not refused for want of `@type`.
+        let mut json = serde_json::json!({"value": {}});
+        conform_request(&desc, &mut json, "").unwrap();
+        assert!(DynamicMessage::deserialize(desc, json).is_ok());
     }
 
     #[test]
