@@ -173,7 +173,10 @@ fn an_unknown_runtime_version_is_an_error_with_a_way_out() {
         err.starts_with("cannot tell which API rmicro-runtime 42.0.0 accepts"),
         "{err}"
     );
-    assert!(err.contains("(`cargo fetch` downloads the runtime)"), "{err}");
+    assert!(
+        err.contains("(`cargo fetch` downloads the runtime)"),
+        "{err}"
+    );
     assert!(err.contains("takes `api=N` to choose a level"), "{err}");
 }
 

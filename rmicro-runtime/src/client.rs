@@ -30,7 +30,9 @@ use crate::context;
 use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
-use crate::transport::{Connection, Keepalive, TransportError, DEFAULT_KEEPALIVE_TIMEOUT};
+use crate::transport::{
+    Connection, Keepalive, TransportError, Unreachable, DEFAULT_KEEPALIVE_TIMEOUT,
+};
 
 /// go-micro's default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,6 +61,9 @@ struct Inner {
     /// One HTTP/2 connection per node address, multiplexing every call to that node (looked up
     /// on every call: a fast hash, as addresses come from the registry, not from callers).
     connections: Mutex<HashMap<String, Connection, foldhash::fast::RandomState>>,
+    /// Nodes no connection could be opened to lately, left out of picks for a while (the
+    /// connections mark them, also when the call that opened one gave up first).
+    unreachable: Arc<Unreachable>,
 }
 
 #[derive(Clone)]
@@ -252,6 +257,7 @@ impl ClientBuilder {
                 retries: self.retries,
                 keepalive,
                 connections: Mutex::new(HashMap::default()),
+                unreachable: Arc::new(Unreachable::default()),
             }),
         }
     }
@@ -405,7 +411,7 @@ impl Client {
             )));
         }
         let candidates = if tried.is_empty() {
-            nodes
+            self.inner.unreachable.reachable(&nodes).unwrap_or(nodes)
         } else {
             let fresh: Arc<[Node]> = nodes
                 .iter()
@@ -441,7 +447,12 @@ impl Client {
         if let Some(connection) = connections.get(address) {
             return Ok(connection.clone());
         }
-        let connection = Connection::with_keepalive(address, self.inner.keepalive).map_err(|err| match &self.inner.target {
+        let connection = Connection::with_keepalive(
+            address,
+            self.inner.keepalive,
+            Some(Arc::clone(&self.inner.unreachable)),
+        )
+        .map_err(|err| match &self.inner.target {
             Target::Address(_) => Status::invalid_argument(format!("service `{service}`: {err}")),
             Target::Registry(cache) => Status::unavailable(format!(
                 "node `{}` of service `{service}` in the {} registry: {err}; fix or remove its record",
@@ -676,6 +687,16 @@ impl Client {
 fn caller_status(status: Status) -> Status {
     match TransportError::find(&status) {
         Some(err) => err.to_status(),
+        // tonic's words for an answer over this client's receive limit, with OUT_OF_RANGE: gRPC
+        // says RESOURCE_EXHAUSTED (as grpcio and grpc-go answer it), and a caller told "out of
+        // range" takes it for its own request's fault (a 400 behind go-micro's mapping).
+        None if status.code() == tonic::Code::OutOfRange
+            && status
+                .message()
+                .starts_with("Error, decoded message length too large") =>
+        {
+            Status::resource_exhausted(status.message())
+        }
         None => status,
     }
 }
@@ -687,6 +708,19 @@ mod tests {
 
     fn timeout_header(limit: Duration) -> String {
         timeout_value(limit).to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn an_answer_over_the_receive_limit_is_resource_exhausted() {
+        let local = Status::out_of_range(
+            "Error, decoded message length too large: found 5000005 bytes, the limit is: 4194304 bytes",
+        );
+        let status = caller_status(local);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("found 5000005 bytes"));
+        // A service's own OUT_OF_RANGE stays what it is.
+        let own = caller_status(Status::out_of_range("page 9 of 3"));
+        assert_eq!(own.code(), Code::OutOfRange);
     }
 
     #[test]

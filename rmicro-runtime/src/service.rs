@@ -456,7 +456,13 @@ async fn keep_registered(
     let mut registered = false;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match registry.register(&record, ttl).await {
+        // A stop cuts short an attempt in flight (up to 5 s against an unreachable registry):
+        // stopping then waits only for the deregistration, as `stop` promises.
+        let attempt = tokio::select! {
+            result = registry.register(&record, ttl) => result,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let wait = match attempt {
             Ok(()) => {
                 if !registered {
                     tracing::info!(service = %record.name, registry = registry.name(), "registered");
@@ -553,6 +559,8 @@ mod tests {
         inner: MemoryRegistry,
         registers: AtomicUsize,
         down: std::sync::atomic::AtomicBool,
+        /// Registrations never answer (an etcd that stopped answering).
+        hung: std::sync::atomic::AtomicBool,
     }
 
     impl Registry for Counting {
@@ -565,6 +573,9 @@ mod tests {
             ttl: Duration,
         ) -> BoxFuture<'a, Result<(), RegistryError>> {
             self.registers.fetch_add(1, Ordering::SeqCst);
+            if self.hung.load(Ordering::SeqCst) {
+                return Box::pin(std::future::pending());
+            }
             if self.down.load(Ordering::SeqCst) {
                 return Box::pin(async { Err(RegistryError::Unreachable("down".into())) });
             }
@@ -625,6 +636,26 @@ mod tests {
                 "{registers} registrations in 300 ms (registry down: {down})"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn stopping_does_not_wait_for_a_registration_in_flight() {
+        let counting = Arc::new(Counting::default());
+        counting.hung.store(true, Ordering::SeqCst);
+        let registration = Registration::start(
+            Arc::clone(&counting) as Arc<dyn Registry>,
+            record(),
+            Duration::from_secs(90),
+            Duration::from_secs(30),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
+        // Only the deregistration is waited for (here at once), not the hung registration.
+        let stopped = tokio::time::timeout(Duration::from_secs(2), registration.stop()).await;
+        assert!(
+            stopped.is_ok(),
+            "stop waited for the registration in flight"
+        );
     }
 
     #[test]

@@ -15,11 +15,12 @@
 //! [`TransportError`]s with [`TransportError::is_unsent`] true: such a request can be sent to
 //! another node without risk of running twice.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use http::Uri;
@@ -27,6 +28,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::body::Body;
+
+use crate::registry::Node;
 
 /// What calls say they come from, as gRPC recommends (`grpc-<language>-<implementation>/<version>`).
 static USER_AGENT: http::HeaderValue =
@@ -49,6 +52,50 @@ pub struct Keepalive {
     pub interval: Duration,
     /// How long to wait for a ping's acknowledgement.
     pub timeout: Duration,
+}
+
+/// How long a node that could not be connected to is left out of picks (while its service has
+/// other nodes): gRPC does not pick a connection in failure until it reconnects, and the
+/// gateway avoids such a node as long.
+pub(crate) const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+
+/// Addresses no connection could be opened to, until when to leave them out. Looked at on
+/// every pick only through `any`, one atomic load while all is well.
+#[derive(Default)]
+pub(crate) struct Unreachable {
+    any: std::sync::atomic::AtomicBool,
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Unreachable {
+    pub(crate) fn mark(&self, address: &str) {
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.insert(address.to_string(), Instant::now() + UNREACHABLE_FOR);
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `nodes` without those marked unreachable, when that leaves any (else `None`).
+    pub(crate) fn reachable(&self, nodes: &[Node]) -> Option<Arc<[Node]>> {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        until.retain(|_, t| *t > now);
+        if until.is_empty() {
+            self.any.store(false, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        if !nodes.iter().any(|n| until.contains_key(&n.address)) {
+            return None;
+        }
+        let left: Arc<[Node]> = nodes
+            .iter()
+            .filter(|n| !until.contains_key(&n.address))
+            .cloned()
+            .collect();
+        (!left.is_empty()).then_some(left)
+    }
 }
 
 /// Why a call did not get an answer from the node.
@@ -79,6 +126,16 @@ pub enum TransportError {
         /// hyper's error.
         error: hyper::Error,
     },
+    /// The TCP connection opened and the HTTP/2 preface went out, but the node did not answer
+    /// it with its own (a SETTINGS frame) in time, or answered with something else: it is
+    /// silent, or speaks another protocol (HTTP/1.1, TLS).
+    #[error("{address} did not open an HTTP/2 connection: {reason}")]
+    NoPreface {
+        /// The node.
+        address: String,
+        /// What came instead, or how long nothing came.
+        reason: String,
+    },
     /// The connection closed before the request was written; it never reached the node.
     #[error("the connection to {address} closed before the request was sent: {error}")]
     Unsent {
@@ -102,6 +159,19 @@ impl TransportError {
     /// cannot run it twice.
     pub fn is_unsent(&self) -> bool {
         !matches!(self, TransportError::Exchange { .. })
+    }
+
+    /// Whether no connection could be opened to the node (refused, not HTTP/2, silent, a bad
+    /// address): the node is down or is no gRPC server, and calls are better sent elsewhere
+    /// for a while.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::BadAddress { .. }
+                | TransportError::Connect { .. }
+                | TransportError::Handshake { .. }
+                | TransportError::NoPreface { .. }
+        )
     }
 
     /// The status a caller should see: `Unavailable`, as gRPC specifies for transport failures.
@@ -160,9 +230,11 @@ struct Shared {
     keepalive: Option<Keepalive>,
     /// The open connection's handle, if there is one.
     sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Where a failure to connect is told.
+    unreachable: Option<Arc<Unreachable>>,
     /// Held while a connection is being opened, so concurrent calls wait for one handshake
     /// instead of each opening their own.
-    opening: tokio::sync::Mutex<()>,
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -181,14 +253,16 @@ impl Connection {
     /// [`TransportError::BadAddress`] when `address` is not `host:port` or an `http://` URI
     /// (TLS to nodes is not supported).
     pub fn new(address: &str) -> Result<Connection, TransportError> {
-        Connection::with_keepalive(address, None)
+        Connection::with_keepalive(address, None, None)
     }
 
     /// As [`Connection::new`], with keepalive pings (sent only while calls are open on the
     /// connection: grpc-go servers count pings on a connection without calls as abuse).
+    /// A failure to open the connection marks the node in `unreachable`.
     pub(crate) fn with_keepalive(
         address: &str,
         keepalive: Option<Keepalive>,
+        unreachable: Option<Arc<Unreachable>>,
     ) -> Result<Connection, TransportError> {
         let bad = |reason: String| TransportError::BadAddress {
             address: address.to_string(),
@@ -235,8 +309,9 @@ impl Connection {
                 origin,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 keepalive,
+                unreachable,
                 sender: Mutex::new(None),
-                opening: tokio::sync::Mutex::new(()),
+                opening: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -273,24 +348,60 @@ impl Connection {
         if let Some(sender) = self.open_sender() {
             return Ok(sender);
         }
-        let _opening = self.shared.opening.lock().await;
+        // Opened by a task of its own, which finishes (and tells a failure) even when the call
+        // that started it gives up first: a silent node's calls can all run out of time
+        // before its connection does, and would then never mark it.
+        let opening = Arc::clone(&self.shared.opening).lock_owned().await;
         // Someone else may have opened it while this call waited.
         if let Some(sender) = self.open_sender() {
             return Ok(sender);
         }
-        let sender = self.open().await?;
-        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let connection = self.clone();
+        let opened = tokio::spawn(async move {
+            let _opening = opening;
+            let result = connection.open().await;
+            match &result {
+                Ok(sender) => {
+                    *connection
+                        .shared
+                        .sender
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                }
+                Err(err) if err.is_unreachable() => {
+                    if let Some(unreachable) = &connection.shared.unreachable {
+                        unreachable.mark(&connection.shared.address);
+                    }
+                }
+                Err(_) => {}
+            }
+            result
+        });
+        match opened.await {
+            Ok(result) => result,
+            Err(join) => Err(TransportError::NoPreface {
+                address: self.shared.address.clone(),
+                reason: format!("opening the connection stopped: {join}"),
+            }),
+        }
     }
 
     async fn open(&self) -> Result<http2::SendRequest<Body>, TransportError> {
         let address = &self.shared.address;
+        let deadline = tokio::time::Instant::now() + self.shared.connect_timeout;
         let stream = connect_tcp(address, self.shared.connect_timeout)
             .await
             .map_err(|source| TransportError::Connect {
                 address: address.clone(),
                 source,
             })?;
+        let (preface_tx, preface_rx) = tokio::sync::oneshot::channel();
+        let stream = Preface {
+            io: stream,
+            head: [0; FRAME_HEAD],
+            seen: 0,
+            told: Some(preface_tx),
+        };
         let mut builder = http2::Builder::new(BoxedTasks);
         builder.timer(hyper_util::rt::TokioTimer::new());
         if let Some(keepalive) = self.shared.keepalive {
@@ -298,21 +409,46 @@ impl Connection {
                 .keep_alive_interval(keepalive.interval)
                 .keep_alive_timeout(keepalive.timeout);
         }
+        let silent = || TransportError::NoPreface {
+            address: address.clone(),
+            reason: format!(
+                "no SETTINGS frame within {:?} of connecting",
+                self.shared.connect_timeout
+            ),
+        };
         let (sender, connection) =
-            builder
-                .handshake(TokioIo::new(stream))
+            tokio::time::timeout_at(deadline, builder.handshake(TokioIo::new(stream)))
                 .await
+                .map_err(|_| silent())?
                 .map_err(|error| TransportError::Handshake {
                     address: address.clone(),
                     error,
                 })?;
-        let address = address.clone();
-        tokio::spawn(async move {
+        let task_address = address.clone();
+        let driver = tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(%address, error = %err, "connection to node closed");
+                tracing::debug!(address = %task_address, error = %err, "connection to node closed");
             }
         });
-        Ok(sender)
+        // hyper's handshake returns once this side's preface is out; the node has said nothing
+        // yet. A connection is used only once its SETTINGS came (as grpc-go waits for the server
+        // preface): a node that accepts and stays silent, or speaks HTTP/1.1, is then a failure
+        // to connect, which the caller may retry elsewhere, not a call that hangs or fails
+        // half-sent.
+        let failed = |reason: String| TransportError::NoPreface {
+            address: address.clone(),
+            reason,
+        };
+        let outcome = match tokio::time::timeout_at(deadline, preface_rx).await {
+            Ok(Ok(Ok(()))) => Ok(sender),
+            Ok(Ok(Err(reason))) => Err(failed(reason)),
+            Ok(Err(_)) => Err(failed("the connection ended first".to_string())),
+            Err(_) => Err(silent()),
+        };
+        if outcome.is_err() {
+            driver.abort();
+        }
+        outcome
     }
 
     /// Sends `request` to this node (whatever scheme and authority its URI has) and waits for
@@ -382,6 +518,108 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The length of an HTTP/2 frame header.
+const FRAME_HEAD: usize = 9;
+
+pin_project_lite::pin_project! {
+    /// A connection's stream that tells, once, whether the first frame the node sent is a
+    /// SETTINGS frame: the node's HTTP/2 preface (RFC 9113 §3.4).
+    struct Preface<T> {
+        #[pin]
+        io: T,
+        head: [u8; FRAME_HEAD],
+        seen: usize,
+        told: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    }
+}
+
+impl<T> Preface<T> {
+    /// Looks at bytes just read, until the first frame's header is whole.
+    fn look(self: Pin<&mut Self>, read: &[u8]) {
+        let this = self.project();
+        let Some(told) = this.told.take() else {
+            return;
+        };
+        let take = read.len().min(FRAME_HEAD - *this.seen);
+        this.head[*this.seen..*this.seen + take].copy_from_slice(&read[..take]);
+        *this.seen += take;
+        if read.is_empty() {
+            let _ = told.send(Err("it closed the connection".to_string()));
+        } else if *this.seen < FRAME_HEAD {
+            *this.told = Some(told);
+        } else if this.head[3] == SETTINGS && this.head[4] & ACK == 0 {
+            let _ = told.send(Ok(()));
+        } else {
+            let text = String::from_utf8_lossy(&this.head[..]);
+            let _ = told.send(Err(format!(
+                "it answered with other bytes than HTTP/2's (`{}`: not a gRPC server, or \
+                 one that wants TLS?)",
+                text.escape_debug()
+            )));
+        }
+    }
+}
+
+/// The SETTINGS frame type, and the flag of its acknowledgement.
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Preface<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.told.is_none() {
+            return self.project().io.poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let result = std::task::ready!(self.as_mut().project().io.poll_read(cx, buf));
+        match &result {
+            Ok(()) => {
+                let read = buf.filled()[before..].to_vec();
+                self.look(&read);
+            }
+            Err(err) => {
+                if let Some(told) = self.project().told.take() {
+                    let _ = told.send(Err(format!("reading from it failed: {err}")));
+                }
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Preface<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 
@@ -473,6 +711,92 @@ mod tests {
         assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
         assert!(err.is_unsent());
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    /// Sends a request through a new connection to a node at `address` that is no HTTP/2
+    /// server, marking failures in `unreachable`; the error.
+    async fn no_http2(address: &str, unreachable: &Arc<Unreachable>) -> TransportError {
+        let conn =
+            Connection::with_keepalive(address, None, Some(Arc::clone(unreachable))).unwrap();
+        let request = http::Request::builder()
+            .uri("/x.Y/Z")
+            .body(Body::empty())
+            .unwrap();
+        let (err, unsent) = conn.send_request(request).await.unwrap_err();
+        assert!(unsent.is_some(), "never sent: it may go elsewhere");
+        assert!(err.is_unsent() && err.is_unreachable(), "{err:?}");
+        err
+    }
+
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_http2_is_unreachable_not_a_failed_call() {
+        let unreachable = Arc::new(Unreachable::default());
+        let node = |address: &str| Node {
+            id: address.to_string(),
+            address: address.to_string(),
+            ..Default::default()
+        };
+
+        // An HTTP/1.1 server: its answer to the preface is no SETTINGS frame.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http1 = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 64];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let err = no_http2(&http1, &unreachable).await;
+        let text = err.to_string();
+        assert!(
+            text.contains("did not open an HTTP/2 connection")
+                && text.contains("other bytes than HTTP/2's (`HTTP/1.1 "),
+            "{text}"
+        );
+
+        // One that accepts and says nothing: given up after the connect timeout, and marked
+        // even when the call that opened the connection gave up first.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let conn =
+            Connection::with_keepalive(&silent, None, Some(Arc::clone(&unreachable))).unwrap();
+        let request = http::Request::builder()
+            .uri("/x.Y/Z")
+            .body(Body::empty())
+            .unwrap();
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(200), conn.send_request(request)).await;
+        assert!(gave_up.is_err(), "a silent node answered?");
+        assert!(unreachable
+            .reachable(&[node(&http1), node("127.0.0.1:9")])
+            .is_some());
+        // (The HTTP/1.1 node's mark lasts 5 s: it may be over by the time the silent one's comes.)
+        let nodes = [node(&silent), node("127.0.0.1:9")];
+        let waited = std::time::Instant::now();
+        while unreachable.reachable(&nodes).is_none() {
+            assert!(
+                waited.elapsed() < DEFAULT_CONNECT_TIMEOUT + Duration::from_secs(2),
+                "the silent node was never marked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = unreachable.reachable(&nodes).unwrap();
+        assert_eq!(left[0].address, "127.0.0.1:9");
+        let err = no_http2(&silent, &unreachable).await;
+        assert!(
+            err.to_string().contains("no SETTINGS frame within 5s"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

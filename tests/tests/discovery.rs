@@ -275,6 +275,62 @@ async fn futures_results(user: &UserClient) -> Vec<Result<(), Code>> {
 }
 
 #[tokio::test]
+async fn a_node_that_accepts_and_stays_silent_is_given_up_and_then_avoided() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let live = user_node(&registry, "127.0.0.1:0").await;
+    // A node that takes connections and never says a word of HTTP/2 (hung, or no gRPC server).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "silent".into(),
+            address: silent,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(RoundRobin::default())
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build();
+    let user = UserClient::new("go.micro.srv.user", client);
+    // A call that meets the silent node goes to the live one once the silent one's connect
+    // time (5 s) is up; after that the silent node is not picked, and calls are quick.
+    for i in 0..6 {
+        let started = Instant::now();
+        let reply = user
+            .call(CallRequest {
+                name: format!("n{i}"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+        if i >= 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "call {i} took {:?}: the silent node was picked again",
+                started.elapsed()
+            );
+        }
+    }
+    live.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn graceful_stop_deregisters_at_once_and_unknown_services_are_unavailable() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let running = hop(&registry, "hop.gone", "g", None).await;
