@@ -63,11 +63,18 @@ pub fn run(args: &Args) -> ExitCode {
     } else {
         0
     };
-    match args.format {
+    let written = match args.format {
         Format::Human => print_human(&outcome),
-        Format::Json => println!("{}", to_json(&outcome, code)),
+        Format::Json => crate::write_out(&format!("{}\n", to_json(&outcome, code))),
+    };
+    match written {
+        // The verdict stands when nobody reads it (`| head -0`): the exit code still says it.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write the report: {err}");
+            ExitCode::from(2)
+        }
+        _ => ExitCode::from(code),
     }
-    ExitCode::from(code)
 }
 
 fn check(args: &Args) -> Outcome {
@@ -270,25 +277,28 @@ fn check_plugin(runtimes: &[Runtime]) -> PluginCheck {
     }
 }
 
-fn print_human(out: &Outcome) {
+fn print_human(out: &Outcome) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
     if let Some(lockfile) = &out.lockfile {
         for runtime in &out.runtimes {
-            println!("{runtime}, locked in {}", lockfile.display());
+            let _ = writeln!(text, "{runtime}, locked in {}", lockfile.display());
         }
     }
     for file in &out.files {
         if matches!(file.status, Status::Ok(_)) {
-            println!("{file}");
+            let _ = writeln!(text, "{file}");
         }
     }
     if out.lockfile.is_some() && out.files.is_empty() && out.errors.is_empty() {
-        println!("no generated files found");
+        text.push_str("no generated files found\n");
     }
     if let Some(plugin) = &out.plugin {
         if plugin.status != "skew" && plugin.status != "error" {
-            println!("plugin: {}", plugin.message);
+            let _ = writeln!(text, "plugin: {}", plugin.message);
         }
     }
+    crate::write_out(&text)?;
     for skew in &out.skews {
         eprintln!("\nerror: {skew}");
     }
@@ -296,8 +306,11 @@ fn print_human(out: &Outcome) {
         eprintln!("\nerror: could not check: {error}");
     }
     if out.skews.is_empty() && out.errors.is_empty() {
-        println!("all good: every generated file is accepted by the locked rmicro-runtime");
+        crate::write_out(
+            "all good: every generated file is accepted by the locked rmicro-runtime\n",
+        )?;
     }
+    Ok(())
 }
 
 fn to_json(out: &Outcome, code: u8) -> Value {

@@ -177,10 +177,12 @@ fn run_gateway(
                 return ExitCode::from(2);
             }
         };
-        match sockets[0].local_addr() {
-            Ok(addr) => println!("listening on {addr}"),
-            Err(_) => println!("listening on {address}"),
-        }
+        // Told on standard output for scripts; a closed one (`| head -0`) does not stop the
+        // gateway.
+        let _ = match sockets[0].local_addr() {
+            Ok(addr) => write_out(&format!("listening on {addr}\n")),
+            Err(_) => write_out(&format!("listening on {address}\n")),
+        };
         tracing::info!(
             workers,
             %handler,
@@ -262,4 +264,12 @@ pub async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Writes `text` to standard output at once. Unlike `println!`, which panics, a failure comes
+/// back: a reader that went away (`| head`) is [`std::io::ErrorKind::BrokenPipe`].
+pub(crate) fn write_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }

@@ -69,21 +69,39 @@ pub fn run(args: &Args) -> ExitCode {
     })
 }
 
+/// Writes a command's output: a reader that went away (`| head`) ends it quietly, as the watch
+/// does; another failure (a full disk) is an error.
+fn output(text: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match crate::write_out(text) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(format!("cannot write the output: {err}").into()),
+    }
+}
+
 async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let registry = args.registry.build()?;
     match &args.command {
         Command::List { json } => {
             let services = registry.list_services().await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&services)?);
+            let text = if *json {
+                format!("{}\n", serde_json::to_string_pretty(&services)?)
             } else if services.is_empty() {
-                println!("no services in the {} registry", registry.name());
+                format!("no services in the {} registry\n", registry.name())
             } else {
-                for s in &services {
-                    println!("{:<40} {:<10} {} node(s)", s.name, s.version, s.nodes.len());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+                services
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{:<40} {:<10} {} node(s)\n",
+                            s.name,
+                            s.version,
+                            s.nodes.len()
+                        )
+                    })
+                    .collect()
+            };
+            output(&text)
         }
         Command::Get { name } => {
             let services: Vec<Service> = registry.get_service(name).await?;
@@ -94,8 +112,7 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 );
                 return Ok(ExitCode::from(1));
             }
-            println!("{}", serde_json::to_string_pretty(&services)?);
-            Ok(ExitCode::SUCCESS)
+            output(&format!("{}\n", serde_json::to_string_pretty(&services)?))
         }
         Command::Watch { name } => {
             let mut events = registry.watch(name.as_deref()).await?;

@@ -153,3 +153,51 @@ fn help_texts_carry_no_rustdoc_links() {
         );
     }
 }
+
+/// Runs `rmicro ARGS` with its standard output a pipe nobody reads (closed before it starts, as
+/// `| head -0` leaves it) or `/dev/full`; its exit code and stderr.
+fn run_into(args: &[&str], full: bool) -> (Option<i32>, String) {
+    let stdout = if full {
+        Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+    } else {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args(args)
+        .env_remove("MICRO_REGISTRY")
+        .env_remove("MICRO_REGISTRY_ADDRESS")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .output()
+        .expect("run rmicro");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_nobody_reads_is_no_panic_and_a_full_disk_is_an_error() {
+    // `rmicro registry list | head -0` used to panic in println! (exit 101).
+    for args in [
+        &["registry", "list"][..],
+        &["registry", "list", "--json"][..],
+        &["check", "--manifest-path", "/nonexistent/Cargo.toml"][..],
+    ] {
+        let (code, stderr) = run_into(args, false);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let expected = if args[0] == "check" { 2 } else { 0 };
+        assert_eq!(code, Some(expected), "{args:?}: {stderr}");
+    }
+    let (code, stderr) = run_into(&["registry", "list"], true);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write the output"), "{stderr}");
+}

@@ -927,6 +927,16 @@ async fn worker_threads_share_one_address_and_stop_together() {
     assert_ne!(addrs[0].port(), 0);
     assert!(addrs.iter().all(|a| *a == addrs[0]), "{addrs:?}");
     let addr = addrs[0].to_string();
+    // The address is this gateway's alone: a second one (another process started by mistake)
+    // is refused, not given half of the connections through SO_REUSEPORT.
+    for workers in [1, 3] {
+        let err = rmicro::api::workers::bind(&addr, workers).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::AddrInUse,
+            "{workers} workers: {err}"
+        );
+    }
     // Bound means listening: a connection made before the workers run waits, is not refused.
     let mut early = tokio::net::TcpStream::connect(&addr).await.unwrap();
 

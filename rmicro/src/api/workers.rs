@@ -43,6 +43,17 @@ pub fn bind(address: &str, workers: usize) -> io::Result<Vec<std::net::TcpListen
         )
     })?;
     let shared = workers > 1;
+    let addr = if shared {
+        // `SO_REUSEPORT` would also let another process of this user listen on the address
+        // (a second gateway started by mistake) and take half of its connections, with no
+        // error on either side. A socket without it is bound first: it fails if anything
+        // listens there; the workers' sockets take its place.
+        let probe = socket(addr, false)?;
+        probe.bind(addr)?;
+        probe.local_addr()?
+    } else {
+        addr
+    };
     let first = socket(addr, shared)?;
     first.bind(addr)?;
     let bound = first.local_addr()?;
