@@ -84,7 +84,8 @@ impl Input {
             Error::MalformedRequest(format!(
                 "standard input is not an encoded CodeGeneratorRequest ({err}); \
                  protoc-gen-rmicro is a protoc plugin: run it as \
-                 `protoc --plugin=protoc-gen-rmicro --rmicro_out=DIR file.proto`"
+                 `protoc --rmicro_out=DIR file.proto` with it on PATH (or name it: \
+                 `--plugin=protoc-gen-rmicro=/path/to/protoc-gen-rmicro`)"
             ))
         };
         let request = CodeGeneratorRequest::decode(bytes).map_err(not_a_request)?;
@@ -765,7 +766,8 @@ fn run(
     if request.is_empty() {
         return Err(Error::MalformedRequest(
             "standard input is empty; protoc-gen-rmicro is a protoc plugin: run it as \
-             `protoc --plugin=protoc-gen-rmicro --rmicro_out=DIR file.proto`"
+             `protoc --rmicro_out=DIR file.proto` with it on PATH (or name it: \
+             `--plugin=protoc-gen-rmicro=/path/to/protoc-gen-rmicro`)"
                 .into(),
         ));
     }

@@ -10,7 +10,9 @@ fn usage() -> String {
     let mut text = format!(
         "protoc-gen-rmicro {} (rmicro API {})\n\n\
          A protoc plugin; protoc runs it, you do not:\n\n    \
-         protoc --plugin=protoc-gen-rmicro --rmicro_out=src/gen [--rmicro_opt=KEY=VALUE,...] proto/user.proto\n\n\
+         protoc --rmicro_out=src/gen [--rmicro_opt=KEY=VALUE,...] proto/user.proto\n\n    \
+         (protoc finds protoc-gen-rmicro on PATH; elsewhere, name it with\n    \
+         --plugin=protoc-gen-rmicro=/path/to/protoc-gen-rmicro)\n\n\
          Parameters (--rmicro_opt, comma-separated):\n",
         protoc_gen_rmicro::VERSION,
         protoc_gen_rmicro::MAX_API

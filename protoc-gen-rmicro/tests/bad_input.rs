@@ -188,7 +188,10 @@ fn bytes_that_are_not_a_request_fail_on_stderr() {
         "{err}"
     );
     assert!(
-        err.contains("run it as `protoc --plugin=protoc-gen-rmicro --rmicro_out=DIR file.proto`"),
+        err.contains(
+            "run it as `protoc --rmicro_out=DIR file.proto` with it on PATH (or name it: \
+             `--plugin=protoc-gen-rmicro=/path/to/protoc-gen-rmicro`)"
+        ),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -48,7 +48,7 @@ use crate::service::{Service, ServiceBuilder};
 #[derive(Clone, clap::Args)]
 pub struct RegistryFlags {
     /// Registry to use: memory (one process) or etcd.
-    #[arg(long, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
+    #[arg(long, global = true, env = "MICRO_REGISTRY", default_value = "memory", value_parser = ["memory", "etcd"])]
     pub registry: String,
     /// Registry addresses, comma-separated: host:port or http(s)://host:port; a host without a
     /// port gets etcd's 2379, as in go-micro (etcd default: 127.0.0.1:2379). The memory registry
@@ -57,31 +57,39 @@ pub struct RegistryFlags {
     // comment is not the doc above, which `--help` prints.)
     #[arg(
         long,
+        global = true,
         alias = "registry_address",
         env = "MICRO_REGISTRY_ADDRESS",
         value_delimiter = ','
     )]
     pub registry_address: Vec<String>,
     /// Registry user name (etcd auth).
-    #[arg(long, alias = "registry_username", env = "MICRO_REGISTRY_USERNAME")]
+    #[arg(
+        long,
+        global = true,
+        alias = "registry_username",
+        env = "MICRO_REGISTRY_USERNAME"
+    )]
     pub registry_username: Option<String>,
     /// Registry password (etcd auth).
     #[arg(
         long,
+        global = true,
         alias = "registry_password",
         env = "MICRO_REGISTRY_PASSWORD",
         hide_env_values = true
     )]
     pub registry_password: Option<String>,
     /// How long to wait for the registry to answer before carrying on without it.
-    #[arg(long, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    #[arg(long, global = true, alias = "registry_timeout", env = "MICRO_REGISTRY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub registry_timeout: Duration,
     /// CA certificate (PEM file) for TLS to the registry; setting it turns TLS on.
-    #[arg(long, env = "MICRO_REGISTRY_TLS_CA", value_name = "PEM")]
+    #[arg(long, global = true, env = "MICRO_REGISTRY_TLS_CA", value_name = "PEM")]
     pub registry_tls_ca: Option<std::path::PathBuf>,
     /// Client certificate (PEM file) for registries that check client certificates.
     #[arg(
         long,
+        global = true,
         env = "MICRO_REGISTRY_TLS_CERT",
         value_name = "PEM",
         requires = "registry_tls_key"
@@ -90,13 +98,14 @@ pub struct RegistryFlags {
     /// Key of the client certificate (PEM file).
     #[arg(
         long,
+        global = true,
         env = "MICRO_REGISTRY_TLS_KEY",
         value_name = "PEM",
         requires = "registry_tls_cert"
     )]
     pub registry_tls_key: Option<std::path::PathBuf>,
     /// Name to verify the registry's certificate against (default: the address's host).
-    #[arg(long, env = "MICRO_REGISTRY_TLS_DOMAIN")]
+    #[arg(long, global = true, env = "MICRO_REGISTRY_TLS_DOMAIN")]
     pub registry_tls_domain: Option<String>,
 }
 
@@ -200,29 +209,82 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// A message saying which forms are accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; use forms like 90s, 500ms, 2m or 30"))?;
-    let too_long = || format!("`{text}` is too long a duration; at most 100 years (876000h)");
-    let seconds = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(too_long)
+    let bad = || {
+        format!(
+            "`{text}` is not a duration; use forms like 90s, 500ms, 1.5s, 1h30m or 30 (seconds)"
+        )
     };
-    let duration = match unit {
-        "" | "s" => seconds(1),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => seconds(60),
-        "h" => seconds(3600),
-        _ => Err(format!(
-            "`{text}` has an unknown unit `{unit}`; use ms, s, m or h"
-        )),
-    }?;
-    // Longer limits mean "never" and only overflow the clocks they are added to.
+    let too_long = || format!("`{text}` is too long a duration; at most 100 years (876000h)");
+    // A bare number is seconds; otherwise Go's form (`time.ParseDuration`, as go-micro's flags
+    // take them): numbers with units, fractions allowed, summed (`1h30m`, `1.5s`).
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = text.parse().map_err(|_| too_long())?;
+        return checked(Duration::from_secs(n), &too_long);
+    }
+    let mut rest = text;
+    let mut total: u128 = 0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        if number.is_empty() {
+            return Err(bad());
+        }
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let nanos_per: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => {
+                return Err(format!(
+                    "`{text}` has a number without a unit; use ms, s, m or h"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{other}`; use ns, us, ms, s, m or h"
+                ))
+            }
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(bad());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_long())?
+        };
+        let mut part = whole.checked_mul(nanos_per).ok_or_else(too_long)?;
+        // Digits past the nanosecond are dropped, as Go does.
+        let mut scale = nanos_per;
+        for digit in fraction.bytes() {
+            scale /= 10;
+            part += u128::from(digit - b'0') * scale;
+        }
+        total = total.checked_add(part).ok_or_else(too_long)?;
+        rest = tail;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| too_long())?;
+    checked(
+        Duration::new(secs, (total % 1_000_000_000) as u32),
+        &too_long,
+    )
+}
+
+/// `duration`, unless it is past [`MAX_DURATION`]: longer limits mean "never" and only overflow
+/// the clocks they are added to.
+fn checked(duration: Duration, too_long: &dyn Fn() -> String) -> Result<Duration, String> {
     if duration > MAX_DURATION {
         return Err(too_long());
     }
@@ -321,7 +383,22 @@ impl RegistryFlags {
     pub fn build(&self) -> Result<Arc<dyn Registry>, ConfigError> {
         match self.registry.as_str() {
             "etcd" => self.etcd(),
-            _ => Ok(Arc::new(MemoryRegistry::global())),
+            _ => {
+                let etcd_only = !self.registry_address.is_empty()
+                    || self.registry_username.is_some()
+                    || self.registry_tls_ca.is_some()
+                    || self.registry_tls_cert.is_some();
+                if etcd_only {
+                    // MICRO_REGISTRY_ADDRESS set and MICRO_REGISTRY forgotten: each process
+                    // would keep a registry of its own, and services would never find each other.
+                    tracing::warn!(
+                        "the registry address, credentials or TLS files given are for etcd, but \
+                         the registry is `memory` (this process only); they are not used: add \
+                         --registry etcd (MICRO_REGISTRY=etcd)"
+                    );
+                }
+                Ok(Arc::new(MemoryRegistry::global()))
+            }
         }
     }
 
@@ -342,7 +419,7 @@ impl RegistryFlags {
         options.dial_timeout = self.registry_timeout;
         if let Some(ca) = &self.registry_tls_ca {
             let read = |flag: &'static str, path: &std::path::PathBuf| {
-                std::fs::read(path).map_err(|source| ConfigError::TlsFile {
+                read_small_file(path).map_err(|source| ConfigError::TlsFile {
                     flag,
                     path: path.clone(),
                     source,
@@ -426,6 +503,39 @@ impl Flags {
     }
 }
 
+/// The most a file named by a flag (a certificate, a key, a token list) may hold: such files are
+/// a few KiB.
+pub const SMALL_FILE_LIMIT: u64 = 1 << 20;
+
+/// Reads a file named by a flag: a regular file of at most [`SMALL_FILE_LIMIT`] bytes. A device
+/// (`/dev/zero`), a pipe or an oversized file is refused at once instead of read until memory
+/// runs out or forever.
+///
+/// # Errors
+///
+/// The operating system's, or [`std::io::ErrorKind::InvalidInput`] saying what is wrong with
+/// the file.
+pub fn read_small_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    if !meta.is_file() {
+        return Err(invalid(
+            "not a regular file (a directory, a device or a pipe)".into(),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(SMALL_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > SMALL_FILE_LIMIT {
+        return Err(invalid(format!(
+            "larger than {} KiB, which no certificate, key or token list is",
+            SMALL_FILE_LIMIT >> 10
+        )));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +594,25 @@ mod tests {
             .unwrap_err()
             .contains("at most 100 years"));
         assert!(parse_duration("18446744073709551615s").is_err());
+        // Go's form, as go-micro's flags take durations.
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0.5m"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(
+            parse_duration("2m3.25s"),
+            Ok(Duration::from_millis(123_250))
+        );
+        assert!(parse_duration("1.5")
+            .unwrap_err()
+            .contains("without a unit"));
+        assert!(parse_duration("-1s")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("1..5s")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("").unwrap_err().contains("not a duration"));
     }
 
     #[test]

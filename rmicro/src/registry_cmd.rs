@@ -69,6 +69,28 @@ pub fn run(args: &Args) -> ExitCode {
     })
 }
 
+/// `text` as it can be shown on a terminal: control characters (escape sequences a record
+/// written by anyone could carry) escaped.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(text.escape_debug().to_string())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// How often `watch` asks whether its registry is still there.
+const WATCH_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Writes a command's output: a reader that went away (`| head`) ends it quietly, as the watch
 /// does; another failure (a full disk) is an error.
 fn output(text: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -81,6 +103,12 @@ fn output(text: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let registry = args.registry.build()?;
+    if registry.name() == "memory" {
+        eprintln!(
+            "note: the memory registry lives inside one process, so this one holds nothing; \
+             read a shared one with --registry etcd --registry-address HOST:PORT"
+        );
+    }
     match &args.command {
         Command::List { json } => {
             let services = registry.list_services().await?;
@@ -94,8 +122,8 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
                     .map(|s| {
                         format!(
                             "{:<40} {:<10} {} node(s)\n",
-                            s.name,
-                            s.version,
+                            printable(&s.name),
+                            printable(&s.version),
                             s.nodes.len()
                         )
                     })
@@ -124,10 +152,34 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
             // polled first, so it listens from the first time round and a stream of changes
             // cannot keep it waiting.
             let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+            // The watch itself goes quiet when the registry goes away (the node cache behind
+            // it keeps what it had and retries): asked now and then, so that a watch whose
+            // registry is gone ends with an error instead of printing nothing forever.
+            let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<String>();
+            let pinger = {
+                let registry = std::sync::Arc::clone(&registry);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(WATCH_PING_EVERY).await;
+                        if let Err(err) = registry.ping().await {
+                            let _ = gone_tx.send(err.to_string());
+                            return;
+                        }
+                    }
+                })
+            };
+            let _stop_pinging = AbortOnDrop(pinger);
             loop {
                 tokio::select! {
                     biased;
                     _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+                    Ok(err) = &mut gone => {
+                        eprintln!(
+                            "error: the watch of the {} registry ended: the registry went away ({err}); what was printed may not be what it holds now: watch again once it is back",
+                            registry.name()
+                        );
+                        return Ok(ExitCode::from(1));
+                    }
                     event = events.next() => match event {
                         Some(event) => {
                             use std::io::Write;

@@ -201,3 +201,33 @@ fn output_nobody_reads_is_no_panic_and_a_full_disk_is_an_error() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot write the output"), "{stderr}");
 }
+
+#[test]
+fn token_files_that_cannot_work_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let non_ascii = dir.path().join("tokens");
+    std::fs::write(&non_ascii, "good\nsécret\n").unwrap();
+    let cases = [
+        (
+            non_ascii.display().to_string(),
+            "line 2: a token holds a character no `Authorization` header can carry",
+        ),
+        ("/dev/zero".to_string(), "not a regular file"),
+        (dir.path().display().to_string(), "not a regular file"),
+    ];
+    for (file, says) in cases {
+        let (code, stderr) = run(
+            &[
+                "api",
+                "--address",
+                "127.0.0.1:0",
+                "--auth-token-file",
+                &file,
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(says), "{file}: {stderr}");
+        assert!(!stderr.contains("sécret"), "a token was shown: {stderr}");
+    }
+}

@@ -442,7 +442,8 @@ async fn token_auth_allows_and_denies() {
         .prefix("rmicro-tokens-")
         .tempfile()
         .unwrap();
-    std::fs::write(file.path(), "# tokens\nfrom-file\n").unwrap();
+    // Written by an editor that starts files with a byte order mark.
+    std::fs::write(file.path(), "\u{feff}from-file\r\n# tokens\n").unwrap();
     let file_arg = file.path().display().to_string();
     let (gw, _stop) = gateway(
         Cli::new(),

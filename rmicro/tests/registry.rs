@@ -487,3 +487,36 @@ fn records_that_are_not_services_are_skipped_with_a_warning_naming_the_key() {
         "{services}"
     );
 }
+
+#[test]
+fn a_watch_whose_etcd_goes_away_ends_with_an_error() {
+    let mut etcd = Etcd::start("watch-gone");
+    let mut watch = registry_command(&etcd.client_addr)
+        .args(["--registry-timeout", "1s", "watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "the watch ended at once"
+    );
+    etcd.stop();
+    // Asked every 3 s, given 1 s to answer: over within a few seconds, not silent forever.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = watch.kill();
+            panic!("the watch went on, silent, after etcd stopped");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the registry went away"), "{stderr}");
+}

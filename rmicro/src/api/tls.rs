@@ -177,7 +177,7 @@ fn load_pair(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
     let read = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        rmicro_runtime::config::read_small_file(path).map_err(|source| TlsError::Read {
             what,
             path: path.to_path_buf(),
             source,

@@ -45,7 +45,10 @@ impl Plugin for TokenAuth {
                 .long("auth-token-file")
                 .env("MICRO_API_AUTH_TOKEN_FILE")
                 .value_name("FILE")
-                .help("Read accepted bearer tokens from FILE, one per line"),
+                .help(
+                    "Read accepted bearer tokens from FILE, one per line (blank lines and lines \
+                     starting with # are left out)",
+                ),
         ]
     }
 
@@ -63,6 +66,12 @@ impl Plugin for TokenAuth {
             flags.value_source("auth-tokens"),
             Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
         );
+        if let Some(why) = tokens.iter().find_map(|t| unusable(t)) {
+            return Err(PluginError::Init {
+                plugin: "auth".into(),
+                message: format!("--auth-tokens (MICRO_API_AUTH_TOKENS): {why}"),
+            });
+        }
         if given && tokens.is_empty() {
             return Err(PluginError::Init {
                 plugin: "auth".into(),
@@ -72,16 +81,29 @@ impl Plugin for TokenAuth {
             });
         }
         if let Some(file) = flags.get_one::<String>("auth-token-file") {
-            let text = std::fs::read_to_string(file).map_err(|err| PluginError::Init {
+            let read_err = |err: String| PluginError::Init {
                 plugin: "auth".into(),
                 message: format!("could not read --auth-token-file {file}: {err}"),
-            })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string),
-            );
+            };
+            let bytes = rmicro_runtime::config::read_small_file(std::path::Path::new(file))
+                .map_err(|err| read_err(err.to_string()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| read_err("it is not UTF-8 text".to_string()))?;
+            // An editor's byte order mark would otherwise start the first token.
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            for (n, line) in text.lines().enumerate() {
+                let token = line.trim();
+                if token.is_empty() || token.starts_with('#') {
+                    continue;
+                }
+                if let Some(why) = unusable(token) {
+                    return Err(PluginError::Init {
+                        plugin: "auth".into(),
+                        message: format!("--auth-token-file {file}, line {}: {why}", n + 1),
+                    });
+                }
+                tokens.insert(token.to_string());
+            }
             if tokens.is_empty() {
                 return Err(PluginError::Init {
                     plugin: "auth".into(),
@@ -133,4 +155,13 @@ impl Plugin for TokenAuth {
             },
         )))
     }
+}
+
+/// Why `token` can never match a request, if it cannot (said without the token: tokens are
+/// never shown): an `Authorization` header carries visible ASCII only, a space ends the token.
+fn unusable(token: &str) -> Option<&'static str> {
+    (!token.bytes().all(|b| b.is_ascii_graphic())).then_some(
+        "a token holds a character no `Authorization` header can carry (a space, a control \
+         character or non-ASCII), so it could never match; use visible ASCII only",
+    )
 }
