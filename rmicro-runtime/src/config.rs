@@ -197,6 +197,9 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// Registry options that only work together, given apart.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 /// The longest duration [`parse_duration`] accepts: 100 years of 365 days.
@@ -413,17 +416,56 @@ impl RegistryFlags {
                 .collect::<Result<_, _>>()
                 .map_err(ConfigError::RegistryAddress)?;
         }
-        if let (Some(user), Some(password)) = (&self.registry_username, &self.registry_password) {
-            options.user = Some((user.clone(), password.clone()));
+        match (&self.registry_username, &self.registry_password) {
+            (Some(user), Some(password)) => options.user = Some((user.clone(), password.clone())),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Incomplete(
+                    "--registry-username and --registry-password (MICRO_REGISTRY_USERNAME, \
+                     MICRO_REGISTRY_PASSWORD) go together; give both, or neither"
+                        .into(),
+                ))
+            }
+        }
+        let client_identity = self.registry_tls_cert.is_some() || self.registry_tls_key.is_some();
+        if client_identity
+            && (self.registry_tls_ca.is_none()
+                || self.registry_tls_cert.is_none()
+                || self.registry_tls_key.is_none())
+        {
+            return Err(ConfigError::Incomplete(
+                "a client certificate for etcd needs --registry-tls-cert, --registry-tls-key and \
+                 --registry-tls-ca (the CA that signed etcd's certificate) together"
+                    .into(),
+            ));
         }
         options.dial_timeout = self.registry_timeout;
         if let Some(ca) = &self.registry_tls_ca {
+            // Read and looked at now: a file without the PEM block its flag needs (empty,
+            // another file given by mistake) would fail only at the first connection, as a
+            // handshake error naming neither the flag nor the file.
             let read = |flag: &'static str, path: &std::path::PathBuf| {
-                read_small_file(path).map_err(|source| ConfigError::TlsFile {
+                let tls_file = |source| ConfigError::TlsFile {
                     flag,
                     path: path.clone(),
                     source,
-                })
+                };
+                let pem = read_small_file(path).map_err(tls_file)?;
+                let (label, holds) = if flag == "--registry-tls-key" {
+                    ("PRIVATE KEY-----", "private key")
+                } else {
+                    ("-----BEGIN CERTIFICATE-----", "certificate")
+                };
+                if !String::from_utf8_lossy(&pem).contains(label) {
+                    return Err(tls_file(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "it holds no PEM-encoded {holds} (`{}`)",
+                            label.trim_matches('-')
+                        ),
+                    )));
+                }
+                Ok(pem)
             };
             let identity = match (&self.registry_tls_cert, &self.registry_tls_key) {
                 (Some(cert), Some(key)) => Some((

@@ -231,3 +231,49 @@ fn token_files_that_cannot_work_are_refused_at_start() {
         assert!(!stderr.contains("sécret"), "a token was shown: {stderr}");
     }
 }
+
+#[test]
+fn registry_tls_files_and_credentials_are_checked_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("ca.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let garbage = garbage.display().to_string();
+    let etcd = [
+        "registry",
+        "--registry",
+        "etcd",
+        "--registry-address",
+        "127.0.0.1:1",
+    ];
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec!["--registry-tls-ca", &garbage, "list"],
+            "holds no PEM-encoded certificate",
+        ),
+        (
+            vec!["--registry-username", "root", "list"],
+            "--registry-username and --registry-password",
+        ),
+        (
+            vec![
+                "--registry-tls-cert",
+                &garbage,
+                "--registry-tls-key",
+                &garbage,
+                "list",
+            ],
+            "needs --registry-tls-cert, --registry-tls-key and --registry-tls-ca",
+        ),
+    ];
+    for (args, says) in cases {
+        let all: Vec<&str> = etcd.iter().copied().chain(args.iter().copied()).collect();
+        let started = Instant::now();
+        let (code, stderr) = run(&all, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{args:?} waited for etcd"
+        );
+    }
+}
