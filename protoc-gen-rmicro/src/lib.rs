@@ -218,9 +218,6 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         })?;
     let boxed = prepare::boxed_fields(&options.boxed, &input.files)?;
     let mut config = prost_config(options, &externs, &boxed);
-    for oneof in prepare::oneof_paths(&input.files) {
-        config.enum_attribute(oneof, "#[allow(clippy::large_enum_variant)]");
-    }
     config.service_generator(Box::new(service::ServiceGen {
         shared: Rc::clone(&shared),
         runtime,
@@ -254,7 +251,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         .iter()
         .filter_map(|package| {
             let module = Module::from_protobuf_package_name(package);
-            let body = modules.remove(&module)?;
+            let body = prepare::allow_large_oneofs(modules.remove(&module)?);
             Some(((*package, module), body))
         })
         .unzip();

@@ -129,36 +129,22 @@ impl BoxedWalk<'_> {
     }
 }
 
-/// The fully qualified paths of every oneof prost-build generates (`.pkg.Message.choice`), for
-/// attributes of their enums: a oneof holding a large message inline trips clippy's
-/// `large_enum_variant` in the user's crate.
-pub(crate) fn oneof_paths(files: &[FileDescriptorProto]) -> Vec<String> {
-    fn walk(scope: &str, message: &DescriptorProto, out: &mut Vec<String>) {
-        let full = format!("{scope}.{}", message.name());
-        for (i, oneof) in message.oneof_decl.iter().enumerate() {
-            // proto3 `optional` fields sit in synthetic oneofs, which prost-build skips.
-            let synthetic = message
-                .field
-                .iter()
-                .any(|f| f.oneof_index == Some(i as i32) && f.proto3_optional());
-            if !synthetic {
-                out.push(format!("{full}.{}", oneof.name()));
-            }
-        }
-        for nested in &message.nested_type {
-            walk(&full, nested, out);
-        }
+/// prost-build's code for one module, each oneof's enum allowed clippy's `large_enum_variant`:
+/// a oneof holding a large message inline next to a small one trips it in the user's crate.
+/// (Added to prost's one-line derive of each oneof, before formatting: an `enum_attribute`
+/// per oneof would cost prost-build a path match per oneof for every enum it writes.)
+pub(crate) fn allow_large_oneofs(body: String) -> String {
+    if !body.contains("::Oneof)]") {
+        return body;
     }
-    let mut out = Vec::new();
-    for file in files {
-        let scope = if file.package().is_empty() {
-            String::new()
-        } else {
-            format!(".{}", file.package())
-        };
-        for message in &file.message_type {
-            walk(&scope, message, &mut out);
+    let mut out = String::with_capacity(body.len() + 1024);
+    for line in body.split_inclusive('\n') {
+        let code = line.trim_start();
+        if code.starts_with("#[derive(") && code.trim_end().ends_with("::Oneof)]") {
+            out.push_str(&line[..line.len() - code.len()]);
+            out.push_str("#[allow(clippy::large_enum_variant)]\n");
         }
+        out.push_str(line);
     }
     out
 }
