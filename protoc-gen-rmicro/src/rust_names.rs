@@ -63,7 +63,10 @@ pub(crate) fn check(
     }
     let mut modules: HashMap<String, HashMap<String, Named>> = HashMap::new();
     for file in files {
-        let locate = |path: &[i32]| Site::of(file, path);
+        // Every type, field and value takes a site: looked up in an index of the file's source
+        // locations, not by a scan of them each time (which made large files quadratic).
+        let index = SiteIndex::new(file);
+        let locate = |path: &[i32]| index.site(path);
         let package = file.package();
         let mut walk = Walk {
             package,
@@ -229,6 +232,37 @@ pub(crate) struct Site {
     file: String,
     /// 1-based line and column, when the request carries source info.
     position: Option<(i32, i32)>,
+}
+
+/// The start of each source location of a file, by its path.
+struct SiteIndex<'a> {
+    file: &'a str,
+    positions: HashMap<&'a [i32], (i32, i32)>,
+}
+
+impl<'a> SiteIndex<'a> {
+    fn new(file: &'a FileDescriptorProto) -> SiteIndex<'a> {
+        let mut positions = HashMap::new();
+        for l in file.source_code_info.iter().flat_map(|info| &info.location) {
+            if l.span.len() >= 3 {
+                // The first location of a path, as `Site::of` finds it.
+                positions
+                    .entry(l.path.as_slice())
+                    .or_insert((l.span[0] + 1, l.span[1] + 1));
+            }
+        }
+        SiteIndex {
+            file: file.name(),
+            positions,
+        }
+    }
+
+    fn site(&self, path: &[i32]) -> Site {
+        Site {
+            file: self.file.to_string(),
+            position: self.positions.get(path).copied(),
+        }
+    }
 }
 
 impl Site {
@@ -449,7 +483,7 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
                 refuse_vanishing("oneof", oneof.name(), &name, &(self.locate)(&p))?;
             }
             let named = Named::new("oneof", &name, (self.locate)(&p));
-            self.claim(&inner, &upper_camel(oneof.name()), named)?;
+            self.claim(&inner, &oneof_type(message, oneof.name()), named)?;
         }
         Ok(())
     }
@@ -494,8 +528,10 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
                 .iter()
                 .enumerate()
                 .filter(|(_, f)| real_oneof(f) == Some(o as i32));
-            let mut variants =
-                Namespace::new("variant", format!("{inner}::{}", upper_camel(oneof.name())));
+            let mut variants = Namespace::new(
+                "variant",
+                format!("{inner}::{}", oneof_type(message, oneof.name())),
+            );
             let mut any = false;
             for (i, field) in members {
                 any = true;
@@ -528,6 +564,25 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         let named = Named::new("enum", &full, site);
         self.claim(module, &upper_camel(e.name()), named)?;
         enum_values(e, &full, path, self.locate, self.retain_enum_prefix)
+    }
+}
+
+/// The Rust type prost-build gives oneof `name` of `message`: its name in UpperCamelCase, with
+/// `OneOf` after it when a type nested in the message has that name already (prost-build's own
+/// way out of the clash, which real protos rely on: googleapis has oneofs named like a
+/// message beside them).
+fn oneof_type(message: &DescriptorProto, name: &str) -> String {
+    let rust = upper_camel(name);
+    let nested = message
+        .nested_type
+        .iter()
+        .map(DescriptorProto::name)
+        .chain(message.enum_type.iter().map(EnumDescriptorProto::name));
+    let clashes = nested.into_iter().any(|n| upper_camel(n) == rust);
+    if clashes {
+        format!("{rust}OneOf")
+    } else {
+        rust
     }
 }
 

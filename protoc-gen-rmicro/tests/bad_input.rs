@@ -277,15 +277,29 @@ fn types_that_become_the_same_rust_name_are_refused_with_their_line() {
          become the Rust type `FooBar`, which does not compile; rename one of them"
     );
 
-    let err = protoc_error(
+    // A oneof named like a nested message is prost-build's `KindOneOf` (as in googleapis'
+    // `DatasetConfig.cloud_storage_locations`); only a type already named so clashes.
+    let (output, out) = protoc_on(
         "oneof-name",
-        "syntax = \"proto3\";\npackage p;\nmessage M {\n  message Kind {}\n  oneof kind {\n    \
-         Kind a = 1;\n  }\n}\n",
+        &[(
+            "clash.proto",
+            "syntax = \"proto3\";\npackage p;\nmessage M {\n  message Kind {}\n  oneof kind {\n    \
+             Kind a = 1;\n  }\n}\n",
+        )],
+        &["clash.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let code = std::fs::read_to_string(out.join("p.rs")).unwrap();
+    assert!(code.contains("pub enum KindOneOf {"), "{code}");
+    let err = protoc_error(
+        "oneof-name-taken",
+        "syntax = \"proto3\";\npackage p;\nmessage M {\n  message Kind {}\n  message KindOneOf {}\n  \
+         oneof kind {\n    Kind a = 1;\n  }\n}\n",
     );
     assert_eq!(
         err,
-        "--rmicro_out: clash.proto:5:3: oneof `p.M.kind` and message `p.M.Kind` (line 4) both \
-         become the Rust type `m::Kind`, which does not compile; rename one of them"
+        "--rmicro_out: clash.proto:6:3: oneof `p.M.kind` and message `p.M.KindOneOf` (line 5) both \
+         become the Rust type `m::KindOneOf`, which does not compile; rename one of them"
     );
 }
 
