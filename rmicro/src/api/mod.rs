@@ -152,7 +152,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
         other => {
             return Err(format!(
-                "`{text}` has an unknown unit `{other}`; use KiB, MiB or GiB"
+                "`{text}` has an unknown unit `{other}`; use KiB, MiB or GiB (KB, MB and GB \
+                 are taken as the same binary units, as go-micro's sizes are)"
             ))
         }
     };

@@ -311,6 +311,18 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
         float_text(kind, text, at)?;
         return Ok(());
     }
+    // An enum's number written `1.0` is that number, as an integer field's is.
+    if let (Kind::Enum(_), Json::Number(n)) = (kind, &*json) {
+        if let Some(i) = n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+        {
+            if n.is_f64() {
+                *json = Json::from(i as i32);
+            }
+        }
+        return Ok(());
+    }
     match kind {
         Kind::Float => {
             if let Some(f) = json.as_f64().filter(|f| f.is_finite()) {
@@ -657,6 +669,23 @@ mod tests {
             err,
             "field `a.b` is out of range for its type (int64): 1e+19"
         );
+    }
+
+    #[test]
+    fn an_enum_number_with_a_fraction_of_zero_is_that_number() {
+        let pool = prost_reflect::DescriptorPool::global();
+        let kind = pool
+            .get_message_by_name("google.protobuf.Field")
+            .unwrap()
+            .get_field_by_name("kind")
+            .unwrap()
+            .kind();
+        let mut json: Json = serde_json::from_str("9.0").unwrap();
+        conform_scalar(&kind, &mut json, "kind.").unwrap();
+        assert_eq!(json, Json::from(9));
+        let mut json: Json = serde_json::from_str("9.5").unwrap();
+        conform_scalar(&kind, &mut json, "kind.").unwrap();
+        assert_eq!(json.as_f64(), Some(9.5), "left for the parser to refuse");
     }
 
     #[test]
