@@ -187,6 +187,24 @@ async fn round_robin_alternates_between_two_nodes_and_random_spreads() {
     );
 }
 
+/// Registers a node of `go.micro.srv.user` at `address` by hand (no server of rmicro's there).
+async fn register_user_node(registry: &Arc<dyn Registry>, id: &str, address: &str) {
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: id.into(),
+            address: address.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
@@ -200,20 +218,7 @@ async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let record = Record {
-        name: "go.micro.srv.user".into(),
-        version: "latest".into(),
-        nodes: vec![Node {
-            id: "dead".into(),
-            address: dead.to_string(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    registry
-        .register(&record, Duration::from_secs(60))
-        .await
-        .unwrap();
+    register_user_node(&registry, "dead", &dead.to_string()).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
 
     let client = Client::builder()
@@ -287,20 +292,7 @@ async fn a_node_that_accepts_and_stays_silent_is_given_up_and_then_avoided() {
             held.push(stream);
         }
     });
-    let record = Record {
-        name: "go.micro.srv.user".into(),
-        version: "latest".into(),
-        nodes: vec![Node {
-            id: "silent".into(),
-            address: silent,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    registry
-        .register(&record, Duration::from_secs(60))
-        .await
-        .unwrap();
+    register_user_node(&registry, "silent", &silent).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
     let client = Client::builder()
         .registry(Arc::clone(&registry))

@@ -318,16 +318,19 @@ mod tests {
         }
     }
 
+    /// An upload of a client's two pieces, `a` then `b`, and then nothing.
+    fn trickle() -> (Pin<Box<Upload<Trickle>>>, Sent) {
+        let pieces = Trickle {
+            pieces: vec!["b", "a"],
+        };
+        let (upload, sent) = Upload::new(pieces, Duration::from_secs(60));
+        (Box::pin(upload), sent)
+    }
+
     #[tokio::test]
     async fn a_node_that_takes_nothing_more_of_the_body_stalls_it() {
         let limit = Duration::from_millis(100);
-        let (upload, mut sent) = Upload::new(
-            Trickle {
-                pieces: vec!["b", "a"],
-            },
-            Duration::from_secs(60),
-        );
-        let mut upload = Box::pin(upload);
+        let (mut upload, mut sent) = trickle();
         // The node takes one piece and never asks for the next.
         assert_eq!(
             upload.frame().await.unwrap().unwrap().into_data().unwrap(),
@@ -342,13 +345,7 @@ mod tests {
     #[tokio::test]
     async fn time_spent_waiting_for_the_client_is_not_the_nodes() {
         let limit = Duration::from_millis(100);
-        let (upload, mut sent) = Upload::new(
-            Trickle {
-                pieces: vec!["b", "a"],
-            },
-            Duration::from_secs(60),
-        );
-        let mut upload = Box::pin(upload);
+        let (mut upload, mut sent) = trickle();
         // The node takes both pieces and asks for a third, which the client has not sent.
         for _ in 0..2 {
             upload.frame().await.unwrap().unwrap();
