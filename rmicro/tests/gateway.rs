@@ -1798,14 +1798,7 @@ async fn an_http2_upload_that_stalls_is_refused_after_the_idle_limit() {
     use http_body_util::StreamBody;
     let (gw, _backend, _stop) =
         gateway_to_one("go.micro.api.up", "u", &["--idle-timeout", "1s"]).await;
-    let stream = tokio::net::TcpStream::connect(&gw).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2_streaming_client(&gw).await;
     // Five bytes of ten, then nothing (the sender is kept, so the stream stays open).
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Infallible>>(1);
@@ -1830,6 +1823,25 @@ async fn an_http2_upload_that_stalls_is_refused_after_the_idle_limit() {
     drop(tx);
 }
 
+/// A request body whose frames come through a channel.
+type Streamed = http_body_util::StreamBody<
+    tokio_stream::wrappers::ReceiverStream<Result<http_body::Frame<bytes::Bytes>, Infallible>>,
+>;
+
+/// An HTTP/2 (prior knowledge) connection to `gw` for requests with streamed bodies; the task
+/// driving it ends with it.
+async fn http2_streaming_client(gw: &str) -> hyper::client::conn::http2::SendRequest<Streamed> {
+    let stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// An HTTP/2 request whose body comes in frames with no `content-length` (a streamed upload).
 async fn http2_streamed_post(
     gw: &str,
@@ -1838,14 +1850,7 @@ async fn http2_streamed_post(
     piece: usize,
 ) -> hyper::Response<hyper::body::Incoming> {
     use http_body_util::StreamBody;
-    let stream = tokio::net::TcpStream::connect(gw).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2_streaming_client(gw).await;
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Infallible>>(4);
     tokio::spawn(async move {

@@ -466,20 +466,7 @@ async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
         .unwrap()
         .to_string();
     for (id, address) in [("dead", closed.as_str()), ("bad", "no-port")] {
-        let record = Record {
-            name: "go.micro.srv.user".into(),
-            version: "latest".into(),
-            nodes: vec![Node {
-                id: id.into(),
-                address: address.into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        registry
-            .register(&record, Duration::from_secs(60))
-            .await
-            .unwrap();
+        register_user_node(&registry, id, address).await;
     }
     wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
 
