@@ -7,7 +7,9 @@
 //!   boxed is an error that says so.
 //! - a proto2 default that names an enum alias (`[default = MODE_ALIAS]` where `MODE_ALIAS = 0`
 //!   repeats `MODE_A = 0`) becomes a variant prost-build never generates (aliases get none);
-//!   it is given the name of the value prost-build keeps, which is the same number.
+//!   it is given the name of the value prost-build keeps, which is the same number;
+//! - a oneof holding a large message inline trips clippy's `large_enum_variant` in the user's
+//!   crate: its enum is allowed it, on prost-build's output.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -35,7 +37,7 @@ fn selects(pattern: &str, path: &str) -> bool {
 /// Whether `pattern` names the field at `path` itself (the whole path or a suffix of it), rather
 /// than a message, a package or everything.
 fn names_field(pattern: &str, path: &str) -> bool {
-    pattern == path || (!pattern.starts_with('.') && selects(pattern, path) && pattern != ".")
+    pattern == path || (!pattern.starts_with('.') && selects(pattern, path))
 }
 
 /// The exact paths to hand prost-build's `boxed` for the `patterns` given: every singular message
@@ -60,11 +62,7 @@ pub(crate) fn boxed_fields(
         refused: vec![None; patterns.len()],
     };
     for file in files {
-        let scope = if file.package().is_empty() {
-            String::new()
-        } else {
-            format!(".{}", file.package())
-        };
+        let scope = package_scope(file);
         for message in &file.message_type {
             walk.message(&scope, message);
         }
@@ -149,6 +147,14 @@ pub(crate) fn allow_large_oneofs(body: String) -> String {
     out
 }
 
+/// The fully qualified scope of `file`'s top-level types: `.pkg`, or nothing without a package.
+fn package_scope(file: &FileDescriptorProto) -> String {
+    match file.package() {
+        "" => String::new(),
+        package => format!(".{package}"),
+    }
+}
+
 /// A field's kind in words, for messages.
 fn kind_of(kind: Type) -> &'static str {
     match kind {
@@ -201,11 +207,7 @@ pub(crate) fn canonical_enum_defaults(files: &mut [FileDescriptorProto]) {
         }
     }
     for file in files.iter() {
-        let scope = if file.package().is_empty() {
-            String::new()
-        } else {
-            format!(".{}", file.package())
-        };
+        let scope = package_scope(file);
         collect(&scope, &file.enum_type, &mut aliases);
         for message in &file.message_type {
             collect_message(&scope, message, &mut aliases);

@@ -127,22 +127,20 @@ fn read_manifest(path: &Path) -> Option<toml::Table> {
 /// finds it: its `package.workspace` key, else the nearest manifest at or above it with a
 /// `[workspace]` table that does not exclude it, else the package itself.
 fn workspace_root(package: &Path) -> PathBuf {
-    let own = read_manifest(&package.join("Cargo.toml"));
-    if let Some(explicit) = own
-        .as_ref()
-        .and_then(|m| m.get("package"))
-        .and_then(|p| p.get("workspace"))
-        .and_then(toml::Value::as_str)
-    {
-        return package.join(explicit);
-    }
     for dir in package.ancestors() {
-        let manifest = if dir == package {
-            own.clone()
-        } else {
-            read_manifest(&dir.join("Cargo.toml"))
+        let Some(manifest) = read_manifest(&dir.join("Cargo.toml")) else {
+            continue;
         };
-        let Some(workspace) = manifest.as_ref().and_then(|m| m.get("workspace")) else {
+        if dir == package {
+            let explicit = manifest
+                .get("package")
+                .and_then(|p| p.get("workspace"))
+                .and_then(toml::Value::as_str);
+            if let Some(explicit) = explicit {
+                return package.join(explicit);
+            }
+        }
+        let Some(workspace) = manifest.get("workspace") else {
             continue;
         };
         let excluded = workspace
@@ -208,6 +206,15 @@ pub fn known_range(version: &str) -> Option<(u32, u32)> {
         .iter()
         .find(|(release, _)| *release == line)
         .map(|(_, range)| *range)
+}
+
+/// The release line of `version` as a Cargo requirement names it: `major.minor` (`0.1.3` →
+/// `0.1`), or the version itself when it has no such form.
+pub fn release_line(version: &str) -> String {
+    major_minor(version).map_or_else(
+        || version.to_string(),
+        |(major, minor)| format!("{major}.{minor}"),
+    )
 }
 
 fn major_minor(version: &str) -> Option<(u64, u64)> {
@@ -412,13 +419,7 @@ impl NoCommonApi {
 
     /// The message for build.rs generation: the build-dependency has to match the runtime.
     pub fn build_advice(&self) -> String {
-        let line = |version: &str| {
-            major_minor(version).map_or_else(
-                || version.to_string(),
-                |(major, minor)| format!("{major}.{minor}"),
-            )
-        };
-        let runtime_line = line(&self.runtime.version);
+        let runtime_line = release_line(&self.runtime.version);
         format!(
             "{}, but rmicro-build {VERSION} generates API {MIN_API}..={MAX_API}; the runtime is \
              {} than any level it generates. Use the rmicro-build released with the runtime, in \
@@ -426,7 +427,7 @@ impl NoCommonApi {
              runtime released with this rmicro-build: `rmicro-runtime = \"{}\"`",
             self.runtime,
             self.direction(),
-            line(VERSION),
+            release_line(VERSION),
         )
     }
 }

@@ -573,13 +573,12 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
 /// message beside them).
 fn oneof_type(message: &DescriptorProto, name: &str) -> String {
     let rust = upper_camel(name);
-    let nested = message
+    let mut nested = message
         .nested_type
         .iter()
         .map(DescriptorProto::name)
         .chain(message.enum_type.iter().map(EnumDescriptorProto::name));
-    let clashes = nested.into_iter().any(|n| upper_camel(n) == rust);
-    if clashes {
+    if nested.any(|n| upper_camel(n) == rust) {
         format!("{rust}OneOf")
     } else {
         rust

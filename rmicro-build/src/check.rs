@@ -49,7 +49,10 @@ pub struct FileCheck {
     pub status: Status,
 }
 
-/// How much of a file's start is read for its header, `// source:` line and pin.
+/// How much of a file's start is read for its header, `// source:` line and pin: at most
+/// [`START_LINES`] lines (the pin follows the header, the `// source:` line and a blank line),
+/// and no more than [`START_BYTES`] (the `// source:` line of a large package is long).
+const START_LINES: usize = 8;
 const START_BYTES: u64 = 64 * 1024;
 
 /// The start of a file as the check reads it: a UTF-8 byte order mark (which editors add)
@@ -62,19 +65,24 @@ struct Start {
 }
 
 fn read_start(path: &Path) -> std::io::Result<Start> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(START_BYTES)
-        .read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default().to_string();
-    let second = lines.next().unwrap_or_default().to_string();
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)?;
+    let mut lines = Vec::with_capacity(START_LINES);
+    for line in std::io::BufReader::new(file.take(START_BYTES))
+        .split(b'\n')
+        .take(START_LINES)
+    {
+        lines.push(String::from_utf8_lossy(&line?).into_owned());
+    }
+    if let Some(first) = lines.first_mut() {
+        if let Some(rest) = first.strip_prefix('\u{feff}') {
+            *first = rest.to_string();
+        }
+    }
     // `const _: () = ::rmicro_runtime::__codegen::require_api(1);`, whatever the runtime path.
-    let pin = text
-        .lines()
-        .map(str::trim)
+    let pin = lines
+        .iter()
+        .map(|line| line.trim())
         .filter(|line| line.starts_with("const _: () ="))
         .find_map(|line| {
             line.split_once("__codegen::require_api(")
@@ -86,6 +94,9 @@ fn read_start(path: &Path) -> std::io::Result<Start> {
                 .parse::<u32>()
                 .map_err(|_| format!("its `require_api` pin names `{level}`, not an API level"))
         });
+    let mut lines = lines.into_iter();
+    let first = lines.next().unwrap_or_default();
+    let second = lines.next().unwrap_or_default();
     Ok(Start { first, second, pin })
 }
 
@@ -233,23 +244,21 @@ pub struct Resolved {
 ///
 /// As [`project::resolve`]; a missing lock file is `Ok(None)`.
 pub fn resolve_from_lockfile(dir: &Path) -> Result<Option<Resolved>, ProjectError> {
-    let Some(lockfile) = project::find_lockfile(dir) else {
-        return Ok(None);
-    };
-    let runtimes = project::resolve(&lockfile, dir)?;
-    Ok(Some(Resolved {
-        runtimes,
-        from: format!("Cargo.lock at {}", lockfile.display()),
-    }))
+    project::find_lockfile(dir)
+        .map(|lockfile| resolve_lockfile(&lockfile, dir))
+        .transpose()
 }
 
-/// The `major.minor` of a version, for a Cargo requirement.
-fn requirement(version: &str) -> String {
-    let mut parts = version.split('.');
-    match (parts.next(), parts.next()) {
-        (Some(major), Some(minor)) => format!("{major}.{minor}"),
-        _ => version.to_string(),
-    }
+/// The runtimes `lockfile` locks, for the package at or below `dir`.
+///
+/// # Errors
+///
+/// As [`project::resolve`].
+pub fn resolve_lockfile(lockfile: &Path, dir: &Path) -> Result<Resolved, ProjectError> {
+    Ok(Resolved {
+        runtimes: project::resolve(lockfile, dir)?,
+        from: format!("Cargo.lock at {}", lockfile.display()),
+    })
 }
 
 /// The message for a skewed file: the file, the API it needs, the runtime found and both ways out.
@@ -293,7 +302,7 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
         plugin = header.plugin_version,
         api = header.api,
         from = resolved.from,
-        req = requirement(&header.plugin_version),
+        req = project::release_line(&header.plugin_version),
     )
 }
 

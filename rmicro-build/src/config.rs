@@ -241,15 +241,16 @@ impl Config {
             Some(dir) => PathBuf::from(dir),
             None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
         };
+        let Some(lockfile) = project::find_lockfile(&dir) else {
+            return Ok(None);
+        };
         // Read from the lock file: a change to it (the runtime moved through another crate,
         // whose `links` metadata this crate does not get) reruns the check.
         if std::env::var_os("CARGO").is_some() {
-            if let Some(lock) = project::find_lockfile(&dir) {
-                println!("cargo:rerun-if-changed={}", lock.display());
-            }
+            println!("cargo:rerun-if-changed={}", lockfile.display());
         }
-        match check::resolve_from_lockfile(&dir) {
-            Ok(resolved) => Ok(resolved),
+        match check::resolve_lockfile(&lockfile, &dir) {
+            Ok(resolved) => Ok(Some(resolved)),
             Err(ProjectError::NoRuntime { .. }) => Ok(None),
             Err(err) => Err(err.into()),
         }

@@ -444,38 +444,37 @@ impl RegistryFlags {
             // Read and looked at now: a file without the PEM block its flag needs (empty,
             // another file given by mistake) would fail only at the first connection, as a
             // handshake error naming neither the flag nor the file.
-            let read = |flag: &'static str, path: &std::path::PathBuf| {
-                let tls_file = |source| ConfigError::TlsFile {
-                    flag,
-                    path: path.clone(),
-                    source,
+            // `holds`: what the file must hold, and the PEM label that shows it.
+            const CERTIFICATE: (&str, &str) = ("certificate", "-----BEGIN CERTIFICATE-----");
+            const KEY: (&str, &str) = ("private key", "PRIVATE KEY-----");
+            let read =
+                |flag: &'static str, path: &std::path::PathBuf, (holds, label): (&str, &str)| {
+                    let tls_file = |source| ConfigError::TlsFile {
+                        flag,
+                        path: path.clone(),
+                        source,
+                    };
+                    let pem = read_small_file(path).map_err(tls_file)?;
+                    if !String::from_utf8_lossy(&pem).contains(label) {
+                        return Err(tls_file(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "it holds no PEM-encoded {holds} (`{}`)",
+                                label.trim_matches('-')
+                            ),
+                        )));
+                    }
+                    Ok(pem)
                 };
-                let pem = read_small_file(path).map_err(tls_file)?;
-                let (label, holds) = if flag == "--registry-tls-key" {
-                    ("PRIVATE KEY-----", "private key")
-                } else {
-                    ("-----BEGIN CERTIFICATE-----", "certificate")
-                };
-                if !String::from_utf8_lossy(&pem).contains(label) {
-                    return Err(tls_file(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "it holds no PEM-encoded {holds} (`{}`)",
-                            label.trim_matches('-')
-                        ),
-                    )));
-                }
-                Ok(pem)
-            };
             let identity = match (&self.registry_tls_cert, &self.registry_tls_key) {
                 (Some(cert), Some(key)) => Some((
-                    read("--registry-tls-cert", cert)?,
-                    read("--registry-tls-key", key)?,
+                    read("--registry-tls-cert", cert, CERTIFICATE)?,
+                    read("--registry-tls-key", key, KEY)?,
                 )),
                 _ => None,
             };
             options.tls = Some(crate::registry::EtcdTls {
-                ca_pem: read("--registry-tls-ca", ca)?,
+                ca_pem: read("--registry-tls-ca", ca, CERTIFICATE)?,
                 identity,
                 domain: self.registry_tls_domain.clone(),
             });

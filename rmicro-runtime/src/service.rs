@@ -494,8 +494,8 @@ async fn keep_registered(
 
 /// The address to bind for `address`: go-micro's `:port` (no host) means every interface, as
 /// Go's `net.Listen` reads it (here every IPv4 one, `0.0.0.0`; name `[::]:port` for IPv6 too);
-/// anything else is used as it is.
-fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
+/// anything else is used as it is. (The gateway binds its listeners with it too.)
+pub fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
     match address.strip_prefix(':') {
         Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
             format!("0.0.0.0:{port}").into()

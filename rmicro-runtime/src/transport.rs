@@ -579,10 +579,7 @@ impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Preface<T> {
         let before = buf.filled().len();
         let result = std::task::ready!(self.as_mut().project().io.poll_read(cx, buf));
         match &result {
-            Ok(()) => {
-                let read = buf.filled()[before..].to_vec();
-                self.look(&read);
-            }
+            Ok(()) => self.look(&buf.filled()[before..]),
             Err(err) => {
                 if let Some(told) = self.project().told.take() {
                     let _ = told.send(Err(format!("reading from it failed: {err}")));

@@ -118,17 +118,14 @@ fn check(args: &Args) -> Outcome {
         return out;
     };
     out.lockfile = Some(lockfile.clone());
-    match project::resolve(&lockfile, &package_dir) {
-        Ok(runtimes) => out.runtimes = runtimes,
+    let resolved = match check::resolve_lockfile(&lockfile, &package_dir) {
+        Ok(resolved) => resolved,
         Err(err) => {
             out.errors.push(err.to_string());
             return out;
         }
-    }
-    let resolved = Resolved {
-        runtimes: out.runtimes.clone(),
-        from: format!("Cargo.lock at {}", lockfile.display()),
     };
+    out.runtimes = resolved.runtimes.clone();
 
     let roots = if args.paths.is_empty() {
         vec![package_dir]

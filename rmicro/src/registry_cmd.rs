@@ -96,9 +96,16 @@ impl Drop for AbortOnDrop {
 fn output(text: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match crate::write_out(text) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(err) => Err(format!("cannot write the output: {err}").into()),
+        Err(err) => write_failed(err),
     }
+}
+
+/// How a command ends when writing its output failed: see [`output`].
+fn write_failed(err: std::io::Error) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(format!("cannot write the output: {err}").into())
 }
 
 async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -182,12 +189,11 @@ async fn run_async(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
                     }
                     event = events.next() => match event {
                         Some(event) => {
-                            use std::io::Write;
-                            let line = serde_json::to_string(&event)?;
-                            let mut out = std::io::stdout().lock();
-                            // A closed pipe (`| head`) ends the watch quietly.
-                            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                                return Ok(ExitCode::SUCCESS);
+                            // A closed pipe (`| head`) ends the watch quietly; a full disk
+                            // with an error.
+                            let line = format!("{}\n", serde_json::to_string(&event)?);
+                            if let Err(err) = crate::write_out(&line) {
+                                return write_failed(err);
                             }
                         }
                         // Not the end of the changes: some were lost, so what was printed is not

@@ -36,7 +36,7 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 ///
 /// When `address` does not resolve or a socket cannot be bound (in use, no permission).
 pub fn bind(address: &str, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let address = listen_address(address);
+    let address = rmicro_runtime::service::listen_address(address);
     let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -65,15 +65,6 @@ pub fn bind(address: &str, workers: usize) -> io::Result<Vec<std::net::TcpListen
         listeners.push(next.listen(BACKLOG)?.into_std()?);
     }
     Ok(listeners)
-}
-
-/// go-micro's `:8080` (no host) is every interface, as Go's `net.Listen` and `micro api`
-/// read it; anything else is used as it is.
-fn listen_address(address: &str) -> std::borrow::Cow<'_, str> {
-    match address.strip_prefix(':') {
-        Some(port) => std::borrow::Cow::Owned(format!("0.0.0.0:{port}")),
-        None => std::borrow::Cow::Borrowed(address),
-    }
 }
 
 fn socket(addr: SocketAddr, shared: bool) -> io::Result<TcpSocket> {
@@ -149,16 +140,4 @@ pub async fn serve(
         }
     }
     served
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_port_alone_means_every_interface_as_in_go_micro() {
-        assert_eq!(listen_address(":8080"), "0.0.0.0:8080");
-        assert_eq!(listen_address("127.0.0.1:8080"), "127.0.0.1:8080");
-        assert_eq!(listen_address("[::1]:8080"), "[::1]:8080");
-    }
 }

@@ -63,7 +63,28 @@ impl Decoder for RawCodec {
     }
 }
 
+/// Where descriptions are read from for a call: until when, registry service, node, gRPC path.
+type ReadAt<'a> = (tokio::time::Instant, &'a str, &'a Node, &'a str);
+
 impl RpcHandler {
+    /// `method` from descriptors that also define the message an `Any` names in `error` (a
+    /// conversion's words), read from the node while `lookups` are left (each read counts one):
+    /// `None` when the error is another, the lookups are spent, or the node lacks the type.
+    async fn missing_any(
+        &self,
+        error: &str,
+        lookups: &mut usize,
+        (until, service, node, grpc_path): ReadAt<'_>,
+        method: &MethodDescriptor,
+    ) -> Result<Option<MethodDescriptor>, NodeFail> {
+        let Some(name) = missing_message(error).filter(|_| *lookups < MAX_ANY_LOOKUPS) else {
+            return Ok(None);
+        };
+        *lookups += 1;
+        self.with_message(until, service, node, grpc_path, method, name)
+            .await
+    }
+
     /// The request transcoded and sent to the node at `address`, its answer transcoded back.
     pub(super) async fn call_node(
         &self,
@@ -102,26 +123,13 @@ impl RpcHandler {
                     reread = true;
                 }
                 // An `Any` of a type their files do not import: ask the node for its file.
-                Err(detail) => match missing_message(&detail) {
-                    Some(name) if lookups < MAX_ANY_LOOKUPS => {
-                        lookups += 1;
-                        match self
-                            .with_message(
-                                lookups_until,
-                                &target.service,
-                                node,
-                                grpc_path,
-                                &method,
-                                name,
-                            )
-                            .await?
-                        {
-                            Some(found) => method = found,
-                            None => break Err(detail),
-                        }
+                Err(detail) => {
+                    let at = (lookups_until, target.service.as_str(), node, grpc_path);
+                    match self.missing_any(&detail, &mut lookups, at, &method).await? {
+                        Some(found) => method = found,
+                        None => break Err(detail),
                     }
-                    _ => break Err(detail),
-                },
+                }
                 built => break built,
             }
         }
@@ -247,23 +255,12 @@ impl RpcHandler {
                     }
                     Err(e) => e.to_string(),
                 };
-            let found = match missing_message(&unconverted) {
-                // An `Any` of a type the files read do not import: ask the node for its file.
-                Some(name) if lookups < MAX_ANY_LOOKUPS => {
-                    lookups += 1;
-                    self.with_message(
-                        lookups_until,
-                        &target.service,
-                        node,
-                        grpc_path,
-                        &method,
-                        name,
-                    )
-                    .await?
-                }
-                _ => None,
-            };
-            match found {
+            // An `Any` of a type the files read do not import: ask the node for its file.
+            let at = (lookups_until, target.service.as_str(), node, grpc_path);
+            match self
+                .missing_any(&unconverted, &mut lookups, at, &method)
+                .await?
+            {
                 Some(found) => method = found,
                 None => {
                     return Err(error::response(

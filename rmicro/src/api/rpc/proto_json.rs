@@ -168,12 +168,11 @@ pub(super) fn conform_request(
 /// where each was in the JSON (its JSON names, outermost first) for [`put_empty_anys`].
 pub(super) fn take_empty_anys(message: &mut DynamicMessage) -> Vec<Vec<String>> {
     fn walk(message: &mut DynamicMessage, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        let fields: Vec<FieldDescriptor> = message
-            .descriptor()
+        let desc = message.descriptor();
+        let singular_messages = desc
             .fields()
-            .filter(|f| !f.is_list() && !f.is_map() && matches!(f.kind(), Kind::Message(_)))
-            .collect();
-        for field in fields {
+            .filter(|f| !f.is_list() && !f.is_map() && matches!(f.kind(), Kind::Message(_)));
+        for field in singular_messages {
             if !message.has_field(&field) {
                 continue;
             }
