@@ -15,7 +15,7 @@
 //! }
 //! ```
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -113,8 +113,15 @@ impl Cli {
 
     /// Parses `args` (the first is the program name) and runs the command.
     pub fn run_from(self, args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
-        let matches = match self.command().try_get_matches_from(args) {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = self.command();
+        let matches = match command.clone().try_get_matches_from(&args) {
             Ok(m) => m,
+            Err(err) if err.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+                // clap says only "invalid UTF-8 was detected in one or more arguments".
+                eprintln!("error: {}", not_utf8(&command, &args));
+                return ExitCode::from(2);
+            }
             Err(err) => {
                 let _ = err.print();
                 return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
@@ -138,6 +145,41 @@ impl Cli {
                 run_gateway(args, &sub, self.plugins)
             }
         }
+    }
+}
+
+/// What is not UTF-8 text, for clap's `InvalidUtf8` error: an environment variable one of the
+/// options reads, or an argument.
+fn not_utf8(command: &clap::Command, args: &[OsString]) -> String {
+    fn env_names(command: &clap::Command, out: &mut Vec<OsString>) {
+        out.extend(
+            command
+                .get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(OsStr::to_os_string),
+        );
+        for sub in command.get_subcommands() {
+            env_names(sub, out);
+        }
+    }
+    let mut names = Vec::new();
+    env_names(command, &mut names);
+    let variable = names
+        .iter()
+        .find(|name| std::env::var_os(name).is_some_and(|v| v.to_str().is_none()));
+    if let Some(name) = variable {
+        return format!(
+            "environment variable {} is not UTF-8 text; set it to UTF-8 or unset it",
+            name.to_string_lossy()
+        );
+    }
+    match args.iter().skip(1).position(|a| a.to_str().is_none()) {
+        Some(i) => format!(
+            "argument {} (`{}`) is not UTF-8 text",
+            i + 1,
+            args[i + 1].to_string_lossy()
+        ),
+        None => "invalid UTF-8 in the arguments or the environment".to_string(),
     }
 }
 

@@ -277,3 +277,37 @@ fn registry_tls_files_and_credentials_are_checked_before_connecting() {
         );
     }
 }
+
+/// A variable or an argument that is not UTF-8 text is named; clap alone says only that one of
+/// them is not.
+#[test]
+fn text_that_is_not_utf8_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"go\xffmicro");
+    let output = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args(["api", "--address", "127.0.0.1:0"])
+        .env("MICRO_API_NAMESPACE", bad)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rmicro");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable MICRO_API_NAMESPACE is not UTF-8 text"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([OsStr::new("registry"), OsStr::new("get"), bad])
+        .env_remove("MICRO_REGISTRY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rmicro");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("argument 3 (`go\u{fffd}micro`) is not UTF-8 text"),
+        "{stderr}"
+    );
+}

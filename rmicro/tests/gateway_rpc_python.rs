@@ -340,6 +340,67 @@ async fn every_kind_of_field_round_trips_as_proto3_json() {
     assert_eq!(r.status, 400, "{}", r.body);
 }
 
+/// An empty `Any` (no type, no value; protojson and json_format write it `{}`) alone, in a list
+/// and as a map's value reaches the node as one (present, not left out) and comes back as `{}`
+/// beside `Any`s that hold a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_anys_round_trip_alone_in_lists_and_in_maps() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let note = serde_json::json!({"@type": "type.googleapis.com/interop.v1.Note", "text": "n"});
+    let sent = serde_json::json!({
+        "any": {},
+        "anys": [{}, note, {}],
+        "anyMap": {"empty": {}, "note": note},
+    });
+    let r = post(&gw, "/interop/interop/echo", &sent.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r), sent);
+    // The gateway's stand-in type for an empty `Any` is not a client's to send.
+    let reserved = serde_json::json!({"anys": [{"@type": "rmicro.invalid/interop.v1.Note"}]});
+    let r = post(&gw, "/interop/interop/echo", &reserved.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("write an empty `Any` as `{}`"),
+        "{}",
+        r.body
+    );
+}
+
+/// A time the parser would read as another (a leap second, a tenth fractional digit, year 0, a
+/// `Duration` past 10 000 years) is the client's error, as protojson and json_format refuse it,
+/// never a different time sent on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_that_would_change_on_the_way_are_refused() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (body, says) in [
+        (r#"{"at": "2016-12-31T23:59:60Z"}"#, "no leap seconds"),
+        (
+            r#"{"at": "2016-12-31T23:59:59.1234567891Z"}"#,
+            "at most 9 fractional digits",
+        ),
+        (
+            r#"{"at": "0000-06-01T00:00:00Z"}"#,
+            "between years 0001 and 9999",
+        ),
+        (r#"{"took": "315576000001s"}"#, "at most 315576000000s"),
+    ] {
+        let r = post(&gw, "/interop/interop/echo", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+    let r = post(
+        &gw,
+        "/interop/interop/echo",
+        r#"{"at": "2016-12-31T23:59:59.123456789Z"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"at": "2016-12-31T23:59:59.123456789Z"})
+    );
+}
+
 /// A Python service's gRPC errors come back as go-micro JSON with the mapped HTTP status, the
 /// message (non-ASCII included) as the detail, and the status's details when it carries some.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,12 +245,11 @@ impl RpcHandler {
                         format!("the response of `{grpc_path}` does not decode: {e}"),
                     )
                 })?;
-            let empty_anys = proto_json::take_empty_anys(&mut output);
+            proto_json::mark_empty_anys(&mut output);
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {
                     Ok(mut json) => {
                         proto_json::mend_response(&output, &mut json);
-                        proto_json::put_empty_anys(&mut json, &empty_anys);
                         break json;
                     }
                     Err(e) => e.to_string(),
@@ -368,7 +367,8 @@ fn any_json(
     let desc = pool
         .get_message_by_name(name)
         .ok_or_else(|| (!name.is_empty()).then(|| name.to_string()))?;
-    let message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|_| None)?;
+    let mut message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|_| None)?;
+    proto_json::mark_empty_anys(&mut message);
     let options = prost_reflect::SerializeOptions::new();
     let mut json = message
         .serialize_with_options(serde_json::value::Serializer, &options)

@@ -93,13 +93,33 @@ impl<'de> Visitor<'de> for Strict {
 /// - a `float` written with more digits than it holds (`3.4028235e38`, `float`'s largest value as
 ///   peers write it) is rounded to a `float`, not refused as out of range;
 /// - an `Any` of `google.protobuf.Empty` may leave out `value` (json_format writes it so).
+///
+/// An empty `Any` (`{}`) gets a stand-in type for prost-reflect to read; [`clear_marked_anys`]
+/// empties it again in the message read.
 pub(super) fn conform_request(
     desc: &MessageDescriptor,
     json: &mut Json,
     at: &str,
 ) -> Result<(), String> {
+    conform(desc, json, at, false)
+}
+
+/// [`conform_request`], `in_any` when `json` is (in) an `Any`'s message, whose bytes
+/// [`clear_marked_anys`] does not reach.
+fn conform(
+    desc: &MessageDescriptor,
+    json: &mut Json,
+    at: &str,
+    in_any: bool,
+) -> Result<(), String> {
     match desc.full_name() {
-        "google.protobuf.Any" => return conform_any(desc, json, at),
+        "google.protobuf.Any" => return conform_any(desc, json, at, in_any),
+        "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+            if let Json::String(text) = &*json {
+                time_text(desc.full_name(), text, at)?;
+            }
+            return Ok(());
+        }
         "google.protobuf.FloatValue"
         | "google.protobuf.DoubleValue"
         | "google.protobuf.Int64Value"
@@ -137,7 +157,7 @@ pub(super) fn conform_request(
             Json::Null => {}
             Json::Array(items) if field.is_list() => {
                 for item in items {
-                    conform_field(&field.kind(), item, &at)?;
+                    conform_field(&field.kind(), item, &at, in_any)?;
                 }
             }
             Json::Object(entries) if field.is_map() => {
@@ -146,52 +166,100 @@ pub(super) fn conform_request(
                 };
                 let kind = entry.map_entry_value_field().kind();
                 for item in entries.values_mut() {
-                    conform_field(&kind, item, &at)?;
+                    conform_field(&kind, item, &at, in_any)?;
                 }
             }
-            // An empty `Any` (no type, no value), as protojson and json_format write one:
-            // prost-reflect wants an `@type`; unset is the nearest it reads.
-            Json::Object(inner)
-                if inner.is_empty()
-                    && matches!(field.kind(), Kind::Message(ref m) if m.full_name() == "google.protobuf.Any") =>
-            {
-                *value = Json::Null;
-            }
-            value => conform_field(&field.kind(), value, &at)?,
+            value => conform_field(&field.kind(), value, &at, in_any)?,
         }
     }
     Ok(())
 }
 
-/// Clears every singular `Any` field of `message` (and of the messages in its singular fields)
-/// that is set but empty, which prost-reflect cannot write (it wants a type URL), returning
-/// where each was in the JSON (its JSON names, outermost first) for [`put_empty_anys`].
-pub(super) fn take_empty_anys(message: &mut DynamicMessage) -> Vec<Vec<String>> {
-    fn walk(message: &mut DynamicMessage, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        let desc = message.descriptor();
-        let singular_messages = desc
-            .fields()
-            .filter(|f| !f.is_list() && !f.is_map() && matches!(f.kind(), Kind::Message(_)));
-        for field in singular_messages {
-            if !message.has_field(&field) {
-                continue;
+/// The domain of the type URL an empty `Any` (no type, no value) carries while prost-reflect
+/// writes or reads its message: protojson and json_format write and read one as `{}`, which
+/// prost-reflect cannot (it wants an `@type`). `.invalid` is reserved: no real type URL has it.
+const EMPTY_ANY: &str = "rmicro.invalid/";
+
+/// The type URL that stands for an empty `Any` in messages of `pool`: [`EMPTY_ANY`] and a type
+/// of the pool without a JSON form of its own (so an empty one is written as an object).
+/// `None` when the pool has no `Any` (no message of it can hold one).
+fn empty_any_url(pool: &prost_reflect::DescriptorPool) -> Option<String> {
+    pool.get_message_by_name("google.protobuf.Any")?;
+    let stand_in = pool
+        .all_messages()
+        .find(|m| !m.is_map_entry() && !has_json_form(m.full_name()))?;
+    Some(format!("{EMPTY_ANY}{}", stand_in.full_name()))
+}
+
+/// Gives every empty `Any` in `message` (in its fields, lists and maps, at any depth; not inside
+/// another `Any`'s bytes) the stand-in type URL, so prost-reflect can write it; [`mend_response`]
+/// writes it as `{}`.
+pub(super) fn mark_empty_anys(message: &mut DynamicMessage) {
+    let Some(url) = empty_any_url(message.descriptor().parent_pool()) else {
+        return;
+    };
+    for_each_any(message, &mut |any| {
+        if is_empty_any(any) {
+            any.set_field_by_name("type_url", Value::String(url.clone()));
+        }
+    });
+}
+
+/// Empties again every `Any` of `message` that [`conform_request`] gave the stand-in type URL
+/// for `{}`: present, with neither type nor value, as protojson and json_format read `{}`.
+pub(super) fn clear_marked_anys(message: &mut DynamicMessage) {
+    if empty_any_url(message.descriptor().parent_pool()).is_none() {
+        return;
+    }
+    for_each_any(message, &mut |any| {
+        let marked = any
+            .get_field_by_name("type_url")
+            .is_some_and(|url| url.as_str().is_some_and(|u| u.starts_with(EMPTY_ANY)));
+        if marked {
+            any.clear_field_by_name("type_url");
+            any.clear_field_by_name("value");
+        }
+    });
+}
+
+/// Calls `f` on each `Any` set in `message` (itself, when it is one).
+fn for_each_any(message: &mut DynamicMessage, f: &mut impl FnMut(&mut DynamicMessage)) {
+    let desc = message.descriptor();
+    if desc.full_name() == "google.protobuf.Any" {
+        f(message);
+        return;
+    }
+    for field in desc.fields() {
+        let holds_messages = match field.kind() {
+            Kind::Message(m) if field.is_map() => {
+                matches!(m.map_entry_value_field().kind(), Kind::Message(_))
             }
-            let Value::Message(inner) = message.get_field_mut(&field) else {
-                continue;
-            };
-            at.push(field.json_name().to_string());
-            if inner.descriptor().full_name() != "google.protobuf.Any" {
-                walk(inner, at, out);
-            } else if is_empty_any(inner) {
-                out.push(at.clone());
-                message.clear_field(&field);
+            Kind::Message(_) => true,
+            _ => false,
+        };
+        // Unset fields are left alone: taking one mutably would set it.
+        if !holds_messages || !message.has_field(&field) {
+            continue;
+        }
+        match message.get_field_mut(&field) {
+            Value::Message(inner) => for_each_any(inner, f),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(inner) = item {
+                        for_each_any(inner, f);
+                    }
+                }
             }
-            at.pop();
+            Value::Map(entries) => {
+                for value in entries.values_mut() {
+                    if let Value::Message(inner) = value {
+                        for_each_any(inner, f);
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    let mut out = Vec::new();
-    walk(message, &mut Vec::new(), &mut out);
-    out
 }
 
 /// Whether an `Any` has neither a type URL nor a value.
@@ -205,28 +273,6 @@ fn is_empty_any(any: &DynamicMessage) -> bool {
             .as_deref()
             .and_then(Value::as_bytes)
             .is_none_or(|b| b.is_empty())
-}
-
-/// Writes `{}` (an empty `Any`, as protojson and json_format write one) at each place
-/// [`take_empty_anys`] found one.
-pub(super) fn put_empty_anys(json: &mut Json, places: &[Vec<String>]) {
-    for place in places {
-        let Some((last, outer)) = place.split_last() else {
-            continue;
-        };
-        let mut at = &mut *json;
-        for key in outer {
-            let Json::Object(object) = at else {
-                break;
-            };
-            at = object
-                .entry(key.clone())
-                .or_insert_with(|| Json::Object(serde_json::Map::new()));
-        }
-        if let Json::Object(object) = at {
-            object.insert(last.clone(), Json::Object(serde_json::Map::new()));
-        }
-    }
 }
 
 /// Whether `google.protobuf.<name>` has a JSON form of its own (not an object of its fields).
@@ -246,9 +292,9 @@ fn is_special(name: &str) -> bool {
     )
 }
 
-fn conform_field(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
+fn conform_field(kind: &Kind, json: &mut Json, at: &str, in_any: bool) -> Result<(), String> {
     match kind {
-        Kind::Message(desc) => conform_request(desc, json, at),
+        Kind::Message(desc) => conform(desc, json, at, in_any),
         kind => conform_scalar(kind, json, at),
     }
 }
@@ -279,13 +325,32 @@ pub(super) fn has_json_form(name: &str) -> bool {
 }
 
 /// An `Any`'s message, when the pool knows its type (else the parser says it does not).
-fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<(), String> {
+fn conform_any(
+    desc: &MessageDescriptor,
+    json: &mut Json,
+    at: &str,
+    in_any: bool,
+) -> Result<(), String> {
     let Json::Object(object) = json else {
         return Ok(());
     };
+    if object.is_empty() {
+        // In an `Any`'s message unset is the nearest (its bytes are not gone through again).
+        *json = match empty_any_url(desc.parent_pool()) {
+            Some(url) if !in_any => serde_json::json!({ "@type": url }),
+            _ => Json::Null,
+        };
+        return Ok(());
+    }
     let Some(url) = object.get("@type").and_then(Json::as_str) else {
         return Ok(());
     };
+    if url.starts_with(EMPTY_ANY) {
+        return Err(format!(
+            "`{at}@type` is `{url}`: the domain `{EMPTY_ANY}` is the gateway's own; write an \
+             empty `Any` as `{{}}`"
+        ));
+    }
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
     let Some(inner) = desc.parent_pool().get_message_by_name(&name) else {
         return Ok(());
@@ -297,11 +362,11 @@ fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<()
     // fields are beside `@type`.
     if has_json_form(&name) {
         return match object.get_mut("value") {
-            Some(value) => conform_request(&inner, value, &format!("{at}value.")),
+            Some(value) => conform(&inner, value, &format!("{at}value."), true),
             None => Ok(()),
         };
     }
-    conform_request(&inner, json, at)
+    conform(&inner, json, at, true)
 }
 
 /// A number for an integer or `float` field, in the form the parser reads.
@@ -407,6 +472,67 @@ fn float_text(kind: &Kind, text: &str, at: &str) -> Result<(), String> {
     }
     if !fits {
         return Err(format!("{what} is out of range for a {name}: `{text}`"));
+    }
+    Ok(())
+}
+
+/// Refuses a `Timestamp` or `Duration` (`name`) in JSON's text form that the parser would read
+/// as another value, where protojson and json_format refuse it: a leap second (`23:59:60`,
+/// read as `23:59:59`), more than 9 fractional digits (cut to nanoseconds), a value outside the
+/// type's range (years 1 to 9999; ±10 000 years for a `Duration`). Other text is left to the
+/// parser.
+fn time_text(name: &str, text: &str, at: &str) -> Result<(), String> {
+    let what = match at.trim_end_matches('.') {
+        "" => "the value".to_string(),
+        field => format!("field `{field}`"),
+    };
+    let fraction_digits =
+        |after_point: &str| after_point.bytes().take_while(u8::is_ascii_digit).count();
+    if name == "google.protobuf.Timestamp" {
+        // `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`
+        let time = text.get(11..).unwrap_or_default();
+        if time.get(6..8) == Some("60") {
+            return Err(format!(
+                "{what} is `{text}`: a Timestamp has no leap seconds (`:60`); give `:59`"
+            ));
+        }
+        if fraction_digits(
+            time.get(8..)
+                .and_then(|t| t.strip_prefix('.'))
+                .unwrap_or_default(),
+        ) > 9
+        {
+            return Err(format!(
+                "{what} is `{text}`: a Timestamp holds at most 9 fractional digits (nanoseconds)"
+            ));
+        }
+        // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z
+        let in_range =
+            |t: &prost_types::Timestamp| (-62_135_596_800..=253_402_300_799).contains(&t.seconds);
+        if text
+            .parse::<prost_types::Timestamp>()
+            .is_ok_and(|t| !in_range(&t))
+        {
+            return Err(format!(
+                "{what} is `{text}`: a Timestamp is between years 0001 and 9999"
+            ));
+        }
+    } else {
+        let number = text.strip_suffix('s').unwrap_or(text);
+        if fraction_digits(number.split_once('.').map(|(_, f)| f).unwrap_or_default()) > 9 {
+            return Err(format!(
+                "{what} is `{text}`: a Duration holds at most 9 fractional digits (nanoseconds)"
+            ));
+        }
+        const MAX: i64 = 315_576_000_000;
+        if text
+            .parse::<prost_types::Duration>()
+            .is_ok_and(|d| !(-MAX..=MAX).contains(&d.seconds))
+        {
+            return Err(format!(
+                "{what} is `{text}`: a Duration is at most 315576000000s (10 000 years) either way"
+            ));
+        }
     }
     Ok(())
 }
@@ -553,6 +679,11 @@ fn mend_any(any: &DynamicMessage, json: &mut Json) {
     let (Some(url), Some(bytes)) = (url.as_str(), bytes.as_bytes()) else {
         return;
     };
+    if url.starts_with(EMPTY_ANY) {
+        // Marked empty by `mark_empty_anys`.
+        *json = Json::Object(serde_json::Map::new());
+        return;
+    }
     let name = url.rsplit('/').next().unwrap_or(url);
     let pool = any.descriptor().parent_pool().clone();
     let Some(desc) = pool.get_message_by_name(name) else {
@@ -713,6 +844,39 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_and_durations_the_parser_would_change_are_refused() {
+        let refused = |name: &str, text: &str| time_text(name, text, "t.").is_err();
+        let ts = "google.protobuf.Timestamp";
+        let d = "google.protobuf.Duration";
+        for text in [
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:59.1234567891Z",
+            "0000-12-31T00:00:00Z",
+        ] {
+            assert!(refused(ts, text), "{text}");
+        }
+        for text in [
+            "2016-12-31T23:59:59.123456789Z",
+            "2016-12-31T23:59:59+01:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "not a time",
+        ] {
+            assert!(!refused(ts, text), "{text}");
+        }
+        for text in ["1.0000000001s", "315576000001s", "-315576000001s"] {
+            assert!(refused(d, text), "{text}");
+        }
+        for text in ["1.000000001s", "-315576000000s", "0s", "words"] {
+            assert!(!refused(d, text), "{text}");
+        }
+        assert_eq!(
+            time_text(ts, "2016-12-31T23:59:60Z", "a.at.").unwrap_err(),
+            "field `a.at` is `2016-12-31T23:59:60Z`: a Timestamp has no leap seconds (`:60`); give `:59`"
+        );
+    }
+
+    #[test]
     fn an_empty_any_is_written_and_read_as_an_empty_object() {
         let pool = prost_reflect::DescriptorPool::global();
         // `google.protobuf.Option { string name = 1; Any value = 2; }`, its `value` set but empty.
@@ -724,16 +888,19 @@ mod tests {
         let write =
             |m: &DynamicMessage| m.serialize_with_options(serde_json::value::Serializer, &options);
         assert!(write(&option).is_err());
-        let places = take_empty_anys(&mut option);
-        assert_eq!(places, [vec!["value".to_string()]]);
+        mark_empty_anys(&mut option);
         let mut json = write(&option).unwrap();
-        put_empty_anys(&mut json, &places);
+        mend_response(&option, &mut json);
         assert_eq!(json, serde_json::json!({"value": {}}));
 
-        // Read: `{}` for an `Any` is taken (as unset), not refused for want of `@type`.
+        // Read: `{}` for an `Any` is an `Any` set but empty, not refused for want of `@type`.
         let mut json = serde_json::json!({"value": {}});
         conform_request(&desc, &mut json, "").unwrap();
-        assert!(DynamicMessage::deserialize(desc, json).is_ok());
+        let mut read = DynamicMessage::deserialize(desc.clone(), json).unwrap();
+        clear_marked_anys(&mut read);
+        let value = desc.get_field_by_name("value").unwrap();
+        assert!(read.has_field(&value));
+        assert!(is_empty_any(read.get_field(&value).as_message().unwrap()));
     }
 
     #[test]

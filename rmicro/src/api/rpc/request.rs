@@ -87,8 +87,10 @@ pub(super) fn build_request(
     }
     let mut value = serde_json::Value::Object(json);
     proto_json::conform_request(desc, &mut value, "")?;
-    DynamicMessage::deserialize(desc.clone(), value)
-        .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))
+    let mut message = DynamicMessage::deserialize(desc.clone(), value)
+        .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))?;
+    proto_json::clear_marked_anys(&mut message);
+    Ok(message)
 }
 
 /// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first; `None` when a
