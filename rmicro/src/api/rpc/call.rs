@@ -245,7 +245,7 @@ impl RpcHandler {
                         format!("the response of `{grpc_path}` does not decode: {e}"),
                     )
                 })?;
-            proto_json::mark_empty_anys(&mut output);
+            proto_json::mark_anys(&mut output);
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {
                     Ok(mut json) => {
@@ -368,7 +368,7 @@ fn any_json(
         .get_message_by_name(name)
         .ok_or_else(|| (!name.is_empty()).then(|| name.to_string()))?;
     let mut message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|_| None)?;
-    proto_json::mark_empty_anys(&mut message);
+    proto_json::mark_anys(&mut message);
     let options = prost_reflect::SerializeOptions::new();
     let mut json = message
         .serialize_with_options(serde_json::value::Serializer, &options)

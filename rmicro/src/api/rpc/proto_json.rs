@@ -94,7 +94,7 @@ impl<'de> Visitor<'de> for Strict {
 ///   peers write it) is rounded to a `float`, not refused as out of range;
 /// - an `Any` of `google.protobuf.Empty` may leave out `value` (json_format writes it so).
 ///
-/// An empty `Any` (`{}`) gets a stand-in type for prost-reflect to read; [`clear_marked_anys`]
+/// An empty `Any` (`{}`) gets a stand-in type for prost-reflect to read; [`restore_anys`]
 /// empties it again in the message read.
 pub(super) fn conform_request(
     desc: &MessageDescriptor,
@@ -105,7 +105,7 @@ pub(super) fn conform_request(
 }
 
 /// [`conform_request`], `in_any` when `json` is (in) an `Any`'s message, whose bytes
-/// [`clear_marked_anys`] does not reach.
+/// [`restore_anys`] does not reach.
 fn conform(
     desc: &MessageDescriptor,
     json: &mut Json,
@@ -191,35 +191,53 @@ fn empty_any_url(pool: &prost_reflect::DescriptorPool) -> Option<String> {
     Some(format!("{EMPTY_ANY}{}", stand_in.full_name()))
 }
 
-/// Gives every empty `Any` in `message` (in its fields, lists and maps, at any depth; not inside
-/// another `Any`'s bytes) the stand-in type URL, so prost-reflect can write it; [`mend_response`]
-/// writes it as `{}`.
-pub(super) fn mark_empty_anys(message: &mut DynamicMessage) {
+/// The domain put before a type URL without `/` (`acme.Order`) while prost-reflect writes or
+/// reads its `Any`: protojson and json_format take the whole URL as the type's name then, where
+/// prost-reflect refuses it.
+const BARE_ANY: &str = "bare.rmicro.invalid/";
+
+/// Makes every `Any` in `message` (in its fields, lists and maps, at any depth; not inside another
+/// `Any`'s bytes) one prost-reflect can write: an empty one gets the stand-in type URL, a type URL
+/// without `/` the [`BARE_ANY`] domain. [`mend_response`] writes them as they were.
+pub(super) fn mark_anys(message: &mut DynamicMessage) {
     let Some(url) = empty_any_url(message.descriptor().parent_pool()) else {
         return;
     };
     for_each_any(message, &mut |any| {
         if is_empty_any(any) {
             any.set_field_by_name("type_url", Value::String(url.clone()));
+        } else if let Some(bare) = type_url(any).filter(|u| !u.contains('/')) {
+            let marked = format!("{BARE_ANY}{bare}");
+            any.set_field_by_name("type_url", Value::String(marked));
         }
     });
 }
 
-/// Empties again every `Any` of `message` that [`conform_request`] gave the stand-in type URL
-/// for `{}`: present, with neither type nor value, as protojson and json_format read `{}`.
-pub(super) fn clear_marked_anys(message: &mut DynamicMessage) {
+/// Undoes in `message` what [`conform_request`] did to `Any`s for prost-reflect to read them: one
+/// written `{}` is present with neither type nor value again, as protojson and json_format read
+/// it; a type URL without `/` is as the client wrote it.
+pub(super) fn restore_anys(message: &mut DynamicMessage) {
     if empty_any_url(message.descriptor().parent_pool()).is_none() {
         return;
     }
     for_each_any(message, &mut |any| {
-        let marked = any
-            .get_field_by_name("type_url")
-            .is_some_and(|url| url.as_str().is_some_and(|u| u.starts_with(EMPTY_ANY)));
-        if marked {
+        let Some(url) = type_url(any) else {
+            return;
+        };
+        if url.starts_with(EMPTY_ANY) {
             any.clear_field_by_name("type_url");
             any.clear_field_by_name("value");
+        } else if let Some(bare) = url.strip_prefix(BARE_ANY) {
+            let bare = bare.to_string();
+            any.set_field_by_name("type_url", Value::String(bare));
         }
     });
+}
+
+/// An `Any`'s type URL.
+fn type_url(any: &DynamicMessage) -> Option<String> {
+    let url = any.get_field_by_name("type_url")?;
+    url.as_str().map(str::to_string)
 }
 
 /// Calls `f` on each `Any` set in `message` (itself, when it is one).
@@ -345,13 +363,17 @@ fn conform_any(
     let Some(url) = object.get("@type").and_then(Json::as_str) else {
         return Ok(());
     };
-    if url.starts_with(EMPTY_ANY) {
+    if url.starts_with(EMPTY_ANY) || url.starts_with(BARE_ANY) {
         return Err(format!(
-            "`{at}@type` is `{url}`: the domain `{EMPTY_ANY}` is the gateway's own; write an \
+            "`{at}@type` is `{url}`: the domain `rmicro.invalid` is the gateway's own; write an \
              empty `Any` as `{{}}`"
         ));
     }
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    if !url.contains('/') && !in_any {
+        let marked = format!("{BARE_ANY}{url}");
+        object.insert("@type".into(), Json::String(marked));
+    }
     let Some(inner) = desc.parent_pool().get_message_by_name(&name) else {
         return Ok(());
     };
@@ -680,9 +702,12 @@ fn mend_any(any: &DynamicMessage, json: &mut Json) {
         return;
     };
     if url.starts_with(EMPTY_ANY) {
-        // Marked empty by `mark_empty_anys`.
+        // Marked empty by `mark_anys`.
         *json = Json::Object(serde_json::Map::new());
         return;
+    }
+    if let (Some(bare), Json::Object(object)) = (url.strip_prefix(BARE_ANY), &mut *json) {
+        object.insert("@type".into(), Json::String(bare.to_string()));
     }
     let name = url.rsplit('/').next().unwrap_or(url);
     let pool = any.descriptor().parent_pool().clone();
@@ -844,6 +869,29 @@ mod tests {
     }
 
     #[test]
+    fn a_type_url_without_a_slash_is_read_and_written_as_it_is() {
+        let pool = prost_reflect::DescriptorPool::global();
+        let desc = pool.get_message_by_name("google.protobuf.Option").unwrap();
+        let value = desc.get_field_by_name("value").unwrap();
+        let sent =
+            serde_json::json!({"value": {"@type": "google.protobuf.Duration", "value": "1.500s"}});
+        let mut json = sent.clone();
+        conform_request(&desc, &mut json, "").unwrap();
+        let mut read = DynamicMessage::deserialize(desc.clone(), json).unwrap();
+        restore_anys(&mut read);
+        let any = read.get_field(&value).as_message().unwrap().clone();
+        assert_eq!(type_url(&any).as_deref(), Some("google.protobuf.Duration"));
+
+        mark_anys(&mut read);
+        let options = prost_reflect::SerializeOptions::new();
+        let mut written = read
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .unwrap();
+        mend_response(&read, &mut written);
+        assert_eq!(written, sent);
+    }
+
+    #[test]
     fn timestamps_and_durations_the_parser_would_change_are_refused() {
         let refused = |name: &str, text: &str| time_text(name, text, "t.").is_err();
         let ts = "google.protobuf.Timestamp";
@@ -888,7 +936,7 @@ mod tests {
         let write =
             |m: &DynamicMessage| m.serialize_with_options(serde_json::value::Serializer, &options);
         assert!(write(&option).is_err());
-        mark_empty_anys(&mut option);
+        mark_anys(&mut option);
         let mut json = write(&option).unwrap();
         mend_response(&option, &mut json);
         assert_eq!(json, serde_json::json!({"value": {}}));
@@ -897,7 +945,7 @@ mod tests {
         let mut json = serde_json::json!({"value": {}});
         conform_request(&desc, &mut json, "").unwrap();
         let mut read = DynamicMessage::deserialize(desc.clone(), json).unwrap();
-        clear_marked_anys(&mut read);
+        restore_anys(&mut read);
         let value = desc.get_field_by_name("value").unwrap();
         assert!(read.has_field(&value));
         assert!(is_empty_any(read.get_field(&value).as_message().unwrap()));

@@ -89,7 +89,7 @@ pub(super) fn build_request(
     proto_json::conform_request(desc, &mut value, "")?;
     let mut message = DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))?;
-    proto_json::clear_marked_anys(&mut message);
+    proto_json::restore_anys(&mut message);
     Ok(message)
 }
 
