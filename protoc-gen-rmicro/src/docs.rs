@@ -44,18 +44,46 @@ pub(crate) fn fix_file(text: &str) -> String {
 }
 
 /// [`fix_file`], appending to `out`.
+///
+/// Fences are followed through each doc comment: only a line that opens one is rewritten. A bare
+/// opening fence (no info string) becomes `text`: prost-build opens every block it writes with an
+/// info string and always fences with three backticks, so a block whose text holds a fence line
+/// of its own (an indented example quoting Markdown) ends early, and what follows its inner
+/// fence would otherwise open a Rust block that runs as a doc test.
 pub(crate) fn fix_into(out: &mut String, text: &str) {
+    let mut in_fence = false;
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
-        match trimmed.strip_prefix("///") {
-            Some(doc) if fence_info(doc).is_some() => {
-                let indent = &line[..line.len() - trimmed.len()];
-                out.push_str(indent);
+        let Some(doc) = trimmed.strip_prefix("///") else {
+            in_fence = false;
+            out.push_str(line);
+            continue;
+        };
+        let doc = doc.trim_end_matches('\n');
+        let fixed = match fence_info(doc) {
+            // Closing (a closing fence has no info string; a fence line with one is text).
+            Some((_, info)) if in_fence => {
+                in_fence = !info.trim().is_empty();
+                None
+            }
+            Some((lead, info)) => {
+                in_fence = true;
+                if info.trim().is_empty() {
+                    Some(format!("{lead}```text"))
+                } else {
+                    Some(fence_fix(doc))
+                }
+            }
+            None => None,
+        };
+        match fixed {
+            Some(fixed) => {
+                out.push_str(&line[..line.len() - trimmed.len()]);
                 out.push_str("///");
-                out.push_str(&fence_fix(doc.trim_end_matches('\n')));
+                out.push_str(&fixed);
                 out.push('\n');
             }
-            _ => out.push_str(line),
+            None => out.push_str(line),
         }
     }
 }
@@ -88,6 +116,27 @@ mod tests {
         assert_eq!(
             fix_file("/// ```text,rust,edition2021\n/// x\n/// ```\n"),
             "/// ```ignore\n/// x\n/// ```\n"
+        );
+    }
+
+    #[test]
+    fn a_fence_inside_a_text_block_opens_no_rust_block() {
+        // prost-build's rendering of an indented example that quotes a fence: its text block
+        // closes at the inner fence, and `bar baz` would be a Rust doc test.
+        let prost = "/// ```text\n/// ```\n/// foo\n/// ```\n/// bar baz\n/// ```\n";
+        assert_eq!(
+            fix_file(prost),
+            "/// ```text\n/// ```\n/// foo\n/// ```text\n/// bar baz\n/// ```\n"
+        );
+        // Inside a block, a fence line with an info string is text, not a new block.
+        assert_eq!(
+            fix_file("/// ```text\n/// ```rust\n/// ```\n"),
+            "/// ```text\n/// ```rust\n/// ```\n"
+        );
+        // Each doc comment starts outside any block.
+        assert_eq!(
+            fix_file("/// ```text\nstruct A;\n/// ```\n/// x\n/// ```\n"),
+            "/// ```text\nstruct A;\n/// ```text\n/// x\n/// ```\n"
         );
     }
 }

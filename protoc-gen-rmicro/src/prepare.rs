@@ -9,7 +9,10 @@
 //!   repeats `MODE_A = 0`) becomes a variant prost-build never generates (aliases get none);
 //!   it is given the name of the value prost-build keeps, which is the same number;
 //! - a oneof holding a large message inline trips clippy's `large_enum_variant` in the user's
-//!   crate: its enum is allowed it, on prost-build's output.
+//!   crate: its enum is allowed it, on prost-build's output;
+//! - prost's derived `Debug` for a message with a `btree_map=` field names
+//!   `::prost::alloc::collections::BTreeMap` whatever `prost_path` says, so it does not compile
+//!   in a crate that depends on rmicro-runtime alone: such a message gets a `Debug` of its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -274,5 +277,68 @@ mod tests {
         }
         assert!(names_field("M.f", path) && names_field(".a.b.M.f", path));
         assert!(!names_field(".a.b.M", path) && !names_field(".", path));
+    }
+}
+
+/// Gives each message in `items` (and in their modules) that has a `btree_map` field a `Debug`
+/// impl of its own in place of prost's (`#[prost(skip_debug)]`), which names `::prost` (see the
+/// module's docs). It writes each field with the field's own `Debug`: an enum field shows its
+/// number, where prost's shows the variant's name.
+pub(crate) fn btree_map_debug(items: &mut Vec<syn::Item>) {
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in std::mem::take(items) {
+        let debug = match &mut item {
+            syn::Item::Struct(message) if has_btree_map(message) => {
+                message.attrs.push(syn::parse_quote!(#[prost(skip_debug)]));
+                Some(debug_impl(message))
+            }
+            syn::Item::Mod(module) => {
+                if let Some((_, inner)) = &mut module.content {
+                    btree_map_debug(inner);
+                }
+                None
+            }
+            _ => None,
+        };
+        out.push(item);
+        out.extend(debug);
+    }
+    *items = out;
+}
+
+/// Whether a field of `message` is a prost `btree_map`.
+fn has_btree_map(message: &syn::ItemStruct) -> bool {
+    message.fields.iter().any(|field| {
+        field.attrs.iter().any(|attr| {
+            attr.path().is_ident("prost")
+                && attr.meta.require_list().is_ok_and(|list| {
+                    list.tokens
+                        .clone()
+                        .into_iter()
+                        .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "btree_map"))
+                })
+        })
+    })
+}
+
+/// `impl Debug for <message>`, as prost's derive writes it but for enum fields.
+fn debug_impl(message: &syn::ItemStruct) -> syn::Item {
+    use syn::ext::IdentExt;
+    let name = &message.ident;
+    let label = name.unraw().to_string();
+    let fields = message
+        .fields
+        .iter()
+        .filter_map(|f| f.ident.as_ref())
+        .map(|f| {
+            let label = f.unraw().to_string();
+            quote::quote! { .field(#label, &self.#f) }
+        });
+    syn::parse_quote! {
+        impl ::core::fmt::Debug for #name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#label) #(#fields)* .finish()
+            }
+        }
     }
 }

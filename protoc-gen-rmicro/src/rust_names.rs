@@ -24,8 +24,13 @@ pub(crate) struct Generated<'a> {
 /// The module prost-build puts a message's nested types, enums and oneofs in (`Order` →
 /// `order`), when it has any.
 pub(crate) fn nested_module(message: &DescriptorProto) -> Option<String> {
+    // A proto3 `optional` field's synthetic oneof is an `Option`, not a oneof enum.
+    let real_oneofs = message
+        .field
+        .iter()
+        .any(|f| f.oneof_index.is_some() && !f.proto3_optional());
     let has_module = !message.enum_type.is_empty()
-        || !message.oneof_decl.is_empty()
+        || real_oneofs
         || message
             .nested_type
             .iter()

@@ -339,11 +339,14 @@ impl ServiceGen {
         } else {
             quote! { #[allow(dead_code, clippy::all)] }
         };
+        // A service without methods never reads the client's fields.
+        let unread = plans.is_empty().then(|| quote! { #[allow(dead_code)] });
         quote! {
             #[doc = #struct_doc]
             #[doc = ""]
             #service_docs
             #service_deprecated
+            #unread
             #[derive(Clone, Debug)]
             pub struct #client_name {
                 client: #rt::__codegen::Client,

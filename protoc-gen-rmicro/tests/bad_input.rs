@@ -542,6 +542,28 @@ fn a_message_module_and_a_sub_package_module_of_one_name_are_refused_with_an_inc
 }
 
 #[test]
+fn a_message_whose_only_oneofs_are_proto3_optional_has_no_module_to_clash() {
+    // `optional` makes a synthetic oneof, which prost writes as an `Option` field: `shop.Order`
+    // has no `shop::order` module, so package `shop.order.v1` may have it.
+    let (output, out) = protoc_on(
+        "synthetic-oneof-module",
+        &[
+            (
+                "shop.proto",
+                "syntax = \"proto3\";\npackage shop;\nmessage Order {\n  optional string note = 1;\n}\n",
+            ),
+            (
+                "order.proto",
+                "syntax = \"proto3\";\npackage shop.order.v1;\nmessage Line {\n  string sku = 1;\n}\n",
+            ),
+        ],
+        &["--rmicro_opt=include_file=mod.rs", "shop.proto", "order.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(written(&out), ["mod.rs", "shop.order.v1.rs", "shop.rs"]);
+}
+
+#[test]
 fn boxing_names_message_fields_and_refuses_others() {
     let proto = (
         "box.proto",

@@ -147,3 +147,29 @@ fn an_include_file_in_a_subdirectory_reaches_the_package_files() {
         }
     }
 }
+
+#[test]
+fn protoc_plugin_types_are_prost_types_own() {
+    for parameter in ["", "include_file=mod.rs"] {
+        let response = protoc_gen_rmicro::run_plugin(&common::request(
+            &["rmicro/test/plugin_types.proto"],
+            parameter,
+        ))
+        .unwrap();
+        assert_eq!(response.error, None);
+        let names: Vec<&str> = response.file.iter().map(|f| f.name()).collect();
+        let expected: &[&str] = if parameter.is_empty() {
+            &["rmicro.test.plugin_types.rs"]
+        } else {
+            &["rmicro.test.plugin_types.rs", "mod.rs"]
+        };
+        assert_eq!(names, expected);
+        let content = response.file[0].content();
+        for rust in [
+            "::rmicro_runtime::__codegen::prost_types::compiler::Version",
+            "::rmicro_runtime::__codegen::prost_types::compiler::code_generator_response::File",
+        ] {
+            assert!(content.contains(rust), "{rust} missing in:\n{content}");
+        }
+    }
+}

@@ -83,6 +83,15 @@ fn protoc_output_equals_protox_output_and_compiles_with_passing_doc_tests() {
         "clippy warned about the generated code:\n{}",
         stderr(&output)
     );
+
+    // Nor rustdoc, about comments written for other tools (`<ProjectID>`, bare URLs), in the
+    // include file's modules.
+    let output = krate.cargo(&["doc", "--quiet", "--no-deps"]);
+    assert!(
+        output.status.success(),
+        "rustdoc warned about the generated code:\n{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "options",
-        files: &["user.proto"],
+        files: &["user.proto", "rmicro/test/maps.proto"],
         parameter: "client=false,runtime_path=crate::rt,btree_map=.,bytes=.,\
                     type_attribute=.go.micro.srv.user.CallRequest=#[derive(PartialOrd\\, Ord)],\
                     field_attribute=.go.micro.srv.user.CallResponse.msg=#[doc = \"the greeting\"]",

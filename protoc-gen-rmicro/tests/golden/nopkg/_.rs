@@ -109,6 +109,58 @@ pub fn register_lonely_handler<H: LonelyHandler>(
         );
     server.add_service(service)
 }
+/// Full gRPC name of the `Idle` service.
+pub const IDLE_SERVICE_NAME: &str = "Idle";
+/// gRPC method paths of the `Idle` service.
+#[allow(dead_code, non_upper_case_globals)]
+pub mod idle_methods {}
+/// Endpoint metadata of the `Idle` service: one entry per method, with its `google.api.http` bindings.
+pub const IDLE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[];
+/// Client for the `Idle` service: calls it by registry name through an rmicro `Client`.
+///
+/// A service with no methods (google/cloud/sql/v1 has six): its client has nothing to call.
+#[allow(dead_code)]
+#[derive(Clone, Debug)]
+pub struct IdleClient {
+    client: ::rmicro_runtime::__codegen::Client,
+    service: ::std::string::String,
+}
+#[allow(dead_code, clippy::all)]
+impl IdleClient {
+    /// Creates a client for the service registered as `service` (for example
+    /// `go.micro.srv.user`), sending calls through `client`.
+    pub fn new(
+        service: impl ::core::convert::Into<::std::string::String>,
+        client: ::rmicro_runtime::__codegen::Client,
+    ) -> Self {
+        Self {
+            client,
+            service: service.into(),
+        }
+    }
+}
+/// Server side of the `Idle` service: implement it and register it with [`register_idle_handler`].
+///
+/// A service with no methods (google/cloud/sql/v1 has six): its client has nothing to call.
+#[allow(clippy::all)]
+pub trait IdleHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
+/// Registers `handler` as the `Idle` service on `server`.
+///
+/// # Errors
+///
+/// When the server already has this service or one of its paths.
+pub fn register_idle_handler<H: IdleHandler>(
+    server: &mut ::rmicro_runtime::__codegen::Server,
+    handler: H,
+) -> ::core::result::Result<(), ::rmicro_runtime::__codegen::RegisterError> {
+    let _ = handler;
+    let service = ::rmicro_runtime::__codegen::ServiceDef::new(
+            IDLE_SERVICE_NAME,
+            IDLE_ENDPOINTS,
+        )
+        .descriptors(FILE_DESCRIPTOR_SET);
+    server.add_service(service)
+}
 /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
 /// (comments left out), served by the runtime's gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = b"\nV\n\x0Bnopkg.proto\"\x1D\n\x05Loose\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value2 \n\x06Lonely\x12\x16\n\x04Echo\x12\x06.Loose\x1A\x06.Looseb\x06proto3";
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n^\n\x0Bnopkg.proto\"\x1D\n\x05Loose\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value2 \n\x06Lonely\x12\x16\n\x04Echo\x12\x06.Loose\x1A\x06.Loose2\x06\n\x04Idleb\x06proto3";

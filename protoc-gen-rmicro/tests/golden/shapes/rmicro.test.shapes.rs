@@ -48,6 +48,8 @@ impl Level {
     }
 }
 /// Presence exercises proto3 `optional`, json_name and maps.
+/// Named `projects/<ProjectID>/presences/<PresenceID>`, as <https://cloud.google.com/apis/design>
+/// describes resource names (rustdoc would call these an unclosed HTML tag and a bare URL).
 /// / Triple-slash inside a proto comment.
 /// ! Inner-doc style inside a proto comment.
 ///
@@ -1322,6 +1324,7 @@ pub const QUIET_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[];
 /// Client for the `Quiet` service: calls it by registry name through an rmicro `Client`.
 ///
 /// A service without methods yet.
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct QuietClient {
     client: ::rmicro_runtime::__codegen::Client,
