@@ -252,34 +252,6 @@ pub(crate) fn canonical_enum_defaults(files: &mut [FileDescriptorProto]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_select_as_prost_builds_do() {
-        let path = ".a.b.M.f";
-        for pattern in [
-            ".", ".a.b.M.f", "a.b.M.f", "M.f", "f", ".a.b.M", ".a.b", ".a",
-        ] {
-            assert!(selects(pattern, path), "{pattern} selects {path}");
-        }
-        for pattern in [
-            ".a.b.M.g",
-            "b.M",
-            ".b.M.f",
-            ".a.b.Mf",
-            "M.f.x",
-            "xf",
-            ".a.b.M.f.x",
-        ] {
-            assert!(!selects(pattern, path), "{pattern} does not select {path}");
-        }
-        assert!(names_field("M.f", path) && names_field(".a.b.M.f", path));
-        assert!(!names_field(".a.b.M", path) && !names_field(".", path));
-    }
-}
-
 /// Gives each message in `items` (and in their modules) that has a `btree_map` field a `Debug`
 /// impl of its own in place of prost's (`#[prost(skip_debug)]`), which names `::prost` (see the
 /// module's docs). It writes each field with the field's own `Debug`: an enum field shows its
@@ -340,5 +312,33 @@ fn debug_impl(message: &syn::ItemStruct) -> syn::Item {
                 f.debug_struct(#label) #(#fields)* .finish()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_select_as_prost_builds_do() {
+        let path = ".a.b.M.f";
+        for pattern in [
+            ".", ".a.b.M.f", "a.b.M.f", "M.f", "f", ".a.b.M", ".a.b", ".a",
+        ] {
+            assert!(selects(pattern, path), "{pattern} selects {path}");
+        }
+        for pattern in [
+            ".a.b.M.g",
+            "b.M",
+            ".b.M.f",
+            ".a.b.Mf",
+            "M.f.x",
+            "xf",
+            ".a.b.M.f.x",
+        ] {
+            assert!(!selects(pattern, path), "{pattern} does not select {path}");
+        }
+        assert!(names_field("M.f", path) && names_field(".a.b.M.f", path));
+        assert!(!names_field(".a.b.M", path) && !names_field(".", path));
     }
 }
