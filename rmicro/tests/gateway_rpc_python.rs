@@ -368,10 +368,11 @@ async fn empty_anys_round_trip_alone_in_lists_and_in_maps() {
 }
 
 /// A time the parser would read as another (a leap second, a tenth fractional digit, year 0, a
-/// `Duration` past 10 000 years) is the client's error, as protojson and json_format refuse it,
-/// never a different time sent on.
+/// `Duration` past 10 000 years), or a map key given twice in two spellings (one value would be
+/// dropped), is the client's error, as protojson and json_format refuse it, never a different
+/// value sent on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn times_that_would_change_on_the_way_are_refused() {
+async fn values_that_would_change_on_the_way_are_refused() {
     let (_py, gw, _stop) = setup("v1alpha", &[]).await;
     for (body, says) in [
         (r#"{"at": "2016-12-31T23:59:60Z"}"#, "no leap seconds"),
@@ -384,6 +385,10 @@ async fn times_that_would_change_on_the_way_are_refused() {
             "between years 0001 and 9999",
         ),
         (r#"{"took": "315576000001s"}"#, "at most 315576000000s"),
+        (
+            r#"{"byId": {"7": {"name": "a"}, "07": {"name": "b"}}}"#,
+            "map `byId` has the key 7 twice",
+        ),
     ] {
         let r = post(&gw, "/interop/interop/echo", body).await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);

@@ -164,6 +164,7 @@ fn conform(
                 let Kind::Message(entry) = field.kind() else {
                     continue;
                 };
+                same_keys(&entry.map_entry_key_field().kind(), entries, &at)?;
                 let kind = entry.map_entry_value_field().kind();
                 for item in entries.values_mut() {
                     conform_field(&kind, item, &at, in_any)?;
@@ -559,6 +560,28 @@ fn time_text(name: &str, text: &str, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a map whose keys name one entry twice in two spellings (`"1"` and `"01"` for an
+/// integer key; the JSON reader already refuses one spelling twice), as protojson refuses a
+/// duplicate key: one of the two values would be dropped.
+fn same_keys(key: &Kind, entries: &serde_json::Map<String, Json>, at: &str) -> Result<(), String> {
+    if !is_integer(key) {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<i128, &str> = std::collections::HashMap::new();
+    for spelled in entries.keys() {
+        let Ok(number) = spelled.trim().parse::<i128>() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(number, spelled) {
+            return Err(format!(
+                "map `{}` has the key {number} twice (`{first}` and `{spelled}`); give it once",
+                at.trim_end_matches('.')
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the whole number `f`, read from a JSON number, is in the range of integer type
 /// `kind`. A JSON integer too large for 64 bits reaches the gateway as the nearest `double`, and
 /// one just past a 64-bit type's range rounds to the range's power-of-two bound: the bounds
@@ -889,6 +912,20 @@ mod tests {
             .unwrap();
         mend_response(&read, &mut written);
         assert_eq!(written, sent);
+    }
+
+    #[test]
+    fn a_map_key_spelled_twice_is_refused() {
+        let keys = |json: Json| match json {
+            Json::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let twice = keys(serde_json::json!({"1": "a", "01": "b"}));
+        let err = same_keys(&Kind::Int32, &twice, "byId.").unwrap_err();
+        assert!(err.contains("map `byId` has the key 1 twice"), "{err}");
+        assert!(same_keys(&Kind::String, &twice, "m.").is_ok());
+        let once = keys(serde_json::json!({"1": "a", "2": "b", "-1": "c"}));
+        assert!(same_keys(&Kind::Sint64, &once, "m.").is_ok());
     }
 
     #[test]
