@@ -655,9 +655,15 @@ async fn bounded_load_run_has_no_failures() {
 
 /// Sends one keep-alive GET on `stream` and reads the whole response (it has a content-length).
 async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let request = format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(stream).await
+}
+
+/// Reads one whole response from `stream` (it has a content-length).
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     loop {
         let mut chunk = [0u8; 4096];
@@ -678,6 +684,69 @@ async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> Strin
                 return text.into_owned();
             }
         }
+    }
+}
+
+/// A response the gateway (or a plugin) gives before reading the request's body leaves the
+/// connection usable: the body is read and thrown away first, as Go's net/http does. Only a body
+/// too long to read, or one the client holds back for `100 Continue`, closes it, and the
+/// response says so. (hyper closed such connections without saying so: the client's next
+/// request on it failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_keeps_the_connection_or_says_it_closes() {
+    use tokio::io::AsyncWriteExt;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let b = Backend::start("b").await;
+    register(&registry, "go.micro.api.b", "b", &b.addr.to_string()).await;
+    // Without plugins (the proxy alone) and with token auth answering 401 before the proxy.
+    let (plain, _stop1) = gateway(Cli::default(), &[], Arc::clone(&registry)).await;
+    let (auth, _stop2) = gateway(Cli::new(), &["--auth-tokens", "t1"], registry).await;
+    for (gw, path, status) in [(&plain, "/nosuch/x", "404"), (&auth, "/b/x", "401")] {
+        let mut conn = tokio::net::TcpStream::connect(gw.as_str()).await.unwrap();
+        for _ in 0..3 {
+            // The head first, the body a little later (as Python's http.client sends them).
+            let head = format!("POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: 11\r\n\r\n");
+            conn.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.write_all(b"hello world").await.unwrap();
+            let response = read_response(&mut conn).await;
+            assert!(
+                response.starts_with(&format!("HTTP/1.1 {status}")),
+                "{response}"
+            );
+            assert!(
+                !response.to_ascii_lowercase().contains("connection: close"),
+                "{response}"
+            );
+        }
+        // The connection still serves.
+        let response = keep_alive_get(&mut conn, path).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{response}"
+        );
+    }
+
+    // A body too long to read, and one held back for `100 Continue`: `Connection: close`.
+    for extra in [
+        "content-length: 10485760\r\n",
+        "content-length: 5\r\nexpect: 100-continue\r\n",
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(plain.as_str())
+            .await
+            .unwrap();
+        let head = format!("POST /nosuch/x HTTP/1.1\r\nhost: gw\r\n{extra}\r\n");
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let response = read_response(&mut conn).await;
+        assert!(response.starts_with("HTTP/1.1 404"), "{extra}: {response}");
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{extra}: {response}"
+        );
+        assert!(
+            closed_within(&mut conn, Duration::from_secs(2)).await,
+            "{extra}"
+        );
     }
 }
 

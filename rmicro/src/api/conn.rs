@@ -46,18 +46,66 @@ pub(crate) struct Exchanges {
     responded: AtomicU64,
     /// Set once a response switched protocols: what follows on the connection is no request.
     upgraded: AtomicBool,
+    /// Set when [`Exchanges::unread`] holds something (read without locking on every response).
+    has_unread: AtomicBool,
+    /// What an HTTP/1 request left of its body when it was dropped unread: see [`Unread`].
+    unread: std::sync::Mutex<Option<(u64, Unread)>>,
 }
+
+/// An HTTP/1 request's body left unread by the service (a gateway error, a plugin's refusal):
+/// the next request on the connection starts after it, so it is read and thrown away before the
+/// response goes out, as Go's net/http does (up to [`DISCARD_LIMIT`] within [`DISCARD_TIME`]);
+/// where that cannot be done the response says `Connection: close`. Without either, hyper
+/// closed the connection after the response without saying so, and a client's next request on
+/// it failed (a broken pipe).
+#[derive(Debug)]
+pub(crate) enum Unread {
+    /// To read and throw away.
+    Body(hyper::body::Incoming),
+    /// Not to read: the client waits for `100 Continue` before sending it.
+    Close,
+}
+
+/// How much of an unread request body is read and thrown away to keep its connection open.
+const DISCARD_LIMIT: u64 = 256 * 1024;
+
+/// How long reading an unread request body may hold its response up.
+const DISCARD_TIME: Duration = Duration::from_secs(1);
 
 impl Exchanges {
     /// A request's head was read; the request is finished when the returned guard is dropped
     /// (with its response body, or with the request if it ends without a response).
     pub(crate) fn start(self: &Arc<Self>) -> Finish {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        Finish(Arc::clone(self))
+        let seq = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        Finish(Arc::clone(self), seq)
     }
 
     fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// Leaves what request `seq` (its number among the connection's) did not read of its body,
+    /// unless its response is out already (its body went with an upload the node answered
+    /// before the end of): that is for hyper to end.
+    fn leave(&self, seq: u64, unread: Unread) {
+        if self.responded.load(Ordering::Relaxed) >= seq {
+            return;
+        }
+        if let Ok(mut slot) = self.unread.lock() {
+            *slot = Some((seq, unread));
+            self.has_unread.store(true, Ordering::Release);
+        }
+    }
+
+    /// What request `seq` left unread.
+    fn take_unread(&self, seq: u64) -> Option<Unread> {
+        if !self.has_unread.load(Ordering::Relaxed)
+            || !self.has_unread.swap(false, Ordering::Acquire)
+        {
+            return None;
+        }
+        let (left_by, unread) = self.unread.lock().ok()?.take()?;
+        (left_by == seq).then_some(unread)
     }
 
     fn finished(&self) -> u64 {
@@ -77,18 +125,58 @@ impl Exchanges {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A request body that counts its request as received once it has all come in (at once
-    /// for a request without one) or is dropped.
-    pub(crate) struct Receiving<B> {
-        #[pin]
-        body: B,
-        exchanges: Option<Arc<Exchanges>>,
-    }
+/// What becomes of a request body the service leaves unread (see [`Unread`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Leftover {
+    /// HTTP/1: read and thrown away before the response.
+    Discard,
+    /// HTTP/1 with `Expect: 100-continue`: the response closes the connection.
+    Close,
+    /// HTTP/2: each stream ends by itself.
+    Ignore,
+}
 
-    impl<B> PinnedDrop for Receiving<B> {
-        fn drop(this: Pin<&mut Self>) {
-            received(this.project().exchanges);
+impl Leftover {
+    /// For `request` (as it came in).
+    pub(crate) fn of(request: &http::Request<hyper::body::Incoming>) -> Leftover {
+        use http_body::Body as _;
+        // A request without a body leaves none (and costs no header lookup).
+        if request.body().is_end_stream() || request.version() >= http::Version::HTTP_2 {
+            Leftover::Ignore
+        } else if request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            Leftover::Close
+        } else {
+            Leftover::Discard
+        }
+    }
+}
+
+/// A request body that counts its request as received once it has all come in (at once for a
+/// request without one) or is dropped; dropped before its end, it is left to the connection
+/// (see [`Unread`]).
+pub(crate) struct Receiving {
+    body: Option<hyper::body::Incoming>,
+    /// Until the body has all come in.
+    exchanges: Option<Arc<Exchanges>>,
+    leftover: Leftover,
+    /// The request's number among the connection's.
+    seq: u64,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let Some(exchanges) = self.exchanges.take() else {
+            return;
+        };
+        exchanges.received.fetch_add(1, Ordering::Relaxed);
+        match (self.leftover, self.body.take()) {
+            (Leftover::Discard, Some(body)) => exchanges.leave(self.seq, Unread::Body(body)),
+            (Leftover::Close, _) => exchanges.leave(self.seq, Unread::Close),
+            _ => {}
         }
     }
 }
@@ -100,8 +188,15 @@ fn received(exchanges: &mut Option<Arc<Exchanges>>) {
     }
 }
 
-impl<B: http_body::Body> Receiving<B> {
-    pub(crate) fn new(body: B, exchanges: &Arc<Exchanges>) -> Self {
+impl Receiving {
+    pub(crate) fn new(
+        body: hyper::body::Incoming,
+        exchanges: &Arc<Exchanges>,
+        leftover: Leftover,
+    ) -> Self {
+        use http_body::Body as _;
+        // Called once the request is counted as started.
+        let seq = exchanges.started();
         // Without a body it is received now, and no reference to the counts is kept.
         let exchanges = if body.is_end_stream() {
             exchanges.received.fetch_add(1, Ordering::Relaxed);
@@ -109,37 +204,86 @@ impl<B: http_body::Body> Receiving<B> {
         } else {
             Some(Arc::clone(exchanges))
         };
-        Receiving { body, exchanges }
+        Receiving {
+            body: Some(body),
+            exchanges,
+            leftover,
+            seq,
+        }
     }
 }
 
-impl<B: http_body::Body> http_body::Body for Receiving<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl http_body::Body for Receiving {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.body.as_mut().poll_frame(cx));
-        if frame.is_none() || this.body.is_end_stream() {
-            received(this.exchanges);
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+        if frame.is_none() || body.is_end_stream() {
+            received(&mut this.exchanges);
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        self.body.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
+    }
+}
+
+/// Reads an unread request body to its end and throws it away: `true` once it ended, `false`
+/// when it is longer than [`DISCARD_LIMIT`], fails, or takes more than [`DISCARD_TIME`].
+struct Discard {
+    body: hyper::body::Incoming,
+    read: u64,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Future for Discard {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        use http_body::Body as _;
+        let this = &mut *self;
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(None) => return Poll::Ready(true),
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if this.read > DISCARD_LIMIT {
+                        return Poll::Ready(false);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                Poll::Pending => {
+                    return match this.deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(false),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Counts its request as finished when dropped.
-pub(crate) struct Finish(Arc<Exchanges>);
+/// (It holds the request's number among the connection's.)
+pub(crate) struct Finish(Arc<Exchanges>, u64);
 
 impl Drop for Finish {
     fn drop(&mut self) {
@@ -149,24 +293,27 @@ impl Drop for Finish {
 
 pin_project_lite::pin_project! {
     /// A service's response future whose response body finishes the request (and which
-    /// finishes it itself if dropped before the response).
-    pub(crate) struct Responding<F> {
+    /// finishes it itself if dropped before the response). On HTTP/1 it first reads what the
+    /// request left of its body (see [`Unread`]).
+    pub(crate) struct Responding<F, B> {
         #[pin]
         future: F,
         finish: Option<Finish>,
+        discarding: Option<(http::Response<B>, Pin<Box<Discard>>)>,
     }
 }
 
-impl<F> Responding<F> {
+impl<F, B> Responding<F, B> {
     pub(crate) fn new(future: F, finish: Finish) -> Self {
         Responding {
             future,
             finish: Some(finish),
+            discarding: None,
         }
     }
 }
 
-impl<F, B, E> Future for Responding<F>
+impl<F, B, E> Future for Responding<F, B>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
 {
@@ -174,7 +321,44 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.future.poll(cx))?;
+        let response = match this.discarding {
+            Some((_, discard)) => {
+                let ended = ready!(discard.as_mut().poll(cx));
+                let (mut response, _) = this.discarding.take().expect("discarding");
+                if !ended {
+                    close(&mut response);
+                }
+                response
+            }
+            None => {
+                let mut response = ready!(this.future.poll(cx))?;
+                let finish = this
+                    .finish
+                    .as_ref()
+                    .expect("Responding polled after it completed");
+                match finish.0.take_unread(finish.1) {
+                    None => {}
+                    Some(Unread::Close) => close(&mut response),
+                    Some(Unread::Body(body)) => {
+                        use http_body::Body as _;
+                        // Known to be too long already: not read at all.
+                        if body.size_hint().lower() > DISCARD_LIMIT {
+                            close(&mut response);
+                        } else {
+                            let discard = Discard {
+                                body,
+                                read: 0,
+                                deadline: Box::pin(tokio::time::sleep(DISCARD_TIME)),
+                            };
+                            *this.discarding = Some((response, Box::pin(discard)));
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                response
+            }
+        };
         let finish = this
             .finish
             .take()
@@ -184,6 +368,16 @@ where
             finish.0.upgraded.store(true, Ordering::Relaxed);
         }
         Poll::Ready(Ok(response.map(|body| Finishing::new(body, finish))))
+    }
+}
+
+/// Marks `response` as the connection's last.
+fn close<B>(response: &mut http::Response<B>) {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
 }
 

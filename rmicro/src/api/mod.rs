@@ -398,7 +398,8 @@ impl Gateway {
                     let tunnels = tunnels.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (proxy, finish) = (proxy.clone(), exchanges.start());
-                        let req = req.map(|body| conn::Receiving::new(body, &exchanges));
+                        let leftover = conn::Leftover::of(&req);
+                        let req = req.map(|body| conn::Receiving::new(body, &exchanges, leftover));
                         let (client, tunnels) = (client.clone(), tunnels.clone());
                         let response = async move {
                             let response = proxy.handle(
@@ -418,8 +419,10 @@ impl Gateway {
                     let tunnels = tunnels.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let finish = exchanges.start();
-                        let mut req =
-                            req.map(|body| Body::new(conn::Receiving::new(body, &exchanges)));
+                        let leftover = conn::Leftover::of(&req);
+                        let mut req = req.map(|body| {
+                            Body::new(conn::Receiving::new(body, &exchanges, leftover))
+                        });
                         // How plugins (and the proxy behind them) see the client's address.
                         req.extensions_mut().insert::<SocketAddr>(peer);
                         // Where the proxy puts a connection that switches protocols.
