@@ -432,6 +432,35 @@ async fn a_backend_killed_mid_run_leaves_the_other_node_serving() {
     drop(two);
 }
 
+/// A node that refuses connections got nothing of a request: a POST goes, body and all, to
+/// another node (it was a 502, as only bodiless requests were tried again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_goes_to_another_node_when_one_refuses_connections() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut dead = Backend::start("dead").await;
+    let live = Backend::start("live").await;
+    register(&registry, "go.micro.api.pair", "1", &dead.addr.to_string()).await;
+    register(&registry, "go.micro.api.pair", "2", &live.addr.to_string()).await;
+    dead.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &["--selector", "roundrobin"],
+        Arc::clone(&registry),
+    )
+    .await;
+    for i in 0..6 {
+        let r = call(&gw, "POST", "/pair/x", Vec::new(), "hello".to_string()).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(
+            r.body.starts_with("node=live path=/pair/x body=5"),
+            "{}",
+            r.body
+        );
+    }
+    drop(live);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_allows_and_denies() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());

@@ -68,6 +68,8 @@ pub(crate) struct Lease {
     /// When it was taken plus [`STALE_AFTER`] (one clock read per request, at the lease: the
     /// idle time then counts from the previous request's start, a little more than it was).
     stale_at: Option<Instant>,
+    /// Whether its connection was opened for this request ([`Pool::open`]), not pooled.
+    opened: bool,
 }
 
 impl Lease {
@@ -77,6 +79,7 @@ impl Lease {
             conn: None,
             stale: false,
             stale_at: None,
+            opened: false,
         }
     }
 
@@ -135,12 +138,29 @@ impl Pool {
                     conn: Some(conn),
                     stale: now >= stale_at,
                     stale_at: now.checked_add(STALE_AFTER),
+                    opened: false,
                 };
             } else {
                 i += 1;
             }
         }
         Lease::fresh()
+    }
+
+    /// `lease` with its connection opened now if it has none, so that a node that cannot be
+    /// reached is known while the request is still whole (its body unread): it may then go to
+    /// another node, whatever its method.
+    pub(crate) async fn open(&self, mut lease: Lease, address: &str) -> Result<Lease, PoolError> {
+        if lease.conn.is_none() {
+            lease.conn = Some(Box::pin(self.connect(address)).await?);
+            lease.opened = true;
+        }
+        Ok(lease)
+    }
+
+    /// Whether `lease` has no connection yet (it is opened when the request is sent).
+    pub(crate) fn unopened(lease: &Lease) -> bool {
+        lease.conn.is_none()
     }
 
     fn checkin(&self, address: &str, conn: http1::SendRequest<Body>, stale_at: Option<Instant>) {
@@ -194,7 +214,7 @@ impl Pool {
         request: Request<Body>,
         replay: Option<Box<Request<Body>>>,
     ) -> Result<Response<Incoming>, PoolError> {
-        let pooled = lease.conn.is_some();
+        let pooled = lease.conn.is_some() && !lease.opened;
         // Connecting is rare and its future large: boxed, it does not grow every request's
         // future (which is moved a few times per request).
         let mut conn = match lease.conn {

@@ -289,6 +289,29 @@ impl Proxy {
                     }
                 },
             };
+            let mut lease = self.inner.pool.lease(target);
+            if Pool::unopened(&lease) {
+                // Opened before the request goes: a node that cannot be reached got none of
+                // it, so any request (a POST with its body too) may go to another node.
+                match self.inner.pool.open(lease, target).await {
+                    Ok(opened) => lease = opened,
+                    Err(err) => {
+                        tracing::warn!(%service, %address, error = %err, "backend failed");
+                        self.mark_failed(service, address);
+                        if tried.is_empty() && nodes.len() > 1 {
+                            tried.push(address.to_string());
+                            if head.is_none() {
+                                head = Some(parts);
+                            }
+                            continue;
+                        }
+                        return fail(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{service}` node {address} is unreachable"),
+                        );
+                    }
+                }
+            }
             let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
             // Nodes are spoken to in HTTP/1.1 whatever the client spoke (as nginx's
             // `proxy_http_version 1.1` and Go's transport do): hyper would frame an HTTP/2
@@ -303,7 +326,6 @@ impl Proxy {
                     backend_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let lease = self.inner.pool.lease(target);
             // A connection that sat idle in the pool may be closed by the node (its keep-alive
             // timeout) just as the request goes out: one that can be replayed (no body, a safe
             // method, as Go's transport decides) is then sent once more on a new connection.
