@@ -453,6 +453,7 @@ async fn keep_registered(
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = interval.max(MIN_REGISTER_INTERVAL);
+    let mut lost = registry.registrations_lost();
     let mut registered = false;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -485,8 +486,20 @@ async fn keep_registered(
                 wait
             }
         };
+        let lost_one = async {
+            let changed = match lost.as_mut() {
+                Some(lost) => lost.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            // A lease found lost: registered again now (the attempt backs off as usual while
+            // the registry cannot be reached).
+            () = lost_one, if registered => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -113,6 +113,13 @@ impl Etcd {
         }
     }
 
+    /// Stops the server and removes its data: resumed, it is a new, empty cluster (as an etcd
+    /// replaced or restored from nothing).
+    pub fn wipe(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
     /// Freezes the server (SIGSTOP), as a stalled etcd (a long disk sync, a paused VM): its
     /// connections stay open and nothing answers until [`Etcd::unpause`].
     pub fn pause(&self) {

@@ -365,6 +365,35 @@ async fn etcd_down_then_back_cached_nodes_keep_serving_and_the_node_registers_ag
     running.stop().await.unwrap();
 }
 
+/// etcd restarted with its data wiped holds no node: each registers again as soon as its
+/// keepalive stream breaks, not on its next register interval (30 s here, as go-micro's
+/// default; every request to it was a 503 until then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_registers_again_at_once_when_etcd_comes_back_empty() {
+    let mut etcd = Etcd::start("wiped");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(90), Duration::from_secs(30)).await;
+    let addr = running.local_addr().to_string();
+    within(Duration::from_secs(5), "registered", || {
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr))
+    })
+    .await;
+
+    etcd.wipe();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.resume();
+    // The keepalive stream broke with the old etcd; registering again backs off 1 s, 2 s, 4 s
+    // while etcd is away.
+    let took = within(
+        Duration::from_secs(8),
+        "registered again in the empty etcd",
+        || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr)),
+    )
+    .await;
+    assert!(took < Duration::from_secs(30));
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_before_etcd_registers_once_etcd_is_up() {
     let mut etcd = Etcd::planned("late");

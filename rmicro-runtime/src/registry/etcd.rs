@@ -166,6 +166,8 @@ struct Inner {
     /// succeeds: said by a lookup that waited in vain (a TLS handshake etcd closed says more
     /// than "has not answered").
     last_failure: Mutex<Option<String>>,
+    /// Counts the leases found lost by their keepalive (see `Registry::registrations_lost`).
+    lost: Arc<watch::Sender<u64>>,
 }
 
 /// The key of one node.
@@ -192,6 +194,7 @@ impl EtcdRegistry {
                 cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
                 last_failure: Mutex::new(None),
+                lost: Arc::new(watch::channel(0).0),
             }))),
         }
     }
@@ -561,13 +564,16 @@ async fn cache_loop(inner: Weak<Inner>) {
     }
 }
 
-/// Keeps one lease alive over one long-lived stream until the stream or the lease ends.
+/// Keeps one lease alive over one long-lived stream until the stream or the lease ends; then
+/// says so through `lost`. The stream is watched between renewals too, so that etcd going away
+/// (stopped, restarted with its data wiped) is known at once, not a third of the TTL later.
 async fn keep_alive(
     client: etcd_client::Client,
     id: i64,
     ttl: Duration,
     alive: Arc<AtomicBool>,
     key: String,
+    lost: Arc<watch::Sender<u64>>,
 ) {
     let tick = (ttl / 3).max(Duration::from_millis(500));
     let result: Result<(), String> = async {
@@ -583,14 +589,27 @@ async fn keep_alive(
                 Some(_) => return Err("etcd reports the lease expired".into()),
                 None => return Err("etcd closed the keepalive stream".into()),
             }
-            tokio::time::sleep(tick).await;
+            let sleep = tokio::time::sleep(tick);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    // Nothing is due before the next renewal: this is the stream ending.
+                    said = stream.message() => match said.map_err(|e| e.to_string())? {
+                        Some(resp) if resp.ttl() > 0 => {}
+                        Some(_) => return Err("etcd reports the lease expired".into()),
+                        None => return Err("etcd closed the keepalive stream".into()),
+                    },
+                }
+            }
         }
     }
     .await;
     alive.store(false, Ordering::SeqCst);
     if let Err(err) = result {
-        tracing::warn!(%key, error = %err, "registration lease lost; it is renewed on the next register interval");
+        tracing::warn!(%key, error = %err, "registration lease lost; registering again");
     }
+    lost.send_modify(|n| *n += 1);
 }
 
 impl EtcdRegistry {
@@ -726,7 +745,14 @@ impl EtcdRegistry {
             .await?;
         let client = self.inner.client().await?;
         let alive = Arc::new(AtomicBool::new(true));
-        let task = tokio::spawn(keep_alive(client, id, ttl, Arc::clone(&alive), key.clone()));
+        let task = tokio::spawn(keep_alive(
+            client,
+            id,
+            ttl,
+            Arc::clone(&alive),
+            key.clone(),
+            Arc::clone(&self.inner.lost),
+        ));
         let old = self
             .inner
             .leases
@@ -815,6 +841,10 @@ impl Registry for EtcdRegistry {
             }
             failed.map_or(Ok(()), Err)
         })
+    }
+
+    fn registrations_lost(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.lost.subscribe())
     }
 
     fn get_service<'a>(

@@ -232,6 +232,14 @@ pub trait Registry: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move { self.list_services().await.map(|_| ()) })
     }
+
+    /// Changes each time a registration the registry keeps alive by itself (an etcd lease) is
+    /// lost, so that a [`Registration`](crate::service::Registration) makes it again at once
+    /// instead of on its next interval (etcd restarted with its data wiped: every node was
+    /// gone until then). `None`, the default, for registries whose registrations only expire.
+    fn registrations_lost(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Groups one-node records into services, one per `(name, version)`, the same whatever order
