@@ -218,6 +218,29 @@ async fn gateway_health_is_200_then_503_when_etcd_stops() {
     assert_eq!(back, 200, "healthy again once etcd is back");
 }
 
+/// A lookup the registry cannot answer is a 503 that says only that: the registry's error
+/// (its address, advice about the gateway's flags) is the operator's, in the log, not for
+/// whoever sent the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_failure_is_a_503_without_the_registrys_details() {
+    let etcd = Etcd::planned("lookup-fails");
+    for handler in ["http", "rpc"] {
+        let flags = ["--registry-timeout", "1s", "--handler", handler];
+        let (addr, _stop) = gateway_on(&etcd.client_addr, &flags).await;
+        let r = tokio::task::spawn_blocking(move || rmicro_tests::http::get(&addr, "/user/call"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 503, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("cannot ") && detail.ends_with(": the registry is unavailable"),
+            "{handler}: {detail}"
+        );
+        assert!(!r.body.contains(&etcd.client_addr), "{}", r.body);
+    }
+}
+
 #[test]
 fn a_watch_that_falls_behind_is_an_error_not_a_clean_exit() {
     use std::io::Read;

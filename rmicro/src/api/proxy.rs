@@ -183,7 +183,7 @@ impl Proxy {
             Err(err) => {
                 return fail(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot look up service `{service}`: {err}"),
+                    error::registry_unavailable(&format!("look up service `{service}`"), &err),
                 )
             }
         };

@@ -52,7 +52,7 @@ impl RpcHandler {
             .map_err(|err| {
                 error::response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot read the registry: {err}"),
+                    error::registry_unavailable("read the services' routes", &err),
                 )
             })?;
         // Descriptors of services that left the registry go too.
@@ -151,7 +151,7 @@ impl RpcHandler {
             .map_err(|err| {
                 error::response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot look up service `{service}`: {err}"),
+                    error::registry_unavailable(&format!("look up service `{service}`"), &err),
                 )
             })?;
         // As the http handler: a service that had nodes once and has none now is unavailable
