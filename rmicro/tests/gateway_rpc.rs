@@ -51,6 +51,14 @@ async fn gateway_with_limit(
     registry: Arc<dyn Registry>,
     body_limit: &str,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_in_mode(registry, "rpc", body_limit).await
+}
+
+async fn gateway_in_mode(
+    registry: Arc<dyn Registry>,
+    handler: &str,
+    body_limit: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let cli = Cli::new();
     let matches = cli
         .command()
@@ -58,7 +66,7 @@ async fn gateway_with_limit(
             "rmicro",
             "api",
             "--handler",
-            "rpc",
+            handler,
             "--namespace",
             "go.micro.srv",
             "--body-limit",
@@ -488,6 +496,18 @@ fn assert_error_has(resp: &HttpResponse, status: u16, part: &str) {
         "{detail:?} lacks {part:?}: {}",
         resp.body
     );
+}
+
+/// The http handler pointed at gRPC services (a namespace of gRPC nodes, as go-micro's
+/// `go.micro.srv`) says what to run instead, not that the node's answer is unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_handler_in_front_of_a_grpc_service_says_to_use_the_rpc_handler() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let (_user, _kitchen) = services(&registry).await;
+    let (gw, _stop) = gateway_in_mode(registry, "http", "4KiB").await;
+    let r = call(&gw, "POST", "/user/call", r#"{"name":"a"}"#).await;
+    assert_error_has(&r, 502, "speaks gRPC (its registration says protocol=grpc)");
+    assert_error_has(&r, 502, "--handler rpc");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,6 +411,20 @@ impl Proxy {
                     // What went wrong, and whether the node looks down (then it is avoided).
                     let (detail, down) = match &err {
                         PoolError::Connect(_) => ("is unreachable", true),
+                        // A gRPC server (HTTP/2 only) answers HTTP/1.1 with bytes that are
+                        // no response: the gateway is in the wrong mode for it.
+                        PoolError::Exchange(e)
+                            if e.is_parse()
+                                && nodes.iter().any(|n| {
+                                    n.address == address
+                                        && n.metadata.get("protocol").is_some_and(|p| p == "grpc")
+                                }) =>
+                        {
+                            (
+                                "speaks gRPC (its registration says protocol=grpc), which the http handler does not: serve gRPC services with `rmicro api --handler rpc`",
+                                false,
+                            )
+                        }
                         PoolError::Exchange(e) if e.is_parse() => (
                             "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)",
                             false,
