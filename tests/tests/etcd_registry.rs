@@ -578,6 +578,22 @@ async fn tls_to_a_plain_etcd_says_so() {
             && err.contains("leave out the --registry-tls-* flags"),
         "{err}"
     );
+
+    // TLS asked for by the address alone: the same hint, not "give --registry-tls-ca".
+    let registry = EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![format!("https://{}", etcd.client_addr)],
+        dial_timeout: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let err = registry
+        .get_service("go.micro.srv.user")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("during the TLS handshake") && err.contains("any https:// in its address"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,7 +221,14 @@ impl Inner {
             Some(rest) => rest.to_string(),
             None => text,
         };
-        if let Some(hint) = tls_hint(&text, self.options.tls.is_some()) {
+        // TLS is spoken with TLS options or with an `https://` endpoint.
+        let client_tls = self.options.tls.is_some()
+            || self
+                .options
+                .endpoints
+                .iter()
+                .any(|e| e.to_ascii_lowercase().starts_with("https://"));
+        if let Some(hint) = tls_hint(&text, client_tls) {
             text.push_str(hint);
         }
         text
@@ -527,7 +534,7 @@ fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
         (false, _) => None,
         (true, true) => Some(
             " (etcd closed the connection during the TLS handshake: if it serves plain TCP, \
-             leave out the --registry-tls-* flags)",
+             leave out the --registry-tls-* flags and any https:// in its address)",
         ),
         (true, false) => Some(
             " (etcd closed the connection at once: if it serves TLS, give --registry-tls-ca, \
