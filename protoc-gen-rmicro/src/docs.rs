@@ -61,14 +61,17 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
         };
         let doc = doc.trim_end_matches('\n');
         let fixed = match fence_info(doc) {
-            // Closing (a closing fence has no info string; a fence line with one is text).
+            // Closing (a closing fence has no info string, only backticks; a fence line with
+            // one is text). A line that names Rust is made `ignore` wherever it stands, should
+            // this reading of the comment differ from rustdoc's.
             Some((_, info)) if in_fence => {
-                in_fence = !info.trim().is_empty();
-                None
+                in_fence = !info.trim().trim_start_matches('`').is_empty();
+                let fixed = fence_fix(doc);
+                (fixed != doc).then_some(fixed)
             }
             Some((lead, info)) => {
                 in_fence = true;
-                if info.trim().is_empty() {
+                if info.trim().trim_start_matches('`').is_empty() {
                     Some(format!("{lead}```text"))
                 } else {
                     Some(fence_fix(doc))
@@ -128,10 +131,16 @@ mod tests {
             fix_file(prost),
             "/// ```text\n/// ```\n/// foo\n/// ```text\n/// bar baz\n/// ```\n"
         );
-        // Inside a block, a fence line with an info string is text, not a new block.
+        // Inside a block, a fence line with an info string is text, not a new block (one that
+        // names Rust is still made `ignore`, in case rustdoc reads the block otherwise).
         assert_eq!(
-            fix_file("/// ```text\n/// ```rust\n/// ```\n"),
-            "/// ```text\n/// ```rust\n/// ```\n"
+            fix_file("/// ```text\n/// ```rust\n/// ```\n/// ```compile_fail\n/// x\n/// ```\n"),
+            "/// ```text\n/// ```ignore\n/// ```\n/// ```ignore\n/// x\n/// ```\n"
+        );
+        // Four backticks close a block too.
+        assert_eq!(
+            fix_file("/// ```text\n/// ````\n/// ```\n/// x\n/// ```\n"),
+            "/// ```text\n/// ````\n/// ```text\n/// x\n/// ```\n"
         );
         // Each doc comment starts outside any block.
         assert_eq!(

@@ -456,7 +456,12 @@ async fn keep_registered(
     let mut lost = registry.registrations_lost();
     let mut registered = false;
     let mut backoff = Duration::from_secs(1);
+    // How soon after an attempt a lost lease may start the next: 1 s, doubling while leases keep
+    // being lost at once (a keepalive stream that breaks as soon as it opens, behind a proxy
+    // that cuts gRPC streams), back to 1 s after a quiet interval.
+    let mut lost_gap = Duration::from_secs(1);
     loop {
+        let attempted = tokio::time::Instant::now();
         // A stop cuts short an attempt in flight (up to 5 s against an unreachable registry):
         // stopping then waits only for the deregistration, as `stop` promises.
         let attempt = tokio::select! {
@@ -494,12 +499,13 @@ async fn keep_registered(
             if !changed {
                 std::future::pending::<()>().await;
             }
+            tokio::time::sleep_until(attempted + lost_gap).await;
         };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait) => lost_gap = Duration::from_secs(1),
             // A lease found lost: registered again now (the attempt backs off as usual while
             // the registry cannot be reached).
-            () = lost_one, if registered => {}
+            () = lost_one, if registered => lost_gap = (lost_gap * 2).min(interval),
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -574,6 +580,8 @@ mod tests {
         down: std::sync::atomic::AtomicBool,
         /// Registrations never answer (an etcd that stopped answering).
         hung: std::sync::atomic::AtomicBool,
+        /// What `registrations_lost` reports, when set.
+        lost: Option<tokio::sync::watch::Sender<u64>>,
     }
 
     impl Registry for Counting {
@@ -615,6 +623,11 @@ mod tests {
         ) -> BoxFuture<'a, Result<Watcher, RegistryError>> {
             self.inner.watch(service)
         }
+        fn registrations_lost(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            self.lost
+                .as_ref()
+                .map(tokio::sync::watch::Sender::subscribe)
+        }
     }
 
     fn record() -> registry::Service {
@@ -649,6 +662,38 @@ mod tests {
                 "{registers} registrations in 300 ms (registry down: {down})"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_lost_registration_is_made_again_at_once_but_not_in_a_loop() {
+        let (lost, _) = tokio::sync::watch::channel(0u64);
+        let counting = Arc::new(Counting {
+            lost: Some(lost),
+            ..Default::default()
+        });
+        let registration = Registration::start(
+            Arc::clone(&counting) as Arc<dyn Registry>,
+            record(),
+            Duration::from_secs(90),
+            Duration::from_secs(30),
+        );
+        let registers = || counting.registers.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(registers(), 1);
+        // One loss, long after the registration: made again at once.
+        counting.lost.as_ref().unwrap().send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(registers(), 2, "registered again at once");
+        // Lost again and again (a keepalive that breaks as soon as it opens): 1 s, 2 s, ...
+        // apart, not as fast as the registry answers.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(3500) {
+            counting.lost.as_ref().unwrap().send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = registers() - 2;
+        assert!((1..=3).contains(&again), "{again} registrations in 3.5 s");
+        registration.stop().await;
     }
 
     #[tokio::test]

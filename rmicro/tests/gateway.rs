@@ -2016,6 +2016,36 @@ async fn a_node_that_stops_taking_the_body_is_answered_for_with_a_504() {
         "{:?}",
         started.elapsed()
     );
+
+    // Over HTTP/1 the rest of the body still comes on the connection, which therefore ends
+    // after the 504: the response says so (hyper closed it without a word).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let conn = tokio::net::TcpStream::connect(gw.as_str()).await.unwrap();
+    let (mut from_gw, mut to_gw) = conn.into_split();
+    let head = "POST /stuck/x HTTP/1.1\r\nhost: gw\r\ncontent-length: 134217728\r\n\r\n";
+    to_gw.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..2048 {
+            if to_gw.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(15), from_gw.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 504"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    writer.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

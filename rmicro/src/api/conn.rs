@@ -88,19 +88,23 @@ impl Exchanges {
     /// unless its response is out already (its body went with an upload the node answered
     /// before the end of): that is for hyper to end.
     fn leave(&self, seq: u64, unread: Unread) {
-        if self.responded.load(Ordering::Relaxed) >= seq {
+        if self.responded.load(Ordering::SeqCst) >= seq {
             return;
         }
         if let Ok(mut slot) = self.unread.lock() {
             *slot = Some((seq, unread));
-            self.has_unread.store(true, Ordering::Release);
+            self.has_unread.store(true, Ordering::SeqCst);
+        }
+        // The response may have come out meanwhile, on another thread (a multi-threaded
+        // runtime): it did not see this, so it is taken back (and dropped: hyper ends it).
+        if self.responded.load(Ordering::SeqCst) >= seq {
+            drop(self.take_unread(seq));
         }
     }
 
     /// What request `seq` left unread.
     fn take_unread(&self, seq: u64) -> Option<Unread> {
-        if !self.has_unread.load(Ordering::Relaxed)
-            || !self.has_unread.swap(false, Ordering::Acquire)
+        if !self.has_unread.load(Ordering::SeqCst) || !self.has_unread.swap(false, Ordering::SeqCst)
         {
             return None;
         }
@@ -300,15 +304,19 @@ pin_project_lite::pin_project! {
         future: F,
         finish: Option<Finish>,
         discarding: Option<(http::Response<B>, Pin<Box<Discard>>)>,
+        // An HTTP/1 request with a body.
+        h1_body: bool,
     }
 }
 
 impl<F, B> Responding<F, B> {
-    pub(crate) fn new(future: F, finish: Finish) -> Self {
+    /// The response to the request that `finish` finishes, whose body is `leftover`'s kind.
+    pub(crate) fn new(future: F, finish: Finish, leftover: Leftover) -> Self {
         Responding {
             future,
             finish: Some(finish),
             discarding: None,
+            h1_body: leftover != Leftover::Ignore,
         }
     }
 }
@@ -336,7 +344,16 @@ where
                     .finish
                     .as_ref()
                     .expect("Responding polled after it completed");
+                // Counted before the body left unread is looked for: see `Exchanges::leave`.
+                finish.0.responded.fetch_add(1, Ordering::SeqCst);
                 match finish.0.take_unread(finish.1) {
+                    // The body is still held elsewhere (an upload the node stopped taking):
+                    // hyper closes the connection after this response; it says so.
+                    None if *this.h1_body
+                        && finish.0.received.load(Ordering::SeqCst) < finish.1 =>
+                    {
+                        close(&mut response)
+                    }
                     None => {}
                     Some(Unread::Close) => close(&mut response),
                     Some(Unread::Body(body)) => {
@@ -363,7 +380,6 @@ where
             .finish
             .take()
             .expect("Responding polled after it completed");
-        finish.0.responded.fetch_add(1, Ordering::Relaxed);
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             finish.0.upgraded.store(true, Ordering::Relaxed);
         }

@@ -410,7 +410,7 @@ impl Gateway {
                             );
                             Ok::<_, Infallible>(response.await)
                         };
-                        conn::Responding::new(response, finish)
+                        conn::Responding::new(response, finish, leftover)
                     });
                     spawn_connection(&builder, &graceful, stream, service);
                 }
@@ -427,7 +427,7 @@ impl Gateway {
                         req.extensions_mut().insert::<SocketAddr>(peer);
                         // Where the proxy puts a connection that switches protocols.
                         req.extensions_mut().insert(tunnels.clone());
-                        conn::Responding::new(service.clone().oneshot(req), finish)
+                        conn::Responding::new(service.clone().oneshot(req), finish, leftover)
                     });
                     spawn_connection(&builder, &graceful, stream, service);
                 }

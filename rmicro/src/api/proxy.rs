@@ -293,9 +293,20 @@ impl Proxy {
             if Pool::unopened(&lease) {
                 // Opened before the request goes: a node that cannot be reached got none of
                 // it, so any request (a POST with its body too) may go to another node.
-                match self.inner.pool.open(lease, target).await {
-                    Ok(opened) => lease = opened,
-                    Err(err) => {
+                let opening = self.inner.pool.open(lease, target);
+                match tokio::time::timeout(config.backend_timeout, opening).await {
+                    Ok(Ok(opened)) => lease = opened,
+                    // The backend timeout bounds connecting too, as it did inside the send.
+                    Err(_) => {
+                        return fail(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "service `{service}` node {address} did not answer within {:?}",
+                                config.backend_timeout
+                            ),
+                        )
+                    }
+                    Ok(Err(err)) => {
                         tracing::warn!(%service, %address, error = %err, "backend failed");
                         self.mark_failed(service, address);
                         if tried.is_empty() && nodes.len() > 1 {

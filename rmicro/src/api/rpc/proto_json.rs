@@ -201,12 +201,16 @@ const BARE_ANY: &str = "bare.rmicro.invalid/";
 /// `Any`'s bytes) one prost-reflect can write: an empty one gets the stand-in type URL, a type URL
 /// without `/` the [`BARE_ANY`] domain. [`mend_response`] writes them as they were.
 pub(super) fn mark_anys(message: &mut DynamicMessage) {
-    let Some(url) = empty_any_url(message.descriptor().parent_pool()) else {
+    let pool = message.descriptor().parent_pool().clone();
+    if pool.get_message_by_name("google.protobuf.Any").is_none() {
         return;
-    };
+    }
+    let stand_in = empty_any_url(&pool);
     for_each_any(message, &mut |any| {
         if is_empty_any(any) {
-            any.set_field_by_name("type_url", Value::String(url.clone()));
+            if let Some(url) = &stand_in {
+                any.set_field_by_name("type_url", Value::String(url.clone()));
+            }
         } else if let Some(bare) = type_url(any).filter(|u| !u.contains('/')) {
             let marked = format!("{BARE_ANY}{bare}");
             any.set_field_by_name("type_url", Value::String(marked));
@@ -218,7 +222,12 @@ pub(super) fn mark_anys(message: &mut DynamicMessage) {
 /// written `{}` is present with neither type nor value again, as protojson and json_format read
 /// it; a type URL without `/` is as the client wrote it.
 pub(super) fn restore_anys(message: &mut DynamicMessage) {
-    if empty_any_url(message.descriptor().parent_pool()).is_none() {
+    let desc = message.descriptor();
+    if desc
+        .parent_pool()
+        .get_message_by_name("google.protobuf.Any")
+        .is_none()
+    {
         return;
     }
     for_each_any(message, &mut |any| {
@@ -926,6 +935,28 @@ mod tests {
         assert!(same_keys(&Kind::String, &twice, "m.").is_ok());
         let once = keys(serde_json::json!({"1": "a", "2": "b", "-1": "c"}));
         assert!(same_keys(&Kind::Sint64, &once, "m.").is_ok());
+    }
+
+    #[test]
+    fn a_bare_type_url_is_restored_where_no_type_can_stand_in_for_an_empty_any() {
+        // Only `Any` and `Empty`: both have JSON forms of their own, so no stand-in exists.
+        let global = prost_reflect::DescriptorPool::global();
+        let mut pool = prost_reflect::DescriptorPool::new();
+        for file in ["google/protobuf/any.proto", "google/protobuf/empty.proto"] {
+            let proto = global
+                .get_file_by_name(file)
+                .unwrap()
+                .file_descriptor_proto()
+                .clone();
+            pool.add_file_descriptor_proto(proto).unwrap();
+        }
+        assert_eq!(empty_any_url(&pool), None);
+        let any = pool.get_message_by_name("google.protobuf.Any").unwrap();
+        let mut json = serde_json::json!({"@type": "google.protobuf.Empty", "value": {}});
+        conform_request(&any, &mut json, "").unwrap();
+        let mut read = DynamicMessage::deserialize(any, json).unwrap();
+        restore_anys(&mut read);
+        assert_eq!(type_url(&read).as_deref(), Some("google.protobuf.Empty"));
     }
 
     #[test]
