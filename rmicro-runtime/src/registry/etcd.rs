@@ -589,24 +589,24 @@ async fn keep_alive(
             .keep_alive(id)
             .await
             .map_err(|e| e.to_string())?;
+        // What etcd said on the stream: the lease renewed, or why it is lost.
+        let renewed = |said: Result<Option<etcd_client::LeaseKeepAliveResponse>, _>| match said
+            .map_err(|e: etcd_client::Error| e.to_string())?
+        {
+            Some(resp) if resp.ttl() > 0 => Ok(()),
+            Some(_) => Err("etcd reports the lease expired".to_string()),
+            None => Err("etcd closed the keepalive stream".to_string()),
+        };
         loop {
             keeper.keep_alive().await.map_err(|e| e.to_string())?;
-            match stream.message().await.map_err(|e| e.to_string())? {
-                Some(resp) if resp.ttl() > 0 => {}
-                Some(_) => return Err("etcd reports the lease expired".into()),
-                None => return Err("etcd closed the keepalive stream".into()),
-            }
+            renewed(stream.message().await)?;
             let sleep = tokio::time::sleep(tick);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
                     // Nothing is due before the next renewal: this is the stream ending.
-                    said = stream.message() => match said.map_err(|e| e.to_string())? {
-                        Some(resp) if resp.ttl() > 0 => {}
-                        Some(_) => return Err("etcd reports the lease expired".into()),
-                        None => return Err("etcd closed the keepalive stream".into()),
-                    },
+                    said = stream.message() => renewed(said)?,
                 }
             }
         }

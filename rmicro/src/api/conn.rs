@@ -193,14 +193,10 @@ fn received(exchanges: &mut Option<Arc<Exchanges>>) {
 }
 
 impl Receiving {
-    pub(crate) fn new(
-        body: hyper::body::Incoming,
-        exchanges: &Arc<Exchanges>,
-        leftover: Leftover,
-    ) -> Self {
+    /// The body of the request `finish` finishes.
+    pub(crate) fn new(body: hyper::body::Incoming, finish: &Finish, leftover: Leftover) -> Self {
         use http_body::Body as _;
-        // Called once the request is counted as started.
-        let seq = exchanges.started();
+        let Finish(exchanges, seq) = finish;
         // Without a body it is received now, and no reference to the counts is kept.
         let exchanges = if body.is_end_stream() {
             exchanges.received.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +208,7 @@ impl Receiving {
             body: Some(body),
             exchanges,
             leftover,
-            seq,
+            seq: *seq,
         }
     }
 }

@@ -20,9 +20,9 @@ pub fn response(status: StatusCode, detail: impl Into<String>) -> Response<Body>
     resp
 }
 
-/// The detail of the 503 for what the registry could not be asked (`doing`: "look up service `x`"): the client is
-/// told only that (the registry's error names its address, and advice about the gateway's
-/// flags: for the operator, not for whoever sent the request). The whole error goes to the log,
+/// The detail of the 503 for what the registry could not be asked (`doing`: "look up service
+/// `x`"): the client is told only that (the registry's error names its address, and advice
+/// about the gateway's flags: for the operator, not for whoever sent the request). The whole error goes to the log,
 /// at most every 10 seconds, as such failures come with every request while they last.
 pub fn registry_unavailable(doing: &str, err: &dyn std::fmt::Display) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

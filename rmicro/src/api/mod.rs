@@ -399,7 +399,7 @@ impl Gateway {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (proxy, finish) = (proxy.clone(), exchanges.start());
                         let leftover = conn::Leftover::of(&req);
-                        let req = req.map(|body| conn::Receiving::new(body, &exchanges, leftover));
+                        let req = req.map(|body| conn::Receiving::new(body, &finish, leftover));
                         let (client, tunnels) = (client.clone(), tunnels.clone());
                         let response = async move {
                             let response = proxy.handle(
@@ -420,9 +420,8 @@ impl Gateway {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let finish = exchanges.start();
                         let leftover = conn::Leftover::of(&req);
-                        let mut req = req.map(|body| {
-                            Body::new(conn::Receiving::new(body, &exchanges, leftover))
-                        });
+                        let mut req = req
+                            .map(|body| Body::new(conn::Receiving::new(body, &finish, leftover)));
                         // How plugins (and the proxy behind them) see the client's address.
                         req.extensions_mut().insert::<SocketAddr>(peer);
                         // Where the proxy puts a connection that switches protocols.

@@ -87,6 +87,12 @@ impl Lease {
     pub(crate) fn may_be_stale(&self) -> bool {
         self.stale
     }
+
+    /// Whether it has no connection yet (one is opened when the request is sent, or by
+    /// [`Pool::open`]).
+    pub(crate) fn unopened(&self) -> bool {
+        self.conn.is_none()
+    }
 }
 
 /// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
@@ -156,11 +162,6 @@ impl Pool {
             lease.opened = true;
         }
         Ok(lease)
-    }
-
-    /// Whether `lease` has no connection yet (it is opened when the request is sent).
-    pub(crate) fn unopened(lease: &Lease) -> bool {
-        lease.conn.is_none()
     }
 
     fn checkin(&self, address: &str, conn: http1::SendRequest<Body>, stale_at: Option<Instant>) {

@@ -290,7 +290,7 @@ impl Proxy {
                 },
             };
             let mut lease = self.inner.pool.lease(target);
-            if Pool::unopened(&lease) {
+            if lease.unopened() {
                 // Opened before the request goes: a node that cannot be reached got none of
                 // it, so any request (a POST with its body too) may go to another node.
                 let opening = self.inner.pool.open(lease, target);

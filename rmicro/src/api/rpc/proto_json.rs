@@ -205,10 +205,11 @@ pub(super) fn mark_anys(message: &mut DynamicMessage) {
     if pool.get_message_by_name("google.protobuf.Any").is_none() {
         return;
     }
-    let stand_in = empty_any_url(&pool);
+    // Looked up at the first empty `Any`, if there is one.
+    let mut stand_in = None;
     for_each_any(message, &mut |any| {
         if is_empty_any(any) {
-            if let Some(url) = &stand_in {
+            if let Some(url) = stand_in.get_or_insert_with(|| empty_any_url(&pool)) {
                 any.set_field_by_name("type_url", Value::String(url.clone()));
             }
         } else if let Some(bare) = type_url(any).filter(|u| !u.contains('/')) {
