@@ -292,6 +292,29 @@ impl Drop for Finish {
 }
 
 pin_project_lite::pin_project! {
+    /// A response future that cannot fail, as a service's (whose futures can): in place, where
+    /// an `async` block around it would hold it twice.
+    pub(crate) struct NeverFails<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> NeverFails<F> {
+    pub(crate) fn new(future: F) -> Self {
+        NeverFails { future }
+    }
+}
+
+impl<F: Future> Future for NeverFails<F> {
+    type Output = Result<F::Output, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().future.poll(cx).map(Ok)
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A service's response future whose response body finishes the request (and which
     /// finishes it itself if dropped before the response). On HTTP/1 it first reads what the
     /// request left of its body (see [`Unread`]).

@@ -9,7 +9,6 @@
 //! `go.micro.api.v1.user` (see [`proxy`] for the error statuses). Header-read and idle timeouts,
 //! a backend timeout and a request body limit are on by default. [Plugins](plugin) wrap the proxy.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -254,8 +253,7 @@ impl Gateway {
             let proxy = proxy::Proxy::with_tunnel_idle(config, args.idle_timeout);
             direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok(proxy.handle_boxed(req).await) }
+                proxy.clone().handle_boxed(req)
             }))
         };
         // The first plugin is the outermost layer: wrapped last.
@@ -400,17 +398,13 @@ impl Gateway {
                         let (proxy, finish) = (proxy.clone(), exchanges.start());
                         let leftover = conn::Leftover::of(&req);
                         let req = req.map(|body| conn::Receiving::new(body, &finish, leftover));
-                        let (client, tunnels) = (client.clone(), tunnels.clone());
-                        let response = async move {
-                            let response = proxy.handle(
-                                req,
-                                client.as_ref(),
-                                Some(&tunnels),
-                                proxy::Host::Unchecked,
-                            );
-                            Ok::<_, Infallible>(response.await)
-                        };
-                        conn::Responding::new(response, finish, leftover)
+                        let response = proxy.handle(
+                            req,
+                            client.clone(),
+                            Some(tunnels.clone()),
+                            proxy::Host::Unchecked,
+                        );
+                        conn::Responding::new(conn::NeverFails::new(response), finish, leftover)
                     });
                     spawn_connection(&builder, &graceful, stream, service);
                 }

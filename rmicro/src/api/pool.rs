@@ -208,53 +208,84 @@ impl Pool {
     /// and waits for the response head. If the lease's connection may have been closed for
     /// being idle and fails before an answer, `replay` (a copy of a request that may be sent
     /// twice) goes once more on a new connection.
-    pub(crate) async fn send(
-        &self,
+    ///
+    /// Each request's future holds this one, and is moved a few times per request: the future
+    /// keeps only what the common exchange needs (an `async` block, not an `async fn`, which
+    /// would keep a second copy of each argument), and connecting and recovering, both rare,
+    /// are boxed.
+    // Not an `async fn`: see above.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn send<'a>(
+        &'a self,
         lease: Lease,
-        address: &str,
+        address: &'a str,
         request: Request<Body>,
         replay: Option<Box<Request<Body>>>,
-    ) -> Result<Response<Incoming>, PoolError> {
-        let pooled = lease.conn.is_some() && !lease.opened;
-        // Connecting is rare and its future large: boxed, it does not grow every request's
-        // future (which is moved a few times per request).
-        let mut conn = match lease.conn {
-            Some(conn) => conn,
-            None => Box::pin(self.connect(address)).await?,
-        };
-        let response = match conn.try_send_request(request).await {
-            Ok(response) => response,
-            Err(mut err) => match (err.take_message(), replay) {
-                // A pooled connection closed before it took the request: a new one, once.
-                (Some(request), _) if pooled => {
-                    conn = Box::pin(self.connect(address)).await?;
-                    conn.send_request(request)
-                        .await
-                        .map_err(PoolError::Exchange)?
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, PoolError>> + 'a {
+        async move {
+            let pooled = lease.conn.is_some() && !lease.opened;
+            let mut conn = match lease.conn {
+                Some(conn) => conn,
+                None => Box::pin(self.connect(address)).await?,
+            };
+            let (conn, response) = match conn.try_send_request(request).await {
+                Ok(response) => (conn, response),
+                Err(err) => {
+                    let again = Retry {
+                        pooled,
+                        stale: lease.stale,
+                        replay,
+                    };
+                    Box::pin(self.resend(address, err, again)).await?
                 }
-                // It took it, and was closed by the node before an answer.
-                (_, Some(again)) if lease.stale && closed_by_node(err.error()) => {
-                    conn = Box::pin(self.connect(address)).await?;
-                    conn.send_request(*again)
-                        .await
-                        .map_err(PoolError::Exchange)?
-                }
-                _ => {
-                    let err = err.into_error();
-                    return Err(if lease.stale && closed_by_node(&err) {
-                        PoolError::Stale(err)
-                    } else {
-                        PoolError::Exchange(err)
-                    });
-                }
-            },
-        };
-        // A connection that switched protocols is the tunnel's now.
-        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            self.checkin(address, conn, lease.stale_at);
+            };
+            // A connection that switched protocols is the tunnel's now.
+            if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                self.checkin(address, conn, lease.stale_at);
+            }
+            Ok(response)
         }
-        Ok(response)
     }
+
+    /// After `err` on a first try: the request again on a new connection where that is safe
+    /// (`again` says whether it is), else the error.
+    async fn resend(
+        &self,
+        address: &str,
+        mut err: hyper::client::conn::TrySendError<Request<Body>>,
+        again: Retry,
+    ) -> Result<(http1::SendRequest<Body>, Response<Incoming>), PoolError> {
+        let request = match (err.take_message(), again.replay) {
+            // A pooled connection closed before it took the request: a new one, once.
+            (Some(request), _) if again.pooled => request,
+            // It took it, and was closed by the node before an answer.
+            (_, Some(replay)) if again.stale && closed_by_node(err.error()) => *replay,
+            _ => {
+                let err = err.into_error();
+                return Err(if again.stale && closed_by_node(&err) {
+                    PoolError::Stale(err)
+                } else {
+                    PoolError::Exchange(err)
+                });
+            }
+        };
+        let mut conn = self.connect(address).await?;
+        let response = conn
+            .send_request(request)
+            .await
+            .map_err(PoolError::Exchange)?;
+        Ok((conn, response))
+    }
+}
+
+/// What a failed first try allows.
+struct Retry {
+    /// The connection came from the pool (it may have been closed meanwhile).
+    pooled: bool,
+    /// It had sat idle long enough for its node to close it.
+    stale: bool,
+    /// A copy of the request, if it may be sent twice.
+    replay: Option<Box<Request<Body>>>,
 }
 
 /// Whether the node closed the connection before answering (end of stream, or a reset, as a

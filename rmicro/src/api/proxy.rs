@@ -127,246 +127,257 @@ impl Proxy {
     /// Proxies a request that went through the plugins, whose host the gateway checked and
     /// settled before them: the client's address is the `SocketAddr` request extension the
     /// gateway sets, the tunnels of the gateway's `serve` the [`Tunnels`] one.
-    pub(crate) async fn handle_boxed(self, req: Request<Body>) -> Response<Body> {
+    pub(crate) fn handle_boxed(
+        self,
+        req: Request<Body>,
+    ) -> Answer<impl std::future::Future<Output = Response<ProxyBody>>> {
         let peer = req
             .extensions()
             .get::<SocketAddr>()
             .and_then(|a| Peer::new(*a));
         let tunnels = req.extensions().get::<Tunnels>().cloned();
-        self.handle(req, peer.as_ref(), tunnels.as_ref(), Host::Settled)
-            .await
-            .map(Body::from)
+        Answer {
+            future: self.handle(req, peer, tunnels, Host::Settled),
+        }
     }
 
     /// Proxies `req` from `peer` (the gateway's connection with the client); a connection
     /// that switches protocols joins `tunnels` (the proxy's own set if `None`). `host` says
     /// whether the request's host is still to be checked and settled.
-    pub(crate) async fn handle<B>(
+    ///
+    /// The future is moved a few times per request (into hyper's slot for it, among others),
+    /// so it is kept small: an `async` block (an `async fn` would keep a second copy of the
+    /// request), owned arguments (no outer future to hold what they borrow from), and the
+    /// rare paths' futures boxed.
+    // Not an `async fn`: see above.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn handle<B>(
         self,
         mut req: Request<B>,
-        peer: Option<&Peer>,
-        tunnels: Option<&Tunnels>,
+        peer: Option<Peer>,
+        tunnels: Option<Tunnels>,
         host: Host,
-    ) -> Response<ProxyBody>
+    ) -> impl std::future::Future<Output = Response<ProxyBody>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let config = &self.inner.config;
-        if req.method() == http::Method::CONNECT {
-            // hyper would make a 2xx answer to CONNECT a tunnel; services are reached by path.
-            let mut resp = fail(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "the gateway does not tunnel CONNECT requests".to_string(),
-            );
-            resp.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-            return resp;
-        }
-        if host == Host::Unchecked {
-            if let Some(problem) = host_problem(&req) {
-                return fail(StatusCode::BAD_REQUEST, problem.to_string());
+        async move {
+            let config = &self.inner.config;
+            if req.method() == http::Method::CONNECT {
+                // hyper would make a 2xx answer to CONNECT a tunnel; services are reached by path.
+                let mut resp = fail(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "the gateway does not tunnel CONNECT requests".to_string(),
+                );
+                resp.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+                return resp;
             }
-            host_from_target(&mut req);
-        }
-        let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
-            return fail(
-                StatusCode::NOT_FOUND,
-                format!("no service for path `{}`", req.uri().path()),
-            );
-        };
-        let service = name.as_str();
-        let nodes = match self.inner.nodes.nodes(service).await {
-            Ok(nodes) => nodes,
-            Err(err) => {
+            if host == Host::Unchecked {
+                if let Some(problem) = host_problem(&req) {
+                    return fail(StatusCode::BAD_REQUEST, problem.to_string());
+                }
+                host_from_target(&mut req);
+            }
+            let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
                 return fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    error::registry_unavailable(&format!("look up service `{service}`"), &err),
-                )
+                    StatusCode::NOT_FOUND,
+                    format!("no service for path `{}`", req.uri().path()),
+                );
+            };
+            let service = name.as_str();
+            let nodes = match self.inner.nodes.nodes(service).await {
+                Ok(nodes) => nodes,
+                Err(err) => {
+                    return fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        error::registry_unavailable(&format!("look up service `{service}`"), &err),
+                    )
+                }
+            };
+            if nodes.is_empty() {
+                let (mut status, mut detail) = self.inner.seen.no_nodes(service);
+                // Never seen with nodes here, yet the registry holds a record of it without nodes
+                // (as a hand-written go-micro record can be): there, but unavailable. One more
+                // lookup, on this path only.
+                if status == StatusCode::NOT_FOUND
+                    && self
+                        .inner
+                        .config
+                        .registry
+                        .get_service(service)
+                        .await
+                        .is_ok_and(|records| !records.is_empty())
+                {
+                    status = StatusCode::SERVICE_UNAVAILABLE;
+                    detail = format!("service `{service}` has no nodes");
+                }
+                return fail(status, detail);
             }
-        };
-        if nodes.is_empty() {
-            let (mut status, mut detail) = self.inner.seen.no_nodes(service);
-            // Never seen with nodes here, yet the registry holds a record of it without nodes
-            // (as a hand-written go-micro record can be): there, but unavailable. One more
-            // lookup, on this path only.
-            if status == StatusCode::NOT_FOUND
-                && self
-                    .inner
-                    .config
-                    .registry
-                    .get_service(service)
-                    .await
-                    .is_ok_and(|records| !records.is_empty())
-            {
-                status = StatusCode::SERVICE_UNAVAILABLE;
-                detail = format!("service `{service}` has no nodes");
+            self.inner.seen.saw(service);
+            // Records no connection can be opened to (hand-written, another tool's) are left out.
+            let nodes = match address::usable(service, nodes) {
+                Ok(nodes) => nodes,
+                Err(detail) => return fail(StatusCode::BAD_GATEWAY, detail),
+            };
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > config.body_limit as u64) {
+                return too_large(config.body_limit);
             }
-            return fail(status, detail);
-        }
-        self.inner.seen.saw(service);
-        // Records no connection can be opened to (hand-written, another tool's) are left out.
-        let nodes = match address::usable(service, nodes) {
-            Ok(nodes) => nodes,
-            Err(detail) => return fail(StatusCode::BAD_GATEWAY, detail),
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > config.body_limit as u64) {
-            return too_large(config.body_limit);
-        }
-        // No body follows: HTTP/1.1 without content-length and transfer-encoding, or HTTP/2 with
-        // the stream ended on its headers (hyper knows either way).
-        let bodiless = http_body::Body::is_end_stream(req.body());
-        if !bodiless && other_transfer_coding(req.headers()) {
-            return fail(
+            // No body follows: HTTP/1.1 without content-length and transfer-encoding, or HTTP/2 with
+            // the stream ended on its headers (hyper knows either way).
+            let bodiless = http_body::Body::is_end_stream(req.body());
+            if !bodiless && other_transfer_coding(req.headers()) {
+                return fail(
                 StatusCode::NOT_IMPLEMENTED,
                 "the gateway passes request bodies on only with the `chunked` transfer coding; \
                  send the body without other transfer codings (a compressed body goes with \
                  `Content-Encoding`)"
                     .to_string(),
             );
-        }
-        // HTTP/1.1 asking to switch protocols: the client's side of the switch, taken now (it
-        // lives in the request's extensions), joined to the node's if the node agrees.
-        let upgrade = (req.version() == http::Version::HTTP_11)
-            .then(|| wants_upgrade(req.headers()))
-            .flatten()
-            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+            }
+            // HTTP/1.1 asking to switch protocols: the client's side of the switch, taken now (it
+            // lives in the request's extensions), joined to the node's if the node agrees.
+            let upgrade = (req.version() == http::Version::HTTP_11)
+                .then(|| wants_upgrade(req.headers()))
+                .flatten()
+                .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        set_forwarding(
-            &mut parts.headers,
-            peer,
-            config.trust_forwarded,
-            config.https,
-        );
-        if let Some((protocol, _)) = &upgrade {
-            set_upgrade(&mut parts.headers, protocol.clone());
-        }
-        let path_and_query = std::mem::take(&mut parts.uri)
-            .into_parts()
-            .path_and_query
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        // A copy of the head only when a retry on another node is possible at all.
-        let retryable = bodiless && nodes.len() > 1;
-
-        // A request that announces no body sends none (and costs no body wrapper). One with a
-        // body tells when it has all been sent (the backend timer starts then) and marks its
-        // errors as the client's.
-        let mut upload = None;
-        let mut body = Some(if bodiless {
-            Body::empty()
-        } else {
-            let (body, sent) = Upload::new(
-                http_body_util::Limited::new(body, config.body_limit),
-                self.inner.tunnel_idle,
+            let (mut parts, body) = req.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            set_forwarding(
+                &mut parts.headers,
+                peer.as_ref(),
+                config.trust_forwarded,
+                config.https,
             );
-            upload = Some(sent);
-            Body::new(body)
-        });
-        let mut tried = Vec::new();
-        let mut head = Some(parts);
-        loop {
-            let address = self.pick(service, &nodes, &tried);
-            // Where to connect: the address without an `http://` or a trailing `/`.
-            let target = address::target(address);
-            let parts = match (retryable && tried.is_empty(), head.as_ref()) {
-                (true, Some(parts)) => parts.clone(),
-                _ => match head.take() {
-                    Some(parts) => parts,
-                    None => {
-                        return fail(
-                            StatusCode::BAD_GATEWAY,
-                            format!("service `{service}`: no node could be reached"),
-                        )
-                    }
-                },
-            };
-            let mut lease = self.inner.pool.lease(target);
-            if lease.unopened() {
-                // Opened before the request goes: a node that cannot be reached got none of
-                // it, so any request (a POST with its body too) may go to another node.
-                let opening = self.inner.pool.open(lease, target);
-                match tokio::time::timeout(config.backend_timeout, opening).await {
-                    Ok(Ok(opened)) => lease = opened,
-                    // The backend timeout bounds connecting too, as it did inside the send.
-                    Err(_) => {
-                        return fail(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!(
-                                "service `{service}` node {address} did not answer within {:?}",
-                                config.backend_timeout
-                            ),
-                        )
-                    }
-                    Ok(Err(err)) => {
-                        tracing::warn!(%service, %address, error = %err, "backend failed");
-                        self.mark_failed(service, address);
-                        if tried.is_empty() && nodes.len() > 1 {
-                            tried.push(address.to_string());
-                            if head.is_none() {
-                                head = Some(parts);
-                            }
-                            continue;
+            if let Some((protocol, _)) = &upgrade {
+                set_upgrade(&mut parts.headers, protocol.clone());
+            }
+            let path_and_query = std::mem::take(&mut parts.uri)
+                .into_parts()
+                .path_and_query
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            // A copy of the head only when a retry on another node is possible at all.
+            let retryable = bodiless && nodes.len() > 1;
+
+            // A request that announces no body sends none (and costs no body wrapper). One with a
+            // body tells when it has all been sent (the backend timer starts then) and marks its
+            // errors as the client's.
+            let mut upload = None;
+            let mut body = Some(if bodiless {
+                Body::empty()
+            } else {
+                let (body, sent) = Upload::new(
+                    http_body_util::Limited::new(body, config.body_limit),
+                    self.inner.tunnel_idle,
+                );
+                upload = Some(sent);
+                Body::new(body)
+            });
+            let mut tried = Vec::new();
+            let mut head = Some(parts);
+            loop {
+                let address = self.pick(service, &nodes, &tried);
+                // Where to connect: the address without an `http://` or a trailing `/`.
+                let target = address::target(address);
+                let parts = match (retryable && tried.is_empty(), head.as_ref()) {
+                    (true, Some(parts)) => parts.clone(),
+                    _ => match head.take() {
+                        Some(parts) => parts,
+                        None => {
+                            return fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}`: no node could be reached"),
+                            )
                         }
-                        return fail(
-                            StatusCode::BAD_GATEWAY,
-                            format!("service `{service}` node {address} is unreachable"),
-                        );
+                    },
+                };
+                let mut lease = self.inner.pool.lease(target);
+                if lease.unopened() {
+                    // Opened before the request goes: a node that cannot be reached got none of
+                    // it, so any request (a POST with its body too) may go to another node.
+                    let opening = self.inner.pool.open(lease, target);
+                    match tokio::time::timeout(config.backend_timeout, opening).await {
+                        Ok(Ok(opened)) => lease = opened,
+                        // The backend timeout bounds connecting too, as it did inside the send.
+                        Err(_) => {
+                            return fail(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                format!(
+                                    "service `{service}` node {address} did not answer within {:?}",
+                                    config.backend_timeout
+                                ),
+                            )
+                        }
+                        Ok(Err(err)) => {
+                            tracing::warn!(%service, %address, error = %err, "backend failed");
+                            self.mark_failed(service, address);
+                            if tried.is_empty() && nodes.len() > 1 {
+                                tried.push(address.to_string());
+                                if head.is_none() {
+                                    head = Some(parts);
+                                }
+                                continue;
+                            }
+                            return fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}` node {address} is unreachable"),
+                            );
+                        }
                     }
                 }
-            }
-            let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
-            // Nodes are spoken to in HTTP/1.1 whatever the client spoke (as nginx's
-            // `proxy_http_version 1.1` and Go's transport do): hyper would frame an HTTP/2
-            // request's body of unknown length as `Content-Length: 0` in any other version,
-            // and the node would get none of it.
-            *backend_req.version_mut() = http::Version::HTTP_11;
-            // Origin form (`/path?query`): the node is the connection's peer.
-            *backend_req.uri_mut() = Uri::from(path_and_query.clone());
-            if !backend_req.headers().contains_key(header::HOST) {
-                // HTTP/1.1 needs one: a request that named no host (HTTP/1.0) names the node.
-                if let Ok(host) = HeaderValue::from_str(target) {
-                    backend_req.headers_mut().insert(header::HOST, host);
+                let mut backend_req = Request::from_parts(parts, body.take().unwrap_or_default());
+                // Nodes are spoken to in HTTP/1.1 whatever the client spoke (as nginx's
+                // `proxy_http_version 1.1` and Go's transport do): hyper would frame an HTTP/2
+                // request's body of unknown length as `Content-Length: 0` in any other version,
+                // and the node would get none of it.
+                *backend_req.version_mut() = http::Version::HTTP_11;
+                // Origin form (`/path?query`): the node is the connection's peer.
+                *backend_req.uri_mut() = Uri::from(path_and_query.clone());
+                if !backend_req.headers().contains_key(header::HOST) {
+                    // HTTP/1.1 needs one: a request that named no host (HTTP/1.0) names the node.
+                    if let Ok(host) = HeaderValue::from_str(target) {
+                        backend_req.headers_mut().insert(header::HOST, host);
+                    }
                 }
-            }
-            // A connection that sat idle in the pool may be closed by the node (its keep-alive
-            // timeout) just as the request goes out: one that can be replayed (no body, a safe
-            // method, as Go's transport decides) is then sent once more on a new connection.
-            // (Boxed, as the body path below: the common request's future stays small.)
-            let replay = (bodiless && lease.may_be_stale() && replayable(backend_req.method()))
-                .then(|| Box::new(head_copy(&backend_req)));
-            let pool = &self.inner.pool;
-            // Built in place: the send future is large, and each move of it is a copy.
-            let sent = match upload.as_mut() {
-                None => tokio::time::timeout(
-                    config.backend_timeout,
-                    pool.send(lease, target, backend_req, replay),
-                )
-                .await
-                .map_err(|_| Late::Answer),
-                Some(upload) => {
-                    let send = pool.send(lease, target, backend_req, replay);
-                    Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await
-                }
-            };
-            match sent {
-                Ok(Ok(resp)) => {
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        return match upgrade {
+                // A connection that sat idle in the pool may be closed by the node (its keep-alive
+                // timeout) just as the request goes out: one that can be replayed (no body, a safe
+                // method, as Go's transport decides) is then sent once more on a new connection.
+                // (Boxed, as the body path below: the common request's future stays small.)
+                let replay = (bodiless && lease.may_be_stale() && replayable(backend_req.method()))
+                    .then(|| Box::new(head_copy(&backend_req)));
+                let pool = &self.inner.pool;
+                // Built in place: the send future is large, and each move of it is a copy.
+                let sent = match upload.as_mut() {
+                    None => tokio::time::timeout(
+                        config.backend_timeout,
+                        pool.send(lease, target, backend_req, replay),
+                    )
+                    .await
+                    .map_err(|_| Late::Answer),
+                    Some(upload) => {
+                        let send = pool.send(lease, target, backend_req, replay);
+                        Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await
+                    }
+                };
+                match sent {
+                    Ok(Ok(resp)) => {
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            return match upgrade {
                             Some((offered, client)) => tunnel(
                                 resp,
                                 client,
                                 &offered,
                                 self.inner.tunnel_idle,
-                                tunnels.unwrap_or(&self.inner.tunnels),
+                                tunnels.as_ref().unwrap_or(&self.inner.tunnels),
                                 service,
                                 address,
                             ),
@@ -375,52 +386,52 @@ impl Proxy {
                                 format!("service `{service}` node {address} switched protocols without being asked"),
                             ),
                         };
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    // The gateway answers in its own HTTP version (RFC 9110 §6.2), not the
-                    // node's: hyper would answer an HTTP/1.0 node's response as HTTP/1.0 and
-                    // close the client's kept-alive connection after it.
-                    parts.version = http::Version::HTTP_11;
-                    // A 426 must say which protocols would do (RFC 9110 §15.5.22).
-                    let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
-                        .then(|| parts.headers.get(header::UPGRADE).cloned())
-                        .flatten();
-                    if has_any(&parts.headers, HOP_BY_HOP) {
-                        // Framed by both (RFC 9112 §6.3): hyper read the chunks, and the
-                        // node's Content-Length, passed on, would frame the client's copy
-                        // otherwise (a smuggled or cut-off response). Looked at only when
-                        // hop-by-hop headers are there, as `Transfer-Encoding` is one.
-                        if parts.headers.contains_key(header::TRANSFER_ENCODING)
-                            && parts.headers.contains_key(header::CONTENT_LENGTH)
-                        {
-                            tracing::warn!(%service, %address, "backend framed a response by both Content-Length and Transfer-Encoding");
-                            return fail(
+                        }
+                        let (mut parts, body) = resp.into_parts();
+                        // The gateway answers in its own HTTP version (RFC 9110 §6.2), not the
+                        // node's: hyper would answer an HTTP/1.0 node's response as HTTP/1.0 and
+                        // close the client's kept-alive connection after it.
+                        parts.version = http::Version::HTTP_11;
+                        // A 426 must say which protocols would do (RFC 9110 §15.5.22).
+                        let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
+                            .then(|| parts.headers.get(header::UPGRADE).cloned())
+                            .flatten();
+                        if has_any(&parts.headers, HOP_BY_HOP) {
+                            // Framed by both (RFC 9112 §6.3): hyper read the chunks, and the
+                            // node's Content-Length, passed on, would frame the client's copy
+                            // otherwise (a smuggled or cut-off response). Looked at only when
+                            // hop-by-hop headers are there, as `Transfer-Encoding` is one.
+                            if parts.headers.contains_key(header::TRANSFER_ENCODING)
+                                && parts.headers.contains_key(header::CONTENT_LENGTH)
+                            {
+                                tracing::warn!(%service, %address, "backend framed a response by both Content-Length and Transfer-Encoding");
+                                return fail(
                                 StatusCode::BAD_GATEWAY,
                                 format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
                             );
+                            }
+                            strip_present_hop_by_hop(&mut parts.headers);
                         }
-                        strip_present_hop_by_hop(&mut parts.headers);
+                        if let Some(required) = required {
+                            parts.headers.insert(header::UPGRADE, required);
+                        }
+                        if parts.status == StatusCode::NO_CONTENT {
+                            // Not in a 204 (RFC 9110 §8.6): hyper drops a node's for HTTP/1
+                            // clients, and HTTP/2 clients reset the stream on it.
+                            parts.headers.remove(header::CONTENT_LENGTH);
+                        }
+                        return Response::from_parts(parts, ProxyBody::Backend(body));
                     }
-                    if let Some(required) = required {
-                        parts.headers.insert(header::UPGRADE, required);
-                    }
-                    if parts.status == StatusCode::NO_CONTENT {
-                        // Not in a 204 (RFC 9110 §8.6): hyper drops a node's for HTTP/1
-                        // clients, and HTTP/2 clients reset the stream on it.
-                        parts.headers.remove(header::CONTENT_LENGTH);
-                    }
-                    return Response::from_parts(parts, ProxyBody::Backend(body));
-                }
-                Ok(Err(err)) => {
-                    if is_length_limit(&err) {
-                        return too_large(config.body_limit);
-                    }
-                    if let Some(client) = upload::client_body_error(&err) {
-                        // The client broke its own body: its error, and the node is fine.
-                        return fail(StatusCode::BAD_REQUEST, client.to_string());
-                    }
-                    // What went wrong, and whether the node looks down (then it is avoided).
-                    let (detail, down) = match &err {
+                    Ok(Err(err)) => {
+                        if is_length_limit(&err) {
+                            return too_large(config.body_limit);
+                        }
+                        if let Some(client) = upload::client_body_error(&err) {
+                            // The client broke its own body: its error, and the node is fine.
+                            return fail(StatusCode::BAD_REQUEST, client.to_string());
+                        }
+                        // What went wrong, and whether the node looks down (then it is avoided).
+                        let (detail, down) = match &err {
                         PoolError::Connect(_) => ("is unreachable", true),
                         // A gRPC server (HTTP/2 only) answers HTTP/1.1 with bytes that are
                         // no response: the gateway is in the wrong mode for it.
@@ -451,41 +462,68 @@ impl Proxy {
                             false,
                         ),
                     };
-                    tracing::warn!(%service, %address, error = %err, "backend failed");
-                    if down {
-                        self.mark_failed(service, address);
+                        tracing::warn!(%service, %address, error = %err, "backend failed");
+                        if down {
+                            self.mark_failed(service, address);
+                        }
+                        if matches!(err, PoolError::Connect(_)) && retryable && tried.is_empty() {
+                            tried.push(address.to_string());
+                            continue;
+                        }
+                        return fail(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{service}` node {address} {detail}"),
+                        );
                     }
-                    if matches!(err, PoolError::Connect(_)) && retryable && tried.is_empty() {
-                        tried.push(address.to_string());
-                        continue;
+                    Err(Late::Answer) => {
+                        return fail(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "service `{service}` node {address} did not answer within {:?}",
+                                config.backend_timeout
+                            ),
+                        )
                     }
-                    return fail(
-                        StatusCode::BAD_GATEWAY,
-                        format!("service `{service}` node {address} {detail}"),
-                    );
-                }
-                Err(Late::Answer) => {
-                    return fail(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "service `{service}` node {address} did not answer within {:?}",
-                            config.backend_timeout
-                        ),
-                    )
-                }
-                Err(Late::Body) => {
-                    tracing::warn!(%service, %address, "backend stopped taking the request body");
-                    return fail(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
+                    Err(Late::Body) => {
+                        tracing::warn!(%service, %address, "backend stopped taking the request body");
+                        return fail(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
                             "service `{service}` node {address} took nothing more of the request \
                              body for {:?} and did not answer",
                             config.backend_timeout
                         ),
-                    );
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Proxy::handle`]'s response as a plugin stack's service gives it (an `async` block
+    /// around the future would hold it twice).
+    pub(crate) struct Answer<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> std::future::Future for Answer<F>
+where
+    F: std::future::Future<Output = Response<ProxyBody>>,
+{
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .future
+            .poll(cx)
+            .map(|response| Ok(response.map(Body::from)))
     }
 }
 
