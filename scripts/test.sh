@@ -5,6 +5,7 @@
 #   openssl                      certificates for the TLS etcd test
 #   python3, nginx               real-world HTTP backends for the http gateway (gateway_backends)
 #   python grpcio, grpcio-tools, grpcio-reflection  gRPC clients from another implementation
+#   python grpcio-health-checking                   the standard health service, as grpcio asks it
 #   python grpcio-status (googleapis-common-protos)  google.rpc error details as grpcio sends them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,20 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
+# The Python modules go into the project's own directory (target/python), not into the system's
+# Python: Debian marks that one externally managed (PEP 668) and its pip refuses to install there.
+python_deps="$PWD/target/python"
+export PYTHONPATH="$python_deps${PYTHONPATH:+:$PYTHONPATH}"
 if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status' >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking and grpcio-status" >&2
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing python3-pip" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking and grpcio-status into $python_deps" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --upgrade --target "$python_deps" \
+    grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status
+  python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status'
 fi
 
 cargo test --workspace --locked "$@"

@@ -37,6 +37,8 @@ struct Outcome {
     lockfile: Option<PathBuf>,
     runtimes: Vec<Runtime>,
     files: Vec<FileCheck>,
+    /// Where generated files were looked for.
+    roots: Vec<PathBuf>,
     plugin: Option<PluginCheck>,
     /// Problems that stopped part of the check (exit 2 unless skew was also found).
     errors: Vec<String>,
@@ -132,6 +134,7 @@ fn check(args: &Args) -> Outcome {
     } else {
         args.paths.clone()
     };
+    out.roots = roots.clone();
     for root in &roots {
         if !root.exists() {
             out.errors
@@ -287,8 +290,15 @@ fn print_human(out: &Outcome) -> std::io::Result<()> {
             let _ = writeln!(text, "{file}");
         }
     }
-    if out.lockfile.is_some() && out.files.is_empty() && out.errors.is_empty() {
-        text.push_str("no generated files found\n");
+    let none_found = out.lockfile.is_some() && out.files.is_empty() && out.errors.is_empty();
+    if none_found {
+        let roots: Vec<String> = out.roots.iter().map(|r| r.display().to_string()).collect();
+        let _ = writeln!(
+            text,
+            "no generated files found under {}: no checked-in generated code to check (code \
+             rmicro-build generates into OUT_DIR is checked by the build script on every build)",
+            roots.join(", ")
+        );
     }
     if let Some(plugin) = &out.plugin {
         if plugin.status != "skew" && plugin.status != "error" {
@@ -302,7 +312,7 @@ fn print_human(out: &Outcome) -> std::io::Result<()> {
     for error in &out.errors {
         eprintln!("\nerror: could not check: {error}");
     }
-    if out.skews.is_empty() && out.errors.is_empty() {
+    if out.skews.is_empty() && out.errors.is_empty() && !out.files.is_empty() {
         crate::write_out(
             "all good: every generated file is accepted by the locked rmicro-runtime\n",
         )?;

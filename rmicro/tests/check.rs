@@ -128,6 +128,27 @@ fn all_good_exits_0() {
     assert!(stdout.contains("all good"), "{stdout}");
 }
 
+/// A package whose code build.rs generates into OUT_DIR has no generated files of its own: said
+/// so, without claiming that its (absent) generated files are all accepted.
+#[test]
+fn no_generated_files_says_so_and_exits_0() {
+    let project = Project::new("none", Some(VERSION));
+    let plugin = fake_plugin("none", VERSION, 1, "1..=1");
+    let out = project.check(&[], &plugin);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("no generated files found under "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OUT_DIR is checked by the build script"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("all good"), "{stdout}");
+    assert!(stdout.contains("plugin: "), "{stdout}");
+}
+
 #[test]
 fn skewed_file_exits_1_with_both_ways_out() {
     let project = Project::new("skew", Some(VERSION));
