@@ -41,6 +41,8 @@ pub struct Args {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Check generated files and the protoc-gen-rmicro on PATH against the project's rmicro-runtime.
     ///

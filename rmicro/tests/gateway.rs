@@ -2121,3 +2121,111 @@ async fn nodes_whose_address_cannot_be_used_are_left_out() {
          at `127.0.0.1`, which has no port (expected host:port); fix or remove its record"
     );
 }
+
+/// The gateway closes kept-alive connections to a node once they sat unused for
+/// `--backend-idle-timeout` (they held a thread each in some servers for as long as the gateway
+/// ran), and opens a new one for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_connections_to_a_node_are_closed_after_the_backend_idle_timeout() {
+    // A node answering after 200 ms, counting its open connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap().to_string();
+    let open = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (counting, total) = (Arc::clone(&open), Arc::clone(&accepted));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            total.fetch_add(1, Ordering::SeqCst);
+            let counting = Arc::clone(&counting);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                counting.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.api.idle", "idle-1", &node).await;
+    let (addr, _stop) = gateway(
+        Cli::default(),
+        &["--backend-idle-timeout", "600ms", "--workers", "1"],
+        registry,
+    )
+    .await;
+
+    // Four at once: four connections to the node.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(
+                async move { call(&addr, "GET", "/idle/x", Vec::new(), String::new()).await },
+            )
+        })
+        .collect();
+    for answer in calls {
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    // Used again within the limit: one of them, no new one.
+    let again = call(&addr, "GET", "/idle/x", Vec::new(), String::new()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+
+    // No request for a while: every one is closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        0,
+        "connections still open to the node after the idle limit"
+    );
+    // And the next request gets a new one.
+    let later = call(&addr, "GET", "/idle/x", Vec::new(), String::new()).await;
+    assert_eq!(later.status, 200, "{}", later.body);
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
+/// A node that closes the connection after reading the request, without answering: a 502 that
+/// says it closed the connection (a reset is another thing, and says something else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_closing_without_an_answer_is_told_apart_from_a_reset() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Dropped: a FIN, after the whole request head.
+            });
+        }
+    });
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.api.mute", "mute-1", &node).await;
+    let (addr, _stop) = gateway(Cli::default(), &[], registry).await;
+    let v = json_error(&get(&addr, "/mute/x").await, 502);
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("closed the connection without a complete answer"),
+        "{v}"
+    );
+    assert!(!detail.contains("reset"), "{v}");
+}

@@ -76,6 +76,10 @@ pub struct ApiArgs {
     /// Time a backend has to answer (504 after).
     #[arg(long, env = "MICRO_API_BACKEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub backend_timeout: Duration,
+    /// Time a kept-alive connection to a backend is kept unused before the gateway closes it
+    /// (http handler).
+    #[arg(long, env = "MICRO_API_BACKEND_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration)]
+    pub backend_idle_timeout: Duration,
     /// Time requests in flight and open tunnels (WebSocket and other upgraded connections) get
     /// to finish once the gateway is told to stop; tunnels still open then are closed.
     #[arg(long, env = "MICRO_API_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -250,7 +254,11 @@ impl Gateway {
                 async move { Ok(handler.handle(req).await) }
             }))
         } else {
-            let proxy = proxy::Proxy::with_tunnel_idle(config, args.idle_timeout);
+            let proxy = proxy::Proxy::with_idle_limits(
+                config,
+                args.idle_timeout,
+                args.backend_idle_timeout,
+            );
             direct = Some(proxy.clone());
             HttpService::new(tower::service_fn(move |req| {
                 proxy.clone().handle_boxed(req)
@@ -351,7 +359,10 @@ impl Gateway {
             // Pings find dead peers; at least hourly, whatever the idle limit.
             .keep_alive_interval(Some(
                 (self.args.idle_timeout / 2).min(Duration::from_secs(3600)),
-            ));
+            ))
+            // The request-head size HTTP/1 accepts (hyper's 400 KiB buffer), not h2's 16 KiB:
+            // a request the gateway takes over one protocol is not a 431 over the other.
+            .max_header_list_size(400 << 10);
         let graceful = GracefulShutdown::new();
         // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
         let tunnels = tunnel::Tunnels::default();

@@ -9,7 +9,8 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum_core::body::Body;
@@ -104,12 +105,19 @@ type NodeMap =
 pub(crate) struct Pool {
     /// One set of connections per worker, so a request never uses a connection whose I/O runs
     /// on another thread.
-    shards: Box<[Mutex<NodeMap>]>,
+    shards: Arc<[Mutex<NodeMap>]>,
     connect_timeout: Duration,
+    /// How long a connection may sit idle before it is closed.
+    idle_limit: Duration,
+    /// Whether the task that closes idle connections runs (started with the first one).
+    sweeping: AtomicBool,
 }
 
 impl Pool {
-    pub(crate) fn new(connect_timeout: Duration) -> Pool {
+    /// A pool opening connections within `connect_timeout` and closing those idle for
+    /// `idle_limit` (as Go's `IdleConnTimeout`: a node is not left holding connections, a
+    /// thread each for some servers, for as long as the gateway runs).
+    pub(crate) fn new(connect_timeout: Duration, idle_limit: Duration) -> Pool {
         let shards = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .clamp(1, MAX_SHARDS);
@@ -118,6 +126,8 @@ impl Pool {
                 .map(|_| Mutex::new(NodeMap::default()))
                 .collect(),
             connect_timeout,
+            idle_limit,
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -134,12 +144,17 @@ impl Pool {
         // The first idle connection, taken off the list while this request uses it (back on
         // once its response head is in); closed ones met on the way are dropped.
         let mut i = 0;
+        let mut now = None;
         while i < conns.len() {
             if conns[i].0.is_closed() {
                 conns.swap_remove(i);
             } else if conns[i].0.is_ready() {
                 let (conn, stale_at) = conns.swap_remove(i);
-                let now = Instant::now();
+                let now = *now.get_or_insert_with(Instant::now);
+                if idle_too_long(stale_at, now, self.idle_limit) {
+                    // Dropped, which closes it; the sweep would have soon.
+                    continue;
+                }
                 return Lease {
                     conn: Some(conn),
                     stale: now >= stale_at,
@@ -181,6 +196,15 @@ impl Pool {
         };
         if conns.len() < MAX_PER_NODE {
             conns.push((conn, stale_at));
+        }
+        drop(nodes);
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(sweep(Arc::downgrade(&self.shards), self.idle_limit));
+                }
+                Err(_) => self.sweeping.store(false, Ordering::Relaxed),
+            }
         }
     }
 
@@ -286,6 +310,38 @@ struct Retry {
     stale: bool,
     /// A copy of the request, if it may be sent twice.
     replay: Option<Box<Request<Body>>>,
+}
+
+/// Whether a connection last taken when `stale_at` was set (its lease time plus
+/// [`STALE_AFTER`]) has been idle for `limit` at `now`.
+fn idle_too_long(stale_at: Instant, now: Instant, limit: Duration) -> bool {
+    stale_at
+        .checked_add(limit.saturating_sub(STALE_AFTER))
+        .is_some_and(|deadline| now >= deadline)
+}
+
+/// Closes the pool's connections that sat idle for `limit`, every half of it (at most every
+/// 30 s), until the pool is gone: without requests to walk past them, they would stay open.
+/// Connections in use (a response body still coming) are left alone.
+async fn sweep(shards: std::sync::Weak<[Mutex<NodeMap>]>, limit: Duration) {
+    let period = (limit / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shards) = shards.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        for shard in shards.iter() {
+            let mut nodes = shard.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.retain(|_, conns| {
+                conns.retain(|(conn, stale_at)| {
+                    let unused = conn.is_ready() && idle_too_long(*stale_at, now, limit);
+                    !(conn.is_closed() || unused)
+                });
+                !conns.is_empty()
+            });
+        }
+    }
 }
 
 /// Whether the node closed the connection before answering (end of stream, or a reset, as a

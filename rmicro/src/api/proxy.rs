@@ -56,6 +56,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long a tunnel may carry nothing, unless the proxy is told otherwise.
 const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
 
+/// How long a kept-alive connection to a node may sit unused, unless the gateway says
+/// (`--backend-idle-timeout`): Go's `http.DefaultTransport` keeps them 90 s.
+const DEFAULT_BACKEND_IDLE: Duration = Duration::from_secs(90);
+
 /// The reverse proxy, as a tower service.
 #[derive(Clone)]
 pub struct Proxy {
@@ -96,7 +100,19 @@ impl Proxy {
     /// A proxy whose tunnels (connections that switched protocols) close after `idle` without
     /// traffic (the gateway passes its `--idle-timeout`).
     pub fn with_tunnel_idle(config: HandlerConfig, idle: Duration) -> Proxy {
-        let pool = Pool::new(Duration::from_secs(2));
+        Proxy::with_idle_limits(config, idle, DEFAULT_BACKEND_IDLE)
+    }
+
+    /// A proxy whose tunnels close after `tunnel_idle` without traffic, and whose kept-alive
+    /// connections to nodes close after `backend_idle` unused (the gateway passes its
+    /// `--idle-timeout` and `--backend-idle-timeout`).
+    pub fn with_idle_limits(
+        config: HandlerConfig,
+        tunnel_idle: Duration,
+        backend_idle: Duration,
+    ) -> Proxy {
+        let idle = tunnel_idle;
+        let pool = Pool::new(Duration::from_secs(2), backend_idle);
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
             inner: Arc::new(Inner {
@@ -456,6 +472,11 @@ impl Proxy {
                             "closed the connection before taking the whole request body",
                             false,
                         ),
+                        // Its end of the connection closed (no reset) before a whole answer.
+                        PoolError::Exchange(e) if e.is_incomplete_message() => (
+                            "closed the connection without a complete answer",
+                            true,
+                        ),
                         PoolError::Exchange(_) => ("reset the connection", true),
                         PoolError::Stale(_) => (
                             "closed a kept-alive connection before answering (the request was not repeated: it is not safe to)",
@@ -476,13 +497,14 @@ impl Proxy {
                         );
                     }
                     Err(Late::Answer) => {
+                        tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not answer in time");
                         return fail(
                             StatusCode::GATEWAY_TIMEOUT,
                             format!(
                                 "service `{service}` node {address} did not answer within {:?}",
                                 config.backend_timeout
                             ),
-                        )
+                        );
                     }
                     Err(Late::Body) => {
                         tracing::warn!(%service, %address, "backend stopped taking the request body");
