@@ -202,8 +202,9 @@ fn run_gateway(
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let address = args.address.clone();
+        let grace = args.shutdown_timeout;
         let (handler, registry) = (args.handler.clone(), args.registry.registry.clone());
         let gateway = match api::Gateway::new(args, matches, plugins, None) {
             Ok(g) => g,
@@ -234,14 +235,34 @@ fn run_gateway(
             https = gateway.serves_tls(),
             "gateway workers"
         );
-        match api::workers::serve(gateway, sockets, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err}");
+        // Listening from now on, so that a second signal is counted whenever it comes.
+        let twice = signals(2);
+        let shutdown = async move {
+            shutdown_signal().await;
+            tracing::info!(
+                ?grace,
+                "stopping: new connections are refused; requests in flight and open tunnels \
+                 get the grace time to finish (a second SIGINT or SIGTERM stops at once)"
+            );
+        };
+        tokio::select! {
+            served = api::workers::serve(gateway, sockets, shutdown) => match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            },
+            () = twice => {
+                tracing::warn!("second signal: stopped at once; requests in flight and open tunnels were cut off");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Without waiting for what is left (a stop at once leaves the workers' threads running):
+    // the process ends with this function.
+    runtime.shutdown_background();
+    code
 }
 
 /// Re-reads the gateway's TLS certificate and key on each SIGHUP, as nginx does on a reload:
@@ -292,6 +313,26 @@ pub fn init_logging() {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .try_init();
+}
+
+/// Listens for SIGINT and SIGTERM from the call on, and completes on the `n`th of them (at once
+/// for 0; never, and says so, if they cannot be listened for).
+fn signals(n: usize) -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listening = signal(SignalKind::terminate())
+        .and_then(|term| signal(SignalKind::interrupt()).map(|int| (term, int)));
+    async move {
+        let (mut term, mut int) = match listening {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for a second SIGINT or SIGTERM");
+                return std::future::pending().await;
+            }
+        };
+        for _ in 0..n {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

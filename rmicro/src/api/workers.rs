@@ -106,9 +106,12 @@ pub async fn serve(
         let gateway = gateway.clone();
         let stopped = stopped.clone();
         let worker = i + 1;
-        let thread = std::thread::Builder::new()
+        // Its end is awaited, not joined: the caller's runtime stays free (a second signal
+        // must be heard while the workers finish).
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
             .name(format!("rmicro-api-{worker}"))
-            .spawn(move || -> io::Result<()> {
+            .spawn(move || {
                 pool::set_worker(worker);
                 let served = runtime().and_then(|runtime| {
                     runtime.block_on(async move {
@@ -122,9 +125,9 @@ pub async fn serve(
                 if let Err(err) = &served {
                     tracing::error!(worker, error = %err, "gateway worker stopped");
                 }
-                served
+                let _ = done.send(served);
             })?;
-        threads.push(thread);
+        threads.push(finished);
     }
     pool::set_worker(0);
     let listener = tokio::net::TcpListener::from_std(own)?;
@@ -134,7 +137,7 @@ pub async fn serve(
     };
     let ((), served) = tokio::join!(signal, gateway.serve(listener, until_stopped(stopped)));
     for thread in threads {
-        match thread.join() {
+        match thread.await {
             Ok(result) => result?,
             Err(_) => return Err(io::Error::other("a gateway worker thread panicked")),
         }
