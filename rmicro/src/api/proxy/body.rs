@@ -36,9 +36,12 @@ impl http_body::Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum_core::Error>>> {
         match self.get_mut() {
-            ProxyBody::Backend(body) => {
-                Pin::new(body).poll_frame(cx).map_err(axum_core::Error::new)
-            }
+            ProxyBody::Backend(body) => Pin::new(body).poll_frame(cx).map_err(|err| {
+                // The client's response ends short (HTTP/1: its connection is closed; HTTP/2:
+                // the stream is reset): worth a line, as a 502 gets.
+                tracing::warn!(error = %err, "backend response body broke off; the client got it cut short");
+                axum_core::Error::new(err)
+            }),
             ProxyBody::Gateway(body) => Pin::new(body).poll_frame(cx),
         }
     }
