@@ -2229,3 +2229,31 @@ async fn a_node_closing_without_an_answer_is_told_apart_from_a_reset() {
     );
     assert!(!detail.contains("reset"), "{v}");
 }
+
+/// A request head the gateway takes over HTTP/1.1 (a 50 KB header: a large cookie or token) is
+/// taken over HTTP/2 too (h2's own limit, 16 KiB, made it a 431 there).
+#[tokio::test]
+async fn a_large_request_head_is_taken_over_http2_as_over_http1() {
+    let (addr, _backend, _stop) = gateway_to_one("go.micro.api.head", "h", &[]).await;
+    let big = "a".repeat(50_000);
+
+    let one = call(
+        &addr,
+        "GET",
+        "/head/x",
+        vec![("x-big", big.clone())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(one.status, 200, "{}", one.body);
+
+    let (mut sender, _conn) = http2_client(&addr).await;
+    let request = hyper::Request::get(format!("http://{addr}/head/x"))
+        .header("x-big", big)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"node=h path=/head/x"), "{body:?}");
+}
