@@ -6,8 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{etcd_with_greeter, GatewayProcess};
-use rmicro_runtime::registry::{EtcdOptions, EtcdRegistry, Node, Registry, Service as Record};
+use common::{etcd_with_greeter, raw_get, register_node, GatewayProcess};
 
 /// Waits up to 5 s for a stderr line of `gw` containing `text`.
 fn logged(gw: &GatewayProcess, text: &str) -> bool {
@@ -21,21 +20,6 @@ fn logged(gw: &GatewayProcess, text: &str) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A GET of `path` on a connection of its own; the raw answer, however it ended.
-fn get(addr: &str, path: &str) -> Vec<u8> {
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = conn.read_to_end(&mut answer);
-    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,32 +44,15 @@ async fn a_late_node_and_a_cut_off_body_are_logged() {
             });
         }
     });
-    let registry = EtcdRegistry::new(EtcdOptions {
-        endpoints: vec![etcd.client_addr.clone()],
-        dial_timeout: Duration::from_secs(2),
-        ..Default::default()
-    });
-    let record = Record {
-        name: "go.micro.api.short".into(),
-        version: "latest".into(),
-        nodes: vec![Node {
-            id: "short-1".into(),
-            address: short,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    registry
-        .register(&record, Duration::from_secs(300))
-        .await
-        .unwrap();
+    register_node(&etcd, "go.micro.api.short", "short-1", &short).await;
 
     let gw = GatewayProcess::start(&etcd, &["--backend-timeout", "300ms"], &[]);
     let addr = gw.addr.clone();
-    let (late, cut) =
-        tokio::task::spawn_blocking(move || (get(&addr, "/greeter/slow"), get(&addr, "/short/x")))
-            .await
-            .unwrap();
+    let (late, cut) = tokio::task::spawn_blocking(move || {
+        (raw_get(&addr, "/greeter/slow"), raw_get(&addr, "/short/x"))
+    })
+    .await
+    .unwrap();
 
     assert!(
         late.starts_with(b"HTTP/1.1 504"),

@@ -3,18 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{etcd_with_greeter, GatewayProcess};
-
-fn send(gw: &GatewayProcess, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &gw.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_the_gateway_at_once() {
@@ -33,7 +24,7 @@ async fn a_second_signal_stops_the_gateway_at_once() {
     });
     std::thread::sleep(Duration::from_millis(500));
 
-    send(&gw, "TERM");
+    gw.signal("TERM");
     let said = Instant::now() + Duration::from_secs(5);
     while !gw.lines().iter().any(|l| l.contains("stopping")) && Instant::now() < said {
         std::thread::sleep(Duration::from_millis(20));
@@ -50,7 +41,7 @@ async fn a_second_signal_stops_the_gateway_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(gw.child.try_wait().unwrap().is_none(), "{:#?}", gw.lines());
 
-    send(&gw, "INT");
+    gw.signal("INT");
     let sent = Instant::now();
     let status = loop {
         if let Some(status) = gw.child.try_wait().unwrap() {

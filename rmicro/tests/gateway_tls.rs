@@ -192,7 +192,7 @@ async fn https_serves_http2_and_http1_chosen_by_alpn() {
 
 /// Sends SIGHUP to `gw`.
 fn hang_up(gw: &GatewayProcess) {
-    send(gw, "HUP");
+    gw.signal("HUP");
 }
 
 /// Waits (up to 10 s) for a stderr line of `gw` with `text`, after the first `skip` lines.
@@ -461,29 +461,9 @@ fn tls_files_that_cannot_be_used_are_refused_at_start_with_what_is_wrong() {
     assert!(err.contains("--tls-key"), "{err}");
 }
 
-/// Sends `signal` (`HUP`, `TERM`) to `gw`.
-fn send(gw: &GatewayProcess, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &gw.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
 /// The status line of a plain HTTP GET of `path` from `addr`.
 fn http_status_line(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = conn.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer)
+    String::from_utf8_lossy(&common::raw_get(addr, path))
         .lines()
         .next()
         .unwrap_or_default()
@@ -500,7 +480,7 @@ fn sighup_without_tls_is_logged_and_the_gateway_goes_on_serving() {
     // Right after it says it listens, and again later.
     for _ in 0..2 {
         let seen = gw.lines().len();
-        send(&gw, "HUP");
+        gw.signal("HUP");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !gw
             .lines()
@@ -542,7 +522,7 @@ fn a_tls_handshake_under_way_does_not_hold_the_shutdown_up() {
     std::thread::sleep(Duration::from_secs(1));
 
     let started = Instant::now();
-    send(&gw, "TERM");
+    gw.signal("TERM");
     let status = loop {
         if let Some(status) = gw.child.try_wait().unwrap() {
             break status;

@@ -60,18 +60,24 @@ pub(crate) async fn backend() -> String {
 /// [`backend`], whose address is returned too.
 pub(crate) async fn etcd_with_greeter(tag: &str) -> (Etcd, String) {
     let etcd = Etcd::start(tag);
+    let node = backend().await;
+    register_node(&etcd, "go.micro.api.greeter", "greeter-1", &node).await;
+    (etcd, node)
+}
+
+/// Registers node `id` at `address` as `service` in `etcd` (for 300 s).
+pub(crate) async fn register_node(etcd: &Etcd, service: &str, id: &str, address: &str) {
     let registry = EtcdRegistry::new(EtcdOptions {
         endpoints: vec![etcd.client_addr.clone()],
         dial_timeout: Duration::from_secs(2),
         ..Default::default()
     });
-    let node = backend().await;
     let record = Record {
-        name: "go.micro.api.greeter".into(),
+        name: service.into(),
         version: "latest".into(),
         nodes: vec![Node {
-            id: "greeter-1".into(),
-            address: node.clone(),
+            id: id.into(),
+            address: address.into(),
             ..Default::default()
         }],
         ..Default::default()
@@ -80,7 +86,23 @@ pub(crate) async fn etcd_with_greeter(tag: &str) -> (Etcd, String) {
         .register(&record, Duration::from_secs(300))
         .await
         .unwrap();
-    (etcd, node)
+}
+
+/// A plain HTTP/1.1 GET of `path` from `addr` on a connection of its own (`Connection: close`):
+/// the raw answer, however it ended (10 s at most).
+pub(crate) fn raw_get(addr: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    answer
 }
 
 /// A `rmicro api` process on etcd with `flags` and `env`; its stderr lines are collected.
@@ -128,6 +150,15 @@ impl GatewayProcess {
             }
         });
         GatewayProcess { child, addr, log }
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, `INT`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 
     /// The stderr lines so far.
