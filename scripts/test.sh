@@ -36,7 +36,7 @@ if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_sta
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
   fi
   echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking and grpcio-status into $python_deps" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --upgrade --target "$python_deps" \
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$python_deps" \
     grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status
   python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status'
 fi

@@ -2257,3 +2257,76 @@ async fn a_large_request_head_is_taken_over_http2_as_over_http1() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"node=h path=/head/x"), "{body:?}");
 }
+
+/// A connection whose response took longer than `--backend-idle-timeout` to stream was in use,
+/// not idle: it is taken again for the next request (it was closed as soon as it was done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_response_does_not_count_as_idle_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request head (no bodies come here), then its answer; kept alive.
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    if head.starts_with("GET /long/stream ") {
+                        let start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                        if stream.write_all(start).await.is_err() {
+                            return;
+                        }
+                        for _ in 0..6 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if stream.write_all(b"1\r\nx\r\n").await.is_err() {
+                                return;
+                            }
+                        }
+                        if stream.write_all(b"0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                    } else if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.api.long", "long-1", &node).await;
+    let (addr, _stop) = gateway(
+        Cli::default(),
+        &["--backend-idle-timeout", "600ms", "--workers", "1"],
+        registry,
+    )
+    .await;
+
+    // 1.2 s of body: twice the idle limit.
+    let long = call(&addr, "GET", "/long/stream", Vec::new(), String::new()).await;
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert_eq!(long.body, "xxxxxx");
+    let next = call(&addr, "GET", "/long/x", Vec::new(), String::new()).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the connection of the long response was not taken again"
+    );
+}

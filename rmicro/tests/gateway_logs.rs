@@ -81,4 +81,11 @@ async fn a_late_node_and_a_cut_off_body_are_logged() {
         "{:#?}",
         gw.lines()
     );
+    // Naming the node.
+    let lines = gw.lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("backend response body broke off"))
+        .unwrap();
+    assert!(line.contains("node=short-1"), "{line}");
 }

@@ -99,8 +99,31 @@ impl Lease {
 /// Each worker's connections by node address (looked up twice per request: foldhash, seeded per
 /// process, instead of SipHash), each with the time from which the node may have closed it for
 /// being idle.
-type NodeMap =
-    HashMap<String, Vec<(http1::SendRequest<Body>, Instant)>, foldhash::fast::RandomState>;
+type NodeMap = HashMap<String, Vec<Pooled>, foldhash::fast::RandomState>;
+
+/// A kept-alive connection in the pool: idle, or with a response body still coming.
+struct Pooled {
+    conn: http1::SendRequest<Body>,
+    /// When it was last taken plus [`STALE_AFTER`].
+    stale_at: Instant,
+    /// When the sweep last saw it in use (a response body still coming): it has been idle at
+    /// most since then.
+    busy_at: Option<Instant>,
+}
+
+impl Pooled {
+    /// Whether it has sat unused for `limit` at `now`, as far as is known: since it was last
+    /// taken, or since the sweep last saw it in use, whichever is later.
+    fn idle_too_long(&self, now: Instant, limit: Duration) -> bool {
+        let since_taken = self.stale_at.checked_add(limit.saturating_sub(STALE_AFTER));
+        let since_busy = self.busy_at.map(|busy| busy.checked_add(limit));
+        match (since_taken, since_busy) {
+            (Some(a), Some(Some(b))) => now >= a.max(b),
+            (Some(a), None) => now >= a,
+            _ => false,
+        }
+    }
+}
 
 pub(crate) struct Pool {
     /// One set of connections per worker, so a request never uses a connection whose I/O runs
@@ -109,8 +132,9 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     /// How long a connection may sit idle before it is closed.
     idle_limit: Duration,
-    /// Whether the task that closes idle connections runs (started with the first one).
-    sweeping: AtomicBool,
+    /// Whether the task that closes idle connections runs (started with the first one, and
+    /// again should its runtime end).
+    sweeping: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -127,7 +151,7 @@ impl Pool {
                 .collect(),
             connect_timeout,
             idle_limit,
-            sweeping: AtomicBool::new(false),
+            sweeping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -146,18 +170,18 @@ impl Pool {
         let mut i = 0;
         let mut now = None;
         while i < conns.len() {
-            if conns[i].0.is_closed() {
+            if conns[i].conn.is_closed() {
                 conns.swap_remove(i);
-            } else if conns[i].0.is_ready() {
-                let (conn, stale_at) = conns.swap_remove(i);
+            } else if conns[i].conn.is_ready() {
+                let pooled = conns.swap_remove(i);
                 let now = *now.get_or_insert_with(Instant::now);
-                if idle_too_long(stale_at, now, self.idle_limit) {
+                if pooled.idle_too_long(now, self.idle_limit) {
                     // Dropped, which closes it; the sweep would have soon.
                     continue;
                 }
                 return Lease {
-                    conn: Some(conn),
-                    stale: now >= stale_at,
+                    conn: Some(pooled.conn),
+                    stale: now >= pooled.stale_at,
                     stale_at: now.checked_add(STALE_AFTER),
                     opened: false,
                 };
@@ -187,7 +211,7 @@ impl Pool {
         if nodes.len() >= MAX_NODES && !nodes.contains_key(address) {
             // Nodes come and go (new addresses on every deploy): forget those without a live
             // connection rather than every address ever seen.
-            nodes.retain(|_, conns| conns.iter().any(|(c, _)| !c.is_closed()));
+            nodes.retain(|_, conns| conns.iter().any(|p| !p.conn.is_closed()));
         }
         // Looked up by `&str` first: `entry` would want an owned key for every request.
         let conns = match nodes.get_mut(address) {
@@ -195,13 +219,22 @@ impl Pool {
             None => nodes.entry(address.to_string()).or_default(),
         };
         if conns.len() < MAX_PER_NODE {
-            conns.push((conn, stale_at));
+            conns.push(Pooled {
+                conn,
+                stale_at,
+                busy_at: None,
+            });
         }
         drop(nodes);
         if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(sweep(Arc::downgrade(&self.shards), self.idle_limit));
+                    let sweeping = Sweeping(Arc::clone(&self.sweeping));
+                    runtime.spawn(sweep(
+                        Arc::downgrade(&self.shards),
+                        self.idle_limit,
+                        sweeping,
+                    ));
                 }
                 Err(_) => self.sweeping.store(false, Ordering::Relaxed),
             }
@@ -312,18 +345,10 @@ struct Retry {
     replay: Option<Box<Request<Body>>>,
 }
 
-/// Whether a connection last taken when `stale_at` was set (its lease time plus
-/// [`STALE_AFTER`]) has been idle for `limit` at `now`.
-fn idle_too_long(stale_at: Instant, now: Instant, limit: Duration) -> bool {
-    stale_at
-        .checked_add(limit.saturating_sub(STALE_AFTER))
-        .is_some_and(|deadline| now >= deadline)
-}
-
 /// Closes the pool's connections that sat idle for `limit`, every half of it (at most every
 /// 30 s), until the pool is gone: without requests to walk past them, they would stay open.
 /// Connections in use (a response body still coming) are left alone.
-async fn sweep(shards: std::sync::Weak<[Mutex<NodeMap>]>, limit: Duration) {
+async fn sweep(shards: std::sync::Weak<[Mutex<NodeMap>]>, limit: Duration, _running: Sweeping) {
     let period = (limit / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
     loop {
         tokio::time::sleep(period).await;
@@ -334,13 +359,29 @@ async fn sweep(shards: std::sync::Weak<[Mutex<NodeMap>]>, limit: Duration) {
         for shard in shards.iter() {
             let mut nodes = shard.lock().unwrap_or_else(|p| p.into_inner());
             nodes.retain(|_, conns| {
-                conns.retain(|(conn, stale_at)| {
-                    let unused = conn.is_ready() && idle_too_long(*stale_at, now, limit);
-                    !(conn.is_closed() || unused)
+                conns.retain_mut(|pooled| {
+                    if pooled.conn.is_closed() {
+                        return false;
+                    }
+                    if !pooled.conn.is_ready() {
+                        pooled.busy_at = Some(now);
+                        return true;
+                    }
+                    !pooled.idle_too_long(now, limit)
                 });
                 !conns.is_empty()
             });
         }
+    }
+}
+
+/// Says that no sweep runs once the one holding it ends (its runtime gone, say): the next
+/// connection put back starts another.
+struct Sweeping(Arc<AtomicBool>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 

@@ -325,13 +325,14 @@ impl Proxy {
                         Ok(Ok(opened)) => lease = opened,
                         // The backend timeout bounds connecting too, as it did inside the send.
                         Err(_) => {
+                            tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
                             return fail(
                                 StatusCode::GATEWAY_TIMEOUT,
                                 format!(
                                     "service `{service}` node {address} did not answer within {:?}",
                                     config.backend_timeout
                                 ),
-                            )
+                            );
                         }
                         Ok(Err(err)) => {
                             tracing::warn!(%service, %address, error = %err, "backend failed");
@@ -436,7 +437,17 @@ impl Proxy {
                             // clients, and HTTP/2 clients reset the stream on it.
                             parts.headers.remove(header::CONTENT_LENGTH);
                         }
-                        return Response::from_parts(parts, ProxyBody::Backend(body));
+                        // Which node, for the log should the body break off (by identity: the
+                        // address picked is one of these nodes' own).
+                        let node = nodes
+                            .iter()
+                            .position(|n| std::ptr::eq(n.address.as_ptr(), address.as_ptr()))
+                            .unwrap_or(usize::MAX);
+                        let from = body::Source {
+                            nodes: Arc::clone(&nodes),
+                            node,
+                        };
+                        return Response::from_parts(parts, ProxyBody::Backend(body, from));
                     }
                     Ok(Err(err)) => {
                         if is_length_limit(&err) {

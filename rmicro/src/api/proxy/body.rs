@@ -1,12 +1,14 @@
 //! A proxied response's body, and the gateway's own error answers.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum_core::body::Body;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
+use rmicro_runtime::registry::Node;
 
 use super::error;
 
@@ -14,17 +16,43 @@ use super::error;
 /// (errors). Not boxed: a box per response is measurable at the request rates a gateway sees.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
-    Backend(Incoming),
+    Backend(Incoming, Source),
     Gateway(Body),
+}
+
+/// The node a response body comes from (named in the log should the body break off; go-micro
+/// node ids start with their service's name): the service's nodes as looked up for the request
+/// (a reference count, no copy) and which one.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) nodes: Arc<[Node]>,
+    pub(crate) node: usize,
 }
 
 impl From<ProxyBody> for Body {
     fn from(body: ProxyBody) -> Body {
         match body {
-            ProxyBody::Backend(body) => Body::new(body),
+            body @ ProxyBody::Backend(..) => Body::new(body),
             ProxyBody::Gateway(body) => body,
         }
     }
+}
+
+/// Whether a response body's error is the node's doing: its connection ended before the body
+/// did (closed early, or reset). Not so when hyper ends the exchange over the request body
+/// (the client's, over its limit or broken), whose error it reports on the response too.
+fn node_failed(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl http_body::Body for ProxyBody {
@@ -36,10 +64,17 @@ impl http_body::Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum_core::Error>>> {
         match self.get_mut() {
-            ProxyBody::Backend(body) => Pin::new(body).poll_frame(cx).map_err(|err| {
+            ProxyBody::Backend(body, from) => Pin::new(body).poll_frame(cx).map_err(|err| {
                 // The client's response ends short (HTTP/1: its connection is closed; HTTP/2:
-                // the stream is reset): worth a line, as a 502 gets.
-                tracing::warn!(error = %err, "backend response body broke off; the client got it cut short");
+                // the stream is reset): worth a line when the node did it, as a 502 gets.
+                let node = from.nodes.get(from.node);
+                let address = node.map_or("?", |n| n.address.as_str());
+                let id = node.map_or("?", |n| n.id.as_str());
+                if node_failed(&err) {
+                    tracing::warn!(node = %id, %address, error = %err, "backend response body broke off; the client got it cut short");
+                } else {
+                    tracing::debug!(node = %id, %address, error = %err, "response body ended with the exchange");
+                }
                 axum_core::Error::new(err)
             }),
             ProxyBody::Gateway(body) => Pin::new(body).poll_frame(cx),
@@ -48,14 +83,14 @@ impl http_body::Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Backend(body) => body.is_end_stream(),
+            ProxyBody::Backend(body, _) => body.is_end_stream(),
             ProxyBody::Gateway(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            ProxyBody::Backend(body) => body.size_hint(),
+            ProxyBody::Backend(body, _) => body.size_hint(),
             ProxyBody::Gateway(body) => body.size_hint(),
         }
     }
