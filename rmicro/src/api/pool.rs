@@ -6,6 +6,8 @@
 //! nothing has to be spawned per request to hand it back. Closed connections are dropped from the list when
 //! a request walks past them. A request that a pooled connection closed before sending (the
 //! backend timed the keep-alive out at that moment) is sent once more on a new connection.
+//! Connections unused for the idle limit are closed: by a request that meets them, or by a
+//! sweep every half of the limit (at most every 30 s) when no request comes.
 
 use std::cell::Cell;
 use std::collections::HashMap;
