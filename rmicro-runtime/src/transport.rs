@@ -403,7 +403,12 @@ impl Connection {
             told: Some(preface_tx),
         };
         let mut builder = http2::Builder::new(BoxedTasks);
-        builder.timer(hyper_util::rt::TokioTimer::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            // Answers' headers and trailers up to 1 MiB (grpc-go's clients take 16 MiB): an
+            // error with a long message (a validation echoing its input) is the service's
+            // answer, not a broken exchange (h2's 16 KiB default refused it).
+            .max_header_list_size(1 << 20);
         if let Some(keepalive) = self.shared.keepalive {
             builder
                 .keep_alive_interval(keepalive.interval)

@@ -612,6 +612,10 @@ async fn errors_come_back_as_json_with_the_mapped_status() {
     let r = call(&gw, "POST", "/user/stream", r#"{"count":"2"}"#).await;
     assert_eq!(r.status, 501);
     assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
+    // Whatever the body: a field the method's request lacks is not what is wrong.
+    let r = call(&gw, "POST", "/user/stream", r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 501, "{}", r.body);
+    assert!(json(&r)["detail"].as_str().unwrap().contains("streams"));
 
     // A service that had nodes and has none now is unavailable, as in the http handler.
     let _ = _user.stop().await;

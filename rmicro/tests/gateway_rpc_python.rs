@@ -629,3 +629,32 @@ async fn two_services_serving_one_grpc_service_each_read_it_once() {
     // gRPC service and one read of its descriptors.
     assert_eq!(py.stats(), serde_json::json!({"v1": 1, "v1alpha": 4}));
 }
+
+/// An error with a long message (a validation echoing its input: 20 000 characters, over h2's
+/// 16 KiB default for headers and trailers) is the service's answer, as short ones are; a node
+/// whose process ends after the answer's headers is a 502, the node's failure, not a 500 from
+/// the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_error_is_the_services_and_a_node_gone_mid_answer_is_502() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let message = "x".repeat(20_000);
+    let body = serde_json::json!({"code": 3, "message": message});
+    let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
+    assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(300)]);
+    let v = json(&r);
+    assert_eq!(v["id"], "go.micro.client");
+    assert_eq!(v["detail"].as_str().map(str::len), Some(20_000));
+
+    let r = post(&gw, "/interop/interop/fail", r#"{"details":"crash"}"#).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["id"], "go.micro.api", "{}", r.body);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the connection failed while the answer came"),
+        "{}",
+        r.body
+    );
+}

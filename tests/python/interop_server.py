@@ -88,6 +88,11 @@ def rich_details():
 
 
 def fail(request, context):
+    if request.details == "crash":
+        # The answer's headers, then the process is gone: no message, no status.
+        context.send_initial_metadata(())
+        time.sleep(0.3)
+        os._exit(1)
     if request.details == "rich":
         details = rich_details()
         with lock:

@@ -461,13 +461,14 @@ impl Proxy {
                         let (detail, down) = match &err {
                         PoolError::Connect(_) => ("is unreachable", true),
                         // A gRPC server (HTTP/2 only) answers HTTP/1.1 with bytes that are
-                        // no response: the gateway is in the wrong mode for it.
-                        PoolError::Exchange(e)
-                            if e.is_parse()
-                                && nodes.iter().any(|n| {
-                                    n.address == address
-                                        && n.metadata.get("protocol").is_some_and(|p| p == "grpc")
-                                }) =>
+                        // no response, or closes the connection while the request's body still
+                        // comes (which happens first is a matter of timing): the gateway is in
+                        // the wrong mode for it.
+                        PoolError::Exchange(_) | PoolError::Stale(_)
+                            if nodes.iter().any(|n| {
+                                n.address == address
+                                    && n.metadata.get("protocol").is_some_and(|p| p == "grpc")
+                            }) =>
                         {
                             (
                                 "speaks gRPC (its registration says protocol=grpc), which the http handler does not: serve gRPC services with `rmicro api --handler rpc`",

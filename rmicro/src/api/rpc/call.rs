@@ -112,6 +112,8 @@ impl RpcHandler {
         let grpc_path = grpc_path.as_str();
         let describe = |reread| self.method(node, nodes, &target.service, grpc_path, reread);
         let (mut method, fresh) = describe(false).await?;
+        // Said before the body is read: a streaming method is refused whatever the body.
+        streams(&method, grpc_path)?;
         let query = parts.uri.query();
         let (mut reread, mut lookups) = (fresh, 0);
         let input = loop {
@@ -134,16 +136,8 @@ impl RpcHandler {
             }
         }
         .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
-        if method.is_client_streaming() || method.is_server_streaming() {
-            return Err(error::response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "`{}` streams; the rpc handler serves unary methods only",
-                    grpc_path
-                ),
-            )
-            .into());
-        }
+        // (Again: the descriptors may have been read anew.)
+        streams(&method, grpc_path)?;
 
         // Responses as large as the requests the gateway takes, and never under gRPC's usual
         // 4 MiB (tonic's default would cut every response at 4 MiB).
@@ -211,6 +205,23 @@ impl RpcHandler {
                             self.inner.nodes.invalidate(&target.service);
                             response.into()
                         }
+                    }
+                    // The connection failed while the answer came (a reset stream or
+                    // connection, a node gone after its headers): the node's failure, as a
+                    // transport error's, not a status the service sent.
+                    None if broke_mid_answer(&status) => {
+                        tracing::warn!(service = %target.service, %address, error = %status.message(), "backend failed while answering");
+                        self.inner.quarantine.mark(address);
+                        self.inner.nodes.invalidate(&target.service);
+                        error::response(
+                            StatusCode::BAD_GATEWAY,
+                            format!(
+                                "service `{}` node {address}: the connection failed while the answer came ({})",
+                                target.service,
+                                status.message()
+                            ),
+                        )
+                        .into()
                     }
                     None => match too_large(&status, sent, response_limit, grpc_path) {
                         Some(fail) => fail.into(),
@@ -547,4 +558,29 @@ mod tests {
         assert_eq!(unset("s"), Some(serde_json::json!("")));
         assert_eq!(field("google.protobuf.Type", "no_such"), None);
     }
+}
+
+/// A 501 for a streaming `method`: the rpc handler serves unary methods only.
+fn streams(method: &prost_reflect::MethodDescriptor, grpc_path: &str) -> Result<(), NodeFail> {
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return Err(error::response(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("`{grpc_path}` streams; the rpc handler serves unary methods only"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether `status` is tonic's report of hyper's error (the connection or stream failing while
+/// the answer came), not a status the service sent (which comes with no source).
+fn broke_mid_answer(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<hyper::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
