@@ -14,7 +14,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
-use super::{error, proto_json, NodeFail, RpcHandler};
+use super::{error, proto_json, Fail, NodeFail, RpcHandler};
 use crate::api::proxy;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -113,7 +113,9 @@ impl RpcHandler {
         let describe = |reread| self.method(node, nodes, &target.service, grpc_path, reread);
         let (mut method, fresh) = describe(false).await?;
         // Said before the body is read: a streaming method is refused whatever the body.
-        streams(&method, grpc_path)?;
+        if let Some(refusal) = streaming_refused(&method, grpc_path) {
+            return Err(refusal.into());
+        }
         let query = parts.uri.query();
         let (mut reread, mut lookups) = (fresh, 0);
         let input = loop {
@@ -137,7 +139,9 @@ impl RpcHandler {
         }
         .map_err(|detail| error::response(StatusCode::BAD_REQUEST, detail))?;
         // (Again: the descriptors may have been read anew.)
-        streams(&method, grpc_path)?;
+        if let Some(refusal) = streaming_refused(&method, grpc_path) {
+            return Err(refusal.into());
+        }
 
         // Responses as large as the requests the gateway takes, and never under gRPC's usual
         // 4 MiB (tonic's default would cut every response at 4 MiB).
@@ -464,6 +468,29 @@ fn call_timeout(headers: &http::HeaderMap, backend: Duration) -> Duration {
         .fold(backend, Duration::min)
 }
 
+/// A 501 for a streaming `method` (the rpc handler serves unary methods only), or `None`.
+fn streaming_refused(method: &prost_reflect::MethodDescriptor, grpc_path: &str) -> Option<Fail> {
+    (method.is_client_streaming() || method.is_server_streaming()).then(|| {
+        error::response(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("`{grpc_path}` streams; the rpc handler serves unary methods only"),
+        )
+    })
+}
+
+/// Whether `status` is tonic's report of hyper's error (the connection or stream failing while
+/// the answer came), not a status the service sent (which comes with no source).
+fn broke_mid_answer(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<hyper::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,29 +585,4 @@ mod tests {
         assert_eq!(unset("s"), Some(serde_json::json!("")));
         assert_eq!(field("google.protobuf.Type", "no_such"), None);
     }
-}
-
-/// A 501 for a streaming `method`: the rpc handler serves unary methods only.
-fn streams(method: &prost_reflect::MethodDescriptor, grpc_path: &str) -> Result<(), NodeFail> {
-    if method.is_client_streaming() || method.is_server_streaming() {
-        return Err(error::response(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("`{grpc_path}` streams; the rpc handler serves unary methods only"),
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Whether `status` is tonic's report of hyper's error (the connection or stream failing while
-/// the answer came), not a status the service sent (which comes with no source).
-fn broke_mid_answer(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<hyper::Error>() || err.is::<std::io::Error>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
