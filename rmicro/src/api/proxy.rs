@@ -325,14 +325,12 @@ impl Proxy {
                         Ok(Ok(opened)) => lease = opened,
                         // The backend timeout bounds connecting too, as it did inside the send.
                         Err(_) => {
-                            tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
-                            return fail(
-                                StatusCode::GATEWAY_TIMEOUT,
-                                format!(
-                                    "service `{service}` node {address} did not answer within {:?}",
-                                    config.backend_timeout
-                                ),
-                            );
+                            return late(
+                                service,
+                                address,
+                                config.backend_timeout,
+                                "backend did not take a connection in time",
+                            )
                         }
                         Ok(Err(err)) => {
                             tracing::warn!(%service, %address, error = %err, "backend failed");
@@ -509,14 +507,12 @@ impl Proxy {
                         );
                     }
                     Err(Late::Answer) => {
-                        tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not answer in time");
-                        return fail(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!(
-                                "service `{service}` node {address} did not answer within {:?}",
-                                config.backend_timeout
-                            ),
-                        );
+                        return late(
+                            service,
+                            address,
+                            config.backend_timeout,
+                            "backend did not answer in time",
+                        )
                     }
                     Err(Late::Body) => {
                         tracing::warn!(%service, %address, "backend stopped taking the request body");
@@ -646,6 +642,15 @@ async fn answer_after_upload<F: std::future::Future>(
             false => tokio::time::timeout(limit, send).await.map_err(|_| Late::Answer),
         },
     }
+}
+
+/// The 504 for a node that did not answer within `timeout`, logged with `what` it did not do.
+fn late(service: &str, address: &str, timeout: Duration, what: &str) -> Response<ProxyBody> {
+    tracing::warn!(%service, %address, ?timeout, "{what}");
+    fail(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("service `{service}` node {address} did not answer within {timeout:?}"),
+    )
 }
 
 /// What a node did not do within the backend timeout.
