@@ -315,37 +315,50 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// SIGTERM and SIGINT, listened for from now on.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next of either.
+    async fn next(&mut self) {
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+    }
+}
+
 /// Listens for SIGINT and SIGTERM from the call on, and completes on the `n`th of them (at once
 /// for 0; never, and says so, if they cannot be listened for).
 fn signals(n: usize) -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let listening = signal(SignalKind::terminate())
-        .and_then(|term| signal(SignalKind::interrupt()).map(|int| (term, int)));
+    let listening = StopSignals::listen();
     async move {
-        let (mut term, mut int) = match listening {
-            Ok(both) => both,
+        let mut signals = match listening {
+            Ok(signals) => signals,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot listen for a second SIGINT or SIGTERM");
                 return std::future::pending().await;
             }
         };
         for _ in 0..n {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            signals.next().await;
         }
     }
 }
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        }
-        _ => {
+    match StopSignals::listen() {
+        Ok(mut signals) => signals.next().await,
+        Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -292,25 +292,39 @@ impl Drop for Finish {
 }
 
 pin_project_lite::pin_project! {
-    /// A response future that cannot fail, as a service's (whose futures can): in place, where
-    /// an `async` block around it would hold it twice.
-    pub(crate) struct NeverFails<F> {
+    /// A response future that cannot fail, as a service's (whose futures can), its output made
+    /// by `map`: in place, where an `async` block around it would hold it twice.
+    pub(crate) struct NeverFails<F, M> {
         #[pin]
         future: F,
+        map: Option<M>,
     }
 }
 
-impl<F> NeverFails<F> {
-    pub(crate) fn new(future: F) -> Self {
-        NeverFails { future }
+impl<F, M> NeverFails<F, M> {
+    pub(crate) fn new(future: F, map: M) -> Self {
+        NeverFails {
+            future,
+            map: Some(map),
+        }
     }
 }
 
-impl<F: Future> Future for NeverFails<F> {
-    type Output = Result<F::Output, std::convert::Infallible>;
+impl<F, M, T> Future for NeverFails<F, M>
+where
+    F: Future,
+    M: FnOnce(F::Output) -> T,
+{
+    type Output = Result<T, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().future.poll(cx).map(Ok)
+        let this = self.project();
+        let output = ready!(this.future.poll(cx));
+        let map = this
+            .map
+            .take()
+            .expect("NeverFails polled after it completed");
+        Poll::Ready(Ok(map(output)))
     }
 }
 

@@ -20,6 +20,13 @@ pub fn response(status: StatusCode, detail: impl Into<String>) -> Response<Body>
     resp
 }
 
+/// `err` and the errors behind it (its `source`s), nearest first.
+pub(crate) fn chain<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
 /// The detail of the 503 for what the registry could not be asked (`doing`: "look up service
 /// `x`"): the client is told only that (the registry's error names its address, and advice
 /// about the gateway's flags: for the operator, not for whoever sent the request). The whole error goes to the log,

@@ -415,7 +415,8 @@ impl Gateway {
                             Some(tunnels.clone()),
                             proxy::Host::Unchecked,
                         );
-                        conn::Responding::new(conn::NeverFails::new(response), finish, leftover)
+                        let response = conn::NeverFails::new(response, std::convert::identity);
+                        conn::Responding::new(response, finish, leftover)
                     });
                     spawn_connection(&builder, &graceful, stream, service);
                 }

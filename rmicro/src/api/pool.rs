@@ -394,18 +394,15 @@ fn closed_by_node(err: &hyper::Error) -> bool {
     if err.is_incomplete_message() {
         return true;
     }
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
+    super::error::chain(err)
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = e.source();
-    }
-    false
+            )
+        })
 }

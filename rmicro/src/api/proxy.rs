@@ -31,6 +31,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
+use super::conn::NeverFails;
 use super::pool::{Pool, PoolError};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
@@ -111,7 +112,6 @@ impl Proxy {
         tunnel_idle: Duration,
         backend_idle: Duration,
     ) -> Proxy {
-        let idle = tunnel_idle;
         let pool = Pool::new(Duration::from_secs(2), backend_idle);
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
@@ -121,7 +121,7 @@ impl Proxy {
                 pool,
                 quarantine: Quarantine::default(),
                 seen: Seen::default(),
-                tunnel_idle: idle,
+                tunnel_idle,
                 tunnels: Tunnels::default(),
             }),
         }
@@ -146,15 +146,15 @@ impl Proxy {
     pub(crate) fn handle_boxed(
         self,
         req: Request<Body>,
-    ) -> Answer<impl std::future::Future<Output = Response<ProxyBody>>> {
+    ) -> NeverFails<impl std::future::Future<Output = Response<ProxyBody>>, ToPluginBody> {
         let peer = req
             .extensions()
             .get::<SocketAddr>()
             .and_then(|a| Peer::new(*a));
         let tunnels = req.extensions().get::<Tunnels>().cloned();
-        Answer {
-            future: self.handle(req, peer, tunnels, Host::Settled),
-        }
+        NeverFails::new(self.handle(req, peer, tunnels, Host::Settled), |response| {
+            response.map(Body::from)
+        })
     }
 
     /// Proxies `req` from `peer` (the gateway's connection with the client); a connection
@@ -531,31 +531,8 @@ impl Proxy {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// [`Proxy::handle`]'s response as a plugin stack's service gives it (an `async` block
-    /// around the future would hold it twice).
-    pub(crate) struct Answer<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F> std::future::Future for Answer<F>
-where
-    F: std::future::Future<Output = Response<ProxyBody>>,
-{
-    type Output = Result<Response<Body>, std::convert::Infallible>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.project()
-            .future
-            .poll(cx)
-            .map(|response| Ok(response.map(Body::from)))
-    }
-}
+/// How a proxied response becomes the one a plugin stack's service gives.
+type ToPluginBody = fn(Response<ProxyBody>) -> Response<Body>;
 
 /// Answers the client with the node's `101 Switching Protocols` and joins the two connections
 /// once both sides have switched (see [`tunnel`](super::tunnel) for when it ends). A 101 that
@@ -664,12 +641,5 @@ enum Late {
 
 /// Whether a backend error comes from the request body exceeding its limit.
 fn is_length_limit(err: &PoolError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    error::chain(err).any(|e| e.is::<http_body_util::LengthLimitError>())
 }

@@ -269,14 +269,7 @@ where
 pub(crate) fn client_body_error<'e>(
     err: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e ClientBodyError> {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(client) = e.downcast_ref::<ClientBodyError>() {
-            return Some(client);
-        }
-        source = e.source();
-    }
-    None
+    super::error::chain(err).find_map(|e| e.downcast_ref::<ClientBodyError>())
 }
 
 #[cfg(test)]

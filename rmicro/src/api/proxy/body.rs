@@ -42,17 +42,7 @@ impl From<ProxyBody> for Body {
 /// did (closed early, or reset). Not so when hyper ends the exchange over the request body
 /// (the client's, over its limit or broken), whose error it reports on the response too.
 fn node_failed(err: &hyper::Error) -> bool {
-    if err.is_incomplete_message() {
-        return true;
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if e.is::<std::io::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    err.is_incomplete_message() || error::chain(err).any(|e| e.is::<std::io::Error>())
 }
 
 impl http_body::Body for ProxyBody {

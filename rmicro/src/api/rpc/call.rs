@@ -194,55 +194,48 @@ impl RpcHandler {
                 return Err(timed_out())
             }
             Ok(Err(status)) => {
-                return Err(match TransportError::find(&status) {
-                    Some(err) => {
-                        let response = error::response(
-                            StatusCode::BAD_GATEWAY,
-                            format!("service `{}` node {address}: {err}", target.service),
-                        );
-                        // Only a call that never left may go to another node; a node that
-                        // failed mid-call is still avoided.
-                        if err.is_unsent() {
-                            NodeFail::unreached(response)
-                        } else {
-                            self.inner.quarantine.mark(address);
-                            self.inner.nodes.invalidate(&target.service);
-                            response.into()
-                        }
+                // A transport's failure or one while the answer came (a reset stream or
+                // connection, a node gone after its headers) is the node's, not a status the
+                // service sent: 502. Only a call that never left may go to another node; a
+                // node that failed mid-call is avoided.
+                let transport = TransportError::find(&status);
+                if transport.is_some() || broke_mid_answer(&status) {
+                    let what = match transport {
+                        Some(err) => err.to_string(),
+                        None => format!(
+                            "the connection failed while the answer came ({})",
+                            status.message()
+                        ),
+                    };
+                    let response = error::response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("service `{}` node {address}: {what}", target.service),
+                    );
+                    if transport.is_some_and(TransportError::is_unsent) {
+                        return Err(NodeFail::unreached(response));
                     }
-                    // The connection failed while the answer came (a reset stream or
-                    // connection, a node gone after its headers): the node's failure, as a
-                    // transport error's, not a status the service sent.
-                    None if broke_mid_answer(&status) => {
+                    if transport.is_none() {
                         tracing::warn!(service = %target.service, %address, error = %status.message(), "backend failed while answering");
-                        self.inner.quarantine.mark(address);
-                        self.inner.nodes.invalidate(&target.service);
-                        error::response(
-                            StatusCode::BAD_GATEWAY,
-                            format!(
-                                "service `{}` node {address}: the connection failed while the answer came ({})",
-                                target.service,
-                                status.message()
-                            ),
-                        )
-                        .into()
                     }
-                    None => match too_large(&status, sent, response_limit, grpc_path) {
-                        Some(fail) => fail.into(),
-                        None => {
-                            let details = self
-                                .details(
-                                    &status,
-                                    &target.service,
-                                    node,
-                                    grpc_path,
-                                    &method,
-                                    lookups_until,
-                                )
-                                .await;
-                            status_response(&status, details).into()
-                        }
-                    },
+                    self.inner.quarantine.mark(address);
+                    self.inner.nodes.invalidate(&target.service);
+                    return Err(response.into());
+                }
+                return Err(match too_large(&status, sent, response_limit, grpc_path) {
+                    Some(fail) => fail.into(),
+                    None => {
+                        let details = self
+                            .details(
+                                &status,
+                                &target.service,
+                                node,
+                                grpc_path,
+                                &method,
+                                lookups_until,
+                            )
+                            .await;
+                        status_response(&status, details).into()
+                    }
                 });
             }
             Ok(Ok(reply)) => reply.into_inner(),
@@ -481,14 +474,7 @@ fn streaming_refused(method: &prost_reflect::MethodDescriptor, grpc_path: &str) 
 /// Whether `status` is tonic's report of hyper's error (the connection or stream failing while
 /// the answer came), not a status the service sent (which comes with no source).
 fn broke_mid_answer(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<hyper::Error>() || err.is::<std::io::Error>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    error::chain(status).any(|e| e.is::<hyper::Error>() || e.is::<std::io::Error>())
 }
 
 #[cfg(test)]
