@@ -95,22 +95,42 @@ impl RpcHandler {
         body: &Bytes,
     ) -> Result<Response<Body>, NodeFail> {
         let config = &self.inner.config;
-        // Descriptions read for the `Any` fields of the request count against the backend
-        // timeout, as the call itself does.
-        let lookups_until = tokio::time::Instant::now() + config.backend_timeout;
+        // The whole call is due within its limit: the descriptions read for it (its method's,
+        // those of the `Any` types it holds) and the call itself. A read that takes longer goes
+        // on for the requests that follow (`flight`).
+        let limit = call_timeout(&parts.headers, config.backend_timeout);
+        let deadline = tokio::time::Instant::now() + limit;
+        let undescribed = |what: &str| -> NodeFail {
+            error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the service at {address} did not describe `{what}` by server reflection \
+                     within the call's limit ({limit:?}); the gateway goes on reading, and the \
+                     requests that follow use what it reads"
+                ),
+            )
+            .into()
+        };
         let node = nodes
             .iter()
             .find(|n| n.address == address)
             .unwrap_or(&nodes[0]);
         let grpc_path = match &target.endpoint {
             Some(endpoint) if target.grpc_path.is_empty() => {
-                self.grpc_path(node, nodes, &target.service, endpoint)
-                    .await?
+                let lookup = self.grpc_path(node, nodes, &target.service, endpoint);
+                tokio::time::timeout_at(deadline, lookup)
+                    .await
+                    .map_err(|_| undescribed(endpoint))??
             }
             _ => target.grpc_path.clone(),
         };
         let grpc_path = grpc_path.as_str();
-        let describe = |reread| self.method(node, nodes, &target.service, grpc_path, reread);
+        let describe = |reread| async move {
+            let read = self.method(node, nodes, &target.service, grpc_path, reread);
+            tokio::time::timeout_at(deadline, read)
+                .await
+                .map_err(|_| undescribed(grpc_path))?
+        };
         let (mut method, fresh) = describe(false).await?;
         // Said before the body is read: a streaming method is refused whatever the body.
         if let Some(refusal) = streaming_refused(&method, grpc_path) {
@@ -128,7 +148,7 @@ impl RpcHandler {
                 }
                 // An `Any` of a type their files do not import: ask the node for its file.
                 Err(detail) => {
-                    let at = (lookups_until, target.service.as_str(), node, grpc_path);
+                    let at = (deadline, target.service.as_str(), node, grpc_path);
                     match self.missing_any(&detail, &mut lookups, at, &method).await? {
                         Some(found) => method = found,
                         None => break Err(detail),
@@ -153,8 +173,9 @@ impl RpcHandler {
         let message = Bytes::from(input.encode_to_vec());
         let sent = message.len();
         let mut request = tonic::Request::new(message);
-        let limit = call_timeout(&parts.headers, config.backend_timeout);
-        request.set_timeout(limit);
+        // What is left of the limit is the deadline the service hears.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        request.set_timeout(left);
         // Each value of a header sent more than once (a gRPC metadata key may have several);
         // not those the client lists in `Connection`, which are for the gateway alone.
         let hop_by_hop: Vec<&str> = proxy::connection_tokens(&parts.headers).collect();
@@ -183,16 +204,11 @@ impl RpcHandler {
             )
             .into()
         };
-        // What the answer's `Any` fields and error details need read must also come within the
-        // backend timeout of sending the call.
-        let lookups_until = tokio::time::Instant::from_std(started) + limit;
-        let reply = match tokio::time::timeout(limit, call).await {
+        let reply = match tokio::time::timeout_at(deadline, call).await {
             Err(_) => return Err(timed_out()),
             // The deadline the gateway sent ran out at the service (which answers so as it
             // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
-            Ok(Err(status)) if ran_out(&status, started.elapsed(), limit) => {
-                return Err(timed_out())
-            }
+            Ok(Err(status)) if ran_out(&status, started.elapsed(), left) => return Err(timed_out()),
             Ok(Err(status)) => {
                 // A transport's failure or one while the answer came (a reset stream or
                 // connection, a node gone after its headers) is the node's, not a status the
@@ -225,14 +241,7 @@ impl RpcHandler {
                     Some(fail) => fail.into(),
                     None => {
                         let details = self
-                            .details(
-                                &status,
-                                &target.service,
-                                node,
-                                grpc_path,
-                                &method,
-                                lookups_until,
-                            )
+                            .details(&status, &target.service, node, grpc_path, &method, deadline)
                             .await;
                         status_response(&status, details).into()
                     }
@@ -263,7 +272,7 @@ impl RpcHandler {
                     Err(e) => e.to_string(),
                 };
             // An `Any` of a type the files read do not import: ask the node for its file.
-            let at = (lookups_until, target.service.as_str(), node, grpc_path);
+            let at = (deadline, target.service.as_str(), node, grpc_path);
             match self
                 .missing_any(&unconverted, &mut lookups, at, &method)
                 .await?

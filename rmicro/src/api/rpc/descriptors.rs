@@ -58,29 +58,37 @@ impl RpcHandler {
                 // Requests that find them missing at once for the same node share one read
                 // (and its failure).
                 None => {
-                    let read = || async {
-                        // Read by another request just now.
-                        if let Some(pool) = self.cached(service, grpc_service, nodes, true) {
-                            return Ok(pool);
+                    // A task of its own (see `flight`): it needs its own copies.
+                    let read = || {
+                        let this = self.clone();
+                        let (service, grpc_service) =
+                            (service.to_string(), grpc_service.to_string());
+                        let (node, nodes) = (node.clone(), nodes.to_vec());
+                        async move {
+                            // Read by another request just now.
+                            if let Some(pool) = this.cached(&service, &grpc_service, &nodes, true) {
+                                return Ok(pool);
+                            }
+                            let connection = this.channel(&node.address)?;
+                            let pool = this
+                                .inner
+                                .reflector
+                                .file_containing(&connection, &node.address, &grpc_service)
+                                .await?;
+                            let key = pool_key(&service, &grpc_service);
+                            let described = Described {
+                                pool: pool.clone(),
+                                service,
+                                node: node.id,
+                                read: Instant::now(),
+                            };
+                            this.inner
+                                .pools
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(key, described);
+                            Ok(pool)
                         }
-                        let connection = self.channel(&node.address)?;
-                        let pool = self
-                            .inner
-                            .reflector
-                            .file_containing(&connection, &node.address, grpc_service)
-                            .await?;
-                        let described = Described {
-                            pool: pool.clone(),
-                            service: service.to_string(),
-                            node: node.id.clone(),
-                            read: Instant::now(),
-                        };
-                        self.inner
-                            .pools
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(pool_key(service, grpc_service), described);
-                        Ok(pool)
                     };
                     // Per node: what one node answers (or how it fails) says nothing of
                     // another's, and a failure marks the node it came from as unreachable.
@@ -208,40 +216,42 @@ impl RpcHandler {
             .into());
         };
         let key = format!("{service}/{handler}");
-        let known = || {
-            self.inner
-                .grpc_services
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
-                .map(|(_, grpc_service)| grpc_service.clone())
-        };
-        let grpc_service = match known() {
+        let grpc_service = match self.known_grpc_service(&key, nodes) {
             Some(known) => known,
             None => {
-                let find = || async {
-                    if let Some(known) = known() {
-                        return Ok(known);
+                // A task of its own (see `flight`): it needs its own copies.
+                let find = || {
+                    let this = self.clone();
+                    let (service, handler, key) =
+                        (service.to_string(), handler.to_string(), key.clone());
+                    let (node, nodes) = (node.clone(), nodes.to_vec());
+                    async move {
+                        if let Some(known) = this.known_grpc_service(&key, &nodes) {
+                            return Ok(known);
+                        }
+                        let connection = this.channel(&node.address)?;
+                        let served = this
+                            .inner
+                            .reflector
+                            .list_services(&connection, &node.address)
+                            .await?;
+                        let found = reflect::grpc_service_among(
+                            &served,
+                            &service,
+                            &handler,
+                            &node.address,
+                        )?;
+                        let mut known = this
+                            .inner
+                            .grpc_services
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if known.len() >= MAX_CHANNELS {
+                            known.retain(|_, (id, _)| nodes.iter().any(|n| &n.id == id));
+                        }
+                        known.insert(key, (node.id, found.clone()));
+                        Ok(found)
                     }
-                    let connection = self.channel(&node.address)?;
-                    let served = self
-                        .inner
-                        .reflector
-                        .list_services(&connection, &node.address)
-                        .await?;
-                    let found =
-                        reflect::grpc_service_among(&served, service, handler, &node.address)?;
-                    let mut known = self
-                        .inner
-                        .grpc_services
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if known.len() >= MAX_CHANNELS {
-                        known.retain(|_, (id, _)| nodes.iter().any(|n| &n.id == id));
-                    }
-                    known.insert(key.clone(), (node.id.clone(), found.clone()));
-                    Ok(found)
                 };
                 // Per node, as descriptor reads.
                 let flight = format!("{}/{key}", node.address);
@@ -249,5 +259,17 @@ impl RpcHandler {
             }
         };
         Ok(format!("/{grpc_service}/{method}"))
+    }
+
+    /// The gRPC service found for `service/Handler` `key`, while the node it was found at is
+    /// among `nodes`.
+    fn known_grpc_service(&self, key: &str, nodes: &[Node]) -> Option<String> {
+        self.inner
+            .grpc_services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
+            .map(|(_, grpc_service)| grpc_service.clone())
     }
 }

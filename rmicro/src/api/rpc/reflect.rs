@@ -109,6 +109,16 @@ impl ReadFail {
     }
 }
 
+impl super::flight::Abandoned for ReadFail {
+    fn abandoned() -> ReadFail {
+        ReadFail::bad(
+            "the gateway's read of the service's descriptions ended without a result; \
+             the next request reads them again"
+                .to_string(),
+        )
+    }
+}
+
 impl From<ReadFail> for NodeFail {
     fn from(fail: ReadFail) -> NodeFail {
         NodeFail {
