@@ -194,8 +194,15 @@ impl TransportError {
     }
 }
 
+/// How long a connection may be silent before TCP keepalive probes it, and how far apart the
+/// probes are (as Go's dialer, which grpc-go and go-micro's transports use): a node gone without
+/// closing its connections (powered off, cut off) is noticed on its idle connections, and
+/// middleboxes do not forget connections that are quiet for a while.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Opens a TCP connection to `address` (`host:port`, `[v6]:port`), giving up after `timeout`
-/// with a `TimedOut` error; `TCP_NODELAY` is set, as calls are small request/response pairs.
+/// with a `TimedOut` error; `TCP_NODELAY` is set, as calls are small request/response pairs,
+/// and TCP keepalive ([`TCP_KEEPALIVE`]).
 ///
 /// # Errors
 ///
@@ -210,6 +217,18 @@ pub async fn connect_tcp(address: &str, timeout: Duration) -> std::io::Result<Tc
             )
         })??;
     stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        windows
+    ))]
+    let keepalive = keepalive.with_interval(TCP_KEEPALIVE);
+    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
     Ok(stream)
 }
 
@@ -669,6 +688,21 @@ impl tower_service::Service<http::Request<Body>> for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_opened_have_nodelay_and_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let stream = connect_tcp(&address, Duration::from_secs(5)).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(socket.tcp_keepalive_time().unwrap(), TCP_KEEPALIVE);
+            assert_eq!(socket.tcp_keepalive_interval().unwrap(), TCP_KEEPALIVE);
+        }
+    }
 
     #[test]
     fn addresses_are_checked_up_front() {
