@@ -159,7 +159,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How often a unary call that could not reach a node is retried on another. Default: 1.
+    /// How often a call whose request could not be delivered to a node is retried on another.
+    /// Default: 1. A node no connection could be opened to (down, or an unusable address) is
+    /// passed over for another without using up a retry while untried nodes are left: nothing
+    /// was sent to it.
     pub fn retries(&mut self, retries: u32) -> &mut Self {
         self.retries = retries;
         self
@@ -327,11 +330,19 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         if err.is_unsent() {
                             client.unreachable(service);
                         }
+                        tried.push(address.to_string());
+                        // No connection could be opened (a node down, its record not yet
+                        // expired): nothing was sent, so any other node is tried, without using
+                        // up a retry, as long as one is left untried. With several nodes down at
+                        // once, a call still reaches a live one.
+                        let skip = err.is_unreachable()
+                            && nodes.iter().any(|n| !tried.contains(&n.address));
                         match unsent {
-                            Some(unsent) if retries > 0 => {
+                            Some(unsent) if skip || retries > 0 => {
                                 tracing::debug!(%service, %address, error = %err, "retrying on another node");
-                                retries -= 1;
-                                tried.push(address.to_string());
+                                if !skip {
+                                    retries -= 1;
+                                }
                                 request = unsent;
                             }
                             _ => return Err(err.into()),
@@ -394,8 +405,9 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Picks the node for a call to `service`, avoiding `tried` when another node exists: the
-    /// nodes and the index of the one picked.
+    /// Picks the node for a call to `service`, avoiding `tried` when another node exists, and
+    /// among those the nodes lately unreachable when another is left: the nodes and the index
+    /// of the one picked.
     async fn pick(&self, service: &str, tried: &[String]) -> Result<(Arc<[Node]>, usize), Status> {
         let cache = match &self.inner.target {
             Target::Address(node) => return Ok((Arc::clone(node), 0)),
@@ -410,8 +422,8 @@ impl Client {
                 cache.registry().name()
             )));
         }
-        let candidates = if tried.is_empty() {
-            self.inner.unreachable.reachable(&nodes).unwrap_or(nodes)
+        let untried = if tried.is_empty() {
+            nodes
         } else {
             let fresh: Arc<[Node]> = nodes
                 .iter()
@@ -424,6 +436,11 @@ impl Client {
                 fresh
             }
         };
+        let candidates = self
+            .inner
+            .unreachable
+            .reachable(&untried)
+            .unwrap_or(untried);
         let index = self.inner.selector.select(service, &candidates);
         let index = index.min(candidates.len() - 1);
         Ok((candidates, index))

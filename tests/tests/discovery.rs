@@ -249,7 +249,9 @@ async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
         assert_eq!(counts, [0, 1, 2]);
     }
 
-    // With retries off, the dead node's failure reaches the caller as Unavailable.
+    // With retries off too: a node no connection could be opened to was sent nothing, so
+    // going to another is no retry (as grpc-go never picks a node it cannot connect to while
+    // another is up).
     let no_retry = Client::builder()
         .registry(Arc::clone(&registry))
         .selector(RoundRobin::default())
@@ -257,13 +259,12 @@ async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
         .build();
     let user = UserClient::new("go.micro.srv.user", no_retry);
     let results: Vec<_> = futures_results(&user).await;
-    assert!(
-        results
-            .iter()
-            .any(|r| matches!(r, Err(c) if *c == Code::Unavailable)),
-        "{results:?}"
-    );
+    assert_eq!(results, [Ok(()); 4]);
+    // With only the dead node left, its failure reaches the caller as Unavailable.
     live.stop().await.unwrap();
+    wait_for_nodes(&registry, "go.micro.srv.user", 1).await;
+    let results: Vec<_> = futures_results(&user).await;
+    assert_eq!(results, [Err(Code::Unavailable); 4]);
 }
 
 async fn futures_results(user: &UserClient) -> Vec<Result<(), Code>> {
@@ -489,6 +490,52 @@ async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
             .await
             .unwrap_or_else(|s| panic!("call {i}: {s:?}"));
         assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+    }
+    live.stop().await.unwrap();
+}
+
+/// Two nodes down at once (killed, their records not yet expired) and one up: every call
+/// reaches the live node, the first ones by trying each dead node once (nothing was sent to
+/// them, so that uses up no retry), the next ones by leaving out the nodes that just failed,
+/// and again once those marks run out together.
+#[tokio::test]
+async fn calls_reach_the_live_node_while_two_others_are_down() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let live = user_node(&registry, "127.0.0.1:0").await;
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    for id in ["dead1", "dead2"] {
+        register_user_node(&registry, id, &closed()).await;
+    }
+    wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
+    // Picks a dead node whenever one is offered.
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(Stubborn {
+            prefer: &["dead1", "dead2"],
+        })
+        .retries(1)
+        .build();
+    let user = UserClient::new("go.micro.srv.user", client);
+    for round in 0..2 {
+        for i in 0..5 {
+            let reply = user
+                .call(CallRequest {
+                    name: format!("n{i}"),
+                })
+                .await
+                .unwrap_or_else(|s| panic!("round {round}, call {i}: {s:?}"));
+            assert_eq!(reply.into_inner().msg, format!("Hello n{i}"));
+        }
+        if round == 0 {
+            // The dead nodes' marks run out.
+            tokio::time::sleep(Duration::from_millis(5200)).await;
+        }
     }
     live.stop().await.unwrap();
 }
