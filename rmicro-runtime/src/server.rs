@@ -611,7 +611,9 @@ struct Dispatch {
 impl Dispatch {
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> RouteFuture {
         match self.routes.get(req.uri().path()) {
-            Some(route) => route(req.map(Body::new)),
+            Some(route) => route(
+                req.map(|body| Body::new(http_body_util::BodyExt::map_err(body, reset_by_client))),
+            ),
             None => {
                 let path = req.uri().path().to_string();
                 Box::pin(async move {
@@ -620,6 +622,24 @@ impl Dispatch {
                 })
             }
         }
+    }
+}
+
+/// A request body's error, with a client's cancel of the call (`RST_STREAM` with `CANCEL`, as
+/// grpc-go, grpcio and rmicro clients send when a call is cancelled or dropped) made an
+/// `Aborted` status that says so. tonic reads a `Cancelled` one as the end of the request
+/// stream, so a client-streaming or bidirectional handler would see a cancelled upload end as if
+/// it were complete, and act on half of it; grpc-go's handlers get an error.
+fn reset_by_client(err: hyper::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let cancelled = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| h2.is_remote() && h2.reason() == Some(h2::Reason::CANCEL));
+    if cancelled {
+        Box::new(Status::aborted(
+            "the client cancelled the call before the end of its request stream",
+        ))
+    } else {
+        Box::new(err)
     }
 }
 
@@ -677,6 +697,13 @@ impl BoundServer {
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            // As many calls at once on a connection as clients open, as grpc-go and tonic
+            // servers allow: a client keeps one connection per node, so hyper's default of 200
+            // would hold every call past the 200th (long streams, slow handlers) waiting,
+            // whatever the server could do.
+            .max_concurrent_streams(None)
+            .max_header_list_size(crate::transport::MAX_HEADER_LIST_SIZE);
         if let Some(keepalive) = self.keepalive {
             builder
                 .timer(hyper_util::rt::TokioTimer::new())

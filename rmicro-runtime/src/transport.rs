@@ -194,6 +194,12 @@ impl TransportError {
     }
 }
 
+/// The largest header block (metadata, or an error's trailers) a client takes in an answer and
+/// a server in a call, 1 MiB: h2's 16 KiB default refuses a call with a large metadata entry
+/// (a token, a propagated trace context) or an error with a long message, and a block over the
+/// limit can close the whole connection, failing every call on it. grpc-go takes 16 MiB.
+pub const MAX_HEADER_LIST_SIZE: u32 = 1 << 20;
+
 /// How long a connection may be silent before TCP keepalive probes it, and how far apart the
 /// probes are (as Go's dialer, which grpc-go and go-micro's transports use): a node gone without
 /// closing its connections (powered off, cut off) is noticed on its idle connections, and
@@ -427,7 +433,7 @@ impl Connection {
             // Answers' headers and trailers up to 1 MiB (grpc-go's clients take 16 MiB): an
             // error with a long message (a validation echoing its input) is the service's
             // answer, not a broken exchange (h2's 16 KiB default refused it).
-            .max_header_list_size(1 << 20);
+            .max_header_list_size(MAX_HEADER_LIST_SIZE);
         if let Some(keepalive) = self.shared.keepalive {
             builder
                 .keep_alive_interval(keepalive.interval)
