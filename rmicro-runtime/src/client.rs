@@ -27,6 +27,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use crate::context;
+pub use crate::frames::DEFAULT_MAX_RECEIVE_MESSAGE_SIZE;
+use crate::frames::{BoxError, Framed};
 use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
@@ -58,6 +60,8 @@ struct Inner {
     request_timeout: Option<Duration>,
     retries: u32,
     keepalive: Option<Keepalive>,
+    /// The largest answer message taken.
+    receive_limit: usize,
     /// One HTTP/2 connection per node address, multiplexing every call to that node (looked up
     /// on every call: a fast hash, as addresses come from the registry, not from callers).
     connections: Mutex<HashMap<String, Connection, foldhash::fast::RandomState>>,
@@ -99,6 +103,7 @@ pub struct ClientBuilder {
     keepalive: Option<Duration>,
     keepalive_timeout: Duration,
     keepalive_min_interval: Duration,
+    max_receive_message_size: usize,
 }
 
 #[derive(Clone)]
@@ -118,6 +123,7 @@ impl Default for ClientBuilder {
             keepalive: None,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keepalive_min_interval: MIN_KEEPALIVE_INTERVAL,
+            max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
         }
     }
 }
@@ -156,6 +162,14 @@ impl ClientBuilder {
     /// request's own `grpc-timeout` limit it). Default: 5 s.
     pub fn request_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The largest answer message taken, in bytes (compressed, and once decompressed); a larger
+    /// one fails the call with `ResourceExhausted` (a stream: from that message on). Default:
+    /// [`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`] (4 MiB, as grpc-go's `MaxRecvMsgSize`).
+    pub fn max_receive_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_receive_message_size = bytes;
         self
     }
 
@@ -259,6 +273,7 @@ impl ClientBuilder {
                 request_timeout: self.request_timeout,
                 retries: self.retries,
                 keepalive,
+                receive_limit: self.max_receive_message_size,
                 connections: Mutex::new(HashMap::default()),
                 unreachable: Arc::new(Unreachable::default()),
             }),
@@ -278,7 +293,7 @@ struct Route<'a> {
 }
 
 impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> {
-    type Response = http::Response<hyper::body::Incoming>;
+    type Response = http::Response<Framed<hyper::body::Incoming, hyper::Error>>;
     type Error = RouteError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, RouteError>> + Send + 'a>,
@@ -325,7 +340,10 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         .insert(GRPC_TIMEOUT, timeout_value(left));
                 }
                 match connection.send_request(request).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => {
+                        let limit = client.inner.receive_limit;
+                        return Ok(response.map(|body| Framed::answer(body, limit, answer_broke)));
+                    }
                     Err((err, unsent)) => {
                         if err.is_unsent() {
                             client.unreachable(service);
@@ -495,6 +513,7 @@ impl Client {
             service,
             deadline,
         })
+        .max_decoding_message_size(self.inner.receive_limit)
         // Servers may compress answers whatever the client asks (grpcio's `set_compression`,
         // grpc-go's old compressors): read gzip ones rather than fail with UNIMPLEMENTED.
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -699,21 +718,26 @@ impl Client {
     }
 }
 
+/// An answer's body that broke off (the connection failed, the server went away mid-stream):
+/// `Unavailable`, as gRPC says of transport failures, where tonic would say `Unknown`; a reset
+/// with a reason keeps tonic's mapping of it.
+fn answer_broke(err: hyper::Error) -> BoxError {
+    let status = Status::from_error(Box::new(err));
+    if status.code() == tonic::Code::Unknown {
+        Box::new(Status::unavailable(format!(
+            "the connection failed while the answer came: {}",
+            status.message()
+        )))
+    } else {
+        Box::new(status)
+    }
+}
+
 /// The status a caller sees: transport failures are `Unavailable`, as gRPC specifies (tonic
 /// reports an error it does not know as `Unknown`).
 fn caller_status(status: Status) -> Status {
     match TransportError::find(&status) {
         Some(err) => err.to_status(),
-        // tonic's words for an answer over this client's receive limit, with OUT_OF_RANGE: gRPC
-        // says RESOURCE_EXHAUSTED (as grpcio and grpc-go answer it), and a caller told "out of
-        // range" takes it for its own request's fault (a 400 behind go-micro's mapping).
-        None if status.code() == tonic::Code::OutOfRange
-            && status
-                .message()
-                .starts_with("Error, decoded message length too large") =>
-        {
-            Status::resource_exhausted(status.message())
-        }
         None => status,
     }
 }
@@ -725,19 +749,6 @@ mod tests {
 
     fn timeout_header(limit: Duration) -> String {
         timeout_value(limit).to_str().unwrap().to_string()
-    }
-
-    #[test]
-    fn an_answer_over_the_receive_limit_is_resource_exhausted() {
-        let local = Status::out_of_range(
-            "Error, decoded message length too large: found 5000005 bytes, the limit is: 4194304 bytes",
-        );
-        let status = caller_status(local);
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert!(status.message().contains("found 5000005 bytes"));
-        // A service's own OUT_OF_RANGE stays what it is.
-        let own = caller_status(Status::out_of_range("page 9 of 3"));
-        assert_eq!(own.code(), Code::OutOfRange);
     }
 
     #[test]

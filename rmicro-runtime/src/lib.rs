@@ -22,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod endpoint;
 pub mod errors;
+mod frames;
 pub mod health;
 pub mod reflection;
 pub mod registry;

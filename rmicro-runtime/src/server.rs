@@ -36,6 +36,8 @@ use tower_service::Service;
 
 use crate::context::{self, CallContext};
 use crate::endpoint::Endpoint;
+use crate::frames::Framed;
+pub use crate::frames::DEFAULT_MAX_RECEIVE_MESSAGE_SIZE;
 use crate::transport::Keepalive;
 
 /// The stream a server-streaming or bidirectional handler answers with.
@@ -45,7 +47,8 @@ pub type ResponseStream<T> =
     Pin<Box<dyn futures_core::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 type RouteFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;
-type Route = Arc<dyn Fn(http::Request<Body>) -> RouteFuture + Send + Sync + 'static>;
+/// A method's route: it takes the request and the largest request message the server receives.
+type Route = Arc<dyn Fn(http::Request<Body>, usize) -> RouteFuture + Send + Sync + 'static>;
 
 /// Why a service could not be added to a [`Server`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,16 +114,16 @@ where
 /// for methods that stream their response (`streams`), in the middle of the stream.
 fn route<F, Fut>(streams: bool, serve: F) -> Route
 where
-    F: Fn(http::Request<Body>) -> Fut + Send + Sync + 'static,
+    F: Fn(http::Request<Body>, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
 {
-    Arc::new(move |req| {
+    Arc::new(move |req, limit| {
         let ctx = CallContext::from_headers(req.headers());
         let deadline = ctx
             .remaining()
             .map(|left| tokio::time::Instant::now() + left);
         Box::pin(Served {
-            handling: context::scope(ctx, serve(req)),
+            handling: context::scope(ctx, serve(req, limit)),
             deadline,
             timer: None,
             streams,
@@ -154,7 +157,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<http::Response<Body>> {
         let mut this = self.project();
-        let Poll::Ready(mut response) = this.handling.poll(cx) else {
+        let Poll::Ready(response) = this.handling.poll(cx) else {
             if let Some(deadline) = *this.deadline {
                 if this.timer.is_none() {
                     this.timer.set(Some(tokio::time::sleep_until(deadline)));
@@ -167,13 +170,10 @@ where
             }
             return Poll::Pending;
         };
-        too_large_is_resource_exhausted(response.headers_mut());
         if !*this.streams {
             return Poll::Ready(response);
         }
-        // A request message over the limit in the middle of a stream is refused in the
-        // trailers; the caller's deadline also ends the streamed answer.
-        let response = response.map(|body| Body::new(TooLargeInTrailers(body)));
+        // The caller's deadline also ends the streamed answer.
         Poll::Ready(match *this.deadline {
             Some(deadline) => response.map(|body| Body::new(UntilDeadline::new(body, deadline))),
             None => response,
@@ -181,65 +181,8 @@ where
     }
 }
 
-/// tonic refuses a request message over the size limit with `OUT_OF_RANGE`; gRPC's status code
-/// table, grpc-go and grpc core say `RESOURCE_EXHAUSTED`, which clients' error handling and retry
-/// policies expect. Looked at in the head of answers that are an error from the start, and in the
-/// trailers of streamed answers ([`TooLargeInTrailers`]).
-fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
-    let too_large = headers.get(&GRPC_STATUS).is_some_and(|s| s == "11")
-        && headers.get(&GRPC_MESSAGE).is_some_and(|m| {
-            // Percent-encoded as tonic writes it (spaces too), or not.
-            m.as_bytes()
-                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
-                || m.as_bytes()
-                    .starts_with(b"Error, decoded message length too large")
-        });
-    if too_large {
-        headers.insert(
-            GRPC_STATUS,
-            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
-    }
-}
-
-// Named once: looked up on every answer's head.
-const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+// Named once: looked up on every call's head.
 const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
-
-/// A streamed answer whose trailers say `RESOURCE_EXHAUSTED` for a request message over the
-/// limit (see [`too_large_is_resource_exhausted`]): a streaming request's messages after the
-/// first are read while the answer streams.
-struct TooLargeInTrailers(Body);
-
-impl http_body::Body for TooLargeInTrailers {
-    type Data = hyper::body::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.get_mut().0).poll_frame(cx));
-        Poll::Ready(frame.map(|frame| {
-            frame.map(|frame| match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    too_large_is_resource_exhausted(&mut trailers);
-                    http_body::Frame::trailers(trailers)
-                }
-                Err(frame) => frame,
-            })
-        }))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
-    }
-}
 
 fn deadline_passed() -> Status {
     Status::deadline_exceeded("the caller's deadline passed while the call was served")
@@ -345,9 +288,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req| {
+        let route = route(false, move |req, limit| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req);
+            let mut grpc = grpc::<Req, Resp>(&req, limit);
             async move { grpc.unary(handler, req).await }
         });
         self.routes.push((path, route));
@@ -363,9 +306,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req| {
+        let route = route(true, move |req, limit| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req);
+            let mut grpc = grpc::<Req, Resp>(&req, limit);
             async move { grpc.server_streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -381,9 +324,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req| {
+        let route = route(false, move |req, limit| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req);
+            let mut grpc = grpc::<Req, Resp>(&req, limit);
             async move { grpc.client_streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -399,9 +342,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req| {
+        let route = route(true, move |req, limit| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req);
+            let mut grpc = grpc::<Req, Resp>(&req, limit);
             async move { grpc.streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -409,15 +352,17 @@ impl ServiceDef {
     }
 }
 
-/// The gRPC codec layer of the call `req` starts: gzip-compressed request messages are accepted
+/// The gRPC codec layer of the call `req` starts, taking request messages up to `limit` bytes:
+/// gzip-compressed request messages are accepted
 /// (clients of grpc-go, grpcio and others send them when told to compress); responses go out
 /// uncompressed. Turned on only for a call whose messages say they are compressed
 /// (`grpc-encoding`): tonic would otherwise answer every call with a `grpc-accept-encoding`
 /// header, saying what nobody asked.
 fn grpc<Req: WireMessage, Resp: WireMessage>(
     req: &http::Request<Body>,
+    limit: usize,
 ) -> Grpc<ProstCodec<Resp, Req>> {
-    let grpc = Grpc::new(ProstCodec::<Resp, Req>::new());
+    let grpc = Grpc::new(ProstCodec::<Resp, Req>::new()).max_decoding_message_size(limit);
     if req.headers().contains_key(&GRPC_ENCODING) {
         grpc.accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     } else {
@@ -443,6 +388,7 @@ pub struct Server {
     drain_timeout: Option<Duration>,
     keepalive: Option<Duration>,
     keepalive_timeout: Option<Duration>,
+    max_receive_message_size: Option<usize>,
     health: crate::health::Health,
 }
 
@@ -492,6 +438,15 @@ impl Server {
     /// grpc). Does nothing without [`keepalive`](Self::keepalive).
     pub fn keepalive_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.keepalive_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest request message the server takes, in bytes (compressed, and once
+    /// decompressed); a call with a larger one fails with `ResourceExhausted`, a stream from
+    /// that message on. Default: [`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`] (4 MiB, as grpc-go's
+    /// `MaxRecvMsgSize`).
+    pub fn max_receive_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_receive_message_size = Some(bytes);
         self
     }
 
@@ -588,6 +543,9 @@ impl Server {
             local_addr,
             dispatch: Dispatch {
                 routes: Arc::new(self.routes),
+                limit: self
+                    .max_receive_message_size
+                    .unwrap_or(DEFAULT_MAX_RECEIVE_MESSAGE_SIZE),
             },
             services: self.services,
             health: self.health,
@@ -606,14 +564,20 @@ impl Server {
 #[derive(Clone)]
 struct Dispatch {
     routes: Arc<HashMap<&'static str, Route>>,
+    /// The largest request message taken.
+    limit: usize,
 }
 
 impl Dispatch {
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> RouteFuture {
         match self.routes.get(req.uri().path()) {
-            Some(route) => route(
-                req.map(|body| Body::new(http_body_util::BodyExt::map_err(body, reset_by_client))),
-            ),
+            Some(route) => {
+                let limit = self.limit;
+                route(
+                    req.map(|body| Body::new(Framed::request(body, limit, reset_by_client))),
+                    limit,
+                )
+            }
             None => {
                 let path = req.uri().path().to_string();
                 Box::pin(async move {
@@ -630,7 +594,7 @@ impl Dispatch {
 /// `Aborted` status that says so. tonic reads a `Cancelled` one as the end of the request
 /// stream, so a client-streaming or bidirectional handler would see a cancelled upload end as if
 /// it were complete, and act on half of it; grpc-go's handlers get an error.
-fn reset_by_client(err: hyper::Error) -> Box<dyn std::error::Error + Send + Sync> {
+fn reset_by_client(err: hyper::Error) -> crate::frames::BoxError {
     let cancelled = std::error::Error::source(&err)
         .and_then(|source| source.downcast_ref::<h2::Error>())
         .is_some_and(|h2| h2.is_remote() && h2.reason() == Some(h2::Reason::CANCEL));

@@ -41,11 +41,16 @@ impl UserHandler for Probe {
         }))
     }
 
+    /// `count` items, then nothing more, without an end.
     async fn stream(
         &self,
-        _request: Request<StreamRequest>,
+        request: Request<StreamRequest>,
     ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        let count = request.into_inner().count;
+        let items = tokio_stream::iter((0..count).map(|count| Ok(StreamResponse { count })));
+        Ok(Response::new(Box::pin(
+            items.chain(tokio_stream::pending()),
+        )))
     }
 
     async fn ping_pong(
@@ -76,13 +81,17 @@ impl UserHandler for Probe {
     }
 }
 
-async fn probe_server(
+async fn probe_server(hold: usize) -> (UserClient, Ends, rmicro_tests::ServerGuard) {
+    probe_server_with(hold, |_| {}, |_| {}).await
+}
+
+type Ends = mpsc::UnboundedReceiver<Result<usize, Status>>;
+
+async fn probe_server_with(
     hold: usize,
-) -> (
-    UserClient,
-    mpsc::UnboundedReceiver<Result<usize, Status>>,
-    rmicro_tests::ServerGuard,
-) {
+    server_settings: impl FnOnce(&mut Server),
+    client_settings: impl FnOnce(&mut rmicro_runtime::ClientBuilder),
+) -> (UserClient, Ends, rmicro_tests::ServerGuard) {
     let (ends, ended) = mpsc::unbounded_channel();
     let probe = Probe {
         arrived: Arc::new(AtomicUsize::new(0)),
@@ -90,13 +99,16 @@ async fn probe_server(
         ends,
     };
     let mut server = Server::new();
+    server_settings(&mut server);
     register_user_handler(&mut server, probe).unwrap();
     let (addr, guard) = spawn(server).await;
     // One client: one HTTP/2 connection to the node, which every call shares.
-    let client = Client::builder()
+    let mut client = Client::builder();
+    client
         .address(addr.to_string())
-        .request_timeout(Some(Duration::from_secs(20)))
-        .build();
+        .request_timeout(Some(Duration::from_secs(20)));
+    client_settings(&mut client);
+    let client = client.build();
     (UserClient::new("go.micro.srv.user", client), ended, guard)
 }
 
@@ -188,4 +200,139 @@ async fn a_call_with_100_kib_of_metadata_is_served() {
     let reply = user.call(request).await.unwrap();
     assert_eq!(reply.into_inner().msg, "1");
     guard.stop().await;
+}
+
+/// The items of `stream` until it ends (at most 10, within 5 s), as counts and codes.
+async fn items(mut stream: Streaming<StreamResponse>) -> Vec<Result<i64, (Code, String)>> {
+    let mut out = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < 10 {
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(Some(item)) => out.push(
+                item.map(|i| i.count)
+                    .map_err(|s| (s.code(), s.message().to_string())),
+            ),
+            Ok(None) => return out,
+            Err(_) => panic!("the stream neither ended nor gave an item: {out:?}"),
+        }
+    }
+    panic!("more than 10 items: {out:?}")
+}
+
+/// An answer message over the client's receive limit in the middle of a stream: the items
+/// before it, then `ResourceExhausted` saying so, then the end (tonic alone would go on reading
+/// the message's bytes as more messages, an error each, for as long as the caller reads).
+#[tokio::test]
+async fn an_answer_over_the_clients_limit_ends_the_stream_with_its_error() {
+    // A count of 0 is an empty message, 1 takes 2 bytes.
+    let (user, _ended, guard) = probe_server_with(
+        1,
+        |_| {},
+        |client| {
+            client.max_receive_message_size(1);
+        },
+    )
+    .await;
+    let stream = user
+        .stream(StreamRequest { count: 3 })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = items(stream).await;
+    assert_eq!(got[0], Ok(0), "{got:?}");
+    // tonic gives a body's error twice before the end.
+    assert!((2..=3).contains(&got.len()), "{got:?}");
+    for item in &got[1..] {
+        let (code, message) = item.clone().unwrap_err();
+        assert_eq!(code, Code::ResourceExhausted, "{message}");
+        assert!(
+            message.contains("received message larger than max (2 vs. 1)"),
+            "{message}"
+        );
+    }
+    guard.stop().await;
+}
+
+/// A request message over the server's receive limit in the middle of a stream is an error
+/// for the handler reading it, after the messages before it.
+#[tokio::test]
+async fn a_request_over_the_servers_limit_is_an_error_for_the_handler() {
+    let (user, mut ended, guard) = probe_server_with(
+        1,
+        |server| {
+            server.max_receive_message_size(1);
+        },
+        |_| {},
+    )
+    .await;
+    let pings = tokio_stream::iter([Ping { stroke: 0 }, Ping { stroke: 5 }, Ping { stroke: 0 }]);
+    let _pongs = user.ping_pong(pings).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), ended.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let status = end.expect_err("a message over the limit must not be skipped");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("received message larger than max (2 vs. 1)"),
+        "{status:?}"
+    );
+    guard.stop().await;
+}
+
+/// A server whose process ends in the middle of a stream (its connection closed, no GOAWAY):
+/// the items before, then `Unavailable`, as gRPC says of a transport failure (tonic alone
+/// said `Unknown`).
+#[tokio::test]
+async fn a_server_gone_in_the_middle_of_a_stream_is_unavailable() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (ends, _ended) = mpsc::unbounded_channel();
+            let probe = Probe {
+                arrived: Arc::new(AtomicUsize::new(0)),
+                hold: 1,
+                ends,
+            };
+            let mut server = Server::new();
+            register_user_handler(&mut server, probe).unwrap();
+            let bound = server.bind("127.0.0.1:0").await.unwrap();
+            tx.send(bound.local_addr()).unwrap();
+            tokio::spawn(bound.serve());
+        });
+        // The process "ends": every task dropped, its sockets closed.
+        let _ = stopped.recv();
+        runtime.shutdown_background();
+    });
+    let address = rx.recv().unwrap();
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::with_address(address.to_string()),
+    );
+    let mut stream = user
+        .stream(StreamRequest { count: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    for count in [0, 1] {
+        assert_eq!(
+            stream.message().await.unwrap().map(|i| i.count),
+            Some(count)
+        );
+    }
+    stop.send(()).unwrap();
+    let got = items(stream).await;
+    assert!(!got.is_empty(), "the stream ended as if complete");
+    for item in &got {
+        let (code, message) = item.clone().unwrap_err();
+        assert_eq!(code, Code::Unavailable, "{message}");
+    }
 }
