@@ -25,7 +25,7 @@ use crate::Error;
 /// qualified `path` (`.pkg.Message.field`), as its `PathMap` decides: the path itself, a suffix of
 /// it on a `.` boundary (`Message.field`, `field`), a fully qualified prefix on a boundary
 /// (`.pkg.Message`, `.pkg`), or `.`.
-fn selects(pattern: &str, path: &str) -> bool {
+pub(crate) fn selects(pattern: &str, path: &str) -> bool {
     pattern == "."
         || pattern == path
         || path
@@ -260,7 +260,8 @@ pub(crate) fn btree_map_debug(items: &mut Vec<syn::Item>) {
     let mut out = Vec::with_capacity(items.len());
     for mut item in std::mem::take(items) {
         let debug = match &mut item {
-            syn::Item::Struct(message) if has_btree_map(message) => {
+            // Left alone when `skip_debug` selected it: its `Debug` is the user's to write.
+            syn::Item::Struct(message) if has_btree_map(message) && !skips_debug(message) => {
                 message.attrs.push(syn::parse_quote!(#[prost(skip_debug)]));
                 Some(debug_impl(message))
             }
@@ -278,22 +279,35 @@ pub(crate) fn btree_map_debug(items: &mut Vec<syn::Item>) {
     *items = out;
 }
 
-/// Whether a field of `message` is a prost `btree_map`.
-fn has_btree_map(message: &syn::ItemStruct) -> bool {
-    message.fields.iter().any(|field| {
-        field.attrs.iter().any(|attr| {
-            attr.path().is_ident("prost")
-                && attr.meta.require_list().is_ok_and(|list| {
-                    list.tokens
-                        .clone()
-                        .into_iter()
-                        .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "btree_map"))
-                })
-        })
-    })
+/// Whether prost was told to leave `message` without a `Debug` impl (`#[prost(skip_debug)]`).
+fn skips_debug(message: &syn::ItemStruct) -> bool {
+    message
+        .attrs
+        .iter()
+        .any(|attr| prost_says(attr, "skip_debug"))
 }
 
-/// `impl Debug for <message>`, as prost's derive writes it but for enum fields.
+/// Whether `attr` is a `#[prost(...)]` naming `word`.
+fn prost_says(attr: &syn::Attribute, word: &str) -> bool {
+    attr.path().is_ident("prost")
+        && attr.meta.require_list().is_ok_and(|list| {
+            list.tokens
+                .clone()
+                .into_iter()
+                .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == word))
+        })
+}
+
+/// Whether a field of `message` is a prost `btree_map`.
+fn has_btree_map(message: &syn::ItemStruct) -> bool {
+    message
+        .fields
+        .iter()
+        .any(|field| field.attrs.iter().any(|attr| prost_says(attr, "btree_map")))
+}
+
+/// `impl Debug for <message>`, as prost's derive writes it but for enum fields. It reads
+/// deprecated fields (and may name a deprecated message) without a warning, as prost's does.
 fn debug_impl(message: &syn::ItemStruct) -> syn::Item {
     use syn::ext::IdentExt;
     let name = &message.ident;
@@ -307,6 +321,7 @@ fn debug_impl(message: &syn::ItemStruct) -> syn::Item {
             quote::quote! { .field(#label, &self.#f) }
         });
     syn::parse_quote! {
+        #[allow(deprecated)]
         impl ::core::fmt::Debug for #name {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(#label) #(#fields)* .finish()

@@ -40,6 +40,8 @@ pub(crate) struct ServiceGen {
     pub(crate) runtime: TokenStream,
     pub(crate) client: bool,
     pub(crate) server: bool,
+    /// `disable_comments` patterns: services and methods they select get no comments either.
+    pub(crate) disable_comments: Vec<String>,
 }
 
 impl prost_build::ServiceGenerator for ServiceGen {
@@ -180,13 +182,16 @@ impl ServiceGen {
                     path_const: ident(&const_scope.claim(&shouty(&method.proto_name))),
                     input: parse(&method.input_type)?,
                     output: parse(&method.output_type)?,
-                    docs: doc_attrs(&method.comments),
+                    docs: self.docs(
+                        &format!(".{full_name}.{}", method.proto_name),
+                        &method.comments,
+                    ),
                     deprecated: deprecated(method.options.deprecated()),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
 
-        let service_docs = doc_attrs(&service.comments);
+        let service_docs = self.docs(&format!(".{full_name}"), &service.comments);
         let path_consts = plans.iter().map(|p| {
             let name = &p.path_const;
             let path = format!("/{full_name}/{}", p.method.proto_name);
@@ -517,6 +522,22 @@ fn http_rule(rt: &TokenStream, b: &Binding) -> TokenStream {
 
 /// `#[doc]` attributes for proto comments, sanitized by prost-build (links escaped, code blocks
 /// fenced as `text` so they never run as doc tests).
+impl ServiceGen {
+    /// The doc attributes of the service or method at `path` (`.package.Service[.Method]`), none
+    /// when a `disable_comments` pattern selects it, as prost leaves out messages' comments.
+    fn docs(&self, path: &str, comments: &Comments) -> TokenStream {
+        if self
+            .disable_comments
+            .iter()
+            .any(|pattern| crate::prepare::selects(pattern, path))
+        {
+            TokenStream::new()
+        } else {
+            doc_attrs(comments)
+        }
+    }
+}
+
 fn doc_attrs(comments: &Comments) -> TokenStream {
     let mut text = String::new();
     comments.append_with_indent(0, &mut text);

@@ -66,6 +66,8 @@ fn malformed_parameter_values_say_what_is_expected() {
         ("api=99", "api=99 is outside what protoc-gen-rmicro"),
         ("server=perhaps", "parameter `server` has an invalid value `perhaps`: expected `true` or `false`"),
         ("extern_path=nodot", "parameter `extern_path` has an invalid value `nodot`: expected `.proto.path=::rust::path`"),
+        // The include file in place of the package's own file would include itself.
+        ("include_file=go.micro.srv.user.rs", "parameter `include_file` has an invalid value `go.micro.srv.user.rs`: expected a name other than a package's file (`go.micro.srv.user.rs` holds package `go.micro.srv.user`)"),
     ];
     for (param, want) in cases {
         let mut request =

@@ -59,6 +59,12 @@ fn protoc_output_equals_protox_output_and_compiles_with_passing_doc_tests() {
         }
         lib.push_str(&format!("#[allow(missing_docs)]\npub mod {};\n", case.name));
     }
+    // The message the options case left without `Debug` (`skip_debug`) gets the user's own.
+    lib.push_str(
+        "impl ::core::fmt::Debug for options::Opaque {\n    \
+         fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {\n        \
+         f.write_str(\"Opaque\")\n    }\n}\n",
+    );
     std::fs::write(krate.dir.join("src/lib.rs"), lib).unwrap();
 
     let output = krate.cargo(&["test", "--quiet"]);

@@ -361,6 +361,21 @@ impl Config {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
         }
+        // Checked before anything is written, so a failure leaves no part of the output.
+        if out_dir.exists() && !out_dir.is_dir() {
+            return Err(Error::Output(format!(
+                "the output directory `{}` is a file, not a directory; give `out_dir` a \
+                 directory",
+                out_dir.display()
+            )));
+        }
+        if let Some(file) = files.iter().find(|f| out_dir.join(&f.name).is_dir()) {
+            return Err(Error::Output(format!(
+                "cannot write `{}`: a directory of that name is in the way; remove it or choose \
+                 another `include_file` name",
+                out_dir.join(&file.name).display()
+            )));
+        }
         let mut written = Vec::with_capacity(files.len());
         for file in files {
             let path = out_dir.join(&file.name);

@@ -12,6 +12,9 @@ pub enum Error {
     /// The generator rejected the input or the options.
     #[error(transparent)]
     Generate(#[from] protoc_gen_rmicro::Error),
+    /// The output directory, or a file's place in it, is not what can be written.
+    #[error("{0}")]
+    Output(String),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -58,3 +58,45 @@ fn a_byte_order_mark_is_skipped_as_protoc_does() {
         "{err}"
     );
 }
+
+/// An output that cannot be written is refused before anything is written: an output
+/// directory that is a file, a directory where a file goes.
+#[test]
+fn an_unwritable_output_is_refused_whole() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let include = dir.join("proto");
+    std::fs::create_dir_all(&include).unwrap();
+    std::fs::write(
+        include.join("a.proto"),
+        "syntax = \"proto3\";\npackage e;\nmessage A { int32 x = 1; }\n",
+    )
+    .unwrap();
+    let compile = |out: &std::path::Path, include_file: &str| {
+        rmicro_build::Config::new()
+            .out_dir(out)
+            .api(1)
+            .include_file(include_file)
+            .emit_rerun_if_changed(false)
+            .try_compile(&[include.join("a.proto")], &[&include])
+            .map_err(|err| err.to_string())
+    };
+    let file = dir.join("afile");
+    std::fs::write(&file, "").unwrap();
+    let err = compile(&file, "mod.rs").unwrap_err();
+    assert!(err.contains("is a file, not a directory"), "{err}");
+
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("mod.rs")).unwrap();
+    let err = compile(&out, "mod.rs").unwrap_err();
+    assert!(
+        err.contains("a directory of that name is in the way"),
+        "{err}"
+    );
+    assert!(!out.join("e.rs").exists(), "nothing is written");
+
+    // The include file named as the package's file.
+    let err = compile(&dir.join("out2"), "e.rs").unwrap_err();
+    assert!(err.contains("a name other than a package's file"), "{err}");
+    assert!(!dir.join("out2/e.rs").exists(), "nothing is written");
+}

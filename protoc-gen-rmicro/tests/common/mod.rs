@@ -79,6 +79,7 @@ pub const CASES: &[Case] = &[
         name: "options",
         files: &["user.proto", "rmicro/test/maps.proto"],
         parameter: "client=false,runtime_path=crate::rt,btree_map=.,bytes=.,\
+                    skip_debug=.rmicro.test.maps.Opaque,disable_comments=.go.micro.srv.user.User,\
                     type_attribute=.go.micro.srv.user.CallRequest=#[derive(PartialOrd\\, Ord)],\
                     field_attribute=.go.micro.srv.user.CallResponse.msg=#[doc = \"the greeting\"]",
     },

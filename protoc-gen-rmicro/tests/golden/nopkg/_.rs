@@ -3,21 +3,55 @@
 
 const _: () = ::rmicro_runtime::__codegen::require_api(1);
 
+/// Loose things. Resource name: projects/<ProjectID>/loose/{id}; see <https://example.com/loose>
+/// (written for other languages' tools: rustdoc's lints are let off as in packages' modules).
 #[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
 #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub struct Loose {
     #[prost(string, tag = "1")]
     pub value: ::rmicro_runtime::__codegen::prost::alloc::string::String,
 }
 /// Full gRPC name of the `Lonely` service.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub const LONELY_SERVICE_NAME: &str = "Lonely";
 /// gRPC method paths of the `Lonely` service.
 #[allow(dead_code, non_upper_case_globals)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub mod lonely_methods {
     /// gRPC path of `Echo`.
     pub const ECHO: &str = "/Lonely/Echo";
 }
 /// Endpoint metadata of the `Lonely` service: one entry per method, with its `google.api.http` bindings.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub const LONELY_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
     ::rmicro_runtime::__codegen::Endpoint {
         name: "Lonely.Echo",
@@ -32,11 +66,27 @@ pub const LONELY_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
 /// Client for the `Lonely` service: calls it by registry name through an rmicro `Client`.
 ///
 #[derive(Clone, Debug)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub struct LonelyClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
 #[allow(dead_code, clippy::all)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 impl LonelyClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -71,6 +121,14 @@ impl LonelyClient {
 /// Server side of the `Lonely` service: implement it and register it with [`register_lonely_handler`].
 ///
 #[allow(clippy::all)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub trait LonelyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn echo(
         &self,
@@ -87,6 +145,14 @@ pub trait LonelyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub fn register_lonely_handler<H: LonelyHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -110,22 +176,62 @@ pub fn register_lonely_handler<H: LonelyHandler>(
     server.add_service(service)
 }
 /// Full gRPC name of the `Idle` service.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub const IDLE_SERVICE_NAME: &str = "Idle";
 /// gRPC method paths of the `Idle` service.
 #[allow(dead_code, non_upper_case_globals)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub mod idle_methods {}
 /// Endpoint metadata of the `Idle` service: one entry per method, with its `google.api.http` bindings.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub const IDLE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[];
 /// Client for the `Idle` service: calls it by registry name through an rmicro `Client`.
 ///
 /// A service with no methods (google/cloud/sql/v1 has six): its client has nothing to call.
 #[allow(dead_code)]
 #[derive(Clone, Debug)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub struct IdleClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
 #[allow(dead_code, clippy::all)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 impl IdleClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -143,12 +249,28 @@ impl IdleClient {
 ///
 /// A service with no methods (google/cloud/sql/v1 has six): its client has nothing to call.
 #[allow(clippy::all)]
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub trait IdleHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
 /// Registers `handler` as the `Idle` service on `server`.
 ///
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub fn register_idle_handler<H: IdleHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -163,4 +285,12 @@ pub fn register_idle_handler<H: IdleHandler>(
 }
 /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
 /// (comments left out), served by the runtime's gRPC server reflection.
+#[allow(
+    missing_docs,
+    dead_code,
+    unreachable_pub,
+    non_camel_case_types,
+    clippy::all,
+    rustdoc::all
+)]
 pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n^\n\x0Bnopkg.proto\"\x1D\n\x05Loose\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value2 \n\x06Lonely\x12\x16\n\x04Echo\x12\x06.Loose\x1A\x06.Loose2\x06\n\x04Idleb\x06proto3";

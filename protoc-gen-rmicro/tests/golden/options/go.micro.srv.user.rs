@@ -85,10 +85,8 @@ pub const USER_ENDPOINTS: &[crate::rt::__codegen::Endpoint] = &[
 ];
 /// Server side of the `User` service: implement it and register it with [`register_user_handler`].
 ///
-/// User greets people by name and keeps them talking.
 #[allow(clippy::all)]
 pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
-    /// Call returns a greeting for a name.
     fn call(
         &self,
         request: crate::rt::__codegen::Request<CallRequest>,
@@ -98,7 +96,6 @@ pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
             crate::rt::__codegen::Status,
         >,
     > + ::core::marker::Send;
-    /// Stream counts from 0 up to (not including) `count`, one response per number.
     fn stream(
         &self,
         request: crate::rt::__codegen::Request<StreamRequest>,
@@ -110,7 +107,6 @@ pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
             crate::rt::__codegen::Status,
         >,
     > + ::core::marker::Send;
-    /// PingPong answers every ping with a pong carrying the same stroke.
     fn ping_pong(
         &self,
         request: crate::rt::__codegen::Request<crate::rt::__codegen::Streaming<Ping>>,

@@ -43,7 +43,12 @@ pub struct Maps {
     pub shade: i32,
     #[prost(string, tag = "6")]
     pub r#type: crate::rt::__codegen::prost::alloc::string::String,
+    /// Its own `Debug` impl reads it without a deprecation warning.
+    #[deprecated]
+    #[prost(string, tag = "7")]
+    pub old: crate::rt::__codegen::prost::alloc::string::String,
 }
+#[allow(deprecated)]
 impl ::core::fmt::Debug for Maps {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("Maps")
@@ -53,8 +58,20 @@ impl ::core::fmt::Debug for Maps {
             .field("blobs", &self.blobs)
             .field("shade", &self.shade)
             .field("type", &self.r#type)
+            .field("old", &self.old)
             .finish()
     }
+}
+/// `skip_debug` selects it: no `Debug` impl from the generator either (the user writes one).
+#[derive(Clone, PartialEq, crate::rt::__codegen::prost::Message)]
+#[prost(prost_path = "crate::rt::__codegen::prost")]
+#[prost(skip_debug)]
+pub struct Opaque {
+    #[prost(btree_map = "string, string", tag = "1")]
+    pub secrets: crate::rt::__codegen::prost::alloc::collections::BTreeMap<
+        crate::rt::__codegen::prost::alloc::string::String,
+        crate::rt::__codegen::prost::alloc::string::String,
+    >,
 }
 #[derive(
     Clone,
