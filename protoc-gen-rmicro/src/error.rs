@@ -52,6 +52,11 @@ pub enum Error {
         /// Where the `edition` statement is, as `file.proto:LINE:COLUMN: ` (or `file.proto: `).
         at: String,
     },
+    /// A method's `google.api.http` binding cannot be served as written: a path template that
+    /// does not parse, a variable, `body` or `response_body` naming no usable field, a rule
+    /// without a pattern. The message starts with `file.proto:LINE:COLUMN: `.
+    #[error("{0}")]
+    HttpRule(String),
     /// The `.proto` input uses something the generator does not support.
     #[error("{0}")]
     Unsupported(String),

@@ -152,7 +152,12 @@ fn flatten(rule: &HttpRule, out: &mut Vec<Binding>) {
             )
         })
     });
-    if let Some((method, path)) = pattern {
+    // A rule with no pattern binds nothing; kept (with an empty method) for `check` to refuse,
+    // unless it only holds additional bindings.
+    let holder =
+        !rule.additional_bindings.is_empty() && rule.body.is_none() && rule.response_body.is_none();
+    if pattern.is_some() || !holder {
+        let (method, path) = pattern.unwrap_or_default();
         out.push(Binding {
             path_params: path_params(&path),
             method,
@@ -164,6 +169,285 @@ fn flatten(rule: &HttpRule, out: &mut Vec<Binding>) {
     for extra in &rule.additional_bindings {
         flatten(extra, out);
     }
+}
+
+/// Well-known message types whose JSON is a single value, which a path variable can set as it
+/// sets a scalar field.
+const SCALAR_MESSAGES: &[&str] = &[
+    ".google.protobuf.Timestamp",
+    ".google.protobuf.Duration",
+    ".google.protobuf.FieldMask",
+    ".google.protobuf.DoubleValue",
+    ".google.protobuf.FloatValue",
+    ".google.protobuf.Int64Value",
+    ".google.protobuf.UInt64Value",
+    ".google.protobuf.Int32Value",
+    ".google.protobuf.UInt32Value",
+    ".google.protobuf.BoolValue",
+    ".google.protobuf.StringValue",
+    ".google.protobuf.BytesValue",
+];
+
+/// Checks the bindings of the services in `files` that are generated (`to_generate`): each
+/// must be one the gateway can serve. The error names the method's line and what to change.
+pub(crate) fn check(
+    files: &[prost_types::FileDescriptorProto],
+    to_generate: &[String],
+    bindings: &Bindings,
+) -> Result<(), crate::Error> {
+    use prost_types::DescriptorProto;
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let mut messages: HashMap<String, &DescriptorProto> = HashMap::new();
+    fn collect<'a>(
+        prefix: &str,
+        message: &'a DescriptorProto,
+        out: &mut HashMap<String, &'a DescriptorProto>,
+    ) {
+        let name = format!("{prefix}.{}", message.name());
+        for nested in &message.nested_type {
+            collect(&name, nested, out);
+        }
+        out.insert(name, message);
+    }
+    for file in files {
+        let prefix = match file.package() {
+            "" => String::new(),
+            package => format!(".{package}"),
+        };
+        for message in &file.message_type {
+            collect(&prefix, message, &mut messages);
+        }
+    }
+    for file in files
+        .iter()
+        .filter(|f| to_generate.iter().any(|n| n == f.name()))
+    {
+        for (si, service) in file.service.iter().enumerate() {
+            for (mi, method) in service.method.iter().enumerate() {
+                let key = (
+                    file.package().to_string(),
+                    service.name().to_string(),
+                    method.name().to_string(),
+                );
+                let Some(found) = bindings.get(&key) else {
+                    continue;
+                };
+                let input = messages.get(method.input_type()).copied();
+                let output = messages.get(method.output_type()).copied();
+                for binding in found {
+                    if let Err(problem) = check_binding(binding, input, output, &messages) {
+                        let path = [6, si as i32, 2, mi as i32];
+                        let at = crate::rust_names::Site::of(file, &path).prefix();
+                        return Err(crate::Error::HttpRule(format!(
+                            "{at}the google.api.http binding of `{}.{}` {problem}",
+                            service.name(),
+                            method.name()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with `binding` of a method taking `input` and answering `output`, if anything.
+fn check_binding(
+    binding: &Binding,
+    input: Option<&prost_types::DescriptorProto>,
+    output: Option<&prost_types::DescriptorProto>,
+    messages: &HashMap<String, &prost_types::DescriptorProto>,
+) -> Result<(), String> {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    if binding.method.is_empty() && binding.path.is_empty() {
+        return Err(
+            "has no pattern: give it one of `get`, `put`, `post`, `delete`, `patch` \
+                    or `custom`"
+                .into(),
+        );
+    }
+    if binding.method.is_empty() {
+        return Err(format!(
+            "has a custom pattern without a `kind` (the HTTP method) for `{}`",
+            binding.path
+        ));
+    }
+    let variables = template_variables(&binding.path)
+        .map_err(|e| format!("has the path template `{}`, which {e}", binding.path))?;
+    let mut seen = std::collections::HashSet::new();
+    for variable in &variables {
+        if !seen.insert(variable.as_str()) {
+            return Err(format!(
+                "binds `{variable}` twice in the path template `{}`",
+                binding.path
+            ));
+        }
+        let Some(mut message) = input else { continue };
+        let parts: Vec<&str> = variable.split('.').collect();
+        for (n, part) in parts.iter().enumerate() {
+            let Some(field) = message.field.iter().find(|f| f.name() == *part) else {
+                return Err(format!(
+                    "binds `{{{variable}}}`, but `{}` has no field `{part}`; name a field of \
+                     the request message (by its .proto name)",
+                    message.name()
+                ));
+            };
+            let repeated = field.label() == Label::Repeated;
+            let last = n + 1 == parts.len();
+            let is_message = matches!(field.r#type(), Type::Message | Type::Group);
+            if repeated {
+                return Err(format!(
+                    "binds `{{{variable}}}` to a repeated or map field; a path variable sets \
+                     one value"
+                ));
+            }
+            if !last {
+                if !is_message {
+                    return Err(format!(
+                        "binds `{{{variable}}}`, but `{part}` is not a message field, so it has \
+                         no field `{}`",
+                        parts[n + 1]
+                    ));
+                }
+                match messages.get(field.type_name()) {
+                    Some(next) => message = next,
+                    None => break,
+                }
+            } else if is_message && !SCALAR_MESSAGES.contains(&field.type_name()) {
+                return Err(format!(
+                    "binds `{{{variable}}}` to a message field; a path variable sets a scalar \
+                     field (or a well-known type written as one value, such as a Timestamp): \
+                     bind one of its fields, as `{{{variable}.<field>}}`"
+                ));
+            }
+        }
+    }
+    let top_level =
+        |message: Option<&prost_types::DescriptorProto>, name: &str, what: &str| match message {
+            Some(m) if !m.field.iter().any(|f| f.name() == name) => Err(format!(
+                "has `{what}: \"{name}\"`, but `{}` has no field `{name}`; name a top-level \
+                 field of it (by its .proto name){}",
+                m.name(),
+                if what == "body" {
+                    ", or `*` for the whole message"
+                } else {
+                    ""
+                }
+            )),
+            _ => Ok(()),
+        };
+    if !binding.body.is_empty() && binding.body != "*" {
+        top_level(input, &binding.body, "body")?;
+    }
+    if !binding.response_body.is_empty() {
+        top_level(output, &binding.response_body, "response_body")?;
+    }
+    Ok(())
+}
+
+/// The variables of a path template, checked against `google/api/http.proto`'s grammar:
+/// `"/" Segments [":" Verb]`, a segment `*`, `**`, a literal or `{field.path[=Segments]}`,
+/// `**` last. Why it does not parse, otherwise.
+fn template_variables(template: &str) -> Result<Vec<String>, String> {
+    let Some(path) = template.strip_prefix('/') else {
+        return Err(if template.is_empty() {
+            "is empty; a template starts with `/`".into()
+        } else {
+            "does not start with `/`".into()
+        });
+    };
+    // The verb: after the last `:` that is outside braces and not followed by a `/`.
+    let mut depth = 0;
+    let mut verb_at = None;
+    for (i, c) in path.char_indices() {
+        match c {
+            '{' if depth > 0 => return Err("has a `{` inside a variable".into()),
+            '{' => depth += 1,
+            '}' if depth == 0 => return Err("has a `}` with no `{` before it".into()),
+            '}' => depth -= 1,
+            ':' if depth == 0 => verb_at = Some(i),
+            _ => {}
+        }
+    }
+    if depth > 0 {
+        return Err("has a `{` with no `}` after it".into());
+    }
+    let path = match verb_at {
+        Some(i) if path[i + 1..].contains('/') => {
+            return Err("has a `:` in a segment before the last; a `:` starts the verb".into())
+        }
+        Some(i) if i + 1 == path.len() => return Err("ends in `:` without a verb".into()),
+        Some(i) => &path[..i],
+        None => path,
+    };
+    if path.is_empty() {
+        // `/` alone, or `/:verb`.
+        return Ok(Vec::new());
+    }
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut variables = Vec::new();
+    let mut segments = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('{') {
+            let end = inner.find('}').unwrap_or(inner.len());
+            let variable = &inner[..end];
+            let (field, pattern) = variable.split_once('=').unwrap_or((variable, "*"));
+            if !field.split('.').all(ident) {
+                return Err(format!(
+                    "has the variable `{{{variable}}}`, whose field path `{field}` is not \
+                     field names joined by `.`"
+                ));
+            }
+            for segment in pattern.split('/') {
+                if segment.is_empty() {
+                    return Err(format!(
+                        "has an empty segment in the variable `{{{variable}}}`"
+                    ));
+                }
+                segments.push(segment);
+            }
+            variables.push(field.to_string());
+            rest = &inner[(end + 1).min(inner.len())..];
+            if !rest.is_empty() {
+                rest = rest.strip_prefix('/').ok_or_else(|| {
+                    format!("has text right after the variable `{{{variable}}}`; end the segment with `/`")
+                })?;
+                if rest.is_empty() {
+                    return Err("ends in `/`".into());
+                }
+            }
+        } else {
+            let (segment, next) = match rest.split_once('/') {
+                Some((_, "")) => return Err("ends in `/`".into()),
+                Some(split) => split,
+                None => (rest, ""),
+            };
+            if segment.is_empty() {
+                return Err("has an empty segment (`//`)".into());
+            }
+            segments.push(segment);
+            rest = next;
+        }
+    }
+    if let Some(n) = segments.iter().position(|s| *s == "**") {
+        if n + 1 != segments.len() {
+            return Err(
+                "has `**` before its last segment; `**` matches the rest of the path \
+                        and must come last"
+                    .into(),
+            );
+        }
+    }
+    Ok(variables)
 }
 
 /// The field paths bound by `{var}` and `{var=pattern}` segments of a path template.
@@ -195,6 +479,33 @@ mod tests {
         );
         assert_eq!(path_params("/v1/users"), Vec::<String>::new());
         assert_eq!(path_params("/v1/{broken"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn templates_are_checked_against_the_grammar() {
+        let ok = |t: &str| template_variables(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(ok("/v1/{name=shelves/*/books/*}:get"), ["name"]);
+        assert_eq!(ok("/v1/{parent.id}/x/{b}"), ["parent.id", "b"]);
+        assert_eq!(ok("/v1/files/**"), Vec::<String>::new());
+        assert_eq!(ok("/v1/{path=**}"), ["path"]);
+        assert_eq!(ok("/"), Vec::<String>::new());
+        assert_eq!(ok("/v1/things:batchGet"), Vec::<String>::new());
+        let bad = |t: &str, why: &str| {
+            let err = template_variables(t).expect_err(t);
+            assert!(err.contains(why), "{t}: {err}");
+        };
+        bad("", "is empty");
+        bad("v1/things", "does not start with `/`");
+        bad("/v1/{name", "a `{` with no `}`");
+        bad("/v1/name}/x", "a `}` with no `{`");
+        bad("/v1/{a{b}}", "a `{` inside a variable");
+        bad("/v1//x", "an empty segment");
+        bad("/v1/x/", "ends in `/`");
+        bad("/v1/{na me}", "is not field names joined by `.`");
+        bad("/v1/{a.}", "is not field names joined by `.`");
+        bad("/v1/**/x", "`**` before its last segment");
+        bad("/v1/{x}y", "text right after the variable");
+        bad("/v1/x:", "without a verb");
     }
 
     #[test]

@@ -182,6 +182,7 @@ pub fn target_api(options: &Options) -> Result<u32, Error> {
 pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, Error> {
     let api = target_api(options)?;
     validate::request(&input.files, &input.to_generate)?;
+    http::check(&input.files, &input.to_generate, &input.bindings)?;
 
     let to_generate: BTreeSet<&str> = input.to_generate.iter().map(String::as_str).collect();
     let emit_packages: BTreeSet<&str> = input

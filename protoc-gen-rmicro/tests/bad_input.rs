@@ -777,3 +777,93 @@ fn fields_that_become_the_same_rust_name_are_refused_with_their_line() {
          become the Rust field `self_` of `A`, which does not compile; rename one of them"
     );
 }
+
+/// `google.api.http` bindings the gateway could not serve as written are refused at generation,
+/// with the method's line, rather than written into the endpoint metadata (where a typo would
+/// have become a 404).
+#[test]
+fn http_bindings_the_gateway_cannot_serve_are_refused_with_their_line() {
+    let head = "syntax = \"proto3\";\npackage p;\nimport \"google/api/annotations.proto\";\n\
+                message Get {\n  string name = 1;\n  Inner inner = 2;\n  repeated string tags = 3;\n}\n\
+                message Inner {\n  string id = 1;\n}\nservice S {\n";
+    let cases = [
+        (
+            "unknown",
+            r#"get: "/v1/{nme}""#,
+            "binds `{nme}`, but `Get` has no field `nme`",
+        ),
+        (
+            "unbalanced",
+            r#"get: "/v1/{name""#,
+            "`/v1/{name`, which has a `{` with no `}` after it",
+        ),
+        (
+            "stray",
+            r#"get: "/v1/name}/x""#,
+            "has a `}` with no `{` before it",
+        ),
+        (
+            "body",
+            r#"post: "/v1/things" body: "nosuch""#,
+            "has `body: \"nosuch\"`, but `Get` has no field `nosuch`",
+        ),
+        (
+            "response-body",
+            r#"get: "/v1/t" response_body: "nosuch""#,
+            "has `response_body: \"nosuch\"`, but `Get` has no field `nosuch`",
+        ),
+        ("no-slash", r#"get: "v1/things""#, "does not start with `/`"),
+        ("empty", r#"get: """#, "is empty"),
+        (
+            "nested",
+            r#"get: "/v1/{inner.nope}""#,
+            "binds `{inner.nope}`, but `Inner` has no field `nope`",
+        ),
+        (
+            "message",
+            r#"get: "/v1/{inner}""#,
+            "binds `{inner}` to a message field",
+        ),
+        (
+            "repeated",
+            r#"get: "/v1/{tags}""#,
+            "binds `{tags}` to a repeated or map field",
+        ),
+        ("twice", r#"get: "/v1/{name}/{name}""#, "binds `name` twice"),
+        ("no-pattern", r#"body: "*""#, "has no pattern"),
+        (
+            "additional",
+            r#"get: "/v1/a" additional_bindings { get: "/v1/{nope}" }"#,
+            "`Get` has no field `nope`",
+        ),
+    ];
+    for (case, rule, want) in cases {
+        let proto = format!(
+            "{head}  rpc M(Get) returns (Get) {{ option (google.api.http) = {{ {rule} }}; }}\n}}\n"
+        );
+        let err = protoc_error(case, &proto);
+        assert!(
+            err.starts_with(
+                "--rmicro_out: clash.proto:13:3: the google.api.http binding of `S.M` "
+            ),
+            "{case}: {err}"
+        );
+        assert!(err.contains(want), "{case}: {err}");
+    }
+    // Bindings as real APIs write them pass.
+    let good = format!(
+        "{head}  rpc M(Get) returns (Get) {{ option (google.api.http) = {{ get: \
+         \"/v1/{{name=things/*}}/{{inner.id}}:peek\" response_body: \"inner\" \
+         additional_bindings {{ post: \"/v1/things\" body: \"*\" }} }}; }}\n}}\n"
+    );
+    let scratch = scratch("good-binding");
+    let dir = scratch.path();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(dir.join("clash.proto"), good).unwrap();
+    let output = protoc(&[
+        &format!("-I{}", dir.display()),
+        &format!("--rmicro_out={}", dir.join("out").display()),
+        "clash.proto",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
