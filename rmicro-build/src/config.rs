@@ -330,6 +330,16 @@ impl Config {
         if protos.is_empty() {
             return Err(Error::NoProtos);
         }
+        // A typo in a path, said as such (protox would say the file is in no include path).
+        if let Some(missing) = protos.iter().find(|p| !p.exists()) {
+            let base = std::env::current_dir()
+                .map(|d| format!(" (paths are relative to {})", d.display()))
+                .unwrap_or_default();
+            return Err(Error::Proto(format!(
+                "could not compile the .proto files: `{}` does not exist{base}; check the path",
+                missing.display()
+            )));
+        }
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let rerun = self
             .emit_rerun_if_changed

@@ -123,7 +123,10 @@ fn a_missing_import_points_at_the_import_and_names_the_include_paths() {
 fn a_proto_outside_the_include_paths_says_so() {
     let (include, err) = compile_error(
         "outside",
-        &[("a.proto", "syntax = \"proto3\";\npackage p;\n")],
+        &[
+            ("a.proto", "syntax = \"proto3\";\npackage p;\n"),
+            ("../elsewhere.proto", "syntax = \"proto3\";\npackage q;\n"),
+        ],
         &["../elsewhere.proto"],
     );
     assert_eq!(
@@ -135,6 +138,21 @@ fn a_proto_outside_the_include_paths_says_so() {
             include.display()
         )
     );
+}
+
+#[test]
+fn a_proto_that_does_not_exist_is_named_as_missing() {
+    let (include, err) = compile_error(
+        "missing",
+        &[("a.proto", "syntax = \"proto3\";\npackage p;\n")],
+        &["a.proto", "nope.proto"],
+    );
+    let want = format!(
+        "could not compile the .proto files: `{}` does not exist",
+        include.join("nope.proto").display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(err.ends_with("; check the path"), "{err}");
 }
 
 #[test]
