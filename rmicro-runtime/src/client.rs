@@ -34,6 +34,7 @@ use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
 use crate::transport::{
     Connection, Keepalive, TransportError, Unreachable, DEFAULT_KEEPALIVE_TIMEOUT,
+    MAX_HEADER_LIST_SIZE,
 };
 
 /// go-micro's default request timeout.
@@ -314,6 +315,16 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
         } = *self;
         Box::pin(async move {
             let mut request = request;
+            // A header block over what servers take would have the connection closed, failing
+            // every other call on it: refused here, for this call alone.
+            let size = header_list_size(request.headers());
+            if size > MAX_HEADER_LIST_SIZE as usize {
+                return Err(Status::resource_exhausted(format!(
+                    "the call's metadata is {size} bytes, over the {MAX_HEADER_LIST_SIZE} bytes \
+                     rmicro servers take; send less metadata"
+                ))
+                .into());
+            }
             // Nodes that failed: refused or closed connections, and unusable addresses.
             let mut tried: Vec<String> = Vec::new();
             let mut retries = client.inner.retries;
@@ -716,6 +727,15 @@ impl Client {
         )
         .await
     }
+}
+
+/// The size of `headers` as HTTP/2 counts it against `SETTINGS_MAX_HEADER_LIST_SIZE`: each
+/// entry's name and value, and 32 bytes more.
+fn header_list_size(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
 }
 
 /// An answer's body that broke off (the connection failed, the server went away mid-stream):

@@ -336,3 +336,36 @@ async fn a_server_gone_in_the_middle_of_a_stream_is_unavailable() {
         assert_eq!(code, Code::Unavailable, "{message}");
     }
 }
+
+/// A call whose metadata is over what servers take fails alone, at the client, with
+/// `ResourceExhausted` (a server answers such a header block with an HTTP 431, which gRPC
+/// reads as `Unknown`, or, far over its limit, closes the whole connection); the other calls on
+/// the connection go on.
+#[tokio::test]
+async fn a_call_with_metadata_over_the_limit_fails_alone() {
+    let (user, _ended, guard) = probe_server(1).await;
+    let mut stream = user
+        .stream(StreamRequest { count: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().map(|i| i.count), Some(0));
+    let mut request = Request::new(CallRequest { name: "x".into() });
+    let token = "t".repeat(2 * 1024 * 1024);
+    request
+        .metadata_mut()
+        .insert("x-token", token.parse().unwrap());
+    let status = user.call(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("send less metadata"),
+        "{status:?}"
+    );
+    // The stream on the same connection is still open, and calls still go through.
+    let reply = user.call(CallRequest { name: "y".into() }).await.unwrap();
+    assert_eq!(reply.into_inner().msg, "1");
+    let pending = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+    assert!(pending.is_err(), "the stream was cut: {pending:?}");
+    drop(stream);
+    guard.stop().await;
+}
