@@ -419,18 +419,15 @@ fn template_variables(template: &str) -> Result<Vec<String>, String> {
             rest = &inner[(end + 1).min(inner.len())..];
             if !rest.is_empty() {
                 rest = rest.strip_prefix('/').ok_or_else(|| {
-                    format!("has text right after the variable `{{{variable}}}`; end the segment with `/`")
+                    format!(
+                        "has text right after the variable `{{{variable}}}`; end the segment \
+                         with `/`"
+                    )
                 })?;
-                if rest.is_empty() {
-                    return Err("ends in `/`".into());
-                }
             }
         } else {
-            let (segment, next) = match rest.split_once('/') {
-                Some((_, "")) => return Err("ends in `/`".into()),
-                Some(split) => split,
-                None => (rest, ""),
-            };
+            // A trailing `/` ends the path (as the gateway reads it).
+            let (segment, next) = rest.split_once('/').unwrap_or((rest, ""));
             if segment.is_empty() {
                 return Err("has an empty segment (`//`)".into());
             }
@@ -438,14 +435,15 @@ fn template_variables(template: &str) -> Result<Vec<String>, String> {
             rest = next;
         }
     }
-    if let Some(n) = segments.iter().position(|s| *s == "**") {
-        if n + 1 != segments.len() {
-            return Err(
-                "has `**` before its last segment; `**` matches the rest of the path \
-                        and must come last"
-                    .into(),
-            );
-        }
+    // http.proto wants `**` last, but googleapis itself has it before another segment
+    // (Firestore's `{parent=projects/*/databases/*/documents/*/**}/{collection_id}`), which
+    // other parsers and the gateway take: one `**` is allowed anywhere.
+    if segments.iter().filter(|s| **s == "**").count() > 1 {
+        return Err(
+            "has `**` more than once; it matches any number of segments, so a second \
+                    one makes the match ambiguous"
+                .into(),
+        );
     }
     Ok(variables)
 }
@@ -490,6 +488,12 @@ mod tests {
         assert_eq!(ok("/v1/{path=**}"), ["path"]);
         assert_eq!(ok("/"), Vec::<String>::new());
         assert_eq!(ok("/v1/things:batchGet"), Vec::<String>::new());
+        // As googleapis writes them (Firestore), and a trailing `/`.
+        assert_eq!(
+            ok("/v1/{parent=projects/*/databases/*/documents/*/**}/{collection_id}"),
+            ["parent", "collection_id"]
+        );
+        assert_eq!(ok("/v1/things/"), Vec::<String>::new());
         let bad = |t: &str, why: &str| {
             let err = template_variables(t).expect_err(t);
             assert!(err.contains(why), "{t}: {err}");
@@ -500,10 +504,9 @@ mod tests {
         bad("/v1/name}/x", "a `}` with no `{`");
         bad("/v1/{a{b}}", "a `{` inside a variable");
         bad("/v1//x", "an empty segment");
-        bad("/v1/x/", "ends in `/`");
         bad("/v1/{na me}", "is not field names joined by `.`");
         bad("/v1/{a.}", "is not field names joined by `.`");
-        bad("/v1/**/x", "`**` before its last segment");
+        bad("/v1/**/x/**", "`**` more than once");
         bad("/v1/{x}y", "text right after the variable");
         bad("/v1/x:", "without a verb");
     }

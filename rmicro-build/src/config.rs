@@ -330,8 +330,13 @@ impl Config {
         if protos.is_empty() {
             return Err(Error::NoProtos);
         }
-        // A typo in a path, said as such (protox would say the file is in no include path).
-        if let Some(missing) = protos.iter().find(|p| !p.exists()) {
+        // A typo in a path, said as such (protox would say the file is in no include path). A
+        // name may also be given relative to an include path, as protoc takes it.
+        let absent = |p: &&PathBuf| {
+            !p.exists()
+                && (p.is_absolute() || !includes.iter().any(|i| i.as_ref().join(p).exists()))
+        };
+        if let Some(missing) = protos.iter().find(absent) {
             let base = std::env::current_dir()
                 .map(|d| format!(" (paths are relative to {})", d.display()))
                 .unwrap_or_default();

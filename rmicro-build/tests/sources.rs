@@ -100,3 +100,23 @@ fn an_unwritable_output_is_refused_whole() {
     assert!(err.contains("a name other than a package's file"), "{err}");
     assert!(!dir.join("out2/e.rs").exists(), "nothing is written");
 }
+
+/// A `.proto` named relative to an include path (as protoc takes it) compiles.
+#[test]
+fn a_proto_named_relative_to_an_include_path_compiles() {
+    let scratch = tempfile::tempdir().unwrap();
+    let include = scratch.path().join("proto");
+    std::fs::create_dir_all(include.join("user")).unwrap();
+    std::fs::write(
+        include.join("user/user.proto"),
+        "syntax = \"proto3\";\npackage u;\nmessage A { int32 x = 1; }\n",
+    )
+    .unwrap();
+    let written = rmicro_build::Config::new()
+        .out_dir(scratch.path().join("out"))
+        .api(1)
+        .emit_rerun_if_changed(false)
+        .try_compile(&["user/user.proto"], &[&include])
+        .unwrap();
+    assert_eq!(written.len(), 1);
+}

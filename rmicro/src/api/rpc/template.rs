@@ -97,8 +97,23 @@ impl Template {
         };
         let mut captures = Vec::new();
         let mut i = 0;
+        // Where a `**` (at most one per template) stops: it takes the segments the rest of the
+        // template does not need, none or more. The rest follows the variable's `k`-th pattern
+        // element, or segment `n` as a whole.
+        let deep_end = |i: usize, n: usize, k: Option<usize>| -> Option<usize> {
+            let mut after: usize = self.segments[n + 1..]
+                .iter()
+                .map(|s| match s {
+                    Segment::Variable { pattern, .. } => pattern.len(),
+                    _ => 1,
+                })
+                .sum();
+            if let (Some(k), Segment::Variable { pattern, .. }) = (k, &self.segments[n]) {
+                after += pattern.len() - k - 1;
+            }
+            parts.len().checked_sub(after).filter(|end| *end >= i)
+        };
         for (n, segment) in self.segments.iter().enumerate() {
-            let last = n == self.segments.len() - 1;
             match segment {
                 Segment::Literal(lit) => {
                     if parts.get(i) != Some(&lit.as_str()) {
@@ -106,20 +121,17 @@ impl Template {
                     }
                     i += 1;
                 }
-                Segment::Wildcard(deep) => {
-                    if *deep && last {
-                        i = parts.len();
-                    } else {
-                        parts.get(i).filter(|p| !p.is_empty())?;
-                        i += 1;
-                    }
+                Segment::Wildcard(true) => i = deep_end(i, n, None)?,
+                Segment::Wildcard(false) => {
+                    parts.get(i).filter(|p| !p.is_empty())?;
+                    i += 1;
                 }
                 Segment::Variable { field, pattern } => {
                     let start = i;
                     for (k, p) in pattern.iter().enumerate() {
                         match p.as_str() {
-                            "**" if last && k == pattern.len() - 1 => i = parts.len(),
-                            "*" | "**" => {
+                            "**" => i = deep_end(i, n, Some(k))?,
+                            "*" => {
                                 parts.get(i).filter(|p| !p.is_empty())?;
                                 i += 1;
                             }
@@ -207,6 +219,40 @@ pub(super) fn percent_decode(text: &str, mode: Decode) -> Result<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_double_wildcard_before_other_segments_takes_what_they_leave() {
+        // Firestore's ListDocuments, as googleapis binds it.
+        let t =
+            Template::parse("/v1/{parent=projects/*/databases/*/documents/*/**}/{collection_id}")
+                .unwrap();
+        let caught = |path: &str| {
+            t.matches(path)
+                .map(|c| c.into_iter().map(|(f, v, _)| (f, v)).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            caught("/v1/projects/p/databases/d/documents/a/b/c/books"),
+            Some(vec![
+                (
+                    "parent".into(),
+                    "projects/p/databases/d/documents/a/b/c".into()
+                ),
+                ("collection_id".into(), "books".into()),
+            ])
+        );
+        assert_eq!(
+            caught("/v1/projects/p/databases/d/documents/a/books"),
+            Some(vec![
+                ("parent".into(), "projects/p/databases/d/documents/a".into()),
+                ("collection_id".into(), "books".into()),
+            ])
+        );
+        assert_eq!(caught("/v1/projects/p/databases/d/documents/a"), None);
+        let t = Template::parse("/v1/files/**/meta").unwrap();
+        assert!(t.matches("/v1/files/a/b/meta").is_some());
+        assert!(t.matches("/v1/files/meta").is_some());
+        assert!(t.matches("/v1/files/a/b").is_none());
+    }
 
     #[test]
     fn templates_match_and_capture() {
