@@ -364,8 +364,8 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         // expired): nothing was sent, so any other node is tried, without using
                         // up a retry, as long as one is left untried. With several nodes down at
                         // once, a call still reaches a live one.
-                        let skip = err.is_unreachable()
-                            && nodes.iter().any(|n| !tried.contains(&n.address));
+                        let skip =
+                            err.is_unreachable() && client.untried_left(service, &tried).await;
                         match unsent {
                             Some(unsent) if skip || retries > 0 => {
                                 tracing::debug!(%service, %address, error = %err, "retrying on another node");
@@ -473,6 +473,19 @@ impl Client {
         let index = self.inner.selector.select(service, &candidates);
         let index = index.min(candidates.len() - 1);
         Ok((candidates, index))
+    }
+
+    /// Whether `service` has a node not in `tried`, whether or not it was lately unreachable
+    /// (after a failure only: it reads the nodes again).
+    async fn untried_left(&self, service: &str, tried: &[String]) -> bool {
+        let cache = match &self.inner.target {
+            Target::Address(_) => return false,
+            Target::Registry(cache) => cache,
+        };
+        cache
+            .nodes(service)
+            .await
+            .is_ok_and(|nodes| nodes.iter().any(|n| !tried.contains(&n.address)))
     }
 
     /// Forgets the cached nodes of `service` after one of them could not be reached.

@@ -540,6 +540,54 @@ async fn calls_reach_the_live_node_while_two_others_are_down() {
     live.stop().await.unwrap();
 }
 
+/// Nodes marked unreachable a moment ago that are back up, and the one node not marked down:
+/// with retries off, a call that finds that node refusing still goes to the others (nothing was
+/// sent), not only to the nodes the first pick offered.
+#[tokio::test]
+async fn a_call_passes_a_refusing_node_for_nodes_marked_down_that_are_back() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (free(), free());
+    register_user_node(&registry, "a", &a).await;
+    register_user_node(&registry, "b", &b).await;
+    wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
+    let client = Client::builder()
+        .registry(Arc::clone(&registry))
+        .selector(Stubborn {
+            prefer: &["a", "b", "c"],
+        })
+        .retries(0)
+        .build();
+    let user = UserClient::new("go.micro.srv.user", client);
+    // Both down: the call fails, and both are marked unreachable for 5 s.
+    let failed = user.call(CallRequest { name: "x".into() }).await;
+    assert_eq!(failed.map_err(|s| s.code()).err(), Some(Code::Unavailable));
+    // Both come back (on the same ports), and a third node, down, is registered.
+    let mut servers = Vec::new();
+    for address in [&a, &b] {
+        let mut server = rmicro_runtime::Server::new();
+        register_user_handler(&mut server, Greeter).unwrap();
+        let bound = server.bind(address.as_str()).await.unwrap();
+        servers.push(tokio::spawn(bound.serve()));
+    }
+    register_user_node(&registry, "c", &free()).await;
+    wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
+    let reply = user
+        .call(CallRequest { name: "y".into() })
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"));
+    assert_eq!(reply.into_inner().msg, "Hello y");
+    for server in servers {
+        server.abort();
+    }
+}
+
 /// An advertised address callers could not connect to (a host alone, as `MICRO_SERVER_ADVERTISE`
 /// is easily set, an empty host, a path) stops the service from starting with an error that
 /// says what to give, instead of registering a node every call to it fails on.
