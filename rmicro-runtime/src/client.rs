@@ -353,7 +353,10 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                 match connection.send_request(request).await {
                     Ok(response) => {
                         let limit = client.inner.receive_limit;
-                        return Ok(response.map(|body| Framed::answer(body, limit, answer_broke)));
+                        let http = response.status().as_u16();
+                        return Ok(
+                            response.map(|body| Framed::answer(body, limit, http, answer_broke))
+                        );
                     }
                     Err((err, unsent)) => {
                         if err.is_unsent() {
@@ -755,15 +758,20 @@ fn header_list_size(headers: &http::HeaderMap) -> usize {
 /// `Unavailable`, as gRPC says of transport failures, where tonic would say `Unknown`; a reset
 /// with a reason keeps tonic's mapping of it.
 fn answer_broke(err: hyper::Error) -> BoxError {
+    let reset = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| h2.reason().is_some());
     let status = Status::from_error(Box::new(err));
-    if status.code() == tonic::Code::Unknown {
-        Box::new(Status::unavailable(format!(
-            "the connection failed while the answer came: {}",
-            status.message()
-        )))
-    } else {
-        Box::new(status)
+    if reset || status.code() != tonic::Code::Unknown {
+        return Box::new(status);
     }
+    let mut unavailable = Status::unavailable(format!(
+        "the connection failed while the answer came: {}",
+        status.message()
+    ));
+    // The hyper error stays reachable through `source()`.
+    unavailable.set_source(std::sync::Arc::new(status));
+    Box::new(unavailable)
 }
 
 /// The status a caller sees: transport failures are `Unavailable`, as gRPC specifies (tonic

@@ -5,8 +5,9 @@
 //! reports the error and then goes on reading the message's bytes as if they were the next
 //! prefixes: a caller that keeps reading a stream after an error (log and continue) gets
 //! millions of errors at full CPU. Checked here, before tonic sees the prefix, the error ends
-//! the body, which tonic reports once and then ends the stream. Each message's 5-byte prefix
-//! is read as the bytes pass; the bytes themselves are passed on untouched.
+//! the body, which tonic reports (twice, as it reports any body's error) and then ends the
+//! stream. Each message's 5-byte prefix is read as the bytes pass; the bytes themselves are
+//! passed on untouched.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -41,23 +42,31 @@ pin_project_lite::pin_project! {
         // Found in the frame just passed on, given next.
         failed: Option<Status>,
         ended: bool,
-        // Whether the body is a request's (else an answer's), for the words of an error.
-        request: bool,
+        // Whose body it is, for the words of an error.
+        whose: Whose,
     }
 }
 
+/// Whose body a [`Framed`] guards.
+#[derive(Debug, Clone, Copy)]
+enum Whose {
+    Request,
+    /// An answer, with its HTTP status.
+    Answer(u16),
+}
+
 impl<B, E> Framed<B, E> {
-    /// An answer's body (the client's side).
-    pub(crate) fn answer(body: B, limit: usize, map_err: fn(E) -> BoxError) -> Self {
-        Framed::new(body, limit, map_err, false)
+    /// The body of an answer with HTTP status `http` (the client's side).
+    pub(crate) fn answer(body: B, limit: usize, http: u16, map_err: fn(E) -> BoxError) -> Self {
+        Framed::new(body, limit, map_err, Whose::Answer(http))
     }
 
     /// A request's body (the server's side).
     pub(crate) fn request(body: B, limit: usize, map_err: fn(E) -> BoxError) -> Self {
-        Framed::new(body, limit, map_err, true)
+        Framed::new(body, limit, map_err, Whose::Request)
     }
 
-    fn new(body: B, limit: usize, map_err: fn(E) -> BoxError, request: bool) -> Self {
+    fn new(body: B, limit: usize, map_err: fn(E) -> BoxError, whose: Whose) -> Self {
         Framed {
             body,
             limit,
@@ -67,7 +76,7 @@ impl<B, E> Framed<B, E> {
             left: 0,
             failed: None,
             ended: false,
-            request,
+            whose,
         }
     }
 }
@@ -80,7 +89,7 @@ fn scan(
     filled: &mut usize,
     left: &mut u64,
     limit: usize,
-    request: bool,
+    whose: Whose,
 ) -> Option<(usize, Status)> {
     let mut at = 0;
     while at < data.len() {
@@ -101,13 +110,20 @@ fn scan(
         }
         *filled = 0;
         let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-        let whose = if request { "request" } else { "answer" };
         if prefix[0] > 1 {
+            let what = match whose {
+                Whose::Request => "the request".to_string(),
+                Whose::Answer(200) => "the answer".to_string(),
+                // An error page from a proxy, say: not gRPC at all.
+                Whose::Answer(http) => {
+                    format!("the answer (HTTP status {http}: not a gRPC server?)")
+                }
+            };
             return Some((
                 start,
                 Status::internal(format!(
-                    "protocol error: a message of the {whose} has compression flag {} (valid \
-                     flags are 0 and 1)",
+                    "protocol error: a message of {what} has compression flag {} (valid flags \
+                     are 0 and 1)",
                     prefix[0]
                 )),
             ));
@@ -162,7 +178,7 @@ where
             this.filled,
             this.left,
             *this.limit,
-            *this.request,
+            *this.whose,
         );
         match found {
             None => Poll::Ready(Some(Ok(frame))),
@@ -206,7 +222,7 @@ mod tests {
             .into_iter()
             .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
         let body = StreamBody::new(tokio_stream::iter(frames));
-        let mut framed = Framed::answer(body, limit, |never| match never {});
+        let mut framed = Framed::answer(body, limit, 200, |never| match never {});
         let mut passed = Vec::new();
         while let Some(frame) = framed.frame().await {
             match frame {
