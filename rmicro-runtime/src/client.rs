@@ -354,9 +354,12 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                     Ok(response) => {
                         let limit = client.inner.receive_limit;
                         let http = response.status().as_u16();
-                        return Ok(
-                            response.map(|body| Framed::answer(body, limit, http, answer_broke))
-                        );
+                        let gzip = response
+                            .headers()
+                            .get("grpc-encoding")
+                            .is_some_and(|c| c == "gzip");
+                        return Ok(response
+                            .map(|body| Framed::answer(body, limit, http, gzip, answer_broke)));
                     }
                     Err((err, unsent)) => {
                         if err.is_unsent() {

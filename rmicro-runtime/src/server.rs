@@ -573,8 +573,12 @@ impl Dispatch {
         match self.routes.get(req.uri().path()) {
             Some(route) => {
                 let limit = self.limit;
+                let gzip = req
+                    .headers()
+                    .get(&GRPC_ENCODING)
+                    .is_some_and(|c| c == "gzip");
                 route(
-                    req.map(|body| Body::new(Framed::request(body, limit, reset_by_client))),
+                    req.map(|body| Body::new(Framed::request(body, limit, gzip, reset_by_client))),
                     limit,
                 )
             }
