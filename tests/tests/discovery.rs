@@ -205,6 +205,15 @@ async fn register_user_node(registry: &Arc<dyn Registry>, id: &str, address: &st
         .unwrap();
 }
 
+/// A loopback address nothing listens on (a port bound and let go).
+fn closed_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
@@ -214,11 +223,7 @@ async fn a_node_with_a_closed_port_is_retried_on_the_other_node() {
     register_user_handler(svc.server_mut(), Greeter).unwrap();
     let live = svc.start().await.unwrap();
     // A second node whose port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    register_user_node(&registry, "dead", &dead.to_string()).await;
+    register_user_node(&registry, "dead", &closed_address()).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
 
     let client = Client::builder()
@@ -461,11 +466,7 @@ async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let live = user_node(&registry, "127.0.0.1:0").await;
     // A node nothing listens on, and one whose address no connection can be opened to.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let closed = closed_address();
     for (id, address) in [("dead", closed.as_str()), ("bad", "no-port")] {
         register_user_node(&registry, id, address).await;
     }
@@ -502,15 +503,8 @@ async fn a_retry_goes_to_a_node_that_has_not_failed_in_this_call() {
 async fn calls_reach_the_live_node_while_two_others_are_down() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let live = user_node(&registry, "127.0.0.1:0").await;
-    let closed = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
     for id in ["dead1", "dead2"] {
-        register_user_node(&registry, id, &closed()).await;
+        register_user_node(&registry, id, &closed_address()).await;
     }
     wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
     // Picks a dead node whenever one is offered.
@@ -546,14 +540,7 @@ async fn calls_reach_the_live_node_while_two_others_are_down() {
 #[tokio::test]
 async fn a_call_passes_a_refusing_node_for_nodes_marked_down_that_are_back() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
-    let (a, b) = (free(), free());
+    let (a, b) = (closed_address(), closed_address());
     register_user_node(&registry, "a", &a).await;
     register_user_node(&registry, "b", &b).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
@@ -576,7 +563,7 @@ async fn a_call_passes_a_refusing_node_for_nodes_marked_down_that_are_back() {
         let bound = server.bind(address.as_str()).await.unwrap();
         servers.push(tokio::spawn(bound.serve()));
     }
-    register_user_node(&registry, "c", &free()).await;
+    register_user_node(&registry, "c", &closed_address()).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 3).await;
     let reply = user
         .call(CallRequest { name: "y".into() })
