@@ -357,13 +357,27 @@ impl Config {
         }
         let resolved = Self::resolve_runtime()?;
         let mut options = self.options.clone();
-        if options.api.is_none() {
-            if let Some(resolved) = &resolved {
+        match (options.api, &resolved) {
+            (None, Some(resolved)) => {
                 options.api = Some(
                     project::common_api(&resolved.runtimes)
                         .map_err(|e| Error::NoCommonApi(e.build_advice()))?,
                 );
             }
+            // A level asked for in build.rs that the crate's runtime refuses: said as such, not
+            // as a generated file to regenerate (which build.rs would only write again).
+            (Some(api), Some(resolved)) => {
+                if let Some(refusing) = resolved.runtimes.iter().find(|r| !r.accepts(api)) {
+                    return Err(Error::NoCommonApi(format!(
+                        "build.rs asks for API {api} (`Config::api({api})`), but this crate \
+                         resolves rmicro-runtime {}, which accepts API {}..={}: remove \
+                         `.api({api})` to generate for the runtime's API, or ask for one it \
+                         accepts",
+                        refusing.version, refusing.api_min, refusing.api
+                    )));
+                }
+            }
+            (_, None) => {}
         }
         let (files, read) = crate::generate(&options, &protos, &includes)?;
         if rerun {

@@ -109,6 +109,24 @@ fn build_script_generates_checks_and_refuses_skew_before_rustc() {
     krate.write("src/gen/go.micro.srv.user.rs", &checked_in_file());
     let out = krate.cargo(&["build"]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // (d) build.rs itself asks for a level the runtime refuses: said as such, not as a file to
+    // regenerate with another plugin.
+    krate.write(
+        "build.rs",
+        &BUILD.replace(".checked_in(", ".api(999).checked_in("),
+    );
+    let out = krate.cargo(&["build"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "error: rmicro-build: build.rs asks for API 999 (`Config::api(999)`), but this crate \
+             resolves rmicro-runtime {version}, which accepts API 1..=1: remove `.api(999)`"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("cargo install"), "{err}");
 }
 
 #[test]
