@@ -781,11 +781,12 @@ pub fn run_plugin(request: &[u8]) -> Result<CodeGeneratorResponse, Error> {
     run(request, |_| Ok(None)).map(|(response, _)| response)
 }
 
-/// [`run_plugin`] as the binary runs it: without `api=N`, the API level is the newest one the
-/// rmicro-runtime in the nearest `Cargo.lock` at or above `dir` accepts (the newest this plugin
-/// emits when there is no such lock file).
+/// [`run_plugin`] as the binary runs it: without `api=N`, the API level is the newest one that
+/// every rmicro-runtime the package owning `dir` resolves accepts (read from the `Cargo.lock`
+/// Cargo uses for it); the newest this plugin emits when there is no such lock file.
 ///
-/// Returns the response and, when a level was chosen from a lock file, a note saying which.
+/// Returns the response and a note for standard error saying how the level was chosen (also
+/// when no lock file was found, as protoc's working directory may not be the crate's).
 ///
 /// # Errors
 ///
@@ -800,10 +801,17 @@ pub fn run_plugin_in(
 /// The API level the project at `dir` needs, with a note saying how it was chosen.
 fn project_api(dir: &std::path::Path) -> Result<Option<(u32, String)>, Error> {
     let Some(lockfile) = project::find_lockfile(dir) else {
-        return Ok(None);
+        return Ok(Some((
+            MAX_API,
+            format!(
+                "no Cargo.lock above {}: emitting the newest API {MAX_API}; pass \
+                 `--rmicro_opt=api=N` or run protoc from the crate",
+                dir.display()
+            ),
+        )));
     };
-    let runtimes = match project::resolve(&lockfile, dir) {
-        Ok(runtimes) => runtimes,
+    let resolution = match project::resolve_package(&lockfile, dir) {
+        Ok(resolution) => resolution,
         Err(project::ProjectError::NoRuntime { .. }) => {
             return Ok(Some((
                 MAX_API,
@@ -815,16 +823,21 @@ fn project_api(dir: &std::path::Path) -> Result<Option<(u32, String)>, Error> {
         }
         Err(err) => return Err(Error::Unsupported(err.to_string())),
     };
-    let level = project::choose_api(&runtimes).map_err(Error::Unsupported)?;
-    let found = runtimes
+    let level = project::choose_api(&resolution.runtimes).map_err(Error::Unsupported)?;
+    let found = resolution
+        .runtimes
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let package = match &resolution.package {
+        Some(package) if resolution.locked > 1 => format!(" for package `{}`", package.name),
+        _ => String::new(),
+    };
     Ok(Some((
         level,
         format!(
-            "emitting API {level} for {found}, locked in {}",
+            "emitting API {level} for {found}, locked in {}{package}",
             lockfile.display()
         ),
     )))
@@ -868,7 +881,11 @@ fn run(
                 })
                 .collect();
         }
-        Err(err) => response.error = Some(err.to_string()),
+        Err(err) => {
+            // protoc prints the error; a note on how the level was chosen would only add noise.
+            note = None;
+            response.error = Some(err.to_string());
+        }
     }
     Ok((response, note))
 }

@@ -79,11 +79,23 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// protoc's working directory may not be the crate's (the plugin is not told the output
+/// directory): without a lock file above it, the plugin says what it did and how to choose.
 #[test]
-fn without_a_lock_file_it_emits_its_newest_silently() {
+fn without_a_lock_file_it_emits_its_newest_and_says_so() {
     let dir = Dir::new("nolock");
     let (response, stderr) = dir.run("");
     assert_eq!(api_of(&response), MAX_API);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "protoc-gen-rmicro: no Cargo.lock above {}: emitting the newest API {MAX_API}; pass \
+             `--rmicro_opt=api=N` or run protoc from the crate",
+            display(&dir.0.join("project/deep/proto"))
+        )
+    );
+    // With `api=N`, nothing is looked up and nothing said.
+    let (_, stderr) = dir.run("api=1");
     assert_eq!(stderr, "");
 }
 
@@ -190,4 +202,193 @@ fn a_lock_file_without_the_runtime_means_the_newest_with_a_note() {
         stderr.contains("locks no rmicro-runtime; emitting the newest API"),
         "{stderr}"
     );
+}
+
+/// Writes `contents` at `dir/rel`, creating its directories.
+fn put(dir: &Path, rel: &str, contents: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+/// Runs the plugin in `dir` (with an empty Cargo home under `home`).
+fn run_in(dir: &Path, home: &Path) -> (CodeGeneratorResponse, String) {
+    let out =
+        common::run_plugin_binary_in(&common::request(&["user.proto"], ""), &[], dir, Some(home));
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    (
+        CodeGeneratorResponse::decode(&out.stdout[..]).unwrap(),
+        common::stderr(&out),
+    )
+}
+
+/// In a workspace whose members use two runtime release lines, the plugin emits, in each
+/// member, what that member's runtime accepts (not only a level every locked runtime accepts).
+#[test]
+fn in_a_mixed_workspace_each_member_gets_what_its_own_runtime_accepts() {
+    let dir = Dir::new("mixed");
+    let root = dir.0.join("project");
+    put(
+        &root,
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"lib_old\", \"app_new\", \"svc\", \"platform\"]\n",
+    );
+    put(
+        &root,
+        "lib_old/Cargo.toml",
+        "[package]\nname = \"lib_old\"\nversion = \"0.1.0\"\n",
+    );
+    put(
+        &root,
+        "svc/Cargo.toml",
+        "[package]\nname = \"svc\"\nversion = \"0.1.0\"\n",
+    );
+    put(
+        &root,
+        "platform/Cargo.toml",
+        "[package]\nname = \"platform\"\nversion = \"0.1.0\"\n",
+    );
+    put(
+        &root,
+        "app_new/Cargo.toml",
+        "[package]\nname = \"app_new\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = { path = \"../rt-new\" }\n",
+    );
+    put(
+        &root,
+        "rt-new/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 9\napi-min = 9\n",
+    );
+    put(
+        &root,
+        "Cargo.lock",
+        &format!(
+            "version = 4\n\n\
+             [[package]]\nname = \"app_new\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime 0.77.0\"]\n\n\
+             [[package]]\nname = \"lib_old\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime {VERSION}\"]\n\n\
+             [[package]]\nname = \"platform\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime {VERSION}\"]\n\n\
+             [[package]]\nname = \"rmicro-runtime\"\nversion = \"{VERSION}\"\n\n\
+             [[package]]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+             [[package]]\nname = \"svc\"\nversion = \"0.1.0\"\ndependencies = [\"platform\"]\n"
+        ),
+    );
+    let home = dir.0.join("cargo-home");
+    // lib_old: this release's runtime.
+    let (response, stderr) = run_in(&root.join("lib_old"), &home);
+    assert_eq!(api_of(&response), 1);
+    assert!(
+        stderr.contains(&format!(
+            "emitting API 1 for rmicro-runtime {VERSION} (accepts API 1..=1), locked in {} for \
+             package `lib_old`",
+            display(&root.join("Cargo.lock"))
+        )),
+        "{stderr}"
+    );
+    // svc: the same runtime, through the platform crate.
+    let (response, _) = run_in(&root.join("svc"), &home);
+    assert_eq!(api_of(&response), 1);
+    // app_new: a runtime no level of this plugin fits; the advice names that runtime alone.
+    let (response, _) = run_in(&root.join("app_new"), &home);
+    let err = response.error.unwrap();
+    assert!(
+        err.starts_with("rmicro-runtime 0.77.0 (accepts API 9..=9), but protoc-gen-rmicro"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`cargo install protoc-gen-rmicro --version 0.77.0 --locked`"),
+        "{err}"
+    );
+}
+
+/// A runtime taken by path in one member only (not in the root's `[workspace.dependencies]`),
+/// or in a crate another member reaches by path, is found; members are listed by glob.
+#[test]
+fn a_path_runtime_declared_in_another_member_is_found() {
+    let dir = Dir::new("member-path");
+    let root = dir.0.join("project");
+    put(
+        &root,
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"crates/*\"]\n",
+    );
+    put(
+        &root,
+        "crates/app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         platform = { path = \"../platform\" }\n",
+    );
+    put(
+        &root,
+        "crates/platform/Cargo.toml",
+        "[package]\nname = \"platform\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rt = { package = \"rmicro-runtime\", path = \"../../vendor/rt\" }\n",
+    );
+    put(
+        &root,
+        "vendor/rt/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 3\napi-min = 1\n",
+    );
+    put(
+        &root,
+        "Cargo.lock",
+        "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"platform\"]\n\n[[package]]\nname = \"platform\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"0.77.0\"\n",
+    );
+    let home = dir.0.join("cargo-home");
+    // From the app (through its path dependency on the platform crate) and from the root
+    // (through the members).
+    for from in [root.join("crates/app"), root.clone()] {
+        let (response, stderr) = run_in(&from, &home);
+        assert_eq!(api_of(&response), 1, "{stderr}");
+        assert!(
+            stderr.contains("emitting API 1 for rmicro-runtime 0.77.0 (accepts API 1..=3)"),
+            "{stderr}"
+        );
+    }
+}
+
+/// The runtime claims to be this very release yet declares a range this plugin does not emit
+/// (a checkout whose API moved without a version bump): the advice says that, instead of
+/// telling the user to install the plugin they are running.
+#[test]
+fn a_runtime_of_this_release_with_another_range_is_not_answered_with_this_plugin() {
+    let dir = Dir::new("same-version");
+    let root = dir.0.join("project");
+    put(
+        &root,
+        "Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = { path = \"rt\" }\n",
+    );
+    put(
+        &root,
+        "rt/Cargo.toml",
+        &format!(
+            "[package]\nname = \"rmicro-runtime\"\nversion = \"{VERSION}\"\n\n\
+             [package.metadata.rmicro]\napi = 50\napi-min = 50\n"
+        ),
+    );
+    put(
+        &root,
+        "Cargo.lock",
+        &format!(
+            "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+             dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+             version = \"{VERSION}\"\n"
+        ),
+    );
+    let (response, _) = run_in(&root, &dir.0.join("cargo-home"));
+    let err = response.error.unwrap();
+    assert!(
+        !err.contains(&format!(
+            "cargo install protoc-gen-rmicro --version {VERSION}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("does not match its release"), "{err}");
+    assert!(err.contains(&display(&root.join("rt/Cargo.toml"))), "{err}");
 }

@@ -234,14 +234,17 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
     (walk.files, walk.problems)
 }
 
-/// Checks each file against `runtimes` (a file passes when any of them accepts its API).
+/// Checks each file against `runtimes`, the runtimes of the package the files belong to (a file
+/// passes when every one of them accepts its API, as the plugin emits only such a level).
 pub fn check_files(files: &[PathBuf], runtimes: &[Runtime]) -> Vec<FileCheck> {
     files
         .iter()
         .map(|path| {
             let (sources, header) = read_header(path);
             let status = match header {
-                Ok(h) if runtimes.iter().any(|r| r.accepts(h.api)) => Status::Ok(h),
+                Ok(h) if !runtimes.is_empty() && runtimes.iter().all(|r| r.accepts(h.api)) => {
+                    Status::Ok(h)
+                }
                 Ok(h) => Status::Skew(h),
                 Err(status) => status,
             };
@@ -263,7 +266,7 @@ pub struct Resolved {
     pub from: String,
 }
 
-/// The runtimes locked in the nearest `Cargo.lock` at or above `dir`.
+/// The runtimes the `Cargo.lock` Cargo uses for `dir` locks for the package that owns `dir`.
 ///
 /// # Errors
 ///
@@ -274,15 +277,17 @@ pub fn resolve_from_lockfile(dir: &Path) -> Result<Option<Resolved>, ProjectErro
         .transpose()
 }
 
-/// The runtimes `lockfile` locks, for the package at or below `dir`.
+/// The runtimes `lockfile` locks for the package that owns `dir` (see
+/// [`project::resolve_package`]).
 ///
 /// # Errors
 ///
-/// As [`project::resolve`].
+/// As [`project::resolve_package`].
 pub fn resolve_lockfile(lockfile: &Path, dir: &Path) -> Result<Resolved, ProjectError> {
+    let resolution = project::resolve_package(lockfile, dir)?;
     Ok(Resolved {
-        runtimes: project::resolve(lockfile, dir)?,
-        from: format!("Cargo.lock at {}", lockfile.display()),
+        from: resolution.describe(lockfile),
+        runtimes: resolution.runtimes,
     })
 }
 

@@ -228,6 +228,7 @@ impl Config {
                     version,
                     api_min,
                     api,
+                    manifest: None,
                 })
             })
             .collect();

@@ -35,8 +35,15 @@ pub struct Args {
 #[derive(Debug, Default)]
 struct Outcome {
     lockfile: Option<PathBuf>,
+    /// Every runtime below, once.
     runtimes: Vec<Runtime>,
+    /// The packages whose runtimes were resolved (those owning the checked files, and the one
+    /// of `--manifest-path`), each with its runtimes.
+    groups: Vec<Group>,
     files: Vec<FileCheck>,
+    /// For each of `files`, the index of its package in `groups` (`None` for the files
+    /// that could not be read or listed).
+    file_groups: Vec<Option<usize>>,
     /// Where generated files were looked for.
     roots: Vec<PathBuf>,
     plugin: Option<PluginCheck>,
@@ -44,6 +51,17 @@ struct Outcome {
     errors: Vec<String>,
     /// Version skew messages (exit 1).
     skews: Vec<String>,
+}
+
+/// One package's runtimes.
+#[derive(Debug, Clone)]
+struct Group {
+    /// The package's manifest (`None`: the path belongs to no package the lock file lists,
+    /// and every locked runtime was taken).
+    manifest: Option<PathBuf>,
+    /// The package's name.
+    name: Option<String>,
+    resolved: Resolved,
 }
 
 #[derive(Debug)]
@@ -120,17 +138,45 @@ fn check(args: &Args) -> Outcome {
         return out;
     };
     out.lockfile = Some(lockfile.clone());
-    let resolved = match check::resolve_lockfile(&lockfile, &package_dir) {
-        Ok(resolved) => resolved,
-        Err(err) => {
-            out.errors.push(err.to_string());
-            return out;
+    // Each file is checked against the runtimes of the package that owns it (in a workspace
+    // whose members use different runtime release lines, each against its own).
+    let resolve = |out: &mut Outcome, dir: &Path| -> Result<usize, String> {
+        let package = project::owning_package(dir);
+        let manifest = package.as_ref().map(|p| p.manifest.clone());
+        if let Some(i) = out.groups.iter().position(|g| g.manifest == manifest) {
+            return Ok(i);
         }
+        let resolution = project::resolve_package(&lockfile, dir).map_err(|err| err.to_string())?;
+        // A path whose package the lock file does not list shares the lock file's runtimes.
+        let manifest = resolution.package.as_ref().map(|p| p.manifest.clone());
+        if let Some(i) = out.groups.iter().position(|g| g.manifest == manifest) {
+            return Ok(i);
+        }
+        out.groups.push(Group {
+            manifest,
+            name: resolution.package.as_ref().map(|p| p.name.clone()),
+            resolved: Resolved {
+                from: resolution.describe(&lockfile),
+                runtimes: resolution.runtimes,
+            },
+        });
+        Ok(out.groups.len() - 1)
     };
-    out.runtimes = resolved.runtimes.clone();
+    // A package's runtimes are resolved first (an error stops the check); a virtual
+    // workspace's root owns no files, so its members' runtimes are resolved as files are found.
+    let mut base = None;
+    if project::owning_package(&package_dir).is_some() {
+        match resolve(&mut out, &package_dir) {
+            Ok(group) => base = Some(group),
+            Err(err) => {
+                out.errors.push(err);
+                return out;
+            }
+        }
+    }
 
     let roots = if args.paths.is_empty() {
-        vec![package_dir]
+        vec![package_dir.clone()]
     } else {
         args.paths.clone()
     };
@@ -143,20 +189,82 @@ fn check(args: &Args) -> Outcome {
     }
     let (files, mut unlisted) =
         check::collect(&roots.into_iter().filter(|r| r.exists()).collect::<Vec<_>>());
-    out.files = check::check_files(&files, &out.runtimes);
+    let mut unresolved = Vec::new();
+    for file in &files {
+        let dir = std::fs::canonicalize(file)
+            .unwrap_or_else(|_| file.clone())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match resolve(&mut out, &dir) {
+            Ok(group) => {
+                let checked = check::check_files(
+                    std::slice::from_ref(file),
+                    &out.groups[group].resolved.runtimes,
+                );
+                out.files.extend(checked);
+                out.file_groups.push(Some(group));
+            }
+            Err(err) => {
+                if !unresolved.contains(&err) {
+                    out.errors.push(format!("{}: {err}", file.display()));
+                    unresolved.push(err);
+                }
+            }
+        }
+    }
+    out.file_groups.extend(unlisted.iter().map(|_| None));
     out.files.append(&mut unlisted);
-    for file in &out.files {
+    for (file, group) in out.files.iter().zip(&out.file_groups) {
         match &file.status {
             Status::Ok(_) => {}
-            Status::Skew(header) => out.skews.push(check::skew_message(file, header, &resolved)),
+            Status::Skew(header) => {
+                // Only a checked file (one with a package) can be skewed.
+                if let Some(group) = group {
+                    let resolved = &out.groups[*group].resolved;
+                    out.skews.push(check::skew_message(file, header, resolved));
+                }
+            }
             Status::Damaged(_) => out.skews.extend(check::problem_message(file)),
             Status::NoHeader | Status::Unreadable(_) => {
                 out.errors.extend(check::problem_message(file))
             }
         }
     }
+    // The packages reported: those owning checked files, else the one checked.
+    let used: Vec<usize> = {
+        let mut used: Vec<usize> = out.file_groups.iter().flatten().copied().collect();
+        used.sort_unstable();
+        used.dedup();
+        if used.is_empty() {
+            match base {
+                Some(base) => used.push(base),
+                None => match resolve(&mut out, &package_dir) {
+                    Ok(group) => used.push(group),
+                    Err(err) => {
+                        out.errors.push(err);
+                        return out;
+                    }
+                },
+            }
+        }
+        used
+    };
+    out.groups = used.iter().map(|&i| out.groups[i].clone()).collect();
+    out.file_groups = out
+        .file_groups
+        .iter()
+        .map(|g| g.and_then(|g| used.iter().position(|&u| u == g)))
+        .collect();
+    for group in &out.groups {
+        for runtime in &group.resolved.runtimes {
+            if !out.runtimes.contains(runtime) {
+                out.runtimes.push(runtime.clone());
+            }
+        }
+    }
 
-    let plugin = check_plugin(&out.runtimes);
+    let plugin = check_plugin(&out.groups);
     if plugin.status == "skew" {
         out.skews.push(plugin.message.clone());
     } else if plugin.status == "error" {
@@ -174,7 +282,7 @@ fn find_plugin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn check_plugin(runtimes: &[Runtime]) -> PluginCheck {
+fn check_plugin(groups: &[Group]) -> PluginCheck {
     let Some(path) = find_plugin() else {
         return PluginCheck {
             path: None,
@@ -227,45 +335,104 @@ fn check_plugin(runtimes: &[Runtime]) -> PluginCheck {
             Some((min.parse().ok()?, max.parse().ok()?))
         })
         .unwrap_or((newest, newest));
-    let usable = (apis.0..=apis.1)
-        .rev()
-        .find(|level| runtimes.iter().all(|r| r.accepts(*level)));
-    let runtime_list = runtimes
+    let list = |runtimes: &[Runtime]| {
+        runtimes
+            .iter()
+            .map(|r| {
+                format!(
+                    "rmicro-runtime {} (API {}..={})",
+                    r.version, r.api_min, r.api
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let at = format!("{version_out} at {}", path.display());
+    let verdicts: Vec<(&Group, Result<u32, String>)> = groups
         .iter()
-        .map(|r| {
-            format!(
-                "rmicro-runtime {} (API {}..={})",
-                r.version, r.api_min, r.api
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (status, message) = match usable {
-        Some(level) if level == newest => (
-            "ok",
-            format!("{} at {} emits API {newest}, which the locked {runtime_list} accepts", version_out, path.display()),
-        ),
-        Some(level) => (
-            "ok",
-            format!(
-                "{} at {} emits API {newest} by default and API {level} for this project's {runtime_list} (it reads Cargo.lock)",
-                version_out,
-                path.display()
+        .map(|g| (g, plugin_level(&version, apis, &g.resolved.runtimes)))
+        .collect();
+    let (status, message) = if let [(group, verdict)] = verdicts.as_slice() {
+        let runtime_list = list(&group.resolved.runtimes);
+        match verdict {
+            Ok(level) if *level == newest => (
+                "ok",
+                format!("{at} emits API {newest}, which the locked {runtime_list} accepts"),
             ),
-        ),
-        None => {
-            let want = runtimes.iter().map(|r| r.version.as_str()).next().unwrap_or("X");
-            (
+            Ok(level) => (
+                "ok",
+                format!(
+                    "{at} emits API {newest} by default and API {level} for this project's \
+                     {runtime_list} (it reads Cargo.lock)"
+                ),
+            ),
+            Err(why) => (
                 "skew",
                 format!(
-                    "{} at {} emits API {}..={}, none of which the locked {runtime_list} accepts; \
-                     install the matching plugin: `cargo install protoc-gen-rmicro --version {want} --locked`",
-                    version_out,
-                    path.display(),
-                    apis.0,
-                    apis.1
+                    "{at} emits API {}..={}, none of which the locked {runtime_list} accepts; {why}",
+                    apis.0, apis.1
                 ),
-            )
+            ),
+        }
+    } else {
+        // Several packages, each with its own runtimes: the plugin picks the level of the
+        // package it writes into, so each is judged alone.
+        let name = |g: &Group| {
+            g.name
+                .as_ref()
+                .map_or_else(|| "the rest".to_string(), |n| format!("`{n}`"))
+        };
+        let served: Vec<String> = verdicts
+            .iter()
+            .filter_map(|(g, v)| {
+                let level = v.as_ref().ok()?;
+                Some(format!(
+                    "API {level} for {} ({})",
+                    name(g),
+                    list(&g.resolved.runtimes)
+                ))
+            })
+            .collect();
+        let unserved: Vec<String> = verdicts
+            .iter()
+            .filter_map(|(g, v)| {
+                let why = v.as_ref().err()?;
+                Some(format!(
+                    "{} ({}) accepts none of its levels: {why}",
+                    name(g),
+                    list(&g.resolved.runtimes)
+                ))
+            })
+            .collect();
+        match (served.is_empty(), unserved.is_empty()) {
+            (_, true) => (
+                "ok",
+                format!(
+                    "{at} emits API {newest} by default and, for each package, what its runtime \
+                     accepts: {}",
+                    served.join("; ")
+                ),
+            ),
+            (true, false) => (
+                "skew",
+                format!(
+                    "{at} emits API {}..={}: {}",
+                    apis.0,
+                    apis.1,
+                    unserved.join("; ")
+                ),
+            ),
+            // Packages on different runtime release lines need a plugin each: not a skew of
+            // any file (each file is checked against its own package above).
+            (false, false) => (
+                "partial",
+                format!(
+                    "{at} emits {}; {} (for that package, next to this plugin; protoc takes \
+                     `--plugin=protoc-gen-rmicro=PATH`)",
+                    served.join("; "),
+                    unserved.join("; ")
+                ),
+            ),
         }
     };
     PluginCheck {
@@ -277,12 +444,63 @@ fn check_plugin(runtimes: &[Runtime]) -> PluginCheck {
     }
 }
 
+/// The newest level among `apis` (what the plugin `version` emits) that every one of `runtimes`
+/// accepts, or why there is none and what to do.
+fn plugin_level(version: &str, apis: (u32, u32), runtimes: &[Runtime]) -> Result<u32, String> {
+    if let Some(level) = (apis.0..=apis.1)
+        .rev()
+        .find(|level| runtimes.iter().all(|r| r.accepts(*level)))
+    {
+        return Ok(level);
+    }
+    let shared_min = runtimes.iter().map(|r| r.api_min).max().unwrap_or(0);
+    let shared_max = runtimes.iter().map(|r| r.api).min().unwrap_or(u32::MAX);
+    if shared_min > shared_max {
+        return Err(
+            "the package's runtimes accept no API level in common, so no plugin can \
+                    serve it: make its dependencies agree on one rmicro-runtime release line"
+                .to_string(),
+        );
+    }
+    let blocking = runtimes
+        .iter()
+        .find(|r| !(apis.0..=apis.1).any(|level| r.accepts(level)))
+        .or(runtimes.first());
+    match blocking {
+        Some(runtime) if runtime.version == version => Err(format!(
+            "yet this plugin is the release of rmicro-runtime {version}: the runtime's API range{} \
+             does not match its release (a checkout whose API level changed without a version \
+             bump, or a stale copy); reinstalling protoc-gen-rmicro {version} will not fix that: \
+             build the plugin from the same source as the runtime (`cargo install --path \
+             <checkout>/protoc-gen-rmicro --locked`) or correct the runtime's \
+             `[package.metadata.rmicro]`",
+            runtime
+                .manifest
+                .as_ref()
+                .map(|m| format!(", read from {},", m.display()))
+                .unwrap_or_default()
+        )),
+        Some(runtime) => Err(format!(
+            "install the matching plugin: `cargo install protoc-gen-rmicro --version {} --locked`",
+            runtime.version
+        )),
+        None => Err("no rmicro-runtime was found for it".to_string()),
+    }
+}
+
 fn print_human(out: &Outcome) -> std::io::Result<()> {
     use std::fmt::Write as _;
     let mut text = String::new();
     if let Some(lockfile) = &out.lockfile {
-        for runtime in &out.runtimes {
-            let _ = writeln!(text, "{runtime}, locked in {}", lockfile.display());
+        for group in &out.groups {
+            // Whose runtime it is, when several packages were checked.
+            let owner = match &group.name {
+                Some(name) if out.groups.len() > 1 => format!(" for package `{name}`"),
+                _ => String::new(),
+            };
+            for runtime in &group.resolved.runtimes {
+                let _ = writeln!(text, "{runtime}, locked in {}{owner}", lockfile.display());
+            }
         }
     }
     for file in &out.files {
@@ -313,9 +531,11 @@ fn print_human(out: &Outcome) -> std::io::Result<()> {
         eprintln!("\nerror: could not check: {error}");
     }
     if out.skews.is_empty() && out.errors.is_empty() && !out.files.is_empty() {
-        crate::write_out(
-            "all good: every generated file is accepted by the locked rmicro-runtime\n",
-        )?;
+        crate::write_out(if out.groups.len() > 1 {
+            "all good: every generated file is accepted by the rmicro-runtime its package locks\n"
+        } else {
+            "all good: every generated file is accepted by the locked rmicro-runtime\n"
+        })?;
     }
     Ok(())
 }
@@ -324,7 +544,9 @@ fn to_json(out: &Outcome, code: u8) -> Value {
     let files: Vec<Value> = out
         .files
         .iter()
-        .map(|f| {
+        .zip(&out.file_groups)
+        .map(|(f, group)| {
+            let group = group.map(|g| &out.groups[g]);
             let header = match &f.status {
                 Status::Ok(h) | Status::Skew(h) => Some(h),
                 _ => None,
@@ -335,11 +557,10 @@ fn to_json(out: &Outcome, code: u8) -> Value {
                 "api": header.map(|h| h.api),
                 "plugin_version": header.map(|h| h.plugin_version.clone()),
                 "sources": f.sources,
-                "message": match &f.status {
-                    Status::Skew(h) => Some(check::skew_message(f, h, &Resolved {
-                        runtimes: out.runtimes.clone(),
-                        from: out.lockfile.as_ref().map(|l| format!("Cargo.lock at {}", l.display())).unwrap_or_default(),
-                    })),
+                "package": group.and_then(|g| g.name.clone()),
+                "runtimes": group.map(|g| g.resolved.runtimes.iter().map(|r| r.version.clone()).collect::<Vec<_>>()),
+                "message": match (&f.status, group) {
+                    (Status::Skew(h), Some(g)) => Some(check::skew_message(f, h, &g.resolved)),
                     _ => check::problem_message(f),
                 },
             })
