@@ -356,7 +356,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         let http = response.status().as_u16();
                         let gzip = response
                             .headers()
-                            .get("grpc-encoding")
+                            .get(&GRPC_ENCODING)
                             .is_some_and(|c| c == "gzip");
                         return Ok(response
                             .map(|body| Framed::answer(body, limit, http, gzip, answer_broke)));
@@ -747,6 +747,9 @@ impl Client {
         .await
     }
 }
+
+// Named once: looked up on every answer's head.
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 
 /// The size of `headers` as HTTP/2 counts it against `SETTINGS_MAX_HEADER_LIST_SIZE`: each
 /// entry's name and value, and 32 bytes more.

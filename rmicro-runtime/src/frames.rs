@@ -39,7 +39,7 @@ pin_project_lite::pin_project! {
         map_err: fn(E) -> BoxError,
         scanner: Scanner,
         // Found in the frame just passed on, given next.
-        failed: Option<Status>,
+        failed: Option<Box<Status>>,
         ended: bool,
     }
 }
@@ -113,6 +113,61 @@ enum Piece {
     Made(Vec<u8>),
 }
 
+/// The pieces of one frame: most frames are passed on whole, one slice, with no list to
+/// allocate for it.
+enum Pieces {
+    None,
+    One(usize, usize),
+    Many(Vec<Piece>),
+}
+
+impl Pieces {
+    fn slice(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        match self {
+            Pieces::None => *self = Pieces::One(from, to),
+            Pieces::One(_, end) if *end == from => *end = to,
+            Pieces::One(a, b) => {
+                *self = Pieces::Many(vec![Piece::Slice(*a, *b), Piece::Slice(from, to)])
+            }
+            Pieces::Many(list) => match list.last_mut() {
+                Some(Piece::Slice(_, end)) if *end == from => *end = to,
+                _ => list.push(Piece::Slice(from, to)),
+            },
+        }
+    }
+
+    fn made(&mut self, made: Vec<u8>) {
+        match std::mem::replace(self, Pieces::None) {
+            Pieces::None => *self = Pieces::Many(vec![Piece::Made(made)]),
+            Pieces::One(a, b) => *self = Pieces::Many(vec![Piece::Slice(a, b), Piece::Made(made)]),
+            Pieces::Many(mut list) => {
+                list.push(Piece::Made(made));
+                *self = Pieces::Many(list);
+            }
+        }
+    }
+
+    /// Takes back what the last slice passed from `start` on, when it ends at `at`.
+    fn cut_back(&mut self, start: usize, at: usize) {
+        let last = match self {
+            Pieces::One(from, end) => Some((from, end)),
+            Pieces::Many(list) => match list.last_mut() {
+                Some(Piece::Slice(from, end)) => Some((from, end)),
+                _ => None,
+            },
+            Pieces::None => None,
+        };
+        if let Some((from, end)) = last {
+            if *end == at {
+                *end = start.max(*from);
+            }
+        }
+    }
+}
+
 impl Scanner {
     fn new(limit: usize, whose: Whose, gzip: bool) -> Scanner {
         Scanner {
@@ -138,16 +193,21 @@ impl Scanner {
     /// Reads `data`, given the state the data before it left: what to pass on, and the error
     /// that comes after it, if a message is bad.
     fn feed(&mut self, data: &Bytes) -> (Passed, Option<Status>) {
-        let mut pieces: Vec<Piece> = Vec::new();
-        let slice = |pieces: &mut Vec<Piece>, from: usize, to: usize| {
-            if from == to {
-                return;
+        // The usual frames, answered without the walk below: the rest of a plain message's
+        // bytes, or one whole plain message within the limit.
+        if self.compressed.is_none() && self.filled == 0 {
+            if self.left >= data.len() as u64 {
+                self.left -= data.len() as u64;
+                return (Passed::Whole, None);
             }
-            match pieces.last_mut() {
-                Some(Piece::Slice(_, end)) if *end == from => *end = to,
-                _ => pieces.push(Piece::Slice(from, to)),
+            if self.left == 0 && data.len() >= PREFIX && data[0] == 0 {
+                let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+                if len <= self.limit && PREFIX + len == data.len() {
+                    return (Passed::Whole, None);
+                }
             }
-        };
+        }
+        let mut pieces = Pieces::None;
         let mut failed = None;
         let mut at = 0;
         while at < data.len() {
@@ -156,13 +216,13 @@ impl Scanner {
                 let n = self.left.min((data.len() - at) as u64) as usize;
                 match &mut self.compressed {
                     Some(gathered) => gathered.extend_from_slice(&data[at..at + n]),
-                    None => slice(&mut pieces, at, at + n),
+                    None => pieces.slice(at, at + n),
                 }
                 self.left -= n as u64;
                 at += n;
                 if self.left == 0 && self.compressed.is_some() {
                     match self.inflate() {
-                        Ok(message) => pieces.push(Piece::Made(message)),
+                        Ok(message) => pieces.made(message),
                         Err(status) => {
                             failed = Some(status);
                             break;
@@ -174,10 +234,10 @@ impl Scanner {
             if self.filled == 0 && !(data[at] == 1 && self.gzip) {
                 // A plain message's prefix goes on as it is; a compressed one's is made anew.
                 let end = (at + PREFIX).min(data.len());
-                slice(&mut pieces, at, end);
+                pieces.slice(at, end);
             } else if self.filled > 0 && !(self.prefix[0] == 1 && self.gzip) {
                 let end = (at + PREFIX - self.filled).min(data.len());
-                slice(&mut pieces, at, end);
+                pieces.slice(at, end);
             }
             let start = at;
             let take = (PREFIX - self.filled).min(data.len() - at);
@@ -196,11 +256,7 @@ impl Scanner {
             ]);
             if let Some(status) = self.bad_prefix(len) {
                 // Nothing of the bad prefix goes on (what an earlier frame held of it did).
-                if let Some(Piece::Slice(from, end)) = pieces.last_mut() {
-                    if *end == at {
-                        *end = start.max(*from);
-                    }
-                }
+                pieces.cut_back(start, at);
                 failed = Some(status);
                 break;
             }
@@ -209,7 +265,7 @@ impl Scanner {
                 self.compressed = Some(Vec::with_capacity(len as usize));
                 if len == 0 {
                     match self.inflate() {
-                        Ok(message) => pieces.push(Piece::Made(message)),
+                        Ok(message) => pieces.made(message),
                         Err(status) => {
                             failed = Some(status);
                             break;
@@ -218,9 +274,11 @@ impl Scanner {
                 }
             }
         }
-        let passed = match pieces.as_slice() {
-            [Piece::Slice(0, end)] if *end == data.len() => Passed::Whole,
-            _ => {
+        let passed = match pieces {
+            Pieces::One(0, end) if end == data.len() => Passed::Whole,
+            Pieces::None => Passed::Made(Bytes::new()),
+            Pieces::One(from, to) => Passed::Made(data.slice(from..to)),
+            Pieces::Many(pieces) => {
                 let mut out = Vec::new();
                 for piece in pieces {
                     match piece {
@@ -297,7 +355,7 @@ where
         let this = self.project();
         if let Some(status) = this.failed.take() {
             *this.ended = true;
-            return Poll::Ready(Some(Err(Box::new(status))));
+            return Poll::Ready(Some(Err(status)));
         }
         if *this.ended {
             return Poll::Ready(None);
@@ -323,7 +381,7 @@ where
             Some(status) => {
                 // What came before the bad message goes on; the error comes next.
                 if passed.data_ref().is_some_and(|d| !d.is_empty()) {
-                    *this.failed = Some(status);
+                    *this.failed = Some(Box::new(status));
                     Poll::Ready(Some(Ok(passed)))
                 } else {
                     *this.ended = true;

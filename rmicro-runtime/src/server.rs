@@ -47,8 +47,16 @@ pub type ResponseStream<T> =
     Pin<Box<dyn futures_core::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 type RouteFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;
-/// A method's route: it takes the request and the largest request message the server receives.
-type Route = Arc<dyn Fn(http::Request<Body>, usize) -> RouteFuture + Send + Sync + 'static>;
+/// A method's route: it takes the request and how its messages are received.
+type Route = Arc<dyn Fn(http::Request<Body>, Receive) -> RouteFuture + Send + Sync + 'static>;
+
+/// How a call's request messages are received: the largest taken, and whether the call says
+/// they are compressed (`grpc-encoding`, looked up once per call).
+#[derive(Debug, Clone, Copy)]
+struct Receive {
+    limit: usize,
+    compressed: bool,
+}
 
 /// Why a service could not be added to a [`Server`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,16 +122,16 @@ where
 /// for methods that stream their response (`streams`), in the middle of the stream.
 fn route<F, Fut>(streams: bool, serve: F) -> Route
 where
-    F: Fn(http::Request<Body>, usize) -> Fut + Send + Sync + 'static,
+    F: Fn(http::Request<Body>, Receive) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
 {
-    Arc::new(move |req, limit| {
+    Arc::new(move |req, receive| {
         let ctx = CallContext::from_headers(req.headers());
         let deadline = ctx
             .remaining()
             .map(|left| tokio::time::Instant::now() + left);
         Box::pin(Served {
-            handling: context::scope(ctx, serve(req, limit)),
+            handling: context::scope(ctx, serve(req, receive)),
             deadline,
             timer: None,
             streams,
@@ -288,9 +296,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req, limit| {
+        let route = route(false, move |req, receive| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req, limit);
+            let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.unary(handler, req).await }
         });
         self.routes.push((path, route));
@@ -306,9 +314,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req, limit| {
+        let route = route(true, move |req, receive| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req, limit);
+            let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.server_streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -324,9 +332,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req, limit| {
+        let route = route(false, move |req, receive| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req, limit);
+            let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.client_streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -342,9 +350,9 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req, limit| {
+        let route = route(true, move |req, receive| {
             let handler = handler.clone();
-            let mut grpc = grpc::<Req, Resp>(&req, limit);
+            let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.streaming(handler, req).await }
         });
         self.routes.push((path, route));
@@ -352,18 +360,15 @@ impl ServiceDef {
     }
 }
 
-/// The gRPC codec layer of the call `req` starts, taking request messages up to `limit` bytes:
+/// The gRPC codec layer of a call, taking request messages as `receive` says:
 /// gzip-compressed request messages are accepted
 /// (clients of grpc-go, grpcio and others send them when told to compress); responses go out
 /// uncompressed. Turned on only for a call whose messages say they are compressed
 /// (`grpc-encoding`): tonic would otherwise answer every call with a `grpc-accept-encoding`
 /// header, saying what nobody asked.
-fn grpc<Req: WireMessage, Resp: WireMessage>(
-    req: &http::Request<Body>,
-    limit: usize,
-) -> Grpc<ProstCodec<Resp, Req>> {
-    let grpc = Grpc::new(ProstCodec::<Resp, Req>::new()).max_decoding_message_size(limit);
-    if req.headers().contains_key(&GRPC_ENCODING) {
+fn grpc<Req: WireMessage, Resp: WireMessage>(receive: Receive) -> Grpc<ProstCodec<Resp, Req>> {
+    let grpc = Grpc::new(ProstCodec::<Resp, Req>::new()).max_decoding_message_size(receive.limit);
+    if receive.compressed {
         grpc.accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     } else {
         grpc
@@ -573,13 +578,15 @@ impl Dispatch {
         match self.routes.get(req.uri().path()) {
             Some(route) => {
                 let limit = self.limit;
-                let gzip = req
-                    .headers()
-                    .get(&GRPC_ENCODING)
-                    .is_some_and(|c| c == "gzip");
+                let coding = req.headers().get(&GRPC_ENCODING);
+                let gzip = coding.is_some_and(|c| c == "gzip");
+                let receive = Receive {
+                    limit,
+                    compressed: coding.is_some(),
+                };
                 route(
                     req.map(|body| Body::new(Framed::request(body, limit, gzip, reset_by_client))),
-                    limit,
+                    receive,
                 )
             }
             None => {
