@@ -795,7 +795,25 @@ pub fn run_plugin_in(
     request: &[u8],
     dir: &std::path::Path,
 ) -> Result<(CodeGeneratorResponse, Option<String>), Error> {
-    run(request, |_| project_api(dir))
+    run(request, |options| {
+        let chosen = project_api(dir)?;
+        // A crate that renamed its runtime dependency cannot resolve `::rmicro_runtime`: say
+        // what to pass, rather than leave it to a page of unresolved names.
+        let renamed = (options.runtime_path == "::rmicro_runtime")
+            .then(|| project::renamed_runtime(dir))
+            .flatten();
+        Ok(match (chosen, renamed) {
+            (Some((level, note)), Some((package, name))) => Some((
+                level,
+                format!(
+                    "{note}\nprotoc-gen-rmicro: note: `{package}` depends on rmicro-runtime under \
+                     the name `{name}`, where generated code's `::rmicro_runtime` does not \
+                     resolve: pass `--rmicro_opt=runtime_path=::{name}`"
+                ),
+            )),
+            (chosen, _) => chosen,
+        })
+    })
 }
 
 /// The API level the project at `dir` needs, with a note saying how it was chosen.

@@ -479,6 +479,26 @@ fn git_range(version: &str, source: &str) -> Option<((u32, u32), PathBuf)> {
     None
 }
 
+/// The name under which the package owning `dir` depends on rmicro-runtime, when it renamed
+/// the dependency (`rt = { package = "rmicro-runtime", ... }`): the package and the Rust name
+/// (`rt`). Generated code names `::rmicro_runtime` unless told otherwise, which does not resolve
+/// in such a crate.
+pub fn renamed_runtime(dir: &Path) -> Option<(String, String)> {
+    let package = owning_package(dir)?;
+    let table = read_manifest(&package.manifest)?;
+    let mut tables: Vec<&toml::Table> = Vec::new();
+    tables.extend(table.get("dependencies").and_then(toml::Value::as_table));
+    let targets = table.get("target").and_then(toml::Value::as_table);
+    for target in targets.into_iter().flat_map(|t| t.values()) {
+        tables.extend(target.get("dependencies").and_then(toml::Value::as_table));
+    }
+    let key = tables.into_iter().flatten().find_map(|(key, dep)| {
+        let renamed = dep.get("package").and_then(toml::Value::as_str) == Some("rmicro-runtime");
+        (renamed && key.replace('-', "_") != "rmicro_runtime").then(|| key.replace('-', "_"))
+    })?;
+    Some((package.name, key))
+}
+
 /// The `path` dependencies of `manifest`, under any dependency table (target-specific ones
 /// included) and `[workspace.dependencies]`: the package name each names (`package = …` for a
 /// renamed one) and the directory it points at.

@@ -392,3 +392,31 @@ fn a_runtime_of_this_release_with_another_range_is_not_answered_with_this_plugin
     assert!(err.contains("does not match its release"), "{err}");
     assert!(err.contains(&display(&root.join("rt/Cargo.toml"))), "{err}");
 }
+
+/// A crate that depends on the runtime under another name (`rt = { package = "rmicro-runtime" }`)
+/// is told which `runtime_path` to pass: generated code's `::rmicro_runtime` does not resolve
+/// there, and rustc would only list unresolved names.
+#[test]
+fn a_renamed_runtime_dependency_is_named_with_the_parameter_to_pass() {
+    let dir = Dir::new("renamed");
+    dir.lock(&[("rmicro-runtime", VERSION)]);
+    put(
+        &dir.0,
+        "project/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rt = { package = \"rmicro-runtime\", version = \"0.1\" }\n",
+    );
+    let (response, stderr) = dir.run("");
+    assert_eq!(response.error, None);
+    assert!(
+        stderr.contains(
+            "`app` depends on rmicro-runtime under the name `rt`, where generated code's \
+             `::rmicro_runtime` does not resolve: pass `--rmicro_opt=runtime_path=::rt`"
+        ),
+        "{stderr}"
+    );
+    // Told the path, it says nothing more.
+    let (response, stderr) = dir.run("runtime_path=::rt");
+    assert_eq!(response.error, None);
+    assert!(!stderr.contains("under the name"), "{stderr}");
+}
