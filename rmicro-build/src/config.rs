@@ -67,7 +67,9 @@ impl Config {
         self
     }
 
-    /// Rust path of the runtime crate (plugin: `runtime_path=`). Default: `::rmicro_runtime`.
+    /// Rust path of the runtime crate (plugin: `runtime_path=`). Default: `::rmicro_runtime`, or
+    /// `::rt` when the crate depends on the runtime under that name (`rt = { package =
+    /// "rmicro-runtime", ... }`).
     ///
     /// ```no_run
     /// rmicro_build::Config::new().runtime_path("::my_platform::rmicro_runtime");
@@ -358,6 +360,15 @@ impl Config {
         }
         let resolved = Self::resolve_runtime()?;
         let mut options = self.options.clone();
+        // A crate that depends on the runtime under another name (`rt = { package =
+        // "rmicro-runtime", ... }`): its generated code names the runtime by that name.
+        if options.runtime_path == "::rmicro_runtime" {
+            if let Some(dir) = env_var("CARGO_MANIFEST_DIR") {
+                if let Some((_, name)) = project::renamed_runtime(Path::new(&dir)) {
+                    options.runtime_path = format!("::{name}");
+                }
+            }
+        }
         match (options.api, &resolved) {
             (None, Some(resolved)) => {
                 options.api = Some(

@@ -157,3 +157,32 @@ fn a_proto_error_fails_the_build_script_with_the_file_and_line() {
         "{err}"
     );
 }
+
+/// A crate that depends on the runtime under another name gets code that names it so: it
+/// builds and runs, with no `runtime_path` to set in build.rs.
+#[test]
+fn a_crate_with_the_runtime_renamed_builds() {
+    let krate = ScratchCrate::new(
+        "rmicro_build_renamed",
+        "[dependencies]\nrt = { package = \"rmicro-runtime\", path = \"{root}/rmicro-runtime\" }\n\n\
+         [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
+    );
+    let proto = std::fs::read_to_string(root().join("proto/user.proto")).unwrap();
+    krate
+        .write("proto/user.proto", &proto)
+        .write(
+            "build.rs",
+            "fn main() { rmicro_build::compile_protos(&[\"proto/user.proto\"], &[\"proto\"]); }\n",
+        )
+        .write(
+            "src/main.rs",
+            "mod user { rt::include_proto!(\"go.micro.srv.user\"); }\n\
+             fn main() { println!(\"{}\", user::USER_SERVICE_NAME); }\n",
+        );
+    let out = krate.cargo(&["run", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "go.micro.srv.user.User"
+    );
+}
