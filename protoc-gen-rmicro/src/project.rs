@@ -260,11 +260,15 @@ fn read_lock(lockfile: &Path) -> Result<Vec<LockPackage>, ProjectError> {
 ///
 /// When the file cannot be read or parsed.
 pub fn locked_runtimes(lockfile: &Path) -> Result<Vec<LockedRuntime>, ProjectError> {
-    Ok(read_lock(lockfile)?
-        .iter()
+    Ok(runtimes_in(&read_lock(lockfile)?))
+}
+
+/// The `rmicro-runtime` packages among `lock`'s.
+fn runtimes_in(lock: &[LockPackage]) -> Vec<LockedRuntime> {
+    lock.iter()
         .filter(|p| p.name == "rmicro-runtime")
         .map(LockPackage::locked_runtime)
-        .collect())
+        .collect()
 }
 
 /// A Cargo package on disk: the one whose `Cargo.toml` is nearest at or above a path.
@@ -337,6 +341,11 @@ fn closure_runtimes(lock: &[LockPackage], package: &Package) -> Option<Vec<Locke
     if starts.is_empty() {
         return None;
     }
+    // The packages of each name: a dependency entry starts with its name.
+    let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    for (i, p) in lock.iter().enumerate() {
+        by_name.entry(p.name.as_str()).or_default().push(i);
+    }
     let mut seen = vec![false; lock.len()];
     let mut queue = starts;
     let mut runtimes = Vec::new();
@@ -353,11 +362,13 @@ fn closure_runtimes(lock: &[LockPackage], package: &Package) -> Option<Vec<Locke
             continue;
         }
         for dependency in &package.dependencies {
+            let name = dependency.split(' ').next().unwrap_or_default();
+            let named = by_name.get(name).map(Vec::as_slice).unwrap_or_default();
             queue.extend(
-                lock.iter()
-                    .enumerate()
-                    .filter(|(j, p)| !seen[*j] && p.is_named_by(dependency))
-                    .map(|(j, _)| j),
+                named
+                    .iter()
+                    .copied()
+                    .filter(|&j| !seen[j] && lock[j].is_named_by(dependency)),
             );
         }
     }
@@ -486,17 +497,26 @@ fn git_range(version: &str, source: &str) -> Option<((u32, u32), PathBuf)> {
 pub fn renamed_runtime(dir: &Path) -> Option<(String, String)> {
     let package = owning_package(dir)?;
     let table = read_manifest(&package.manifest)?;
-    let mut tables: Vec<&toml::Table> = Vec::new();
-    tables.extend(table.get("dependencies").and_then(toml::Value::as_table));
-    let targets = table.get("target").and_then(toml::Value::as_table);
-    for target in targets.into_iter().flat_map(|t| t.values()) {
-        tables.extend(target.get("dependencies").and_then(toml::Value::as_table));
-    }
+    let tables = dependency_tables(&table, &["dependencies"]);
     let key = tables.into_iter().flatten().find_map(|(key, dep)| {
         let renamed = dep.get("package").and_then(toml::Value::as_str) == Some("rmicro-runtime");
         (renamed && key.replace('-', "_") != "rmicro_runtime").then(|| key.replace('-', "_"))
     })?;
     Some((package.name, key))
+}
+
+/// The dependency tables `kinds` (`dependencies`, …) of a manifest, target-specific ones
+/// included.
+fn dependency_tables<'a>(table: &'a toml::Table, kinds: &[&str]) -> Vec<&'a toml::Table> {
+    let targets = table.get("target").and_then(toml::Value::as_table);
+    let mut tables = Vec::new();
+    for kind in kinds {
+        tables.extend(table.get(*kind).and_then(toml::Value::as_table));
+        for target in targets.into_iter().flat_map(|t| t.values()) {
+            tables.extend(target.get(*kind).and_then(toml::Value::as_table));
+        }
+    }
+    tables
 }
 
 /// The `path` dependencies of `manifest`, under any dependency table (target-specific ones
@@ -507,14 +527,10 @@ fn path_dependencies(manifest: &Path) -> Vec<(String, PathBuf)> {
         return Vec::new();
     };
     let dir = manifest.parent().unwrap_or(Path::new("."));
-    let mut tables: Vec<&toml::Table> = Vec::new();
-    for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
-        tables.extend(table.get(kind).and_then(toml::Value::as_table));
-        let targets = table.get("target").and_then(toml::Value::as_table);
-        for target in targets.into_iter().flat_map(|t| t.values()) {
-            tables.extend(target.get(kind).and_then(toml::Value::as_table));
-        }
-    }
+    let mut tables = dependency_tables(
+        &table,
+        &["dependencies", "dev-dependencies", "build-dependencies"],
+    );
     tables.extend(
         table
             .get("workspace")
@@ -713,11 +729,7 @@ impl Resolution {
 /// When the lock file cannot be read, locks no runtime, or locks one of unknown range.
 pub fn resolve_package(lockfile: &Path, from: &Path) -> Result<Resolution, ProjectError> {
     let lock = read_lock(lockfile)?;
-    let all: Vec<LockedRuntime> = lock
-        .iter()
-        .filter(|p| p.name == "rmicro-runtime")
-        .map(LockPackage::locked_runtime)
-        .collect();
+    let all = runtimes_in(&lock);
     if all.is_empty() {
         return Err(ProjectError::NoRuntime {
             path: lockfile.to_path_buf(),
@@ -751,6 +763,14 @@ pub fn resolve_package(lockfile: &Path, from: &Path) -> Result<Resolution, Proje
 /// As [`resolve_package`].
 pub fn resolve(lockfile: &Path, from: &Path) -> Result<Vec<Runtime>, ProjectError> {
     resolve_package(lockfile, from).map(|r| r.runtimes)
+}
+
+/// The API levels every one of `runtimes` accepts, `(min, max)`; `None` when they have none in
+/// common (two incompatible release lines in one package's dependencies).
+pub fn shared_range(runtimes: &[Runtime]) -> Option<(u32, u32)> {
+    let min = runtimes.iter().map(|r| r.api_min).max().unwrap_or(0);
+    let max = runtimes.iter().map(|r| r.api).min().unwrap_or(u32::MAX);
+    (min <= max).then_some((min, max))
 }
 
 /// No API level this generator emits is accepted by `runtime` (one of a project's runtimes).
@@ -879,9 +899,7 @@ pub fn common_api(runtimes: &[Runtime]) -> Result<u32, NoCommonApi> {
     if let Some(level) = choice {
         return Ok(level);
     }
-    let shared_min = runtimes.iter().map(|r| r.api_min).max().unwrap_or(0);
-    let shared_max = runtimes.iter().map(|r| r.api).min().unwrap_or(u32::MAX);
-    let conflicting = if shared_min > shared_max {
+    let conflicting = if shared_range(runtimes).is_none() {
         runtimes.to_vec()
     } else {
         Vec::new()

@@ -190,13 +190,24 @@ fn check(args: &Args) -> Outcome {
     let (files, mut unlisted) =
         check::collect(&roots.into_iter().filter(|r| r.exists()).collect::<Vec<_>>());
     let mut unresolved = Vec::new();
+    // Generated files sit together: each directory's package is looked up once.
+    let mut by_dir: std::collections::HashMap<PathBuf, Result<usize, String>> =
+        std::collections::HashMap::new();
     for file in &files {
         let dir = std::fs::canonicalize(file)
             .unwrap_or_else(|_| file.clone())
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        match resolve(&mut out, &dir) {
+        let group = match by_dir.get(&dir) {
+            Some(group) => group.clone(),
+            None => {
+                let group = resolve(&mut out, &dir);
+                by_dir.insert(dir, group.clone());
+                group
+            }
+        };
+        match group {
             Ok(group) => {
                 let checked = check::check_files(
                     std::slice::from_ref(file),
@@ -453,9 +464,7 @@ fn plugin_level(version: &str, apis: (u32, u32), runtimes: &[Runtime]) -> Result
     {
         return Ok(level);
     }
-    let shared_min = runtimes.iter().map(|r| r.api_min).max().unwrap_or(0);
-    let shared_max = runtimes.iter().map(|r| r.api).min().unwrap_or(u32::MAX);
-    if shared_min > shared_max {
+    if project::shared_range(runtimes).is_none() {
         return Err(
             "the package's runtimes accept no API level in common, so no plugin can \
                     serve it: make its dependencies agree on one rmicro-runtime release line"
