@@ -442,27 +442,48 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
                     field => format!("field `{field}` takes an integer {forms}, not {json}"),
                 }
             };
+            let out_of_range = || {
+                let what = match at.trim_end_matches('.') {
+                    "" => "the value".to_string(),
+                    field => format!("field `{field}`"),
+                };
+                format!(
+                    "{what} is out of range for its type ({}): {json}",
+                    kind_name(kind)
+                )
+            };
             let integer = match &*json {
                 Json::Number(n) if n.is_f64() => {
                     let f = n.as_f64().unwrap_or(f64::NAN);
                     if f.is_finite() && f.fract() == 0.0 && !fits(kind, f) {
-                        let what = match at.trim_end_matches('.') {
-                            "" => "the value".to_string(),
-                            field => format!("field `{field}`"),
-                        };
-                        return Err(format!(
-                            "{what} is out of range for its type ({}): {json}",
-                            kind_name(kind)
-                        ));
+                        return Err(out_of_range());
                     }
                     Some(integral_f64(f).ok_or_else(not_integer)?)
                 }
-                Json::Number(_) | Json::Null => None,
-                Json::String(s) if s.parse::<i128>().is_ok() => None,
-                Json::String(s) => Some(integral_text(s).ok_or_else(not_integer)?),
+                Json::Number(n) => {
+                    let n = n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+                    if n.is_some_and(|n| !fits_exactly(kind, n)) {
+                        return Err(out_of_range());
+                    }
+                    None
+                }
+                Json::Null => None,
+                // Digits, as 64-bit integers are written and path and query parameters always
+                // are.
+                Json::String(s) => match s.parse::<i128>() {
+                    Ok(n) if !fits_exactly(kind, n) => return Err(out_of_range()),
+                    Ok(_) => None,
+                    Err(_) => Some(integral_text(s).ok_or_else(not_integer)?),
+                },
                 _ => return Err(not_integer()),
             };
             if let Some(integer) = integer {
+                if integer
+                    .parse::<i128>()
+                    .is_ok_and(|n| !fits_exactly(kind, n))
+                {
+                    return Err(out_of_range());
+                }
                 *json = match &*json {
                     Json::String(_) => Json::String(integer),
                     _ => serde_json::from_str(&integer).unwrap_or(Json::String(integer)),
@@ -606,6 +627,17 @@ fn fits(kind: &Kind, f: f64) -> bool {
         Kind::Uint32 | Kind::Fixed32 => (0.0..=f64::from(u32::MAX)).contains(&f),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => f > -TWO_63 && f < TWO_63,
         Kind::Uint64 | Kind::Fixed64 => (0.0..2.0 * TWO_63).contains(&f),
+        _ => true,
+    }
+}
+
+/// Whether integer `n` is in the range of integer type `kind`.
+fn fits_exactly(kind: &Kind, n: i128) -> bool {
+    match kind {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => i32::try_from(n).is_ok(),
+        Kind::Uint32 | Kind::Fixed32 => u32::try_from(n).is_ok(),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => i64::try_from(n).is_ok(),
+        Kind::Uint64 | Kind::Fixed64 => u64::try_from(n).is_ok(),
         _ => true,
     }
 }
@@ -772,20 +804,24 @@ fn mend_value(field: &FieldDescriptor, value: &Value, json: &mut Json) {
             };
             let value_field = entry.map_entry_value_field();
             for (key, value) in entries {
-                let key = match key {
-                    MapKey::Bool(b) => b.to_string(),
-                    MapKey::I32(n) => n.to_string(),
-                    MapKey::I64(n) => n.to_string(),
-                    MapKey::U32(n) => n.to_string(),
-                    MapKey::U64(n) => n.to_string(),
-                    MapKey::String(s) => s.clone(),
-                };
-                if let Some(json) = json.get_mut(&key) {
+                if let Some(json) = json.get_mut(map_key_text(key)) {
                     mend_value(&value_field, value, json);
                 }
             }
         }
         value => mend_scalar(value, json),
+    }
+}
+
+/// A map key as proto3 JSON writes it (every key is a string).
+pub(super) fn map_key_text(key: &MapKey) -> String {
+    match key {
+        MapKey::Bool(b) => b.to_string(),
+        MapKey::I32(n) => n.to_string(),
+        MapKey::I64(n) => n.to_string(),
+        MapKey::U32(n) => n.to_string(),
+        MapKey::U64(n) => n.to_string(),
+        MapKey::String(s) => s.clone(),
     }
 }
 
@@ -857,6 +893,34 @@ mod tests {
             err,
             "field `a.b` is out of range for its type (int64): 1e+19"
         );
+    }
+
+    #[test]
+    fn integers_as_strings_past_a_types_range_are_refused_naming_the_field() {
+        let err = |kind: Kind, text: &str| {
+            conform_scalar(&kind, &mut Json::String(text.into()), "page.size.").err()
+        };
+        assert_eq!(
+            err(Kind::Uint64, "18446744073709551616").as_deref(),
+            Some(
+                "field `page.size` is out of range for its type (uint64): \"18446744073709551616\""
+            )
+        );
+        assert!(err(Kind::Uint64, "-1").is_some());
+        assert!(err(Kind::Fixed32, "4294967296").is_some());
+        assert!(err(Kind::Int32, "2147483648").is_some());
+        assert!(err(Kind::Sint64, "-9223372036854775809").is_some());
+        assert!(err(Kind::Uint32, "4294967295").is_none());
+        assert!(err(Kind::Int64, "-9223372036854775808").is_none());
+        assert!(err(Kind::Uint64, "18446744073709551615").is_none());
+        assert!(err(Kind::Sfixed32, "-2147483648").is_none());
+        // With an exponent, or a JSON number the reader took as an integer.
+        assert!(err(Kind::Int64, "1e19").is_some());
+        let mut json: Json = serde_json::from_str("2147483648").unwrap();
+        assert!(conform_scalar(&Kind::Int32, &mut json, "n.").is_err());
+        let mut json: Json = serde_json::from_str("18446744073709551615").unwrap();
+        assert!(conform_scalar(&Kind::Int64, &mut json, "n.").is_err());
+        assert!(conform_scalar(&Kind::Uint64, &mut json, "n.").is_ok());
     }
 
     #[test]
