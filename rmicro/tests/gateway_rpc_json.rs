@@ -343,3 +343,168 @@ async fn bindings_set_nested_fields_and_answer_one_field_by_its_json_name() {
         r.body
     );
 }
+
+/// `response_body` naming an `Any` field: the `Any` as proto3 JSON writes it, `{}` when the
+/// service left it unset (its default value, as for any other field), not a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_any_answers_its_json_and_an_empty_object_when_unset() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = interop::call_with(&gw, "GET", "/v1/any/s", &[], "").await;
+    assert_eq!(
+        (r.status, json(&r)),
+        (200, serde_json::json!({})),
+        "{}",
+        r.body
+    );
+    let r = post(
+        &gw,
+        "/interop/interop/mirror",
+        r#"{"any": {"@type": "type.googleapis.com/interop.v1.Note", "text": "t"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A request message of a well-known type with a JSON form of its own (a wrapper, a
+/// `ListValue`) is the whole body in that form, as protojson and json_format read it
+/// (`"hi"`, `[1, "a"]`), not refused for not being an object; a wrapper's `value` may come
+/// from the query string as any field's. What json_format refuses the gateway refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_a_well_known_type_is_read_in_its_own_json_form() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (path, type_name, sent) in [
+        (
+            "/interop/interop/wrapped",
+            "google.protobuf.StringValue",
+            r#""hi""#,
+        ),
+        (
+            "/interop/interop/wrapped",
+            "google.protobuf.StringValue",
+            r#""""#,
+        ),
+        (
+            "/interop/interop/listed",
+            "google.protobuf.ListValue",
+            r#"[1, "a", null, {"k": [true]}]"#,
+        ),
+        ("/interop/interop/listed", "google.protobuf.ListValue", "[]"),
+        (
+            "/interop/interop/wrapped",
+            "google.protobuf.StringValue",
+            r#"{"value": "hi"}"#,
+        ),
+        ("/interop/interop/listed", "google.protobuf.ListValue", "{}"),
+        (
+            "/interop/interop/wrapped",
+            "google.protobuf.StringValue",
+            "5",
+        ),
+    ] {
+        let want = py.parse(type_name, sent);
+        let r = post(&gw, path, sent).await;
+        match (r.status, want) {
+            (200, Ok(want)) => {
+                assert_eq!(
+                    differences(&json(&r), &want),
+                    Vec::<String>::new(),
+                    "{sent}"
+                );
+            }
+            (400, Err(_)) => {}
+            (status, want) => panic!(
+                "{sent}: the gateway {status} {}, json_format {want:?}",
+                r.body
+            ),
+        }
+    }
+    let r = interop::call_with(&gw, "GET", "/interop/interop/wrapped?value=a%20b", &[], "").await;
+    assert_eq!(
+        (r.status, json(&r)),
+        (200, serde_json::json!("a b")),
+        "{}",
+        r.body
+    );
+}
+
+/// A proto2 message missing a `required` field, at any depth (a message field, a list's item,
+/// a map's value), is the client's error, naming the field, as protojson and go-micro's jsonpb
+/// refuse it, rather than sent to a service that cannot answer it. Set fields with presence
+/// are written even at their default values, as json_format writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proto2_message_missing_a_required_field_is_refused_naming_it() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (sent, field) in [
+        ("{}", "id"),
+        (r#"{"id": "a", "child": {"count": 1}}"#, "child.id"),
+        (
+            r#"{"id": "a", "children": [{"id": "b"}, {"child": {"id": "c"}}]}"#,
+            "children[1].id",
+        ),
+        (
+            r#"{"id": "a", "byName": {"k": {"id": "b", "child": {}}}}"#,
+            "byName[k].child.id",
+        ),
+    ] {
+        let r = post(&gw, "/interop/interop/legacy", sent).await;
+        assert_eq!(r.status, 400, "{sent}: {}", r.body);
+        let detail = json(&r)["detail"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            detail,
+            format!(
+                "field `{field}` is required (proto2 `required`) in `interop.legacy.Old`; give it"
+            ),
+            "{sent}"
+        );
+    }
+    let sent = r#"{"id": "a", "count": 7, "child": {"id": "", "count": 0}}"#;
+    let r = post(&gw, "/interop/interop/legacy", sent).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let want = py.parse("interop.legacy.Old", sent).unwrap();
+    assert_eq!(differences(&json(&r), &want), Vec::<String>::new());
+    assert_eq!(differences(&py.last(), &want), Vec::<String>::new());
+}
+
+/// A query parameter for a field that holds one value, given twice (`str=a&str=b`), or once by
+/// each of its names, is the client's error, as grpc-gateway refuses it and as the gateway
+/// refuses a field named twice in a body: one of the two would be dropped. A repeated field
+/// takes every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_parameter_for_a_single_value_given_twice_is_refused() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (query, says) in [
+        (
+            "str=a&str=b",
+            "field `str` is given twice in the query string; give it once",
+        ),
+        (
+            "customName=a&renamed=b",
+            "field `renamed` is given twice in the query string (as `customName` and \
+             `renamed`); give it once",
+        ),
+        (
+            "nested.name=a&nested.name=b",
+            "field `nested.name` is given twice in the query string; give it once",
+        ),
+        (
+            "maybeInt=1&maybe_int=1",
+            "field `maybe_int` is given twice in the query string (as `maybeInt` and \
+             `maybe_int`); give it once",
+        ),
+    ] {
+        let path = format!("/v1/mirror/1/2?{query}");
+        let r = interop::call_with(&gw, "GET", &path, &[], "").await;
+        assert_eq!(
+            (r.status, json(&r)["detail"].as_str()),
+            (400, Some(says)),
+            "{query}: {}",
+            r.body
+        );
+    }
+    let r = interop::call_with(&gw, "GET", "/v1/mirror/1/2?names=a&names=a&str=s", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        py.last(),
+        serde_json::json!({"i64": "1", "kind": "HARDCOVER", "names": ["a", "a"], "str": "s"})
+    );
+}

@@ -37,14 +37,15 @@ stubs, reflection_kind = sys.argv[1], sys.argv[2]
 delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0.0
 os.makedirs(stubs, exist_ok=True)
 include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-for proto in ("interop.proto", "interop_extra.proto"):
+for proto in ("interop.proto", "interop_extra.proto", "interop_legacy.proto"):
     if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", proto]) != 0:
         sys.exit(f"grpc_tools.protoc failed on {proto}")
 sys.path.insert(0, stubs)
 import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
+import interop_legacy_pb2  # noqa: E402
 import interop_pb2 as pb  # noqa: E402
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory  # noqa: E402
-from google.protobuf import duration_pb2, struct_pb2  # noqa: E402
+from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2  # noqa: E402
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # noqa: E402  (grpcio-status's)
 from grpc_status import rpc_status  # noqa: E402
 
@@ -180,6 +181,9 @@ handlers = {
     "Big": unary(big, pb.BigRequest, pb.BigReply),
     "Labelled": unary(labelled, pb.Empty, pb.Everything),
     "Mirror": unary(mirror, pb.Scalars, pb.Scalars),
+    "Legacy": unary(mirror, interop_legacy_pb2.Old, interop_legacy_pb2.Old),
+    "Wrapped": unary(mirror, wrappers_pb2.StringValue, wrappers_pb2.StringValue),
+    "Listed": unary(mirror, struct_pb2.ListValue, struct_pb2.ListValue),
 }
 
 def not_served(version):

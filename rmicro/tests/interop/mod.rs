@@ -137,7 +137,8 @@ pub(crate) const MIRROR_BINDINGS: &str = r#"[
     {"method": "PUT", "path": "/v1/nested/{str}", "body": "nested"},
     {"method": "PATCH", "path": "/v1/objects/{maybe_nested.name}", "body": "object"},
     {"method": "GET", "path": "/v1/names/{str}", "response_body": "names"},
-    {"method": "GET", "path": "/v1/maybe/{str}", "response_body": "maybe_nested"}
+    {"method": "GET", "path": "/v1/maybe/{str}", "response_body": "maybe_nested"},
+    {"method": "GET", "path": "/v1/any/{str}", "response_body": "any"}
 ]"#;
 
 /// Registers the Python server at `address` as service `name`, in go-micro v2's registry JSON
@@ -162,6 +163,9 @@ pub(crate) async fn register(registry: &Arc<dyn Registry>, name: &str, address: 
             endpoint("Slow", "SlowRequest", "CallInfo"),
             endpoint("Big", "BigRequest", "BigReply"),
             endpoint("Labelled", "Empty", "Everything"),
+            endpoint("Legacy", "Old", "Old"),
+            endpoint("Wrapped", "StringValue", "StringValue"),
+            endpoint("Listed", "ListValue", "ListValue"),
             {
                 "name": "Interop.Mirror",
                 "request": {"name": "Scalars", "type": "Scalars", "values": null},

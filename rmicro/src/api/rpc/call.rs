@@ -288,8 +288,8 @@ impl RpcHandler {
             }
         };
         if !target.response_body.is_empty() {
-            json = response_field(&method.output(), &reply, json, &target.response_body)
-                .ok_or_else(|| {
+            json =
+                response_field(&method.output(), json, &target.response_body).ok_or_else(|| {
                     error::response(
                         StatusCode::BAD_GATEWAY,
                         format!("the response has no field `{}`", target.response_body),
@@ -412,11 +412,11 @@ fn undecoded(any: &prost_types::Any) -> serde_json::Value {
 }
 
 /// The field `name` (as the binding's `response_body` names it: its proto name) of the response
-/// `json`, decoded from `reply` of type `desc`. A field left out at its default value is written
-/// with it (`[]`, `0`, `""`…), so the answer is never empty.
+/// `json` of type `desc`. A field left out (at its default value, or unset) is written with its
+/// default value (`[]`, `0`, `""`, `{}` for a message or an `Any`, its own form for a well-known
+/// type), so the answer is never empty, as grpc-gateway answers.
 fn response_field(
     desc: &MessageDescriptor,
-    reply: &Bytes,
     mut json: serde_json::Value,
     name: &str,
 ) -> Option<serde_json::Value> {
@@ -426,25 +426,20 @@ fn response_field(
     if let Some(value) = json.get_mut(field.json_name()) {
         return Some(value.take());
     }
-    let output = DynamicMessage::decode(desc.clone(), reply.clone()).ok()?;
-    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut json = output
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .ok()?;
-    if let Some(value) = json.get_mut(field.json_name()) {
-        return Some(value.take());
-    }
-    // Not written even with defaults: a message field, a oneof member or a proto3 `optional`
-    // field the service left unset. Its default value stands in (`{}` for a message, its own
-    // form for a well-known type), as grpc-gateway answers.
+    // Left out, so at its default value (a field without presence), or unset (a message field,
+    // a oneof member, a proto3 `optional` field): written from a message holding that value.
     let mut holder = DynamicMessage::new(desc.clone());
     holder.set_field(
         &field,
         prost_reflect::Value::default_value_for_field(&field),
     );
+    // An empty `Any` is written `{}`, as protojson writes it (prost-reflect cannot write one).
+    proto_json::mark_anys(&mut holder);
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
     let mut json = holder
         .serialize_with_options(serde_json::value::Serializer, &options)
         .ok()?;
+    proto_json::mend_response(&holder, &mut json);
     json.get_mut(field.json_name()).map(serde_json::Value::take)
 }
 
@@ -521,7 +516,7 @@ mod tests {
         let field = |message: &str, name: &str| {
             let desc = pool.get_message_by_name(message).unwrap();
             let json = serde_json::json!({});
-            response_field(&desc, &Bytes::new(), json, name)
+            response_field(&desc, json, name)
         };
         // A message field: an empty message, its fields at their defaults written out (as the
         // rest of a `response_body` answer is); a oneof member or a scalar: its zero.
@@ -532,6 +527,11 @@ mod tests {
         assert_eq!(
             field("google.protobuf.Type", "name"),
             Some(serde_json::json!(""))
+        );
+        // An `Any` left unset: `{}`, as protojson writes an empty one.
+        assert_eq!(
+            field("google.protobuf.Option", "value"),
+            Some(serde_json::json!({}))
         );
 
         // `message M { oneof pick { int32 n = 1; } optional string s = 2; }`
@@ -575,7 +575,7 @@ mod tests {
         )
         .unwrap();
         let desc = pool.get_message_by_name("t.M").unwrap();
-        let unset = |name| response_field(&desc, &Bytes::new(), serde_json::json!({}), name);
+        let unset = |name| response_field(&desc, serde_json::json!({}), name);
         assert_eq!(unset("n"), Some(serde_json::json!(0)));
         assert_eq!(unset("s"), Some(serde_json::json!("")));
         assert_eq!(field("google.protobuf.Type", "no_such"), None);

@@ -1,7 +1,9 @@
 //! The request message, built from the JSON body, the path's captures and the query string as
 //! the binding says.
 
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{
+    Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 
 use super::proto_json;
 use super::route::Target;
@@ -9,8 +11,10 @@ use super::template::{percent_decode, Decode};
 
 /// The request message: the JSON body where `body` says, then path captures and (for the rest)
 /// query parameters, each converted to its field's JSON type. A query parameter may not set a
-/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder); parameters that
-/// name no field are ignored.
+/// field the path or the body binds (as in grpc-gateway and Envoy's transcoder), nor one field
+/// twice; parameters that name no field are ignored. A message of a well-known type with a JSON
+/// form of its own (`StringValue`, `ListValue`, `Timestamp`...) is the whole body in that form.
+/// Every proto2 `required` field must be set.
 pub(super) fn build_request(
     desc: &MessageDescriptor,
     target: &Target,
@@ -20,6 +24,14 @@ pub(super) fn build_request(
     let mut json = serde_json::Map::new();
     if !body.is_empty() && !target.body.is_empty() {
         let value = proto_json::parse_body(body)?;
+        if target.body == "*"
+            && target.captures.is_empty()
+            && proto_json::has_json_form(desc.full_name())
+        {
+            // As protojson reads the message (`"hi"` for a `StringValue`, `[1, 2]` for a
+            // `ListValue`), not as an object of its fields.
+            return read_message(desc, value);
+        }
         if target.body == "*" {
             match value {
                 serde_json::Value::Object(map) => json = map,
@@ -43,6 +55,8 @@ pub(super) fn build_request(
     }
     let whole_body_used = target.body == "*" && !body.is_empty();
     if !whole_body_used {
+        // The fields that hold one value set so far, and by which parameter.
+        let mut given: Vec<(String, String)> = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let decode = |text| {
@@ -79,6 +93,21 @@ pub(super) fn build_request(
                     target.body
                 ));
             }
+            // As grpc-gateway: one of two values for a field that holds one would be lost (a
+            // map's entry, set by key, is replaced by a later value for the key).
+            let single = map_key.is_none() && chain.last().is_some_and(|f| !f.is_list());
+            if single {
+                if let Some((_, first)) = given.iter().find(|(f, _)| *f == field) {
+                    let names = match first == &key {
+                        true => String::new(),
+                        false => format!(" (as `{first}` and `{key}`)"),
+                    };
+                    return Err(format!(
+                        "field `{field}` is given twice in the query string{names}; give it once"
+                    ));
+                }
+                given.push((field.clone(), key.clone()));
+            }
             match map_key {
                 Some(map_key) => set_map_entry(&mut json, &chain, &key, map_key, &value)?,
                 None => set_param(&mut json, &chain, &key, &value)?,
@@ -86,11 +115,81 @@ pub(super) fn build_request(
         }
     }
     let mut value = serde_json::Value::Object(json);
+    // A wrapper's `value` is set as a field (`?value=…`); its JSON form is that value alone.
+    if is_wrapper(desc.full_name()) {
+        if let Some(wrapped) = value.get_mut("value") {
+            value = wrapped.take();
+        }
+    }
+    read_message(desc, value)
+}
+
+/// The message of type `desc` that request JSON `value` stands for, as proto3 JSON reads it.
+fn read_message(
+    desc: &MessageDescriptor,
+    mut value: serde_json::Value,
+) -> Result<DynamicMessage, String> {
     proto_json::conform_request(desc, &mut value, "")?;
     let mut message = DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))?;
     proto_json::restore_anys(&mut message);
+    // Refused as protojson and go-micro's jsonpb refuse it: a service cannot read the message.
+    if let Some((path, owner)) = missing_required(&message, "") {
+        return Err(format!(
+            "field `{path}` is required (proto2 `required`) in `{owner}`; give it"
+        ));
+    }
     Ok(message)
+}
+
+/// Whether `name` is one of the wrapper types (`google.protobuf.StringValue`, ...).
+fn is_wrapper(name: &str) -> bool {
+    matches!(
+        name,
+        "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    )
+}
+
+/// The first proto2 `required` field left unset in `message` or a message it holds (in a field,
+/// a list, a map's value), by its path in JSON names (`children[1].id`, after `at`), and the
+/// type it is missing from.
+fn missing_required(message: &DynamicMessage, at: &str) -> Option<(String, String)> {
+    let desc = message.descriptor();
+    if let Some(field) = desc
+        .fields()
+        .find(|f| f.cardinality() == Cardinality::Required && !message.has_field(f))
+    {
+        let path = format!("{at}{}", field.json_name());
+        return Some((path, desc.full_name().to_string()));
+    }
+    for (field, value) in message.fields() {
+        let name = field.json_name();
+        let found = match value {
+            Value::Message(inner) => missing_required(inner, &format!("{at}{name}.")),
+            Value::List(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let inner = item.as_message()?;
+                missing_required(inner, &format!("{at}{name}[{i}]."))
+            }),
+            Value::Map(entries) => entries.iter().find_map(|(key, item)| {
+                let inner = item.as_message()?;
+                let key = proto_json::map_key_text(key);
+                missing_required(inner, &format!("{at}{name}[{key}]."))
+            }),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 /// The fields `path` (`a.b.c`, by proto or JSON names) names, outermost first; `None` when a
