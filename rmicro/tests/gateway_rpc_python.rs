@@ -709,3 +709,45 @@ async fn a_long_error_is_the_services_and_a_node_gone_mid_answer_is_502() {
         r.body
     );
 }
+
+/// A redeploy that adds a response field, rolled out while a node of the old version is still
+/// registered (a canary, a rolling update): the new node's answers carry the new field, although
+/// the descriptors were first read from the old node (they are read again from the node whose
+/// answer holds fields they lack), and the old node's answers stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_response_field_from_a_redeployed_node_is_not_dropped() {
+    let old = python("v1alpha", 0).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &old.address).await;
+    let (gw, _stop) = gateway(Arc::clone(&registry), &["--selector", "roundrobin"]).await;
+    let label = serde_json::json!({
+        "@type": "type.googleapis.com/interop.extra.Label", "key": "from-python", "weight": "7",
+    });
+    let r = post(&gw, "/interop/interop/labelled", "{}").await;
+    assert_eq!(
+        (r.status, json(&r)),
+        (200, serde_json::json!({"any": label})),
+        "{}",
+        r.body
+    );
+
+    let new = interop::python_next("v1alpha").await;
+    register(&registry, "go.micro.srv.interop", &new.address).await;
+    let (mut added, mut plain) = (0, 0);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while (added < 2 || plain < 2) && std::time::Instant::now() < until {
+        let r = post(&gw, "/interop/interop/labelled", "{}").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = json(&r);
+        if v == serde_json::json!({"any": label, "added": "in the next version"}) {
+            added += 1;
+        } else {
+            assert_eq!(v, serde_json::json!({"any": label}));
+            plain += 1;
+        }
+    }
+    assert!(
+        added >= 2 && plain >= 2,
+        "new node's answers with `added`: {added}, old node's: {plain}"
+    );
+}

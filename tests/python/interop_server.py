@@ -1,12 +1,14 @@
 """A gRPC service written with Python grpcio (not rmicro): tests/python/interop.proto's Interop
 service, for the rpc gateway's interop tests (rmicro/tests/gateway_rpc_python.rs).
 
-Usage: interop_server.py STUBS_DIR REFLECTION [DELAY_MS]
+Usage: interop_server.py STUBS_DIR REFLECTION [DELAY_MS [next]]
   STUBS_DIR   where to generate the Python stubs (grpc_tools.protoc, at start)
   REFLECTION  v1alpha: serve server reflection as grpcio-reflection does (v1alpha only);
               none: serve no reflection at all (UNIMPLEMENTED, as for any unknown method)
   DELAY_MS    how long each reflection call (answered or not) takes, so that concurrent
               callers overlap; 0 by default
+  next        serve the service's next version, as a redeploy would: `Everything` has a field
+              more, `added = 100`, which `Labelled` sets
 
 Prints `listening on 127.0.0.1:PORT` once serving. Then each line on its standard input is
 answered with a line of JSON on its standard output:
@@ -35,10 +37,25 @@ from grpc_tools import protoc
 here = os.path.dirname(os.path.abspath(__file__))
 stubs, reflection_kind = sys.argv[1], sys.argv[2]
 delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0.0
+next_version = len(sys.argv) > 4 and sys.argv[4] == "next"
 os.makedirs(stubs, exist_ok=True)
 include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+sources = here
+if next_version:
+    # The same files, `Everything` with one field more, compiled from a copy.
+    sources = os.path.join(stubs, "next")
+    os.makedirs(sources, exist_ok=True)
+    for name in ("interop.proto", "interop_extra.proto", "interop_legacy.proto"):
+        with open(os.path.join(here, name)) as f:
+            text = f.read()
+        if name == "interop.proto":
+            marker = "message Everything {\n"
+            assert marker in text
+            text = text.replace(marker, marker + "  string added = 100;\n")
+        with open(os.path.join(sources, name), "w") as f:
+            f.write(text)
 for proto in ("interop.proto", "interop_extra.proto", "interop_legacy.proto"):
-    if protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={stubs}", proto]) != 0:
+    if protoc.main(["protoc", f"-I{sources}", f"-I{include}", f"--python_out={stubs}", proto]) != 0:
         sys.exit(f"grpc_tools.protoc failed on {proto}")
 sys.path.insert(0, stubs)
 import interop_extra_pb2  # noqa: E402  (in the default pool, so reflection knows it)
@@ -165,6 +182,8 @@ def big(request, context):
 def labelled(request, context):
     reply = pb.Everything()
     reply.any.Pack(interop_extra_pb2.Label(key="from-python", weight=7))
+    if next_version:
+        reply.added = "in the next version"
     return reply
 
 

@@ -20,8 +20,9 @@
 //! servers answer from their generated descriptors; `grpc.reflection.v1`, or `v1alpha` for a
 //! node that serves only that, as grpcio-reflection and older grpc-go do), and are cached per
 //! service and gRPC service while the node they came from is registered; a request naming a
-//! field or method they lack has them read again once, so a redeployed service's additions are
-//! seen without restarting the gateway. Concurrent requests that find them missing for the same node share
+//! field or method they lack has them read again once, and so does an answer holding fields
+//! they lack from another node (a newer version beside the one they were read from), so a
+//! redeployed service's additions are seen without restarting the gateway. Concurrent requests that find them missing for the same node share
 //! one read from it, and its failure; a request waits for it no longer than its call's limit
 //! (504), and the read goes on for those that follow. A node without server reflection answers 501 saying so.
 //! Errors come back as go-micro JSON with the mapped HTTP status (and the details a status

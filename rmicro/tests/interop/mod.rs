@@ -83,6 +83,16 @@ impl Drop for Python {
 /// Starts the Python interop server; `reflection` is `v1alpha` or `none`, each reflection call
 /// taking `delay_ms`.
 pub(crate) async fn python(reflection: &'static str, delay_ms: u32) -> Python {
+    start_python(reflection, delay_ms, false).await
+}
+
+/// The Python interop server's next version, as a redeploy brings it: `Everything` has a field
+/// more (`added = 100`), which `Labelled` sets.
+pub(crate) async fn python_next(reflection: &'static str) -> Python {
+    start_python(reflection, 0, true).await
+}
+
+async fn start_python(reflection: &'static str, delay_ms: u32, next: bool) -> Python {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let script = root.join("tests/python/interop_server.py");
     let stubs_dir = std::env::temp_dir().join(format!(
@@ -96,6 +106,7 @@ pub(crate) async fn python(reflection: &'static str, delay_ms: u32) -> Python {
             .arg(&stubs_dir)
             .arg(reflection)
             .arg(delay_ms.to_string())
+            .args(next.then_some("next"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -14,7 +14,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
-use super::{error, proto_json, Fail, NodeFail, RpcHandler};
+use super::{descriptors, error, proto_json, Fail, NodeFail, RpcHandler};
 use crate::api::proxy;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
@@ -262,6 +262,20 @@ impl RpcHandler {
                         format!("the response of `{grpc_path}` does not decode: {e}"),
                     )
                 })?;
+            // Fields the descriptors lack, in an answer from a node they were not read from:
+            // a newer version of the service (a canary, a rolling update) that the gateway
+            // would otherwise answer for without them while an older node stays registered.
+            // Read from this node (at most once a second; a failure leaves the answer as it is).
+            if !reread
+                && descriptors::has_unknown_fields(&output)
+                && self.read_elsewhere(&target.service, grpc_path, node)
+            {
+                reread = true;
+                if let Ok((newer, _)) = describe(true).await {
+                    method = newer;
+                    continue;
+                }
+            }
             proto_json::mark_anys(&mut output);
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {

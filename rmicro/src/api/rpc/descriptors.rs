@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use prost_reflect::{DescriptorPool, MethodDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 use rmicro_runtime::registry::Node;
 
 use super::channels::MAX_CHANNELS;
@@ -136,6 +136,21 @@ impl RpcHandler {
             .filter(|d| nodes.iter().any(|n| n.id == d.node))
             .filter(|d| !reread || d.read.elapsed() < REREAD_AFTER)
             .map(|d| d.pool.clone())
+    }
+
+    /// Whether the descriptors cached for `grpc_path`'s gRPC service of registry service
+    /// `service` were read from a node other than `node`.
+    pub(super) fn read_elsewhere(&self, service: &str, grpc_path: &str, node: &Node) -> bool {
+        let grpc_service = grpc_path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(s, _)| s);
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pool_key(service, grpc_service))
+            .is_some_and(|d| d.node != node.id)
     }
 
     /// `method` from descriptors that also define message `name` (an `Any`'s type that the
@@ -272,4 +287,19 @@ impl RpcHandler {
             .filter(|(id, _)| nodes.iter().any(|n| &n.id == id))
             .map(|(_, grpc_service)| grpc_service.clone())
     }
+}
+
+/// Whether `message`, or a message it holds (in a field, a list, a map's value; not inside an
+/// `Any`'s bytes), has fields its descriptor lacks: a node of a newer version may have written
+/// them.
+pub(super) fn has_unknown_fields(message: &DynamicMessage) -> bool {
+    if message.unknown_fields().next().is_some() {
+        return true;
+    }
+    let holds = |value: &Value| value.as_message().is_some_and(has_unknown_fields);
+    message.fields().any(|(_, value)| match value {
+        Value::List(items) => items.iter().any(holds),
+        Value::Map(entries) => entries.values().any(holds),
+        value => holds(value),
+    })
 }
