@@ -942,12 +942,28 @@ async fn a_bound_path_with_another_method_answers_405_with_allow() {
     // `/v1/{name=shelves/*/books/*}` is bound for GET (EchoBook) and PATCH (UpdateBook).
     let r = call(&gw, "DELETE", "/v1/shelves/s1/books/b1", "").await;
     let detail = error_detail(&r, 405);
-    assert_eq!(r.header("allow"), Some("GET, PATCH"), "{detail}");
-    assert!(detail.contains("takes GET, PATCH"), "{detail}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PATCH"), "{detail}");
+    assert!(detail.contains("takes GET, HEAD, PATCH"), "{detail}");
     assert_eq!(json(&r)["status"], "Method Not Allowed", "{}", r.body);
     // A path no binding takes is still go-micro's form (and its 404).
     let r = call(&gw, "DELETE", "/nosuch/call", "").await;
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_on_a_get_binding_answers_the_get_head_without_its_body() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let get = call(&gw, "GET", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(get.status, 200, "{}", get.body);
+    let head = call(&gw, "HEAD", "/v1/shelves/s1/books/b1", "").await;
+    assert_eq!(head.status, 200, "{}", head.body);
+    assert_eq!(head.body, "", "a HEAD answer carries no body");
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    assert_eq!(head.header("content-length"), get.header("content-length"));
+    // A path bound for POST only does not take HEAD: the 405's head, without its body.
+    let r = call(&gw, "HEAD", "/v4/Dune/Ann", "").await;
+    assert_eq!((r.status, r.body.as_str()), (405, ""));
+    assert_eq!(r.header("allow"), Some("POST"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

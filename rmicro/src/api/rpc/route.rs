@@ -189,10 +189,21 @@ impl RpcHandler {
 
     pub(super) async fn resolve(&self, method: &Method, path: &str) -> Result<Target, Fail> {
         let bindings = self.bindings().await?;
+        // HEAD is GET without the body (RFC 9110, 9.3.2): a GET binding takes it (unless a
+        // custom binding takes HEAD itself), and the server leaves the body out. Load
+        // balancers' checks send it.
+        let head = *method == Method::HEAD;
+        let takes = |bound: &str| {
+            bound.eq_ignore_ascii_case(method.as_str())
+                || (head && bound.eq_ignore_ascii_case(Method::GET.as_str()))
+        };
         // Methods bound to this path, should the request's method be none of them.
         let mut allowed: Vec<String> = Vec::new();
-        for b in bindings.iter() {
-            if !b.method.eq_ignore_ascii_case(method.as_str()) {
+        let bound_to_head = bindings
+            .iter()
+            .filter(|b| head && b.method.eq_ignore_ascii_case("HEAD"));
+        for b in bound_to_head.chain(bindings.iter()) {
+            if !takes(&b.method) {
                 if b.template.matches(path).is_some() {
                     let bound = b.method.to_ascii_uppercase();
                     if !allowed.contains(&bound) {
@@ -223,6 +234,9 @@ impl RpcHandler {
             // A bound path with another method: say which methods it takes, rather than that a
             // service named after the path's first segment does not exist.
             Err(resp) if resp.status() == StatusCode::NOT_FOUND && !allowed.is_empty() => {
+                if allowed.iter().any(|m| m == "GET") {
+                    allowed.push("HEAD".to_string());
+                }
                 allowed.sort();
                 let allow = allowed.join(", ");
                 let mut resp = error::response(
