@@ -425,6 +425,16 @@ impl Proxy {
                                 format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
                             );
                             }
+                            // `gzip, chunked`: hyper undid the chunks only, and `Transfer-Encoding`
+                            // is this hop's, so the client would take the coded bytes for the
+                            // body (nginx and Go's transport refuse it too).
+                            if other_transfer_coding(&parts.headers) {
+                                tracing::warn!(%service, %address, "backend sent a response in a transfer coding other than chunked");
+                                return fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}` node {address} sent a response in a transfer coding other than `chunked`, which the gateway cannot pass on (compress with `Content-Encoding` instead)"),
+                            );
+                            }
                             strip_present_hop_by_hop(&mut parts.headers);
                         }
                         if let Some(required) = required {
