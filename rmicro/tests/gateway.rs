@@ -1511,6 +1511,39 @@ async fn plugins_see_the_host_the_node_sees() {
     assert!(r.contains("more than one Host header"), "{r}");
 }
 
+/// Headers a client lists in `Connection` are for the gateway alone, and are removed before
+/// plugins see the request: a client cannot strip a header a plugin sets for the node (an
+/// identity an auth plugin vouches for, a request id) by listing its name. Go's reverse proxy
+/// has the same order since its `Rewrite` hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_remove_a_header_a_plugin_sets_by_listing_it_in_connection() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let mut cli = Cli::new();
+    cli.plugin(HostSeen).unwrap();
+    let (gw, _stop) = gateway(cli, &[], registry).await;
+
+    let r = raw(
+        &gw,
+        "GET /echo/headers HTTP/1.1\r\nHost: shop.example\r\nConnection: X-Plugin-Host, x-secret, close\r\nX-Plugin-Host: forged\r\nX-Secret: s\r\nX-Kept: k\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(
+        node_saw(&r),
+        [
+            "host: shop.example",
+            "x-forwarded-for: 127.0.0.1",
+            "x-kept: k",
+            "x-plugin-host: shop.example"
+        ],
+        "{r}"
+    );
+
+    // Protocol switches, whose `Connection` lists `upgrade`, still pass behind plugins.
+    let (_conn, head) = switch(&gw, "/echo/chat", "echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_upgrade_offer_is_not_passed_on() {
     let (gw, _backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;

@@ -48,7 +48,9 @@ mod nodes;
 mod upgrade;
 
 // For the rpc handler and the gateway's `serve`.
-pub(crate) use headers::{codings, connection_tokens, other_transfer_coding, set_forwarding, Peer};
+pub(crate) use headers::{
+    codings, other_transfer_coding, set_forwarding, strip_connection_listed, Peer,
+};
 pub(crate) use host::{host_from_target, host_problem, Host};
 pub(crate) use nodes::{Quarantine, Seen};
 
@@ -267,7 +269,9 @@ impl Proxy {
                 .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
             let (mut parts, body) = req.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            // Behind plugins, the headers `Connection` lists are gone already (and those the
+            // plugins set stay).
+            strip_hop_by_hop(&mut parts.headers, host == Host::Unchecked);
             set_forwarding(
                 &mut parts.headers,
                 peer.as_ref(),
@@ -435,7 +439,7 @@ impl Proxy {
                                 format!("service `{service}` node {address} sent a response in a transfer coding other than `chunked`, which the gateway cannot pass on (compress with `Content-Encoding` instead)"),
                             );
                             }
-                            strip_present_hop_by_hop(&mut parts.headers);
+                            strip_present_hop_by_hop(&mut parts.headers, true);
                         }
                         if let Some(required) = required {
                             parts.headers.insert(header::UPGRADE, required);
@@ -577,7 +581,7 @@ fn tunnel(
     };
     let node = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, true);
     set_upgrade(&mut parts.headers, chosen);
     tokio::spawn(super::tunnel::run(
         client,
