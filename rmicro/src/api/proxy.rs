@@ -79,7 +79,10 @@ struct Inner {
     quarantine: Quarantine,
     /// Services that had nodes once.
     seen: Seen,
-    /// How long a tunnel (a connection that switched protocols) may carry nothing.
+    /// How long a tunnel (a connection that switched protocols) may carry nothing; also how
+    /// long a request body may bring nothing, and a node send nothing of a response body for
+    /// an HTTP/2 client (the connection's idle limit, which an HTTP/2 connection's streams do
+    /// not see).
     tunnel_idle: Duration,
     /// Where tunnels register when the request does not say (a proxy used outside a gateway's
     /// `serve`): never closed by a shutdown.
@@ -268,6 +271,8 @@ impl Proxy {
                 .flatten()
                 .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
+            // An HTTP/2 client's connection outlives a response body the node stops sending.
+            let h2 = req.version() == http::Version::HTTP_2;
             let (mut parts, body) = req.into_parts();
             // Behind plugins, the headers `Connection` lists are gone already (and those the
             // plugins set stay).
@@ -459,7 +464,8 @@ impl Proxy {
                             nodes: Arc::clone(&nodes),
                             node,
                         };
-                        return Response::from_parts(parts, ProxyBody::Backend(body, from));
+                        let stall = h2.then_some(self.inner.tunnel_idle);
+                        return Response::from_parts(parts, ProxyBody::backend(body, from, stall));
                     }
                     Ok(Err(err)) => {
                         if is_length_limit(&err) {
