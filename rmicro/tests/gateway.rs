@@ -1511,6 +1511,39 @@ async fn plugins_see_the_host_the_node_sees() {
     assert!(r.contains("more than one Host header"), "{r}");
 }
 
+/// Headers a client lists in `Connection` are for the gateway alone, and are removed before
+/// plugins see the request: a client cannot strip a header a plugin sets for the node (an
+/// identity an auth plugin vouches for, a request id) by listing its name. Go's reverse proxy
+/// has the same order since its `Rewrite` hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_remove_a_header_a_plugin_sets_by_listing_it_in_connection() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let mut cli = Cli::new();
+    cli.plugin(HostSeen).unwrap();
+    let (gw, _stop) = gateway(cli, &[], registry).await;
+
+    let r = raw(
+        &gw,
+        "GET /echo/headers HTTP/1.1\r\nHost: shop.example\r\nConnection: X-Plugin-Host, x-secret, close\r\nX-Plugin-Host: forged\r\nX-Secret: s\r\nX-Kept: k\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(
+        node_saw(&r),
+        [
+            "host: shop.example",
+            "x-forwarded-for: 127.0.0.1",
+            "x-kept: k",
+            "x-plugin-host: shop.example"
+        ],
+        "{r}"
+    );
+
+    // Protocol switches, whose `Connection` lists `upgrade`, still pass behind plugins.
+    let (_conn, head) = switch(&gw, "/echo/chat", "echo").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_upgrade_offer_is_not_passed_on() {
     let (gw, _backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;
@@ -2328,5 +2361,70 @@ async fn a_long_response_does_not_count_as_idle_time() {
         accepted.load(Ordering::SeqCst),
         1,
         "the connection of the long response was not taken again"
+    );
+}
+
+/// A node that sends part of a response body and then nothing, its connection open: an
+/// HTTP/1 client's connection is closed after the idle limit (no bytes either way); an HTTP/2
+/// client's stream is reset after it too, not held (with the node's connection) for as long as
+/// the node keeps its end open, while the connection's other streams go on. A stream whose
+/// body keeps coming, if slower than the limit altogether, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_http2() {
+    use tokio::io::AsyncWriteExt;
+    let node = raw_backend(|mut s| async move {
+        while let Some(head) = read_head(&mut s).await {
+            if head.starts_with("GET /stall/stuck ") {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                    .await;
+                // Open, and silent, for longer than the test runs.
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = s.write_all(b"1\r\nx\r\n").await;
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let (gw, _stop) =
+        gateway_to_addrs("go.micro.api.stall", &[node], &["--idle-timeout", "1s"]).await;
+    let (mut sender, conn) = http2_client(&gw).await;
+
+    let request = |path: &str| {
+        hyper::Request::get(format!("http://{gw}{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let stuck = sender.send_request(request("/stall/stuck")).await.unwrap();
+    assert_eq!(stuck.status(), 200);
+    let started = std::time::Instant::now();
+    let slow = sender.send_request(request("/stall/slow")).await.unwrap();
+    let (stuck, slow) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), stuck.into_body().collect()),
+        tokio::time::timeout(Duration::from_secs(10), slow.into_body().collect()),
+    );
+    let stuck = stuck.expect("the stalled body is cut within 10 s");
+    assert!(stuck.is_err(), "a cut-off body must not look complete");
+    let cut_after = started.elapsed();
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(4),
+        "cut after {cut_after:?}, for a 1 s idle limit"
+    );
+    // 2.4 s of body in all, a piece every 0.3 s: whole.
+    let slow = slow
+        .expect("the slow body ends")
+        .expect("the slow body is whole");
+    assert_eq!(slow.to_bytes(), "xxxxxxxx");
+    assert!(!conn.is_finished(), "the connection serves on");
+    assert_eq!(
+        http2_get(&mut sender, &gw, "/stall/again").await.1,
+        "xxxxxxxx"
     );
 }

@@ -657,6 +657,27 @@ async fn a_response_with_content_length_and_transfer_encoding_is_a_502() {
     .await;
 }
 
+/// hyper undoes only the chunking of a response in `Transfer-Encoding: gzip, chunked`; passed
+/// on, the client would get gzip bytes with nothing saying so (the hop's `Transfer-Encoding` is
+/// not forwarded) and take them for the body. nginx and Go's transport refuse such a response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_in_a_transfer_coding_other_than_chunked_is_a_502() {
+    bounded(async {
+        let py = python("1.1");
+        let (gw, _stop) = gateway("py", &py, &[]).await;
+        let mut client = Client::connect(&gw).await;
+        for _ in 0..2 {
+            let r = client.get("/py/tegzip").await;
+            assert_eq!(r.status, 502, "{}", r.text());
+            assert!(r.text().contains("transfer coding"), "{}", r.text());
+            // The node is not avoided for it.
+            let r = client.get("/py/hello").await;
+            assert_eq!((r.status, r.text().as_str()), (200, "hello 1.1"));
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_static_files_head_conditional_and_range_requests() {
     bounded(async {

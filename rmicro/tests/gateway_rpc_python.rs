@@ -9,7 +9,10 @@ mod interop;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interop::{call_with, gateway, json, post, python, register, setup, setup_delayed};
+use interop::{
+    call_with, gateway, gateway_with, json, post, python, register, setup, setup_delayed,
+};
+use rmicro::api::plugin::{HttpService, Plugin, PluginLayer};
 use rmicro_runtime::registry::{MemoryRegistry, Registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,6 +181,55 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     );
     let deadline = v["deadlineSeconds"].as_f64().unwrap();
     assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
+}
+
+/// A header a plugin sets becomes metadata even when the client lists its name in
+/// `Connection`: the headers listed there are removed before plugins see the request, not
+/// after them (which let a client drop what a plugin vouches for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_a_plugin_sets_reaches_the_service_whatever_connection_lists() {
+    struct SetsUser;
+    impl Plugin for SetsUser {
+        fn name(&self) -> &'static str {
+            "sets-user"
+        }
+        fn layer(&self) -> Option<PluginLayer> {
+            Some(PluginLayer::new(tower::layer::layer_fn(
+                |inner: HttpService| {
+                    HttpService::new(tower::util::MapRequest::new(
+                        inner,
+                        |mut req: http::Request<axum_core::body::Body>| {
+                            req.headers_mut()
+                                .insert("x-user", http::HeaderValue::from_static("ada"));
+                            req
+                        },
+                    ))
+                },
+            )))
+        }
+    }
+    let py = python("v1alpha", 0).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &py.address).await;
+    let mut cli = rmicro::Cli::new();
+    cli.plugin(SetsUser).unwrap();
+    let (gw, _stop) = gateway_with(cli, registry, &[]).await;
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[
+            ("Connection", "X-User, X-Hop"),
+            ("X-User", "forged"),
+            ("X-Hop", "for the gateway"),
+        ],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let metadata = &json(&r)["metadata"];
+    assert_eq!(metadata["x-user"], "ada", "{}", r.body);
+    assert_eq!(metadata["x-hop"], serde_json::Value::Null, "{}", r.body);
 }
 
 /// The service hears about the client as behind the http handler: the client's address is

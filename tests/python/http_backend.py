@@ -19,11 +19,13 @@ Paths (by their last segment, whatever the service prefix):
                     apart; answers `len=N sum=S` (S the sum of the bytes)
   /…/early          103 Early Hints, then `hinted` (1.1 only)
   /…/clte           a response with both Content-Length and Transfer-Encoding: chunked
+  /…/tegzip         a response in `Transfer-Encoding: gzip, chunked` (`hello` gzipped)
   /…/count          how many requests this process served before this one
   /…/broken         how many streamed answers broke off (the reader went away)
 
 Prints `listening on 127.0.0.1:PORT` once serving; exits when its standard input closes.
 """
+import gzip
 import sys
 import threading
 import time
@@ -164,6 +166,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"5\r\nhello\r\n0\r\n\r\n"
+            )
+        elif last == "tegzip":
+            zipped = gzip.compress(b"hello")
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(zipped), zipped)
             )
         else:
             self.send_error(404)

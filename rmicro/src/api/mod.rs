@@ -279,7 +279,8 @@ impl Gateway {
         // Before any plugin sees a request, its host is checked, and a host its target names
         // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
         // node will (the direct path does the same in the proxy; behind plugins it does not
-        // again).
+        // again). The headers the client lists in `Connection` are removed then too, so that
+        // none a plugin sets can be removed by the client after it.
         let pipeline = service;
         let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
             let pipeline = pipeline.clone();
@@ -288,6 +289,7 @@ impl Gateway {
                     return Ok(error::response(http::StatusCode::BAD_REQUEST, problem));
                 }
                 proxy::host_from_target(&mut req);
+                proxy::strip_connection_listed(req.headers_mut());
                 pipeline.oneshot(req).await
             }
         }));

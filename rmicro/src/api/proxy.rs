@@ -48,7 +48,9 @@ mod nodes;
 mod upgrade;
 
 // For the rpc handler and the gateway's `serve`.
-pub(crate) use headers::{codings, connection_tokens, other_transfer_coding, set_forwarding, Peer};
+pub(crate) use headers::{
+    codings, other_transfer_coding, set_forwarding, strip_connection_listed, Peer,
+};
 pub(crate) use host::{host_from_target, host_problem, Host};
 pub(crate) use nodes::{Quarantine, Seen};
 
@@ -77,7 +79,10 @@ struct Inner {
     quarantine: Quarantine,
     /// Services that had nodes once.
     seen: Seen,
-    /// How long a tunnel (a connection that switched protocols) may carry nothing.
+    /// How long a tunnel (a connection that switched protocols) may carry nothing; also how
+    /// long a request body may bring nothing, and a node send nothing of a response body for
+    /// an HTTP/2 client (the connection's idle limit, which an HTTP/2 connection's streams do
+    /// not see).
     tunnel_idle: Duration,
     /// Where tunnels register when the request does not say (a proxy used outside a gateway's
     /// `serve`): never closed by a shutdown.
@@ -266,8 +271,12 @@ impl Proxy {
                 .flatten()
                 .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
+            // An HTTP/2 client's connection outlives a response body the node stops sending.
+            let h2 = req.version() == http::Version::HTTP_2;
             let (mut parts, body) = req.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            // Behind plugins, the headers `Connection` lists are gone already (and those the
+            // plugins set stay).
+            strip_hop_by_hop(&mut parts.headers, host == Host::Unchecked);
             set_forwarding(
                 &mut parts.headers,
                 peer.as_ref(),
@@ -425,7 +434,17 @@ impl Proxy {
                                 format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
                             );
                             }
-                            strip_present_hop_by_hop(&mut parts.headers);
+                            // `gzip, chunked`: hyper undid the chunks only, and `Transfer-Encoding`
+                            // is this hop's, so the client would take the coded bytes for the
+                            // body (nginx and Go's transport refuse it too).
+                            if other_transfer_coding(&parts.headers) {
+                                tracing::warn!(%service, %address, "backend sent a response in a transfer coding other than chunked");
+                                return fail(
+                                StatusCode::BAD_GATEWAY,
+                                format!("service `{service}` node {address} sent a response in a transfer coding other than `chunked`, which the gateway cannot pass on (compress with `Content-Encoding` instead)"),
+                            );
+                            }
+                            strip_present_hop_by_hop(&mut parts.headers, true);
                         }
                         if let Some(required) = required {
                             parts.headers.insert(header::UPGRADE, required);
@@ -445,7 +464,8 @@ impl Proxy {
                             nodes: Arc::clone(&nodes),
                             node,
                         };
-                        return Response::from_parts(parts, ProxyBody::Backend(body, from));
+                        let stall = h2.then_some(self.inner.tunnel_idle);
+                        return Response::from_parts(parts, ProxyBody::backend(body, from, stall));
                     }
                     Ok(Err(err)) => {
                         if is_length_limit(&err) {
@@ -567,7 +587,7 @@ fn tunnel(
     };
     let node = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, true);
     set_upgrade(&mut parts.headers, chosen);
     tokio::spawn(super::tunnel::run(
         client,

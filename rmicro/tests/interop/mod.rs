@@ -212,7 +212,15 @@ pub(crate) async fn gateway(
     registry: Arc<dyn Registry>,
     extra: &[&str],
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let cli = Cli::new();
+    gateway_with(Cli::new(), registry, extra).await
+}
+
+/// As [`gateway`], with the plugins of `cli`.
+pub(crate) async fn gateway_with(
+    cli: Cli,
+    registry: Arc<dyn Registry>,
+    extra: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut args = vec![
         "rmicro",
         "api",

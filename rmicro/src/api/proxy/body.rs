@@ -1,23 +1,80 @@
 //! A proxied response's body, and the gateway's own error answers.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum_core::body::Body;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use rmicro_runtime::registry::Node;
+use tokio::time::{Instant, Sleep};
 
 use super::error;
+use crate::api::conn::later;
 
 /// A proxied response's body: the backend's, streamed as it arrives, or the gateway's own
 /// (errors). Not boxed: a box per response is measurable at the request rates a gateway sees.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
     Backend(Incoming, Source),
+    /// The backend's, for an HTTP/2 client: cut off once the node sends nothing of it for a
+    /// while (see [`Stall`]).
+    Watched(Incoming, Source, Pin<Box<Stall>>),
     Gateway(Body),
+}
+
+impl ProxyBody {
+    /// A node's response body; `stall` is the limit on its silences for an HTTP/2 client.
+    pub(crate) fn backend(body: Incoming, from: Source, stall: Option<Duration>) -> ProxyBody {
+        match stall {
+            Some(limit) if !http_body::Body::is_end_stream(&body) => {
+                let stall = Stall {
+                    limit,
+                    last: Instant::now(),
+                    timer: tokio::time::sleep(limit),
+                };
+                ProxyBody::Watched(body, from, Box::pin(stall))
+            }
+            _ => ProxyBody::Backend(body, from),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// How long a node may send nothing of a response body for an HTTP/2 client. An HTTP/1
+    /// client's connection is closed by its idle limit then (no bytes either way); an HTTP/2
+    /// connection stays open while any of its streams is in progress, and the stream would
+    /// wait, holding the node's connection, for as long as the node keeps its end open.
+    #[derive(Debug)]
+    pub(crate) struct Stall {
+        limit: Duration,
+        // When the node last sent a piece (or its head came).
+        last: Instant,
+        // Moved on only when it fires, not on every piece.
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+impl Stall {
+    /// Whether the node has sent nothing for the limit (else `cx` is woken when it may have).
+    fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        let mut this = self.project();
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = later(*this.last, *this.limit);
+            if due <= Instant::now() {
+                return true;
+            }
+            this.timer.as_mut().reset(due);
+        }
+    }
 }
 
 /// The node a response body comes from (named in the log should the body break off; go-micro
@@ -32,7 +89,7 @@ pub(crate) struct Source {
 impl From<ProxyBody> for Body {
     fn from(body: ProxyBody) -> Body {
         match body {
-            body @ ProxyBody::Backend(..) => Body::new(body),
+            body @ (ProxyBody::Backend(..) | ProxyBody::Watched(..)) => Body::new(body),
             ProxyBody::Gateway(body) => body,
         }
     }
@@ -54,36 +111,68 @@ impl http_body::Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum_core::Error>>> {
         match self.get_mut() {
-            ProxyBody::Backend(body, from) => Pin::new(body).poll_frame(cx).map_err(|err| {
-                // The client's response ends short (HTTP/1: its connection is closed; HTTP/2:
-                // the stream is reset): worth a line when the node did it, as a 502 gets.
-                let node = from.nodes.get(from.node);
-                let address = node.map_or("?", |n| n.address.as_str());
-                let id = node.map_or("?", |n| n.id.as_str());
-                if node_failed(&err) {
-                    tracing::warn!(node = %id, %address, error = %err, "backend response body broke off; the client got it cut short");
-                } else {
-                    tracing::debug!(node = %id, %address, error = %err, "response body ended with the exchange");
+            ProxyBody::Backend(body, from) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|err| broke_off(err, from)),
+            ProxyBody::Watched(body, from, stall) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    if !stall.as_mut().expired(cx) {
+                        return Poll::Pending;
+                    }
+                    let (id, address) = from.node();
+                    let limit = stall.limit;
+                    tracing::warn!(node = %id, %address, ?limit, "backend sent nothing of a response body for the idle limit; the client got it cut short");
+                    let err = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the node sent nothing of the response body for {limit:?}"),
+                    );
+                    Poll::Ready(Some(Err(axum_core::Error::new(err))))
                 }
-                axum_core::Error::new(err)
-            }),
+                ready => {
+                    *stall.as_mut().project().last = Instant::now();
+                    ready.map_err(|err| broke_off(err, from))
+                }
+            },
             ProxyBody::Gateway(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Backend(body, _) => body.is_end_stream(),
+            ProxyBody::Backend(body, _) | ProxyBody::Watched(body, ..) => body.is_end_stream(),
             ProxyBody::Gateway(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            ProxyBody::Backend(body, _) => body.size_hint(),
+            ProxyBody::Backend(body, _) | ProxyBody::Watched(body, ..) => body.size_hint(),
             ProxyBody::Gateway(body) => body.size_hint(),
         }
     }
+}
+
+impl Source {
+    /// The node's id and address, for the log.
+    fn node(&self) -> (&str, &str) {
+        let node = self.nodes.get(self.node);
+        (
+            node.map_or("?", |n| n.id.as_str()),
+            node.map_or("?", |n| n.address.as_str()),
+        )
+    }
+}
+
+/// A node's response body failed: the client's response ends short (HTTP/1: its connection is
+/// closed; HTTP/2: the stream is reset), worth a line when the node did it, as a 502 gets.
+fn broke_off(err: hyper::Error, from: &Source) -> axum_core::Error {
+    let (id, address) = from.node();
+    if node_failed(&err) {
+        tracing::warn!(node = %id, %address, error = %err, "backend response body broke off; the client got it cut short");
+    } else {
+        tracing::debug!(node = %id, %address, error = %err, "response body ended with the exchange");
+    }
+    axum_core::Error::new(err)
 }
 
 /// The gateway's own error response.

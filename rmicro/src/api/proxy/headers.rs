@@ -46,14 +46,16 @@ pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
     remove_all(headers, &CLIENT_FORWARDED);
 }
 
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes the hop-by-hop headers and, when `listed`, those `Connection` lists (a request
+/// behind plugins had those removed before them: [`strip_connection_listed`]).
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, listed: bool) {
     if has_any(headers, HOP_BY_HOP) {
-        strip_present_hop_by_hop(headers);
+        strip_present_hop_by_hop(headers, listed);
     }
 }
 
 /// [`strip_hop_by_hop`] once `headers` is known to have some.
-pub(super) fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_present_hop_by_hop(headers: &mut HeaderMap, listed: bool) {
     // A client that takes trailers says so to the next hop too: the gateway passes them on.
     let trailers = headers
         .get_all(header::TE)
@@ -65,18 +67,49 @@ pub(super) fn strip_present_hop_by_hop(headers: &mut HeaderMap) {
     // (the request's target, its framing), not the connection's. Go keeps both outside the
     // header map for that reason; a client listing `host` would otherwise send the node
     // another host than the one the gateway and its plugins saw.
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if listed {
+        let listed: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes the headers a request's `Connection` lists, before plugins see it: they are for the
+/// gateway alone, and a plugin that sets one for the node (an identity, a request id) must not
+/// have it removed afterwards by the client's say-so (Go's
+/// reverse proxy removes them before its `Rewrite` hook for the same reason). The hop-by-hop
+/// headers themselves (`Connection`, `Upgrade`, `TE`, ...) stay for the proxy, which passes on
+/// what of them it must, and `Host` and `Content-Length` are never removed. Costs one lookup
+/// when the request has no `Connection`, and allocates only when a listed header is there.
+pub(crate) fn strip_connection_listed(headers: &mut HeaderMap) {
+    let removable = |headers: &HeaderMap, token: &str| {
+        !token.eq_ignore_ascii_case("close")
+            && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h))
+            && !token.eq_ignore_ascii_case(header::HOST.as_str())
+            && !token.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
+            && headers.contains_key(token)
+    };
+    if !headers.contains_key(header::CONNECTION)
+        || !connection_tokens(headers).any(|token| removable(headers, token))
+    {
+        return;
+    }
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|token| removable(headers, token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
     }
 }
 
@@ -247,6 +280,40 @@ mod tests {
         assert_eq!(
             forwarded_for(&sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
             longest.ip().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn connection_listed_headers_go_and_hop_by_hop_ones_stay_for_the_proxy() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (
+                "connection",
+                "Upgrade, X-Secret, host, content-length, close",
+            ),
+            ("connection", "te"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("x-secret", "s"),
+            ("x-kept", "k"),
+            ("host", "api.example"),
+            ("content-length", "3"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_connection_listed(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "connection",
+                "content-length",
+                "host",
+                "te",
+                "upgrade",
+                "x-kept"
+            ]
         );
     }
 

@@ -10,7 +10,8 @@ use http::Request;
 pub(crate) enum Host {
     /// Not yet: the proxy does it.
     Unchecked,
-    /// Done before the plugins ran.
+    /// Done before the plugins ran, and the headers the client lists in `Connection` removed
+    /// then ([`strip_connection_listed`](super::strip_connection_listed)).
     Settled,
 }
 

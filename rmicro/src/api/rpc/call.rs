@@ -15,7 +15,6 @@ use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
 use super::{descriptors, error, proto_json, Fail, NodeFail, RpcHandler};
-use crate::api::proxy;
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
 const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
@@ -176,14 +175,11 @@ impl RpcHandler {
         // What is left of the limit is the deadline the service hears.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         request.set_timeout(left);
-        // Each value of a header sent more than once (a gRPC metadata key may have several);
-        // not those the client lists in `Connection`, which are for the gateway alone.
-        let hop_by_hop: Vec<&str> = proxy::connection_tokens(&parts.headers).collect();
+        // Each value of a header sent more than once (a gRPC metadata key may have several).
+        // Those the client listed in `Connection`, for the gateway alone, were removed before
+        // the plugins ran (`proxy::strip_connection_listed`); what a plugin set stays.
         for (name, value) in parts.headers.iter() {
-            let forward = (name.as_str().starts_with("x-") || name == header::AUTHORIZATION)
-                && !hop_by_hop
-                    .iter()
-                    .any(|listed| listed.eq_ignore_ascii_case(name.as_str()));
+            let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
             if forward {
                 if let (Ok(k), Ok(v)) = (
                     tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
