@@ -1,6 +1,7 @@
 //! Token auth: requests need `Authorization: Bearer <token>` with one of the configured tokens,
 //! else 401 with a go-micro JSON body. Tokens come from `--auth-tokens` (`MICRO_API_AUTH_TOKENS`)
-//! and/or `--auth-token-file` (one per line); they are never logged.
+//! and/or `--auth-token-file` (one per line); they are never logged, and a request's token is
+//! compared with every configured one in full, in constant time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ impl Plugin for TokenAuth {
                             let (scheme, token) = v.trim_start().split_once(' ')?;
                             scheme.eq_ignore_ascii_case("bearer").then_some(token)
                         })
-                        .is_some_and(|t| tokens.contains(t.trim()));
+                        .is_some_and(|t| known(&tokens, t.trim()));
                     async move {
                         if allowed {
                             return inner.oneshot(req).await;
@@ -157,6 +158,18 @@ impl Plugin for TokenAuth {
     }
 }
 
+/// Whether `given` is one of `tokens`. Each token is compared in full, in constant time, and
+/// all of them every time: how long the answer takes does not tell how much of a guess was
+/// right (a set's lookup, or `==`, stops at the first differing byte), only whether a token of
+/// its length is configured.
+fn known(tokens: &HashSet<String>, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let found = tokens.iter().fold(subtle::Choice::from(0), |found, token| {
+        found | token.as_bytes().ct_eq(given.as_bytes())
+    });
+    found.into()
+}
+
 /// Why `token` can never match a request, if it cannot (said without the token: tokens are
 /// never shown): an `Authorization` header carries visible ASCII only, a space ends the token.
 fn unusable(token: &str) -> Option<&'static str> {
@@ -164,4 +177,20 @@ fn unusable(token: &str) -> Option<&'static str> {
         "a token holds a character no `Authorization` header can carry (a space, a control \
          character or non-ASCII), so it could never match; use visible ASCII only",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_whole_configured_token_is_known() {
+        let tokens: HashSet<String> = ["s3cret-one", "other"].map(String::from).into();
+        assert!(known(&tokens, "s3cret-one"));
+        assert!(known(&tokens, "other"));
+        for guess in ["s3cret", "s3cret-one2", "S3CRET-ONE", "", "othe", "other "] {
+            assert!(!known(&tokens, guess), "{guess:?} was taken");
+        }
+        assert!(!known(&HashSet::new(), ""));
+    }
 }
