@@ -328,6 +328,52 @@ async fn routes_by_path_and_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_with_dot_segments_are_refused_with_or_without_plugins() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let user = Backend::start("user").await;
+    register(&registry, "go.micro.api.user", "u1", &user.addr.to_string()).await;
+    let (direct, _stop) = gateway(Cli::new(), &[], Arc::clone(&registry)).await;
+    // Behind a plugin, the check comes before it: the plugin never sees such a path.
+    let (behind, _stop2) =
+        gateway(Cli::new(), &["--auth-tokens", "t1"], Arc::clone(&registry)).await;
+    let token = ("Authorization", "Bearer t1".to_string());
+    for gw in [&direct, &behind] {
+        for bad in [
+            "/user/../admin/x",
+            "/user/%2e%2e/admin",
+            "/user/./call",
+            "/./user/call",
+            "/user/.%2E?x=1",
+        ] {
+            let r = get_with(gw, bad, token.clone()).await;
+            let v = json_error(&r, 400);
+            assert!(
+                v["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dot segments removed"),
+                "{bad}: {}",
+                r.body
+            );
+        }
+        // Dots inside a segment, and dots in the query, are no dot segments.
+        for (ok, path) in [
+            ("/user/v1.2/x..y", "/user/v1.2/x..y"),
+            ("/user/.well-known/a", "/user/.well-known/a"),
+            ("/user/call?next=../x", "/user/call"),
+        ] {
+            let r = get_with(gw, ok, token.clone()).await;
+            assert_eq!(r.status, 200, "{ok}: {}", r.body);
+            assert_eq!(
+                r.body,
+                format!("node=user path={path} body=0 xff=127.0.0.1"),
+                "{ok}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_status_has_a_json_body() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let dead = std::net::TcpListener::bind("127.0.0.1:0")

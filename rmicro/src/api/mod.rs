@@ -276,7 +276,7 @@ impl Gateway {
         for name in on.iter().rev() {
             tracing::info!(plugin = name, "plugin on");
         }
-        // Before any plugin sees a request, its host is checked, and a host its target names
+        // Before any plugin sees a request, its host and path are checked, and a host its target names
         // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
         // node will (the direct path does the same in the proxy; behind plugins it does not
         // again). The headers the client lists in `Connection` are removed then too, so that
@@ -285,7 +285,7 @@ impl Gateway {
         let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
             let pipeline = pipeline.clone();
             async move {
-                if let Some(problem) = proxy::host_problem(&req) {
+                if let Some(problem) = proxy::target_problem(&req) {
                     return Ok(error::response(http::StatusCode::BAD_REQUEST, problem));
                 }
                 proxy::host_from_target(&mut req);

@@ -51,7 +51,7 @@ mod upgrade;
 pub(crate) use headers::{
     codings, other_transfer_coding, set_forwarding, strip_connection_listed, Peer,
 };
-pub(crate) use host::{host_from_target, host_problem, Host};
+pub(crate) use host::{host_from_target, target_problem, Host};
 pub(crate) use nodes::{Quarantine, Seen};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -198,7 +198,7 @@ impl Proxy {
                 return resp;
             }
             if host == Host::Unchecked {
-                if let Some(problem) = host_problem(&req) {
+                if let Some(problem) = target_problem(&req) {
                     return fail(StatusCode::BAD_REQUEST, problem.to_string());
                 }
                 host_from_target(&mut req);

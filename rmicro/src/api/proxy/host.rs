@@ -1,5 +1,5 @@
 //! The host a request is for: checked (one plain `Host`, no user information) and taken from
-//! the request target when it names one.
+//! the request target when it names one; and its path checked for dot segments.
 
 use http::header::{self, HeaderValue};
 use http::Request;
@@ -30,6 +30,49 @@ pub(crate) fn host_from_target<B>(req: &mut Request<B>) {
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         req.headers_mut().insert(header::HOST, host);
     }
+}
+
+/// What is wrong with the request's target, if anything: its host ([`host_problem`]) or its
+/// path ([`path_problem`]). Checked before plugins see the request.
+pub(crate) fn target_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    host_problem(req).or_else(|| path_problem(req.uri().path()))
+}
+
+/// Whether `path` has a `.` or `..` segment, written plainly or percent-encoded (`%2e`, which
+/// RFC 3986 makes the same): clients remove them before they send a request (RFC 3986,
+/// 5.2.4), so a path that still has them was written to be read two ways. The gateway routes by
+/// the path as sent and passes it on unchanged, so `/user/../admin/x` would reach service
+/// `user`, which may read it as `/admin/x`, past a plugin that judged it by its first segment.
+/// go-micro's gateway redirected such paths to their cleaned form; nginx cleans them before it
+/// routes. Refused here: no client that means well sends one. Empty segments (`//user`) are
+/// not dot segments and pass.
+fn path_problem(path: &str) -> Option<&'static str> {
+    // Most paths have neither a dot nor an escape: one pass over their bytes.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return None;
+    }
+    path.split('/').any(is_dot_segment).then_some(
+        "the path has a `.` or `..` segment (plain or as `%2e`), which the gateway does not \
+         route; send the path with dot segments removed (RFC 3986, 5.2.4)",
+    )
+}
+
+/// Whether `segment` is `.` or `..`, each dot written plainly or as `%2e`/`%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// What is wrong with the host a request names, if anything (RFC 9112 §3.2): HTTP/1.1 needs
@@ -102,6 +145,36 @@ mod tests {
             "api.example#x",
         ] {
             assert!(!plain_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_plain_or_encoded_are_refused_and_dots_inside_names_are_not() {
+        for bad in [
+            "/user/../admin/x",
+            "/user/./x",
+            "/./user/x",
+            "/user/..",
+            "/user/%2e%2e/admin",
+            "/user/%2E./admin",
+            "/user/.%2e/admin",
+            "/user/%2e/x",
+            "/..",
+        ] {
+            assert!(path_problem(bad).is_some(), "{bad} passed");
+        }
+        for ok in [
+            "/user/call",
+            "//user/call",
+            "/user/x..y/z",
+            "/user/.hidden",
+            "/user/...",
+            "/user/v1.2/a%2fb",
+            "/user/%2e%2e%2e",
+            "/user/%2ex",
+            "/",
+        ] {
+            assert!(path_problem(ok).is_none(), "{ok} refused");
         }
     }
 }
