@@ -403,15 +403,7 @@ fn typed_value(
             // form's `displayName,pageCount`.
             "google.protobuf.FieldMask" => serde_json::Value::String(camel_case_paths(value)),
             // A wrapper's JSON form is its value's.
-            "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue" => match inner.get_field_by_name("value") {
+            name if is_wrapper(name) => match inner.get_field_by_name("value") {
                 Some(wrapped) => typed_value(&wrapped, path, value)?,
                 None => return Err(format!("`{}` has no field `value`", inner.full_name())),
             },
