@@ -84,6 +84,20 @@ pub enum PluginError {
     /// Two plugins share a name.
     #[error("a plugin named `{0}` is already registered; plugin names must be unique")]
     Duplicate(String),
+    /// A plugin's flag has a name `rmicro api` uses already: a flag of its own (`--address`),
+    /// `--help`, or a flag of a plugin registered before.
+    #[error(
+        "plugin `{plugin}`: its flag's {flag} is taken by {owner}; give the flag another name \
+         (prefix it with the plugin's name, as `--{plugin}-...`)"
+    )]
+    FlagTaken {
+        /// The plugin.
+        plugin: String,
+        /// Which name is taken: ``id `address` ``, `` `--address` `` or `` `-a` ``.
+        flag: String,
+        /// Who has it: `` `rmicro api` itself `` or ``plugin `name` ``.
+        owner: String,
+    },
     /// A plugin's flags are invalid or its setup failed.
     #[error("plugin `{plugin}`: {message}")]
     Init {
