@@ -54,7 +54,9 @@ pub enum Command {
     Api(api::ApiArgs),
 }
 
-/// The CLI with its gateway plugins.
+/// The CLI with its gateway plugins: [`Cli::plugin`] adds one, [`Cli::run`] parses the
+/// process's arguments and runs the subcommand (see the [crate docs](crate) for a whole
+/// `main.rs`, and [`api::plugin`] for writing a plugin).
 pub struct Cli {
     plugins: Vec<Box<dyn Plugin>>,
 }
