@@ -6,7 +6,7 @@
 //! (client, handler trait, register function, name constants, endpoint metadata) is rmicro's.
 //!
 //! Each output file holds one protobuf package, is named `<package>.rs` (`_.rs` without a
-//! package), and starts with the [header](header) naming the runtime API it needs, followed by a
+//! package), and starts with the [header] naming the runtime API it needs, followed by a
 //! compile-time pin on that API:
 //!
 //! ```text

@@ -176,8 +176,9 @@ fn looks_generated(path: &Path) -> bool {
 }
 
 /// The generated files under `paths`: named files are taken as given (a missing header is then
-/// reported), directories are searched for `.rs` files that look generated (see
-/// [`looks_generated`]), skipping `target`, `node_modules` and hidden directories and visiting
+/// reported), directories are searched for `.rs` files that look generated (the first line is
+/// a header, exact or damaged, an exact header comes later, or the file carries a
+/// `require_api` pin; a file that cannot be read counts, so that it is reported), skipping `target`, `node_modules` and hidden directories and visiting
 /// each directory once (a symbolic link back up is not followed again). Also returns a
 /// [`Status::Unreadable`] check for each directory that could not be listed.
 pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {

@@ -384,7 +384,20 @@ pub struct ServiceInfo {
     pub endpoints: &'static [Endpoint],
 }
 
-/// A gRPC server: the handlers of one or more services, served over HTTP/2.
+/// A gRPC server: the handlers of one or more services, served over HTTP/2. A [`Service`]
+/// holds one and also registers it; use a bare server for a fixed address and no registry.
+///
+/// [`Service`]: crate::Service
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut server = rmicro_runtime::Server::new();
+/// // register_user_handler(&mut server, MyUser)?;   (generated)
+/// let bound = server.bind("127.0.0.1:0").await?; // port 0: a free port
+/// println!("listening on {}", bound.local_addr());
+/// bound.serve().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 pub struct Server {
     services: Vec<ServiceInfo>,

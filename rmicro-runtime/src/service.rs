@@ -160,7 +160,18 @@ impl ServiceBuilder {
     }
 }
 
-/// A go-micro style service: a gRPC server registered under a name.
+/// A go-micro style service: a gRPC server registered under a name. [`Service::run`] serves
+/// until SIGINT/SIGTERM; [`Service::start`] hands back a [`RunningService`] to stop yourself:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut service = rmicro_runtime::Service::builder("go.micro.srv.user").build();
+/// // register_user_handler(service.server_mut(), MyUser)?;   (generated)
+/// let running = service.start().await?; // bound, registered, serving
+/// println!("listening on {}", running.local_addr());
+/// running.stop().await?; // deregistered first, then drained
+/// # Ok(()) }
+/// ```
 pub struct Service {
     options: ServiceBuilder,
     registry: Arc<dyn Registry>,

@@ -351,8 +351,9 @@ impl Connection {
         self.shared.origin.clone()
     }
 
-    /// A gRPC client over this connection; it reads gzip-compressed answers (without asking for
-    /// them: see [`Connection::send_request`]).
+    /// A gRPC client over this connection; it reads gzip-compressed answers without asking for
+    /// them (no `grpc-accept-encoding` is sent, so a server that compresses only on request
+    /// answers plainly).
     pub fn grpc(&self) -> tonic::client::Grpc<Connection> {
         tonic::client::Grpc::with_origin(self.clone(), self.origin())
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)

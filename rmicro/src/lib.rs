@@ -54,7 +54,9 @@ pub enum Command {
     Api(api::ApiArgs),
 }
 
-/// The CLI with its gateway plugins.
+/// The CLI with its gateway plugins: [`Cli::plugin`] adds one, [`Cli::run`] parses the
+/// process's arguments and runs the subcommand (see the [crate docs](crate) for a whole
+/// `main.rs`, and [`api::plugin`] for writing a plugin).
 pub struct Cli {
     plugins: Vec<Box<dyn Plugin>>,
 }
@@ -77,7 +79,8 @@ impl Default for Cli {
 }
 
 impl Cli {
-    /// The CLI with the built-in plugins (health, CORS, token auth), each off until its flag.
+    /// The CLI with the built-in plugins (access log, health, CORS, token auth), each off until
+    /// its flag.
     pub fn new() -> Cli {
         Cli {
             plugins: api::builtin_plugins(),
@@ -88,13 +91,58 @@ impl Cli {
     ///
     /// # Errors
     ///
-    /// [`PluginError::Duplicate`] when a plugin of that name is registered already.
+    /// [`PluginError::Duplicate`] when a plugin of that name is registered already;
+    /// [`PluginError::FlagTaken`] when one of its flags has the id, long name or short name of
+    /// a flag `rmicro api` has already (its own, `--help`, or another plugin's), which clap
+    /// would otherwise stop on with a panic when the command line is parsed.
     pub fn plugin(&mut self, plugin: impl Plugin) -> Result<&mut Self, PluginError> {
         if self.plugins.iter().any(|p| p.name() == plugin.name()) {
             return Err(PluginError::Duplicate(plugin.name().to_string()));
         }
+        if let Some(clash) = self.flag_clash(&plugin) {
+            return Err(clash);
+        }
         self.plugins.push(Box::new(plugin));
         Ok(self)
+    }
+
+    /// The first of `plugin`'s flags whose id, long name or short name (aliases included) is
+    /// taken already, by `rmicro api` itself or a plugin registered before it, or by another
+    /// flag of `plugin`.
+    fn flag_clash(&self, plugin: &dyn Plugin) -> Option<PluginError> {
+        // What is taken, and by whom.
+        let mut taken: Vec<(String, String)> = Vec::new();
+        let mut api = Args::command();
+        api.build(); // adds `--help`
+        if let Some(api) = api.find_subcommand("api") {
+            let by = "`rmicro api` itself".to_string();
+            for arg in api.get_arguments() {
+                taken.extend(names(arg).into_iter().map(|n| (n, by.clone())));
+            }
+            for group in api.get_groups() {
+                taken.push((format!("id `{}`", group.get_id()), by.clone()));
+            }
+        }
+        for other in &self.plugins {
+            let by = format!("plugin `{}`", other.name());
+            for arg in other.flags() {
+                taken.extend(names(&arg).into_iter().map(|n| (n, by.clone())));
+            }
+        }
+        let by = format!("plugin `{}`", plugin.name());
+        for arg in plugin.flags() {
+            for name in names(&arg) {
+                if let Some((_, owner)) = taken.iter().find(|(t, _)| *t == name) {
+                    return Some(PluginError::FlagTaken {
+                        plugin: plugin.name().to_string(),
+                        flag: name,
+                        owner: owner.clone(),
+                    });
+                }
+                taken.push((name, by.clone()));
+            }
+        }
+        None
     }
 
     /// The registered plugins, built-ins first (to build a [`api::Gateway`] yourself).
@@ -148,6 +196,23 @@ impl Cli {
             }
         }
     }
+}
+
+/// How `arg` is named on the command line and in the matches: its id, its long names and its
+/// short names, written as in [`PluginError::FlagTaken`].
+fn names(arg: &clap::Arg) -> Vec<String> {
+    let mut names = vec![format!("id `{}`", arg.get_id())];
+    let longs = arg
+        .get_long()
+        .into_iter()
+        .chain(arg.get_all_aliases().unwrap_or_default());
+    names.extend(longs.map(|l| format!("`--{l}`")));
+    let shorts = arg
+        .get_short()
+        .into_iter()
+        .chain(arg.get_all_short_aliases().unwrap_or_default());
+    names.extend(shorts.map(|s| format!("`-{s}`")));
+    names
 }
 
 /// What is not UTF-8 text, for clap's `InvalidUtf8` error: an environment variable one of the

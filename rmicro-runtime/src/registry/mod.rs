@@ -196,6 +196,17 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Watcher = Pin<Box<dyn futures_core::Stream<Item = Event> + Send + 'static>>;
 
 /// A service registry.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rmicro_runtime::registry::RegistryError> {
+/// use rmicro_runtime::registry::{MemoryRegistry, Registry};
+///
+/// let registry = MemoryRegistry::global(); // what services in this process use by default
+/// for service in registry.list_services().await? {
+///     println!("{} {}: {} node(s)", service.name, service.version, service.nodes.len());
+/// }
+/// # Ok(()) }
+/// ```
 pub trait Registry: Send + Sync + 'static {
     /// A short name (`memory`, `etcd`), also written into node metadata.
     fn name(&self) -> &'static str;

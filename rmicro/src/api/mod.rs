@@ -175,6 +175,32 @@ pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
 }
 
 /// A configured gateway, ready to serve. Clones share the handlers (node cache, connections).
+///
+/// `rmicro api` builds one from its command line; build one yourself to serve it inside a
+/// program of your own, or to test a plugin in-process against a memory registry:
+///
+/// ```no_run
+/// use std::sync::Arc;
+///
+/// use rmicro::api::plugin::clap::FromArgMatches;
+/// use rmicro::api::{ApiArgs, Gateway};
+/// use rmicro_runtime::registry::{MemoryRegistry, Registry};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let cli = rmicro::Cli::new(); // cli.plugin(MyPlugin::default())?;
+/// let matches = cli
+///     .command()
+///     .try_get_matches_from(["rmicro", "api", "--address", "127.0.0.1:0"])?;
+/// let api = matches.subcommand_matches("api").expect("the api subcommand");
+/// let args = ApiArgs::from_arg_matches(api)?;
+/// let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+/// let gateway = Gateway::new(args, api, cli.into_plugins(), Some(registry))?;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// println!("gateway on {}", listener.local_addr()?);
+/// gateway.serve(listener, std::future::pending()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Gateway {
     args: ApiArgs,

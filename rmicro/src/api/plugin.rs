@@ -11,7 +11,16 @@
 //! preflights are answered before auth), token auth. Custom plugins follow in
 //! the order they were added, then the proxy.
 //!
+//! **Dependencies**: the crates a plugin names come re-exported from here, at the versions the
+//! gateway is built with: [`http`], [`tower`] (with its `util` feature) and [`clap`], and the
+//! body type, [`Body`]. A plugin crate needs no dependency but `rmicro` for them; one that
+//! adds its own `http`, `tower` or `clap` must pick the same major versions, or its types are
+//! not the gateway's.
+//!
+//! A layer that changes every response:
+//!
 //! ```no_run
+//! use rmicro::api::plugin::{clap, http, tower};
 //! use rmicro::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
 //!
 //! /// Adds `x-served-by` to every response.
@@ -45,11 +54,53 @@
 //!     cli.run()
 //! }
 //! ```
+//!
+//! A layer that answers some requests itself, with go-micro's error JSON
+//! ([`crate::api::error::response`]), reads the client's address, and does async work before
+//! passing the request on (awaiting the inner service with [`tower::ServiceExt::oneshot`]; a
+//! call through an `rmicro_runtime::Client` made in [`Plugin::init`] from
+//! [`PluginContext::registry`] works the same way):
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use rmicro::api::plugin::http::{HeaderValue, Request, StatusCode};
+//! use rmicro::api::plugin::tower::{self, ServiceExt};
+//! use rmicro::api::plugin::{Body, HttpService, Plugin, PluginLayer};
+//!
+//! /// 403 without an `x-tenant` header; tells the node who the client is.
+//! struct Tenant;
+//!
+//! impl Plugin for Tenant {
+//!     fn name(&self) -> &'static str { "tenant" }
+//!     fn layer(&self) -> Option<PluginLayer> {
+//!         Some(PluginLayer::new(tower::layer::layer_fn(|inner: HttpService| {
+//!             HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
+//!                 let inner = inner.clone();
+//!                 async move {
+//!                     if !req.headers().contains_key("x-tenant") {
+//!                         // {"id":"go.micro.api","code":403,"detail":"…","status":"Forbidden"}
+//!                         let detail = "an x-tenant header is required";
+//!                         return Ok(rmicro::api::error::response(StatusCode::FORBIDDEN, detail));
+//!                     }
+//!                     if let Some(client) = req.extensions().get::<SocketAddr>().copied() {
+//!                         let value = HeaderValue::from_str(&client.ip().to_string()).unwrap();
+//!                         req.headers_mut().insert("x-client-ip", value);
+//!                     }
+//!                     inner.oneshot(req).await
+//!                 }
+//!             }))
+//!         })))
+//!     }
+//! }
+//! ```
+
+pub use axum_core::body::Body;
+pub use {clap, http, tower};
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum_core::body::Body;
 use http::{Request, Response};
 use rmicro_runtime::Registry;
 use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer};
@@ -84,6 +135,20 @@ pub enum PluginError {
     /// Two plugins share a name.
     #[error("a plugin named `{0}` is already registered; plugin names must be unique")]
     Duplicate(String),
+    /// A plugin's flag has a name `rmicro api` uses already: a flag of its own (`--address`),
+    /// `--help`, or a flag of a plugin registered before.
+    #[error(
+        "plugin `{plugin}`: its flag's {flag} is taken by {owner}; give the flag another name \
+         (prefix it with the plugin's name, as `--{plugin}-...`)"
+    )]
+    FlagTaken {
+        /// The plugin.
+        plugin: String,
+        /// Which name is taken: ``id `address` ``, `` `--address` `` or `` `-a` ``.
+        flag: String,
+        /// Who has it: `` `rmicro api` itself `` or ``plugin `name` ``.
+        owner: String,
+    },
     /// A plugin's flags are invalid or its setup failed.
     #[error("plugin `{plugin}`: {message}")]
     Init {
@@ -106,9 +171,31 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Sees the parsed flags once, before the gateway starts. Default: nothing.
     ///
+    /// It runs on the gateway's main thread, inside its tokio runtime (a current-thread one):
+    /// `tokio::spawn` works there, but blocking on async work does not
+    /// (`Handle::block_on` panics, and a `futures` executor waiting on a registry or gRPC call
+    /// never returns). Do async work in the layer, or in a spawned task.
+    ///
     /// # Errors
     ///
-    /// A message that stops the gateway from starting.
+    /// A message that stops the gateway from starting: `rmicro api` prints it as
+    /// ``error: plugin `name`: message`` and exits with status 2. Say which flag (and
+    /// environment variable) holds the bad value, and what it should be.
+    ///
+    /// ```
+    /// # use rmicro::api::plugin::{clap, PluginContext, PluginError};
+    /// # struct Limit(u32);
+    /// # impl Limit {
+    /// fn init(&mut self, flags: &clap::ArgMatches, _: &PluginContext) -> Result<(), PluginError> {
+    ///     let Some(text) = flags.get_one::<String>("limit-rps") else { return Ok(()) };
+    ///     self.0 = text.parse().map_err(|_| PluginError::Init {
+    ///         plugin: "limit".into(),
+    ///         message: format!("--limit-rps (MICRO_API_LIMIT_RPS) `{text}` is not a whole number"),
+    ///     })?;
+    ///     Ok(())
+    /// }
+    /// # }
+    /// ```
     fn init(&mut self, flags: &clap::ArgMatches, ctx: &PluginContext) -> Result<(), PluginError> {
         let _ = (flags, ctx);
         Ok(())
