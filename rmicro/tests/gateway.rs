@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::FromArgMatches;
 use http_body_util::BodyExt;
-use rmicro::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
+use rmicro::api::plugin::{
+    from_fn, HttpService, Next, Plugin, PluginContext, PluginError, PluginLayer,
+};
 use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
@@ -2472,5 +2474,70 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
     assert_eq!(
         http2_get(&mut sender, &gw, "/stall/again").await.1,
         "xxxxxxxx"
+    );
+}
+
+/// A plugin of flags and init alone: no `layer` to write.
+struct InitOnly(Arc<AtomicUsize>);
+
+impl Plugin for InitOnly {
+    fn name(&self) -> &'static str {
+        "init-only"
+    }
+    fn init(&mut self, _: &clap::ArgMatches, _: &PluginContext) -> Result<(), PluginError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A layer written as an async function: refuses requests without `x-tenant`, tells the node
+/// the tenant, and marks the response.
+struct Tenant;
+
+impl Plugin for Tenant {
+    fn name(&self) -> &'static str {
+        "tenant"
+    }
+    fn layer(&self) -> Option<PluginLayer> {
+        Some(from_fn(
+            |mut req: ::http::Request<axum_core::body::Body>, next: Next| async move {
+                let Some(tenant) = req.headers().get("x-tenant").cloned() else {
+                    return rmicro::api::error::response(
+                        ::http::StatusCode::FORBIDDEN,
+                        "an x-tenant header is required",
+                    );
+                };
+                req.headers_mut().insert("x-checked-tenant", tenant);
+                let mut resp = next.run(req).await;
+                resp.headers_mut()
+                    .insert("x-tenant-plugin", ::http::HeaderValue::from_static("on"));
+                resp
+            },
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_from_an_async_function_and_a_plugin_without_one() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let inits = Arc::new(AtomicUsize::new(0));
+    let mut cli = Cli::new();
+    cli.plugin(InitOnly(Arc::clone(&inits))).unwrap();
+    cli.plugin(Tenant).unwrap();
+    let (gw, _stop) = gateway(cli, &[], registry).await;
+    assert_eq!(inits.load(Ordering::SeqCst), 1);
+
+    let refused = get(&gw, "/echo/headers").await;
+    let v = json_error(&refused, 403);
+    assert_eq!(v["detail"], "an x-tenant header is required");
+    assert_eq!(refused.header("x-tenant-plugin"), None);
+
+    let r = get_with(&gw, "/echo/headers", ("X-Tenant", "acme".into())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-tenant-plugin"), Some("on"));
+    assert!(
+        r.body.lines().any(|l| l == "x-checked-tenant: acme"),
+        "{}",
+        r.body
     );
 }

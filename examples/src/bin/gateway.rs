@@ -14,10 +14,10 @@
 
 use std::process::ExitCode;
 
-use axum_core::body::Body;
-use http::{HeaderName, HeaderValue, Request};
-use rmicro::api::plugin::{HttpService, Plugin, PluginContext, PluginError, PluginLayer};
-use tower::ServiceExt;
+use rmicro::api::plugin::http::{HeaderName, HeaderValue, Request};
+use rmicro::api::plugin::{
+    clap, from_fn, Body, Next, Plugin, PluginContext, PluginError, PluginLayer,
+};
 
 const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -49,24 +49,17 @@ impl Plugin for RequestId {
         if !self.on {
             return None;
         }
-        Some(PluginLayer::new(tower::layer::layer_fn(
-            |inner: HttpService| {
-                HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
-                    let inner = inner.clone();
-                    async move {
-                        let id = match req.headers().get(&HEADER) {
-                            Some(id) => id.clone(),
-                            None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                                .expect("a UUID is a valid header value"),
-                        };
-                        req.headers_mut().insert(HEADER, id.clone());
-                        let mut resp = inner.oneshot(req).await?;
-                        resp.headers_mut().insert(HEADER, id);
-                        Ok(resp)
-                    }
-                }))
-            },
-        )))
+        Some(from_fn(|mut req: Request<Body>, next: Next| async move {
+            let id = match req.headers().get(&HEADER) {
+                Some(id) => id.clone(),
+                None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .expect("a UUID is a valid header value"),
+            };
+            req.headers_mut().insert(HEADER, id.clone());
+            let mut resp = next.run(req).await;
+            resp.headers_mut().insert(HEADER, id);
+            resp
+        }))
     }
 }
 

@@ -55,18 +55,16 @@
 //! }
 //! ```
 //!
-//! A layer that answers some requests itself, with go-micro's error JSON
-//! ([`crate::api::error::response`]), reads the client's address, and does async work before
-//! passing the request on (awaiting the inner service with [`tower::ServiceExt::oneshot`]; a
-//! call through an `rmicro_runtime::Client` made in [`Plugin::init`] from
-//! [`PluginContext::registry`] works the same way):
+//! A layer written as an async function ([`from_fn`]) that answers some requests itself, with
+//! go-micro's error JSON ([`crate::api::error::response`]), reads the client's address, and
+//! passes the rest on ([`Next::run`]; a call through an `rmicro_runtime::Client` made in
+//! [`Plugin::init`] from [`PluginContext::registry`] can be awaited there too):
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
 //!
 //! use rmicro::api::plugin::http::{HeaderValue, Request, StatusCode};
-//! use rmicro::api::plugin::tower::{self, ServiceExt};
-//! use rmicro::api::plugin::{Body, HttpService, Plugin, PluginLayer};
+//! use rmicro::api::plugin::{from_fn, Body, Next, Plugin, PluginLayer};
 //!
 //! /// 403 without an `x-tenant` header; tells the node who the client is.
 //! struct Tenant;
@@ -74,26 +72,23 @@
 //! impl Plugin for Tenant {
 //!     fn name(&self) -> &'static str { "tenant" }
 //!     fn layer(&self) -> Option<PluginLayer> {
-//!         Some(PluginLayer::new(tower::layer::layer_fn(|inner: HttpService| {
-//!             HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
-//!                 let inner = inner.clone();
-//!                 async move {
-//!                     if !req.headers().contains_key("x-tenant") {
-//!                         // {"id":"go.micro.api","code":403,"detail":"…","status":"Forbidden"}
-//!                         let detail = "an x-tenant header is required";
-//!                         return Ok(rmicro::api::error::response(StatusCode::FORBIDDEN, detail));
-//!                     }
-//!                     if let Some(client) = req.extensions().get::<SocketAddr>().copied() {
-//!                         let value = HeaderValue::from_str(&client.ip().to_string()).unwrap();
-//!                         req.headers_mut().insert("x-client-ip", value);
-//!                     }
-//!                     inner.oneshot(req).await
-//!                 }
-//!             }))
-//!         })))
+//!         Some(from_fn(|mut req: Request<Body>, next: Next| async move {
+//!             if !req.headers().contains_key("x-tenant") {
+//!                 // {"id":"go.micro.api","code":403,"detail":"…","status":"Forbidden"}
+//!                 let detail = "an x-tenant header is required";
+//!                 return rmicro::api::error::response(StatusCode::FORBIDDEN, detail);
+//!             }
+//!             if let Some(client) = req.extensions().get::<SocketAddr>().copied() {
+//!                 let value = HeaderValue::from_str(&client.ip().to_string()).unwrap();
+//!                 req.headers_mut().insert("x-client-ip", value);
+//!             }
+//!             next.run(req).await
+//!         }))
 //!     }
 //! }
 //! ```
+//!
+//! A plugin that only adds flags and an init step leaves [`Plugin::layer`] out.
 
 pub use axum_core::body::Body;
 pub use {clap, http, tower};
@@ -201,6 +196,63 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The layer, or `None` when the plugin is off.
-    fn layer(&self) -> Option<PluginLayer>;
+    /// The layer, or `None` when the plugin is off. Default: none (a plugin of flags and init
+    /// alone). [`from_fn`] makes one from an async function.
+    fn layer(&self) -> Option<PluginLayer> {
+        None
+    }
+}
+
+/// A layer from an async function of the request and the rest of the pipeline, as axum's
+/// `middleware::from_fn`: it answers the request itself, or passes it on with
+/// [`Next::run`] (changing it before, or the response after).
+///
+/// ```
+/// use rmicro::api::plugin::http::{HeaderValue, Request, StatusCode};
+/// use rmicro::api::plugin::{from_fn, Body, Next, PluginLayer};
+///
+/// fn layer() -> PluginLayer {
+///     from_fn(|req: Request<Body>, next: Next| async move {
+///         if !req.headers().contains_key("x-tenant") {
+///             return rmicro::api::error::response(StatusCode::FORBIDDEN, "an x-tenant header is required");
+///         }
+///         let mut resp = next.run(req).await;
+///         resp.headers_mut().insert("x-served-by", HeaderValue::from_static("gateway-7"));
+///         resp
+///     })
+/// }
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> PluginLayer
+where
+    F: Fn(Request<Body>, Next) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    PluginLayer::new(tower::layer::layer_fn(move |inner: HttpService| {
+        let f = f.clone();
+        HttpService::new(tower::service_fn(move |req: Request<Body>| {
+            let answer = f(req, Next(inner.clone()));
+            async move { Ok::<_, Infallible>(answer.await) }
+        }))
+    }))
+}
+
+/// The rest of the pipeline behind a [`from_fn`] layer: the plugins after it, then the handler.
+#[derive(Clone)]
+pub struct Next(HttpService);
+
+impl Next {
+    /// Passes `req` on and gives back the response.
+    pub async fn run(self, req: Request<Body>) -> Response<Body> {
+        use tower::ServiceExt;
+        match self.0.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Next")
+    }
 }
