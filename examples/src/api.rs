@@ -69,7 +69,8 @@ pub fn router(client: Client) -> Router {
 }
 
 /// Serves the API on `listener` and keeps it registered as [`API_NAME`] in `registry` until
-/// `shutdown` completes; then deregisters and stops.
+/// `shutdown` completes; then deregisters, serves on for `grace` while callers drop the node,
+/// and stops.
 ///
 /// # Errors
 ///
@@ -80,6 +81,7 @@ pub async fn serve(
     registry: Arc<dyn Registry>,
     ttl: Duration,
     interval: Duration,
+    grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
@@ -97,7 +99,7 @@ pub async fn serve(
         }],
         ..Default::default()
     };
-    let registration = Registration::start(registry, record, ttl, interval);
+    let registration = Registration::start(registry, record, ttl, interval).grace(grace);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, router(client))

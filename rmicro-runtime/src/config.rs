@@ -28,6 +28,7 @@
 //! | `--server-version` | `MICRO_SERVER_VERSION` | `latest` |
 //! | `--register-ttl` | `MICRO_REGISTER_TTL` | `90s` |
 //! | `--register-interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
+//! | `--deregister-grace` | `MICRO_DEREGISTER_GRACE` | `1s` (serving on after deregistering, when stopping) |
 //! | `--client-request-timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
 //! | `--client-retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--selector` | `MICRO_SELECTOR` | `random` (or `roundrobin`) |
@@ -161,6 +162,10 @@ pub struct Flags {
     /// How often the registration is refreshed.
     #[arg(long, alias = "register_interval", env = "MICRO_REGISTER_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub register_interval: Duration,
+    /// How long a stopping node goes on serving after it deregistered, so that callers drop it
+    /// before it closes its connections (`0` closes them at once).
+    #[arg(long, alias = "deregister_grace", env = "MICRO_DEREGISTER_GRACE", default_value = "1s", value_parser = parse_duration)]
+    pub deregister_grace: Duration,
     /// Timeout of each outgoing unary call.
     #[arg(long, alias = "client_request_timeout", env = "MICRO_CLIENT_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub client_request_timeout: Duration,
@@ -535,6 +540,7 @@ impl Flags {
             .address(self.server_address.clone())
             .register_ttl(self.register_ttl)
             .register_interval(self.register_interval)
+            .deregister_grace(self.deregister_grace)
             .client(self.client_builder(Arc::clone(&registry)).build())
             .registry(registry);
         if let Some(advertise) = &self.server_advertise {
@@ -746,5 +752,15 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["svc", "--register-interval", "500ms"]).unwrap();
         assert_eq!(cli.micro.register_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_deregister_grace_defaults_to_a_second_and_may_be_zero() {
+        let cli = Cli::try_parse_from(["svc"]).unwrap();
+        assert_eq!(cli.micro.deregister_grace, Duration::from_secs(1));
+        let cli = Cli::try_parse_from(["svc", "--deregister-grace", "0"]).unwrap();
+        assert_eq!(cli.micro.deregister_grace, Duration::ZERO);
+        let cli = Cli::try_parse_from(["svc", "--deregister_grace=250ms"]).unwrap();
+        assert_eq!(cli.micro.deregister_grace, Duration::from_millis(250));
     }
 }

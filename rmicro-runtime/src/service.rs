@@ -34,6 +34,12 @@ pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// The shortest register interval used: a shorter one (zero included) is raised to it, so
 /// that refreshing never turns into a busy loop against the registry.
 pub const MIN_REGISTER_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a stopping node goes on serving once it has deregistered, unless told otherwise:
+/// long enough for callers' registry caches, fed by the registry's watch, to drop it (that
+/// takes milliseconds), so that by the time it closes its connections no call is on its way to
+/// it. Calls that race the close would otherwise fail: hyper's HTTP/2 client loses some of
+/// those a GOAWAY refuses instead of handing them back to be sent elsewhere.
+pub const DEFAULT_DEREGISTER_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a service could not run.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,7 @@ pub struct ServiceBuilder {
     client: Option<Client>,
     register_ttl: Duration,
     register_interval: Duration,
+    deregister_grace: Duration,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -141,6 +148,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// How long the node goes on serving after it deregistered when it stops, before it
+    /// closes its connections (default [`DEFAULT_DEREGISTER_GRACE`]; zero closes at once).
+    pub fn deregister_grace(&mut self, grace: Duration) -> &mut Self {
+        self.deregister_grace = grace;
+        self
+    }
+
     /// The service, ready for handlers.
     pub fn build(&self) -> Service {
         let registry = self
@@ -201,6 +215,7 @@ impl Service {
             client: None,
             register_ttl: DEFAULT_REGISTER_TTL,
             register_interval: DEFAULT_REGISTER_INTERVAL,
+            deregister_grace: DEFAULT_DEREGISTER_GRACE,
         }
     }
 
@@ -325,7 +340,8 @@ impl Service {
             record.clone(),
             options.register_ttl,
             options.register_interval,
-        );
+        )
+        .grace(options.deregister_grace);
         tracing::info!(
             service = %record.name,
             node = %record.nodes[0].id,
@@ -373,8 +389,9 @@ impl RunningService {
         &self.record
     }
 
-    /// Says `NOT_SERVING` to health checks, deregisters, stops accepting, drains calls in
-    /// flight, and returns.
+    /// Says `NOT_SERVING` to health checks, deregisters, goes on serving for the deregister
+    /// grace ([`ServiceBuilder::deregister_grace`]) while callers drop the node, then stops
+    /// accepting, drains calls in flight, and returns.
     ///
     /// # Errors
     ///
@@ -400,6 +417,7 @@ pub struct Registration {
     record: registry::Service,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    grace: Duration,
 }
 
 impl std::fmt::Debug for Registration {
@@ -432,10 +450,23 @@ impl Registration {
             record,
             stop,
             task,
+            grace: DEFAULT_DEREGISTER_GRACE,
         }
     }
 
-    /// Stops refreshing and deregisters (waiting at most 5 s for the registry).
+    /// How long [`Registration::stop`] waits once the node is deregistered (default
+    /// [`DEFAULT_DEREGISTER_GRACE`]): the node should go on serving meanwhile, as callers'
+    /// caches drop it, and close its connections after.
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Registration {
+        self.grace = grace;
+        self
+    }
+
+    /// Stops refreshing and deregisters (waiting at most 5 s for the registry), then waits
+    /// for the grace ([`Registration::grace`]) so that callers drop the node before it stops
+    /// serving. A node that could not be deregistered stays listed until its TTL runs out,
+    /// and no grace would cover that: it is not waited for then.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -445,7 +476,10 @@ impl Registration {
         )
         .await
         {
-            Ok(Ok(())) => tracing::info!(node = %self.record.nodes[0].id, "deregistered"),
+            Ok(Ok(())) => {
+                tracing::info!(node = %self.record.nodes[0].id, grace = ?self.grace, "deregistered; serving on for the grace");
+                tokio::time::sleep(self.grace).await;
+            }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "deregistering failed; the node expires with its TTL")
             }

@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. srv tier
     let mut srv = Service::builder("go.micro.srv.user")
         .registry(Arc::clone(&registry))
+        .deregister_grace(Duration::ZERO)
         .build();
     register_user_handler(srv.server_mut(), Greeter)?;
     let srv = srv.start().await?;
@@ -54,6 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::clone(&registry),
         Duration::from_secs(90),
         Duration::from_secs(30),
+        // Nothing is calling when the demo ends: no grace to wait for.
+        Duration::ZERO,
         stopped(),
     ));
 

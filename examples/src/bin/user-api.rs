@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         registry,
         cli.micro.register_ttl,
         cli.micro.register_interval,
+        cli.micro.deregister_grace,
         rmicro_examples::shutdown_signal(),
     )
     .await?;
