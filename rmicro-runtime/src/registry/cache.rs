@@ -9,7 +9,8 @@
 //! node that expired without anyone noticing) is re-read within `ttl`.
 //!
 //! A service not looked up for a whole `ttl` (its snapshot has expired by then) is forgotten,
-//! its watch stopped, by the next registry read of any service: services come and go for good
+//! its watch stopped, by a registry read of any service made from then on (at the latest the
+//! first one two `ttl`s after its last lookup): services come and go for good
 //! (a gateway sees every service ever deployed), and each one looked up once must not keep a
 //! watch task, woken by every change to the registry, for as long as the cache lives.
 //!
@@ -63,6 +64,9 @@ struct Entry {
     /// Whether a lookup came since the last sweep ([`NodeCache::sweep`]). Set by lookups under
     /// the read lock: an atomic, written only when it was clear.
     used: AtomicBool,
+    /// When a registry read was last stored (or the entry made): a lookup reads again at the
+    /// latest `ttl` after that, so one older than two `ttl`s has not been looked up for one.
+    stored: Instant,
 }
 
 struct Snapshot {
@@ -137,6 +141,7 @@ impl NodeCache {
                 };
                 match entries.get_mut(service) {
                     Some(entry) if entry.generation == generation => {
+                        entry.stored = snapshot.read_at;
                         entry.snapshot = Some(snapshot);
                     }
                     Some(_) => {}
@@ -144,6 +149,7 @@ impl NodeCache {
                         entries.insert(
                             service.to_string(),
                             Entry {
+                                stored: snapshot.read_at,
                                 snapshot: Some(snapshot),
                                 generation,
                                 used: AtomicBool::new(true),
@@ -180,9 +186,9 @@ impl NodeCache {
         }
     }
 
-    /// Forgets the services no lookup used since the last sweep, and stops their watches; at
-    /// most once per `ttl`, so a service is forgotten between one and two `ttl`s after its last
-    /// lookup. Called before what a registry read found is stored, which is how services come
+    /// Forgets the services no lookup used since the last sweep, or whose last stored read is
+    /// two `ttl`s old, and stops their watches; at most once per `ttl`, so a service is
+    /// forgotten by the first sweep one `ttl` after its last lookup, or else two. Called before what a registry read found is stored, which is how services come
     /// in (an entry an invalidation made goes at the next sweep unless a lookup uses it).
     fn sweep(&self) {
         {
@@ -202,7 +208,12 @@ impl NodeCache {
             .entries
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, entry| std::mem::replace(entry.used.get_mut(), false));
+        let now = Instant::now();
+        let stale = self.inner.ttl.saturating_mul(2);
+        entries.retain(|_, entry| {
+            let used = std::mem::replace(entry.used.get_mut(), false);
+            used && now.saturating_duration_since(entry.stored) < stale
+        });
         watchers.retain(|service, task| {
             let keep = entries.contains_key(service);
             if !keep {
@@ -282,6 +293,7 @@ fn invalidate(inner: &Inner, service: &str) {
                     snapshot: None,
                     generation: 1,
                     used: AtomicBool::new(false),
+                    stored: Instant::now(),
                 },
             );
         }
@@ -472,6 +484,25 @@ mod tests {
             ["10.0.0.1:1007", "10.0.0.2:1"]
         );
         assert!(!cache.inner.watchers.lock().unwrap()["svc7"].is_finished());
+
+        // When no lookup at all comes for a while, the first registry read after it forgets
+        // the services not looked up meanwhile.
+        tokio::time::sleep(ttl * 3).await;
+        registry
+            .register(&record("late", "c", "10.0.0.3:1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        cache.nodes("late").await.unwrap();
+        let watchers: Vec<String> = cache
+            .inner
+            .watchers
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(watchers, ["late"]);
+        assert_eq!(cache.inner.entries.read().unwrap().len(), 1);
     }
 
     /// A memory registry whose lookups, once `slow` is set, take 100 ms after reading.
