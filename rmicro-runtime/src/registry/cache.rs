@@ -8,10 +8,17 @@
 //! and at the latest `ttl` after it was read, so a registry whose watch misses an event (or a
 //! node that expired without anyone noticing) is re-read within `ttl`.
 //!
+//! A service not looked up for a whole `ttl` (its snapshot has expired by then) is forgotten,
+//! its watch stopped, by a registry read of any service made from then on (at the latest the
+//! first one two `ttl`s after its last lookup): services come and go for good
+//! (a gateway sees every service ever deployed), and each one looked up once must not keep a
+//! watch task, woken by every change to the registry, for as long as the cache lives.
+//!
 //! Empty answers are never cached: a service that has no nodes yet is looked up again on the
 //! next call, so a client started before its server finds it as soon as it registers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -36,8 +43,11 @@ struct Inner {
     /// Read on every call: keyed with foldhash, not SipHash (names come from the caller's own
     /// code or a gateway's routed paths; foldhash is seeded per process).
     entries: RwLock<HashMap<String, Entry, foldhash::fast::RandomState>>,
-    /// The watch task of each service seen so far; aborted when the cache goes away.
+    /// The watch task of each service in `entries`; aborted when the service is forgotten or
+    /// the cache goes away.
     watchers: Mutex<HashMap<String, AbortHandle>>,
+    /// When services not looked up since were last forgotten.
+    swept: Mutex<Instant>,
 }
 
 /// One service: its snapshot, if there is one, and how often it was invalidated.
@@ -46,9 +56,17 @@ struct Entry {
     /// Bumped by every invalidation of this service, so that a lookup does not store what it
     /// read from the registry when a change to the service was reported while it read. Per
     /// service: another service's changes leave this one's lookups alone. An entry is created
-    /// by the first lookup that stores a snapshot or by an invalidation, and is never removed
-    /// (a service with no entry is at generation 0), so the count never goes back.
+    /// by the first lookup that stores a snapshot or by an invalidation, and is removed only
+    /// once no lookup used it for a whole `ttl` (a service with no entry is at generation 0):
+    /// a lookup still in flight then may store what it read, and the watch it starts anew
+    /// drops that at once, as after a first read.
     generation: u64,
+    /// Whether a lookup came since the last sweep ([`NodeCache::sweep`]). Set by lookups under
+    /// the read lock: an atomic, written only when it was clear.
+    used: AtomicBool,
+    /// When a registry read was last stored (or the entry made): a lookup reads again at the
+    /// latest `ttl` after that, so one older than two `ttl`s has not been looked up for one.
+    stored: Instant,
 }
 
 struct Snapshot {
@@ -84,6 +102,7 @@ impl NodeCache {
                 ttl,
                 entries: RwLock::new(HashMap::default()),
                 watchers: Mutex::new(HashMap::new()),
+                swept: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -106,6 +125,7 @@ impl NodeCache {
         let services = self.inner.registry.get_service(service).await?;
         let nodes: Arc<[Node]> = services.into_iter().flat_map(|s| s.nodes).collect();
         if !nodes.is_empty() && !self.inner.ttl.is_zero() {
+            self.sweep();
             {
                 let mut entries = self
                     .inner
@@ -121,6 +141,7 @@ impl NodeCache {
                 };
                 match entries.get_mut(service) {
                     Some(entry) if entry.generation == generation => {
+                        entry.stored = snapshot.read_at;
                         entry.snapshot = Some(snapshot);
                     }
                     Some(_) => {}
@@ -128,8 +149,10 @@ impl NodeCache {
                         entries.insert(
                             service.to_string(),
                             Entry {
+                                stored: snapshot.read_at,
                                 snapshot: Some(snapshot),
                                 generation,
+                                used: AtomicBool::new(true),
                             },
                         );
                     }
@@ -154,10 +177,50 @@ impl NodeCache {
         let Some(entry) = entries.get(service) else {
             return Err(0);
         };
+        if !entry.used.load(Ordering::Relaxed) {
+            entry.used.store(true, Ordering::Relaxed);
+        }
         match &entry.snapshot {
             Some(s) if s.read_at.elapsed() < self.inner.ttl => Ok(Arc::clone(&s.nodes)),
             _ => Err(entry.generation),
         }
+    }
+
+    /// Forgets the services no lookup used since the last sweep, or whose last stored read is
+    /// two `ttl`s old, and stops their watches; at most once per `ttl`, so a service is
+    /// forgotten by the first sweep one `ttl` after its last lookup, or else two. Called before what a registry read found is stored, which is how services come
+    /// in (an entry an invalidation made goes at the next sweep unless a lookup uses it).
+    fn sweep(&self) {
+        {
+            let mut swept = self.inner.swept.lock().unwrap_or_else(|p| p.into_inner());
+            if swept.elapsed() < self.inner.ttl {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let stale = self.inner.ttl.saturating_mul(2);
+        entries.retain(|_, entry| {
+            let used = std::mem::replace(entry.used.get_mut(), false);
+            used && now.saturating_duration_since(entry.stored) < stale
+        });
+        watchers.retain(|service, task| {
+            let keep = entries.contains_key(service);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
     }
 
     /// Starts the watch of `service` unless it runs already. Without a tokio runtime (or when
@@ -220,6 +283,8 @@ fn invalidate(inner: &Inner, service: &str) {
             entry.snapshot = None;
             entry.generation += 1;
         }
+        // Nothing is ever stored: nothing to guard.
+        None if inner.ttl.is_zero() => {}
         // A lookup in flight started at generation 0: it must not store what it read.
         None => {
             entries.insert(
@@ -227,6 +292,8 @@ fn invalidate(inner: &Inner, service: &str) {
                 Entry {
                     snapshot: None,
                     generation: 1,
+                    used: AtomicBool::new(false),
+                    stored: Instant::now(),
                 },
             );
         }
@@ -367,6 +434,75 @@ mod tests {
             assert!(Instant::now() < deadline, "the watch outlived its cache");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn services_no_longer_looked_up_are_forgotten_with_their_watches() {
+        // Services come and go for good (a gateway sees every service ever deployed): each one
+        // looked up once must not keep an entry and a watch task for as long as the cache lives.
+        let registry = MemoryRegistry::new();
+        let ttl = Duration::from_millis(100);
+        let cache = NodeCache::new(Arc::new(registry.clone()), ttl);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let name = format!("svc{i}");
+            let address = format!("10.0.0.1:{}", 1000 + i);
+            registry
+                .register(&record(&name, "a", &address), Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(addresses(&cache.nodes(&name).await.unwrap()), [address]);
+            tasks.push(cache.inner.watchers.lock().unwrap()[&name].clone());
+        }
+        // Only `svc0` is still looked up.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            cache.nodes("svc0").await.unwrap();
+            let entries = cache.inner.entries.read().unwrap().len();
+            let watchers = cache.inner.watchers.lock().unwrap().len();
+            let running = tasks.iter().filter(|t| !t.is_finished()).count();
+            if entries == 1 && watchers == 1 && running == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{entries} entries, {watchers} watchers, {running} watch tasks running for 1 service in use"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !tasks[0].is_finished(),
+            "the watch of the service in use ended"
+        );
+        // A service looked up again after it was forgotten is read and watched anew.
+        registry
+            .register(&record("svc7", "b", "10.0.0.2:1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            addresses(&cache.nodes("svc7").await.unwrap()),
+            ["10.0.0.1:1007", "10.0.0.2:1"]
+        );
+        assert!(!cache.inner.watchers.lock().unwrap()["svc7"].is_finished());
+
+        // When no lookup at all comes for a while, the first registry read after it forgets
+        // the services not looked up meanwhile.
+        tokio::time::sleep(ttl * 3).await;
+        registry
+            .register(&record("late", "c", "10.0.0.3:1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        cache.nodes("late").await.unwrap();
+        let watchers: Vec<String> = cache
+            .inner
+            .watchers
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(watchers, ["late"]);
+        assert_eq!(cache.inner.entries.read().unwrap().len(), 1);
     }
 
     /// A memory registry whose lookups, once `slow` is set, take 100 ms after reading.
