@@ -188,8 +188,9 @@ impl NodeCache {
 
     /// Forgets the services no lookup used since the last sweep, or whose last stored read is
     /// two `ttl`s old, and stops their watches; at most once per `ttl`, so a service is
-    /// forgotten by the first sweep one `ttl` after its last lookup, or else two. Called before what a registry read found is stored, which is how services come
-    /// in (an entry an invalidation made goes at the next sweep unless a lookup uses it).
+    /// forgotten by the first sweep one `ttl` after its last lookup, or else two. Called before
+    /// what a registry read found is stored, which is how services come in (an entry an
+    /// invalidation made goes at the next sweep unless a lookup uses it).
     fn sweep(&self) {
         {
             let mut swept = self.inner.swept.lock().unwrap_or_else(|p| p.into_inner());
