@@ -29,6 +29,7 @@ pub(crate) enum ProxyBody {
 
 impl ProxyBody {
     /// A node's response body; `stall` is the limit on its silences for an HTTP/2 client.
+    #[inline]
     pub(crate) fn backend(body: Incoming, from: Source, stall: Option<Duration>) -> ProxyBody {
         match stall {
             Some(limit) if !http_body::Body::is_end_stream(&body) => {

@@ -47,8 +47,10 @@ pub(crate) fn target_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// routes. Refused here: no client that means well sends one. Empty segments (`//user`) are
 /// not dot segments and pass.
 fn path_problem(path: &str) -> Option<&'static str> {
-    // Most paths have neither a dot nor an escape: one pass over their bytes.
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+    // Most paths have neither a dot nor an escape (two `memchr` scans: cheaper on short paths
+    // than one byte-by-byte pass looking for either).
+    let bytes = path.as_bytes();
+    if !bytes.contains(&b'.') && !bytes.contains(&b'%') {
         return None;
     }
     path.split('/').any(is_dot_segment).then_some(
