@@ -619,6 +619,54 @@ pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
         .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
+/// How long a body (a client's upload, a node's response) may bring nothing: when its last
+/// piece came, and a timer made only once the body has to wait, moved on when it fires rather
+/// than with every piece.
+#[derive(Debug)]
+pub(crate) struct Silence {
+    limit: Duration,
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Silence {
+    /// Counting from now.
+    pub(crate) fn new(limit: Duration) -> Silence {
+        Silence {
+            limit,
+            last: Instant::now(),
+            timer: None,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// A piece came.
+    pub(crate) fn heard(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Whether nothing came for the limit (else `cx` is woken when that may be so).
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let (last, limit) = (self.last, self.limit);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(later(last, limit))));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = later(self.last, self.limit);
+            if due <= Instant::now() {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

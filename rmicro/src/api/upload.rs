@@ -14,16 +14,16 @@
 //!   ask for it, the node's clock runs ([`Sent::wait_or_stalled`]), as nginx's
 //!   `proxy_send_timeout` does.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
+
+use crate::api::conn::Silence;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,10 +50,8 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         done: Option<oneshot::Sender<()>>,
-        // How long the body may bring nothing before it counts as stalled, and the timer
-        // armed while it waits for the client.
-        stall: Duration,
-        waiting: Option<Pin<Box<Sleep>>>,
+        // How long the body may bring nothing before it counts as stalled.
+        silence: Silence,
         handed: Arc<Handed>,
         // `handed` as the waker the client's body is polled with.
         relay: Waker,
@@ -133,8 +131,7 @@ impl<B> Upload<B> {
             Upload {
                 body,
                 done: Some(tx),
-                stall,
-                waiting: None,
+                silence: Silence::new(stall),
                 relay: Waker::from(Arc::clone(&handed)),
                 handed: Arc::clone(&handed),
             },
@@ -217,22 +214,16 @@ where
             .as_mut()
             .poll_frame(&mut Context::from_waker(this.relay));
         let Poll::Ready(frame) = frame else {
-            let stall = *this.stall;
-            let waiting = this
-                .waiting
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-            ready!(waiting.as_mut().poll(cx));
+            if !this.silence.expired(cx) {
+                return Poll::Pending;
+            }
             this.done.take();
             return Poll::Ready(Some(Err(ClientBodyError(
-                format!("nothing of it came for {stall:?}").into(),
+                format!("nothing of it came for {:?}", this.silence.limit()).into(),
             ))));
         };
         this.handed.mark(this.handed.now());
-        if let Some(waiting) = this.waiting.as_mut() {
-            waiting
-                .as_mut()
-                .reset(tokio::time::Instant::now() + *this.stall);
-        }
+        this.silence.heard();
         match frame {
             Some(Err(err)) => {
                 // Dropping the sender tells `Sent` nothing more comes, without "complete".

@@ -1,6 +1,5 @@
 //! A proxied response's body, and the gateway's own error answers.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,10 +10,9 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use rmicro_runtime::registry::Node;
-use tokio::time::{Instant, Sleep};
 
 use super::error;
-use crate::api::conn::later;
+use crate::api::conn::Silence;
 
 /// A proxied response's body: the backend's, streamed as it arrives, or the gateway's own
 /// (errors). Not boxed: a box per response is measurable at the request rates a gateway sees.
@@ -22,58 +20,23 @@ use crate::api::conn::later;
 pub(crate) enum ProxyBody {
     Backend(Incoming, Source),
     /// The backend's, for an HTTP/2 client: cut off once the node sends nothing of it for a
-    /// while (see [`Stall`]).
-    Watched(Incoming, Source, Pin<Box<Stall>>),
+    /// while (see [`ProxyBody::backend`]).
+    Watched(Incoming, Source, Box<Silence>),
     Gateway(Body),
 }
 
 impl ProxyBody {
-    /// A node's response body; `stall` is the limit on its silences for an HTTP/2 client.
+    /// A node's response body; `stall` is the limit on its silences for an HTTP/2 client. An
+    /// HTTP/1 client's connection is closed by its idle limit then (no bytes either way); an
+    /// HTTP/2 connection stays open while any of its streams is in progress, and the stream
+    /// would wait, holding the node's connection, for as long as the node keeps its end open.
     #[inline]
     pub(crate) fn backend(body: Incoming, from: Source, stall: Option<Duration>) -> ProxyBody {
         match stall {
             Some(limit) if !http_body::Body::is_end_stream(&body) => {
-                let stall = Stall {
-                    limit,
-                    last: Instant::now(),
-                    timer: tokio::time::sleep(limit),
-                };
-                ProxyBody::Watched(body, from, Box::pin(stall))
+                ProxyBody::Watched(body, from, Box::new(Silence::new(limit)))
             }
             _ => ProxyBody::Backend(body, from),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// How long a node may send nothing of a response body for an HTTP/2 client. An HTTP/1
-    /// client's connection is closed by its idle limit then (no bytes either way); an HTTP/2
-    /// connection stays open while any of its streams is in progress, and the stream would
-    /// wait, holding the node's connection, for as long as the node keeps its end open.
-    #[derive(Debug)]
-    pub(crate) struct Stall {
-        limit: Duration,
-        // When the node last sent a piece (or its head came).
-        last: Instant,
-        // Moved on only when it fires, not on every piece.
-        #[pin]
-        timer: Sleep,
-    }
-}
-
-impl Stall {
-    /// Whether the node has sent nothing for the limit (else `cx` is woken when it may have).
-    fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
-        let mut this = self.project();
-        loop {
-            if this.timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let due = later(*this.last, *this.limit);
-            if due <= Instant::now() {
-                return true;
-            }
-            this.timer.as_mut().reset(due);
         }
     }
 }
@@ -117,11 +80,11 @@ impl http_body::Body for ProxyBody {
                 .map_err(|err| broke_off(err, from)),
             ProxyBody::Watched(body, from, stall) => match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
-                    if !stall.as_mut().expired(cx) {
+                    if !stall.expired(cx) {
                         return Poll::Pending;
                     }
                     let (id, address) = from.node();
-                    let limit = stall.limit;
+                    let limit = stall.limit();
                     tracing::warn!(node = %id, %address, ?limit, "backend sent nothing of a response body for the idle limit; the client got it cut short");
                     let err = std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -130,7 +93,7 @@ impl http_body::Body for ProxyBody {
                     Poll::Ready(Some(Err(axum_core::Error::new(err))))
                 }
                 ready => {
-                    *stall.as_mut().project().last = Instant::now();
+                    stall.heard();
                     ready.map_err(|err| broke_off(err, from))
                 }
             },
