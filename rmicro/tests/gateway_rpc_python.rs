@@ -183,6 +183,93 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     assert!(deadline > 6.0 && deadline <= 7.0, "{deadline}");
 }
 
+/// grpc-gateway's convention: `Grpc-Metadata-<key>` request headers become metadata `<key>`
+/// (reserved keys left out), the metadata the service answers with comes back as
+/// `Grpc-Metadata-<key>` headers (on an error too), and its trailing metadata as
+/// `Grpc-Trailer-<key>` trailers to a client that sends `TE: trailers`, and not to others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_passes_both_ways_as_grpc_gateway_names_it() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let asked = [
+        ("Grpc-Metadata-Tenant", "blue"),
+        ("Grpc-Metadata-Grpc-Timeout", "1n"),
+        ("X-Reply-Header-X-Served-By", "py"),
+        ("X-Reply-Header-X-Served-By", "again"),
+        ("X-Reply-Trailer-X-Cost", "7"),
+    ];
+    let with_te: Vec<_> = asked.iter().copied().chain([("TE", "trailers")]).collect();
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &with_te,
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let metadata = &json(&r)["metadata"];
+    assert_eq!(metadata["tenant"], "blue", "{}", r.body);
+    assert_eq!(
+        metadata["grpc-timeout"],
+        serde_json::Value::Null,
+        "{}",
+        r.body
+    );
+    let served: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "grpc-metadata-x-served-by")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(served, ["py", "again"], "{:?}", r.headers);
+    // gRPC's own headers are the call's framing, not the answer's.
+    assert!(
+        !r.headers.iter().any(|(k, _)| k.starts_with("grpc-metadata-grpc-")
+            || k == "grpc-metadata-content-type"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(
+        r.trailers,
+        [("grpc-trailer-x-cost".to_string(), "7".to_string())],
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("trailer"), Some("grpc-trailer-x-cost"));
+
+    // Without `TE: trailers`: the same answer, no trailers, a length.
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &asked,
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("grpc-metadata-x-served-by"), Some("py"));
+    assert!(r.trailers.is_empty(), "{:?}", r.trailers);
+    assert_eq!(r.header("trailer"), None);
+    assert!(r.header("content-length").is_some(), "{:?}", r.headers);
+
+    // An error the service sends after its response headers: the headers come with it.
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/fail",
+        &[("X-Reply-Header-X-Why", "quota")],
+        r#"{"code":8,"message":"slow down"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(
+        r.header("grpc-metadata-x-why"),
+        Some("quota"),
+        "{:?}",
+        r.headers
+    );
+}
+
 /// A header a plugin sets becomes metadata even when the client lists its name in
 /// `Connection`: the headers listed there are removed before plugins see the request, not
 /// after them (which let a client drop what a plugin vouches for).

@@ -106,6 +106,7 @@ def rich_details():
 
 
 def fail(request, context):
+    reply_metadata(context)
     if request.details == "crash":
         # The answer's headers, then the process is gone: no message, no status.
         context.send_initial_metadata(())
@@ -137,7 +138,23 @@ def fail(request, context):
     context.abort(CODES[request.code], request.message)
 
 
+def reply_metadata(context):
+    """Answers metadata the caller asks for: `x-reply-header-<key>: v` as response header
+    metadata `<key>: v`, `x-reply-trailer-<key>: v` as trailing metadata."""
+    headers, trailers = [], []
+    for k, v in context.invocation_metadata():
+        if k.startswith("x-reply-header-"):
+            headers.append((k[len("x-reply-header-"):], v))
+        elif k.startswith("x-reply-trailer-"):
+            trailers.append((k[len("x-reply-trailer-"):], v))
+    if headers:
+        context.send_initial_metadata(headers)
+    if trailers:
+        context.set_trailing_metadata(trailers)
+
+
 def slow(request, context):
+    reply_metadata(context)
     remaining = context.time_remaining()
     if request.give_up and remaining is not None:
         time.sleep(remaining * 0.97)

@@ -13,6 +13,8 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body, de-chunked.
     pub body: String,
+    /// The trailers of a chunked body (lower-cased names) and their values.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl HttpResponse {
@@ -78,29 +80,40 @@ fn parse(raw: &[u8]) -> HttpResponse {
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
+    let (body, trailers) = if chunked {
         dechunk(body)
     } else {
-        body.to_string()
+        (body.to_string(), Vec::new())
     };
     HttpResponse {
         status,
         headers,
         body,
+        trailers,
     }
 }
 
-fn dechunk(mut body: &str) -> String {
+/// A chunked body's data and the trailers after its last chunk.
+fn dechunk(mut body: &str) -> (String, Vec<(String, String)>) {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
-        if n == 0 || rest.len() < n {
+        if n == 0 {
+            let trailers = rest
+                .split("\r\n")
+                .take_while(|line| !line.is_empty())
+                .filter_map(|line| line.split_once(':'))
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+                .collect();
+            return (out, trailers);
+        }
+        if rest.len() < n {
             break;
         }
         out.push_str(&rest[..n]);
         body = rest[n..].trim_start_matches("\r\n");
     }
-    out
+    (out, Vec::new())
 }

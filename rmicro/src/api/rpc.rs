@@ -26,7 +26,8 @@
 //! one read from it, and its failure; a request waits for it no longer than its call's limit
 //! (504), and the read goes on for those that follow. A node without server reflection answers 501 saying so.
 //! Errors come back as go-micro JSON with the mapped HTTP status (and the details a status
-//! carries in a `details` array, `call.rs`); streaming methods answer 501.
+//! carries in a `details` array, `call.rs`); streaming methods answer 501. Metadata passes both
+//! ways as grpc-gateway names it (`metadata.rs`).
 //!
 //! JSON is proto3's canonical mapping as go-micro's grpc server codec (jsonpb), protojson and
 //! Python's json_format write it: lowerCamelCase (`json_name`) field names, default values of
@@ -52,6 +53,7 @@ mod call;
 mod channels;
 mod descriptors;
 mod flight;
+mod metadata;
 mod proto_json;
 mod reflect;
 mod request;

@@ -8,13 +8,14 @@ use http::{header, Response, StatusCode};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use rmicro_runtime::registry::Node;
-use rmicro_runtime::transport::TransportError;
+use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
 
 use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
-use super::{descriptors, error, proto_json, Fail, NodeFail, RpcHandler};
+use super::{descriptors, error, metadata, proto_json, Fail, NodeFail, RpcHandler};
 
 /// The least a response message may be (gRPC's usual default); `--body-limit` raises it.
 const MIN_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
@@ -171,27 +172,20 @@ impl RpcHandler {
             .max_decoding_message_size(response_limit);
         let message = Bytes::from(input.encode_to_vec());
         let sent = message.len();
-        let mut request = tonic::Request::new(message);
+        // Headers the client sent for the service become the call's metadata. Those it listed
+        // in `Connection`, for the gateway alone, were removed before the plugins ran
+        // (`proxy::strip_connection_listed`); what a plugin set stays.
+        let mut request = tonic::Request::from_parts(
+            MetadataMap::from_headers(metadata::from_request(&parts.headers)),
+            tonic::Extensions::default(),
+            message,
+        );
         // What is left of the limit is the deadline the service hears.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         request.set_timeout(left);
-        // Each value of a header sent more than once (a gRPC metadata key may have several).
-        // Those the client listed in `Connection`, for the gateway alone, were removed before
-        // the plugins ran (`proxy::strip_connection_listed`); what a plugin set stays.
-        for (name, value) in parts.headers.iter() {
-            let forward = name.as_str().starts_with("x-") || name == header::AUTHORIZATION;
-            if forward {
-                if let (Ok(k), Ok(v)) = (
-                    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-                    tonic::metadata::MetadataValue::try_from(value.as_bytes()),
-                ) {
-                    request.metadata_mut().append(k, v);
-                }
-            }
-        }
         let path = http::uri::PathAndQuery::try_from(grpc_path)
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
-        let call = grpc.unary(request, path, RawCodec);
+        let call = exchange(&mut grpc, request, path);
         let started = Instant::now();
         let timed_out = || -> NodeFail {
             error::response(
@@ -204,8 +198,10 @@ impl RpcHandler {
             Err(_) => return Err(timed_out()),
             // The deadline the gateway sent ran out at the service (which answers so as it
             // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
-            Ok(Err(status)) if ran_out(&status, started.elapsed(), left) => return Err(timed_out()),
-            Ok(Err(status)) => {
+            Ok(Err((status, _))) if ran_out(&status, started.elapsed(), left) => {
+                return Err(timed_out())
+            }
+            Ok(Err((status, headers))) => {
                 // A transport's failure or one while the answer came (a reset stream or
                 // connection, a node gone after its headers) is the node's, not a status the
                 // service sent: 502. Only a call that never left may go to another node; a
@@ -239,12 +235,21 @@ impl RpcHandler {
                         let details = self
                             .details(&status, &target.service, node, grpc_path, &method, deadline)
                             .await;
-                        status_response(&status, details).into()
+                        let mut response = status_response(&status, details);
+                        if let Some(headers) = headers {
+                            metadata::to_response(headers, response.headers_mut());
+                        }
+                        response.into()
                     }
                 });
             }
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(answer)) => answer,
         };
+        let Answer {
+            headers: reply_headers,
+            message: reply,
+            trailers: reply_trailers,
+        } = reply;
         // Proto3 JSON as go-micro's grpc server codec (jsonpb), protojson and json_format
         // write it: lowerCamelCase names (a field's `json_name`), fields without presence left
         // out at their default values.
@@ -306,12 +311,67 @@ impl RpcHandler {
                     )
                 })?;
         }
-        let mut resp = Response::new(Body::from(json.to_string()));
+        let json = Bytes::from(json.to_string());
+        let trailers = reply_trailers.and_then(|t| metadata::trailers(t, &parts.headers));
+        let mut resp = match trailers {
+            Some(trailers) => {
+                let announced = metadata::announce(&trailers);
+                let mut resp =
+                    Response::new(Body::new(metadata::WithTrailers::new(json, trailers)));
+                if let Some(announced) = announced {
+                    resp.headers_mut().insert(header::TRAILER, announced);
+                }
+                resp
+            }
+            None => Response::new(Body::from(json)),
+        };
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        metadata::to_response(reply_headers, resp.headers_mut());
         Ok(resp)
+    }
+}
+
+/// What a node answered a call with: the metadata before its message (gRPC's response
+/// headers), the message, and the metadata after it (trailers).
+struct Answer {
+    headers: MetadataMap,
+    message: Bytes,
+    trailers: Option<MetadataMap>,
+}
+
+/// A unary call, as tonic's `Grpc::unary` makes it, but keeping the answer's headers and
+/// trailers apart (`unary` merges them). A failed call's status comes with the headers sent
+/// before it, if any were.
+async fn exchange(
+    grpc: &mut tonic::client::Grpc<Connection>,
+    request: tonic::Request<Bytes>,
+    path: http::uri::PathAndQuery,
+) -> Result<Answer, (tonic::Status, Option<MetadataMap>)> {
+    let (headers, mut stream, _) = grpc
+        .server_streaming(request, path, RawCodec)
+        .await
+        .map_err(|status| (status, None))?
+        .into_parts();
+    let message = match stream.message().await {
+        Ok(Some(message)) => message,
+        Ok(None) => {
+            return Err((
+                tonic::Status::internal("the service answered no message"),
+                Some(headers),
+            ))
+        }
+        Err(status) => return Err((status, Some(headers))),
+    };
+    match stream.trailers().await {
+        Ok(trailers) => Ok(Answer {
+            headers,
+            message,
+            trailers,
+        }),
+        Err(status) => Err((status, Some(headers))),
     }
 }
 

@@ -1,0 +1,261 @@
+//! gRPC metadata and HTTP headers, both ways, in grpc-gateway's convention (which its clients
+//! already read and write):
+//!
+//! - A request's `X-*` and `Authorization` headers become the call's metadata as they are, and a
+//!   `Grpc-Metadata-<key>` header becomes metadata `<key>`.
+//! - The metadata a node answers with before its message (gRPC's response headers) comes back as
+//!   `Grpc-Metadata-<key>` response headers, on errors too.
+//! - The metadata it sends after its message (gRPC's trailers) comes back as
+//!   `Grpc-Trailer-<key>` HTTP trailers, to a client that said it takes trailers (`TE: trailers`,
+//!   RFC 9110 §10.1.4); to others it is not sent, as a server should not send trailers a client
+//!   did not ask for.
+//!
+//! Keys gRPC reserves (`grpc-*`, and the HTTP headers gRPC itself is framed with) are never
+//! passed either way: a client cannot set the call's timeout or encoding through metadata, and a
+//! node's framing headers are not the gateway's answer's.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use tonic::metadata::MetadataMap;
+
+/// Prefix of the request headers that become metadata, and of the response headers that carry
+/// a node's response metadata.
+const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// Prefix of the trailers that carry a node's trailing metadata.
+const TRAILER_PREFIX: &str = "grpc-trailer-";
+
+/// Whether gRPC keeps `key` (lowercase) for itself: its own `grpc-*` keys and the HTTP/2
+/// headers a call is framed with.
+fn reserved(key: &str) -> bool {
+    key.starts_with("grpc-")
+        || matches!(
+            key,
+            "content-type"
+                | "content-length"
+                | "content-encoding"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "upgrade"
+                | "host"
+                | "user-agent"
+                | "date"
+        )
+}
+
+/// The call's metadata taken from the client's `headers` (see the module's documentation for
+/// which), as the headers gRPC sends it in.
+pub(super) fn from_request(headers: &HeaderMap) -> HeaderMap {
+    let mut metadata = HeaderMap::new();
+    // Each value of a header sent more than once (a gRPC metadata key may have several).
+    for (name, value) in headers {
+        let key = if name.as_str().starts_with("x-") || name == header::AUTHORIZATION {
+            name.clone()
+        } else if let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) {
+            if key.is_empty() || reserved(key) {
+                continue;
+            }
+            match HeaderName::try_from(key) {
+                Ok(key) => key,
+                Err(_) => continue,
+            }
+        } else {
+            continue;
+        };
+        // A binary key (`-bin`) takes its value in base64, as it travels in gRPC: one that is not
+        // is left out rather than sent for the node to refuse.
+        if key.as_str().ends_with("-bin")
+            && !value
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+        {
+            continue;
+        }
+        metadata.append(key, value.clone());
+    }
+    metadata
+}
+
+/// `metadata`'s keys that are not reserved, each value as a header named `prefix` + key (binary
+/// values in base64, as they travel in gRPC).
+fn prefixed(
+    metadata: MetadataMap,
+    prefix: &'static str,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let headers = metadata.into_headers();
+    let mut last = None;
+    headers.into_iter().filter_map(move |(name, value)| {
+        // `into_iter` names a header once, before the first of its values.
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        let name = last.as_ref()?;
+        if reserved(name.as_str()) {
+            return None;
+        }
+        let prefixed = HeaderName::try_from(format!("{prefix}{}", name.as_str())).ok()?;
+        Some((prefixed, value))
+    })
+}
+
+/// Adds a node's response-header `metadata` to an answer's `headers`, as `Grpc-Metadata-<key>`.
+pub(super) fn to_response(metadata: MetadataMap, headers: &mut HeaderMap) {
+    for (name, value) in prefixed(metadata, METADATA_PREFIX) {
+        headers.append(name, value);
+    }
+}
+
+/// A node's trailing `metadata` as the trailers of an answer, for a client whose request
+/// `headers` say it takes trailers; `None` when it does not or there is nothing to send.
+pub(super) fn trailers(metadata: MetadataMap, request: &HeaderMap) -> Option<HeaderMap> {
+    let takes_trailers = crate::api::proxy::codings(request, &header::TE)
+        .any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
+    if !takes_trailers {
+        return None;
+    }
+    let mut trailers = HeaderMap::new();
+    for (name, value) in prefixed(metadata, TRAILER_PREFIX) {
+        trailers.append(name, value);
+    }
+    (!trailers.is_empty()).then_some(trailers)
+}
+
+/// The `Trailer` header announcing `trailers` (HTTP/1.1 sends only the trailers announced).
+pub(super) fn announce(trailers: &HeaderMap) -> Option<HeaderValue> {
+    let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+    HeaderValue::from_str(&names.join(", ")).ok()
+}
+
+/// A whole body, then trailers.
+pub(super) struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl WithTrailers {
+    pub(super) fn new(data: Bytes, trailers: HeaderMap) -> WithTrailers {
+        WithTrailers {
+            data: Some(data).filter(|d| !d.is_empty()),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    // The length is not told: HTTP/1.1 carries trailers only in a chunked body.
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::try_from(*k).unwrap(),
+                    HeaderValue::try_from(*v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn request_headers_become_metadata_without_reserved_keys() {
+        let got = from_request(&headers(&[
+            ("x-user", "ann"),
+            ("authorization", "Bearer t"),
+            ("grpc-metadata-tenant", "blue"),
+            ("grpc-metadata-tenant", "green"),
+            ("grpc-metadata-trace-bin", "AQI="),
+            ("grpc-metadata-broken-bin", "***"),
+            ("grpc-metadata-grpc-timeout", "1n"),
+            ("grpc-metadata-content-type", "text/plain"),
+            ("grpc-metadata-", "x"),
+            ("accept", "application/json"),
+        ]));
+        let mut pairs: Vec<(String, String)> = got
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [
+                ("authorization", "Bearer t"),
+                ("tenant", "blue"),
+                ("tenant", "green"),
+                ("trace-bin", "AQI="),
+                ("x-user", "ann"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn response_metadata_is_prefixed_and_reserved_keys_left_out() {
+        let mut md = MetadataMap::from_headers(headers(&[
+            ("content-type", "application/grpc"),
+            ("date", "Mon, 30 Nov 2026 10:00:00 GMT"),
+            ("grpc-accept-encoding", "gzip"),
+            ("x-served-by", "one"),
+            ("x-served-by", "two"),
+        ]));
+        md.insert_bin(
+            "token-bin",
+            tonic::metadata::MetadataValue::from_bytes(b"\x01\x02"),
+        );
+        let mut out = HeaderMap::new();
+        to_response(md, &mut out);
+        let served: Vec<_> = out.get_all("grpc-metadata-x-served-by").iter().collect();
+        assert_eq!(served, ["one", "two"]);
+        assert_eq!(out["grpc-metadata-token-bin"], "AQI");
+        assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    #[test]
+    fn trailers_only_for_a_client_that_takes_them() {
+        let md = || MetadataMap::from_headers(headers(&[("grpc-status", "0"), ("x-cost", "7")]));
+        assert_eq!(trailers(md(), &headers(&[])), None);
+        assert_eq!(trailers(md(), &headers(&[("te", "gzip")])), None);
+        let sent = trailers(md(), &headers(&[("te", "gzip, Trailers")])).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent["grpc-trailer-x-cost"], "7");
+        assert_eq!(announce(&sent).unwrap(), "grpc-trailer-x-cost");
+        // Only reserved keys: nothing to send.
+        let reserved_only = MetadataMap::from_headers(headers(&[("grpc-status", "0")]));
+        assert_eq!(
+            trailers(reserved_only, &headers(&[("te", "trailers")])),
+            None
+        );
+    }
+}
