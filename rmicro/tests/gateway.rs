@@ -2541,3 +2541,177 @@ async fn a_layer_from_an_async_function_and_a_plugin_without_one() {
         r.body
     );
 }
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of the sample `series` (name and labels, as written) in a Prometheus text
+/// exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+/// `--metrics-address`: every request is counted by service, method and status (those token
+/// auth refuses and those no service takes too, under no service), timed to its response head,
+/// and in flight until then; the metrics are served on their own listener, not the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_service_and_status_on_their_own_listener() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (registry, _backend) = one_node_registry("go.micro.api.user", "one").await;
+    let (gw, _stop) = gateway(
+        Cli::new(),
+        &["--metrics-address", &metrics, "--auth-tokens", "secret"],
+        Arc::clone(&registry),
+    )
+    .await;
+    let auth = || ("Authorization", "Bearer secret".to_string());
+    for _ in 0..3 {
+        assert_eq!(get_with(&gw, "/user/x", auth()).await.status, 200);
+    }
+    assert_eq!(
+        call(&gw, "POST", "/user/x", vec![auth()], "hi".into())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get_with(&gw, "/nosuch/x", auth()).await.status, 404);
+    assert_eq!(get(&gw, "/user/x").await.status, 401);
+    // A request still waiting for its answer is in flight.
+    let slow = {
+        let gw = gw.clone();
+        tokio::spawn(async move { get_with(&gw, "/user/slow", auth()).await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let scrape = get(&metrics, "/metrics").await;
+    assert_eq!(scrape.status, 200, "{}", scrape.body);
+    assert!(
+        scrape
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        scrape.headers
+    );
+    let text = &scrape.body;
+    let user = r#"service="go.micro.api.user""#;
+    assert_eq!(
+        sample(
+            text,
+            &format!(r#"rmicro_api_requests_total{{{user},method="GET",code="200"}}"#)
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            text,
+            &format!(r#"rmicro_api_requests_total{{{user},method="POST",code="200"}}"#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // No service took these: the made-up path makes no series of its own.
+    for code in ["404", "401"] {
+        assert_eq!(
+            sample(
+                text,
+                &format!(r#"rmicro_api_requests_total{{service="",method="GET",code="{code}"}}"#)
+            ),
+            Some(1.0),
+            "{code}: {text}"
+        );
+    }
+    assert!(!text.contains("nosuch"), "{text}");
+    assert_eq!(
+        sample(
+            text,
+            &format!("rmicro_api_request_duration_seconds_count{{{user}}}")
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "rmicro_api_requests_in_flight"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    let text = get(&metrics, "/metrics").await.body;
+    assert_eq!(
+        sample(&text, "rmicro_api_requests_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rmicro_api_request_duration_seconds_count{{{user}}}")
+        ),
+        Some(5.0),
+        "{text}"
+    );
+
+    // A service that went away: its 503 is its own.
+    let record = Record {
+        name: "go.micro.api.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "one".into(),
+            address: _backend.addr.to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry.deregister(&record).await.unwrap();
+    assert_eq!(get_with(&gw, "/user/x", auth()).await.status, 503);
+    let text = get(&metrics, "/metrics").await.body;
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rmicro_api_requests_total{{{user},method="GET",code="503"}}"#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Only /metrics, and only there: the gateway's own address does not serve them.
+    assert_eq!(get(&metrics, "/other").await.status, 404);
+    assert_eq!(
+        call(&metrics, "POST", "/metrics", Vec::new(), String::new())
+            .await
+            .status,
+        405
+    );
+    assert_ne!(get_with(&gw, "/metrics", auth()).await.status, 200);
+}
+
+/// An address the metrics cannot listen on stops the gateway before it serves, saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_address_in_use_is_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let cli = Cli::new();
+    let matches = cli
+        .command()
+        .try_get_matches_from(["rmicro", "api", "--metrics-address", address.as_str()])
+        .unwrap();
+    let sub = matches.subcommand_matches("api").unwrap().clone();
+    let api = ApiArgs::from_arg_matches(&sub).unwrap();
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let err = Gateway::new(api, &sub, cli.into_plugins(), Some(registry)).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "plugin `metrics`: cannot listen on --metrics-address {address}: "
+        )),
+        "{message}"
+    );
+}

@@ -270,6 +270,34 @@ async fn metadata_passes_both_ways_as_grpc_gateway_names_it() {
     );
 }
 
+/// The rpc handler names the service each call went to in `--metrics-address`'s counts, with
+/// the status it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_name_the_service_an_rpc_call_went_to() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (_py, gw, _stop) = setup("v1alpha", &["--metrics-address", &metrics]).await;
+    let r = post(&gw, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(
+        &gw,
+        "/interop/interop/fail",
+        r#"{"code":5,"message":"none"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let text = call_with(&metrics, "GET", "/metrics", &[], "").await.body;
+    for code in ["200", "404"] {
+        let series = format!(
+            r#"rmicro_api_requests_total{{service="go.micro.srv.interop",method="POST",code="{code}"}} 1"#
+        );
+        assert!(text.lines().any(|l| l == series), "{series}: {text}");
+    }
+}
+
 /// A header a plugin sets becomes metadata even when the client lists its name in
 /// `Connection`: the headers listed there are removed before plugins see the request, not
 /// after them (which let a client drop what a plugin vouches for).

@@ -167,6 +167,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// The built-in plugins, in their order.
 pub fn builtin_plugins() -> Vec<Box<dyn Plugin>> {
     vec![
+        // Outermost: it counts every request, those the plugins below answer too.
+        Box::new(plugins::RequestMetrics::default()),
         Box::new(plugins::AccessLog::default()),
         Box::new(plugins::Health::default()),
         Box::new(plugins::Cors::default()),

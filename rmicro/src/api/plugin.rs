@@ -125,7 +125,11 @@ impl std::fmt::Debug for PluginContext {
 }
 
 /// Why a plugin could not be registered or initialised.
+///
+/// A plugin's own failure is [`PluginError::init`]. More variants may come: a `match` on it
+/// needs a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PluginError {
     /// Two plugins share a name.
     #[error("a plugin named `{0}` is already registered; plugin names must be unique")]
@@ -152,6 +156,24 @@ pub enum PluginError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl PluginError {
+    /// `plugin`'s flags are invalid or its setup failed, for the reason `message` gives (said
+    /// to the user as ``plugin `name`: message``, so say what to change).
+    ///
+    /// ```
+    /// use rmicro::api::plugin::PluginError;
+    ///
+    /// let err = PluginError::init("quota", "--quota-per-minute must be above 0");
+    /// assert_eq!(err.to_string(), "plugin `quota`: --quota-per-minute must be above 0");
+    /// ```
+    pub fn init(plugin: impl Into<String>, message: impl Into<String>) -> PluginError {
+        PluginError::Init {
+            plugin: plugin.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A gateway plugin.

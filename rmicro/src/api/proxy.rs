@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::conn::NeverFails;
+use super::plugins::metrics;
 use super::pool::{Pool, PoolError};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
@@ -236,9 +237,14 @@ impl Proxy {
                     status = StatusCode::SERVICE_UNAVAILABLE;
                     detail = format!("service `{service}` has no nodes");
                 }
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    metrics::note_service(req.extensions(), service);
+                }
                 return fail(status, detail);
             }
             self.inner.seen.saw(service);
+            // Known to the registry: named in the metrics, if they are kept.
+            metrics::note_service(req.extensions(), service);
             // Records no connection can be opened to (hand-written, another tool's) are left out.
             let nodes = match address::usable(service, nodes) {
                 Ok(nodes) => nodes,

@@ -4,8 +4,10 @@ pub mod access_log;
 pub mod auth;
 pub mod cors;
 pub mod health;
+pub mod metrics;
 
 pub use access_log::AccessLog;
 pub use auth::TokenAuth;
 pub use cors::Cors;
 pub use health::Health;
+pub use metrics::RequestMetrics;
