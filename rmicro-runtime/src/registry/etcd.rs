@@ -161,7 +161,8 @@ struct Inner {
     refused: watch::Sender<Option<RegistryError>>,
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
-    events: broadcast::Sender<Event>,
+    /// Shared by every watcher: each clones only the events of its own service.
+    events: broadcast::Sender<Arc<Event>>,
     /// Why the last sync failed (with a hint when it points at TLS on one side only), until one
     /// succeeds: said by a lookup that waited in vain (a TLS handshake etcd closed says more
     /// than "has not answered").
@@ -402,10 +403,10 @@ impl Inner {
             let report = cache.primed;
             for (key, old) in cache.records.iter().filter(|_| report) {
                 if !records.contains_key(key) {
-                    let _ = self.events.send(Event {
+                    let _ = self.events.send(Arc::new(Event {
                         action: Action::Delete,
                         service: old.clone(),
-                    });
+                    }));
                 }
             }
             for (key, new) in records.iter().filter(|_| report) {
@@ -415,10 +416,10 @@ impl Inner {
                     Some(_) => None,
                 };
                 if let Some(action) = action {
-                    let _ = self.events.send(Event {
+                    let _ = self.events.send(Arc::new(Event {
                         action,
                         service: new.clone(),
-                    });
+                    }));
                 }
             }
             cache.records = records;
@@ -458,17 +459,17 @@ impl Inner {
                                 Action::Create
                             };
                             cache.records.insert(key, service.clone());
-                            let _ = self.events.send(Event { action, service });
+                            let _ = self.events.send(Arc::new(Event { action, service }));
                         }
                         Err(err) => {
                             tracing::warn!(error = %err, "skipping a registry record");
                             // The key no longer holds the node it held: that node left, as a
                             // list of the prefix (another process's, or the next sync's) has it.
                             if let Some(service) = cache.records.remove(&key) {
-                                let _ = self.events.send(Event {
+                                let _ = self.events.send(Arc::new(Event {
                                     action: Action::Delete,
                                     service,
-                                });
+                                }));
                             }
                         }
                     },
@@ -479,10 +480,10 @@ impl Inner {
                                 .and_then(|p| Self::parse(&key, p.value()).ok())
                         });
                         if let Some(service) = old {
-                            let _ = self.events.send(Event {
+                            let _ = self.events.send(Arc::new(Event {
                                 action: Action::Delete,
                                 service,
-                            });
+                            }));
                         }
                     }
                 }
@@ -901,7 +902,7 @@ impl Registry for EtcdRegistry {
 /// ends when it fell so far behind that events were lost (a burst of more changes than the
 /// channel holds, such as the re-sync after an outage): its watcher must read the registry
 /// again rather than go on with nodes that may have left.
-fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watcher {
+fn watch_stream(rx: broadcast::Receiver<Arc<Event>>, filter: Option<String>) -> Watcher {
     use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
     use tokio_stream::wrappers::BroadcastStream;
     use tokio_stream::StreamExt;
@@ -914,6 +915,7 @@ fn watch_stream(rx: broadcast::Receiver<Event>, filter: Option<String>) -> Watch
                     None
                 }
             })
-            .filter(move |e| filter.as_ref().is_none_or(|name| *name == e.service.name)),
+            .filter(move |e| filter.as_ref().is_none_or(|name| *name == e.service.name))
+            .map(Arc::unwrap_or_clone),
     )
 }

@@ -35,7 +35,8 @@ struct Table {
 
 struct Inner {
     nodes: Mutex<Table>,
-    events: broadcast::Sender<Event>,
+    /// Shared by every watcher: each clones only the events of its own service.
+    events: broadcast::Sender<Arc<Event>>,
     /// Told when a registration moves the next expiry earlier, so that watchers asleep until
     /// the later one look again (a refresh with a shorter TTL sends no event to wake them).
     sooner: tokio::sync::watch::Sender<()>,
@@ -121,10 +122,10 @@ fn sweep(inner: &Inner) -> std::sync::MutexGuard<'_, Table> {
     });
     table.next_expiry = next;
     for service in expired {
-        let _ = inner.events.send(Event {
+        let _ = inner.events.send(Arc::new(Event {
             action: Action::Delete,
             service,
-        });
+        }));
     }
     table
 }
@@ -164,10 +165,10 @@ impl Registry for MemoryRegistry {
                 };
                 nodes.insert(key, (record.clone(), until));
                 if let Some(action) = action {
-                    let _ = self.inner.events.send(Event {
+                    let _ = self.inner.events.send(Arc::new(Event {
                         action,
                         service: record,
-                    });
+                    }));
                 }
             }
             Ok(())
@@ -181,10 +182,10 @@ impl Registry for MemoryRegistry {
                 if let Some((record, _)) =
                     table.nodes.remove(&(service.name.clone(), node.id.clone()))
                 {
-                    let _ = self.inner.events.send(Event {
+                    let _ = self.inner.events.send(Arc::new(Event {
                         action: Action::Delete,
                         service: record,
-                    });
+                    }));
                 }
             }
             Ok(())
@@ -231,7 +232,7 @@ impl Registry for MemoryRegistry {
 /// passes, not only once someone next reads the registry (a watcher such as a client's node
 /// cache would otherwise keep a node that stopped refreshing until it reads again).
 struct Expiring {
-    events: tokio_stream::wrappers::BroadcastStream<Event>,
+    events: tokio_stream::wrappers::BroadcastStream<Arc<Event>>,
     /// Yields when a registration moved the registry's next expiry earlier.
     sooner: tokio_stream::wrappers::WatchStream<()>,
     /// Only this service's events, when set.
@@ -255,7 +256,7 @@ impl Stream for Expiring {
                         .as_ref()
                         .is_none_or(|name| *name == event.service.name)
                     {
-                        return Poll::Ready(Some(event));
+                        return Poll::Ready(Some(Arc::unwrap_or_clone(event)));
                     }
                     continue;
                 }
