@@ -2715,3 +2715,54 @@ async fn a_metrics_address_in_use_is_an_error_naming_it() {
         "{message}"
     );
 }
+
+/// Once told to stop, the gateway answers the request in flight (the connection then closes,
+/// `Connection: close`), closes an idle kept-alive connection at once, and returns once the
+/// request in flight is done; with and without a plugin (the direct path and the plugin stack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_the_request_in_flight_and_closes_idle_connections() {
+    use tokio::io::AsyncReadExt;
+    for flags in [&[][..], &["--access-log"][..]] {
+        let (registry, backend) = one_node_registry("go.micro.api.calm", "c").await;
+        let (gw, stop, served) = gateway_handle(Cli::default(), flags, registry).await;
+        let mut idle = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        let first = keep_alive_get(&mut idle, "/calm/x").await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        let mut busy = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        let slow = tokio::spawn(async move {
+            let answer = keep_alive_get(&mut busy, "/calm/slow").await;
+            // Closed after its answer: the gateway is stopping.
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(Duration::from_secs(2), busy.read_to_end(&mut rest))
+                .await
+                .is_ok_and(|read| read.is_ok());
+            (answer, closed)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let told = std::time::Instant::now();
+        stop.send(()).unwrap();
+        // The idle connection closes at once.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(1), idle.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok_and(|r| r.is_ok()),
+            "{flags:?}: idle connection not closed"
+        );
+        assert!(told.elapsed() < Duration::from_millis(900), "{flags:?}");
+        let (answer, closed) = slow.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{flags:?}: {answer}");
+        assert!(closed, "{flags:?}: the busy connection stayed open");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("serve returns once the request in flight is done")
+            .unwrap()
+            .unwrap();
+        // It waited for the slow answer (2 s from its start).
+        assert!(
+            told.elapsed() >= Duration::from_millis(1500),
+            "{flags:?}: {:?}",
+            told.elapsed()
+        );
+        drop(backend);
+    }
+}

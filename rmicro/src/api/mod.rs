@@ -18,7 +18,6 @@ use axum_core::body::Body;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rmicro_runtime::config::{parse_duration, parse_positive_duration, RegistryFlags};
 use rmicro_runtime::selector::{Random, RoundRobin, Selector};
 use rmicro_runtime::Registry;
@@ -33,6 +32,7 @@ mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod rpc;
+mod shutdown;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod tunnel;
@@ -393,7 +393,7 @@ impl Gateway {
             // The request-head size HTTP/1 accepts (hyper's 400 KiB buffer), not h2's 16 KiB:
             // a request the gateway takes over one protocol is not a 431 over the other.
             .max_header_list_size(400 << 10);
-        let graceful = GracefulShutdown::new();
+        let graceful = shutdown::Shutdown::default();
         // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
         let tunnels = tunnel::Tunnels::default();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -507,7 +507,7 @@ struct Accepted<'a> {
 /// client that connected and sent nothing does not hold the shutdown up.
 fn spawn_connection<S, B>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    graceful: &shutdown::Shutdown,
     accepted: Accepted<'_>,
     service: S,
 ) where
@@ -528,8 +528,11 @@ fn spawn_connection<S, B>(
     } = accepted;
     #[cfg(feature = "tls")]
     if let Some((acceptor, mut stopping)) = tls {
-        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
-        tokio::spawn(async move {
+        let (builder, acceptor) = (builder.clone(), acceptor.clone());
+        // Watched from the start: shutdown waits for the handshake's end too.
+        let (told, mut hear) = tokio::sync::oneshot::channel::<()>();
+        let mut told = Some(told);
+        let handshaking = async move {
             let handshake = tokio::time::timeout(head, acceptor.accept(stream));
             let stream = tokio::select! {
                 made = handshake => match made {
@@ -550,17 +553,34 @@ fn spawn_connection<S, B>(
             };
             let stream = conn::Timed::new(stream, idle, head, exchanges);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
+            let mut conn = std::pin::pin!(conn.into_owned());
+            let mut finishing = false;
+            // Told to finish (shutdown began during the handshake or after): so is hyper.
+            let result = std::future::poll_fn(|cx| {
+                if !finishing && std::pin::Pin::new(&mut hear).poll(cx).is_ready() {
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                conn.as_mut().poll(cx)
+            })
+            .await;
+            if let Err(err) = result {
                 tracing::debug!(error = %err, %peer, "connection ended with an error");
             }
+        };
+        let watched = graceful.watch(Box::pin(handshaking), move |_| {
+            if let Some(told) = told.take() {
+                let _ = told.send(());
+            }
         });
+        tokio::spawn(watched);
         return;
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls;
     let stream = conn::Timed::new(stream, idle, head, exchanges);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let conn = graceful.watch(conn.into_owned());
+    let conn = graceful.watch(conn.into_owned(), |conn| conn.graceful_shutdown());
     tokio::spawn(async move {
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, %peer, "connection ended with an error");
