@@ -918,3 +918,167 @@ async fn a_new_response_field_from_a_redeployed_node_is_not_dropped() {
         "new node's answers with `added`: {added}, old node's: {plain}"
     );
 }
+
+/// Without `--trust-forwarded`, a client's forwarding claims do not reach the service, sent as
+/// `Grpc-Metadata-<claim>` either; nor does a second `X-Forwarded-For` beside the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_metadata_headers_carry_no_forwarding_claims() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("Grpc-Metadata-X-Forwarded-For", "203.0.113.7"),
+            ("Grpc-Metadata-X-Real-IP", "192.0.2.9"),
+            ("Grpc-Metadata-X-Forwarded-Proto", "https"),
+        ],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = &json(&r)["metadata"];
+    let seen = serde_json::json!({
+        "x-forwarded-for": got["x-forwarded-for"],
+        "x-real-ip": got["x-real-ip"],
+        "x-forwarded-proto": got["x-forwarded-proto"],
+    });
+    // As behind the http handler, and as for the plain headers.
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "x-forwarded-for": "198.51.100.1, 127.0.0.1",
+            "x-real-ip": null,
+            "x-forwarded-proto": null,
+        })
+    );
+}
+
+/// A header a plugin vouches for (sets, replacing the client's) gets no second, forged value
+/// through `Grpc-Metadata-<name>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_metadata_headers_add_no_value_to_a_header_a_plugin_set() {
+    struct SetsUser;
+    impl Plugin for SetsUser {
+        fn name(&self) -> &'static str {
+            "sets-user"
+        }
+        fn layer(&self) -> Option<PluginLayer> {
+            Some(PluginLayer::new(tower::layer::layer_fn(
+                |inner: HttpService| {
+                    HttpService::new(tower::util::MapRequest::new(
+                        inner,
+                        |mut req: http::Request<axum_core::body::Body>| {
+                            req.headers_mut()
+                                .insert("x-user", http::HeaderValue::from_static("ada"));
+                            req
+                        },
+                    ))
+                },
+            )))
+        }
+    }
+    let py = python("v1alpha", 0).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.srv.interop", &py.address).await;
+    let mut cli = rmicro::Cli::new();
+    cli.plugin(SetsUser).unwrap();
+    let (gw, _stop) = gateway_with(cli, registry, &[]).await;
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[("X-User", "forged"), ("Grpc-Metadata-X-User", "forged")],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let metadata = &json(&r)["metadata"];
+    assert_eq!(metadata["x-user"], "ada", "{}", r.body);
+}
+
+/// The metadata of a status a service fails with comes back as `Grpc-Trailer-<key>` trailers to
+/// a client that sends `TE: trailers`, as grpc-gateway sends it: whether the answer was
+/// trailers-only (Python sends one when no initial metadata was sent) or came after headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_errors_trailing_metadata_comes_back_as_trailers() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let mut got = Vec::new();
+    for extra in [None, Some(("X-Reply-Header-X-Why", "quota"))] {
+        let mut headers = vec![("X-Reply-Trailer-X-Retry-After", "5"), ("TE", "trailers")];
+        headers.extend(extra);
+        let r = call_with(
+            &gw,
+            "POST",
+            "/interop/interop/fail",
+            &headers,
+            r#"{"code":8,"message":"slow down"}"#,
+        )
+        .await;
+        assert_eq!(r.status, 429, "{}", r.body);
+        got.push((extra.is_some(), r.trailers, r.headers));
+    }
+    let want = vec![("grpc-trailer-x-retry-after".to_string(), "5".to_string())];
+    assert!(got.iter().all(|(_, t, _)| *t == want), "{got:#?}");
+}
+
+/// Trailers over HTTP/2 (h2c) with `TE: trailers`, none without; and over HTTP/1.1 with the
+/// RFC's form `Connection: TE` + `TE: trailers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_over_http2_and_with_connection_te() {
+    use http_body_util::BodyExt;
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    for te in [true, false] {
+        let stream = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::post(format!("http://{gw}/interop/interop/slow"))
+            .header("content-type", "application/json")
+            .header("x-reply-trailer-x-cost", "7")
+            .header("x-reply-header-x-served-by", "py");
+        if te {
+            req = req.header("te", "trailers");
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"millis":"0"}"#,
+            )))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-metadata-x-served-by"], "py");
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        if te {
+            let t = trailers.expect("h2 trailers");
+            assert_eq!(t["grpc-trailer-x-cost"], "7", "{t:?}");
+        } else {
+            assert!(trailers.is_none(), "{trailers:?}");
+        }
+    }
+    let r = call_with(
+        &gw,
+        "POST",
+        "/interop/interop/slow",
+        &[
+            ("Connection", "TE"),
+            ("TE", "trailers"),
+            ("X-Reply-Trailer-X-Cost", "7"),
+        ],
+        r#"{"millis":"0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.trailers,
+        [("grpc-trailer-x-cost".to_string(), "7".to_string())],
+        "{:?}",
+        r.headers
+    );
+}

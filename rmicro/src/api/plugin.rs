@@ -6,8 +6,8 @@
 //! whose flags leave it off returns no layer.
 //!
 //! **Order**: the first plugin registered is the outermost layer: it sees each request first and
-//! each response last. The built-ins come first, in this order: the access log (so it sees
-//! every request, refused ones too), health (so load balancers need no token), CORS (so
+//! each response last. The built-ins come first, in this order: the metrics and the access log
+//! (so they see every request, refused ones too), health (so load balancers need no token), CORS (so
 //! preflights are answered before auth), token auth. Custom plugins follow in
 //! the order they were added, then the proxy.
 //!
@@ -205,9 +205,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// # impl Limit {
     /// fn init(&mut self, flags: &clap::ArgMatches, _: &PluginContext) -> Result<(), PluginError> {
     ///     let Some(text) = flags.get_one::<String>("limit-rps") else { return Ok(()) };
-    ///     self.0 = text.parse().map_err(|_| PluginError::Init {
-    ///         plugin: "limit".into(),
-    ///         message: format!("--limit-rps (MICRO_API_LIMIT_RPS) `{text}` is not a whole number"),
+    ///     self.0 = text.parse().map_err(|_| {
+    ///         PluginError::init(
+    ///             "limit",
+    ///             format!("--limit-rps (MICRO_API_LIMIT_RPS) `{text}` is not a whole number"),
+    ///         )
     ///     })?;
     ///     Ok(())
     /// }

@@ -169,6 +169,8 @@ impl RpcHandler {
             }
         }
         let target = self.resolve(&parts.method, parts.uri.path()).await?;
+        // Resolved only when the registry knows it: named in the metrics, if they are kept.
+        super::plugins::metrics::note_service(&parts.extensions, &target.service);
         let nodes = self
             .inner
             .nodes
@@ -192,8 +194,6 @@ impl RpcHandler {
                 format!("service `{}` has no nodes", target.service),
             ));
         }
-        // Known to the registry: named in the metrics, if they are kept.
-        super::plugins::metrics::note_service(&parts.extensions, &target.service);
         // go-micro's default server speaks its own protocol (`mucp`), not gRPC: such nodes
         // cannot be called here, the others of the service can.
         let nodes: Arc<[Node]> = if nodes.iter().all(speaks_grpc) {

@@ -3,8 +3,9 @@
 //! gateway (a load balancer's health check and the services' traffic stay on the gateway's
 //! address; Prometheus scrapes the other).
 //!
-//! Every request through the gateway is counted, whatever answers it (a service, the gateway's
-//! own errors, a plugin such as token auth):
+//! Every request that reaches the plugins is counted, whatever answers it (a service, the
+//! gateway's own errors, a plugin such as token auth); a request whose host or path the gateway
+//! refuses first (a 400 for a malformed `Host` or a `..` segment) is not:
 //!
 //! - `rmicro_api_requests_total{service, method, code}`: requests by the registry service they
 //!   went to (empty when they reached none: an unknown path, a request a plugin answered, ...),
@@ -249,8 +250,21 @@ impl Plugin for RequestMetrics {
     }
 }
 
+/// Connections the metrics listener serves at once; more are closed as they come (a scraper
+/// needs one or two).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Time a scraper has to send a request's head, and to send the next one on a kept-alive
+/// connection.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `GET /metrics` on `listener` for as long as the runtime runs.
 async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -261,16 +275,23 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
                 continue;
             }
         };
-        let state = Arc::clone(&state);
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::warn!(
+                "metrics listener: {MAX_CONNECTIONS} connections open already; closing a new one"
+            );
+            continue;
+        };
+        let (state, builder) = (Arc::clone(&state), builder.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, std::convert::Infallible>(answer(&req, &state)) }
             });
-            // A scrape is small and quick: a connection that says nothing for long is dropped.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            // A scraper that sends nothing for `HEAD_TIMEOUT` is dropped (hyper's head timer).
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
         });
     }
 }

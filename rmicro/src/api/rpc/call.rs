@@ -239,6 +239,13 @@ impl RpcHandler {
                         if let Some(headers) = headers {
                             metadata::to_response(headers, response.headers_mut());
                         }
+                        // The status's own metadata came after the answer's headers, or alone
+                        // (a trailers-only answer): trailers, as gRPC sent them.
+                        if let Some(trailers) =
+                            metadata::trailers(status.metadata().clone(), &parts.headers)
+                        {
+                            metadata::attach(&mut response, trailers);
+                        }
                         response.into()
                     }
                 });
@@ -311,20 +318,10 @@ impl RpcHandler {
                     )
                 })?;
         }
-        let json = Bytes::from(json.to_string());
-        let trailers = reply_trailers.and_then(|t| metadata::trailers(t, &parts.headers));
-        let mut resp = match trailers {
-            Some(trailers) => {
-                let announced = metadata::announce(&trailers);
-                let mut resp =
-                    Response::new(Body::new(metadata::WithTrailers::new(json, trailers)));
-                if let Some(announced) = announced {
-                    resp.headers_mut().insert(header::TRAILER, announced);
-                }
-                resp
-            }
-            None => Response::new(Body::from(json)),
-        };
+        let mut resp = Response::new(Body::from(json.to_string()));
+        if let Some(trailers) = reply_trailers.and_then(|t| metadata::trailers(t, &parts.headers)) {
+            metadata::attach(&mut resp, trailers);
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),

@@ -2,13 +2,16 @@
 //! already read and write):
 //!
 //! - A request's `X-*` and `Authorization` headers become the call's metadata as they are, and a
-//!   `Grpc-Metadata-<key>` header becomes metadata `<key>`.
+//!   `Grpc-Metadata-<key>` header becomes metadata `<key>`, for other keys only: a client cannot
+//!   add a second `x-user` beside the one an auth plugin set, nor forwarding claims beside the
+//!   gateway's `X-Forwarded-For` (`Grpc-Metadata-X-User`, `Grpc-Metadata-Forwarded`, ... are
+//!   dropped).
 //! - The metadata a node answers with before its message (gRPC's response headers) comes back as
 //!   `Grpc-Metadata-<key>` response headers, on errors too.
-//! - The metadata it sends after its message (gRPC's trailers) comes back as
-//!   `Grpc-Trailer-<key>` HTTP trailers, to a client that said it takes trailers (`TE: trailers`,
-//!   RFC 9110 §10.1.4); to others it is not sent, as a server should not send trailers a client
-//!   did not ask for.
+//! - The metadata it sends after its message (gRPC's trailers, and the metadata of a status it
+//!   fails with) comes back as `Grpc-Trailer-<key>` HTTP trailers, to a client that said it takes
+//!   trailers (`TE: trailers`, RFC 9110 §10.1.4); to others it is not sent, as a server should not
+//!   send trailers a client did not ask for.
 //!
 //! Keys gRPC reserves (`grpc-*`, and the HTTP headers gRPC itself is framed with) are never
 //! passed either way: a client cannot set the call's timeout or encoding through metadata, and a
@@ -59,7 +62,14 @@ pub(super) fn from_request(headers: &HeaderMap) -> HeaderMap {
         let key = if name.as_str().starts_with("x-") || name == header::AUTHORIZATION {
             name.clone()
         } else if let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) {
-            if key.is_empty() || reserved(key) {
+            // Keys that pass as themselves (and so are set by the gateway's plugins and its
+            // forwarding) only as themselves.
+            if key.is_empty()
+                || reserved(key)
+                || key.starts_with("x-")
+                || key == "authorization"
+                || key == "forwarded"
+            {
                 continue;
             }
             match HeaderName::try_from(key) {
@@ -134,37 +144,46 @@ pub(super) fn announce(trailers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_str(&names.join(", ")).ok()
 }
 
-/// A whole body, then trailers.
-pub(super) struct WithTrailers {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+/// Makes `trailers` follow `resp`'s body, announced in its `Trailer` header.
+pub(super) fn attach(resp: &mut http::Response<axum_core::body::Body>, trailers: HeaderMap) {
+    if let Some(announced) = announce(&trailers) {
+        resp.headers_mut().insert(header::TRAILER, announced);
+    }
+    // Framed by chunks now, whatever length the body had.
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    let body = std::mem::take(resp.body_mut());
+    *resp.body_mut() = axum_core::body::Body::new(WithTrailers {
+        body,
+        trailers: Some(trailers),
+    });
 }
 
-impl WithTrailers {
-    pub(super) fn new(data: Bytes, trailers: HeaderMap) -> WithTrailers {
-        WithTrailers {
-            data: Some(data).filter(|d| !d.is_empty()),
-            trailers: Some(trailers),
-        }
+pin_project_lite::pin_project! {
+    /// A body, then trailers.
+    struct WithTrailers<B> {
+        #[pin]
+        body: B,
+        trailers: Option<HeaderMap>,
     }
 }
 
-impl Body for WithTrailers {
+impl<B: Body<Data = Bytes>> Body for WithTrailers<B> {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        let this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            other => other,
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.trailers.is_none() && self.body.is_end_stream()
     }
 
     // The length is not told: HTTP/1.1 carries trailers only in a chunked body.
@@ -200,6 +219,9 @@ mod tests {
             ("grpc-metadata-broken-bin", "***"),
             ("grpc-metadata-grpc-timeout", "1n"),
             ("grpc-metadata-content-type", "text/plain"),
+            ("grpc-metadata-x-user", "forged"),
+            ("grpc-metadata-authorization", "Bearer forged"),
+            ("grpc-metadata-forwarded", "for=192.0.2.1"),
             ("grpc-metadata-", "x"),
             ("accept", "application/json"),
         ]));
