@@ -184,18 +184,27 @@ pub(crate) fn set_forwarding(
         }
     }
     if let Some(peer) = peer {
-        if let Some(v) = forwarded_for(headers, peer) {
-            headers.insert(X_FORWARDED_FOR, v);
+        // One lookup: most requests carry no `X-Forwarded-For`, and get the peer's at once.
+        match headers.entry(X_FORWARDED_FOR) {
+            header::Entry::Vacant(entry) => {
+                entry.insert(peer.ip.clone());
+            }
+            header::Entry::Occupied(mut entry) => {
+                if let Some(v) = joined_forwarded_for(entry.iter(), peer) {
+                    entry.insert(v);
+                }
+            }
         }
     }
 }
 
-/// `X-Forwarded-For` with `peer` appended to what the client sent, all its lines joined into
-/// one (no allocation when the client sent none: this runs for every request).
-pub(super) fn forwarded_for(headers: &HeaderMap, peer: &Peer) -> Option<HeaderValue> {
-    let mut prior = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
+/// `X-Forwarded-For` with `peer` appended to the lines the client sent (`prior`), all joined
+/// into one.
+fn joined_forwarded_for<'h>(
+    prior: impl Iterator<Item = &'h HeaderValue>,
+    peer: &Peer,
+) -> Option<HeaderValue> {
+    let mut prior = prior
         .map(HeaderValue::as_bytes)
         .filter(|p| !p.trim_ascii().is_empty());
     let Some(first) = prior.next() else {
@@ -251,6 +260,15 @@ fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    /// `X-Forwarded-For` as [`set_forwarding`] leaves it, from `peer` behind `headers`.
+    fn forwarded_for(mut headers: HeaderMap, peer: &Peer) -> Option<HeaderValue> {
+        set_forwarding(&mut headers, Some(peer), true, false);
+        let mut lines = headers.get_all(X_FORWARDED_FOR).iter();
+        let first = lines.next().cloned();
+        assert!(lines.next().is_none(), "one line");
+        first
+    }
+
     #[test]
     fn forwarded_for_appends_the_peer() {
         let peer = |addr: &str| Peer::new(addr.parse().unwrap()).unwrap();
@@ -263,22 +281,22 @@ mod tests {
         };
         let v4 = &peer("10.1.2.3:5000");
         let v6 = &peer("[2001:db8::1]:443");
-        assert_eq!(forwarded_for(&sent(&[]), v4).unwrap(), "10.1.2.3");
-        assert_eq!(forwarded_for(&sent(&[]), v6).unwrap(), "2001:db8::1");
+        assert_eq!(forwarded_for(sent(&[]), v4).unwrap(), "10.1.2.3");
+        assert_eq!(forwarded_for(sent(&[]), v6).unwrap(), "2001:db8::1");
         assert_eq!(
-            forwarded_for(&sent(&["192.0.2.7, 198.51.100.2"]), v6).unwrap(),
+            forwarded_for(sent(&["192.0.2.7, 198.51.100.2"]), v6).unwrap(),
             "192.0.2.7, 198.51.100.2, 2001:db8::1"
         );
         // Every line the client sent is kept, in order.
         assert_eq!(
-            forwarded_for(&sent(&["192.0.2.7", " ", "198.51.100.2"]), v4).unwrap(),
+            forwarded_for(sent(&["192.0.2.7", " ", "198.51.100.2"]), v4).unwrap(),
             "192.0.2.7, 198.51.100.2, 10.1.2.3"
         );
         let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
             .parse()
             .unwrap();
         assert_eq!(
-            forwarded_for(&sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
+            forwarded_for(sent(&[""]), &Peer::new(longest).unwrap()).unwrap(),
             longest.ip().to_string().as_str()
         );
     }
