@@ -2542,15 +2542,6 @@ async fn a_layer_from_an_async_function_and_a_plugin_without_one() {
     );
 }
 
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The value of the sample `series` (name and labels, as written) in a Prometheus text
 /// exposition.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -2564,7 +2555,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// and in flight until then; the metrics are served on their own listener, not the gateway's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_service_and_status_on_their_own_listener() {
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", rmicro_tests::free_port());
     let (registry, _backend) = one_node_registry("go.micro.api.user", "one").await;
     let (gw, _stop) = gateway(
         Cli::new(),

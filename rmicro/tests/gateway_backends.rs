@@ -89,15 +89,6 @@ fn python(mode: &str) -> Peer {
     }
 }
 
-/// A port free on 127.0.0.1 now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Size of nginx's `big.bin`: more than the socket buffers hold, streamed in many reads.
 const NGINX_BIG: usize = 8 << 20;
 
@@ -117,7 +108,7 @@ fn nginx() -> Peer {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("small.txt"), "small file\n").unwrap();
     std::fs::write(www.join("big.bin"), big_file()).unwrap();
-    let port = free_port();
+    let port = rmicro_tests::free_port();
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;

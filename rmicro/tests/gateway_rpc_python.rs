@@ -274,11 +274,7 @@ async fn metadata_passes_both_ways_as_grpc_gateway_names_it() {
 /// the status it answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_name_the_service_an_rpc_call_went_to() {
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let metrics = format!("127.0.0.1:{}", rmicro_tests::free_port());
     let (_py, gw, _stop) = setup("v1alpha", &["--metrics-address", &metrics]).await;
     let r = post(&gw, "/interop/interop/echo", r#"{"text":"hi"}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -298,37 +294,48 @@ async fn metrics_name_the_service_an_rpc_call_went_to() {
     }
 }
 
-/// A header a plugin sets becomes metadata even when the client lists its name in
-/// `Connection`: the headers listed there are removed before plugins see the request, not
-/// after them (which let a client drop what a plugin vouches for).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_header_a_plugin_sets_reaches_the_service_whatever_connection_lists() {
-    struct SetsUser;
-    impl Plugin for SetsUser {
-        fn name(&self) -> &'static str {
-            "sets-user"
-        }
-        fn layer(&self) -> Option<PluginLayer> {
-            Some(PluginLayer::new(tower::layer::layer_fn(
-                |inner: HttpService| {
-                    HttpService::new(tower::util::MapRequest::new(
-                        inner,
-                        |mut req: http::Request<axum_core::body::Body>| {
-                            req.headers_mut()
-                                .insert("x-user", http::HeaderValue::from_static("ada"));
-                            req
-                        },
-                    ))
-                },
-            )))
-        }
+/// A plugin that sets `x-user: ada`, replacing what the client sent, as an auth plugin vouches
+/// for an identity.
+struct SetsUser;
+
+impl Plugin for SetsUser {
+    fn name(&self) -> &'static str {
+        "sets-user"
     }
+    fn layer(&self) -> Option<PluginLayer> {
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            |inner: HttpService| {
+                HttpService::new(tower::util::MapRequest::new(
+                    inner,
+                    |mut req: http::Request<axum_core::body::Body>| {
+                        req.headers_mut()
+                            .insert("x-user", http::HeaderValue::from_static("ada"));
+                        req
+                    },
+                ))
+            },
+        )))
+    }
+}
+
+/// The Python service behind a gateway with [`SetsUser`] (keep the first two: dropping them
+/// stops the service and the gateway).
+async fn behind_sets_user() -> (interop::Python, String, tokio::sync::oneshot::Sender<()>) {
     let py = python("v1alpha", 0).await;
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     register(&registry, "go.micro.srv.interop", &py.address).await;
     let mut cli = rmicro::Cli::new();
     cli.plugin(SetsUser).unwrap();
-    let (gw, _stop) = gateway_with(cli, registry, &[]).await;
+    let (gw, stop) = gateway_with(cli, registry, &[]).await;
+    (py, gw, stop)
+}
+
+/// A header a plugin sets becomes metadata even when the client lists its name in
+/// `Connection`: the headers listed there are removed before plugins see the request, not
+/// after them (which let a client drop what a plugin vouches for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_a_plugin_sets_reaches_the_service_whatever_connection_lists() {
+    let (_py, gw, _stop) = behind_sets_user().await;
     let r = call_with(
         &gw,
         "POST",
@@ -959,32 +966,7 @@ async fn grpc_metadata_headers_carry_no_forwarding_claims() {
 /// through `Grpc-Metadata-<name>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_metadata_headers_add_no_value_to_a_header_a_plugin_set() {
-    struct SetsUser;
-    impl Plugin for SetsUser {
-        fn name(&self) -> &'static str {
-            "sets-user"
-        }
-        fn layer(&self) -> Option<PluginLayer> {
-            Some(PluginLayer::new(tower::layer::layer_fn(
-                |inner: HttpService| {
-                    HttpService::new(tower::util::MapRequest::new(
-                        inner,
-                        |mut req: http::Request<axum_core::body::Body>| {
-                            req.headers_mut()
-                                .insert("x-user", http::HeaderValue::from_static("ada"));
-                            req
-                        },
-                    ))
-                },
-            )))
-        }
-    }
-    let py = python("v1alpha", 0).await;
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    register(&registry, "go.micro.srv.interop", &py.address).await;
-    let mut cli = rmicro::Cli::new();
-    cli.plugin(SetsUser).unwrap();
-    let (gw, _stop) = gateway_with(cli, registry, &[]).await;
+    let (_py, gw, _stop) = behind_sets_user().await;
     let r = call_with(
         &gw,
         "POST",

@@ -1,7 +1,6 @@
 //! A real etcd server for tests: Debian's etcd-server on free loopback ports, with its own data
 //! directory, stopped when dropped. A missing `etcd` binary fails the test with an install hint.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,14 +18,6 @@ pub struct Etcd {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start(tag: &str) -> Etcd {
@@ -37,7 +28,7 @@ impl Etcd {
 
     /// Starts an etcd on a chosen client address that is not running yet (see [`Etcd::resume`]).
     pub fn planned(tag: &str) -> Etcd {
-        let peer_addr = format!("127.0.0.1:{}", free_port());
+        let peer_addr = format!("127.0.0.1:{}", crate::free_port());
         Etcd::member(
             tag,
             "rmicro-test",
@@ -52,7 +43,7 @@ impl Etcd {
             std::env::temp_dir().join(format!("rmicro-etcd-{tag}-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         Etcd {
-            client_addr: format!("127.0.0.1:{}", free_port()),
+            client_addr: format!("127.0.0.1:{}", crate::free_port()),
             peer_addr,
             name: name.to_string(),
             initial_cluster,
@@ -243,7 +234,7 @@ impl EtcdCluster {
     /// Starts `size` members and waits until every one answers.
     pub fn start(tag: &str, size: usize) -> EtcdCluster {
         let peers: Vec<String> = (0..size)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .map(|_| format!("127.0.0.1:{}", crate::free_port()))
             .collect();
         let initial_cluster = peers
             .iter()
@@ -355,8 +346,8 @@ impl TlsEtcd {
         let data_dir =
             std::env::temp_dir().join(format!("rmicro-etcd-tls-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
-        let client_addr = format!("127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
+        let client_addr = format!("127.0.0.1:{}", crate::free_port());
+        let peer = format!("http://127.0.0.1:{}", crate::free_port());
         let url = format!("https://{client_addr}");
         let p = |n: &str| certs.dir.join(n).display().to_string();
         let child = Command::new("etcd")
