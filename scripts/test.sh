@@ -7,6 +7,7 @@
 #   python grpcio, grpcio-tools, grpcio-reflection  gRPC clients from another implementation
 #   python grpcio-health-checking                   the standard health service, as grpcio asks it
 #   python grpcio-status (googleapis-common-protos)  google.rpc error details as grpcio sends them
+#   python prometheus-client                         the Prometheus project's OpenMetrics parser
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,16 +30,16 @@ fi
 # Python: Debian marks that one externally managed (PEP 668) and its pip refuses to install there.
 python_deps="$PWD/target/python"
 export PYTHONPATH="$python_deps${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status' >/dev/null 2>&1; then
+if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status, prometheus_client' >/dev/null 2>&1; then
   if ! python3 -m pip --version >/dev/null 2>&1; then
     echo "scripts/test.sh: installing python3-pip" >&2
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
   fi
-  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking and grpcio-status into $python_deps" >&2
+  echo "scripts/test.sh: installing Python grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking, grpcio-status and prometheus-client into $python_deps" >&2
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$python_deps" \
-    grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status
-  python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status'
+    grpcio grpcio-tools grpcio-reflection grpcio-health-checking grpcio-status prometheus-client
+  python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, grpc_status, prometheus_client'
 fi
 
 cargo test --workspace --locked "$@"

@@ -2542,6 +2542,43 @@ async fn a_layer_from_an_async_function_and_a_plugin_without_one() {
     );
 }
 
+/// `text` parsed by prometheus_client's OpenMetrics parser (Python, installed by
+/// scripts/test.sh): `{family: {"type", "samples": [{"name", "labels", "value"}]}}`.
+fn parse_openmetrics(text: &str) -> serde_json::Value {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    out[family.name] = {
+        "type": family.type,
+        "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in family.samples],
+    }
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs prometheus_client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The value of the sample `series` (name and labels, as written) in a Prometheus text
 /// exposition.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -2592,6 +2629,29 @@ async fn metrics_count_requests_by_service_and_status_on_their_own_listener() {
         scrape.headers
     );
     let text = &scrape.body;
+    // What a scraper reads: the exposition parsed by the Prometheus project's own OpenMetrics
+    // parser (Python's prometheus_client), which refuses anything off the format.
+    let families = parse_openmetrics(text);
+    assert_eq!(
+        families["rmicro_api_requests"]["type"], "counter",
+        "{families}"
+    );
+    assert_eq!(
+        families["rmicro_api_request_duration_seconds"]["type"],
+        "histogram"
+    );
+    assert_eq!(families["rmicro_api_requests_in_flight"]["type"], "gauge");
+    let parsed_ok = families["rmicro_api_requests"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["name"] == "rmicro_api_requests_total"
+                && s["labels"]
+                    == serde_json::json!({"service": "go.micro.api.user", "method": "GET", "code": "200"})
+        })
+        .and_then(|s| s["value"].as_f64());
+    assert_eq!(parsed_ok, Some(3.0), "{families}");
     let user = r#"service="go.micro.api.user""#;
     assert_eq!(
         sample(
