@@ -17,7 +17,7 @@
 //! - Dropping the last handle stops the watch and every keepalive (the nodes' keys then expire
 //!   with their TTL; deregister first to remove them at once) and ends the watchers' streams.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -147,7 +147,72 @@ struct Lease {
 #[derive(Default)]
 struct Cache {
     primed: bool,
-    records: HashMap<String, Service>,
+    records: Records,
+}
+
+/// The registry's records by etcd key, and the keys of each service name: a lookup by name
+/// (one per request for the gateway's rpc handler) reads that service's records only, whatever
+/// the size of the registry.
+#[derive(Default)]
+struct Records {
+    by_key: HashMap<String, Service>,
+    by_name: HashMap<String, HashSet<String>>,
+}
+
+impl Records {
+    fn get(&self, key: &str) -> Option<&Service> {
+        self.by_key.get(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &Service)> {
+        self.by_key.iter()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Service> {
+        self.by_key.values()
+    }
+
+    /// The records of service `name`.
+    fn named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.by_key.get(key))
+    }
+
+    fn insert(&mut self, key: String, service: Service) {
+        if let Some(old) = self.by_key.get(&key) {
+            if old.name != service.name {
+                let old_name = old.name.clone();
+                self.unindex(&old_name, &key);
+            }
+        }
+        self.by_name
+            .entry(service.name.clone())
+            .or_default()
+            .insert(key.clone());
+        self.by_key.insert(key, service);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Service> {
+        let old = self.by_key.remove(key)?;
+        self.unindex(&old.name, key);
+        Some(old)
+    }
+
+    fn unindex(&mut self, name: &str, key: &str) {
+        if let Some(keys) = self.by_name.get_mut(name) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -386,7 +451,7 @@ impl Inner {
             })
             .await?;
         let revision = listed.header().map_or(0, |h| h.revision());
-        let mut records = HashMap::new();
+        let mut records = Records::default();
         for kv in listed.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match Self::parse(&key, kv.value()) {
@@ -642,6 +707,18 @@ impl EtcdRegistry {
     /// Cached records, only those of `name` when given (filtered before anything is copied).
     async fn cached(&self, name: Option<&str>) -> Result<Vec<Service>, RegistryError> {
         self.start_cache();
+        if !*self.inner.primed.borrow() {
+            self.first_sync().await?;
+        }
+        let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
+        Ok(match name {
+            Some(name) => merge(cache.records.named(name).cloned()),
+            None => merge(cache.records.values().cloned()),
+        })
+    }
+
+    /// Waits up to the dial timeout for the cache's first sync.
+    async fn first_sync(&self) -> Result<(), RegistryError> {
         let mut primed = self.inner.primed.subscribe();
         let mut refused = self.inner.refused.subscribe();
         let waited = tokio::time::timeout(self.inner.options.dial_timeout, async {
@@ -676,14 +753,7 @@ impl EtcdRegistry {
                 return Err(RegistryError::Unreachable(why));
             }
         }
-        let cache = self.inner.cache.read().unwrap_or_else(|p| p.into_inner());
-        Ok(merge(
-            cache
-                .records
-                .values()
-                .filter(|s| name.is_none_or(|n| n == s.name))
-                .cloned(),
-        ))
+        Ok(())
     }
 
     async fn register_node(&self, record: Service, ttl: Duration) -> Result<(), RegistryError> {
@@ -918,4 +988,48 @@ fn watch_stream(rx: broadcast::Receiver<Arc<Event>>, filter: Option<String>) -> 
             .filter(move |e| filter.as_ref().is_none_or(|name| *name == e.service.name))
             .map(Arc::unwrap_or_clone),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Node;
+
+    fn record(name: &str, node: &str) -> Service {
+        Service {
+            name: name.into(),
+            nodes: vec![Node {
+                id: node.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn nodes_of(records: &Records, name: &str) -> Vec<String> {
+        let mut ids: Vec<String> = records.named(name).map(|s| s.nodes[0].id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn records_are_found_by_name_as_keys_come_change_and_go() {
+        let mut records = Records::default();
+        records.insert("/micro/registry/a/1".into(), record("a", "1"));
+        records.insert("/micro/registry/a/2".into(), record("a", "2"));
+        records.insert("/micro/registry/b/1".into(), record("b", "b1"));
+        assert_eq!(nodes_of(&records, "a"), ["1", "2"]);
+        assert_eq!(nodes_of(&records, "b"), ["b1"]);
+        assert!(nodes_of(&records, "c").is_empty());
+        // A key overwritten with another service's record (by hand, or by another tool)
+        // moves to that name.
+        records.insert("/micro/registry/a/2".into(), record("c", "2"));
+        assert_eq!(nodes_of(&records, "a"), ["1"]);
+        assert_eq!(nodes_of(&records, "c"), ["2"]);
+        assert_eq!(records.remove("/micro/registry/a/1").unwrap().name, "a");
+        assert!(nodes_of(&records, "a").is_empty());
+        assert!(!records.by_name.contains_key("a"), "no empty entry kept");
+        assert!(records.remove("/micro/registry/a/1").is_none());
+        assert_eq!(records.values().count(), 2);
+    }
 }
