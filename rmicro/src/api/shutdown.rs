@@ -42,11 +42,17 @@ impl Shutdown {
         C: Future,
         F: FnMut(Pin<&mut C>),
     {
+        // Known from now on, so that a shutdown that begins before its first poll waits for it
+        // too; its task's waker is taken at that poll.
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let waker = Waker::noop().clone();
+        lock(&self.inner.conns).insert(key, waker.clone());
         Watched {
             conn,
             stop,
             inner: Arc::clone(&self.inner),
-            key: None,
+            key,
+            waker,
             told: false,
         }
     }
@@ -87,8 +93,10 @@ pin_project! {
         conn: C,
         stop: F,
         inner: Arc<Inner>,
-        // Its key among the connections and its task's waker, once first polled.
-        key: Option<(u64, Waker)>,
+        // Its key among the connections.
+        key: u64,
+        // Its task's waker as registered (a no-op one until first polled).
+        waker: Waker,
         // Whether it was told to finish.
         told: bool,
     }
@@ -96,11 +104,9 @@ pin_project! {
     impl<C, F> PinnedDrop for Watched<C, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some((key, _)) = this.key.take() {
-                lock(&this.inner.conns).remove(&key);
-                if this.inner.stopping.load(Ordering::SeqCst) {
-                    this.inner.ended.notify_waiters();
-                }
+            lock(&this.inner.conns).remove(this.key);
+            if this.inner.stopping.load(Ordering::SeqCst) {
+                this.inner.ended.notify_waiters();
             }
         }
     }
@@ -116,20 +122,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let mut this = self.project();
         if !*this.told {
-            match this.key {
-                // The first poll: known from now on, so that shutdown waits for it and wakes it.
-                None => {
-                    let key = this.inner.next_key.fetch_add(1, Ordering::Relaxed);
-                    lock(&this.inner.conns).insert(key, cx.waker().clone());
-                    *this.key = Some((key, cx.waker().clone()));
-                }
-                // A task's waker stays the same from poll to poll (compared without the lock);
-                // a future moved to another task registers its new one.
-                Some((key, waker)) if !waker.will_wake(cx.waker()) => {
-                    waker.clone_from(cx.waker());
-                    lock(&this.inner.conns).insert(*key, cx.waker().clone());
-                }
-                Some(_) => {}
+            // A task's waker stays the same from poll to poll (compared without the lock); the
+            // first poll, or a future moved to another task, registers the one it has now.
+            if !this.waker.will_wake(cx.waker()) {
+                this.waker.clone_from(cx.waker());
+                lock(&this.inner.conns).insert(*this.key, cx.waker().clone());
             }
             // Read after the waker is registered: a shutdown that begins after this read wakes
             // the task, and the next poll sees it.
@@ -201,6 +198,21 @@ mod tests {
         inner.stopping.store(true, Ordering::SeqCst);
         assert_eq!(late.await, "finished");
         assert!(lock(&inner.conns).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_a_connection_not_yet_polled() {
+        let shutdown = Shutdown::default();
+        let unpolled = shutdown.watch(conn(Duration::from_secs(3)), stop);
+        let started = tokio::time::Instant::now();
+        let ran = tokio::spawn(async move {
+            // Polled first once shutdown has begun: told at once, ends 3 s later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            unpolled.await
+        });
+        shutdown.shutdown().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
+        assert_eq!(ran.await.unwrap(), "finished");
     }
 
     #[tokio::test]
