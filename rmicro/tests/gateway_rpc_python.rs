@@ -140,10 +140,8 @@ async fn an_any_of_a_type_the_service_files_do_not_import_is_looked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
     let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "7s"]).await;
-    let r = call_with(
+    let r = slow_call(
         &gw,
-        "POST",
-        "/interop/interop/slow",
         &[
             ("X-Request-Id", "abc"),
             ("X-Tag", "a"),
@@ -154,7 +152,6 @@ async fn headers_become_metadata_every_value_and_the_deadline_is_sent() {
             ("X-Hop", "for the gateway"),
             ("X-Other-Hop", "for the gateway"),
         ],
-        r#"{"millis":"0"}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -198,14 +195,7 @@ async fn metadata_passes_both_ways_as_grpc_gateway_names_it() {
         ("X-Reply-Trailer-X-Cost", "7"),
     ];
     let with_te: Vec<_> = asked.iter().copied().chain([("TE", "trailers")]).collect();
-    let r = call_with(
-        &gw,
-        "POST",
-        "/interop/interop/slow",
-        &with_te,
-        r#"{"millis":"0"}"#,
-    )
-    .await;
+    let r = slow_call(&gw, &with_te).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let metadata = &json(&r)["metadata"];
     assert_eq!(metadata["tenant"], "blue", "{}", r.body);
@@ -238,14 +228,7 @@ async fn metadata_passes_both_ways_as_grpc_gateway_names_it() {
     assert_eq!(r.header("trailer"), Some("grpc-trailer-x-cost"));
 
     // Without `TE: trailers`: the same answer, no trailers, a length.
-    let r = call_with(
-        &gw,
-        "POST",
-        "/interop/interop/slow",
-        &asked,
-        r#"{"millis":"0"}"#,
-    )
-    .await;
+    let r = slow_call(&gw, &asked).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("grpc-metadata-x-served-by"), Some("py"));
     assert!(r.trailers.is_empty(), "{:?}", r.trailers);
@@ -294,6 +277,22 @@ async fn metrics_name_the_service_an_rpc_call_went_to() {
     }
 }
 
+/// `POST /interop/interop/slow` answering at once, with `headers`: the service answers the
+/// metadata it got (and sends back the metadata the `X-Reply-*` headers ask for).
+async fn slow_call(
+    gw: &str,
+    headers: &[(&'static str, &'static str)],
+) -> rmicro_tests::http::HttpResponse {
+    call_with(
+        gw,
+        "POST",
+        "/interop/interop/slow",
+        headers,
+        r#"{"millis":"0"}"#,
+    )
+    .await
+}
+
 /// A plugin that sets `x-user: ada`, replacing what the client sent, as an auth plugin vouches
 /// for an identity.
 struct SetsUser;
@@ -336,16 +335,13 @@ async fn behind_sets_user() -> (interop::Python, String, tokio::sync::oneshot::S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_a_plugin_sets_reaches_the_service_whatever_connection_lists() {
     let (_py, gw, _stop) = behind_sets_user().await;
-    let r = call_with(
+    let r = slow_call(
         &gw,
-        "POST",
-        "/interop/interop/slow",
         &[
             ("Connection", "X-User, X-Hop"),
             ("X-User", "forged"),
             ("X-Hop", "for the gateway"),
         ],
-        r#"{"millis":"0"}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -369,14 +365,7 @@ async fn forwarding_headers_are_the_gateways_not_the_clients_claims() {
             ("X-Real-IP", "192.0.2.9"),
         ];
         let (_py, gw, _stop) = setup("v1alpha", flags).await;
-        let r = call_with(
-            &gw,
-            "POST",
-            "/interop/interop/slow",
-            &claims,
-            r#"{"millis":"0"}"#,
-        )
-        .await;
+        let r = slow_call(&gw, &claims).await;
         assert_eq!(r.status, 200, "{}", r.body);
         json(&r)["metadata"].clone()
     }
@@ -931,17 +920,14 @@ async fn a_new_response_field_from_a_redeployed_node_is_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_metadata_headers_carry_no_forwarding_claims() {
     let (_py, gw, _stop) = setup("v1alpha", &[]).await;
-    let r = call_with(
+    let r = slow_call(
         &gw,
-        "POST",
-        "/interop/interop/slow",
         &[
             ("X-Forwarded-For", "198.51.100.1"),
             ("Grpc-Metadata-X-Forwarded-For", "203.0.113.7"),
             ("Grpc-Metadata-X-Real-IP", "192.0.2.9"),
             ("Grpc-Metadata-X-Forwarded-Proto", "https"),
         ],
-        r#"{"millis":"0"}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -967,12 +953,9 @@ async fn grpc_metadata_headers_carry_no_forwarding_claims() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_metadata_headers_add_no_value_to_a_header_a_plugin_set() {
     let (_py, gw, _stop) = behind_sets_user().await;
-    let r = call_with(
+    let r = slow_call(
         &gw,
-        "POST",
-        "/interop/interop/slow",
         &[("X-User", "forged"), ("Grpc-Metadata-X-User", "forged")],
-        r#"{"millis":"0"}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -1044,16 +1027,13 @@ async fn trailers_over_http2_and_with_connection_te() {
             assert!(trailers.is_none(), "{trailers:?}");
         }
     }
-    let r = call_with(
+    let r = slow_call(
         &gw,
-        "POST",
-        "/interop/interop/slow",
         &[
             ("Connection", "TE"),
             ("TE", "trailers"),
             ("X-Reply-Trailer-X-Cost", "7"),
         ],
-        r#"{"millis":"0"}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
