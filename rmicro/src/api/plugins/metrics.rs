@@ -74,6 +74,8 @@ struct State {
     requests: Family<RequestLabels, Counter>,
     durations: Durations,
     in_flight: Gauge,
+    /// The `service` label of requests that reached none.
+    no_service: Arc<str>,
 }
 
 impl State {
@@ -102,6 +104,7 @@ impl State {
             requests,
             durations,
             in_flight,
+            no_service: Arc::from(""),
         }
     }
 
@@ -227,7 +230,11 @@ impl Plugin for RequestMetrics {
                         let flying = InFlight(state.in_flight.clone());
                         let resp = inner.oneshot(req).await?;
                         drop(flying);
-                        let service = slot.0.get().cloned().unwrap_or_else(|| Arc::from(""));
+                        let service = slot
+                            .0
+                            .get()
+                            .cloned()
+                            .unwrap_or_else(|| Arc::clone(&state.no_service));
                         state
                             .durations
                             .get_or_create(&ServiceLabels {
