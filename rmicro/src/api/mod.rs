@@ -397,10 +397,6 @@ impl Gateway {
         // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.
         let tunnels = tunnel::Tunnels::default();
         let mut shutdown = std::pin::pin!(shutdown);
-        // Set once shutdown begins: TLS handshakes still under way give up (the connection
-        // would be closed before its first request anyway).
-        #[cfg(feature = "tls")]
-        let (stopping, stop_handshakes) = tokio::sync::watch::channel(false);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
         loop {
             let (stream, peer) = tokio::select! {
@@ -423,10 +419,7 @@ impl Gateway {
                 head,
                 exchanges: Arc::clone(&exchanges),
                 #[cfg(feature = "tls")]
-                tls: self
-                    .tls
-                    .as_ref()
-                    .map(|tls| (tls.acceptor(), stop_handshakes.clone())),
+                tls: self.tls.as_ref().map(tls::Tls::acceptor),
                 #[cfg(not(feature = "tls"))]
                 tls: std::marker::PhantomData,
             };
@@ -469,8 +462,6 @@ impl Gateway {
             }
         }
         drop(listener);
-        #[cfg(feature = "tls")]
-        let _ = stopping.send(true);
         let deadline = conn::later(tokio::time::Instant::now(), self.args.shutdown_timeout);
         if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
@@ -490,13 +481,9 @@ struct Accepted<'a> {
     idle: Duration,
     head: Duration,
     exchanges: Arc<conn::Exchanges>,
-    /// The TLS handshake to make first, when the gateway serves HTTPS, and what turns `true`
-    /// when the gateway starts shutting down.
+    /// The TLS handshake to make first, when the gateway serves HTTPS.
     #[cfg(feature = "tls")]
-    tls: Option<(
-        &'a tokio_rustls::TlsAcceptor,
-        tokio::sync::watch::Receiver<bool>,
-    )>,
+    tls: Option<&'a tokio_rustls::TlsAcceptor>,
     #[cfg(not(feature = "tls"))]
     tls: std::marker::PhantomData<&'a ()>,
 }
@@ -527,9 +514,11 @@ fn spawn_connection<S, B>(
         tls,
     } = accepted;
     #[cfg(feature = "tls")]
-    if let Some((acceptor, mut stopping)) = tls {
+    if let Some(acceptor) = tls {
         let (builder, acceptor) = (builder.clone(), acceptor.clone());
-        // Watched from the start: shutdown waits for the handshake's end too.
+        // Watched from the start: shutdown waits for the handshake's end too, and tells the
+        // task through `hear`: a handshake under way gives up (the connection would be closed
+        // before its first request anyway), a connection serving finishes its request.
         let (told, mut hear) = tokio::sync::oneshot::channel::<()>();
         let mut told = Some(told);
         let handshaking = async move {
@@ -546,7 +535,7 @@ fn spawn_connection<S, B>(
                         return;
                     }
                 },
-                _ = stopping.wait_for(|stopping| *stopping) => {
+                _ = &mut hear => {
                     tracing::debug!(%peer, "TLS handshake given up: shutting down");
                     return;
                 }
@@ -555,7 +544,7 @@ fn spawn_connection<S, B>(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn.into_owned());
             let mut finishing = false;
-            // Told to finish (shutdown began during the handshake or after): so is hyper.
+            // Told to finish once serving: so is hyper.
             let result = std::future::poll_fn(|cx| {
                 if !finishing && std::pin::Pin::new(&mut hear).poll(cx).is_ready() {
                     finishing = true;

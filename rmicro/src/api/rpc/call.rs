@@ -237,12 +237,12 @@ impl RpcHandler {
                             .await;
                         let mut response = status_response(&status, details);
                         if let Some(headers) = headers {
-                            metadata::to_response(headers, response.headers_mut());
+                            metadata::to_response(&headers, response.headers_mut());
                         }
                         // The status's own metadata came after the answer's headers, or alone
                         // (a trailers-only answer): trailers, as gRPC sent them.
                         if let Some(trailers) =
-                            metadata::trailers(status.metadata().clone(), &parts.headers)
+                            metadata::trailers(status.metadata(), &parts.headers)
                         {
                             metadata::attach(&mut response, trailers);
                         }
@@ -319,14 +319,15 @@ impl RpcHandler {
                 })?;
         }
         let mut resp = Response::new(Body::from(json.to_string()));
-        if let Some(trailers) = reply_trailers.and_then(|t| metadata::trailers(t, &parts.headers)) {
+        if let Some(trailers) = reply_trailers.and_then(|t| metadata::trailers(&t, &parts.headers))
+        {
             metadata::attach(&mut resp, trailers);
         }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
-        metadata::to_response(reply_headers, resp.headers_mut());
+        metadata::to_response(&reply_headers, resp.headers_mut());
         Ok(resp)
     }
 }

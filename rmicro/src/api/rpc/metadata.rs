@@ -53,23 +53,24 @@ fn reserved(key: &str) -> bool {
         )
 }
 
+/// Whether a request header named `name` becomes metadata of the same name (and so is one a
+/// plugin or the gateway's forwarding may have set).
+fn passes_as_itself(name: &str) -> bool {
+    name.starts_with("x-") || name == "authorization"
+}
+
 /// The call's metadata taken from the client's `headers` (see the module's documentation for
 /// which), as the headers gRPC sends it in.
 pub(super) fn from_request(headers: &HeaderMap) -> HeaderMap {
     let mut metadata = HeaderMap::new();
     // Each value of a header sent more than once (a gRPC metadata key may have several).
     for (name, value) in headers {
-        let key = if name.as_str().starts_with("x-") || name == header::AUTHORIZATION {
+        let key = if passes_as_itself(name.as_str()) {
             name.clone()
         } else if let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) {
             // Keys that pass as themselves (and so are set by the gateway's plugins and its
             // forwarding) only as themselves.
-            if key.is_empty()
-                || reserved(key)
-                || key.starts_with("x-")
-                || key == "authorization"
-                || key == "forwarded"
-            {
+            if key.is_empty() || reserved(key) || passes_as_itself(key) || key == "forwarded" {
                 continue;
             }
             match HeaderName::try_from(key) {
@@ -96,28 +97,22 @@ pub(super) fn from_request(headers: &HeaderMap) -> HeaderMap {
 
 /// `metadata`'s keys that are not reserved, each value as a header named `prefix` + key (binary
 /// values in base64, as they travel in gRPC).
-fn prefixed(
-    metadata: MetadataMap,
+fn prefixed<'m>(
+    metadata: &'m MetadataMap,
     prefix: &'static str,
-) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
-    let headers = metadata.into_headers();
-    let mut last = None;
-    headers.into_iter().filter_map(move |(name, value)| {
-        // `into_iter` names a header once, before the first of its values.
-        if let Some(name) = name {
-            last = Some(name);
-        }
-        let name = last.as_ref()?;
-        if reserved(name.as_str()) {
-            return None;
-        }
-        let prefixed = HeaderName::try_from(format!("{prefix}{}", name.as_str())).ok()?;
-        Some((prefixed, value))
-    })
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'm {
+    metadata
+        .as_ref()
+        .iter()
+        .filter(|(name, _)| !reserved(name.as_str()))
+        .filter_map(move |(name, value)| {
+            let prefixed = HeaderName::try_from(format!("{prefix}{}", name.as_str())).ok()?;
+            Some((prefixed, value.clone()))
+        })
 }
 
 /// Adds a node's response-header `metadata` to an answer's `headers`, as `Grpc-Metadata-<key>`.
-pub(super) fn to_response(metadata: MetadataMap, headers: &mut HeaderMap) {
+pub(super) fn to_response(metadata: &MetadataMap, headers: &mut HeaderMap) {
     for (name, value) in prefixed(metadata, METADATA_PREFIX) {
         headers.append(name, value);
     }
@@ -125,7 +120,7 @@ pub(super) fn to_response(metadata: MetadataMap, headers: &mut HeaderMap) {
 
 /// A node's trailing `metadata` as the trailers of an answer, for a client whose request
 /// `headers` say it takes trailers; `None` when it does not or there is nothing to send.
-pub(super) fn trailers(metadata: MetadataMap, request: &HeaderMap) -> Option<HeaderMap> {
+pub(super) fn trailers(metadata: &MetadataMap, request: &HeaderMap) -> Option<HeaderMap> {
     let takes_trailers = crate::api::proxy::codings(request, &header::TE)
         .any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
     if !takes_trailers {
@@ -139,7 +134,7 @@ pub(super) fn trailers(metadata: MetadataMap, request: &HeaderMap) -> Option<Hea
 }
 
 /// The `Trailer` header announcing `trailers` (HTTP/1.1 sends only the trailers announced).
-pub(super) fn announce(trailers: &HeaderMap) -> Option<HeaderValue> {
+fn announce(trailers: &HeaderMap) -> Option<HeaderValue> {
     let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
     HeaderValue::from_str(&names.join(", ")).ok()
 }
@@ -257,7 +252,7 @@ mod tests {
             tonic::metadata::MetadataValue::from_bytes(b"\x01\x02"),
         );
         let mut out = HeaderMap::new();
-        to_response(md, &mut out);
+        to_response(&md, &mut out);
         let served: Vec<_> = out.get_all("grpc-metadata-x-served-by").iter().collect();
         assert_eq!(served, ["one", "two"]);
         assert_eq!(out["grpc-metadata-token-bin"], "AQI");
@@ -267,16 +262,16 @@ mod tests {
     #[test]
     fn trailers_only_for_a_client_that_takes_them() {
         let md = || MetadataMap::from_headers(headers(&[("grpc-status", "0"), ("x-cost", "7")]));
-        assert_eq!(trailers(md(), &headers(&[])), None);
-        assert_eq!(trailers(md(), &headers(&[("te", "gzip")])), None);
-        let sent = trailers(md(), &headers(&[("te", "gzip, Trailers")])).unwrap();
+        assert_eq!(trailers(&md(), &headers(&[])), None);
+        assert_eq!(trailers(&md(), &headers(&[("te", "gzip")])), None);
+        let sent = trailers(&md(), &headers(&[("te", "gzip, Trailers")])).unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent["grpc-trailer-x-cost"], "7");
         assert_eq!(announce(&sent).unwrap(), "grpc-trailer-x-cost");
         // Only reserved keys: nothing to send.
         let reserved_only = MetadataMap::from_headers(headers(&[("grpc-status", "0")]));
         assert_eq!(
-            trailers(reserved_only, &headers(&[("te", "trailers")])),
+            trailers(&reserved_only, &headers(&[("te", "trailers")])),
             None
         );
     }
