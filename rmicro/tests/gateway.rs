@@ -2817,3 +2817,79 @@ async fn stopping_answers_the_request_in_flight_and_closes_idle_connections() {
         drop(backend);
     }
 }
+
+/// The backend timeout counts from each request's start on a kept-alive connection to a node
+/// (each connection keeps one timer, moved on for every request it carries), and a connection
+/// whose timer fired while it sat idle times its next request from that request's start too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_timeout_counts_from_each_request_on_a_kept_alive_connection() {
+    use tokio::io::AsyncWriteExt;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // Answers `GET /t/wait/<ms>` after <ms>, keeping the connection.
+    let node = raw_backend({
+        let accepted = Arc::clone(&accepted);
+        move |mut s| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                while let Some(head) = read_head(&mut s).await {
+                    let ms: u64 = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|path| path.rsplit('/').next())
+                        .and_then(|ms| ms.parse().ok())
+                        .unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.api.t", "t", &node.to_string()).await;
+    let (gw, _stop) = gateway(
+        Cli::default(),
+        &["--backend-timeout", "600ms"],
+        Arc::clone(&registry),
+    )
+    .await;
+
+    assert_eq!(get(&gw, "/t/wait/0").await.status, 200);
+    // 400 ms later, a request the node answers in 400 ms: 800 ms after the first one started,
+    // within its own 600 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = get(&gw, "/t/wait/400").await;
+    assert_eq!(r.status, 200, "timed from the previous request: {}", r.body);
+    // Idle past the last deadline (the timer fires meanwhile), then one answered in 300 ms.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = get(&gw, "/t/wait/300").await;
+    assert_eq!(
+        r.status, 200,
+        "timed out by a timer that had fired: {}",
+        r.body
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the requests did not share a kept-alive connection"
+    );
+
+    // One the node takes 2 s over is answered for at the limit, from its own start.
+    let started = std::time::Instant::now();
+    let v = json_error(&get(&gw, "/t/wait/2000").await, 504);
+    let took = started.elapsed();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 600ms"),
+        "{v}"
+    );
+    assert!(
+        took >= Duration::from_millis(590) && took < Duration::from_millis(1500),
+        "504 after {took:?}"
+    );
+}

@@ -11,15 +11,21 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
 use axum_core::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, Sleep};
+
+use super::conn::later;
 
 /// Most connections kept per node and worker; more are closed when their response is done.
 const MAX_PER_NODE: usize = 512;
@@ -73,6 +79,11 @@ pub(crate) struct Lease {
     stale_at: Option<Instant>,
     /// Whether its connection was opened for this request ([`Pool::open`]), not pooled.
     opened: bool,
+    /// When it was taken from the pool (the clock read for `stale_at`, which the backend
+    /// timeout counts from too).
+    taken: Option<Instant>,
+    /// The connection's timer for the backend timeout, if it has one yet.
+    timer: Option<Timer>,
 }
 
 impl Lease {
@@ -83,6 +94,8 @@ impl Lease {
             stale: false,
             stale_at: None,
             opened: false,
+            taken: None,
+            timer: None,
         }
     }
 
@@ -111,6 +124,64 @@ struct Pooled {
     /// When the sweep last saw it in use (a response body still coming): it has been idle at
     /// most since then.
     busy_at: Option<Instant>,
+    /// Its timer for the backend timeout, kept for the next request.
+    timer: Option<Timer>,
+}
+
+/// A connection's timer for the backend timeout, kept with it from one request to the next:
+/// moving a pending tokio timer to a later deadline is one compare-and-swap, where a timer per
+/// request is put into the runtime's timer wheel and taken out again, under its lock, each
+/// time. (When the wheel reaches the old deadline it finds the new one and moves the entry;
+/// with a request at least every backend timeout, that is all the wheel sees of it.)
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    /// The runtime whose clock it runs on: a connection may be used from another's worker (more
+    /// workers than connection sets), and a timer is only polled on its own runtime, which is
+    /// running while it is.
+    runtime: tokio::runtime::Id,
+}
+
+impl Timer {
+    /// The timer in `slot` set to `deadline`: the one there if it is this runtime's, else a new
+    /// one.
+    fn set(slot: &mut Option<Timer>, deadline: Instant) -> Pin<&mut Sleep> {
+        let runtime = tokio::runtime::Handle::current().id();
+        if slot.as_ref().is_some_and(|timer| timer.runtime != runtime) {
+            *slot = None;
+        }
+        let mut fresh = false;
+        let timer = slot.get_or_insert_with(|| {
+            fresh = true;
+            Timer {
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                runtime,
+            }
+        });
+        if !fresh {
+            timer.sleep.as_mut().reset(deadline);
+        }
+        timer.sleep.as_mut()
+    }
+}
+
+/// The backend timeout passed before the node answered.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+/// What `fut` gives, or [`TimedOut`] if `sleep` (when there is one) fires first.
+fn within<'s, F: Future + Unpin + 's>(
+    mut fut: F,
+    mut sleep: Option<Pin<&'s mut Sleep>>,
+) -> impl Future<Output = Result<F::Output, TimedOut>> + 's {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = Pin::new(&mut fut).poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(TimedOut)),
+            None => Poll::Pending,
+        }
+    })
 }
 
 impl Pooled {
@@ -186,6 +257,8 @@ impl Pool {
                     stale: now >= pooled.stale_at,
                     stale_at: now.checked_add(STALE_AFTER),
                     opened: false,
+                    taken: Some(now),
+                    timer: pooled.timer,
                 };
             } else {
                 i += 1;
@@ -205,7 +278,13 @@ impl Pool {
         Ok(lease)
     }
 
-    fn checkin(&self, address: &str, conn: http1::SendRequest<Body>, stale_at: Option<Instant>) {
+    fn checkin(
+        &self,
+        address: &str,
+        conn: http1::SendRequest<Body>,
+        stale_at: Option<Instant>,
+        timer: Option<Timer>,
+    ) {
         let Some(stale_at) = stale_at.or_else(|| Instant::now().checked_add(STALE_AFTER)) else {
             return;
         };
@@ -225,6 +304,7 @@ impl Pool {
                 conn,
                 stale_at,
                 busy_at: None,
+                timer,
             });
         }
         drop(nodes);
@@ -264,9 +344,10 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) on `lease`
-    /// and waits for the response head. If the lease's connection may have been closed for
-    /// being idle and fails before an answer, `replay` (a copy of a request that may be sent
-    /// twice) goes once more on a new connection.
+    /// and waits for the response head, for at most `limit` (counted from when the lease was
+    /// taken) if there is one. If the lease's connection may have been closed for being idle
+    /// and fails before an answer, `replay` (a copy of a request that may be sent twice) goes
+    /// once more on a new connection.
     ///
     /// Each request's future holds this one, and is moved a few times per request: the future
     /// keeps only what the common exchange needs (an `async` block, not an `async fn`, which
@@ -280,29 +361,54 @@ impl Pool {
         address: &'a str,
         request: Request<Body>,
         replay: Option<Box<Request<Body>>>,
-    ) -> impl std::future::Future<Output = Result<Response<Incoming>, PoolError>> + 'a {
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<Result<Response<Incoming>, PoolError>, TimedOut>> + 'a {
         async move {
-            let pooled = lease.conn.is_some() && !lease.opened;
-            let mut conn = match lease.conn {
+            let Lease {
+                conn,
+                stale,
+                stale_at,
+                opened,
+                taken,
+                mut timer,
+            } = lease;
+            let pooled = conn.is_some() && !opened;
+            // The timer is the connection's, kept for its next request (see `Timer`).
+            let mut sleep = limit.map(|limit| {
+                let start = taken.unwrap_or_else(Instant::now);
+                Timer::set(&mut timer, later(start, limit))
+            });
+            let mut conn = match conn {
                 Some(conn) => conn,
-                None => Box::pin(self.connect(address)).await?,
+                None => {
+                    let connect = Box::pin(self.connect(address));
+                    match within(connect, sleep.as_mut().map(Pin::as_mut)).await? {
+                        Ok(conn) => conn,
+                        Err(err) => return Ok(Err(err)),
+                    }
+                }
             };
-            let (conn, response) = match conn.try_send_request(request).await {
+            let answer = pin!(conn.try_send_request(request));
+            let (conn, response) = match within(answer, sleep.as_mut().map(Pin::as_mut)).await? {
                 Ok(response) => (conn, response),
                 Err(err) => {
                     let again = Retry {
                         pooled,
-                        stale: lease.stale,
+                        stale,
                         replay,
                     };
-                    Box::pin(self.resend(address, err, again)).await?
+                    let resent = Box::pin(self.resend(address, err, again));
+                    match within(resent, sleep.as_mut().map(Pin::as_mut)).await? {
+                        Ok(resent) => resent,
+                        Err(err) => return Ok(Err(err)),
+                    }
                 }
             };
             // A connection that switched protocols is the tunnel's now.
             if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                self.checkin(address, conn, lease.stale_at);
+                self.checkin(address, conn, stale_at, timer);
             }
-            Ok(response)
+            Ok(Ok(response))
         }
     }
 

@@ -33,7 +33,7 @@ use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::conn::NeverFails;
 use super::plugins::metrics;
-use super::pool::{Pool, PoolError};
+use super::pool::{Pool, PoolError, TimedOut};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
@@ -387,15 +387,21 @@ impl Proxy {
                 let pool = &self.inner.pool;
                 // Built in place: the send future is large, and each move of it is a copy.
                 let sent = match upload.as_mut() {
-                    None => tokio::time::timeout(
-                        config.backend_timeout,
-                        pool.send(lease, target, backend_req, replay),
-                    )
-                    .await
-                    .map_err(|_| Late::Answer),
+                    None => pool
+                        .send(
+                            lease,
+                            target,
+                            backend_req,
+                            replay,
+                            Some(config.backend_timeout),
+                        )
+                        .await
+                        .map_err(|TimedOut| Late::Answer),
                     Some(upload) => {
-                        let send = pool.send(lease, target, backend_req, replay);
-                        Box::pin(answer_after_upload(send, upload, config.backend_timeout)).await
+                        let send = pool.send(lease, target, backend_req, replay, None);
+                        Box::pin(answer_after_upload(send, upload, config.backend_timeout))
+                            .await
+                            .and_then(|sent| sent.map_err(|TimedOut| Late::Answer))
                     }
                 };
                 match sent {
