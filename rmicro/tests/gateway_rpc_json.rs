@@ -508,3 +508,65 @@ async fn a_query_parameter_for_a_single_value_given_twice_is_refused() {
         serde_json::json!({"i64": "1", "kind": "HARDCOVER", "names": ["a", "a"], "str": "s"})
     );
 }
+
+/// A bool in the path or the query string is read as grpc-gateway reads it (Go's
+/// `strconv.ParseBool`): `1`, `t`, `T`, `TRUE`, `True` and `true` are true, `0`, `f`, `F`,
+/// `FALSE`, `False` and `false` false; the same for a `BoolValue` and a map's bool key. Other
+/// words are refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_bools_take_the_forms_grpc_gateway_takes() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (query, want) in [
+        (
+            "flag=1&wbool=0&byFlag[1]=x&byFlag[F]=y",
+            serde_json::json!({"flag": true, "wbool": false, "byFlag": {"true": "x", "false": "y"}}),
+        ),
+        (
+            "flag=True&wbool=T",
+            serde_json::json!({"flag": true, "wbool": true}),
+        ),
+        (
+            "flag=TRUE&wbool=t",
+            serde_json::json!({"flag": true, "wbool": true}),
+        ),
+        (
+            "flag=False&wbool=FALSE",
+            serde_json::json!({"wbool": false}),
+        ),
+        ("flag=f&wbool=true", serde_json::json!({"wbool": true})),
+        (
+            "flag=true&wbool=false",
+            serde_json::json!({"flag": true, "wbool": false}),
+        ),
+    ] {
+        let path = format!("/v1/mirror/1/2?{query}");
+        let r = interop::call_with(&gw, "GET", &path, &[], "").await;
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        let mut want = want;
+        want["i64"] = "1".into();
+        want["kind"] = "HARDCOVER".into();
+        assert_eq!(
+            differences(&py.last(), &want),
+            Vec::<String>::new(),
+            "{query}"
+        );
+    }
+    for (query, says) in [
+        ("flag=yes", "field `flag` takes true or false, not `yes`"),
+        ("flag=", "field `flag` takes true or false, not ``"),
+        ("wbool=on", "field `wbool` takes true or false, not `on`"),
+        (
+            "byFlag[yes]=x",
+            "`byFlag[yes]` names a key of `by_flag`, whose keys are true or false, not `yes`",
+        ),
+    ] {
+        let path = format!("/v1/mirror/1/2?{query}");
+        let r = interop::call_with(&gw, "GET", &path, &[], "").await;
+        assert_eq!(
+            (r.status, json(&r)["detail"].as_str()),
+            (400, Some(says)),
+            "{query}: {}",
+            r.body
+        );
+    }
+}

@@ -307,8 +307,21 @@ fn set_map_entry(
             field.name()
         ));
     };
-    // Proto3 JSON writes every map key as a string; a later value for one key replaces it.
-    map.insert(map_key.to_string(), typed);
+    // Proto3 JSON writes every map key as a string (a bool as `true` or `false`, whichever
+    // form the query string used); a later value for one key replaces it.
+    let map_key = match entry.map_entry_key_field().kind() {
+        Kind::Bool => match parse_bool(map_key) {
+            Some(b) => b.to_string(),
+            None => {
+                return Err(format!(
+                    "`{path}` names a key of `{}`, whose keys are true or false, not `{map_key}`",
+                    field.name()
+                ))
+            }
+        },
+        _ => map_key.to_string(),
+    };
+    map.insert(map_key, typed);
     Ok(())
 }
 
@@ -362,6 +375,16 @@ fn camel_case_paths(mask: &str) -> String {
     out
 }
 
+/// A bool in a path or query parameter, in the forms grpc-gateway reads there (Go's
+/// `strconv.ParseBool`): `1`, `t`, `T`, `TRUE`, `True`, `true` and their `0`, `f`... opposites.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "True" | "true" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "False" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// `value` as the JSON that `field` takes.
 fn typed_value(
     field: &FieldDescriptor,
@@ -374,10 +397,9 @@ fn typed_value(
         ));
     }
     Ok(match field.kind() {
-        Kind::Bool => match value {
-            "true" => serde_json::Value::Bool(true),
-            "false" => serde_json::Value::Bool(false),
-            _ => return Err(format!("field `{path}` takes true or false, not `{value}`")),
+        Kind::Bool => match parse_bool(value) {
+            Some(b) => serde_json::Value::Bool(b),
+            None => return Err(format!("field `{path}` takes true or false, not `{value}`")),
         },
         // As a string, proto3 JSON's form that also carries NaN and ±Infinity (a JSON number
         // cannot).
