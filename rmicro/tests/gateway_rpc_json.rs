@@ -570,3 +570,34 @@ async fn query_bools_take_the_forms_grpc_gateway_takes() {
         );
     }
 }
+
+/// A `Duration` in the path or the query string is read as grpc-gateway reads it there (Go's
+/// `time.ParseDuration`: `100ms`, `1h30m`, `-1.5m`, `0`), as well as in proto3 JSON's form
+/// (`1.5s`); text neither reads is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_durations_take_the_forms_grpc_gateway_takes() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    for (value, want) in [
+        ("1.5s", "1.500s"),
+        ("100ms", "0.100s"),
+        ("1h30m", "5400s"),
+        ("-1.5m", "-90s"),
+        ("%2B2h", "7200s"),
+        ("300us", "0.000300s"),
+        ("1%C2%B5s", "0.000001s"),
+        ("2h45m30.5s1ns", "9930.500000001s"),
+        ("0", "0s"),
+        ("7", ""),
+    ] {
+        let path = format!("/v1/mirror/1/2?took={value}&negative={value}");
+        let r = interop::call_with(&gw, "GET", &path, &[], "").await;
+        if want.is_empty() {
+            assert_eq!(r.status, 400, "{value}: {}", r.body);
+            continue;
+        }
+        assert_eq!(r.status, 200, "{value}: {}", r.body);
+        let last = py.last();
+        let got = last.get("took").and_then(|t| t.as_str()).unwrap_or("0s");
+        assert_eq!(got, want, "{value}");
+    }
+}

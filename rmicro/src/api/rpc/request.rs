@@ -385,6 +385,69 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+/// A duration in Go's form (`time.ParseDuration`: `300ms`, `-1h30m`, `1.5us`, `0`; units `ns`,
+/// `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`) in proto3 JSON's (`-5400s`), to the nanosecond (a
+/// finer fraction is cut, as Go cuts it); `None` when it is not one.
+fn go_duration(text: &str) -> Option<String> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some("0s".into());
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut nanos: i128 = 0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return None;
+        }
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let scale: i128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        // Digits past these are below a nanosecond for every unit.
+        let whole: i128 = match whole {
+            "" => 0,
+            digits if digits.len() <= 20 => digits.parse().ok()?,
+            _ => return None,
+        };
+        let fraction = &fraction[..fraction.len().min(18)];
+        let fraction_nanos = match fraction {
+            "" => 0,
+            digits => {
+                let n: i128 = digits.parse().ok()?;
+                n * scale / 10_i128.pow(digits.len() as u32)
+            }
+        };
+        nanos = nanos.checked_add(whole.checked_mul(scale)?.checked_add(fraction_nanos)?)?;
+        rest = next;
+    }
+    let (seconds, fraction) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    let sign = if negative && nanos != 0 { "-" } else { "" };
+    Some(match fraction {
+        0 => format!("{sign}{seconds}s"),
+        f => format!("{sign}{seconds}.{f:09}s"),
+    })
+}
+
 /// `value` as the JSON that `field` takes.
 fn typed_value(
     field: &FieldDescriptor,
@@ -418,8 +481,17 @@ fn typed_value(
         },
         Kind::Message(inner) => match inner.full_name() {
             // Proto3 JSON gives these a string form, which the message parser reads.
-            "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
-                serde_json::Value::String(value.to_string())
+            "google.protobuf.Timestamp" => serde_json::Value::String(value.to_string()),
+            // Proto3 JSON's `1.5s`, or Go's `100ms`, `1h30m` as grpc-gateway reads a path or
+            // query parameter (`time.ParseDuration`), in proto3 JSON's form.
+            "google.protobuf.Duration" => {
+                let proto3 = value.strip_suffix('s').is_some_and(|n| {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b"-.".contains(&b))
+                });
+                match go_duration(value) {
+                    Some(seconds) if !proto3 => serde_json::Value::String(seconds),
+                    _ => serde_json::Value::String(value.to_string()),
+                }
             }
             // `display_name,page_count` (proto names, as grpc-gateway takes them) or the JSON
             // form's `displayName,pageCount`.
@@ -469,6 +541,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(missing_message(&err), Some("no.Such"), "{err}");
+    }
+
+    #[test]
+    fn go_durations_are_read_to_the_nanosecond() {
+        let read = |text: &str| go_duration(text);
+        assert_eq!(read("1h30m").as_deref(), Some("5400s"));
+        assert_eq!(read("-1.5m").as_deref(), Some("-90s"));
+        assert_eq!(read("+.5s").as_deref(), Some("0.500000000s"));
+        assert_eq!(read("1.s").as_deref(), Some("1s"));
+        assert_eq!(read("1.0000000019s").as_deref(), Some("1.000000001s"));
+        assert_eq!(read("-0").as_deref(), Some("0s"));
+        assert_eq!(read("-0s").as_deref(), Some("0s"));
+        assert_eq!(read("2\u{3bc}s3ns").as_deref(), Some("0.000002003s"));
+        for bad in [
+            "", "-", "7", ".s", "1..5s", "1d", "s", "1h-1m", "1e3s", "1.5.5s",
+        ] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
     }
 
     #[test]
