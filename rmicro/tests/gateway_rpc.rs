@@ -792,6 +792,53 @@ async fn well_known_types_are_set_from_their_json_strings_in_the_query() {
     assert_error_has(&r, 400, "library.v1.Book");
 }
 
+/// A PATCH whose body is one field of the request (AIP-134's `book`) and that sends no
+/// `update_mask` gets one naming the fields the body sets, as grpc-gateway fills it in: a
+/// service that reads an empty mask as "replace the whole resource" would otherwise clear every
+/// field the client left out. Paths are proto names, nested messages' fields by their own
+/// paths, a repeated field or a well-known type as a whole; a mask the query gives stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_without_an_update_mask_gets_the_fields_its_body_sets() {
+    let (_r, _lib, gw, _stop) = library_gateway().await;
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1",
+        r#"{"displayName": "x", "authorInfo": {"fullName": "Ann"}, "tags": ["a"],
+            "publish_time": "2020-01-01T00:00:00Z", "ratio": null}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(
+        (v["updateMask"].as_str(), v["book"]["name"].as_str()),
+        (
+            Some("authorInfo.fullName,displayName,publishTime,ratio,tags"),
+            Some("shelves/s1/books/b1")
+        ),
+        "{}",
+        r.body
+    );
+    // An empty message is set as a whole.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1",
+        r#"{"authorInfo": {}}"#,
+    )
+    .await;
+    assert_eq!(json(&r)["updateMask"], "authorInfo", "{}", r.body);
+    // The query's mask stands.
+    let r = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/s1/books/b1?update_mask=page_count",
+        r#"{"displayName": "x"}"#,
+    )
+    .await;
+    assert_eq!(json(&r)["updateMask"], "pageCount", "{}", r.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_variables_decode_as_http_proto_says() {
     let (_r, _lib, gw, _stop) = library_gateway().await;

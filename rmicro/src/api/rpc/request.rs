@@ -14,7 +14,8 @@ use super::template::{percent_decode, Decode};
 /// field the path or the body binds (as in grpc-gateway and Envoy's transcoder), nor one field
 /// twice; parameters that name no field are ignored. A message of a well-known type with a JSON
 /// form of its own (`StringValue`, `ListValue`, `Timestamp`...) is the whole body in that form.
-/// Every proto2 `required` field must be set.
+/// Every proto2 `required` field must be set. A PATCH whose body is one field and that gives no
+/// field mask gets one naming the fields its body sets ([`body_mask`]).
 pub(super) fn build_request(
     desc: &MessageDescriptor,
     target: &Target,
@@ -22,6 +23,8 @@ pub(super) fn build_request(
     query: Option<&str>,
 ) -> Result<DynamicMessage, String> {
     let mut json = serde_json::Map::new();
+    // The field mask the body implies, and the field it goes in.
+    let mut mask = None;
     if !body.is_empty() && !target.body.is_empty() {
         let value = proto_json::parse_body(body)?;
         if target.body == "*"
@@ -38,6 +41,9 @@ pub(super) fn build_request(
                 _ => return Err("the request body must be a JSON object".into()),
             }
         } else {
+            if target.patch {
+                mask = body_mask(desc, &target.body, &value);
+            }
             json.insert(target.body.clone(), value);
         }
     }
@@ -121,7 +127,98 @@ pub(super) fn build_request(
             value = wrapped.take();
         }
     }
-    read_message(desc, value)
+    let mut message = read_message(desc, value)?;
+    if let Some((field, paths)) = mask {
+        // Unless the query string gave one.
+        let given = message.has_field(&field)
+            && message.get_field(&field).as_message().is_some_and(|m| {
+                m.get_field_by_name("paths")
+                    .is_some_and(|p| p.as_list().is_some_and(|l| !l.is_empty()))
+            });
+        if let (false, Kind::Message(mask_desc)) = (given, field.kind()) {
+            let mut value = DynamicMessage::new(mask_desc);
+            let paths = paths.into_iter().map(Value::String).collect();
+            value.set_field_by_name("paths", Value::List(paths));
+            message.set_field(&field, Value::Message(value));
+        }
+    }
+    Ok(message)
+}
+
+/// The field mask a PATCH's `body` (the JSON of request field `body_field`) implies, as
+/// grpc-gateway fills in a PATCH's mask when the client sends none: the request's one
+/// `google.protobuf.FieldMask` field, and the paths (proto names, sorted) of the fields the body
+/// sets, relative to the body's message. A field holding a message object is gone into (an
+/// empty one is a path itself), a `Struct` or `Value` by its keys; a repeated field, a map, a
+/// well-known type and any other value end a path. `None` when the request has no single mask
+/// field, the body field is no message of its own fields, or the body sets nothing.
+fn body_mask(
+    desc: &MessageDescriptor,
+    body_field: &str,
+    body: &serde_json::Value,
+) -> Option<(FieldDescriptor, Vec<String>)> {
+    let mut masks = desc.fields().filter(|f| {
+        !f.is_list()
+            && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
+    });
+    let (mask, None) = (masks.next()?, masks.next()) else {
+        return None;
+    };
+    let target = desc.get_field_by_name(body_field)?;
+    let (Kind::Message(message), serde_json::Value::Object(object)) = (target.kind(), body) else {
+        return None;
+    };
+    if target.is_list() || target.is_map() || proto_json::has_json_form(message.full_name()) {
+        return None;
+    }
+    fn blind(path: String, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(o) if !o.is_empty() => {
+                for (key, value) in o {
+                    blind(format!("{path}.{key}"), value, out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    fn walk(
+        desc: &MessageDescriptor,
+        object: &serde_json::Map<String, serde_json::Value>,
+        at: &str,
+        out: &mut Vec<String>,
+    ) {
+        for (key, value) in object {
+            let Some(field) = desc
+                .get_field_by_name(key)
+                .or_else(|| desc.get_field_by_json_name(key))
+            else {
+                continue;
+            };
+            let path = format!("{at}{}", field.name());
+            match (field.kind(), value) {
+                (Kind::Message(_), _) if field.is_list() || field.is_map() => out.push(path),
+                (Kind::Message(m), value)
+                    if matches!(
+                        m.full_name(),
+                        "google.protobuf.Struct" | "google.protobuf.Value"
+                    ) =>
+                {
+                    blind(path, value, out)
+                }
+                (Kind::Message(m), serde_json::Value::Object(inner))
+                    if !inner.is_empty() && !proto_json::has_json_form(m.full_name()) =>
+                {
+                    walk(&m, inner, &format!("{path}."), out)
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&message, object, "", &mut paths);
+    paths.sort();
+    paths.dedup();
+    (!paths.is_empty()).then_some((mask, paths))
 }
 
 /// The message of type `desc` that request JSON `value` stands for, as proto3 JSON reads it.

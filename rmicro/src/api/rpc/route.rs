@@ -33,6 +33,8 @@ pub(super) struct Target {
     pub(super) body: String,
     pub(super) response_body: String,
     pub(super) captures: Vec<(String, String)>,
+    /// Whether the binding is a PATCH (whose request may get its field mask from the body).
+    pub(super) patch: bool,
 }
 
 impl RpcHandler {
@@ -184,6 +186,7 @@ impl RpcHandler {
             body: "*".into(),
             response_body: String::new(),
             captures: Vec::new(),
+            patch: false,
         })
     }
 
@@ -227,6 +230,7 @@ impl RpcHandler {
                     body: b.body.clone(),
                     response_body: b.response_body.clone(),
                     captures,
+                    patch: b.method.eq_ignore_ascii_case("PATCH"),
                 });
             }
         }
