@@ -229,6 +229,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
 
     let mut files = input.files.clone();
     prepare::canonical_enum_defaults(&mut files);
+    prepare::keyword_enum_maps(&mut files);
     let requests = files
         .into_iter()
         .map(|f| (Module::from_protobuf_package_name(f.package()), f))

@@ -10,6 +10,13 @@
 //!   it is given the name of the value prost-build keeps, which is the same number;
 //! - a oneof holding a large message inline trips clippy's `large_enum_variant` in the user's
 //!   crate: its enum is allowed it, on prost-build's output;
+//! - a map field whose values are an enum gets two helper methods from prost's derive,
+//!   `get_<field>` and `insert_<field>`, made by pasting the field's identifier: for a field
+//!   named with a Rust keyword (`map<string, Kind> type`, the Rust field `r#type`) that is
+//!   `get_r#type`, no identifier, and the derive panics in the user's crate. Such a map's values
+//!   are given to prost-build as `int32`, which is how an enum is encoded and the Rust type
+//!   (`i32`) prost gives enum values anyway: the field and its wire format are unchanged, only
+//!   the helpers (which could not exist) and the variant names in its `Debug` are left out;
 //! - prost's derived `Debug` for a message with a `btree_map=` field names
 //!   `::prost::alloc::collections::BTreeMap` whatever `prost_path` says, so it does not compile
 //!   in a crate that depends on rmicro-runtime alone: such a message gets a `Debug` of its own.
@@ -249,6 +256,35 @@ pub(crate) fn canonical_enum_defaults(files: &mut [FileDescriptorProto]) {
             rewrite(&mut top, &aliases);
             file.extension = top.extension;
         }
+    }
+}
+
+/// Turns the enum values of map fields named with a Rust keyword into `int32` (see the module's
+/// docs): prost's derive would name the map's helper methods after the raw identifier and panic.
+pub(crate) fn keyword_enum_maps(files: &mut [FileDescriptorProto]) {
+    fn rewrite(message: &mut DescriptorProto) {
+        let keyword_maps: Vec<String> = message
+            .field
+            .iter()
+            .filter(|f| f.label() == Label::Repeated && f.r#type() == Type::Message)
+            .filter(|f| crate::names::snake(f.name()).starts_with("r#"))
+            .filter_map(|f| f.type_name().rsplit('.').next().map(str::to_string))
+            .collect();
+        for nested in &mut message.nested_type {
+            let is_map = nested.options.as_ref().is_some_and(|o| o.map_entry());
+            if is_map && keyword_maps.iter().any(|name| name == nested.name()) {
+                for value in nested.field.iter_mut().filter(|f| f.number() == 2) {
+                    if value.r#type() == Type::Enum {
+                        value.set_type(Type::Int32);
+                        value.type_name = None;
+                    }
+                }
+            }
+            rewrite(nested);
+        }
+    }
+    for file in files {
+        file.message_type.iter_mut().for_each(rewrite);
     }
 }
 

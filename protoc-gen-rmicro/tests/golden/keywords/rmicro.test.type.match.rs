@@ -17,11 +17,18 @@ pub struct Self_ {
     #[prost(string, tag = "5")]
     pub r#async: ::rmicro_runtime::__codegen::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[derive(Clone, PartialEq, ::rmicro_runtime::__codegen::prost::Message)]
 #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
 pub struct Type {
     #[prost(message, optional, tag = "1")]
     pub r#fn: ::core::option::Option<Self_>,
+    /// A map of enums named with a keyword: prost's derive names its helpers `get_r#ref` and
+    /// `insert_r#ref`, which are no identifiers.
+    #[prost(map = "string, int32", tag = "2")]
+    pub r#ref: ::std::collections::HashMap<
+        ::rmicro_runtime::__codegen::prost::alloc::string::String,
+        i32,
+    >,
 }
 /// Collide's generated client, handler and methods module would take these names.
 #[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
@@ -590,4 +597,4 @@ pub fn register_impl_handler<H: ImplHandler>(
 }
 /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
 /// (comments left out), served by the runtime's gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xE4\x07\n\x1Armicro/test/keywords.proto\x12\x16rmicro.test.type.match\"p\n\x04Self\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n\x05match\x18\x02 \x01(\x05R\x05match\x12\x12\n\x04self\x18\x03 \x01(\x08R\x04self\x12\x14\n\x05crate\x18\x04 \x01(\tR\x05crate\x12\x14\n\x05async\x18\x05 \x01(\tR\x05async\"4\n\x04type\x12,\n\x02fn\x18\x01 \x01(\x0B2\x1C.rmicro.test.type.match.SelfR\x02fn\"%\n\rCollideClient\x12\x14\n\x05super\x18\x01 \x01(\tR\x05super\"\x10\n\x0ECollideHandler\"t\n\x0ECollideMethods\x12B\n\x05which\x18\x01 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05which\"\x1E\n\x05Which\x12\x15\n\x11WHICH_UNSPECIFIED\x10\0\"\x07\n\x05Empty2\xF6\x03\n\x07Collide\x12C\n\x03New\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12E\n\x05Clone\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12G\n\x07Connect\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12C\n\x03Fmt\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12B\n\x04Type\x12\x1C.rmicro.test.type.match.type\x1A\x1C.rmicro.test.type.match.Self\x12B\n\x04Self\x12\x1C.rmicro.test.type.match.Self\x1A\x1C.rmicro.test.type.match.type\x12I\n\x05Match\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty(\x010\x012M\n\x04Impl\x12E\n\x05Where\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Emptyb\x06proto3";
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\x84\t\n\x1Armicro/test/keywords.proto\x12\x16rmicro.test.type.match\"p\n\x04Self\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n\x05match\x18\x02 \x01(\x05R\x05match\x12\x12\n\x04self\x18\x03 \x01(\x08R\x04self\x12\x14\n\x05crate\x18\x04 \x01(\tR\x05crate\x12\x14\n\x05async\x18\x05 \x01(\tR\x05async\"\xD3\x01\n\x04type\x12,\n\x02fn\x18\x01 \x01(\x0B2\x1C.rmicro.test.type.match.SelfR\x02fn\x127\n\x03ref\x18\x02 \x03(\x0B2%.rmicro.test.type.match.type.RefEntryR\x03ref\x1Ad\n\x08RefEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12B\n\x05value\x18\x02 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05value:\x028\x01\"%\n\rCollideClient\x12\x14\n\x05super\x18\x01 \x01(\tR\x05super\"\x10\n\x0ECollideHandler\"t\n\x0ECollideMethods\x12B\n\x05which\x18\x01 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05which\"\x1E\n\x05Which\x12\x15\n\x11WHICH_UNSPECIFIED\x10\0\"\x07\n\x05Empty2\xF6\x03\n\x07Collide\x12C\n\x03New\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12E\n\x05Clone\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12G\n\x07Connect\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12C\n\x03Fmt\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12B\n\x04Type\x12\x1C.rmicro.test.type.match.type\x1A\x1C.rmicro.test.type.match.Self\x12B\n\x04Self\x12\x1C.rmicro.test.type.match.Self\x1A\x1C.rmicro.test.type.match.type\x12I\n\x05Match\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty(\x010\x012M\n\x04Impl\x12E\n\x05Where\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Emptyb\x06proto3";
