@@ -80,6 +80,7 @@ pub(crate) fn check(
             locate: &locate,
             modules: &mut modules,
             retain_enum_prefix,
+            proto2: file.syntax() != "proto3",
         };
         for (i, message) in file.message_type.iter().enumerate() {
             walk.message(package, "", message, &[4, i as i32])?;
@@ -335,6 +336,8 @@ struct Namespace {
     what: &'static str,
     /// The Rust item, as shown in messages.
     item: String,
+    /// Said after the item, where the names are not the protobuf names made Rust.
+    why: &'static str,
     taken: HashMap<String, Named>,
 }
 
@@ -343,6 +346,7 @@ impl Namespace {
         Namespace {
             what,
             item,
+            why: "",
             taken: HashMap::new(),
         }
     }
@@ -351,8 +355,8 @@ impl Namespace {
     fn claim(&mut self, rust: &str, named: Named) -> Result<(), Error> {
         if let Some(first) = self.taken.get(rust) {
             return Err(Error::Unsupported(format!(
-                "{}{} `{}` and {} `{}`{} both become the Rust {} `{rust}` of `{}`, which does not \
-                 compile; rename one of them",
+                "{}{} `{}` and {} `{}`{} both become the Rust {} `{rust}` of `{}`{}, which does \
+                 not compile; rename one of them",
                 named.site.prefix(),
                 named.kind,
                 named.full,
@@ -361,6 +365,7 @@ impl Namespace {
                 first.site.reference(&named.site),
                 self.what,
                 self.item,
+                self.why,
             )));
         }
         self.taken.insert(rust.to_string(), named);
@@ -412,6 +417,8 @@ struct Walk<'a, F> {
     locate: &'a F,
     modules: &'a mut HashMap<String, HashMap<String, Named>>,
     retain_enum_prefix: bool,
+    /// Whether the file is proto2, whose `optional` scalars get getters from prost's derive.
+    proto2: bool,
 }
 
 impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
@@ -520,11 +527,16 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         // proto3 `optional` fields sit in synthetic oneofs but are plain fields in Rust.
         let real_oneof =
             |f: &prost_types::FieldDescriptorProto| f.oneof_index.filter(|_| !f.proto3_optional());
-        let mut fields = Namespace::new("field", rust_type);
+        let mut fields = Namespace::new("field", rust_type.clone());
+        let mut methods = Namespace::new("method", rust_type);
+        methods.why = " (prost's accessors of the fields)";
         for (i, field) in message.field.iter().enumerate() {
             if real_oneof(field).is_none() {
                 let named = Named::new("field", &qualified(full, field.name()), at(2, i));
-                fields.claim(&snake(field.name()), named)?;
+                fields.claim(&snake(field.name()), named.clone())?;
+                for method in accessors(message, field, self.proto2) {
+                    methods.claim(&method, named.clone())?;
+                }
             }
         }
         for (o, oneof) in message.oneof_decl.iter().enumerate() {
@@ -569,6 +581,46 @@ impl<F: Fn(&[i32]) -> Site> Walk<'_, F> {
         let named = Named::new("enum", &full, site);
         self.claim(module, &upper_camel(e.name()), named)?;
         enum_values(e, &full, path, self.locate, self.retain_enum_prefix)
+    }
+}
+
+/// The inherent methods prost's derive gives `message` for `field` (not in a oneof): a getter
+/// (the field's Rust name) and `set_` for a singular enum, a getter and `push_` for a repeated
+/// one, a getter for an optional scalar (proto2's `optional`, proto3's `optional`), and `get_` and
+/// `insert_` for a map of enums (none when the field's name is a keyword: see
+/// `prepare::keyword_enum_maps`).
+fn accessors(
+    message: &DescriptorProto,
+    field: &prost_types::FieldDescriptorProto,
+    proto2: bool,
+) -> Vec<String> {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    let rust = snake(field.name());
+    let bare = rust.strip_prefix("r#").unwrap_or(&rust).to_string();
+    let repeated = field.label() == Label::Repeated;
+    match field.r#type() {
+        Type::Enum if repeated => vec![bare.clone(), format!("push_{bare}")],
+        Type::Enum => vec![bare.clone(), format!("set_{bare}")],
+        Type::Message if repeated => {
+            let entry = field.type_name().rsplit('.').next().unwrap_or_default();
+            let enum_map = message.nested_type.iter().any(|n| {
+                n.name() == entry
+                    && n.options.as_ref().is_some_and(|o| o.map_entry())
+                    && n.field
+                        .iter()
+                        .any(|v| v.number() == 2 && v.r#type() == Type::Enum)
+            });
+            if enum_map && !rust.starts_with("r#") {
+                vec![format!("get_{bare}"), format!("insert_{bare}")]
+            } else {
+                Vec::new()
+            }
+        }
+        Type::Message | Type::Group => Vec::new(),
+        _ if field.proto3_optional() || (proto2 && field.label() == Label::Optional) => {
+            vec![bare]
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -778,6 +778,61 @@ fn fields_that_become_the_same_rust_name_are_refused_with_their_line() {
     );
 }
 
+/// prost's derive gives enum fields a getter and a `set_`/`push_` method, proto2 and proto3
+/// `optional` scalars a getter, and maps of enums `get_`/`insert_` methods: a field whose own
+/// accessor has one of those names made two methods of one name in the user's crate.
+#[test]
+fn fields_whose_accessors_become_one_rust_method_are_refused_with_their_line() {
+    let err = protoc_error(
+        "accessor-set",
+        "syntax = \"proto3\";\npackage p;\nenum E {\n  E_UNSPECIFIED = 0;\n}\nmessage A {\n  \
+         E state = 1;\n  optional bool set_state = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:8:3: field `p.A.set_state` and field `p.A.state` (line 7) both \
+         become the Rust method `set_state` of `A` (prost's accessors of the fields), which does \
+         not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "accessor-push",
+        "syntax = \"proto2\";\npackage p;\nenum E {\n  E_A = 0;\n}\nmessage A {\n  \
+         optional E push_tags = 1;\n  repeated E tags = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:8:3: field `p.A.tags` and field `p.A.push_tags` (line 7) both \
+         become the Rust method `push_tags` of `A` (prost's accessors of the fields), which does \
+         not compile; rename one of them"
+    );
+
+    let err = protoc_error(
+        "accessor-map",
+        "syntax = \"proto3\";\npackage p;\nenum E {\n  E_UNSPECIFIED = 0;\n}\nmessage A {\n  \
+         map<string, E> labels = 1;\n  E get_labels = 2;\n}\n",
+    );
+    assert_eq!(
+        err,
+        "--rmicro_out: clash.proto:8:3: field `p.A.get_labels` and field `p.A.labels` (line 7) \
+         both become the Rust method `get_labels` of `A` (prost's accessors of the fields), which \
+         does not compile; rename one of them"
+    );
+
+    // Fields without accessors take no method names: a message field, a plain proto3 string.
+    let (output, _out) = protoc_on(
+        "accessor-none",
+        &[(
+            "clash.proto",
+            "syntax = \"proto3\";\npackage p;\nenum E {\n  E_UNSPECIFIED = 0;\n}\nmessage A {\n  \
+             E state = 1;\n  string set_state = 2;\n  repeated string push_tags = 3;\n  \
+             repeated string tags = 4;\n}\n",
+        )],
+        &["clash.proto"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
 /// `google.api.http` bindings the gateway could not serve as written are refused at generation,
 /// with the method's line, rather than written into the endpoint metadata (where a typo would
 /// have become a 404).
