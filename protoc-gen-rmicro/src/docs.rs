@@ -6,6 +6,11 @@
 //! a `compile_fail` block whose code compiles fails, and rustdoc still runs a block tagged both
 //! `text` and `rust` when an edition is named. rmicro turns every fence that names Rust into
 //! `ignore`: shown as Rust, never run.
+//!
+//! rustc also refuses, in any comment, the codepoints that change the direction of text
+//! (`text_direction_codepoint_in_comment`, deny by default), which right-to-left text copied
+//! into a `.proto` comment brings along: they are left out of doc comments (the text they framed
+//! stays).
 
 /// Rewrites one doc-comment line (without its `///`) if it opens a fence that rustdoc would run
 /// as Rust. The fence may sit in a block quote (`> ```rust`, also nested): rustdoc runs those too.
@@ -22,6 +27,12 @@ pub(crate) fn fence_fix(line: &str) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// The codepoints rustc refuses in comments: embeddings, overrides and isolates, which change
+/// the direction of the text around them.
+fn changes_direction(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Splits a line that opens or closes a backtick fence into what comes before the fence
@@ -60,6 +71,14 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
             continue;
         };
         let doc = doc.trim_end_matches('\n');
+        let kept;
+        let stripped = doc.contains(changes_direction);
+        let doc = if stripped {
+            kept = doc.replace(changes_direction, "");
+            kept.as_str()
+        } else {
+            doc
+        };
         let fixed = match fence_info(doc) {
             // Closing (a closing fence has no info string, only backticks; a fence line with
             // one is text). A line that names Rust is made `ignore` wherever it stands, should
@@ -67,7 +86,7 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
             Some((_, info)) if in_fence => {
                 in_fence = !info.trim().trim_start_matches('`').is_empty();
                 let fixed = fence_fix(doc);
-                (fixed != doc).then_some(fixed)
+                (stripped || fixed != doc).then_some(fixed)
             }
             Some((lead, info)) => {
                 in_fence = true;
@@ -77,7 +96,7 @@ pub(crate) fn fix_into(out: &mut String, text: &str) {
                     Some(fence_fix(doc))
                 }
             }
-            None => None,
+            None => stripped.then(|| doc.to_string()),
         };
         match fixed {
             Some(fixed) => {
@@ -119,6 +138,28 @@ mod tests {
         assert_eq!(
             fix_file("/// ```text,rust,edition2021\n/// x\n/// ```\n"),
             "/// ```ignore\n/// x\n/// ```\n"
+        );
+    }
+
+    #[test]
+    fn codepoints_that_change_text_direction_are_left_out() {
+        assert_eq!(
+            fix_file("    /// a \u{202E}cba\u{202C} \u{2067}x\u{2069}\n"),
+            "    /// a cba x\n"
+        );
+        // In a fenced block too, and with the block still followed.
+        assert_eq!(
+            fix_file("/// ```\n/// \u{202B}y\n/// ```\u{2066}\n/// z\n"),
+            "/// ```text\n/// y\n/// ```\n/// z\n"
+        );
+        // Other comments and code are left as they are.
+        assert_eq!(
+            fix_file("// \u{202E}\nstruct A;\n"),
+            "// \u{202E}\nstruct A;\n"
+        );
+        assert_eq!(
+            fix_file("/// right\u{200F}mark\n"),
+            "/// right\u{200F}mark\n"
         );
     }
 

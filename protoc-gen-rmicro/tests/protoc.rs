@@ -140,3 +140,50 @@ fn a_file_claiming_an_unsupported_api_fails_to_compile_with_the_promised_message
         "the error points at the pin:\n{err}"
     );
 }
+
+/// rustc refuses the codepoints that change the direction of text (U+202A-U+202E,
+/// U+2066-U+2069) in comments, doc comments included (`text_direction_codepoint_in_comment`,
+/// deny by default): copied right-to-left text brings them into `.proto` comments, and its
+/// generated code, messages and services alike, did not compile.
+#[test]
+fn comments_with_text_direction_codepoints_compile() {
+    let krate = ScratchCrate::new("rmicro_bidi_comments");
+    let proto_dir = krate.dir.join("proto");
+    let out = krate.dir.join("src/gen");
+    std::fs::create_dir_all(&proto_dir).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        proto_dir.join("bidi.proto"),
+        "syntax = \"proto3\";\npackage bidi;\n\n// Detached: \u{2067}שלום\u{2069}.\n\n\
+         // Name: \u{202B}مرحبا\u{202C} and \u{202E}txet desrever\u{202C}.\n\
+         message Greeting {\n  // Field \u{2066}x\u{2069}.\n  string text = 1; // \u{202A}ltr\u{202C}\n}\n\n\
+         // Service \u{2068}isolated\u{2069}.\nservice Greeter {\n  // Method \u{202D}ltr\u{202C}.\n  \
+         rpc Greet(Greeting) returns (Greeting);\n}\n",
+    )
+    .unwrap();
+    let output = protoc(&[
+        &format!("-I{}", proto_dir.display()),
+        &format!("--rmicro_out=include_file=mod.rs:{}", out.display()),
+        "bidi.proto",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::write(
+        krate.dir.join("src/lib.rs"),
+        "mod r#gen;\npub use r#gen::*;\n",
+    )
+    .unwrap();
+    let output = krate.cargo(&["build", "--quiet"]);
+    assert!(
+        output.status.success(),
+        "the generated crate failed to build:\n{}",
+        stderr(&output)
+    );
+    // Only the codepoints are left out: the text they framed stays.
+    let code = std::fs::read_to_string(out.join("bidi.rs")).unwrap();
+    for text in ["مرحبا", "txet desrever", "Field x.", "ltr", "isolated"] {
+        assert!(
+            code.contains(text),
+            "the comment text {text:?} is kept:\n{code}"
+        );
+    }
+}
