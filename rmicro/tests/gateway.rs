@@ -2339,6 +2339,54 @@ async fn a_large_request_head_is_taken_over_http2_as_over_http1() {
     assert!(body.starts_with(b"node=h path=/head/x"), "{body:?}");
 }
 
+/// HTTP/2 clients (browsers among them) may send each cookie in a `cookie` field of its own;
+/// passed on to an HTTP/1.1 node they must be one line, joined with `; ` (RFC 9113 §8.2.3), as
+/// nginx and Go's HTTP/2 server do: many HTTP/1.1 servers read only the first `Cookie` line, or
+/// join the lines with `,`, and the other cookies (a session) are lost. With plugins too, which
+/// see the joined line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_an_http2_client_splits_reach_the_node_as_one_line() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let (direct, _stop) = gateway(Cli::new(), &[], Arc::clone(&registry)).await;
+    let mut cli = Cli::new();
+    cli.plugin(HostSeen).unwrap();
+    let (behind_plugins, _stop_too) = gateway(cli, &[], registry).await;
+    for gw in [direct.clone(), behind_plugins] {
+        let (mut sender, _conn) = http2_client(&gw).await;
+        let request = hyper::Request::get(format!("http://{gw}/echo/headers"))
+            .header("cookie", "session=s1")
+            .header("cookie", "theme=dark; lang=en")
+            .header("cookie", "cart=3")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let cookies: Vec<&str> = body.lines().filter(|l| l.starts_with("cookie:")).collect();
+        assert_eq!(
+            cookies,
+            ["cookie: session=s1; theme=dark; lang=en; cart=3"],
+            "{body}"
+        );
+    }
+
+    // One cookie line (HTTP/2 or HTTP/1.1) passes as it is.
+    let (mut sender, _conn) = http2_client(&direct).await;
+    let request = hyper::Request::get(format!("http://{direct}/echo/headers"))
+        .header("cookie", "a=1; b=2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let body = sender.send_request(request).await.unwrap().into_body();
+    let body = body.collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body)
+            .lines()
+            .any(|l| l == "cookie: a=1; b=2"),
+        "{body:?}"
+    );
+}
+
 /// A connection whose response took longer than `--backend-idle-timeout` to stream was in use,
 /// not idle: it is taken again for the next request (it was closed as soon as it was done).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,7 +308,8 @@ impl Gateway {
         // (absolute form, HTTP/2's `:authority`) becomes its `Host`: plugins see the host the
         // node will (the direct path does the same in the proxy; behind plugins it does not
         // again). The headers the client lists in `Connection` are removed then too, so that
-        // none a plugin sets can be removed by the client after it.
+        // none a plugin sets can be removed by the client after it, and an HTTP/2 client's
+        // cookie fields are joined into the one line HTTP/1.1 nodes expect.
         let pipeline = service;
         let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
             let pipeline = pipeline.clone();
@@ -317,6 +318,9 @@ impl Gateway {
                     return Ok(error::response(http::StatusCode::BAD_REQUEST, problem));
                 }
                 proxy::host_from_target(&mut req);
+                if req.version() == http::Version::HTTP_2 {
+                    proxy::join_cookies(req.headers_mut());
+                }
                 proxy::strip_connection_listed(req.headers_mut());
                 pipeline.oneshot(req).await
             }

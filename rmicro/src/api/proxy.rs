@@ -50,7 +50,7 @@ mod upgrade;
 
 // For the rpc handler and the gateway's `serve`.
 pub(crate) use headers::{
-    codings, other_transfer_coding, set_forwarding, strip_connection_listed, Peer,
+    codings, join_cookies, other_transfer_coding, set_forwarding, strip_connection_listed, Peer,
 };
 pub(crate) use host::{host_from_target, target_problem, Host};
 pub(crate) use nodes::{Quarantine, Seen};
@@ -203,6 +203,9 @@ impl Proxy {
                     return fail(StatusCode::BAD_REQUEST, problem.to_string());
                 }
                 host_from_target(&mut req);
+                if req.version() == http::Version::HTTP_2 {
+                    join_cookies(req.headers_mut());
+                }
             }
             let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {
                 return fail(

@@ -113,6 +113,27 @@ pub(crate) fn strip_connection_listed(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins the `cookie` fields of an HTTP/2 request into one, separated by `; `: HTTP/2 clients
+/// may send each cookie in a field of its own, and those must be one line before they pass on
+/// to an HTTP/1.1 node (RFC 9113 §8.2.3), many of whose servers read only the first line or join
+/// them with `,`. Costs one lookup when there is at most one.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for cookie in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    if let Ok(joined) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
 /// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
 /// so.
