@@ -1858,6 +1858,38 @@ async fn a_safe_request_on_a_kept_alive_connection_the_node_just_closed_is_sent_
     assert_eq!(taken.load(Ordering::SeqCst), before + 1);
 }
 
+/// A node that is shutting down closes its kept-alive connections at any moment, not only after
+/// its keep-alive timeout: one it closes as the gateway's next request goes out on it (moments
+/// after the last one, as under load) got a request it never answered. A safe request is then
+/// sent to another node, as Go's transport sends it again on a new connection and nginx to the
+/// next server, instead of a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_request_on_a_connection_a_node_closes_at_once_goes_to_another_node() {
+    use tokio::io::AsyncWriteExt;
+    // Each connection serves one request, then closes when the next one comes.
+    let closing = raw_backend(|mut s| async move {
+        let mut served = false;
+        while read_head(&mut s).await.is_some() {
+            if served {
+                return;
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nclosing")
+                .await
+                .unwrap();
+            served = true;
+        }
+    })
+    .await;
+    let plain = Backend::start("plain").await;
+    let (gw, _stop) = gateway_to_addrs("go.micro.api.k", &[closing, plain.addr], &[]).await;
+    // Round robin: the first, third, ... request go to `closing`, back to back (well within
+    // the time a node's keep-alive timeout could have closed the connection).
+    for i in 0..6 {
+        let r = get(&gw, "/k/x").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_trailers_reach_a_client_that_takes_them() {
     use tokio::io::AsyncWriteExt;

@@ -104,6 +104,12 @@ impl Lease {
         self.stale
     }
 
+    /// Whether its connection came from the pool: it served a request before, and its node
+    /// may have closed it since.
+    pub(crate) fn reused(&self) -> bool {
+        self.conn.is_some() && !self.opened
+    }
+
     /// Whether it has no connection yet (one is opened when the request is sent, or by
     /// [`Pool::open`]).
     pub(crate) fn unopened(&self) -> bool {
@@ -496,7 +502,7 @@ impl Drop for Sweeping {
 /// Whether the node closed the connection before answering (end of stream, or a reset, as a
 /// request reaching a socket it has closed gets): on a connection that sat idle, most likely
 /// its keep-alive timeout. Other failures (a malformed answer, ...) say something of the node.
-fn closed_by_node(err: &hyper::Error) -> bool {
+pub(crate) fn closed_by_node(err: &hyper::Error) -> bool {
     if err.is_incomplete_message() {
         return true;
     }

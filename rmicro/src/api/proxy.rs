@@ -13,7 +13,8 @@
 //!   retried once on another node at once. Failures that say nothing of the node's health (the
 //!   client's body, a response hyper cannot parse, a node refusing a body by closing early) do
 //!   not make it avoided. A safe bodiless request on a kept-alive connection the node closed
-//!   as it went out is sent once more on a new connection.
+//!   as it went out is sent once more on a new connection (after the connection sat idle) or
+//!   to another node (a node shutting down closes its connections at any moment).
 //! - Protocol upgrades (WebSocket and any other `Connection: upgrade` over HTTP/1.1) pass
 //!   through: the `Upgrade` header goes to the node, and when it answers `101 Switching
 //!   Protocols` with a protocol the client offered, the two connections are joined and bytes
@@ -33,7 +34,7 @@ use rmicro_runtime::registry::{Node, NodeCache, DEFAULT_CACHE_TTL};
 
 use super::conn::NeverFails;
 use super::plugins::metrics;
-use super::pool::{Pool, PoolError, TimedOut};
+use super::pool::{closed_by_node, Pool, PoolError, TimedOut};
 use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
@@ -387,6 +388,12 @@ impl Proxy {
                 // (Boxed, as the body path below: the common request's future stays small.)
                 let replay = (bodiless && lease.may_be_stale() && replayable(backend_req.method()))
                     .then(|| Box::new(head_copy(&backend_req)));
+                // Whether a connection its node closes before answering sends the request on
+                // to another node (see below).
+                let elsewhere = retryable
+                    && tried.is_empty()
+                    && lease.reused()
+                    && replayable(backend_req.method());
                 let pool = &self.inner.pool;
                 // Built in place: the send future is large, and each move of it is a copy.
                 let sent = match upload.as_mut() {
@@ -532,7 +539,16 @@ impl Proxy {
                         if down {
                             self.mark_failed(service, address);
                         }
-                        if matches!(err, PoolError::Connect(_)) && retryable && tried.is_empty() {
+                        // A kept-alive connection its node closed before answering: a node that
+                        // is shutting down closes them at any moment, not only once they have sat
+                        // idle (the replay above covers those). A safe request goes to another
+                        // node, as Go's transport sends it again and nginx to the next server.
+                        let closed = elsewhere
+                            && matches!(&err, PoolError::Exchange(e) | PoolError::Stale(e) if closed_by_node(e));
+                        if (closed || matches!(err, PoolError::Connect(_)))
+                            && retryable
+                            && tried.is_empty()
+                        {
                             tried.push(address.to_string());
                             continue;
                         }
