@@ -1350,6 +1350,29 @@ async fn clones_of_a_gateway_served_apart_stop_apart() {
     drop(backend);
 }
 
+/// A gateway listening on `[::]` takes IPv4 clients too (a dual-stack socket, Linux's default),
+/// which the kernel hands over as IPv4-mapped IPv6 addresses: the node is told the client's IPv4
+/// address (`127.0.0.1`, as Go's server reports it), not `::ffff:127.0.0.1`, which allow lists
+/// and rate limits keyed on IPv4 addresses do not match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let (_, gateway) = configured(Cli::new(), &[], registry);
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let r = raw(
+        &format!("127.0.0.1:{port}"),
+        "GET /echo/headers HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(node_saw(&r).contains(&"x-forwarded-for: 127.0.0.1"), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_sees_the_clients_host_and_address() {
     let (gw, backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;

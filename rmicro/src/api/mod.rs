@@ -414,6 +414,9 @@ impl Gateway {
                 },
                 () = &mut shutdown => break,
             };
+            // An IPv4 client of a dual-stack (`[::]`) listener comes as `::ffff:a.b.c.d`: named
+            // by its IPv4 address, to the node (`X-Forwarded-For`), the plugins and the log.
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             let _ = stream.set_nodelay(true);
             let exchanges = Arc::new(conn::Exchanges::default());
             let stream = Accepted {
