@@ -509,6 +509,42 @@ async fn a_request_with_a_body_goes_to_another_node_when_one_refuses_connections
     drop(live);
 }
 
+/// A node whose address takes no connection and sends no refusal either (a host gone from the
+/// network, a firewall dropping packets: here a listener whose accept queue is full) is avoided
+/// and the request goes to another node (nothing was sent to it), whatever the backend timeout:
+/// with one shorter than the time a connection is given to open, every request picking it was
+/// a 504, and it was never avoided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_takes_the_connection_is_avoided_within_a_short_backend_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    // Fill its accept queue: connecting to it hangs from then on.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(silent);
+        match tokio::time::timeout(Duration::from_millis(200), connect).await {
+            Ok(conn) => held.push(conn.unwrap()),
+            Err(_) => break,
+        }
+    }
+    let plain = Backend::start("plain").await;
+    let (gw, _stop) = gateway_to_addrs(
+        "go.micro.api.s",
+        &[silent, plain.addr],
+        &["--backend-timeout", "500ms"],
+    )
+    .await;
+    for i in 0..4 {
+        let r = get(&gw, "/s/x").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let r = call(&gw, "POST", "/s/x", Vec::new(), "order=1".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "node=plain path=/s/x body=7 xff=127.0.0.1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_allows_and_denies() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());

@@ -340,19 +340,22 @@ impl Proxy {
                     // Opened before the request goes: a node that cannot be reached got none of
                     // it, so any request (a POST with its body too) may go to another node.
                     let opening = self.inner.pool.open(lease, target);
+                    // The backend timeout bounds connecting too, as it did inside the send.
                     match tokio::time::timeout(config.backend_timeout, opening).await {
                         Ok(Ok(opened)) => lease = opened,
-                        // The backend timeout bounds connecting too, as it did inside the send.
-                        Err(_) => {
-                            return late(
-                                service,
-                                address,
-                                config.backend_timeout,
-                                "backend did not take a connection in time",
-                            )
-                        }
-                        Ok(Err(err)) => {
-                            tracing::warn!(%service, %address, error = %err, "backend failed");
+                        // Refused, or no connection within the backend timeout (which may be
+                        // shorter than the pool's own limit on connecting): either way the node
+                        // got nothing, and is avoided.
+                        failed => {
+                            let timed_out = failed.is_err();
+                            match failed {
+                                Ok(Err(err)) => {
+                                    tracing::warn!(%service, %address, error = %err, "backend failed");
+                                }
+                                _ => {
+                                    tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
+                                }
+                            }
                             self.mark_failed(service, address);
                             if tried.is_empty() && nodes.len() > 1 {
                                 tried.push(address.to_string());
@@ -360,6 +363,15 @@ impl Proxy {
                                     head = Some(parts);
                                 }
                                 continue;
+                            }
+                            if timed_out {
+                                return fail(
+                                    StatusCode::GATEWAY_TIMEOUT,
+                                    format!(
+                                        "service `{service}` node {address} did not take a connection within {:?}",
+                                        config.backend_timeout
+                                    ),
+                                );
                             }
                             return fail(
                                 StatusCode::BAD_GATEWAY,
