@@ -1975,6 +1975,46 @@ async fn response_trailers_reach_a_client_that_takes_them() {
     );
 }
 
+/// `Content-Length: 2, 2` (one length repeated as a list, as a node behind something that
+/// merged its duplicate headers sends) is taken, as RFC 9110 §8.6 allows, and passed on as the one
+/// length: as it was, Go's client and nginx refuse the response (a bad Content-Length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_repeated_as_a_list_reaches_the_client_as_one_length() {
+    use tokio::io::AsyncWriteExt;
+    let addr = raw_backend(|mut s| async move {
+        while let Some(head) = read_head(&mut s).await {
+            let answer: &[u8] = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5 , 5,5\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"
+            };
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let (gw, _stop) = gateway_to_addrs("go.micro.api.l", &[addr], &[]).await;
+    let r = raw(
+        &gw,
+        "GET /l/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\r\ncontent-length: 2\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\nok"), "{r}");
+    let r = raw(
+        &gw,
+        "HEAD /l/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("\r\ncontent-length: 5\r\n"), "{r}");
+    // An HTTP/2 client resets the stream on a length it cannot read.
+    let (mut h2, _conn) = http2_client(&gw).await;
+    let (status, body) = http2_get(&mut h2, &gw, "/l/x").await;
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_coding_other_than_chunked_is_refused() {
     let (gw, _backend, _stop) = gateway_to_one("go.micro.api.echo", "e", &[]).await;

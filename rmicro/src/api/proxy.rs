@@ -483,6 +483,19 @@ impl Proxy {
                         if let Some(required) = required {
                             parts.headers.insert(header::UPGRADE, required);
                         }
+                        // One length repeated as a list (`2, 2`), which hyper took (RFC 9110
+                        // §8.6): passed on as the one length, as Go's client, nginx and HTTP/2
+                        // clients refuse the list.
+                        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+                            if length.as_bytes().contains(&b',') {
+                                let one = length.as_bytes().split(|&b| b == b',').next();
+                                if let Some(Ok(one)) =
+                                    one.map(|v| HeaderValue::from_bytes(v.trim_ascii()))
+                                {
+                                    parts.headers.insert(header::CONTENT_LENGTH, one);
+                                }
+                            }
+                        }
                         if parts.status == StatusCode::NO_CONTENT {
                             // Not in a 204 (RFC 9110 §8.6): hyper drops a node's for HTTP/1
                             // clients, and HTTP/2 clients reset the stream on it.
