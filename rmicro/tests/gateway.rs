@@ -2518,6 +2518,72 @@ async fn cookies_an_http2_client_splits_reach_the_node_as_one_line() {
     );
 }
 
+/// Connections to a node whose responses are still streaming (server-sent events, long downloads)
+/// do not take the places of idle ones in the pool: with more such streams open than the pool
+/// keeps connections per node (512), every other request to the node opened a new connection and
+/// closed it after (one TCP connection, and one socket in TIME_WAIT, per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_to_a_node_leave_its_other_requests_kept_alive_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STREAMS: usize = 530;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let addr = raw_backend(move |mut s| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            while let Some(head) = read_head(&mut s).await {
+                if head.starts_with("GET /st/stream ") {
+                    // An event, then nothing until the gateway closes the connection.
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nevent\n\r\n")
+                        .await;
+                    let _ = s.read(&mut [0u8; 16]).await;
+                    return;
+                }
+                if s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let (gw, _stop) = gateway_to_addrs("go.micro.api.st", &[addr], &[]).await;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        conn.write_all(b"GET /st/stream HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.windows(6).any(|w| w == b"event\n") {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .expect("the stream's first event")
+                .unwrap();
+            assert!(n > 0, "the stream ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        streams.push(conn);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), STREAMS);
+
+    for _ in 0..20 {
+        let r = get(&gw, "/st/x").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    }
+    let opened = accepted.load(Ordering::SeqCst) - STREAMS;
+    assert!(
+        opened <= 2,
+        "{opened} connections opened for 20 requests in a row"
+    );
+    drop(streams);
+}
+
 /// A connection whose response took longer than `--backend-idle-timeout` to stream was in use,
 /// not idle: it is taken again for the next request (it was closed as soon as it was done).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::conn::later;
 
-/// Most connections kept per node and worker; more are closed when their response is done.
+/// Most idle connections kept per node and worker; more are closed when their response is
+/// done. Those whose response is still coming (a stream, a long download) do not count: they
+/// would otherwise take the places of idle ones, and every other request to the node would
+/// open a connection of its own.
 const MAX_PER_NODE: usize = 512;
 
 /// Node entries kept per worker before those without live connections are dropped.
@@ -305,7 +308,8 @@ impl Pool {
             Some(conns) => conns,
             None => nodes.entry(address.to_string()).or_default(),
         };
-        if conns.len() < MAX_PER_NODE {
+        // Idle ones counted only when the list is that long already.
+        if conns.len() < MAX_PER_NODE || room_among_idle(conns) {
             conns.push(Pooled {
                 conn,
                 stale_at,
@@ -447,6 +451,13 @@ impl Pool {
             .map_err(PoolError::Exchange)?;
         Ok((conn, response))
     }
+}
+
+/// Whether `conns`, a node's list grown to [`MAX_PER_NODE`], has room for one more: fewer idle
+/// connections than that (closed ones are dropped on the way).
+fn room_among_idle(conns: &mut Vec<Pooled>) -> bool {
+    conns.retain(|p| !p.conn.is_closed());
+    conns.iter().filter(|p| p.conn.is_ready()).count() < MAX_PER_NODE
 }
 
 /// What a failed first try allows.
