@@ -509,6 +509,48 @@ async fn a_request_with_a_body_goes_to_another_node_when_one_refuses_connections
     drop(live);
 }
 
+/// A request whose node refused the connection goes to a node it has not tried, even one that
+/// failed a few seconds before (avoided, but maybe back, as in a rolling restart of two nodes),
+/// rather than to the node that just refused it again: when every node was being avoided, the
+/// second try was made among all of them, the one just tried included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_try_goes_to_a_node_not_tried_when_every_node_is_avoided() {
+    use tokio::io::AsyncWriteExt;
+    // Closes its first connection without an answer (restarting), then answers.
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let back = raw_backend(move |mut s| {
+        let failed_once = Arc::clone(&failed_once);
+        async move {
+            while read_head(&mut s).await.is_some() {
+                if !failed_once.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nback";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    // Refuses connections (restarting).
+    let refusing = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    register(&registry, "go.micro.api.pair", "1", &refusing.to_string()).await;
+    register(&registry, "go.micro.api.pair", "2", &back.to_string()).await;
+    let (gw, _stop) = gateway(Cli::new(), &[], Arc::clone(&registry)).await;
+    // `back` fails once, and is avoided for a while.
+    let first = get(&gw, "/pair/x").await;
+    json_error(&first, 502);
+    for i in 0..30 {
+        let r = get(&gw, "/pair/x").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "back"), "request {i}");
+    }
+}
+
 /// A node whose address takes no connection and sends no refusal either (a host gone from the
 /// network, a firewall dropping packets: here a listener whose accept queue is full) is avoided
 /// and the request goes to another node (nothing was sent to it), whatever the backend timeout:

@@ -24,8 +24,9 @@ pub(crate) struct Quarantine {
 
 impl Quarantine {
     /// The address of the node to send to: `select`'s pick (an index into the slice it is given)
-    /// among the nodes that are neither quarantined nor in `avoid` (among all of them when none
-    /// is left). `nodes` must not be empty.
+    /// among the nodes that are neither quarantined nor in `avoid`; when none is left, among
+    /// those not in `avoid` (a quarantined node may be back; the one just tried refused), and
+    /// among all of them when every node is in `avoid`. `nodes` must not be empty.
     pub(crate) fn pick<'n>(
         &self,
         nodes: &'n [Node],
@@ -50,7 +51,19 @@ impl Quarantine {
                 .collect()
         };
         if healthy.is_empty() {
-            return &nodes[select(nodes)].address;
+            let untried: Vec<Node> = nodes
+                .iter()
+                .filter(|n| !avoid.contains(&n.address))
+                .cloned()
+                .collect();
+            if untried.is_empty() || untried.len() == nodes.len() {
+                return &nodes[select(nodes)].address;
+            }
+            let address = &untried[select(&untried)].address;
+            return nodes
+                .iter()
+                .find(|n| n.address == *address)
+                .map_or(&nodes[0].address, |n| &n.address);
         }
         let address = &healthy[select(&healthy)].address;
         nodes
