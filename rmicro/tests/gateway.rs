@@ -3009,7 +3009,16 @@ async fn metrics_count_requests_by_service_and_status_on_their_own_listener() {
         ..Default::default()
     };
     registry.deregister(&record).await.unwrap();
-    assert_eq!(get_with(&gw, "/user/x", auth()).await.status, 503);
+    // The gateway hears of it through the registry's watch, a moment later.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = get_with(&gw, "/user/x", auth()).await.status;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503);
     let text = get(&metrics, "/metrics").await.body;
     assert_eq!(
         sample(

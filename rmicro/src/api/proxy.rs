@@ -40,7 +40,7 @@ use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
 use super::{address, error, HandlerConfig};
 use body::{fail, too_large, ProxyBody};
-use headers::{has_any, strip_hop_by_hop, strip_present_hop_by_hop, HOP_BY_HOP};
+use headers::{scan_response, strip_hop_by_hop, strip_present_hop_by_hop};
 use upgrade::{set_upgrade, wants_upgrade};
 
 mod body;
@@ -454,7 +454,8 @@ impl Proxy {
                         let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
                             .then(|| parts.headers.get(header::UPGRADE).cloned())
                             .flatten();
-                        if has_any(&parts.headers, HOP_BY_HOP) {
+                        let scan = scan_response(&parts.headers);
+                        if scan.hop_by_hop {
                             // Framed by both (RFC 9112 §6.3): hyper read the chunks, and the
                             // node's Content-Length, passed on, would frame the client's copy
                             // otherwise (a smuggled or cut-off response). Looked at only when
@@ -483,17 +484,16 @@ impl Proxy {
                         if let Some(required) = required {
                             parts.headers.insert(header::UPGRADE, required);
                         }
-                        // One length repeated as a list (`2, 2`), which hyper took (RFC 9110
-                        // §8.6): passed on as the one length, as Go's client, nginx and HTTP/2
-                        // clients refuse the list.
-                        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
-                            if length.as_bytes().contains(&b',') {
-                                let one = length.as_bytes().split(|&b| b == b',').next();
-                                if let Some(Ok(one)) =
-                                    one.map(|v| HeaderValue::from_bytes(v.trim_ascii()))
-                                {
-                                    parts.headers.insert(header::CONTENT_LENGTH, one);
-                                }
+                        // One length repeated (`2, 2`, or in two lines), which hyper took (RFC
+                        // 9110 §8.6): passed on as the one length, as Go's client, nginx and
+                        // HTTP/2 clients refuse the list.
+                        if scan.length_repeated {
+                            let one = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| {
+                                let first = v.as_bytes().split(|&b| b == b',').next()?;
+                                HeaderValue::from_bytes(first.trim_ascii()).ok()
+                            });
+                            if let Some(one) = one {
+                                parts.headers.insert(header::CONTENT_LENGTH, one);
                             }
                         }
                         if parts.status == StatusCode::NO_CONTENT {

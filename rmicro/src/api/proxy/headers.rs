@@ -22,6 +22,23 @@ pub(super) const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Whether `name` (lowercase, as header names are kept) is one of [`HOP_BY_HOP`]: a `match`,
+/// which tells most names apart by their length alone, not eight comparisons.
+#[inline]
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -42,14 +59,29 @@ const CLIENT_FORWARDED: [&str; 5] = [
     "x-real-ip",
 ];
 
+/// Whether `name` is one of [`CLIENT_FORWARDED`] (a `match`, as [`is_hop_by_hop`]).
+fn is_client_forwarded(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded" | "x-forwarded-host" | "x-forwarded-proto" | "x-forwarded-port" | "x-real-ip"
+    )
+}
+
 pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
-    remove_all(headers, &CLIENT_FORWARDED);
+    if headers
+        .keys()
+        .any(|name| is_client_forwarded(name.as_str()))
+    {
+        for name in CLIENT_FORWARDED {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Removes the hop-by-hop headers and, when `listed`, those `Connection` lists (a request
 /// behind plugins had those removed before them: [`strip_connection_listed`]).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, listed: bool) {
-    if has_any(headers, HOP_BY_HOP) {
+    if headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         strip_present_hop_by_hop(headers, listed);
     }
 }
@@ -155,19 +187,32 @@ pub(crate) fn codings<'h>(
         .filter(|coding| !coding.is_empty())
 }
 
-/// Whether `headers` has any of `names`. Most messages carry none of the headers the proxy
-/// removes: one pass over the names they have instead of a lookup per listed name.
-pub(super) fn has_any(headers: &HeaderMap, names: &[&str]) -> bool {
-    headers.keys().any(|name| names.contains(&name.as_str()))
+/// What a node's response head needs done before it goes on, found in one pass over it.
+pub(super) struct ResponseScan {
+    /// It has hop-by-hop headers ([`HOP_BY_HOP`]).
+    pub(super) hop_by_hop: bool,
+    /// Its `Content-Length` is repeated, as a list (`2, 2`) or in more than one line.
+    pub(super) length_repeated: bool,
 }
 
-/// Removes every header in `names` (looking each up only when one is there).
-fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
-    if has_any(headers, names) {
-        for name in names {
-            headers.remove(*name);
+/// Looks over a node's response head once (most have neither hop-by-hop headers nor a repeated
+/// length, and a lookup per question would cost more).
+#[inline]
+pub(super) fn scan_response(headers: &HeaderMap) -> ResponseScan {
+    let mut scan = ResponseScan {
+        hop_by_hop: false,
+        length_repeated: false,
+    };
+    let mut lengths = 0u32;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            scan.length_repeated |= lengths > 1 || value.as_bytes().contains(&b',');
+        } else if !scan.hop_by_hop && is_hop_by_hop(name.as_str()) {
+            scan.hop_by_hop = true;
         }
     }
+    scan
 }
 
 /// The client of a proxied request, as its connection knows it.
