@@ -14,7 +14,7 @@ use rmicro::api::plugin::{
 };
 use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
-use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, RegistryError, Service as Record};
 use rmicro_tests::http;
 
 /// Size of the body `/…/big` answers: more than the socket buffers between the gateway and a
@@ -585,6 +585,90 @@ async fn a_node_that_never_takes_the_connection_is_avoided_within_a_short_backen
     let r = call(&gw, "POST", "/s/x", Vec::new(), "order=1".into()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "node=plain path=/s/x body=7 xff=127.0.0.1");
+}
+
+/// A memory registry whose reads fail while `down` is set (etcd restarting, a network blip).
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryRegistry,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Registry for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn register<'a>(
+        &'a self,
+        service: &'a Record,
+        ttl: Duration,
+    ) -> rmicro_runtime::registry::BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.register(service, ttl)
+    }
+    fn deregister<'a>(
+        &'a self,
+        service: &'a Record,
+    ) -> rmicro_runtime::registry::BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.deregister(service)
+    }
+    fn get_service<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> rmicro_runtime::registry::BoxFuture<'a, Result<Vec<Record>, RegistryError>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(RegistryError::Unreachable("down".into())) });
+        }
+        self.inner.get_service(name)
+    }
+    fn list_services(
+        &self,
+    ) -> rmicro_runtime::registry::BoxFuture<'_, Result<Vec<Record>, RegistryError>> {
+        self.inner.list_services()
+    }
+    fn watch<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> rmicro_runtime::registry::BoxFuture<
+        'a,
+        Result<rmicro_runtime::registry::Watcher, RegistryError>,
+    > {
+        self.inner.watch(service)
+    }
+}
+
+/// While the registry cannot be read, the nodes last read from it keep being used, as
+/// go-micro's registry cache returns its last answer when the registry fails: a registry outage
+/// is not a gateway outage. Here a node fails while the registry is down; the gateway, which
+/// reads the registry again after a node failure, answered 503 for every request from then on,
+/// although the other node was serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_before_the_registry_went_down_keep_serving() {
+    let flaky = Arc::new(Flaky::default());
+    let registry: Arc<dyn Registry> = Arc::clone(&flaky) as Arc<dyn Registry>;
+    let (mut one, two) = (Backend::start("one").await, Backend::start("two").await);
+    register(&registry, "go.micro.api.pair", "n0", &one.addr.to_string()).await;
+    register(&registry, "go.micro.api.pair", "n1", &two.addr.to_string()).await;
+    let (gw, _stop) = gateway(Cli::new(), &["--selector", "roundrobin"], registry).await;
+    assert_eq!(nodes_answering(&gw, "/pair/x", 4).await.len(), 2);
+
+    flaky.down.store(true, Ordering::SeqCst);
+    one.kill();
+    for i in 0..6 {
+        let r = get(&gw, "/pair/x").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(r.body.starts_with("node=two "), "{}", r.body);
+    }
+
+    // A service never read before the registry went down is still a 503 saying so.
+    let r = get(&gw, "/other/x").await;
+    let v = json_error(&r, 503);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("registry is unavailable"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

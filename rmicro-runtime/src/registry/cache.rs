@@ -16,6 +16,11 @@
 //!
 //! Empty answers are never cached: a service that has no nodes yet is looked up again on the
 //! next call, so a client started before its server finds it as soon as it registers.
+//!
+//! A lookup the registry fails (etcd restarting, a network blip) answers with the nodes last
+//! read for the service, however old (as go-micro's registry cache does), so a registry outage
+//! does not stop calls to nodes that are up; only a service never read (or forgotten, or last
+//! read with no nodes) gets the registry's error.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +72,9 @@ struct Entry {
     /// When a registry read was last stored (or the entry made): a lookup reads again at the
     /// latest `ttl` after that, so one older than two `ttl`s has not been looked up for one.
     stored: Instant,
+    /// The nodes last stored, kept when the snapshot is dropped: what a lookup answers when the
+    /// registry cannot be read (go-micro's cache returns its last answer then too).
+    last: Option<Arc<[Node]>>,
 }
 
 struct Snapshot {
@@ -116,14 +124,22 @@ impl NodeCache {
     ///
     /// # Errors
     ///
-    /// The registry's, when the snapshot had to be read and the registry failed.
+    /// The registry's, when the snapshot had to be read, the registry failed, and no nodes of
+    /// the service were read before (see the module documentation).
     pub async fn nodes(&self, service: &str) -> Result<Arc<[Node]>, RegistryError> {
         let generation = match self.fresh(service) {
             Ok(nodes) => return Ok(nodes),
             Err(generation) => generation,
         };
-        let services = self.inner.registry.get_service(service).await?;
+        let services = match self.inner.registry.get_service(service).await {
+            Ok(services) => services,
+            Err(err) => return self.last(service).ok_or(err),
+        };
         let nodes: Arc<[Node]> = services.into_iter().flat_map(|s| s.nodes).collect();
+        if nodes.is_empty() {
+            // Gone from the registry: not to be brought back should the registry fail later.
+            self.forget_last(service);
+        }
         if !nodes.is_empty() && !self.inner.ttl.is_zero() {
             self.sweep();
             {
@@ -142,9 +158,12 @@ impl NodeCache {
                 match entries.get_mut(service) {
                     Some(entry) if entry.generation == generation => {
                         entry.stored = snapshot.read_at;
+                        entry.last = Some(Arc::clone(&nodes));
                         entry.snapshot = Some(snapshot);
                     }
-                    Some(_) => {}
+                    // Not stored as the snapshot (a change came meanwhile), but the nodes of a
+                    // read that succeeded, for when the registry fails.
+                    Some(entry) => entry.last = Some(Arc::clone(&nodes)),
                     None => {
                         entries.insert(
                             service.to_string(),
@@ -153,6 +172,7 @@ impl NodeCache {
                                 snapshot: Some(snapshot),
                                 generation,
                                 used: AtomicBool::new(true),
+                                last: Some(Arc::clone(&nodes)),
                             },
                         );
                     }
@@ -168,6 +188,32 @@ impl NodeCache {
     /// one of its nodes could not be reached).
     pub fn invalidate(&self, service: &str) {
         invalidate(&self.inner, service);
+    }
+
+    /// The nodes of `service` last read from the registry, however old, if any were (and the
+    /// service was not forgotten since): used when the registry cannot be read.
+    fn last(&self, service: &str) -> Option<Arc<[Node]>> {
+        let entries = self.inner.entries.read().unwrap_or_else(|p| p.into_inner());
+        let last = entries.get(service)?.last.clone()?;
+        tracing::debug!(%service, "registry unavailable; using the nodes last read");
+        Some(last)
+    }
+
+    fn forget_last(&self, service: &str) {
+        let has_last = |entries: &HashMap<String, Entry, _>| {
+            entries.get(service).is_some_and(|e| e.last.is_some())
+        };
+        if !has_last(&self.inner.entries.read().unwrap_or_else(|p| p.into_inner())) {
+            return;
+        }
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = entries.get_mut(service) {
+            entry.last = None;
+        }
     }
 
     /// The snapshot of `service` if it is fresh, or else the service's generation (to compare
@@ -295,6 +341,7 @@ fn invalidate(inner: &Inner, service: &str) {
                     generation: 1,
                     used: AtomicBool::new(false),
                     stored: Instant::now(),
+                    last: None,
                 },
             );
         }
@@ -506,11 +553,13 @@ mod tests {
         assert_eq!(cache.inner.entries.read().unwrap().len(), 1);
     }
 
-    /// A memory registry whose lookups, once `slow` is set, take 100 ms after reading.
+    /// A memory registry whose lookups, once `slow` is set, take 100 ms after reading, and
+    /// fail while `down` is set.
     #[derive(Default)]
     struct Slow {
         inner: MemoryRegistry,
         slow: std::sync::atomic::AtomicBool,
+        down: std::sync::atomic::AtomicBool,
     }
 
     impl Registry for Slow {
@@ -535,6 +584,9 @@ mod tests {
             name: &'a str,
         ) -> crate::registry::BoxFuture<'a, Result<Vec<Service>, RegistryError>> {
             Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(RegistryError::Unreachable("down".into()));
+                }
                 let read = self.inner.get_service(name).await;
                 if self.slow.load(std::sync::atomic::Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -554,6 +606,37 @@ mod tests {
         {
             self.inner.watch(service)
         }
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_cannot_be_read_leaves_the_nodes_last_read() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let registry = Arc::new(Slow::default());
+        let a = record("svc", "a", "10.0.0.1:1");
+        registry
+            .register(&a, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let cache = NodeCache::new(registry.clone(), Duration::from_secs(3600));
+        eventually(&cache, "svc", &["10.0.0.1:1"]).await;
+
+        // Dropped (a node failed), and the registry down: the nodes last read.
+        registry.down.store(true, SeqCst);
+        cache.invalidate("svc");
+        assert_eq!(
+            addresses(&cache.nodes("svc").await.unwrap()),
+            ["10.0.0.1:1"]
+        );
+        // A service never read: the registry's error.
+        assert!(cache.nodes("other").await.is_err());
+
+        // Back, the service gone: no nodes, and none brought back by the next outage.
+        registry.down.store(false, SeqCst);
+        registry.deregister(&a).await.unwrap();
+        cache.invalidate("svc");
+        assert!(cache.nodes("svc").await.unwrap().is_empty());
+        registry.down.store(true, SeqCst);
+        assert!(cache.nodes("svc").await.is_err());
     }
 
     #[tokio::test]
