@@ -608,10 +608,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_registry_that_cannot_be_read_leaves_the_nodes_last_read() {
-        use std::sync::atomic::Ordering::SeqCst;
-        let registry = Arc::new(Slow::default());
+    /// `svc` with one node registered in `registry`, and a cache that has read it.
+    async fn one_node(registry: &Arc<Slow>) -> (Service, NodeCache) {
         let a = record("svc", "a", "10.0.0.1:1");
         registry
             .register(&a, Duration::from_secs(60))
@@ -619,6 +617,14 @@ mod tests {
             .unwrap();
         let cache = NodeCache::new(registry.clone(), Duration::from_secs(3600));
         eventually(&cache, "svc", &["10.0.0.1:1"]).await;
+        (a, cache)
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_cannot_be_read_leaves_the_nodes_last_read() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let registry = Arc::new(Slow::default());
+        let (a, cache) = one_node(&registry).await;
 
         // Dropped (a node failed), and the registry down: the nodes last read.
         registry.down.store(true, SeqCst);
@@ -642,13 +648,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_during_a_lookup_is_not_overwritten_by_that_lookup() {
         let registry = Arc::new(Slow::default());
-        let a = record("svc", "a", "10.0.0.1:1");
-        registry
-            .register(&a, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let cache = NodeCache::new(registry.clone(), Duration::from_secs(3600));
-        eventually(&cache, "svc", &["10.0.0.1:1"]).await;
+        let (a, cache) = one_node(&registry).await;
         // Once the watch runs, lookups share one snapshot.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !Arc::ptr_eq(
