@@ -601,3 +601,38 @@ async fn query_durations_take_the_forms_grpc_gateway_takes() {
         assert_eq!(got, want, "{value}");
     }
 }
+
+/// A map entry set from the query string with an integer key type takes a key of that type,
+/// and any other key is refused naming the parameter and the field (the message parser's own
+/// words named neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_map_keys_of_integer_type_are_checked_naming_the_parameter() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = interop::call_with(&gw, "GET", "/v1/mirror/1/2?byU32[7]=HARDCOVER", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let want = serde_json::json!({"i64": "1", "kind": "HARDCOVER", "byU32": {"7": "HARDCOVER"}});
+    assert_eq!(differences(&py.last(), &want), Vec::<String>::new());
+    for (query, says) in [
+        (
+            "byU32[x]=1",
+            "`byU32[x]` names a key of `by_u32`, whose keys are unsigned 32-bit integers, not `x`",
+        ),
+        (
+            "byU32[-1]=1",
+            "`byU32[-1]` names a key of `by_u32`, whose keys are unsigned 32-bit integers, not `-1`",
+        ),
+        (
+            "byU32[4294967296]=1",
+            "`byU32[4294967296]` names a key of `by_u32`, whose keys are unsigned 32-bit integers, not `4294967296`",
+        ),
+    ] {
+        let path = format!("/v1/mirror/1/2?{query}");
+        let r = interop::call_with(&gw, "GET", &path, &[], "").await;
+        assert_eq!(
+            (r.status, json(&r)["detail"].as_str()),
+            (400, Some(says)),
+            "{query}: {}",
+            r.body
+        );
+    }
+}

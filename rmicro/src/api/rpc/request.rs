@@ -416,6 +416,44 @@ fn set_map_entry(
                 ))
             }
         },
+        // An integer key is checked here, where the error can name the parameter.
+        kind @ (Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64
+        | Kind::Uint32
+        | Kind::Fixed32
+        | Kind::Uint64
+        | Kind::Fixed64) => {
+            let (parsed, what) = match kind {
+                Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+                    (map_key.parse::<i32>().map(|n| n.to_string()), "32-bit")
+                }
+                Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                    (map_key.parse::<i64>().map(|n| n.to_string()), "64-bit")
+                }
+                Kind::Uint32 | Kind::Fixed32 => (
+                    map_key.parse::<u32>().map(|n| n.to_string()),
+                    "unsigned 32-bit",
+                ),
+                _ => (
+                    map_key.parse::<u64>().map(|n| n.to_string()),
+                    "unsigned 64-bit",
+                ),
+            };
+            match parsed {
+                Ok(key) => key,
+                Err(_) => {
+                    return Err(format!(
+                        "`{path}` names a key of `{}`, whose keys are {what} integers, not \
+                         `{map_key}`",
+                        field.name()
+                    ))
+                }
+            }
+        }
         _ => map_key.to_string(),
     };
     map.insert(map_key, typed);
