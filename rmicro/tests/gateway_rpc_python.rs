@@ -1044,3 +1044,35 @@ async fn trailers_over_http2_and_with_connection_te() {
         r.headers
     );
 }
+
+/// A `Value`, `Struct` or `ListValue` field takes JSON in the query string, as grpc-gateway
+/// reads those parameters; text that is not JSON is refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_of_the_json_types_take_json() {
+    let (_py, gw, _stop) = setup("v1alpha", &[]).await;
+    let r = post(
+        &gw,
+        "/interop/interop/echo?value=%22hi%22&extra=%7B%22a%22%3A%5B1%2Ctrue%2Cnull%5D%7D",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        serde_json::json!({"value": "hi", "extra": {"a": [1.0, true, null]}})
+    );
+    let r = post(&gw, "/interop/interop/echo?value=5", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["value"].as_f64(), Some(5.0), "{}", r.body);
+
+    let r = post(&gw, "/interop/interop/echo?value=hi", "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let detail = json(&r)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.starts_with("field `value` takes JSON (a `google.protobuf.Value`"),
+        "{detail}"
+    );
+    // A `Struct` must be an object.
+    let r = post(&gw, "/interop/interop/echo?extra=5", "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

@@ -631,6 +631,18 @@ fn typed_value(
             // `display_name,page_count` (proto names, as grpc-gateway takes them) or the JSON
             // form's `displayName,pageCount`.
             "google.protobuf.FieldMask" => serde_json::Value::String(camel_case_paths(value)),
+            // JSON, as grpc-gateway reads a parameter of these (`?v=5`, `?v="text"`,
+            // `?s={"a":1}`): their JSON form is any JSON (an object, a list).
+            name @ ("google.protobuf.Value"
+            | "google.protobuf.Struct"
+            | "google.protobuf.ListValue") => {
+                proto_json::parse_body(value.as_bytes()).map_err(|_| {
+                    format!(
+                        "field `{path}` takes JSON (a `{name}`: `5`, `\"text\"`, `{{\"a\":1}}`, \
+                         `[1,2]`), not `{value}`"
+                    )
+                })?
+            }
             // A wrapper's JSON form is its value's.
             name if is_wrapper(name) => match inner.get_field_by_name("value") {
                 Some(wrapped) => typed_value(&wrapped, path, value)?,
