@@ -34,6 +34,9 @@ pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// The shortest register interval used: a shorter one (zero included) is raised to it, so
 /// that refreshing never turns into a busy loop against the registry.
 pub const MIN_REGISTER_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest wait between attempts to register while the registry is unreachable (at most
+/// the register interval): how long a node may stay missing once the registry answers again.
+pub const MAX_UNREACHABLE_RETRY: Duration = Duration::from_secs(4);
 /// How long a stopping node goes on serving once it has deregistered, unless told otherwise:
 /// long enough for callers' registry caches, fed by the registry's watch, to drop it (that
 /// takes milliseconds), so that by the time it closes its connections no call is on its way to
@@ -489,7 +492,8 @@ impl Registration {
 }
 
 /// Registers `record` now and every `interval` (at least [`MIN_REGISTER_INTERVAL`]) until
-/// `stop`, retrying sooner (1 s, doubling) while the registry is unreachable.
+/// `stop`, retrying sooner (1 s, doubling, at most [`MAX_UNREACHABLE_RETRY`]) while the
+/// registry is unreachable.
 async fn keep_registered(
     registry: Arc<dyn Registry>,
     record: registry::Service,
@@ -531,7 +535,15 @@ async fn keep_registered(
                     );
                 }
                 registered = false;
-                let wait = backoff.min(interval);
+                // An unreachable registry is tried again every few seconds at most: when it
+                // comes back after a long outage (an etcd rescheduled or restored, empty),
+                // the node is missing from every lookup until it registers again. A refusal
+                // (credentials) backs off to the interval: retrying sooner would not help.
+                let limit = match err {
+                    registry::RegistryError::Unreachable(_) => interval.min(MAX_UNREACHABLE_RETRY),
+                    _ => interval,
+                };
+                let wait = backoff.min(limit);
                 backoff = (backoff * 2).min(interval);
                 wait
             }
@@ -738,6 +750,50 @@ mod tests {
         }
         let again = registers() - 2;
         assert!((1..=3).contains(&again), "{again} registrations in 3.5 s");
+        registration.stop().await;
+    }
+
+    /// etcd gone for longer than a few seconds (a pod rescheduled, a restore) comes back
+    /// empty: the node must be registered again within a few seconds of etcd answering, not a
+    /// whole register interval later (30 s by default; the service is missing from every
+    /// lookup until then, although it serves).
+    #[tokio::test(start_paused = true)]
+    async fn a_node_registers_again_soon_after_a_long_registry_outage() {
+        let (lost, _) = tokio::sync::watch::channel(0u64);
+        let counting = Arc::new(Counting {
+            lost: Some(lost),
+            ..Default::default()
+        });
+        let registration = Registration::start(
+            Arc::clone(&counting) as Arc<dyn Registry>,
+            record(),
+            Duration::from_secs(90),
+            Duration::from_secs(30),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
+        // etcd goes away: the lease's keepalive stream breaks at once.
+        counting.down.store(true, Ordering::SeqCst);
+        counting.inner.deregister(&record()).await.unwrap();
+        counting.lost.as_ref().unwrap().send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let while_down = counting.registers.load(Ordering::SeqCst) - 1;
+        // Not a hot loop while etcd is away (one attempt every few seconds at most).
+        assert!(
+            (1..=20).contains(&while_down),
+            "{while_down} attempts in 40 s"
+        );
+        // Back, empty.
+        counting.down.store(false, Ordering::SeqCst);
+        let back = tokio::time::Instant::now();
+        let registered = || async { !counting.inner.get_service("svc").await.unwrap().is_empty() };
+        while !registered().await {
+            assert!(
+                back.elapsed() < Duration::from_secs(6),
+                "not registered again within 6 s of the registry coming back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         registration.stop().await;
     }
 

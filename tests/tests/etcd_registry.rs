@@ -394,6 +394,33 @@ async fn a_node_registers_again_at_once_when_etcd_comes_back_empty() {
     running.stop().await.unwrap();
 }
 
+/// etcd away for longer than a few seconds (rescheduled, restored from nothing) comes back
+/// empty: the node registers again within seconds of etcd answering, not on its next register
+/// interval (30 s, as go-micro's default; it was missing from every lookup until then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_registers_again_soon_after_a_long_outage_of_an_etcd_that_comes_back_empty() {
+    let mut etcd = Etcd::start("long-wipe");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(90), Duration::from_secs(30)).await;
+    let addr = running.local_addr().to_string();
+    within(Duration::from_secs(5), "registered", || {
+        user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr))
+    })
+    .await;
+
+    etcd.wipe();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    etcd.resume();
+    let took = within(
+        Duration::from_secs(8),
+        "registered again in the empty etcd",
+        || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr)),
+    )
+    .await;
+    assert!(took < Duration::from_secs(8));
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_before_etcd_registers_once_etcd_is_up() {
     let mut etcd = Etcd::planned("late");
