@@ -421,6 +421,9 @@ pub struct Registration {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     grace: Duration,
+    /// Whether [`Registration::stop`] deregistered (or tried to): a registration dropped
+    /// without it deregisters in the background.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Registration {
@@ -454,6 +457,7 @@ impl Registration {
             stop,
             task,
             grace: DEFAULT_DEREGISTER_GRACE,
+            stopped: false,
         }
     }
 
@@ -470,15 +474,16 @@ impl Registration {
     /// for the grace ([`Registration::grace`]) so that callers drop the node before it stops
     /// serving. A node that could not be deregistered stays listed until its TTL runs out,
     /// and no grace would cover that: it is not waited for then.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
-        match tokio::time::timeout(
+        let _ = (&mut self.task).await;
+        let deregistered = tokio::time::timeout(
             Duration::from_secs(5),
             self.registry.deregister(&self.record),
         )
-        .await
-        {
+        .await;
+        self.stopped = true;
+        match deregistered {
             Ok(Ok(())) => {
                 tracing::info!(node = %self.record.nodes[0].id, grace = ?self.grace, "deregistered; serving on for the grace");
                 tokio::time::sleep(self.grace).await;
@@ -488,6 +493,32 @@ impl Registration {
             }
             Err(_) => tracing::warn!("deregistering timed out; the node expires with its TTL"),
         }
+    }
+}
+
+/// Dropped without [`Registration::stop`] (as when the [`RunningService`] holding it is dropped,
+/// which stops its server too): the node is deregistered in the background rather than left
+/// registered, kept alive by the registry (an etcd lease's keepalive) for as long as the process
+/// runs, with every call sent to it failing.
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.task.abort();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(node = %self.record.nodes[0].id, "registration dropped outside a tokio runtime: not deregistered");
+            return;
+        };
+        let registry = Arc::clone(&self.registry);
+        let record = self.record.clone();
+        runtime.spawn(async move {
+            let deregistered =
+                tokio::time::timeout(Duration::from_secs(5), registry.deregister(&record)).await;
+            if !matches!(deregistered, Ok(Ok(()))) {
+                tracing::warn!(node = %record.nodes[0].id, "deregistering a dropped registration failed; the node expires with its TTL");
+            }
+        });
     }
 }
 
@@ -795,6 +826,33 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         registration.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_registration_deregisters() {
+        let counting = Arc::new(Counting::default());
+        let registration = Registration::start(
+            Arc::clone(&counting) as Arc<dyn Registry>,
+            record(),
+            Duration::from_secs(90),
+            Duration::from_secs(30),
+        );
+        let listed = || async { !counting.inner.get_service("svc").await.unwrap().is_empty() };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(listed().await);
+        drop(registration);
+        let dropped = std::time::Instant::now();
+        while listed().await {
+            assert!(
+                dropped.elapsed() < Duration::from_secs(2),
+                "still registered 2 s after the registration was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And not registered again.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!listed().await);
+        assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -919,6 +919,31 @@ async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
     assert!(user_keys(&etcd).is_empty());
 }
 
+/// A service dropped without `stop` (a task holding it cancelled, an early return) stops
+/// serving; it must not stay registered, kept alive by the registry's keepalive for as long as
+/// the process lives, with every call sent to it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_dropped_without_stop_leaves_the_registry() {
+    let etcd = Etcd::start("dropped-service");
+    let reg = registry(&etcd);
+    let running = user_service(&reg, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let addr = running.local_addr().to_string();
+    let registered = || user_keys(&etcd).iter().any(|(_, v)| v.contains(&addr));
+    within(Duration::from_secs(5), "registered", registered).await;
+
+    drop(running);
+    // The registry (and its keepalives) lives on, as in any process that goes on running.
+    within(
+        Duration::from_secs(8),
+        "the dropped service leaves the registry",
+        || !registered(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!registered(), "registered again after it was dropped");
+    drop(reg);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_deregistration_failed_is_no_longer_kept_alive() {
     let etcd = Etcd::start("stalled");
