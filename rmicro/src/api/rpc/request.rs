@@ -417,16 +417,7 @@ fn set_map_entry(
             }
         },
         // An integer key is checked here, where the error can name the parameter.
-        kind @ (Kind::Int32
-        | Kind::Sint32
-        | Kind::Sfixed32
-        | Kind::Int64
-        | Kind::Sint64
-        | Kind::Sfixed64
-        | Kind::Uint32
-        | Kind::Fixed32
-        | Kind::Uint64
-        | Kind::Fixed64) => {
+        kind if proto_json::is_integer(&kind) => {
             let (parsed, what) = match kind {
                 Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
                     (map_key.parse::<i32>().map(|n| n.to_string()), "32-bit")
