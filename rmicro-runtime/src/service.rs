@@ -752,19 +752,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_lost_registration_is_made_again_at_once_but_not_in_a_loop() {
-        let (lost, _) = tokio::sync::watch::channel(0u64);
-        let counting = Arc::new(Counting {
-            lost: Some(lost),
-            ..Default::default()
-        });
-        let registration = Registration::start(
-            Arc::clone(&counting) as Arc<dyn Registry>,
+    /// `counting`'s registration of `record()` (TTL 90 s, register interval 30 s).
+    fn registered(counting: &Arc<Counting>) -> Registration {
+        Registration::start(
+            Arc::clone(counting) as Arc<dyn Registry>,
             record(),
             Duration::from_secs(90),
             Duration::from_secs(30),
-        );
+        )
+    }
+
+    /// A counting registry whose registrations can be lost (`lost.send_modify`).
+    fn losing() -> Arc<Counting> {
+        let (lost, _) = tokio::sync::watch::channel(0u64);
+        Arc::new(Counting {
+            lost: Some(lost),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_lost_registration_is_made_again_at_once_but_not_in_a_loop() {
+        let counting = losing();
+        let registration = registered(&counting);
         let registers = || counting.registers.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(registers(), 1);
@@ -790,17 +800,8 @@ mod tests {
     /// lookup until then, although it serves).
     #[tokio::test(start_paused = true)]
     async fn a_node_registers_again_soon_after_a_long_registry_outage() {
-        let (lost, _) = tokio::sync::watch::channel(0u64);
-        let counting = Arc::new(Counting {
-            lost: Some(lost),
-            ..Default::default()
-        });
-        let registration = Registration::start(
-            Arc::clone(&counting) as Arc<dyn Registry>,
-            record(),
-            Duration::from_secs(90),
-            Duration::from_secs(30),
-        );
+        let counting = losing();
+        let registration = registered(&counting);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
         // etcd goes away: the lease's keepalive stream breaks at once.
@@ -831,12 +832,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_registration_deregisters() {
         let counting = Arc::new(Counting::default());
-        let registration = Registration::start(
-            Arc::clone(&counting) as Arc<dyn Registry>,
-            record(),
-            Duration::from_secs(90),
-            Duration::from_secs(30),
-        );
+        let registration = registered(&counting);
         let listed = || async { !counting.inner.get_service("svc").await.unwrap().is_empty() };
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(listed().await);
@@ -859,12 +855,7 @@ mod tests {
     async fn stopping_does_not_wait_for_a_registration_in_flight() {
         let counting = Arc::new(Counting::default());
         counting.hung.store(true, Ordering::SeqCst);
-        let registration = Registration::start(
-            Arc::clone(&counting) as Arc<dyn Registry>,
-            record(),
-            Duration::from_secs(90),
-            Duration::from_secs(30),
-        );
+        let registration = registered(&counting);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
         // Only the deregistration is waited for (here at once), not the hung registration.

@@ -77,13 +77,11 @@ pub(crate) struct Lease {
     /// Whether it was last taken [`STALE_AFTER`] or longer ago (its idle time, plus the
     /// previous exchange's).
     stale: bool,
-    /// When it was taken plus [`STALE_AFTER`] (one clock read per request, at the lease: the
-    /// idle time then counts from the previous request's start, a little more than it was).
-    stale_at: Option<Instant>,
     /// Whether its connection was opened for this request ([`Pool::open`]), not pooled.
     opened: bool,
-    /// When it was taken from the pool (the clock read for `stale_at`, which the backend
-    /// timeout counts from too).
+    /// When it was taken from the pool: the one clock read per request, which the backend
+    /// timeout counts from, and the connection's next idle time too (from this request's start,
+    /// a little more than it will have been).
     taken: Option<Instant>,
     /// The connection's timer for the backend timeout, if it has one yet.
     timer: Option<Timer>,
@@ -95,7 +93,6 @@ impl Lease {
         Lease {
             conn: None,
             stale: false,
-            stale_at: None,
             opened: false,
             taken: None,
             timer: None,
@@ -264,7 +261,6 @@ impl Pool {
                 return Lease {
                     conn: Some(pooled.conn),
                     stale: now >= pooled.stale_at,
-                    stale_at: now.checked_add(STALE_AFTER),
                     opened: false,
                     taken: Some(now),
                     timer: pooled.timer,
@@ -377,7 +373,6 @@ impl Pool {
             let Lease {
                 conn,
                 stale,
-                stale_at,
                 opened,
                 taken,
                 mut timer,
@@ -416,6 +411,7 @@ impl Pool {
             };
             // A connection that switched protocols is the tunnel's now.
             if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                let stale_at = taken.and_then(|taken| taken.checked_add(STALE_AFTER));
                 self.checkin(address, conn, stale_at, timer);
             }
             Ok(Ok(response))

@@ -9,34 +9,37 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1; `Trailer` is not one: it declares
-/// the trailer fields that follow the body, which pass through).
-pub(super) const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
+/// A list of (lowercase) header names as a constant, and a function saying whether a name is
+/// one of them: a `match`, which tells most names apart by their length alone rather than
+/// comparing each. One list for both, so they cannot drift apart.
+macro_rules! header_names {
+    ($(#[$doc:meta])* $vis:vis const $list:ident; fn $is:ident; [$($name:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        $vis const $list: &[&str] = &[$($name),+];
 
-/// Whether `name` (lowercase, as header names are kept) is one of [`HOP_BY_HOP`]: a `match`,
-/// which tells most names apart by their length alone, not eight comparisons.
-#[inline]
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+        #[doc = concat!("Whether `name` is one of [`", stringify!($list), "`].")]
+        #[inline]
+        fn $is(name: &str) -> bool {
+            matches!(name, $($name)|+)
+        }
+    };
+}
+
+header_names! {
+    /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1; `Trailer` is not one: it declares
+    /// the trailer fields that follow the body, which pass through).
+    pub(super) const HOP_BY_HOP;
+    fn is_hop_by_hop;
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ]
 }
 
 /// The tokens (header names, `upgrade`, `close`, ...) that `Connection` lists, trimmed.
@@ -49,22 +52,18 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
         .map(str::trim)
 }
 
-/// Forwarding headers a client could set to mislead the node, passed on only when the gateway
-/// is told to trust them (it sits behind a load balancer that sets them).
-const CLIENT_FORWARDED: [&str; 5] = [
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-];
-
-/// Whether `name` is one of [`CLIENT_FORWARDED`] (a `match`, as [`is_hop_by_hop`]).
-fn is_client_forwarded(name: &str) -> bool {
-    matches!(
-        name,
-        "forwarded" | "x-forwarded-host" | "x-forwarded-proto" | "x-forwarded-port" | "x-real-ip"
-    )
+header_names! {
+    /// Forwarding headers a client could set to mislead the node, passed on only when the
+    /// gateway is told to trust them (it sits behind a load balancer that sets them).
+    const CLIENT_FORWARDED;
+    fn is_client_forwarded;
+    [
+        "forwarded",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+    ]
 }
 
 pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
@@ -73,7 +72,7 @@ pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
         .any(|name| is_client_forwarded(name.as_str()))
     {
         for name in CLIENT_FORWARDED {
-            headers.remove(name);
+            headers.remove(*name);
         }
     }
 }
