@@ -587,6 +587,44 @@ async fn a_node_that_never_takes_the_connection_is_avoided_within_a_short_backen
     assert_eq!(r.body, "node=plain path=/s/x body=7 xff=127.0.0.1");
 }
 
+/// A node that takes requests and answers none (deadlocked, out of threads) is avoided once a
+/// request to it timed out, as one that cannot be reached: the requests after its 504 go to the
+/// other node. Before, every second request (round robin) waited out the backend timeout on it
+/// and got a 504 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_answer_in_time_is_avoided_after_its_504() {
+    use tokio::io::AsyncReadExt;
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = hung.accept().await {
+            // Reads what comes, answers nothing.
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let plain = Backend::start("plain").await;
+    let (gw, _stop) = gateway_to_addrs(
+        "go.micro.api.s",
+        &[hung_addr, plain.addr],
+        &["--backend-timeout", "300ms"],
+    )
+    .await;
+    // Round robin meets the hung node within two requests.
+    let first: Vec<u16> = [get(&gw, "/s/x").await, get(&gw, "/s/x").await]
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert!(first.contains(&504), "{first:?}");
+    for i in 0..8 {
+        let r = get(&gw, "/s/x").await;
+        assert_eq!(r.status, 200, "request {i} after the 504: {}", r.body);
+        assert!(r.body.starts_with("node=plain"), "{}", r.body);
+    }
+}
+
 /// A memory registry whose reads fail while `down` is set (etcd restarting, a network blip).
 #[derive(Default)]
 struct Flaky {

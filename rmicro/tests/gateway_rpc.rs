@@ -59,20 +59,22 @@ async fn gateway_in_mode(
     handler: &str,
     body_limit: &str,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_with_flags(
+        registry,
+        &["--handler", handler, "--body-limit", body_limit],
+    )
+    .await
+}
+
+/// A gateway on `registry` in namespace `go.micro.srv`, with `flags` after `rmicro api`.
+async fn gateway_with_flags(
+    registry: Arc<dyn Registry>,
+    flags: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let cli = Cli::new();
-    let matches = cli
-        .command()
-        .try_get_matches_from([
-            "rmicro",
-            "api",
-            "--handler",
-            handler,
-            "--namespace",
-            "go.micro.srv",
-            "--body-limit",
-            body_limit,
-        ])
-        .unwrap();
+    let mut args = vec!["rmicro", "api", "--namespace", "go.micro.srv"];
+    args.extend_from_slice(flags);
+    let matches = cli.command().try_get_matches_from(args).unwrap();
     let sub = matches.subcommand_matches("api").unwrap().clone();
     let args = ApiArgs::from_arg_matches(&sub).unwrap();
     let gw = Gateway::new(args, &sub, cli.into_plugins(), Some(registry)).unwrap();
@@ -909,6 +911,62 @@ async fn an_unreachable_node_is_avoided_and_the_call_retried_on_another() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // A call with a body too: its message is in hand, so it can go elsewhere.
     assert_library_calls_succeed(&gw, 10).await;
+}
+
+/// A node that takes calls and answers none within the backend timeout (deadlocked, out of
+/// threads) is avoided once a call to it timed out, as one that cannot be reached: the calls
+/// after its 504 go to the other node, not every second one to it for the whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_answer_in_time_is_avoided_after_its_504() {
+    use rmicro_tests::fixtures::rmicro::test::hop::{
+        register_hop_handler, HopHandler, HopReply, HopRequest,
+    };
+    struct Hung;
+    impl HopHandler for Hung {
+        async fn relay(
+            &self,
+            _: Request<HopRequest>,
+        ) -> Result<Response<HopReply>, rmicro_runtime::Status> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Response::new(HopReply::default()))
+        }
+    }
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut hung = Service::builder("go.micro.srv.hop")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_hop_handler(hung.server_mut(), Hung).unwrap();
+    let mut fine = Service::builder("go.micro.srv.hop")
+        .registry(Arc::clone(&registry))
+        .build();
+    let node = rmicro_tests::hop::HopNode {
+        name: "fine".into(),
+        next: None,
+    };
+    register_hop_handler(fine.server_mut(), node).unwrap();
+    let (_hung, _fine) = (hung.start().await.unwrap(), fine.start().await.unwrap());
+    wait_for(&registry, "go.micro.srv.hop").await;
+    let (gw, _stop) = gateway_with_flags(
+        Arc::clone(&registry),
+        &[
+            "--handler",
+            "rpc",
+            "--backend-timeout",
+            "500ms",
+            "--selector",
+            "roundrobin",
+        ],
+    )
+    .await;
+    let relay = || call(&gw, "POST", "/hop/hop/relay", "{}");
+    // Round robin meets the hung node within two calls.
+    let first = [relay().await.status, relay().await.status];
+    assert!(first.contains(&504), "{first:?}");
+    for i in 0..8 {
+        let r = relay().await;
+        assert_eq!(r.status, 200, "call {i} after the 504: {}", r.body);
+        assert_eq!(json(&r)["seen"][0]["node"], "fine", "{}", r.body);
+    }
 }
 
 /// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB

@@ -906,6 +906,43 @@ async fn a_node_key_deleted_behind_the_services_back_is_written_again() {
     assert!(user_keys(&etcd).is_empty());
 }
 
+/// Two processes registering one node id (a replacement started before the process it
+/// replaces stops, keeping the id): the later registration stands. The earlier process's
+/// re-registration does not take the key back, and its deregistration at its stop does not
+/// remove the replacement's record (before, the replacement was missing from every lookup until
+/// its next register interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_keeping_the_node_id_stays_registered_when_the_old_process_stops() {
+    let etcd = Etcd::start("same-id");
+    let record = |address: &str| {
+        let value = format!(
+            r#"{{"name":"go.micro.srv.user","version":"latest","nodes":[{{"id":"user-0","address":"{address}"}}]}}"#
+        );
+        serde_json::from_str::<rmicro_runtime::registry::Service>(&value).unwrap()
+    };
+    let (old, new) = (record("127.0.0.1:1001"), record("127.0.0.1:1002"));
+    let (old_reg, new_reg) = (registry(&etcd), registry(&etcd));
+    let ttl = Duration::from_secs(30);
+    let stored = || {
+        let keys = user_keys(&etcd);
+        assert!(keys.len() <= 1, "{keys:?}");
+        keys.first().map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    old_reg.register(&old, ttl).await.unwrap();
+    assert!(stored().contains(":1001"), "{}", stored());
+    new_reg.register(&new, ttl).await.unwrap();
+    assert!(stored().contains(":1002"), "{}", stored());
+    // The old process's register interval comes round.
+    old_reg.register(&old, ttl).await.unwrap();
+    assert!(stored().contains(":1002"), "taken back: {}", stored());
+    // It stops.
+    old_reg.deregister(&old).await.unwrap();
+    assert!(stored().contains(":1002"), "removed: {}", stored());
+    // The replacement's own stop removes it.
+    new_reg.deregister(&new).await.unwrap();
+    assert_eq!(stored(), "");
+}
+
 /// A service dropped without `stop` (a task holding it cancelled, an early return) stops
 /// serving; it must not stay registered, kept alive by the registry's keepalive for as long as
 /// the process lives, with every call sent to it refused.

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use etcd_client::{ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use tokio::sync::{broadcast, watch};
 
 use super::{merge, Action, BoxFuture, Event, Registry, RegistryError, Service, Watcher};
@@ -778,11 +780,18 @@ impl EtcdRegistry {
                     .inner
                     .op("a get", |mut c| async move { c.get(k, None).await })
                     .await?;
-                let intact = stored
-                    .kvs()
-                    .first()
-                    .is_some_and(|kv| kv.lease() == id && kv.value() == value.as_bytes());
+                let stored = stored.kvs().first();
+                let intact =
+                    stored.is_some_and(|kv| kv.lease() == id && kv.value() == value.as_bytes());
                 if intact {
+                    return Ok(());
+                }
+                // On another live lease: another process registered this node id since (a
+                // replacement that kept the id). The latest registration stands, as in go-micro;
+                // taking the key back would list this node in its place. Should the other go,
+                // its key goes with it and this node writes its own again.
+                if let Some(kv) = stored.filter(|kv| kv.lease() != 0 && kv.lease() != id) {
+                    tracing::warn!(%key, lease = kv.lease(), "another process registered this node id; leaving its registration in place");
                     return Ok(());
                 }
                 tracing::warn!(%key, "the registration was deleted or changed in etcd; writing it again");
@@ -899,10 +908,28 @@ impl Registry for EtcdRegistry {
                     lease.task.abort();
                 }
                 let k = key.clone();
-                let deleted = self
-                    .inner
-                    .op("a delete", |mut c| async move { c.delete(k, None).await })
-                    .await;
+                let deleted = match &lease {
+                    // Only while the key is on this node's lease: a process that registered the
+                    // same node id since (a replacement that kept the id) stays registered.
+                    Some(lease) => {
+                        let id = lease.id;
+                        self.inner
+                            .op("a delete", |mut c| async move {
+                                let only_ours = Txn::new()
+                                    .when([Compare::lease(k.clone(), CompareOp::Equal, id)])
+                                    .and_then([TxnOp::delete(k, None)]);
+                                c.txn(only_ours).await.map(drop)
+                            })
+                            .await
+                    }
+                    None => {
+                        self.inner
+                            .op("a delete", |mut c| async move {
+                                c.delete(k, None).await.map(drop)
+                            })
+                            .await
+                    }
+                };
                 if let Some(lease) = lease {
                     let id = lease.id;
                     let _ = self

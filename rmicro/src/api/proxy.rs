@@ -582,16 +582,22 @@ impl Proxy {
                             format!("service `{service}` node {address} {detail}"),
                         );
                     }
+                    // A node that took the request and did not answer in time is avoided as
+                    // one that could not be reached (as nginx counts a timeout a failure): one
+                    // that hangs (deadlocked, out of threads) would otherwise hold every other
+                    // request it is picked for for the whole timeout, and answer none.
                     Err(Late::Answer) => {
+                        self.mark_failed(service, address);
                         return late(
                             service,
                             address,
                             config.backend_timeout,
                             "backend did not answer in time",
-                        )
+                        );
                     }
                     Err(Late::Body) => {
                         tracing::warn!(%service, %address, "backend stopped taking the request body");
+                        self.mark_failed(service, address);
                         return fail(
                             StatusCode::GATEWAY_TIMEOUT,
                             format!(

@@ -195,7 +195,15 @@ impl RpcHandler {
             .into()
         };
         let reply = match tokio::time::timeout_at(deadline, call).await {
-            Err(_) => return Err(timed_out()),
+            Err(_) => {
+                // Silent for the whole backend timeout (not a shorter one the client asked
+                // for): avoided, as the http handler avoids a node that does not answer.
+                if limit >= config.backend_timeout {
+                    self.inner.quarantine.mark(address);
+                    self.inner.nodes.invalidate(&target.service);
+                }
+                return Err(timed_out());
+            }
             // The deadline the gateway sent ran out at the service (which answers so as it
             // runs out, racing the gateway's own timer): the gateway's timeout, not a 408.
             Ok(Err((status, _))) if ran_out(&status, started.elapsed(), left) => {
