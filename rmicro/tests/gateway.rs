@@ -625,6 +625,63 @@ async fn a_node_that_does_not_answer_in_time_is_avoided_after_its_504() {
     }
 }
 
+/// A response framed by both `Content-Length` and `Transfer-Encoding` is refused (502), and the
+/// connection it came on is not used again: the node may have meant the other framing, and the
+/// next response read there could start in the middle of this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_of_an_ambiguously_framed_response_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_addr = node.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = node.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let request: Vec<u8> = head.drain(..end + 4).collect();
+                        // Both framings agree on these bytes here; which one the node meant
+                        // cannot be known in general.
+                        let answer: &[u8] = if request.starts_with(b"GET /s/both ") {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (gw, _stop) = gateway_to_addrs("go.micro.api.s", &[node_addr], &[]).await;
+    let r = get(&gw, "/s/plain").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let r = get(&gw, "/s/both").await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body.contains("Content-Length and Transfer-Encoding"),
+        "{}",
+        r.body
+    );
+    for _ in 0..2 {
+        let r = get(&gw, "/s/plain").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    }
+    // One new connection after the refused response, kept for the two after it.
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
 /// A memory registry whose reads fail while `down` is set (etcd restarting, a network blip).
 #[derive(Default)]
 struct Flaky {

@@ -238,6 +238,15 @@ impl Pool {
         &self.shards[WORKER.with(Cell::get) % self.shards.len()]
     }
 
+    /// Closes this worker's kept-alive connections to `address` (each once its response in
+    /// flight, if any, is done): after a response whose framing was ambiguous, the connection
+    /// it came on may not be where the node thinks it is, and its next response could be read
+    /// from the middle of this one's bytes.
+    pub(crate) fn discard(&self, address: &str) {
+        let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        nodes.remove(address);
+    }
+
     /// An idle connection to `address` if there is one, else a new one when the request goes.
     pub(crate) fn lease(&self, address: &str) -> Lease {
         let mut nodes = self.shard().lock().unwrap_or_else(|p| p.into_inner());

@@ -464,6 +464,8 @@ impl Proxy {
                                 && parts.headers.contains_key(header::CONTENT_LENGTH)
                             {
                                 tracing::warn!(%service, %address, "backend framed a response by both Content-Length and Transfer-Encoding");
+                                // Not reused: the node may have meant the other framing.
+                                self.inner.pool.discard(target);
                                 return fail(
                                 StatusCode::BAD_GATEWAY,
                                 format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
