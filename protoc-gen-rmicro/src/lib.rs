@@ -28,6 +28,7 @@ use quote::quote;
 
 mod catch;
 mod docs;
+mod embedded;
 mod error;
 pub mod header;
 mod http;
@@ -69,6 +70,9 @@ pub struct GeneratedFile {
 #[derive(Debug, Clone)]
 pub struct Input {
     files: Vec<FileDescriptorProto>,
+    /// Each of `files` as generated code embeds it for reflection, cut from the bytes given (see
+    /// [`embedded`]), so that its options, extensions included, are served as written.
+    embedded: Vec<Vec<u8>>,
     to_generate: Vec<String>,
     bindings: http::Bindings,
 }
@@ -90,8 +94,16 @@ impl Input {
         };
         let request = CodeGeneratorRequest::decode(bytes).map_err(not_a_request)?;
         let bindings = http::bindings(bytes, http::Source::Request).map_err(not_a_request)?;
+        let embedded = embedded::files(bytes, http::Source::Request)
+            .and_then(|embedded| same_count(embedded, request.proto_file.len()))
+            .map_err(|err| {
+                Error::MalformedRequest(format!(
+                    "a file of the CodeGeneratorRequest is malformed: {err}"
+                ))
+            })?;
         let input = Input {
             files: request.proto_file,
+            embedded,
             to_generate: request.file_to_generate,
             bindings,
         };
@@ -102,7 +114,8 @@ impl Input {
     /// --include_imports --include_source_info` write it), generating for `to_generate`.
     ///
     /// Pass the encoded bytes, not a decoded `FileDescriptorSet`: decoding drops the
-    /// `google.api.http` options the endpoint metadata is read from.
+    /// `google.api.http` options the endpoint metadata is read from, and every other extension
+    /// option the embedded descriptors serve by reflection.
     ///
     /// # Errors
     ///
@@ -115,11 +128,32 @@ impl Input {
             Error::MalformedRequest(format!("not an encoded FileDescriptorSet: {err}"))
         };
         let set = FileDescriptorSet::decode(bytes).map_err(bad)?;
+        let embedded = embedded::files(bytes, http::Source::DescriptorSet)
+            .and_then(|embedded| same_count(embedded, set.file.len()))
+            .map_err(|err| {
+                Error::MalformedRequest(format!(
+                    "a file of the FileDescriptorSet is malformed: {err}"
+                ))
+            })?;
         Ok(Input {
             files: set.file,
+            embedded,
             to_generate: to_generate.into_iter().map(Into::into).collect(),
             bindings: http::bindings(bytes, http::Source::DescriptorSet).map_err(bad)?,
         })
+    }
+}
+
+/// `embedded` when it has one entry per decoded file, as it always should: both are read from
+/// the same records of the same bytes.
+fn same_count(embedded: Vec<Vec<u8>>, files: usize) -> Result<Vec<Vec<u8>>, String> {
+    if embedded.len() == files {
+        Ok(embedded)
+    } else {
+        Err(format!(
+            "{} file records read as {files} files",
+            embedded.len()
+        ))
     }
 }
 
@@ -206,7 +240,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         scopes: package_scopes(&input.files),
         bindings: input.bindings.clone(),
         errors: Vec::new(),
-        descriptor_sets: descriptor_sets(&input.files, &emit_packages),
+        descriptor_sets: descriptor_sets(&input.files, &input.embedded, &emit_packages),
         descriptor_consts: HashMap::new(),
         files_done: 0,
     }));
@@ -501,94 +535,56 @@ fn prost_config(
 }
 
 /// For each emitted package with services: an encoded `FileDescriptorSet` of its files and their
-/// transitive imports (imports first), without source info.
+/// transitive imports (imports first), as [`embedded`] prepares them (`embedded[i]` is
+/// `files[i]`'s).
 fn descriptor_sets(
     files: &[FileDescriptorProto],
+    embedded: &[Vec<u8>],
     packages: &BTreeSet<&str>,
 ) -> HashMap<String, Vec<u8>> {
-    let by_name: HashMap<&str, &FileDescriptorProto> =
-        files.iter().map(|f| (f.name(), f)).collect();
+    let by_name: HashMap<&str, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name(), i))
+        .collect();
     fn visit<'a>(
         name: &'a str,
-        by_name: &HashMap<&'a str, &'a FileDescriptorProto>,
+        files: &'a [FileDescriptorProto],
+        by_name: &HashMap<&'a str, usize>,
         seen: &mut BTreeSet<&'a str>,
-        out: &mut Vec<&'a FileDescriptorProto>,
+        out: &mut Vec<usize>,
     ) {
-        let Some(file) = by_name.get(name) else {
+        let Some(&index) = by_name.get(name) else {
             return;
         };
         if !seen.insert(name) {
             return;
         }
-        for dep in &file.dependency {
-            visit(dep, by_name, seen, out);
+        for dep in &files[index].dependency {
+            visit(dep, files, by_name, seen, out);
         }
-        out.push(file);
+        out.push(index);
     }
     let mut sets = HashMap::new();
     for package in packages {
-        let roots: Vec<&FileDescriptorProto> = files
+        if !files
             .iter()
-            .filter(|f| f.package() == *package && !f.service.is_empty())
-            .collect();
-        if roots.is_empty() {
+            .any(|f| f.package() == *package && !f.service.is_empty())
+        {
             continue;
         }
         let (mut seen, mut ordered) = (BTreeSet::new(), Vec::new());
         for root in files.iter().filter(|f| f.package() == *package) {
-            visit(root.name(), &by_name, &mut seen, &mut ordered);
+            visit(root.name(), files, &by_name, &mut seen, &mut ordered);
         }
-        let set = FileDescriptorSet {
-            file: ordered
+        let set = embedded::encode_set(
+            ordered
                 .into_iter()
-                .map(|f| {
-                    let mut f = FileDescriptorProto {
-                        source_code_info: None,
-                        ..f.clone()
-                    };
-                    drop_empty_options(&mut f);
-                    f
-                })
-                .collect(),
-        };
-        sets.insert(package.to_string(), set.encode_to_vec());
+                .filter_map(|i| embedded.get(i).map(Vec::as_slice)),
+        );
+        sets.insert(package.to_string(), set);
     }
     sets
-}
-
-/// Removes options messages with nothing set: protoc writes `options {}` for `rpc X(A) returns
-/// (B) {}` where protox writes nothing, and both must embed the same bytes.
-fn drop_empty_options(file: &mut FileDescriptorProto) {
-    fn clear<T: Default + PartialEq>(options: &mut Option<T>) {
-        if options.as_ref().is_some_and(|o| *o == T::default()) {
-            *options = None;
-        }
-    }
-    fn message(m: &mut prost_types::DescriptorProto) {
-        clear(&mut m.options);
-        m.field.iter_mut().for_each(|f| clear(&mut f.options));
-        m.extension.iter_mut().for_each(|f| clear(&mut f.options));
-        m.oneof_decl.iter_mut().for_each(|o| clear(&mut o.options));
-        m.enum_type.iter_mut().for_each(enumeration);
-        m.nested_type.iter_mut().for_each(message);
-    }
-    fn enumeration(e: &mut prost_types::EnumDescriptorProto) {
-        clear(&mut e.options);
-        e.value.iter_mut().for_each(|v| clear(&mut v.options));
-    }
-    clear(&mut file.options);
-    file.message_type.iter_mut().for_each(message);
-    file.enum_type.iter_mut().for_each(enumeration);
-    file.extension
-        .iter_mut()
-        .for_each(|f| clear(&mut f.options));
-    for service in &mut file.service {
-        clear(&mut service.options);
-        service
-            .method
-            .iter_mut()
-            .for_each(|m| clear(&mut m.options));
-    }
 }
 
 /// Exact extern paths for every well-known type in the request, pointing into the runtime's

@@ -143,6 +143,14 @@ pub mod proto {
 
 use proto::{MessageRequest, MessageResponse};
 
+/// A `FileDescriptorSet` seen as its files' encoded bytes: a repeated message field decodes as
+/// repeated `bytes`, one entry per file, exactly as written.
+#[derive(Clone, PartialEq, Message)]
+struct EncodedFiles {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    file: Vec<Vec<u8>>,
+}
+
 /// Files and symbols of every registered descriptor set.
 #[derive(Debug, Default)]
 struct Index {
@@ -158,7 +166,12 @@ struct Index {
 impl Index {
     fn add_set(&mut self, bytes: &[u8]) -> Result<(), prost::DecodeError> {
         let set = FileDescriptorSet::decode(bytes)?;
-        for file in set.file {
+        // Each file is served as the bytes the set holds, not re-encoded from `set`: prost-types
+        // drops extension fields when it decodes, so a re-encoded file would lose its custom
+        // options (`google.api.http` and the like), which reflection clients read. Both are read
+        // from the same records, so they pair one to one.
+        let encoded = EncodedFiles::decode(bytes)?.file;
+        for (file, encoded) in set.file.into_iter().zip(encoded) {
             let name = file.name().to_string();
             let prefix = if file.package().is_empty() {
                 String::new()
@@ -207,7 +220,7 @@ impl Index {
                     .insert(format!("{prefix}{}", ext.name()), name.clone());
             }
             let deps = file.dependency.clone();
-            self.files.insert(name, (file.encode_to_vec(), deps));
+            self.files.insert(name, (encoded, deps));
         }
         Ok(())
     }
@@ -336,4 +349,56 @@ pub(crate) fn services(sets: &[&[u8]]) -> Vec<ServiceDef> {
         )
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::encoding::{encode_key, encode_varint, WireType};
+
+    fn field(number: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_key(number, WireType::LengthDelimited, &mut out);
+        encode_varint(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn files_are_served_with_their_extension_options() {
+        // A method whose options hold only `google.api.http` (field 72295728 of MethodOptions,
+        // an extension) = { get: "/v1/x" }, which prost-types would drop on decoding.
+        let options = field(72295728, &field(2, b"/v1/x"));
+        let method = [
+            field(1, b"Get"),
+            field(2, b".p.M"),
+            field(3, b".p.M"),
+            field(4, &options),
+        ]
+        .concat();
+        let service = [field(1, b"S"), field(2, &method)].concat();
+        let file = [
+            field(1, b"p.proto"),
+            field(2, b"p"),
+            field(4, &field(1, b"M")),
+            field(6, &service),
+        ]
+        .concat();
+        let mut index = Index::default();
+        index.add_set(&field(1, &file)).unwrap();
+
+        let response = index.answer(proto::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("p.S".into())),
+        });
+        match response.message_response {
+            Some(MessageResponse::FileDescriptorResponse(found)) => {
+                assert!(
+                    found.file_descriptor_proto == [file],
+                    "the file is not served as registered"
+                );
+            }
+            other => panic!("not a file: {other:?}"),
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use rmicro_runtime::Server;
 use rmicro_tests::fixtures::go::micro::srv::user::register_user_handler;
+use rmicro_tests::fixtures::rmicro::test::kitchen::register_kitchen_handler;
+use rmicro_tests::kitchen::Kitchen;
 use rmicro_tests::spawn;
 use rmicro_tests::user::Greeter;
 
@@ -95,6 +97,18 @@ async fn python_reflection_client_discovers_and_calls_the_service() {
     assert_eq!(
         python_script("reflection_client.py", vec![addr.to_string()]).await,
         r#"{"health": "SERVING", "input": "go.micro.srv.user.CallRequest", "msg": "Hello Reflection", "services": ["go.micro.srv.user.User", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reflection_client_reads_the_http_options() {
+    let mut server = Server::new();
+    register_kitchen_handler(&mut server, Kitchen).unwrap();
+    let (addr, _guard) = spawn(server).await;
+
+    assert_eq!(
+        python_script("reflection_options_client.py", vec![addr.to_string()]).await,
+        r#"{"Get": ["GET", "/v1/items/{id}"], "Purge": ["PURGE", "/v1/items"], "Put": ["POST", "/v1/items"], "Update": ["PATCH", "/v1/items/{item.id}"]}"#
     );
 }
 

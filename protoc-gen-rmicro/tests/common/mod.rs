@@ -171,9 +171,33 @@ pub fn assert_golden(case: &str, files: &[(String, String)]) {
     }
 }
 
+/// The files of an embedded `FILE_DESCRIPTOR_SET` other than `google/protobuf/*.proto` (each
+/// toolchain embeds its own copies of those), each as its name and its bytes exactly as embedded,
+/// so that comparing them compares options and extensions too.
+pub fn project_files(set: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use prost::Message;
+    let mut out = Vec::new();
+    let mut buf = set;
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf).unwrap();
+        assert_eq!((tag, wire), (1, WireType::LengthDelimited));
+        let len = decode_varint(&mut buf).unwrap() as usize;
+        let raw = buf[..len].to_vec();
+        buf = &buf[len..];
+        let name = prost_types::FileDescriptorProto::decode(&raw[..])
+            .unwrap()
+            .name()
+            .to_string();
+        if !name.starts_with("google/protobuf/") {
+            out.push((name, raw));
+        }
+    }
+    out
+}
+
 /// Like [`assert_golden`] for files made by a different toolchain (protoc instead of protox):
 /// everything must be identical except the embedded `FILE_DESCRIPTOR_SET`, whose copies of
-/// `google/protobuf/*.proto` are each toolchain's own; its other files must be identical.
+/// `google/protobuf/*.proto` are each toolchain's own; its other files must be the same bytes.
 pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
     let dir = golden_dir(case);
     let split = |text: &str| -> (String, Option<Vec<u8>>) {
@@ -197,15 +221,6 @@ pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
         }
         (rest, set)
     };
-    let project_files = |bytes: &[u8]| -> Vec<prost_types::FileDescriptorProto> {
-        use prost::Message;
-        prost_types::FileDescriptorSet::decode(bytes)
-            .unwrap()
-            .file
-            .into_iter()
-            .filter(|f| !f.name().starts_with("google/protobuf/"))
-            .collect()
-    };
     let mut names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     names.sort_unstable();
     let mut expected: Vec<String> = std::fs::read_dir(&dir)
@@ -222,11 +237,23 @@ pub fn assert_golden_other_toolchain(case: &str, files: &[(String, String)]) {
             "case {case}: {name} differs from its golden file outside the descriptor set"
         );
         match (got_set, want_set) {
-            (Some(a), Some(b)) => assert_eq!(
-                project_files(&a),
-                project_files(&b),
-                "case {case}: {name}: the embedded descriptors of the project's own files differ"
-            ),
+            (Some(a), Some(b)) => {
+                let (got, want) = (project_files(&a), project_files(&b));
+                let names = |files: &[(String, Vec<u8>)]| -> Vec<String> {
+                    files.iter().map(|f| f.0.clone()).collect()
+                };
+                assert_eq!(
+                    names(&got),
+                    names(&want),
+                    "case {case}: {name}: embedded files"
+                );
+                for ((file, got), (_, want)) in got.iter().zip(&want) {
+                    assert!(
+                        got == want,
+                        "case {case}: {name}: the embedded descriptor of {file} differs"
+                    );
+                }
+            }
             (None, None) => {}
             _ => panic!("case {case}: {name}: only one side embeds a descriptor set"),
         }
