@@ -887,6 +887,31 @@ fn run(
     };
     match result {
         Ok(files) => {
+            if files.is_empty() && !input.to_generate.is_empty() {
+                // protoc says nothing when a plugin writes nothing: say why, or the user is left
+                // looking for a file that was never going to be there.
+                let names = input.to_generate.join(", ");
+                let protobufs_own = input
+                    .files
+                    .iter()
+                    .filter(|f| input.to_generate.iter().any(|n| n == f.name()))
+                    .all(|f| f.package().starts_with("google.protobuf"));
+                let why = if protobufs_own {
+                    format!(
+                        "nothing to generate for {names}: protobuf's own types come from \
+                         prost-types (re-exported by rmicro-runtime), not from generated code; \
+                         generate the files that import them"
+                    )
+                } else {
+                    format!(
+                        "nothing to generate for {names}: they define no message, enum or service"
+                    )
+                };
+                note = Some(match note {
+                    Some(earlier) => format!("{earlier}\nprotoc-gen-rmicro: note: {why}"),
+                    None => format!("note: {why}"),
+                });
+            }
             response.file = files
                 .into_iter()
                 .map(|f| code_generator_response::File {

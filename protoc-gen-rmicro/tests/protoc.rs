@@ -187,3 +187,22 @@ fn comments_with_text_direction_codepoints_compile() {
         );
     }
 }
+
+/// protoc prints nothing of its own when a plugin writes no file: run on protobuf's own
+/// `google/protobuf/*.proto` (whose types come from prost-types) the plugin says why.
+#[test]
+fn a_run_on_protobufs_own_files_says_why_nothing_was_written() {
+    let out = tempfile::tempdir().unwrap();
+    let output = protoc(&[
+        &format!("--rmicro_out={}", out.path().display()),
+        "google/protobuf/timestamp.proto",
+    ]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    assert!(
+        err.contains("nothing to generate for google/protobuf/timestamp.proto")
+            && err.contains("prost-types"),
+        "{err}"
+    );
+}
