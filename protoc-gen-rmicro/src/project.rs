@@ -497,9 +497,31 @@ fn git_range(version: &str, source: &str) -> Option<((u32, u32), PathBuf)> {
 pub fn renamed_runtime(dir: &Path) -> Option<(String, String)> {
     let package = owning_package(dir)?;
     let table = read_manifest(&package.manifest)?;
+    // `rt.workspace = true` takes `package = …` from the workspace's `[workspace.dependencies]`
+    // entry of the same key, so a member renamed there says so only in the root manifest.
+    let workspace = package
+        .manifest
+        .parent()
+        .map(workspace_root)
+        .and_then(|root| read_manifest(&root.join("Cargo.toml")));
+    let inherited = |key: &str| {
+        workspace
+            .as_ref()?
+            .get("workspace")?
+            .get("dependencies")?
+            .get(key)?
+            .get("package")?
+            .as_str()
+    };
     let tables = dependency_tables(&table, &["dependencies"]);
     let key = tables.into_iter().flatten().find_map(|(key, dep)| {
-        let renamed = dep.get("package").and_then(toml::Value::as_str) == Some("rmicro-runtime");
+        let from_workspace = dep.get("workspace").and_then(toml::Value::as_bool) == Some(true);
+        let package = match dep.get("package").and_then(toml::Value::as_str) {
+            Some(package) => Some(package),
+            None if from_workspace => inherited(key),
+            None => None,
+        };
+        let renamed = package == Some("rmicro-runtime");
         (renamed && key.replace('-', "_") != "rmicro_runtime").then(|| key.replace('-', "_"))
     })?;
     Some((package.name, key))
@@ -520,8 +542,12 @@ fn dependency_tables<'a>(table: &'a toml::Table, kinds: &[&str]) -> Vec<&'a toml
 }
 
 /// The `path` dependencies of `manifest`, under any dependency table (target-specific ones
-/// included) and `[workspace.dependencies]`: the package name each names (`package = …` for a
-/// renamed one) and the directory it points at.
+/// included), `[workspace.dependencies]`, `[patch.<source>]` and `[replace]`: the package name
+/// each names (`package = …` for a renamed one) and the directory it points at.
+///
+/// `[patch]` is the usual way to build against a local checkout of the runtime
+/// (`[patch.crates-io] rmicro-runtime = { path = "../rmicro/rmicro-runtime" }`): the member
+/// keeps asking for a registry version, and only the root's patch says where the code is.
 fn path_dependencies(manifest: &Path) -> Vec<(String, PathBuf)> {
     let Some(table) = read_manifest(manifest) else {
         return Vec::new();
@@ -537,9 +563,21 @@ fn path_dependencies(manifest: &Path) -> Vec<(String, PathBuf)> {
             .and_then(|w| w.get("dependencies"))
             .and_then(toml::Value::as_table),
     );
+    // One table of patches per source patched (`crates-io`, a registry name or a git URL).
+    tables.extend(
+        table
+            .get("patch")
+            .and_then(toml::Value::as_table)
+            .into_iter()
+            .flat_map(|sources| sources.values())
+            .filter_map(toml::Value::as_table),
+    );
+    tables.extend(table.get("replace").and_then(toml::Value::as_table));
     let mut out = Vec::new();
     for deps in tables {
         for (key, dep) in deps {
+            // A `[replace]` key is a package id, `name:version`; other keys are names.
+            let key = key.split(':').next().unwrap_or(key);
             let package = dep.get("package").and_then(toml::Value::as_str);
             if let Some(path) = dep.get("path").and_then(toml::Value::as_str) {
                 out.push((package.unwrap_or(key).to_string(), dir.join(path)));
@@ -1014,6 +1052,45 @@ mod tests {
         assert!(glob_match(b"a?c", b"abc"));
         assert!(glob_match(b"[ab]x", b"bx"));
         assert!(!glob_match(b"a?c", b"ac"));
+    }
+
+    /// A member that takes its dependency from `[workspace.dependencies]` (`rt.workspace =
+    /// true`) is renamed there, not in its own manifest: it still cannot name
+    /// `::rmicro_runtime`.
+    #[test]
+    fn a_runtime_renamed_in_the_workspace_dependencies_is_found() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\"]\n\n[workspace.dependencies]\n\
+             rt = { package = \"rmicro-runtime\", version = \"0.1\" }\n",
+        );
+        write(
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+             rt.workspace = true\n",
+        );
+        assert_eq!(
+            renamed_runtime(&root.path().join("app")),
+            Some(("app".to_string(), "rt".to_string()))
+        );
+        // Inherited under its own name, it is not renamed.
+        write(
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+             rmicro-runtime.workspace = true\n",
+        );
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\"]\n\n[workspace.dependencies]\n\
+             rmicro-runtime = \"0.1\"\n",
+        );
+        assert_eq!(renamed_runtime(&root.path().join("app")), None);
     }
 
     #[test]

@@ -62,6 +62,8 @@ struct Group {
     /// The package's name.
     name: Option<String>,
     resolved: Resolved,
+    /// The lock file the runtimes were read from (a nested project has its own).
+    lockfile: PathBuf,
 }
 
 #[derive(Debug)]
@@ -141,15 +143,34 @@ fn check(args: &Args) -> Outcome {
     // Each file is checked against the runtimes of the package that owns it (in a workspace
     // whose members use different runtime release lines, each against its own).
     let resolve = |out: &mut Outcome, dir: &Path| -> Result<usize, String> {
+        // The lock file Cargo uses for `dir`: a project nested in this one with a workspace of
+        // its own (excluded from this one, as a fuzz crate or a standalone example is), or one
+        // named on the command line, has its own. A path under no Cargo.toml at all shares
+        // this project's.
+        let lockfile = match project::find_lockfile(dir) {
+            Some(own) => own,
+            None if dir.ancestors().any(|d| d.join("Cargo.toml").is_file()) => {
+                return Err(format!(
+                    "no Cargo.lock for the Cargo project that owns {}; run `cargo                      generate-lockfile` there (or build it once) so its rmicro-runtime version                      is known",
+                    dir.display()
+                ));
+            }
+            None => lockfile.clone(),
+        };
         let package = project::owning_package(dir);
         let manifest = package.as_ref().map(|p| p.manifest.clone());
-        if let Some(i) = out.groups.iter().position(|g| g.manifest == manifest) {
+        let known = |out: &Outcome, manifest: &Option<PathBuf>| {
+            out.groups
+                .iter()
+                .position(|g| g.manifest == *manifest && g.lockfile == lockfile)
+        };
+        if let Some(i) = known(out, &manifest) {
             return Ok(i);
         }
         let resolution = project::resolve_package(&lockfile, dir).map_err(|err| err.to_string())?;
         // A path whose package the lock file does not list shares the lock file's runtimes.
         let manifest = resolution.package.as_ref().map(|p| p.manifest.clone());
-        if let Some(i) = out.groups.iter().position(|g| g.manifest == manifest) {
+        if let Some(i) = known(out, &manifest) {
             return Ok(i);
         }
         out.groups.push(Group {
@@ -159,6 +180,7 @@ fn check(args: &Args) -> Outcome {
                 from: resolution.describe(&lockfile),
                 runtimes: resolution.runtimes,
             },
+            lockfile,
         });
         Ok(out.groups.len() - 1)
     };
@@ -500,16 +522,18 @@ fn plugin_level(version: &str, apis: (u32, u32), runtimes: &[Runtime]) -> Result
 fn print_human(out: &Outcome) -> std::io::Result<()> {
     use std::fmt::Write as _;
     let mut text = String::new();
-    if let Some(lockfile) = &out.lockfile {
-        for group in &out.groups {
-            // Whose runtime it is, when several packages were checked.
-            let owner = match &group.name {
-                Some(name) if out.groups.len() > 1 => format!(" for package `{name}`"),
-                _ => String::new(),
-            };
-            for runtime in &group.resolved.runtimes {
-                let _ = writeln!(text, "{runtime}, locked in {}{owner}", lockfile.display());
-            }
+    for group in &out.groups {
+        // Whose runtime it is, when several packages were checked.
+        let owner = match &group.name {
+            Some(name) if out.groups.len() > 1 => format!(" for package `{name}`"),
+            _ => String::new(),
+        };
+        for runtime in &group.resolved.runtimes {
+            let _ = writeln!(
+                text,
+                "{runtime}, locked in {}{owner}",
+                group.lockfile.display()
+            );
         }
     }
     for file in &out.files {

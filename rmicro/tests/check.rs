@@ -793,3 +793,135 @@ fn a_plugin_of_the_runtimes_own_version_is_not_told_to_install_itself() {
     );
     assert!(message.contains("rt/Cargo.toml"), "{message}");
 }
+
+/// A workspace that builds against a local checkout of the runtime through `[patch]` (the member
+/// asks for a registry version; only the root's patch says where the code is): the checkout's
+/// own `Cargo.toml` gives the API range, as for a `path` dependency.
+#[test]
+fn a_runtime_patched_to_a_local_checkout_is_read_there() {
+    let scratch = scratch("check-patch");
+    let root = scratch.path();
+    put(
+        root,
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"app\"]\n\n\
+         [patch.crates-io]\nrmicro-runtime = { path = \"vendor/rt\" }\n",
+    );
+    put(
+        root,
+        "vendor/rt/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 3\napi-min = 2\n",
+    );
+    put(
+        root,
+        "app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = \"0.77\"\n",
+    );
+    // Cargo locks a patched path package without a `source`.
+    put(
+        root,
+        "Cargo.lock",
+        "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"0.77.0\"\n",
+    );
+    put(root, "app/src/gen/x.rs", &generated_text("0.77.0", 3));
+    let out = check_in(
+        &root.join("app"),
+        &["--format", "json"],
+        empty_dir("patch").path(),
+        &root.join("no-cargo-home"),
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["runtimes"][0]["api_min"], 2, "{report}");
+    assert_eq!(report["runtimes"][0]["api"], 3, "{report}");
+    assert_eq!(report["files"][0]["status"], "ok", "{report}");
+}
+
+/// A project nested in another but with a workspace and `Cargo.lock` of its own (excluded from
+/// the outer workspace, as a fuzz crate or a standalone example is): its files are checked
+/// against its own lock, which is the one Cargo uses for it, whether the walk reaches them
+/// from the outer package or they are named on the command line.
+#[test]
+fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
+    let scratch = scratch("check-nested");
+    let root = scratch.path();
+    put(
+        root,
+        "Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[workspace]\n\
+         exclude = [\"tools/other\"]\n\n[dependencies]\nrmicro-runtime = \"0.1\"\n",
+    );
+    put(root, "src/main.rs", "fn main() {}\n");
+    put(
+        root,
+        "Cargo.lock",
+        &format!(
+            "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+             dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+             version = \"{VERSION}\"\nsource = \"registry+https://index.example.invalid/\"\n"
+        ),
+    );
+    put(root, "src/gen/x.rs", &generated_text(VERSION, 1));
+    put(
+        root,
+        "tools/other/Cargo.toml",
+        "[package]\nname = \"other\"\nversion = \"0.1.0\"\n\n[workspace]\n\n\
+         [dependencies]\nrmicro-runtime = { path = \"rt\" }\n",
+    );
+    put(
+        root,
+        "tools/other/rt/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 3\napi-min = 3\n",
+    );
+    put(
+        root,
+        "tools/other/Cargo.lock",
+        "version = 4\n\n[[package]]\nname = \"other\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"0.77.0\"\n",
+    );
+    put(
+        root,
+        "tools/other/src/gen/y.rs",
+        &generated_text("0.77.0", 3),
+    );
+    let cargo_home = root.join("no-cargo-home");
+    let path = empty_dir("nested");
+    for args in [
+        &["--format", "json"][..],
+        &["--format", "json", "tools/other/src/gen"][..],
+    ] {
+        let out = check_in(root, args, path.path(), &cargo_home);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {report}");
+        let files = report["files"].as_array().unwrap();
+        let nested = files
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with("y.rs"))
+            .unwrap();
+        assert_eq!(nested["status"], "ok", "{report}");
+        assert_eq!(nested["package"], "other", "{report}");
+        assert_eq!(nested["runtimes"][0], "0.77.0", "{report}");
+    }
+    // A file whose lock is wrong for it is still a skew, told against its own lock.
+    put(
+        root,
+        "tools/other/src/gen/y.rs",
+        &generated_text(VERSION, 1),
+    );
+    let out = check_in(root, &[], path.path(), &cargo_home);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Cargo.lock at {}",
+            root.join("tools/other/Cargo.lock").display()
+        )),
+        "{stderr}"
+    );
+}
