@@ -69,6 +69,10 @@ struct Start {
 
 fn read_start(path: &Path) -> std::io::Result<Start> {
     use std::io::BufRead;
+    // Opening a named pipe nobody writes to blocks for ever; no generated file is one.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let file = std::fs::File::open(path)?;
     let mut lines = Vec::with_capacity(START_LINES);
     for line in std::io::BufReader::new(file.take(START_BYTES))
@@ -175,6 +179,13 @@ fn looks_generated(path: &Path) -> bool {
     }
 }
 
+/// Whether `path` exists and is neither a regular file nor a directory (a named pipe, a
+/// socket, a device): no source file, so a directory walk passes it by. A dangling link is not
+/// special: it may be a generated file gone missing, and is reported.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
 /// The generated files under `paths`: named files are taken as given (a missing header is then
 /// reported), directories are searched for `.rs` files that look generated (the first line is
 /// a header, exact or damaged, an exact header comes later, or the file carries a
@@ -214,7 +225,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
                     if !(name.starts_with('.') || name == "target" || name == "node_modules") {
                         self.dir(&path);
                     }
-                } else if name.ends_with(".rs") && looks_generated(&path) {
+                } else if name.ends_with(".rs") && !is_special(&path) && looks_generated(&path) {
                     self.files.push(path);
                 }
             }

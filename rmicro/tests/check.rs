@@ -925,3 +925,54 @@ fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
         "{stderr}"
     );
 }
+
+/// Runs `rmicro check ARGS` in `project` like [`Project::check`], but gives up (and fails the
+/// test) when it has not finished in `limit`, so that a hang is reported, not waited on.
+fn check_within(project: &Project, args: &[&str], limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .arg("check")
+        .args(args)
+        .current_dir(&project.dir)
+        .env("PATH", empty_dir("within").path())
+        .env("CARGO_HOME", project.dir.join("no-cargo-home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("rmicro check {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A named pipe (or socket, or device) called `*.rs` in the tree is no source file: opening a
+/// pipe nobody writes to blocks for ever, so the walk passes it by, and one named on the
+/// command line is reported as not a regular file.
+#[test]
+fn a_named_pipe_in_the_tree_does_not_hang_the_check() {
+    let project = Project::new("fifo", Some(VERSION));
+    project.generated("ok.rs", VERSION, 1);
+    let fifo = project.dir.join("src/gen/pipe.rs");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let limit = std::time::Duration::from_secs(30);
+    let out = check_within(&project, &["--format", "json"], limit);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["files"].as_array().unwrap().len(), 1, "{report}");
+
+    let out = check_within(&project, &["src/gen/pipe.rs"], limit);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pipe.rs: cannot be read: not a regular file"),
+        "{stderr}"
+    );
+}
