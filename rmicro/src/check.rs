@@ -151,7 +151,8 @@ fn check(args: &Args) -> Outcome {
             Some(own) => own,
             None if dir.ancestors().any(|d| d.join("Cargo.toml").is_file()) => {
                 return Err(format!(
-                    "no Cargo.lock for the Cargo project that owns {}; run `cargo                      generate-lockfile` there (or build it once) so its rmicro-runtime version                      is known",
+                    "no Cargo.lock for the Cargo project that owns {}; run `cargo generate-lockfile` \
+                     there (or build it once) so its rmicro-runtime version is known",
                     dir.display()
                 ));
             }
