@@ -309,11 +309,26 @@ fn check(args: &Args) -> Outcome {
 }
 
 /// Finds `protoc-gen-rmicro` on PATH.
+/// The `protoc-gen-rmicro` protoc would run: the first one on `PATH` that can be executed. A
+/// file of that name without the execute bit (a download not yet made executable) is passed
+/// over, as the shell and protoc pass it over.
 fn find_plugin() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
+    let name = format!("protoc-gen-rmicro{}", std::env::consts::EXE_SUFFIX);
     std::env::split_paths(&path)
-        .map(|dir| dir.join("protoc-gen-rmicro"))
-        .find(|p| p.is_file())
+        .map(|dir| dir.join(&name))
+        .find(|p| executable(p))
+}
+
+#[cfg(unix)]
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn executable(path: &Path) -> bool {
+    path.is_file()
 }
 
 fn check_plugin(groups: &[Group]) -> PluginCheck {

@@ -976,3 +976,30 @@ fn a_named_pipe_in_the_tree_does_not_hang_the_check() {
         "{stderr}"
     );
 }
+
+/// protoc runs the first `protoc-gen-rmicro` on `PATH` it can execute: a file of that name
+/// without the execute bit earlier on `PATH` (a download not yet made executable) is passed
+/// over, and the check judges the plugin protoc would run, not the stray file.
+#[cfg(unix)]
+#[test]
+fn a_plugin_file_that_cannot_be_executed_is_passed_over_as_protoc_does() {
+    let project = Project::new("noexec", Some(VERSION));
+    project.generated("go.micro.srv.user.rs", VERSION, 1);
+    let stray = scratch("stray-plugin");
+    std::fs::write(stray.path().join("protoc-gen-rmicro"), "not a program\n").unwrap();
+    let plugin = fake_plugin("noexec", VERSION, 1, "1..=1");
+    let path = std::env::join_paths([stray.path(), plugin.path()]).unwrap();
+    let out = project.check(&[], &path);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(
+            &plugin
+                .path()
+                .join("protoc-gen-rmicro")
+                .display()
+                .to_string()
+        ),
+        "{stdout}"
+    );
+}
