@@ -84,6 +84,12 @@ pub async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await
 }
 
+/// Runs `f` as serving the call described by `ctx` (for work polled outside a [`scope`], such
+/// as a handler's response stream, which the server polls after the handler returned).
+pub(crate) fn sync_scope<R>(ctx: CallContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
+}
+
 /// Parses a `grpc-timeout` value: digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {

@@ -130,11 +130,14 @@ where
         let deadline = ctx
             .remaining()
             .map(|left| tokio::time::Instant::now() + left);
+        // A streamed answer is polled after the handler returned, outside the scope below: it
+        // keeps a copy of the context, so that the calls its stream makes propagate it too.
+        let stream_ctx = streams.then(|| ctx.clone());
         Box::pin(Served {
             handling: context::scope(ctx, serve(req, receive)),
             deadline,
             timer: None,
-            streams,
+            stream_ctx,
         })
     })
 }
@@ -153,7 +156,9 @@ pin_project_lite::pin_project! {
         deadline: Option<tokio::time::Instant>,
         #[pin]
         timer: Option<tokio::time::Sleep>,
-        streams: bool,
+        // The call's context for its streamed answer; `None` for methods that answer with one
+        // message.
+        stream_ctx: Option<CallContext>,
     }
 }
 
@@ -178,14 +183,47 @@ where
             }
             return Poll::Pending;
         };
-        if !*this.streams {
+        let Some(ctx) = this.stream_ctx.take() else {
             return Poll::Ready(response);
-        }
+        };
+        let response = response.map(|body| Body::new(InScope { body, ctx }));
         // The caller's deadline also ends the streamed answer.
         Poll::Ready(match *this.deadline {
             Some(deadline) => response.map(|body| Body::new(UntilDeadline::new(body, deadline))),
             None => response,
         })
+    }
+}
+
+/// A streamed response body polled in its call's context, as the handler that made it ran: a
+/// stream that calls other services per item (a relay, a fan-out) carries the caller's deadline
+/// and metadata onto those calls, as a unary handler does.
+struct InScope {
+    body: Body,
+    ctx: CallContext,
+}
+
+impl http_body::Body for InScope {
+    type Data = hyper::body::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
+        let this = self.get_mut();
+        // A copy per poll: a task-local is set by value. Nothing is allocated for a call without
+        // metadata; a call with some copies its few entries per message of the answer.
+        let body = &mut this.body;
+        context::sync_scope(this.ctx.clone(), || Pin::new(body).poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

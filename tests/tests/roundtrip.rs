@@ -366,3 +366,184 @@ async fn the_server_ends_a_unary_call_whose_callers_deadline_passed() {
         "the handler still runs after the deadline"
     );
 }
+
+/// Answers `Call` with what it received from its caller: the `x-trace-id` metadata and whether
+/// a deadline came, as `"<trace>|<deadline?>"`.
+struct Seer;
+
+impl UserHandler for Seer {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        let trace = request
+            .metadata()
+            .get("x-trace-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let deadline = rmicro_runtime::context::current()
+            .and_then(|c| c.remaining())
+            .is_some();
+        Ok(Response::new(CallResponse {
+            msg: format!("{trace}|{deadline}"),
+        }))
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        UserHandler::stream(&Greeter, request).await
+    }
+
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        UserHandler::ping_pong(&Greeter, request).await
+    }
+}
+
+/// Relays every item of its streams to the next service, from inside the stream (the usual
+/// shape: a stream that calls another service per item), answering with what the next service
+/// saw: 10 for the caller's trace id, plus 1 for a deadline.
+#[derive(Clone)]
+struct StreamRelay {
+    next: UserClient,
+}
+
+impl StreamRelay {
+    async fn relay(&self) -> Result<i64, Status> {
+        let seen = self
+            .next
+            .call(CallRequest { name: "x".into() })
+            .await?
+            .into_inner()
+            .msg;
+        let (trace, deadline) = seen.split_once('|').unwrap_or_default();
+        Ok(10 * i64::from(trace == "t-42") + i64::from(deadline == "true"))
+    }
+}
+
+impl UserHandler for StreamRelay {
+    async fn call(&self, _request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        Ok(Response::new(CallResponse {
+            msg: self.relay().await?.to_string(),
+        }))
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        let relay = self.clone();
+        let items = tokio_stream::iter(0..request.into_inner().count).then(move |_| {
+            let relay = relay.clone();
+            async move {
+                Ok(StreamResponse {
+                    count: relay.relay().await?,
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        let relay = self.clone();
+        let pongs = request.into_inner().then(move |ping| {
+            let relay = relay.clone();
+            async move {
+                ping?;
+                Ok(Pong {
+                    stroke: relay.relay().await?,
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(pongs)))
+    }
+}
+
+/// The deadline and metadata of a streaming call reach the calls its handler's stream makes,
+/// as they reach those of a unary handler: the response stream is polled after the handler
+/// returned, and must still be served in the call's context.
+#[tokio::test]
+async fn deadline_and_metadata_propagate_from_inside_response_streams() {
+    use std::time::Duration;
+
+    let mut last = Server::new();
+    register_user_handler(&mut last, Seer).unwrap();
+    let (last_addr, _last) = spawn(last).await;
+    // No request timeout of its own: a deadline the next hop sees came from the served call.
+    let next = Client::builder()
+        .address(last_addr.to_string())
+        .request_timeout(None)
+        .build();
+    let mut front = Server::new();
+    register_user_handler(
+        &mut front,
+        StreamRelay {
+            next: UserClient::new("go.micro.srv.user", next),
+        },
+    )
+    .unwrap();
+    let (front_addr, _front) = spawn(front).await;
+    let user = UserClient::new(
+        "go.micro.srv.user",
+        Client::with_address(front_addr.to_string()),
+    );
+    fn traced<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("x-trace-id", "t-42".parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "10S".parse().unwrap());
+        request
+    }
+
+    // Unary: the handler itself makes the call.
+    let unary = tokio::time::timeout(
+        Duration::from_secs(10),
+        user.call(traced(CallRequest::default())),
+    )
+    .await
+    .expect("the unary call took over 10 s")
+    .unwrap()
+    .into_inner()
+    .msg;
+    assert_eq!(
+        unary, "11",
+        "trace id (10) and deadline (1) from a unary handler"
+    );
+
+    let streamed: Vec<i64> = tokio::time::timeout(Duration::from_secs(10), async {
+        let stream = user
+            .stream(traced(StreamRequest { count: 2 }))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.map(|item| item.unwrap().count).collect().await
+    })
+    .await
+    .expect("the server stream took over 10 s");
+    assert_eq!(
+        streamed,
+        [11, 11],
+        "trace id (10) and deadline (1) from inside a server stream"
+    );
+
+    let ponged: Vec<i64> = tokio::time::timeout(Duration::from_secs(10), async {
+        let pings = tokio_stream::iter((1..=2).map(|stroke| Ping { stroke }));
+        let pongs = user.ping_pong(traced(pings)).await.unwrap().into_inner();
+        pongs.map(|pong| pong.unwrap().stroke).collect().await
+    })
+    .await
+    .expect("the bidirectional stream took over 10 s");
+    assert_eq!(
+        ponged,
+        [11, 11],
+        "trace id (10) and deadline (1) from inside a bidirectional stream"
+    );
+}
