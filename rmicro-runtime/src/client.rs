@@ -396,14 +396,32 @@ type RouteError = Box<dyn std::error::Error + Send + Sync>;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// `limit` as a `grpc-timeout` value: milliseconds rounded up (so the server never gives up
-/// before the caller), in at most 8 digits as the gRPC spec requires.
+/// The most a `grpc-timeout` value holds: 8 digits, as the gRPC spec requires.
+const MAX_TIMEOUT_DIGITS: u128 = 99_999_999;
+
+/// `limit` as a `grpc-timeout` value: rounded up (so the server never gives up before the
+/// caller), in milliseconds while 8 digits hold them (27.7 hours), else in seconds, minutes or
+/// hours, the finest unit that holds it, as grpc-go writes it: a longer deadline cut down to
+/// what fits in milliseconds would have the server end the call hours before the caller does.
 fn timeout_value(limit: Duration) -> http::HeaderValue {
-    let ms = limit.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u32;
+    const UNITS: [(u128, u8); 4] = [
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
+    ];
+    let nanos = limit.as_nanos();
+    let (count, unit) = UNITS
+        .iter()
+        .map(|&(per, unit)| (nanos.div_ceil(per), unit))
+        .find(|&(count, _)| count <= MAX_TIMEOUT_DIGITS)
+        .unwrap_or((MAX_TIMEOUT_DIGITS, b'H'));
+    // Within 8 digits, so it fits a `u32`.
+    let count = count.max(1) as u32;
     let mut buf = [0u8; 9];
     let mut at = buf.len() - 1;
-    buf[at] = b'm';
-    let mut rest = ms;
+    buf[at] = unit;
+    let mut rest = count;
     loop {
         at -= 1;
         buf[at] = b'0' + (rest % 10) as u8;
@@ -412,7 +430,7 @@ fn timeout_value(limit: Duration) -> http::HeaderValue {
             break;
         }
     }
-    http::HeaderValue::from_bytes(&buf[at..]).expect("digits and `m` are a valid header value")
+    http::HeaderValue::from_bytes(&buf[at..]).expect("digits and a unit are a valid header value")
 }
 
 /// The status of a call that ran out of time.
@@ -799,13 +817,39 @@ mod tests {
     }
 
     #[test]
-    fn grpc_timeout_is_rounded_up_to_whole_milliseconds() {
+    fn grpc_timeout_is_rounded_up_in_the_finest_unit_that_holds_it() {
         assert_eq!(timeout_header(Duration::from_millis(300)), "300m");
         assert_eq!(timeout_header(Duration::from_micros(299_001)), "300m");
         assert_eq!(timeout_header(Duration::from_nanos(1)), "1m");
         assert_eq!(timeout_header(Duration::ZERO), "1m");
         assert_eq!(timeout_header(Duration::from_secs(5)), "5000m");
-        assert_eq!(timeout_header(Duration::from_secs(10_000_000)), "99999999m");
+        assert_eq!(
+            timeout_header(Duration::from_millis(99_999_999)),
+            "99999999m"
+        );
+        // Past 8 digits of milliseconds, the finest unit that holds it, rounded up.
+        assert_eq!(
+            timeout_header(Duration::from_millis(100_000_000)),
+            "100000S"
+        );
+        assert_eq!(timeout_header(Duration::from_secs(30 * 3600)), "108000S");
+        assert_eq!(
+            timeout_header(Duration::from_millis(100_000_000_001)),
+            "1666667M"
+        );
+        assert_eq!(
+            timeout_header(Duration::from_secs(6_000_000_060)),
+            "1666667H"
+        );
+        assert_eq!(timeout_header(Duration::MAX), "99999999H");
+        for limit in [
+            Duration::from_millis(100_000_000),
+            Duration::from_secs(123_456_789),
+            Duration::from_secs(9_876_543_210),
+        ] {
+            let sent = context::parse_grpc_timeout(&timeout_header(limit)).unwrap();
+            assert!(sent >= limit, "{limit:?} sent as {sent:?}");
+        }
         for ms in [1u64, 9, 10, 99, 100, 12_345, 99_999_999] {
             let header = timeout_header(Duration::from_millis(ms));
             assert_eq!(

@@ -547,3 +547,51 @@ async fn deadline_and_metadata_propagate_from_inside_response_streams() {
         "trace id (10) and deadline (1) from inside a bidirectional stream"
     );
 }
+
+/// A deadline longer than 99 999 999 ms (27.7 hours: a long watch stream, a batch job) reaches
+/// the server whole: `grpc-timeout` holds at most 8 digits, so it goes in a larger unit, not
+/// cut down to what fits in milliseconds (the server would end the call hours early).
+#[tokio::test]
+async fn a_deadline_of_more_than_27_hours_reaches_the_server_whole() {
+    use std::time::Duration;
+    let mut server = Server::new();
+    server
+        .add_service(rmicro_runtime::ServiceDef::new("long.Long", &[]).unary(
+            "/long.Long/Call",
+            |_request: Request<CallRequest>| async {
+                let left = rmicro_runtime::context::current()
+                    .and_then(|c| c.remaining())
+                    .map_or(0, |d| d.as_secs());
+                Ok(Response::new(CallResponse {
+                    msg: left.to_string(),
+                }))
+            },
+        ))
+        .unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let client = Client::builder()
+        .address(addr.to_string())
+        .request_timeout(None)
+        .build();
+    for (asked, hours) in [("30H", 30), ("2000M", 33), ("200000S", 55)] {
+        let mut request = Request::new(CallRequest::default());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", asked.parse().unwrap());
+        let call = client.unary::<_, CallResponse>("long", "/long.Long/Call", request);
+        let seen: u64 = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call took over 10 s")
+            .unwrap()
+            .into_inner()
+            .msg
+            .parse()
+            .unwrap();
+        let seen = Duration::from_secs(seen);
+        assert!(
+            seen > Duration::from_secs(hours * 3600 - 60),
+            "asked for {asked}; the server saw {:.1} hours left",
+            seen.as_secs_f64() / 3600.0
+        );
+    }
+}
