@@ -544,8 +544,10 @@ impl Client {
             )),
         })?;
         // Nodes come and go (new addresses on every deploy): forget the connections that are
-        // not open, so the map does not grow with every address ever called.
-        connections.retain(|_, c| c.is_open());
+        // not open, so the map does not grow with every address ever called. One a call holds
+        // stays (being opened: not open yet, its node slow to answer the preface), or the next
+        // call to its node would open a second connection beside it.
+        connections.retain(|_, c| c.is_open() || c.in_use());
         connections.insert(address.to_string(), connection.clone());
         Ok(connection)
     }

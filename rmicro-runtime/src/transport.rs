@@ -364,6 +364,12 @@ impl Connection {
         self.open_sender().is_some()
     }
 
+    /// Whether a clone of this connection is held elsewhere (a call sending on it, or the
+    /// task opening it).
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
     fn open_sender(&self) -> Option<http2::SendRequest<Body>> {
         let sender = self.shared.sender.lock().unwrap_or_else(|p| p.into_inner());
         sender.as_ref().filter(|s| !s.is_closed()).cloned()

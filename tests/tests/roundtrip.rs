@@ -595,3 +595,93 @@ async fn a_deadline_of_more_than_27_hours_reaches_the_server_whole() {
         );
     }
 }
+
+/// A loopback TCP proxy to `target` that counts the connections it accepts and holds each one
+/// for `delay` before passing bytes on (a node slow to answer HTTP/2's preface: far away, or
+/// busy), returning its address and the count.
+async fn counting_proxy(
+    target: std::net::SocketAddr,
+    delay: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (address, accepted)
+}
+
+/// A connection still being opened to one node is kept while a connection to another node is
+/// opened: calls made meanwhile to the first node share it, rather than open a second one each
+/// time some other node is first called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_being_opened_is_shared_while_another_node_is_first_called() {
+    use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let mut server = Server::new();
+    register_user_handler(&mut server, Greeter).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let (slow_a, accepted_a) = counting_proxy(addr, Duration::from_millis(600)).await;
+    let (slow_b, accepted_b) = counting_proxy(addr, Duration::from_millis(600)).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    for (name, address) in [("svc.a", &slow_a), ("svc.b", &slow_b)] {
+        let record = Record {
+            name: name.into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: format!("{name}-1"),
+                address: address.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        registry
+            .register(&record, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let client = Client::new(registry);
+    let call = |service: &'static str| {
+        let user = UserClient::new(service, client.clone());
+        tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                user.call(CallRequest { name: "x".into() }),
+            )
+            .await
+            .expect("the call took over 10 s")
+            .map(|reply| reply.into_inner().msg)
+        })
+    };
+    // A's connection is being opened (its node answers after 600 ms) when B is first called,
+    // and A is called again while both are still opening.
+    let first_a = call("svc.a");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let first_b = call("svc.b");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second_a = call("svc.a");
+    for call in [first_a, first_b, second_a] {
+        assert_eq!(call.await.unwrap().unwrap(), "Hello x");
+    }
+    assert_eq!(accepted_b.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        accepted_a.load(Ordering::SeqCst),
+        1,
+        "a second connection was opened to node A while its first was being opened"
+    );
+}
