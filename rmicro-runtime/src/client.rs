@@ -575,16 +575,22 @@ impl Client {
     /// deadline.
     fn prepare(&self, metadata: &mut MetadataMap, unary: bool) -> Option<Duration> {
         let served = context::with_current(|ctx| {
-            for kv in ctx.metadata.iter() {
-                match kv {
-                    tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+            // Key by key, with every value of a key the caller repeated (checking each value
+            // against the request as it grows would keep only a key's first).
+            for key in ctx.metadata.keys() {
+                match key {
+                    tonic::metadata::KeyRef::Ascii(k) => {
                         if !metadata.contains_key(k) {
-                            metadata.insert(k.clone(), v.clone());
+                            for v in ctx.metadata.get_all(k) {
+                                metadata.append(k.clone(), v.clone());
+                            }
                         }
                     }
-                    tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                    tonic::metadata::KeyRef::Binary(k) => {
                         if !metadata.contains_key(k) {
-                            metadata.insert_bin(k.clone(), v.clone());
+                            for v in ctx.metadata.get_all_bin(k) {
+                                metadata.append_bin(k.clone(), v.clone());
+                            }
                         }
                     }
                 }

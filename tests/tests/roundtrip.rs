@@ -685,3 +685,64 @@ async fn a_connection_being_opened_is_shared_while_another_node_is_first_called(
         "a second connection was opened to node A while its first was being opened"
     );
 }
+
+/// Every value of a metadata key the caller repeated (`x-tag: a`, `x-tag: b`, as gRPC allows)
+/// reaches the calls a handler makes, not only the first.
+#[tokio::test]
+async fn every_value_of_a_repeated_metadata_key_propagates() {
+    use std::time::Duration;
+    // The last hop answers with the values of `x-tag` it received, in order.
+    let mut back = Server::new();
+    back.add_service(rmicro_runtime::ServiceDef::new("tags.Back", &[]).unary(
+        "/tags.Back/Call",
+        |request: Request<CallRequest>| async move {
+            let metadata = request.metadata();
+            let tags: Vec<&str> = metadata
+                .get_all("x-tag")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let msg = tags.join(",");
+            Ok(Response::new(CallResponse { msg }))
+        },
+    ))
+    .unwrap();
+    let (back_addr, _back) = spawn(back).await;
+    let next = Client::with_address(back_addr.to_string());
+    // The first hop passes the call on, carrying nothing by hand.
+    let mut front = Server::new();
+    front
+        .add_service(rmicro_runtime::ServiceDef::new("tags.Front", &[]).unary(
+            "/tags.Front/Call",
+            move |request: Request<CallRequest>| {
+                let next = next.clone();
+                async move {
+                    next.unary::<_, CallResponse>(
+                        "tags.back",
+                        "/tags.Back/Call",
+                        Request::new(request.into_inner()),
+                    )
+                    .await
+                }
+            },
+        ))
+        .unwrap();
+    let (front_addr, _front) = spawn(front).await;
+
+    let mut request = Request::new(CallRequest::default());
+    for tag in ["one", "two", "three"] {
+        request.metadata_mut().append("x-tag", tag.parse().unwrap());
+    }
+    let client = Client::with_address(front_addr.to_string());
+    let call = client.unary::<_, CallResponse>("tags.front", "/tags.Front/Call", request);
+    let seen = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call took over 10 s")
+        .unwrap()
+        .into_inner()
+        .msg;
+    assert_eq!(
+        seen, "one,two,three",
+        "the values of `x-tag` the last hop received"
+    );
+}
