@@ -291,10 +291,13 @@ struct Route<'a> {
     service: &'a str,
     /// When the call's time is up; each attempt tells the server what is left of it.
     deadline: Option<Instant>,
+    /// Whether the answer's body is bounded by the deadline too: a stream's is (a unary
+    /// call's whole future already is).
+    bound_answer: bool,
 }
 
 impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> {
-    type Response = http::Response<Framed<hyper::body::Incoming, hyper::Error>>;
+    type Response = http::Response<Answer>;
     type Error = RouteError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, RouteError>> + Send + 'a>,
@@ -312,6 +315,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
             client,
             service,
             deadline,
+            bound_answer,
         } = *self;
         Box::pin(async move {
             let mut request = request;
@@ -358,8 +362,16 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                             .headers()
                             .get(&GRPC_ENCODING)
                             .is_some_and(|c| c == "gzip");
-                        return Ok(response
-                            .map(|body| Framed::answer(body, limit, http, gzip, answer_broke)));
+                        let until = deadline.filter(|_| bound_answer);
+                        return Ok(response.map(|body| Answer {
+                            body: Framed::answer(body, limit, http, gzip, answer_broke),
+                            deadline: until.map(|d| {
+                                Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                                    d,
+                                )))
+                            }),
+                            ended: false,
+                        }));
                     }
                     Err((err, unsent)) => {
                         if err.is_unsent() {
@@ -386,6 +398,55 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                 }
             }
         })
+    }
+}
+
+/// A call's answer as tonic reads it: the node's body, checked frame by frame, and for a stream
+/// ended with `DeadlineExceeded` once the call's deadline passes. The server ends a stream at
+/// the deadline itself, but one that stopped sending (frozen, its network gone quiet) would
+/// otherwise keep the caller waiting for ever, deadline or not; dropping the body resets the
+/// stream, so the node stops too.
+pub(crate) struct Answer {
+    body: Framed<hyper::body::Incoming, hyper::Error>,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    ended: bool,
+}
+
+impl http_body::Body for Answer {
+    type Data = hyper::body::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return std::task::Poll::Ready(None);
+        }
+        if let Some(deadline) = &mut this.deadline {
+            if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
+                this.ended = true;
+                this.deadline = None;
+                return std::task::Poll::Ready(Some(Err(Box::new(Status::deadline_exceeded(
+                    "the call's deadline passed while its answer was streaming",
+                )))));
+            }
+        }
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
+        if !matches!(&frame, Some(Ok(f)) if f.is_data()) {
+            // Trailers, an error or the end: nothing follows, and the timer can go.
+            this.deadline = None;
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -557,11 +618,13 @@ impl Client {
         &'a self,
         service: &'a str,
         deadline: Option<Instant>,
+        bound_answer: bool,
     ) -> tonic::client::Grpc<Route<'a>> {
         tonic::client::Grpc::new(Route {
             client: self,
             service,
             deadline,
+            bound_answer,
         })
         .max_decoding_message_size(self.inner.receive_limit)
         // Servers may compress answers whatever the client asks (grpcio's `set_compression`,
@@ -643,8 +706,8 @@ impl Client {
         .await
     }
 
-    /// Runs one call under its deadline (the whole call, for unary calls; until the response
-    /// headers, for streams), over the route to a node.
+    /// Runs one call under its deadline (the whole call, for unary calls; for streams until the
+    /// response headers here, and after them in the answer's body), over the route to a node.
     async fn call<'a, M, Resp, F, Fut>(
         &'a self,
         service: &'a str,
@@ -663,7 +726,7 @@ impl Client {
         // Pinned where it is made: the timeout holds a pointer to the call, not a copy of it
         // (a call's future is kilobytes, and each move of it a copy).
         let call = std::pin::pin!(call(
-            self.route(service, deadline),
+            self.route(service, deadline, !unary),
             Request::from_parts(metadata, extensions, message),
         ));
         match deadline {

@@ -746,3 +746,75 @@ async fn every_value_of_a_repeated_metadata_key_propagates() {
         "the values of `x-tag` the last hop received"
     );
 }
+
+/// A stream whose node stops sending (frozen, its network gone quiet: here a proxy that stops
+/// passing the node's bytes on after the first item) ends on the caller's side with
+/// `DeadlineExceeded` at the deadline the caller set, as grpc-go's client ends it; it used to
+/// wait for ever once the answer's headers had come, as only the server ended streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_from_a_node_that_goes_quiet_ends_at_the_callers_deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = Server::new();
+    register_user_handler(&mut server, Slow).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let quiet = Arc::new(AtomicBool::new(false));
+    let hush = Arc::clone(&quiet);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            let (mut from_client, mut to_client) = inbound.into_split();
+            let (mut from_node, mut to_node) = outbound.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_node).await;
+            });
+            let hush = Arc::clone(&hush);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                // The node's bytes pass until the test hushes it; then they are held back (the
+                // connection stays open: nothing tells the client it is gone).
+                while let Ok(n) = from_node.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if hush.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(proxy));
+    let mut request = Request::new(StreamRequest { count: 50 });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "1000m".parse().unwrap());
+    let started = Instant::now();
+    let mut stream = user.stream(request).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    quiet.store(true, Ordering::SeqCst);
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(other) => break other,
+            Err(_) => panic!("the stream from the quiet node hung past its deadline"),
+        }
+    };
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+}
