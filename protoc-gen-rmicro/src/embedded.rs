@@ -18,8 +18,6 @@ use prost::encoding::{
 };
 use prost::Message;
 
-use crate::http::Source;
-
 /// A `CodeGeneratorRequest` seen as its files' encoded bytes: a repeated message field decodes
 /// as repeated `bytes`, one entry per file, exactly as written.
 #[derive(Clone, PartialEq, Message)]
@@ -39,14 +37,28 @@ struct SetFiles {
 /// against running out of stack, never reached by a real descriptor.
 const MAX_DEPTH: u32 = 100;
 
-/// Each file in `bytes` (a request or a set, as `source` says), in order, ready to embed:
-/// without source info or empty options, every other byte as given.
-pub(crate) fn files(bytes: &[u8], source: Source) -> Result<Vec<Vec<u8>>, String> {
-    let files = match source {
-        Source::Request => RequestFiles::decode(bytes).map(|r| r.proto_file),
-        Source::DescriptorSet => SetFiles::decode(bytes).map(|s| s.file),
-    }
-    .map_err(|err| err.to_string())?;
+/// Which message the generator's input bytes hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// A `CodeGeneratorRequest` (files at field 15).
+    Request,
+    /// A `FileDescriptorSet` (files at field 1).
+    DescriptorSet,
+}
+
+/// Each file of `bytes` (a request or a set, as `source` says) as the encoded
+/// `FileDescriptorProto` it holds, in order: what the `google.api.http` bindings are read from
+/// and the embedded copies are cut from, extension options and all.
+pub(crate) fn file_bytes(bytes: &[u8], source: Source) -> Result<Vec<Vec<u8>>, prost::DecodeError> {
+    Ok(match source {
+        Source::Request => RequestFiles::decode(bytes)?.proto_file,
+        Source::DescriptorSet => SetFiles::decode(bytes)?.file,
+    })
+}
+
+/// Each of `files` (from [`file_bytes`]), ready to embed: without source info or empty
+/// options, every other byte as given.
+pub(crate) fn files(files: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
     files
         .iter()
         .map(|file| {
@@ -240,6 +252,6 @@ mod tests {
         }
         let file = field(4, &nested);
         assert!(strip(&file).unwrap_err().contains("too deeply"));
-        assert!(files(b"\x7a\x05ab", Source::Request).is_err());
+        assert!(file_bytes(b"\x7a\x05ab", Source::Request).is_err());
     }
 }

@@ -23,18 +23,6 @@ pub(crate) struct Binding {
 pub(crate) type Bindings = HashMap<(String, String, String), Vec<Binding>>;
 
 #[derive(Clone, PartialEq, Message)]
-struct RequestMirror {
-    #[prost(message, repeated, tag = "15")]
-    proto_file: Vec<FileMirror>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct SetMirror {
-    #[prost(message, repeated, tag = "1")]
-    file: Vec<FileMirror>,
-}
-
-#[derive(Clone, PartialEq, Message)]
 struct FileMirror {
     #[prost(string, optional, tag = "2")]
     package: Option<String>,
@@ -94,23 +82,12 @@ struct CustomPattern {
     path: Option<String>,
 }
 
-/// Which message the bytes hold.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Source {
-    /// A `CodeGeneratorRequest` (files at field 15).
-    Request,
-    /// A `FileDescriptorSet` (files at field 1).
-    DescriptorSet,
-}
-
-/// Reads every binding in `bytes`.
-pub(crate) fn bindings(bytes: &[u8], source: Source) -> Result<Bindings, prost::DecodeError> {
-    let files = match source {
-        Source::Request => RequestMirror::decode(bytes)?.proto_file,
-        Source::DescriptorSet => SetMirror::decode(bytes)?.file,
-    };
+/// Reads every binding in `files`, each an encoded `FileDescriptorProto` (see
+/// [`embedded::file_bytes`](crate::embedded::file_bytes)).
+pub(crate) fn bindings(files: &[Vec<u8>]) -> Result<Bindings, prost::DecodeError> {
     let mut out = Bindings::new();
     for file in files {
+        let file = FileMirror::decode(file.as_slice())?;
         let package = file.package.unwrap_or_default();
         for service in file.service {
             let service_name = service.name.unwrap_or_default();

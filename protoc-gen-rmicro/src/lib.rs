@@ -93,8 +93,10 @@ impl Input {
             ))
         };
         let request = CodeGeneratorRequest::decode(bytes).map_err(not_a_request)?;
-        let bindings = http::bindings(bytes, http::Source::Request).map_err(not_a_request)?;
-        let embedded = embedded::files(bytes, http::Source::Request)
+        let file_bytes =
+            embedded::file_bytes(bytes, embedded::Source::Request).map_err(not_a_request)?;
+        let bindings = http::bindings(&file_bytes).map_err(not_a_request)?;
+        let embedded = embedded::files(&file_bytes)
             .and_then(|embedded| same_count(embedded, request.proto_file.len()))
             .map_err(|err| {
                 Error::MalformedRequest(format!(
@@ -128,7 +130,9 @@ impl Input {
             Error::MalformedRequest(format!("not an encoded FileDescriptorSet: {err}"))
         };
         let set = FileDescriptorSet::decode(bytes).map_err(bad)?;
-        let embedded = embedded::files(bytes, http::Source::DescriptorSet)
+        let file_bytes =
+            embedded::file_bytes(bytes, embedded::Source::DescriptorSet).map_err(bad)?;
+        let embedded = embedded::files(&file_bytes)
             .and_then(|embedded| same_count(embedded, set.file.len()))
             .map_err(|err| {
                 Error::MalformedRequest(format!(
@@ -139,7 +143,7 @@ impl Input {
             files: set.file,
             embedded,
             to_generate: to_generate.into_iter().map(Into::into).collect(),
-            bindings: http::bindings(bytes, http::Source::DescriptorSet).map_err(bad)?,
+            bindings: http::bindings(&file_bytes).map_err(bad)?,
         })
     }
 }

@@ -308,7 +308,6 @@ fn check(args: &Args) -> Outcome {
     out
 }
 
-/// Finds `protoc-gen-rmicro` on PATH.
 /// The `protoc-gen-rmicro` protoc would run: the first one on `PATH` that can be executed. A
 /// file of that name without the execute bit (a download not yet made executable) is passed
 /// over, as the shell and protoc pass it over.
