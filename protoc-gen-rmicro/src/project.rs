@@ -5,7 +5,8 @@
 //! The range of a runtime version comes from, in order: the releases this crate knows (runtime and
 //! plugin are released together, so its own version is always known), then the runtime's own
 //! `Cargo.toml` (`[package.metadata.rmicro] api`, `api-min`): where a path dependency in the
-//! project's manifests points, in Cargo's registry cache, or in the git checkout of the locked
+//! project's manifests or a `[patch]` in Cargo's configuration files points, in Cargo's registry
+//! cache, or in the git checkout of the locked
 //! commit. That covers releases newer than this crate and runtimes used from a checkout. A
 //! manifest is only believed when its version (inherited from its workspace or not) is the
 //! locked one.
@@ -14,6 +15,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::{MAX_API, MIN_API, VERSION};
+
+mod config_patch;
 
 /// A release line `(major, minor)` of rmicro-runtime and the API range `(min, max)` it accepts.
 type Release = ((u64, u64), (u32, u32));
@@ -96,7 +99,8 @@ pub enum ProjectError {
     #[error(
         "cannot tell which API rmicro-runtime {version} accepts: it is not a release this tool \
          ({VERSION}) knows, and no copy of its Cargo.toml was found (not at a `path` dependency \
-         in the project's Cargo.toml files, not in Cargo's registry cache or git checkouts); \
+         in the project's Cargo.toml files or a `path` patch in its .cargo/config.toml files, not \
+         in Cargo's registry cache or git checkouts); \
          build the project once (`cargo fetch` downloads the runtime) and retry, or use the tools \
          released with it: `cargo install protoc-gen-rmicro --version {version} --locked` (and \
          `cargo install rmicro --version {version} --locked` for `rmicro check`); the plugin also \
@@ -656,9 +660,14 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
 
 /// The project's manifests, in the order they are searched for a runtime used by path: the
 /// nearest one at or above `from`, the workspace root's (next to `lockfile`), every member's,
+/// those of the crates Cargo's configuration files patch to a local path (`config_patched`),
 /// and the manifests of the path dependencies reached from those (a runtime declared only in
 /// one member, or in a platform crate another member uses, is found).
-fn project_manifests(lockfile: &Path, from: &Path) -> Vec<PathBuf> {
+fn project_manifests(
+    lockfile: &Path,
+    from: &Path,
+    config_patched: &[(String, PathBuf)],
+) -> Vec<PathBuf> {
     /// Enough for any real workspace; a bound in case of a pathological one.
     const MAX_MANIFESTS: usize = 2000;
     let root = lockfile.with_file_name("Cargo.toml");
@@ -670,6 +679,7 @@ fn project_manifests(lockfile: &Path, from: &Path) -> Vec<PathBuf> {
         .collect();
     queue.push(root.clone());
     queue.extend(members(&root));
+    queue.extend(config_patched.iter().map(|(_, dir)| dir.join("Cargo.toml")));
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let mut next = 0;
@@ -694,19 +704,31 @@ fn project_manifests(lockfile: &Path, from: &Path) -> Vec<PathBuf> {
 }
 
 /// The API range of `locked`; `manifests` are the project's `Cargo.toml` files, whose `path`
-/// dependencies may lead to a runtime used from a checkout.
+/// dependencies may lead to a runtime used from a checkout. (A runtime patched to a checkout in
+/// a Cargo configuration file is found by [`resolve_package`], which reads those files.)
 ///
 /// # Errors
 ///
 /// [`ProjectError::UnknownVersion`] when the release is not known and no copy of its manifest is
 /// found.
 pub fn runtime(locked: &LockedRuntime, manifests: &[PathBuf]) -> Result<Runtime, ProjectError> {
+    runtime_in(locked, &[], manifests)
+}
+
+/// [`runtime`], where `config_patched` are the `path` patches of Cargo's configuration files,
+/// searched first: Cargo prefers them to the manifests' patches.
+fn runtime_in(
+    locked: &LockedRuntime,
+    config_patched: &[(String, PathBuf)],
+    manifests: &[PathBuf],
+) -> Result<Runtime, ProjectError> {
     let version = &locked.version;
     let known = || known_range(version).map(|range| (range, None));
     let from_path = || {
-        manifests
+        config_patched
             .iter()
-            .flat_map(|m| path_dependencies(m))
+            .cloned()
+            .chain(manifests.iter().flat_map(|m| path_dependencies(m)))
             .filter(|(package, _)| package == "rmicro-runtime")
             .map(|(_, dir)| dir.join("Cargo.toml"))
             .find_map(|m| manifest_range(&m, version).map(|range| (range, Some(m))))
@@ -759,8 +781,11 @@ impl Resolution {
 
 /// The runtimes `lockfile` locks for the package that owns `from` (a file or directory): those
 /// in that package's dependency closure. When `from` belongs to no package the lock file lists
-/// (or its dependencies reach no runtime), every locked runtime. The project's manifests are
-/// searched for `path` dependencies on the runtime (see [`runtime`]).
+/// (or its dependencies reach no runtime), every locked runtime. A runtime used from a
+/// checkout is looked for at the `path` patches of the Cargo configuration files read for a
+/// build in `from` (`.cargo/config.toml` at or above it, then `$CARGO_HOME`'s; they win over the
+/// manifests', as in Cargo), then at the `path` dependencies of the project's manifests (see
+/// [`runtime`]).
 ///
 /// # Errors
 ///
@@ -782,10 +807,11 @@ pub fn resolve_package(lockfile: &Path, from: &Path) -> Result<Resolution, Proje
         Some(runtimes) => (runtimes, package),
         None => (all.clone(), None),
     };
-    let manifests = project_manifests(lockfile, from);
+    let config_patched = config_patch::config_patches(from, cargo_home().as_deref());
+    let manifests = project_manifests(lockfile, from, &config_patched);
     let runtimes = locked
         .iter()
-        .map(|l| runtime(l, &manifests))
+        .map(|l| runtime_in(l, &config_patched, &manifests))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Resolution {
         runtimes,

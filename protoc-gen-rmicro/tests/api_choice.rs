@@ -351,6 +351,51 @@ fn a_path_runtime_declared_in_another_member_is_found() {
     }
 }
 
+/// A runtime swapped for a local checkout in the project's `.cargo/config.toml` (its relative
+/// `path` taken from the directory holding `.cargo/`) is read there, and wins over the
+/// manifest's `[patch]`, as Cargo builds against it.
+#[test]
+fn a_runtime_patched_in_a_cargo_config_file_is_read_there() {
+    let dir = Dir::new("config-patch");
+    let root = dir.0.join("project");
+    put(
+        &root,
+        "Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = \"0.77\"\n\n[patch.crates-io]\nrmicro-runtime = { path = \"old-rt\" }\n",
+    );
+    put(
+        &root,
+        "old-rt/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 9\napi-min = 9\n",
+    );
+    put(
+        &root,
+        ".cargo/config.toml",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"vendor/rt\" }\n",
+    );
+    put(
+        &root,
+        "vendor/rt/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"0.77.0\"\n\n\
+         [package.metadata.rmicro]\napi = 3\napi-min = 1\n",
+    );
+    put(
+        &root,
+        "Cargo.lock",
+        "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"0.77.0\"\n",
+    );
+    let (response, stderr) = run_in(&root.join("deep/proto"), &dir.0.join("cargo-home"));
+    assert_eq!(api_of(&response), 1, "{stderr}");
+    assert!(
+        stderr.contains("emitting API 1 for rmicro-runtime 0.77.0 (accepts API 1..=3)"),
+        "{stderr}"
+    );
+}
+
 /// The runtime claims to be this very release yet declares a range this plugin does not emit
 /// (a checkout whose API moved without a version bump): the advice says that, instead of
 /// telling the user to install the plugin they are running.

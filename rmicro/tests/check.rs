@@ -841,6 +841,96 @@ fn a_runtime_patched_to_a_local_checkout_is_read_there() {
     assert_eq!(report["files"][0]["status"], "ok", "{report}");
 }
 
+/// A runtime swapped for a local checkout in a Cargo configuration file (`.cargo/config.toml`,
+/// seldom checked in, so the manifest still asks for a registry version) is read from that
+/// checkout, as a manifest's `[patch]` is. A relative `path` there is relative to the directory
+/// holding `.cargo/`; the nearest configuration file wins over those above it and over the
+/// manifest; `$CARGO_HOME/config.toml` counts too (its paths relative to the directory above
+/// it).
+#[test]
+fn a_runtime_patched_in_a_cargo_config_file_is_read_from_that_checkout() {
+    let scratch = scratch("check-config-patch");
+    let root = scratch.path();
+    let rt = |version: &str, api_min: u32, api: u32| {
+        format!(
+            "[package]\nname = \"rmicro-runtime\"\nversion = \"{version}\"\n\n\
+             [package.metadata.rmicro]\napi = {api}\napi-min = {api_min}\n"
+        )
+    };
+    put(
+        root,
+        "ws/Cargo.toml",
+        "[workspace]\nmembers = [\"app\"]\n\n\
+         [patch.crates-io]\nrmicro-runtime = { path = \"manifest-rt\" }\n",
+    );
+    put(root, "ws/manifest-rt/Cargo.toml", &rt("0.77.0", 9, 9));
+    put(
+        root,
+        "ws/app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = \"0.77\"\n",
+    );
+    // Cargo locks a patched path package without a `source`.
+    put(
+        root,
+        "ws/Cargo.lock",
+        "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"0.77.0\"\n",
+    );
+    put(root, "ws/app/src/gen/x.rs", &generated_text("0.77.0", 3));
+    // In the workspace's configuration: relative to `ws/`, not to `ws/.cargo/`.
+    put(
+        root,
+        "ws/.cargo/config.toml",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"checkout/rt\" }\n",
+    );
+    put(root, "ws/checkout/rt/Cargo.toml", &rt("0.77.0", 2, 3));
+    // Further up, and so not the one Cargo uses.
+    put(
+        root,
+        ".cargo/config.toml",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"ws/checkout/rt\" }\n",
+    );
+    let cargo_home = root.join("no-cargo-home");
+    let path = empty_dir("config-patch");
+    let run = |dir: &Path, cargo_home: &Path| {
+        let out = check_in(dir, &["--format", "json"], path.path(), cargo_home);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report)
+    };
+    let (code, report) = run(&root.join("ws/app"), &cargo_home);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["runtimes"][0]["api_min"], 2, "{report}");
+    assert_eq!(report["runtimes"][0]["api"], 3, "{report}");
+    assert_eq!(report["files"][0]["status"], "ok", "{report}");
+
+    // The nearest file wins over the one above it.
+    put(root, "elsewhere/rt/Cargo.toml", &rt("0.77.0", 4, 4));
+    put(
+        root,
+        "ws/.cargo/config.toml",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"../elsewhere/rt\" }\n",
+    );
+    let (code, report) = run(&root.join("ws/app"), &cargo_home);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["runtimes"][0]["api"], 4, "{report}");
+
+    // Only in `$CARGO_HOME/config.toml` (legacy name), relative to the directory above it.
+    std::fs::remove_dir_all(root.join("ws/.cargo")).unwrap();
+    std::fs::remove_dir_all(root.join(".cargo")).unwrap();
+    let home = root.join("home/.cargo");
+    put(
+        &home,
+        "config",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"rt\" }\n",
+    );
+    put(root, "home/rt/Cargo.toml", &rt("0.77.0", 3, 3));
+    let (code, report) = run(&root.join("ws/app"), &home);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["runtimes"][0]["api_min"], 3, "{report}");
+}
+
 /// A project nested in another but with a workspace and `Cargo.lock` of its own (excluded from
 /// the outer workspace, as a fuzz crate or a standalone example is): its files are checked
 /// against its own lock, which is the one Cargo uses for it, whether the walk reaches them
