@@ -69,8 +69,21 @@ struct Start {
 
 fn read_start(path: &Path) -> std::io::Result<Start> {
     use std::io::BufRead;
+    // A symbolic link that leads nowhere (its target gone, or links that loop) is said to be
+    // one: the error alone names neither.
+    let metadata = std::fs::metadata(path).map_err(|err| match std::fs::read_link(path) {
+        Ok(target) => std::io::Error::new(
+            err.kind(),
+            format!(
+                "it is a symbolic link to {} that cannot be followed ({err}); point it at the \
+                 generated file or remove it",
+                target.display()
+            ),
+        ),
+        Err(_) => err,
+    })?;
     // Opening a named pipe nobody writes to blocks for ever; no generated file is one.
-    if !std::fs::metadata(path)?.is_file() {
+    if !metadata.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     let file = std::fs::File::open(path)?;

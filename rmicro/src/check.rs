@@ -217,11 +217,7 @@ fn check(args: &Args) -> Outcome {
     let mut by_dir: std::collections::HashMap<PathBuf, Result<usize, String>> =
         std::collections::HashMap::new();
     for file in &files {
-        let dir = std::fs::canonicalize(file)
-            .unwrap_or_else(|_| file.clone())
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = package_dir_of(file, &cwd);
         let group = match by_dir.get(&dir) {
             Some(group) => group.clone(),
             None => {
@@ -306,6 +302,18 @@ fn check(args: &Args) -> Outcome {
     }
     out.plugin = Some(plugin);
     out
+}
+
+/// The directory whose package a generated file counts for: the one the file is listed in, with
+/// the symbolic links of that directory's own path resolved. A file that is itself a link to a
+/// file in another package counts where the link is, not where it points: the package holding
+/// the link is the one that compiles it (by `include!` or `mod`), against its own runtime.
+fn package_dir_of(file: &Path, cwd: &Path) -> PathBuf {
+    let listed = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(listed).unwrap_or_else(|_| cwd.join(listed))
 }
 
 /// The `protoc-gen-rmicro` protoc would run: the first one on `PATH` that can be executed. A

@@ -643,6 +643,88 @@ fn each_member_of_a_mixed_workspace_is_checked_against_its_own_runtime() {
     assert_eq!(out.status.code(), Some(1), "{report}");
 }
 
+/// A generated file one member shares with another through a symbolic link counts for the
+/// member holding the link (which compiles it by `include!` or `mod`, against its own runtime),
+/// not for the one it points into; links that loop or lead nowhere are reported, not followed
+/// for ever.
+#[test]
+fn a_symlinked_generated_file_counts_for_the_package_holding_the_link() {
+    // API 1 in lib_old (its runtime accepts 1), API 2 in app_new (its runtime accepts 2).
+    let ws = mixed_workspace("symlink", [1, 1, 2]);
+    let root = ws.path();
+    let link = root.join("crates/app_new/src/gen/shared.rs");
+    std::os::unix::fs::symlink("../../../lib_old/src/gen/user.rs", &link).unwrap();
+    let path = empty_dir("symlink");
+    let cargo_home = root.join("no-cargo-home");
+    for (dir, args) in [
+        (root.to_path_buf(), &["--format", "json"][..]),
+        (root.join("crates/app_new"), &["--format", "json"][..]),
+        (
+            root.to_path_buf(),
+            &["--format", "json", "crates/app_new/src/gen/shared.rs"][..],
+        ),
+    ] {
+        let out = check_in(&dir, args, path.path(), &cargo_home);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {report}");
+        let shared = report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with("/shared.rs"))
+            .unwrap_or_else(|| panic!("{args:?}: {report}"))
+            .clone();
+        assert_eq!(shared["status"], "skew", "{args:?}: {report}");
+        assert_eq!(shared["package"], "app_new", "{args:?}: {report}");
+        assert_eq!(
+            shared["runtimes"],
+            serde_json::json!(["0.77.0"]),
+            "{report}"
+        );
+        // The file it points at still counts for its own package, where it is fine.
+        if let Some(target) = report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().contains("/lib_old/"))
+        {
+            assert_eq!(target["status"], "ok", "{args:?}: {report}");
+            assert_eq!(target["package"], "lib_old", "{args:?}: {report}");
+        }
+    }
+
+    // Links that loop, and one whose target is gone: each reported once, as such, in time.
+    std::fs::remove_file(&link).unwrap();
+    let gen = root.join("crates/app_new/src/gen");
+    std::os::unix::fs::symlink("b.rs", gen.join("a.rs")).unwrap();
+    std::os::unix::fs::symlink("a.rs", gen.join("b.rs")).unwrap();
+    std::os::unix::fs::symlink("gone.rs", gen.join("dangling.rs")).unwrap();
+    let out = check_in_within(
+        &root.join("crates/app_new"),
+        &[],
+        path.path(),
+        &cargo_home,
+        std::time::Duration::from_secs(20),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for (name, target) in [
+        ("a.rs", "b.rs"),
+        ("b.rs", "a.rs"),
+        ("dangling.rs", "gone.rs"),
+    ] {
+        let said = format!(
+            "{}: cannot be read: it is a symbolic link to {target} that cannot be followed",
+            gen.join(name).display()
+        );
+        assert_eq!(stderr.matches(&said).count(), 1, "{said}\n{stderr}");
+    }
+    assert!(
+        stderr.contains("point it at the generated file or remove it"),
+        "{stderr}"
+    );
+}
+
 /// A runtime used as a git dependency is read from Cargo's checkout of the locked commit: after
 /// a `rev` bump, the checkout of the old commit (still on disk) is not read, even though its
 /// `version.workspace = true` inherits the same version.
@@ -1019,13 +1101,30 @@ fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
 /// Runs `rmicro check ARGS` in `project` like [`Project::check`], but gives up (and fails the
 /// test) when it has not finished in `limit`, so that a hang is reported, not waited on.
 fn check_within(project: &Project, args: &[&str], limit: std::time::Duration) -> Output {
+    check_in_within(
+        &project.dir,
+        args,
+        empty_dir("within").path(),
+        &project.dir.join("no-cargo-home"),
+        limit,
+    )
+}
+
+/// [`check_in`], giving up (and failing the test) when it has not finished in `limit`.
+fn check_in_within(
+    dir: &Path,
+    args: &[&str],
+    path_dir: &Path,
+    cargo_home: &Path,
+    limit: std::time::Duration,
+) -> Output {
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
         .arg("check")
         .args(args)
-        .current_dir(&project.dir)
-        .env("PATH", empty_dir("within").path())
-        .env("CARGO_HOME", project.dir.join("no-cargo-home"))
+        .current_dir(dir)
+        .env("PATH", path_dir)
+        .env("CARGO_HOME", cargo_home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
