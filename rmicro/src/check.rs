@@ -34,6 +34,8 @@ pub struct Args {
 /// The outcome, before it is printed.
 #[derive(Debug, Default)]
 struct Outcome {
+    /// The lock file Cargo uses for the package checked (`--manifest-path`, or the one at or
+    /// above the current directory).
     lockfile: Option<PathBuf>,
     /// Every runtime below, once.
     runtimes: Vec<Runtime>,
@@ -615,6 +617,7 @@ fn to_json(out: &Outcome, code: u8) -> Value {
                 "sources": f.sources,
                 "package": group.and_then(|g| g.name.clone()),
                 "runtimes": group.map(|g| g.resolved.runtimes.iter().map(|r| r.version.clone()).collect::<Vec<_>>()),
+                "lockfile": group.map(|g| g.lockfile.display().to_string()),
                 "message": match (&f.status, group) {
                     (Status::Skew(h), Some(g)) => Some(check::skew_message(f, h, &g.resolved)),
                     _ => check::problem_message(f),
@@ -631,10 +634,24 @@ fn to_json(out: &Outcome, code: u8) -> Value {
             "message": p.message,
         })
     });
+    // Every lock file the runtimes were read from: a project nested in the checked one with a
+    // workspace of its own has its own.
+    let mut lockfiles: Vec<&PathBuf> = Vec::new();
+    for group in &out.groups {
+        if !lockfiles.contains(&&group.lockfile) {
+            lockfiles.push(&group.lockfile);
+        }
+    }
+    // The one the runtimes were read from; when there are several, the checked project's.
+    let lockfile = match lockfiles.as_slice() {
+        [only] => Some(*only),
+        _ => out.lockfile.as_ref(),
+    };
     json!({
         "status": match code { 0 => "ok", 1 => "skew", _ => "error" },
         "exit_code": code,
-        "lockfile": out.lockfile.as_ref().map(|l| l.display().to_string()),
+        "lockfile": lockfile.map(|l| l.display().to_string()),
+        "lockfiles": lockfiles.iter().map(|l| l.display().to_string()).collect::<Vec<_>>(),
         "runtimes": out.runtimes.iter().map(|r| json!({
             "version": r.version, "api_min": r.api_min, "api": r.api,
         })).collect::<Vec<_>>(),

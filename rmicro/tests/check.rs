@@ -1013,13 +1013,11 @@ fn a_runtime_patched_in_a_cargo_config_file_is_read_from_that_checkout() {
     assert_eq!(report["runtimes"][0]["api_min"], 3, "{report}");
 }
 
-/// A project nested in another but with a workspace and `Cargo.lock` of its own (excluded from
-/// the outer workspace, as a fuzz crate or a standalone example is): its files are checked
-/// against its own lock, which is the one Cargo uses for it, whether the walk reaches them
-/// from the outer package or they are named on the command line.
-#[test]
-fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
-    let scratch = scratch("check-nested");
+/// A package (`app`, on this release's runtime, with `src/gen/x.rs` for API 1) holding a
+/// project excluded from its workspace with a workspace and `Cargo.lock` of its own
+/// (`tools/other`, on a 0.77.0 checkout accepting API 3, with `src/gen/y.rs` for API 3).
+fn nested_project(tag: &str) -> TempDir {
+    let scratch = scratch(&format!("check-nested-{tag}"));
     let root = scratch.path();
     put(
         root,
@@ -1062,6 +1060,17 @@ fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
         "tools/other/src/gen/y.rs",
         &generated_text("0.77.0", 3),
     );
+    scratch
+}
+
+/// A project nested in another but with a workspace and `Cargo.lock` of its own (excluded from
+/// the outer workspace, as a fuzz crate or a standalone example is): its files are checked
+/// against its own lock, which is the one Cargo uses for it, whether the walk reaches them
+/// from the outer package or they are named on the command line.
+#[test]
+fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
+    let scratch = nested_project("check");
+    let root = scratch.path();
     let cargo_home = root.join("no-cargo-home");
     let path = empty_dir("nested");
     for args in [
@@ -1095,6 +1104,62 @@ fn a_nested_project_with_its_own_lock_is_checked_against_that_lock() {
             root.join("tools/other/Cargo.lock").display()
         )),
         "{stderr}"
+    );
+}
+
+/// In JSON, each file names the lock file it was checked against (as its message does), and
+/// the top-level `lockfile` names the one the runtimes were read from: the nested project's
+/// when only its files were checked; the checked project's, with `lockfiles` listing every
+/// one, when both were.
+#[test]
+fn json_names_the_lock_file_each_file_was_checked_against() {
+    let scratch = nested_project("json");
+    let root = scratch.path();
+    let outer = root.join("Cargo.lock").display().to_string();
+    let inner = root.join("tools/other/Cargo.lock").display().to_string();
+    let cargo_home = root.join("no-cargo-home");
+    let path = empty_dir("nested-json");
+    let report = |args: &[&str]| -> Value {
+        let out = check_in(root, args, path.path(), &cargo_home);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {report}");
+        report
+    };
+    let file = |report: &Value, name: &str| {
+        report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {report}"))
+            .clone()
+    };
+
+    let only_nested = report(&["--format", "json", "tools/other/src/gen"]);
+    assert_eq!(only_nested["lockfile"], inner, "{only_nested}");
+    assert_eq!(
+        only_nested["lockfiles"],
+        serde_json::json!([inner]),
+        "{only_nested}"
+    );
+    assert_eq!(file(&only_nested, "y.rs")["lockfile"], inner);
+
+    let both = report(&["--format", "json"]);
+    assert_eq!(both["lockfile"], outer, "{both}");
+    assert_eq!(
+        both["lockfiles"],
+        serde_json::json!([outer, inner]),
+        "{both}"
+    );
+    assert_eq!(file(&both, "x.rs")["lockfile"], outer, "{both}");
+    assert_eq!(file(&both, "y.rs")["lockfile"], inner, "{both}");
+
+    let only_outer = report(&["--format", "json", "src/gen"]);
+    assert_eq!(only_outer["lockfile"], outer, "{only_outer}");
+    assert_eq!(
+        only_outer["lockfiles"],
+        serde_json::json!([outer]),
+        "{only_outer}"
     );
 }
 
