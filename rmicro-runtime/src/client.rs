@@ -348,13 +348,9 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                     }
                     Err(status) => return Err(status.into()),
                 };
-                if let Some(deadline) = deadline {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    request
-                        .headers_mut()
-                        .insert(GRPC_TIMEOUT, timeout_value(left));
-                }
-                match connection.send_request(request).await {
+                // The connection stamps the request with what is left of the deadline once it
+                // is ready to take it, or fails it unsent when nothing is left.
+                match connection.send_request(request, deadline).await {
                     Ok(response) => {
                         let limit = client.inner.receive_limit;
                         let http = response.status().as_u16();
@@ -373,6 +369,8 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                             ended: false,
                         }));
                     }
+                    // Out of time: no node is tried again, and this one did nothing wrong.
+                    Err((err @ TransportError::DeadlinePassed { .. }, _)) => return Err(err.into()),
                     Err((err, unsent)) => {
                         if err.is_unsent() {
                             client.unreachable(service);
@@ -457,41 +455,11 @@ type RouteError = Box<dyn std::error::Error + Send + Sync>;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// The most a `grpc-timeout` value holds: 8 digits, as the gRPC spec requires.
-const MAX_TIMEOUT_DIGITS: u128 = 99_999_999;
-
-/// `limit` as a `grpc-timeout` value: rounded up (so the server never gives up before the
-/// caller), in milliseconds while 8 digits hold them (27.7 hours), else in seconds, minutes or
-/// hours, the finest unit that holds it, as grpc-go writes it: a longer deadline cut down to
-/// what fits in milliseconds would have the server end the call hours before the caller does.
-fn timeout_value(limit: Duration) -> http::HeaderValue {
-    const UNITS: [(u128, u8); 4] = [
-        (1_000_000, b'm'),
-        (1_000_000_000, b'S'),
-        (60_000_000_000, b'M'),
-        (3_600_000_000_000, b'H'),
-    ];
-    let nanos = limit.as_nanos();
-    let (count, unit) = UNITS
-        .iter()
-        .map(|&(per, unit)| (nanos.div_ceil(per), unit))
-        .find(|&(count, _)| count <= MAX_TIMEOUT_DIGITS)
-        .unwrap_or((MAX_TIMEOUT_DIGITS, b'H'));
-    // Within 8 digits, so it fits a `u32`.
-    let count = count.max(1) as u32;
-    let mut buf = [0u8; 9];
-    let mut at = buf.len() - 1;
-    buf[at] = unit;
-    let mut rest = count;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    http::HeaderValue::from_bytes(&buf[at..]).expect("digits and a unit are a valid header value")
+/// The status of a call whose deadline had passed before it could be sent.
+fn out_of_time(service: &str, path: &str) -> Status {
+    Status::deadline_exceeded(format!(
+        "the deadline of the call to `{service}` {path} passed before the call was sent"
+    ))
 }
 
 /// The status of a call that ran out of time.
@@ -723,6 +691,12 @@ impl Client {
         let (mut metadata, extensions, message) = request.into_parts();
         let limit = self.prepare(&mut metadata, unary);
         let deadline = limit.map(|limit| Instant::now() + limit);
+        // Out of time already (the served call's deadline passed, or the request asked for
+        // none): failed here, as grpc-go fails it. The timer below would not stop it: the call
+        // runs first, and its request could be on the wire before the timer fires.
+        if limit.is_some_and(|limit| limit.is_zero()) {
+            return Err(out_of_time(service, path));
+        }
         // Pinned where it is made: the timeout holds a pointer to the call, not a copy of it
         // (a call's future is kilobytes, and each move of it a copy).
         let call = std::pin::pin!(call(
@@ -882,53 +856,6 @@ fn caller_status(status: Status) -> Status {
 mod tests {
     use super::*;
     use tonic::Code;
-
-    fn timeout_header(limit: Duration) -> String {
-        timeout_value(limit).to_str().unwrap().to_string()
-    }
-
-    #[test]
-    fn grpc_timeout_is_rounded_up_in_the_finest_unit_that_holds_it() {
-        assert_eq!(timeout_header(Duration::from_millis(300)), "300m");
-        assert_eq!(timeout_header(Duration::from_micros(299_001)), "300m");
-        assert_eq!(timeout_header(Duration::from_nanos(1)), "1m");
-        assert_eq!(timeout_header(Duration::ZERO), "1m");
-        assert_eq!(timeout_header(Duration::from_secs(5)), "5000m");
-        assert_eq!(
-            timeout_header(Duration::from_millis(99_999_999)),
-            "99999999m"
-        );
-        // Past 8 digits of milliseconds, the finest unit that holds it, rounded up.
-        assert_eq!(
-            timeout_header(Duration::from_millis(100_000_000)),
-            "100000S"
-        );
-        assert_eq!(timeout_header(Duration::from_secs(30 * 3600)), "108000S");
-        assert_eq!(
-            timeout_header(Duration::from_millis(100_000_000_001)),
-            "1666667M"
-        );
-        assert_eq!(
-            timeout_header(Duration::from_secs(6_000_000_060)),
-            "1666667H"
-        );
-        assert_eq!(timeout_header(Duration::MAX), "99999999H");
-        for limit in [
-            Duration::from_millis(100_000_000),
-            Duration::from_secs(123_456_789),
-            Duration::from_secs(9_876_543_210),
-        ] {
-            let sent = context::parse_grpc_timeout(&timeout_header(limit)).unwrap();
-            assert!(sent >= limit, "{limit:?} sent as {sent:?}");
-        }
-        for ms in [1u64, 9, 10, 99, 100, 12_345, 99_999_999] {
-            let header = timeout_header(Duration::from_millis(ms));
-            assert_eq!(
-                context::parse_grpc_timeout(&header),
-                Some(Duration::from_millis(ms))
-            );
-        }
-    }
 
     #[test]
     fn transport_failures_reach_the_caller_as_unavailable() {

@@ -108,9 +108,151 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// The most a `grpc-timeout` value holds: 8 digits, as the gRPC spec requires.
+const MAX_TIMEOUT_DIGITS: u128 = 99_999_999;
+
+/// `limit` as a `grpc-timeout` value: rounded up (so the server never gives up before the
+/// caller), in milliseconds while 8 digits hold them (27.7 hours), else in seconds, minutes or
+/// hours, the finest unit that holds it: a longer deadline cut down to what fits in
+/// milliseconds would have the server end the call hours before the caller does.
+///
+/// Rounding up adds less than one unit: a time left under a millisecond goes as `1m` (one
+/// millisecond: the lower-case `m`; `M` is minutes), never as anything longer. Nothing is sent
+/// for no time left: a call whose deadline has passed fails before it is sent (zero still
+/// encodes as `1m`, the least there is to say).
+pub(crate) fn grpc_timeout_value(limit: Duration) -> http::HeaderValue {
+    const UNITS: [(u128, u8); 4] = [
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
+    ];
+    let nanos = limit.as_nanos();
+    let (count, unit) = UNITS
+        .iter()
+        .map(|&(per, unit)| (nanos.div_ceil(per), unit))
+        .find(|&(count, _)| count <= MAX_TIMEOUT_DIGITS)
+        .unwrap_or((MAX_TIMEOUT_DIGITS, b'H'));
+    // Within 8 digits, so it fits a `u32`.
+    let count = count.max(1) as u32;
+    let mut buf = [0u8; 9];
+    let mut at = buf.len() - 1;
+    buf[at] = unit;
+    let mut rest = count;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    http::HeaderValue::from_bytes(&buf[at..]).expect("digits and a unit are a valid header value")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timeout_header(limit: Duration) -> String {
+        grpc_timeout_value(limit).to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn grpc_timeout_is_rounded_up_in_the_finest_unit_that_holds_it() {
+        assert_eq!(timeout_header(Duration::from_millis(300)), "300m");
+        assert_eq!(timeout_header(Duration::from_micros(299_001)), "300m");
+        assert_eq!(timeout_header(Duration::from_nanos(1)), "1m");
+        assert_eq!(timeout_header(Duration::ZERO), "1m");
+        assert_eq!(timeout_header(Duration::from_secs(5)), "5000m");
+        assert_eq!(
+            timeout_header(Duration::from_millis(99_999_999)),
+            "99999999m"
+        );
+        // Past 8 digits of milliseconds, the finest unit that holds it, rounded up.
+        assert_eq!(
+            timeout_header(Duration::from_millis(100_000_000)),
+            "100000S"
+        );
+        assert_eq!(timeout_header(Duration::from_secs(30 * 3600)), "108000S");
+        assert_eq!(
+            timeout_header(Duration::from_millis(100_000_000_001)),
+            "1666667M"
+        );
+        assert_eq!(
+            timeout_header(Duration::from_secs(6_000_000_060)),
+            "1666667H"
+        );
+        assert_eq!(timeout_header(Duration::MAX), "99999999H");
+        for limit in [
+            Duration::from_millis(100_000_000),
+            Duration::from_secs(123_456_789),
+            Duration::from_secs(9_876_543_210),
+        ] {
+            let sent = parse_grpc_timeout(&timeout_header(limit)).unwrap();
+            assert!(sent >= limit, "{limit:?} sent as {sent:?}");
+        }
+        for ms in [1u64, 9, 10, 99, 100, 12_345, 99_999_999] {
+            let header = timeout_header(Duration::from_millis(ms));
+            assert_eq!(parse_grpc_timeout(&header), Some(Duration::from_millis(ms)));
+        }
+    }
+
+    /// At and around the edges: no time, a nanosecond, and just under, at and just over the
+    /// point where each unit gives way to the next. What is sent is never less than the time
+    /// left (the server must not give up first) and never a whole unit more (a tiny time left
+    /// stays tiny on the wire).
+    #[test]
+    fn grpc_timeout_edges_round_up_by_less_than_one_unit() {
+        let ns = Duration::from_nanos;
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let minutes = |n: u64| secs(n * 60);
+        let hours = |n: u64| secs(n * 3600);
+        let cases = [
+            // Nothing left, and less than the finest unit: the least a timeout says.
+            (Duration::ZERO, "1m"),
+            (ns(1), "1m"),
+            (ns(999_999), "1m"),
+            (ms(1), "1m"),
+            (ms(1) + ns(1), "2m"),
+            (ms(2) - ns(1), "2m"),
+            // Milliseconds give way to seconds past 8 digits.
+            (ms(99_999_999) - ns(1), "99999999m"),
+            (ms(99_999_999), "99999999m"),
+            (ms(99_999_999) + ns(1), "100000S"),
+            // Seconds to minutes.
+            (secs(99_999_999) - ns(1), "99999999S"),
+            (secs(99_999_999), "99999999S"),
+            (secs(99_999_999) + ns(1), "1666667M"),
+            // Minutes to hours.
+            (minutes(99_999_999) - ns(1), "99999999M"),
+            (minutes(99_999_999), "99999999M"),
+            (minutes(99_999_999) + ns(1), "1666667H"),
+            // Hours, then the most 8 digits of hours say.
+            (hours(99_999_999) - ns(1), "99999999H"),
+            (hours(99_999_999), "99999999H"),
+            (hours(99_999_999) + ns(1), "99999999H"),
+        ];
+        for (left, expected) in cases {
+            let header = timeout_header(left);
+            assert_eq!(header, expected, "{left:?} left");
+            let sent = parse_grpc_timeout(&header).unwrap();
+            let unit = match header.as_bytes()[header.len() - 1] {
+                b'm' => ms(1),
+                b'S' => secs(1),
+                b'M' => minutes(1),
+                _ => hours(1),
+            };
+            if left <= hours(99_999_999) {
+                assert!(sent >= left, "{left:?} left, sent as {header}");
+            }
+            assert!(
+                sent < left + unit || left.is_zero(),
+                "{left:?} left, sent as {header}: a unit or more over"
+            );
+        }
+    }
 
     #[test]
     fn parses_grpc_timeouts() {

@@ -144,6 +144,13 @@ pub enum TransportError {
         /// hyper's error.
         error: hyper::Error,
     },
+    /// The call's deadline passed before the request could be sent (while its connection was
+    /// being opened, or before the call got to it): nothing was sent.
+    #[error("the call's deadline passed before the call was sent to {address}")]
+    DeadlinePassed {
+        /// The node.
+        address: String,
+    },
     /// The request was sent but the exchange failed (connection reset, protocol error).
     #[error("the call to {address} failed: {error}")]
     Exchange {
@@ -174,9 +181,15 @@ impl TransportError {
         )
     }
 
-    /// The status a caller should see: `Unavailable`, as gRPC specifies for transport failures.
+    /// The status a caller should see: `Unavailable`, as gRPC specifies for transport failures;
+    /// `DeadlineExceeded` for a call out of time before it was sent.
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::unavailable(self.to_string())
+        match self {
+            TransportError::DeadlinePassed { .. } => {
+                tonic::Status::deadline_exceeded(self.to_string())
+            }
+            _ => tonic::Status::unavailable(self.to_string()),
+        }
     }
 
     /// The transport error behind `status`, if the status came from one. (tonic turns a
@@ -492,9 +505,15 @@ impl Connection {
     /// the response head. A request the closing connection did not take is sent once more, on
     /// a new connection. On failure, a request that never left this process comes back with
     /// the error, to be sent elsewhere.
+    ///
+    /// With a `deadline`, the request's `grpc-timeout` is what is left of it at the moment the
+    /// request is handed to the connection (once the connection is open: opening one takes
+    /// time the server must not be told it still has), and a request whose deadline has passed
+    /// by then is not sent at all ([`TransportError::DeadlinePassed`]), as grpc-go fails it.
     pub(crate) async fn send_request(
         &self,
         mut request: http::Request<Body>,
+        deadline: Option<Instant>,
     ) -> Result<http::Response<hyper::body::Incoming>, (TransportError, Option<http::Request<Body>>)>
     {
         // Clients (`Client`, `grpc`) read gzip answers, for servers that compress whatever they
@@ -524,6 +543,16 @@ impl Connection {
                 Ok(sender) => sender,
                 Err(err) => return Err((err, Some(request))),
             };
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let address = self.shared.address.clone();
+                    return Err((TransportError::DeadlinePassed { address }, Some(request)));
+                }
+                request
+                    .headers_mut()
+                    .insert(GRPC_TIMEOUT, crate::context::grpc_timeout_value(left));
+            }
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
                 Err(mut err) => {
@@ -676,6 +705,7 @@ where
 
 const GRPC_ACCEPT_ENCODING: http::HeaderName =
     http::HeaderName::from_static("grpc-accept-encoding");
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 impl tower_service::Service<http::Request<Body>> for Connection {
     type Response = http::Response<hyper::body::Incoming>;
@@ -691,7 +721,7 @@ impl tower_service::Service<http::Request<Body>> for Connection {
         let connection = self.clone();
         Box::pin(async move {
             connection
-                .send_request(request)
+                .send_request(request, None)
                 .await
                 .map_err(|(err, _)| err)
         })
@@ -752,7 +782,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None).await.unwrap_err();
         assert!(
             unsent.is_some(),
             "the request comes back to be sent elsewhere"
@@ -771,7 +801,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None).await.unwrap_err();
         assert!(unsent.is_some(), "never sent: it may go elsewhere");
         assert!(err.is_unsent() && err.is_unreachable(), "{err:?}");
         err
@@ -824,7 +854,8 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let gave_up =
-            tokio::time::timeout(Duration::from_millis(200), conn.send_request(request)).await;
+            tokio::time::timeout(Duration::from_millis(200), conn.send_request(request, None))
+                .await;
         assert!(gave_up.is_err(), "a silent node answered?");
         assert!(unreachable
             .reachable(&[node(&http1), node("127.0.0.1:9")])
@@ -873,7 +904,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let response = conn
-            .send_request(request)
+            .send_request(request, None)
             .await
             .map_err(|(e, _)| e)
             .unwrap();
