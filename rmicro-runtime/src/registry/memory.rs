@@ -23,8 +23,10 @@ pub struct MemoryRegistry {
 /// The nodes, and when the first of them expires at the earliest.
 #[derive(Default)]
 struct Table {
-    /// `(service name, node id)` → the one-node record and when it expires.
-    nodes: HashMap<(String, String), (Service, Instant)>,
+    /// Service name → node id → the one-node record and when it expires. By name first, so
+    /// that looking a service up reads its own nodes, however many other services there are.
+    /// A name goes when its last node does.
+    services: HashMap<String, HashMap<String, (Service, Instant)>>,
     /// No node expires before this; `None` when there is no node. Moved earlier by each
     /// registration, set to the true first expiry by each sweep, and left alone by refreshes
     /// and departures (so it may be early: a sweep then finds nothing due and moves it on).
@@ -43,6 +45,9 @@ struct Inner {
     /// How often every node was looked at to find expired ones or the next expiry.
     #[cfg(test)]
     scans: std::sync::atomic::AtomicUsize,
+    /// How many records lookups (`get_service`, `list_services`) have read.
+    #[cfg(test)]
+    read: std::sync::atomic::AtomicUsize,
 }
 
 impl Inner {
@@ -51,6 +56,12 @@ impl Inner {
         #[cfg(test)]
         self.scans
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a record a lookup read (tests only).
+    fn read_one(&self) {
+        #[cfg(test)]
+        self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -76,6 +87,8 @@ impl MemoryRegistry {
                 sooner: tokio::sync::watch::channel(()).0,
                 #[cfg(test)]
                 scans: std::sync::atomic::AtomicUsize::new(0),
+                #[cfg(test)]
+                read: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -87,16 +100,26 @@ impl MemoryRegistry {
         GLOBAL.get_or_init(MemoryRegistry::new).clone()
     }
 
-    /// Live records, only those of `name` when given (filtered before anything is copied).
+    /// Live records, only those of `name` when given (found by name: no other is read).
     fn live(&self, name: Option<&str>) -> Vec<Service> {
         let table = sweep(&self.inner);
-        merge(
-            table
-                .nodes
-                .iter()
-                .filter(|((service, _), _)| name.is_none_or(|n| n == service))
-                .map(|(_, (s, _))| s.clone()),
-        )
+        let copy = |(record, _): &(Service, Instant)| {
+            self.inner.read_one();
+            record.clone()
+        };
+        match name {
+            Some(name) => table
+                .services
+                .get(name)
+                .map(|nodes| merge(nodes.values().map(copy)))
+                .unwrap_or_default(),
+            None => merge(
+                table
+                    .services
+                    .values()
+                    .flat_map(|nodes| nodes.values().map(copy)),
+            ),
+        }
     }
 }
 
@@ -111,14 +134,17 @@ fn sweep(inner: &Inner) -> std::sync::MutexGuard<'_, Table> {
     inner.scanned();
     let mut next: Option<Instant> = None;
     let mut expired = Vec::new();
-    table.nodes.retain(|_, (service, until)| {
-        if *until <= now {
-            expired.push(std::mem::take(service));
-            false
-        } else {
-            next = Some(next.map_or(*until, |n| n.min(*until)));
-            true
-        }
+    table.services.retain(|_, nodes| {
+        nodes.retain(|_, (service, until)| {
+            if *until <= now {
+                expired.push(std::mem::take(service));
+                false
+            } else {
+                next = Some(next.map_or(*until, |n| n.min(*until)));
+                true
+            }
+        });
+        !nodes.is_empty()
     });
     table.next_expiry = next;
     for service in expired {
@@ -150,14 +176,17 @@ impl Registry for MemoryRegistry {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let until = Instant::now() + ttl;
+            if service.nodes.is_empty() {
+                return Ok(());
+            }
             let mut table = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            if !service.nodes.is_empty() && table.next_expiry.is_none_or(|n| until < n) {
+            if table.next_expiry.is_none_or(|n| until < n) {
                 table.next_expiry = Some(until);
                 self.inner.sooner.send_replace(());
             }
-            let nodes = &mut table.nodes;
+            let nodes = table.services.entry(service.name.clone()).or_default();
             for record in split(service) {
-                let key = (record.name.clone(), record.nodes[0].id.clone());
+                let key = record.nodes[0].id.clone();
                 let action = match nodes.get(&key) {
                     None => Some(Action::Create),
                     Some((old, _)) if *old != record => Some(Action::Update),
@@ -178,15 +207,19 @@ impl Registry for MemoryRegistry {
     fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let mut table = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(nodes) = table.services.get_mut(&service.name) else {
+                return Ok(());
+            };
             for node in &service.nodes {
-                if let Some((record, _)) =
-                    table.nodes.remove(&(service.name.clone(), node.id.clone()))
-                {
+                if let Some((record, _)) = nodes.remove(&node.id) {
                     let _ = self.inner.events.send(Arc::new(Event {
                         action: Action::Delete,
                         service: record,
                     }));
                 }
+            }
+            if nodes.is_empty() {
+                table.services.remove(&service.name);
             }
             Ok(())
         })
@@ -544,5 +577,122 @@ mod tests {
             "the Delete came {:?} after the last refresh",
             last.elapsed()
         );
+    }
+
+    /// A lookup by name reads that service's records alone: thousands of other services
+    /// (names that share its prefix among them) change neither its answer nor what it costs,
+    /// and a node deregistered from a service of several leaves the others.
+    #[tokio::test]
+    async fn a_lookup_reads_only_its_own_service_among_thousands() {
+        use std::sync::atomic::Ordering;
+        let reg = MemoryRegistry::new();
+        let ttl = Duration::from_secs(60);
+        let named = |name: &str, version: &str, id: &str, address: &str| Service {
+            name: name.into(),
+            version: version.into(),
+            nodes: vec![Node {
+                id: id.into(),
+                address: address.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for i in 0..5000 {
+            let name = match i % 4 {
+                0 => format!("svc{i}"),
+                1 => format!("svc.{i}"),
+                2 => format!("other.{i}"),
+                _ => "svc.crowded".to_string(),
+            };
+            let node = named(&name, "latest", &format!("n{i}"), "10.0.0.1:1");
+            reg.register(&node, ttl).await.unwrap();
+        }
+        // The service looked up: three nodes of one version (registered out of id order, one
+        // of them in a record of two nodes) and one of another.
+        let mut two = named("svc", "1", "c", "10.0.1.3:1");
+        two.nodes.push(Node {
+            id: "a".into(),
+            address: "10.0.1.1:1".into(),
+            ..Default::default()
+        });
+        reg.register(&two, ttl).await.unwrap();
+        reg.register(&named("svc", "1", "b", "10.0.1.2:1"), ttl)
+            .await
+            .unwrap();
+        reg.register(&named("svc", "2", "d", "10.0.1.4:1"), ttl)
+            .await
+            .unwrap();
+
+        let nodes_of = |services: &[Service]| -> Vec<(String, Vec<String>)> {
+            services
+                .iter()
+                .map(|s| {
+                    let ids = s.nodes.iter().map(|n| n.id.clone()).collect();
+                    (format!("{} {}", s.name, s.version), ids)
+                })
+                .collect()
+        };
+        let before = reg.inner.read.load(Ordering::Relaxed);
+        let found = reg.get_service("svc").await.unwrap();
+        assert_eq!(
+            nodes_of(&found),
+            [
+                (
+                    "svc 1".to_string(),
+                    vec!["a".into(), "b".into(), "c".into()]
+                ),
+                ("svc 2".to_string(), vec!["d".into()]),
+            ]
+        );
+        assert_eq!(found[0].nodes[0].address, "10.0.1.1:1");
+        let read = reg.inner.read.load(Ordering::Relaxed) - before;
+        assert_eq!(read, 4, "a lookup of one service read {read} records");
+        assert_eq!(
+            reg.get_service("svc.crowded").await.unwrap()[0].nodes.len(),
+            1250
+        );
+        assert!(reg.get_service("sv").await.unwrap().is_empty());
+        assert!(reg.get_service("svc.").await.unwrap().is_empty());
+
+        // One node of the three goes; the others stay, and the other version too.
+        reg.deregister(&named("svc", "1", "b", "10.0.1.2:1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            nodes_of(&reg.get_service("svc").await.unwrap()),
+            [
+                ("svc 1".to_string(), vec!["a".into(), "c".into()]),
+                ("svc 2".to_string(), vec!["d".into()]),
+            ]
+        );
+        // Deregistering a node the registry does not hold, of a known name or not, is harmless.
+        reg.deregister(&named("svc", "1", "zz", "10.0.1.9:1"))
+            .await
+            .unwrap();
+        reg.deregister(&named("nobody", "1", "a", "10.0.1.1:1"))
+            .await
+            .unwrap();
+        assert_eq!(reg.get_service("svc").await.unwrap()[0].nodes.len(), 2);
+
+        // Listing still sees every service; a name whose last node left is gone from it, and
+        // from the registry's index.
+        let names = |services: Vec<Service>| {
+            services
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert_eq!(names(reg.list_services().await.unwrap()).len(), 3751 + 1);
+        for (id, version) in [("a", "1"), ("c", "1"), ("d", "2")] {
+            reg.deregister(&named("svc", version, id, ""))
+                .await
+                .unwrap();
+        }
+        assert!(reg.get_service("svc").await.unwrap().is_empty());
+        let listed = names(reg.list_services().await.unwrap());
+        assert!(!listed.contains("svc") && listed.len() == 3751);
+        let table = reg.inner.nodes.lock().unwrap();
+        assert!(!table.services.contains_key("svc"));
+        assert_eq!(table.services.len(), 3751);
     }
 }
