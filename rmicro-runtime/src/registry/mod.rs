@@ -269,14 +269,31 @@ pub(crate) fn merge(records: impl IntoIterator<Item = Service>) -> Vec<Service> 
             .then_with(|| first(a).cmp(&first(b)))
     });
     let mut out: Vec<Service> = Vec::new();
+    // Whether the last group's node ids are strictly in order, as they are when its records
+    // have one node each (what the registries keep): a repeated id is then found by bisection.
+    let mut in_order = true;
     for record in records {
+        // Sorted: a record's group, if there is one yet, is the last one made (a search of
+        // every group made would cost quadratic time for a listing of thousands of services).
         match out
-            .iter_mut()
-            .find(|s| s.name == record.name && s.version == record.version)
+            .last_mut()
+            .filter(|s| s.name == record.name && s.version == record.version)
         {
             Some(existing) => {
                 for node in record.nodes {
-                    if !existing.nodes.iter().any(|n| n.id == node.id) {
+                    let nodes = &existing.nodes;
+                    let seen = if in_order {
+                        match nodes.binary_search_by(|n| n.id.as_str().cmp(&node.id)) {
+                            Ok(_) => true,
+                            Err(at) => {
+                                in_order = at == nodes.len();
+                                false
+                            }
+                        }
+                    } else {
+                        nodes.iter().any(|n| n.id == node.id)
+                    };
+                    if !seen {
                         existing.nodes.push(node);
                     }
                 }
@@ -284,7 +301,10 @@ pub(crate) fn merge(records: impl IntoIterator<Item = Service>) -> Vec<Service> 
                     existing.endpoints = record.endpoints;
                 }
             }
-            None => out.push(record),
+            None => {
+                in_order = record.nodes.windows(2).all(|w| w[0].id < w[1].id);
+                out.push(record);
+            }
         }
     }
     // In (name, version) order already: the records were sorted so.
@@ -377,6 +397,69 @@ mod tests {
                 ]
             );
             assert_eq!(merged[0].endpoints[0].name, "Old.Call");
+        }
+    }
+
+    /// Many records in many groups, some of several nodes in any order and with repeated ids:
+    /// the same services as grouping by a search of every group and node made (the rule
+    /// `merge` keeps, found faster).
+    #[test]
+    fn merge_gives_what_a_search_of_every_group_gives() {
+        fn by_search(records: Vec<Service>) -> Vec<Service> {
+            let mut records = records;
+            fn first(s: &Service) -> Option<(&str, &str)> {
+                s.nodes.first().map(|n| (n.id.as_str(), n.address.as_str()))
+            }
+            records.sort_by(|a, b| {
+                (&a.name, &a.version)
+                    .cmp(&(&b.name, &b.version))
+                    .then_with(|| first(a).cmp(&first(b)))
+            });
+            let mut out: Vec<Service> = Vec::new();
+            for record in records {
+                match out
+                    .iter_mut()
+                    .find(|s| s.name == record.name && s.version == record.version)
+                {
+                    Some(existing) => {
+                        for node in record.nodes {
+                            if !existing.nodes.iter().any(|n| n.id == node.id) {
+                                existing.nodes.push(node);
+                            }
+                        }
+                        if existing.endpoints.is_empty() {
+                            existing.endpoints = record.endpoints;
+                        }
+                    }
+                    None => out.push(record),
+                }
+            }
+            out
+        }
+        // A fixed pseudo-random sequence (a linear congruential generator): the same every run.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        for _ in 0..50 {
+            let records: Vec<Service> = (0..next(120))
+                .map(|_| Service {
+                    name: format!("s{}", next(4)),
+                    version: format!("v{}", next(2)),
+                    nodes: (0..[1, 1, 1, 0, 2, 3][next(6) as usize])
+                        .map(|_| Node {
+                            id: format!("n{}", next(9)),
+                            address: format!("10.0.0.{}:1", next(3)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect();
+            assert_eq!(merge(records.clone()), by_search(records));
         }
     }
 }
