@@ -969,6 +969,57 @@ async fn a_node_that_does_not_answer_in_time_is_avoided_after_its_504() {
     }
 }
 
+/// A client that leaves the call no time (`Grpc-Timeout: 0n`) gets a 504 at once, and the
+/// service hears nothing: the call is not sent with a timeout of nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_left_no_time_is_a_504_and_is_not_sent() {
+    use rmicro_tests::fixtures::rmicro::test::hop::{
+        register_hop_handler, HopHandler, HopReply, HopRequest,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counted(Arc<AtomicUsize>);
+    impl HopHandler for Counted {
+        async fn relay(
+            &self,
+            _: Request<HopRequest>,
+        ) -> Result<Response<HopReply>, rmicro_runtime::Status> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(HopReply::default()))
+        }
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut hop = Service::builder("go.micro.srv.hop")
+        .registry(Arc::clone(&registry))
+        .build();
+    register_hop_handler(hop.server_mut(), Counted(Arc::clone(&calls))).unwrap();
+    let _hop = hop.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.hop").await;
+    let (gw, _stop) = gateway_with_flags(Arc::clone(&registry), &["--handler", "rpc"]).await;
+    let relay = |timeout: Option<&'static str>| {
+        let gw = gw.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut headers = vec![("Content-Type", "application/json")];
+            headers.extend(timeout.map(|t| ("Grpc-Timeout", t)));
+            http::request(&gw, "POST", "/hop/hop/relay", &headers, "{}")
+        })
+    };
+    // Described first, so the call below has nothing to read before it is sent.
+    let r = relay(None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let r = relay(Some("0n")).await.unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.contains("ran out before"), "{}", r.body);
+    let r = relay(Some("5S")).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the call left no time was not sent"
+    );
+}
+
 /// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB
 /// come back; a bigger one is 502, a request message over the service's limit 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

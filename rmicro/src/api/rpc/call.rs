@@ -180,8 +180,17 @@ impl RpcHandler {
             tonic::Extensions::default(),
             message,
         );
-        // What is left of the limit is the deadline the service hears.
+        // What is left of the limit is the deadline the service hears. None left (a client's
+        // `Grpc-Timeout: 0n`, or the reads above took it all): not sent, as a gRPC client
+        // fails a call whose deadline has passed, rather than sent with a timeout of nothing.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(error::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the call's limit ({limit:?}) ran out before `{grpc_path}` was called"),
+            )
+            .into());
+        }
         request.set_timeout(left);
         let path = http::uri::PathAndQuery::try_from(grpc_path)
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
