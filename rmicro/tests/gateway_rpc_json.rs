@@ -636,3 +636,86 @@ async fn query_map_keys_of_integer_type_are_checked_naming_the_parameter() {
         );
     }
 }
+
+/// The paths of `json` (JSON pointers) whose value is not a negative zero.
+fn not_negative_zero(json: &serde_json::Value, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| {
+            !json
+                .pointer(p)
+                .and_then(serde_json::Value::as_f64)
+                .is_some_and(|f| f == 0.0 && f.is_sign_negative())
+        })
+        .map(|p| format!("{p}: {:?}", json.pointer(p)))
+        .collect()
+}
+
+/// A negative zero keeps its sign both ways, as protobuf's runtimes keep it (protojson writes it
+/// `-0`): read from `-0` (a number, or a string as path and query parameters are) into a field
+/// without presence, a list, a map, a wrapper, a `Value`, messages further down and an `Any`'s
+/// message, it reaches the service as `-0.0`, and what the service answers is written `-0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_zero_keeps_its_sign_both_ways() {
+    let (mut py, gw, _stop) = setup("v1alpha", &[]).await;
+    let sent = r#"{"fl": -0, "db": -0.0, "floats": [-0], "doubles": [-0], "bySint": {"1": -0},
+        "wfloat": -0, "wdouble": "-0", "dynamic": -0, "object": {"z": -0},
+        "child": {"db": -0, "wdouble": -0, "child": {"fl": "-0"}}, "children": [{"fl": -0}],
+        "byName": {"k": {"db": -0}},
+        "any": {"@type": "type.googleapis.com/interop.v1.Scalars", "db": -0, "wfloat": -0}}"#;
+    let paths = [
+        "/fl",
+        "/db",
+        "/floats/0",
+        "/doubles/0",
+        "/bySint/1",
+        "/wfloat",
+        "/wdouble",
+        "/dynamic",
+        "/object/z",
+        "/child/db",
+        "/child/wdouble",
+        "/child/child/fl",
+        "/children/0/fl",
+        "/byName/k/db",
+        "/any/db",
+        "/any/wfloat",
+    ];
+    let r = post(&gw, "/interop/interop/mirror", sent).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        not_negative_zero(&py.last(), &paths),
+        Vec::<String>::new(),
+        "what the service got"
+    );
+    assert_eq!(
+        not_negative_zero(&json(&r), &paths),
+        Vec::<String>::new(),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(r#""db":-0,"#) && !r.body.contains("-0.0"),
+        "{}",
+        r.body
+    );
+
+    // From the query string.
+    let r = interop::call_with(
+        &gw,
+        "GET",
+        "/v1/mirror/1/PAPERBACK?db=-0&wdouble=-0&floats=-0.0&child.fl=-0",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let paths = ["/db", "/wdouble", "/floats/0", "/child/fl"];
+    assert_eq!(not_negative_zero(&py.last(), &paths), Vec::<String>::new());
+    assert_eq!(
+        not_negative_zero(&json(&r), &paths),
+        Vec::<String>::new(),
+        "{}",
+        r.body
+    );
+}

@@ -54,6 +54,7 @@ mod channels;
 mod descriptors;
 mod flight;
 mod metadata;
+mod negative_zero;
 mod proto_json;
 mod reflect;
 mod request;

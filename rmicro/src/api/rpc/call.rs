@@ -12,6 +12,7 @@ use rmicro_runtime::transport::{Connection, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 
+use super::negative_zero;
 use super::request::{build_request, missing_message, names_unknown};
 use super::route::Target;
 use super::status::{ran_out, status_response, too_large};
@@ -170,7 +171,7 @@ impl RpcHandler {
             .channel(address)?
             .grpc()
             .max_decoding_message_size(response_limit);
-        let message = Bytes::from(input.encode_to_vec());
+        let message = Bytes::from(negative_zero::encode(&input));
         let sent = message.len();
         // Headers the client sent for the service become the call's metadata. Those it listed
         // in `Connection`, for the gateway alone, were removed before the plugins ran
@@ -335,7 +336,7 @@ impl RpcHandler {
                     )
                 })?;
         }
-        let mut resp = Response::new(Body::from(json.to_string()));
+        let mut resp = Response::new(Body::from(negative_zero::write(&json)));
         if let Some(trailers) = reply_trailers.and_then(|t| metadata::trailers(&t, &parts.headers))
         {
             metadata::attach(&mut resp, trailers);

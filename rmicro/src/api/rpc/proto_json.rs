@@ -7,6 +7,8 @@ use prost_reflect::{
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
+use super::negative_zero;
+
 /// A request body's JSON. A key given twice in one object is an error, as in protojson and
 /// json_format (serde_json keeps the last silently); errors say where (line and column).
 pub(super) fn parse_body(body: &[u8]) -> Result<Json, String> {
@@ -750,6 +752,7 @@ pub(super) fn mend_response(message: &DynamicMessage, json: &mut Json) {
                     mend_value(&field, value, json);
                 }
             }
+            negative_zero::mend_fields(message, json);
         }
     }
 }
@@ -830,6 +833,8 @@ fn mend_scalar(value: &Value, json: &mut Json) {
     match value {
         Value::F32(f) => *json = float(f64::from(*f), f.is_finite().then(|| f.to_string())),
         Value::F64(f) if !f.is_finite() => *json = float(*f, None),
+        // A wrapper's, which prost-reflect writes `0`.
+        value if negative_zero::is_negative_zero_value(value) => *json = Json::from(-0.0),
         Value::Message(message) => mend_response(message, json),
         _ => {}
     }

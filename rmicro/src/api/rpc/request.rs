@@ -5,6 +5,7 @@ use prost_reflect::{
     Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 
+use super::negative_zero;
 use super::proto_json;
 use super::route::Target;
 use super::template::{percent_decode, Decode};
@@ -227,8 +228,13 @@ fn read_message(
     mut value: serde_json::Value,
 ) -> Result<DynamicMessage, String> {
     proto_json::conform_request(desc, &mut value, "")?;
+    // Kept for the negative zeros reading loses (rare: cloned only when there is one).
+    let zeros = negative_zero::in_json(&value).then(|| value.clone());
     let mut message = DynamicMessage::deserialize(desc.clone(), value)
         .map_err(|e| format!("the request does not fit `{}`: {e}", desc.full_name()))?;
+    if let Some(json) = &zeros {
+        negative_zero::restore(&mut message, json);
+    }
     proto_json::restore_anys(&mut message);
     // Refused as protojson and go-micro's jsonpb refuse it: a service cannot read the message.
     if let Some((path, owner)) = missing_required(&message, "") {
