@@ -86,6 +86,83 @@ pub mod collide_methods {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
 #[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
 pub struct Empty {}
+/// Messages named like the Rust prelude's types and the runtime's own, which the generated client,
+/// handler and register function name: the generated code must still mean the right ones.
+#[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Option {
+    #[prost(string, tag = "1")]
+    pub value: ::rmicro_runtime::__codegen::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Result {
+    #[prost(message, optional, tag = "1")]
+    pub option: ::core::option::Option<Option>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct String {
+    #[prost(string, tag = "1")]
+    pub s: ::rmicro_runtime::__codegen::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Box {}
+#[derive(Clone, PartialEq, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Vec {
+    #[prost(message, repeated, tag = "1")]
+    pub items: ::rmicro_runtime::__codegen::prost::alloc::vec::Vec<String>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Some {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Ok {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Err {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Default {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Future {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Pin {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Send {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Sync {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Arc {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Request {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Response {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Status {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Streaming {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Client {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Server {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::rmicro_runtime::__codegen::prost::Message)]
+#[prost(prost_path = "::rmicro_runtime::__codegen::prost")]
+pub struct Context {}
 /// Full gRPC name of the `Collide` service.
 pub const COLLIDE_SERVICE_NAME: &str = "rmicro.test.type.match.Collide";
 /// gRPC method paths of the `Collide` service.
@@ -595,6 +672,608 @@ pub fn register_impl_handler<H: ImplHandler>(
         );
     server.add_service(service)
 }
+/// Full gRPC name of the `Prelude` service.
+pub const PRELUDE_SERVICE_NAME: &str = "rmicro.test.type.match.Prelude";
+/// gRPC method paths of the `Prelude` service.
+#[allow(dead_code, non_upper_case_globals)]
+pub mod prelude_methods {
+    /// gRPC path of `Get`.
+    pub const GET: &str = "/rmicro.test.type.match.Prelude/Get";
+    /// gRPC path of `Put`.
+    pub const PUT: &str = "/rmicro.test.type.match.Prelude/Put";
+    /// gRPC path of `Check`.
+    pub const CHECK: &str = "/rmicro.test.type.match.Prelude/Check";
+    /// gRPC path of `Many`.
+    pub const MANY: &str = "/rmicro.test.type.match.Prelude/Many";
+    /// gRPC path of `Each`.
+    pub const EACH: &str = "/rmicro.test.type.match.Prelude/Each";
+    /// gRPC path of `Gather`.
+    pub const GATHER: &str = "/rmicro.test.type.match.Prelude/Gather";
+    /// gRPC path of `Call`.
+    pub const CALL: &str = "/rmicro.test.type.match.Prelude/Call";
+    /// gRPC path of `Scope`.
+    pub const SCOPE: &str = "/rmicro.test.type.match.Prelude/Scope";
+    /// gRPC path of `Move`.
+    pub const MOVE: &str = "/rmicro.test.type.match.Prelude/Move";
+    /// gRPC path of `Own`.
+    pub const OWN: &str = "/rmicro.test.type.match.Prelude/Own";
+    /// gRPC path of `Fail`.
+    pub const FAIL: &str = "/rmicro.test.type.match.Prelude/Fail";
+}
+/// Endpoint metadata of the `Prelude` service: one entry per method, with its `google.api.http` bindings.
+pub const PRELUDE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Get",
+        path: prelude_methods::GET,
+        request: "rmicro.test.type.match.Option",
+        response: "rmicro.test.type.match.Result",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Put",
+        path: prelude_methods::PUT,
+        request: "rmicro.test.type.match.Request",
+        response: "rmicro.test.type.match.Response",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Check",
+        path: prelude_methods::CHECK,
+        request: "rmicro.test.type.match.Status",
+        response: "rmicro.test.type.match.Ok",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Many",
+        path: prelude_methods::MANY,
+        request: "rmicro.test.type.match.String",
+        response: "rmicro.test.type.match.Vec",
+        client_streaming: true,
+        server_streaming: true,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Each",
+        path: prelude_methods::EACH,
+        request: "rmicro.test.type.match.Box",
+        response: "rmicro.test.type.match.Some",
+        client_streaming: false,
+        server_streaming: true,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Gather",
+        path: prelude_methods::GATHER,
+        request: "rmicro.test.type.match.Future",
+        response: "rmicro.test.type.match.Pin",
+        client_streaming: true,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Call",
+        path: prelude_methods::CALL,
+        request: "rmicro.test.type.match.Client",
+        response: "rmicro.test.type.match.Server",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Scope",
+        path: prelude_methods::SCOPE,
+        request: "rmicro.test.type.match.Context",
+        response: "rmicro.test.type.match.Streaming",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Move",
+        path: prelude_methods::MOVE,
+        request: "rmicro.test.type.match.Send",
+        response: "rmicro.test.type.match.Sync",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Own",
+        path: prelude_methods::OWN,
+        request: "rmicro.test.type.match.Arc",
+        response: "rmicro.test.type.match.Default",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+    ::rmicro_runtime::__codegen::Endpoint {
+        name: "Prelude.Fail",
+        path: prelude_methods::FAIL,
+        request: "rmicro.test.type.match.Err",
+        response: "rmicro.test.type.match.Err",
+        client_streaming: false,
+        server_streaming: false,
+        http: &[],
+    },
+];
+/// Client for the `Prelude` service: calls it by registry name through an rmicro `Client`.
+///
+#[derive(Clone, Debug)]
+pub struct PreludeClient {
+    client: ::rmicro_runtime::__codegen::Client,
+    service: ::std::string::String,
+}
+#[allow(dead_code, clippy::all)]
+impl PreludeClient {
+    /// Creates a client for the service registered as `service` (for example
+    /// `go.micro.srv.user`), sending calls through `client`.
+    pub fn new(
+        service: impl ::core::convert::Into<::std::string::String>,
+        client: ::rmicro_runtime::__codegen::Client,
+    ) -> Self {
+        Self {
+            client,
+            service: service.into(),
+        }
+    }
+    pub async fn get(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Option>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Result>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Option,
+                Result,
+            >(
+                &self.service,
+                prelude_methods::GET,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn put(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Request>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Response>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Request,
+                Response,
+            >(
+                &self.service,
+                prelude_methods::PUT,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn check(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Status>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Ok>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Status,
+                Ok,
+            >(
+                &self.service,
+                prelude_methods::CHECK,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn many(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoStreamingRequest<Message = String>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<
+            ::rmicro_runtime::__codegen::Streaming<Vec>,
+        >,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .streaming::<
+                String,
+                Vec,
+                _,
+            >(
+                &self.service,
+                prelude_methods::MANY,
+                ::rmicro_runtime::__codegen::IntoStreamingRequest::into_streaming_request(
+                    request,
+                ),
+            )
+            .await
+    }
+    pub async fn each(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Box>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<
+            ::rmicro_runtime::__codegen::Streaming<Some>,
+        >,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .server_streaming::<
+                Box,
+                Some,
+            >(
+                &self.service,
+                prelude_methods::EACH,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn gather(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoStreamingRequest<Message = Future>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Pin>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .client_streaming::<
+                Future,
+                Pin,
+                _,
+            >(
+                &self.service,
+                prelude_methods::GATHER,
+                ::rmicro_runtime::__codegen::IntoStreamingRequest::into_streaming_request(
+                    request,
+                ),
+            )
+            .await
+    }
+    pub async fn call(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Client>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Server>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Client,
+                Server,
+            >(
+                &self.service,
+                prelude_methods::CALL,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn scope(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Context>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Streaming>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Context,
+                Streaming,
+            >(
+                &self.service,
+                prelude_methods::SCOPE,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn r#move(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Send>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Sync>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Send,
+                Sync,
+            >(
+                &self.service,
+                prelude_methods::MOVE,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn own(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Arc>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Default>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Arc,
+                Default,
+            >(
+                &self.service,
+                prelude_methods::OWN,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+    pub async fn fail(
+        &self,
+        request: impl ::rmicro_runtime::__codegen::IntoRequest<Err>,
+    ) -> ::core::result::Result<
+        ::rmicro_runtime::__codegen::Response<Err>,
+        ::rmicro_runtime::__codegen::Status,
+    > {
+        self.client
+            .unary::<
+                Err,
+                Err,
+            >(
+                &self.service,
+                prelude_methods::FAIL,
+                ::rmicro_runtime::__codegen::IntoRequest::into_request(request),
+            )
+            .await
+    }
+}
+/// Server side of the `Prelude` service: implement it and register it with [`register_prelude_handler`].
+///
+#[allow(clippy::all)]
+pub trait PreludeHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
+    fn get(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Option>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Result>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn put(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Request>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Response>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn check(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Status>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Ok>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn many(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<
+            ::rmicro_runtime::__codegen::Streaming<String>,
+        >,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<
+                ::rmicro_runtime::__codegen::ResponseStream<Vec>,
+            >,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn each(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Box>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<
+                ::rmicro_runtime::__codegen::ResponseStream<Some>,
+            >,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn gather(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<
+            ::rmicro_runtime::__codegen::Streaming<Future>,
+        >,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Pin>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn call(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Client>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Server>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn scope(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Context>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Streaming>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn r#move(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Send>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Sync>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn own(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Arc>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Default>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+    fn fail(
+        &self,
+        request: ::rmicro_runtime::__codegen::Request<Err>,
+    ) -> impl ::core::future::Future<
+        Output = ::core::result::Result<
+            ::rmicro_runtime::__codegen::Response<Err>,
+            ::rmicro_runtime::__codegen::Status,
+        >,
+    > + ::core::marker::Send;
+}
+/// Registers `handler` as the `Prelude` service on `server`.
+///
+/// # Errors
+///
+/// When the server already has this service or one of its paths.
+pub fn register_prelude_handler<H: PreludeHandler>(
+    server: &mut ::rmicro_runtime::__codegen::Server,
+    handler: H,
+) -> ::core::result::Result<(), ::rmicro_runtime::__codegen::RegisterError> {
+    let handler = ::rmicro_runtime::__codegen::Arc::new(handler);
+    let service = ::rmicro_runtime::__codegen::ServiceDef::new(
+            PRELUDE_SERVICE_NAME,
+            PRELUDE_ENDPOINTS,
+        )
+        .descriptors(FILE_DESCRIPTOR_SET)
+        .unary(
+            prelude_methods::GET,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::get(&*handler, request).await }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::PUT,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::put(&*handler, request).await }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::CHECK,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::check(&*handler, request).await }
+                }
+            },
+        )
+        .streaming(
+            prelude_methods::MANY,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::many(&*handler, request).await }
+                }
+            },
+        )
+        .server_streaming(
+            prelude_methods::EACH,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::each(&*handler, request).await }
+                }
+            },
+        )
+        .client_streaming(
+            prelude_methods::GATHER,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as PreludeHandler>::gather(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::CALL,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::call(&*handler, request).await }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::SCOPE,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::scope(&*handler, request).await }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::MOVE,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move {
+                        <H as PreludeHandler>::r#move(&*handler, request).await
+                    }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::OWN,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::own(&*handler, request).await }
+                }
+            },
+        )
+        .unary(
+            prelude_methods::FAIL,
+            {
+                let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                move |request| {
+                    let handler = ::rmicro_runtime::__codegen::Arc::clone(&handler);
+                    async move { <H as PreludeHandler>::fail(&*handler, request).await }
+                }
+            },
+        );
+    server.add_service(service)
+}
 /// This package's `.proto` files and their imports as an encoded `FileDescriptorSet`
 /// (comments left out), served by the runtime's gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\x84\t\n\x1Armicro/test/keywords.proto\x12\x16rmicro.test.type.match\"p\n\x04Self\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n\x05match\x18\x02 \x01(\x05R\x05match\x12\x12\n\x04self\x18\x03 \x01(\x08R\x04self\x12\x14\n\x05crate\x18\x04 \x01(\tR\x05crate\x12\x14\n\x05async\x18\x05 \x01(\tR\x05async\"\xD3\x01\n\x04type\x12,\n\x02fn\x18\x01 \x01(\x0B2\x1C.rmicro.test.type.match.SelfR\x02fn\x127\n\x03ref\x18\x02 \x03(\x0B2%.rmicro.test.type.match.type.RefEntryR\x03ref\x1Ad\n\x08RefEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12B\n\x05value\x18\x02 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05value:\x028\x01\"%\n\rCollideClient\x12\x14\n\x05super\x18\x01 \x01(\tR\x05super\"\x10\n\x0ECollideHandler\"t\n\x0ECollideMethods\x12B\n\x05which\x18\x01 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05which\"\x1E\n\x05Which\x12\x15\n\x11WHICH_UNSPECIFIED\x10\0\"\x07\n\x05Empty2\xF6\x03\n\x07Collide\x12C\n\x03New\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12E\n\x05Clone\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12G\n\x07Connect\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12C\n\x03Fmt\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12B\n\x04Type\x12\x1C.rmicro.test.type.match.type\x1A\x1C.rmicro.test.type.match.Self\x12B\n\x04Self\x12\x1C.rmicro.test.type.match.Self\x1A\x1C.rmicro.test.type.match.type\x12I\n\x05Match\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty(\x010\x012M\n\x04Impl\x12E\n\x05Where\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Emptyb\x06proto3";
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xF0\x11\n\x1Armicro/test/keywords.proto\x12\x16rmicro.test.type.match\"p\n\x04Self\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n\x05match\x18\x02 \x01(\x05R\x05match\x12\x12\n\x04self\x18\x03 \x01(\x08R\x04self\x12\x14\n\x05crate\x18\x04 \x01(\tR\x05crate\x12\x14\n\x05async\x18\x05 \x01(\tR\x05async\"\xD3\x01\n\x04type\x12,\n\x02fn\x18\x01 \x01(\x0B2\x1C.rmicro.test.type.match.SelfR\x02fn\x127\n\x03ref\x18\x02 \x03(\x0B2%.rmicro.test.type.match.type.RefEntryR\x03ref\x1Ad\n\x08RefEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12B\n\x05value\x18\x02 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05value:\x028\x01\"%\n\rCollideClient\x12\x14\n\x05super\x18\x01 \x01(\tR\x05super\"\x10\n\x0ECollideHandler\"t\n\x0ECollideMethods\x12B\n\x05which\x18\x01 \x01(\x0E2,.rmicro.test.type.match.CollideMethods.WhichR\x05which\"\x1E\n\x05Which\x12\x15\n\x11WHICH_UNSPECIFIED\x10\0\"\x07\n\x05Empty\"\x1E\n\x06Option\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value\"@\n\x06Result\x126\n\x06option\x18\x01 \x01(\x0B2\x1E.rmicro.test.type.match.OptionR\x06option\"\x16\n\x06String\x12\x0C\n\x01s\x18\x01 \x01(\tR\x01s\"\x05\n\x03Box\";\n\x03Vec\x124\n\x05items\x18\x01 \x03(\x0B2\x1E.rmicro.test.type.match.StringR\x05items\"\x06\n\x04Some\"\x04\n\x02Ok\"\x05\n\x03Err\"\t\n\x07Default\"\x08\n\x06Future\"\x05\n\x03Pin\"\x06\n\x04Send\"\x06\n\x04Sync\"\x05\n\x03Arc\"\t\n\x07Request\"\n\n\x08Response\"\x08\n\x06Status\"\x0B\n\tStreaming\"\x08\n\x06Client\"\x08\n\x06Server\"\t\n\x07Context2\xF6\x03\n\x07Collide\x12C\n\x03New\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12E\n\x05Clone\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12G\n\x07Connect\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12C\n\x03Fmt\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty\x12B\n\x04Type\x12\x1C.rmicro.test.type.match.type\x1A\x1C.rmicro.test.type.match.Self\x12B\n\x04Self\x12\x1C.rmicro.test.type.match.Self\x1A\x1C.rmicro.test.type.match.type\x12I\n\x05Match\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty(\x010\x012M\n\x04Impl\x12E\n\x05Where\x12\x1D.rmicro.test.type.match.Empty\x1A\x1D.rmicro.test.type.match.Empty2\x96\x06\n\x07Prelude\x12E\n\x03Get\x12\x1E.rmicro.test.type.match.Option\x1A\x1E.rmicro.test.type.match.Result\x12H\n\x03Put\x12\x1F.rmicro.test.type.match.Request\x1A .rmicro.test.type.match.Response\x12C\n\x05Check\x12\x1E.rmicro.test.type.match.Status\x1A\x1A.rmicro.test.type.match.Ok\x12G\n\x04Many\x12\x1E.rmicro.test.type.match.String\x1A\x1B.rmicro.test.type.match.Vec(\x010\x01\x12C\n\x04Each\x12\x1B.rmicro.test.type.match.Box\x1A\x1C.rmicro.test.type.match.Some0\x01\x12G\n\x06Gather\x12\x1E.rmicro.test.type.match.Future\x1A\x1B.rmicro.test.type.match.Pin(\x01\x12F\n\x04Call\x12\x1E.rmicro.test.type.match.Client\x1A\x1E.rmicro.test.type.match.Server\x12K\n\x05Scope\x12\x1F.rmicro.test.type.match.Context\x1A!.rmicro.test.type.match.Streaming\x12B\n\x04Move\x12\x1C.rmicro.test.type.match.Send\x1A\x1C.rmicro.test.type.match.Sync\x12C\n\x03Own\x12\x1B.rmicro.test.type.match.Arc\x1A\x1F.rmicro.test.type.match.Default\x12@\n\x04Fail\x12\x1B.rmicro.test.type.match.Err\x1A\x1B.rmicro.test.type.match.Errb\x06proto3";
