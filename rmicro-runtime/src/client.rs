@@ -689,6 +689,22 @@ impl Client {
         Fut: std::future::Future<Output = Result<Resp, Status>>,
     {
         let (mut metadata, extensions, message) = request.into_parts();
+        // A `grpc-timeout` the caller put in the metadata by hand that no server can read: said
+        // here, not sent on to be refused there (or, with no other deadline, ignored).
+        if let Some(value) = metadata.get(GRPC_TIMEOUT) {
+            if value
+                .to_str()
+                .ok()
+                .and_then(context::parse_grpc_timeout)
+                .is_none()
+            {
+                return Err(Status::invalid_argument(format!(
+                    "the call to `{service}` {path} has grpc-timeout metadata {value:?}, which is \
+                     not a gRPC timeout (up to 8 digits and a unit, H, M, S, m, u or n: `500m`); \
+                     set the deadline with `Request::set_timeout` instead"
+                )));
+            }
+        }
         let limit = self.prepare(&mut metadata, unary);
         let deadline = limit.map(|limit| Instant::now() + limit);
         // Out of time already (the served call's deadline passed, or the request asked for

@@ -2,6 +2,7 @@
 //! reaches the server (as grpc-go fails it): each of the four kinds of call, with the deadline
 //! the request asked for or the one carried from the call being served, and with one that runs
 //! out between the client's first look at it and the moment the request would be sent.
+//! A `grpc-timeout` set by hand that no server could read is refused unsent too.
 
 use std::time::Instant;
 
@@ -131,5 +132,24 @@ async fn a_call_whose_deadline_passes_before_it_is_sent_is_not_sent() {
         statuses[0].message(),
         format!("the call's deadline passed before the call was sent to {address}")
     );
+    assert_only_the_next_call_arrives(&kitchen, &proxy).await;
+}
+
+/// A `grpc-timeout` put in the metadata by hand that is no gRPC timeout fails the call at once
+/// with `InvalidArgument` saying so, for every kind of call, and nothing is sent.
+#[tokio::test]
+async fn a_hand_set_grpc_timeout_that_is_no_timeout_is_refused_unsent() {
+    let (kitchen, proxy, _guard) = counted_kitchen().await;
+    for bad in ["soon", "5", "123456789m", "5x"] {
+        let statuses = call_every_kind(&kitchen, Some(bad)).await;
+        assert_eq!(statuses.len(), 4);
+        for status in &statuses {
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+            assert!(
+                status.message().contains("not a gRPC timeout") && status.message().contains(bad),
+                "{bad}: {status:?}"
+            );
+        }
+    }
     assert_only_the_next_call_arrives(&kitchen, &proxy).await;
 }
