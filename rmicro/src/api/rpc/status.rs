@@ -84,7 +84,8 @@ pub(super) fn status_response(
         Some(details) => match serde_json::from_str::<serde_json::Value>(&err.to_json()) {
             Ok(serde_json::Value::Object(mut object)) => {
                 object.insert("details".into(), details.into());
-                serde_json::Value::Object(object).to_string()
+                // A negative zero in a detail written `-0`, as in an answer.
+                super::negative_zero::write(&serde_json::Value::Object(object))
             }
             _ => err.to_json(),
         },
@@ -101,6 +102,21 @@ pub(super) fn status_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A detail's negative zero is written `-0`, as in an answer (serde_json writes `-0.0`).
+    #[tokio::test]
+    async fn a_negative_zero_in_a_detail_is_written_minus_0() {
+        use http_body_util::BodyExt;
+        let details = vec![serde_json::json!({"@type": "x.Y", "ratio": -0.0, "n": 1.5})];
+        let resp = status_response(&tonic::Status::invalid_argument("bad"), Some(details));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains(r#""ratio":-0"#) && !body.contains(r#""ratio":-0."#),
+            "{body}"
+        );
+        assert!(body.contains(r#""n":1.5"#), "{body}");
+    }
 
     #[test]
     fn a_go_micro_error_naming_no_error_status_gets_the_grpc_codes() {
