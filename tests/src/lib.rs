@@ -7,6 +7,7 @@ pub mod kitchen;
 pub mod pings;
 pub mod process;
 pub mod scratch;
+pub mod slow_link;
 pub mod user;
 
 /// A port nothing listens on at 127.0.0.1 right now (for a server a test starts, and tells the
