@@ -543,7 +543,10 @@ async fn keep_registered(
     loop {
         let attempted = tokio::time::Instant::now();
         // A stop cuts short an attempt in flight (up to 5 s against an unreachable registry):
-        // stopping then waits only for the deregistration, as `stop` promises.
+        // stopping then waits only for the deregistration, as `stop` promises. What the attempt
+        // already sent may still reach the registry after that; the deregistration undoes it
+        // (etcd: it revokes the lease the attempt asked for, so a put on it still on its way
+        // fails, and a key it wrote goes with it).
         let attempt = tokio::select! {
             result = registry.register(&record, ttl) => result,
             _ = stop.wait_for(|s| *s) => return,

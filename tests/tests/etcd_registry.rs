@@ -16,6 +16,7 @@ use rmicro_tests::fixtures::go::micro::srv::user::{
 };
 use rmicro_tests::fixtures::rmicro::test::hop::{register_hop_handler, HopClient, HopRequest};
 use rmicro_tests::hop::HopNode;
+use rmicro_tests::slow_link::SlowLink;
 use rmicro_tests::user::Greeter;
 use serde::Deserialize;
 
@@ -1155,4 +1156,129 @@ fn a_watch_whose_runtime_is_gone_is_started_again() {
         }
         running.stop().await.unwrap();
     });
+}
+
+/// The ids of the leases etcd holds (hex, as etcdctl prints them).
+fn leases(etcd: &Etcd) -> Vec<String> {
+    let out = etcd.etcdctl(&["lease", "list"]).unwrap();
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+/// A user service on a registry that reaches `etcd` through `link` (whose delay the test
+/// sets), with a dial timeout that a delayed request fits in, a TTL no test outlives and a
+/// 1 s register interval.
+async fn user_service_through(link: &SlowLink) -> RunningService {
+    let reg: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![link.addr.clone()],
+        dial_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }));
+    user_service(&reg, Duration::from_secs(60), Duration::from_secs(1)).await
+}
+
+/// How long the link holds a request back in the tests of a stop during a registration, and
+/// when, after etcd granted the registration's lease, the stop lands: while the put that
+/// follows the grant is on the wire, well before etcd hears that it was given up (so etcd
+/// applies it, as it would any put that reached it first).
+const ON_THE_WIRE: Duration = Duration::from_millis(1000);
+const STOP_AFTER_GRANT: Duration = Duration::from_millis(450);
+
+/// Waits until etcd holds a lease other than `known`; returns its id.
+async fn a_new_lease(etcd: &Etcd, known: &[String]) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(id) = leases(etcd).into_iter().find(|id| !known.contains(id)) {
+            return id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no lease granted within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops `running`, at most 10 s (the deregistration's 5 s bound and the grace), and says
+/// what etcd still holds of the user service and of leases.
+async fn stop_and_look(running: RunningService, etcd: &Etcd) -> (Vec<String>, Vec<String>) {
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("stop returned within 10 s")
+        .unwrap();
+    let keys = user_keys(etcd).into_iter().map(|(key, _)| key).collect();
+    (keys, leases(etcd))
+}
+
+/// A service stopped while its first registration is on its way (the lease granted, the put
+/// still on the wire): the registration is cut short, but its put reaches etcd anyway. Once
+/// `stop` returns, neither the key nor the lease (which etcd would keep for the whole TTL, and
+/// which nothing would ever revoke) is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_first_registration_leaves_neither_key_nor_lease() {
+    let etcd = Etcd::start("stop-first");
+    let link = SlowLink::start(&etcd.client_addr).await;
+    link.set_delay(ON_THE_WIRE);
+    let running = user_service_through(&link).await;
+    a_new_lease(&etcd, &[]).await;
+    tokio::time::sleep(STOP_AFTER_GRANT).await;
+    assert!(
+        user_keys(&etcd).is_empty(),
+        "the put reached etcd before the stop"
+    );
+
+    let (keys, leases) = stop_and_look(running, &etcd).await;
+    assert!(keys.is_empty(), "still registered after stop: {keys:?}");
+    assert!(leases.is_empty(), "leases left after stop: {leases:?}");
+}
+
+/// A service stopped while it registers again after its lease was lost (revoked behind its
+/// back, as by an operator, or expired while etcd was away): the new lease is granted and the
+/// put on it is on the wire. The node must not stay listed on that lease, for its TTL, after
+/// `stop` returned (the deregistration's delete only removes a key on the lease it knew of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_registering_again_on_a_new_lease_leaves_neither_key_nor_lease() {
+    let etcd = Etcd::start("stop-again");
+    let link = SlowLink::start(&etcd.client_addr).await;
+    let running = user_service_through(&link).await;
+    within(Duration::from_secs(5), "registered", || {
+        !user_keys(&etcd).is_empty()
+    })
+    .await;
+    let first = leases(&etcd);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    link.set_delay(ON_THE_WIRE);
+    etcd.etcdctl(&["lease", "revoke", &first[0]]).unwrap();
+    assert!(user_keys(&etcd).is_empty());
+    // The next register interval finds the key gone, the lease with it, and takes a new one.
+    a_new_lease(&etcd, &first).await;
+    tokio::time::sleep(STOP_AFTER_GRANT).await;
+    assert!(
+        user_keys(&etcd).is_empty(),
+        "the put reached etcd before the stop"
+    );
+
+    let (keys, leases) = stop_and_look(running, &etcd).await;
+    assert!(keys.is_empty(), "still registered after stop: {keys:?}");
+    assert!(leases.is_empty(), "leases left after stop: {leases:?}");
+}
+
+/// Deregistering revokes the node's lease: one etcd no longer holds (revoked by an operator,
+/// expired while etcd was away) is no failure, so a stop still serves on for its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistering_a_node_whose_lease_is_gone_succeeds() {
+    let etcd = Etcd::start("lease-gone");
+    let reg = registry(&etcd);
+    let record: rmicro_runtime::registry::Service = serde_json::from_str(
+        r#"{"name":"go.micro.srv.user","nodes":[{"id":"user-0","address":"127.0.0.1:1"}]}"#,
+    )
+    .unwrap();
+    reg.register(&record, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let held = leases(&etcd);
+    assert_eq!(held.len(), 1, "{held:?}");
+    etcd.etcdctl(&["lease", "revoke", &held[0]]).unwrap();
+    assert_eq!(reg.deregister(&record).await, Ok(()));
+    assert!(user_keys(&etcd).is_empty());
 }

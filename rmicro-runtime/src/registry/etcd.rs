@@ -7,6 +7,10 @@
 //!   new one on the next [`Registry::register`], which the service calls every register interval.
 //!   That call also reads the node's key (one read per node and interval) and writes it again
 //!   when it was deleted or changed behind the node's back while the lease lived on.
+//! - Deregistering deletes the node's key and revokes its leases: the one kept alive and any that
+//!   a registration cut short (its future dropped, as a stop does) asked for. Lease ids are
+//!   chosen before the grant is sent, so that one whose grant's answer never arrived is known;
+//!   a put still on its way on a revoked lease fails, and a key written on one goes with it.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
@@ -23,7 +27,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseGrantOptions, PutOptions, Txn,
+    TxnOp, WatchOptions,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -236,6 +241,20 @@ struct Inner {
     last_failure: Mutex<Option<String>>,
     /// Counts the leases found lost by their keepalive (see `Registry::registrations_lost`).
     lost: Arc<watch::Sender<u64>>,
+    /// By node key, the leases asked for by registrations that have not finished: still in
+    /// flight, or cut short (their future dropped, as a stop does) after their grant or their
+    /// put was sent. etcd may hold such a lease, and the node's key on it, without this handle
+    /// ever hearing of it; deregistering revokes them.
+    unsettled: Mutex<HashMap<String, Vec<i64>>>,
+}
+
+/// A lease id for etcd to grant: random, positive (etcd reads 0 as "choose one"), so that it
+/// is known before etcd answers.
+fn new_lease_id() -> i64 {
+    // A v4 uuid's fixed bits (version, variant) sit at other places in its two halves: xored,
+    // they make 64 random bits, of which 63 are kept to stay positive.
+    let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
+    (((high ^ low) >> 1) as i64).max(1)
 }
 
 /// The key of one node.
@@ -263,6 +282,7 @@ impl EtcdRegistry {
                 events: broadcast::channel(1024).0,
                 last_failure: Mutex::new(None),
                 lost: Arc::new(watch::channel(0).0),
+                unsettled: Mutex::new(HashMap::new()),
             }))),
         }
     }
@@ -344,6 +364,20 @@ impl Inner {
                 failure_text(&err)
             )),
         }
+    }
+
+    /// Revokes lease `id`, deleting every key on it; one etcd no longer holds (expired, revoked
+    /// already, or never granted) is no failure.
+    async fn revoke(&self, id: i64) -> Result<(), RegistryError> {
+        self.op("a lease revoke", |mut c| async move {
+            match c.lease_revoke(id).await {
+                Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound => {
+                    Ok(())
+                }
+                revoked => revoked.map(drop),
+            }
+        })
+        .await
     }
 
     /// Runs one etcd operation with the dial timeout; an error drops the connection so the
@@ -816,14 +850,56 @@ impl EtcdRegistry {
                 return Ok(());
             }
         }
+        // The lease's id is chosen here, not by etcd, and noted before the grant is sent: should
+        // this future be dropped before the grant's answer, the lease it may leave in etcd (and
+        // the key that a put sent on it may write after the deregistration's delete) is still
+        // known, and revoked when the node is deregistered.
+        let id = new_lease_id();
+        self.inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .push(id);
+        let registered = self
+            .register_on_new_lease(key.clone(), value, id, ttl)
+            .await;
+        // Finished (not dropped): the lease is kept alive and recorded, or the attempt failed
+        // and the lease, if etcd granted it, expires with its TTL as before.
+        let mut unsettled = self
+            .inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = unsettled.get_mut(&key) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                unsettled.remove(&key);
+            }
+        }
+        registered
+    }
+
+    /// Asks for lease `id` with `ttl`, puts the node's `key` on it, keeps it alive and records
+    /// it (revoking the node's lease before it).
+    async fn register_on_new_lease(
+        &self,
+        key: String,
+        value: String,
+        id: i64,
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
         let secs = ttl.as_secs().max(1) as i64;
-        let lease = self
+        let granted = self
             .inner
             .op("a lease grant", |mut c| async move {
-                c.lease_grant(secs, None).await
+                c.lease_grant(secs, Some(LeaseGrantOptions::new().with_id(id)))
+                    .await
             })
             .await?;
-        let id = lease.id();
+        // etcd grants the id asked for; a server that chose its own is used as it is.
+        let id = granted.id();
         let (k, v) = (key.clone(), value.clone());
         self.inner
             .op("a put", |mut c| async move {
@@ -907,40 +983,62 @@ impl Registry for EtcdRegistry {
                 if let Some(lease) = &lease {
                     lease.task.abort();
                 }
+                // The delete, and with it every lease of the node: the one kept alive, and any a
+                // registration cut short asked for. A put on one of them may still be on its way
+                // to etcd, to land after the delete; once the lease is revoked, such a put fails,
+                // and a key one wrote already went with the lease. (A lease whose grant etcd has
+                // not applied yet is not found, and may be granted after: the attempt that asked
+                // for it was dropped before it heard the answer, so it sent no put on it, and the
+                // lease holds nothing until it expires with its TTL.)
+                let unsettled = self
+                    .inner
+                    .unsettled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key)
+                    .unwrap_or_default();
+                let mut ids: Vec<i64> = lease.iter().map(|l| l.id).chain(unsettled).collect();
+                ids.sort_unstable();
+                ids.dedup();
                 let k = key.clone();
-                let deleted = match &lease {
-                    // Only while the key is on this node's lease: a process that registered the
-                    // same node id since (a replacement that kept the id) stays registered.
-                    Some(lease) => {
-                        let id = lease.id;
-                        self.inner
-                            .op("a delete", |mut c| async move {
-                                let only_ours = Txn::new()
-                                    .when([Compare::lease(k.clone(), CompareOp::Equal, id)])
-                                    .and_then([TxnOp::delete(k, None)]);
-                                c.txn(only_ours).await.map(drop)
-                            })
-                            .await
-                    }
-                    None => {
-                        self.inner
-                            .op("a delete", |mut c| async move {
-                                c.delete(k, None).await.map(drop)
-                            })
-                            .await
+                let delete = async {
+                    match &lease {
+                        // Only while the key is on this node's lease: a process that registered
+                        // the same node id since (a replacement that kept the id) stays
+                        // registered. (Revoking leases of this node's only leaves it alone too.)
+                        Some(lease) => {
+                            let id = lease.id;
+                            self.inner
+                                .op("a delete", |mut c| async move {
+                                    let only_ours = Txn::new()
+                                        .when([Compare::lease(k.clone(), CompareOp::Equal, id)])
+                                        .and_then([TxnOp::delete(k, None)]);
+                                    c.txn(only_ours).await.map(drop)
+                                })
+                                .await
+                        }
+                        None => {
+                            self.inner
+                                .op("a delete", |mut c| async move {
+                                    c.delete(k, None).await.map(drop)
+                                })
+                                .await
+                        }
                     }
                 };
-                if let Some(lease) = lease {
-                    let id = lease.id;
-                    let _ = self
-                        .inner
-                        .op(
-                            "a lease revoke",
-                            |mut c| async move { c.lease_revoke(id).await },
-                        )
-                        .await;
-                }
-                if let Err(err) = deleted {
+                let revoke = async {
+                    let mut revoked = Ok(());
+                    for id in ids {
+                        if let Err(err) = self.inner.revoke(id).await {
+                            revoked = revoked.and(Err(err));
+                        }
+                    }
+                    revoked
+                };
+                // Side by side: one round trip to etcd, not several, within the bound the
+                // caller puts on a deregistration.
+                let (deleted, revoked) = tokio::join!(delete, revoke);
+                if let Err(err) = deleted.and(revoked) {
                     failed.get_or_insert(err);
                 }
             }

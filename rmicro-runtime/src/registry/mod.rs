@@ -219,7 +219,9 @@ pub trait Registry: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
 
-    /// Removes every node of `service`.
+    /// Removes every node of `service`, including what a [`Registry::register`] of them that
+    /// was cut short (its future dropped) may still write: its requests can reach the registry
+    /// after the deregistration's.
     fn deregister<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), RegistryError>>;
 
     /// The versions of a service with their live nodes (empty when unknown).
