@@ -419,7 +419,8 @@ pub struct Registration {
     registry: Arc<dyn Registry>,
     record: registry::Service,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    /// The task keeping the node registered; taken by a drop, which waits for it to end.
+    task: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     /// Whether [`Registration::stop`] deregistered (or tried to): a registration dropped
     /// without it deregisters in the background.
@@ -455,7 +456,7 @@ impl Registration {
             registry,
             record,
             stop,
-            task,
+            task: Some(task),
             grace: DEFAULT_DEREGISTER_GRACE,
             stopped: false,
         }
@@ -476,7 +477,9 @@ impl Registration {
     /// and no grace would cover that: it is not waited for then.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = (&mut self.task).await;
+        if let Some(task) = &mut self.task {
+            let _ = task.await;
+        }
         let deregistered = tokio::time::timeout(
             Duration::from_secs(5),
             self.registry.deregister(&self.record),
@@ -505,7 +508,10 @@ impl Drop for Registration {
         if self.stopped {
             return;
         }
-        self.task.abort();
+        let task = self.task.take();
+        if let Some(task) = &task {
+            task.abort();
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(node = %self.record.nodes[0].id, "registration dropped outside a tokio runtime: not deregistered");
             return;
@@ -513,6 +519,12 @@ impl Drop for Registration {
         let registry = Arc::clone(&self.registry);
         let record = self.record.clone();
         runtime.spawn(async move {
+            // Deregistered once the attempt it cut short is gone (aborting a task being polled
+            // on another thread ends it after that poll): the deregistration then knows of
+            // everything the attempt asked the registry for.
+            if let Some(task) = task {
+                let _ = task.await;
+            }
             let deregistered =
                 tokio::time::timeout(Duration::from_secs(5), registry.deregister(&record)).await;
             if !matches!(deregistered, Ok(Ok(()))) {
