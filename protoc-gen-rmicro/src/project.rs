@@ -19,12 +19,14 @@ use crate::VERSION;
 mod api_choice;
 mod cargo_home;
 mod config_patch;
+mod install;
 mod lock;
 mod manifests;
 mod releases;
 mod workspace;
 
 pub use api_choice::{choose_api, common_api, shared_range, NoCommonApi};
+pub use install::Origin;
 pub use lock::{find_lockfile, locked_runtimes, LockedRuntime};
 pub use manifests::{owning_package, renamed_runtime, Package};
 pub use releases::{known_range, release_line};
@@ -46,6 +48,8 @@ pub struct Runtime {
     /// The runtime's `Cargo.toml` the range was read from, when it came from one (else from the
     /// releases this crate knows, or Cargo's `links` metadata).
     pub manifest: Option<PathBuf>,
+    /// Where Cargo takes it from.
+    pub origin: Origin,
 }
 
 impl Runtime {
@@ -161,11 +165,21 @@ fn runtime_in(
     let ((api_min, api), manifest) = found.ok_or_else(|| ProjectError::UnknownVersion {
         version: version.clone(),
     })?;
+    let origin = match Origin::of_lock_source(locked.source.as_deref()) {
+        Origin::Path { .. } => Origin::Path {
+            dir: manifest
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
+        },
+        origin => origin,
+    };
     Ok(Runtime {
         version: version.clone(),
         api_min,
         api,
         manifest,
+        origin,
     })
 }
 

@@ -329,11 +329,11 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
         })
         .collect::<Vec<_>>()
         .join(" and ");
-    let newest = resolved
-        .runtimes
-        .iter()
-        .max_by_key(|r| r.api)
-        .map_or_else(|| "X".to_string(), |r| r.version.clone());
+    // The plugin released with the newest runtime, from where Cargo takes that runtime.
+    let install = resolved.runtimes.iter().max_by_key(|r| r.api).map_or_else(
+        || "cargo install protoc-gen-rmicro --locked".to_string(),
+        |r| r.install_command("protoc-gen-rmicro"),
+    );
     let regenerate = match &check.sources {
         Some(sources) => {
             format!("then re-run protoc on {sources} (or let rmicro-build generate it in build.rs)")
@@ -348,7 +348,7 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
          API {api}, but this crate resolves {runtimes} ({from}).\n\
          Fix it one of two ways:\n  \
          1. regenerate it with the plugin that matches the runtime:\n       \
-         cargo install protoc-gen-rmicro --version {newest} --locked\n     \
+         {install}\n     \
          {regenerate};\n  \
          2. or require the rmicro-runtime released with protoc-gen-rmicro {plugin}, which accepts API \
          {api}, in Cargo.toml:\n       \

@@ -6,7 +6,7 @@ use protoc_gen_rmicro::Options;
 
 use crate::check::{self, FileCheck, Resolved};
 use crate::Error;
-use protoc_gen_rmicro::project::{self, ProjectError, Runtime};
+use protoc_gen_rmicro::project::{self, Origin, ProjectError, Runtime};
 
 /// Configuration for one build.rs run. Every generator option of the `protoc-gen-rmicro` plugin
 /// is a method here under the same name.
@@ -220,18 +220,36 @@ impl Config {
     /// The rmicro-runtime this build compiles against: from the `links` metadata Cargo passes to
     /// the build scripts of crates that depend on it directly, else from `Cargo.lock`.
     fn resolve_runtime() -> Result<Option<Resolved>, Error> {
+        let dir = match env_var("CARGO_MANIFEST_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
+        };
         let runtimes: Vec<Runtime> = links_prefixes()
             .into_iter()
             .filter_map(|prefix| {
                 let version = env_var(&format!("{prefix}_VERSION"))?;
                 let api = env_var(&format!("{prefix}_API"))?.parse().ok()?;
                 let api_min = env_var(&format!("{prefix}_API_MIN"))?.parse().ok()?;
-                Some(Runtime {
-                    version,
-                    api_min,
-                    api,
-                    manifest: None,
-                })
+                let source_dir = env_var(&format!("{prefix}_MANIFEST_DIR")).map(PathBuf::from);
+                Some((
+                    Runtime {
+                        version,
+                        api_min,
+                        api,
+                        manifest: None,
+                        origin: Origin::Unknown,
+                    },
+                    source_dir,
+                ))
+            })
+            .map(|(mut runtime, source_dir)| {
+                // Where Cargo takes it from, for the install command a skew message gives: the
+                // metadata says where its source is, the lock file what that source is.
+                runtime.origin = match locked_origin(&dir, &runtime.version) {
+                    Origin::Path { .. } => Origin::Path { dir: source_dir },
+                    origin => origin,
+                };
+                runtime
             })
             .collect();
         if !runtimes.is_empty() {
@@ -240,10 +258,6 @@ impl Config {
                 from: "Cargo links metadata of the rmicro-runtime dependency".into(),
             }));
         }
-        let dir = match env_var("CARGO_MANIFEST_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
-        };
         let Some(lockfile) = project::find_lockfile(&dir) else {
             return Ok(None);
         };
@@ -445,6 +459,25 @@ fn fail(err: &Error) -> ! {
 /// The `DEP_…` prefixes of the rmicro-runtime `links` metadata in this build script's
 /// environment, one per runtime the crate depends on directly: `DEP_RMICRO_RUNTIME_0_1` (the
 /// `links` name carries the release line) or, from runtimes before that, `DEP_RMICRO_RUNTIME`.
+/// Where Cargo takes rmicro-runtime `version` from, as the lock file of the package at `dir`
+/// says: [`Origin::Unknown`] without a lock file, or when it locks that version from several
+/// sources.
+fn locked_origin(dir: &Path, version: &str) -> Origin {
+    let Some(locked) =
+        project::find_lockfile(dir).and_then(|lockfile| project::locked_runtimes(&lockfile).ok())
+    else {
+        return Origin::Unknown;
+    };
+    let mut origins = locked
+        .iter()
+        .filter(|runtime| runtime.version == version)
+        .map(|runtime| Origin::of_lock_source(runtime.source.as_deref()));
+    match (origins.next(), origins.next()) {
+        (Some(origin), None) => origin,
+        _ => Origin::Unknown,
+    }
+}
+
 fn links_prefixes() -> Vec<String> {
     links_prefixes_in(std::env::vars_os().filter_map(|(key, _)| key.into_string().ok()))
 }

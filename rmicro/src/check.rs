@@ -527,18 +527,18 @@ fn plugin_level(version: &str, apis: (u32, u32), runtimes: &[Runtime]) -> Result
             "yet this plugin is the release of rmicro-runtime {version}: the runtime's API range{} \
              does not match its release (a checkout whose API level changed without a version \
              bump, or a stale copy); reinstalling protoc-gen-rmicro {version} will not fix that: \
-             build the plugin from the same source as the runtime (`cargo install --path \
-             <checkout>/protoc-gen-rmicro --locked`) or correct the runtime's \
-             `[package.metadata.rmicro]`",
+             build the plugin from the same source as the runtime (`{}`) or correct the \
+             runtime's `[package.metadata.rmicro]`",
             runtime
                 .manifest
                 .as_ref()
                 .map(|m| format!(", read from {},", m.display()))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            runtime.same_source_install("protoc-gen-rmicro"),
         )),
         Some(runtime) => Err(format!(
-            "install the matching plugin: `cargo install protoc-gen-rmicro --version {} --locked`",
-            runtime.version
+            "install the matching plugin: `{}`",
+            runtime.install_command("protoc-gen-rmicro")
         )),
         None => Err("no rmicro-runtime was found for it".to_string()),
     }

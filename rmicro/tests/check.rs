@@ -782,6 +782,63 @@ fn a_git_runtime_is_read_from_the_checkout_of_the_locked_commit() {
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert_eq!(report["runtimes"][0]["api_min"], 5, "{report}");
     assert_eq!(report["files"][0]["status"], "skew", "{report}");
+    // The plugin to install is the one of the locked commit, not a registry release of the
+    // same version (a git runtime's commit may have none).
+    let message = report["files"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "cargo install --git file:///srv/rmicro --rev {NEW} protoc-gen-rmicro --locked"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("--version 7.0.0"), "{message}");
+}
+
+/// A runtime used from a local checkout of rmicro: the plugin to install is the checkout's own
+/// (`cargo install --path`), in the skew of a generated file and of the plugin on PATH alike.
+#[test]
+fn a_checkout_runtime_is_told_to_install_the_checkouts_plugin() {
+    let project = Project::new("checkout-install", None);
+    let dir = &project.dir;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rmicro-runtime = { path = \"rmicro/rmicro-runtime\" }\n",
+    )
+    .unwrap();
+    put(
+        dir,
+        "rmicro/rmicro-runtime/Cargo.toml",
+        "[package]\nname = \"rmicro-runtime\"\nversion = \"7.0.0\"\n\n\
+         [package.metadata.rmicro]\napi = 7\napi-min = 7\n",
+    );
+    put(
+        dir,
+        "rmicro/protoc-gen-rmicro/Cargo.toml",
+        "[package]\nname = \"protoc-gen-rmicro\"\nversion = \"7.0.0\"\n",
+    );
+    std::fs::write(
+        dir.join("Cargo.lock"),
+        "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\
+         dependencies = [\"rmicro-runtime\"]\n\n[[package]]\nname = \"rmicro-runtime\"\n\
+         version = \"7.0.0\"\n",
+    )
+    .unwrap();
+    project.generated("user.rs", "6.0.0", 6);
+    let plugin = fake_plugin("checkout-install", "6.0.0", 6, "6..=6");
+    let out = project.check(&["--format", "json"], &plugin);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let install = format!(
+        "cargo install --path {} --locked",
+        dir.join("rmicro/protoc-gen-rmicro").display()
+    );
+    let file = report["files"][0]["message"].as_str().unwrap();
+    assert!(file.contains(&install), "{file}");
+    assert!(!file.contains("--version 7.0.0"), "{file}");
+    assert_eq!(report["plugin"]["status"], "skew", "{report}");
+    let plugin = report["plugin"]["message"].as_str().unwrap();
+    assert!(plugin.contains(&install), "{plugin}");
 }
 
 /// A manifest whose inherited version cannot be confirmed equal to the locked one is not read.

@@ -74,21 +74,20 @@ impl NoCommonApi {
                  {MIN_API}..={MAX_API}: the runtime's API range, read from {}, does not match \
                  its release (a checkout whose API level changed without a version bump, or a \
                  stale copy). Installing another protoc-gen-rmicro will not fix that: build the \
-                 plugin from the same source as the runtime (`cargo install --path \
-                 <checkout>/protoc-gen-rmicro --locked`), correct the runtime's \
+                 plugin from the same source as the runtime (`{}`), correct the runtime's \
                  `[package.metadata.rmicro]`, or pass api=N to choose a level",
                 self.runtime,
                 self.range_origin(),
+                self.runtime.same_source_install("protoc-gen-rmicro"),
             );
         }
         format!(
             "{}, but protoc-gen-rmicro {VERSION} emits API {MIN_API}..={MAX_API}; the runtime is \
              {} than any level this plugin emits. Install the plugin that matches it: \
-             `cargo install protoc-gen-rmicro --version {} --locked` (or pass api=N to choose a \
-             level)",
+             `{}` (or pass api=N to choose a level)",
             self.runtime,
             self.direction(),
-            self.runtime.version
+            self.runtime.install_command("protoc-gen-rmicro"),
         )
     }
 
@@ -133,6 +132,9 @@ impl NoCommonApi {
 /// # Panics
 ///
 /// When `runtimes` is empty.
+// The error carries whole runtimes for its advice; it is made once per failed build, never in
+// a loop, so its size costs nothing worth boxing it for.
+#[allow(clippy::result_large_err)]
 pub fn common_api(runtimes: &[Runtime]) -> Result<u32, NoCommonApi> {
     let choice = (MIN_API..=MAX_API)
         .rev()
@@ -168,6 +170,7 @@ pub fn choose_api(runtimes: &[Runtime]) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::project::Origin;
 
     #[test]
     fn build_advice_names_the_build_dependency_to_change() {
@@ -176,6 +179,7 @@ mod tests {
             api_min: 50,
             api: 60,
             manifest: None,
+            origin: Origin::Registry,
         };
         let err = common_api(std::slice::from_ref(&runtime)).unwrap_err();
         assert_eq!(err.runtime, runtime);
@@ -201,6 +205,7 @@ mod tests {
             api_min,
             api,
             manifest: None,
+            origin: Origin::Registry,
         };
         assert_eq!(choose_api(&[rt(1, 1)]), Ok(1));
         assert_eq!(choose_api(&[rt(1, 5)]), Ok(MAX_API));
@@ -218,6 +223,7 @@ mod tests {
             api_min,
             api,
             manifest: None,
+            origin: Origin::Registry,
         };
         let err = common_api(&[rt("0.1.0", 1, 1), rt("9.0.0", 9, 9)]).unwrap_err();
         assert_eq!(err.conflicting.len(), 2);

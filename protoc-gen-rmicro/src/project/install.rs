@@ -1,0 +1,163 @@
+//! Where Cargo takes a runtime from, and the `cargo install` command that gets the tools
+//! released with it from the same place: a runtime used from a git repository or a local
+//! checkout has no published release to install by version.
+
+use std::path::{Path, PathBuf};
+
+/// Where Cargo takes a locked runtime from (its `Cargo.lock` `source`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Not known (the version came from Cargo's `links` metadata, which does not say): taken as
+    /// a published release.
+    #[default]
+    Unknown,
+    /// A package registry.
+    Registry,
+    /// A git repository, at the locked commit.
+    Git {
+        /// The repository, as Cargo fetches it (`https://…`, `ssh://…`, `file://…`).
+        url: String,
+        /// The locked commit.
+        commit: String,
+    },
+    /// A directory on this machine: a `path` dependency or a `[patch]` to one.
+    Path {
+        /// The runtime crate's directory, when it was found.
+        dir: Option<PathBuf>,
+    },
+}
+
+impl Origin {
+    /// The origin a `Cargo.lock` `source` names: `None` for a path dependency,
+    /// `git+<url>[?<reference>]#<commit>` for git, anything else a registry.
+    pub fn of_lock_source(source: Option<&str>) -> Origin {
+        let Some(source) = source else {
+            return Origin::Path { dir: None };
+        };
+        let Some(git) = source.strip_prefix("git+") else {
+            return Origin::Registry;
+        };
+        let (location, commit) = git.split_once('#').unwrap_or((git, ""));
+        let url = location.split_once('?').map_or(location, |(url, _)| url);
+        if url.is_empty() || commit.is_empty() {
+            // Not Cargo's shape: no command can be named from it.
+            return Origin::Unknown;
+        }
+        Origin::Git {
+            url: url.to_string(),
+            commit: commit.to_string(),
+        }
+    }
+}
+
+impl super::Runtime {
+    /// The `cargo install` command for `tool` (`protoc-gen-rmicro`, `rmicro`) as released with
+    /// this runtime, from where Cargo takes the runtime: a registry release by its version, a git
+    /// runtime's repository at the locked commit, a local checkout's own copy of the tool (the
+    /// directory beside the runtime's, when the checkout has one).
+    pub fn install_command(&self, tool: &str) -> String {
+        match &self.origin {
+            Origin::Git { url, commit } => {
+                format!("cargo install --git {url} --rev {commit} {tool} --locked")
+            }
+            Origin::Path { .. } => match self.checkout_tool(tool) {
+                Some(dir) => format!("cargo install --path {} --locked", quoted(&dir)),
+                // A runtime crate on its own (a vendored copy): its release, by version.
+                None => self.release_install(tool),
+            },
+            Origin::Registry | Origin::Unknown => self.release_install(tool),
+        }
+    }
+
+    /// The command that builds `tool` from the very source of this runtime (its git commit, its
+    /// checkout), for a runtime whose API range does not match its release: another release of
+    /// the tool would not fix that. Where that source is not known, a checkout stands in.
+    pub fn same_source_install(&self, tool: &str) -> String {
+        match (&self.origin, self.checkout_tool(tool)) {
+            (Origin::Git { .. }, _) => self.install_command(tool),
+            (_, Some(dir)) => format!("cargo install --path {} --locked", quoted(&dir)),
+            _ => format!("cargo install --path <checkout>/{tool} --locked"),
+        }
+    }
+
+    fn release_install(&self, tool: &str) -> String {
+        format!("cargo install {tool} --version {} --locked", self.version)
+    }
+
+    /// `tool`'s directory in the checkout of a path runtime (`<checkout>/rmicro-runtime` →
+    /// `<checkout>/<tool>`), if it is there.
+    fn checkout_tool(&self, tool: &str) -> Option<PathBuf> {
+        let Origin::Path { dir: Some(dir) } = &self.origin else {
+            return None;
+        };
+        let tool = dir.parent()?.join(tool);
+        tool.join("Cargo.toml").is_file().then_some(tool)
+    }
+}
+
+/// `path` as a shell word: as it is when it is made of plain characters, else in single quotes
+/// (so that a command with it can be pasted as given).
+fn quoted(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_sources_name_their_origin() {
+        assert_eq!(Origin::of_lock_source(None), Origin::Path { dir: None });
+        assert_eq!(
+            Origin::of_lock_source(Some("registry+https://example.org/index")),
+            Origin::Registry
+        );
+        assert_eq!(
+            Origin::of_lock_source(Some("sparse+https://example.org/index/")),
+            Origin::Registry
+        );
+        for (source, url) in [
+            (
+                "git+https://example.org/rmicro?branch=main#3edac8d",
+                "https://example.org/rmicro",
+            ),
+            (
+                "git+https://example.org/rmicro?rev=3edac8d#3edac8d",
+                "https://example.org/rmicro",
+            ),
+            (
+                "git+ssh://git@example.org/rmicro.git#3edac8d",
+                "ssh://git@example.org/rmicro.git",
+            ),
+        ] {
+            assert_eq!(
+                Origin::of_lock_source(Some(source)),
+                Origin::Git {
+                    url: url.into(),
+                    commit: "3edac8d".into()
+                },
+                "{source}"
+            );
+        }
+        assert_eq!(
+            Origin::of_lock_source(Some("git+https://example.org/rmicro")),
+            Origin::Unknown
+        );
+    }
+
+    #[test]
+    fn paths_are_quoted_only_when_a_shell_needs_it() {
+        assert_eq!(
+            quoted(Path::new("/src/rmicro/protoc-gen-rmicro")),
+            "/src/rmicro/protoc-gen-rmicro"
+        );
+        assert_eq!(quoted(Path::new("/home/a b/rmicro")), "'/home/a b/rmicro'");
+        assert_eq!(quoted(Path::new("/x/it's")), r"'/x/it'\''s'");
+    }
+}
