@@ -479,6 +479,9 @@ impl Registration {
         let _ = self.stop.send(true);
         if let Some(task) = &mut self.task {
             let _ = task.await;
+            // Ended: a drop of this future during the deregistration below must not wait for
+            // it again (a finished handle polled again panics).
+            self.task = None;
         }
         let deregistered = tokio::time::timeout(
             Duration::from_secs(5),
@@ -683,6 +686,10 @@ mod tests {
         down: std::sync::atomic::AtomicBool,
         /// Registrations never answer (an etcd that stopped answering).
         hung: std::sync::atomic::AtomicBool,
+        /// Deregistrations made.
+        deregisters: AtomicUsize,
+        /// The first deregistration never answers.
+        first_deregister_hangs: std::sync::atomic::AtomicBool,
         /// What `registrations_lost` reports, when set.
         lost: Option<tokio::sync::watch::Sender<u64>>,
     }
@@ -709,6 +716,10 @@ mod tests {
             &'a self,
             service: &'a registry::Service,
         ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            let first = self.deregisters.fetch_add(1, Ordering::SeqCst) == 0;
+            if first && self.first_deregister_hangs.load(Ordering::SeqCst) {
+                return Box::pin(std::future::pending());
+            }
             self.inner.deregister(service)
         }
         fn get_service<'a>(
@@ -879,6 +890,31 @@ mod tests {
             stopped.is_ok(),
             "stop waited for the registration in flight"
         );
+    }
+
+    /// A `stop` dropped while it waits for its deregistration (a caller's own shutdown limit):
+    /// the drop deregisters in the background, as for a registration never stopped.
+    #[tokio::test]
+    async fn a_stop_cut_short_in_its_deregistration_still_deregisters_in_the_background() {
+        let counting = Arc::new(Counting::default());
+        counting
+            .first_deregister_hangs
+            .store(true, Ordering::SeqCst);
+        let registration = registered(&counting);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counting.registers.load(Ordering::SeqCst), 1);
+        let cut = tokio::time::timeout(Duration::from_millis(200), registration.stop()).await;
+        assert!(cut.is_err(), "the first deregistration hangs");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while counting.deregisters.load(Ordering::SeqCst) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the drop did not deregister in the background"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = counting.inner.get_service("svc").await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
