@@ -1282,3 +1282,77 @@ async fn deregistering_a_node_whose_lease_is_gone_succeeds() {
     assert_eq!(reg.deregister(&record).await, Ok(()));
     assert!(user_keys(&etcd).is_empty());
 }
+
+/// A process that never got its node registered (its first attempt cut short by a stop, before
+/// its grant reached etcd) does not delete, when it deregisters, the key another process holds
+/// for the same node id (a replacement that kept the id): what its own attempt could have
+/// written goes with its lease, revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_the_first_registration_leaves_a_replacements_key_alone() {
+    let etcd = Etcd::start("stop-replacement");
+    let record: rmicro_runtime::registry::Service = serde_json::from_str(
+        r#"{"name":"go.micro.srv.user","nodes":[{"id":"user-0","address":"127.0.0.1:1"}]}"#,
+    )
+    .unwrap();
+    let replacement = registry(&etcd);
+    replacement
+        .register(&record, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let held = user_keys(&etcd);
+    assert_eq!(held.len(), 1, "{held:?}");
+
+    let link = SlowLink::start(&etcd.client_addr).await;
+    link.set_delay(ON_THE_WIRE);
+    let old: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![link.addr.clone()],
+        dial_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }));
+    // Cut short while its requests are held back on the way to etcd, as a stop cuts it.
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(300),
+        old.register(&record, Duration::from_secs(30)),
+    )
+    .await;
+    assert!(attempt.is_err(), "the attempt finished: {attempt:?}");
+    tokio::time::timeout(Duration::from_secs(10), old.deregister(&record))
+        .await
+        .expect("deregistered within 10 s")
+        .unwrap();
+    // Whatever of the old process reached etcd has been applied by now (in order, before the
+    // deregistration's answer came back).
+    assert_eq!(user_keys(&etcd), held, "the replacement's key was touched");
+}
+
+/// A registration that failed waiting for etcd (its lease grant timed out) while etcd still
+/// applied the grant: deregistering revokes that lease too, instead of leaving it in etcd for
+/// its whole TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_granted_after_its_registration_gave_up_is_revoked_on_deregistration() {
+    let etcd = Etcd::start("late-grant");
+    let record: rmicro_runtime::registry::Service = serde_json::from_str(
+        r#"{"name":"go.micro.srv.user","nodes":[{"id":"user-0","address":"127.0.0.1:1"}]}"#,
+    )
+    .unwrap();
+    let link = SlowLink::start(&etcd.client_addr).await;
+    let reg: Arc<dyn Registry> = Arc::new(EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![link.addr.clone()],
+        dial_timeout: Duration::from_secs(1),
+        ..Default::default()
+    }));
+    // Connected first, so that the grant is the request held back.
+    assert!(reg.list_services().await.is_ok());
+    link.set_delay(Duration::from_millis(1500));
+    let failed = reg.register(&record, Duration::from_secs(60)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    // etcd applies the grant it got late.
+    a_new_lease(&etcd, &[]).await;
+    link.set_delay(Duration::ZERO);
+    reg.deregister(&record).await.unwrap();
+    let left = leases(&etcd);
+    assert!(
+        left.is_empty(),
+        "leases left after deregistration: {left:?}"
+    );
+}

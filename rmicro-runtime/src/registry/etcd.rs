@@ -8,9 +8,12 @@
 //!   That call also reads the node's key (one read per node and interval) and writes it again
 //!   when it was deleted or changed behind the node's back while the lease lived on.
 //! - Deregistering deletes the node's key and revokes its leases: the one kept alive and any that
-//!   a registration cut short (its future dropped, as a stop does) asked for. Lease ids are
-//!   chosen before the grant is sent, so that one whose grant's answer never arrived is known;
-//!   a put still on its way on a revoked lease fails, and a key written on one goes with it.
+//!   a registration cut short (its future dropped, as a stop does) or failed (etcd may still
+//!   apply what it timed out waiting for) asked for within their TTL. Lease ids are chosen
+//!   before the grant is sent, so that one whose grant's answer never arrived is known; a put
+//!   still on its way on a revoked lease fails, and a key written on one goes with it. A node
+//!   this handle never registered deletes no key but its own leases': one on another lease is
+//!   another process's.
 //! - Lookups read a cache fed by a watch on the whole prefix: after the first successful sync it
 //!   keeps answering with the last known nodes while etcd is unreachable, and re-syncs (list, then
 //!   watch from the listed revision) when etcd is back. Every request requires a leader, so a
@@ -241,11 +244,12 @@ struct Inner {
     last_failure: Mutex<Option<String>>,
     /// Counts the leases found lost by their keepalive (see `Registry::registrations_lost`).
     lost: Arc<watch::Sender<u64>>,
-    /// By node key, the leases asked for by registrations that have not finished: still in
-    /// flight, or cut short (their future dropped, as a stop does) after their grant or their
-    /// put was sent. etcd may hold such a lease, and the node's key on it, without this handle
-    /// ever hearing of it; deregistering revokes them.
-    unsettled: Mutex<HashMap<String, Vec<i64>>>,
+    /// By node key, the leases asked for by registrations that did not succeed, with when each
+    /// was asked for: still in flight, cut short (their future dropped, as a stop does) or failed
+    /// (an etcd that timed out may still apply the grant and the put). etcd may hold such a
+    /// lease, and the node's key on it, without this handle ever hearing of it; deregistering
+    /// revokes them. One older than its TTL has expired in etcd, and is forgotten.
+    unsettled: Mutex<HashMap<String, Vec<(i64, std::time::Instant)>>>,
 }
 
 /// A lease id for etcd to grant: random, positive (etcd reads 0 as "choose one"), so that it
@@ -855,27 +859,35 @@ impl EtcdRegistry {
         // the key that a put sent on it may write after the deregistration's delete) is still
         // known, and revoked when the node is deregistered.
         let id = new_lease_id();
-        self.inner
-            .unsettled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .push(id);
+        {
+            let now = std::time::Instant::now();
+            // A lease etcd granted and nothing kept alive is gone after its TTL (and a second).
+            let expired = ttl.max(Duration::from_secs(1)) + Duration::from_secs(1);
+            let mut unsettled = self
+                .inner
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let ids = unsettled.entry(key.clone()).or_default();
+            ids.retain(|(_, asked)| now.duration_since(*asked) < expired);
+            ids.push((id, now));
+        }
         let registered = self
             .register_on_new_lease(key.clone(), value, id, ttl)
             .await;
-        // Finished (not dropped): the lease is kept alive and recorded, or the attempt failed
-        // and the lease, if etcd granted it, expires with its TTL as before.
-        let mut unsettled = self
-            .inner
-            .unsettled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(ids) = unsettled.get_mut(&key) {
-            ids.retain(|&other| other != id);
-            if ids.is_empty() {
-                unsettled.remove(&key);
+        // Registered: the lease is kept alive and recorded. A failed attempt's lease stays
+        // noted: etcd may yet apply a grant and a put it timed out waiting for.
+        if registered.is_ok() {
+            let mut unsettled = self
+                .inner
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(ids) = unsettled.get_mut(&key) {
+                ids.retain(|&(other, _)| other != id);
+                if ids.is_empty() {
+                    unsettled.remove(&key);
+                }
             }
         }
         registered
@@ -997,7 +1009,12 @@ impl Registry for EtcdRegistry {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key)
                     .unwrap_or_default();
-                let mut ids: Vec<i64> = lease.iter().map(|l| l.id).chain(unsettled).collect();
+                let attempted = !unsettled.is_empty();
+                let mut ids: Vec<i64> = lease
+                    .iter()
+                    .map(|l| l.id)
+                    .chain(unsettled.into_iter().map(|(id, _)| id))
+                    .collect();
                 ids.sort_unstable();
                 ids.dedup();
                 let k = key.clone();
@@ -1017,6 +1034,10 @@ impl Registry for EtcdRegistry {
                                 })
                                 .await
                         }
+                        // Never registered by this handle, only attempted: what its attempts
+                        // wrote goes with their leases, revoked below; a key on another lease
+                        // is another process's (a replacement that kept the node id).
+                        None if attempted => Ok(()),
                         None => {
                             self.inner
                                 .op("a delete", |mut c| async move {
