@@ -106,14 +106,29 @@ pub enum ProjectError {
          in the project's Cargo.toml files or a `path` patch in its .cargo/config.toml files, not \
          in Cargo's registry cache or git checkouts); \
          build the project once (`cargo fetch` downloads the runtime) and retry, or use the tools \
-         released with it: `cargo install protoc-gen-rmicro --version {version} --locked` (and \
-         `cargo install rmicro --version {version} --locked` for `rmicro check`); the plugin also \
-         takes `api=N` to choose a level"
+         released with it: `{}` (and `{}` for `rmicro check`); the plugin also takes `api=N` to \
+         choose a level",
+        install(version, origin, "protoc-gen-rmicro"),
+        install(version, origin, "rmicro")
     )]
     UnknownVersion {
         /// The version.
         version: String,
+        /// Where Cargo takes it from.
+        origin: Origin,
     },
+}
+
+/// The command that installs `tool` as released with rmicro-runtime `version` from `origin`.
+fn install(version: &str, origin: &Origin, tool: &str) -> String {
+    Runtime {
+        version: version.to_string(),
+        api_min: 0,
+        api: 0,
+        manifest: None,
+        origin: origin.clone(),
+    }
+    .install_command(tool)
 }
 
 /// The entries of `dir`, sorted (so that a search does not depend on the file system's order).
@@ -164,6 +179,7 @@ fn runtime_in(
     };
     let ((api_min, api), manifest) = found.ok_or_else(|| ProjectError::UnknownVersion {
         version: version.clone(),
+        origin: Origin::of_lock_source(locked.source.as_deref()),
     })?;
     let origin = match Origin::of_lock_source(locked.source.as_deref()) {
         Origin::Path { .. } => Origin::Path {

@@ -456,9 +456,6 @@ fn fail(err: &Error) -> ! {
     std::process::exit(1);
 }
 
-/// The `DEP_…` prefixes of the rmicro-runtime `links` metadata in this build script's
-/// environment, one per runtime the crate depends on directly: `DEP_RMICRO_RUNTIME_0_1` (the
-/// `links` name carries the release line) or, from runtimes before that, `DEP_RMICRO_RUNTIME`.
 /// Where Cargo takes rmicro-runtime `version` from, as the lock file of the package at `dir`
 /// says: [`Origin::Unknown`] without a lock file, or when it locks that version from several
 /// sources.
@@ -478,6 +475,9 @@ fn locked_origin(dir: &Path, version: &str) -> Origin {
     }
 }
 
+/// The `DEP_…` prefixes of the rmicro-runtime `links` metadata in this build script's
+/// environment, one per runtime the crate depends on directly: `DEP_RMICRO_RUNTIME_0_1` (the
+/// `links` name carries the release line) or, from runtimes before that, `DEP_RMICRO_RUNTIME`.
 fn links_prefixes() -> Vec<String> {
     links_prefixes_in(std::env::vars_os().filter_map(|(key, _)| key.into_string().ok()))
 }

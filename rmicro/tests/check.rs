@@ -775,6 +775,15 @@ fn a_git_runtime_is_read_from_the_checkout_of_the_locked_commit() {
         "{}",
         text(&out.stderr)
     );
+    // The tools it names are those of the locked commit (no checkout is needed for that).
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "`cargo install --git file:///srv/rmicro --rev {NEW} protoc-gen-rmicro --locked` (and \
+             `cargo install --git file:///srv/rmicro --rev {NEW} rmicro --locked` for `rmicro check`)"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     // Once the locked commit is checked out, its range is the one read.
     checkout(NEW, 5, 7);
     let out = check_in(dir, &["--format", "json"], no_plugin.path(), &home);

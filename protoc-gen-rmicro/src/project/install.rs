@@ -2,7 +2,7 @@
 //! released with it from the same place: a runtime used from a git repository or a local
 //! checkout has no published release to install by version.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where Cargo takes a locked runtime from (its `Cargo.lock` `source`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,10 +58,11 @@ impl super::Runtime {
     pub fn install_command(&self, tool: &str) -> String {
         match &self.origin {
             Origin::Git { url, commit } => {
+                let url = quoted(url);
                 format!("cargo install --git {url} --rev {commit} {tool} --locked")
             }
             Origin::Path { .. } => match self.checkout_tool(tool) {
-                Some(dir) => format!("cargo install --path {} --locked", quoted(&dir)),
+                Some(dir) => format!("cargo install --path {} --locked", quoted(dir.display())),
                 // A runtime crate on its own (a vendored copy): its release, by version.
                 None => self.release_install(tool),
             },
@@ -75,7 +76,7 @@ impl super::Runtime {
     pub fn same_source_install(&self, tool: &str) -> String {
         match (&self.origin, self.checkout_tool(tool)) {
             (Origin::Git { .. }, _) => self.install_command(tool),
-            (_, Some(dir)) => format!("cargo install --path {} --locked", quoted(&dir)),
+            (_, Some(dir)) => format!("cargo install --path {} --locked", quoted(dir.display())),
             _ => format!("cargo install --path <checkout>/{tool} --locked"),
         }
     }
@@ -95,10 +96,11 @@ impl super::Runtime {
     }
 }
 
-/// `path` as a shell word: as it is when it is made of plain characters, else in single quotes
+/// `word` (a path, a URL) as a shell word: as it is when it is made of plain characters, else in
+/// single quotes
 /// (so that a command with it can be pasted as given).
-fn quoted(path: &Path) -> String {
-    let text = path.display().to_string();
+fn quoted(word: impl std::fmt::Display) -> String {
+    let text = word.to_string();
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         text
@@ -110,6 +112,7 @@ fn quoted(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn lock_sources_name_their_origin() {
@@ -154,10 +157,13 @@ mod tests {
     #[test]
     fn paths_are_quoted_only_when_a_shell_needs_it() {
         assert_eq!(
-            quoted(Path::new("/src/rmicro/protoc-gen-rmicro")),
+            quoted(Path::new("/src/rmicro/protoc-gen-rmicro").display()),
             "/src/rmicro/protoc-gen-rmicro"
         );
-        assert_eq!(quoted(Path::new("/home/a b/rmicro")), "'/home/a b/rmicro'");
-        assert_eq!(quoted(Path::new("/x/it's")), r"'/x/it'\''s'");
+        assert_eq!(
+            quoted(Path::new("/home/a b/rmicro").display()),
+            "'/home/a b/rmicro'"
+        );
+        assert_eq!(quoted(Path::new("/x/it's").display()), r"'/x/it'\''s'");
     }
 }
