@@ -202,21 +202,35 @@ fn is_special(path: &Path) -> bool {
 /// The generated files under `paths`: named files are taken as given (a missing header is then
 /// reported), directories are searched for `.rs` files that look generated (the first line is
 /// a header, exact or damaged, an exact header comes later, or the file carries a
-/// `require_api` pin; a file that cannot be read counts, so that it is reported), skipping `target`, `node_modules` and hidden directories and visiting
-/// each directory once (a symbolic link back up is not followed again). Also returns a
-/// [`Status::Unreadable`] check for each directory that could not be listed.
+/// `require_api` pin; a file that cannot be read counts, so that it is reported), skipping
+/// `target`, `node_modules` and hidden directories. A directory reached through a symbolic link
+/// is searched under the link's name too (its files count for the package holding the link,
+/// which compiles them), but a link back up into a directory being searched is not followed.
+/// Each file is listed once. Also returns a [`Status::Unreadable`] check for each directory
+/// that could not be listed.
 pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
+    /// Enough directories for any real tree; a bound for links that fan out.
+    const MAX_DIRS: usize = 100_000;
     struct Walk {
         files: Vec<PathBuf>,
         problems: Vec<FileCheck>,
-        seen: std::collections::HashSet<PathBuf>,
+        /// The directories being searched, outermost first, as the file system names them.
+        open: Vec<PathBuf>,
+        searched: usize,
     }
     impl Walk {
         fn dir(&mut self, dir: &Path) {
             let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if !self.seen.insert(canonical) {
+            if self.open.contains(&canonical) || self.searched >= MAX_DIRS {
                 return;
             }
+            self.searched += 1;
+            self.open.push(canonical);
+            self.entries(dir);
+            self.open.pop();
+        }
+
+        fn entries(&mut self, dir: &Path) {
             let entries = match std::fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(err) => {
@@ -247,7 +261,8 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
     let mut walk = Walk {
         files: Vec::new(),
         problems: Vec::new(),
-        seen: std::collections::HashSet::new(),
+        open: Vec::new(),
+        searched: 0,
     };
     for path in paths {
         if path.is_dir() {
@@ -256,6 +271,9 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
             walk.files.push(path.clone());
         }
     }
+    // Once each (roots that overlap name a file twice).
+    let mut seen = std::collections::HashSet::new();
+    walk.files.retain(|file| seen.insert(file.clone()));
     (walk.files, walk.problems)
 }
 

@@ -306,16 +306,28 @@ fn check(args: &Args) -> Outcome {
     out
 }
 
-/// The directory whose package a generated file counts for: the one the file is listed in, with
-/// the symbolic links of that directory's own path resolved. A file that is itself a link to a
-/// file in another package counts where the link is, not where it points: the package holding
-/// the link is the one that compiles it (by `include!` or `mod`), against its own runtime.
+/// The directory whose package a generated file counts for: the one the file is listed in, as
+/// named (absolute, `.` and `..` taken out by name), not where symbolic links lead. A file
+/// reached through a link (to the file, or to a directory above it) counts where the link is,
+/// not where it points: the package holding the link is the one that compiles it (by
+/// `include!` or `mod`), against its own runtime.
 fn package_dir_of(file: &Path, cwd: &Path) -> PathBuf {
+    use std::path::Component;
     let listed = match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::fs::canonicalize(listed).unwrap_or_else(|_| cwd.join(listed))
+    let mut dir = PathBuf::new();
+    for part in cwd.join(listed).components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                dir.pop();
+            }
+            part => dir.push(part),
+        }
+    }
+    dir
 }
 
 /// The `protoc-gen-rmicro` protoc would run: the first one on `PATH` that can be executed. A

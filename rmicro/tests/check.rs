@@ -681,17 +681,64 @@ fn a_symlinked_generated_file_counts_for_the_package_holding_the_link() {
             serde_json::json!(["0.77.0"]),
             "{report}"
         );
-        // The file it points at still counts for its own package, where it is fine.
-        if let Some(target) = report["files"]
+        // The file it points at still counts for its own package, where it is fine (listed
+        // when the whole workspace is checked).
+        let target = report["files"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["path"].as_str().unwrap().contains("/lib_old/"))
-        {
+            .find(|f| f["path"].as_str().unwrap().contains("/lib_old/"));
+        if dir == root && args.len() == 2 {
+            let target = target.unwrap_or_else(|| panic!("{args:?}: {report}"));
             assert_eq!(target["status"], "ok", "{args:?}: {report}");
             assert_eq!(target["package"], "lib_old", "{args:?}: {report}");
         }
     }
+
+    // A linked directory: its files count for the package holding the link, and the directory
+    // it points at still for its own (each is checked once per package that compiles it). A
+    // link back up is not followed for ever.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(
+        "../../lib_old/src/gen",
+        root.join("crates/app_new/src/linked"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..", root.join("crates/app_new/src/gen/up")).unwrap();
+    let out = check_in_within(
+        root,
+        &["--format", "json"],
+        path.path(),
+        &cargo_home,
+        std::time::Duration::from_secs(20),
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    let linked = files
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("app_new/src/linked/user.rs")
+        })
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(linked["package"], "app_new", "{report}");
+    assert_eq!(linked["status"], "skew", "{report}");
+    let own = files
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("lib_old/src/gen/user.rs")
+        })
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(own["package"], "lib_old", "{report}");
+    assert_eq!(own["status"], "ok", "{report}");
+    std::fs::remove_file(root.join("crates/app_new/src/linked")).unwrap();
+    std::fs::remove_file(root.join("crates/app_new/src/gen/up")).unwrap();
+    std::os::unix::fs::symlink("../../../lib_old/src/gen/user.rs", &link).unwrap();
 
     // Links that loop, and one whose target is gone: each reported once, as such, in time.
     std::fs::remove_file(&link).unwrap();
