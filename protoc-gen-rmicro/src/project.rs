@@ -231,9 +231,11 @@ impl Resolution {
 /// in that package's dependency closure. When `from` belongs to no package the lock file lists
 /// (or its dependencies reach no runtime), every locked runtime. A runtime used from a
 /// checkout is looked for at the `path` patches of the Cargo configuration files read for a
-/// build in `from` (`.cargo/config.toml` at or above it, then `$CARGO_HOME`'s; they win over the
-/// manifests', as in Cargo), then at the `path` dependencies of the project's manifests (see
-/// [`runtime`]).
+/// build run at the workspace root, where `lockfile` is (`.cargo/config.toml` there or above,
+/// then `$CARGO_HOME`'s; they win over the manifests', as in Cargo), then at the `path`
+/// dependencies of the project's manifests (see [`runtime`]). Cargo reads the configuration
+/// files of the directory it is run in, which a build script or protoc cannot know: a member's
+/// own `.cargo/config.toml`, which Cargo reads only when run inside that member, is not read.
 ///
 /// # Errors
 ///
@@ -255,7 +257,8 @@ pub fn resolve_package(lockfile: &Path, from: &Path) -> Result<Resolution, Proje
         Some(runtimes) => (runtimes, package),
         None => (all.clone(), None),
     };
-    let config_patched = config_patch::config_patches(from, cargo_home().as_deref());
+    let root = lockfile.parent().unwrap_or(from);
+    let config_patched = config_patch::config_patches(root, cargo_home().as_deref());
     let manifests = project_manifests(lockfile, from, &config_patched);
     let runtimes = locked
         .iter()

@@ -1041,7 +1041,7 @@ fn a_runtime_patched_to_a_local_checkout_is_read_there() {
 /// checkout, as a manifest's `[patch]` is. A relative `path` there is relative to the directory
 /// holding `.cargo/`; the nearest configuration file wins over those above it and over the
 /// manifest; `$CARGO_HOME/config.toml` counts too (its paths relative to the directory above
-/// it).
+/// it); files are read as for a build run at the workspace root.
 #[test]
 fn a_runtime_patched_in_a_cargo_config_file_is_read_from_that_checkout() {
     let scratch = scratch("check-config-patch");
@@ -1121,6 +1121,18 @@ fn a_runtime_patched_in_a_cargo_config_file_is_read_from_that_checkout() {
         "[patch.crates-io]\nrmicro-runtime = { path = \"rt\" }\n",
     );
     put(root, "home/rt/Cargo.toml", &rt("0.77.0", 3, 3));
+    let (code, report) = run(&root.join("ws/app"), &home);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["runtimes"][0]["api_min"], 3, "{report}");
+
+    // A member's own configuration, which Cargo reads only when it is run inside the member,
+    // is not the one of a build run at the workspace root: not read.
+    put(
+        root,
+        "ws/app/.cargo/config.toml",
+        "[patch.crates-io]\nrmicro-runtime = { path = \"../member-rt\" }\n",
+    );
+    put(root, "ws/member-rt/Cargo.toml", &rt("0.77.0", 8, 8));
     let (code, report) = run(&root.join("ws/app"), &home);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["runtimes"][0]["api_min"], 3, "{report}");
