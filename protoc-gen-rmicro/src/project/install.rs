@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 /// Where Cargo takes a locked runtime from (its `Cargo.lock` `source`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Origin {
     /// Not known (the version came from Cargo's `links` metadata, which does not say): taken as
     /// a published release.
