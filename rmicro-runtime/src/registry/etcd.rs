@@ -996,8 +996,8 @@ impl Registry for EtcdRegistry {
                     lease.task.abort();
                 }
                 // The delete, and with it every lease of the node: the one kept alive, and any a
-                // registration cut short asked for. A put on one of them may still be on its way
-                // to etcd, to land after the delete; once the lease is revoked, such a put fails,
+                // registration cut short or failed asked for. A put on one of them may still be
+                // on its way to etcd, to land after the delete; once the lease is revoked, it fails,
                 // and a key one wrote already went with the lease. (A lease whose grant etcd has
                 // not applied yet is not found, and may be granted after: the attempt that asked
                 // for it was dropped before it heard the answer, so it sent no put on it, and the
@@ -1056,8 +1056,8 @@ impl Registry for EtcdRegistry {
                     }
                     revoked
                 };
-                // Side by side: one round trip to etcd, not several, within the bound the
-                // caller puts on a deregistration.
+                // Side by side: the delete does not wait for the revokes (one after another,
+                // usually one), within the bound the caller puts on a deregistration.
                 let (deleted, revoked) = tokio::join!(delete, revoke);
                 if let Err(err) = deleted.and(revoked) {
                     failed.get_or_insert(err);
