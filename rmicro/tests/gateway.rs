@@ -26,6 +26,8 @@ const BIG: usize = 64 << 20;
 struct Backend {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The node's accept loop; it ends once every connection it opened is closed.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Backend {
@@ -33,7 +35,7 @@ impl Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let stream = tokio::select! {
@@ -111,18 +113,25 @@ impl Backend {
                         .await;
                 });
             }
-            // Dropping the JoinSet aborts open connections: the node is gone.
+            // Open connections are closed too: the node is gone.
             conns.abort_all();
+            while conns.join_next().await.is_some() {}
         });
         Backend {
             addr,
             stop: Some(tx),
+            task: Some(task),
         }
     }
 
-    fn kill(&mut self) {
+    /// Stops the node and returns once its listener and every connection it had are closed (a
+    /// request sent after this cannot reach it on a kept-alive connection).
+    async fn kill(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }
@@ -470,7 +479,7 @@ async fn a_backend_killed_mid_run_leaves_the_other_node_serving() {
         nodes.insert(r.body.split(' ').next().unwrap().to_string());
     }
     assert_eq!(nodes.len(), 2, "both nodes served before the kill");
-    one.kill();
+    one.kill().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..20 {
         let r = get(&gw, "/pair/x").await;
@@ -489,7 +498,7 @@ async fn a_request_with_a_body_goes_to_another_node_when_one_refuses_connections
     let live = Backend::start("live").await;
     register(&registry, "go.micro.api.pair", "1", &dead.addr.to_string()).await;
     register(&registry, "go.micro.api.pair", "2", &live.addr.to_string()).await;
-    dead.kill();
+    dead.kill().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (gw, _stop) = gateway(
         Cli::new(),
@@ -747,7 +756,7 @@ async fn nodes_read_before_the_registry_went_down_keep_serving() {
     assert_eq!(nodes_answering(&gw, "/pair/x", 4).await.len(), 2);
 
     flaky.down.store(true, Ordering::SeqCst);
-    one.kill();
+    one.kill().await;
     for i in 0..6 {
         let r = get(&gw, "/pair/x").await;
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
