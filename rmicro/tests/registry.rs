@@ -157,23 +157,73 @@ async fn list_get_and_watch_show_registered_services() {
     running.stop().await.unwrap();
 }
 
+/// Nothing listening at the address: said at once, in words, not after the registry timeout
+/// (the gRPC channel would keep trying to connect until then).
 #[test]
 fn an_unreachable_registry_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = rmicro(&port.to_string(), &["list"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(err.starts_with("error: registry unreachable: "), "{err}");
-    assert!(err.contains(&port.to_string()), "{err}");
-    // Why, in words: the refused connection, not the transport's debug dump of it.
+    for command in [&["list"][..], &["get", "go.micro.srv.user"], &["watch"]] {
+        let started = std::time::Instant::now();
+        let out = registry_command(&port.to_string())
+            .args(["--registry-timeout", "20s"])
+            .args(command)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error: registry unreachable: "), "{err}");
+        assert!(
+            err.contains(&format!("etcd at {port}: connection refused (nothing listens there: is etcd running, and is the registry address right?)"))
+                && !err.contains("source:"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(10), "{command:?} took {took:?}");
+    }
+}
+
+/// An etcd that starts after the first refusals is found: the refusal is no verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refusing_connections_is_used_once_it_listens() {
+    let mut etcd = Etcd::planned("registry-late");
+    let address = etcd.client_addr.clone();
+    let registry = EtcdRegistry::new(EtcdOptions {
+        endpoints: vec![address],
+        dial_timeout: Duration::from_secs(20),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let err = registry.list_services().await.unwrap_err().to_string();
     assert!(
-        err.contains("the last attempt: tcp connect error: transport error: Connection refused")
-            && !err.contains("source:"),
+        err.contains("connection refused (nothing listens there"),
         "{err}"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut etcd = tokio::task::spawn_blocking(move || {
+        etcd.resume();
+        etcd
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match registry.list_services().await {
+            Ok(services) => {
+                assert!(services.is_empty(), "{services:?}");
+                break;
+            }
+            Err(err) => assert!(std::time::Instant::now() < deadline, "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    etcd.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,9 +231,12 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     cache: RwLock<Cache>,
     primed: watch::Sender<bool>,
-    /// Why etcd refused the last sync (wrong or missing credentials), until one succeeds: a
-    /// lookup waiting for the first sync says so at once, not "has not answered" a timeout later.
+    /// Why etcd refused the last sync (wrong or missing credentials), or why it cannot be
+    /// reached at all (every endpoint refuses connections), until one succeeds: a lookup
+    /// waiting for the first sync says so at once, not "has not answered" a timeout later.
     refused: watch::Sender<Option<RegistryError>>,
+    /// Whether the last operation gave up because every endpoint refused a connection.
+    nothing_listens: AtomicBool,
     /// The task that keeps the cache synced, once started (again, should it have ended).
     cache_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Shared by every watcher: each clones only the events of its own service.
@@ -282,6 +285,7 @@ impl EtcdRegistry {
                 cache: RwLock::new(Cache::default()),
                 primed: watch::channel(false).0,
                 refused: watch::channel(None).0,
+                nothing_listens: AtomicBool::new(false),
                 cache_task: Mutex::new(None),
                 events: broadcast::channel(1024).0,
                 last_failure: Mutex::new(None),
@@ -394,8 +398,12 @@ impl Inner {
         let client = self.client().await?;
         let result = tokio::time::timeout(self.options.dial_timeout, f(client)).await;
         let err = match result {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(err)) => self.error(err),
+            Ok(Ok(v)) => {
+                self.nothing_listens.store(false, Ordering::Relaxed);
+                return Ok(v);
+            }
+            // A failure, not a wait: if the connection was refused, say so.
+            Ok(Err(err)) => self.unless_refused(self.error(err)).await,
             Err(_) => RegistryError::Unreachable(format!(
                 "etcd at {} did not answer {what} within {:?}",
                 self.endpoints(),
@@ -406,6 +414,22 @@ impl Inner {
             *self.client.lock().await = None;
         }
         Err(err)
+    }
+
+    /// `err`, or, when it says etcd could not be reached and every endpoint refuses a TCP
+    /// connection, that nothing listens there: said in words, and at once by a lookup waiting
+    /// for the first sync (see `refused`). Remembered until an operation gets through.
+    async fn unless_refused(&self, err: RegistryError) -> RegistryError {
+        let refused = match err {
+            RegistryError::Unreachable(_) => {
+                let limit = self.options.dial_timeout.min(Duration::from_secs(1));
+                refused_everywhere(&self.options.endpoints, limit).await
+            }
+            _ => None,
+        };
+        self.nothing_listens
+            .store(refused.is_some(), Ordering::Relaxed);
+        refused.map_or(err, RegistryError::Unreachable)
     }
 
     async fn client(&self) -> Result<etcd_client::Client, RegistryError> {
@@ -432,7 +456,7 @@ impl Inner {
         let connect = etcd_client::Client::connect(&self.options.endpoints, Some(options));
         let client = match tokio::time::timeout(self.options.dial_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(self.error(err)),
+            Ok(Err(err)) => return Err(self.unless_refused(self.error(err)).await),
             Err(_) => {
                 return Err(RegistryError::Unreachable(format!(
                     "no answer from etcd at {} within {:?}",
@@ -601,6 +625,50 @@ impl Inner {
 /// A failure to reach etcd in words: a transport status's message and the causes behind it
 /// (`transport error: Connection reset by peer (os error 104)`), not tonic's rendering of it,
 /// which prints the causes' debug form.
+/// Why no endpoint can be reached, if each of their addresses refused a TCP connection.
+async fn refused_everywhere(endpoints: &[String], limit: Duration) -> Option<String> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    for endpoint in endpoints {
+        let authority = endpoint_authority(endpoint)?;
+        let addresses = tokio::time::timeout(limit, tokio::net::lookup_host(authority))
+            .await
+            .ok()?
+            .ok()?;
+        let mut any = false;
+        for address in addresses {
+            any = true;
+            match tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await {
+                Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                _ => return None,
+            }
+        }
+        if !any {
+            return None;
+        }
+    }
+    Some(format!(
+        "etcd at {}: connection refused (nothing listens there: is etcd running, and is the registry address right?)",
+        endpoints.join(",")
+    ))
+}
+
+/// `host:port` of an endpoint written as `host:port` or `http(s)://host:port[/]`.
+fn endpoint_authority(endpoint: &str) -> Option<&str> {
+    let without = |scheme: &str| {
+        endpoint
+            .get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| &endpoint[scheme.len()..])
+    };
+    let rest = without("https://")
+        .or_else(|| without("http://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then_some(authority)
+}
+
 fn failure_text(err: &etcd_client::Error) -> String {
     let etcd_client::Error::GRpcStatus(status) = err else {
         return err.to_string();
@@ -657,8 +725,16 @@ async fn cache_loop(inner: Weak<Inner>) {
             return;
         };
         let result = strong.sync().await;
-        if let Err(err @ RegistryError::Auth(_)) = &result {
-            strong.refused.send_replace(Some(err.clone()));
+        match &result {
+            Err(err @ RegistryError::Auth(_)) => {
+                strong.refused.send_replace(Some(err.clone()));
+            }
+            Err(err @ RegistryError::Unreachable(_))
+                if strong.nothing_listens.load(Ordering::Relaxed) =>
+            {
+                strong.refused.send_replace(Some(err.clone()));
+            }
+            _ => {}
         }
         let failure = result.as_ref().err().map(|err| strong.last_attempt(err));
         *strong
@@ -1150,6 +1226,47 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn endpoints_are_probed_at_their_host_and_port() {
+        for (endpoint, authority) in [
+            ("127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("http://etcd-0:2379", Some("etcd-0:2379")),
+            ("HTTPS://etcd-0:2379/", Some("etcd-0:2379")),
+            ("[::1]:2379", Some("[::1]:2379")),
+            ("http://", None),
+            ("", None),
+        ] {
+            assert_eq!(endpoint_authority(endpoint), authority, "{endpoint}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_endpoints_that_all_refuse_are_called_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        let closed = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap().to_string()
+        };
+        let limit = Duration::from_secs(2);
+        let refused = refused_everywhere(std::slice::from_ref(&closed), limit).await;
+        assert!(
+            refused.as_deref().is_some_and(|r| r.contains(&closed)),
+            "{refused:?}"
+        );
+        // One endpoint that takes connections: etcd may be there (and busy, or failing).
+        assert_eq!(
+            refused_everywhere(&[closed.clone(), open], limit).await,
+            None
+        );
+        // A name that does not resolve is not "refused".
+        assert_eq!(
+            refused_everywhere(&["no-such-host.invalid:2379".into()], limit).await,
+            None
+        );
+        assert_eq!(refused_everywhere(&[], limit).await, None);
     }
 
     fn nodes_of(records: &Records, name: &str) -> Vec<String> {
