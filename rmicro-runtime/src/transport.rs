@@ -703,6 +703,16 @@ where
     }
 }
 
+/// The deadline of a call made through a [`Connection`] as a tower service (as
+/// [`Connection::grpc`]'s are), put in the request's extensions (`tonic::Request`'s carry over).
+/// The request's `grpc-timeout` is then what is left of it when the request goes out, once the
+/// connection is open (opening one takes time the server must not be told it still has), and a
+/// request whose deadline has passed by then is not sent
+/// ([`TransportError::DeadlinePassed`]). Without it, a `grpc-timeout` the request has goes as
+/// it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendBy(pub Instant);
+
 const GRPC_ACCEPT_ENCODING: http::HeaderName =
     http::HeaderName::from_static("grpc-accept-encoding");
 const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
@@ -717,11 +727,12 @@ impl tower_service::Service<http::Request<Body>> for Connection {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let connection = self.clone();
+        let deadline = request.extensions_mut().remove::<SendBy>().map(|by| by.0);
         Box::pin(async move {
             connection
-                .send_request(request, None)
+                .send_request(request, deadline)
                 .await
                 .map_err(|(err, _)| err)
         })

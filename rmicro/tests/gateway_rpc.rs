@@ -1020,6 +1020,108 @@ async fn a_call_left_no_time_is_a_504_and_is_not_sent() {
     );
 }
 
+/// A TCP proxy to one node: new connections are put through only after `delay` (the node
+/// accepts late, as one starting up or overloaded does), and those open can be cut (as a node
+/// restarting cuts them).
+struct LateLink {
+    addr: String,
+    delay: Arc<std::sync::Mutex<Duration>>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl LateLink {
+    async fn start(upstream: String) -> LateLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = LateLink {
+            addr: listener.local_addr().unwrap().to_string(),
+            delay: Arc::default(),
+            open: Arc::default(),
+        };
+        let (delay, open) = (Arc::clone(&link.delay), Arc::clone(&link.open));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let wait = *delay.lock().unwrap();
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Ok(mut node) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+                    }
+                });
+                open.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        link
+    }
+
+    fn cut_and_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// A call that has to open a new connection to its node hands the service what is left of
+/// its deadline once the connection is open, not what was left before: the service is not
+/// told it has time the gateway will not wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_spent_connecting_is_not_told_to_the_service_as_left() {
+    use rmicro_tests::fixtures::rmicro::test::hop::{
+        register_hop_handler, HopHandler, HopReply, HopRequest,
+    };
+    type Heard = Arc<std::sync::Mutex<Vec<Duration>>>;
+    struct Timed(Heard);
+    impl HopHandler for Timed {
+        async fn relay(
+            &self,
+            _: Request<HopRequest>,
+        ) -> Result<Response<HopReply>, rmicro_runtime::Status> {
+            let left = rmicro_runtime::context::current().and_then(|c| c.remaining());
+            self.0.lock().unwrap().push(left.unwrap_or_default());
+            Ok(Response::new(HopReply::default()))
+        }
+    }
+    let heard = Heard::default();
+    let port = rmicro_tests::free_port();
+    let link = LateLink::start(format!("127.0.0.1:{port}")).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut hop = Service::builder("go.micro.srv.hop")
+        .address(format!("127.0.0.1:{port}"))
+        .advertise(link.addr.clone())
+        .registry(Arc::clone(&registry))
+        .build();
+    register_hop_handler(hop.server_mut(), Timed(Arc::clone(&heard))).unwrap();
+    let _hop = hop.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.hop").await;
+    let (gw, _stop) = gateway_with_flags(Arc::clone(&registry), &["--handler", "rpc"]).await;
+    let relay = || {
+        let gw = gw.clone();
+        tokio::task::spawn_blocking(move || {
+            let headers = [
+                ("Content-Type", "application/json"),
+                ("Grpc-Timeout", "10S"),
+            ];
+            http::request(&gw, "POST", "/hop/hop/relay", &headers, "{}")
+        })
+    };
+    // Described, and the connection open: the service hears about the whole 10 s.
+    let r = relay().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The node's connections cut, and a new one put through 2 s late.
+    link.cut_and_delay(Duration::from_secs(2));
+    let r = relay().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert!(heard[0] > Duration::from_secs(9), "{heard:?}");
+    assert!(
+        heard[1] < Duration::from_millis(8_500) && heard[1] > Duration::from_secs(5),
+        "the service heard {:?} left after 2 s of connecting",
+        heard[1]
+    );
+}
+
 /// Messages over tonic's 4 MiB default: responses up to the larger of --body-limit and 4 MiB
 /// come back; a bigger one is 502, a request message over the service's limit 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

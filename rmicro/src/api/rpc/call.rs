@@ -8,7 +8,7 @@ use http::{header, Response, StatusCode};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use rmicro_runtime::registry::Node;
-use rmicro_runtime::transport::{Connection, TransportError};
+use rmicro_runtime::transport::{Connection, SendBy, TransportError};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 
@@ -192,7 +192,9 @@ impl RpcHandler {
             )
             .into());
         }
-        request.set_timeout(left);
+        // Stamped as `grpc-timeout` when the request goes out: connecting to the node (a new
+        // one, or one that restarted) comes out of the time the service is told it has.
+        request.extensions_mut().insert(SendBy(deadline.into_std()));
         let path = http::uri::PathAndQuery::try_from(grpc_path)
             .map_err(|e| error::response(StatusCode::BAD_GATEWAY, format!("bad gRPC path: {e}")))?;
         let call = exchange(&mut grpc, request, path);
