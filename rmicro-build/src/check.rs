@@ -207,7 +207,9 @@ fn is_special(path: &Path) -> bool {
 /// is searched under the link's name too (its files count for the package holding the link,
 /// which compiles them), but a link back up into a directory being searched is not followed.
 /// Each file is listed once. Also returns a [`Status::Unreadable`] check for each directory
-/// that could not be listed.
+/// that could not be listed, and for the first directory left out when the search reaches
+/// 100 000 directories (links that fan out), so that a check never passes on files it did not
+/// get to.
 pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
     /// Enough directories for any real tree; a bound for links that fan out.
     const MAX_DIRS: usize = 100_000;
@@ -221,7 +223,26 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
     impl Walk {
         fn dir(&mut self, dir: &Path) {
             let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if self.open.contains(&canonical) || self.searched >= MAX_DIRS {
+            if self.open.contains(&canonical) {
+                return;
+            }
+            if self.searched >= MAX_DIRS {
+                // Said once, at the first directory left out: the files under it and under
+                // the rest are not checked, and a check that passed would not mean they are
+                // fine.
+                if self.searched == MAX_DIRS {
+                    self.searched += 1;
+                    self.problems.push(FileCheck {
+                        path: dir.to_path_buf(),
+                        sources: None,
+                        status: Status::Unreadable(format!(
+                            "left unsearched, with everything after it: the search stops at \
+                             {MAX_DIRS} directories (symbolic links that lead to the same \
+                             directories again and again?); name the directories that hold the \
+                             generated files instead"
+                        )),
+                    });
+                }
                 return;
             }
             self.searched += 1;

@@ -304,6 +304,42 @@ fn each_file_is_checked_once_and_an_unreadable_one_is_reported() {
     );
 }
 
+/// Links that lead to the same directories again and again make a tree too big to search (it
+/// is bounded at 100 000 directories): the check says where it stopped, and fails, rather
+/// than passing on the files it did not get to.
+#[test]
+fn a_tree_too_big_to_search_is_reported_not_passed() {
+    let project = Project::new("fan", Some(VERSION));
+    project.generated("ok.rs", VERSION, 1);
+    // Six levels of ten links each to the level below: 111 111 directories to search.
+    let fan = project.dir.join("src/gen/fan");
+    for level in 0..=5 {
+        std::fs::create_dir_all(fan.join(format!("n{level}"))).unwrap();
+    }
+    for level in 0..5 {
+        for link in 0..10 {
+            std::os::unix::fs::symlink(
+                format!("../n{}", level + 1),
+                fan.join(format!("n{level}/l{link}")),
+            )
+            .unwrap();
+        }
+    }
+    let out = project.check(&[], &empty_dir("fan"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("left unsearched, with everything after it: the search stops at 100000 directories (symbolic links")
+            && err.contains("name the directories that hold the generated files instead"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("left unsearched").count(),
+        1,
+        "said once: {err}"
+    );
+}
+
 #[test]
 fn the_workspace_roots_lock_is_the_one_read_and_a_path_runtime_is_read_where_it_is() {
     // A workspace whose member kept a stale Cargo.lock of its own (Cargo ignores it), with the
