@@ -622,9 +622,6 @@ impl Inner {
     }
 }
 
-/// A failure to reach etcd in words: a transport status's message and the causes behind it
-/// (`transport error: Connection reset by peer (os error 104)`), not tonic's rendering of it,
-/// which prints the causes' debug form.
 /// Why no endpoint can be reached, if each of their addresses refused a TCP connection.
 async fn refused_everywhere(endpoints: &[String], limit: Duration) -> Option<String> {
     if endpoints.is_empty() {
@@ -669,6 +666,9 @@ fn endpoint_authority(endpoint: &str) -> Option<&str> {
     (!authority.is_empty()).then_some(authority)
 }
 
+/// A failure to reach etcd in words: a transport status's message and the causes behind it
+/// (`transport error: Connection reset by peer (os error 104)`), not tonic's rendering of it,
+/// which prints the causes' debug form.
 fn failure_text(err: &etcd_client::Error) -> String {
     let etcd_client::Error::GRpcStatus(status) = err else {
         return err.to_string();

@@ -227,6 +227,18 @@ impl RpcHandler {
                 // service sent: 502. Only a call that never left may go to another node; a
                 // node that failed mid-call is avoided.
                 let transport = TransportError::find(&status);
+                // The limit ran out while the node's connection opened: the call was not sent,
+                // and the node is not to blame (the gateway's own timer would have said so a
+                // moment later).
+                if let Some(TransportError::DeadlinePassed { .. }) = transport {
+                    return Err(error::response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "the call's limit ({limit:?}) ran out before `{grpc_path}` was called"
+                        ),
+                    )
+                    .into());
+                }
                 if transport.is_some() || broke_mid_answer(&status) {
                     let what = match transport {
                         Some(err) => err.to_string(),
