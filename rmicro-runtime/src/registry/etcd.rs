@@ -629,7 +629,7 @@ async fn refused_everywhere(endpoints: &[String], limit: Duration) -> Option<Str
     }
     for endpoint in endpoints {
         let authority = endpoint_authority(endpoint)?;
-        let addresses = tokio::time::timeout(limit, tokio::net::lookup_host(authority))
+        let addresses = tokio::time::timeout(limit, tokio::net::lookup_host(authority.as_str()))
             .await
             .ok()?
             .ok()?;
@@ -652,18 +652,10 @@ async fn refused_everywhere(endpoints: &[String], limit: Duration) -> Option<Str
 }
 
 /// `host:port` of an endpoint written as `host:port` or `http(s)://host:port[/]`.
-fn endpoint_authority(endpoint: &str) -> Option<&str> {
-    let without = |scheme: &str| {
-        endpoint
-            .get(..scheme.len())
-            .filter(|head| head.eq_ignore_ascii_case(scheme))
-            .map(|_| &endpoint[scheme.len()..])
-    };
-    let rest = without("https://")
-        .or_else(|| without("http://"))
-        .unwrap_or(endpoint);
-    let authority = rest.split('/').next()?;
-    (!authority.is_empty()).then_some(authority)
+fn endpoint_authority(endpoint: &str) -> Option<String> {
+    let uri: http::Uri = endpoint.parse().ok()?;
+    uri.authority()
+        .map(|authority| authority.as_str().to_string())
 }
 
 /// A failure to reach etcd in words: a transport status's message and the causes behind it
@@ -1232,13 +1224,19 @@ mod tests {
     fn endpoints_are_probed_at_their_host_and_port() {
         for (endpoint, authority) in [
             ("127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("etcd-0:2379", Some("etcd-0:2379")),
+            ("localhost:2379", Some("localhost:2379")),
             ("http://etcd-0:2379", Some("etcd-0:2379")),
             ("HTTPS://etcd-0:2379/", Some("etcd-0:2379")),
             ("[::1]:2379", Some("[::1]:2379")),
             ("http://", None),
             ("", None),
         ] {
-            assert_eq!(endpoint_authority(endpoint), authority, "{endpoint}");
+            assert_eq!(
+                endpoint_authority(endpoint).as_deref(),
+                authority,
+                "{endpoint}"
+            );
         }
     }
 

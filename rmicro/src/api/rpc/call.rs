@@ -184,13 +184,16 @@ impl RpcHandler {
         // What is left of the limit is the deadline the service hears. None left (a client's
         // `Grpc-Timeout: 0n`, or the reads above took it all): not sent, as a gRPC client
         // fails a call whose deadline has passed, rather than sent with a timeout of nothing.
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(error::response(
+        let not_called = || -> NodeFail {
+            error::response(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("the call's limit ({limit:?}) ran out before `{grpc_path}` was called"),
             )
-            .into());
+            .into()
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(not_called());
         }
         // Stamped as `grpc-timeout` when the request goes out: connecting to the node (a new
         // one, or one that restarted) comes out of the time the service is told it has.
@@ -231,13 +234,7 @@ impl RpcHandler {
                 // and the node is not to blame (the gateway's own timer would have said so a
                 // moment later).
                 if let Some(TransportError::DeadlinePassed { .. }) = transport {
-                    return Err(error::response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "the call's limit ({limit:?}) ran out before `{grpc_path}` was called"
-                        ),
-                    )
-                    .into());
+                    return Err(not_called());
                 }
                 if transport.is_some() || broke_mid_answer(&status) {
                     let what = match transport {
