@@ -33,7 +33,7 @@ use crate::registry::{Node, NodeCache, Registry, DEFAULT_CACHE_TTL};
 use crate::selector::{Random, Selector};
 use crate::server::WireMessage;
 use crate::transport::{
-    Connection, Keepalive, TransportError, Unreachable, DEFAULT_KEEPALIVE_TIMEOUT,
+    Connection, Keepalive, TransportError, Unreachable, DEFAULT_KEEPALIVE_TIMEOUT, GRPC_TIMEOUT,
     MAX_HEADER_LIST_SIZE,
 };
 
@@ -453,8 +453,6 @@ impl http_body::Body for Answer {
 /// error as its source (see [`caller_status`]).
 type RouteError = Box<dyn std::error::Error + Send + Sync>;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-
 /// The status of a call whose deadline had passed before it could be sent.
 fn out_of_time(service: &str, path: &str) -> Status {
     Status::deadline_exceeded(format!(
@@ -630,7 +628,7 @@ impl Client {
         })
         .flatten();
         let own = metadata
-            .get(GRPC_TIMEOUT)
+            .get(GRPC_TIMEOUT.as_str())
             .and_then(|v| v.to_str().ok())
             .and_then(context::parse_grpc_timeout);
         let default = if unary {
@@ -691,7 +689,7 @@ impl Client {
         let (mut metadata, extensions, message) = request.into_parts();
         // A `grpc-timeout` the caller put in the metadata by hand that no server can read: said
         // here, not sent on to be refused there (or, with no other deadline, ignored).
-        if let Some(value) = metadata.get(GRPC_TIMEOUT) {
+        if let Some(value) = metadata.get(GRPC_TIMEOUT.as_str()) {
             if value
                 .to_str()
                 .ok()

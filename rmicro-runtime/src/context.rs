@@ -44,7 +44,7 @@ impl CallContext {
     /// The context of an incoming request: its deadline and propagatable metadata.
     pub fn from_headers(headers: &http::HeaderMap) -> CallContext {
         let deadline = headers
-            .get("grpc-timeout")
+            .get(crate::transport::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|t| Instant::now() + t);

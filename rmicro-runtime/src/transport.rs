@@ -715,7 +715,8 @@ pub struct SendBy(pub Instant);
 
 const GRPC_ACCEPT_ENCODING: http::HeaderName =
     http::HeaderName::from_static("grpc-accept-encoding");
-const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+/// The header that carries a call's time left (gRPC over HTTP/2: `Timeout`).
+pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 impl tower_service::Service<http::Request<Body>> for Connection {
     type Response = http::Response<hyper::body::Incoming>;
