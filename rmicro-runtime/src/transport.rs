@@ -715,7 +715,7 @@ pub struct SendBy(pub Instant);
 
 const GRPC_ACCEPT_ENCODING: http::HeaderName =
     http::HeaderName::from_static("grpc-accept-encoding");
-/// The header that carries a call's time left (gRPC over HTTP/2: `Timeout`).
+/// The header that carries the time a call has left (`Timeout` in gRPC's HTTP/2 protocol).
 pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 impl tower_service::Service<http::Request<Body>> for Connection {

@@ -42,11 +42,11 @@ async fn user_service(
     svc.start().await.unwrap()
 }
 
-/// Polls `cond` every 100 ms until it holds or `limit` passes; returns how long it took.
 /// How long a test waits for what must happen but has no time limit of its own to check (a
 /// registration reaching etcd, a watch starting): generous, for a loaded machine.
 const EVENTUALLY: Duration = Duration::from_secs(15);
 
+/// Polls `cond` every 100 ms until it holds or `limit` passes; returns how long it took.
 async fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while started.elapsed() < limit {
