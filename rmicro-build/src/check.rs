@@ -219,6 +219,8 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
         /// The directories being searched, outermost first, as the file system names them.
         open: Vec<PathBuf>,
         searched: usize,
+        /// Whether the first directory past [`MAX_DIRS`] has been reported.
+        cut_off: bool,
     }
     impl Walk {
         fn dir(&mut self, dir: &Path) {
@@ -230,8 +232,8 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
                 // Said once, at the first directory left out: the files under it and under
                 // the rest are not checked, and a check that passed would not mean they are
                 // fine.
-                if self.searched == MAX_DIRS {
-                    self.searched += 1;
+                if !self.cut_off {
+                    self.cut_off = true;
                     self.problems.push(FileCheck {
                         path: dir.to_path_buf(),
                         sources: None,
@@ -284,6 +286,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileCheck>) {
         problems: Vec::new(),
         open: Vec::new(),
         searched: 0,
+        cut_off: false,
     };
     for path in paths {
         if path.is_dir() {

@@ -629,20 +629,20 @@ async fn refused_everywhere(endpoints: &[String], limit: Duration) -> Option<Str
     }
     for endpoint in endpoints {
         let authority = endpoint_authority(endpoint)?;
-        let addresses = tokio::time::timeout(limit, tokio::net::lookup_host(authority.as_str()))
-            .await
-            .ok()?
-            .ok()?;
-        let mut any = false;
+        let addresses: Vec<_> =
+            tokio::time::timeout(limit, tokio::net::lookup_host(authority.as_str()))
+                .await
+                .ok()?
+                .ok()?
+                .collect();
+        if addresses.is_empty() {
+            return None;
+        }
         for address in addresses {
-            any = true;
             match tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await {
                 Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 _ => return None,
             }
-        }
-        if !any {
-            return None;
         }
     }
     Some(format!(
