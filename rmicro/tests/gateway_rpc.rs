@@ -528,6 +528,9 @@ async fn json_to_grpc_through_bindings_and_go_micro_paths() {
     // Query parameters when there is no body.
     let r = call(&gw, "GET", "/user/call?name=Ada%20L", "").await;
     assert_eq!(r.body, r#"{"msg":"Hello Ada L"}"#);
+    // The service alone calls its `Call`, as go-micro's resolver has it.
+    let r = call(&gw, "POST", "/user", r#"{"name":"Al"}"#).await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"msg":"Hello Al"}"#));
 
     // A binding with a path variable: GET /v1/items/{id}.
     let r = call(&gw, "GET", "/v1/items/7", "").await;

@@ -106,37 +106,11 @@ impl RpcHandler {
 
     /// go-micro's `/service/method` form.
     async fn go_micro_target(&self, path: &str) -> Result<Target, Fail> {
-        let parts: Vec<&str> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .collect();
-        let title = |s: &str| {
-            let mut c = s.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
-        };
-        let versioned = parts.first().is_some_and(|p| {
-            p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit())
-        });
-        let (service, rest) = match (versioned, parts.len()) {
-            (true, n) if n >= 3 => (format!("{}.{}", parts[0], parts[1]), &parts[1..]),
-            (false, n) if n >= 2 => (parts[0].to_string(), &parts[..]),
-            _ => {
-                return Err(error::response(
-                    StatusCode::NOT_FOUND,
-                    format!("no endpoint for path `{path}`"),
-                ))
-            }
-        };
-        let endpoint = match rest.len() {
-            2 => format!("{}.{}", title(rest[0]), title(rest[1])),
-            _ => format!(
-                "{}.{}",
-                title(rest[rest.len() - 2]),
-                title(rest[rest.len() - 1])
-            ),
+        let Some((service, endpoint)) = go_micro_route(path) else {
+            return Err(error::response(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint for path `{path}`"),
+            ));
         };
         let namespace = self.inner.config.namespace.trim_end_matches('.');
         let service = if namespace.is_empty() {
@@ -254,5 +228,104 @@ impl RpcHandler {
             }
             other => other,
         }
+    }
+}
+
+/// The service (before the namespace) and the endpoint a path names in go-micro's form, as
+/// go-micro's rpc handler resolves them:
+///
+/// - `/user` → `user`, `User.Call`;
+/// - `/user/call` → `user`, `User.Call`;
+/// - `/v1/user/call` → `v1.user`, `User.Call` (a version as the first of three segments);
+/// - otherwise all but the last two segments are the service, joined by dots, and the last two
+///   the endpoint: `/user/user/call` → `user`, `User.Call`; `/a/b/user/call` → `a.b`,
+///   `User.Call`.
+///
+/// Segments are camel-cased at hyphens (`/user/get-item` → `User.GetItem`). Empty and `.`
+/// segments are left out and `..` takes the segment before it away, as Go's `path.Clean`
+/// does. `None` for a path with no segment.
+fn go_micro_route(path: &str) -> Option<(String, String)> {
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            segment => parts.push(segment),
+        }
+    }
+    let versioned =
+        |p: &str| p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit());
+    let (service, method) = match parts.len() {
+        0 => return None,
+        1 => (parts[0].to_string(), format!("{}.Call", camel(parts[0]))),
+        n => {
+            let service = match n {
+                2 => parts[0].to_string(),
+                3 if versioned(parts[0]) => parts[..2].join("."),
+                n => parts[..n - 2].join("."),
+            };
+            let method = format!("{}.{}", camel(parts[n - 2]), camel(parts[n - 1]));
+            (service, method)
+        }
+    };
+    Some((service, method))
+}
+
+/// `get-item` → `GetItem`: each hyphen-separated word with its first letter upper-cased.
+fn camel(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for word in segment.split('-') {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_micro_route;
+
+    fn route(path: &str) -> Option<(String, String)> {
+        go_micro_route(path)
+    }
+
+    fn pair(service: &str, endpoint: &str) -> Option<(String, String)> {
+        Some((service.to_string(), endpoint.to_string()))
+    }
+
+    #[test]
+    fn go_micro_paths_resolve_as_go_micro_resolves_them() {
+        assert_eq!(route("/user"), pair("user", "User.Call"));
+        assert_eq!(route("/user/call"), pair("user", "User.Call"));
+        assert_eq!(route("/user/user/call"), pair("user", "User.Call"));
+        assert_eq!(route("/v1/user/call"), pair("v1.user", "User.Call"));
+        // Four segments and more: all but the last two name the service.
+        assert_eq!(route("/a/b/user/call"), pair("a.b", "User.Call"));
+        assert_eq!(route("/v1/a/user/call"), pair("v1.a", "User.Call"));
+        assert_eq!(route("/v1/a/b/user/call"), pair("v1.a.b", "User.Call"));
+        // Not a version: `v` alone, or with letters after it.
+        assert_eq!(route("/v/user/call"), pair("v", "User.Call"));
+        assert_eq!(route("/vx/user/call"), pair("vx", "User.Call"));
+    }
+
+    #[test]
+    fn hyphens_camel_case_and_paths_are_cleaned() {
+        assert_eq!(route("/user/get-item"), pair("user", "User.GetItem"));
+        assert_eq!(
+            route("/my-svc/my-handler/do-it"),
+            pair("my-svc", "MyHandler.DoIt")
+        );
+        assert_eq!(route("/user/a--b-"), pair("user", "User.AB"));
+        assert_eq!(route("//user//call/"), pair("user", "User.Call"));
+        assert_eq!(route("/x/../user/./call"), pair("user", "User.Call"));
+        assert_eq!(route("/../../user/call"), pair("user", "User.Call"));
+        assert_eq!(route("/"), None);
+        assert_eq!(route(""), None);
+        assert_eq!(route("/a/.."), None);
     }
 }
