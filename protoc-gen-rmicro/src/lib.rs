@@ -235,6 +235,7 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         .filter(|f| to_generate.contains(f.name()))
         .map(|f| f.package())
         .collect();
+    externs::check_well_known(&input.files, &emit_packages, &options.extern_paths)?;
     let externs = extern_paths(options, &input.files);
     rust_names::check(
         &input.files,
@@ -330,12 +331,17 @@ pub fn generate(input: &Input, options: &Options) -> Result<Vec<GeneratedFile>, 
         // The include file in place of a package's file would include itself.
         if let Some((_, package)) = emitted.iter().find(|(_, name)| name == include) {
             let package = package.trim_end_matches(".rs");
+            let other = if include == "mod.rs" {
+                "protos.rs"
+            } else {
+                "mod.rs"
+            };
             return Err(Error::InvalidParameter {
                 key: "include_file".into(),
                 value: include.clone(),
                 expected: format!(
                     "expected a name other than a package's file (`{include}` holds package \
-                     `{package}`), such as `mod.rs`"
+                     `{package}`), such as `{other}`"
                 ),
             });
         }

@@ -67,7 +67,7 @@ fn malformed_parameter_values_say_what_is_expected() {
         ("server=perhaps", "parameter `server` has an invalid value `perhaps`: expected `true` or `false`"),
         ("extern_path=nodot", "parameter `extern_path` has an invalid value `nodot`: expected `.proto.path=::rust::path`"),
         // The include file in place of the package's own file would include itself.
-        ("include_file=go.micro.srv.user.rs", "parameter `include_file` has an invalid value `go.micro.srv.user.rs`: expected a name other than a package's file (`go.micro.srv.user.rs` holds package `go.micro.srv.user`)"),
+        ("include_file=go.micro.srv.user.rs", "parameter `include_file` has an invalid value `go.micro.srv.user.rs`: expected a name other than a package's file (`go.micro.srv.user.rs` holds package `go.micro.srv.user`), such as `mod.rs`"),
     ];
     for (param, want) in cases {
         let mut request =
@@ -76,6 +76,29 @@ fn malformed_parameter_values_say_what_is_expected() {
         let err = response_error(&request);
         assert!(err.contains(want), "{param}: {err}");
     }
+}
+
+/// `mod.rs` refused for package `mod`'s file: the name suggested is another.
+#[test]
+fn the_include_file_suggested_is_not_the_one_refused() {
+    let request = CodeGeneratorRequest {
+        file_to_generate: vec!["mod.proto".into()],
+        proto_file: vec![FileDescriptorProto {
+            package: Some("mod".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("D".into()),
+                ..Default::default()
+            }],
+            ..file("mod.proto")
+        }],
+        parameter: Some("api=1,include_file=mod.rs".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        response_error(&request),
+        "parameter `include_file` has an invalid value `mod.rs`: expected a name other than a \
+         package's file (`mod.rs` holds package `mod`), such as `protos.rs`"
+    );
 }
 
 #[test]

@@ -363,13 +363,29 @@ impl Config {
             )));
         }
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let (protos, includes) = absolute_if_mixed(protos, includes);
         let rerun = self
             .emit_rerun_if_changed
             .unwrap_or_else(|| std::env::var_os("CARGO").is_some());
+        // The file each name stands for: itself, or, for a name relative to an include path,
+        // the file under the first include path holding it (a path Cargo can watch).
+        let inputs: Vec<PathBuf> = protos
+            .iter()
+            .map(|p| {
+                if p.exists() || p.is_absolute() {
+                    return p.clone();
+                }
+                includes
+                    .iter()
+                    .map(|i| i.join(p))
+                    .find(|joined| joined.exists())
+                    .unwrap_or_else(|| p.clone())
+            })
+            .collect();
         // Report inputs first, so a failed compile still reruns once the .proto is fixed.
         if rerun {
-            for proto in &protos {
-                println!("cargo:rerun-if-changed={}", proto.display());
+            for input in &inputs {
+                println!("cargo:rerun-if-changed={}", input.display());
             }
         }
         let resolved = Self::resolve_runtime()?;
@@ -407,7 +423,7 @@ impl Config {
         }
         let (files, read) = crate::generate(&options, &protos, &includes)?;
         if rerun {
-            for path in read.iter().filter(|p| !protos.contains(p)) {
+            for path in read.iter().filter(|p| !inputs.contains(p)) {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
         }
@@ -448,6 +464,29 @@ impl Config {
             fail(&err);
         }
     }
+}
+
+/// `protos` and `includes`, with every path relative to the working directory made absolute
+/// when some given paths are absolute and others relative: protox finds a file's include path
+/// by comparing the paths as written, so `proto/user.proto` under the include path
+/// `concat!(env!("CARGO_MANIFEST_DIR"), "/proto")` would be in none. A name relative to an
+/// include path (no such file from the working directory) is left as it is.
+fn absolute_if_mixed(protos: Vec<PathBuf>, includes: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let from_cwd = |p: &PathBuf| p.is_absolute() || p.exists();
+    let paths = || protos.iter().filter(|p| from_cwd(p)).chain(&includes);
+    let mixed = paths().any(|p| p.is_absolute()) && paths().any(|p| p.is_relative());
+    let Ok(cwd) = std::env::current_dir() else {
+        return (protos, includes);
+    };
+    if !mixed {
+        return (protos, includes);
+    }
+    let absolute = |p: PathBuf| if p.is_relative() { cwd.join(p) } else { p };
+    let protos = protos
+        .into_iter()
+        .map(|p| if from_cwd(&p) { absolute(p) } else { p })
+        .collect();
+    (protos, includes.into_iter().map(absolute).collect())
 }
 
 /// Prints `err` the way Cargo shows a failed build script, and exits with status 1.

@@ -270,3 +270,30 @@ fn an_editions_file_says_editions_are_not_supported_with_its_line() {
         )
     );
 }
+
+/// A field of a `google.protobuf` type that prost-types lacks (descriptor.proto's editions
+/// types, which protox's copy defines) is refused naming the field, not generated into code
+/// that names a type the runtime does not have.
+#[test]
+fn a_descriptor_type_prost_types_lacks_is_refused_naming_the_field() {
+    let (_, err) = compile_error(
+        "feature-set",
+        &[(
+            "f.proto",
+            "syntax = \"proto3\";\npackage f;\nimport \"google/protobuf/descriptor.proto\";\n\
+             message A {\n  message B { google.protobuf.FeatureSet fs = 1; }\n  \
+             google.protobuf.FieldOptions ok = 1;\n}\n",
+        )],
+        &["f.proto"],
+    );
+    assert!(
+        err.starts_with(
+            "f.proto: field `f.A.B.fs` has type `google.protobuf.FeatureSet`, which prost-types"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("extern_path=.google.protobuf.FeatureSet=::path::to::Type"),
+        "{err}"
+    );
+}

@@ -120,3 +120,48 @@ fn a_proto_named_relative_to_an_include_path_compiles() {
         .unwrap();
     assert_eq!(written.len(), 1);
 }
+
+/// A `.proto` path relative to the working directory under an absolute include path (the
+/// `concat!(env!("CARGO_MANIFEST_DIR"), "/proto")` of many build scripts) compiles, and so
+/// does the reverse; protoc refuses both, as the paths differ as written.
+#[test]
+fn relative_and_absolute_paths_mix() {
+    // Under the workspace's target directory, so it has a path relative to this test's working
+    // directory (the package's).
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&target).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("rmicro-build-mixed-")
+        .tempdir_in(&target)
+        .unwrap();
+    let name = scratch.path().file_name().unwrap();
+    let relative = std::path::Path::new("../target").join(name);
+    std::fs::create_dir_all(scratch.path().join("proto")).unwrap();
+    std::fs::write(
+        scratch.path().join("proto/user.proto"),
+        "syntax = \"proto3\";\npackage u;\nmessage A { int32 x = 1; }\n",
+    )
+    .unwrap();
+    let compile = |out: &str, proto: std::path::PathBuf, include: std::path::PathBuf| {
+        rmicro_build::Config::new()
+            .out_dir(scratch.path().join(out))
+            .api(1)
+            .emit_rerun_if_changed(false)
+            .try_compile(&[proto], &[include])
+            .map_err(|err| err.to_string())
+    };
+    let written = compile(
+        "out1",
+        relative.join("proto/user.proto"),
+        scratch.path().join("proto"),
+    )
+    .unwrap_or_else(|err| panic!("relative file, absolute include: {err}"));
+    assert_eq!(written.len(), 1);
+    let written = compile(
+        "out2",
+        scratch.path().join("proto/user.proto"),
+        relative.join("proto"),
+    )
+    .unwrap_or_else(|err| panic!("absolute file, relative include: {err}"));
+    assert_eq!(written.len(), 1);
+}

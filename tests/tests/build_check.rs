@@ -188,3 +188,46 @@ fn a_crate_with_the_runtime_renamed_builds() {
         "go.micro.srv.user.User"
     );
 }
+
+/// A `.proto` named relative to its include path (`user.proto` under `proto/`) is watched
+/// where it is: a second build runs nothing again, and a change to the file reruns the build
+/// script.
+#[test]
+fn a_proto_named_relative_to_its_include_path_is_watched_where_it_is() {
+    let krate = ScratchCrate::new(
+        "rmicro_build_relative_name",
+        "[dependencies]\nrmicro-runtime = { path = \"{root}/rmicro-runtime\" }\n\n\
+         [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
+    );
+    let proto = std::fs::read_to_string(root().join("proto/user.proto")).unwrap();
+    krate
+        .write("proto/user.proto", &proto)
+        .write(
+            "build.rs",
+            "fn main() { rmicro_build::compile_protos(&[\"user.proto\"], &[\"proto\"]); }\n",
+        )
+        .write(
+            "src/main.rs",
+            "mod user { rmicro_runtime::include_proto!(\"go.micro.srv.user\"); }\n\
+             fn main() { println!(\"{}\", user::USER_SERVICE_NAME); }\n",
+        );
+    let out = krate.cargo(&["build"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = krate.cargo(&["build", "-v"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Fresh rmicro_build_relative_name"),
+        "the second build reran the crate:\n{log}"
+    );
+
+    krate.write("proto/user.proto", &format!("{proto}\n// changed\n"));
+    let out = krate.cargo(&["build", "-v"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Dirty rmicro_build_relative_name") && log.contains("proto/user.proto"),
+        "a change to the .proto did not rerun the build script:\n{log}"
+    );
+}
