@@ -355,6 +355,9 @@ async fn paths_with_dot_segments_are_refused_with_or_without_plugins() {
             "/user/./call",
             "/./user/call",
             "/user/.%2E?x=1",
+            // Read as `..` by servers that take `;` parameters off, or decode `%2f` first.
+            "/user/..;/admin",
+            "/user/..%2fadmin",
         ] {
             let r = get_with(gw, bad, token.clone()).await;
             let v = json_error(&r, 400);
@@ -815,6 +818,24 @@ async fn token_auth_allows_and_denies() {
         assert_eq!(r.status, 200, "token {token}");
         // Behind a plugin the proxy still knows the client's address.
         assert_eq!(r.body, "node=b path=/b/x body=0 xff=127.0.0.1");
+    }
+    // Two `Authorization` headers, in either order: refused, whichever is the known token
+    // (a node might read the other).
+    for (first, second) in [("t1", "made-up"), ("made-up", "t1")] {
+        let r = raw(
+            &gw,
+            &format!(
+                "GET /b/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {first}\r\n\
+                 Authorization: Bearer {second}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        assert!(
+            r.contains("more than one Authorization header; send one"),
+            "{r}"
+        );
+        assert!(!r.contains("node=b"), "{r}");
     }
     // Load balancers reach the health check without a token.
     assert_eq!(get(&gw, "/health").await.status, 200);
@@ -1646,7 +1667,7 @@ async fn the_node_sees_the_clients_host_and_address() {
     // HTTP/1.1: `Host` as the client sent it (as go-micro's gateway passes it), the client's
     // address appended to `X-Forwarded-For` (every line the client sent kept), hop-by-hop
     // headers dropped, and forwarding claims a client could make up removed.
-    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
+    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nX-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
     let request = format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n");
     let r = raw(&gw, &request).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -1676,11 +1697,17 @@ async fn the_node_sees_the_clients_host_and_address() {
         seen,
         [
             "forwarded: proto=https",
+            "front-end-https: on",
             "host: shop.example",
             "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1",
             "x-forwarded-host: bank.example",
             "x-forwarded-proto: https",
+            "x-forwarded-scheme: https",
+            "x-forwarded-ssl: on",
+            "x-original-url: /admin",
             "x-real-ip: 192.0.2.9",
+            "x-rewrite-url: /admin",
+            "x-url-scheme: https",
         ]
     );
 

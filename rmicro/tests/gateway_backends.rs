@@ -843,23 +843,26 @@ async fn an_http10_client_gets_a_chunked_stream_whole_and_close_delimited() {
     bounded(async {
         let py = python("1.1");
         let (gw, _stop) = gateway("py", &py, &[]).await;
-        let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
-        conn.write_all(b"GET /py/sse HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).await.unwrap();
-        let got = String::from_utf8_lossy(&got);
-        let (head, body) = got.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-        assert!(
-            !head.to_ascii_lowercase().contains("transfer-encoding"),
-            "{head}"
-        );
-        let want: String = (0..5)
-            .map(|i| format!("id: {i}\ndata: event {i}\n\n"))
-            .collect();
-        assert_eq!(body, want);
+        // Also from a client asking to keep the connection: it is told it closes, which is
+        // where the body ends.
+        for ask in ["", "Connection: keep-alive\r\n"] {
+            let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+            conn.write_all(format!("GET /py/sse HTTP/1.0\r\n{ask}\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.unwrap();
+            let got = String::from_utf8_lossy(&got);
+            let (head, body) = got.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+            let head = head.to_ascii_lowercase();
+            assert!(!head.contains("transfer-encoding"), "{head}");
+            assert!(!head.contains("keep-alive"), "{ask}: {head}");
+            let want: String = (0..5)
+                .map(|i| format!("id: {i}\ndata: event {i}\n\n"))
+                .collect();
+            assert_eq!(body, want);
+        }
     })
     .await;
 }

@@ -395,7 +395,9 @@ impl Gateway {
                 (self.args.idle_timeout / 2).min(Duration::from_secs(3600)),
             ))
             // The request-head size HTTP/1 accepts (hyper's 400 KiB buffer), not h2's 16 KiB:
-            // a request the gateway takes over one protocol is not a 431 over the other.
+            // a request the gateway takes over one protocol is not a 431 over the other by its
+            // size. (HTTP/1 also takes at most 100 header lines, hyper's default: a larger
+            // `max_headers` puts the parser's line buffers on the heap for every request.)
             .max_header_list_size(400 << 10);
         let graceful = shutdown::Shutdown::default();
         // Connections that switched protocols (WebSocket, ...), closed at the end of shutdown.

@@ -283,6 +283,7 @@ impl Proxy {
 
             // An HTTP/2 client's connection outlives a response body the node stops sending.
             let h2 = req.version() == http::Version::HTTP_2;
+            let http10 = req.version() == http::Version::HTTP_10;
             let (mut parts, body) = req.into_parts();
             // Behind plugins, the headers `Connection` lists are gone already (and those the
             // plugins set stay).
@@ -502,6 +503,15 @@ impl Proxy {
                             // Not in a 204 (RFC 9110 §8.6): hyper drops a node's for HTTP/1
                             // clients, and HTTP/2 clients reset the stream on it.
                             parts.headers.remove(header::CONTENT_LENGTH);
+                        }
+                        // An HTTP/1.0 client learns where a body of no stated length ends from
+                        // the connection's close alone: one that asked to keep it alive must not
+                        // be told it stays open, or it takes what follows for its next
+                        // response. hyper says so to a 1.0 client asking for it when the
+                        // response is 1.1 (before it knows the body's framing), and closes the
+                        // connection after a 1.0 response that does not say keep-alive.
+                        if http10 && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+                            parts.version = http::Version::HTTP_10;
                         }
                         // Which node, for the log should the body break off (by identity: the
                         // address picked is one of these nodes' own).

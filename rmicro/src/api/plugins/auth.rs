@@ -128,9 +128,13 @@ impl Plugin for TokenAuth {
                 let tokens = Arc::clone(&tokens);
                 HttpService::new(tower::service_fn(move |req: Request<Body>| {
                     let inner = inner.clone();
-                    let allowed = req
-                        .headers()
-                        .get(header::AUTHORIZATION)
+                    // One `Authorization` header (it is no list, RFC 9110 §5.3): with two, the
+                    // node might read another than the one checked here.
+                    let mut given = req.headers().get_all(header::AUTHORIZATION).iter();
+                    let (first, second) = (given.next(), given.next());
+                    let twice = second.is_some();
+                    let allowed = first
+                        .filter(|_| !twice)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| {
                             // The scheme is case-insensitive (RFC 9110 §11.1).
@@ -141,6 +145,12 @@ impl Plugin for TokenAuth {
                     async move {
                         if allowed {
                             return inner.oneshot(req).await;
+                        }
+                        if twice {
+                            return Ok(error::response(
+                                StatusCode::BAD_REQUEST,
+                                "more than one Authorization header; send one",
+                            ));
                         }
                         let mut resp = error::response(
                             StatusCode::UNAUTHORIZED,

@@ -54,7 +54,11 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
 
 header_names! {
     /// Forwarding headers a client could set to mislead the node, passed on only when the
-    /// gateway is told to trust them (it sits behind a load balancer that sets them).
+    /// gateway is told to trust them (it sits behind a load balancer that sets them): who
+    /// the client is, the host, port and scheme it used (`X-Forwarded-Ssl`, `-Scheme`,
+    /// `X-Url-Scheme` and `Front-End-Https` say HTTPS to Rack and others), and the URL it
+    /// asked for (`X-Original-URL` and `X-Rewrite-URL`, set by IIS's rewriting proxy and read
+    /// by Symfony and Zend in place of the path).
     const CLIENT_FORWARDED;
     fn is_client_forwarded;
     [
@@ -62,7 +66,13 @@ header_names! {
         "x-forwarded-host",
         "x-forwarded-proto",
         "x-forwarded-port",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
         "x-real-ip",
+        "x-url-scheme",
+        "front-end-https",
+        "x-original-url",
+        "x-rewrite-url",
     ]
 }
 

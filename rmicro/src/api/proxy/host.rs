@@ -53,10 +53,43 @@ fn path_problem(path: &str) -> Option<&'static str> {
     if !bytes.contains(&b'.') && !bytes.contains(&b'%') {
         return None;
     }
-    path.split('/').any(is_dot_segment).then_some(
-        "the path has a `.` or `..` segment (plain or as `%2e`), which the gateway does not \
-         route; send the path with dot segments removed (RFC 3986, 5.2.4)",
+    path.split('/').any(reads_as_dot_segment).then_some(
+        "the path has a `.` or `..` segment (plain or as `%2e`, also before `;` parameters or \
+         beside an encoded `/` or a `\\`), which the gateway does not route; send the path \
+         with dot segments removed (RFC 3986, 5.2.4)",
     )
+}
+
+/// Whether a node could read `segment` as a dot segment: it is one ([`is_dot_segment`]), or a
+/// piece of it is, taken as servers take pieces: before its `;` parameters (`..;x`, which
+/// Tomcat, Jetty and Spring read as `..`), or between encoded slashes or backslashes
+/// (`..%2fadmin`, for a node that decodes them before it cleans the path; `..\admin` for
+/// one that takes `\` for `/`).
+fn reads_as_dot_segment(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    let piece = |from: usize, to: usize| {
+        let piece = &segment[from..to];
+        is_dot_segment(piece.split(';').next().unwrap_or(piece))
+    };
+    while i < bytes.len() {
+        let separator = match &bytes[i..] {
+            [b'\\', ..] => 1,
+            [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => 3,
+            _ => 0,
+        };
+        if separator == 0 {
+            i += 1;
+            continue;
+        }
+        if piece(start, i) {
+            return true;
+        }
+        i += separator;
+        start = i;
+    }
+    piece(start, bytes.len())
 }
 
 /// Whether `segment` is `.` or `..`, each dot written plainly or as `%2e`/`%2E`.
@@ -162,6 +195,16 @@ mod tests {
             "/user/.%2e/admin",
             "/user/%2e/x",
             "/..",
+            // As servers read a piece of a segment: before `;` parameters, between encoded
+            // slashes or backslashes.
+            "/user/..;/admin",
+            "/user/.;x/admin",
+            "/user/%2e%2e;jsessionid=1/admin",
+            "/user/..%2fadmin",
+            "/user/x%2F..%2Fadmin",
+            "/user/%2e%2e%5cadmin",
+            "/user/a%5C..",
+            "/user/..\\admin",
         ] {
             assert!(path_problem(bad).is_some(), "{bad} passed");
         }
@@ -175,6 +218,10 @@ mod tests {
             "/user/%2e%2e%2e",
             "/user/%2ex",
             "/",
+            "/user/a;b/c",
+            "/user/x..;y",
+            "/user/v1.2;x/a%2F.b",
+            "/user/%2f%2f",
         ] {
             assert!(path_problem(ok).is_none(), "{ok} refused");
         }

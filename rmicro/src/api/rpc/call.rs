@@ -313,6 +313,13 @@ impl RpcHandler {
                     continue;
                 }
             }
+            if let Some(invalid) = proto_json::invalid_time(&output) {
+                return Err(error::response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the response does not convert to JSON: {invalid}"),
+                )
+                .into());
+            }
             proto_json::mark_anys(&mut output);
             let unconverted =
                 match output.serialize_with_options(serde_json::value::Serializer, &options) {

@@ -253,6 +253,77 @@ fn type_url(any: &DynamicMessage) -> Option<String> {
     url.as_str().map(str::to_string)
 }
 
+/// The first `Duration` or `Timestamp` in `message` (at any depth; not inside an `Any`'s
+/// bytes) that proto3's JSON cannot write, said with its field path: a `Duration` whose seconds
+/// and nanos have different signs or whose nanos are a second or more, a `Timestamp` whose
+/// nanos are outside 0..1e9. protojson and json_format refuse to write them; prost-reflect
+/// would write another value. (Seconds out of range prost-reflect refuses itself.)
+pub(super) fn invalid_time(message: &DynamicMessage) -> Option<String> {
+    fn check(message: &DynamicMessage, at: &str) -> Option<String> {
+        let int = |name: &str| {
+            message
+                .get_field_by_name(name)
+                .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+                .unwrap_or(0)
+        };
+        let at_field = || match at {
+            "" => String::new(),
+            at => format!("field `{at}`: "),
+        };
+        match message.descriptor().full_name() {
+            "google.protobuf.Duration" => {
+                let (seconds, nanos) = (int("seconds"), int("nanos"));
+                if nanos.abs() >= 1_000_000_000 || seconds.signum() * nanos.signum() < 0 {
+                    return Some(format!(
+                        "{}a Duration of {seconds} s and {nanos} ns (its nanos must be under a \
+                         second, with the sign of its seconds)",
+                        at_field()
+                    ));
+                }
+                return None;
+            }
+            "google.protobuf.Timestamp" => {
+                let nanos = int("nanos");
+                if !(0..1_000_000_000).contains(&nanos) {
+                    return Some(format!(
+                        "{}a Timestamp with {nanos} ns (its nanos must be 0 to 999999999)",
+                        at_field()
+                    ));
+                }
+                return None;
+            }
+            "google.protobuf.Any" => return None,
+            _ => {}
+        }
+        for (field, value) in message.fields() {
+            if !matches!(field.kind(), Kind::Message(_)) {
+                continue;
+            }
+            let name = match at {
+                "" => field.json_name().to_string(),
+                at => format!("{at}.{}", field.json_name()),
+            };
+            let found = match value {
+                Value::Message(inner) => check(inner, &name),
+                Value::List(items) => items.iter().enumerate().find_map(|(i, item)| {
+                    item.as_message()
+                        .and_then(|inner| check(inner, &format!("{name}[{i}]")))
+                }),
+                Value::Map(entries) => entries.iter().find_map(|(key, item)| {
+                    item.as_message()
+                        .and_then(|inner| check(inner, &format!("{name}[{}]", map_key_text(key))))
+                }),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+    check(message, "")
+}
+
 /// Calls `f` on each `Any` set in `message` (itself, when it is one).
 fn for_each_any(message: &mut DynamicMessage, f: &mut impl FnMut(&mut DynamicMessage)) {
     let desc = message.descriptor();
@@ -1027,6 +1098,121 @@ mod tests {
         let mut read = DynamicMessage::deserialize(any, json).unwrap();
         restore_anys(&mut read);
         assert_eq!(type_url(&read).as_deref(), Some("google.protobuf.Empty"));
+    }
+
+    #[test]
+    fn durations_and_timestamps_no_json_can_say_are_found_with_their_path() {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+        let global = prost_reflect::DescriptorPool::global();
+        let mut pool = prost_reflect::DescriptorPool::new();
+        for file in [
+            "google/protobuf/duration.proto",
+            "google/protobuf/timestamp.proto",
+        ] {
+            let proto = global
+                .get_file_by_name(file)
+                .unwrap()
+                .file_descriptor_proto()
+                .clone();
+            pool.add_file_descriptor_proto(proto).unwrap();
+        }
+        let field = |name: &str, number: i32, type_name: &str, label: Label| FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            r#type: Some(Type::Message as i32),
+            type_name: Some(type_name.into()),
+            label: Some(label as i32),
+            json_name: Some(name.into()),
+            ..Default::default()
+        };
+        pool.add_file_descriptor_proto(FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t".into()),
+            dependency: vec![
+                "google/protobuf/duration.proto".into(),
+                "google/protobuf/timestamp.proto".into(),
+            ],
+            syntax: Some("proto3".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("Holder".into()),
+                field: vec![
+                    field("took", 1, ".google.protobuf.Duration", Label::Optional),
+                    field("times", 2, ".google.protobuf.Timestamp", Label::Repeated),
+                    field("child", 3, ".t.Holder", Label::Optional),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        let holder = pool.get_message_by_name("t.Holder").unwrap();
+        let read = |json: Json| {
+            let message = DynamicMessage::deserialize(holder.clone(), json).unwrap();
+            invalid_time(&message)
+        };
+        let duration = |seconds: i64, nanos: i32| {
+            let desc = pool
+                .get_message_by_name("google.protobuf.Duration")
+                .unwrap();
+            let mut d = DynamicMessage::new(desc);
+            d.set_field_by_name("seconds", Value::I64(seconds));
+            d.set_field_by_name("nanos", Value::I32(nanos));
+            d
+        };
+        // Valid ones, of either sign.
+        assert_eq!(
+            read(serde_json::json!({"took": "-1.5s", "times": ["1970-01-01T00:00:01.5Z"]})),
+            None
+        );
+        for (seconds, nanos) in [(1, 5), (-1, -5), (0, -999_999_999), (0, 0)] {
+            assert_eq!(
+                invalid_time(&duration(seconds, nanos)),
+                None,
+                "{seconds} {nanos}"
+            );
+        }
+        // Mixed signs, and a second or more of nanos.
+        for (seconds, nanos) in [(1, -5), (-1, 5), (0, 1_000_000_000), (2, -1_000_000_000)] {
+            assert!(
+                invalid_time(&duration(seconds, nanos)).is_some(),
+                "{seconds} {nanos}"
+            );
+        }
+        // With their field paths, in lists and nested messages.
+        let mut message = DynamicMessage::new(holder.clone());
+        let mut child = DynamicMessage::new(holder.clone());
+        child.set_field_by_name("took", Value::Message(duration(1, -5)));
+        message.set_field_by_name("child", Value::Message(child));
+        assert_eq!(
+            invalid_time(&message).as_deref(),
+            Some(
+                "field `child.took`: a Duration of 1 s and -5 ns (its nanos must be under a \
+                 second, with the sign of its seconds)"
+            )
+        );
+        let ts_desc = pool
+            .get_message_by_name("google.protobuf.Timestamp")
+            .unwrap();
+        let mut ts = DynamicMessage::new(ts_desc);
+        ts.set_field_by_name("seconds", Value::I64(1));
+        ts.set_field_by_name("nanos", Value::I32(1_500_000_000));
+        let mut message = DynamicMessage::new(holder);
+        message.set_field_by_name(
+            "times",
+            Value::List(vec![Value::Message(ts.clone()), Value::Message(ts)]),
+        );
+        let mut first = message.get_field_by_name("times").unwrap().into_owned();
+        if let Value::List(items) = &mut first {
+            if let Value::Message(m) = &mut items[0] {
+                m.set_field_by_name("nanos", Value::I32(0));
+            }
+        }
+        message.set_field_by_name("times", first);
+        assert_eq!(
+            invalid_time(&message).as_deref(),
+            Some("field `times[1]`: a Timestamp with 1500000000 ns (its nanos must be 0 to 999999999)")
+        );
     }
 
     #[test]
