@@ -531,6 +531,32 @@ async fn json_to_grpc_through_bindings_and_go_micro_paths() {
     // The service alone calls its `Call`, as go-micro's resolver has it.
     let r = call(&gw, "POST", "/user", r#"{"name":"Al"}"#).await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"msg":"Hello Al"}"#));
+    // An HTML form sets fields as query parameters do; JSON sent as a form (`curl -d`) is JSON.
+    let form = |gw: &str, path: &str, body: &str| {
+        let (gw, path, body) = (gw.to_string(), path.to_string(), body.to_string());
+        tokio::task::spawn_blocking(move || {
+            let headers = [(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )];
+            http::request(&gw, "POST", &path, &headers, &body)
+        })
+    };
+    for (body, want) in [
+        ("name=Ada+L%C3%A9", r#"{"msg":"Hello Ada Lé"}"#),
+        (r#"{"name":"Jo"}"#, r#"{"msg":"Hello Jo"}"#),
+        // No field set: the service's own answer to an empty name.
+        (
+            "",
+            r#"{"id":"go.micro.client","code":400,"detail":"name must not be empty","status":"Bad Request"}"#,
+        ),
+    ] {
+        let r = form(&gw, "/user/call", body).await.unwrap();
+        assert_eq!(r.body.as_str(), want, "{body}");
+    }
+    // The URL's query and the form together, one field given by both refused.
+    let r = form(&gw, "/user/call?name=a", "name=b").await.unwrap();
+    assert_error_has(&r, 400, "given twice");
 
     // A binding with a path variable: GET /v1/items/{id}.
     let r = call(&gw, "GET", "/v1/items/7", "").await;

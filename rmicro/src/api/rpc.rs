@@ -6,8 +6,9 @@
 //!   `response_body` which response field is returned.
 //! - Other requests use go-micro's form: `/user/call` → service `<namespace>.user`, endpoint
 //!   `User.Call`; `/user/user/call` → endpoint `User.Call`; `/a/b/user/call` → service
-//!   `<namespace>.a.b`; `/user/get-item` → `User.GetItem` (`route::go_micro_route`); the JSON body (or, without one, the
-//!   query parameters) is the request message. An endpoint registered without its gRPC path
+//!   `<namespace>.a.b`; `/user/get-item` → `User.GetItem` (`route::go_micro_route`); the JSON
+//!   body (or, without one, the query parameters; or an HTML form's fields) is the request
+//!   message. An endpoint registered without its gRPC path
 //!   (go-micro's services, whose proto package need not be their registry name) is found among
 //!   the gRPC services the node lists by server reflection: `<service>.User`, else the one
 //!   service named `User`.

@@ -138,6 +138,23 @@ impl RpcHandler {
             return Err(refusal.into());
         }
         let query = parts.uri.query();
+        // An HTML form's body sets fields as query parameters do (after the URL's own), as
+        // go-micro's rpc handler reads one; JSON sent under the form type (`curl -d '{…}'`
+        // sends it so) stays JSON.
+        let joined;
+        let (body, query) = match form_body(&parts.headers, body, &target.body) {
+            None => (&body[..], query),
+            Some(Err(detail)) => {
+                return Err(error::response(StatusCode::BAD_REQUEST, detail).into());
+            }
+            Some(Ok(form)) => {
+                joined = match query.filter(|q| !q.is_empty()) {
+                    Some(query) => format!("{query}&{form}"),
+                    None => form.to_string(),
+                };
+                (&[][..], Some(joined.as_str()))
+            }
+        };
         let (mut reread, mut lookups) = (fresh, 0);
         let input = loop {
             match build_request(&method.input(), target, body, query) {
@@ -473,6 +490,29 @@ impl RpcHandler {
         }
         Some(out)
     }
+}
+
+/// The body of a request sent as an HTML form (`application/x-www-form-urlencoded`) to an
+/// endpoint that takes the whole body, as UTF-8; `None` for other requests, and for a body under
+/// the form type that is JSON (it starts with `{`, `[` or `"`).
+fn form_body<'b>(
+    headers: &http::HeaderMap,
+    body: &'b [u8],
+    takes: &str,
+) -> Option<Result<&'b str, String>> {
+    let media = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let media = media.split(';').next().unwrap_or_default().trim();
+    if takes != "*" || !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return None;
+    }
+    if matches!(body.trim_ascii_start().first(), Some(b'{' | b'[' | b'"')) {
+        return None;
+    }
+    Some(
+        std::str::from_utf8(body).map_err(|_| {
+            "the form body is not UTF-8; percent-encode what is not ASCII".to_string()
+        }),
+    )
 }
 
 /// An `Any` as proto3 JSON writes it (as prost-reflect writes an `Any` field, and protojson and
