@@ -160,27 +160,46 @@ fn a_proto_error_fails_the_build_script_with_the_file_and_line() {
     );
 }
 
-/// A crate that depends on the runtime under another name gets code that names it so: it
-/// builds and runs, with no `runtime_path` to set in build.rs.
-#[test]
-fn a_crate_with_the_runtime_renamed_builds() {
+/// A crate with the repository's `proto/user.proto` under `proto/`, whose build.rs compiles it
+/// by the name `proto_name` (include path `proto`), depending on the runtime by `dependency`
+/// (a `[dependencies]` line) and naming it `runtime` in a `main` that prints the service's name.
+fn user_crate(name: &str, dependency: &str, proto_name: &str, runtime: &str) -> ScratchCrate {
     let krate = ScratchCrate::new(
-        "rmicro_build_renamed",
-        "[dependencies]\nrt = { package = \"rmicro-runtime\", path = \"{root}/rmicro-runtime\" }\n\n\
-         [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
+        name,
+        &format!(
+            "[dependencies]\n{dependency}\n\n\
+             [build-dependencies]\nrmicro-build = {{ path = \"{{root}}/rmicro-build\" }}"
+        ),
     );
     let proto = std::fs::read_to_string(root().join("proto/user.proto")).unwrap();
     krate
         .write("proto/user.proto", &proto)
         .write(
             "build.rs",
-            "fn main() { rmicro_build::compile_protos(&[\"proto/user.proto\"], &[\"proto\"]); }\n",
+            &format!(
+                "fn main() {{ rmicro_build::compile_protos(&[\"{proto_name}\"], &[\"proto\"]); }}\n"
+            ),
         )
         .write(
             "src/main.rs",
-            "mod user { rt::include_proto!(\"go.micro.srv.user\"); }\n\
-             fn main() { println!(\"{}\", user::USER_SERVICE_NAME); }\n",
+            &format!(
+                "mod user {{ {runtime}::include_proto!(\"go.micro.srv.user\"); }}\n\
+                 fn main() {{ println!(\"{{}}\", user::USER_SERVICE_NAME); }}\n"
+            ),
         );
+    krate
+}
+
+/// A crate that depends on the runtime under another name gets code that names it so: it
+/// builds and runs, with no `runtime_path` to set in build.rs.
+#[test]
+fn a_crate_with_the_runtime_renamed_builds() {
+    let krate = user_crate(
+        "rmicro_build_renamed",
+        "rt = { package = \"rmicro-runtime\", path = \"{root}/rmicro-runtime\" }",
+        "proto/user.proto",
+        "rt",
+    );
     let out = krate.cargo(&["run", "--quiet"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -194,23 +213,13 @@ fn a_crate_with_the_runtime_renamed_builds() {
 /// script.
 #[test]
 fn a_proto_named_relative_to_its_include_path_is_watched_where_it_is() {
-    let krate = ScratchCrate::new(
+    let krate = user_crate(
         "rmicro_build_relative_name",
-        "[dependencies]\nrmicro-runtime = { path = \"{root}/rmicro-runtime\" }\n\n\
-         [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
+        "rmicro-runtime = { path = \"{root}/rmicro-runtime\" }",
+        "user.proto",
+        "rmicro_runtime",
     );
     let proto = std::fs::read_to_string(root().join("proto/user.proto")).unwrap();
-    krate
-        .write("proto/user.proto", &proto)
-        .write(
-            "build.rs",
-            "fn main() { rmicro_build::compile_protos(&[\"user.proto\"], &[\"proto\"]); }\n",
-        )
-        .write(
-            "src/main.rs",
-            "mod user { rmicro_runtime::include_proto!(\"go.micro.srv.user\"); }\n\
-             fn main() { println!(\"{}\", user::USER_SERVICE_NAME); }\n",
-        );
     let out = krate.cargo(&["build"]);
     assert!(out.status.success(), "{}", stderr(&out));
 

@@ -929,6 +929,21 @@ fn float(f: f64, shortest: Option<String>) -> Json {
 mod tests {
     use super::*;
 
+    /// A pool of the well-known type `files` (as `google/protobuf/any.proto`) alone.
+    fn well_known_pool(files: &[&str]) -> prost_reflect::DescriptorPool {
+        let global = prost_reflect::DescriptorPool::global();
+        let mut pool = prost_reflect::DescriptorPool::new();
+        for file in files {
+            let proto = global
+                .get_file_by_name(file)
+                .unwrap()
+                .file_descriptor_proto()
+                .clone();
+            pool.add_file_descriptor_proto(proto).unwrap();
+        }
+        pool
+    }
+
     #[test]
     fn integers_with_a_fraction_or_an_exponent_are_read_exactly() {
         assert_eq!(integral_text("1e2").as_deref(), Some("100"));
@@ -1081,16 +1096,7 @@ mod tests {
     #[test]
     fn a_bare_type_url_is_restored_where_no_type_can_stand_in_for_an_empty_any() {
         // Only `Any` and `Empty`: both have JSON forms of their own, so no stand-in exists.
-        let global = prost_reflect::DescriptorPool::global();
-        let mut pool = prost_reflect::DescriptorPool::new();
-        for file in ["google/protobuf/any.proto", "google/protobuf/empty.proto"] {
-            let proto = global
-                .get_file_by_name(file)
-                .unwrap()
-                .file_descriptor_proto()
-                .clone();
-            pool.add_file_descriptor_proto(proto).unwrap();
-        }
+        let pool = well_known_pool(&["google/protobuf/any.proto", "google/protobuf/empty.proto"]);
         assert_eq!(empty_any_url(&pool), None);
         let any = pool.get_message_by_name("google.protobuf.Any").unwrap();
         let mut json = serde_json::json!({"@type": "google.protobuf.Empty", "value": {}});
@@ -1104,19 +1110,10 @@ mod tests {
     fn durations_and_timestamps_no_json_can_say_are_found_with_their_path() {
         use prost_types::field_descriptor_proto::{Label, Type};
         use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
-        let global = prost_reflect::DescriptorPool::global();
-        let mut pool = prost_reflect::DescriptorPool::new();
-        for file in [
+        let mut pool = well_known_pool(&[
             "google/protobuf/duration.proto",
             "google/protobuf/timestamp.proto",
-        ] {
-            let proto = global
-                .get_file_by_name(file)
-                .unwrap()
-                .file_descriptor_proto()
-                .clone();
-            pool.add_file_descriptor_proto(proto).unwrap();
-        }
+        ]);
         let field = |name: &str, number: i32, type_name: &str, label: Label| FieldDescriptorProto {
             name: Some(name.into()),
             number: Some(number),
@@ -1191,24 +1188,20 @@ mod tests {
                  second, with the sign of its seconds)"
             )
         );
-        let ts_desc = pool
-            .get_message_by_name("google.protobuf.Timestamp")
-            .unwrap();
-        let mut ts = DynamicMessage::new(ts_desc);
-        ts.set_field_by_name("seconds", Value::I64(1));
-        ts.set_field_by_name("nanos", Value::I32(1_500_000_000));
+        let timestamp = |nanos: i32| {
+            let desc = pool
+                .get_message_by_name("google.protobuf.Timestamp")
+                .unwrap();
+            let mut ts = DynamicMessage::new(desc);
+            ts.set_field_by_name("seconds", Value::I64(1));
+            ts.set_field_by_name("nanos", Value::I32(nanos));
+            Value::Message(ts)
+        };
         let mut message = DynamicMessage::new(holder);
         message.set_field_by_name(
             "times",
-            Value::List(vec![Value::Message(ts.clone()), Value::Message(ts)]),
+            Value::List(vec![timestamp(0), timestamp(1_500_000_000)]),
         );
-        let mut first = message.get_field_by_name("times").unwrap().into_owned();
-        if let Value::List(items) = &mut first {
-            if let Value::Message(m) = &mut items[0] {
-                m.set_field_by_name("nanos", Value::I32(0));
-            }
-        }
-        message.set_field_by_name("times", first);
         assert_eq!(
             invalid_time(&message).as_deref(),
             Some("field `times[1]`: a Timestamp with 1500000000 ns (its nanos must be 0 to 999999999)")
