@@ -228,7 +228,8 @@ impl Resolution {
 }
 
 /// The runtimes `lockfile` locks for the package that owns `from` (a file or directory): those
-/// in that package's dependency closure. When `from` belongs to no package the lock file lists
+/// it depends on itself, else those in its dependency closure (see `lock::closure_runtimes`).
+/// When `from` belongs to no package the lock file lists
 /// (or its dependencies reach no runtime), every locked runtime. A runtime used from a
 /// checkout is looked for at the `path` patches of the Cargo configuration files read for a
 /// build run at the workspace root, where `lockfile` is (`.cargo/config.toml` there or above,

@@ -533,8 +533,9 @@ fn check_in(dir: &Path, args: &[&str], path_dir: &Path, cargo_home: &Path) -> Ou
 
 /// A workspace with two runtime release lines: `lib_old` on this release (API 1..=1), `svc`
 /// on it through a `platform` crate that re-exports it, `app_new` on a newer checkout
-/// (0.77.0, API 2..=2) declared only in its own Cargo.toml. Each member has one generated file
-/// for API `apis[i]` (lib_old, svc, app_new).
+/// (0.77.0, API 2..=2) declared only in its own Cargo.toml, and on `lib_old` (a library on the
+/// old line, whose runtime is not app_new's). Each member has one generated file for API
+/// `apis[i]` (lib_old, svc, app_new).
 fn mixed_workspace(tag: &str, apis: [u32; 3]) -> TempDir {
     let scratch = scratch(&format!("check-mixed-{tag}"));
     let root = scratch.path();
@@ -568,14 +569,14 @@ fn mixed_workspace(tag: &str, apis: [u32; 3]) -> TempDir {
         root,
         "crates/app_new/Cargo.toml",
         "[package]\nname = \"app_new\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
-         rmicro-runtime = { path = \"../../vendor/rt-new\" }\n",
+         rmicro-runtime = { path = \"../../vendor/rt-new\" }\nlib_old = { path = \"../lib_old\" }\n",
     );
     put(
         root,
         "Cargo.lock",
         &format!(
             "version = 4\n\n\
-             [[package]]\nname = \"app_new\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime 0.77.0\"]\n\n\
+             [[package]]\nname = \"app_new\"\nversion = \"0.1.0\"\ndependencies = [\"lib_old\", \"rmicro-runtime 0.77.0\"]\n\n\
              [[package]]\nname = \"lib_old\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime {VERSION}\"]\n\n\
              [[package]]\nname = \"platform\"\nversion = \"0.1.0\"\ndependencies = [\"rmicro-runtime {VERSION}\"]\n\n\
              [[package]]\nname = \"rmicro-runtime\"\nversion = \"{VERSION}\"\n\

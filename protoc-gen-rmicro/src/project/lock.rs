@@ -138,9 +138,12 @@ pub(super) fn runtimes_in(lock: &[LockPackage]) -> Vec<LockedRuntime> {
         .collect()
 }
 
-/// The runtimes in the dependency closure of the locked package `package` (directly, or through
-/// crates such as a platform crate that re-exports the runtime), or `None` when the lock file
-/// does not list that package (or lists no dependencies for it).
+/// The runtimes the locked package `package` compiles its generated code against: those it
+/// depends on itself, which `::rmicro_runtime` (or the name it gives the runtime) names; when it
+/// has none of its own, those in its dependency closure (reached through a crate such as a
+/// platform crate that re-exports the runtime). A runtime that only other crates use (a library
+/// on another release line, a dev-dependency's) is theirs, not the package's. `None` when the
+/// lock file does not list that package (or lists no dependencies for it).
 pub(super) fn closure_runtimes(
     lock: &[LockPackage],
     package: &Package,
@@ -164,6 +167,22 @@ pub(super) fn closure_runtimes(
     let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (i, p) in lock.iter().enumerate() {
         by_name.entry(p.name.as_str()).or_default().push(i);
+    }
+    let mut direct: Vec<LockedRuntime> = Vec::new();
+    for dependency in starts.iter().flat_map(|&i| &lock[i].dependencies) {
+        let named = by_name
+            .get("rmicro-runtime")
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for &j in named.iter().filter(|&&j| lock[j].is_named_by(dependency)) {
+            let runtime = lock[j].locked_runtime();
+            if !direct.contains(&runtime) {
+                direct.push(runtime);
+            }
+        }
+    }
+    if !direct.is_empty() {
+        return Some(direct);
     }
     let mut seen = vec![false; lock.len()];
     let mut queue = starts;
