@@ -60,11 +60,24 @@ pub fn run_plugin_in(
 /// The API level the project at `dir` needs, with a note saying how it was chosen.
 fn project_api(dir: &std::path::Path) -> Result<Option<(u32, String)>, Error> {
     let Some(lockfile) = project::find_lockfile(dir) else {
+        // Inside a crate that has no lock file yet (a new one, or one whose lock is not
+        // committed): the lock file is what is missing, not the crate.
+        let manifest = dir
+            .ancestors()
+            .map(|d| d.join("Cargo.toml"))
+            .find(|m| m.is_file());
+        let advice = match manifest.as_ref().and_then(|m| m.parent()) {
+            Some(crate_dir) => format!(
+                "; run `cargo generate-lockfile` in {} first, so the plugin emits the API the \
+                 crate's rmicro-runtime takes, or pass `--rmicro_opt=api=N`",
+                crate_dir.display()
+            ),
+            None => "; pass `--rmicro_opt=api=N` or run protoc from the crate".to_string(),
+        };
         return Ok(Some((
             MAX_API,
             format!(
-                "no Cargo.lock above {}: emitting the newest API {MAX_API}; pass \
-                 `--rmicro_opt=api=N` or run protoc from the crate",
+                "no Cargo.lock above {}: emitting the newest API {MAX_API}{advice}",
                 dir.display()
             ),
         )));

@@ -97,6 +97,23 @@ fn without_a_lock_file_it_emits_its_newest_and_says_so() {
     // With `api=N`, nothing is looked up and nothing said.
     let (_, stderr) = dir.run("api=1");
     assert_eq!(stderr, "");
+    // Inside a crate with no lock file yet: the lock file is what to make.
+    std::fs::write(
+        dir.0.join("project/Cargo.toml"),
+        "[package]\nname = \"svc\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let (_, stderr) = dir.run("");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "protoc-gen-rmicro: no Cargo.lock above {}: emitting the newest API {MAX_API}; run \
+             `cargo generate-lockfile` in {} first, so the plugin emits the API the crate's \
+             rmicro-runtime takes, or pass `--rmicro_opt=api=N`",
+            display(&dir.0.join("project/deep/proto")),
+            display(&dir.0.join("project")),
+        )
+    );
 }
 
 #[test]

@@ -354,14 +354,31 @@ fn executable(path: &Path) -> bool {
 
 fn check_plugin(groups: &[Group]) -> PluginCheck {
     let Some(path) = find_plugin() else {
+        // The plugin released with the project's runtime(s), from where Cargo takes them.
+        let mut commands: Vec<String> = Vec::new();
+        for runtime in groups.iter().flat_map(|g| &g.resolved.runtimes) {
+            let command = runtime.install_command("protoc-gen-rmicro");
+            if !commands.contains(&command) {
+                commands.push(command);
+            }
+        }
+        let install = match commands.as_slice() {
+            [] => "`cargo install protoc-gen-rmicro --locked`".to_string(),
+            commands => commands
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        };
         return PluginCheck {
             path: None,
             version: None,
             apis: None,
             status: "not_found",
-            message: "protoc-gen-rmicro is not on PATH (only needed to run protoc --rmicro_out); \
-                      install it with `cargo install protoc-gen-rmicro --locked`"
-                .into(),
+            message: format!(
+                "protoc-gen-rmicro is not on PATH (only needed to run protoc --rmicro_out); \
+                 install it with {install}"
+            ),
         };
     };
     let error = |message: String| PluginCheck {

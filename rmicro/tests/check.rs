@@ -932,6 +932,16 @@ fn a_checkout_runtime_is_told_to_install_the_checkouts_plugin() {
     assert_eq!(report["plugin"]["status"], "skew", "{report}");
     let plugin = report["plugin"]["message"].as_str().unwrap();
     assert!(plugin.contains(&install), "{plugin}");
+    // No plugin on PATH: the same command installs it.
+    let none = empty_dir("checkout-install-none");
+    let out = project.check(&["--format", "json"], &none);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["plugin"]["status"], "not_found", "{report}");
+    let plugin = report["plugin"]["message"].as_str().unwrap();
+    assert!(
+        plugin.ends_with(&format!("install it with `{install}`")),
+        "{plugin}"
+    );
 }
 
 /// A manifest whose inherited version cannot be confirmed equal to the locked one is not read.

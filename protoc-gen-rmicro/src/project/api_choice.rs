@@ -113,10 +113,11 @@ impl NoCommonApi {
         format!(
             "{}, but rmicro-build {VERSION} generates API {MIN_API}..={MAX_API}; the runtime is \
              {} than any level it generates. Use the rmicro-build released with the runtime, in \
-             Cargo.toml: `[build-dependencies] rmicro-build = \"{runtime_line}\"`, or require the \
-             runtime released with this rmicro-build: `rmicro-runtime = \"{}\"`",
+             Cargo.toml: `[build-dependencies] {}`, or require the runtime released with this \
+             rmicro-build: `rmicro-runtime = \"{}\"`",
             self.runtime,
             self.direction(),
+            self.runtime.build_dependency("rmicro-build"),
             release_line(VERSION),
         )
     }

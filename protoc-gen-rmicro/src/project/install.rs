@@ -82,6 +82,23 @@ impl super::Runtime {
         }
     }
 
+    /// The `[build-dependencies]` line for `tool` (`rmicro-build`) as released with this runtime,
+    /// from where Cargo takes the runtime: the same git commit, the checkout's own copy, or the
+    /// release line of its version.
+    pub fn build_dependency(&self, tool: &str) -> String {
+        let toml = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        match (&self.origin, self.checkout_tool(tool)) {
+            (Origin::Git { url, commit }, _) => {
+                format!("{tool} = {{ git = {}, rev = {} }}", toml(url), toml(commit))
+            }
+            (_, Some(dir)) => format!("{tool} = {{ path = {} }}", toml(&dir.display().to_string())),
+            _ => format!(
+                "{tool} = {}",
+                toml(&super::releases::release_line(&self.version))
+            ),
+        }
+    }
+
     fn release_install(&self, tool: &str) -> String {
         format!("cargo install {tool} --version {} --locked", self.version)
     }
@@ -152,6 +169,55 @@ mod tests {
         assert_eq!(
             Origin::of_lock_source(Some("git+https://example.org/rmicro")),
             Origin::Unknown
+        );
+    }
+
+    #[test]
+    fn the_build_dependency_comes_from_where_the_runtime_comes_from() {
+        let runtime = |origin: Origin| super::super::Runtime {
+            version: "0.2.3".into(),
+            api_min: 2,
+            api: 2,
+            manifest: None,
+            origin,
+        };
+        let git = runtime(Origin::Git {
+            url: "https://example.org/rmicro".into(),
+            commit: "3edac8d".into(),
+        });
+        assert_eq!(
+            git.build_dependency("rmicro-build"),
+            r#"rmicro-build = { git = "https://example.org/rmicro", rev = "3edac8d" }"#
+        );
+        assert_eq!(
+            runtime(Origin::Registry).build_dependency("rmicro-build"),
+            r#"rmicro-build = "0.2""#
+        );
+        // A checkout with the tool beside the runtime: its copy, by path.
+        let checkout = tempfile::tempdir().unwrap();
+        let dir = checkout.path().join("a \"b\"");
+        std::fs::create_dir_all(dir.join("rmicro-runtime")).unwrap();
+        std::fs::create_dir_all(dir.join("rmicro-build")).unwrap();
+        std::fs::write(dir.join("rmicro-build/Cargo.toml"), "").unwrap();
+        let path = runtime(Origin::Path {
+            dir: Some(dir.join("rmicro-runtime")),
+        });
+        let quoted_dir = dir
+            .join("rmicro-build")
+            .display()
+            .to_string()
+            .replace('"', "\\\"");
+        assert_eq!(
+            path.build_dependency("rmicro-build"),
+            format!(r#"rmicro-build = {{ path = "{quoted_dir}" }}"#)
+        );
+        // A runtime crate on its own (no tool beside it): the release line.
+        let alone = runtime(Origin::Path {
+            dir: Some(checkout.path().join("vendored")),
+        });
+        assert_eq!(
+            alone.build_dependency("rmicro-build"),
+            r#"rmicro-build = "0.2""#
         );
     }
 
