@@ -349,8 +349,29 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                     Err(status) => return Err(status.into()),
                 };
                 // The connection stamps the request with what is left of the deadline once it
-                // is ready to take it, or fails it unsent when nothing is left.
-                match connection.send_request(request, deadline).await {
+                // is ready to take it, or fails it unsent when nothing is left. A connection
+                // still opening when half of that time is gone (a silent node: its opening
+                // may take the whole connect timeout) gives the call to another node, if the
+                // service has one, as gRPC sends calls only to ready connections.
+                let connect_by = deadline.map(|d| {
+                    let now = Instant::now();
+                    now + d.saturating_duration_since(now) / 2
+                });
+                let mut sent = connection.send_request(request, deadline, connect_by).await;
+                if let Err((TransportError::NotOpened { .. }, Some(_))) = &sent {
+                    let mut with_this = tried.clone();
+                    with_this.push(address.to_string());
+                    if !client.untried_left(service, &with_this).await {
+                        // No other node: this one is waited for, as long as the call may.
+                        sent = match sent {
+                            Err((_, Some(unsent))) => {
+                                connection.send_request(unsent, deadline, None).await
+                            }
+                            other => other,
+                        };
+                    }
+                }
+                match sent {
                     Ok(response) => {
                         let limit = client.inner.receive_limit;
                         let http = response.status().as_u16();

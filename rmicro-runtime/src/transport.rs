@@ -86,16 +86,22 @@ impl Unreachable {
             self.any.store(false, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
-        if !nodes.iter().any(|n| until.contains_key(&n.address)) {
+        // Marked by the connection's `host:port`; a node may be registered with a scheme
+        // (`http://host:port`, as `--server-advertise` takes it).
+        let marked = |n: &Node| until.contains_key(authority_of(&n.address));
+        if !nodes.iter().any(marked) {
             return None;
         }
-        let left: Arc<[Node]> = nodes
-            .iter()
-            .filter(|n| !until.contains_key(&n.address))
-            .cloned()
-            .collect();
+        let left: Arc<[Node]> = nodes.iter().filter(|n| !marked(n)).cloned().collect();
         (!left.is_empty()).then_some(left)
     }
+}
+
+/// The `host:port` of a node address, which may be written with a scheme and a trailing `/`
+/// (`http://127.0.0.1:50051/`), as a connection to it names it.
+fn authority_of(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    rest.trim_end_matches('/')
 }
 
 /// Why a call did not get an answer from the node.
@@ -144,6 +150,16 @@ pub enum TransportError {
         /// hyper's error.
         error: hyper::Error,
     },
+    /// The node's connection was still being opened when half of the call's time was gone,
+    /// and another node could take the call: nothing was sent, and the connection goes on
+    /// opening for later calls.
+    #[error("no connection to {address} opened within {waited:?}, half of the call's time")]
+    NotOpened {
+        /// The node.
+        address: String,
+        /// How long the call waited for it.
+        waited: Duration,
+    },
     /// The call's deadline passed before the request could be sent (while its connection was
     /// being opened, or before the call got to it): nothing was sent.
     #[error("the call's deadline passed before the call was sent to {address}")]
@@ -178,6 +194,7 @@ impl TransportError {
                 | TransportError::Connect { .. }
                 | TransportError::Handshake { .. }
                 | TransportError::NoPreface { .. }
+                | TransportError::NotOpened { .. }
         )
     }
 
@@ -514,6 +531,7 @@ impl Connection {
         &self,
         mut request: http::Request<Body>,
         deadline: Option<Instant>,
+        connect_by: Option<Instant>,
     ) -> Result<http::Response<hyper::body::Incoming>, (TransportError, Option<http::Request<Body>>)>
     {
         // Clients (`Client`, `grpc`) read gzip answers, for servers that compress whatever they
@@ -539,7 +557,22 @@ impl Connection {
         }
         let mut reopened = false;
         loop {
-            let mut sender = match self.sender().await {
+            let sender = match (self.open_sender(), connect_by) {
+                (Some(sender), _) => Ok(sender),
+                (None, None) => self.sender().await,
+                (None, Some(by)) => {
+                    let waiting = Instant::now();
+                    tokio::time::timeout_at(by.into(), self.sender())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(TransportError::NotOpened {
+                                address: self.shared.address.clone(),
+                                waited: waiting.elapsed(),
+                            })
+                        })
+                }
+            };
+            let mut sender = match sender {
                 Ok(sender) => sender,
                 Err(err) => return Err((err, Some(request))),
             };
@@ -733,7 +766,7 @@ impl tower_service::Service<http::Request<Body>> for Connection {
         let deadline = request.extensions_mut().remove::<SendBy>().map(|by| by.0);
         Box::pin(async move {
             connection
-                .send_request(request, deadline)
+                .send_request(request, deadline, None)
                 .await
                 .map_err(|(err, _)| err)
         })
@@ -742,6 +775,28 @@ impl tower_service::Service<http::Request<Body>> for Connection {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_marked_unreachable_is_left_out_whatever_form_its_address_takes() {
+        use super::{Node, Unreachable};
+        let node = |address: &str| Node {
+            id: address.into(),
+            address: address.into(),
+            metadata: Default::default(),
+        };
+        let unreachable = Unreachable::default();
+        // What a connection to `http://127.0.0.1:1/` marks: its authority.
+        unreachable.mark("127.0.0.1:1");
+        let nodes = [
+            node("http://127.0.0.1:1/"),
+            node("127.0.0.1:2"),
+            node("https://127.0.0.1:1"),
+        ];
+        let left = unreachable.reachable(&nodes).expect("one left out");
+        let left: Vec<&str> = left.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(left, ["127.0.0.1:2"]);
+        assert!(unreachable.reachable(&[node("127.0.0.1:2")]).is_none());
+    }
+
     use super::*;
 
     #[tokio::test]
@@ -794,7 +849,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request, None).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None, None).await.unwrap_err();
         assert!(
             unsent.is_some(),
             "the request comes back to be sent elsewhere"
@@ -813,7 +868,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request, None).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None, None).await.unwrap_err();
         assert!(unsent.is_some(), "never sent: it may go elsewhere");
         assert!(err.is_unsent() && err.is_unreachable(), "{err:?}");
         err
@@ -865,9 +920,11 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let gave_up =
-            tokio::time::timeout(Duration::from_millis(200), conn.send_request(request, None))
-                .await;
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            conn.send_request(request, None, None),
+        )
+        .await;
         assert!(gave_up.is_err(), "a silent node answered?");
         assert!(unreachable
             .reachable(&[node(&http1), node("127.0.0.1:9")])
@@ -916,7 +973,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let response = conn
-            .send_request(request, None)
+            .send_request(request, None, None)
             .await
             .map_err(|(e, _)| e)
             .unwrap();
