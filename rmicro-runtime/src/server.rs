@@ -170,7 +170,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<http::Response<Body>> {
         let mut this = self.project();
-        let Poll::Ready(response) = this.handling.poll(cx) else {
+        // A handler that panics answers Internal, as go-micro's servers recover a handler's
+        // panic, and is not polled again; the connection and its other calls go on. (Without
+        // this, the panic would reset the stream, which callers take for a transport failure.)
+        let handling = &mut this.handling;
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handling.as_mut().poll(cx)));
+        let polled = match polled {
+            Ok(polled) => polled,
+            Err(panic) => return Poll::Ready(panicked(&*panic).into_http()),
+        };
+        let Poll::Ready(response) = polled else {
             if let Some(deadline) = *this.deadline {
                 if this.timer.is_none() {
                     this.timer.set(Some(tokio::time::sleep_until(deadline)));
@@ -215,7 +225,23 @@ impl http_body::Body for InScope {
         // A copy per poll: a task-local is set by value. Nothing is allocated for a call without
         // metadata; a call with some copies its few entries per message of the answer.
         let body = &mut this.body;
-        context::sync_scope(this.ctx.clone(), || Pin::new(body).poll_frame(cx))
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            context::sync_scope(this.ctx.clone(), || Pin::new(&mut *body).poll_frame(cx))
+        }));
+        match polled {
+            Ok(polled) => polled,
+            // A stream that panicked ends with Internal, in trailers as any status (an error
+            // would have the stream reset), and is not polled again. What it had made but not
+            // yet sent goes with it.
+            Err(panic) => {
+                *body = Body::empty();
+                let mut trailers = http::HeaderMap::new();
+                Poll::Ready(Some(match panicked(&*panic).add_header(&mut trailers) {
+                    Ok(()) => Ok(http_body::Frame::trailers(trailers)),
+                    Err(status) => Err(status),
+                }))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -229,6 +255,18 @@ impl http_body::Body for InScope {
 
 // Named once: looked up on every call's head.
 const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+
+/// The status of a call whose handler (or response stream) panicked with `panic`: Internal,
+/// with go-micro's error JSON saying so, as its servers answer a recovered panic.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a value that is not a message");
+    tracing::error!(panic = %what, "a handler panicked; the call is answered Internal");
+    crate::errors::Error::internal("go.micro.server", format!("panic recovered: {what}")).into()
+}
 
 fn deadline_passed() -> Status {
     Status::deadline_exceeded("the caller's deadline passed while the call was served")

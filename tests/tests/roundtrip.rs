@@ -818,3 +818,91 @@ async fn a_stream_from_a_node_that_goes_quiet_ends_at_the_callers_deadline() {
         "{took:?}"
     );
 }
+
+/// Panics in `call` for the name `panic`, and in its stream after `count` items.
+struct Panicky;
+
+impl UserHandler for Panicky {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        if request.get_ref().name == "panic" {
+            panic!("the handler's own bug");
+        }
+        UserHandler::call(&Greeter, request).await
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        let count = request.into_inner().count;
+        let items = tokio_stream::iter(0..=count).map(move |i| {
+            if i == count {
+                panic!("the stream's own bug at item {i}");
+            }
+            Ok(StreamResponse { count: i })
+        });
+        // One item at a time, each sent before the next is made.
+        let items = tokio_stream::StreamExt::throttle(items, std::time::Duration::from_millis(5));
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        UserHandler::ping_pong(&Greeter, request).await
+    }
+}
+
+/// A handler that panics answers Internal with go-micro's error JSON (as go-micro's servers
+/// recover a panic), not a reset stream callers take for a transport failure; a response stream
+/// that panics ends with Internal after the items it sent. The server serves on.
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_the_server_serves_on() {
+    let mut server = Server::new();
+    register_user_handler(&mut server, Panicky).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+
+    let status = user
+        .call(CallRequest {
+            name: "panic".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let error = rmicro_runtime::errors::Error::from(&status);
+    assert_eq!(
+        (error.id.as_str(), error.code, error.detail.as_str()),
+        (
+            "go.micro.server",
+            500,
+            "panic recovered: the handler's own bug"
+        )
+    );
+
+    let mut stream = user
+        .stream(StreamRequest { count: 3 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut items = Vec::new();
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(item)) => items.push(item.count),
+            Ok(None) => panic!("the stream ended as if complete after {items:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(items, [0, 1, 2]);
+    assert_eq!(end.code(), Code::Internal, "{end:?}");
+    assert!(
+        end.message()
+            .contains("panic recovered: the stream's own bug at item 3"),
+        "{end:?}"
+    );
+
+    // The same connection, the next call.
+    let reply = user.call(CallRequest { name: "Ada".into() }).await.unwrap();
+    assert_eq!(reply.into_inner().msg, "Hello Ada");
+}
