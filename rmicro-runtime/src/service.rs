@@ -338,6 +338,9 @@ impl Service {
         let serving = tokio::spawn(bound.serve_with_shutdown(async move {
             let _ = serve_stop.wait_for(|stop| *stop).await;
         }));
+        if let Some(warning) = refresh_warning(options.register_ttl, options.register_interval) {
+            tracing::warn!(service = %record.name, registry = registry.name(), "{warning}");
+        }
         let registration = Registration::start(
             Arc::clone(&registry),
             record.clone(),
@@ -672,6 +675,20 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     }
 }
 
+/// What to say when a registration is refreshed no more often than it expires: a registry that
+/// drops records by their TTL (the memory registry) loses the node between refreshes. etcd's
+/// lease is kept alive on its own (a third of the TTL), so there it does no harm, and it is
+/// allowed: a warning, not an error.
+fn refresh_warning(ttl: Duration, interval: Duration) -> Option<String> {
+    (interval >= ttl).then(|| {
+        format!(
+            "--register-interval ({interval:?}) is not shorter than --register-ttl ({ttl:?}): a \
+             registry that expires records by their TTL drops this node between refreshes; give \
+             an interval under the TTL (go-micro's defaults: TTL 90s, interval 30s)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,6 +772,19 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_refresh_no_more_often_than_the_ttl_is_warned_of() {
+        let secs = Duration::from_secs;
+        assert_eq!(refresh_warning(secs(90), secs(30)), None);
+        assert_eq!(refresh_warning(secs(3), secs(2)), None);
+        let warning = refresh_warning(secs(2), secs(6)).expect("a warning");
+        assert!(
+            warning.starts_with("--register-interval (6s) is not shorter than --register-ttl (2s)"),
+            "{warning}"
+        );
+        assert!(refresh_warning(secs(5), secs(5)).is_some());
     }
 
     #[tokio::test]
