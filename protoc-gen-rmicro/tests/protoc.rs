@@ -126,10 +126,13 @@ fn a_file_claiming_an_unsupported_api_fails_to_compile_with_the_promised_message
     assert!(!output.status.success(), "a skewed file must not compile");
     let err = stderr(&output);
     let version = protoc_gen_rmicro::VERSION;
+    // The runtime is this checkout's (a path dependency): the plugin beside it.
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let promised = format!(
         "rmicro version skew: this file was generated for rmicro-runtime API 999, but rmicro-runtime \
          {version} accepts API 1..=1. Fix it one of two ways: (1) regenerate the file with the plugin \
-         that matches this runtime: `cargo install protoc-gen-rmicro --version {version} --locked`"
+         that matches this runtime: `cargo install --path {} --locked`",
+        plugin.display()
     );
     assert!(
         err.contains(&promised),

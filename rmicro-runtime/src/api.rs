@@ -22,6 +22,11 @@ include!("api_level.rs");
 /// This crate's version, as Cargo knows it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The command that installs the plugin matching this runtime (set by the build script): the
+/// plugin of the same checkout for a runtime built from one (a path or git dependency), else
+/// the release of this version.
+const PLUGIN_INSTALL: &str = env!("RMICRO_PLUGIN_INSTALL");
+
 /// Whether generated code written for API `level` compiles against this runtime.
 pub const fn accepts(level: u32) -> bool {
     level >= MIN_API_LEVEL && level <= API_LEVEL
@@ -50,9 +55,9 @@ pub const fn require_api(level: u32) {
     msg.push_u32(MIN_API_LEVEL);
     msg.push("..=");
     msg.push_u32(API_LEVEL);
-    msg.push(". Fix it one of two ways: (1) regenerate the file with the plugin that matches this runtime: `cargo install protoc-gen-rmicro --version ");
-    msg.push(VERSION);
-    msg.push(" --locked`, then re-run protoc (files made by rmicro-build in build.rs are regenerated on the next build); or (2) change the rmicro-runtime requirement in Cargo.toml to a release that accepts API ");
+    msg.push(". Fix it one of two ways: (1) regenerate the file with the plugin that matches this runtime: `");
+    msg.push(PLUGIN_INSTALL);
+    msg.push("`, then re-run protoc (files made by rmicro-build in build.rs are regenerated on the next build); or (2) change the rmicro-runtime requirement in Cargo.toml to a release that accepts API ");
     msg.push_u32(level);
     msg.push(". `rmicro check` lists every generated file and the API it needs.");
     panic!("{}", msg.as_str());
@@ -61,14 +66,14 @@ pub const fn require_api(level: u32) {
 /// A fixed-capacity string that can be built during constant evaluation, where `format!` is not
 /// available.
 struct ConstStr {
-    buf: [u8; 1024],
+    buf: [u8; 2048],
     len: usize,
 }
 
 impl ConstStr {
     const fn new() -> Self {
         ConstStr {
-            buf: [0; 1024],
+            buf: [0; 2048],
             len: 0,
         }
     }
@@ -176,10 +181,17 @@ mod tests {
             msg.contains(&format!("accepts API {MIN_API_LEVEL}..={API_LEVEL}")),
             "{msg}"
         );
+        // Built from this checkout: its own plugin.
+        let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("protoc-gen-rmicro");
+        assert_eq!(
+            PLUGIN_INSTALL,
+            format!("cargo install --path {} --locked", checkout.display())
+        );
         assert!(
-            msg.contains(&format!(
-                "cargo install protoc-gen-rmicro --version {VERSION} --locked"
-            )),
+            msg.contains(&format!("`{PLUGIN_INSTALL}`, then re-run protoc")),
             "{msg}"
         );
     }
