@@ -37,6 +37,9 @@ pub fn run_plugin_in(
     dir: &std::path::Path,
 ) -> Result<(CodeGeneratorResponse, Option<String>), Error> {
     run(request, |options| {
+        if let Some(level) = options.api {
+            return Ok(refused_level(dir, level).map(|note| (level, note)));
+        }
         let chosen = project_api(dir)?;
         // A crate that renamed its runtime dependency cannot resolve `::rmicro_runtime`: say
         // what to pass, rather than leave it to a page of unresolved names.
@@ -54,6 +57,30 @@ pub fn run_plugin_in(
             )),
             (chosen, _) => chosen,
         })
+    })
+}
+
+/// A note when the level asked for with `api=N` is one a runtime of the project at `dir` does
+/// not accept: the level asked for is emitted (the files may be meant for another project), but
+/// not without saying that they will not compile in this one. `None` when it is accepted, or
+/// the project's runtimes cannot be told.
+fn refused_level(dir: &std::path::Path, level: u32) -> Option<String> {
+    let lockfile = project::find_lockfile(dir)?;
+    let resolution = project::resolve_package(&lockfile, dir).ok()?;
+    let refusing: Vec<String> = resolution
+        .runtimes
+        .iter()
+        .filter(|r| !r.accepts(level))
+        .map(ToString::to_string)
+        .collect();
+    (!refusing.is_empty()).then(|| {
+        format!(
+            "note: emitting API {level} as asked (api={level}), which {} locked in {} does not \
+             accept: the files will not compile against it; leave api= out to emit the API the \
+             project takes",
+            refusing.join(" and "),
+            lockfile.display()
+        )
     })
 }
 
@@ -130,11 +157,10 @@ fn run(
     let (input, parameter) = Input::from_request_bytes(request)?;
     let mut note = None;
     let result = Options::parse(&parameter).and_then(|mut options| {
-        if options.api.is_none() {
-            if let Some((level, why)) = default_api(&options)? {
-                options.api = Some(level);
-                note = Some(why);
-            }
+        // The level of the project when none is asked for, or a note on the one asked for.
+        if let Some((level, why)) = default_api(&options)? {
+            options.api = Some(level);
+            note = Some(why);
         }
         generate(&input, &options)
     });

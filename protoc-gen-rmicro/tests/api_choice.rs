@@ -151,6 +151,22 @@ fn explicit_api_wins_over_the_lock_file() {
         .cached_runtime("7.0.0", 5, 7);
     let (response, stderr) = dir.run("api=1");
     assert_eq!(api_of(&response), 1);
+    // Said, as the files will not compile against the project's runtime.
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "protoc-gen-rmicro: note: emitting API 1 as asked (api=1), which rmicro-runtime 7.0.0 \
+             (accepts API 5..=7) locked in {} does not accept: the files will not compile against \
+             it; leave api= out to emit the API the project takes",
+            display(&dir.lockfile())
+        )
+    );
+    // A level the runtime takes: nothing to say.
+    let dir = Dir::new("explicit-taken");
+    dir.lock(&[("rmicro-runtime", "3.0.0")])
+        .cached_runtime("3.0.0", 1, 3);
+    let (response, stderr) = dir.run("api=1");
+    assert_eq!(api_of(&response), 1);
     assert_eq!(stderr, "");
 }
 
