@@ -183,7 +183,7 @@ pub struct Flags {
 }
 
 /// A configuration that cannot be put into effect.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// `--registry etcd` in a binary built without the `etcd` feature.
@@ -206,6 +206,8 @@ pub enum ConfigError {
     #[error("{0}")]
     Incomplete(String),
 }
+
+debug_as_display!(ConfigError);
 
 /// The longest duration [`parse_duration`] accepts: 100 years of 365 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -586,6 +588,16 @@ pub fn read_small_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `main` returning `Box<dyn Error>` prints an error's `Debug`: it says what to do.
+    #[test]
+    fn an_error_returned_from_main_shows_its_message() {
+        let err: Box<dyn std::error::Error> = Box::new(ConfigError::EtcdNotBuilt);
+        assert_eq!(format!("{err:?}"), ConfigError::EtcdNotBuilt.to_string());
+        assert!(
+            format!("{err:?}").starts_with("--registry etcd needs rmicro-runtime's `etcd` feature")
+        );
+    }
     use clap::Parser;
 
     #[derive(Parser)]

@@ -15,6 +15,19 @@
 //! - [`config::Flags`]: go-micro's flags and `MICRO_*` variables (feature `config`, default).
 //! - [`Endpoint`]: the per-RPC metadata generated code records (paths, `google.api.http` rules).
 
+/// `Debug` for an error type, written as its `Display` message: what `fn main() -> Result<(),
+/// Box<dyn Error>>` prints (`Error: {err:?}`), so a service's startup error says what to do,
+/// not only the variant's name.
+macro_rules! debug_as_display {
+    ($($error:ty),+ $(,)?) => {$(
+        impl std::fmt::Debug for $error {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(self, f)
+            }
+        }
+    )+};
+}
+
 pub mod api;
 pub mod client;
 #[cfg(feature = "config")]

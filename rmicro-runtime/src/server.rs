@@ -59,7 +59,7 @@ struct Receive {
 }
 
 /// Why a service could not be added to a [`Server`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(thiserror::Error, PartialEq, Eq)]
 pub enum RegisterError {
     /// A service of this name is registered already.
     #[error("service `{0}` is already registered on this server; register each handler once")]
@@ -68,6 +68,8 @@ pub enum RegisterError {
     #[error("gRPC path `{0}` is already handled by another service on this server")]
     DuplicatePath(String),
 }
+
+debug_as_display!(RegisterError);
 
 /// One gRPC service's handlers, as generated code describes it before adding it to a [`Server`].
 pub struct ServiceDef {

@@ -45,7 +45,7 @@ pub const MAX_UNREACHABLE_RETRY: Duration = Duration::from_secs(4);
 pub const DEFAULT_DEREGISTER_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a service could not run.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
     /// The server address could not be bound.
@@ -73,6 +73,8 @@ pub enum ServiceError {
     #[error("could not install the shutdown signal handler: {0}")]
     Signal(std::io::Error),
 }
+
+debug_as_display!(ServiceError);
 
 /// Builds a [`Service`].
 #[derive(Clone)]
