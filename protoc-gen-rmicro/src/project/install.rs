@@ -109,9 +109,32 @@ impl super::Runtime {
         let Origin::Path { dir: Some(dir) } = &self.origin else {
             return None;
         };
-        let tool = dir.parent()?.join(tool);
+        let tool = lexically_normal(&dir.parent()?.join(tool));
         tool.join("Cargo.toml").is_file().then_some(tool)
     }
+}
+
+/// `path` with `.` left out and each `..` taking the name before it away (`app/../rmicro` →
+/// `rmicro`), as a path dependency's `../checkout` makes them: for a command to read. A `..`
+/// at the start of a relative path stays.
+fn lexically_normal(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // The root's parent is the root.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(component),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `word` (a path, a URL) as a shell word: as it is when it is made of plain characters, else in
@@ -219,6 +242,18 @@ mod tests {
             alone.build_dependency("rmicro-build"),
             r#"rmicro-build = "0.2""#
         );
+    }
+
+    #[test]
+    fn a_checkouts_path_is_named_without_dot_dot() {
+        let normal = |p: &str| lexically_normal(Path::new(p)).display().to_string();
+        assert_eq!(
+            normal("/tmp/app/../clone/protoc-gen-rmicro"),
+            "/tmp/clone/protoc-gen-rmicro"
+        );
+        assert_eq!(normal("/a/./b/../../c"), "/c");
+        assert_eq!(normal("../x/../y"), "../y");
+        assert_eq!(normal("/.."), "/");
     }
 
     #[test]
