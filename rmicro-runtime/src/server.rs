@@ -666,6 +666,23 @@ struct Dispatch {
 
 impl Dispatch {
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> RouteFuture {
+        if !is_grpc(req.headers()) {
+            // gRPC's protocol: servers answer 415 to a request that is not gRPC's (grpc-go
+            // does, with Internal), rather than read its body as gRPC frames.
+            let found = req.headers().get(http::header::CONTENT_TYPE).map_or_else(
+                || "none".to_string(),
+                |v| format!("`{}`", String::from_utf8_lossy(v.as_bytes())),
+            );
+            return Box::pin(async move {
+                let mut response = Status::internal(format!(
+                    "a gRPC request's content-type is `application/grpc` (or `application/grpc+…`), \
+                     not {found}; call this server with a gRPC client"
+                ))
+                .into_http();
+                *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                response
+            });
+        }
         match self.routes.get(req.uri().path()) {
             Some(route) => {
                 let limit = self.limit;
@@ -689,6 +706,20 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// Whether a request's content-type is gRPC's: `application/grpc`, alone or with a `+subtype` or
+/// parameters (not `application/grpc-web`, another protocol).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .map(http::HeaderValue::as_bytes)
+        .is_some_and(|v| {
+            v.len() >= GRPC.len()
+                && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+                && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
+        })
 }
 
 /// A request body's error, with a client's cancel of the call (`RST_STREAM` with `CANCEL`, as
@@ -832,6 +863,59 @@ impl BoundServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
+    /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is
+    /// gRPC's, `application/grpc-web` is not.
+    #[tokio::test]
+    async fn a_request_of_another_content_type_is_answered_415() {
+        let bound = Server::new().bind("127.0.0.1:0").await.unwrap();
+        let address = bound.local_addr().to_string();
+        tokio::spawn(bound.serve());
+        let conn = crate::transport::Connection::new(&address).unwrap();
+        let send = |content_type: Option<&'static str>| {
+            let conn = conn.clone();
+            async move {
+                let mut request = http::Request::builder()
+                    .method("POST")
+                    .uri(crate::health::CHECK_PATH);
+                if let Some(content_type) = content_type {
+                    request = request.header(http::header::CONTENT_TYPE, content_type);
+                }
+                // An empty HealthCheckRequest, framed.
+                let body = Body::new(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                    &[0, 0, 0, 0, 0],
+                )));
+                let response = conn
+                    .send_request(request.body(body).unwrap(), None, None)
+                    .await
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                let status = response.status().as_u16();
+                let grpc = response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (status, grpc)
+            }
+        };
+        for refused in [None, Some("application/json"), Some("application/grpc-web")] {
+            assert_eq!(
+                send(refused).await,
+                (415, Some("13".to_string())),
+                "{refused:?}"
+            );
+        }
+        for taken in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC; x=y",
+        ] {
+            let (status, grpc) = send(Some(taken)).await;
+            assert_eq!(status, 200, "{taken}");
+            assert_ne!(grpc.as_deref(), Some("13"), "{taken}");
+        }
+    }
 
     /// A user's own handler for one method of a built-in service (health, reflection) keeps the
     /// built-in one out entirely: neither replaced by it nor paired with its other half.

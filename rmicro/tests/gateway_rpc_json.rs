@@ -118,6 +118,12 @@ async fn responses_are_written_as_json_format_writes_them() {
         r#"{"any": {"@type": "type.googleapis.com/google.protobuf.Any",
                     "value": {"@type": "type.googleapis.com/google.protobuf.Duration",
                               "value": "1.5s"}}}"#,
+        // Empty `Any`s inside an `Any`'s message: written `{}`, as json_format writes them.
+        r#"{"any": {"@type": "type.googleapis.com/google.protobuf.Any", "value": {}}}"#,
+        r#"{"any": {"@type": "type.googleapis.com/interop.v1.Scalars", "any": {},
+                    "nested": {"name": "n"}}}"#,
+        r#"{"any": {"@type": "type.googleapis.com/interop.v1.Scalars",
+                    "any": {"@type": "type.googleapis.com/interop.v1.Scalars", "any": {}}}}"#,
     ];
     let mut failures = Vec::new();
     for sent in cases {
@@ -172,6 +178,9 @@ async fn requests_are_read_as_json_format_reads_them() {
         // overflowed and the process aborted).
         r#"{"any": {"@type": "type.googleapis.com/google.protobuf.Any",
                     "value": {"@type": "type.googleapis.com/interop.v1.Note", "text": "t"}}}"#,
+        // Empty `Any`s inside an `Any`'s message: set, with neither type nor value.
+        r#"{"any": {"@type": "type.googleapis.com/google.protobuf.Any", "value": {}}}"#,
+        r#"{"any": {"@type": "type.googleapis.com/interop.v1.Scalars", "any": {}}}"#,
         // What json_format refuses.
         r#"{"u64": 18446744073709551616}"#,
         r#"{"i64": -9223372036854775809}"#,

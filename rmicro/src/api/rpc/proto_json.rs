@@ -103,19 +103,13 @@ pub(super) fn conform_request(
     json: &mut Json,
     at: &str,
 ) -> Result<(), String> {
-    conform(desc, json, at, false)
+    conform(desc, json, at)
 }
 
-/// [`conform_request`], `in_any` when `json` is (in) an `Any`'s message, whose bytes
-/// [`restore_anys`] does not reach.
-fn conform(
-    desc: &MessageDescriptor,
-    json: &mut Json,
-    at: &str,
-    in_any: bool,
-) -> Result<(), String> {
+/// [`conform_request`] for a message of type `desc` at `at`.
+fn conform(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<(), String> {
     match desc.full_name() {
-        "google.protobuf.Any" => return conform_any(desc, json, at, in_any),
+        "google.protobuf.Any" => return conform_any(desc, json, at),
         "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
             if let Json::String(text) = &*json {
                 time_text(desc.full_name(), text, at)?;
@@ -159,7 +153,7 @@ fn conform(
             Json::Null => {}
             Json::Array(items) if field.is_list() => {
                 for item in items {
-                    conform_field(&field.kind(), item, &at, in_any)?;
+                    conform_field(&field.kind(), item, &at)?;
                 }
             }
             Json::Object(entries) if field.is_map() => {
@@ -169,10 +163,10 @@ fn conform(
                 same_keys(&entry.map_entry_key_field().kind(), entries, &at)?;
                 let kind = entry.map_entry_value_field().kind();
                 for item in entries.values_mut() {
-                    conform_field(&kind, item, &at, in_any)?;
+                    conform_field(&kind, item, &at)?;
                 }
             }
-            value => conform_field(&field.kind(), value, &at, in_any)?,
+            value => conform_field(&field.kind(), value, &at)?,
         }
     }
     Ok(())
@@ -199,9 +193,9 @@ fn empty_any_url(pool: &prost_reflect::DescriptorPool) -> Option<String> {
 /// prost-reflect refuses it.
 const BARE_ANY: &str = "bare.rmicro.invalid/";
 
-/// Makes every `Any` in `message` (in its fields, lists and maps, at any depth; not inside another
-/// `Any`'s bytes) one prost-reflect can write: an empty one gets the stand-in type URL, a type URL
-/// without `/` the [`BARE_ANY`] domain. [`mend_response`] writes them as they were.
+/// Makes every `Any` in `message` (in its fields, lists and maps, at any depth, also inside
+/// another `Any`'s message) one prost-reflect can write: an empty one gets the stand-in type URL,
+/// a type URL without `/` the [`BARE_ANY`] domain. [`mend_response`] writes them as they were.
 pub(super) fn mark_anys(message: &mut DynamicMessage) {
     let pool = message.descriptor().parent_pool().clone();
     if pool.get_message_by_name("google.protobuf.Any").is_none() {
@@ -213,11 +207,14 @@ pub(super) fn mark_anys(message: &mut DynamicMessage) {
         if is_empty_any(any) {
             if let Some(url) = stand_in.get_or_insert_with(|| empty_any_url(&pool)) {
                 any.set_field_by_name("type_url", Value::String(url.clone()));
+                return true;
             }
         } else if let Some(bare) = type_url(any).filter(|u| !u.contains('/')) {
             let marked = format!("{BARE_ANY}{bare}");
             any.set_field_by_name("type_url", Value::String(marked));
+            return true;
         }
+        false
     });
 }
 
@@ -235,7 +232,7 @@ pub(super) fn restore_anys(message: &mut DynamicMessage) {
     }
     for_each_any(message, &mut |any| {
         let Some(url) = type_url(any) else {
-            return;
+            return false;
         };
         if url.starts_with(EMPTY_ANY) {
             any.clear_field_by_name("type_url");
@@ -243,7 +240,10 @@ pub(super) fn restore_anys(message: &mut DynamicMessage) {
         } else if let Some(bare) = url.strip_prefix(BARE_ANY) {
             let bare = bare.to_string();
             any.set_field_by_name("type_url", Value::String(bare));
+        } else {
+            return false;
         }
+        true
     });
 }
 
@@ -324,13 +324,19 @@ pub(super) fn invalid_time(message: &DynamicMessage) -> Option<String> {
     check(message, "")
 }
 
-/// Calls `f` on each `Any` set in `message` (itself, when it is one).
-fn for_each_any(message: &mut DynamicMessage, f: &mut impl FnMut(&mut DynamicMessage)) {
+/// Calls `f` on each `Any` set in `message` (itself, when it is one), and on those inside an
+/// `Any`'s message when the pool knows its type (the message is written back when `f` changed
+/// one there). `f` says whether it changed the `Any`; so does the result, of any.
+fn for_each_any(
+    message: &mut DynamicMessage,
+    f: &mut impl FnMut(&mut DynamicMessage) -> bool,
+) -> bool {
     let desc = message.descriptor();
     if desc.full_name() == "google.protobuf.Any" {
-        f(message);
-        return;
+        let changed = f(message);
+        return in_any_message(message, f) || changed;
     }
+    let mut changed = false;
     for field in desc.fields() {
         let holds_messages = match field.kind() {
             Kind::Message(m) if field.is_map() => {
@@ -344,24 +350,60 @@ fn for_each_any(message: &mut DynamicMessage, f: &mut impl FnMut(&mut DynamicMes
             continue;
         }
         match message.get_field_mut(&field) {
-            Value::Message(inner) => for_each_any(inner, f),
+            Value::Message(inner) => changed |= for_each_any(inner, f),
             Value::List(items) => {
                 for item in items {
                     if let Value::Message(inner) = item {
-                        for_each_any(inner, f);
+                        changed |= for_each_any(inner, f);
                     }
                 }
             }
             Value::Map(entries) => {
                 for value in entries.values_mut() {
                     if let Value::Message(inner) = value {
-                        for_each_any(inner, f);
+                        changed |= for_each_any(inner, f);
                     }
                 }
             }
             _ => {}
         }
     }
+    changed
+}
+
+/// [`for_each_any`] inside the message `any` holds, when the pool knows its type; its bytes are
+/// written anew when `f` changed an `Any` there.
+fn in_any_message(
+    any: &mut DynamicMessage,
+    f: &mut impl FnMut(&mut DynamicMessage) -> bool,
+) -> bool {
+    let Some(url) = type_url(any) else {
+        return false;
+    };
+    let name = url.rsplit('/').next().unwrap_or(&url);
+    let Some(desc) = any.descriptor().parent_pool().get_message_by_name(name) else {
+        return false;
+    };
+    // No bytes are a message too: all of its fields unset (an empty `Any`, for one).
+    let bytes = match any
+        .get_field_by_name("value")
+        .as_deref()
+        .and_then(Value::as_bytes)
+    {
+        Some(bytes) => bytes.clone(),
+        None => return false,
+    };
+    let Ok(mut inner) = DynamicMessage::decode(desc, bytes) else {
+        return false;
+    };
+    if !for_each_any(&mut inner, f) {
+        return false;
+    }
+    any.set_field_by_name(
+        "value",
+        Value::Bytes(prost::Message::encode_to_vec(&inner).into()),
+    );
+    true
 }
 
 /// Whether an `Any` has neither a type URL nor a value.
@@ -394,9 +436,9 @@ fn is_special(name: &str) -> bool {
     )
 }
 
-fn conform_field(kind: &Kind, json: &mut Json, at: &str, in_any: bool) -> Result<(), String> {
+fn conform_field(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> {
     match kind {
-        Kind::Message(desc) => conform(desc, json, at, in_any),
+        Kind::Message(desc) => conform(desc, json, at),
         kind => conform_scalar(kind, json, at),
     }
 }
@@ -427,20 +469,16 @@ pub(super) fn has_json_form(name: &str) -> bool {
 }
 
 /// An `Any`'s message, when the pool knows its type (else the parser says it does not).
-fn conform_any(
-    desc: &MessageDescriptor,
-    json: &mut Json,
-    at: &str,
-    in_any: bool,
-) -> Result<(), String> {
+fn conform_any(desc: &MessageDescriptor, json: &mut Json, at: &str) -> Result<(), String> {
     let Json::Object(object) = json else {
         return Ok(());
     };
     if object.is_empty() {
-        // In an `Any`'s message unset is the nearest (its bytes are not gone through again).
+        // The stand-in type, which `restore_anys` (which also goes into `Any`s' messages) takes
+        // away again. Without one, unset is the nearest.
         *json = match empty_any_url(desc.parent_pool()) {
-            Some(url) if !in_any => serde_json::json!({ "@type": url }),
-            _ => Json::Null,
+            Some(url) => serde_json::json!({ "@type": url }),
+            None => Json::Null,
         };
         return Ok(());
     }
@@ -454,7 +492,7 @@ fn conform_any(
         ));
     }
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
-    if !url.contains('/') && !in_any {
+    if !url.contains('/') {
         let marked = format!("{BARE_ANY}{url}");
         object.insert("@type".into(), Json::String(marked));
     }
@@ -468,11 +506,11 @@ fn conform_any(
     // fields are beside `@type`.
     if has_json_form(&name) {
         return match object.get_mut("value") {
-            Some(value) => conform(&inner, value, &format!("{at}value."), true),
+            Some(value) => conform(&inner, value, &format!("{at}value.")),
             None => Ok(()),
         };
     }
-    conform(&inner, json, at, true)
+    conform(&inner, json, at)
 }
 
 /// A number for an integer or `float` field, in the form the parser reads.
