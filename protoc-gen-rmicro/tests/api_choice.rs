@@ -94,7 +94,7 @@ fn without_a_lock_file_it_emits_its_newest_and_says_so() {
             display(&dir.0.join("project/deep/proto"))
         )
     );
-    // With `api=N`, nothing is looked up and nothing said.
+    // With `api=N` and no lock file, nothing is said.
     let (_, stderr) = dir.run("api=1");
     assert_eq!(stderr, "");
     // Inside a crate with no lock file yet: the lock file is what to make.

@@ -186,9 +186,19 @@ mod tests {
             .parent()
             .unwrap()
             .join("protoc-gen-rmicro");
+        // (Quoted by the build script when the path needs it for a shell.)
+        let path = checkout.display().to_string();
+        let plain = path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+        let shown = if plain {
+            path
+        } else {
+            format!("'{}'", path.replace('\'', r"'\''"))
+        };
         assert_eq!(
             PLUGIN_INSTALL,
-            format!("cargo install --path {} --locked", checkout.display())
+            format!("cargo install --path {shown} --locked")
         );
         assert!(
             msg.contains(&format!("`{PLUGIN_INSTALL}`, then re-run protoc")),

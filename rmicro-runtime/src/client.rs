@@ -350,27 +350,27 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                 };
                 // The connection stamps the request with what is left of the deadline once it
                 // is ready to take it, or fails it unsent when nothing is left. A connection
-                // still opening when half of that time is gone (a silent node: its opening
-                // may take the whole connect timeout) gives the call to another node, if the
-                // service has one, as gRPC sends calls only to ready connections.
-                let connect_by = deadline.map(|d| {
-                    let now = Instant::now();
-                    now + d.saturating_duration_since(now) / 2
-                });
-                let mut sent = connection.send_request(request, deadline, connect_by).await;
+                // still opening when half of that time is gone (a silent node: its opening may
+                // take the whole connect timeout) gives the call to another node whose
+                // connection is open, if the service has one, as gRPC sends calls to ready
+                // connections only; else the call waits on, as long as it may.
+                let mut sent = connection.send_request(request, deadline, true).await;
+                let mut failed_over = None;
                 if let Err((TransportError::NotOpened { .. }, Some(_))) = &sent {
-                    let mut with_this = tried.clone();
-                    with_this.push(address.to_string());
-                    if !client.untried_left(service, &with_this).await {
-                        // No other node: this one is waited for, as long as the call may.
-                        sent = match sent {
-                            Err((_, Some(unsent))) => {
-                                connection.send_request(unsent, deadline, None).await
-                            }
-                            other => other,
+                    let ready = client.ready_connection(service, address).await;
+                    if let Err((_, Some(unsent))) = sent {
+                        sent = match &ready {
+                            Some((_, ready)) => ready.send_request(unsent, deadline, false).await,
+                            None => connection.send_request(unsent, deadline, false).await,
                         };
                     }
+                    if let Some((ready_address, _)) = ready {
+                        tracing::debug!(%service, %address, to = %ready_address, "the node's connection is still opening: the call went to a ready one");
+                        tried.push(address.to_string());
+                        failed_over = Some(ready_address);
+                    }
                 }
+                let address = failed_over.as_deref().unwrap_or(address);
                 match sent {
                     Ok(response) => {
                         let limit = client.inner.receive_limit;
@@ -545,6 +545,25 @@ impl Client {
         let index = self.inner.selector.select(service, &candidates);
         let index = index.min(candidates.len() - 1);
         Ok((candidates, index))
+    }
+
+    /// A node of `service` other than `besides` whose connection is open, and that connection.
+    async fn ready_connection(&self, service: &str, besides: &str) -> Option<(String, Connection)> {
+        let Target::Registry(cache) = &self.inner.target else {
+            return None;
+        };
+        let nodes = cache.nodes(service).await.ok()?;
+        let connections = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        nodes.iter().filter(|n| n.address != besides).find_map(|n| {
+            let connection = connections.get(&n.address)?;
+            connection
+                .is_open()
+                .then(|| (n.address.clone(), connection.clone()))
+        })
     }
 
     /// Whether `service` has a node not in `tried`, whether or not it was lately unreachable

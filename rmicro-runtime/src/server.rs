@@ -887,7 +887,7 @@ mod tests {
                     &[0, 0, 0, 0, 0],
                 )));
                 let response = conn
-                    .send_request(request.body(body).unwrap(), None, None)
+                    .send_request(request.body(body).unwrap(), None, false)
                     .await
                     .map_err(|(e, _)| e)
                     .unwrap();

@@ -531,7 +531,7 @@ impl Connection {
         &self,
         mut request: http::Request<Body>,
         deadline: Option<Instant>,
-        connect_by: Option<Instant>,
+        half_to_open: bool,
     ) -> Result<http::Response<hyper::body::Incoming>, (TransportError, Option<http::Request<Body>>)>
     {
         // Clients (`Client`, `grpc`) read gzip answers, for servers that compress whatever they
@@ -557,11 +557,14 @@ impl Connection {
         }
         let mut reopened = false;
         loop {
-            let sender = match (self.open_sender(), connect_by) {
+            // With `half_to_open`, a connection still opening when half of what is left of the
+            // deadline is gone fails the call unsent (`NotOpened`), for it to go elsewhere.
+            let sender = match (self.open_sender(), deadline.filter(|_| half_to_open)) {
                 (Some(sender), _) => Ok(sender),
                 (None, None) => self.sender().await,
-                (None, Some(by)) => {
+                (None, Some(deadline)) => {
                     let waiting = Instant::now();
+                    let by = waiting + deadline.saturating_duration_since(waiting) / 2;
                     tokio::time::timeout_at(by.into(), self.sender())
                         .await
                         .unwrap_or_else(|_| {
@@ -766,7 +769,7 @@ impl tower_service::Service<http::Request<Body>> for Connection {
         let deadline = request.extensions_mut().remove::<SendBy>().map(|by| by.0);
         Box::pin(async move {
             connection
-                .send_request(request, deadline, None)
+                .send_request(request, deadline, false)
                 .await
                 .map_err(|(err, _)| err)
         })
@@ -849,7 +852,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request, None, None).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None, false).await.unwrap_err();
         assert!(
             unsent.is_some(),
             "the request comes back to be sent elsewhere"
@@ -868,7 +871,7 @@ mod tests {
             .uri("/x.Y/Z")
             .body(Body::empty())
             .unwrap();
-        let (err, unsent) = conn.send_request(request, None, None).await.unwrap_err();
+        let (err, unsent) = conn.send_request(request, None, false).await.unwrap_err();
         assert!(unsent.is_some(), "never sent: it may go elsewhere");
         assert!(err.is_unsent() && err.is_unreachable(), "{err:?}");
         err
@@ -922,7 +925,7 @@ mod tests {
             .unwrap();
         let gave_up = tokio::time::timeout(
             Duration::from_millis(200),
-            conn.send_request(request, None, None),
+            conn.send_request(request, None, false),
         )
         .await;
         assert!(gave_up.is_err(), "a silent node answered?");
@@ -973,7 +976,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let response = conn
-            .send_request(request, None, None)
+            .send_request(request, None, false)
             .await
             .map_err(|(e, _)| e)
             .unwrap();

@@ -162,23 +162,24 @@ struct Cache {
 
 /// The registry's records by etcd key, and the keys of each service name: a lookup by name
 /// (one per request for the gateway's rpc handler) reads that service's records only, whatever
-/// the size of the registry.
+/// the size of the registry. Keys are etcd's bytes: two keys that differ in bytes that are not
+/// UTF-8 are two records, as for go-micro.
 #[derive(Default)]
 struct Records {
-    by_key: HashMap<String, Service>,
-    by_name: HashMap<String, HashSet<String>>,
+    by_key: HashMap<Vec<u8>, Service>,
+    by_name: HashMap<String, HashSet<Vec<u8>>>,
 }
 
 impl Records {
-    fn get(&self, key: &str) -> Option<&Service> {
+    fn get(&self, key: &[u8]) -> Option<&Service> {
         self.by_key.get(key)
     }
 
-    fn contains_key(&self, key: &str) -> bool {
+    fn contains_key(&self, key: &[u8]) -> bool {
         self.by_key.contains_key(key)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&String, &Service)> {
+    fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Service)> {
         self.by_key.iter()
     }
 
@@ -195,7 +196,7 @@ impl Records {
             .filter_map(|key| self.by_key.get(key))
     }
 
-    fn insert(&mut self, key: String, service: Service) {
+    fn insert(&mut self, key: Vec<u8>, service: Service) {
         if let Some(old) = self.by_key.get(&key) {
             if old.name != service.name {
                 let old_name = old.name.clone();
@@ -209,13 +210,13 @@ impl Records {
         self.by_key.insert(key, service);
     }
 
-    fn remove(&mut self, key: &str) -> Option<Service> {
+    fn remove(&mut self, key: &[u8]) -> Option<Service> {
         let old = self.by_key.remove(key)?;
         self.unindex(&old.name, key);
         Some(old)
     }
 
-    fn unindex(&mut self, name: &str, key: &str) {
+    fn unindex(&mut self, name: &str, key: &[u8]) {
         if let Some(keys) = self.by_name.get_mut(name) {
             keys.remove(key);
             if keys.is_empty() {
@@ -497,9 +498,15 @@ impl Inner {
         ))
     }
 
-    fn parse(key: &str, value: &[u8]) -> Result<Service, RegistryError> {
-        serde_json::from_slice(value).map_err(|err| RegistryError::BadRecord {
-            key: key.to_string(),
+    /// The record at `key`. Bytes that are not UTF-8 are read as U+FFFD, as Go's JSON decoder
+    /// (go-micro's) reads them, rather than refused.
+    fn parse(key: &[u8], value: &[u8]) -> Result<Service, RegistryError> {
+        let parsed = match std::str::from_utf8(value) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_str(&String::from_utf8_lossy(value)),
+        };
+        parsed.map_err(|err| RegistryError::BadRecord {
+            key: shown_key(key),
             message: err.to_string(),
         })
     }
@@ -517,7 +524,7 @@ impl Inner {
         let revision = listed.header().map_or(0, |h| h.revision());
         let mut records = Records::default();
         for kv in listed.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let key = kv.key().to_vec();
             match Self::parse(&key, kv.value()) {
                 Ok(service) => {
                     records.insert(key, service);
@@ -578,7 +585,7 @@ impl Inner {
             let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let key = kv.key().to_vec();
                 match event.event_type() {
                     EventType::Put => match Self::parse(&key, kv.value()) {
                         Ok(service) => {
@@ -620,6 +627,22 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// An etcd key as a log line or error may show it: bytes that are not UTF-8 as U+FFFD, and
+/// control characters escaped (`\u{1b}`), so that a key written by hand cannot drive the
+/// terminal that shows the log.
+fn shown_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key)
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Why no endpoint can be reached, if each of their addresses refused a TCP connection.
@@ -1276,21 +1299,44 @@ mod tests {
     #[test]
     fn records_are_found_by_name_as_keys_come_change_and_go() {
         let mut records = Records::default();
-        records.insert("/micro/registry/a/1".into(), record("a", "1"));
-        records.insert("/micro/registry/a/2".into(), record("a", "2"));
-        records.insert("/micro/registry/b/1".into(), record("b", "b1"));
+        records.insert(b"/micro/registry/a/1".to_vec(), record("a", "1"));
+        records.insert(b"/micro/registry/a/2".to_vec(), record("a", "2"));
+        records.insert(b"/micro/registry/b/1".to_vec(), record("b", "b1"));
         assert_eq!(nodes_of(&records, "a"), ["1", "2"]);
         assert_eq!(nodes_of(&records, "b"), ["b1"]);
         assert!(nodes_of(&records, "c").is_empty());
         // A key overwritten with another service's record (by hand, or by another tool)
         // moves to that name.
-        records.insert("/micro/registry/a/2".into(), record("c", "2"));
+        records.insert(b"/micro/registry/a/2".to_vec(), record("c", "2"));
         assert_eq!(nodes_of(&records, "a"), ["1"]);
         assert_eq!(nodes_of(&records, "c"), ["2"]);
-        assert_eq!(records.remove("/micro/registry/a/1").unwrap().name, "a");
+        assert_eq!(records.remove(b"/micro/registry/a/1").unwrap().name, "a");
         assert!(nodes_of(&records, "a").is_empty());
         assert!(!records.by_name.contains_key("a"), "no empty entry kept");
-        assert!(records.remove("/micro/registry/a/1").is_none());
+        assert!(records.remove(b"/micro/registry/a/1").is_none());
         assert_eq!(records.values().count(), 2);
+        // Keys that differ only in bytes that are not UTF-8 are two records.
+        records.insert(b"/micro/registry/d/n\xff".to_vec(), record("d", "1"));
+        records.insert(b"/micro/registry/d/n\xfe".to_vec(), record("d", "2"));
+        assert_eq!(nodes_of(&records, "d"), ["1", "2"]);
+        assert!(records.remove(b"/micro/registry/d/n\xfe").is_some());
+        assert_eq!(nodes_of(&records, "d"), ["1"]);
+    }
+
+    #[test]
+    fn keys_are_shown_without_control_characters_and_values_read_as_go_reads_them() {
+        assert_eq!(
+            shown_key(b"/micro/registry/esc/\x1b[31mRED\x07\xff"),
+            "/micro/registry/esc/\\u{1b}[31mRED\\u{7}\u{fffd}"
+        );
+        let err = Inner::parse(b"/k/\x1b]0;t\x07", b"notjson").unwrap_err();
+        assert!(!err.to_string().contains('\x1b'), "{err}");
+        // Latin-1 bytes in a value: read, as Go's decoder reads them.
+        let service = Inner::parse(
+            b"/micro/registry/a/1",
+            b"{\"name\":\"a\",\"version\":\"1\",\"metadata\":{\"owner\":\"J\xe9r\xf4me\"},\"nodes\":[]}",
+        )
+        .unwrap();
+        assert_eq!(service.metadata["owner"], "J\u{fffd}r\u{fffd}me");
     }
 }

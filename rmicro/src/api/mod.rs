@@ -84,10 +84,11 @@ pub struct ApiArgs {
     /// to finish once the gateway is told to stop; tunnels still open then are closed.
     #[arg(long, env = "MICRO_API_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Pass on the `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Forwarded-Port` and
-    /// `X-Real-IP` headers clients send. Turn it on behind a load balancer that sets them; off,
-    /// they are removed, so a client cannot claim to have come over HTTPS or for another host.
-    /// `X-Forwarded-For` gets the client's address appended either way.
+    /// Pass on the `Forwarded`, `X-Forwarded-Host`, `-Proto`, `-Port`, `-Ssl`, `-Scheme`,
+    /// `X-Real-IP`, `X-Url-Scheme` and `Front-End-Https` headers clients send. Turn it on behind
+    /// a load balancer that sets them; off, they are removed, so a client cannot claim to have
+    /// come over HTTPS or for another host. `X-Forwarded-For` gets the client's address
+    /// appended either way; `X-Original-URL` and `X-Rewrite-URL` are removed either way.
     #[arg(long, env = "MICRO_API_TRUST_FORWARDED", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub trust_forwarded: bool,
     /// Largest request body accepted (413 above): bytes, or with KiB/MiB.

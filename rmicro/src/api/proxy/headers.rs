@@ -55,10 +55,8 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
 header_names! {
     /// Forwarding headers a client could set to mislead the node, passed on only when the
     /// gateway is told to trust them (it sits behind a load balancer that sets them): who
-    /// the client is, the host, port and scheme it used (`X-Forwarded-Ssl`, `-Scheme`,
-    /// `X-Url-Scheme` and `Front-End-Https` say HTTPS to Rack and others), and the URL it
-    /// asked for (`X-Original-URL` and `X-Rewrite-URL`, set by IIS's rewriting proxy and read
-    /// by Symfony and Zend in place of the path).
+    /// the client is, and the host, port and scheme it used (`X-Forwarded-Ssl`, `-Scheme`,
+    /// `X-Url-Scheme` and `Front-End-Https` say HTTPS to Rack and others).
     const CLIENT_FORWARDED;
     fn is_client_forwarded;
     [
@@ -71,17 +69,33 @@ header_names! {
         "x-real-ip",
         "x-url-scheme",
         "front-end-https",
-        "x-original-url",
-        "x-rewrite-url",
     ]
 }
 
-pub(super) fn strip_client_forwarded(headers: &mut HeaderMap) {
-    if headers
-        .keys()
-        .any(|name| is_client_forwarded(name.as_str()))
-    {
-        for name in CLIENT_FORWARDED {
+header_names! {
+    /// Another URL than the request's, which Symfony and Zend read in place of the path (IIS's
+    /// rewriting proxy sets them): never passed on, trusted load balancer or not, as load
+    /// balancers do not remove a client's, and a node would serve another path than the one
+    /// the gateway and its plugins judged.
+    const URL_OVERRIDES;
+    fn is_url_override;
+    ["x-original-url", "x-rewrite-url"]
+}
+
+/// Removes the headers a client could mislead the node with: the forwarding claims unless
+/// `trust`, the URL overrides always.
+pub(super) fn strip_client_forwarded(headers: &mut HeaderMap, trust: bool) {
+    let claim = |name: &HeaderName| {
+        let name = name.as_str();
+        (!trust && is_client_forwarded(name)) || is_url_override(name)
+    };
+    if headers.keys().any(claim) {
+        if !trust {
+            for name in CLIENT_FORWARDED {
+                headers.remove(*name);
+            }
+        }
+        for name in URL_OVERRIDES {
             headers.remove(*name);
         }
     }
@@ -251,12 +265,10 @@ pub(crate) fn set_forwarding(
     trust: bool,
     https: bool,
 ) {
-    if !trust {
-        strip_client_forwarded(headers);
-        if https {
-            // The client came over HTTPS, which the node (called over HTTP) cannot see.
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        }
+    strip_client_forwarded(headers, trust);
+    if !trust && https {
+        // The client came over HTTPS, which the node (called over HTTP) cannot see.
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     }
     if let Some(peer) = peer {
         // One lookup: most requests carry no `X-Forwarded-For`, and get the peer's at once.

@@ -259,59 +259,60 @@ fn type_url(any: &DynamicMessage) -> Option<String> {
 /// nanos are outside 0..1e9. protojson and json_format refuse to write them; prost-reflect
 /// would write another value. (Seconds out of range prost-reflect refuses itself.)
 pub(super) fn invalid_time(message: &DynamicMessage) -> Option<String> {
-    fn check(message: &DynamicMessage, at: &str) -> Option<String> {
+    /// The problem, and the path to it (built on the way back, so a valid message costs no
+    /// path text).
+    fn check(message: &DynamicMessage) -> Option<(String, String)> {
         let int = |name: &str| {
             message
                 .get_field_by_name(name)
                 .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
                 .unwrap_or(0)
         };
-        let at_field = || match at {
-            "" => String::new(),
-            at => format!("field `{at}`: "),
-        };
         match message.descriptor().full_name() {
             "google.protobuf.Duration" => {
                 let (seconds, nanos) = (int("seconds"), int("nanos"));
-                if nanos.abs() >= 1_000_000_000 || seconds.signum() * nanos.signum() < 0 {
-                    return Some(format!(
-                        "{}a Duration of {seconds} s and {nanos} ns (its nanos must be under a \
-                         second, with the sign of its seconds)",
-                        at_field()
-                    ));
-                }
-                return None;
+                let bad = nanos.abs() >= 1_000_000_000 || seconds.signum() * nanos.signum() < 0;
+                return bad.then(|| {
+                    let what = format!(
+                        "a Duration of {seconds} s and {nanos} ns (its nanos must be under a \
+                         second, with the sign of its seconds)"
+                    );
+                    (String::new(), what)
+                });
             }
             "google.protobuf.Timestamp" => {
                 let nanos = int("nanos");
-                if !(0..1_000_000_000).contains(&nanos) {
-                    return Some(format!(
-                        "{}a Timestamp with {nanos} ns (its nanos must be 0 to 999999999)",
-                        at_field()
-                    ));
-                }
-                return None;
+                return (!(0..1_000_000_000).contains(&nanos)).then(|| {
+                    let what =
+                        format!("a Timestamp with {nanos} ns (its nanos must be 0 to 999999999)");
+                    (String::new(), what)
+                });
             }
             "google.protobuf.Any" => return None,
             _ => {}
         }
+        let under = |at: String, (path, what): (String, String)| {
+            let path = if path.is_empty() {
+                at
+            } else {
+                format!("{at}.{path}")
+            };
+            (path, what)
+        };
         for (field, value) in message.fields() {
             if !matches!(field.kind(), Kind::Message(_)) {
                 continue;
             }
-            let name = match at {
-                "" => field.json_name().to_string(),
-                at => format!("{at}.{}", field.json_name()),
-            };
+            let name = field.json_name();
             let found = match value {
-                Value::Message(inner) => check(inner, &name),
+                Value::Message(inner) => check(inner).map(|f| under(name.to_string(), f)),
                 Value::List(items) => items.iter().enumerate().find_map(|(i, item)| {
-                    item.as_message()
-                        .and_then(|inner| check(inner, &format!("{name}[{i}]")))
+                    let found = check(item.as_message()?)?;
+                    Some(under(format!("{name}[{i}]"), found))
                 }),
                 Value::Map(entries) => entries.iter().find_map(|(key, item)| {
-                    item.as_message()
-                        .and_then(|inner| check(inner, &format!("{name}[{}]", map_key_text(key))))
+                    let found = check(item.as_message()?)?;
+                    Some(under(format!("{name}[{}]", map_key_text(key)), found))
                 }),
                 _ => None,
             };
@@ -321,7 +322,11 @@ pub(super) fn invalid_time(message: &DynamicMessage) -> Option<String> {
         }
         None
     }
-    check(message, "")
+    let (path, what) = check(message)?;
+    Some(match path.as_str() {
+        "" => what,
+        path => format!("field `{path}`: {what}"),
+    })
 }
 
 /// Calls `f` on each `Any` set in `message` (itself, when it is one), and on those inside an

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::{header, Method, StatusCode};
 
-use super::template::{percent_decode, Template};
+use super::template::{percent_decode, Decode, Template};
 use super::{error, Fail, RpcHandler};
 
 /// How long the table of HTTP bindings read from the registry is reused.
@@ -241,10 +241,13 @@ impl RpcHandler {
 ///   the endpoint: `/user/user/call` → `user`, `User.Call`; `/a/b/user/call` → `a.b`,
 ///   `User.Call`.
 ///
-/// Segments are camel-cased at hyphens (`/user/get-item` → `User.GetItem`). Empty and `.`
-/// segments are left out and `..` takes the segment before it away, as Go's `path.Clean`
-/// does. `None` for a path with no segment.
+/// The path is percent-decoded first (go-micro routes by Go's decoded `URL.Path`); segments are
+/// camel-cased at hyphens (`/user/get-item` → `User.GetItem`) and title-cased as Go's
+/// `strings.Title` does (`say.hello` → `Say.Hello`). Empty and `.` segments are left out and
+/// `..` takes the segment before it away, as Go's `path.Clean` does. `None` for a path with no
+/// segment, or one that does not decode.
 fn go_micro_route(path: &str) -> Option<(String, String)> {
+    let path = percent_decode(path, Decode::Segment).ok()?;
     let mut parts: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -273,14 +276,24 @@ fn go_micro_route(path: &str) -> Option<(String, String)> {
     Some((service, method))
 }
 
-/// `get-item` → `GetItem`: each hyphen-separated word with its first letter upper-cased.
+/// `get-item` → `GetItem`: the hyphen-separated words joined, each title-cased as Go's
+/// `strings.Title` does: a letter after a separator (the start, or an ASCII character other
+/// than a letter, a digit or `_`, or a space) upper-cased.
 fn camel(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for word in segment.split('-') {
-        let mut chars = word.chars();
-        if let Some(first) = chars.next() {
-            out.extend(first.to_uppercase());
-            out.push_str(chars.as_str());
+        let mut after_separator = true;
+        for c in word.chars() {
+            if after_separator {
+                out.extend(c.to_uppercase());
+            } else {
+                out.push(c);
+            }
+            after_separator = if c.is_ascii() {
+                !(c.is_ascii_alphanumeric() || c == '_')
+            } else {
+                c.is_whitespace()
+            };
         }
     }
     out
@@ -321,6 +334,12 @@ mod tests {
             pair("my-svc", "MyHandler.DoIt")
         );
         assert_eq!(route("/user/a--b-"), pair("user", "User.AB"));
+        // As Go's strings.Title, and on the decoded path.
+        assert_eq!(route("/user/say.hello"), pair("user", "User.Say.Hello"));
+        assert_eq!(route("/user/snake_case"), pair("user", "User.Snake_case"));
+        assert_eq!(route("/user/get%2Ditem"), pair("user", "User.GetItem"));
+        assert_eq!(route("/a%2Fb/user/call"), pair("a.b", "User.Call"));
+        assert_eq!(route("/user/bad%zz"), None);
         assert_eq!(route("//user//call/"), pair("user", "User.Call"));
         assert_eq!(route("/x/../user/./call"), pair("user", "User.Call"));
         assert_eq!(route("/../../user/call"), pair("user", "User.Call"));
