@@ -112,6 +112,46 @@ impl Options {
         Ok(options)
     }
 
+    /// Checks values set directly on the fields (as `rmicro_build::Config`'s setters do) the way
+    /// [`Options::set`] checks a parameter's: the same refusals, with the same messages naming
+    /// the parameter.
+    ///
+    /// # Errors
+    ///
+    /// As [`Options::set`].
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut scratch = Options::default();
+        scratch.set("runtime_path", Some(&self.runtime_path))?;
+        if let Some(include) = &self.include_file {
+            scratch.set("include_file", Some(include))?;
+        }
+        let pairs = [
+            ("extern_path", &self.extern_paths),
+            ("type_attribute", &self.type_attributes),
+            ("message_attribute", &self.message_attributes),
+            ("enum_attribute", &self.enum_attributes),
+            ("field_attribute", &self.field_attributes),
+        ];
+        for (key, list) in pairs {
+            for (path, value) in list {
+                scratch.set(key, Some(&format!("{path}={value}")))?;
+            }
+        }
+        let paths = [
+            ("btree_map", &self.btree_map),
+            ("bytes", &self.bytes),
+            ("boxed", &self.boxed),
+            ("disable_comments", &self.disable_comments),
+            ("skip_debug", &self.skip_debug),
+        ];
+        for (key, list) in paths {
+            for path in list {
+                scratch.set(key, Some(path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets one option by its parameter name, validating the value.
     ///
     /// # Errors

@@ -362,6 +362,8 @@ impl Config {
                 missing.display()
             )));
         }
+        // Values given to the setters, checked as the plugin checks its parameters.
+        self.options.validate()?;
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let (protos, includes) = absolute_if_mixed(protos, includes);
         let rerun = self
@@ -386,6 +388,23 @@ impl Config {
         if rerun {
             for input in &inputs {
                 println!("cargo:rerun-if-changed={}", input.display());
+            }
+            // The manifest says under which name the crate uses the runtime (a rename changes
+            // every path in the generated code), and may inherit that from the workspace's.
+            if let Some(dir) = env_var("CARGO_MANIFEST_DIR") {
+                let dir = PathBuf::from(dir);
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    dir.join("Cargo.toml").display()
+                );
+                let root = dir
+                    .ancestors()
+                    .skip(1)
+                    .map(|d| d.join("Cargo.toml"))
+                    .find(|m| std::fs::read_to_string(m).is_ok_and(|t| t.contains("[workspace")));
+                if let Some(root) = root {
+                    println!("cargo:rerun-if-changed={}", root.display());
+                }
             }
         }
         let resolved = Self::resolve_runtime()?;

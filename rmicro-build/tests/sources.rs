@@ -165,3 +165,56 @@ fn relative_and_absolute_paths_mix() {
     .unwrap_or_else(|err| panic!("absolute file, relative include: {err}"));
     assert_eq!(written.len(), 1);
 }
+
+/// Values given to `Config`'s setters are checked as the plugin checks its parameters, with the
+/// same messages: a typo is the user's to fix, not generated code that does not parse.
+#[test]
+fn setter_values_are_checked_as_plugin_parameters() {
+    let scratch = tempfile::tempdir().unwrap();
+    let include = scratch.path().join("proto");
+    std::fs::create_dir_all(&include).unwrap();
+    std::fs::write(
+        include.join("a.proto"),
+        "syntax = \"proto3\";\npackage a;\nmessage B { string c = 1; }\n",
+    )
+    .unwrap();
+    let compile = |config: &mut rmicro_build::Config| {
+        config
+            .out_dir(scratch.path().join("out"))
+            .api(1)
+            .emit_rerun_if_changed(false)
+            .try_compile(&[include.join("a.proto")], &[&include])
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    };
+    let err = compile(rmicro_build::Config::new().type_attribute(".a.B", "derive(Hash)"))
+        .unwrap_err();
+    assert!(
+        err.contains(
+            "parameter `type_attribute` has an invalid value `.a.B=derive(Hash)`: expected \
+             `PROTO_PATH=#[attribute]`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("please report"), "{err}");
+    let err = compile(
+        rmicro_build::Config::new().field_attribute(".a.B.c", "#[serde(rename = \"x\")"),
+    )
+    .unwrap_err();
+    assert!(err.contains("parameter `field_attribute`"), "{err}");
+    let err = compile(rmicro_build::Config::new().include_file("../x.rs")).unwrap_err();
+    assert!(
+        err.contains("parameter `include_file` has an invalid value `../x.rs`"),
+        "{err}"
+    );
+    assert!(!scratch.path().join("x.rs").exists());
+    let err = compile(rmicro_build::Config::new().extern_path("google.type", "::g")).unwrap_err();
+    assert!(err.contains("parameter `extern_path`"), "{err}");
+    // Good values pass.
+    compile(
+        rmicro_build::Config::new()
+            .type_attribute(".a.B", "#[derive(Eq, Hash)]")
+            .include_file("mod.rs"),
+    )
+    .unwrap();
+}

@@ -240,3 +240,35 @@ fn a_proto_named_relative_to_its_include_path_is_watched_where_it_is() {
         "a change to the .proto did not rerun the build script:\n{log}"
     );
 }
+
+/// Renaming the runtime dependency in Cargo.toml reruns the build script, whose code names the
+/// runtime by the new name: the crate builds, rather than fail in generated code that still
+/// names the old one.
+#[test]
+fn renaming_the_runtime_dependency_regenerates_the_code() {
+    let krate = user_crate(
+        "rmicro_build_rename_later",
+        "rmicro-runtime = { path = \"{root}/rmicro-runtime\" }",
+        "proto/user.proto",
+        "rmicro_runtime",
+    );
+    let out = krate.cargo(&["build"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = std::fs::read_to_string(krate.dir.join("Cargo.toml")).unwrap();
+    let renamed = manifest.replace(
+        "rmicro-runtime = { path",
+        "rt = { package = \"rmicro-runtime\", path",
+    );
+    assert_ne!(manifest, renamed);
+    krate.write("Cargo.toml", &renamed).write(
+        "src/main.rs",
+        "mod user { rt::include_proto!(\"go.micro.srv.user\"); }\n\
+         fn main() { println!(\"{}\", user::USER_SERVICE_NAME); }\n",
+    );
+    let out = krate.cargo(&["run", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "go.micro.srv.user.User"
+    );
+}
