@@ -187,8 +187,8 @@ fn setter_values_are_checked_as_plugin_parameters() {
             .map(|_| ())
             .map_err(|err| err.to_string())
     };
-    let err = compile(rmicro_build::Config::new().type_attribute(".a.B", "derive(Hash)"))
-        .unwrap_err();
+    let err =
+        compile(rmicro_build::Config::new().type_attribute(".a.B", "derive(Hash)")).unwrap_err();
     assert!(
         err.contains(
             "parameter `type_attribute` has an invalid value `.a.B=derive(Hash)`: expected \
@@ -197,10 +197,9 @@ fn setter_values_are_checked_as_plugin_parameters() {
         "{err}"
     );
     assert!(!err.contains("please report"), "{err}");
-    let err = compile(
-        rmicro_build::Config::new().field_attribute(".a.B.c", "#[serde(rename = \"x\")"),
-    )
-    .unwrap_err();
+    let err =
+        compile(rmicro_build::Config::new().field_attribute(".a.B.c", "#[serde(rename = \"x\")"))
+            .unwrap_err();
     assert!(err.contains("parameter `field_attribute`"), "{err}");
     let err = compile(rmicro_build::Config::new().include_file("../x.rs")).unwrap_err();
     assert!(

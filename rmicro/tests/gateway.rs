@@ -887,9 +887,33 @@ async fn cors_preflight_allows_listed_origins_only() {
         None,
         "refused origins get no CORS headers"
     );
+    assert_eq!(evil.header("access-control-allow-credentials"), None);
 
     let simple = get_with(&gw, "/b/x", ("Origin", "https://ok.example".into())).await;
     assert_eq!(simple.status, 200);
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://ok.example")
+    );
+    assert_eq!(
+        simple.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    // No origin, another origin: nothing said about credentials either.
+    let plain = get(&gw, "/b/x").await;
+    assert_eq!(plain.header("access-control-allow-credentials"), None);
+    let other = get_with(&gw, "/b/x", ("Origin", "https://evil.example".into())).await;
+    assert_eq!(other.header("access-control-allow-credentials"), None);
+
+    // An origin configured as written by hand (a capital letter, the default port, a
+    // trailing slash) is the one browsers send.
+    let (gw2, _stop2) = gateway(
+        Cli::new(),
+        &["--cors-allowed-origins", "HTTPS://Ok.Example:443/"],
+        Arc::clone(&registry),
+    )
+    .await;
+    let simple = get_with(&gw2, "/b/x", ("Origin", "https://ok.example".into())).await;
     assert_eq!(
         simple.header("access-control-allow-origin"),
         Some("https://ok.example")

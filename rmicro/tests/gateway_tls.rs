@@ -89,6 +89,31 @@ async fn https_get(addr: &str, ca: &[u8], alpn: &[u8], path: &str) -> Result<Got
     })
 }
 
+/// PEM files that an editor started with a UTF-8 byte order mark (openssl reads them): the
+/// certificate chain (the leaf, then the CA) and the key are read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pem_files_starting_with_a_byte_order_mark_are_read_whole() {
+    let (etcd, _node) = etcd_with_greeter("gw-tls-bom").await;
+    let certs = TestCerts::new("gw-tls-bom");
+    let bom = |name: &str, parts: &[&str]| {
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        for part in parts {
+            bytes.extend(certs.read(part));
+        }
+        let path = certs.dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let cert = bom("bom-chain.pem", &["server.pem", "ca.pem"]);
+    let key = bom("bom.key", &["server.key"]);
+    let gw = GatewayProcess::start(&etcd, &["--tls-cert", &cert, "--tls-key", &key], &[]);
+    let got = https_get(&gw.addr, &certs.read("ca.pem"), b"h2", "/greeter/bom")
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, "hello from /greeter/bom");
+}
+
 fn tls_flags(dir: &Path) -> Vec<String> {
     vec![
         "--tls-cert".into(),

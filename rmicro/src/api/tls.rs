@@ -188,7 +188,7 @@ fn load_pair(
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let cert_pem = read("certificate", cert)?;
+    let cert_pem = without_bom(read("certificate", cert)?);
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad_pem("certificate", cert, e))?;
@@ -205,7 +205,7 @@ fn load_pair(
             hint,
         });
     }
-    let key_pem = read("key", key)?;
+    let key_pem = without_bom(read("key", key)?);
     const ENCRYPTED: &str =
         "; it holds an encrypted key: decrypt it first (openssl pkey -in KEY -out PLAIN)";
     // PKCS#8 (`ENCRYPTED PRIVATE KEY`) or OpenSSL's older form (`Proc-Type: 4,ENCRYPTED` in an
@@ -274,6 +274,16 @@ fn load_pair(
                 detail: other.to_string(),
             },
         })
+}
+
+/// `pem` without the UTF-8 byte order mark some Windows editors put first: the PEM reader
+/// would skip the line it is on, and with it the first certificate or the key (openssl reads
+/// such files).
+fn without_bom(mut pem: Vec<u8>) -> Vec<u8> {
+    if pem.starts_with(b"\xEF\xBB\xBF") {
+        pem.drain(..3);
+    }
+    pem
 }
 
 /// Whether `bytes` look like DER (an ASN.1 SEQUENCE) rather than PEM text.

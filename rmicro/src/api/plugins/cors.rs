@@ -36,15 +36,16 @@ impl Plugin for Cors {
             .into_iter()
             .flatten()
         {
-            let origin = origin.trim().trim_end_matches('/');
-            let valid =
-                (origin.starts_with("http://") || origin.starts_with("https://")) && origin != "*";
-            let value = HeaderValue::from_str(origin).ok().filter(|_| valid).ok_or_else(|| PluginError::Init {
-                plugin: "cors".into(),
-                message: format!(
-                    "--cors-allowed-origins takes origins like https://app.example.com, not `{origin}`"
-                ),
-            })?;
+            let origin = origin.trim();
+            let value = serialized_origin(origin)
+                .and_then(|o| HeaderValue::from_str(&o).map_err(|_| String::new()))
+                .map_err(|why| PluginError::Init {
+                    plugin: "cors".into(),
+                    message: format!(
+                        "--cors-allowed-origins takes origins like https://app.example.com, not \
+                         `{origin}`{why}"
+                    ),
+                })?;
             origins.push(value);
         }
         self.origins = origins;
@@ -66,7 +67,13 @@ impl Plugin for Cors {
                 Method::OPTIONS,
             ])
             .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
-            .allow_credentials(true)
+            // Said only to an allowed origin (the others get no CORS headers at all).
+            .allow_credentials({
+                let origins = self.origins.clone();
+                tower_http::cors::AllowCredentials::predicate(move |origin, _| {
+                    origins.contains(origin)
+                })
+            })
             .max_age(std::time::Duration::from_secs(600));
         let origins = std::sync::Arc::new(self.origins.clone());
         Some(PluginLayer::new(tower::layer::layer_fn(
@@ -114,5 +121,69 @@ impl Plugin for Cors {
                 }))
             },
         )))
+    }
+}
+
+/// `origin` as browsers send it in `Origin` (RFC 6454's serialization): `scheme://host[:port]`,
+/// scheme and host in lower case, without the scheme's default port or a trailing `/`; an
+/// `Origin` is compared with the configured ones byte for byte, so `https://App.example:443`
+/// would match nothing. The error says what cannot be in an origin (after a `: `).
+fn serialized_origin(origin: &str) -> Result<String, String> {
+    let origin = origin.trim_end_matches('/');
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| ": an origin starts with http:// or https://".to_string())?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return Err(": an origin starts with http:// or https://".into()),
+    };
+    if rest.is_empty() || rest == "*" {
+        return Err(": list the origins allowed, one by one".into());
+    }
+    if let Some(c) = rest.chars().find(|c| matches!(c, '/' | '?' | '#' | '@')) {
+        return Err(format!(
+            ": an origin is scheme://host[:port], with no `{c}` (a path, a query or user \
+             information) after the host"
+        ));
+    }
+    let host = rest.to_ascii_lowercase();
+    let host = host.strip_suffix(default_port).unwrap_or(&host);
+    Ok(format!("{scheme}://{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serialized_origin;
+
+    #[test]
+    fn origins_are_taken_as_browsers_send_them() {
+        for (given, taken) in [
+            ("https://app.example.com", "https://app.example.com"),
+            ("https://app.example.com/", "https://app.example.com"),
+            ("HTTPS://App.Example.com", "https://app.example.com"),
+            ("https://c.example:443", "https://c.example"),
+            ("http://c.example:80", "http://c.example"),
+            ("http://c.example:8080", "http://c.example:8080"),
+            ("https://[::1]:8443", "https://[::1]:8443"),
+        ] {
+            assert_eq!(serialized_origin(given).as_deref(), Ok(taken), "{given}");
+        }
+        for refused in [
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://*",
+            "https://",
+            "*",
+            "https://a.example/app",
+            "https://a.example?x=1",
+            "https://user@a.example",
+        ] {
+            assert!(serialized_origin(refused).is_err(), "{refused}");
+        }
+        assert!(serialized_origin("https://a.example/app")
+            .unwrap_err()
+            .contains("no `/`"));
     }
 }
