@@ -145,13 +145,24 @@ async fn each_request_is_logged_once_done_without_its_secrets() {
     assert_eq!(field(&line, "status"), "404", "{line}");
     assert_eq!(field(&line, "complete"), "true", "{line}");
 
+    // One the gateway refuses before any plugin sees it (a dot segment): logged too.
+    let addr = gw.addr.clone();
+    let dots = tokio::task::spawn_blocking(move || http::get(&addr, "/greeter/../admin"))
+        .await
+        .unwrap();
+    assert_eq!(dots.status, 400);
+    let line = line_for(&gw, "/greeter/../admin");
+    assert_eq!(field(&line, "status"), "400", "{line}");
+    assert_eq!(field(&line, "bytes"), dots.body.len().to_string(), "{line}");
+    assert_eq!(field(&line, "complete"), "true", "{line}");
+
     let all = gw.log.lock().unwrap().join("\n");
     assert!(!all.contains("s3cr3t-token"), "a token was logged:\n{all}");
     assert!(
         !all.contains("k3y-in-query"),
         "the query was logged:\n{all}"
     );
-    assert_eq!(access(&gw).len(), 5, "one line per request:\n{all}");
+    assert_eq!(access(&gw).len(), 6, "one line per request:\n{all}");
     // stderr is no terminal here: plain text, no colour codes, for files and journals.
     assert!(!all.contains('\u{1b}'), "colour codes in the log:\n{all}");
 }

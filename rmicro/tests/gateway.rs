@@ -3234,6 +3234,34 @@ async fn metrics_count_requests_by_service_and_status_on_their_own_listener() {
         "{text}"
     );
 
+    // A client that leaves before its answer is counted too, with nginx's 499.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        conn.write_all(
+            b"GET /user/slow HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer secret\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let left = format!(r#"rmicro_api_requests_total{{{user},method="GET",code="499"}}"#);
+    let mut counted = None;
+    for _ in 0..100 {
+        counted = sample(&get(&metrics, "/metrics").await.body, &left);
+        if counted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, Some(1.0));
+    let text = get(&metrics, "/metrics").await.body;
+    assert_eq!(
+        sample(&text, "rmicro_api_requests_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+
     // A service that went away: its 503 is its own.
     let record = Record {
         name: "go.micro.api.user".into(),

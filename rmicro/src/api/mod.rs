@@ -312,11 +312,18 @@ impl Gateway {
         // none a plugin sets can be removed by the client after it, and an HTTP/2 client's
         // cookie fields are joined into the one line HTTP/1.1 nodes expect.
         let pipeline = service;
+        // Those answered here are in the access log too (not in the metrics: made-up targets
+        // would make series of their own).
+        let access_log = on.contains(&"access-log");
         let service = HttpService::new(tower::service_fn(move |mut req: Request<Body>| {
             let pipeline = pipeline.clone();
             async move {
                 if let Some(problem) = proxy::target_problem(&req) {
-                    return Ok(error::response(http::StatusCode::BAD_REQUEST, problem));
+                    let resp = error::response(http::StatusCode::BAD_REQUEST, problem);
+                    if access_log {
+                        plugins::access_log::log_refused(&req, &resp);
+                    }
+                    return Ok(resp);
                 }
                 proxy::host_from_target(&mut req);
                 if req.version() == http::Version::HTTP_2 {

@@ -95,6 +95,14 @@ impl Plugin for AccessLog {
     }
 }
 
+/// Logs `req`, answered `resp` by the gateway itself before any plugin saw it (a malformed
+/// host, a dot segment): such probing is what an operator looks for in the log.
+pub(crate) fn log_refused(req: &Request<Body>, resp: &http::Response<Body>) {
+    use http_body::Body as _;
+    let bytes = resp.body().size_hint().exact().unwrap_or(0);
+    Entry::new(req).log(Some(resp.status()), bytes, true);
+}
+
 /// What the line says of the request.
 struct Entry {
     start: Instant,

@@ -141,12 +141,45 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Takes one request off the in-flight gauge when dropped, whether or not it was answered.
-struct InFlight(Gauge);
+/// A request on its way: on the in-flight gauge until dropped, and counted when dropped, with
+/// the status of its response head, or with nginx's 499 when the client left first (its
+/// connection closed, its stream reset) and the request's future was dropped unanswered.
+struct Counted {
+    state: Arc<State>,
+    started: Instant,
+    method: &'static str,
+    slot: ServiceSlot,
+    /// The response head's status, once there is one.
+    code: Option<u16>,
+}
 
-impl Drop for InFlight {
+/// The status counted for a request whose client left before its response head.
+const CLIENT_LEFT: u16 = 499;
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        let state = &self.state;
+        state.in_flight.dec();
+        let service = self
+            .slot
+            .0
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&state.no_service));
+        state
+            .durations
+            .get_or_create(&ServiceLabels {
+                service: Arc::clone(&service),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        state
+            .requests
+            .get_or_create(&RequestLabels {
+                service,
+                method: self.method,
+                code: self.code.unwrap_or(CLIENT_LEFT),
+            })
+            .inc();
     }
 }
 
@@ -222,33 +255,19 @@ impl Plugin for RequestMetrics {
                     let inner = inner.clone();
                     let state = Arc::clone(&state);
                     async move {
-                        let started = Instant::now();
-                        let method = method_label(req.method());
                         let slot = ServiceSlot::default();
                         req.extensions_mut().insert(slot.clone());
                         state.in_flight.inc();
-                        let flying = InFlight(state.in_flight.clone());
+                        let mut counted = Counted {
+                            method: method_label(req.method()),
+                            state,
+                            started: Instant::now(),
+                            slot,
+                            code: None,
+                        };
                         let resp = inner.oneshot(req).await?;
-                        drop(flying);
-                        let service = slot
-                            .0
-                            .get()
-                            .cloned()
-                            .unwrap_or_else(|| Arc::clone(&state.no_service));
-                        state
-                            .durations
-                            .get_or_create(&ServiceLabels {
-                                service: Arc::clone(&service),
-                            })
-                            .observe(started.elapsed().as_secs_f64());
-                        state
-                            .requests
-                            .get_or_create(&RequestLabels {
-                                service,
-                                method,
-                                code: resp.status().as_u16(),
-                            })
-                            .inc();
+                        counted.code = Some(resp.status().as_u16());
+                        drop(counted);
                         Ok(resp)
                     }
                 }))
