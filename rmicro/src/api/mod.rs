@@ -505,6 +505,48 @@ struct Accepted<'a> {
     tls: std::marker::PhantomData<&'a ()>,
 }
 
+/// Whether a client of the HTTPS port began with plain HTTP (a request line, where TLS begins
+/// with a handshake record, 0x16): its first byte, looked at without taking it.
+#[cfg(feature = "tls")]
+async fn plain_http(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain HTTP request on the HTTPS port with a 400 saying so, as Go's and nginx's
+/// servers do (instead of a TLS alert the client cannot read), and closes the connection.
+#[cfg(feature = "tls")]
+async fn answer_plain_http(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = rmicro_runtime::errors::Error::new(
+        error::ID,
+        "this port serves HTTPS, and the request came as plain HTTP: send it to https://",
+        400,
+    )
+    .to_json();
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+    let _ = stream.shutdown().await;
+    // What the client sent is read before the connection is dropped (for a second at most, 64
+    // KiB at most): closed with unread bytes, it would be reset, and the answer maybe lost.
+    let drain = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < 64 << 10 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 /// Serves one client connection on its own task, watched by `graceful`. With HTTPS, the TLS
 /// handshake is made on that task too (so a slow one never holds up accepting others), within
 /// the request-head limit; one still under way when shutdown begins is given up, so that a
@@ -539,7 +581,14 @@ fn spawn_connection<S, B>(
         let (told, mut hear) = tokio::sync::oneshot::channel::<()>();
         let mut told = Some(told);
         let handshaking = async move {
-            let handshake = tokio::time::timeout(head, acceptor.accept(stream));
+            let handshake = tokio::time::timeout(head, async move {
+                let mut stream = stream;
+                if plain_http(&stream).await {
+                    answer_plain_http(&mut stream).await;
+                    return Err(std::io::Error::other("plain HTTP sent to the HTTPS port"));
+                }
+                acceptor.accept(stream).await
+            });
             let stream = tokio::select! {
                 made = handshake => match made {
                     Ok(Ok(stream)) => stream,
