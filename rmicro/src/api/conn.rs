@@ -8,8 +8,9 @@
 //! - **idle**: no bytes either way for `idle` closes an HTTP/1 connection (checked while it
 //!   waits to read and while a write waits for a client that does not read), except while a
 //!   request has all come in and waits for its node (the backend timeout bounds that); an HTTP/2
-//!   connection, whose pings are traffic, is closed once no request has been in progress for
-//!   `idle` (give or take a quarter of it);
+//!   connection, whose pings are traffic, is shut down gracefully (a GOAWAY, by
+//!   [`ClosesWhenIdle`]) once no request has been in progress for `idle` (give or take a
+//!   quarter of it), and closed a quarter later if that has not ended it;
 //! - **request head**: once the first byte of a request arrives on an HTTP/1 connection with no
 //!   request in progress (and no protocol switch happened on it), its head must be complete (the
 //!   service called) within `head`. A client trickling header bytes keeps the connection busy
@@ -46,6 +47,9 @@ pub(crate) struct Exchanges {
     responded: AtomicU64,
     /// Set once a response switched protocols: what follows on the connection is no request.
     upgraded: AtomicBool,
+    /// Set when an HTTP/2 connection has had no request for the idle limit: it is to be closed
+    /// gracefully (GOAWAY), see [`ClosesWhenIdle`].
+    idle_out: AtomicBool,
     /// Set when [`Exchanges::unread`] holds something (read without locking on every response).
     has_unread: AtomicBool,
     /// What an HTTP/1 request left of its body when it was dropped unread: see [`Unread`].
@@ -114,6 +118,11 @@ impl Exchanges {
 
     fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection has been idle for its limit and is to be closed gracefully.
+    pub(crate) fn idle_out(&self) -> bool {
+        self.idle_out.load(Ordering::Relaxed)
     }
 
     fn idle(&self) -> bool {
@@ -522,6 +531,12 @@ impl<S> Timed<S> {
                 None
             } else if n == rest.len() {
                 self.h2 = Some(((0, 0), now));
+                // Requests are looked at every quarter of the limit from now on, so the
+                // connection closes within a quarter of it past its last request.
+                let due = later(now, self.idle / 4);
+                if due < self.armed {
+                    self.arm(due);
+                }
                 None
             } else {
                 Some(matched + n)
@@ -569,7 +584,16 @@ impl<S> Timed<S> {
                 }
                 let due = later(*moved, self.idle);
                 if due <= now {
-                    return Poll::Ready(idle_error());
+                    // Closed gracefully first (GOAWAY, which tells the client that no request
+                    // of its was taken), by the connection's owner, woken for it; closed at
+                    // once if that has not ended it a quarter of the limit later.
+                    if self.exchanges.idle_out.swap(true, Ordering::Relaxed) {
+                        return Poll::Ready(idle_error());
+                    }
+                    cx.waker().wake_by_ref();
+                    *moved = now;
+                    self.arm(later(now, self.idle / 4));
+                    return Poll::Pending;
                 }
                 self.arm(due.min(later(now, self.idle / 4)));
                 continue;
@@ -707,6 +731,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let done = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.or_expired(cx, done)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection that is shut down gracefully (`stop`: hyper's `graceful_shutdown`, a GOAWAY
+    /// for HTTP/2) once its stream finds it idle for its limit ([`Exchanges::idle_out`]), and
+    /// when its owner stops it ([`ClosesWhenIdle::stop`]), each at most once.
+    pub(crate) struct ClosesWhenIdle<C, F> {
+        #[pin]
+        conn: C,
+        stop: F,
+        exchanges: Arc<Exchanges>,
+        stopped: bool,
+    }
+}
+
+impl<C, F: FnMut(Pin<&mut C>)> ClosesWhenIdle<C, F> {
+    pub(crate) fn new(conn: C, exchanges: Arc<Exchanges>, stop: F) -> Self {
+        ClosesWhenIdle {
+            conn,
+            stop,
+            exchanges,
+            stopped: false,
+        }
+    }
+
+    /// Shuts the connection down gracefully, unless it was already.
+    pub(crate) fn stop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if !std::mem::replace(this.stopped, true) {
+            (this.stop)(this.conn);
+        }
+    }
+}
+
+impl<C: Future, F: FnMut(Pin<&mut C>)> Future for ClosesWhenIdle<C, F> {
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        if !self.stopped && self.exchanges.idle_out() {
+            self.as_mut().stop();
+        }
+        self.project().conn.poll(cx)
     }
 }
 

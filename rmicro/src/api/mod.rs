@@ -606,15 +606,17 @@ fn spawn_connection<S, B>(
                     return;
                 }
             };
-            let stream = conn::Timed::new(stream, idle, head, exchanges);
+            let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn.into_owned());
+            let conn =
+                conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
+            let mut conn = std::pin::pin!(conn);
             let mut finishing = false;
             // Told to finish once serving: so is hyper.
             let result = std::future::poll_fn(|cx| {
                 if !finishing && std::pin::Pin::new(&mut hear).poll(cx).is_ready() {
                     finishing = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().stop();
                 }
                 conn.as_mut().poll(cx)
             })
@@ -633,9 +635,10 @@ fn spawn_connection<S, B>(
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls;
-    let stream = conn::Timed::new(stream, idle, head, exchanges);
+    let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let conn = graceful.watch(conn.into_owned(), |conn| conn.graceful_shutdown());
+    let conn = conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
+    let conn = graceful.watch(conn, |conn| conn.stop());
     tokio::spawn(async move {
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, %peer, "connection ended with an error");
