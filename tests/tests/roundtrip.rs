@@ -14,8 +14,13 @@ use rmicro_tests::{spawn, ServerGuard};
 use tokio_stream::StreamExt;
 
 async fn user_server() -> (UserClient, ServerGuard) {
+    user_server_with(Greeter).await
+}
+
+/// A server of `handler` on loopback, and a client calling it by address.
+async fn user_server_with(handler: impl UserHandler) -> (UserClient, ServerGuard) {
     let mut server = Server::new();
-    register_user_handler(&mut server, Greeter).unwrap();
+    register_user_handler(&mut server, handler).unwrap();
     let (addr, guard) = spawn(server).await;
     let client = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
     (client, guard)
@@ -269,12 +274,9 @@ impl UserHandler for Slow {
 #[tokio::test]
 async fn a_stream_ends_with_deadline_exceeded_when_the_callers_deadline_passes() {
     use std::time::{Duration, Instant};
-    let mut server = Server::new();
-    register_user_handler(&mut server, Slow).unwrap();
-    let (addr, _guard) = spawn(server).await;
     // Any gRPC client's stream with a 350 ms deadline (here rmicro's, with the raw header, so
     // that only the server can end it).
-    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    let (user, _guard) = user_server_with(Slow).await;
     let mut request = Request::new(StreamRequest { count: 20 });
     request
         .metadata_mut()
@@ -859,10 +861,7 @@ impl UserHandler for Panicky {
 /// that panics ends with Internal after the items it sent. The server serves on.
 #[tokio::test]
 async fn a_panicking_handler_answers_internal_and_the_server_serves_on() {
-    let mut server = Server::new();
-    register_user_handler(&mut server, Panicky).unwrap();
-    let (addr, _guard) = spawn(server).await;
-    let user = UserClient::new("go.micro.srv.user", Client::with_address(addr.to_string()));
+    let (user, _guard) = user_server_with(Panicky).await;
 
     let status = user
         .call(CallRequest {
