@@ -591,7 +591,6 @@ impl<S> Timed<S> {
                         return Poll::Ready(idle_error());
                     }
                     cx.waker().wake_by_ref();
-                    *moved = now;
                     self.arm(later(now, self.idle / 4));
                     return Poll::Pending;
                 }
