@@ -26,10 +26,11 @@ mod releases;
 mod workspace;
 
 pub use api_choice::{choose_api, common_api, shared_range, NoCommonApi};
-pub use install::Origin;
+pub use install::{lexically_normal, Origin};
 pub use lock::{find_lockfile, locked_runtimes, LockedRuntime};
 pub use manifests::{owning_package, renamed_runtime, Package};
 pub use releases::{known_range, release_line};
+pub use workspace::workspace_root;
 
 use cargo_home::{cargo_home, git_range, registry_range};
 use lock::{closure_runtimes, read_lock, runtimes_in};

@@ -397,13 +397,12 @@ impl Config {
                     "cargo:rerun-if-changed={}",
                     dir.join("Cargo.toml").display()
                 );
-                let root = dir
-                    .ancestors()
-                    .skip(1)
-                    .map(|d| d.join("Cargo.toml"))
-                    .find(|m| std::fs::read_to_string(m).is_ok_and(|t| t.contains("[workspace")));
-                if let Some(root) = root {
-                    println!("cargo:rerun-if-changed={}", root.display());
+                let root = project::workspace_root(&dir);
+                if root != dir {
+                    println!(
+                        "cargo:rerun-if-changed={}",
+                        root.join("Cargo.toml").display()
+                    );
                 }
             }
         }

@@ -312,22 +312,11 @@ fn check(args: &Args) -> Outcome {
 /// not where it points: the package holding the link is the one that compiles it (by
 /// `include!` or `mod`), against its own runtime.
 fn package_dir_of(file: &Path, cwd: &Path) -> PathBuf {
-    use std::path::Component;
     let listed = match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut dir = PathBuf::new();
-    for part in cwd.join(listed).components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                dir.pop();
-            }
-            part => dir.push(part),
-        }
-    }
-    dir
+    project::lexically_normal(&cwd.join(listed))
 }
 
 /// The `protoc-gen-rmicro` protoc would run: the first one on `PATH` that can be executed. A

@@ -117,7 +117,7 @@ impl super::Runtime {
 /// `path` with `.` left out and each `..` taking the name before it away (`app/../rmicro` →
 /// `rmicro`), as a path dependency's `../checkout` makes them: for a command to read. A `..`
 /// at the start of a relative path stays.
-fn lexically_normal(path: &std::path::Path) -> PathBuf {
+pub fn lexically_normal(path: &std::path::Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for component in path.components() {

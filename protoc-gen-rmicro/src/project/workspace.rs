@@ -9,7 +9,7 @@ use super::sorted_entries;
 /// The root of the workspace `package` (a directory holding a `Cargo.toml`) belongs to, as Cargo
 /// finds it: its `package.workspace` key, else the nearest manifest at or above it with a
 /// `[workspace]` table that does not exclude it, else the package itself.
-pub(super) fn workspace_root(package: &Path) -> PathBuf {
+pub fn workspace_root(package: &Path) -> PathBuf {
     for dir in package.ancestors() {
         let Some(manifest) = read_manifest(&dir.join("Cargo.toml")) else {
             continue;
