@@ -121,8 +121,9 @@ where
 /// Wraps a method's handling into a [`Route`] that runs it inside the call's
 /// [context](crate::context) (deadline and metadata, for propagation to outgoing calls) and answers
 /// `DeadlineExceeded` once the caller's `grpc-timeout` has passed: before the response head, or,
-/// for methods that stream their response (`streams`), in the middle of the stream.
-fn route<F, Fut>(streams: bool, serve: F) -> Route
+/// for methods that stream their response (`streams`), in the middle of the stream. `method` is
+/// the route's path, for the log of a handler that panics.
+fn route<F, Fut>(method: &'static str, streams: bool, serve: F) -> Route
 where
     F: Fn(http::Request<Body>, Receive) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
@@ -136,6 +137,7 @@ where
         // keeps a copy of the context, so that the calls its stream makes propagate it too.
         let stream_ctx = streams.then(|| ctx.clone());
         Box::pin(Served {
+            method,
             handling: context::scope(ctx, serve(req, receive)),
             deadline,
             timer: None,
@@ -152,6 +154,8 @@ pin_project_lite::pin_project! {
     /// timer starts only once the handling has to wait: most unary calls are answered at their
     /// first poll, and a timer set and cancelled is a lock on tokio's timer wheel each time.
     struct Served<F> {
+        // The method's path (`/package.Service/Method`), for the log of a panic.
+        method: &'static str,
         #[pin]
         handling: F,
         // The caller's `grpc-timeout`, if it sent one.
@@ -180,7 +184,7 @@ where
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handling.as_mut().poll(cx)));
         let polled = match polled {
             Ok(polled) => polled,
-            Err(panic) => return Poll::Ready(panicked(&*panic).into_http()),
+            Err(panic) => return Poll::Ready(panicked(this.method, &*panic).into_http()),
         };
         let Poll::Ready(response) = polled else {
             if let Some(deadline) = *this.deadline {
@@ -198,7 +202,8 @@ where
         let Some(ctx) = this.stream_ctx.take() else {
             return Poll::Ready(response);
         };
-        let response = response.map(|body| Body::new(InScope { body, ctx }));
+        let method = *this.method;
+        let response = response.map(|body| Body::new(InScope { body, ctx, method }));
         // The caller's deadline also ends the streamed answer.
         Poll::Ready(match *this.deadline {
             Some(deadline) => response.map(|body| Body::new(UntilDeadline::new(body, deadline))),
@@ -213,6 +218,7 @@ where
 struct InScope {
     body: Body,
     ctx: CallContext,
+    method: &'static str,
 }
 
 impl http_body::Body for InScope {
@@ -238,10 +244,12 @@ impl http_body::Body for InScope {
             Err(panic) => {
                 *body = Body::empty();
                 let mut trailers = http::HeaderMap::new();
-                Poll::Ready(Some(match panicked(&*panic).add_header(&mut trailers) {
-                    Ok(()) => Ok(http_body::Frame::trailers(trailers)),
-                    Err(status) => Err(status),
-                }))
+                Poll::Ready(Some(
+                    match panicked(this.method, &*panic).add_header(&mut trailers) {
+                        Ok(()) => Ok(http_body::Frame::trailers(trailers)),
+                        Err(status) => Err(status),
+                    },
+                ))
             }
         }
     }
@@ -258,15 +266,15 @@ impl http_body::Body for InScope {
 // Named once: looked up on every call's head.
 const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 
-/// The status of a call whose handler (or response stream) panicked with `panic`: Internal,
-/// with go-micro's error JSON saying so, as its servers answer a recovered panic.
-fn panicked(panic: &(dyn std::any::Any + Send)) -> Status {
+/// The status of a call to `method` whose handler (or response stream) panicked with `panic`:
+/// Internal, with go-micro's error JSON saying so, as its servers answer a recovered panic.
+fn panicked(method: &str, panic: &(dyn std::any::Any + Send)) -> Status {
     let what = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a value that is not a message");
-    tracing::error!(panic = %what, "a handler panicked; the call is answered Internal");
+    tracing::error!(%method, panic = %what, "a handler panicked; the call is answered Internal");
     crate::errors::Error::internal("go.micro.server", format!("panic recovered: {what}")).into()
 }
 
@@ -374,7 +382,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req, receive| {
+        let route = route(path, false, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.unary(handler, req).await }
@@ -392,7 +400,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req, receive| {
+        let route = route(path, true, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.server_streaming(handler, req).await }
@@ -410,7 +418,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(false, move |req, receive| {
+        let route = route(path, false, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.client_streaming(handler, req).await }
@@ -428,7 +436,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(true, move |req, receive| {
+        let route = route(path, true, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.streaming(handler, req).await }
@@ -863,6 +871,92 @@ impl BoundServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Collects what a `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A handler's panic (and its response stream's) is logged with the method it served, so
+    /// the log says where to look; the caller gets Internal.
+    #[tokio::test]
+    async fn a_panic_is_logged_with_the_method_it_served() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let receive = || Receive {
+            limit: 1024,
+            compressed: false,
+        };
+
+        let handler = route("/shop.Orders/Place", false, |_req, _receive| async {
+            if true {
+                panic!("the handler's bug");
+            }
+            http::Response::new(Body::empty())
+        });
+        let response = handler(http::Request::new(Body::empty()), receive()).await;
+        let status = Status::from_header_map(response.headers()).expect("a status in the head");
+        assert_eq!(status.code(), tonic::Code::Internal);
+
+        let stream = route("/shop.Orders/Watch", true, |_req, _receive| async {
+            let items = panicking_body(|| panic!("the stream's bug"));
+            http::Response::new(items)
+        });
+        let response = stream(http::Request::new(Body::empty()), receive()).await;
+        let trailers = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("the stream ends with trailers")
+            .trailers()
+            .cloned()
+            .expect("trailers");
+        let status = Status::from_header_map(&trailers).expect("a status in the trailers");
+        assert_eq!(status.code(), tonic::Code::Internal);
+
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains("panicked")).collect();
+        assert_eq!(lines.len(), 2, "{logs}");
+        assert!(
+            lines[0].contains("method=/shop.Orders/Place")
+                && lines[0].contains("the handler's bug"),
+            "{logs}"
+        );
+        assert!(
+            lines[1].contains("method=/shop.Orders/Watch") && lines[1].contains("the stream's bug"),
+            "{logs}"
+        );
+    }
+
+    /// A response body whose first poll runs `f` (which panics).
+    fn panicking_body(f: fn()) -> Body {
+        struct Once(fn());
+        impl http_body::Body for Once {
+            type Data = hyper::body::Bytes;
+            type Error = Status;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
+                (self.0)();
+                Poll::Ready(None)
+            }
+        }
+        Body::new(Once(f))
+    }
 
     /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
     /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is

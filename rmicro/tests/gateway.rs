@@ -3069,6 +3069,74 @@ async fn a_layer_from_an_async_function_and_a_plugin_without_one() {
     );
 }
 
+/// A plugin with a bug: panics in its layer's `call` for `x-panic: call`, and in the
+/// request's future for `x-panic: future`.
+struct Buggy;
+
+impl Plugin for Buggy {
+    fn name(&self) -> &'static str {
+        "buggy"
+    }
+    fn layer(&self) -> Option<PluginLayer> {
+        Some(PluginLayer::new(tower::layer::layer_fn(
+            |inner: rmicro::api::plugin::HttpService| {
+                rmicro::api::plugin::HttpService::new(tower::service_fn(
+                    move |req: ::http::Request<axum_core::body::Body>| {
+                        let panic = req.headers().get("x-panic").cloned();
+                        assert!(
+                            panic.as_ref().is_none_or(|p| p != "call"),
+                            "the plugin's bug in call"
+                        );
+                        let inner = inner.clone();
+                        async move {
+                            if panic.is_some_and(|p| p == "future") {
+                                panic!("the plugin's bug in its future");
+                            }
+                            tower::ServiceExt::oneshot(inner, req).await
+                        }
+                    },
+                ))
+            },
+        )))
+    }
+}
+
+/// A plugin that panics answers that request 500 with a JSON error (not the panic's message)
+/// and the client's connection serves on, as go-micro recovers a handler's panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_panics_answers_500_and_the_connection_serves_on() {
+    use tokio::io::AsyncWriteExt;
+    let (registry, _backend) = one_node_registry("go.micro.api.echo", "e").await;
+    let mut cli = Cli::new();
+    cli.plugin(Buggy).unwrap();
+    let (gw, _stop) = gateway(cli, &[], registry).await;
+
+    let mut conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+    for how in ["call", "future"] {
+        let request = format!("GET /echo/x HTTP/1.1\r\nhost: gw\r\nx-panic: {how}\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let response = read_response(&mut conn).await;
+        assert!(response.starts_with("HTTP/1.1 500 "), "{how}: {response}");
+        let body = response.split_once("\r\n\r\n").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+        assert_eq!(
+            (&v["id"], &v["code"]),
+            (&"go.micro.api".into(), &500.into()),
+            "{body}"
+        );
+        assert!(
+            !body.contains("bug"),
+            "the panic's message is for the log: {body}"
+        );
+        // The same connection, the next request.
+        let next = keep_alive_get(&mut conn, "/echo/x").await;
+        assert!(
+            next.starts_with("HTTP/1.1 200 "),
+            "after a panic in {how}: {next}"
+        );
+    }
+}
+
 /// `text` parsed by prometheus_client's OpenMetrics parser (Python, installed by
 /// scripts/test.sh): `{family: {"type", "samples": [{"name", "labels", "value"}]}}`.
 fn parse_openmetrics(text: &str) -> serde_json::Value {

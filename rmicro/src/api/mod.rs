@@ -11,10 +11,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum_core::body::Body;
+use futures_util::FutureExt;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -330,7 +332,14 @@ impl Gateway {
                     proxy::join_cookies(req.headers_mut());
                 }
                 proxy::strip_connection_listed(req.headers_mut());
-                pipeline.oneshot(req).await
+                // A plugin (or the handler behind it) that panics answers this request 500, as
+                // go-micro's servers recover a panic; without this the panic would end the
+                // client's connection with nothing said, and its other requests with it.
+                let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+                match AssertUnwindSafe(pipeline.oneshot(req)).catch_unwind().await {
+                    Ok(response) => response,
+                    Err(panic) => Ok(panicked(&method, &path, &*panic)),
+                }
             }
         }));
         Ok(Gateway {
@@ -489,6 +498,26 @@ impl Gateway {
         tunnels.close_by(deadline).await;
         Ok(())
     }
+}
+
+/// The answer to a request whose plugin or handler panicked with `panic`: logged with the
+/// request's method and path and the panic's message, which the client is not told (it may
+/// name what only the operator should see).
+fn panicked(
+    method: &http::Method,
+    path: &str,
+    panic: &(dyn std::any::Any + Send),
+) -> http::Response<Body> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a value that is not a message");
+    tracing::error!(%method, %path, panic = %what, "a plugin or handler panicked; the request is answered 500");
+    error::response(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the gateway failed to handle the request (its log says why)",
+    )
 }
 
 /// A client connection just accepted, with what serving it needs.
