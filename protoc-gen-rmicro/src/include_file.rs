@@ -11,6 +11,8 @@ use crate::names;
 /// The lints generated code is let off in the include file's modules (and on the items of files
 /// without a package, which have no module there). The doc comments are the .proto's, written
 /// for other languages' tools (`<ProjectID>`, bare URLs): rustdoc's lints are not theirs to meet.
+/// Nor are clippy's optional groups (`pedantic`, `nursery`) that a crate may turn on: the names
+/// and shapes are the `.proto`'s and prost's, not the crate's to change.
 pub(crate) const ALLOWANCES: Allowances = Allowances;
 
 /// The tokens of [`ALLOWANCES`].
@@ -20,7 +22,7 @@ impl quote::ToTokens for Allowances {
     fn to_tokens(&self, tokens: &mut proc_macro2::TokenStream) {
         tokens.extend(quote! {
             missing_docs, dead_code, unreachable_pub, non_camel_case_types, clippy::all,
-            rustdoc::all
+            clippy::pedantic, clippy::nursery, rustdoc::all
         });
     }
 }

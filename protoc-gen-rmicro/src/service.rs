@@ -340,9 +340,9 @@ impl ServiceGen {
         // Clippy's lints judge names the `.proto` chose (`into_archive(&self)` breaks its
         // naming conventions): generated code must not warn in the user's crate.
         let allow = if any_deprecated(service, plans) {
-            quote! { #[allow(dead_code, deprecated, clippy::all)] }
+            quote! { #[allow(dead_code, deprecated, #CLIPPY)] }
         } else {
-            quote! { #[allow(dead_code, clippy::all)] }
+            quote! { #[allow(dead_code, #CLIPPY)] }
         };
         // A service without methods never reads the client's fields.
         let unread = plans.is_empty().then(|| quote! { #[allow(dead_code)] });
@@ -449,7 +449,11 @@ impl ServiceGen {
             service.proto_name
         );
         let service_deprecated = deprecated(service.options.deprecated());
-        let allow = any_deprecated(service, plans).then(|| quote! { #[allow(deprecated)] });
+        let allow = if any_deprecated(service, plans) {
+            quote! { #[allow(deprecated, #CLIPPY)] }
+        } else {
+            quote! { #[allow(#CLIPPY)] }
+        };
         // Each method's route holds the handler; a service without methods has nothing to hold
         // it, and an unused `handler` would warn in the user's crate.
         let hold = if plans.is_empty() {
@@ -462,7 +466,7 @@ impl ServiceGen {
             #[doc = ""]
             #service_docs
             #service_deprecated
-            #[allow(clippy::all)]
+            #[allow(#CLIPPY)]
             pub trait #handler_name: ::core::marker::Send + ::core::marker::Sync + 'static {
                 #(#trait_fns)*
             }
@@ -484,6 +488,20 @@ impl ServiceGen {
                 server.add_service(service)
             }
         }
+    }
+}
+
+/// The clippy lints rmicro's own items are let off: the names and shapes are the `.proto`'s
+/// (`into_archive(&self)` breaks clippy's naming conventions), and generated code must not warn
+/// in the user's crate, whichever of clippy's groups it turns on.
+const CLIPPY: Clippy = Clippy;
+
+/// The tokens of [`CLIPPY`].
+struct Clippy;
+
+impl quote::ToTokens for Clippy {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        tokens.extend(quote! { clippy::all, clippy::pedantic, clippy::nursery });
     }
 }
 

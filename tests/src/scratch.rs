@@ -47,8 +47,9 @@ impl ScratchCrate {
     /// Runs `cargo <args>` in the crate, offline, with the shared target directory.
     pub fn cargo(&self, args: &[&str]) -> Output {
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(args)
+            // Before the subcommand: arguments after `--` are the tool's, not cargo's.
             .arg("--offline")
+            .args(args)
             .current_dir(&self.dir)
             .env(
                 "CARGO_TARGET_DIR",

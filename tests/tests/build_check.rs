@@ -272,3 +272,67 @@ fn renaming_the_runtime_dependency_regenerates_the_code() {
         "go.micro.srv.user.User"
     );
 }
+
+/// Generated code does not warn in the crate that includes it, whichever of clippy's groups the
+/// crate turns on (`pedantic` and `nursery` too, with warnings denied): every fixture `.proto`
+/// (all four kinds of method, deprecations, services without methods, keywords, a file without
+/// a package, nested and imported packages) in one `include_file` tree, linted by the real
+/// `cargo clippy`.
+#[test]
+fn generated_code_passes_clippy_with_pedantic_and_nursery_lints_denied() {
+    let fixtures = [
+        "proto/user.proto",
+        "tests/proto/rmicro/test/common.proto",
+        "tests/proto/rmicro/test/everything.proto",
+        "tests/proto/rmicro/test/v1.proto",
+        "tests/proto/rmicro/test/legacy.proto",
+        "tests/proto/rmicro/test/keywords.proto",
+        "tests/proto/nopkg.proto",
+        "tests/proto/rmicro/test/hop.proto",
+        "tests/proto/rmicro/test/shapes/shapes.proto",
+        "tests/proto/rmicro/test/shapes/second.proto",
+        "tests/proto/rmicro/test/shapes/ext.proto",
+        "tests/proto/async/v1/async.proto",
+        "tests/proto/foo/type/v1/t.proto",
+    ];
+    let root = root();
+    let protos: Vec<String> = fixtures
+        .iter()
+        .map(|p| format!("{:?}", root.join(p).display().to_string()))
+        .collect();
+    let build = format!(
+        "fn main() {{\n    rmicro_build::Config::new()\n        .include_file(\"fixtures.rs\")\n        \
+         .compile(&[{}], &[{:?}, {:?}]);\n}}\n",
+        protos.join(", "),
+        root.join("proto").display().to_string(),
+        root.join("tests/proto").display().to_string(),
+    );
+    let krate = ScratchCrate::new(
+        "rmicro_generated_clippy",
+        "[dependencies]\nrmicro-runtime = { path = \"{root}/rmicro-runtime\" }\n\n\
+         [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
+    );
+    krate.write("build.rs", &build).write(
+        "src/lib.rs",
+        "//! Generated code, linted.\ninclude!(concat!(env!(\"OUT_DIR\"), \"/fixtures.rs\"));\n",
+    );
+    let out = krate.cargo(&[
+        "clippy",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+        "-D",
+        "clippy::all",
+        "-D",
+        "clippy::pedantic",
+        "-D",
+        "clippy::nursery",
+    ]);
+    assert!(
+        out.status.success(),
+        "cargo clippy (run `rustup component add clippy` if it is missing) found lints in the \
+         generated code:\n{}",
+        stderr(&out)
+    );
+}

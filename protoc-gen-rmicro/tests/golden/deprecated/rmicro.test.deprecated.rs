@@ -59,7 +59,7 @@ pub struct ShopClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, deprecated, clippy::all)]
+#[allow(dead_code, deprecated, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ShopClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -135,7 +135,7 @@ impl ShopClient {
 }
 /// Server side of the `Shop` service: implement it and register it with [`register_shop_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Still fine.
     fn buy(
@@ -176,7 +176,7 @@ pub trait ShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
-#[allow(deprecated)]
+#[allow(deprecated, clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_shop_handler<H: ShopHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -248,7 +248,7 @@ pub struct OldShopClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, deprecated, clippy::all)]
+#[allow(dead_code, deprecated, clippy::all, clippy::pedantic, clippy::nursery)]
 impl OldShopClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -289,7 +289,7 @@ impl OldShopClient {
 ///
 /// The whole service is on its way out.
 #[deprecated]
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait OldShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn buy(
         &self,
@@ -310,7 +310,7 @@ pub trait OldShopHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
-#[allow(deprecated)]
+#[allow(deprecated, clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_old_shop_handler<H: OldShopHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

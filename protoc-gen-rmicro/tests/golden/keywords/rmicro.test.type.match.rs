@@ -256,7 +256,7 @@ pub struct CollideClient_ {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl CollideClient_ {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -403,7 +403,7 @@ impl CollideClient_ {
 }
 /// Server side of the `Collide` service: implement it and register it with [`register_collide_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait CollideHandler_: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn new_(
         &self,
@@ -478,6 +478,7 @@ pub trait CollideHandler_: ::core::marker::Send + ::core::marker::Sync + 'static
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_collide_handler<H: CollideHandler_>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -598,7 +599,7 @@ pub struct ImplClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ImplClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -633,7 +634,7 @@ impl ImplClient {
 /// Server side of the `Impl` service: implement it and register it with [`register_impl_handler`].
 ///
 /// A service named with a keyword.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ImplHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn r#where(
         &self,
@@ -650,6 +651,7 @@ pub trait ImplHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_impl_handler<H: ImplHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -809,7 +811,7 @@ pub struct PreludeClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl PreludeClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1033,7 +1035,7 @@ impl PreludeClient {
 }
 /// Server side of the `Prelude` service: implement it and register it with [`register_prelude_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait PreludeHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn get(
         &self,
@@ -1148,6 +1150,7 @@ pub trait PreludeHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_prelude_handler<H: PreludeHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

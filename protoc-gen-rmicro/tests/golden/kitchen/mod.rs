@@ -7,6 +7,8 @@
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod rmicro {

@@ -348,7 +348,7 @@ pub struct KitchenClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl KitchenClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -550,7 +550,7 @@ impl KitchenClient {
 /// ```
 ///
 /// Links like <https://example.com/a\_(b>) and \[brackets\] stay text.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait KitchenHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Get one item by id.
     fn get(
@@ -648,6 +648,7 @@ pub trait KitchenHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_kitchen_handler<H: KitchenHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

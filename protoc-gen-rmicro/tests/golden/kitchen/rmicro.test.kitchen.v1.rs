@@ -36,7 +36,7 @@ pub struct ArchiveClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ArchiveClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -70,7 +70,7 @@ impl ArchiveClient {
 }
 /// Server side of the `Archive` service: implement it and register it with [`register_archive_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn store(
         &self,
@@ -87,6 +87,7 @@ pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_archive_handler<H: ArchiveHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

@@ -230,7 +230,7 @@ pub struct LegacyClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl LegacyClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -264,7 +264,7 @@ impl LegacyClient {
 }
 /// Server side of the `Legacy` service: implement it and register it with [`register_legacy_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait LegacyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn touch(
         &self,
@@ -281,6 +281,7 @@ pub trait LegacyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_legacy_handler<H: LegacyHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -376,7 +377,7 @@ pub struct ArchiveClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ArchiveClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -484,7 +485,7 @@ impl ArchiveClient {
 ///
 /// Names clippy holds to conventions of its own: `from_*` takes no `self`, `into_*` takes it by
 /// value, `to_*`, `as_*` and `is_*` take it by reference.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn from_template(
         &self,
@@ -537,6 +538,7 @@ pub trait ArchiveHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_archive_handler<H: ArchiveHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

@@ -13,6 +13,8 @@ const _: () = ::rmicro_runtime::__codegen::require_api(1);
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub struct Loose {
@@ -26,6 +28,8 @@ pub struct Loose {
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub const LONELY_SERVICE_NAME: &str = "Lonely";
@@ -37,6 +41,8 @@ pub const LONELY_SERVICE_NAME: &str = "Lonely";
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod lonely_methods {
@@ -50,6 +56,8 @@ pub mod lonely_methods {
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub const LONELY_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
@@ -72,19 +80,23 @@ pub const LONELY_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub struct LonelyClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 impl LonelyClient {
@@ -120,13 +132,15 @@ impl LonelyClient {
 }
 /// Server side of the `Lonely` service: implement it and register it with [`register_lonely_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub trait LonelyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
@@ -145,12 +159,15 @@ pub trait LonelyHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub fn register_lonely_handler<H: LonelyHandler>(
@@ -182,6 +199,8 @@ pub fn register_lonely_handler<H: LonelyHandler>(
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub const IDLE_SERVICE_NAME: &str = "Idle";
@@ -193,6 +212,8 @@ pub const IDLE_SERVICE_NAME: &str = "Idle";
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod idle_methods {}
@@ -203,6 +224,8 @@ pub mod idle_methods {}
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub const IDLE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[];
@@ -217,19 +240,23 @@ pub const IDLE_ENDPOINTS: &[::rmicro_runtime::__codegen::Endpoint] = &[];
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub struct IdleClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 impl IdleClient {
@@ -248,13 +275,15 @@ impl IdleClient {
 /// Server side of the `Idle` service: implement it and register it with [`register_idle_handler`].
 ///
 /// A service with no methods (google/cloud/sql/v1 has six): its client has nothing to call.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub trait IdleHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
@@ -263,12 +292,15 @@ pub trait IdleHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 #[allow(
     missing_docs,
     dead_code,
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub fn register_idle_handler<H: IdleHandler>(
@@ -291,6 +323,8 @@ pub fn register_idle_handler<H: IdleHandler>(
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n^\n\x0Bnopkg.proto\"\x1D\n\x05Loose\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value2 \n\x06Lonely\x12\x16\n\x04Echo\x12\x06.Loose\x1A\x06.Loose2\x06\n\x04Idleb\x06proto3";

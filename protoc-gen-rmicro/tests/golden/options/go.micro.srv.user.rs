@@ -85,7 +85,7 @@ pub const USER_ENDPOINTS: &[crate::rt::__codegen::Endpoint] = &[
 ];
 /// Server side of the `User` service: implement it and register it with [`register_user_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn call(
         &self,
@@ -122,6 +122,7 @@ pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_user_handler<H: UserHandler>(
     server: &mut crate::rt::__codegen::Server,
     handler: H,

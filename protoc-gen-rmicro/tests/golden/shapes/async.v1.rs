@@ -47,7 +47,7 @@ pub struct DynClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl DynClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -104,7 +104,7 @@ impl DynClient {
 }
 /// Server side of the `Dyn` service: implement it and register it with [`register_dyn_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait DynHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn r#await(
         &self,
@@ -134,6 +134,7 @@ pub trait DynHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_dyn_handler<H: DynHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

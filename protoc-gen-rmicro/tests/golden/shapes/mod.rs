@@ -7,6 +7,8 @@
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod foo {
@@ -22,6 +24,8 @@ pub mod foo {
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod r#async {
@@ -35,6 +39,8 @@ pub mod r#async {
     unreachable_pub,
     non_camel_case_types,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
     rustdoc::all
 )]
 pub mod rmicro {

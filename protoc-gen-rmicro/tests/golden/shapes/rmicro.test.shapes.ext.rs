@@ -46,7 +46,7 @@ pub struct AuditedClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl AuditedClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -80,7 +80,7 @@ impl AuditedClient {
 }
 /// Server side of the `Audited` service: implement it and register it with [`register_audited_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait AuditedHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn look(
         &self,
@@ -97,6 +97,7 @@ pub trait AuditedHandler: ::core::marker::Send + ::core::marker::Sync + 'static 
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_audited_handler<H: AuditedHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

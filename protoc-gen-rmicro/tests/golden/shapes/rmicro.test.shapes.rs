@@ -326,7 +326,7 @@ pub struct ClientClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ClientClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -561,7 +561,7 @@ impl ClientClient {
 /// ```ignore
 /// assert!(false, "unclosed");
 /// ```
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ClientHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// New shadows the client's constructor.
     /// / triple
@@ -666,6 +666,7 @@ pub trait ClientHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_client_handler<H: ClientHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -858,7 +859,7 @@ pub struct ServerClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ServerClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -979,7 +980,7 @@ impl ServerClient {
 /// Server side of the `Server` service: implement it and register it with [`register_server_handler`].
 ///
 /// Named like the runtime's server; its methods like what a server does.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ServerHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn register(
         &self,
@@ -1040,6 +1041,7 @@ pub trait ServerHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_server_handler<H: ServerHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -1137,7 +1139,7 @@ pub struct SecondClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl SecondClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1171,7 +1173,7 @@ impl SecondClient {
 }
 /// Server side of the `Second` service: implement it and register it with [`register_second_handler`].
 ///
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait SecondHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn same(
         &self,
@@ -1188,6 +1190,7 @@ pub trait SecondHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_second_handler<H: SecondHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -1238,7 +1241,7 @@ pub struct ClientHandlerClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl ClientHandlerClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1273,7 +1276,7 @@ impl ClientHandlerClient {
 /// Server side of the `ClientHandler` service: implement it and register it with [`register_client_handler_handler`].
 ///
 /// Named like the Client service's generated handler trait.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait ClientHandlerHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     fn ping(
         &self,
@@ -1290,6 +1293,7 @@ pub trait ClientHandlerHandler: ::core::marker::Send + ::core::marker::Sync + 's
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_client_handler_handler<H: ClientHandlerHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
@@ -1330,7 +1334,7 @@ pub struct QuietClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl QuietClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -1347,13 +1351,14 @@ impl QuietClient {
 /// Server side of the `Quiet` service: implement it and register it with [`register_quiet_handler`].
 ///
 /// A service without methods yet.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait QuietHandler: ::core::marker::Send + ::core::marker::Sync + 'static {}
 /// Registers `handler` as the `Quiet` service on `server`.
 ///
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_quiet_handler<H: QuietHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,

@@ -89,7 +89,7 @@ pub struct UserClient {
     client: ::rmicro_runtime::__codegen::Client,
     service: ::std::string::String,
 }
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code, clippy::all, clippy::pedantic, clippy::nursery)]
 impl UserClient {
     /// Creates a client for the service registered as `service` (for example
     /// `go.micro.srv.user`), sending calls through `client`.
@@ -170,7 +170,7 @@ impl UserClient {
 /// Server side of the `User` service: implement it and register it with [`register_user_handler`].
 ///
 /// User greets people by name and keeps them talking.
-#[allow(clippy::all)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Call returns a greeting for a name.
     fn call(
@@ -214,6 +214,7 @@ pub trait UserHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
 /// # Errors
 ///
 /// When the server already has this service or one of its paths.
+#[allow(clippy::all, clippy::pedantic, clippy::nursery)]
 pub fn register_user_handler<H: UserHandler>(
     server: &mut ::rmicro_runtime::__codegen::Server,
     handler: H,
