@@ -152,7 +152,11 @@ impl Error {
     /// Parses go-micro's JSON; `None` when `text` is not such an object.
     pub fn parse(text: &str) -> Option<Error> {
         let err: Error = serde_json::from_str(text).ok()?;
-        (err.code != 0 || !err.id.is_empty() || !err.detail.is_empty()).then_some(err)
+        // go-micro's errors name an id or a detail, or at least their status with the code; a
+        // JSON object with a code alone is someone else's (`google.rpc.Status`'s `code` and
+        // `message`), whose text would be lost if read as go-micro's.
+        (!err.id.is_empty() || !err.detail.is_empty() || (err.code != 0 && !err.status.is_empty()))
+            .then_some(err)
     }
 
     /// Reads an error from a gRPC status: its message when that is go-micro's JSON, else built
@@ -193,6 +197,28 @@ impl From<Status> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// go-micro's JSON is read whatever fields it leaves out; a JSON object with a code alone
+    /// (`google.rpc.Status`'s shape) is not go-micro's.
+    #[test]
+    fn only_go_micros_shape_is_read_as_a_go_micro_error() {
+        for text in [
+            r#"{"id":"svc","code":404,"detail":"gone","status":"Not Found"}"#,
+            r#"{"detail":"gone"}"#,
+            r#"{"id":"svc"}"#,
+            r#"{"code":503,"status":"Service Unavailable"}"#,
+        ] {
+            assert!(Error::parse(text).is_some(), "{text}");
+        }
+        for text in [
+            r#"{"code":429,"message":"slow down"}"#,
+            r#"{"code":9}"#,
+            r#"{}"#,
+            "not json",
+        ] {
+            assert!(Error::parse(text).is_none(), "{text}");
+        }
+    }
 
     #[test]
     fn maps_both_ways() {

@@ -574,6 +574,23 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
                     if f.is_finite() && f.fract() == 0.0 && !fits(kind, f) {
                         return Err(out_of_range());
                     }
+                    // Written with a fraction or an exponent, the number was read as a double,
+                    // which holds every integer only below 2^53: a larger one may have been
+                    // rounded (`9007199254740993.0` reads as …992), so it is refused rather
+                    // than changed, unless the double is a short decimal (`1.8e19`, `1e18`):
+                    // a literal of up to 15 significant digits reads back as itself. Digits
+                    // alone, or a string, are read exactly.
+                    if f.abs() >= INEXACT_ABOVE && significant_digits(f) > 15 {
+                        let field = match at.trim_end_matches('.') {
+                            "" => "the value".to_string(),
+                            field => format!("field `{field}`"),
+                        };
+                        return Err(format!(
+                            "{field} is an integer written with a fraction or an exponent \
+                             ({json}), which cannot be read exactly past 2^53; write its digits \
+                             alone, or send it as a string"
+                        ));
+                    }
                     Some(integral_f64(f).ok_or_else(not_integer)?)
                 }
                 Json::Number(n) => {
@@ -798,6 +815,16 @@ pub(super) fn is_integer_text(text: &str) -> bool {
     text.parse::<i128>().is_ok() || integral_text(text).is_some()
 }
 
+/// 2^53: a double holds every integer below it, and only some above.
+const INEXACT_ABOVE: f64 = 9_007_199_254_740_992.0;
+
+/// The significant digits of the shortest decimal that reads back as `f`.
+fn significant_digits(f: f64) -> usize {
+    let shortest = format!("{f:e}");
+    let mantissa = shortest.split('e').next().unwrap_or_default();
+    mantissa.bytes().filter(u8::is_ascii_digit).count()
+}
+
 /// `f` as an integer's decimal digits, when it is one.
 fn integral_f64(f: f64) -> Option<String> {
     (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.9e19).then(|| format!("{f:.0}"))
@@ -1019,6 +1046,14 @@ mod tests {
         assert!(out(Kind::Uint32, "-1.0"));
         assert!(!out(Kind::Uint64, "18446744073709551615"));
         assert!(!out(Kind::Uint64, "1.8e19"));
+        // Past 2^53, a double of more than 15 significant digits may be a rounded literal.
+        assert!(out(Kind::Int64, "9007199254740993.0"));
+        assert!(out(Kind::Int64, "12345678901234567e1"));
+        assert!(!out(Kind::Int64, "9007199254740991.0"));
+        assert!(!out(Kind::Int64, "1e18"));
+        assert!(!out(Kind::Int64, "-123456789012345e4"));
+        assert_eq!(significant_digits(9_007_199_254_740_992.0), 16);
+        assert_eq!(significant_digits(1.8e19), 2);
         assert!(!out(Kind::Int64, "-9223372036854775808"));
         assert!(!out(Kind::Int32, "2147483647.0"));
         let mut json: Json = serde_json::from_str("1e19").unwrap();

@@ -26,6 +26,9 @@ pub(super) fn build_request(
     let mut json = serde_json::Map::new();
     // The field mask the body implies, and the field it goes in.
     let mut mask = None;
+    // A body of whitespace alone (a tool's trailing newline) is no body, as Go's JSON decoder
+    // finds nothing in it.
+    let body = body.trim_ascii();
     if !body.is_empty() && !target.body.is_empty() {
         let value = proto_json::parse_body(body)?;
         if target.body == "*"
@@ -48,6 +51,20 @@ pub(super) fn build_request(
             json.insert(target.body.clone(), value);
         }
     }
+    // With `body: "*"`, the fields the body sets (not `null`): a query parameter may set the
+    // others, not these (it would be lost, or overwrite the body's value).
+    let from_body: Vec<String> = if target.body == "*" {
+        json.iter()
+            .filter(|(_, value)| !value.is_null())
+            .filter_map(|(key, _)| {
+                desc.get_field_by_name(key)
+                    .or_else(|| desc.get_field_by_json_name(key))
+                    .map(|f| f.name().to_string())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Fields bound by the path, by their proto names (`author_info.full_name`).
     let mut bound = Vec::with_capacity(target.captures.len());
     for (path, value) in &target.captures {
@@ -60,65 +77,68 @@ pub(super) fn build_request(
         bound.push(proto_path(&chain));
         set_param(&mut json, &chain, path, value)?;
     }
-    let whole_body_used = target.body == "*" && !body.is_empty();
-    if !whole_body_used {
-        // The fields that hold one value set so far, and by which parameter.
-        let mut given: Vec<(String, String)> = Vec::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |text| {
-                percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
-            };
-            let (key, value) = (decode(k)?, decode(v)?);
-            // `labels[env]=prod` sets one entry of map field `labels`, as in grpc-gateway.
-            let (name, map_key) = match key.strip_suffix(']').and_then(|k| k.split_once('[')) {
-                Some((name, map_key)) => (name, Some(map_key)),
-                None => (key.as_str(), None),
-            };
-            // As grpc-gateway: parameters that name no field (cache busters, tracking) are
-            // ignored. An unknown field in a JSON body is still an error.
-            let Some(chain) = field_chain(desc, name)? else {
-                continue;
-            };
-            let field = proto_path(&chain);
-            let under = |outer: &str| {
-                field == outer
-                    || field
-                        .strip_prefix(outer)
-                        .is_some_and(|rest| rest.starts_with('.'))
-            };
-            if let Some(outer) = bound.iter().find(|b| under(b)) {
+    // The fields that hold one value set so far, and by which parameter.
+    let mut given: Vec<(String, String)> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |text| {
+            percent_decode(text, Decode::Query).map_err(|e| format!("the query string: {e}"))
+        };
+        let (key, value) = (decode(k)?, decode(v)?);
+        // `labels[env]=prod` sets one entry of map field `labels`, as in grpc-gateway.
+        let (name, map_key) = match key.strip_suffix(']').and_then(|k| k.split_once('[')) {
+            Some((name, map_key)) => (name, Some(map_key)),
+            None => (key.as_str(), None),
+        };
+        // As grpc-gateway: parameters that name no field (cache busters, tracking) are
+        // ignored. An unknown field in a JSON body is still an error.
+        let Some(chain) = field_chain(desc, name)? else {
+            continue;
+        };
+        let field = proto_path(&chain);
+        let under = |outer: &str| {
+            field == outer
+                || field
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        if let Some(outer) = bound.iter().find(|b| under(b)) {
+            return Err(format!(
+                "query parameter `{key}` would set `{field}`, which the path binds \
+                 (`{outer}`); the path's value stands, so leave it out of the query"
+            ));
+        }
+        if let Some(outer) = from_body.iter().find(|b| under(b)) {
+            return Err(format!(
+                "query parameter `{key}` would set `{field}`, which the request body sets \
+                 (`{outer}`); give it once, in the body or in the query"
+            ));
+        }
+        if !target.body.is_empty() && target.body != "*" && under(&target.body) {
+            return Err(format!(
+                "query parameter `{key}` would set `{field}`, which this endpoint takes from \
+                 the request body (`{}`); send it in the body",
+                target.body
+            ));
+        }
+        // As grpc-gateway: one of two values for a field that holds one would be lost (a
+        // map's entry, set by key, is replaced by a later value for the key).
+        let single = map_key.is_none() && chain.last().is_some_and(|f| !f.is_list());
+        if single {
+            if let Some((_, first)) = given.iter().find(|(f, _)| *f == field) {
+                let names = match first == &key {
+                    true => String::new(),
+                    false => format!(" (as `{first}` and `{key}`)"),
+                };
                 return Err(format!(
-                    "query parameter `{key}` would set `{field}`, which the path binds \
-                     (`{outer}`); the path's value stands, so leave it out of the query"
+                    "field `{field}` is given twice in the query string{names}; give it once"
                 ));
             }
-            if !target.body.is_empty() && target.body != "*" && under(&target.body) {
-                return Err(format!(
-                    "query parameter `{key}` would set `{field}`, which this endpoint takes from \
-                     the request body (`{}`); send it in the body",
-                    target.body
-                ));
-            }
-            // As grpc-gateway: one of two values for a field that holds one would be lost (a
-            // map's entry, set by key, is replaced by a later value for the key).
-            let single = map_key.is_none() && chain.last().is_some_and(|f| !f.is_list());
-            if single {
-                if let Some((_, first)) = given.iter().find(|(f, _)| *f == field) {
-                    let names = match first == &key {
-                        true => String::new(),
-                        false => format!(" (as `{first}` and `{key}`)"),
-                    };
-                    return Err(format!(
-                        "field `{field}` is given twice in the query string{names}; give it once"
-                    ));
-                }
-                given.push((field.clone(), key.clone()));
-            }
-            match map_key {
-                Some(map_key) => set_map_entry(&mut json, &chain, &key, map_key, &value)?,
-                None => set_param(&mut json, &chain, &key, &value)?,
-            }
+            given.push((field.clone(), key.clone()));
+        }
+        match map_key {
+            Some(map_key) => set_map_entry(&mut json, &chain, &key, map_key, &value)?,
+            None => set_param(&mut json, &chain, &key, &value)?,
         }
     }
     let mut value = serde_json::Value::Object(json);
@@ -308,6 +328,18 @@ fn field_chain(
             let outer = &chain[n - 1];
             match outer.kind() {
                 Kind::Message(inner) if !outer.is_list() && !outer.is_map() => message = inner,
+                Kind::Message(_) => {
+                    let what = if outer.is_map() {
+                        "a map"
+                    } else {
+                        "a repeated field"
+                    };
+                    return Err(format!(
+                        "field `{}` of `{}` is {what}; `{path}` cannot name a field inside                          its entries (send them in the body)",
+                        outer.name(),
+                        message.full_name()
+                    ));
+                }
                 _ => {
                     return Err(format!(
                         "field `{}` of `{}` is not a message; `{path}` cannot name a field in it",
@@ -404,6 +436,9 @@ fn set_map_entry(
     let slot = json
         .entry(field.name().to_string())
         .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if slot.is_null() {
+        *slot = serde_json::Value::Object(serde_json::Map::new());
+    }
     let serde_json::Value::Object(map) = slot else {
         return Err(format!(
             "`{path}` sets an entry of `{}`, which is already set to a value that is not a map",
@@ -469,6 +504,10 @@ fn descend<'j>(
         let entry = json
             .entry(f.name().to_string())
             .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        // `null` is the field's default (proto3 JSON): an empty message to set fields in.
+        if entry.is_null() {
+            *entry = serde_json::Value::Object(serde_json::Map::new());
+        }
         let serde_json::Value::Object(map) = entry else {
             return Err(format!(
                 "`{path}` sets a field inside `{}`, which is already set to a value",
@@ -685,6 +724,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(missing_message(&err), Some("no.Such"), "{err}");
+    }
+
+    /// A path into a repeated or map field's messages says so, not that the field is no message.
+    #[test]
+    fn a_path_into_a_repeated_message_field_says_it_is_repeated() {
+        let pool = DescriptorPool::global();
+        let list = pool
+            .get_message_by_name("google.protobuf.ListValue")
+            .unwrap();
+        let err = field_chain(&list, "values.number_value").unwrap_err();
+        assert!(
+            err.contains("`values`") && err.contains("a repeated field"),
+            "{err}"
+        );
+        let strukt = pool.get_message_by_name("google.protobuf.Struct").unwrap();
+        let err = field_chain(&strukt, "fields.x").unwrap_err();
+        assert!(err.contains("`fields`") && err.contains("a map"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub(super) fn status_response(
     details: Option<Vec<serde_json::Value>>,
 ) -> Response<Body> {
     let mut err = Error::from_status(status);
+    // A plain DEADLINE_EXCEEDED (not a go-micro error of the service's own) is a call of the
+    // service's that ran out of time behind it: 504, as google.rpc.Code and grpc-gateway map it
+    // (go-micro's 408 pairing would tell the client it was too slow sending its request).
+    if status.code() == tonic::Code::DeadlineExceeded && Error::parse(status.message()).is_none() {
+        err.code = 504;
+        err.status = rmicro_runtime::errors::status_text(504).to_string();
+    }
     if !(400..=599).contains(&err.code) {
         // A failed call is never answered with a success or an informational status (a 101
         // would even end the client's connection), whatever code the service's go-micro error
@@ -102,6 +109,43 @@ pub(super) fn status_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HTTP status and go-micro JSON of `status` as the gateway answers it.
+    async fn answered(status: tonic::Status) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let resp = status_response(&status, None);
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (code, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A service's plain DEADLINE_EXCEEDED (its own call timed out behind it) is a 504, as
+    /// google.rpc.Code maps it; a go-micro error that says 408 keeps it.
+    #[tokio::test]
+    async fn a_plain_deadline_exceeded_is_a_504_and_a_go_micro_408_stays() {
+        let (code, v) = answered(tonic::Status::deadline_exceeded("boom")).await;
+        assert_eq!(
+            (code, &v["code"], &v["detail"]),
+            (504, &504.into(), &"boom".into())
+        );
+        assert_eq!(v["status"], "Gateway Timeout");
+        let micro = Error::new("svc", "too slow", 408).to_json();
+        let (code, v) = answered(tonic::Status::deadline_exceeded(micro)).await;
+        assert_eq!((code, &v["id"]), (408, &"svc".into()));
+    }
+
+    /// A status whose message is JSON with a `code` but not go-micro's shape (a
+    /// `google.rpc.Status`'s `code` and `message`) is a plain status: its gRPC code's mapping,
+    /// its text kept, not a status taken from someone else's `code` with an empty detail.
+    #[tokio::test]
+    async fn a_json_message_that_is_not_go_micros_keeps_its_text() {
+        let message = r#"{"code":429,"message":"upstream said: slow down"}"#;
+        let (code, v) = answered(tonic::Status::internal(message)).await;
+        assert_eq!((code, &v["detail"]), (500, &message.into()), "{v}");
+        let message = r#"{"code":9,"message":"precondition failed"}"#;
+        let (code, v) = answered(tonic::Status::failed_precondition(message)).await;
+        assert_eq!((code, &v["detail"]), (400, &message.into()), "{v}");
+    }
 
     /// A detail's negative zero is written `-0`, as in an answer (serde_json writes `-0.0`).
     #[tokio::test]
