@@ -69,6 +69,8 @@ struct Inner {
     /// Nodes no connection could be opened to lately, left out of picks for a while (the
     /// connections mark them, also when the call that opened one gave up first).
     unreachable: Arc<Unreachable>,
+    /// TLS to every node, if the client has it.
+    tls: crate::transport::ClientTls,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,7 @@ pub struct ClientBuilder {
     keepalive_timeout: Duration,
     keepalive_min_interval: Duration,
     max_receive_message_size: usize,
+    tls: crate::transport::ClientTls,
 }
 
 #[derive(Clone)]
@@ -125,6 +128,7 @@ impl Default for ClientBuilder {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keepalive_min_interval: MIN_KEEPALIVE_INTERVAL,
             max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            tls: crate::transport::ClientTls::default(),
         }
     }
 }
@@ -239,6 +243,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Reaches every node over TLS with `tls`, checking its certificate (and presenting the
+    /// client's own when `tls` has one). A node that serves plain text fails to connect, and
+    /// its calls go to other nodes. Default: plain-text HTTP/2; a node registered as serving
+    /// TLS (`secure=true` in its metadata) is then refused with what to do.
+    #[cfg(feature = "tls")]
+    pub fn tls(&mut self, tls: crate::tls::ClientTls) -> &mut Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The client. Without a registry or address it uses the process's memory registry.
     pub fn build(&self) -> Client {
         let target = match self.target.clone() {
@@ -277,6 +291,7 @@ impl ClientBuilder {
                 receive_limit: self.max_receive_message_size,
                 connections: Mutex::new(HashMap::default()),
                 unreachable: Arc::new(Unreachable::default()),
+                tls: self.tls.clone(),
             }),
         }
     }
@@ -597,10 +612,24 @@ impl Client {
         if let Some(connection) = connections.get(address) {
             return Ok(connection.clone());
         }
+        #[cfg(feature = "tls")]
+        let secure = self.inner.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let secure = false;
+        if !secure && node.metadata.get("secure").is_some_and(|s| s == "true") {
+            // A handshake would fail with nothing a person could act on; said as it is.
+            return Err(Status::unavailable(format!(
+                "node `{}` of service `{service}` serves TLS (its registration says \
+                 secure=true), and this client speaks plain text: give it the CA that signed \
+                 the node's certificate (rmicro_runtime::tls::ClientTls, --client-tls-ca)",
+                node.id
+            )));
+        }
         let connection = Connection::with_keepalive(
             address,
             self.inner.keepalive,
             Some(Arc::clone(&self.inner.unreachable)),
+            self.inner.tls.clone(),
         )
         .map_err(|err| match &self.inner.target {
             Target::Address(_) => Status::invalid_argument(format!("service `{service}`: {err}")),

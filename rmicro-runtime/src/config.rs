@@ -180,6 +180,49 @@ pub struct Flags {
     /// How a node is picked: random or roundrobin.
     #[arg(long, env = "MICRO_SELECTOR", default_value = "random", value_parser = ["random", "roundrobin"])]
     pub selector: String,
+    /// Serve over TLS with this certificate chain (PEM, the server's certificate first; with
+    /// --server-tls-key).
+    #[arg(
+        long,
+        env = "MICRO_SERVER_TLS_CERT",
+        value_name = "PEM",
+        requires = "server_tls_key"
+    )]
+    pub server_tls_cert: Option<std::path::PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "MICRO_SERVER_TLS_KEY",
+        value_name = "PEM",
+        requires = "server_tls_cert"
+    )]
+    pub server_tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(
+        long,
+        env = "MICRO_SERVER_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "server_tls_cert"
+    )]
+    pub server_tls_client_ca: Option<std::path::PathBuf>,
+    /// Reach nodes over TLS, checking their certificates against this CA (PEM).
+    #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "PEM")]
+    pub client_tls_ca: Option<std::path::PathBuf>,
+    /// The client's certificate chain (PEM), for servers that require one (with
+    /// --client-tls-key and --client-tls-ca).
+    #[arg(long, env = "MICRO_CLIENT_TLS_CERT", value_name = "PEM", requires_all = ["client_tls_key", "client_tls_ca"])]
+    pub client_tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "MICRO_CLIENT_TLS_KEY",
+        value_name = "PEM",
+        requires = "client_tls_cert"
+    )]
+    pub client_tls_key: Option<std::path::PathBuf>,
+    /// Check every node's certificate against this name instead of the host it registered.
+    #[arg(long, env = "MICRO_CLIENT_TLS_SERVER_NAME", requires = "client_tls_ca")]
+    pub client_tls_server_name: Option<String>,
 }
 
 /// A configuration that cannot be put into effect.
@@ -205,6 +248,18 @@ pub enum ConfigError {
     /// Registry options that only work together, given apart.
     #[error("{0}")]
     Incomplete(String),
+    /// A TLS certificate, key or CA for the server or client that cannot be used.
+    #[cfg(feature = "tls")]
+    #[error("{flags}: {source}")]
+    Tls {
+        /// The flags that named the files.
+        flags: &'static str,
+        /// What is wrong with them.
+        source: crate::tls::TlsError,
+    },
+    /// TLS flags in a binary built without the `tls` feature.
+    #[error("{0} needs rmicro-runtime's `tls` feature; rebuild with it enabled")]
+    TlsNotBuilt(&'static str),
 }
 
 debug_as_display!(ConfigError);
@@ -506,7 +561,15 @@ impl Flags {
     }
 
     /// A client builder with the client flags applied, on `registry`.
-    pub fn client_builder(&self, registry: Arc<dyn Registry>) -> ClientBuilder {
+    ///
+    /// # Errors
+    ///
+    /// When the `--client-tls-*` files cannot be used (or the binary was built without the
+    /// `tls` feature).
+    pub fn client_builder(
+        &self,
+        registry: Arc<dyn Registry>,
+    ) -> Result<ClientBuilder, ConfigError> {
         let mut builder = Client::builder();
         builder
             .registry(registry)
@@ -517,23 +580,46 @@ impl Flags {
         } else {
             builder.selector(Random);
         }
-        builder
+        if let Some(ca) = &self.client_tls_ca {
+            #[cfg(feature = "tls")]
+            {
+                let tls = |source| ConfigError::Tls {
+                    flags: "--client-tls-ca/--client-tls-cert/--client-tls-key",
+                    source,
+                };
+                let mut client_tls = crate::tls::ClientTls::new(ca).map_err(tls)?;
+                if let (Some(cert), Some(key)) = (&self.client_tls_cert, &self.client_tls_key) {
+                    client_tls = client_tls.identity(cert, key).map_err(tls)?;
+                }
+                if let Some(name) = &self.client_tls_server_name {
+                    client_tls = client_tls.server_name(name).map_err(tls)?;
+                }
+                builder.tls(client_tls);
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = ca;
+                return Err(ConfigError::TlsNotBuilt("--client-tls-ca"));
+            }
+        }
+        Ok(builder)
     }
 
     /// A client on the configured registry.
     ///
     /// # Errors
     ///
-    /// As [`Flags::registry`].
+    /// As [`Flags::registry`] and [`Flags::client_builder`].
     pub fn client(&self) -> Result<Client, ConfigError> {
-        Ok(self.client_builder(self.registry()?).build())
+        Ok(self.client_builder(self.registry()?)?.build())
     }
 
     /// A service builder named `name` with every flag applied.
     ///
     /// # Errors
     ///
-    /// As [`Flags::registry`].
+    /// As [`Flags::registry`] and [`Flags::client_builder`], and when the `--server-tls-*`
+    /// files cannot be used.
     pub fn service(&self, name: &str) -> Result<ServiceBuilder, ConfigError> {
         let registry = self.registry()?;
         let mut builder = Service::builder(name);
@@ -543,47 +629,35 @@ impl Flags {
             .register_ttl(self.register_ttl)
             .register_interval(self.register_interval)
             .deregister_grace(self.deregister_grace)
-            .client(self.client_builder(Arc::clone(&registry)).build())
+            .client(self.client_builder(Arc::clone(&registry))?.build())
             .registry(registry);
         if let Some(advertise) = &self.server_advertise {
             builder.advertise(advertise.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.server_tls_cert, &self.server_tls_key) {
+            #[cfg(feature = "tls")]
+            {
+                let tls = |source| ConfigError::Tls {
+                    flags: "--server-tls-cert/--server-tls-key/--server-tls-client-ca",
+                    source,
+                };
+                let mut server_tls = crate::tls::ServerTls::new(cert, key).map_err(tls)?;
+                if let Some(ca) = &self.server_tls_client_ca {
+                    server_tls = server_tls.client_ca(ca).map_err(tls)?;
+                }
+                builder.tls(server_tls);
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = (cert, key);
+                return Err(ConfigError::TlsNotBuilt("--server-tls-cert"));
+            }
         }
         Ok(builder)
     }
 }
 
-/// The most a file named by a flag (a certificate, a key, a token list) may hold: such files are
-/// a few KiB.
-pub const SMALL_FILE_LIMIT: u64 = 1 << 20;
-
-/// Reads a file named by a flag: a regular file of at most [`SMALL_FILE_LIMIT`] bytes. A device
-/// (`/dev/zero`), a pipe or an oversized file is refused at once instead of read until memory
-/// runs out or forever.
-///
-/// # Errors
-///
-/// The operating system's, or [`std::io::ErrorKind::InvalidInput`] saying what is wrong with
-/// the file.
-pub fn read_small_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
-    if !meta.is_file() {
-        return Err(invalid(
-            "not a regular file (a directory, a device or a pipe)".into(),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(SMALL_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > SMALL_FILE_LIMIT {
-        return Err(invalid(format!(
-            "larger than {} KiB, which no certificate, key or token list is",
-            SMALL_FILE_LIMIT >> 10
-        )));
-    }
-    Ok(bytes)
-}
+pub use crate::files::{read_small_file, SMALL_FILE_LIMIT};
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,7 @@ pub mod config;
 pub mod context;
 pub mod endpoint;
 pub mod errors;
+pub mod files;
 mod frames;
 pub mod health;
 pub mod reflection;
@@ -42,6 +43,8 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 #[doc(hidden)]

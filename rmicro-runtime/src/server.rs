@@ -494,6 +494,8 @@ pub struct Server {
     keepalive_timeout: Option<Duration>,
     max_receive_message_size: Option<usize>,
     health: crate::health::Health,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for Server {
@@ -503,6 +505,10 @@ impl std::fmt::Debug for Server {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a client has to complete its TLS handshake once connected.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a graceful shutdown waits for calls in flight before closing connections.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -552,6 +558,23 @@ impl Server {
     pub fn max_receive_message_size(&mut self, bytes: usize) -> &mut Self {
         self.max_receive_message_size = Some(bytes);
         self
+    }
+
+    /// Serves every call over TLS with `tls`'s certificate (HTTP/2 by ALPN, as gRPC clients
+    /// ask), requiring client certificates when `tls` says so. Clients that connect in plain
+    /// text fail their first call. Default: plain-text HTTP/2.
+    #[cfg(feature = "tls")]
+    pub fn tls(&mut self, tls: crate::tls::ServerTls) -> &mut Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether the server serves over TLS.
+    pub fn serves_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// Adds a service's handlers. Generated `register_*_handler` functions call this.
@@ -618,6 +641,14 @@ impl Server {
     /// When the listener's local address cannot be read.
     pub fn with_listener(mut self, listener: TcpListener) -> std::io::Result<BoundServer> {
         let local_addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        let tls = match &self.tls {
+            Some(tls) => Some(
+                tls.acceptor()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         // gRPC server reflection over the registered descriptors, unless the user serves any
         // of it (a built-in half next to the user's would answer from other descriptors).
         // gRPC health checking, unless the user serves any of it; described by reflection too.
@@ -645,6 +676,8 @@ impl Server {
         Ok(BoundServer {
             listener,
             local_addr,
+            #[cfg(feature = "tls")]
+            tls,
             dispatch: Dispatch {
                 routes: Arc::new(self.routes),
                 limit: self
@@ -752,6 +785,9 @@ fn reset_by_client(err: hyper::Error) -> crate::frames::BoxError {
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The TLS handshake each connection makes first, when the server serves TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     dispatch: Dispatch,
     services: Vec<ServiceInfo>,
     health: crate::health::Health,
@@ -839,10 +875,38 @@ impl BoundServer {
                 let fut = dispatch.call(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
             // Forget the connections that ended (one check per accepted connection).
             while connections.try_join_next().is_some() {}
+            #[cfg(feature = "tls")]
+            if let Some(acceptor) = &self.tls {
+                // The handshake in the connection's own task: a slow or silent client holds
+                // nothing else up, and gives up after the handshake limit.
+                let (acceptor, builder, watcher) =
+                    (acceptor.clone(), builder.clone(), graceful.watcher());
+                connections.spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let tls = match accepted {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                            return;
+                        }
+                    };
+                    let stream = crate::tls::Stream::Tls(Box::new(tls.into()));
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(err) = conn.await {
+                        tracing::debug!(error = %err, %peer, "connection ended with an error");
+                    }
+                });
+                continue;
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
             connections.spawn(async move {
                 if let Err(err) = conn.await {
                     tracing::debug!(error = %err, %peer, "connection ended with an error");

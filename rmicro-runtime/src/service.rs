@@ -89,6 +89,8 @@ pub struct ServiceBuilder {
     register_ttl: Duration,
     register_interval: Duration,
     deregister_grace: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -160,6 +162,15 @@ impl ServiceBuilder {
         self
     }
 
+    /// Serves the service's calls over TLS with `tls` (see [`Server::tls`]); its node is
+    /// registered with `secure=true` in its metadata, as go-micro's servers do, so that clients
+    /// without TLS say what to do instead of failing a handshake.
+    #[cfg(feature = "tls")]
+    pub fn tls(&mut self, tls: crate::tls::ServerTls) -> &mut Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The service, ready for handlers.
     pub fn build(&self) -> Service {
         let registry = self
@@ -170,11 +181,17 @@ impl ServiceBuilder {
             .client
             .clone()
             .unwrap_or_else(|| Client::new(Arc::clone(&registry)));
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut server = Server::new();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            server.tls(tls.clone());
+        }
         Service {
             options: self.clone(),
             registry,
             client,
-            server: Server::new(),
+            server,
         }
     }
 }
@@ -221,6 +238,8 @@ impl Service {
             register_ttl: DEFAULT_REGISTER_TTL,
             register_interval: DEFAULT_REGISTER_INTERVAL,
             deregister_grace: DEFAULT_DEREGISTER_GRACE,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -281,6 +300,7 @@ impl Service {
             server,
         } = self;
         let health = server.health();
+        let secure = server.serves_tls();
         let bound = server
             .bind(listen_address(&options.address).as_ref())
             .await
@@ -292,7 +312,12 @@ impl Service {
         let advertised = match &options.advertise {
             // Registered as given, so callers must be able to connect to it as the client does:
             // a host alone, an empty one or a path would register a node no one can call.
-            Some(address) => match crate::transport::Connection::new(address) {
+            // (`https://` only for a server that serves TLS.)
+            Some(address) => match crate::transport::Connection::new(&if secure {
+                address.replacen("https://", "http://", 1)
+            } else {
+                address.clone()
+            }) {
                 Ok(_) => address.clone(),
                 Err(err) => {
                     let reason = match err {
@@ -322,6 +347,9 @@ impl Service {
             ("registry", registry.name()),
         ] {
             node_metadata.insert(k.to_string(), v.to_string());
+        }
+        if secure {
+            node_metadata.insert("secure".to_string(), "true".to_string());
         }
         let record = registry::Service {
             name: options.name.clone(),

@@ -124,6 +124,16 @@ pub enum TransportError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The TCP connection opened, but the TLS handshake failed: the node's certificate is not
+    /// signed by the CA the client trusts or does not name the node, the node wants a client
+    /// certificate the client has none of, or the node serves plain text.
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
+        /// The node.
+        address: String,
+        /// rustls's error, or how long nothing came.
+        source: std::io::Error,
+    },
     /// The TCP connection opened, but the node does not speak HTTP/2 (not a gRPC server?).
     #[error("HTTP/2 handshake with {address} failed: {error}")]
     Handshake {
@@ -192,6 +202,7 @@ impl TransportError {
             self,
             TransportError::BadAddress { .. }
                 | TransportError::Connect { .. }
+                | TransportError::Tls { .. }
                 | TransportError::Handshake { .. }
                 | TransportError::NoPreface { .. }
                 | TransportError::NotOpened { .. }
@@ -274,9 +285,24 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
+/// What a connection is opened with: TLS to the node, or plain text.
+#[cfg(feature = "tls")]
+pub(crate) type ClientTls = Option<crate::tls::ClientTls>;
+/// What a connection is opened with: plain text (TLS needs the `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub(crate) type ClientTls = PlainText;
+
+/// Plain text, the only way without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Default)]
+pub(crate) struct PlainText;
+
 struct Shared {
     /// `host:port`, for connecting and for messages.
     address: String,
+    /// TLS to the node, if the client has it.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: ClientTls,
     authority: Authority,
     /// `http://host:port/`, for `tonic::client::Grpc::with_origin`.
     origin: Uri,
@@ -308,7 +334,21 @@ impl Connection {
     /// [`TransportError::BadAddress`] when `address` is not `host:port` or an `http://` URI
     /// (TLS to nodes is not supported).
     pub fn new(address: &str) -> Result<Connection, TransportError> {
-        Connection::with_keepalive(address, None, None)
+        Connection::with_keepalive(address, None, None, ClientTls::default())
+    }
+
+    /// As [`Connection::new`], over TLS with `tls`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::BadAddress`] when `address` is not `host:port`, `http://host:port` or
+    /// `https://host:port`.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        address: &str,
+        tls: crate::tls::ClientTls,
+    ) -> Result<Connection, TransportError> {
+        Connection::with_keepalive(address, None, None, Some(tls))
     }
 
     /// As [`Connection::new`], with keepalive pings (sent only while calls are open on the
@@ -318,6 +358,7 @@ impl Connection {
         address: &str,
         keepalive: Option<Keepalive>,
         unreachable: Option<Arc<Unreachable>>,
+        tls: ClientTls,
     ) -> Result<Connection, TransportError> {
         let bad = |reason: String| TransportError::BadAddress {
             address: address.to_string(),
@@ -329,12 +370,27 @@ impl Connection {
             format!("http://{address}").parse()
         }
         .map_err(|err| bad(format!("{err} (expected host:port)")))?;
-        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        if scheme != Scheme::HTTP {
+        let given = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        #[cfg(feature = "tls")]
+        let secure = tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let secure = false;
+        if given == Scheme::HTTPS && !secure {
+            return Err(bad(
+                "the node serves TLS (https://); give the client a CA to check its certificate \
+                 (rmicro_runtime::tls::ClientTls, --client-tls-ca)"
+                    .to_string(),
+            ));
+        }
+        if given != Scheme::HTTP && given != Scheme::HTTPS {
             return Err(bad(format!(
-                "scheme `{scheme}` is not supported; nodes are reached over plain-text HTTP/2 (http://)"
+                "scheme `{given}` is not supported; nodes are reached over HTTP/2 (http://, or \
+                 https:// with TLS)"
             )));
         }
+        // A client with TLS speaks it to every node, whatever its address says: a record in
+        // the registry cannot talk it into plain text.
+        let scheme = if secure { Scheme::HTTPS } else { Scheme::HTTP };
         let authority = uri
             .authority()
             .cloned()
@@ -360,6 +416,7 @@ impl Connection {
         Ok(Connection {
             shared: Arc::new(Shared {
                 address: authority.as_str().to_string(),
+                tls,
                 authority,
                 origin,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -457,6 +514,29 @@ impl Connection {
                 address: address.clone(),
                 source,
             })?;
+        #[cfg(feature = "tls")]
+        let stream = match &self.shared.tls {
+            Some(tls) => {
+                let host = self.shared.authority.host();
+                let failed = |source| TransportError::Tls {
+                    address: address.clone(),
+                    source,
+                };
+                tokio::time::timeout_at(deadline, tls.connect(host, stream))
+                    .await
+                    .map_err(|_| {
+                        failed(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no handshake within {:?} of connecting (does the node serve TLS?)",
+                                self.shared.connect_timeout
+                            ),
+                        ))
+                    })?
+                    .map_err(failed)?
+            }
+            None => crate::tls::Stream::Plain(stream),
+        };
         let (preface_tx, preface_rx) = tokio::sync::oneshot::channel();
         let stream = Preface {
             io: stream,
@@ -542,7 +622,7 @@ impl Connection {
         request.headers_mut().remove(GRPC_ACCEPT_ENCODING);
         if request.uri().authority() != Some(&self.shared.authority) {
             let mut parts = std::mem::take(request.uri_mut()).into_parts();
-            parts.scheme = Some(Scheme::HTTP);
+            parts.scheme = self.shared.origin.scheme().cloned();
             parts.authority = Some(self.shared.authority.clone());
             if parts.path_and_query.is_none() {
                 parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -830,7 +910,11 @@ mod tests {
             ("127.0.0.1", "no port"),
             ("127.0.0.1:0", "no port"),
             (":8080", "no host"),
-            ("https://node:443", "scheme `https` is not supported"),
+            (
+                "https://node:443",
+                "the node serves TLS (https://); give the client a CA",
+            ),
+            ("ftp://node:21", "scheme `ftp` is not supported"),
             ("node:1/path", "no path"),
             ("not an address", "expected host:port"),
         ] {
@@ -865,8 +949,13 @@ mod tests {
     /// Sends a request through a new connection to a node at `address` that is no HTTP/2
     /// server, marking failures in `unreachable`; the error.
     async fn no_http2(address: &str, unreachable: &Arc<Unreachable>) -> TransportError {
-        let conn =
-            Connection::with_keepalive(address, None, Some(Arc::clone(unreachable))).unwrap();
+        let conn = Connection::with_keepalive(
+            address,
+            None,
+            Some(Arc::clone(unreachable)),
+            ClientTls::default(),
+        )
+        .unwrap();
         let request = http::Request::builder()
             .uri("/x.Y/Z")
             .body(Body::empty())
@@ -917,8 +1006,13 @@ mod tests {
                 held.push(stream);
             }
         });
-        let conn =
-            Connection::with_keepalive(&silent, None, Some(Arc::clone(&unreachable))).unwrap();
+        let conn = Connection::with_keepalive(
+            &silent,
+            None,
+            Some(Arc::clone(&unreachable)),
+            ClientTls::default(),
+        )
+        .unwrap();
         let request = http::Request::builder()
             .uri("/x.Y/Z")
             .body(Body::empty())

@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let registry = cli.micro.registry()?;
-    let client = cli.micro.client_builder(registry.clone()).build();
+    let client = cli.micro.client_builder(registry.clone())?.build();
     let listener = tokio::net::TcpListener::bind(&cli.address).await?;
     println!("listening on {}", listener.local_addr()?);
     rmicro_examples::api::serve(
