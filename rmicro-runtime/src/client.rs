@@ -297,6 +297,29 @@ impl ClientBuilder {
     }
 }
 
+/// Marks the node a call waits on as unreachable when dropped armed after the call's deadline:
+/// the call's timeout dropped it while the node had not answered. (Dropped armed before the
+/// deadline, the caller gave up on the call, which says nothing of the node.)
+struct Silent<'a> {
+    unreachable: &'a Unreachable,
+    address: &'a str,
+    deadline: Option<Instant>,
+    armed: bool,
+}
+
+impl Drop for Silent<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::warn!(
+                node = %self.address,
+                avoided_for = ?crate::transport::UNREACHABLE_FOR,
+                "no answer from the node within the call's deadline; calls go to other nodes for a while"
+            );
+            self.unreachable.mark(self.address);
+        }
+    }
+}
+
 /// Where one call goes: a node of `service`, picked per attempt. A request that could not be
 /// delivered (the node refused the connection, or it closed before the request was written)
 /// is sent again, unchanged, to another node, up to the client's retries: it never ran, so
@@ -369,6 +392,17 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                 // take the whole connect timeout) gives the call to another node whose
                 // connection is open, if the service has one, as gRPC sends calls to ready
                 // connections only; else the call waits on, as long as it may.
+                // A node that takes the call and does not answer before its deadline (a hung
+                // process: stopped, deadlocked, out of CPU) is avoided for a while, as nginx
+                // counts a timeout a failure: otherwise every call picking it waits out its
+                // whole deadline while the other nodes idle, until its registration expires.
+                let mut silent = Silent {
+                    unreachable: &client.inner.unreachable,
+                    // `host:port`, as picks look marks up.
+                    address: connection.address(),
+                    deadline,
+                    armed: deadline.is_some(),
+                };
                 let mut sent = connection.send_request(request, deadline, true).await;
                 let mut failed_over = None;
                 if let Err((TransportError::NotOpened { .. }, Some(_))) = &sent {
@@ -385,6 +419,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         failed_over = Some(ready_address);
                     }
                 }
+                silent.armed = false;
                 let address = failed_over.as_deref().unwrap_or(address);
                 match sent {
                     Ok(response) => {

@@ -510,6 +510,10 @@ impl std::fmt::Debug for Server {
 #[cfg(feature = "tls")]
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many streams a client may open and reset before the server takes them, on one
+/// connection, before the server closes it (see `serve_with_shutdown`).
+const MAX_PENDING_ACCEPT_RESETS: usize = 1024;
+
 /// How long a graceful shutdown waits for calls in flight before closing connections.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -844,6 +848,11 @@ impl BoundServer {
             // would hold every call past the 200th (long streams, slow handlers) waiting,
             // whatever the server could do.
             .max_concurrent_streams(None)
+            // Calls a client gave up on (their deadline passed) while the server was stalled
+            // (paused, starved of CPU) arrive with their resets in one burst when it resumes:
+            // h2's limit of 20 such streams, against rapid-reset floods, would take that burst
+            // for one and close the connection with every call on it. Still bounded.
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
             .max_header_list_size(crate::transport::MAX_HEADER_LIST_SIZE);
         if let Some(keepalive) = self.keepalive {
             builder

@@ -1,0 +1,164 @@
+//! Nodes that stall: one that takes calls and never answers is avoided once a call has waited
+//! out its deadline on it (the other nodes take the calls), and a server that was stalled while
+//! its clients gave up on their calls keeps the connection when it resumes (the burst of resets
+//! is not taken for a rapid-reset flood).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+use rmicro_runtime::selector::RoundRobin;
+use rmicro_runtime::{Client, Request, Response, ResponseStream, Server, Status, Streaming};
+use rmicro_tests::fixtures::go::micro::srv::user::{
+    register_user_handler, CallRequest, CallResponse, Ping, Pong, StreamRequest, StreamResponse,
+    UserClient, UserHandler,
+};
+use rmicro_tests::spawn;
+use rmicro_tests::user::Greeter;
+
+const NAME: &str = "go.micro.srv.user";
+
+/// Serves `handler` on a thread of its own, on one single-threaded runtime: a handler that
+/// blocks its thread stalls all of the server, as a paused or starved process is stalled (it
+/// cannot even answer that a call's deadline passed).
+async fn on_own_thread(handler: impl UserHandler) -> std::net::SocketAddr {
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut server = Server::new();
+            register_user_handler(&mut server, handler).unwrap();
+            let bound = server.bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(bound.local_addr()).unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(30), bound.serve()).await;
+        });
+    });
+    addr_rx.await.unwrap()
+}
+
+/// Stalls its server for 5 s on every call to `Call`, `stall` or not.
+struct Hung;
+
+impl UserHandler for Hung {
+    async fn call(&self, _: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        std::thread::sleep(Duration::from_secs(5));
+        Err(Status::unavailable("stalled"))
+    }
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
+        UserHandler::stream(&Greeter, request).await
+    }
+    async fn ping_pong(
+        &self,
+        request: Request<Streaming<Ping>>,
+    ) -> Result<Response<ResponseStream<Pong>>, Status> {
+        UserHandler::ping_pong(&Greeter, request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_is_avoided_after_a_call_waited_out_its_deadline() {
+    let hung_addr = on_own_thread(Hung).await;
+    let mut healthy = Server::new();
+    register_user_handler(&mut healthy, Greeter).unwrap();
+    let (healthy_addr, _healthy) = spawn(healthy).await;
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    registry
+        .register(
+            &Record {
+                name: NAME.into(),
+                version: "latest".into(),
+                nodes: [("hung", hung_addr), ("healthy", healthy_addr)]
+                    .into_iter()
+                    .map(|(id, addr)| Node {
+                        id: id.into(),
+                        address: addr.to_string(),
+                        ..Node::default()
+                    })
+                    .collect(),
+                ..Record::default()
+            },
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .registry(registry)
+        .selector(RoundRobin::default())
+        .request_timeout(Some(Duration::from_millis(300)))
+        .build();
+    let user = UserClient::new(NAME, client);
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        if let Err(status) = user.call(CallRequest { name: "Ada".into() }).await {
+            failed.push((i, status.message().to_string()));
+        }
+    }
+    // Round robin alternates: without avoidance every other call (10) waits out its deadline.
+    assert!(failed.len() <= 1, "failed: {failed:?}");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A node process paused (SIGSTOP) while its client gives up on calls to it: when it resumes,
+/// it reads those calls and their resets in one burst, and keeps the connection (h2's default
+/// limit of 20 such resets, against rapid-reset floods, closed it with every call on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_keeps_its_connection_when_the_calls_given_up_on_meanwhile_arrive() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test-node"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = rmicro_tests::process::listening_address(&mut child);
+    let pid = child.id();
+    let client = Client::builder()
+        .address(addr)
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build();
+    let user = UserClient::new(NAME, client);
+    // Opens the connection.
+    user.call(CallRequest { name: "Ada".into() }).await.unwrap();
+    signal(pid, "STOP");
+    let waiting = {
+        let user = user.clone();
+        tokio::spawn(async move { user.call(CallRequest { name: "Bo".into() }).await })
+    };
+    // Calls the paused node cannot take; each gives up after 200 ms and resets its stream.
+    let given_up: Vec<_> = (0..100)
+        .map(|_| {
+            let user = user.clone();
+            tokio::spawn(async move {
+                let mut request = Request::new(CallRequest { name: "Cy".into() });
+                request.set_timeout(Duration::from_millis(200));
+                user.call(request).await
+            })
+        })
+        .collect();
+    for call in given_up {
+        assert!(call.await.unwrap().is_err(), "the node was paused");
+    }
+    signal(pid, "CONT");
+    let answer = waiting.await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        answer
+            .expect("the call waiting on the paused node is answered")
+            .into_inner()
+            .msg,
+        "Hello Bo"
+    );
+}
