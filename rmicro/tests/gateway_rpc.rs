@@ -1749,3 +1749,48 @@ async fn a_service_importing_grpcs_health_proto_is_still_described() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r), serde_json::json!({}));
 }
+
+/// The rpc handler calls services that serve TLS (mutual TLS here) with `--client-tls-*`;
+/// without them it says what to do instead of failing a handshake.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpc_handler_calls_services_over_tls() {
+    use rmicro_runtime::tls::ServerTls;
+    let certs = rmicro_tests::etcd::TestCerts::new("gw-rpc-tls");
+    let file = |name: &str| certs.dir.join(name).display().to_string();
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let tls = ServerTls::new(file("server.pem"), file("server.key"))
+        .unwrap()
+        .client_ca(file("ca.pem"))
+        .unwrap();
+    let mut user = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .tls(tls)
+        .build();
+    register_user_handler(user.server_mut(), Greeter).unwrap();
+    let _user = user.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.user").await;
+
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let flags = [
+        "--handler",
+        "rpc",
+        "--client-tls-ca",
+        &ca,
+        "--client-tls-cert",
+        &cert,
+        "--client-tls-key",
+        &key,
+    ];
+    let (gw, _stop) = gateway_with_flags(Arc::clone(&registry), &flags).await;
+    let r = call(&gw, "POST", "/user/call", r#"{"name":"Tess"}"#).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"msg":"Hello Tess"}"#)
+    );
+
+    let (plain, _stop) = gateway_with_flags(registry, &["--handler", "rpc"]).await;
+    let r = call(&plain, "POST", "/user/call", r#"{"name":"Tess"}"#).await;
+    assert_error_has(&r, 502, "secure=true");
+    assert_error_has(&r, 502, "--client-tls-ca");
+}

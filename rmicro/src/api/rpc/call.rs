@@ -116,6 +116,23 @@ impl RpcHandler {
             .iter()
             .find(|n| n.address == address)
             .unwrap_or(&nodes[0]);
+        #[cfg(feature = "tls")]
+        let plain = config.client_tls.is_none();
+        #[cfg(not(feature = "tls"))]
+        let plain = true;
+        if plain && node.metadata.get("secure").is_some_and(|s| s == "true") {
+            // A handshake would fail with nothing a person could act on.
+            return Err(error::response(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "service `{}` node {address} serves TLS (its registration says \
+                     secure=true): start the gateway with --client-tls-ca, the CA that signed \
+                     its certificate",
+                    target.service
+                ),
+            )
+            .into());
+        }
         let grpc_path = match &target.endpoint {
             Some(endpoint) if target.grpc_path.is_empty() => {
                 let lookup = self.grpc_path(node, nodes, &target.service, endpoint);

@@ -34,8 +34,14 @@ impl RpcHandler {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let connection = Connection::new(address)
-            .map_err(|err| reflect::ReadFail::unreached(err.to_string()))?;
+        #[cfg(feature = "tls")]
+        let connection = match &self.inner.config.client_tls {
+            Some(tls) => Connection::with_tls(address, tls.clone()),
+            None => Connection::new(address),
+        };
+        #[cfg(not(feature = "tls"))]
+        let connection = Connection::new(address);
+        let connection = connection.map_err(|err| reflect::ReadFail::unreached(err.to_string()))?;
         remember(&mut channels, address, connection.clone(), MAX_CHANNELS);
         Ok(connection)
     }
