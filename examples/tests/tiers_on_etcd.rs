@@ -150,3 +150,49 @@ fn api_calls_srv_by_name_through_etcd() {
         "both deregistered on SIGTERM"
     );
 }
+
+/// The API tier started on an address in use says which, as the srv tier and the gateway do.
+#[test]
+fn the_api_tier_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_user-api"))
+        .args(["--address", &address])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("could not listen on {address}")),
+        "{stderr}"
+    );
+}
+
+/// A srv node that never reached its registry says, when stopped, that it was never registered,
+/// not that its registration will expire.
+#[test]
+fn a_node_stopped_before_it_ever_registered_says_so() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
+        .args(["--registry", "etcd", "--registry-address", &closed])
+        .args(["--registry-timeout", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rmicro_tests::process::listening_address(&mut child);
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("never registered"), "{stderr}");
+    assert!(!stderr.contains("expires with its TTL"), "{stderr}");
+}

@@ -458,6 +458,8 @@ pub struct Registration {
     /// Whether [`Registration::stop`] deregistered (or tried to): a registration dropped
     /// without it deregisters in the background.
     stopped: bool,
+    /// Whether the node was ever registered.
+    ever: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -478,12 +480,14 @@ impl Registration {
         interval: Duration,
     ) -> Registration {
         let (stop, stop_rx) = watch::channel(false);
+        let ever = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(keep_registered(
             Arc::clone(&registry),
             record.clone(),
             ttl,
             interval,
             stop_rx,
+            Arc::clone(&ever),
         ));
         Registration {
             registry,
@@ -492,6 +496,7 @@ impl Registration {
             task: Some(task),
             grace: DEFAULT_DEREGISTER_GRACE,
             stopped: false,
+            ever,
         }
     }
 
@@ -526,6 +531,10 @@ impl Registration {
             Ok(Ok(())) => {
                 tracing::info!(node = %self.record.nodes[0].id, grace = ?self.grace, "deregistered; serving on for the grace");
                 tokio::time::sleep(self.grace).await;
+            }
+            // Nothing was ever written: nothing to expire either.
+            _ if !self.ever.load(std::sync::atomic::Ordering::SeqCst) => {
+                tracing::warn!(node = %self.record.nodes[0].id, registry = self.registry.name(), "stopping a node that was never registered (the registry could not be reached)");
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "deregistering failed; the node expires with its TTL")
@@ -570,6 +579,9 @@ impl Drop for Registration {
     }
 }
 
+/// How often a node that keeps failing to register says so again.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(30);
+
 /// Registers `record` now and every `interval` (at least [`MIN_REGISTER_INTERVAL`]) until
 /// `stop`, retrying sooner (1 s, doubling, at most [`MAX_UNREACHABLE_RETRY`]) while the
 /// registry is unreachable.
@@ -579,8 +591,11 @@ async fn keep_registered(
     ttl: Duration,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
+    ever: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let interval = interval.max(MIN_REGISTER_INTERVAL);
+    // Since when registering has been failing, and when that was last said.
+    let mut failing: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     let mut lost = registry.registrations_lost();
     let mut registered = false;
     let mut backoff = Duration::from_secs(1);
@@ -605,16 +620,34 @@ async fn keep_registered(
                     tracing::info!(service = %record.name, registry = registry.name(), "registered");
                 }
                 registered = true;
+                failing = None;
+                ever.store(true, std::sync::atomic::Ordering::SeqCst);
                 backoff = Duration::from_secs(1);
                 interval
             }
             Err(err) => {
-                if registered || backoff == Duration::from_secs(1) {
-                    tracing::warn!(
-                        service = %record.name,
-                        error = %err,
-                        "could not register; serving anyway and retrying"
-                    );
+                let now = tokio::time::Instant::now();
+                match &mut failing {
+                    None => {
+                        tracing::warn!(
+                            service = %record.name,
+                            error = %err,
+                            "could not register; serving anyway and retrying"
+                        );
+                        failing = Some((now, now));
+                    }
+                    // Said again now and then: a node nobody can find (a mistyped registry
+                    // address) must not look healthy in its log after the first line.
+                    Some((since, said)) if now.duration_since(*said) >= STILL_FAILING_EVERY => {
+                        tracing::warn!(
+                            service = %record.name,
+                            error = %err,
+                            failing_for = ?now.duration_since(*since),
+                            "still not registered: callers cannot find this node; retrying"
+                        );
+                        *said = now;
+                    }
+                    Some(_) => {}
                 }
                 registered = false;
                 // An unreachable registry is tried again every few seconds at most: when it

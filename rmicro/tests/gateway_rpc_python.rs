@@ -804,7 +804,8 @@ async fn a_request_over_a_grpcio_services_limit_is_413() {
 
 /// A service that answers DEADLINE_EXCEEDED as the deadline the gateway sent runs out (gRPC's
 /// C core does, racing the gateway's own timer; a service's calls that inherited it do, a little
-/// early): 504, the gateway's timeout, not 408 (a client too slow to send its request).
+/// early): 504, the gateway's timeout, not 408 (a client too slow to send its request); and the
+/// service's own DEADLINE_EXCEEDED a 504 that keeps its detail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_run_out_at_the_service_is_504_not_408() {
     let (_py, gw, _stop) = setup("v1alpha", &["--backend-timeout", "2s"]).await;
@@ -814,12 +815,13 @@ async fn a_deadline_run_out_at_the_service_is_504_not_408() {
         json(&r)["detail"],
         "`/interop.v1.Interop/Slow` did not answer within 2s"
     );
-    // A service's own early DEADLINE_EXCEEDED is still its error, mapped as DESIGN.md says.
+    // A service's own early DEADLINE_EXCEEDED (a call of its own ran out behind it) is still its
+    // error, with its detail: a 504 too, as google.rpc.Code maps it (408 would blame the client).
     let body = serde_json::json!({"code": 4, "message": "upstream too slow"});
     let r = post(&gw, "/interop/interop/fail", &body.to_string()).await;
     assert_eq!(
-        (r.status, json(&r)["detail"].clone()),
-        (408, "upstream too slow".into())
+        (r.status, json(&r)["detail"].clone(), json(&r)["id"].clone()),
+        (504, "upstream too slow".into(), "go.micro.client".into())
     );
 }
 

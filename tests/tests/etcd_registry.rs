@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmicro_runtime::registry::{EtcdOptions, EtcdRegistry, Registry, RegistryError};
+use rmicro_runtime::registry::{
+    EtcdOptions, EtcdRegistry, Node, Registry, RegistryError, Service as Record,
+};
 use rmicro_runtime::selector::RoundRobin;
 use rmicro_runtime::{Client, RunningService, Service};
 use rmicro_tests::etcd::Etcd;
@@ -416,6 +418,162 @@ async fn registers_again_in_an_empty_etcd(name: &str, away: Duration) {
     .await;
     assert!(took < Duration::from_secs(8));
     running.stop().await.unwrap();
+}
+
+/// etcd wiped and back empty (an older revision than it had): another process's registry (the
+/// gateway's, a client's) keeps the nodes it knew until they register again, rather than find
+/// none for the second or two that takes (every request through the gateway was a 503 then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_kept_while_they_register_again_in_an_etcd_that_lost_its_data() {
+    let mut etcd = Etcd::start("lost-data");
+    let reg = registry(&etcd);
+    let observer = registry(&etcd);
+    // Registered by hand, so that the test says when the node registers again.
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "held-1".into(),
+            address: "127.0.0.1:1".into(),
+            ..Node::default()
+        }],
+        ..Record::default()
+    };
+    reg.register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // A little history, so that the emptied etcd's revision is older than this one's.
+    for i in 0..5 {
+        let key = format!("/rmicro-test/history/{i}");
+        let put = Command::new("etcdctl")
+            .args(["--endpoints", &etcd.client_addr, "put", &key, "x"])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "{put:?}");
+    }
+    let found = |observer: &Arc<dyn Registry>| {
+        let observer = Arc::clone(observer);
+        async move {
+            observer
+                .get_service("go.micro.srv.user")
+                .await
+                .is_ok_and(|records| records.iter().any(|r| !r.nodes.is_empty()))
+        }
+    };
+    let started = Instant::now();
+    while !found(&observer).await {
+        assert!(
+            started.elapsed() < EVENTUALLY,
+            "the observer never saw the node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    etcd.wipe();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.resume();
+    // The node registers again 2 s after etcd is back (its retry's backoff); meanwhile, and
+    // after, the observer still finds it.
+    let resumed = Instant::now();
+    let mut registered = false;
+    let mut missing = 0;
+    while resumed.elapsed() < Duration::from_secs(4) {
+        if !registered && resumed.elapsed() > Duration::from_secs(2) {
+            reg.register(&record, Duration::from_secs(60))
+                .await
+                .unwrap();
+            registered = true;
+        }
+        if !found(&observer).await {
+            missing += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(missing, 0, "lookups found no node {missing} times");
+    // Held no longer: the record is etcd's again, and goes when its node leaves.
+    reg.deregister(&record).await.unwrap();
+    let gone = Instant::now();
+    while found(&observer).await {
+        assert!(gone.elapsed() < EVENTUALLY, "the deregistered node stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node kept after etcd lost its data that does not register again is dropped once the hold
+/// (10 s) is over, and watchers hear that it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_kept_after_etcd_lost_its_data_goes_when_it_does_not_come_back() {
+    let mut etcd = Etcd::start("lost-for-good");
+    let reg = registry(&etcd);
+    let observer = registry(&etcd);
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "gone-1".into(),
+            address: "127.0.0.1:1".into(),
+            ..Node::default()
+        }],
+        ..Record::default()
+    };
+    reg.register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let key = format!("/rmicro-test/history/{i}");
+        let put = Command::new("etcdctl")
+            .args(["--endpoints", &etcd.client_addr, "put", &key, "x"])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "{put:?}");
+    }
+    let count = |observer: &Arc<dyn Registry>| {
+        let observer = Arc::clone(observer);
+        async move {
+            observer
+                .get_service("go.micro.srv.user")
+                .await
+                .map_or(0, |records| {
+                    records.iter().map(|r| r.nodes.len()).sum::<usize>()
+                })
+        }
+    };
+    let started = Instant::now();
+    while count(&observer).await == 0 {
+        assert!(
+            started.elapsed() < EVENTUALLY,
+            "the observer never saw the node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = observer.watch(Some("go.micro.srv.user")).await.unwrap();
+    drop(reg);
+    etcd.wipe();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.resume();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        count(&observer).await,
+        1,
+        "kept while it may register again"
+    );
+    let deleted = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match tokio_stream::StreamExt::next(&mut events).await {
+                Some(event) if event.action == rmicro_runtime::registry::Action::Delete => {
+                    break event;
+                }
+                Some(_) => {}
+                None => panic!("the watch ended"),
+            }
+        }
+    })
+    .await
+    .expect("a delete within the hold");
+    assert_eq!(deleted.service.nodes[0].id, "gone-1");
+    assert_eq!(count(&observer).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

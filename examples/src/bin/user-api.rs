@@ -28,7 +28,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let registry = cli.micro.registry()?;
     let client = cli.micro.client_builder(registry.clone())?.build();
-    let listener = tokio::net::TcpListener::bind(&cli.address).await?;
+    let listener = tokio::net::TcpListener::bind(&cli.address)
+        .await
+        .map_err(|err| format!("could not listen on {}: {err}", cli.address))?;
     println!("listening on {}", listener.local_addr()?);
     rmicro_examples::api::serve(
         listener,

@@ -158,7 +158,19 @@ struct Lease {
 struct Cache {
     primed: bool,
     records: Records,
+    /// The newest etcd revision seen (a list's or a watch event's).
+    revision: i64,
+    /// Records kept after etcd came back without them and with an older revision (its data
+    /// lost: wiped, or restored from an older snapshot), until their nodes register again or
+    /// [`HOLD_AFTER_DATA_LOSS`] passes: the nodes are most likely alive and about to register
+    /// again, and every lookup would find none meanwhile.
+    held: HashSet<Vec<u8>>,
+    held_until: Option<tokio::time::Instant>,
 }
+
+/// How long records are kept after etcd lost its data (see `Cache::held`): longer than a node
+/// takes to register again once etcd answers (it retries at least every 4 s).
+const HOLD_AFTER_DATA_LOSS: Duration = Duration::from_secs(10);
 
 /// The registry's records by etcd key, and the keys of each service name: a lookup by name
 /// (one per request for the gateway's rpc handler) reads that service's records only, whatever
@@ -511,6 +523,21 @@ impl Inner {
         })
     }
 
+    /// Drops the records still held after etcd lost its data (their nodes did not register
+    /// again in time), reporting them deleted.
+    fn drop_held(&self) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.held_until = None;
+        for key in std::mem::take(&mut cache.held) {
+            if let Some(service) = cache.records.remove(&key) {
+                let _ = self.events.send(Arc::new(Event {
+                    action: Action::Delete,
+                    service,
+                }));
+            }
+        }
+    }
+
     /// Lists the prefix into the cache, then follows the watch until it ends or fails.
     async fn sync(self: &Arc<Self>) -> Result<(), RegistryError> {
         let listed = self
@@ -537,8 +564,16 @@ impl Inner {
             // The first sync is the starting state, not a change; later syncs (after an
             // outage) report what changed while the watch was down.
             let report = cache.primed;
+            // etcd back with an older revision than it had: its data is gone (wiped, restored
+            // from an older snapshot), not the nodes, which register again within seconds.
+            let lost_data = report && revision < cache.revision;
+            let mut held = Vec::new();
             for (key, old) in cache.records.iter().filter(|_| report) {
                 if !records.contains_key(key) {
+                    if lost_data {
+                        held.push((key.clone(), old.clone()));
+                        continue;
+                    }
                     let _ = self.events.send(Arc::new(Event {
                         action: Action::Delete,
                         service: old.clone(),
@@ -560,6 +595,22 @@ impl Inner {
             }
             cache.records = records;
             cache.primed = true;
+            cache.revision = revision;
+            cache.held.clear();
+            cache.held_until = None;
+            if !held.is_empty() {
+                tracing::warn!(
+                    revision,
+                    records = held.len(),
+                    keep = ?HOLD_AFTER_DATA_LOSS,
+                    "etcd came back without its data (an older revision): its records are kept until their nodes register again"
+                );
+                cache.held_until = Some(tokio::time::Instant::now() + HOLD_AFTER_DATA_LOSS);
+                for (key, service) in held {
+                    cache.held.insert(key.clone());
+                    cache.records.insert(key, service);
+                }
+            }
         }
         self.primed.send_replace(true);
         self.refused
@@ -576,16 +627,39 @@ impl Inner {
             .watch(PREFIX, Some(options))
             .await
             .map_err(|e| self.error(e))?;
-        while let Some(resp) = stream.message().await.map_err(|e| self.error(e))? {
+        loop {
+            let held_until = self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .held_until;
+            let message = match held_until {
+                Some(until) => tokio::select! {
+                    message = stream.message() => message,
+                    () = tokio::time::sleep_until(until) => {
+                        self.drop_held();
+                        continue;
+                    }
+                },
+                None => stream.message().await,
+            };
+            let Some(resp) = message.map_err(|e| self.error(e))? else {
+                break;
+            };
             if resp.canceled() {
                 return Err(RegistryError::Other(
                     "etcd cancelled the registry watch".into(),
                 ));
             }
             let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(header) = resp.header() {
+                cache.revision = cache.revision.max(header.revision());
+            }
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let key = kv.key().to_vec();
+                // Written or deleted again: no longer held.
+                cache.held.remove(&key);
                 match event.event_type() {
                     EventType::Put => match Self::parse(&key, kv.value()) {
                         Ok(service) => {
