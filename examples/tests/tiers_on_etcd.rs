@@ -168,8 +168,8 @@ fn the_api_tier_names_the_address_it_cannot_listen_on() {
     );
 }
 
-/// A srv node that never reached its registry says, when stopped, that it was never registered,
-/// not that its registration will expire.
+/// A srv node that never reached its registry says, when stopped, that its registration never
+/// succeeded, not that deregistering failed.
 #[test]
 fn a_node_stopped_before_it_ever_registered_says_so() {
     // A port nothing listens on.
@@ -193,6 +193,6 @@ fn a_node_stopped_before_it_ever_registered_says_so() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("never registered"), "{stderr}");
-    assert!(!stderr.contains("expires with its TTL"), "{stderr}");
+    assert!(stderr.contains("registration never succeeded"), "{stderr}");
+    assert!(!stderr.contains("deregistering failed"), "{stderr}");
 }

@@ -297,6 +297,9 @@ impl ClientBuilder {
     }
 }
 
+/// The least time a call must have had for a node that did not answer it in time to be avoided.
+const MIN_SILENT_BUDGET: Duration = Duration::from_secs(1);
+
 /// Marks the node a call waits on as unreachable when dropped armed after the call's deadline:
 /// the call's timeout dropped it while the node had not answered. (Dropped armed before the
 /// deadline, the caller gave up on the call, which says nothing of the node.)
@@ -332,6 +335,9 @@ struct Route<'a> {
     /// Whether the answer's body is bounded by the deadline too: a stream's is (a unary
     /// call's whole future already is).
     bound_answer: bool,
+    /// Whether a node that has not answered the request's head by the deadline is avoided
+    /// for a while (see [`Silent`]).
+    watch_silence: bool,
 }
 
 impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> {
@@ -354,6 +360,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
             service,
             deadline,
             bound_answer,
+            watch_silence,
         } = *self;
         Box::pin(async move {
             let mut request = request;
@@ -401,7 +408,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                     // `host:port`, as picks look marks up.
                     address: connection.address(),
                     deadline,
-                    armed: deadline.is_some(),
+                    armed: watch_silence && deadline.is_some(),
                 };
                 let mut sent = connection.send_request(request, deadline, true).await;
                 let mut failed_over = None;
@@ -414,6 +421,8 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                         };
                     }
                     if let Some((ready_address, _)) = ready {
+                        // Sent elsewhere: the node still opening did not fail this call.
+                        silent.armed = false;
                         tracing::debug!(%service, %address, to = %ready_address, "the node's connection is still opening: the call went to a ready one");
                         tried.push(address.to_string());
                         failed_over = Some(ready_address);
@@ -689,12 +698,14 @@ impl Client {
         service: &'a str,
         deadline: Option<Instant>,
         bound_answer: bool,
+        watch_silence: bool,
     ) -> tonic::client::Grpc<Route<'a>> {
         tonic::client::Grpc::new(Route {
             client: self,
             service,
             deadline,
             bound_answer,
+            watch_silence,
         })
         .max_decoding_message_size(self.inner.receive_limit)
         // Servers may compress answers whatever the client asks (grpcio's `set_compression`,
@@ -763,7 +774,7 @@ impl Client {
             service,
             path,
             request,
-            true,
+            (true, true),
             |mut grpc, request| async move {
                 grpc.unary(
                     request,
@@ -783,7 +794,7 @@ impl Client {
         service: &'a str,
         path: &'static str,
         request: Request<M>,
-        unary: bool,
+        (unary, one_request): (bool, bool),
         call: F,
     ) -> Result<Resp, Status>
     where
@@ -817,8 +828,13 @@ impl Client {
         }
         // Pinned where it is made: the timeout holds a pointer to the call, not a copy of it
         // (a call's future is kilobytes, and each move of it a copy).
+        // A node owes the head of its answer once it has a call's one request message (the
+        // head of a client stream's answer may wait for the whole upload) and if the call had
+        // time enough to be answered (a call inheriting the last milliseconds of its caller's
+        // deadline says nothing of the node it goes to).
+        let watch_silence = one_request && limit.is_some_and(|limit| limit >= MIN_SILENT_BUDGET);
         let call = std::pin::pin!(call(
-            self.route(service, deadline, !unary),
+            self.route(service, deadline, !unary, watch_silence),
             Request::from_parts(metadata, extensions, message),
         ));
         match deadline {
@@ -849,7 +865,7 @@ impl Client {
             service,
             path,
             request,
-            false,
+            (false, true),
             |mut grpc, request| async move {
                 grpc.server_streaming(
                     request,
@@ -882,7 +898,7 @@ impl Client {
             service,
             path,
             request,
-            false,
+            (false, false),
             |mut grpc, request| async move {
                 grpc.client_streaming(
                     request,
@@ -915,7 +931,7 @@ impl Client {
             service,
             path,
             request,
-            false,
+            (false, false),
             |mut grpc, request| async move {
                 grpc.streaming(
                     request,

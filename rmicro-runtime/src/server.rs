@@ -863,6 +863,11 @@ impl BoundServer {
         let mut signal = std::pin::pin!(signal);
         // The connections' tasks, to cut those still open after the drain timeout.
         let mut connections = tokio::task::JoinSet::new();
+        // Told to connections still in their TLS handshake when the server stops: they are
+        // dropped, not waited for (a client that connects and says nothing would hold the
+        // drain up for the whole handshake limit).
+        #[cfg(feature = "tls")]
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -892,9 +897,12 @@ impl BoundServer {
                 // nothing else up, and gives up after the handshake limit.
                 let (acceptor, builder, watcher) =
                     (acceptor.clone(), builder.clone(), graceful.watcher());
+                let mut stopped = stopped.clone();
                 connections.spawn(async move {
-                    let accepted =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let accepted = tokio::select! {
+                        accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => accepted,
+                        _ = stopped.wait_for(|stop| *stop) => return,
+                    };
                     let tls = match accepted {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(err)) => {
@@ -923,6 +931,8 @@ impl BoundServer {
             });
         }
         drop(self.listener);
+        #[cfg(feature = "tls")]
+        stopping.send_replace(true);
         // Health watchers hear NOT_SERVING and their streams end, so they do not hold the drain.
         self.health.shut_down();
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())

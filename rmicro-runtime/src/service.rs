@@ -313,6 +313,15 @@ impl Service {
             // Registered as given, so callers must be able to connect to it as the client does:
             // a host alone, an empty one or a path would register a node no one can call.
             // (`https://` only for a server that serves TLS.)
+            Some(address) if !secure && address.starts_with("https://") => {
+                return Err(ServiceError::Advertise {
+                    address: address.clone(),
+                    reason: "this server does not serve TLS (give it --server-tls-cert and \
+                             --server-tls-key, or advertise http://)"
+                        .to_string(),
+                    example: format!("10.0.0.5:{}", local_addr.port()),
+                });
+            }
             Some(address) => match crate::transport::Connection::new(&if secure {
                 address.replacen("https://", "http://", 1)
             } else {
@@ -534,7 +543,7 @@ impl Registration {
             }
             // Nothing was ever written: nothing to expire either.
             _ if !self.ever.load(std::sync::atomic::Ordering::SeqCst) => {
-                tracing::warn!(node = %self.record.nodes[0].id, registry = self.registry.name(), "stopping a node that was never registered (the registry could not be reached)");
+                tracing::warn!(node = %self.record.nodes[0].id, registry = self.registry.name(), "stopping a node whose registration never succeeded (the registry could not be reached; should an attempt have got through after all, its record expires with its TTL)");
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "deregistering failed; the node expires with its TTL")

@@ -332,7 +332,7 @@ impl Connection {
     /// # Errors
     ///
     /// [`TransportError::BadAddress`] when `address` is not `host:port` or an `http://` URI
-    /// (TLS to nodes is not supported).
+    /// (an `https://` node needs [`Connection::with_tls`]).
     pub fn new(address: &str) -> Result<Connection, TransportError> {
         Connection::with_keepalive(address, None, None, ClientTls::default())
     }

@@ -826,15 +826,17 @@ async fn null_whitespace_query_beside_a_whole_body_and_inexact_integers() {
     )
     .await;
     assert_error_has(&r, 400, "which the request body sets (`display_name`)");
-    // `null` sets nothing: the query may.
+    // `null` sets nothing: the query may, a list too.
     let r = call(
         &gw,
         "POST",
-        &format!("{archive}?display_name=y"),
-        r#"{"displayName":null}"#,
+        &format!("{archive}?display_name=y&tags=a&tags=b"),
+        r#"{"displayName":null,"tags":null}"#,
     )
     .await;
-    assert_eq!(json(&r)["displayName"], "y", "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["displayName"], "y", "{}", r.body);
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]), "{}", r.body);
 
     for (body, want) in [
         (r#"{"pageCount": 1e3}"#, "1000"),

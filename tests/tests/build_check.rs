@@ -273,6 +273,21 @@ fn renaming_the_runtime_dependency_regenerates_the_code() {
     );
 }
 
+/// Services of every kind whose messages are all well-known types: generated, the file holds
+/// rmicro's items alone.
+const IDLE: &str = r#"syntax = "proto3";
+package idle.v1;
+import "google/protobuf/empty.proto";
+service Idle {
+  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);
+  rpc Watch(google.protobuf.Empty) returns (stream google.protobuf.Empty);
+  rpc Upload(stream google.protobuf.Empty) returns (google.protobuf.Empty);
+  rpc Chat(stream google.protobuf.Empty) returns (stream google.protobuf.Empty);
+  rpc Old(google.protobuf.Empty) returns (google.protobuf.Empty) { option deprecated = true; }
+}
+service Nothing {}
+"#;
+
 /// Generated code does not warn in the crate that includes it, whichever of clippy's groups the
 /// crate turns on (`pedantic` and `nursery` too, with warnings denied): every fixture `.proto`
 /// (all four kinds of method, deprecations, services without methods, keywords, a file without
@@ -300,9 +315,13 @@ fn generated_code_passes_clippy_with_pedantic_and_nursery_lints_denied() {
         .iter()
         .map(|p| format!("{:?}", root.join(p).display().to_string()))
         .collect();
+    // And a package of services alone (its messages are well-known types, so no prost code),
+    // included by `include_proto!` in a module with no allowances: rmicro's own items must
+    // carry theirs.
     let build = format!(
         "fn main() {{\n    rmicro_build::Config::new()\n        .include_file(\"fixtures.rs\")\n        \
-         .compile(&[{}], &[{:?}, {:?}]);\n}}\n",
+         .compile(&[{}], &[{:?}, {:?}]);\n    \
+         rmicro_build::Config::new().compile(&[\"proto/idle.proto\"], &[\"proto\"]);\n}}\n",
         protos.join(", "),
         root.join("proto").display().to_string(),
         root.join("tests/proto").display().to_string(),
@@ -312,10 +331,14 @@ fn generated_code_passes_clippy_with_pedantic_and_nursery_lints_denied() {
         "[dependencies]\nrmicro-runtime = { path = \"{root}/rmicro-runtime\" }\n\n\
          [build-dependencies]\nrmicro-build = { path = \"{root}/rmicro-build\" }",
     );
-    krate.write("build.rs", &build).write(
-        "src/lib.rs",
-        "//! Generated code, linted.\ninclude!(concat!(env!(\"OUT_DIR\"), \"/fixtures.rs\"));\n",
-    );
+    krate
+        .write("build.rs", &build)
+        .write("proto/idle.proto", IDLE)
+        .write(
+            "src/lib.rs",
+            "//! Generated code, linted.\ninclude!(concat!(env!(\"OUT_DIR\"), \"/fixtures.rs\"));\n\
+             /// Services alone.\npub mod idle {\n    rmicro_runtime::include_proto!(\"idle.v1\");\n}\n",
+        );
     let out = krate.cargo(&[
         "clippy",
         "--quiet",

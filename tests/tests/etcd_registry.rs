@@ -420,6 +420,37 @@ async fn registers_again_in_an_empty_etcd(name: &str, away: Duration) {
     running.stop().await.unwrap();
 }
 
+/// Writes a record of service `go.micro.srv.sentinel` straight into `etcd` and waits until
+/// `observer` finds it: from then on, `observer` follows this etcd (after an outage: it has
+/// listed it again).
+async fn sentinel_seen(etcd: &Etcd, observer: &Arc<dyn Registry>) {
+    let value = r#"{"name":"go.micro.srv.sentinel","version":"latest","metadata":null,"endpoints":[],"nodes":[{"id":"s-1","address":"127.0.0.1:2","metadata":null}]}"#;
+    let put = Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &etcd.client_addr,
+            "put",
+            "/micro/registry/go.micro.srv.sentinel/s-1",
+            value,
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    let started = Instant::now();
+    while observer
+        .get_service("go.micro.srv.sentinel")
+        .await
+        .map_or(true, |records| records.is_empty())
+    {
+        assert!(
+            started.elapsed() < EVENTUALLY,
+            "the observer never saw the sentinel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// etcd wiped and back empty (an older revision than it had): another process's registry (the
 /// gateway's, a client's) keeps the nodes it knew until they register again, rather than find
 /// none for the second or two that takes (every request through the gateway was a 503 then).
@@ -473,8 +504,11 @@ async fn nodes_are_kept_while_they_register_again_in_an_etcd_that_lost_its_data(
     etcd.wipe();
     tokio::time::sleep(Duration::from_millis(500)).await;
     etcd.resume();
-    // The node registers again 2 s after etcd is back (its retry's backoff); meanwhile, and
-    // after, the observer still finds it.
+    // The observer has listed the emptied etcd (it finds what was written there since)...
+    sentinel_seen(&etcd, &observer).await;
+    assert!(found(&observer).await, "the node was dropped at once");
+    // ...and the node registers again 2 s after etcd is back (its retry's backoff); meanwhile,
+    // and after, the observer still finds it.
     let resumed = Instant::now();
     let mut registered = false;
     let mut missing = 0;
@@ -553,7 +587,7 @@ async fn a_node_kept_after_etcd_lost_its_data_goes_when_it_does_not_come_back() 
     etcd.wipe();
     tokio::time::sleep(Duration::from_millis(500)).await;
     etcd.resume();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sentinel_seen(&etcd, &observer).await;
     assert_eq!(
         count(&observer).await,
         1,

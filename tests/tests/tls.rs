@@ -104,7 +104,10 @@ async fn rmicro_services_call_each_other_over_tls_and_mutual_tls() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let mutual = server_tls.client_ca(file("ca.pem")).unwrap();
     let running = user_service(&registry, mutual).await;
-    assert!(call(client(&registry, Some(tls.clone()))).await.is_err());
+    let refused = call(client(&registry, Some(tls.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     let with_cert = tls
         .identity(file("client.pem"), file("client.key"))
         .unwrap();
@@ -116,8 +119,31 @@ async fn rmicro_services_call_each_other_over_tls_and_mutual_tls() {
         .unwrap()
         .identity(other.dir.join("client.pem"), other.dir.join("client.key"))
         .unwrap();
-    assert!(call(client(&registry, Some(foreign))).await.is_err());
+    let refused = call(client(&registry, Some(foreign))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     running.stop().await.unwrap();
+}
+
+/// A client that connects and never begins its TLS handshake does not hold up the server's
+/// stop (the drain would wait out the handshake limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_does_not_hold_up_a_tls_servers_stop() {
+    let certs = TestCerts::new("tls-silent");
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let tls = ServerTls::new(certs.dir.join("server.pem"), certs.dir.join("server.key")).unwrap();
+    let running = user_service(&registry, tls).await;
+    let _silent = tokio::net::TcpStream::connect(running.local_addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    running.stop().await.unwrap();
+    // The deregister grace (1 s) and no more.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "stopping took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Python grpcio calls the rmicro server over TLS, then over mutual TLS with its own

@@ -121,8 +121,9 @@ impl RpcHandler {
         #[cfg(not(feature = "tls"))]
         let plain = true;
         if plain && node.metadata.get("secure").is_some_and(|s| s == "true") {
-            // A handshake would fail with nothing a person could act on.
-            return Err(error::response(
+            // A handshake would fail with nothing a person could act on. Not reachable by
+            // this gateway: another node (a plain one, in a move to TLS) may take the call.
+            return Err(NodeFail::unreached(error::response(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "service `{}` node {address} serves TLS (its registration says \
@@ -130,8 +131,7 @@ impl RpcHandler {
                      its certificate",
                     target.service
                 ),
-            )
-            .into());
+            )));
         }
         let grpc_path = match &target.endpoint {
             Some(endpoint) if target.grpc_path.is_empty() => {

@@ -586,9 +586,9 @@ fn conform_scalar(kind: &Kind, json: &mut Json, at: &str) -> Result<(), String> 
                             field => format!("field `{field}`"),
                         };
                         return Err(format!(
-                            "{field} is an integer written with a fraction or an exponent \
-                             ({json}), which cannot be read exactly past 2^53; write its digits \
-                             alone, or send it as a string"
+                            "{field} is {json}, read as a double: past 2^53 a double does not \
+                             hold every integer, so it may have been rounded; send it as a \
+                             string, or as digits without a fraction or exponent"
                         ));
                     }
                     Some(integral_f64(f).ok_or_else(not_integer)?)

@@ -335,7 +335,8 @@ fn field_chain(
                         "a repeated field"
                     };
                     return Err(format!(
-                        "field `{}` of `{}` is {what}; `{path}` cannot name a field inside                          its entries (send them in the body)",
+                        "field `{}` of `{}` is {what}; `{path}` cannot name a field inside \
+                         its entries (send them in the body)",
                         outer.name(),
                         message.full_name()
                     ));
@@ -400,9 +401,17 @@ fn set_param(
         let entry = json
             .entry(field.name().to_string())
             .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-        if let serde_json::Value::Array(items) = entry {
-            items.push(typed);
+        // `null` is the field's default: an empty list to add to.
+        if entry.is_null() {
+            *entry = serde_json::Value::Array(Vec::new());
         }
+        let serde_json::Value::Array(items) = entry else {
+            return Err(format!(
+                "`{path}` adds to `{}`, which is already set to a value that is not a list",
+                field.name()
+            ));
+        };
+        items.push(typed);
     } else {
         json.insert(field.name().to_string(), typed);
     }
