@@ -205,6 +205,15 @@ pub struct Flags {
         requires = "server_tls_cert"
     )]
     pub server_tls_client_ca: Option<std::path::PathBuf>,
+    /// TLS to the nodes this service's client calls.
+    #[command(flatten)]
+    pub client_tls: ClientTlsFlags,
+}
+
+/// TLS to the nodes a client calls (`--client-tls-*`), for `#[command(flatten)]` into a
+/// binary's parser: part of [`Flags`], and of `rmicro api` for its rpc handler.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsFlags {
     /// Reach nodes over TLS, checking their certificates against this CA (PEM).
     #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "PEM")]
     pub client_tls_ca: Option<std::path::PathBuf>,
@@ -223,6 +232,45 @@ pub struct Flags {
     /// Check every node's certificate against this name instead of the host it registered.
     #[arg(long, env = "MICRO_CLIENT_TLS_SERVER_NAME", requires = "client_tls_ca")]
     pub client_tls_server_name: Option<String>,
+}
+
+impl ClientTlsFlags {
+    /// The client TLS the flags ask for: `None` without `--client-tls-ca`.
+    ///
+    /// # Errors
+    ///
+    /// When the files cannot be used, or the binary was built without the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn build(&self) -> Result<Option<crate::tls::ClientTls>, ConfigError> {
+        let Some(ca) = &self.client_tls_ca else {
+            return Ok(None);
+        };
+        let tls = |source| ConfigError::Tls {
+            flags: "--client-tls-ca/--client-tls-cert/--client-tls-key",
+            source,
+        };
+        let mut client_tls = crate::tls::ClientTls::new(ca).map_err(tls)?;
+        if let (Some(cert), Some(key)) = (&self.client_tls_cert, &self.client_tls_key) {
+            client_tls = client_tls.identity(cert, key).map_err(tls)?;
+        }
+        if let Some(name) = &self.client_tls_server_name {
+            client_tls = client_tls.server_name(name).map_err(tls)?;
+        }
+        Ok(Some(client_tls))
+    }
+
+    /// Refuses the flags in a binary built without the `tls` feature.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::TlsNotBuilt`] when `--client-tls-ca` is given.
+    #[cfg(not(feature = "tls"))]
+    pub fn build(&self) -> Result<Option<std::convert::Infallible>, ConfigError> {
+        match self.client_tls_ca {
+            Some(_) => Err(ConfigError::TlsNotBuilt("--client-tls-ca")),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A configuration that cannot be put into effect.
@@ -580,28 +628,12 @@ impl Flags {
         } else {
             builder.selector(Random);
         }
-        if let Some(ca) = &self.client_tls_ca {
-            #[cfg(feature = "tls")]
-            {
-                let tls = |source| ConfigError::Tls {
-                    flags: "--client-tls-ca/--client-tls-cert/--client-tls-key",
-                    source,
-                };
-                let mut client_tls = crate::tls::ClientTls::new(ca).map_err(tls)?;
-                if let (Some(cert), Some(key)) = (&self.client_tls_cert, &self.client_tls_key) {
-                    client_tls = client_tls.identity(cert, key).map_err(tls)?;
-                }
-                if let Some(name) = &self.client_tls_server_name {
-                    client_tls = client_tls.server_name(name).map_err(tls)?;
-                }
-                builder.tls(client_tls);
-            }
-            #[cfg(not(feature = "tls"))]
-            {
-                let _ = ca;
-                return Err(ConfigError::TlsNotBuilt("--client-tls-ca"));
-            }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.client_tls.build()? {
+            builder.tls(tls);
         }
+        #[cfg(not(feature = "tls"))]
+        self.client_tls.build()?;
         Ok(builder)
     }
 

@@ -420,6 +420,57 @@ async fn registers_again_in_an_empty_etcd(name: &str, away: Duration) {
     running.stop().await.unwrap();
 }
 
+/// An etcd named `name` with a little history (so that, once emptied, its revision is older
+/// than this one's), a node registered by hand through `reg` (so that the test says when it
+/// registers again), and another process's registry, `observer`, that has seen the node.
+async fn lost_data_setup(
+    name: &str,
+    id: &str,
+) -> (Etcd, Arc<dyn Registry>, Arc<dyn Registry>, Record) {
+    let etcd = Etcd::start(name);
+    let reg = registry(&etcd);
+    let observer = registry(&etcd);
+    let record = Record {
+        name: "go.micro.srv.user".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: id.into(),
+            address: "127.0.0.1:1".into(),
+            ..Node::default()
+        }],
+        ..Record::default()
+    };
+    reg.register(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let key = format!("/rmicro-test/history/{i}");
+        let put = Command::new("etcdctl")
+            .args(["--endpoints", &etcd.client_addr, "put", &key, "x"])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "{put:?}");
+    }
+    let started = Instant::now();
+    while user_nodes(&observer).await == 0 {
+        assert!(
+            started.elapsed() < EVENTUALLY,
+            "the observer never saw the node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (etcd, reg, observer, record)
+}
+
+/// How many nodes of `go.micro.srv.user` `registry` finds (0 when the lookup fails).
+async fn user_nodes(registry: &Arc<dyn Registry>) -> usize {
+    registry
+        .get_service("go.micro.srv.user")
+        .await
+        .map_or(0, |records| records.iter().map(|r| r.nodes.len()).sum())
+}
+
 /// Writes a record of service `go.micro.srv.sentinel` straight into `etcd` and waits until
 /// `observer` finds it: from then on, `observer` follows this etcd (after an outage: it has
 /// listed it again).
@@ -456,50 +507,11 @@ async fn sentinel_seen(etcd: &Etcd, observer: &Arc<dyn Registry>) {
 /// none for the second or two that takes (every request through the gateway was a 503 then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_are_kept_while_they_register_again_in_an_etcd_that_lost_its_data() {
-    let mut etcd = Etcd::start("lost-data");
-    let reg = registry(&etcd);
-    let observer = registry(&etcd);
-    // Registered by hand, so that the test says when the node registers again.
-    let record = Record {
-        name: "go.micro.srv.user".into(),
-        version: "latest".into(),
-        nodes: vec![Node {
-            id: "held-1".into(),
-            address: "127.0.0.1:1".into(),
-            ..Node::default()
-        }],
-        ..Record::default()
-    };
-    reg.register(&record, Duration::from_secs(60))
-        .await
-        .unwrap();
-    // A little history, so that the emptied etcd's revision is older than this one's.
-    for i in 0..5 {
-        let key = format!("/rmicro-test/history/{i}");
-        let put = Command::new("etcdctl")
-            .args(["--endpoints", &etcd.client_addr, "put", &key, "x"])
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        assert!(put.status.success(), "{put:?}");
-    }
+    let (mut etcd, reg, observer, record) = lost_data_setup("lost-data", "held-1").await;
     let found = |observer: &Arc<dyn Registry>| {
         let observer = Arc::clone(observer);
-        async move {
-            observer
-                .get_service("go.micro.srv.user")
-                .await
-                .is_ok_and(|records| records.iter().any(|r| !r.nodes.is_empty()))
-        }
+        async move { user_nodes(&observer).await > 0 }
     };
-    let started = Instant::now();
-    while !found(&observer).await {
-        assert!(
-            started.elapsed() < EVENTUALLY,
-            "the observer never saw the node"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     etcd.wipe();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -538,50 +550,11 @@ async fn nodes_are_kept_while_they_register_again_in_an_etcd_that_lost_its_data(
 /// (10 s) is over, and watchers hear that it left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_kept_after_etcd_lost_its_data_goes_when_it_does_not_come_back() {
-    let mut etcd = Etcd::start("lost-for-good");
-    let reg = registry(&etcd);
-    let observer = registry(&etcd);
-    let record = Record {
-        name: "go.micro.srv.user".into(),
-        version: "latest".into(),
-        nodes: vec![Node {
-            id: "gone-1".into(),
-            address: "127.0.0.1:1".into(),
-            ..Node::default()
-        }],
-        ..Record::default()
-    };
-    reg.register(&record, Duration::from_secs(60))
-        .await
-        .unwrap();
-    for i in 0..5 {
-        let key = format!("/rmicro-test/history/{i}");
-        let put = Command::new("etcdctl")
-            .args(["--endpoints", &etcd.client_addr, "put", &key, "x"])
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        assert!(put.status.success(), "{put:?}");
-    }
+    let (mut etcd, reg, observer, _) = lost_data_setup("lost-for-good", "gone-1").await;
     let count = |observer: &Arc<dyn Registry>| {
         let observer = Arc::clone(observer);
-        async move {
-            observer
-                .get_service("go.micro.srv.user")
-                .await
-                .map_or(0, |records| {
-                    records.iter().map(|r| r.nodes.len()).sum::<usize>()
-                })
-        }
+        async move { user_nodes(&observer).await }
     };
-    let started = Instant::now();
-    while count(&observer).await == 0 {
-        assert!(
-            started.elapsed() < EVENTUALLY,
-            "the observer never saw the node"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let mut events = observer.watch(Some("go.micro.srv.user")).await.unwrap();
     drop(reg);
     etcd.wipe();

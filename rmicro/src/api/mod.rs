@@ -114,26 +114,10 @@ pub struct ApiArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
-    /// rpc handler: reach the services over TLS, checking their certificates against this CA
-    /// (PEM), as the runtime's clients do with the same flag.
-    #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "PEM")]
-    pub client_tls_ca: Option<std::path::PathBuf>,
-    /// rpc handler: the gateway's certificate chain (PEM) for services that require one (with
-    /// --client-tls-key and --client-tls-ca).
-    #[arg(long, env = "MICRO_CLIENT_TLS_CERT", value_name = "PEM", requires_all = ["client_tls_key", "client_tls_ca"])]
-    pub client_tls_cert: Option<std::path::PathBuf>,
-    /// rpc handler: the private key of --client-tls-cert (PEM).
-    #[arg(
-        long,
-        env = "MICRO_CLIENT_TLS_KEY",
-        value_name = "PEM",
-        requires = "client_tls_cert"
-    )]
-    pub client_tls_key: Option<std::path::PathBuf>,
-    /// rpc handler: check every service's certificate against this name instead of the host
-    /// its node registered.
-    #[arg(long, env = "MICRO_CLIENT_TLS_SERVER_NAME", requires = "client_tls_ca")]
-    pub client_tls_server_name: Option<String>,
+    /// rpc handler: TLS to the services it calls (`--client-tls-*`, as the runtime's clients
+    /// take them).
+    #[command(flatten)]
+    pub client_tls: rmicro_runtime::config::ClientTlsFlags,
 }
 
 /// What the request handlers (`http` and `rpc`) need.
@@ -292,29 +276,9 @@ impl Gateway {
             Arc::new(Random)
         };
         #[cfg(feature = "tls")]
-        let client_tls = match &args.client_tls_ca {
-            Some(ca) => {
-                let flags =
-                    |err| format!("--client-tls-ca/--client-tls-cert/--client-tls-key: {err}");
-                let mut tls = rmicro_runtime::tls::ClientTls::new(ca).map_err(flags)?;
-                if let (Some(cert), Some(key)) = (&args.client_tls_cert, &args.client_tls_key) {
-                    tls = tls.identity(cert, key).map_err(flags)?;
-                }
-                if let Some(name) = &args.client_tls_server_name {
-                    tls = tls.server_name(name).map_err(flags)?;
-                }
-                Some(tls)
-            }
-            None => None,
-        };
+        let client_tls = args.client_tls.build()?;
         #[cfg(not(feature = "tls"))]
-        if args.client_tls_ca.is_some() {
-            return Err(
-                "this rmicro was built without TLS support (its `tls` feature), which \
-                        --client-tls-ca needs: build it with `--features tls`"
-                    .into(),
-            );
-        }
+        args.client_tls.build()?;
         let config = HandlerConfig {
             namespace: args.namespace.clone(),
             registry,
