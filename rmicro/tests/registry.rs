@@ -185,6 +185,49 @@ fn an_unreachable_registry_is_a_clear_error() {
     }
 }
 
+/// An HTTP/1 server (Python's) given as the registry, a slip of the address: said at once,
+/// with what to check, not after the registry timeout with an HTTP/2 framing error alone.
+#[test]
+fn a_registry_address_that_is_not_grpc_is_a_clear_error() {
+    let mut server = Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is needed (scripts/test.sh installs it)");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 43117 (http://127.0.0.1:43117/) ..."
+    let port = line
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let address = format!("127.0.0.1:{port}");
+    for command in [&["list"][..], &["get", "go.micro.srv.user"]] {
+        let started = std::time::Instant::now();
+        let out = registry_command(&address)
+            .args(["--registry-timeout", "20s"])
+            .args(command)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error: registry unreachable: "), "{err}");
+        assert!(
+            err.contains(&format!("etcd at {address}: "))
+                && err.contains("does not speak gRPC: is the address one of etcd's client URLs (port 2379 by default)"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(10), "{command:?} took {took:?}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 /// An etcd that starts after the first refusals is found: the refusal is no verdict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_refusing_connections_is_used_once_it_listens() {

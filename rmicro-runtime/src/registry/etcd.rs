@@ -319,28 +319,27 @@ impl Inner {
     }
 
     /// How a lookup that waited in vain tells of the sync that failed: without the address it
-    /// names already, and with a hint when the failure points at TLS on one side only.
+    /// names already.
     fn last_attempt(&self, err: &RegistryError) -> String {
         let text = match err {
             RegistryError::Unreachable(why) => why.clone(),
             other => other.to_string(),
         };
         let at = format!("etcd at {}: ", self.endpoints());
-        let mut text = match text.strip_prefix(&at) {
+        match text.strip_prefix(&at) {
             Some(rest) => rest.to_string(),
             None => text,
-        };
-        // TLS is spoken with TLS options or with an `https://` endpoint.
-        let client_tls = self.options.tls.is_some()
+        }
+    }
+
+    /// Whether this client speaks TLS: with TLS options or with an `https://` endpoint.
+    fn client_tls(&self) -> bool {
+        self.options.tls.is_some()
             || self
                 .options
                 .endpoints
                 .iter()
-                .any(|e| e.to_ascii_lowercase().starts_with("https://"));
-        if let Some(hint) = tls_hint(&text, client_tls) {
-            text.push_str(hint);
-        }
-        text
+                .any(|e| e.to_ascii_lowercase().starts_with("https://"))
     }
 
     /// Maps an etcd-client error to a registry error with a message a person can act on.
@@ -379,11 +378,15 @@ impl Inner {
                     s.message()
                 ))
             }
-            _ => RegistryError::Unreachable(format!(
-                "etcd at {}: {}",
-                self.endpoints(),
-                failure_text(&err)
-            )),
+            _ => {
+                let failure = failure_text(&err);
+                // With a hint when the failure points at TLS on one side only, or at a server
+                // that is not etcd.
+                let hint = tls_hint(&failure, self.client_tls())
+                    .or_else(|| not_grpc_hint(&failure))
+                    .unwrap_or_default();
+                RegistryError::Unreachable(format!("etcd at {}: {failure}{hint}", self.endpoints()))
+            }
         }
     }
 
@@ -780,6 +783,18 @@ fn failure_text(err: &etcd_client::Error) -> String {
     text
 }
 
+/// What a failure to reach etcd says when what answers is not a gRPC server: an HTTP/1
+/// server (a web server, a metrics port) answers the HTTP/2 preface with `HTTP/1.1 400 …`,
+/// whose first bytes read as a frame far larger than any allowed (and so may the alert of a
+/// TLS server answering plain text).
+fn not_grpc_hint(failure: &str) -> Option<&'static str> {
+    failure.contains("frame with invalid size").then_some(
+        " (what answers there does not speak gRPC: is the address one of etcd's client URLs \
+         (port 2379 by default), not another server's? If etcd serves TLS, give \
+         --registry-tls-ca or an https:// address)",
+    )
+}
+
 /// What a failure to reach etcd says about TLS on one side only, given whether the client
 /// uses TLS: a server on the other side of that mismatch closes the connection at once (the
 /// handshake ends early, or the connection is reset).
@@ -826,6 +841,19 @@ async fn cache_loop(inner: Weak<Inner>) {
             _ => {}
         }
         let failure = result.as_ref().err().map(|err| strong.last_attempt(err));
+        // Something other than etcd answers: no use waiting for it to become etcd. Lookups
+        // waiting for the first sync are told at once (the loop goes on trying, in case the
+        // address is taken over by etcd later).
+        if let (Err(RegistryError::Unreachable(_)), Some(failure)) = (&result, &failure) {
+            if not_grpc_hint(failure).is_some() {
+                strong
+                    .refused
+                    .send_replace(Some(RegistryError::Unreachable(format!(
+                        "etcd at {}: {failure}",
+                        strong.endpoints()
+                    ))));
+            }
+        }
         *strong
             .last_failure
             .lock()
