@@ -201,7 +201,10 @@ impl ServerTls {
 /// require one. Cheap to clone.
 #[derive(Clone)]
 pub struct ClientTls {
+    /// For gRPC nodes: ALPN `h2`.
     config: Arc<rustls::ClientConfig>,
+    /// For HTTP/1.1 servers (the gateway's http handler): ALPN `http/1.1`.
+    http1: Arc<rustls::ClientConfig>,
     roots: Arc<rustls::RootCertStore>,
     ca: PathBuf,
     server_name: Option<ServerName<'static>>,
@@ -225,9 +228,11 @@ impl ClientTls {
     pub fn new(ca: impl AsRef<Path>) -> Result<ClientTls, TlsError> {
         let ca = ca.as_ref();
         let roots = Arc::new(load_roots(ca)?);
-        let config = client_config(&roots, None, ca)?;
+        let config = client_config(&roots, None, ca, b"h2")?;
+        let http1 = client_config(&roots, None, ca, b"http/1.1")?;
         Ok(ClientTls {
             config,
+            http1,
             roots,
             ca: ca.to_path_buf(),
             server_name: None,
@@ -246,7 +251,8 @@ impl ClientTls {
         key: impl AsRef<Path>,
     ) -> Result<ClientTls, TlsError> {
         let key = load_key_pair(cert.as_ref(), key.as_ref())?;
-        self.config = client_config(&self.roots, Some(key), &self.ca)?;
+        self.config = client_config(&self.roots, Some(Arc::clone(&key)), &self.ca, b"h2")?;
+        self.http1 = client_config(&self.roots, Some(key), &self.ca, b"http/1.1")?;
         Ok(self)
     }
 
@@ -266,22 +272,45 @@ impl ClientTls {
 
     /// Opens TLS over `tcp` to the node at `host`.
     pub(crate) async fn connect(&self, host: &str, tcp: TcpStream) -> std::io::Result<Stream> {
-        let name = match &self.server_name {
-            Some(name) => name.clone(),
-            None => {
-                // `[::1]` in an authority is `::1` in a certificate.
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
-                ServerName::try_from(bare.to_string()).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("`{host}` is not a name a certificate can be checked against"),
-                    )
-                })?
-            }
-        };
+        let name = self.name_for(host)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
         let tls = connector.connect(name, tcp).await?;
         Ok(Stream::Tls(Box::new(tls.into())))
+    }
+
+    /// Opens TLS over `tcp` to the HTTP/1.1 server at `host` (a name or an IP address, `[::1]`
+    /// as in a URL), offering ALPN `http/1.1`: the certificate is checked as for gRPC nodes.
+    /// The gateway's http handler reaches nodes that registered `secure=true` so.
+    ///
+    /// # Errors
+    ///
+    /// When `host` is no name a certificate can be checked against, or the handshake fails
+    /// (rustls's error: the certificate is not signed by the CA, does not name the node, the
+    /// node wants a client certificate, or serves plain text).
+    pub async fn connect_http1(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
+        let name = self.name_for(host)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.http1));
+        connector.connect(name, tcp).await
+    }
+
+    /// The name `host`'s certificate is checked against: the one given to
+    /// [`ClientTls::server_name`], else `host` itself.
+    fn name_for(&self, host: &str) -> std::io::Result<ServerName<'static>> {
+        if let Some(name) = &self.server_name {
+            return Ok(name.clone());
+        }
+        // `[::1]` in an authority is `::1` in a certificate.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(bare.to_string()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{host}` is not a name a certificate can be checked against"),
+            )
+        })
     }
 }
 
@@ -289,6 +318,7 @@ fn client_config(
     roots: &Arc<rustls::RootCertStore>,
     identity: Option<Arc<CertifiedKey>>,
     ca: &Path,
+    alpn: &[u8],
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -303,7 +333,7 @@ fn client_config(
             builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
         }
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -103,6 +103,44 @@ fn big_file() -> Vec<u8> {
 /// files under `/ng/` (`small.txt`, `big.bin`), `POST /ng/post` answered `posted`, and kept-alive
 /// connections closed after 1 s idle or 3 requests.
 fn nginx() -> Peer {
+    nginx_serving(None)
+}
+
+/// [`nginx`] serving HTTPS only, with the certificate and key in `certs` (`server.pem`, for
+/// 127.0.0.1 and localhost, signed by `ca.pem`).
+#[cfg(feature = "tls")]
+fn nginx_https(certs: &rmicro_tests::etcd::TestCerts) -> Peer {
+    nginx_serving(Some((&certs.dir, false)))
+}
+
+/// [`nginx_https`] requiring a client certificate signed by `ca.pem` (mutual TLS).
+#[cfg(feature = "tls")]
+fn nginx_mutual_tls(certs: &rmicro_tests::etcd::TestCerts) -> Peer {
+    nginx_serving(Some((&certs.dir, true)))
+}
+
+/// [`nginx`], over TLS with `server.pem` and `server.key` in the directory `tls` names if
+/// given, requiring a client certificate signed by its `ca.pem` if it says so.
+fn nginx_serving(tls: Option<(&Path, bool)>) -> Peer {
+    let (ssl, certificate) = match tls {
+        Some((certs, mutual)) => (
+            " ssl",
+            format!(
+                "ssl_certificate {};\n    ssl_certificate_key {};\n    {}",
+                certs.join("server.pem").display(),
+                certs.join("server.key").display(),
+                if mutual {
+                    format!(
+                        "ssl_client_certificate {};\n    ssl_verify_client on;",
+                        certs.join("ca.pem").display()
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let dir = std::env::temp_dir().join(format!("rmicro-nginx-{}", unique()));
     let www = dir.join("www/ng");
     std::fs::create_dir_all(&www).unwrap();
@@ -126,7 +164,8 @@ http {{
   keepalive_timeout 1s;
   keepalive_requests 3;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
+    {certificate}
     root {d}/www;
     location = /ng/post {{ return 200 \"posted\"; }}
   }}
@@ -178,14 +217,24 @@ http {{
     peer
 }
 
-async fn register(registry: &Arc<dyn Registry>, service: &str, id: &str, addr: &str) {
+/// Registers node `id` of `service` at `addr` with `metadata`.
+async fn register_with(
+    registry: &Arc<dyn Registry>,
+    service: &str,
+    id: &str,
+    addr: &str,
+    metadata: &[(&str, &str)],
+) {
     let record = Record {
         name: service.into(),
         version: "latest".into(),
         nodes: vec![Node {
             id: id.into(),
             address: addr.into(),
-            ..Default::default()
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
         }],
         ..Default::default()
     };
@@ -202,12 +251,23 @@ async fn gateway(
     peer: &Peer,
     flags: &[&str],
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_with(service, peer, &[], flags).await
+}
+
+/// [`gateway`], the node registered with `metadata`.
+async fn gateway_with(
+    service: &str,
+    peer: &Peer,
+    metadata: &[(&str, &str)],
+    flags: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    register(
+    register_with(
         &registry,
         &format!("go.micro.api.{service}"),
         "n0",
         &peer.addr,
+        metadata,
     )
     .await;
     let mut args = vec![
@@ -884,6 +944,137 @@ async fn a_client_leaving_an_event_stream_ends_the_nodes_stream() {
             let mut client = Client::connect(&gw).await;
             assert_eq!(client.get("/py/broken").await.text(), "1", "{mode}");
         }
+    })
+    .await;
+}
+
+/// A node that registered `secure=true` (an HTTPS server: nginx with a certificate signed by
+/// the test CA) is reached over TLS with `--client-tls-ca`: small and large answers, a body
+/// sent, and the new connections nginx's `keepalive_requests 3` makes the gateway open.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_registered_secure_are_reached_over_tls() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-https-node");
+        let ng = nginx_https(&certs);
+        let ca = certs.dir.join("ca.pem").display().to_string();
+        let secure = [("secure", "true")];
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &["--client-tls-ca", &ca]).await;
+        let mut client = Client::connect(&gw).await;
+        for _ in 0..7 {
+            let got = client.get("/ng/small.txt").await;
+            assert_eq!((got.status, got.text().as_str()), (200, "small file\n"));
+        }
+        let got = client.get("/ng/big.bin").await;
+        assert_eq!(got.status, 200);
+        assert!(got.body == big_file(), "{} bytes", got.body.len());
+        let got = client.post("/ng/post", b"a body").await;
+        assert_eq!((got.status, got.text().as_str()), (200, "posted"));
+        // After a second idle (nginx's keepalive_timeout) the pooled connection is gone too.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let got = client.get("/ng/small.txt").await;
+        assert_eq!((got.status, got.text().as_str()), (200, "small file\n"));
+    })
+    .await;
+}
+
+/// The JSON error of a gateway answer: its status and `detail`.
+#[cfg(feature = "tls")]
+fn error_detail(got: &Got) -> (u16, String) {
+    let v: serde_json::Value = serde_json::from_slice(&got.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", got.text()));
+    assert_eq!(v["id"], "go.micro.api", "{}", got.text());
+    (
+        got.status,
+        v["detail"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// A secure node and a gateway that cannot speak TLS to it (no CA given, or a CA that did not
+/// sign the node's certificate), and a plain node behind a gateway that speaks only TLS: each a
+/// 502 that says why and what to give.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_node_the_gateway_cannot_speak_tls_to_is_a_502_that_says_why() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-https-refused");
+        let other = rmicro_tests::etcd::TestCerts::new("gw-https-other-ca");
+        let ng = nginx_https(&certs);
+        let secure = [("secure", "true")];
+
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &[]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(
+            detail.contains(&format!(
+                "node {} serves TLS (its registration says secure=true)",
+                ng.addr
+            )) && detail.contains("--client-tls-ca"),
+            "{detail}"
+        );
+
+        let wrong_ca = other.dir.join("ca.pem").display().to_string();
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &["--client-tls-ca", &wrong_ca]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(
+            detail.contains("failed the TLS handshake") && detail.contains("certificate"),
+            "{detail}"
+        );
+
+        // A gateway with client TLS never falls back to plain text (as services' clients): a
+        // plain node is a 502 that says why, not a request sent in the clear.
+        let py = python("1.1");
+        let ca = certs.dir.join("ca.pem").display().to_string();
+        let (gw, _stop) = gateway("py", &py, &["--client-tls-ca", &ca]).await;
+        let got = Client::connect(&gw).await.get("/py/hello").await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(
+            detail.contains("failed the TLS handshake")
+                && detail.contains("its registration does not say secure=true"),
+            "{detail}"
+        );
+    })
+    .await;
+}
+
+/// A node that requires client certificates (nginx's `ssl_verify_client on`) is reached with
+/// `--client-tls-cert` and `--client-tls-key`; without them nginx's own 400 comes back.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_node_requiring_client_certificates_gets_the_gateways() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-https-mutual");
+        let ng = nginx_mutual_tls(&certs);
+        let file = |name: &str| certs.dir.join(name).display().to_string();
+        let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+        let secure = [("secure", "true")];
+        let flags = [
+            "--client-tls-ca",
+            &ca,
+            "--client-tls-cert",
+            &cert,
+            "--client-tls-key",
+            &key,
+        ];
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &flags).await;
+        let mut client = Client::connect(&gw).await;
+        for _ in 0..4 {
+            let got = client.get("/ng/small.txt").await;
+            assert_eq!((got.status, got.text().as_str()), (200, "small file\n"));
+        }
+
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &["--client-tls-ca", &ca]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        assert_eq!(got.status, 400, "{}", got.text());
+        assert!(
+            got.text().contains("No required SSL certificate was sent"),
+            "{}",
+            got.text()
+        );
     })
     .await;
 }

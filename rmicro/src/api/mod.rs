@@ -114,8 +114,9 @@ pub struct ApiArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
-    /// rpc handler: TLS to the services it calls (`--client-tls-*`, as the runtime's clients
-    /// take them).
+    /// TLS to the nodes (`--client-tls-*`, as the runtime's clients take them): the rpc
+    /// handler's gRPC calls, and the http handler's requests (HTTP/1.1 over TLS) to nodes that
+    /// registered `secure=true`, or to every node once a CA is given.
     #[command(flatten)]
     pub client_tls: rmicro_runtime::config::ClientTlsFlags,
 }

@@ -69,6 +69,10 @@ pub(crate) enum PoolError {
     /// the node closed it for being idle as the request went out, and is fine.
     #[error("kept-alive connection closed by the node: {0}")]
     Stale(#[source] hyper::Error),
+    /// The node registered `secure=true` and the gateway could not open TLS to it: it has no
+    /// client TLS (`--client-tls-ca`), or the handshake failed. The request was not sent.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The connection one exchange goes out on: taken from the pool, or opened when sent.
@@ -79,6 +83,9 @@ pub(crate) struct Lease {
     stale: bool,
     /// Whether its connection was opened for this request ([`Pool::open`]), not pooled.
     opened: bool,
+    /// Whether its connection speaks TLS (its node registered `secure=true`); one opened
+    /// again for this request does too.
+    secure: bool,
     /// When it was taken from the pool: the one clock read per request, which the backend
     /// timeout counts from, and the connection's next idle time too (from this request's start,
     /// a little more than it will have been).
@@ -94,6 +101,7 @@ impl Lease {
             conn: None,
             stale: false,
             opened: false,
+            secure: false,
             taken: None,
             timer: None,
         }
@@ -132,6 +140,8 @@ struct Pooled {
     busy_at: Option<Instant>,
     /// Its timer for the backend timeout, kept for the next request.
     timer: Option<Timer>,
+    /// Whether it speaks TLS.
+    secure: bool,
 }
 
 /// A connection's timer for the backend timeout, kept with it from one request to the next:
@@ -214,6 +224,9 @@ pub(crate) struct Pool {
     /// Whether the task that closes idle connections runs (started with the first one, and
     /// again should its runtime end).
     sweeping: Arc<AtomicBool>,
+    /// How nodes that registered `secure=true` are reached, if the gateway can.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<rmicro_runtime::tls::ClientTls>,
 }
 
 impl Pool {
@@ -231,6 +244,8 @@ impl Pool {
             connect_timeout,
             idle_limit,
             sweeping: Arc::new(AtomicBool::new(false)),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -271,6 +286,7 @@ impl Pool {
                     conn: Some(pooled.conn),
                     stale: now >= pooled.stale_at,
                     opened: false,
+                    secure: pooled.secure,
                     taken: Some(now),
                     timer: pooled.timer,
                 };
@@ -281,13 +297,20 @@ impl Pool {
         Lease::fresh()
     }
 
-    /// `lease` with its connection opened now if it has none, so that a node that cannot be
-    /// reached is known while the request is still whole (its body unread): it may then go to
-    /// another node, whatever its method.
-    pub(crate) async fn open(&self, mut lease: Lease, address: &str) -> Result<Lease, PoolError> {
+    /// `lease` with its connection opened now if it has none (over TLS if `secure`: the node
+    /// registered `secure=true`), so that a node that cannot be reached is known while the
+    /// request is still whole (its body unread): it may then go to another node, whatever its
+    /// method.
+    pub(crate) async fn open(
+        &self,
+        mut lease: Lease,
+        address: &str,
+        secure: bool,
+    ) -> Result<Lease, PoolError> {
         if lease.conn.is_none() {
-            lease.conn = Some(Box::pin(self.connect(address)).await?);
+            lease.conn = Some(Box::pin(self.connect(address, secure)).await?);
             lease.opened = true;
+            lease.secure = secure;
         }
         Ok(lease)
     }
@@ -298,6 +321,7 @@ impl Pool {
         conn: http1::SendRequest<Body>,
         stale_at: Option<Instant>,
         timer: Option<Timer>,
+        secure: bool,
     ) {
         let Some(stale_at) = stale_at.or_else(|| Instant::now().checked_add(STALE_AFTER)) else {
             return;
@@ -320,6 +344,7 @@ impl Pool {
                 stale_at,
                 busy_at: None,
                 timer,
+                secure,
             });
         }
         drop(nodes);
@@ -338,24 +363,76 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<http1::SendRequest<Body>, PoolError> {
+    /// A new connection to the node at `address`: over TLS if the gateway has client TLS (as
+    /// the runtime's clients, it then never falls back to plain text, whatever the registry
+    /// says) or if the node registered `secure=true` (`secure`; an error without client TLS).
+    async fn connect(
+        &self,
+        address: &str,
+        secure: bool,
+    ) -> Result<http1::SendRequest<Body>, PoolError> {
+        #[cfg(feature = "tls")]
+        let tls = secure || self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = secure;
+        if tls {
+            return self.connect_tls(address, secure).await;
+        }
         let stream = rmicro_runtime::transport::connect_tcp(address, self.connect_timeout)
             .await
             .map_err(|err| PoolError::Connect(err.to_string()))?;
-        let (sender, conn) = http1::Builder::new()
-            // Head and small bodies in one buffer, one write (as the server side).
-            .writev(false)
-            .handshake(TokioIo::new(stream))
+        handshake(address, stream).await
+    }
+
+    /// A new connection over TLS to the node at `address`, its certificate checked against the
+    /// gateway's client TLS.
+    #[cfg(feature = "tls")]
+    async fn connect_tls(
+        &self,
+        address: &str,
+        registered_secure: bool,
+    ) -> Result<http1::SendRequest<Body>, PoolError> {
+        let Some(tls) = &self.tls else {
+            return Err(PoolError::Tls(NO_CLIENT_TLS.to_string()));
+        };
+        let deadline = Instant::now() + self.connect_timeout;
+        let stream = rmicro_runtime::transport::connect_tcp(address, self.connect_timeout)
             .await
             .map_err(|err| PoolError::Connect(err.to_string()))?;
-        let address = address.to_string();
-        tokio::spawn(async move {
-            // With upgrades: a `101 Switching Protocols` hands the connection to the tunnel.
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(%address, error = %err, "backend connection ended");
-            }
-        });
-        Ok(sender)
+        // `host:port`, `[::1]:port`: the host is what the certificate must name.
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let stream = tokio::time::timeout_at(deadline, tls.connect_http1(host, stream))
+            .await
+            .map_err(|_| {
+                PoolError::Tls(format!(
+                    "did not finish a TLS handshake within {:?} of connecting (does it serve \
+                     TLS?)",
+                    self.connect_timeout
+                ))
+            })?
+            .map_err(|err| {
+                let hint = if registered_secure {
+                    ""
+                } else {
+                    " (its registration does not say secure=true: given --client-tls-ca, the \
+                     gateway reaches every node over TLS, as services' clients do)"
+                };
+                PoolError::Tls(format!("failed the TLS handshake: {err}{hint}"))
+            })?;
+        handshake(address, stream).await
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn connect_tls(
+        &self,
+        _address: &str,
+        _secure: bool,
+    ) -> Result<http1::SendRequest<Body>, PoolError> {
+        Err(PoolError::Tls(
+            "serves TLS (its registration says secure=true), and this gateway was built \
+             without TLS (rmicro's `tls` feature)"
+                .to_string(),
+        ))
     }
 
     /// Sends `request` (origin-form URI) to the node at `address` (`host:port`) on `lease`
@@ -383,6 +460,7 @@ impl Pool {
                 conn,
                 stale,
                 opened,
+                secure,
                 taken,
                 mut timer,
             } = lease;
@@ -395,7 +473,7 @@ impl Pool {
             let mut conn = match conn {
                 Some(conn) => conn,
                 None => {
-                    let connect = Box::pin(self.connect(address));
+                    let connect = Box::pin(self.connect(address, secure));
                     match within(connect, sleep.as_mut().map(Pin::as_mut)).await? {
                         Ok(conn) => conn,
                         Err(err) => return Ok(Err(err)),
@@ -409,6 +487,7 @@ impl Pool {
                     let again = Retry {
                         pooled,
                         stale,
+                        secure,
                         replay,
                     };
                     let resent = Box::pin(self.resend(address, err, again));
@@ -421,7 +500,7 @@ impl Pool {
             // A connection that switched protocols is the tunnel's now.
             if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 let stale_at = taken.and_then(|taken| taken.checked_add(STALE_AFTER));
-                self.checkin(address, conn, stale_at, timer);
+                self.checkin(address, conn, stale_at, timer, secure);
             }
             Ok(Ok(response))
         }
@@ -449,13 +528,42 @@ impl Pool {
                 });
             }
         };
-        let mut conn = self.connect(address).await?;
+        let mut conn = self.connect(address, again.secure).await?;
         let response = conn
             .send_request(request)
             .await
             .map_err(PoolError::Exchange)?;
         Ok((conn, response))
     }
+}
+
+/// What a request to a node that registered `secure=true` is told when the gateway has no
+/// client TLS.
+#[cfg(feature = "tls")]
+const NO_CLIENT_TLS: &str = "serves TLS (its registration says secure=true), and the \
+     gateway speaks plain HTTP to nodes: give it the CA that signed the node's certificate \
+     (--client-tls-ca; --client-tls-cert and --client-tls-key if the node wants a client \
+     certificate)";
+
+/// An HTTP/1.1 connection to the node at `address` over `stream`, driven by a task of its own.
+async fn handshake<S>(address: &str, stream: S) -> Result<http1::SendRequest<Body>, PoolError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        // Head and small bodies in one buffer, one write (as the server side).
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| PoolError::Connect(err.to_string()))?;
+    let address = address.to_string();
+    tokio::spawn(async move {
+        // With upgrades: a `101 Switching Protocols` hands the connection to the tunnel.
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(%address, error = %err, "backend connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// Whether `conns`, a node's list grown to [`MAX_PER_NODE`], has room for one more: fewer idle
@@ -471,6 +579,8 @@ struct Retry {
     pooled: bool,
     /// It had sat idle long enough for its node to close it.
     stale: bool,
+    /// It spoke TLS (so does the new one).
+    secure: bool,
     /// A copy of the request, if it may be sent twice.
     replay: Option<Box<Request<Body>>>,
 }

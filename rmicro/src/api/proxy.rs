@@ -119,7 +119,12 @@ impl Proxy {
         tunnel_idle: Duration,
         backend_idle: Duration,
     ) -> Proxy {
-        let pool = Pool::new(Duration::from_secs(2), backend_idle);
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut pool = Pool::new(Duration::from_secs(2), backend_idle);
+        #[cfg(feature = "tls")]
+        {
+            pool.tls.clone_from(&config.client_tls);
+        }
         let nodes = NodeCache::new(std::sync::Arc::clone(&config.registry), DEFAULT_CACHE_TTL);
         Proxy {
             inner: Arc::new(Inner {
@@ -340,7 +345,15 @@ impl Proxy {
                 if lease.unopened() {
                     // Opened before the request goes: a node that cannot be reached got none of
                     // it, so any request (a POST with its body too) may go to another node.
-                    let opening = self.inner.pool.open(lease, target);
+                    // Over TLS to a node that registered `secure=true` (looked up only when a
+                    // connection is opened: a pooled one knows). A gRPC node is left to fail
+                    // in plain text, which says to use the rpc handler (below).
+                    let secure = nodes.iter().any(|n| {
+                        n.address.as_ptr() == address.as_ptr()
+                            && n.metadata.get("secure").is_some_and(|s| s == "true")
+                            && n.metadata.get("protocol").is_none_or(|p| p != "grpc")
+                    });
+                    let opening = self.inner.pool.open(lease, target, secure);
                     // The backend timeout bounds connecting too, as it did inside the send.
                     match tokio::time::timeout(config.backend_timeout, opening).await {
                         Ok(Ok(opened)) => lease = opened,
@@ -349,9 +362,14 @@ impl Proxy {
                         // got nothing, and is avoided.
                         failed => {
                             let timed_out = failed.is_err();
+                            // What a person can act on: why TLS to the node failed.
+                            let mut why = None;
                             match failed {
                                 Ok(Err(err)) => {
                                     tracing::warn!(%service, %address, error = %err, "backend failed");
+                                    if let PoolError::Tls(tls) = err {
+                                        why = Some(tls);
+                                    }
                                 }
                                 _ => {
                                     tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
@@ -374,9 +392,10 @@ impl Proxy {
                                     ),
                                 );
                             }
+                            let why = why.as_deref().unwrap_or("is unreachable");
                             return fail(
                                 StatusCode::BAD_GATEWAY,
-                                format!("service `{service}` node {address} is unreachable"),
+                                format!("service `{service}` node {address} {why}"),
                             );
                         }
                     }
@@ -536,6 +555,8 @@ impl Proxy {
                         }
                         // What went wrong, and whether the node looks down (then it is avoided).
                         let (detail, down) = match &err {
+                        // Opening a new connection for a replay: as below.
+                        PoolError::Tls(why) => (why.as_str(), true),
                         PoolError::Connect(_) => ("is unreachable", true),
                         // A gRPC server (HTTP/2 only) answers HTTP/1.1 with bytes that are
                         // no response, or closes the connection while the request's body still
@@ -582,7 +603,7 @@ impl Proxy {
                         // node, as Go's transport sends it again and nginx to the next server.
                         let closed = elsewhere
                             && matches!(&err, PoolError::Exchange(e) | PoolError::Stale(e) if closed_by_node(e));
-                        if (closed || matches!(err, PoolError::Connect(_)))
+                        if (closed || matches!(err, PoolError::Connect(_) | PoolError::Tls(_)))
                             && retryable
                             && tried.is_empty()
                         {
