@@ -261,12 +261,22 @@ async fn gateway_with(
     metadata: &[(&str, &str)],
     flags: &[&str],
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_at(service, &peer.addr, metadata, flags).await
+}
+
+/// [`gateway`], the node registered at `address` with `metadata`.
+async fn gateway_at(
+    service: &str,
+    address: &str,
+    metadata: &[(&str, &str)],
+    flags: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     register_with(
         &registry,
         &format!("go.micro.api.{service}"),
         "n0",
-        &peer.addr,
+        address,
         metadata,
     )
     .await;
@@ -978,6 +988,34 @@ async fn nodes_registered_secure_are_reached_over_tls() {
     .await;
 }
 
+/// A node registered at an `https://` address (as a TLS server advertises itself), no
+/// `secure` in its metadata, is reached over TLS too; without client TLS the 502 says why.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_registered_at_https_addresses_are_reached_over_tls() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-https-address");
+        let ng = nginx_https(&certs);
+        let ca = certs.dir.join("ca.pem").display().to_string();
+        let at = format!("https://{}", ng.addr);
+        let (gw, _stop) = gateway_at("ng", &at, &[], &["--client-tls-ca", &ca]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        assert_eq!((got.status, got.text().as_str()), (200, "small file\n"));
+
+        let (gw, _stop) = gateway_at("ng", &at, &[], &[]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(
+            detail.contains(
+                "serves TLS (its registration says so: secure=true or an https:// address)"
+            ),
+            "{detail}"
+        );
+    })
+    .await;
+}
+
 /// The JSON error of a gateway answer: its status and `detail`.
 #[cfg(feature = "tls")]
 fn error_detail(got: &Got) -> (u16, String) {
@@ -1008,7 +1046,7 @@ async fn a_secure_node_the_gateway_cannot_speak_tls_to_is_a_502_that_says_why() 
         assert_eq!(status, 502, "{detail}");
         assert!(
             detail.contains(&format!(
-                "node {} serves TLS (its registration says secure=true)",
+                "node {} serves TLS (its registration says so: secure=true or an https:// address)",
                 ng.addr
             )) && detail.contains("--client-tls-ca"),
             "{detail}"
@@ -1034,7 +1072,7 @@ async fn a_secure_node_the_gateway_cannot_speak_tls_to_is_a_502_that_says_why() 
         assert_eq!(status, 502, "{detail}");
         assert!(
             detail.contains("failed the TLS handshake")
-                && detail.contains("its registration does not say secure=true"),
+                && detail.contains("its registration does not say it serves TLS"),
             "{detail}"
         );
     })

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rmicro_runtime::registry::Node;
 
 /// The `host:port` to connect to for a node registered at `address`: `host:port`,
-/// `[v6]:port`, either with `http://` before it and a `/` after it, as the runtime's client
-/// takes them. `Err` says what is wrong.
+/// `[v6]:port`, either with `http://` or `https://` (a node serving TLS: see [`https`]) before
+/// it and a `/` after it, as the runtime's client takes them. `Err` says what is wrong.
 pub(crate) fn connect_to(address: &str) -> Result<&str, &'static str> {
     let rest = target(address);
     let bytes = rest.as_bytes();
@@ -29,7 +29,7 @@ pub(crate) fn connect_to(address: &str) -> Result<&str, &'static str> {
                 last_colon = i;
             }
             b'/' if i > 0 && bytes[i - 1] == b':' && bytes.get(i + 1) == Some(&b'/') => {
-                return Err("has a scheme other than http://");
+                return Err("has a scheme other than http:// or https://");
             }
             b'/' | b'?' | b'#' | b'@' => return Err("is not host:port"),
             _ if b.is_ascii_whitespace() || b < 0x20 => return Err("is not host:port"),
@@ -59,10 +59,21 @@ pub(crate) fn connect_to(address: &str) -> Result<&str, &'static str> {
     }
 }
 
-/// Where to connect for a node [`usable`] kept: its address without `http://` or a trailing `/`.
+/// Where to connect for a node [`usable`] kept: its address without `http://` or `https://`
+/// or a trailing `/`.
 pub(crate) fn target(address: &str) -> &str {
-    let rest = address.strip_prefix("http://").unwrap_or(address);
+    let rest = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address);
     rest.strip_suffix('/').unwrap_or(rest)
+}
+
+/// Whether the node at `address` says it serves TLS by its address (`https://host:port`, as a
+/// TLS server of the runtime advertises itself); its registration may say so too
+/// (`secure=true`).
+pub(crate) fn https(address: &str) -> bool {
+    address.starts_with("https://")
 }
 
 /// How many node snapshots each thread remembers as checked.
@@ -127,6 +138,7 @@ mod tests {
             ("[::1]:9090", "[::1]:9090"),
             ("http://127.0.0.1:8080", "127.0.0.1:8080"),
             ("http://[::1]:9090/", "[::1]:9090"),
+            ("https://127.0.0.1:8443", "127.0.0.1:8443"),
         ] {
             assert_eq!(connect_to(address), Ok(to), "{address}");
         }
@@ -144,7 +156,10 @@ mod tests {
                 "::1:8080",
                 "is an IPv6 address without brackets (write [v6]:port)",
             ),
-            ("https://127.0.0.1:8443", "has a scheme other than http://"),
+            (
+                "ftp://127.0.0.1:21",
+                "has a scheme other than http:// or https://",
+            ),
             ("127.0.0.1:8080/api", "is not host:port"),
             ("a b:80", "is not host:port"),
             ("user@host:80", "is not host:port"),

@@ -414,7 +414,7 @@ impl Pool {
                 let hint = if registered_secure {
                     ""
                 } else {
-                    " (its registration does not say secure=true: given --client-tls-ca, the \
+                    " (its registration does not say it serves TLS: given --client-tls-ca, the \
                      gateway reaches every node over TLS, as services' clients do)"
                 };
                 PoolError::Tls(format!("failed the TLS handshake: {err}{hint}"))
@@ -429,7 +429,8 @@ impl Pool {
         _secure: bool,
     ) -> Result<http1::SendRequest<Body>, PoolError> {
         Err(PoolError::Tls(
-            "serves TLS (its registration says secure=true), and this gateway was built \
+            "serves TLS (its registration says so: secure=true or an https:// address), and this \
+             gateway was built \
              without TLS (rmicro's `tls` feature)"
                 .to_string(),
         ))
@@ -540,7 +541,8 @@ impl Pool {
 /// What a request to a node that registered `secure=true` is told when the gateway has no
 /// client TLS.
 #[cfg(feature = "tls")]
-const NO_CLIENT_TLS: &str = "serves TLS (its registration says secure=true), and the \
+const NO_CLIENT_TLS: &str = "serves TLS (its registration says so: secure=true or an https:// \
+     address), and the \
      gateway speaks plain HTTP to nodes: give it the CA that signed the node's certificate \
      (--client-tls-ca; --client-tls-cert and --client-tls-key if the node wants a client \
      certificate)";

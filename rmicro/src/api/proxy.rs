@@ -345,12 +345,14 @@ impl Proxy {
                 if lease.unopened() {
                     // Opened before the request goes: a node that cannot be reached got none of
                     // it, so any request (a POST with its body too) may go to another node.
-                    // Over TLS to a node that registered `secure=true` (looked up only when a
-                    // connection is opened: a pooled one knows). A gRPC node is left to fail
-                    // in plain text, which says to use the rpc handler (below).
+                    // Over TLS to a node that registered `secure=true` or an `https://` address
+                    // (looked up only when a connection is opened: a pooled one knows). A gRPC
+                    // node is left to fail in plain text, which says to use the rpc handler
+                    // (below).
                     let secure = nodes.iter().any(|n| {
                         n.address.as_ptr() == address.as_ptr()
-                            && n.metadata.get("secure").is_some_and(|s| s == "true")
+                            && (address::https(address)
+                                || n.metadata.get("secure").is_some_and(|s| s == "true"))
                             && n.metadata.get("protocol").is_none_or(|p| p != "grpc")
                     });
                     let opening = self.inner.pool.open(lease, target, secure);
