@@ -1791,8 +1791,19 @@ async fn the_rpc_handler_calls_services_over_tls() {
         (200, r#"{"msg":"Hello Tess"}"#)
     );
 
-    let (plain, _stop) = gateway_with_flags(registry, &["--handler", "rpc"]).await;
+    let (plain, _stop) = gateway_with_flags(Arc::clone(&registry), &["--handler", "rpc"]).await;
     let r = call(&plain, "POST", "/user/call", r#"{"name":"Tess"}"#).await;
     assert_error_has(&r, 502, "secure=true");
     assert_error_has(&r, 502, "--client-tls-ca");
+
+    // The http handler in front of the same TLS gRPC service, with client TLS or without:
+    // told to use the rpc handler (not a failed handshake, and no request sent in plain text).
+    for tls in [&["--client-tls-ca", &ca][..], &[]] {
+        let mut flags = vec!["--handler", "http"];
+        flags.extend_from_slice(tls);
+        let (gw, _stop) = gateway_with_flags(Arc::clone(&registry), &flags).await;
+        let r = call(&gw, "POST", "/user/call", r#"{"name":"Tess"}"#).await;
+        assert_error_has(&r, 502, "speaks gRPC (its registration says protocol=grpc)");
+        assert_error_has(&r, 502, "--handler rpc");
+    }
 }

@@ -83,9 +83,6 @@ pub(crate) struct Lease {
     stale: bool,
     /// Whether its connection was opened for this request ([`Pool::open`]), not pooled.
     opened: bool,
-    /// Whether its connection speaks TLS (its node registered `secure=true`); one opened
-    /// again for this request does too.
-    secure: bool,
     /// When it was taken from the pool: the one clock read per request, which the backend
     /// timeout counts from, and the connection's next idle time too (from this request's start,
     /// a little more than it will have been).
@@ -101,7 +98,6 @@ impl Lease {
             conn: None,
             stale: false,
             opened: false,
-            secure: false,
             taken: None,
             timer: None,
         }
@@ -140,8 +136,6 @@ struct Pooled {
     busy_at: Option<Instant>,
     /// Its timer for the backend timeout, kept for the next request.
     timer: Option<Timer>,
-    /// Whether it speaks TLS.
-    secure: bool,
 }
 
 /// A connection's timer for the backend timeout, kept with it from one request to the next:
@@ -286,7 +280,6 @@ impl Pool {
                     conn: Some(pooled.conn),
                     stale: now >= pooled.stale_at,
                     opened: false,
-                    secure: pooled.secure,
                     taken: Some(now),
                     timer: pooled.timer,
                 };
@@ -310,7 +303,6 @@ impl Pool {
         if lease.conn.is_none() {
             lease.conn = Some(Box::pin(self.connect(address, secure)).await?);
             lease.opened = true;
-            lease.secure = secure;
         }
         Ok(lease)
     }
@@ -321,7 +313,6 @@ impl Pool {
         conn: http1::SendRequest<Body>,
         stale_at: Option<Instant>,
         timer: Option<Timer>,
-        secure: bool,
     ) {
         let Some(stale_at) = stale_at.or_else(|| Instant::now().checked_add(STALE_AFTER)) else {
             return;
@@ -344,7 +335,6 @@ impl Pool {
                 stale_at,
                 busy_at: None,
                 timer,
-                secure,
             });
         }
         drop(nodes);
@@ -363,6 +353,14 @@ impl Pool {
         }
     }
 
+    /// Whether the gateway reaches nodes over TLS (it has client TLS: then every node).
+    pub(crate) fn speaks_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// A new connection to the node at `address`: over TLS if the gateway has client TLS (as
     /// the runtime's clients, it then never falls back to plain text, whatever the registry
     /// says) or if the node registered `secure=true` (`secure`; an error without client TLS).
@@ -371,11 +369,7 @@ impl Pool {
         address: &str,
         secure: bool,
     ) -> Result<http1::SendRequest<Body>, PoolError> {
-        #[cfg(feature = "tls")]
-        let tls = secure || self.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let tls = secure;
-        if tls {
+        if secure || self.speaks_tls() {
             return self.connect_tls(address, secure).await;
         }
         let stream = rmicro_runtime::transport::connect_tcp(address, self.connect_timeout)
@@ -461,7 +455,6 @@ impl Pool {
                 conn,
                 stale,
                 opened,
-                secure,
                 taken,
                 mut timer,
             } = lease;
@@ -474,7 +467,7 @@ impl Pool {
             let mut conn = match conn {
                 Some(conn) => conn,
                 None => {
-                    let connect = Box::pin(self.connect(address, secure));
+                    let connect = Box::pin(self.connect(address, self.speaks_tls()));
                     match within(connect, sleep.as_mut().map(Pin::as_mut)).await? {
                         Ok(conn) => conn,
                         Err(err) => return Ok(Err(err)),
@@ -488,7 +481,6 @@ impl Pool {
                     let again = Retry {
                         pooled,
                         stale,
-                        secure,
                         replay,
                     };
                     let resent = Box::pin(self.resend(address, err, again));
@@ -501,7 +493,7 @@ impl Pool {
             // A connection that switched protocols is the tunnel's now.
             if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 let stale_at = taken.and_then(|taken| taken.checked_add(STALE_AFTER));
-                self.checkin(address, conn, stale_at, timer, secure);
+                self.checkin(address, conn, stale_at, timer);
             }
             Ok(Ok(response))
         }
@@ -529,7 +521,9 @@ impl Pool {
                 });
             }
         };
-        let mut conn = self.connect(address, again.secure).await?;
+        // A node whose connection failed had one: over TLS if the gateway speaks it (a node
+        // that registered as serving TLS never has one without).
+        let mut conn = self.connect(address, self.speaks_tls()).await?;
         let response = conn
             .send_request(request)
             .await
@@ -581,8 +575,6 @@ struct Retry {
     pooled: bool,
     /// It had sat idle long enough for its node to close it.
     stale: bool,
-    /// It spoke TLS (so does the new one).
-    secure: bool,
     /// A copy of the request, if it may be sent twice.
     replay: Option<Box<Request<Body>>>,
 }

@@ -346,15 +346,28 @@ impl Proxy {
                     // Opened before the request goes: a node that cannot be reached got none of
                     // it, so any request (a POST with its body too) may go to another node.
                     // Over TLS to a node that registered `secure=true` or an `https://` address
-                    // (looked up only when a connection is opened: a pooled one knows). A gRPC
-                    // node is left to fail in plain text, which says to use the rpc handler
-                    // (below).
-                    let secure = nodes.iter().any(|n| {
-                        n.address.as_ptr() == address.as_ptr()
-                            && (address::https(address)
-                                || n.metadata.get("secure").is_some_and(|s| s == "true"))
-                            && n.metadata.get("protocol").is_none_or(|p| p != "grpc")
-                    });
+                    // (looked up only when a connection is opened: a pooled one knows). Every
+                    // record at the address counts: a node restarted with TLS on the same
+                    // address may have its old record beside the new one for a while.
+                    let (secure, grpc) = nodes
+                        .iter()
+                        .filter(|n| address::target(&n.address) == target)
+                        .fold((false, false), |(secure, grpc), n| {
+                            (
+                                secure || address::https(&n.address) || says(n, "secure", "true"),
+                                grpc || says(n, "protocol", "grpc"),
+                            )
+                        });
+                    // A gRPC node that serves TLS, or one this gateway would reach over TLS:
+                    // a request would go out in plain text to learn what its registration
+                    // says, or fail a handshake offering HTTP/1.1 it does not speak.
+                    // (A plain gRPC node is tried: its answer says the same, below.)
+                    if grpc && (secure || self.inner.pool.speaks_tls()) {
+                        return fail(
+                            StatusCode::BAD_GATEWAY,
+                            format!("service `{service}` node {address} {SPEAKS_GRPC}"),
+                        );
+                    }
                     let opening = self.inner.pool.open(lease, target, secure);
                     // The backend timeout bounds connecting too, as it did inside the send.
                     match tokio::time::timeout(config.backend_timeout, opening).await {
@@ -565,15 +578,11 @@ impl Proxy {
                         // comes (which happens first is a matter of timing): the gateway is in
                         // the wrong mode for it.
                         PoolError::Exchange(_) | PoolError::Stale(_)
-                            if nodes.iter().any(|n| {
-                                n.address == address
-                                    && n.metadata.get("protocol").is_some_and(|p| p == "grpc")
-                            }) =>
+                            if nodes
+                                .iter()
+                                .any(|n| n.address == address && says(n, "protocol", "grpc")) =>
                         {
-                            (
-                                "speaks gRPC (its registration says protocol=grpc), which the http handler does not: serve gRPC services with `rmicro api --handler rpc`",
-                                false,
-                            )
+                            (SPEAKS_GRPC, false)
                         }
                         PoolError::Exchange(e) if e.is_parse() => (
                             "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)",
@@ -699,6 +708,15 @@ fn tunnel(
 
 /// Whether a request without a body may be sent twice: its method is safe (RFC 9110 §9.2.1),
 /// the rule Go's transport uses to replay a request on a connection that turned out closed.
+/// What a request routed to a gRPC node is told.
+const SPEAKS_GRPC: &str = "speaks gRPC (its registration says protocol=grpc), which the http \
+     handler does not: serve gRPC services with `rmicro api --handler rpc`";
+
+/// Whether `node`'s metadata has `key` set to `value`.
+fn says(node: &Node, key: &str, value: &str) -> bool {
+    node.metadata.get(key).is_some_and(|v| v == value)
+}
+
 fn replayable(method: &http::Method) -> bool {
     matches!(
         *method,
