@@ -338,6 +338,42 @@ where
 }
 
 pin_project_lite::pin_project! {
+    /// The proxy's response future on the direct path (no plugins), which answers 500 with the
+    /// JSON error, as go-micro's servers recover a panic, should the proxy panic: without it the
+    /// panic would end the client's connection with nothing said, and its other requests with
+    /// it. (Behind plugins the same guard wraps the whole pipeline.) A panic is caught where
+    /// it happens, on the poll: nothing is added to a request that does not panic.
+    pub(crate) struct Recovering<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Recovering<F> {
+    pub(crate) fn new(future: F) -> Self {
+        Recovering { future }
+    }
+}
+
+impl<F> Future for Recovering<F>
+where
+    F: Future<Output = http::Response<crate::api::proxy::ProxyBody>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.project().future;
+        // A future that panicked is not polled again: the answer is ready, and hyper drops it.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(polled) => polled,
+            Err(panic) => Poll::Ready(
+                super::proxy_panicked(&*panic).map(crate::api::proxy::ProxyBody::Gateway),
+            ),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A service's response future whose response body finishes the request (and which
     /// finishes it itself if dropped before the response). On HTTP/1 it first reads what the
     /// request left of its body (see [`Unread`]).
@@ -779,6 +815,42 @@ impl<C: Future, F: FnMut(Pin<&mut C>)> Future for ClosesWhenIdle<C, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic in the proxy's future is a 500 with the JSON error; a future that does not
+    /// panic gives its own answer.
+    #[test]
+    fn a_panicking_response_future_is_a_500_with_the_json_error() {
+        use crate::api::proxy::ProxyBody;
+        use http_body_util::BodyExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let panicking = Recovering::new(async {
+            if std::hint::black_box(true) {
+                panic!("the proxy's bug");
+            }
+            http::Response::new(ProxyBody::Gateway(axum_core::body::Body::empty()))
+        });
+        let resp = runtime.block_on(panicking);
+        assert_eq!(resp.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match resp.into_body() {
+            ProxyBody::Gateway(body) => runtime.block_on(body.collect()).unwrap().to_bytes(),
+            other => panic!("not the gateway's own body: {other:?}"),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["code"], 500, "{json}");
+        assert_eq!(json["id"], "go.micro.api", "{json}");
+        // The panic's message is for the log, not the client.
+        assert!(!json.to_string().contains("the proxy's bug"), "{json}");
+
+        let fine = Recovering::new(async {
+            let mut resp =
+                http::Response::new(ProxyBody::Gateway(axum_core::body::Body::from("ok")));
+            *resp.status_mut() = http::StatusCode::CREATED;
+            resp
+        });
+        assert_eq!(runtime.block_on(fine).status(), http::StatusCode::CREATED);
+    }
 
     #[test]
     fn limits_too_large_to_add_mean_decades() {

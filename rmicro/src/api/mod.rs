@@ -478,7 +478,10 @@ impl Gateway {
                             Some(tunnels.clone()),
                             proxy::Host::Unchecked,
                         );
-                        let response = conn::NeverFails::new(response, std::convert::identity);
+                        let response = conn::NeverFails::new(
+                            conn::Recovering::new(response),
+                            std::convert::identity,
+                        );
                         conn::Responding::new(response, finish, leftover)
                     });
                     spawn_connection(&builder, &graceful, stream, service);
@@ -528,6 +531,23 @@ fn panicked(
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a value that is not a message");
     tracing::error!(%method, %path, panic = %what, "a plugin or handler panicked; the request is answered 500");
+    error::response(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the gateway failed to handle the request (its log says why)",
+    )
+}
+
+/// The answer to a request whose proxy (on the direct path, without plugins) panicked with
+/// `panic`: logged with the panic's message (the default panic hook names where), which the
+/// client is not told. The request's method and path are not kept for this: that would cost
+/// every request that does not panic.
+fn proxy_panicked(panic: &(dyn std::any::Any + Send)) -> http::Response<Body> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a value that is not a message");
+    tracing::error!(panic = %what, "the proxy panicked; the request is answered 500");
     error::response(
         http::StatusCode::INTERNAL_SERVER_ERROR,
         "the gateway failed to handle the request (its log says why)",

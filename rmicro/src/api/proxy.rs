@@ -39,7 +39,8 @@ use super::resolve::ServiceName;
 use super::tunnel::Tunnels;
 use super::upload::{self, Sent, Upload};
 use super::{address, error, HandlerConfig};
-use body::{fail, too_large, ProxyBody};
+pub(crate) use body::ProxyBody;
+use body::{fail, too_large};
 use headers::{scan_response, strip_hop_by_hop, strip_present_hop_by_hop};
 use upgrade::{set_upgrade, wants_upgrade};
 
