@@ -816,7 +816,9 @@ fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
         ),
         (true, false) => Some(
             " (etcd closed the connection at once: if it serves TLS, give --registry-tls-ca, \
-             and --registry-tls-cert/--registry-tls-key if it asks for a client certificate)",
+             and --registry-tls-cert/--registry-tls-key if it asks for a client certificate; \
+             if what answers is not etcd, check that the address is one of etcd's client URLs \
+             (port 2379 by default))",
         ),
     }
 }
@@ -841,11 +843,13 @@ async fn cache_loop(inner: Weak<Inner>) {
             _ => {}
         }
         let failure = result.as_ref().err().map(|err| strong.last_attempt(err));
-        // Something other than etcd answers: no use waiting for it to become etcd. Lookups
-        // waiting for the first sync are told at once (the loop goes on trying, in case the
-        // address is taken over by etcd later).
+        // Something listens there and closes the connection at once, or answers in another
+        // protocol: TLS on one side only, or not etcd. No use waiting for it to change (an etcd
+        // restarting refuses connections instead, which is told at once too): lookups waiting
+        // for the first sync are told now (the loop goes on trying, in case the address is
+        // taken over by etcd later).
         if let (Err(RegistryError::Unreachable(_)), Some(failure)) = (&result, &failure) {
-            if not_grpc_hint(failure).is_some() {
+            if not_grpc_hint(failure).is_some() || tls_hint(failure, false).is_some() {
                 strong
                     .refused
                     .send_replace(Some(RegistryError::Unreachable(format!(
