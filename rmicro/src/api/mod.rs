@@ -525,12 +525,22 @@ fn panicked(
     path: &str,
     panic: &(dyn std::any::Any + Send),
 ) -> http::Response<Body> {
-    let what = panic
+    let what = panic_message(panic);
+    tracing::error!(%method, %path, panic = %what, "a plugin or handler panicked; the request is answered 500");
+    internal_error()
+}
+
+/// What a panic said: its message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a value that is not a message");
-    tracing::error!(%method, %path, panic = %what, "a plugin or handler panicked; the request is answered 500");
+        .unwrap_or("a value that is not a message")
+}
+
+/// The answer to a request the gateway failed to handle: the client is not told why.
+fn internal_error() -> http::Response<Body> {
     error::response(
         http::StatusCode::INTERNAL_SERVER_ERROR,
         "the gateway failed to handle the request (its log says why)",
@@ -542,16 +552,9 @@ fn panicked(
 /// client is not told. The request's method and path are not kept for this: that would cost
 /// every request that does not panic.
 fn proxy_panicked(panic: &(dyn std::any::Any + Send)) -> http::Response<Body> {
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a value that is not a message");
+    let what = panic_message(panic);
     tracing::error!(panic = %what, "the proxy panicked; the request is answered 500");
-    error::response(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "the gateway failed to handle the request (its log says why)",
-    )
+    internal_error()
 }
 
 /// A client connection just accepted, with what serving it needs.
