@@ -1116,3 +1116,38 @@ async fn a_secure_node_requiring_client_certificates_gets_the_gateways() {
     })
     .await;
 }
+
+/// A secure node's certificate is checked for the host its registration names (a DNS name
+/// here, `localhost`), or for the one name `--client-tls-server-name` gives all nodes: a name
+/// the certificate lacks fails the handshake, saying which.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_nodes_certificate_is_checked_for_its_name() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-https-names");
+        let ng = nginx_https(&certs);
+        let ca = certs.dir.join("ca.pem").display().to_string();
+        let secure = [("secure", "true")];
+        let port = ng.addr.rsplit_once(':').unwrap().1;
+        let by_name = format!("localhost:{port}");
+        let (gw, _stop) = gateway_at("ng", &by_name, &secure, &["--client-tls-ca", &ca]).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        assert_eq!((got.status, got.text().as_str()), (200, "small file\n"));
+
+        let flags = [
+            "--client-tls-ca",
+            &ca,
+            "--client-tls-server-name",
+            "elsewhere.example",
+        ];
+        let (gw, _stop) = gateway_with("ng", &ng, &secure, &flags).await;
+        let got = Client::connect(&gw).await.get("/ng/small.txt").await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(
+            detail.contains("failed the TLS handshake") && detail.contains("elsewhere.example"),
+            "{detail}"
+        );
+    })
+    .await;
+}
