@@ -8,6 +8,16 @@
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+/// What a recovered panic said: its message (a `&str` or `String` payload, as `panic!` makes),
+/// or a note that it carried something else. Servers that answer a panicked request log it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a value that is not a message")
+}
+
 /// A go-micro error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{}", self.to_json())]

@@ -269,11 +269,7 @@ const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-enco
 /// The status of a call to `method` whose handler (or response stream) panicked with `panic`:
 /// Internal, with go-micro's error JSON saying so, as its servers answer a recovered panic.
 fn panicked(method: &str, panic: &(dyn std::any::Any + Send)) -> Status {
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a value that is not a message");
+    let what = crate::errors::panic_message(panic);
     tracing::error!(%method, panic = %what, "a handler panicked; the call is answered Internal");
     crate::errors::Error::internal("go.micro.server", format!("panic recovered: {what}")).into()
 }

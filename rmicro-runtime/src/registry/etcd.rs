@@ -795,20 +795,25 @@ fn not_grpc_hint(failure: &str) -> Option<&'static str> {
     )
 }
 
-/// What a failure to reach etcd says about TLS on one side only, given whether the client
-/// uses TLS: a server on the other side of that mismatch closes the connection at once (the
-/// handshake ends early, or the connection is reset).
-fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
+/// Whether a failure to reach etcd says the server closed the connection at once (the handshake
+/// ended early, or the connection was reset): TLS on one side only, or not etcd.
+fn closed_at_once(failure: &str) -> bool {
     let failure = failure.to_lowercase();
-    let closed = [
+    [
         "tls handshake eof",
         "connection reset",
         "broken pipe",
         "connection closed",
     ]
     .iter()
-    .any(|sign| failure.contains(sign));
-    match (closed, client_tls) {
+    .any(|sign| failure.contains(sign))
+}
+
+/// What a failure to reach etcd says about TLS on one side only, given whether the client
+/// uses TLS: a server on the other side of that mismatch closes the connection at once (the
+/// handshake ends early, or the connection is reset).
+fn tls_hint(failure: &str, client_tls: bool) -> Option<&'static str> {
+    match (closed_at_once(failure), client_tls) {
         (false, _) => None,
         (true, true) => Some(
             " (etcd closed the connection during the TLS handshake: if it serves plain TCP, \
@@ -849,7 +854,7 @@ async fn cache_loop(inner: Weak<Inner>) {
         // for the first sync are told now (the loop goes on trying, in case the address is
         // taken over by etcd later).
         if let (Err(RegistryError::Unreachable(_)), Some(failure)) = (&result, &failure) {
-            if not_grpc_hint(failure).is_some() || tls_hint(failure, false).is_some() {
+            if not_grpc_hint(failure).is_some() || closed_at_once(failure) {
                 strong
                     .refused
                     .send_replace(Some(RegistryError::Unreachable(format!(

@@ -21,6 +21,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rmicro_runtime::config::{parse_duration, parse_positive_duration, RegistryFlags};
+use rmicro_runtime::errors::panic_message;
 use rmicro_runtime::selector::{Random, RoundRobin, Selector};
 use rmicro_runtime::Registry;
 use tower::{Layer, ServiceExt};
@@ -528,15 +529,6 @@ fn panicked(
     let what = panic_message(panic);
     tracing::error!(%method, %path, panic = %what, "a plugin or handler panicked; the request is answered 500");
     internal_error()
-}
-
-/// What a panic said: its message, when it has one.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a value that is not a message")
 }
 
 /// The answer to a request the gateway failed to handle: the client is not told why.
