@@ -424,8 +424,7 @@ impl Pool {
     ) -> Result<http1::SendRequest<Body>, PoolError> {
         Err(PoolError::Tls(
             "serves TLS (its registration says so: secure=true or an https:// address), and this \
-             gateway was built \
-             without TLS (rmicro's `tls` feature)"
+             gateway was built without TLS (rmicro's `tls` feature)"
                 .to_string(),
         ))
     }
@@ -536,10 +535,9 @@ impl Pool {
 /// client TLS.
 #[cfg(feature = "tls")]
 const NO_CLIENT_TLS: &str = "serves TLS (its registration says so: secure=true or an https:// \
-     address), and the \
-     gateway speaks plain HTTP to nodes: give it the CA that signed the node's certificate \
-     (--client-tls-ca; --client-tls-cert and --client-tls-key if the node wants a client \
-     certificate)";
+     address), and the gateway speaks plain HTTP to nodes: give it the CA that signed the \
+     node's certificate (--client-tls-ca; --client-tls-cert and --client-tls-key if the node \
+     wants a client certificate)";
 
 /// An HTTP/1.1 connection to the node at `address` over `stream`, driven by a task of its own.
 async fn handshake<S>(address: &str, stream: S) -> Result<http1::SendRequest<Body>, PoolError>
