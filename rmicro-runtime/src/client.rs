@@ -413,7 +413,7 @@ impl<'a> tower_service::Service<http::Request<tonic::body::Body>> for Route<'a> 
                 let mut sent = connection.send_request(request, deadline, true).await;
                 let mut failed_over = None;
                 if let Err((TransportError::NotOpened { .. }, Some(_))) = &sent {
-                    let ready = client.ready_connection(service, address).await;
+                    let ready = client.ready_connection(service, address, &tried).await;
                     if let Err((_, Some(unsent))) = sent {
                         sent = match &ready {
                             Some((_, ready)) => ready.send_request(unsent, deadline, false).await,
@@ -606,8 +606,15 @@ impl Client {
         Ok((candidates, index))
     }
 
-    /// A node of `service` other than `besides` whose connection is open, and that connection.
-    async fn ready_connection(&self, service: &str, besides: &str) -> Option<(String, Connection)> {
+    /// A node of `service` other than `besides` whose connection is open, and that connection:
+    /// not one this call `tried` already, nor one lately unreachable or silent (a hung node's
+    /// connection is open too, and a call given to it would wait out its deadline there).
+    async fn ready_connection(
+        &self,
+        service: &str,
+        besides: &str,
+        tried: &[String],
+    ) -> Option<(String, Connection)> {
         let Target::Registry(cache) = &self.inner.target else {
             return None;
         };
@@ -617,7 +624,13 @@ impl Client {
             .connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        nodes.iter().filter(|n| n.address != besides).find_map(|n| {
+        let unreachable = &self.inner.unreachable;
+        let usable = |n: &&Node| {
+            n.address != besides
+                && !tried.contains(&n.address)
+                && !unreachable.is_marked(&n.address)
+        };
+        nodes.iter().filter(usable).find_map(|n| {
             let connection = connections.get(&n.address)?;
             connection
                 .is_open()

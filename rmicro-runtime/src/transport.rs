@@ -74,6 +74,17 @@ impl Unreachable {
         self.any.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether `address` is marked unreachable now.
+    pub(crate) fn is_marked(&self, address: &str) -> bool {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until
+            .get(authority_of(address))
+            .is_some_and(|t| *t > Instant::now())
+    }
+
     /// `nodes` without those marked unreachable, when that leaves any (else `None`).
     pub(crate) fn reachable(&self, nodes: &[Node]) -> Option<Arc<[Node]>> {
         if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
