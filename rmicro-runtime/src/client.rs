@@ -606,6 +606,12 @@ impl Client {
         Ok((candidates, index))
     }
 
+    /// The TLS it reaches nodes with, if any.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_setup(&self) -> Option<&crate::tls::ClientTls> {
+        self.inner.tls.as_ref()
+    }
+
     /// A node of `service` other than `besides` whose connection is open, and that connection:
     /// not one this call `tried` already, nor one lately unreachable or silent (a hung node's
     /// connection is open too, and a call given to it would wait out its deadline there).

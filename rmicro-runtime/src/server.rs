@@ -569,6 +569,12 @@ impl Server {
         self
     }
 
+    /// The TLS it serves with, if any.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_setup(&self) -> Option<crate::tls::ServerTls> {
+        self.tls.clone()
+    }
+
     /// Whether the server serves over TLS.
     pub fn serves_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -642,13 +648,7 @@ impl Server {
     pub fn with_listener(mut self, listener: TcpListener) -> std::io::Result<BoundServer> {
         let local_addr = listener.local_addr()?;
         #[cfg(feature = "tls")]
-        let tls = match &self.tls {
-            Some(tls) => Some(
-                tls.acceptor()
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-            ),
-            None => None,
-        };
+        let tls = self.tls.clone();
         // gRPC server reflection over the registered descriptors, unless the user serves any
         // of it (a built-in half next to the user's would answer from other descriptors).
         // gRPC health checking, unless the user serves any of it; described by reflection too.
@@ -785,9 +785,12 @@ fn reset_by_client(err: hyper::Error) -> crate::frames::BoxError {
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    /// The TLS handshake each connection makes first, when the server serves TLS.
+    /// The TLS handshake each connection makes first, when the server serves TLS (with the
+    /// certificate in use when the connection is accepted: see [`ServerTls::reload`]).
+    ///
+    /// [`ServerTls::reload`]: crate::tls::ServerTls::reload
     #[cfg(feature = "tls")]
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<crate::tls::ServerTls>,
     dispatch: Dispatch,
     services: Vec<ServiceInfo>,
     health: crate::health::Health,
@@ -888,11 +891,11 @@ impl BoundServer {
             // Forget the connections that ended (one check per accepted connection).
             while connections.try_join_next().is_some() {}
             #[cfg(feature = "tls")]
-            if let Some(acceptor) = &self.tls {
+            if let Some(tls) = &self.tls {
                 // The handshake in the connection's own task: a slow or silent client holds
                 // nothing else up, and gives up after the handshake limit.
                 let (acceptor, builder, watcher) =
-                    (acceptor.clone(), builder.clone(), graceful.watcher());
+                    (tls.acceptor(), builder.clone(), graceful.watcher());
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
                     let accepted = tokio::select! {

@@ -296,9 +296,13 @@ impl Service {
         let Service {
             options,
             registry,
-            client: _,
+            client,
             server,
         } = self;
+        #[cfg(all(feature = "tls", unix))]
+        let tls_files = (server.tls_setup(), client.tls_setup().cloned());
+        #[cfg(not(all(feature = "tls", unix)))]
+        drop(client);
         let health = server.health();
         let secure = server.serves_tls();
         let bound = server
@@ -394,6 +398,8 @@ impl Service {
             registry = registry.name(),
             "serving"
         );
+        #[cfg(all(feature = "tls", unix))]
+        let reloading = reload_tls_on_hangup(&record.name, tls_files.0, tls_files.1);
         Ok(RunningService {
             record,
             local_addr,
@@ -401,6 +407,8 @@ impl Service {
             stop: stop_tx,
             serving,
             registration,
+            #[cfg(all(feature = "tls", unix))]
+            _reloading: reloading,
         })
     }
 }
@@ -413,6 +421,61 @@ pub struct RunningService {
     stop: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     registration: Registration,
+    /// Re-reads the TLS files on `SIGHUP` while the service runs.
+    #[cfg(all(feature = "tls", unix))]
+    _reloading: Option<AbortOnDrop>,
+}
+
+/// A background task ended when its owner is dropped.
+#[cfg(all(feature = "tls", unix))]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(all(feature = "tls", unix))]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Re-reads the service's TLS certificate, key and CA files (its server's, and its client's for
+/// calls to other nodes) on every `SIGHUP`, as nginx and the gateway do on a reload: a renewed
+/// certificate is served, and presented, without a restart. Files that cannot be used are
+/// logged with what is wrong and the ones in use stay. Only a service with TLS listens for the
+/// signal; without, `SIGHUP` keeps its usual meaning.
+#[cfg(all(feature = "tls", unix))]
+fn reload_tls_on_hangup(
+    service: &str,
+    server: Option<crate::tls::ServerTls>,
+    client: Option<crate::tls::ClientTls>,
+) -> Option<AbortOnDrop> {
+    use tokio::signal::unix::{signal, SignalKind};
+    if server.is_none() && client.is_none() {
+        return None;
+    }
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(%service, error = %err, "cannot listen for SIGHUP; TLS files are not reloaded on it");
+            return None;
+        }
+    };
+    let service = service.to_string();
+    Some(AbortOnDrop(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloaded = [
+                server.as_ref().map(|tls| ("server", tls.reload())),
+                client.as_ref().map(|tls| ("client", tls.reload())),
+            ];
+            for (side, result) in reloaded.into_iter().flatten() {
+                match result {
+                    Ok(()) => tracing::info!(%service, "SIGHUP: {side} TLS files reloaded"),
+                    Err(err) => {
+                        tracing::error!(%service, error = %err, "SIGHUP: {side} TLS files not reloaded; the ones in use stay")
+                    }
+                }
+            }
+        }
+    })))
 }
 
 impl std::fmt::Debug for RunningService {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -115,20 +115,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// TLS for a [`Server`](crate::Server): its certificate and key, and, for mutual TLS, the CA its
-/// clients' certificates must be signed by. Cheap to clone.
+/// clients' certificates must be signed by. Cheap to clone; clones share what
+/// [`ServerTls::reload`] reads.
 #[derive(Clone)]
 pub struct ServerTls {
-    key: Arc<CertifiedKey>,
-    files: (PathBuf, PathBuf),
-    client_ca: Option<(PathBuf, Arc<rustls::RootCertStore>)>,
+    files: Arc<ServerFiles>,
+    live: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+/// Where a [`ServerTls`] reads its certificate, key and client CA from.
+#[derive(Clone, Debug)]
+struct ServerFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("cert", &self.files.0)
-            .field("key", &self.files.1)
-            .field("client_ca", &self.client_ca.as_ref().map(|(path, _)| path))
+            .field("cert", &self.files.cert)
+            .field("key", &self.files.key)
+            .field("client_ca", &self.files.client_ca)
             .finish()
     }
 }
@@ -141,10 +149,9 @@ impl ServerTls {
     ///
     /// A [`TlsError`] saying which file is wrong and how.
     pub fn new(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<ServerTls, TlsError> {
-        let (cert, key) = (cert.as_ref(), key.as_ref());
-        Ok(ServerTls {
-            key: load_key_pair(cert, key)?,
-            files: (cert.to_path_buf(), key.to_path_buf()),
+        ServerTls::from_files(ServerFiles {
+            cert: cert.as_ref().to_path_buf(),
+            key: key.as_ref().to_path_buf(),
             client_ca: None,
         })
     }
@@ -155,18 +162,49 @@ impl ServerTls {
     /// # Errors
     ///
     /// When `ca` cannot be read or holds no usable CA certificate.
-    pub fn client_ca(mut self, ca: impl AsRef<Path>) -> Result<ServerTls, TlsError> {
-        let ca = ca.as_ref();
-        self.client_ca = Some((ca.to_path_buf(), Arc::new(load_roots(ca)?)));
-        Ok(self)
+    pub fn client_ca(self, ca: impl AsRef<Path>) -> Result<ServerTls, TlsError> {
+        ServerTls::from_files(ServerFiles {
+            client_ca: Some(ca.as_ref().to_path_buf()),
+            ..ServerFiles::clone(&self.files)
+        })
     }
 
-    /// The acceptor connections go through.
-    pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-        let (cert, key) = &self.files;
+    fn from_files(files: ServerFiles) -> Result<ServerTls, TlsError> {
+        let config = files.config()?;
+        Ok(ServerTls {
+            files: Arc::new(files),
+            live: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// Reads the certificate, key and client CA files again: connections accepted from now on
+    /// (by this value and its clones) get what they hold; those open keep theirs. When the
+    /// files cannot be used (a renewal written halfway, a key that is not the certificate's),
+    /// what was in use stays. A [`Service`](crate::Service) serving TLS calls it on `SIGHUP`.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] saying which file is wrong and how.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = self.files.config()?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
+    }
+
+    /// The acceptor for a connection accepted now.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = self.live.read().unwrap_or_else(|p| p.into_inner());
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&config))
+    }
+}
+
+impl ServerFiles {
+    /// Reads the files and builds the configuration they make.
+    fn config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let key = load_key_pair(&self.cert, &self.key)?;
         let unusable = |detail: String| TlsError::Unusable {
-            cert: cert.clone(),
-            key: key.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
             detail,
         };
         let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -174,48 +212,59 @@ impl ServerTls {
             .map_err(|e| unusable(e.to_string()))?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
-            Some((path, roots)) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::clone(roots),
-                    provider(),
-                )
-                .build()
-                .map_err(|e| TlsError::Ca {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
+            Some(path) => {
+                let roots = Arc::new(load_roots(path)?);
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                        .build()
+                        .map_err(|e| TlsError::Ca {
+                            path: path.clone(),
+                            detail: e.to_string(),
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_cert_resolver(Arc::new(
-            rustls::sign::SingleCertAndKey::from(Arc::clone(&self.key)),
-        ));
+        let mut config =
+            builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        Ok(Arc::new(config))
     }
 }
 
 /// TLS for a [`Client`](crate::Client): every node is reached over TLS, its certificate checked
 /// against the CA given (for the name or address the node registered, or one name for all:
 /// [`ClientTls::server_name`]), with a certificate of the client's own for servers that
-/// require one. Cheap to clone.
+/// require one. Cheap to clone; clones share what [`ClientTls::reload`] reads.
 #[derive(Clone)]
 pub struct ClientTls {
+    files: Arc<ClientFiles>,
+    live: Arc<RwLock<ClientConfigs>>,
+    server_name: Option<ServerName<'static>>,
+}
+
+/// Where a [`ClientTls`] reads its CA and its own certificate and key from.
+#[derive(Clone, Debug)]
+struct ClientFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The configurations a [`ClientTls`] connects with.
+#[derive(Clone)]
+struct ClientConfigs {
     /// For gRPC nodes: ALPN `h2`.
-    config: Arc<rustls::ClientConfig>,
+    h2: Arc<rustls::ClientConfig>,
     /// For HTTP/1.1 servers (the gateway's http handler): ALPN `http/1.1`.
     http1: Arc<rustls::ClientConfig>,
-    roots: Arc<rustls::RootCertStore>,
-    ca: PathBuf,
-    server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
-            .field("ca", &self.ca)
+            .field("ca", &self.files.ca)
+            .field("identity", &self.files.identity)
             .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -226,17 +275,13 @@ impl ClientTls {
     ///
     /// When `ca` cannot be read or holds no usable CA certificate.
     pub fn new(ca: impl AsRef<Path>) -> Result<ClientTls, TlsError> {
-        let ca = ca.as_ref();
-        let roots = Arc::new(load_roots(ca)?);
-        let config = client_config(&roots, None, ca, b"h2")?;
-        let http1 = client_config(&roots, None, ca, b"http/1.1")?;
-        Ok(ClientTls {
-            config,
-            http1,
-            roots,
-            ca: ca.to_path_buf(),
-            server_name: None,
-        })
+        ClientTls::from_files(
+            ClientFiles {
+                ca: ca.as_ref().to_path_buf(),
+                identity: None,
+            },
+            None,
+        )
     }
 
     /// Presents the certificate chain at `cert` with the key at `key` (PEM) to servers that
@@ -246,14 +291,29 @@ impl ClientTls {
     ///
     /// A [`TlsError`] saying which file is wrong and how.
     pub fn identity(
-        mut self,
+        self,
         cert: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<ClientTls, TlsError> {
-        let key = load_key_pair(cert.as_ref(), key.as_ref())?;
-        self.config = client_config(&self.roots, Some(Arc::clone(&key)), &self.ca, b"h2")?;
-        self.http1 = client_config(&self.roots, Some(key), &self.ca, b"http/1.1")?;
-        Ok(self)
+        ClientTls::from_files(
+            ClientFiles {
+                identity: Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf())),
+                ..ClientFiles::clone(&self.files)
+            },
+            self.server_name,
+        )
+    }
+
+    fn from_files(
+        files: ClientFiles,
+        server_name: Option<ServerName<'static>>,
+    ) -> Result<ClientTls, TlsError> {
+        let configs = files.configs()?;
+        Ok(ClientTls {
+            files: Arc::new(files),
+            live: Arc::new(RwLock::new(configs)),
+            server_name,
+        })
     }
 
     /// Checks every node's certificate against `name` instead of the host the node registered
@@ -270,10 +330,29 @@ impl ClientTls {
         Ok(self)
     }
 
+    /// Reads the CA file and the client's certificate and key files again: connections opened
+    /// from now on (by this value and its clones) check and present what they hold; those open
+    /// keep theirs. When the files cannot be used, what was in use stays. A
+    /// [`Service`](crate::Service) whose client reaches nodes over TLS calls it on `SIGHUP`.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] saying which file is wrong and how.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let configs = self.files.configs()?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = configs;
+        Ok(())
+    }
+
+    /// The configurations to connect with now.
+    fn configs(&self) -> ClientConfigs {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Opens TLS over `tcp` to the node at `host`.
     pub(crate) async fn connect(&self, host: &str, tcp: TcpStream) -> std::io::Result<Stream> {
         let name = self.name_for(host)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        let connector = tokio_rustls::TlsConnector::from(self.configs().h2);
         let tls = connector.connect(name, tcp).await?;
         Ok(Stream::Tls(Box::new(tls.into())))
     }
@@ -293,7 +372,7 @@ impl ClientTls {
         tcp: TcpStream,
     ) -> std::io::Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
         let name = self.name_for(host)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.http1));
+        let connector = tokio_rustls::TlsConnector::from(self.configs().http1);
         connector.connect(name, tcp).await
     }
 
@@ -310,6 +389,21 @@ impl ClientTls {
                 std::io::ErrorKind::InvalidInput,
                 format!("`{host}` is not a name a certificate can be checked against"),
             )
+        })
+    }
+}
+
+impl ClientFiles {
+    /// Reads the files and builds the configurations they make.
+    fn configs(&self) -> Result<ClientConfigs, TlsError> {
+        let roots = Arc::new(load_roots(&self.ca)?);
+        let identity = match &self.identity {
+            Some((cert, key)) => Some(load_key_pair(cert, key)?),
+            None => None,
+        };
+        Ok(ClientConfigs {
+            h2: client_config(&roots, identity.clone(), &self.ca, b"h2")?,
+            http1: client_config(&roots, identity, &self.ca, b"http/1.1")?,
         })
     }
 }

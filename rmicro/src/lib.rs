@@ -330,10 +330,11 @@ fn run_gateway(
     code
 }
 
-/// Re-reads the gateway's TLS certificate and key on each SIGHUP, as nginx does on a reload:
-/// a renewed certificate is taken without a restart. One that cannot be used is logged, and the
-/// one in use stays. Without HTTPS there is nothing to re-read, and SIGHUP is only logged: a
-/// reload (`systemctl reload`, a log rotation's `kill -HUP`) must not stop the gateway.
+/// Re-reads the gateway's TLS files on each SIGHUP, as nginx does on a reload: its own
+/// certificate and key, and the CA and certificate it reaches nodes with, so a renewed
+/// certificate is taken without a restart. Files that cannot be used are logged, and the ones
+/// in use stay. Without TLS there is nothing to re-read, and SIGHUP is only logged: a reload
+/// (`systemctl reload`, a log rotation's `kill -HUP`) must not stop the gateway.
 fn reload_tls_on_hangup(gateway: api::Gateway) {
     #[cfg(unix)]
     {
@@ -347,14 +348,14 @@ fn reload_tls_on_hangup(gateway: api::Gateway) {
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                if !gateway.serves_tls() {
-                    tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+                if !gateway.has_tls_files() {
+                    tracing::info!("SIGHUP: nothing to reload (no --tls-cert, no --client-tls-ca)");
                     continue;
                 }
                 match gateway.reload_tls() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
                     Err(err) => {
-                        tracing::error!(error = %err, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+                        tracing::error!(error = %err, "SIGHUP: TLS files not reloaded; the ones in use stay")
                     }
                 }
             }

@@ -271,6 +271,17 @@ async fn gateway_at(
     metadata: &[(&str, &str)],
     flags: &[&str],
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (addr, stop, _) = gateway_handle(service, address, metadata, flags).await;
+    (addr, stop)
+}
+
+/// [`gateway_at`], and the running gateway's handle.
+async fn gateway_handle(
+    service: &str,
+    address: &str,
+    metadata: &[(&str, &str)],
+    flags: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>, Gateway) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     register_with(
         &registry,
@@ -297,10 +308,10 @@ async fn gateway_at(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
+    tokio::spawn(gateway.clone().serve(listener, async {
         let _ = rx.await;
     }));
-    (addr, tx)
+    (addr, tx, gateway)
 }
 
 type ClientBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
@@ -1012,6 +1023,59 @@ async fn nodes_registered_at_https_addresses_are_reached_over_tls() {
             ),
             "{detail}"
         );
+    })
+    .await;
+}
+
+/// The CA the gateway checks secure nodes against is re-read on a reload (`SIGHUP` in
+/// `rmicro api`): connections opened from then on check against the new one.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_a_renewed_client_ca() {
+    bounded(async {
+        let certs = rmicro_tests::etcd::TestCerts::new("gw-client-reload");
+        let other = rmicro_tests::etcd::TestCerts::new("gw-client-reload-other");
+        let ng = nginx_https(&certs);
+        let live = tempfile::Builder::new()
+            .prefix("rmicro-gw-client-ca-")
+            .tempdir()
+            .unwrap();
+        let ca = live.path().join("ca.pem");
+        std::fs::write(&ca, certs.read("ca.pem")).unwrap();
+        let ca_flag = ca.display().to_string();
+        let (gw, _stop, gateway) = gateway_handle(
+            "ng",
+            &ng.addr,
+            &[("secure", "true")],
+            &["--client-tls-ca", &ca_flag],
+        )
+        .await;
+        assert!(gateway.has_tls_files());
+        let get = || async { Client::connect(&gw).await.get("/ng/small.txt").await };
+        assert_eq!(get().await.status, 200);
+
+        // Another CA, which did not sign the node's certificate.
+        std::fs::write(&ca, other.read("ca.pem")).unwrap();
+        gateway.reload_tls().unwrap();
+        // The pooled connection is nginx's to close after a second idle; the next is new.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let got = get().await;
+        let (status, detail) = error_detail(&got);
+        assert_eq!(status, 502, "{detail}");
+        assert!(detail.contains("failed the TLS handshake"), "{detail}");
+
+        // A CA file that cannot be used: refused with why; the one in use stays.
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = gateway.reload_tls().unwrap_err().to_string();
+        assert!(
+            err.contains("--client-tls-*") && err.contains("ca.pem"),
+            "{err}"
+        );
+        assert_eq!(get().await.status, 502);
+
+        std::fs::write(&ca, certs.read("ca.pem")).unwrap();
+        gateway.reload_tls().unwrap();
+        assert_eq!(get().await.status, 200);
     })
     .await;
 }

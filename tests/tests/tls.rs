@@ -315,3 +315,202 @@ async fn the_tls_flags_configure_the_service_and_its_client() {
         "{err}"
     );
 }
+
+/// A directory of live TLS files a test renews by copying others over them.
+struct LiveFiles(std::path::PathBuf);
+
+impl LiveFiles {
+    fn new(tag: &str) -> LiveFiles {
+        let dir = std::env::temp_dir().join(format!("rmicro-live-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        LiveFiles(dir)
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// Puts `certs`' file `from` in place as `to`.
+    fn put(&self, certs: &TestCerts, from: &str, to: &str) {
+        std::fs::write(self.path(to), certs.read(from)).unwrap();
+    }
+}
+
+impl Drop for LiveFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_server_certificate_is_served_after_a_reload_and_a_broken_one_is_not() {
+    // Two CAs: the renewed certificate is told from the first by which CA it checks against.
+    let (a, b) = (TestCerts::new("reload-a"), TestCerts::new("reload-b"));
+    let live = LiveFiles::new("server");
+    live.put(&a, "server.pem", "server.pem");
+    live.put(&a, "server.key", "server.key");
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let server_tls = ServerTls::new(live.path("server.pem"), live.path("server.key")).unwrap();
+    let running = user_service(&registry, server_tls.clone()).await;
+    let trusting = |certs: &TestCerts| {
+        client(
+            &registry,
+            Some(ClientTls::new(certs.dir.join("ca.pem")).unwrap()),
+        )
+    };
+    assert_eq!(call(trusting(&a)).await.unwrap(), "Hello Ada");
+    assert!(call(trusting(&b)).await.is_err());
+
+    // Renewed on disk: served only once reloaded (through a clone: they share it).
+    live.put(&b, "server.pem", "server.pem");
+    live.put(&b, "server.key", "server.key");
+    assert_eq!(call(trusting(&a)).await.unwrap(), "Hello Ada");
+    server_tls.clone().reload().unwrap();
+    let refused = call(trusting(&a)).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        rmicro_runtime::Code::Unavailable,
+        "{refused:?}"
+    );
+    assert_eq!(call(trusting(&b)).await.unwrap(), "Hello Ada");
+
+    // A renewal written halfway (the new certificate, the old key): refused with why, and the
+    // certificate in use stays.
+    live.put(&a, "server.key", "server.key");
+    let err = server_tls.reload().unwrap_err().to_string();
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    assert_eq!(call(trusting(&b)).await.unwrap(), "Hello Ada");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_renewed_ca_and_certificate_are_used_after_a_reload() {
+    let (a, b) = (TestCerts::new("creload-a"), TestCerts::new("creload-b"));
+    let file = |certs: &TestCerts, name: &str| certs.dir.join(name);
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    // Mutual TLS with CA a on the server's side.
+    let server_tls = ServerTls::new(file(&a, "server.pem"), file(&a, "server.key"))
+        .unwrap()
+        .client_ca(file(&a, "ca.pem"))
+        .unwrap();
+    let running = user_service(&registry, server_tls).await;
+    let live = LiveFiles::new("client");
+    live.put(&a, "ca.pem", "ca.pem");
+    live.put(&a, "client.pem", "client.pem");
+    live.put(&a, "client.key", "client.key");
+    let tls = ClientTls::new(live.path("ca.pem"))
+        .unwrap()
+        .identity(live.path("client.pem"), live.path("client.key"))
+        .unwrap();
+    // Each call from a new client, so on a new connection, with a clone of `tls`.
+    let fresh = || client(&registry, Some(tls.clone()));
+    assert_eq!(call(fresh()).await.unwrap(), "Hello Ada");
+
+    // Another CA: the server's certificate is no longer trusted.
+    live.put(&b, "ca.pem", "ca.pem");
+    assert_eq!(
+        call(fresh()).await.unwrap(),
+        "Hello Ada",
+        "not reloaded yet"
+    );
+    tls.reload().unwrap();
+    assert!(call(fresh()).await.is_err(), "the old CA is still trusted");
+
+    // Back to CA a, and a certificate of CA b's: the server refuses it.
+    live.put(&a, "ca.pem", "ca.pem");
+    live.put(&b, "client.pem", "client.pem");
+    live.put(&b, "client.key", "client.key");
+    tls.reload().unwrap();
+    assert!(
+        call(fresh()).await.is_err(),
+        "the old client certificate is still presented"
+    );
+
+    live.put(&a, "client.pem", "client.pem");
+    live.put(&a, "client.key", "client.key");
+    tls.reload().unwrap();
+    assert_eq!(call(fresh()).await.unwrap(), "Hello Ada");
+    running.stop().await.unwrap();
+}
+
+/// A service process serving TLS re-reads its files on SIGHUP and serves on; a service
+/// without TLS does not listen for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_service_process_reloads_its_certificate_on_sighup() {
+    let (a, b) = (TestCerts::new("hup-a"), TestCerts::new("hup-b"));
+    let live = LiveFiles::new("hup");
+    live.put(&a, "server.pem", "server.pem");
+    live.put(&a, "server.key", "server.key");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_test-node"))
+        .arg("--server-tls-cert")
+        .arg(live.path("server.pem"))
+        .arg("--server-tls-key")
+        .arg(live.path("server.key"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = rmicro_tests::process::listening_address(&mut node);
+    let trusting = |certs: &TestCerts| {
+        let mut builder = Client::builder();
+        builder
+            .address(addr.clone())
+            .retries(0)
+            .tls(ClientTls::new(certs.dir.join("ca.pem")).unwrap());
+        builder.build()
+    };
+    assert_eq!(call(trusting(&a)).await.unwrap(), "Hello Ada");
+    live.put(&b, "server.pem", "server.pem");
+    live.put(&b, "server.key", "server.key");
+    let hup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(node.id());
+    let mut served = Err(None);
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(exit) = node.try_wait().unwrap() {
+            panic!("the node exited on SIGHUP: {exit}");
+        }
+        match call(trusting(&b)).await {
+            Ok(reply) => {
+                served = Ok(reply);
+                break;
+            }
+            Err(status) => served = Err(Some(status)),
+        }
+    }
+    assert_eq!(
+        served.unwrap(),
+        "Hello Ada",
+        "the renewed certificate was not served"
+    );
+    assert!(call(trusting(&a)).await.is_err());
+    let _ = node.kill();
+    let _ = node.wait();
+
+    // Without TLS, SIGHUP keeps its usual meaning: the process ends.
+    let mut plain = Command::new(env!("CARGO_BIN_EXE_test-node"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    rmicro_tests::process::listening_address(&mut plain);
+    hup(plain.id());
+    let mut ended = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ended = plain.try_wait().unwrap();
+        if ended.is_some() {
+            break;
+        }
+    }
+    let _ = plain.kill();
+    let _ = plain.wait();
+    assert!(ended.is_some(), "a service without TLS listened for SIGHUP");
+}

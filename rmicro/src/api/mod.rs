@@ -225,6 +225,9 @@ pub struct Gateway {
     /// HTTPS, when `--tls-cert` and `--tls-key` are given.
     #[cfg(feature = "tls")]
     tls: Option<tls::Tls>,
+    /// TLS to the nodes, when `--client-tls-ca` is given (shared with the handler's clients).
+    #[cfg(feature = "tls")]
+    client_tls: Option<rmicro_runtime::tls::ClientTls>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -281,6 +284,8 @@ impl Gateway {
         let client_tls = args.client_tls.build()?;
         #[cfg(not(feature = "tls"))]
         args.client_tls.build()?;
+        #[cfg(feature = "tls")]
+        let reloadable_client_tls = client_tls.clone();
         let config = HandlerConfig {
             namespace: args.namespace.clone(),
             registry,
@@ -363,6 +368,8 @@ impl Gateway {
             direct,
             #[cfg(feature = "tls")]
             tls,
+            #[cfg(feature = "tls")]
+            client_tls: reloadable_client_tls,
         })
     }
 
@@ -374,16 +381,36 @@ impl Gateway {
         false
     }
 
-    /// Reads the TLS certificate and key files again (`rmicro api` does on `SIGHUP`): new
-    /// connections get what they hold from now on. Does nothing without HTTPS.
+    /// Whether it has TLS files to re-read: its own certificate (`--tls-cert`), or the CA and
+    /// certificate it reaches nodes with (`--client-tls-*`).
+    pub fn has_tls_files(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some() || self.client_tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Reads the TLS files again (`rmicro api` does on `SIGHUP`): its own certificate and key,
+    /// and the CA, certificate and key of `--client-tls-*`. Connections opened from now on,
+    /// by clients and to nodes, get what they hold; open ones keep theirs. Does nothing
+    /// without TLS files.
     ///
     /// # Errors
     ///
-    /// Why the files cannot be used; the certificate in use then stays.
+    /// Why the files cannot be used (each set that cannot be); the ones in use then stay.
     pub fn reload_tls(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            tls.reload()?;
+        {
+            let mut failed = Vec::new();
+            if let Some(Err(err)) = self.tls.as_ref().map(tls::Tls::reload) {
+                failed.push(format!("--tls-cert/--tls-key: {err}"));
+            }
+            if let Some(Err(err)) = self.client_tls.as_ref().map(|c| c.reload()) {
+                failed.push(format!("--client-tls-*: {err}"));
+            }
+            if !failed.is_empty() {
+                return Err(failed.join("; ").into());
+            }
         }
         Ok(())
     }
