@@ -370,6 +370,14 @@ async fn paths_with_dot_segments_are_refused_with_or_without_plugins() {
                 r.body
             );
         }
+        // A path beginning with `//` reads as `//host/path` to URL parsers.
+        let r = get_with(gw, "//user/call", token.clone()).await;
+        let v = json_error(&r, 400);
+        assert!(
+            v["detail"].as_str().unwrap().contains("begins with `//`"),
+            "{}",
+            r.body
+        );
         // Dots inside a segment, and dots in the query, are no dot segments.
         for (ok, path) in [
             ("/user/v1.2/x..y", "/user/v1.2/x..y"),
@@ -1520,6 +1528,15 @@ async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
         405,
     );
     assert_eq!(v["detail"], "the gateway does not tunnel CONNECT requests");
+    // Nor is TRACE passed on: a node would echo the request's cookies back.
+    let v = json_error(
+        &call(&gw, "TRACE", "/ws/x", vec![], String::new()).await,
+        405,
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("does not pass TRACE"),
+        "{v}"
+    );
     // The node still serves plain requests afterwards, and a 426 keeps the protocols it names.
     assert_eq!(get(&gw, "/ws/y").await.status, 200);
     let required = get(&gw, "/ws/426").await;
@@ -1694,16 +1711,19 @@ async fn the_node_sees_the_clients_host_and_address() {
     // HTTP/1.1: `Host` as the client sent it (as go-micro's gateway passes it), the client's
     // address appended to `X-Forwarded-For` (every line the client sent kept), hop-by-hop
     // headers dropped, and forwarding claims a client could make up removed.
-    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nX-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n";
+    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nX-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\nX_Forwarded_Proto: https\r\nX_Real_IP: 192.0.2.6\r\nX_Forwarded_For: 192.0.2.6\r\nX_Original_URL: /admin\r\nTransfer_Encoding: chunked\r\nX_Request_Id: kept\r\n";
     let request = format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n");
     let r = raw(&gw, &request).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let seen: Vec<&str> = r.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    // Underscore spellings of the headers the gateway judges or sets go too (CGI, WSGI and
+    // Rack read `X_Real_IP` as `X-Real-IP`); other names with `_` pass.
     assert_eq!(
         seen,
         [
             "host: shop.example",
-            "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1"
+            "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1",
+            "x_request_id: kept",
         ]
     );
 
@@ -1733,6 +1753,7 @@ async fn the_node_sees_the_clients_host_and_address() {
             "x-forwarded-ssl: on",
             "x-real-ip: 192.0.2.9",
             "x-url-scheme: https",
+            "x_request_id: kept",
         ]
     );
 

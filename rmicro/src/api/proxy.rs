@@ -19,7 +19,7 @@
 //!   through: the `Upgrade` header goes to the node, and when it answers `101 Switching
 //!   Protocols` with a protocol the client offered, the two connections are joined and bytes
 //!   copied both ways until both sides have closed (or nothing moves for the idle timeout).
-//!   `CONNECT` is refused (405).
+//!   `CONNECT` is refused (405), and `TRACE` (which would echo cookies and credentials).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -193,12 +193,18 @@ impl Proxy {
     {
         async move {
             let config = &self.inner.config;
-            if req.method() == http::Method::CONNECT {
-                // hyper would make a 2xx answer to CONNECT a tunnel; services are reached by path.
-                let mut resp = fail(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "the gateway does not tunnel CONNECT requests".to_string(),
-                );
+            if matches!(*req.method(), http::Method::CONNECT | http::Method::TRACE) {
+                // hyper would make a 2xx answer to CONNECT a tunnel; services are reached by
+                // path. A node answering TRACE echoes the request back, cookies and
+                // credentials with it, to whoever sent it (cross-site tracing): nginx refuses
+                // it too.
+                let refusal = if req.method() == http::Method::CONNECT {
+                    "the gateway does not tunnel CONNECT requests"
+                } else {
+                    "the gateway does not pass TRACE requests on (a node would echo the \
+                     request's cookies and credentials back)"
+                };
+                let mut resp = fail(StatusCode::METHOD_NOT_ALLOWED, refusal.to_string());
                 resp.headers_mut().insert(
                     header::ALLOW,
                     HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
@@ -707,8 +713,6 @@ fn tunnel(
     Response::from_parts(parts, ProxyBody::Gateway(Body::empty()))
 }
 
-/// Whether a request without a body may be sent twice: its method is safe (RFC 9110 §9.2.1),
-/// the rule Go's transport uses to replay a request on a connection that turned out closed.
 /// What a request routed to a gRPC node is told.
 const SPEAKS_GRPC: &str = "speaks gRPC (its registration says protocol=grpc), which the http \
      handler does not: serve gRPC services with `rmicro api --handler rpc`";
@@ -718,10 +722,13 @@ fn says(node: &Node, key: &str, value: &str) -> bool {
     node.metadata.get(key).is_some_and(|v| v == value)
 }
 
+/// Whether a request without a body may be sent twice: its method is safe (RFC 9110 §9.2.1),
+/// the rule Go's transport uses to replay a request on a connection that turned out closed.
+/// (`TRACE` is refused before it gets here.)
 fn replayable(method: &http::Method) -> bool {
     matches!(
         *method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     )
 }
 

@@ -83,11 +83,12 @@ header_names! {
 }
 
 /// Removes the headers a client could mislead the node with: the forwarding claims unless
-/// `trust`, the URL overrides always.
+/// `trust`, the URL overrides always, and always the underscore spellings of the headers the
+/// gateway judges or sets ([`is_underscore_alias`]).
 pub(super) fn strip_client_forwarded(headers: &mut HeaderMap, trust: bool) {
     let claim = |name: &HeaderName| {
         let name = name.as_str();
-        (!trust && is_client_forwarded(name)) || is_url_override(name)
+        (!trust && is_client_forwarded(name)) || is_url_override(name) || name.contains('_')
     };
     if headers.keys().any(claim) {
         if !trust {
@@ -98,7 +99,33 @@ pub(super) fn strip_client_forwarded(headers: &mut HeaderMap, trust: bool) {
         for name in URL_OVERRIDES {
             headers.remove(*name);
         }
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_underscore_alias(name.as_str()))
+            .cloned()
+            .collect();
+        for name in aliases {
+            headers.remove(name);
+        }
     }
+}
+
+/// Whether `name` is a header the gateway judges or sets spelt with `_` for `-`
+/// (`x_forwarded_proto`, `x_real_ip`, `transfer_encoding`): CGI, WSGI, Rack and the servers
+/// built on them read both spellings as one variable (`HTTP_X_FORWARDED_PROTO`), so a client
+/// would get past the removal of the forwarding claims with it, or add to the gateway's own
+/// `X-Forwarded-For`. Never passed on, trusted load balancer or not (load balancers set the
+/// `-` spelling); nginx drops every name with `_` by default. Other names with `_` pass.
+fn is_underscore_alias(name: &str) -> bool {
+    if !name.contains('_') {
+        return false;
+    }
+    let hyphenated = name.replace('_', "-");
+    let name = hyphenated.as_str();
+    is_client_forwarded(name)
+        || is_url_override(name)
+        || is_hop_by_hop(name)
+        || matches!(name, "x-forwarded-for" | "host" | "content-length")
 }
 
 /// Removes the hop-by-hop headers and, when `listed`, those `Connection` lists (a request

@@ -44,9 +44,17 @@ pub(crate) fn target_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// the path as sent and passes it on unchanged, so `/user/../admin/x` would reach service
 /// `user`, which may read it as `/admin/x`, past a plugin that judged it by its first segment.
 /// go-micro's gateway redirected such paths to their cleaned form; nginx cleans them before it
-/// routes. Refused here: no client that means well sends one. Empty segments (`//user`) are
-/// not dot segments and pass.
+/// routes. Refused here: no client that means well sends one. Empty segments inside a path
+/// (`/user//call`) are not dot segments and pass; a path that begins with two (`//host/x`, or
+/// `/\host/x`, which URL parsers read alike) is refused: URL parsers (WHATWG's, Python's
+/// `urlsplit`) read its first segment as a host, so a node would serve `/x`, outside the
+/// service's prefix the gateway routed by.
 fn path_problem(path: &str) -> Option<&'static str> {
+    if matches!(path.as_bytes(), [b'/', b'/' | b'\\', ..]) {
+        return Some(
+            "the path begins with `//`, which a node may read as a host name rather than as              the path the gateway routed by; send it with one leading `/`",
+        );
+    }
     // Most paths have neither a dot nor an escape (two `memchr` scans: cheaper on short paths
     // than one byte-by-byte pass looking for either).
     let bytes = path.as_bytes();
@@ -208,9 +216,15 @@ mod tests {
         ] {
             assert!(path_problem(bad).is_some(), "{bad} passed");
         }
+        for leading in ["//user/call", "//", "/\\user/call", "///x"] {
+            assert!(
+                path_problem(leading).is_some_and(|p| p.contains("begins with `//`")),
+                "{leading} passed"
+            );
+        }
         for ok in [
             "/user/call",
-            "//user/call",
+            "/user//call",
             "/user/x..y/z",
             "/user/.hidden",
             "/user/...",
