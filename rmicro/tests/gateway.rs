@@ -1534,7 +1534,10 @@ async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
         405,
     );
     assert!(
-        v["detail"].as_str().unwrap().contains("does not pass TRACE"),
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not pass TRACE"),
         "{v}"
     );
     // The node still serves plain requests afterwards, and a 426 keeps the protocols it names.

@@ -1502,14 +1502,7 @@ async fn nodes_that_do_not_speak_grpc_are_not_called() {
     let (registry, lib, gw, _stop) = library_gateway().await;
     // A node that takes connections and never answers, as a gRPC call to a mucp server would
     // go nowhere.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            held.push(conn);
-        }
-    });
+    let silent_addr = rmicro_tests::silent_listener().await;
     let mucp = |node: &mut rmicro_runtime::registry::Node, id: &str| {
         node.id = id.into();
         node.address = silent_addr.clone();

@@ -10,6 +10,21 @@ pub mod scratch;
 pub mod slow_link;
 pub mod user;
 
+/// A node that takes connections on 127.0.0.1 and never says a word (a hung process, or no
+/// server of the protocol asked for); its address. It holds every connection until the test's
+/// runtime ends.
+pub async fn silent_listener() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    address
+}
+
 /// A port nothing listens on at 127.0.0.1 right now (for a server a test starts, and tells the
 /// port to, such as etcd or the gateway's metrics listener).
 ///

@@ -290,14 +290,7 @@ async fn a_node_that_accepts_and_stays_silent_is_given_up_and_then_avoided() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let live = user_node(&registry, "127.0.0.1:0").await;
     // A node that takes connections and never says a word of HTTP/2 (hung, or no gRPC server).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let silent = rmicro_tests::silent_listener().await;
     register_user_node(&registry, "silent", &silent).await;
     wait_for_nodes(&registry, "go.micro.srv.user", 2).await;
     // The default request timeout (5 s), as long as the connect timeout.

@@ -39,12 +39,31 @@ async fn on_own_thread(handler: impl UserHandler) -> std::net::SocketAddr {
     addr_rx.await.unwrap()
 }
 
-/// Stalls its server for 5 s on every call to `Call`, `stall` or not.
-struct Hung;
+/// Counts the calls to `Call` it takes, and stalls its server for `stall` on each, without
+/// answering.
+#[derive(Clone)]
+struct Hung {
+    stall: Duration,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hung {
+    fn new(stall: Duration) -> Hung {
+        Hung {
+            stall,
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 impl UserHandler for Hung {
     async fn call(&self, _: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
-        std::thread::sleep(Duration::from_secs(5));
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(self.stall);
         Err(Status::unavailable("stalled"))
     }
     async fn stream(
@@ -63,7 +82,7 @@ impl UserHandler for Hung {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_never_answers_is_avoided_after_a_call_waited_out_its_deadline() {
-    let hung_addr = on_own_thread(Hung).await;
+    let hung_addr = on_own_thread(Hung::new(Duration::from_secs(5))).await;
     let mut healthy = Server::new();
     register_user_handler(&mut healthy, Greeter).unwrap();
     let (healthy_addr, _healthy) = spawn(healthy).await;
@@ -120,36 +139,12 @@ async fn a_node_that_never_answers_is_avoided_after_a_call_waited_out_its_deadli
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
-/// Counts the calls it takes, then stalls its server for 1.5 s without answering.
-#[derive(Clone, Default)]
-struct CountingHung(Arc<std::sync::atomic::AtomicUsize>);
-
-impl UserHandler for CountingHung {
-    async fn call(&self, _: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(1500));
-        Err(Status::unavailable("stalled"))
-    }
-    async fn stream(
-        &self,
-        request: Request<StreamRequest>,
-    ) -> Result<Response<ResponseStream<StreamResponse>>, Status> {
-        UserHandler::stream(&Greeter, request).await
-    }
-    async fn ping_pong(
-        &self,
-        request: Request<Streaming<Ping>>,
-    ) -> Result<Response<ResponseStream<Pong>>, Status> {
-        UserHandler::ping_pong(&Greeter, request).await
-    }
-}
-
 /// A call whose node is still connecting at half its time is given to another node whose
 /// connection is open, but not to one avoided for not answering: a hung node's connection is
 /// open too, and the call would wait out its deadline there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waiting_on_a_connecting_node_is_not_given_to_a_hung_one() {
-    let hung = CountingHung::default();
+    let hung = Hung::new(Duration::from_millis(1500));
     let hung_addr = on_own_thread(hung.clone()).await;
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let register = |id: &str, address: String| {
@@ -180,18 +175,10 @@ async fn a_call_waiting_on_a_connecting_node_is_not_given_to_a_hung_one() {
     // The hung node takes this call and does not answer within its deadline: it is avoided
     // from now on (for 5 s), its connection open.
     assert!(user.call(CallRequest { name: "Ada".into() }).await.is_err());
-    assert_eq!(hung.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(hung.calls(), 1);
     // A second node, which takes connections and never speaks HTTP/2: calls go to it (the
     // hung one is avoided) and find its connection still opening at half their time.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    register("silent", silent).await;
+    register("silent", rmicro_tests::silent_listener().await).await;
     let status = user
         .call(CallRequest { name: "Bo".into() })
         .await
@@ -200,7 +187,7 @@ async fn a_call_waiting_on_a_connecting_node_is_not_given_to_a_hung_one() {
     // to it at half of this one's time would have reached its handler by now.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
-        hung.0.load(std::sync::atomic::Ordering::SeqCst),
+        hung.calls(),
         1,
         "the call went to the hung node ({status:?})"
     );
