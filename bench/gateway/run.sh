@@ -18,7 +18,10 @@
 # the gateway's default, one per CPU), EXTRA_SERVICES (100; 0 skips the extra measurement of
 # the gateway with that many other services in the registry), LIGHT_CONNECTIONS (4; 0 skips the
 # extra light-load measurement of gateway and nginx with that many connections, where each
-# request's latency rather than CPU bounds the rate).
+# request's latency rather than CPU bounds the rate), FLOORS (0; 1 adds three minimal proxies
+# to the rounds, src/bin/floor.rs: hyper's server and client with none of the gateway's work,
+# hyper's server with the backend request written and read by the request's task, and no hyper
+# at all; they tell the gateway's own cost from its HTTP stack's).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,6 +37,7 @@ GATEWAY_WORKER_FLAGS=()
 [ "$GATEWAY_WORKERS" != auto ] && GATEWAY_WORKER_FLAGS=(--workers "$GATEWAY_WORKERS")
 EXTRA_SERVICES=${EXTRA_SERVICES:-100}
 LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
+FLOORS=${FLOORS:-0}
 WRK_ARGS=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
 
 # ---------------------------------------------------------------- tools
@@ -61,6 +65,7 @@ CARGO_TARGET_DIR=$ROOT/target/bench-gateway \
   cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
 BACKEND_BIN=$ROOT/target/bench-gateway/release/bench-backend
 LOOKUP_BIN=$ROOT/target/bench-gateway/release/lookup
+FLOOR_BIN=$ROOT/target/bench-gateway/release/floor
 
 echo "== machine and versions"
 echo "machine:  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -210,12 +215,25 @@ declare -A URL=(
   [nginx]="http://$NGINX/bench/x"
   [nginx-fwd]="http://$NGINX_FWD/bench/x"
 )
+FLOOR_MODES=()
+((FLOORS)) && FLOOR_MODES=(hyper inline raw)
+declare -A FLOOR_PID
+for mode in "${FLOOR_MODES[@]}"; do
+  "$FLOOR_BIN" "$mode" 127.0.0.1:0 "$BACKEND" >"$TMP/floor-$mode.log" 2>&1 &
+  FLOOR_PID[$mode]=$!
+  PIDS+=($!)
+  wait_for "floor $mode" 10 grep -q '^listening on ' "$TMP/floor-$mode.log"
+  URL[floor-$mode]="http://$(listen_addr "$TMP/floor-$mode.log")/bench/x"
+  TARGETS+=("floor-$mode")
+  echo "floor     ${URL[floor-$mode]} ($mode, pid ${FLOOR_PID[$mode]})"
+done
 
 # The pids that make up a target's proxy (none for direct): nginx is master + workers.
 proxy_pids() {
   case $1 in
     gateway) echo "$GATEWAY_PID" ;;
     nginx | nginx-fwd) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
+    floor-*) echo "${FLOOR_PID[${1#floor-}]}" ;;
   esac
 }
 # Peak RSS (VmHWM) in KiB summed over pids.
@@ -316,6 +334,9 @@ row "direct (backend alone)" direct "$(mib "$RSS_direct")" -
 row "gateway (workers $GATEWAY_WORKERS, etcd)" gateway "$(mib "$RSS_gateway")" "${MCPU[gateway]}"
 row "nginx (workers $NGINX_WORKERS, $NGINX_PROCS procs)" nginx "$(mib "$RSS_nginx")" "${MCPU[nginx]}"
 row "nginx, same Host and X-Forwarded-For" nginx-fwd "(same procs)" "${MCPU[nginx-fwd]}"
+for mode in "${FLOOR_MODES[@]}"; do
+  row "floor: $mode" "floor-$mode" "$(mib "$(hwm_kib "${FLOOR_PID[$mode]}")")" "${MCPU[floor-$mode]}"
+done
 echo "(peak RSS of direct = the backend; gateway and nginx exclude the backend; nginx sums master + workers)"
 echo
 echo "gateway/nginx   requests/s $(ratio "${MRPS[gateway]}" "${MRPS[nginx]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[nginx]}")  peak RSS $(ratio "$RSS_gateway" "$RSS_nginx")"
@@ -332,6 +353,9 @@ done
 echo "gateway/nginx   requests/s round by round ${PER_ROUND[*]} (median $(median "${PER_ROUND[@]}"); gateway ahead in $AHEAD of ${#PER_ROUND[@]})"
 echo "gateway/nginx-fwd requests/s $(ratio "${MRPS[gateway]}" "${MRPS[nginx-fwd]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[nginx-fwd]}")  (nginx doing the gateway's header work)"
 echo "gateway/direct  requests/s $(ratio "${MRPS[gateway]}" "${MRPS[direct]}")  p99 $(ratio "${MP99[gateway]}" "${MP99[direct]}")"
+for mode in "${FLOOR_MODES[@]}"; do
+  echo "floor $mode/nginx requests/s $(ratio "${MRPS[floor-$mode]}" "${MRPS[nginx]}")  proxy CPU per request $(ratio "${MCPU[floor-$mode]}" "${MCPU[nginx]}")"
+done
 if awk -v g="${MRPS[gateway]}" -v n="${MRPS[nginx]}" 'BEGIN { exit !(g >= n) }'; then
   echo "target (gateway requests/s >= nginx requests/s): MET"
 else

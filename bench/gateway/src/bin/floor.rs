@@ -1,0 +1,212 @@
+//! Floors for the gateway benchmark (`FLOORS=1 bash bench/gateway/run.sh`): three minimal
+//! HTTP/1.1 reverse proxies to one backend with none of the gateway's work (no registry, no
+//! timeouts, no header rules, no error handling: a failure panics), each on one
+//! single-threaded runtime, so the gateway's cost can be told apart from its HTTP stack's:
+//!
+//! ```text
+//! floor hyper  LISTEN BACKEND   hyper's server and hyper's client connections (the gateway's stack)
+//! floor inline LISTEN BACKEND   hyper's server, the request written to the backend and its
+//!                               response read (httparse) by the request's own task
+//! floor raw    LISTEN BACKEND   no hyper: heads parsed with httparse, bytes passed on verbatim
+//! ```
+//!
+//! Only for the benchmark's requests: GET without a body, answers with a `Content-Length`.
+//! Prints `listening on ADDR` once bound.
+use std::cell::RefCell;
+use std::convert::Infallible;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+thread_local! {
+    static HYPER_POOL: RefCell<Vec<SendRequest<Incoming>>> = const { RefCell::new(Vec::new()) };
+    static RAW_POOL: RefCell<Vec<TcpStream>> = const { RefCell::new(Vec::new()) };
+}
+
+async fn connect(backend: &str) -> TcpStream {
+    let s = TcpStream::connect(backend).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+async fn via_hyper(backend: &'static str, req: Request<Incoming>) -> Result<Response<Incoming>, Infallible> {
+    let pooled = HYPER_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = p.iter().position(|s| s.is_ready());
+        i.map(|i| p.swap_remove(i))
+    });
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => {
+            let (s, conn) = hyper::client::conn::http1::Builder::new()
+                .writev(false)
+                .handshake(TokioIo::new(connect(backend).await))
+                .await
+                .unwrap();
+            tokio::task::spawn_local(async move {
+                let _ = conn.await;
+            });
+            s
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.uri = parts.uri.path_and_query().unwrap().as_str().parse().unwrap();
+    let resp = sender.send_request(Request::from_parts(parts, body)).await.unwrap();
+    HYPER_POOL.with(|p| p.borrow_mut().push(sender));
+    Ok(resp)
+}
+
+/// Reads one Content-Length response from `s` into `buf`: (status, headers, body).
+async fn read_response(s: &mut TcpStream, buf: &mut BytesMut) -> (u16, Vec<(http::HeaderName, http::HeaderValue)>, Bytes) {
+    loop {
+        if s.read_buf(buf).await.unwrap() == 0 {
+            panic!("backend closed");
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(n) = r.parse(buf).unwrap() {
+            let mut cl = 0;
+            let mut out = Vec::with_capacity(r.headers.len());
+            for h in r.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    cl = std::str::from_utf8(h.value).unwrap().parse().unwrap();
+                }
+                out.push((
+                    http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(h.value).unwrap(),
+                ));
+            }
+            let status = r.code.unwrap();
+            while buf.len() < n + cl {
+                s.read_buf(buf).await.unwrap();
+            }
+            let _ = buf.split_to(n);
+            let body = buf.split_to(cl).freeze();
+            return (status, out, body);
+        }
+    }
+}
+
+async fn via_inline(backend: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let pooled = RAW_POOL.with(|p| p.borrow_mut().pop());
+    let mut s = match pooled {
+        Some(s) => s,
+        None => connect(backend).await,
+    };
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(req.uri().path_and_query().unwrap().as_str().as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in req.headers() {
+        head.extend_from_slice(k.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    s.write_all(&head).await.unwrap();
+    let mut buf = BytesMut::with_capacity(4096);
+    let (status, headers, body) = read_response(&mut s, &mut buf).await;
+    RAW_POOL.with(|p| p.borrow_mut().push(s));
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        resp.headers_mut().append(k, v);
+    }
+    Ok(resp)
+}
+
+async fn raw_conn(backend: &'static str, mut client: TcpStream) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut up: Option<TcpStream> = None;
+    let mut rbuf = BytesMut::with_capacity(4096);
+    loop {
+        let n = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                break n;
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let head = buf.split_to(n);
+        let u = match &mut up {
+            Some(u) => u,
+            None => up.insert(connect(backend).await),
+        };
+        u.write_all(&head).await.unwrap();
+        // Response: head + Content-Length body, forwarded verbatim.
+        let total = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&rbuf) {
+                let cl: usize = r
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap_or(0);
+                break n + cl;
+            }
+            u.read_buf(&mut rbuf).await.unwrap();
+        };
+        while rbuf.len() < total {
+            u.read_buf(&mut rbuf).await.unwrap();
+        }
+        let out = rbuf.split_to(total);
+        if client.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args[1].clone();
+    let listen = args[2].clone();
+    let backend: &'static str = Box::leak(args[3].clone().into_boxed_str());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = TcpListener::bind(&listen).await.unwrap();
+        // Read by run.sh.
+        println!("listening on {}", listener.local_addr().unwrap());
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            match mode.as_str() {
+                "raw" => {
+                    tokio::task::spawn_local(raw_conn(backend, stream));
+                }
+                "hyper" => {
+                    tokio::task::spawn_local(async move {
+                        let svc = hyper::service::service_fn(move |req| via_hyper(backend, req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .writev(false)
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                _ => {
+                    tokio::task::spawn_local(async move {
+                        let svc = hyper::service::service_fn(move |req| via_inline(backend, req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .writev(false)
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            }
+        }
+    });
+}
