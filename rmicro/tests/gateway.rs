@@ -1540,6 +1540,26 @@ async fn a_switch_the_client_did_not_offer_and_connect_are_refused() {
             .contains("does not pass TRACE"),
         "{v}"
     );
+    // OPTIONS with `Max-Forwards: 0` is answered by the gateway (RFC 9110 §7.6.2); above 0
+    // the node is sent one less.
+    let here = raw(
+        &gw,
+        "OPTIONS /ws/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(here.starts_with("HTTP/1.1 200"), "{here}");
+    assert!(
+        here.to_ascii_lowercase().contains("allow: get, head, post"),
+        "{here}"
+    );
+    // The node (an echo of headers) sees one less.
+    let (echo_gw, _echo, _stop_echo) = gateway_to_one("go.micro.api.echo", "e", &[]).await;
+    let passed = raw(
+        &echo_gw,
+        "OPTIONS /echo/headers HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(passed.contains("max-forwards: 2"), "{passed}");
     // The node still serves plain requests afterwards, and a 426 keeps the protocols it names.
     assert_eq!(get(&gw, "/ws/y").await.status, 200);
     let required = get(&gw, "/ws/426").await;

@@ -205,11 +205,13 @@ impl Proxy {
                      request's cookies and credentials back)"
                 };
                 let mut resp = fail(StatusCode::METHOD_NOT_ALLOWED, refusal.to_string());
-                resp.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-                );
+                resp.headers_mut().insert(header::ALLOW, ALLOWED.clone());
                 return resp;
+            }
+            if req.method() == http::Method::OPTIONS {
+                if let Some(answer) = options_here(req.headers_mut()) {
+                    return answer;
+                }
             }
             if host == Host::Unchecked {
                 if let Some(problem) = target_problem(&req) {
@@ -711,6 +713,32 @@ fn tunnel(
         address.to_string(),
     ));
     Response::from_parts(parts, ProxyBody::Gateway(Body::empty()))
+}
+
+/// The methods the gateway passes on, as its `Allow` says (others pass too: a node's own).
+static ALLOWED: HeaderValue =
+    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+
+/// An `OPTIONS` request's `Max-Forwards` (RFC 9110 §7.6.2): at 0 the gateway is the request's
+/// final recipient and answers it (`200` with `Allow`), above 0 the node is sent one less. A
+/// value that is no number is passed on as it is.
+fn options_here(headers: &mut http::HeaderMap) -> Option<Response<ProxyBody>> {
+    let hops: u64 = headers
+        .get(header::MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if hops == 0 {
+        let mut resp = Response::new(ProxyBody::Gateway(Body::empty()));
+        resp.headers_mut().insert(header::ALLOW, ALLOWED.clone());
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        return Some(resp);
+    }
+    headers.insert(header::MAX_FORWARDS, HeaderValue::from(hops - 1));
+    None
 }
 
 /// What a request routed to a gRPC node is told.
