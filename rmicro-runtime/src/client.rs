@@ -607,7 +607,7 @@ impl Client {
     }
 
     /// The TLS it reaches nodes with, if any.
-    #[cfg(feature = "tls")]
+    #[cfg(all(feature = "tls", unix))]
     pub(crate) fn tls_setup(&self) -> Option<&crate::tls::ClientTls> {
         self.inner.tls.as_ref()
     }

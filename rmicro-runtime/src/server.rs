@@ -570,7 +570,7 @@ impl Server {
     }
 
     /// The TLS it serves with, if any.
-    #[cfg(feature = "tls")]
+    #[cfg(all(feature = "tls", unix))]
     pub(crate) fn tls_setup(&self) -> Option<crate::tls::ServerTls> {
         self.tls.clone()
     }

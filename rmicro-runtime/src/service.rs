@@ -301,6 +301,10 @@ impl Service {
         } = self;
         #[cfg(all(feature = "tls", unix))]
         let tls_files = (server.tls_setup(), client.tls_setup().cloned());
+        // Listened for before anything else: from the moment the node can be found (or even
+        // bound), a SIGHUP (a renewal hook, `systemctl reload`) must not end it.
+        #[cfg(all(feature = "tls", unix))]
+        let hangups = listen_for_hangups(&options.name, &tls_files.0, &tls_files.1);
         #[cfg(not(all(feature = "tls", unix)))]
         drop(client);
         let health = server.health();
@@ -399,7 +403,8 @@ impl Service {
             "serving"
         );
         #[cfg(all(feature = "tls", unix))]
-        let reloading = reload_tls_on_hangup(&record.name, tls_files.0, tls_files.1);
+        let reloading = hangups
+            .map(|hangups| reload_tls_on_hangup(hangups, &record.name, tls_files.0, tls_files.1));
         Ok(RunningService {
             record,
             local_addr,
@@ -437,35 +442,53 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Re-reads the service's TLS certificate, key and CA files (its server's, and its client's for
-/// calls to other nodes) on every `SIGHUP`, as nginx and the gateway do on a reload: a renewed
-/// certificate is served, and presented, without a restart. Files that cannot be used are
-/// logged with what is wrong and the ones in use stay. Only a service with TLS listens for the
-/// signal; without, `SIGHUP` keeps its usual meaning.
+/// `SIGHUP`, listened for when the service has TLS files to re-read (its server's or its
+/// client's); without, `SIGHUP` keeps its usual meaning. Once listened for, the process keeps
+/// its handler (tokio never removes one): after the service stops, a `SIGHUP` does nothing.
 #[cfg(all(feature = "tls", unix))]
-fn reload_tls_on_hangup(
+fn listen_for_hangups(
     service: &str,
-    server: Option<crate::tls::ServerTls>,
-    client: Option<crate::tls::ClientTls>,
-) -> Option<AbortOnDrop> {
+    server: &Option<crate::tls::ServerTls>,
+    client: &Option<crate::tls::ClientTls>,
+) -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
     if server.is_none() && client.is_none() {
         return None;
     }
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(err) => {
+    signal(SignalKind::hangup())
+        .inspect_err(|err| {
             tracing::warn!(%service, error = %err, "cannot listen for SIGHUP; TLS files are not reloaded on it");
-            return None;
-        }
-    };
+        })
+        .ok()
+}
+
+/// Re-reads the service's TLS certificate, key and CA files (its server's, and its client's for
+/// calls to other nodes) on every `SIGHUP`, as nginx and the gateway do on a reload: a renewed
+/// certificate is served, and presented, without a restart. Files that cannot be used are
+/// logged with what is wrong and the ones in use stay. The files are read off the runtime's
+/// threads (a slow mount holds no connection up).
+#[cfg(all(feature = "tls", unix))]
+fn reload_tls_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    service: &str,
+    server: Option<crate::tls::ServerTls>,
+    client: Option<crate::tls::ClientTls>,
+) -> AbortOnDrop {
     let service = service.to_string();
-    Some(AbortOnDrop(tokio::spawn(async move {
+    AbortOnDrop(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let reloaded = [
-                server.as_ref().map(|tls| ("server", tls.reload())),
-                client.as_ref().map(|tls| ("client", tls.reload())),
-            ];
+            let (server, client) = (server.clone(), client.clone());
+            let reloaded = tokio::task::spawn_blocking(move || {
+                [
+                    server.as_ref().map(|tls| ("server", tls.reload())),
+                    client.as_ref().map(|tls| ("client", tls.reload())),
+                ]
+            })
+            .await;
+            let Ok(reloaded) = reloaded else {
+                tracing::error!(%service, "SIGHUP: reloading the TLS files failed; the ones in use stay");
+                continue;
+            };
             for (side, result) in reloaded.into_iter().flatten() {
                 match result {
                     Ok(()) => tracing::info!(%service, "SIGHUP: {side} TLS files reloaded"),
@@ -475,7 +498,7 @@ fn reload_tls_on_hangup(
                 }
             }
         }
-    })))
+    }))
 }
 
 impl std::fmt::Debug for RunningService {

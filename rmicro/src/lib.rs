@@ -352,10 +352,15 @@ fn reload_tls_on_hangup(gateway: api::Gateway) {
                     tracing::info!("SIGHUP: nothing to reload (no --tls-cert, no --client-tls-ca)");
                     continue;
                 }
-                match gateway.reload_tls() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
-                    Err(err) => {
+                // Read off the workers' threads: a slow mount holds no connection up.
+                let reloading = gateway.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload_tls()).await {
+                    Ok(Ok(())) => tracing::info!("SIGHUP: TLS files reloaded"),
+                    Ok(Err(err)) => {
                         tracing::error!(error = %err, "SIGHUP: TLS files not reloaded; the ones in use stay")
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "SIGHUP: reloading the TLS files failed; the ones in use stay")
                     }
                 }
             }

@@ -1734,7 +1734,7 @@ async fn the_node_sees_the_clients_host_and_address() {
     // HTTP/1.1: `Host` as the client sent it (as go-micro's gateway passes it), the client's
     // address appended to `X-Forwarded-For` (every line the client sent kept), hop-by-hop
     // headers dropped, and forwarding claims a client could make up removed.
-    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nX-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\nX_Forwarded_Proto: https\r\nX_Real_IP: 192.0.2.6\r\nX_Forwarded_For: 192.0.2.6\r\nX_Original_URL: /admin\r\nTransfer_Encoding: chunked\r\nX_Request_Id: kept\r\n";
+    let head = "Host: shop.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nForwarded: proto=https\r\nX-Real-IP: 192.0.2.9\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nX-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\nX_Forwarded_Proto: https\r\nX_Real_IP: 192.0.2.6\r\nX_Forwarded_For: 192.0.2.6\r\nX_Original_URL: /admin\r\nTransfer_Encoding: chunked\r\nX_Request_Id: kept\r\nProxy: http://192.0.2.66:3128\r\nX-Forwarded-Prefix: /admin\r\n";
     let request = format!("GET /echo/headers HTTP/1.1\r\n{head}\r\n");
     let r = raw(&gw, &request).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -1771,6 +1771,7 @@ async fn the_node_sees_the_clients_host_and_address() {
             "host: shop.example",
             "x-forwarded-for: 192.0.2.1, 192.0.2.2, 127.0.0.1",
             "x-forwarded-host: bank.example",
+            "x-forwarded-prefix: /admin",
             "x-forwarded-proto: https",
             "x-forwarded-scheme: https",
             "x-forwarded-ssl: on",

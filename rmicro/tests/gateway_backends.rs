@@ -1076,6 +1076,36 @@ async fn a_reload_takes_a_renewed_client_ca() {
         std::fs::write(&ca, certs.read("ca.pem")).unwrap();
         gateway.reload_tls().unwrap();
         assert_eq!(get().await.status, 200);
+
+        // With its own certificate too: each set is reloaded on its own, and the error says
+        // which could not be and which was.
+        let (cert, key) = (live.path().join("gw.pem"), live.path().join("gw.key"));
+        std::fs::write(&cert, certs.read("server.pem")).unwrap();
+        std::fs::write(&key, certs.read("server.key")).unwrap();
+        let (cert_flag, key_flag) = (cert.display().to_string(), key.display().to_string());
+        let (_https, _stop_https, both) = gateway_handle(
+            "ng",
+            &ng.addr,
+            &[("secure", "true")],
+            &[
+                "--client-tls-ca",
+                &ca_flag,
+                "--tls-cert",
+                &cert_flag,
+                "--tls-key",
+                &key_flag,
+            ],
+        )
+        .await;
+        both.reload_tls().unwrap();
+        std::fs::write(&key, other.read("server.key")).unwrap();
+        let err = both.reload_tls().unwrap_err().to_string();
+        assert!(
+            err.starts_with("--tls-cert/--tls-key: ")
+                && err.contains("does not belong to the certificate")
+                && err.ends_with("(--client-tls-* reloaded)"),
+            "{err}"
+        );
     })
     .await;
 }

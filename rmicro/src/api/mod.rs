@@ -395,21 +395,37 @@ impl Gateway {
     /// by clients and to nodes, get what they hold; open ones keep theirs. Does nothing
     /// without TLS files.
     ///
+    /// Reads the files of each set on its own: one that cannot be used leaves the set in use
+    /// as it was, and the other is still reloaded.
+    ///
     /// # Errors
     ///
-    /// Why the files cannot be used (each set that cannot be); the ones in use then stay.
+    /// Why the files of a set cannot be used (each such set, and which other set was reloaded);
+    /// the ones in use then stay.
     pub fn reload_tls(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         #[cfg(feature = "tls")]
         {
-            let mut failed = Vec::new();
-            if let Some(Err(err)) = self.tls.as_ref().map(tls::Tls::reload) {
-                failed.push(format!("--tls-cert/--tls-key: {err}"));
-            }
-            if let Some(Err(err)) = self.client_tls.as_ref().map(|c| c.reload()) {
-                failed.push(format!("--client-tls-*: {err}"));
+            let sets = [
+                self.tls
+                    .as_ref()
+                    .map(|t| ("--tls-cert/--tls-key", t.reload())),
+                self.client_tls
+                    .as_ref()
+                    .map(|c| ("--client-tls-*", c.reload())),
+            ];
+            let (mut failed, mut reloaded) = (Vec::new(), Vec::new());
+            for (set, result) in sets.into_iter().flatten() {
+                match result {
+                    Ok(()) => reloaded.push(set),
+                    Err(err) => failed.push(format!("{set}: {err}")),
+                }
             }
             if !failed.is_empty() {
-                return Err(failed.join("; ").into());
+                let mut message = failed.join("; ");
+                if !reloaded.is_empty() {
+                    message.push_str(&format!(" ({} reloaded)", reloaded.join(", ")));
+                }
+                return Err(message.into());
             }
         }
         Ok(())

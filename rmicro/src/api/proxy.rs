@@ -208,11 +208,6 @@ impl Proxy {
                 resp.headers_mut().insert(header::ALLOW, ALLOWED.clone());
                 return resp;
             }
-            if req.method() == http::Method::OPTIONS {
-                if let Some(answer) = options_here(req.headers_mut()) {
-                    return answer;
-                }
-            }
             if host == Host::Unchecked {
                 if let Some(problem) = target_problem(&req) {
                     return fail(StatusCode::BAD_REQUEST, problem.to_string());
@@ -220,6 +215,11 @@ impl Proxy {
                 host_from_target(&mut req);
                 if req.version() == http::Version::HTTP_2 {
                     join_cookies(req.headers_mut());
+                }
+            }
+            if req.method() == http::Method::OPTIONS {
+                if let Some(answer) = options_here(req.headers_mut()) {
+                    return answer;
                 }
             }
             let Some(name) = ServiceName::for_path(&config.namespace, req.uri().path()) else {

@@ -66,6 +66,7 @@ header_names! {
         "x-forwarded-port",
         "x-forwarded-ssl",
         "x-forwarded-scheme",
+        "x-forwarded-prefix",
         "x-real-ip",
         "x-url-scheme",
         "front-end-https",
@@ -76,10 +77,12 @@ header_names! {
     /// Another URL than the request's, which Symfony and Zend read in place of the path (IIS's
     /// rewriting proxy sets them): never passed on, trusted load balancer or not, as load
     /// balancers do not remove a client's, and a node would serve another path than the one
-    /// the gateway and its plugins judged.
+    /// the gateway and its plugins judged. And `Proxy`, which CGI hands a node as
+    /// `HTTP_PROXY`, the variable HTTP libraries take their outgoing proxy from ("httpoxy"):
+    /// no client has a reason to send it.
     const URL_OVERRIDES;
     fn is_url_override;
-    ["x-original-url", "x-rewrite-url"]
+    ["x-original-url", "x-rewrite-url", "proxy"]
 }
 
 /// Removes the headers a client could mislead the node with: the forwarding claims unless
