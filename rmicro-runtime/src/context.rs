@@ -41,13 +41,21 @@ const HOP_HEADERS: &[&str] = &[
 ];
 
 impl CallContext {
-    /// The context of an incoming request: its deadline and propagatable metadata.
+    /// The context of an incoming request: its deadline and propagatable metadata (a
+    /// `grpc-timeout` that cannot be read is taken for none; a server refuses such a call:
+    /// [`CallContext::from_request`]).
     pub fn from_headers(headers: &http::HeaderMap) -> CallContext {
-        let deadline = headers
-            .get(crate::transport::GRPC_TIMEOUT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map(|t| Instant::now() + t);
+        CallContext::with_deadline(headers, deadline_of(headers).ok().flatten())
+    }
+
+    /// [`CallContext::from_headers`] of a call a server takes: one whose `grpc-timeout` cannot
+    /// be read is refused (what is wrong with it), as grpc-go refuses it, rather than served
+    /// without the deadline its caller meant.
+    pub(crate) fn from_request(headers: &http::HeaderMap) -> Result<CallContext, String> {
+        Ok(CallContext::with_deadline(headers, deadline_of(headers)?))
+    }
+
+    fn with_deadline(headers: &http::HeaderMap, deadline: Option<Instant>) -> CallContext {
         // Copy only what propagates: most calls carry no custom metadata, and then this
         // allocates nothing.
         let mut metadata = http::HeaderMap::new();
@@ -90,12 +98,33 @@ pub(crate) fn sync_scope<R>(ctx: CallContext, f: impl FnOnce() -> R) -> R {
     CURRENT.sync_scope(ctx, f)
 }
 
-/// Parses a `grpc-timeout` value: digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+/// The deadline a request's `grpc-timeout` sets, if it has one, or what is wrong with it.
+fn deadline_of(headers: &http::HeaderMap) -> Result<Option<Instant>, String> {
+    let Some(value) = headers.get(crate::transport::GRPC_TIMEOUT) else {
+        return Ok(None);
+    };
+    let timeout = value
+        .to_str()
+        .ok()
+        .and_then(parse_grpc_timeout)
+        .ok_or_else(|| {
+            format!(
+            "malformed grpc-timeout `{}`: expected 1 to 8 digits and a unit (H, M, S, m, u or n)",
+            String::from_utf8_lossy(value.as_bytes()).escape_debug()
+        )
+        })?;
+    Ok(Some(Instant::now() + timeout))
+}
+
+/// Parses a `grpc-timeout` value: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),

@@ -69,9 +69,19 @@ impl<B, E> Framed<B, E> {
         )
     }
 
-    /// A request's body (the server's side); `gzip` as for [`Framed::answer`].
-    pub(crate) fn request(body: B, limit: usize, gzip: bool, map_err: fn(E) -> BoxError) -> Self {
-        Framed::new(body, map_err, Scanner::new(limit, Whose::Request, gzip))
+    /// A request's body (the server's side); `gzip` as for [`Framed::answer`]; `single` when
+    /// the method takes one message: a second one fails the body with `Internal` (as grpc-go
+    /// answers such a call) instead of being dropped unread.
+    pub(crate) fn request(
+        body: B,
+        limit: usize,
+        gzip: bool,
+        single: bool,
+        map_err: fn(E) -> BoxError,
+    ) -> Self {
+        let mut scanner = Scanner::new(limit, Whose::Request, gzip);
+        scanner.single = single;
+        Framed::new(body, map_err, scanner)
     }
 
     fn new(body: B, map_err: fn(E) -> BoxError, scanner: Scanner) -> Self {
@@ -97,6 +107,9 @@ struct Scanner {
     left: u64,
     /// The compressed message being gathered, whole before it is inflated.
     compressed: Option<Vec<u8>>,
+    /// Whether the body may hold one message only, and whether one began.
+    single: bool,
+    seen: bool,
 }
 
 /// What a frame's data becomes.
@@ -178,6 +191,8 @@ impl Scanner {
             filled: 0,
             left: 0,
             compressed: None,
+            single: false,
+            seen: false,
         }
     }
 
@@ -200,9 +215,11 @@ impl Scanner {
                 self.left -= data.len() as u64;
                 return (Passed::Whole, None);
             }
-            if self.left == 0 && data.len() >= PREFIX && data[0] == 0 {
+            if self.left == 0 && data.len() >= PREFIX && data[0] == 0 && !(self.single && self.seen)
+            {
                 let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
                 if len <= self.limit && PREFIX + len == data.len() {
+                    self.seen = true;
                     return (Passed::Whole, None);
                 }
             }
@@ -254,6 +271,15 @@ impl Scanner {
                 self.prefix[3],
                 self.prefix[4],
             ]);
+            if self.single && self.seen {
+                pieces.cut_back(start, at);
+                failed = Some(Status::internal(format!(
+                    "protocol error: the method takes one request message, and {} has more",
+                    self.what()
+                )));
+                break;
+            }
+            self.seen = true;
             if let Some(status) = self.bad_prefix(len) {
                 // Nothing of the bad prefix goes on (what an earlier frame held of it did).
                 pieces.cut_back(start, at);

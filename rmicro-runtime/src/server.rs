@@ -48,7 +48,14 @@ pub type ResponseStream<T> =
 
 type RouteFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;
 /// A method's route: it takes the request and how its messages are received.
-type Route = Arc<dyn Fn(http::Request<Body>, Receive) -> RouteFuture + Send + Sync + 'static>;
+#[derive(Clone)]
+struct Route {
+    serve: Arc<dyn Fn(http::Request<Body>, Receive) -> RouteFuture + Send + Sync + 'static>,
+    /// Whether the method takes one request message (unary and server-streaming methods): a
+    /// call that sends more fails with `Internal`, as grpc-go's and grpc-java's do, instead
+    /// of having the others dropped unread.
+    single: bool,
+}
 
 /// How a call's request messages are received: the largest taken, and whether the call says
 /// they are compressed (`grpc-encoding`, looked up once per call).
@@ -122,14 +129,20 @@ where
 /// [context](crate::context) (deadline and metadata, for propagation to outgoing calls) and answers
 /// `DeadlineExceeded` once the caller's `grpc-timeout` has passed: before the response head, or,
 /// for methods that stream their response (`streams`), in the middle of the stream. `method` is
-/// the route's path, for the log of a handler that panics.
-fn route<F, Fut>(method: &'static str, streams: bool, serve: F) -> Route
+/// the route's path, for the log of a handler that panics; `single` says the method takes one
+/// request message.
+fn route<F, Fut>(method: &'static str, streams: bool, single: bool, serve: F) -> Route
 where
     F: Fn(http::Request<Body>, Receive) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
 {
-    Arc::new(move |req, receive| {
-        let ctx = CallContext::from_headers(req.headers());
+    let serve = Arc::new(move |req: http::Request<Body>, receive| -> RouteFuture {
+        let ctx = match CallContext::from_request(req.headers()) {
+            Ok(ctx) => ctx,
+            Err(malformed) => {
+                return Box::pin(async move { Status::internal(malformed).into_http() })
+            }
+        };
         let deadline = ctx
             .remaining()
             .map(|left| tokio::time::Instant::now() + left);
@@ -143,7 +156,8 @@ where
             timer: None,
             stream_ctx,
         })
-    })
+    });
+    Route { serve, single }
 }
 
 pin_project_lite::pin_project! {
@@ -378,7 +392,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(path, false, move |req, receive| {
+        let route = route(path, false, true, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.unary(handler, req).await }
@@ -396,7 +410,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(path, true, move |req, receive| {
+        let route = route(path, true, true, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.server_streaming(handler, req).await }
@@ -414,7 +428,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(path, false, move |req, receive| {
+        let route = route(path, false, false, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.client_streaming(handler, req).await }
@@ -432,7 +446,7 @@ impl ServiceDef {
         Fut: Future<Output = Result<Response<ResponseStream<Resp>>, Status>> + Send + 'static,
     {
         let handler = Handler(Arc::new(handler));
-        let route = route(path, true, move |req, receive| {
+        let route = route(path, true, false, move |req, receive| {
             let handler = handler.clone();
             let mut grpc = grpc::<Req, Resp>(receive);
             async move { grpc.streaming(handler, req).await }
@@ -489,6 +503,7 @@ pub struct Server {
     keepalive: Option<Duration>,
     keepalive_timeout: Option<Duration>,
     max_receive_message_size: Option<usize>,
+    handshake_timeout: Option<Duration>,
     health: crate::health::Health,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
@@ -502,9 +517,9 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// How long a client has to complete its TLS handshake once connected.
-#[cfg(feature = "tls")]
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has, once connected, to complete its TLS handshake (with TLS) and send
+/// HTTP/2's connection preface: see [`Server::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many streams a client may open and reset before the server takes them, on one
 /// connection, before the server closes it (see `serve_with_shutdown`).
@@ -557,6 +572,17 @@ impl Server {
     /// `MaxRecvMsgSize`).
     pub fn max_receive_message_size(&mut self, bytes: usize) -> &mut Self {
         self.max_receive_message_size = Some(bytes);
+        self
+    }
+
+    /// How long a client has, once connected, to complete its TLS handshake (with TLS) and to
+    /// send HTTP/2's connection preface, which gRPC clients send at once; a connection that has
+    /// not is closed. Without a limit, connections that never say a word (a scanner, a client
+    /// of another protocol, an attack) would hold a file descriptor each for as long as they
+    /// stay open. Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s; grpc-go's `ConnectionTimeout`
+    /// is 120 s).
+    pub fn handshake_timeout(&mut self, limit: Duration) -> &mut Self {
+        self.handshake_timeout = Some(limit);
         self
     }
 
@@ -687,6 +713,7 @@ impl Server {
             services: self.services,
             health: self.health,
             drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             keepalive: self.keepalive.map(|interval| Keepalive {
                 interval,
                 timeout: self
@@ -724,6 +751,18 @@ impl Dispatch {
                 response
             });
         }
+        if req.method() != http::Method::POST {
+            // gRPC calls are POSTs: grpc-go answers others 405 with Internal.
+            let method = req.method().clone();
+            return Box::pin(async move {
+                let mut response = Status::internal(format!(
+                    "a gRPC request's method is POST, not {method}; call this server with a gRPC client"
+                ))
+                .into_http();
+                *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+                response
+            });
+        }
         match self.routes.get(req.uri().path()) {
             Some(route) => {
                 let limit = self.limit;
@@ -733,8 +772,11 @@ impl Dispatch {
                     limit,
                     compressed: coding.is_some(),
                 };
-                route(
-                    req.map(|body| Body::new(Framed::request(body, limit, gzip, reset_by_client))),
+                let single = route.single;
+                (route.serve)(
+                    req.map(|body| {
+                        Body::new(Framed::request(body, limit, gzip, single, reset_by_client))
+                    }),
                     receive,
                 )
             }
@@ -795,6 +837,8 @@ pub struct BoundServer {
     services: Vec<ServiceInfo>,
     health: crate::health::Health,
     drain_timeout: Duration,
+    /// How long a client has to complete its TLS handshake and send the HTTP/2 preface.
+    handshake_timeout: Duration,
     keepalive: Option<Keepalive>,
 }
 
@@ -890,6 +934,8 @@ impl BoundServer {
             });
             // Forget the connections that ended (one check per accepted connection).
             while connections.try_join_next().is_some() {}
+            let handshake_limit = self.handshake_timeout;
+            let handshake_deadline = tokio::time::Instant::now() + handshake_limit;
             #[cfg(feature = "tls")]
             if let Some(tls) = &self.tls {
                 // The handshake in the connection's own task: a slow or silent client holds
@@ -899,7 +945,7 @@ impl BoundServer {
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
                     let accepted = tokio::select! {
-                        accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => accepted,
+                        accepted = tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)) => accepted,
                         _ = stopped.wait_for(|stop| *stop) => return,
                     };
                     let tls = match accepted {
@@ -909,11 +955,12 @@ impl BoundServer {
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!(%peer, "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                            tracing::debug!(%peer, "no TLS handshake within {handshake_limit:?}");
                             return;
                         }
                     };
                     let stream = crate::tls::Stream::Tls(Box::new(tls.into()));
+                    let stream = Preface::new(stream, handshake_deadline);
                     let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                     if let Err(err) = conn.await {
                         tracing::debug!(error = %err, %peer, "connection ended with an error");
@@ -921,6 +968,7 @@ impl BoundServer {
                 });
                 continue;
             }
+            let stream = Preface::new(stream, handshake_deadline);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
             connections.spawn(async move {
@@ -947,6 +995,88 @@ impl BoundServer {
         // Every connection is closed when this returns.
         while connections.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// HTTP/2's client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`), in bytes.
+const PREFACE_LEN: usize = 24;
+
+/// A connection's stream whose reads fail with `TimedOut` once its deadline passes before the
+/// client has sent the HTTP/2 preface's bytes: a connection that never says a word is closed
+/// (hyper's server waits for the preface as long as the connection stays open). Once the
+/// preface's bytes are in, it only passes reads and writes through.
+struct Preface<S> {
+    inner: S,
+    /// Preface bytes still to come; `0` once they are in.
+    left: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Preface<S> {
+    fn new(inner: S, deadline: tokio::time::Instant) -> Preface<S> {
+        Preface {
+            inner,
+            left: PREFACE_LEN,
+            deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Preface<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.deadline {
+            if let Poll::Ready(Ok(())) = &read {
+                this.left = this.left.saturating_sub(buf.filled().len() - before);
+                if this.left == 0 {
+                    this.deadline = None;
+                    return read;
+                }
+            }
+            if read.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not send HTTP/2's connection preface within the handshake limit",
+                )));
+            }
+        }
+        read
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Preface<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -985,21 +1115,21 @@ mod tests {
             compressed: false,
         };
 
-        let handler = route("/shop.Orders/Place", false, |_req, _receive| async {
+        let handler = route("/shop.Orders/Place", false, true, |_req, _receive| async {
             if true {
                 panic!("the handler's bug");
             }
             http::Response::new(Body::empty())
         });
-        let response = handler(http::Request::new(Body::empty()), receive()).await;
+        let response = (handler.serve)(http::Request::new(Body::empty()), receive()).await;
         let status = Status::from_header_map(response.headers()).expect("a status in the head");
         assert_eq!(status.code(), tonic::Code::Internal);
 
-        let stream = route("/shop.Orders/Watch", true, |_req, _receive| async {
+        let stream = route("/shop.Orders/Watch", true, true, |_req, _receive| async {
             let items = panicking_body(|| panic!("the stream's bug"));
             http::Response::new(items)
         });
-        let response = stream(http::Request::new(Body::empty()), receive()).await;
+        let response = (stream.serve)(http::Request::new(Body::empty()), receive()).await;
         let trailers = http_body_util::BodyExt::collect(response.into_body())
             .await
             .expect("the stream ends with trailers")
@@ -1043,6 +1173,143 @@ mod tests {
     /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
     /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is
     /// gRPC's, `application/grpc-web` is not.
+    /// Sends one request to the health check's unary method at `address`: `method`, extra
+    /// `headers`, `body` (gRPC frames as bytes). The HTTP status, and `grpc-status` with
+    /// `grpc-message` from the head or the trailers.
+    async fn health_call(
+        address: &str,
+        method: &str,
+        headers: &[(&'static str, &'static str)],
+        body: &'static [u8],
+    ) -> (u16, Option<(String, String)>) {
+        let conn = crate::transport::Connection::new(address).unwrap();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(crate::health::CHECK_PATH)
+            .header(http::header::CONTENT_TYPE, "application/grpc");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = Body::new(http_body_util::Full::new(hyper::body::Bytes::from_static(
+            body,
+        )));
+        let response = conn
+            .send_request(request.body(body).unwrap(), None, false)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let http = response.status().as_u16();
+        let head = response.headers().clone();
+        let collected = http_body_util::BodyExt::collect(response.into_body()).await;
+        let trailers = collected.ok().and_then(|c| c.trailers().cloned());
+        let status = [Some(&head), trailers.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|h| {
+                let status = Status::from_header_map(h)?;
+                Some((
+                    (status.code() as i32).to_string(),
+                    status.message().to_string(),
+                ))
+            });
+        (http, status)
+    }
+
+    /// What grpc-go refuses is refused: a method other than POST (405, Internal), a
+    /// `grpc-timeout` that cannot be read (Internal, not a call without a deadline), and more
+    /// than one request message for a unary method (Internal, not the others dropped unread).
+    #[tokio::test]
+    async fn calls_grpc_go_refuses_are_refused() {
+        let bound = Server::new().bind("127.0.0.1:0").await.unwrap();
+        let address = bound.local_addr().to_string();
+        tokio::spawn(bound.serve());
+        let empty: &[u8] = &[0, 0, 0, 0, 0];
+        assert_eq!(
+            health_call(&address, "POST", &[], empty)
+                .await
+                .1
+                .map(|s| s.0),
+            Some("0".to_string())
+        );
+
+        let (http, status) = health_call(&address, "GET", &[], empty).await;
+        let (code, message) = status.unwrap();
+        assert_eq!((http, code.as_str()), (405, "13"), "{message}");
+        assert!(message.contains("method is POST, not GET"), "{message}");
+
+        for bad in ["1x", "-1S", "+5S", "123456789S", "99999999999S", "S"] {
+            let (_, status) = health_call(&address, "POST", &[("grpc-timeout", bad)], empty).await;
+            let (code, message) = status.unwrap();
+            assert_eq!(code, "13", "{bad}: {message}");
+            assert!(
+                message.contains("malformed grpc-timeout"),
+                "{bad}: {message}"
+            );
+        }
+        let (_, status) =
+            health_call(&address, "POST", &[("grpc-timeout", "12345678S")], empty).await;
+        assert_eq!(status.unwrap().0, "0");
+
+        let two: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (_, status) = health_call(&address, "POST", &[], two).await;
+        let (code, message) = status.unwrap();
+        assert_eq!(code, "13", "{message}");
+        assert!(message.contains("takes one request message"), "{message}");
+    }
+
+    /// A connection that does not send HTTP/2's preface within the handshake limit is closed
+    /// (it held a file descriptor for as long as the client kept it open); gRPC clients, which
+    /// send it at once, are served.
+    #[tokio::test]
+    async fn a_connection_without_the_http2_preface_is_closed_after_the_handshake_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut server = Server::new();
+        server.handshake_timeout(Duration::from_millis(300));
+        let bound = server.bind("127.0.0.1:0").await.unwrap();
+        let address = bound.local_addr().to_string();
+        tokio::spawn(bound.serve());
+        for sent in [&b""[..], b"PRI * HT"] {
+            let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+            silent.write_all(sent).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 1024];
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match silent.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue, // the server's SETTINGS, then maybe a GOAWAY
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "{sent:?}: still open after 5 s");
+            assert!(
+                started.elapsed() >= Duration::from_millis(250),
+                "{sent:?}: closed at once"
+            );
+        }
+        let empty: &[u8] = &[0, 0, 0, 0, 0];
+        // A call on a connection used again after the limit is still served.
+        let conn = crate::transport::Connection::new(&address).unwrap();
+        for _ in 0..2 {
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(crate::health::CHECK_PATH)
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .body(Body::new(http_body_util::Full::new(
+                    hyper::body::Bytes::from_static(empty),
+                )))
+                .unwrap();
+            let response = conn
+                .send_request(request, None, false)
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_request_of_another_content_type_is_answered_415() {
         let bound = Server::new().bind("127.0.0.1:0").await.unwrap();
