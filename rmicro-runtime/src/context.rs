@@ -42,17 +42,30 @@ const HOP_HEADERS: &[&str] = &[
 
 impl CallContext {
     /// The context of an incoming request: its deadline and propagatable metadata (a
-    /// `grpc-timeout` that cannot be read is taken for none; a server refuses such a call:
-    /// [`CallContext::from_request`]).
+    /// `grpc-timeout` that cannot be read is taken for none here; rmicro's server refuses
+    /// such a call).
     pub fn from_headers(headers: &http::HeaderMap) -> CallContext {
         CallContext::with_deadline(headers, deadline_of(headers).ok().flatten())
     }
 
     /// [`CallContext::from_headers`] of a call a server takes: one whose `grpc-timeout` cannot
-    /// be read is refused (what is wrong with it), as grpc-go refuses it, rather than served
-    /// without the deadline its caller meant.
+    /// be read (rather than served without the deadline its caller meant), or with a `-bin`
+    /// metadata value that is not base64, is refused with what is wrong, as grpc-go refuses
+    /// it.
     pub(crate) fn from_request(headers: &http::HeaderMap) -> Result<CallContext, String> {
-        Ok(CallContext::with_deadline(headers, deadline_of(headers)?))
+        let ctx = CallContext::with_deadline(headers, deadline_of(headers)?);
+        let malformed = ctx.metadata.iter().find_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Binary(key, value) => {
+                value.to_bytes().is_err().then(|| key.to_string())
+            }
+            tonic::metadata::KeyAndValueRef::Ascii(..) => None,
+        });
+        match malformed {
+            Some(key) => Err(format!(
+                "malformed binary metadata `{key}`: the value of a `-bin` key is base64"
+            )),
+            None => Ok(ctx),
+        }
     }
 
     fn with_deadline(headers: &http::HeaderMap, deadline: Option<Instant>) -> CallContext {

@@ -1216,8 +1216,9 @@ mod tests {
     }
 
     /// What grpc-go refuses is refused: a method other than POST (405, Internal), a
-    /// `grpc-timeout` that cannot be read (Internal, not a call without a deadline), and more
-    /// than one request message for a unary method (Internal, not the others dropped unread).
+    /// `grpc-timeout` that cannot be read (Internal, not a call without a deadline), a `-bin`
+    /// metadata value that is not base64, and more than one request message for a unary method
+    /// (Internal, not the others dropped unread).
     #[tokio::test]
     async fn calls_grpc_go_refuses_are_refused() {
         let bound = Server::new().bind("127.0.0.1:0").await.unwrap();
@@ -1248,6 +1249,22 @@ mod tests {
         }
         let (_, status) =
             health_call(&address, "POST", &[("grpc-timeout", "12345678S")], empty).await;
+        assert_eq!(status.unwrap().0, "0");
+
+        let (_, status) = health_call(
+            &address,
+            "POST",
+            &[("x-trace-bin", "!!!not base64$$$")],
+            empty,
+        )
+        .await;
+        let (code, message) = status.unwrap();
+        assert_eq!(code, "13", "{message}");
+        assert!(
+            message.contains("malformed binary metadata `x-trace-bin`"),
+            "{message}"
+        );
+        let (_, status) = health_call(&address, "POST", &[("x-trace-bin", "AAEC")], empty).await;
         assert_eq!(status.unwrap().0, "0");
 
         let two: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
