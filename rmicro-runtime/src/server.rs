@@ -1173,16 +1173,15 @@ mod tests {
     /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
     /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is
     /// gRPC's, `application/grpc-web` is not.
-    /// Sends one request to the health check's unary method at `address`: `method`, extra
+    /// Sends one request to the health check's unary method on `conn`: `method`, extra
     /// `headers`, `body` (gRPC frames as bytes). The HTTP status, and `grpc-status` with
     /// `grpc-message` from the head or the trailers.
     async fn health_call(
-        address: &str,
+        conn: &crate::transport::Connection,
         method: &str,
         headers: &[(&'static str, &'static str)],
         body: &'static [u8],
     ) -> (u16, Option<(String, String)>) {
-        let conn = crate::transport::Connection::new(address).unwrap();
         let mut request = http::Request::builder()
             .method(method)
             .uri(crate::health::CHECK_PATH)
@@ -1224,22 +1223,20 @@ mod tests {
         let bound = Server::new().bind("127.0.0.1:0").await.unwrap();
         let address = bound.local_addr().to_string();
         tokio::spawn(bound.serve());
+        let conn = &crate::transport::Connection::new(&address).unwrap();
         let empty: &[u8] = &[0, 0, 0, 0, 0];
         assert_eq!(
-            health_call(&address, "POST", &[], empty)
-                .await
-                .1
-                .map(|s| s.0),
+            health_call(conn, "POST", &[], empty).await.1.map(|s| s.0),
             Some("0".to_string())
         );
 
-        let (http, status) = health_call(&address, "GET", &[], empty).await;
+        let (http, status) = health_call(conn, "GET", &[], empty).await;
         let (code, message) = status.unwrap();
         assert_eq!((http, code.as_str()), (405, "13"), "{message}");
         assert!(message.contains("method is POST, not GET"), "{message}");
 
         for bad in ["1x", "-1S", "+5S", "123456789S", "99999999999S", "S"] {
-            let (_, status) = health_call(&address, "POST", &[("grpc-timeout", bad)], empty).await;
+            let (_, status) = health_call(conn, "POST", &[("grpc-timeout", bad)], empty).await;
             let (code, message) = status.unwrap();
             assert_eq!(code, "13", "{bad}: {message}");
             assert!(
@@ -1247,28 +1244,22 @@ mod tests {
                 "{bad}: {message}"
             );
         }
-        let (_, status) =
-            health_call(&address, "POST", &[("grpc-timeout", "12345678S")], empty).await;
+        let (_, status) = health_call(conn, "POST", &[("grpc-timeout", "12345678S")], empty).await;
         assert_eq!(status.unwrap().0, "0");
 
-        let (_, status) = health_call(
-            &address,
-            "POST",
-            &[("x-trace-bin", "!!!not base64$$$")],
-            empty,
-        )
-        .await;
+        let (_, status) =
+            health_call(conn, "POST", &[("x-trace-bin", "!!!not base64$$$")], empty).await;
         let (code, message) = status.unwrap();
         assert_eq!(code, "13", "{message}");
         assert!(
             message.contains("malformed binary metadata `x-trace-bin`"),
             "{message}"
         );
-        let (_, status) = health_call(&address, "POST", &[("x-trace-bin", "AAEC")], empty).await;
+        let (_, status) = health_call(conn, "POST", &[("x-trace-bin", "AAEC")], empty).await;
         assert_eq!(status.unwrap().0, "0");
 
         let two: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let (_, status) = health_call(&address, "POST", &[], two).await;
+        let (_, status) = health_call(conn, "POST", &[], two).await;
         let (code, message) = status.unwrap();
         assert_eq!(code, "13", "{message}");
         assert!(message.contains("takes one request message"), "{message}");
@@ -1305,24 +1296,11 @@ mod tests {
                 "{sent:?}: closed at once"
             );
         }
-        let empty: &[u8] = &[0, 0, 0, 0, 0];
         // A call on a connection used again after the limit is still served.
-        let conn = crate::transport::Connection::new(&address).unwrap();
+        let conn = &crate::transport::Connection::new(&address).unwrap();
         for _ in 0..2 {
-            let request = http::Request::builder()
-                .method("POST")
-                .uri(crate::health::CHECK_PATH)
-                .header(http::header::CONTENT_TYPE, "application/grpc")
-                .body(Body::new(http_body_util::Full::new(
-                    hyper::body::Bytes::from_static(empty),
-                )))
-                .unwrap();
-            let response = conn
-                .send_request(request, None, false)
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-            assert_eq!(response.status(), 200);
+            let (http, status) = health_call(conn, "POST", &[], &[0, 0, 0, 0, 0]).await;
+            assert_eq!((http, status.map(|s| s.0)), (200, Some("0".to_string())));
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
     }
