@@ -81,18 +81,24 @@ pub(super) fn from_request(headers: &HeaderMap) -> HeaderMap {
             continue;
         };
         // A binary key (`-bin`) takes its value in base64, as it travels in gRPC: one that is not
-        // is left out rather than sent for the node to refuse.
-        if key.as_str().ends_with("-bin")
-            && !value
-                .as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
-        {
+        // (by the decoding servers apply: rmicro's and grpc-go's refuse the call) is left out
+        // rather than sent for the node to refuse.
+        if key.as_str().ends_with("-bin") && !decodes_as_binary(value) {
             continue;
         }
         metadata.append(key, value.clone());
     }
     metadata
+}
+
+/// Whether `value` decodes as binary metadata's base64 (padded or not), as tonic decodes it.
+fn decodes_as_binary(value: &HeaderValue) -> bool {
+    const KEY: &str = "x-bin";
+    let mut one = HeaderMap::new();
+    one.insert(HeaderName::from_static(KEY), value.clone());
+    MetadataMap::from_headers(one)
+        .get_bin(KEY)
+        .is_some_and(|v| v.to_bytes().is_ok())
 }
 
 /// `metadata`'s keys that are not reserved, each value as a header named `prefix` + key (binary
@@ -212,6 +218,8 @@ mod tests {
             ("grpc-metadata-tenant", "green"),
             ("grpc-metadata-trace-bin", "AQI="),
             ("grpc-metadata-broken-bin", "***"),
+            ("grpc-metadata-short-bin", "A"),
+            ("grpc-metadata-unpadded-bin", "AQI"),
             ("grpc-metadata-grpc-timeout", "1n"),
             ("grpc-metadata-content-type", "text/plain"),
             ("grpc-metadata-x-user", "forged"),
@@ -232,6 +240,7 @@ mod tests {
                 ("tenant", "blue"),
                 ("tenant", "green"),
                 ("trace-bin", "AQI="),
+                ("unpadded-bin", "AQI"),
                 ("x-user", "ann"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string()))
