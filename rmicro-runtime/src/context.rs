@@ -116,16 +116,13 @@ fn deadline_of(headers: &http::HeaderMap) -> Result<Option<Instant>, String> {
     let Some(value) = headers.get(crate::transport::GRPC_TIMEOUT) else {
         return Ok(None);
     };
-    let timeout = value
-        .to_str()
-        .ok()
-        .and_then(parse_grpc_timeout)
-        .ok_or_else(|| {
-            format!(
+    let Some(timeout) = value.to_str().ok().and_then(parse_grpc_timeout) else {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        return Err(format!(
             "malformed grpc-timeout `{}`: expected 1 to 8 digits and a unit (H, M, S, m, u or n)",
-            String::from_utf8_lossy(value.as_bytes()).escape_debug()
-        )
-        })?;
+            value.escape_debug()
+        ));
+    };
     Ok(Some(Instant::now() + timeout))
 }
 

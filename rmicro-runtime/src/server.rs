@@ -741,27 +741,23 @@ impl Dispatch {
                 || "none".to_string(),
                 |v| format!("`{}`", String::from_utf8_lossy(v.as_bytes())),
             );
-            return Box::pin(async move {
-                let mut response = Status::internal(format!(
+            return refused(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
                     "a gRPC request's content-type is `application/grpc` (or `application/grpc+…`), \
                      not {found}; call this server with a gRPC client"
-                ))
-                .into_http();
-                *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-                response
-            });
+                ),
+            );
         }
         if req.method() != http::Method::POST {
             // gRPC calls are POSTs: grpc-go answers others 405 with Internal.
-            let method = req.method().clone();
-            return Box::pin(async move {
-                let mut response = Status::internal(format!(
-                    "a gRPC request's method is POST, not {method}; call this server with a gRPC client"
-                ))
-                .into_http();
-                *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-                response
-            });
+            return refused(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "a gRPC request's method is POST, not {}; call this server with a gRPC client",
+                    req.method()
+                ),
+            );
         }
         match self.routes.get(req.uri().path()) {
             Some(route) => {
@@ -789,6 +785,16 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// The answer to a request refused before it is routed: `Internal` saying `message`, with HTTP
+/// `status`.
+fn refused(status: http::StatusCode, message: String) -> RouteFuture {
+    Box::pin(async move {
+        let mut response = Status::internal(message).into_http();
+        *response.status_mut() = status;
+        response
+    })
 }
 
 /// Whether a request's content-type is gRPC's: `application/grpc`, alone or with a `+subtype` or
@@ -1170,9 +1176,6 @@ mod tests {
         Body::new(Once(f))
     }
 
-    /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
-    /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is
-    /// gRPC's, `application/grpc-web` is not.
     /// Sends one request to the health check's unary method on `conn`: `method`, extra
     /// `headers`, `body` (gRPC frames as bytes). The HTTP status, and `grpc-status` with
     /// `grpc-message` from the head or the trailers.
@@ -1229,16 +1232,21 @@ mod tests {
             health_call(conn, "POST", &[], empty).await.1.map(|s| s.0),
             Some("0".to_string())
         );
+        // The message of a call refused with Internal.
+        let internal = |status: Option<(String, String)>| {
+            let (code, message) = status.expect("a grpc-status");
+            assert_eq!(code, "13", "{message}");
+            message
+        };
 
         let (http, status) = health_call(conn, "GET", &[], empty).await;
-        let (code, message) = status.unwrap();
-        assert_eq!((http, code.as_str()), (405, "13"), "{message}");
+        let message = internal(status);
+        assert_eq!(http, 405, "{message}");
         assert!(message.contains("method is POST, not GET"), "{message}");
 
         for bad in ["1x", "-1S", "+5S", "123456789S", "99999999999S", "S"] {
             let (_, status) = health_call(conn, "POST", &[("grpc-timeout", bad)], empty).await;
-            let (code, message) = status.unwrap();
-            assert_eq!(code, "13", "{bad}: {message}");
+            let message = internal(status);
             assert!(
                 message.contains("malformed grpc-timeout"),
                 "{bad}: {message}"
@@ -1249,8 +1257,7 @@ mod tests {
 
         let (_, status) =
             health_call(conn, "POST", &[("x-trace-bin", "!!!not base64$$$")], empty).await;
-        let (code, message) = status.unwrap();
-        assert_eq!(code, "13", "{message}");
+        let message = internal(status);
         assert!(
             message.contains("malformed binary metadata `x-trace-bin`"),
             "{message}"
@@ -1260,8 +1267,7 @@ mod tests {
 
         let two: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let (_, status) = health_call(conn, "POST", &[], two).await;
-        let (code, message) = status.unwrap();
-        assert_eq!(code, "13", "{message}");
+        let message = internal(status);
         assert!(message.contains("takes one request message"), "{message}");
     }
 
@@ -1305,6 +1311,9 @@ mod tests {
         }
     }
 
+    /// A request that is not gRPC's is answered 415 with Internal, as grpc-go answers it, and
+    /// its body is not read as gRPC frames; `application/grpc` with a subtype or parameters is
+    /// gRPC's, `application/grpc-web` is not.
     #[tokio::test]
     async fn a_request_of_another_content_type_is_answered_415() {
         let bound = Server::new().bind("127.0.0.1:0").await.unwrap();

@@ -123,12 +123,14 @@ pub struct ServerTls {
     live: Arc<RwLock<Arc<rustls::ServerConfig>>>,
 }
 
-/// Where a [`ServerTls`] reads its certificate, key and client CA from.
+/// Where a [`ServerTls`] reads its certificate, key and client CA from, and the protocols it
+/// offers by ALPN.
 #[derive(Clone, Debug)]
 struct ServerFiles {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    alpn: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -153,6 +155,7 @@ impl ServerTls {
             cert: cert.as_ref().to_path_buf(),
             key: key.as_ref().to_path_buf(),
             client_ca: None,
+            alpn: vec![b"h2".to_vec()],
         })
     }
 
@@ -167,6 +170,21 @@ impl ServerTls {
             client_ca: Some(ca.as_ref().to_path_buf()),
             ..ServerFiles::clone(&self.files)
         })
+    }
+
+    /// Offers `protocols` by ALPN, in order of preference, instead of gRPC's `h2` alone (the
+    /// gateway offers `h2` and `http/1.1`). The files are not read again.
+    pub fn alpn_protocols(self, protocols: &[&[u8]]) -> ServerTls {
+        let alpn: Vec<Vec<u8>> = protocols.iter().map(|p| p.to_vec()).collect();
+        let mut config = rustls::ServerConfig::clone(&self.config());
+        config.alpn_protocols.clone_from(&alpn);
+        ServerTls {
+            files: Arc::new(ServerFiles {
+                alpn,
+                ..ServerFiles::clone(&self.files)
+            }),
+            live: Arc::new(RwLock::new(Arc::new(config))),
+        }
     }
 
     fn from_files(files: ServerFiles) -> Result<ServerTls, TlsError> {
@@ -191,10 +209,13 @@ impl ServerTls {
         Ok(())
     }
 
-    /// The acceptor for a connection accepted now.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let config = self.live.read().unwrap_or_else(|p| p.into_inner());
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&config))
+    /// The acceptor for a connection accepted now: with the files as last (re)loaded.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config())
+    }
+
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -226,7 +247,7 @@ impl ServerFiles {
         };
         let mut config =
             builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols.clone_from(&self.alpn);
         Ok(Arc::new(config))
     }
 }

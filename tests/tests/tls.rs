@@ -317,29 +317,28 @@ async fn the_tls_flags_configure_the_service_and_its_client() {
 }
 
 /// A directory of live TLS files a test renews by copying others over them.
-struct LiveFiles(std::path::PathBuf);
+struct LiveFiles(tempfile::TempDir);
 
 impl LiveFiles {
-    fn new(tag: &str) -> LiveFiles {
-        let dir = std::env::temp_dir().join(format!("rmicro-live-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        LiveFiles(dir)
+    fn new() -> LiveFiles {
+        LiveFiles(
+            tempfile::Builder::new()
+                .prefix("rmicro-live-tls-")
+                .tempdir()
+                .unwrap(),
+        )
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
 
-    /// Puts `certs`' file `from` in place as `to`.
-    fn put(&self, certs: &TestCerts, from: &str, to: &str) {
-        std::fs::write(self.path(to), certs.read(from)).unwrap();
-    }
-}
-
-impl Drop for LiveFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    /// Puts `certs`' files `names` in place, each under its own name (a first install, or a
+    /// renewal written over the files in use).
+    fn put(&self, certs: &TestCerts, names: &[&str]) {
+        for name in names {
+            std::fs::write(self.path(name), certs.read(name)).unwrap();
+        }
     }
 }
 
@@ -347,9 +346,8 @@ impl Drop for LiveFiles {
 async fn a_renewed_server_certificate_is_served_after_a_reload_and_a_broken_one_is_not() {
     // Two CAs: the renewed certificate is told from the first by which CA it checks against.
     let (a, b) = (TestCerts::new("reload-a"), TestCerts::new("reload-b"));
-    let live = LiveFiles::new("server");
-    live.put(&a, "server.pem", "server.pem");
-    live.put(&a, "server.key", "server.key");
+    let live = LiveFiles::new();
+    live.put(&a, &["server.pem", "server.key"]);
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let server_tls = ServerTls::new(live.path("server.pem"), live.path("server.key")).unwrap();
     let running = user_service(&registry, server_tls.clone()).await;
@@ -363,8 +361,7 @@ async fn a_renewed_server_certificate_is_served_after_a_reload_and_a_broken_one_
     assert!(call(trusting(&b)).await.is_err());
 
     // Renewed on disk: served only once reloaded (through a clone: they share it).
-    live.put(&b, "server.pem", "server.pem");
-    live.put(&b, "server.key", "server.key");
+    live.put(&b, &["server.pem", "server.key"]);
     assert_eq!(call(trusting(&a)).await.unwrap(), "Hello Ada");
     server_tls.clone().reload().unwrap();
     let refused = call(trusting(&a)).await.unwrap_err();
@@ -377,7 +374,7 @@ async fn a_renewed_server_certificate_is_served_after_a_reload_and_a_broken_one_
 
     // A renewal written halfway (the new certificate, the old key): refused with why, and the
     // certificate in use stays.
-    live.put(&a, "server.key", "server.key");
+    live.put(&a, &["server.key"]);
     let err = server_tls.reload().unwrap_err().to_string();
     assert!(err.contains("does not belong to the certificate"), "{err}");
     assert_eq!(call(trusting(&b)).await.unwrap(), "Hello Ada");
@@ -395,10 +392,8 @@ async fn a_clients_renewed_ca_and_certificate_are_used_after_a_reload() {
         .client_ca(file(&a, "ca.pem"))
         .unwrap();
     let running = user_service(&registry, server_tls).await;
-    let live = LiveFiles::new("client");
-    live.put(&a, "ca.pem", "ca.pem");
-    live.put(&a, "client.pem", "client.pem");
-    live.put(&a, "client.key", "client.key");
+    let live = LiveFiles::new();
+    live.put(&a, &["ca.pem", "client.pem", "client.key"]);
     let tls = ClientTls::new(live.path("ca.pem"))
         .unwrap()
         .identity(live.path("client.pem"), live.path("client.key"))
@@ -408,7 +403,7 @@ async fn a_clients_renewed_ca_and_certificate_are_used_after_a_reload() {
     assert_eq!(call(fresh()).await.unwrap(), "Hello Ada");
 
     // Another CA: the server's certificate is no longer trusted.
-    live.put(&b, "ca.pem", "ca.pem");
+    live.put(&b, &["ca.pem"]);
     assert_eq!(
         call(fresh()).await.unwrap(),
         "Hello Ada",
@@ -418,17 +413,15 @@ async fn a_clients_renewed_ca_and_certificate_are_used_after_a_reload() {
     assert!(call(fresh()).await.is_err(), "the old CA is still trusted");
 
     // Back to CA a, and a certificate of CA b's: the server refuses it.
-    live.put(&a, "ca.pem", "ca.pem");
-    live.put(&b, "client.pem", "client.pem");
-    live.put(&b, "client.key", "client.key");
+    live.put(&a, &["ca.pem"]);
+    live.put(&b, &["client.pem", "client.key"]);
     tls.reload().unwrap();
     assert!(
         call(fresh()).await.is_err(),
         "the old client certificate is still presented"
     );
 
-    live.put(&a, "client.pem", "client.pem");
-    live.put(&a, "client.key", "client.key");
+    live.put(&a, &["client.pem", "client.key"]);
     tls.reload().unwrap();
     assert_eq!(call(fresh()).await.unwrap(), "Hello Ada");
     running.stop().await.unwrap();
@@ -439,9 +432,8 @@ async fn a_clients_renewed_ca_and_certificate_are_used_after_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_service_process_reloads_its_certificate_on_sighup() {
     let (a, b) = (TestCerts::new("hup-a"), TestCerts::new("hup-b"));
-    let live = LiveFiles::new("hup");
-    live.put(&a, "server.pem", "server.pem");
-    live.put(&a, "server.key", "server.key");
+    let live = LiveFiles::new();
+    live.put(&a, &["server.pem", "server.key"]);
     let mut node = Command::new(env!("CARGO_BIN_EXE_test-node"))
         .arg("--server-tls-cert")
         .arg(live.path("server.pem"))
@@ -461,8 +453,7 @@ async fn a_tls_service_process_reloads_its_certificate_on_sighup() {
         builder.build()
     };
     assert_eq!(call(trusting(&a)).await.unwrap(), "Hello Ada");
-    live.put(&b, "server.pem", "server.pem");
-    live.put(&b, "server.key", "server.key");
+    live.put(&b, &["server.pem", "server.key"]);
     let hup = |pid: u32| {
         let status = Command::new("kill")
             .args(["-HUP", &pid.to_string()])

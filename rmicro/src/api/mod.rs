@@ -504,8 +504,6 @@ impl Gateway {
                 exchanges: Arc::clone(&exchanges),
                 #[cfg(feature = "tls")]
                 tls: self.tls.as_ref().map(tls::Tls::acceptor),
-                #[cfg(not(feature = "tls"))]
-                tls: std::marker::PhantomData,
             };
             match &self.direct {
                 Some(proxy) => {
@@ -593,7 +591,7 @@ fn proxy_panicked(panic: &(dyn std::any::Any + Send)) -> http::Response<Body> {
 }
 
 /// A client connection just accepted, with what serving it needs.
-struct Accepted<'a> {
+struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     idle: Duration,
@@ -601,9 +599,7 @@ struct Accepted<'a> {
     exchanges: Arc<conn::Exchanges>,
     /// The TLS handshake to make first, when the gateway serves HTTPS.
     #[cfg(feature = "tls")]
-    tls: Option<&'a tokio_rustls::TlsAcceptor>,
-    #[cfg(not(feature = "tls"))]
-    tls: std::marker::PhantomData<&'a ()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Whether a client of the HTTPS port began with plain HTTP (a request line, where TLS begins
@@ -655,7 +651,7 @@ async fn answer_plain_http(stream: &mut tokio::net::TcpStream) {
 fn spawn_connection<S, B>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     graceful: &shutdown::Shutdown,
-    accepted: Accepted<'_>,
+    accepted: Accepted,
     service: S,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
@@ -671,11 +667,12 @@ fn spawn_connection<S, B>(
         idle,
         head,
         exchanges,
+        #[cfg(feature = "tls")]
         tls,
     } = accepted;
     #[cfg(feature = "tls")]
     if let Some(acceptor) = tls {
-        let (builder, acceptor) = (builder.clone(), acceptor.clone());
+        let builder = builder.clone();
         // Watched from the start: shutdown waits for the handshake's end too, and tells the
         // task through `hear`: a handshake under way gives up (the connection would be closed
         // before its first request anyway), a connection serving finishes its request.
@@ -734,8 +731,6 @@ fn spawn_connection<S, B>(
         tokio::spawn(watched);
         return;
     }
-    #[cfg(not(feature = "tls"))]
-    let _ = tls;
     let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let conn = conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
