@@ -795,12 +795,14 @@ impl Client {
             request,
             (true, true),
             |mut grpc, request| async move {
-                grpc.unary(
-                    request,
-                    PathAndQuery::from_static(path),
-                    ProstCodec::<Req, Resp>::new(),
-                )
-                .await
+                let answer = grpc
+                    .server_streaming(
+                        request,
+                        PathAndQuery::from_static(path),
+                        ProstCodec::<Req, Resp>::new(),
+                    )
+                    .await?;
+                one_answer(service, path, answer).await
             },
         )
         .await
@@ -919,12 +921,14 @@ impl Client {
             request,
             (false, false),
             |mut grpc, request| async move {
-                grpc.client_streaming(
-                    request,
-                    PathAndQuery::from_static(path),
-                    ProstCodec::<Req, Resp>::new(),
-                )
-                .await
+                let answer = grpc
+                    .streaming(
+                        request,
+                        PathAndQuery::from_static(path),
+                        ProstCodec::<Req, Resp>::new(),
+                    )
+                    .await?;
+                one_answer(service, path, answer).await
             },
         )
         .await
@@ -962,6 +966,52 @@ impl Client {
         )
         .await
     }
+}
+
+/// The one message a unary or client-streaming call is answered with, the trailers' metadata
+/// added to the head's. An answer with no message, or with more than one, is `Internal`, as
+/// grpc-go's client says of it: tonic's `unary` and `client_streaming` took the first message
+/// and dropped any after it unread, so a server answering a method of the wrong kind (another
+/// version of the service, a handler registered as server-streaming) went unnoticed.
+async fn one_answer<M>(
+    service: &str,
+    path: &str,
+    answer: Response<Streaming<M>>,
+) -> Result<Response<M>, Status> {
+    let (mut metadata, mut messages, extensions) = answer.into_parts();
+    let message = match messages.message().await {
+        Ok(Some(message)) => message,
+        Ok(None) => {
+            return Err(Status::internal(format!(
+                "`{service}` answered {path} without a message, where a unary or \
+                 client-streaming call is answered with exactly one: is the service's .proto \
+                 the one this client was generated from?"
+            )))
+        }
+        // The status in the trailers: it carries the head's metadata too, as tonic's does.
+        Err(mut status) => {
+            extend(status.metadata_mut(), metadata);
+            return Err(status);
+        }
+    };
+    if messages.message().await?.is_some() {
+        return Err(Status::internal(format!(
+            "`{service}` answered {path} with more than one message, where a unary or \
+             client-streaming call is answered with exactly one: is the service's .proto the \
+             one this client was generated from?"
+        )));
+    }
+    if let Some(trailers) = messages.trailers().await? {
+        extend(&mut metadata, trailers);
+    }
+    Ok(Response::from_parts(metadata, message, extensions))
+}
+
+/// `more`'s entries added to `metadata`'s.
+fn extend(metadata: &mut MetadataMap, more: MetadataMap) {
+    let mut headers = std::mem::take(metadata).into_headers();
+    headers.extend(more.into_headers());
+    *metadata = MetadataMap::from_headers(headers);
 }
 
 // Named once: looked up on every answer's head.

@@ -905,3 +905,83 @@ async fn a_panicking_handler_answers_internal_and_the_server_serves_on() {
     let reply = user.call(CallRequest { name: "Ada".into() }).await.unwrap();
     assert_eq!(reply.into_inner().msg, "Hello Ada");
 }
+
+/// A unary or client-streaming call is answered with exactly one message: one answered with
+/// none or with more than one (a server that has the method as another kind: another version
+/// of the service) is `Internal`, as grpc-go's client says, not the first message with the rest
+/// dropped unread; an answer of one message comes with the head's metadata.
+#[tokio::test]
+async fn a_unary_or_client_streaming_answer_is_one_message() {
+    const CALL: &str = "/go.micro.srv.user.User/Call";
+    const GATHER: &str = "/go.micro.srv.user.User/Gather";
+    // `Call` answered as if server-streaming: as many messages as the request's name says.
+    let service = rmicro_runtime::server::ServiceDef::new("go.micro.srv.user.User", &[])
+        .server_streaming(CALL, |request: Request<CallRequest>| async move {
+            let count: u32 = request.into_inner().name.parse().unwrap_or(0);
+            let answers = (0..count).map(|i| Ok(CallResponse { msg: i.to_string() }));
+            let answers: ResponseStream<CallResponse> = Box::pin(tokio_stream::iter(answers));
+            let mut response = Response::new(answers);
+            response
+                .metadata_mut()
+                .insert("x-answered-by", "streaming".parse().unwrap());
+            Ok(response)
+        })
+        // `Gather` answered as if bidirectional: one message for each request message.
+        .streaming(
+            GATHER,
+            |request: Request<Streaming<CallRequest>>| async move {
+                let answers = request
+                    .into_inner()
+                    .map(|request| request.map(|r| CallResponse { msg: r.name }));
+                let answers: ResponseStream<CallResponse> = Box::pin(answers);
+                Ok(Response::new(answers))
+            },
+        );
+    let mut server = Server::new();
+    server.add_service(service).unwrap();
+    let (addr, _guard) = spawn(server).await;
+    let client = Client::with_address(addr.to_string());
+    let user = UserClient::new("go.micro.srv.user", client.clone());
+
+    let one = user
+        .call(Request::new(CallRequest { name: "1".into() }))
+        .await
+        .unwrap();
+    assert_eq!(one.metadata().get("x-answered-by").unwrap(), "streaming");
+    assert_eq!(one.into_inner().msg, "0");
+    for (count, says) in [("0", "without a message"), ("2", "more than one message")] {
+        let err = user
+            .call(Request::new(CallRequest { name: count.into() }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{count}: {err:?}");
+        assert!(err.message().contains(says), "{count}: {err:?}");
+        assert!(err.message().contains(CALL), "{count}: {err:?}");
+    }
+
+    let gather = |names: &[&str]| {
+        let requests: Vec<CallRequest> = names
+            .iter()
+            .map(|name| CallRequest {
+                name: (*name).into(),
+            })
+            .collect();
+        let client = client.clone();
+        async move {
+            client
+                .client_streaming::<CallRequest, CallResponse, _>(
+                    "go.micro.srv.user",
+                    GATHER,
+                    Request::new(tokio_stream::iter(requests)),
+                )
+                .await
+        }
+    };
+    assert_eq!(gather(&["a"]).await.unwrap().into_inner().msg, "a");
+    let err = gather(&["a", "b"]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("more than one message"), "{err:?}");
+    let err = gather(&[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("without a message"), "{err:?}");
+}
