@@ -216,7 +216,7 @@ declare -A URL=(
   [nginx-fwd]="http://$NGINX_FWD/bench/x"
 )
 FLOOR_MODES=()
-((FLOORS)) && FLOOR_MODES=(hyper inline raw)
+((FLOORS)) && read -ra FLOOR_MODES <<<"${FLOOR_LIST:-hyper inline raw own}"
 declare -A FLOOR_PID
 for mode in "${FLOOR_MODES[@]}"; do
   "$FLOOR_BIN" "$mode" 127.0.0.1:0 "$BACKEND" >"$TMP/floor-$mode.log" 2>&1 &

@@ -8,6 +8,11 @@
 //! floor inline LISTEN BACKEND   hyper's server, the request written to the backend and its
 //!                               response read (httparse) by the request's own task
 //! floor raw    LISTEN BACKEND   no hyper: heads parsed with httparse, bytes passed on verbatim
+//! floor local  LISTEN BACKEND   as `hyper`, with each backend connection driven by the task of
+//!                               the request using it (no connection task, no hand-off)
+//! floor own    LISTEN BACKEND   the client side served without hyper (heads parsed with httparse
+//!                               into `http` types, responses written from them), the backend
+//!                               reached through hyper's client as in `hyper`
 //! ```
 //!
 //! Only for the benchmark's requests: GET without a body, answers with a `Content-Length`.
@@ -123,6 +128,168 @@ async fn via_inline(backend: &'static str, req: Request<Incoming>) -> Result<Res
     Ok(resp)
 }
 
+/// `own`: requests parsed into `http::Request`, handed to [`via_hyper`]'s client, the
+/// `http::Response` written back with its body's length.
+async fn own_conn(backend: &'static str, mut client: TcpStream) {
+    use http_body_util::BodyExt;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let req = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                let mut req = Request::new(http_body_util::Empty::<Bytes>::new());
+                *req.method_mut() = http::Method::from_bytes(r.method.unwrap().as_bytes()).unwrap();
+                *req.uri_mut() = r.path.unwrap().parse().unwrap();
+                let map = req.headers_mut();
+                for h in r.headers.iter() {
+                    map.append(
+                        http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                        http::HeaderValue::from_bytes(h.value).unwrap(),
+                    );
+                }
+                let _ = buf.split_to(n);
+                break req;
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let resp = via_hyper_any(backend, req).await;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (k, v) in &parts.headers {
+            if k == http::header::CONTENT_LENGTH {
+                continue;
+            }
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&body);
+        if client.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// [`via_hyper`] for any request body.
+async fn via_hyper_any<B>(backend: &'static str, req: Request<B>) -> Response<Incoming>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync,
+{
+    thread_local! {
+        static POOL: RefCell<Vec<SendRequest<http_body_util::Empty<Bytes>>>> = const { RefCell::new(Vec::new()) };
+    }
+    let (parts, _) = req.into_parts();
+    let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let pooled = POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = p.iter().position(|s| s.is_ready());
+        i.map(|i| p.swap_remove(i))
+    });
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => {
+            let (s, conn) = hyper::client::conn::http1::Builder::new()
+                .writev(false)
+                .handshake(TokioIo::new(connect(backend).await))
+                .await
+                .unwrap();
+            tokio::task::spawn_local(async move {
+                let _ = conn.await;
+            });
+            s
+        }
+    };
+    let resp = sender.send_request(req).await.unwrap();
+    POOL.with(|p| p.borrow_mut().push(sender));
+    resp
+}
+
+type LocalConn = (
+    SendRequest<Incoming>,
+    hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Incoming>,
+);
+
+thread_local! {
+    static LOCAL_POOL: RefCell<Vec<LocalConn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A response body that drives its backend connection, and puts it back in the pool at its end.
+struct LocalBody {
+    body: Incoming,
+    conn: Option<LocalConn>,
+}
+
+impl hyper::body::Body for LocalBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some((_, conn)) = &mut this.conn {
+            if std::future::Future::poll(std::pin::Pin::new(conn), cx).is_ready() {
+                this.conn = None;
+            }
+        }
+        let frame = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = frame {
+            if let Some(conn) = this.conn.take() {
+                LOCAL_POOL.with(|p| p.borrow_mut().push(conn));
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn via_local(backend: &'static str, req: Request<Incoming>) -> Result<Response<LocalBody>, Infallible> {
+    use std::future::Future;
+    let pooled = LOCAL_POOL.with(|p| p.borrow_mut().pop());
+    let (mut sender, mut conn) = match pooled {
+        Some(c) => c,
+        None => hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(connect(backend).await))
+            .await
+            .unwrap(),
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.uri = parts.uri.path_and_query().unwrap().as_str().parse().unwrap();
+    let mut sent = std::pin::pin!(sender.send_request(Request::from_parts(parts, body)));
+    let resp = std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut conn).poll(cx);
+        sent.as_mut().poll(cx)
+    })
+    .await
+    .unwrap();
+    Ok(resp.map(|body| LocalBody { body, conn: Some((sender, conn)) }))
+}
+
 async fn raw_conn(backend: &'static str, mut client: TcpStream) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut up: Option<TcpStream> = None;
@@ -187,6 +354,18 @@ fn main() {
             match mode.as_str() {
                 "raw" => {
                     tokio::task::spawn_local(raw_conn(backend, stream));
+                }
+                "local" => {
+                    tokio::task::spawn_local(async move {
+                        let svc = hyper::service::service_fn(move |req| via_local(backend, req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .writev(false)
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                "own" => {
+                    tokio::task::spawn_local(own_conn(backend, stream));
                 }
                 "hyper" => {
                     tokio::task::spawn_local(async move {
