@@ -21,7 +21,9 @@
 # request's latency rather than CPU bounds the rate), FLOORS (0; 1 adds three minimal proxies
 # to the rounds, src/bin/floor.rs: hyper's server and client with none of the gateway's work,
 # hyper's server with the backend request written and read by the request's task, and no hyper
-# at all; they tell the gateway's own cost from its HTTP stack's).
+# at all; they tell the gateway's own cost from its HTTP stack's), FLOOR_LIST ("hyper inline raw
+# own": which floors FLOORS=1 adds; `local` is the fifth). bench/gateway/count.sh counts the
+# instructions per request of the gateway and the floors exactly.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -201,7 +201,9 @@ pub fn target_api(options: &Options) -> Result<u32, Error> {
     }
     let hint = if requested > MAX_API {
         format!(
-            "a newer protoc-gen-rmicro is needed for API {requested}: `cargo install protoc-gen-rmicro --locked`"
+            "a newer protoc-gen-rmicro is needed for API {requested}: `cargo install \
+             protoc-gen-rmicro --locked`, or from a newer checkout `cargo install --path \
+             <checkout>/protoc-gen-rmicro --locked`"
         )
     } else {
         format!(

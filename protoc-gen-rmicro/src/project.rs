@@ -93,7 +93,8 @@ pub enum ProjectError {
     /// The lock file locks no rmicro-runtime.
     #[error(
         "{} locks no rmicro-runtime; add it to the crate that holds the generated code \
-         (`cargo add rmicro-runtime`) and build once",
+         (`cargo add rmicro-runtime`, or from a checkout `cargo add --path \
+         <checkout>/rmicro-runtime`) and build once",
         path.display()
     )]
     NoRuntime {

@@ -111,7 +111,8 @@ fn api_out_of_range_says_which_plugin_to_install() {
         response_error(&request),
         format!(
             "api=99 is outside what protoc-gen-rmicro {version} can emit (API 1..=1); a newer \
-             protoc-gen-rmicro is needed for API 99: `cargo install protoc-gen-rmicro --locked`"
+             protoc-gen-rmicro is needed for API 99: `cargo install protoc-gen-rmicro --locked`, \
+             or from a newer checkout `cargo install --path <checkout>/protoc-gen-rmicro --locked`"
         )
     );
 }

@@ -371,11 +371,16 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
         })
         .collect::<Vec<_>>()
         .join(" and ");
-    // The plugin released with the newest runtime, from where Cargo takes that runtime.
-    let install = resolved.runtimes.iter().max_by_key(|r| r.api).map_or_else(
+    // The plugin released with the newest runtime, from where Cargo takes that runtime, and a
+    // runtime for the file's API from the same place.
+    let newest = resolved.runtimes.iter().max_by_key(|r| r.api);
+    let install = newest.map_or_else(
         || "cargo install protoc-gen-rmicro --locked".to_string(),
         |r| r.install_command("protoc-gen-rmicro"),
     );
+    let require = newest
+        .map_or(&project::Origin::Unknown, |r| &r.origin)
+        .requirement_for(&header.plugin_version, header.api);
     let regenerate = match &check.sources {
         Some(sources) => {
             format!("then re-run protoc on {sources} (or let rmicro-build generate it in build.rs)")
@@ -392,14 +397,11 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
          1. regenerate it with the plugin that matches the runtime:\n       \
          {install}\n     \
          {regenerate};\n  \
-         2. or require the rmicro-runtime released with protoc-gen-rmicro {plugin}, which accepts API \
-         {api}, in Cargo.toml:\n       \
-         rmicro-runtime = \"{req}\"",
+         2. or {require}",
         file = check.path.display(),
         plugin = header.plugin_version,
         api = header.api,
         from = resolved.from,
-        req = project::release_line(&header.plugin_version),
     )
 }
 

@@ -29,6 +29,37 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// How to require, in `Cargo.toml`, a runtime that accepts API `api`, the one released with
+    /// protoc-gen-rmicro `plugin`, from where Cargo takes the runtime now: a registry release by
+    /// its release line; a git runtime at another commit of its repository; a local checkout
+    /// brought to that release (or the release itself, by version).
+    pub fn requirement_for(&self, plugin: &str, api: u32) -> String {
+        let release = super::releases::release_line(plugin);
+        match self {
+            Origin::Git { url, .. } => format!(
+                "point the git dependency at a commit of its repository whose rmicro-runtime \
+                 accepts API {api} (protoc-gen-rmicro {plugin}'s release), in Cargo.toml:\n       \
+                 rmicro-runtime = {{ git = \"{url}\", rev = \"<that commit>\" }}"
+            ),
+            Origin::Path { dir } => {
+                let checkout = dir.as_ref().map_or_else(
+                    || "the rmicro-runtime checkout Cargo.toml names".to_string(),
+                    |dir| format!("the rmicro-runtime checkout at {}", quoted(dir.display())),
+                );
+                format!(
+                    "update {checkout} to protoc-gen-rmicro {plugin}'s release, which accepts API \
+                     {api}; or require that release in Cargo.toml instead of the path:\n       \
+                     rmicro-runtime = \"{release}\""
+                )
+            }
+            Origin::Registry | Origin::Unknown => format!(
+                "require the rmicro-runtime released with protoc-gen-rmicro {plugin}, which \
+                 accepts API {api}, in Cargo.toml:\n       \
+                 rmicro-runtime = \"{release}\""
+            ),
+        }
+    }
+
     /// The origin a `Cargo.lock` `source` names: `None` for a path dependency,
     /// `git+<url>[?<reference>]#<commit>` for git, anything else a registry.
     pub fn of_lock_source(source: Option<&str>) -> Origin {
@@ -241,6 +272,48 @@ mod tests {
         assert_eq!(
             alone.build_dependency("rmicro-build"),
             r#"rmicro-build = "0.2""#
+        );
+    }
+
+    /// The second way out of a skew names a runtime for the file's API from where the project
+    /// takes its runtime: a path or git runtime is not told to require a release by version
+    /// alone (its `Cargo.toml` names no version to change).
+    #[test]
+    fn the_runtime_to_require_comes_from_where_the_runtime_comes_from() {
+        let release = Origin::Registry.requirement_for("9.4.0", 999);
+        assert!(release.contains("rmicro-runtime = \"9.4\""), "{release}");
+        assert!(release.contains("accepts API 999"), "{release}");
+        assert_eq!(Origin::Unknown.requirement_for("9.4.0", 999), release);
+
+        let git = Origin::Git {
+            url: "https://example.com/rmicro.git".into(),
+            commit: "0123abc".into(),
+        }
+        .requirement_for("9.4.0", 999);
+        assert!(git.contains("a commit of its repository"), "{git}");
+        assert!(
+            git.contains("rmicro-runtime = { git = \"https://example.com/rmicro.git\", rev = \"<that commit>\" }"),
+            "{git}"
+        );
+        assert!(
+            !git.contains("0123abc"),
+            "the locked commit is the skewed one: {git}"
+        );
+
+        let dir = Path::new("/src/rmicro/rmicro-runtime");
+        let path = Origin::Path {
+            dir: Some(dir.to_path_buf()),
+        }
+        .requirement_for("9.4.0", 999);
+        assert!(
+            path.contains("update the rmicro-runtime checkout at /src/rmicro/rmicro-runtime to protoc-gen-rmicro 9.4.0's release"),
+            "{path}"
+        );
+        assert!(path.contains("rmicro-runtime = \"9.4\""), "{path}");
+        let unfound = Origin::Path { dir: None }.requirement_for("9.4.0", 999);
+        assert!(
+            unfound.contains("the rmicro-runtime checkout Cargo.toml names"),
+            "{unfound}"
         );
     }
 
