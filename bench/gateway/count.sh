@@ -6,7 +6,9 @@
 #   bash bench/gateway/count.sh OLD_BINARY NEW_BINARY [...]
 #
 # A target named `floor-MODE` is instead one of the floor proxies (src/bin/floor.rs: hyper,
-# inline, raw, own), for the cost of the HTTP stack beneath the gateway's own work.
+# inline, raw, own, local), for the cost of the HTTP stack beneath the gateway's own work; one
+# named `nginx` is nginx's plain `proxy_pass` as run.sh configures it, in one process (no
+# master), for the peer's own count.
 #
 # Each binary runs `rmicro api --workers 1` on etcd under `valgrind --tool=callgrind`, is driven
 # by `wrk -t1 -c8` for DURATION (10s) after a 1 s warm-up, and is stopped; its instructions
@@ -22,7 +24,7 @@ ROUNDS=${ROUNDS:-2}
 (($#)) || { echo "usage: $0 GATEWAY_BINARY|floor-MODE..." >&2; exit 2; }
 
 missing=()
-for tool in valgrind wrk etcd curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in valgrind wrk etcd curl nginx; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
   missing=("${missing[@]/etcd/etcd-server}")
   apt-get update -qq
@@ -70,12 +72,51 @@ declare -A COUNTS
 for round in $(seq "$ROUNDS"); do
   for bin in "$@"; do
     out=$TMP/callgrind.out
+    announce=
     case $bin in
       floor-*) command=("$FLOOR_BIN" "${bin#floor-}" 127.0.0.1:0 "$BACKEND") ;;
+      nginx)
+        # One process serving (no master, not daemonised), so callgrind sees all its work; it
+        # says where it listens as the other targets do.
+        nginx_port=$(port)
+        mkdir -p "$TMP/nginx"
+        cat >"$TMP/nginx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/client_body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fastcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  upstream backend {
+    server $BACKEND;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+        command=(nginx -c "$TMP/nginx/nginx.conf")
+        announce="listening on 127.0.0.1:$nginx_port"
+        ;;
       *) command=("$bin" api --address 127.0.0.1:0 --workers 1 --registry etcd --registry-address "$ETCD") ;;
     esac
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "${command[@]}" \
-      >"$TMP/gateway.log" 2>&1 &
+    {
+      [[ -z $announce ]] || echo "$announce"
+      RUST_LOG=warn exec valgrind --tool=callgrind --callgrind-out-file="$out" "${command[@]}"
+    } >"$TMP/gateway.log" 2>&1 &
     pid=$!
     wait_for 60 grep -q '^listening on [^ ]' "$TMP/gateway.log"
     addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$TMP/gateway.log" | head -1)
