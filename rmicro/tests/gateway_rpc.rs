@@ -1800,3 +1800,55 @@ async fn the_rpc_handler_calls_services_over_tls() {
         assert_error_has(&r, 502, "--handler rpc");
     }
 }
+
+/// A unary method is answered with one message: a node answering it with none or with more
+/// than one (it has the method as another kind) is a 500 saying so, as the runtime's client
+/// refuses such an answer, not the first message passed on and the rest thrown away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_answer_of_no_message_or_of_two_is_a_500() {
+    use rmicro_tests::fixtures::go::micro::srv::user::{
+        CallRequest, CallResponse, FILE_DESCRIPTOR_SET, USER_ENDPOINTS,
+    };
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut user = Service::builder("go.micro.srv.user")
+        .registry(Arc::clone(&registry))
+        .build();
+    // `Call` answered as if server-streaming: as many messages as the request's name says.
+    let def = ServiceDef::new("go.micro.srv.user.User", USER_ENDPOINTS)
+        .descriptors(FILE_DESCRIPTOR_SET)
+        .server_streaming(
+            "/go.micro.srv.user.User/Call",
+            |request: Request<CallRequest>| async move {
+                let count: u32 = request.into_inner().name.parse().unwrap_or(0);
+                let answers = (0..count).map(|i| Ok(CallResponse { msg: i.to_string() }));
+                let answers: rmicro_runtime::ResponseStream<CallResponse> =
+                    Box::pin(tokio_stream::iter(answers));
+                Ok(Response::new(answers))
+            },
+        );
+    user.server_mut().add_service(def).unwrap();
+    let _user = user.start().await.unwrap();
+    wait_for(&registry, "go.micro.srv.user").await;
+    let (gw, _stop) = gateway(registry).await;
+
+    let one = call(&gw, "POST", "/user/call", r#"{"name":"1"}"#).await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(json(&one)["msg"], "0", "{}", one.body);
+    for (count, says) in [
+        ("2", "more than one message to a unary method"),
+        ("0", "answered no message"),
+    ] {
+        let r = call(
+            &gw,
+            "POST",
+            "/user/call",
+            &format!(r#"{{"name":"{count}"}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 500, "{count}: {}", r.body);
+        let v = json(&r);
+        // A failed call, as go-micro's client names it.
+        assert_eq!(v["id"], "go.micro.client", "{}", r.body);
+        assert!(v["detail"].as_str().unwrap().contains(says), "{}", r.body);
+    }
+}

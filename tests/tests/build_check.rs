@@ -85,7 +85,8 @@ fn build_script_generates_checks_and_refuses_skew_before_rustc() {
          1. regenerate it with the plugin that matches the runtime:\n       \
          cargo install --path {root}/protoc-gen-rmicro --locked\n     \
          then re-run protoc on user.proto (or let rmicro-build generate it in build.rs);\n  \
-         2. or require the rmicro-runtime released with protoc-gen-rmicro 9.4.0, which accepts API 999, in Cargo.toml:\n       \
+         2. or update the rmicro-runtime checkout at {root}/rmicro-runtime to protoc-gen-rmicro 9.4.0's \
+         release, which accepts API 999; or require that release in Cargo.toml instead of the path:\n       \
          rmicro-runtime = \"9.4\""
     );
     // Cargo indents a build script's stderr; compare line by line without indentation.

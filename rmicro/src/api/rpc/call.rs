@@ -411,8 +411,9 @@ struct Answer {
 }
 
 /// A unary call, as tonic's `Grpc::unary` makes it, but keeping the answer's headers and
-/// trailers apart (`unary` merges them). A failed call's status comes with the headers sent
-/// before it, if any were.
+/// trailers apart (`unary` merges them) and refusing an answer of more than one message (which
+/// `unary` reads and throws away). A failed call's status comes with the headers sent before
+/// it, if any were.
 async fn exchange(
     grpc: &mut tonic::client::Grpc<Connection>,
     request: tonic::Request<Bytes>,
@@ -433,6 +434,22 @@ async fn exchange(
         }
         Err(status) => return Err((status, Some(headers))),
     };
+    // A unary method is answered with one message; a node answering more has the method as
+    // another kind (another version of the service): said, as the runtime's client says it,
+    // not the first message passed on and the rest read and thrown away.
+    match stream.message().await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err((
+                tonic::Status::internal(
+                    "the service answered more than one message to a unary method: is it \
+                     serving the .proto its descriptors describe?",
+                ),
+                Some(headers),
+            ))
+        }
+        Err(status) => return Err((status, Some(headers))),
+    }
     match stream.trailers().await {
         Ok(trailers) => Ok(Answer {
             headers,
