@@ -378,9 +378,17 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
         || "cargo install protoc-gen-rmicro --locked".to_string(),
         |r| r.install_command("protoc-gen-rmicro"),
     );
-    let require = newest
-        .map_or(&project::Origin::Unknown, |r| &r.origin)
-        .requirement_for(&header.plugin_version, header.api);
+    // A runtime for the file's API in place of one that refuses it.
+    let refusing = resolved
+        .runtimes
+        .iter()
+        .filter(|r| !r.accepts(header.api))
+        .max_by_key(|r| r.api)
+        .or(newest);
+    let require = match refusing {
+        Some(runtime) => runtime.requirement_for(&header.plugin_version, header.api),
+        None => project::Origin::Unknown.requirement_for(&header.plugin_version, header.api),
+    };
     let regenerate = match &check.sources {
         Some(sources) => {
             format!("then re-run protoc on {sources} (or let rmicro-build generate it in build.rs)")

@@ -971,8 +971,8 @@ impl Client {
 /// The one message a unary or client-streaming call is answered with, the trailers' metadata
 /// added to the head's. An answer with no message, or with more than one, is `Internal`, as
 /// grpc-go's client says of it: tonic's `unary` and `client_streaming` took the first message
-/// and dropped any after it unread, so a server answering a method of the wrong kind (another
-/// version of the service, a handler registered as server-streaming) went unnoticed.
+/// and read and threw away any after it, so a server answering a method of the wrong kind
+/// (another version of the service, a handler registered as server-streaming) went unnoticed.
 async fn one_answer<M>(
     service: &str,
     path: &str,
@@ -988,7 +988,9 @@ async fn one_answer<M>(
                  the one this client was generated from?"
             )))
         }
-        // The status in the trailers: it carries the head's metadata too, as tonic's does.
+        // The call failed before its message (a status in the trailers, a message that could
+        // not be read, the connection lost): the status carries the head's metadata too, as
+        // tonic's does.
         Err(mut status) => {
             extend(status.metadata_mut(), metadata);
             return Err(status);

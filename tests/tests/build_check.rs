@@ -86,7 +86,8 @@ fn build_script_generates_checks_and_refuses_skew_before_rustc() {
          cargo install --path {root}/protoc-gen-rmicro --locked\n     \
          then re-run protoc on user.proto (or let rmicro-build generate it in build.rs);\n  \
          2. or update the rmicro-runtime checkout at {root}/rmicro-runtime to protoc-gen-rmicro 9.4.0's \
-         release, which accepts API 999; or require that release in Cargo.toml instead of the path:\n       \
+         release, which accepts API 999; or require that release in Cargo.toml instead of the path (or of \
+         the `[patch]` naming it):\n       \
          rmicro-runtime = \"9.4\""
     );
     // Cargo indents a build script's stderr; compare line by line without indentation.

@@ -909,7 +909,8 @@ async fn a_panicking_handler_answers_internal_and_the_server_serves_on() {
 /// A unary or client-streaming call is answered with exactly one message: one answered with
 /// none or with more than one (a server that has the method as another kind: another version
 /// of the service) is `Internal`, as grpc-go's client says, not the first message with the rest
-/// dropped unread; an answer of one message comes with the head's metadata.
+/// read and thrown away; an answer of one message comes with the head's and the trailers'
+/// metadata, a status instead of it with the head's, a status after it is the outcome.
 #[tokio::test]
 async fn a_unary_or_client_streaming_answer_is_one_message() {
     const CALL: &str = "/go.micro.srv.user.User/Call";
@@ -917,8 +918,19 @@ async fn a_unary_or_client_streaming_answer_is_one_message() {
     // `Call` answered as if server-streaming: as many messages as the request's name says.
     let service = rmicro_runtime::server::ServiceDef::new("go.micro.srv.user.User", &[])
         .server_streaming(CALL, |request: Request<CallRequest>| async move {
-            let count: u32 = request.into_inner().name.parse().unwrap_or(0);
-            let answers = (0..count).map(|i| Ok(CallResponse { msg: i.to_string() }));
+            let name = request.into_inner().name;
+            let count: u32 = name.parse().unwrap_or(0);
+            let mut answers: Vec<Result<CallResponse, Status>> = (0..count)
+                .map(|i| Ok(CallResponse { msg: i.to_string() }))
+                .collect();
+            match name.as_str() {
+                "fail-first" => answers.push(Err(Status::not_found("failed first"))),
+                "fail-after-one" => answers.extend([
+                    Ok(CallResponse { msg: "0".into() }),
+                    Err(Status::not_found("failed after one")),
+                ]),
+                _ => {}
+            }
             let answers: ResponseStream<CallResponse> = Box::pin(tokio_stream::iter(answers));
             let mut response = Response::new(answers);
             response
@@ -948,7 +960,32 @@ async fn a_unary_or_client_streaming_answer_is_one_message() {
         .await
         .unwrap();
     assert_eq!(one.metadata().get("x-answered-by").unwrap(), "streaming");
+    // The trailers' metadata is the answer's too.
+    assert_eq!(one.metadata().get("grpc-status").unwrap(), "0");
     assert_eq!(one.into_inner().msg, "0");
+    // A status instead of the message comes with the head's metadata; a status after the one
+    // message is the call's outcome, not the message.
+    let err = user
+        .call(Request::new(CallRequest {
+            name: "fail-first".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "failed first")
+    );
+    assert_eq!(err.metadata().get("x-answered-by").unwrap(), "streaming");
+    let err = user
+        .call(Request::new(CallRequest {
+            name: "fail-after-one".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "failed after one")
+    );
     for (count, says) in [("0", "without a message"), ("2", "more than one message")] {
         let err = user
             .call(Request::new(CallRequest { name: count.into() }))

@@ -39,7 +39,8 @@ impl Origin {
             Origin::Git { url, .. } => format!(
                 "point the git dependency at a commit of its repository whose rmicro-runtime \
                  accepts API {api} (protoc-gen-rmicro {plugin}'s release), in Cargo.toml:\n       \
-                 rmicro-runtime = {{ git = \"{url}\", rev = \"<that commit>\" }}"
+                 rmicro-runtime = {{ git = {}, rev = \"<that commit>\" }}",
+                toml_string(url)
             ),
             Origin::Path { dir } => {
                 let checkout = dir.as_ref().map_or_else(
@@ -48,7 +49,8 @@ impl Origin {
                 );
                 format!(
                     "update {checkout} to protoc-gen-rmicro {plugin}'s release, which accepts API \
-                     {api}; or require that release in Cargo.toml instead of the path:\n       \
+                     {api}; or require that release in Cargo.toml instead of the path (or of the \
+                     `[patch]` naming it):\n       \
                      rmicro-runtime = \"{release}\""
                 )
             }
@@ -102,6 +104,29 @@ impl super::Runtime {
         }
     }
 
+    /// The second way out of a file generated for API `api` by protoc-gen-rmicro `plugin` that
+    /// this runtime does not accept: a runtime for `api` from where Cargo takes this one (see
+    /// [`Origin::requirement_for`]), unless `plugin`'s release cannot have made the file (it is
+    /// this runtime's own release line, or a release known not to emit `api`): then the file
+    /// came from a checkout whose API level moved without a version bump (or its header was
+    /// edited), and only that checkout's runtime fits it.
+    pub fn requirement_for(&self, plugin: &str, api: u32) -> String {
+        let same_line =
+            super::releases::release_line(plugin) == super::releases::release_line(&self.version);
+        let emits = super::releases::known_range(plugin)
+            .is_none_or(|(oldest, newest)| (oldest..=newest).contains(&api));
+        if same_line || !emits {
+            return format!(
+                "if the file's plugin was built from a checkout whose API level ({api}) moved \
+                 past its release ({plugin}), take rmicro-runtime from that same checkout (a \
+                 `path` or `git` dependency in Cargo.toml); no released rmicro-runtime {} \
+                 accepts API {api}",
+                super::releases::release_line(plugin)
+            );
+        }
+        self.origin.requirement_for(plugin, api)
+    }
+
     /// The command that builds `tool` from the very source of this runtime (its git commit, its
     /// checkout), for a runtime whose API range does not match its release: another release of
     /// the tool would not fix that. Where that source is not known, a checkout stands in.
@@ -117,15 +142,21 @@ impl super::Runtime {
     /// from where Cargo takes the runtime: the same git commit, the checkout's own copy, or the
     /// release line of its version.
     pub fn build_dependency(&self, tool: &str) -> String {
-        let toml = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
         match (&self.origin, self.checkout_tool(tool)) {
             (Origin::Git { url, commit }, _) => {
-                format!("{tool} = {{ git = {}, rev = {} }}", toml(url), toml(commit))
+                format!(
+                    "{tool} = {{ git = {}, rev = {} }}",
+                    toml_string(url),
+                    toml_string(commit)
+                )
             }
-            (_, Some(dir)) => format!("{tool} = {{ path = {} }}", toml(&dir.display().to_string())),
+            (_, Some(dir)) => format!(
+                "{tool} = {{ path = {} }}",
+                toml_string(&dir.display().to_string())
+            ),
             _ => format!(
                 "{tool} = {}",
-                toml(&super::releases::release_line(&self.version))
+                toml_string(&super::releases::release_line(&self.version))
             ),
         }
     }
@@ -171,6 +202,11 @@ pub fn lexically_normal(path: &std::path::Path) -> PathBuf {
 /// `word` (a path, a URL) as a shell word: as it is when it is made of plain characters, else in
 /// single quotes
 /// (so that a command with it can be pasted as given).
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 fn quoted(word: impl std::fmt::Display) -> String {
     let text = word.to_string();
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
@@ -315,6 +351,33 @@ mod tests {
             unfound.contains("the rmicro-runtime checkout Cargo.toml names"),
             "{unfound}"
         );
+    }
+
+    /// A file whose plugin release cannot have emitted its API (this runtime's own release
+    /// line, or a release known not to emit it) is not told to require that release: only the
+    /// checkout it came from fits it.
+    #[test]
+    fn a_plugin_release_that_cannot_have_made_the_file_is_not_required() {
+        let runtime = |version: &str| super::super::Runtime {
+            version: version.into(),
+            api_min: 1,
+            api: 1,
+            manifest: None,
+            origin: Origin::Registry,
+        };
+        let line = super::super::releases::release_line(crate::VERSION);
+        let text = runtime(crate::VERSION).requirement_for(crate::VERSION, 999);
+        assert!(
+            text.contains("take rmicro-runtime from that same checkout"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!("rmicro-runtime = \"{line}\"")),
+            "{text}"
+        );
+        // A later release on another line: required as before.
+        let text = runtime(crate::VERSION).requirement_for("9.4.0", 999);
+        assert!(text.contains("rmicro-runtime = \"9.4\""), "{text}");
     }
 
     #[test]
