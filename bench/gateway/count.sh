@@ -7,24 +7,31 @@
 #
 # A target named `floor-MODE` is instead one of the floor proxies (src/bin/floor.rs: hyper,
 # inline, raw, own, local), for the cost of the HTTP stack beneath the gateway's own work; one
-# named `nginx` is nginx's plain `proxy_pass` as run.sh configures it, in one process (no
-# master), for the peer's own count.
+# named `nginx` is nginx's plain `proxy_pass` as run.sh configures it (nginx-conf.sh), in one
+# process (no master), for the peer's own count; `nginx-fwd` the same also passing the client's
+# Host and address as the gateway does.
 #
-# Each binary runs `rmicro api --workers 1` on etcd under `valgrind --tool=callgrind`, is driven
-# by `wrk -t1 -c8` for DURATION (10s) after a 1 s warm-up, and is stopped; its instructions
-# (startup included, the same for each) are divided by the requests it answered. ROUNDS (2)
-# rounds, the binaries alternated in each. Needs valgrind, wrk, etcd and the bench backend
-# (built by run.sh, or here). KEEP=DIR keeps each profile there, for callgrind_annotate.
+# Each binary runs `rmicro api --workers 1` on etcd under `valgrind --tool=callgrind`, is warmed
+# up for 1 s uninstrumented, then counted while `wrk -t1 -c8` drives it for DURATION (10s), and
+# stopped; the instructions counted are divided by the requests of that run (startup, readiness
+# checks and warm-up, which differ from target to target, are left out). A failed or non-2xx
+# request fails the run. ROUNDS (2) rounds, the targets alternated in each. Needs valgrind, wrk,
+# etcd and the bench backend (built here). KEEP=DIR keeps each profile there, for
+# callgrind_annotate.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/gateway
+# shellcheck source=nginx-conf.sh
+. "$HERE/nginx-conf.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
 (($#)) || { echo "usage: $0 GATEWAY_BINARY|floor-MODE..." >&2; exit 2; }
 
 missing=()
-for tool in valgrind wrk etcd curl nginx; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+tools=(valgrind wrk etcd curl)
+[[ " $* " == *" nginx"* ]] && tools+=(nginx)
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
   missing=("${missing[@]/etcd/etcd-server}")
   apt-get update -qq
@@ -68,77 +75,71 @@ PIDS+=($!)
 wait_for 10 grep -q '^listening on ' "$TMP/backend.log"
 BACKEND=$(sed -n 's/^listening on //p' "$TMP/backend.log" | head -1)
 
-declare -A COUNTS
+# wrk's output for `URL` over `DURATION`, failing when any request failed or was not a 2xx.
+drive() {
+  local result
+  result=$(wrk -t1 -c8 -d"$2" "$1")
+  if grep -qE 'Non-2xx|Socket errors' <<<"$result"; then
+    echo "error: requests failed against $1:" >&2
+    echo "$result" >&2
+    return 1
+  fi
+  echo "$result"
+}
+
+COUNTS=()
 for round in $(seq "$ROUNDS"); do
-  for bin in "$@"; do
-    out=$TMP/callgrind.out
+  for ((i = 1; i <= $#; i++)); do
+    target=${!i}
+    out=$TMP/callgrind.$i.$round
+    log=$TMP/target.$i.$round.log
     announce=
-    case $bin in
-      floor-*) command=("$FLOOR_BIN" "${bin#floor-}" 127.0.0.1:0 "$BACKEND") ;;
-      nginx)
+    case $target in
+      floor-*) command=("$FLOOR_BIN" "${target#floor-}" 127.0.0.1:0 "$BACKEND") ;;
+      nginx | nginx-fwd)
         # One process serving (no master, not daemonised), so callgrind sees all its work; it
-        # says where it listens as the other targets do.
+        # says where it listens as the other targets do. `nginx-fwd` also passes the client's
+        # Host and appends to X-Forwarded-For, as the gateway does.
         nginx_port=$(port)
         mkdir -p "$TMP/nginx"
-        cat >"$TMP/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx/client_body;
-  proxy_temp_path $TMP/nginx/proxy;
-  fastcgi_temp_path $TMP/nginx/fastcgi;
-  uwsgi_temp_path $TMP/nginx/uwsgi;
-  scgi_temp_path $TMP/nginx/scgi;
-  upstream backend {
-    server $BACKEND;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-CONF
-        command=(nginx -c "$TMP/nginx/nginx.conf")
-        announce="listening on 127.0.0.1:$nginx_port"
+        fwd=()
+        [[ $target == nginx-fwd ]] && fwd=("127.0.0.1:$(port)")
+        {
+          printf 'daemon off;\nmaster_process off;\n'
+          nginx_conf "$TMP/nginx" "$BACKEND" 1 "127.0.0.1:$nginx_port" "${fwd[@]}"
+        } >"$TMP/nginx/nginx.conf"
+        command=(nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf")
+        announce="listening on ${fwd[0]:-127.0.0.1:$nginx_port}"
         ;;
-      *) command=("$bin" api --address 127.0.0.1:0 --workers 1 --registry etcd --registry-address "$ETCD") ;;
+      *) command=("$target" api --address 127.0.0.1:0 --workers 1 --registry etcd --registry-address "$ETCD") ;;
     esac
     {
       [[ -z $announce ]] || echo "$announce"
-      RUST_LOG=warn exec valgrind --tool=callgrind --callgrind-out-file="$out" "${command[@]}"
-    } >"$TMP/gateway.log" 2>&1 &
+      RUST_LOG=warn exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+        "${command[@]}"
+    } >"$log" 2>&1 &
     pid=$!
-    wait_for 60 grep -q '^listening on [^ ]' "$TMP/gateway.log"
-    addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$TMP/gateway.log" | head -1)
+    PIDS+=("$pid")
+    wait_for 60 grep -q '^listening on [^ ]' "$log"
+    addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$log" | head -1)
     wait_for 60 http_200 "http://$addr/bench/x"
-    warm=$(wrk -t1 -c8 -d1s "http://$addr/bench/x")
-    measured=$(wrk -t1 -c8 -d"$DURATION" "http://$addr/bench/x")
+    drive "http://$addr/bench/x" 1s >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    measured=$(drive "http://$addr/bench/x" "$DURATION")
+    callgrind_control -i off "$pid" >/dev/null
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    requests=$(($(printf '%s\n%s\n' "$warm" "$measured" |
-      sed -n 's/^ *\([0-9][0-9]*\) requests in.*/\1/p' | paste -sd+)))
-    instructions=$(sed -n 's/^summary: //p' "$out")
-    # Startup and shutdown are in the total too: the same for each binary, and small against
-    # some 10^5 requests.
+    requests=$(sed -n 's/^ *\([0-9][0-9]*\) requests in.*/\1/p' <<<"$measured")
+    # `totals`, not `summary`: callgrind leaves the summary at 0 when instrumentation starts off.
+    instructions=$(sed -n 's/^totals: //p' "$out")
     per=$((instructions / requests))
-    echo "round $round  $bin  requests $requests  instructions/request $per"
-    COUNTS[$bin]+="$per "
+    echo "round $round  $target  requests $requests  instructions/request $per"
+    COUNTS[i]+="$per "
     if [[ -n ${KEEP:-} ]]; then
       mkdir -p "$KEEP"
-      mv "$out" "$KEEP/callgrind.$(basename "$bin").$round"
+      mv "$out" "$KEEP/callgrind.$i-$(basename "$target").$round"
     fi
-    rm -f "$out"
   done
 done
 echo "== instructions per proxied request, by round"
-for bin in "$@"; do echo "$bin: ${COUNTS[$bin]}"; done
+for ((i = 1; i <= $#; i++)); do echo "${!i}: ${COUNTS[i]}"; done

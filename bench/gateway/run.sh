@@ -18,16 +18,19 @@
 # the gateway's default, one per CPU), EXTRA_SERVICES (100; 0 skips the extra measurement of
 # the gateway with that many other services in the registry), LIGHT_CONNECTIONS (4; 0 skips the
 # extra light-load measurement of gateway and nginx with that many connections, where each
-# request's latency rather than CPU bounds the rate), FLOORS (0; 1 adds three minimal proxies
-# to the rounds, src/bin/floor.rs: hyper's server and client with none of the gateway's work,
-# hyper's server with the backend request written and read by the request's task, and no hyper
-# at all; they tell the gateway's own cost from its HTTP stack's), FLOOR_LIST ("hyper inline raw
-# own": which floors FLOORS=1 adds; `local` is the fifth). bench/gateway/count.sh counts the
-# instructions per request of the gateway and the floors exactly.
+# request's latency rather than CPU bounds the rate), FLOORS (0; 1 adds minimal proxies to the
+# rounds, src/bin/floor.rs, which tell the gateway's own cost from its HTTP stack's),
+# FLOOR_LIST ("hyper inline raw own": which floors FLOORS=1 adds; hyper's server and client
+# with none of the gateway's work, hyper's server with the backend request written and read by
+# the request's task, no hyper at all, an own HTTP/1 server keeping the `http` types; `local`
+# is a fifth). bench/gateway/count.sh counts the instructions per request of the gateway, the
+# floors and nginx exactly.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/gateway
+# shellcheck source=nginx-conf.sh
+. "$HERE/nginx-conf.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
@@ -163,44 +166,7 @@ NGINX_PORT=$(free_port)
 NGINX=127.0.0.1:$NGINX_PORT
 NGINX_FWD=127.0.0.1:$(free_port)
 mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes $NGINX_WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx/client_body;
-  proxy_temp_path $TMP/nginx/proxy;
-  fastcgi_temp_path $TMP/nginx/fastcgi;
-  uwsgi_temp_path $TMP/nginx/uwsgi;
-  scgi_temp_path $TMP/nginx/scgi;
-  upstream backend {
-    server $BACKEND;
-    keepalive 64;
-  }
-  server {
-    listen $NGINX;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-  # The same, also telling the backend what the gateway tells it (the client's Host and address):
-  # the same work per request, for comparison (the target is against the plain one above).
-  server {
-    listen $NGINX_FWD;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-EOF
+nginx_conf "$TMP/nginx" "$BACKEND" "$NGINX_WORKERS" "$NGINX" "$NGINX_FWD" >"$TMP/nginx/nginx.conf"
 nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
   >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!

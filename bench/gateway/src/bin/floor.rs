@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 thread_local! {
     static HYPER_POOL: RefCell<Vec<SendRequest<Incoming>>> = const { RefCell::new(Vec::new()) };
     static RAW_POOL: RefCell<Vec<TcpStream>> = const { RefCell::new(Vec::new()) };
+    static EMPTY_POOL: RefCell<Vec<SendRequest<http_body_util::Empty<Bytes>>>> = const { RefCell::new(Vec::new()) };
 }
 
 async fn connect(backend: &str) -> TcpStream {
@@ -40,8 +41,19 @@ async fn connect(backend: &str) -> TcpStream {
     s
 }
 
-async fn via_hyper(backend: &'static str, req: Request<Incoming>) -> Result<Response<Incoming>, Infallible> {
-    let pooled = HYPER_POOL.with(|p| {
+/// Sends `req` to the backend on a ready connection of `pool` (a new one, its connection task
+/// spawned, when none is ready), and puts the connection back.
+async fn send_pooled<B>(
+    pool: &'static std::thread::LocalKey<RefCell<Vec<SendRequest<B>>>>,
+    backend: &'static str,
+    req: Request<B>,
+) -> Response<Incoming>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let pooled = pool.with(|p| {
         let mut p = p.borrow_mut();
         let i = p.iter().position(|s| s.is_ready());
         i.map(|i| p.swap_remove(i))
@@ -60,11 +72,15 @@ async fn via_hyper(backend: &'static str, req: Request<Incoming>) -> Result<Resp
             s
         }
     };
+    let resp = sender.send_request(req).await.unwrap();
+    pool.with(|p| p.borrow_mut().push(sender));
+    resp
+}
+
+async fn via_hyper(backend: &'static str, req: Request<Incoming>) -> Result<Response<Incoming>, Infallible> {
     let (mut parts, body) = req.into_parts();
     parts.uri = parts.uri.path_and_query().unwrap().as_str().parse().unwrap();
-    let resp = sender.send_request(Request::from_parts(parts, body)).await.unwrap();
-    HYPER_POOL.with(|p| p.borrow_mut().push(sender));
-    Ok(resp)
+    Ok(send_pooled(&HYPER_POOL, backend, Request::from_parts(parts, body)).await)
 }
 
 /// Reads one Content-Length response from `s` into `buf`: (status, headers, body).
@@ -157,7 +173,7 @@ async fn own_conn(backend: &'static str, mut client: TcpStream) {
                 Ok(_) => {}
             }
         };
-        let resp = via_hyper_any(backend, req).await;
+        let resp = send_pooled(&EMPTY_POOL, backend, req).await;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         out.clear();
@@ -183,41 +199,6 @@ async fn own_conn(backend: &'static str, mut client: TcpStream) {
             return;
         }
     }
-}
-
-/// [`via_hyper`] for any request body.
-async fn via_hyper_any<B>(backend: &'static str, req: Request<B>) -> Response<Incoming>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync,
-{
-    thread_local! {
-        static POOL: RefCell<Vec<SendRequest<http_body_util::Empty<Bytes>>>> = const { RefCell::new(Vec::new()) };
-    }
-    let (parts, _) = req.into_parts();
-    let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
-    let pooled = POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let i = p.iter().position(|s| s.is_ready());
-        i.map(|i| p.swap_remove(i))
-    });
-    let mut sender = match pooled {
-        Some(s) => s,
-        None => {
-            let (s, conn) = hyper::client::conn::http1::Builder::new()
-                .writev(false)
-                .handshake(TokioIo::new(connect(backend).await))
-                .await
-                .unwrap();
-            tokio::task::spawn_local(async move {
-                let _ = conn.await;
-            });
-            s
-        }
-    };
-    let resp = sender.send_request(req).await.unwrap();
-    POOL.with(|p| p.borrow_mut().push(sender));
-    resp
 }
 
 type LocalConn = (
