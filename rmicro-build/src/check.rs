@@ -371,24 +371,21 @@ pub fn skew_message(check: &FileCheck, header: &Header, resolved: &Resolved) -> 
         })
         .collect::<Vec<_>>()
         .join(" and ");
-    // The plugin released with the newest runtime, from where Cargo takes that runtime, and a
-    // runtime for the file's API from the same place.
-    let newest = resolved.runtimes.iter().max_by_key(|r| r.api);
-    let install = newest.map_or_else(
+    // The plugin released with the newest runtime, from where Cargo takes that runtime.
+    let install = resolved.runtimes.iter().max_by_key(|r| r.api).map_or_else(
         || "cargo install protoc-gen-rmicro --locked".to_string(),
         |r| r.install_command("protoc-gen-rmicro"),
     );
-    // A runtime for the file's API in place of one that refuses it.
-    let refusing = resolved
+    // A runtime for the file's API in place of the one that refuses it.
+    let require = resolved
         .runtimes
         .iter()
         .filter(|r| !r.accepts(header.api))
         .max_by_key(|r| r.api)
-        .or(newest);
-    let require = match refusing {
-        Some(runtime) => runtime.requirement_for(&header.plugin_version, header.api),
-        None => project::Origin::Unknown.requirement_for(&header.plugin_version, header.api),
-    };
+        .map_or_else(
+            || project::Origin::Unknown.requirement_for(&header.plugin_version, header.api),
+            |r| r.requirement_for(&header.plugin_version, header.api),
+        );
     let regenerate = match &check.sources {
         Some(sources) => {
             format!("then re-run protoc on {sources} (or let rmicro-build generate it in build.rs)")

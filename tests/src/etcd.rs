@@ -82,7 +82,7 @@ impl Etcd {
 
     /// Waits until the server answers (a linearizable read: a member of a cluster answers once
     /// the cluster has a leader).
-    fn wait_healthy(&self) {
+    fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.etcdctl(&["endpoint", "health"]).is_ok() {
@@ -90,9 +90,20 @@ impl Etcd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // What etcd said is in its log, which is removed with the server: quoted here.
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+            .map_or_else(String::new, |status| format!(" (it exited: {status})"));
+        let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
         panic!(
-            "etcd on {} did not become healthy within 20 s",
-            self.client_addr
+            "etcd on {} (peers on {}) did not become healthy within 20 s{exited}; the end of its \
+             log:\n{}",
+            self.client_addr,
+            self.peer_addr,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
 
@@ -250,7 +261,7 @@ impl EtcdCluster {
         for member in &mut members {
             member.spawn();
         }
-        for member in &members {
+        for member in &mut members {
             member.wait_healthy();
         }
         EtcdCluster { members }

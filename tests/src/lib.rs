@@ -26,12 +26,46 @@ pub async fn silent_listener() -> String {
 }
 
 /// A port nothing listens on at 127.0.0.1 right now (for a server a test starts, and tells the
-/// port to, such as etcd or the gateway's metrics listener).
+/// port to, such as etcd or the gateway's metrics listener), outside the kernel's range of
+/// ports for outgoing connections: a server started on it later (etcd started after the service
+/// that uses it, or restarted) cannot find it taken meanwhile by a connection of another test,
+/// or by one of its own clients retrying, which on a port in that range can connect to itself
+/// (TCP's simultaneous open) and hold it. Each call in a process gives another port.
 ///
 /// # Panics
 ///
 /// When no socket can be bound on 127.0.0.1.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| {
+            let mut ends = range.split_whitespace().map(str::parse::<u32>);
+            Some((ends.next()?.ok()?, ends.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999));
+    // Below the range when there is room, else above it.
+    let (start, end) = if low >= 11000 {
+        (10000, low)
+    } else {
+        (high + 1, 65536)
+    };
+    let span = end.saturating_sub(start).max(1);
+    // Processes start apart; calls within one go on from there.
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.subsec_nanos());
+    for _ in 0..span.min(2000) {
+        let offset = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7)) % span;
+        let Ok(port) = u16::try_from(start + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
