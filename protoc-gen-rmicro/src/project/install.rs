@@ -111,17 +111,16 @@ impl super::Runtime {
     /// came from a checkout whose API level moved without a version bump (or its header was
     /// edited), and only that checkout's runtime fits it.
     pub fn requirement_for(&self, plugin: &str, api: u32) -> String {
-        let same_line =
-            super::releases::release_line(plugin) == super::releases::release_line(&self.version);
+        let plugin_line = super::releases::release_line(plugin);
+        let same_line = plugin_line == super::releases::release_line(&self.version);
         let emits = super::releases::known_range(plugin)
             .is_none_or(|(oldest, newest)| (oldest..=newest).contains(&api));
         if same_line || !emits {
             return format!(
                 "if the file's plugin was built from a checkout whose API level ({api}) moved \
                  past its release ({plugin}), take rmicro-runtime from that same checkout (a \
-                 `path` or `git` dependency in Cargo.toml); no released rmicro-runtime {} \
-                 accepts API {api}",
-                super::releases::release_line(plugin)
+                 `path` or `git` dependency in Cargo.toml); no released rmicro-runtime \
+                 {plugin_line} accepts API {api}"
             );
         }
         self.origin.requirement_for(plugin, api)
@@ -199,14 +198,14 @@ pub fn lexically_normal(path: &std::path::Path) -> PathBuf {
     out
 }
 
-/// `word` (a path, a URL) as a shell word: as it is when it is made of plain characters, else in
-/// single quotes
-/// (so that a command with it can be pasted as given).
 /// `text` as a TOML basic string.
 fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// `word` (a path, a URL) as a shell word: as it is when it is made of plain characters, else in
+/// single quotes
+/// (so that a command with it can be pasted as given).
 fn quoted(word: impl std::fmt::Display) -> String {
     let text = word.to_string();
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);

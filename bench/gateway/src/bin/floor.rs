@@ -318,6 +318,23 @@ async fn raw_conn(backend: &'static str, mut client: TcpStream) {
     }
 }
 
+/// Serves `stream` with hyper's HTTP/1 server, each request answered by `answer`, on a task of
+/// this thread.
+fn serve_hyper<F, Fut, B>(stream: TcpStream, answer: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::task::spawn_local(async move {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .writev(false)
+            .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+            .await;
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args[1].clone();
@@ -336,36 +353,12 @@ fn main() {
                 "raw" => {
                     tokio::task::spawn_local(raw_conn(backend, stream));
                 }
-                "local" => {
-                    tokio::task::spawn_local(async move {
-                        let svc = hyper::service::service_fn(move |req| via_local(backend, req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .writev(false)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
                 "own" => {
                     tokio::task::spawn_local(own_conn(backend, stream));
                 }
-                "hyper" => {
-                    tokio::task::spawn_local(async move {
-                        let svc = hyper::service::service_fn(move |req| via_hyper(backend, req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .writev(false)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-                _ => {
-                    tokio::task::spawn_local(async move {
-                        let svc = hyper::service::service_fn(move |req| via_inline(backend, req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .writev(false)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
+                "local" => serve_hyper(stream, move |req| via_local(backend, req)),
+                "hyper" => serve_hyper(stream, move |req| via_hyper(backend, req)),
+                _ => serve_hyper(stream, move |req| via_inline(backend, req)),
             }
         }
     });
