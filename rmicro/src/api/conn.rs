@@ -84,6 +84,19 @@ impl Exchanges {
         Finish(Arc::clone(self), seq)
     }
 
+    /// A request without a body started: [`start`](Self::start), its body counted as all
+    /// come in (the express lane's requests).
+    pub(crate) fn start_bodiless(self: &Arc<Self>) -> Finish {
+        let finish = self.start();
+        self.received.fetch_add(1, Ordering::Relaxed);
+        finish
+    }
+
+    /// The response head of the request in progress is going out (the express lane's).
+    pub(crate) fn responding(&self) {
+        self.responded.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
     }

@@ -94,6 +94,12 @@ pub struct ApiArgs {
     /// appended either way; `X-Original-URL` and `X-Rewrite-URL` are removed either way.
     #[arg(long, env = "MICRO_API_TRUST_FORWARDED", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub trust_forwarded: bool,
+    /// Serve plain HTTP/1.1 `GET` and `HEAD` requests on the gateway's own HTTP/1.1 path (the
+    /// express lane) instead of hyper's, when no plugin is on and neither clients nor nodes are
+    /// reached over TLS: the same answers for about a third less CPU per request. Every other
+    /// request goes through hyper either way.
+    #[arg(long, env = "MICRO_API_EXPRESS_LANE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub express_lane: bool,
     /// Largest request body accepted (413 above): bytes, or with KiB/MiB.
     #[arg(long, env = "MICRO_API_BODY_LIMIT", default_value = "10MiB", value_parser = parse_size)]
     pub body_limit: usize,
@@ -479,6 +485,7 @@ impl Gateway {
         let tunnels = tunnel::Tunnels::default();
         let mut shutdown = std::pin::pin!(shutdown);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
+        let express = self.args.express_lane && !self.serves_tls();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -509,24 +516,12 @@ impl Gateway {
                 Some(proxy) => {
                     let proxy = proxy.clone();
                     let client = proxy::Peer::new(peer);
-                    let tunnels = tunnels.clone();
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (proxy, finish) = (proxy.clone(), exchanges.start());
-                        let leftover = conn::Leftover::of(&req);
-                        let req = req.map(|body| conn::Receiving::new(body, &finish, leftover));
-                        let response = proxy.handle(
-                            req,
-                            client.clone(),
-                            Some(tunnels.clone()),
-                            proxy::Host::Unchecked,
-                        );
-                        let response = conn::NeverFails::new(
-                            conn::Recovering::new(response),
-                            std::convert::identity,
-                        );
-                        conn::Responding::new(response, finish, leftover)
-                    });
-                    spawn_connection(&builder, &graceful, stream, service);
+                    let service = direct_service(&proxy, &exchanges, client.clone(), &tunnels);
+                    if express && proxy.express_allowed() {
+                        spawn_express(&builder, &graceful, stream, proxy, client, service);
+                    } else {
+                        spawn_connection(&builder, &graceful, stream, service);
+                    }
                 }
                 None => {
                     let service = self.service.clone();
@@ -740,6 +735,104 @@ fn spawn_connection<S, B>(
             tracing::debug!(error = %err, %peer, "connection ended with an error");
         }
     });
+}
+
+/// The proxy as the hyper connection's service, without plugins.
+fn direct_service(
+    proxy: &proxy::Proxy,
+    exchanges: &Arc<conn::Exchanges>,
+    client: Option<proxy::Peer>,
+    tunnels: &tunnel::Tunnels,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = http::Response<conn::Finishing<proxy::ProxyBody>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Send
+       + 'static {
+    let (proxy, exchanges, tunnels) = (proxy.clone(), Arc::clone(exchanges), tunnels.clone());
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (proxy, finish) = (proxy.clone(), exchanges.start());
+        let leftover = conn::Leftover::of(&req);
+        let req = req.map(|body| conn::Receiving::new(body, &finish, leftover));
+        let response = proxy.handle(
+            req,
+            client.clone(),
+            Some(tunnels.clone()),
+            proxy::Host::Unchecked,
+        );
+        let response =
+            conn::NeverFails::new(conn::Recovering::new(response), std::convert::identity);
+        conn::Responding::new(response, finish, leftover)
+    })
+}
+
+/// Serves one plain-TCP client connection on the express lane ([`proxy::express`]) on its own
+/// task, watched by `graceful`, and by hyper with `service` from the first request the lane
+/// does not take.
+fn spawn_express<S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    graceful: &shutdown::Shutdown,
+    accepted: Accepted,
+    proxy: proxy::Proxy,
+    client: Option<proxy::Peer>,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Accepted {
+        stream,
+        peer,
+        idle,
+        head,
+        exchanges,
+        ..
+    } = accepted;
+    let builder = builder.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let told = Arc::clone(&stop);
+    let serving = async move {
+        let mut stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
+        let mut buf = bytes::BytesMut::new();
+        let ended = proxy::express::serve(
+            &proxy,
+            &mut stream,
+            &mut buf,
+            client.as_ref(),
+            &exchanges,
+            &stop,
+        )
+        .await;
+        if ended == proxy::express::Ended::Closed {
+            return;
+        }
+        let stream = proxy::express::Rewind::new(buf.freeze(), stream);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn =
+            conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
+        let mut conn = std::pin::pin!(conn);
+        let mut finishing = false;
+        let result = std::future::poll_fn(|cx| {
+            if !finishing && stop.load(std::sync::atomic::Ordering::SeqCst) {
+                finishing = true;
+                conn.as_mut().stop();
+            }
+            conn.as_mut().poll(cx)
+        })
+        .await;
+        if let Err(err) = result {
+            tracing::debug!(error = %err, %peer, "connection ended with an error");
+        }
+    };
+    let watched = graceful.watch(Box::pin(serving), move |_| {
+        told.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    tokio::spawn(watched);
 }
 
 /// Checks plugin names are unique.

@@ -50,6 +50,11 @@ pub(crate) fn set_worker(n: usize) {
     WORKER.with(|w| w.set(n));
 }
 
+/// The gateway worker this thread is (0 outside the workers).
+pub(crate) fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 /// A kept-alive connection last taken at least this long ago may have been closed by its node
 /// (a keep-alive timeout) just as a request goes out on it; one reused sooner cannot have timed
 /// out.
@@ -244,7 +249,12 @@ impl Pool {
     }
 
     fn shard(&self) -> &Mutex<NodeMap> {
-        &self.shards[WORKER.with(Cell::get) % self.shards.len()]
+        &self.shards[worker() % self.shards.len()]
+    }
+
+    /// How long opening a connection may take.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Closes this worker's kept-alive connections to `address` (each once its response in

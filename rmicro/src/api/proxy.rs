@@ -45,6 +45,7 @@ use headers::{scan_response, strip_hop_by_hop, strip_present_hop_by_hop};
 use upgrade::{set_upgrade, wants_upgrade};
 
 mod body;
+pub(crate) mod express;
 mod headers;
 mod host;
 mod nodes;
@@ -90,6 +91,8 @@ struct Inner {
     /// Where tunnels register when the request does not say (a proxy used outside a gateway's
     /// `serve`): never closed by a shutdown.
     tunnels: Tunnels,
+    /// The express lane's connections to nodes.
+    lanes: express::Lanes,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -136,6 +139,7 @@ impl Proxy {
                 seen: Seen::default(),
                 tunnel_idle,
                 tunnels: Tunnels::default(),
+                lanes: express::Lanes::new(backend_idle),
             }),
         }
     }
@@ -146,6 +150,12 @@ impl Proxy {
         self.inner.quarantine.pick(nodes, avoid, |candidates| {
             selector.select(service, candidates)
         })
+    }
+
+    /// Whether the express lane may serve this proxy's clients: it speaks plain HTTP to nodes,
+    /// and its clients do not come over HTTPS.
+    pub(crate) fn express_allowed(&self) -> bool {
+        !self.inner.pool.speaks_tls() && !self.inner.config.https
     }
 
     fn mark_failed(&self, service: &str, address: &str) {

@@ -19,7 +19,7 @@ macro_rules! header_names {
 
         #[doc = concat!("Whether `name` is one of [`", stringify!($list), "`].")]
         #[inline]
-        fn $is(name: &str) -> bool {
+        $vis fn $is(name: &str) -> bool {
             matches!(name, $($name)|+)
         }
     };
@@ -57,7 +57,7 @@ header_names! {
     /// gateway is told to trust them (it sits behind a load balancer that sets them): who
     /// the client is, and the host, port and scheme it used (`X-Forwarded-Ssl`, `-Scheme`,
     /// `X-Url-Scheme` and `Front-End-Https` say HTTPS to Rack and others).
-    const CLIENT_FORWARDED;
+    pub(super) const CLIENT_FORWARDED;
     fn is_client_forwarded;
     [
         "forwarded",
@@ -80,7 +80,7 @@ header_names! {
     /// the gateway and its plugins judged. And `Proxy`, which CGI hands a node as
     /// `HTTP_PROXY`, the variable HTTP libraries take their outgoing proxy from ("httpoxy"):
     /// no client has a reason to send it.
-    const URL_OVERRIDES;
+    pub(super) const URL_OVERRIDES;
     fn is_url_override;
     ["x-original-url", "x-rewrite-url", "proxy"]
 }
@@ -282,6 +282,11 @@ impl Peer {
         let ip = write_ip(addr.ip(), &mut buf)?;
         let ip = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip)).ok()?;
         Some(Peer { ip })
+    }
+
+    /// The client's IP address as text.
+    pub(crate) fn ip(&self) -> &[u8] {
+        self.ip.as_bytes()
     }
 }
 

@@ -49,7 +49,7 @@ pub(crate) fn target_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// `/\host/x`, which URL parsers read alike) is refused: URL parsers (WHATWG's, Python's
 /// `urlsplit`) read its first segment as a host, so a node would serve `/x`, outside the
 /// service's prefix the gateway routed by.
-fn path_problem(path: &str) -> Option<&'static str> {
+pub(super) fn path_problem(path: &str) -> Option<&'static str> {
     if matches!(path.as_bytes(), [b'/', b'/' | b'\\', ..]) {
         return Some(
             "the path begins with `//`, which a node may read as a host name rather than as \
@@ -156,7 +156,7 @@ pub(crate) fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// Whether `value` can be a URI authority without user information (`host` or `host:port`):
 /// not empty, and only the characters a host name, an IP literal and a port are made of
 /// (RFC 3986 §3.2.2). A byte check, as Go's server makes: this runs for every request.
-fn plain_host(value: &[u8]) -> bool {
+pub(super) fn plain_host(value: &[u8]) -> bool {
     !value.is_empty()
         && value
             .iter()
