@@ -700,23 +700,10 @@ fn spawn_connection<S, B>(
                 }
             };
             let stream = conn::Timed::new(stream, idle, head, Arc::clone(&exchanges));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn =
-                conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
-            let mut conn = std::pin::pin!(conn);
-            let mut finishing = false;
             // Told to finish once serving: so is hyper.
-            let result = std::future::poll_fn(|cx| {
-                if !finishing && std::pin::Pin::new(&mut hear).poll(cx).is_ready() {
-                    finishing = true;
-                    conn.as_mut().stop();
-                }
-                conn.as_mut().poll(cx)
-            })
-            .await;
-            if let Err(err) = result {
-                tracing::debug!(error = %err, %peer, "connection ended with an error");
-            }
+            let told =
+                |cx: &mut std::task::Context<'_>| std::pin::Pin::new(&mut hear).poll(cx).is_ready();
+            serve_told(&builder, stream, exchanges, service, peer, told).await;
         };
         let watched = graceful.watch(Box::pin(handshaking), move |_| {
             if let Some(told) = told.take() {
@@ -735,6 +722,42 @@ fn spawn_connection<S, B>(
             tracing::debug!(error = %err, %peer, "connection ended with an error");
         }
     });
+}
+
+/// Serves `stream` with hyper (`service`) until the connection ends. Once `told` says the
+/// gateway is shutting down (woken through the task when it begins), hyper finishes the
+/// request under way and closes the connection.
+async fn serve_told<T, S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: T,
+    exchanges: Arc<conn::Exchanges>,
+    service: S,
+    peer: SocketAddr,
+    mut told: impl FnMut(&mut std::task::Context<'_>) -> bool,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
+    let mut conn = std::pin::pin!(conn);
+    let mut finishing = false;
+    let result = std::future::poll_fn(|cx| {
+        if !finishing && told(cx) {
+            finishing = true;
+            conn.as_mut().stop();
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(error = %err, %peer, "connection ended with an error");
+    }
 }
 
 /// The proxy as the hyper connection's service, without plugins.
@@ -812,22 +835,8 @@ fn spawn_express<S, B>(
             return;
         }
         let stream = proxy::express::Rewind::new(buf.freeze(), stream);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn =
-            conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
-        let mut conn = std::pin::pin!(conn);
-        let mut finishing = false;
-        let result = std::future::poll_fn(|cx| {
-            if !finishing && stop.load(std::sync::atomic::Ordering::SeqCst) {
-                finishing = true;
-                conn.as_mut().stop();
-            }
-            conn.as_mut().poll(cx)
-        })
-        .await;
-        if let Err(err) = result {
-            tracing::debug!(error = %err, %peer, "connection ended with an error");
-        }
+        let told = |_: &mut std::task::Context<'_>| stop.load(std::sync::atomic::Ordering::SeqCst);
+        serve_told(&builder, stream, exchanges, service, peer, told).await;
     };
     let watched = graceful.watch(Box::pin(serving), move |_| {
         told.store(true, std::sync::atomic::Ordering::SeqCst);

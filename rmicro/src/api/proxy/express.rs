@@ -782,16 +782,7 @@ fn write_head(
     };
     let close = plan.close || stopping;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    let reason = resp.reason.unwrap_or_default();
-    if reason.is_empty() {
-        out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
-    } else {
-        out.extend_from_slice(reason.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status, resp.reason.unwrap_or_default());
     for header in resp.headers.iter() {
         let mut lower = [0u8; 24];
         let name = lowercase(header.name, &mut lower).unwrap_or_default();
@@ -824,7 +815,31 @@ fn write_head(
             }
         }
     }
-    if !has_date {
+    end_head(out, !has_date, close);
+    Ok(Head {
+        len,
+        framing,
+        node_keeps: !node_close && framing != Framing::UntilClose,
+        close,
+    })
+}
+
+/// `HTTP/1.1 <status> <reason>`: the node's reason, or the status's own when it gave none.
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = match reason {
+        "" => status.canonical_reason().unwrap_or_default(),
+        reason => reason,
+    };
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a head for the client: a `Date` if `date`, `Connection: close` if `close`.
+fn end_head(out: &mut Vec<u8>, date: bool, close: bool) {
+    if date {
         out.extend_from_slice(b"date: ");
         date::push(out);
         out.extend_from_slice(b"\r\n");
@@ -833,12 +848,6 @@ fn write_head(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Head {
-        len,
-        framing,
-        node_keeps: !node_close && framing != Framing::UntilClose,
-        close,
-    })
 }
 
 /// Whether the answer's `Connection` lists `name` (other than as `close` or `keep-alive`): a
@@ -1203,19 +1212,10 @@ async fn answer_error<S: AsyncWrite + Unpin>(
     lane.exchanges.responding();
     let out = &mut lane.out;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
+    status_line(out, status, "");
+    out.extend_from_slice(b"content-type: application/json\r\n");
     push_length(out, body.len() as u64);
-    out.extend_from_slice(b"date: ");
-    date::push(out);
-    out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    end_head(out, true, close);
     if !plan.head_only {
         out.extend_from_slice(body.as_bytes());
     }
