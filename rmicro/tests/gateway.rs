@@ -2221,7 +2221,10 @@ async fn a_safe_request_on_a_kept_alive_connection_the_node_just_closed_is_sent_
         }
     })
     .await;
-    let (gw, _stop) = gateway_to_addrs("go.micro.api.k", &[addr], &[]).await;
+    // The hyper path, whose connections the POST below shares with the GETs (the express lane's
+    // own replay: gateway_express.rs).
+    let (gw, _stop) =
+        gateway_to_addrs("go.micro.api.k", &[addr], &["--express-lane", "false"]).await;
     assert_eq!(get(&gw, "/k/x").await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = get(&gw, "/k/x").await;
@@ -2232,10 +2235,7 @@ async fn a_safe_request_on_a_kept_alive_connection_the_node_just_closed_is_sent_
         "sent twice, once on a new connection"
     );
 
-    // A request with a body is not sent again: 502, saying so. (Requests with bodies go through
-    // hyper, whose connections are not the express lane's: one is kept alive first.)
-    let r = call(&gw, "POST", "/k/x", Vec::new(), "order=0".into()).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    // A request with a body is not sent again: 502, saying so.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = taken.load(Ordering::SeqCst);
     let r = call(&gw, "POST", "/k/x", Vec::new(), "order=1".into()).await;

@@ -15,6 +15,10 @@ use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The lane, on whatever `MICRO_API_EXPRESS_LANE` says (CI runs the suites once more with it
+/// off).
+const LANE: &[&str] = &["--express-lane", "true"];
+
 /// What the scripted node answers for `/e/<case>`, and whether it closes the connection after.
 fn script(case: &str) -> (&'static [u8], bool) {
     match case {
@@ -250,7 +254,7 @@ fn answer(raw: &[u8], head_request: bool) -> Answer {
 async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
     let heads = Arc::new(Mutex::new(Vec::new()));
     let node = scripted_node(Arc::clone(&heads)).await;
-    let (lane, _stop_lane) = gateway(node, &[]).await;
+    let (lane, _stop_lane) = gateway(node, LANE).await;
     let (hyper, _stop_hyper) = gateway(node, &["--express-lane", "false"]).await;
     let cases = [
         ("length", "200 OK", &b"hello"[..]),
@@ -341,7 +345,7 @@ async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
 async fn the_node_gets_the_same_request_from_the_lane_as_from_hyper() {
     let heads = Arc::new(Mutex::new(Vec::new()));
     let node = scripted_node(Arc::clone(&heads)).await;
-    let (lane, _stop_lane) = gateway(node, &[]).await;
+    let (lane, _stop_lane) = gateway(node, LANE).await;
     let (hyper, _stop_hyper) = gateway(node, &["--express-lane", "false"]).await;
     let request = b"GET /e/echo?q=1&r=%20 HTTP/1.1\r\nHost: api.example:8080\r\nConnection: keep-alive, close\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 198.51.100.7\r\nAccept: */*\r\nCookie: a=1; b=2\r\n\r\n";
     let mut got = Vec::new();
@@ -386,7 +390,7 @@ async fn the_node_gets_the_same_request_from_the_lane_as_from_hyper() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_pipelined_on_one_connection_are_answered_in_order_by_the_lane_and_by_hyper() {
     let node = scripted_node(Arc::default()).await;
-    let (lane, _stop) = gateway(node, &[]).await;
+    let (lane, _stop) = gateway(node, LANE).await;
     // The lane's GET, a POST for hyper (the rest of the connection is hyper's), then a GET.
     let request = b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n\
         POST /e/reason HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody\
@@ -446,7 +450,7 @@ async fn a_malformed_chunked_body_is_cut_off_not_passed_on() {
             });
         }
     });
-    for flags in [&[][..], &["--express-lane", "false"]] {
+    for flags in [LANE, &["--express-lane", "false"]] {
         let (gw, _stop) = gateway(node, flags).await;
         let raw = exchange(&gw, b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
         let text = String::from_utf8_lossy(&raw);
@@ -465,7 +469,7 @@ async fn a_malformed_chunked_body_is_cut_off_not_passed_on() {
 async fn express_lane_false_sends_every_request_through_hyper() {
     let node = scripted_node(Arc::default()).await;
     let request = b"GET /e/order HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
-    let (lane, _stop_lane) = gateway(node, &[]).await;
+    let (lane, _stop_lane) = gateway(node, LANE).await;
     let raw = String::from_utf8(exchange(&lane, request).await).unwrap();
     assert!(raw.contains("x-a: 1\r\nx-b: 2\r\nx-a: 3\r\n"), "{raw}");
     for off in ["false", "0", "no"] {
@@ -473,4 +477,60 @@ async fn express_lane_false_sends_every_request_through_hyper() {
         let raw = String::from_utf8(exchange(&hyper, request).await).unwrap();
         assert!(raw.contains("x-a: 1\r\nx-a: 3\r\n"), "{off}: {raw}");
     }
+}
+
+/// A node closes a kept-alive connection as the next request comes (its keep-alive timer
+/// firing then): a `GET` is sent once more, on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_on_a_kept_alive_connection_the_node_just_closed_is_sent_again() {
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap();
+    let counted = Arc::clone(&taken);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let taken = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut served = false;
+                while read_head(&mut s).await.is_some() {
+                    taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if served {
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    served = true;
+                }
+            });
+        }
+    });
+    let (lane, _stop) = gateway(node, LANE).await;
+    let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"ok") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        taken.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "sent twice, once on a new connection"
+    );
 }
