@@ -61,6 +61,39 @@ fn script(case: &str) -> (&'static [u8], bool) {
             false,
         ),
         "garbage" => (b"HTTX/1.1 200 OK\r\n\r\n", true),
+        "empty-coding-and-length" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello",
+            false,
+        ),
+        "http10-chunked" => (
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            true,
+        ),
+        "chunked-comma" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            true,
+        ),
+        "not-modified-length" => (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n",
+            false,
+        ),
+        "empty-reason" => (b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", false),
+        "trailer-with-length" => (
+            b"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        "connection-date" => (
+            b"HTTP/1.1 200 OK\r\nConnection: date, close\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nClose: x\r\nContent-Length: 2\r\n\r\nok",
+            true,
+        ),
+        "zero-padded-length" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 00000000000000000005\r\n\r\nhello",
+            false,
+        ),
+        "long-chunk-size" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000005\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
         "order" => (
             b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\nContent-Length: 0\r\n\r\n",
             false,
@@ -185,6 +218,8 @@ struct Answer {
     body: Vec<u8>,
     /// Bytes after the first answer (another answer: pipelining).
     rest: Vec<u8>,
+    /// Whether it had one `date` line.
+    dated: bool,
 }
 
 fn answer(raw: &[u8], head_request: bool) -> Answer {
@@ -195,15 +230,18 @@ fn answer(raw: &[u8], head_request: bool) -> Answer {
             headers: BTreeMap::new(),
             body: Vec::new(),
             rest: Vec::new(),
+            dated: false,
         };
     };
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default().to_string();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut dates = 0;
     for line in lines {
         let (name, value) = line.split_once(':').expect("a header line");
         let name = name.to_ascii_lowercase();
+        dates += usize::from(name == "date");
         if name != "date" {
             headers
                 .entry(name)
@@ -247,6 +285,7 @@ fn answer(raw: &[u8], head_request: bool) -> Answer {
         headers,
         body,
         rest: rest.to_vec(),
+        dated: dates == 1,
     }
 }
 
@@ -273,6 +312,15 @@ async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
         ("switched", "502 Bad Gateway", b""),
         ("garbage", "502 Bad Gateway", b""),
         ("conflicting-lengths", "502 Bad Gateway", b""),
+        ("empty-coding-and-length", "502 Bad Gateway", b""),
+        ("http10-chunked", "502 Bad Gateway", b""),
+        ("chunked-comma", "502 Bad Gateway", b""),
+        ("not-modified-length", "304 Not Modified", b""),
+        ("empty-reason", "200 ", b"ok"),
+        ("trailer-with-length", "200 OK", b"ok"),
+        ("connection-date", "200 OK", b"ok"),
+        ("zero-padded-length", "200 OK", b"hello"),
+        ("long-chunk-size", "200 OK", b"hello"),
     ];
     for (case, status, body) in cases {
         for method in ["GET", "HEAD"] {
@@ -287,7 +335,8 @@ async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
             assert_eq!(on_lane, on_hyper, "{method} {case}");
             // A `HEAD` answer's length frames nothing: passed on as it came.
             let status = match (method, case) {
-                ("HEAD", "conflicting-lengths") => "200 OK",
+                // Nor does its transfer coding.
+                ("HEAD", "conflicting-lengths" | "http10-chunked") => "200 OK",
                 _ => status,
             };
             assert_eq!(
@@ -295,6 +344,7 @@ async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
                 format!("HTTP/1.1 {status}"),
                 "{method} {case}"
             );
+            assert!(on_lane.dated, "{method} {case}: {on_lane:?}");
             if status.starts_with("502") {
                 // The gateway's JSON error, naming what the node did.
                 assert_eq!(
@@ -339,6 +389,19 @@ async fn the_express_lane_answers_every_framing_as_the_hyper_path_does() {
         false,
     );
     assert_eq!(r.headers["upgrade"], ["h2c"]);
+    // A 304 has no length; the node's own `Date` goes when `Connection` lists it (the
+    // gateway's comes instead), and a header `Connection` lists by the name `close`.
+    let get =
+        |case: &str| format!("GET /e/{case} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let r = answer(
+        &exchange(&lane, get("not-modified-length").as_bytes()).await,
+        false,
+    );
+    assert!(!r.headers.contains_key("content-length"), "{r:?}");
+    let raw = exchange(&lane, get("connection-date").as_bytes()).await;
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(!raw.contains("2001"), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("close: x"), "{raw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,11 +503,19 @@ async fn a_malformed_chunked_body_is_cut_off_not_passed_on() {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                if read_head(&mut s).await.is_some() {
-                    // A chunk longer than its size says, then what would be a second response.
+                if let Some(head) = read_head(&mut s).await {
+                    let body: &[u8] = if head.starts_with("GET /e/trailer") {
+                        // A trailer line that is no header.
+                        b"3\r\nabc\r\n0\r\ngarbage line\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+                    } else {
+                        // A chunk longer than its size says, then what would be a second
+                        // response.
+                        b"3\r\nabcHTTP/1.1 200 OK\r\n\r\n"
+                    };
                     let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcHTTP/1.1 200 OK\r\n\r\n")
+                        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                         .await;
+                    let _ = s.write_all(body).await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             });
@@ -452,13 +523,23 @@ async fn a_malformed_chunked_body_is_cut_off_not_passed_on() {
     });
     for flags in [LANE, &["--express-lane", "false"]] {
         let (gw, _stop) = gateway(node, flags).await;
-        let raw = exchange(&gw, b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
-        let text = String::from_utf8_lossy(&raw);
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{flags:?}: {text}");
-        // The good chunk may have gone out; the end of the body never does, and nothing of
-        // the bytes after the bad chunk.
-        assert!(!text.contains("0\r\n\r\n"), "{flags:?}: {text}");
-        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{flags:?}: {text}");
+        for path in ["/e/long-chunk", "/e/trailer"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let raw = exchange(&gw, request.as_bytes()).await;
+            let text = String::from_utf8_lossy(&raw);
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{flags:?} {path}: {text}"
+            );
+            // The good chunk may have gone out; the end of the body never does, and nothing
+            // of the bytes after the bad chunk.
+            assert!(!text.contains("0\r\n\r\n"), "{flags:?} {path}: {text}");
+            assert_eq!(
+                text.matches("HTTP/1.1").count(),
+                1,
+                "{flags:?} {path}: {text}"
+            );
+        }
     }
 }
 
@@ -532,5 +613,39 @@ async fn a_get_on_a_kept_alive_connection_the_node_just_closed_is_sent_again() {
         taken.load(std::sync::atomic::Ordering::SeqCst),
         3,
         "sent twice, once on a new connection"
+    );
+}
+
+/// A connection is HTTP/2 from its first bytes or never: an HTTP/2 preface after a request the
+/// lane served is no request (hyper answers it as HTTP/1.1), not a switch to HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_after_a_served_request_is_not_taken_for_http2() {
+    let node = scripted_node(Arc::default()).await;
+    let (lane, _stop) = gateway(node, LANE).await;
+    let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+    s.write_all(b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"hello") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The preface and an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut after)).await;
+    // Nothing, or an HTTP/1.1 answer: never an HTTP/2 SETTINGS frame (type 4).
+    assert!(
+        after.is_empty() || after.starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&after)
     );
 }

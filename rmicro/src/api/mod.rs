@@ -486,6 +486,13 @@ impl Gateway {
         let mut shutdown = std::pin::pin!(shutdown);
         let (idle, head) = (self.args.idle_timeout, self.args.read_header_timeout);
         let express = self.args.express_lane && !self.serves_tls();
+        // What serves a connection in HTTP/1.1 alone once the express lane has served a request
+        // on it, set as `builder`'s.
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .header_read_timeout(None)
+            .writev(false)
+            .keep_alive(true);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -518,7 +525,8 @@ impl Gateway {
                     let client = proxy::Peer::new(peer);
                     let service = direct_service(&proxy, &exchanges, client.clone(), &tunnels);
                     if express && proxy.express_allowed() {
-                        spawn_express(&builder, &graceful, stream, proxy, client, service);
+                        let builders = (&builder, &http1);
+                        spawn_express(builders, &graceful, stream, proxy, client, service);
                     } else {
                         spawn_connection(&builder, &graceful, stream, service);
                     }
@@ -703,7 +711,15 @@ fn spawn_connection<S, B>(
             // Told to finish once serving: so is hyper.
             let told =
                 |cx: &mut std::task::Context<'_>| std::pin::Pin::new(&mut hear).poll(cx).is_ready();
-            serve_told(&builder, stream, exchanges, service, peer, told).await;
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            serve_told(
+                conn.into_owned(),
+                |c| c.graceful_shutdown(),
+                exchanges,
+                peer,
+                told,
+            )
+            .await;
         };
         let watched = graceful.watch(Box::pin(handshaking), move |_| {
             if let Some(told) = told.take() {
@@ -724,27 +740,20 @@ fn spawn_connection<S, B>(
     });
 }
 
-/// Serves `stream` with hyper (`service`) until the connection ends. Once `told` says the
-/// gateway is shutting down (woken through the task when it begins), hyper finishes the
-/// request under way and closes the connection.
-async fn serve_told<T, S, B>(
-    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    stream: T,
+/// Serves a hyper connection until it ends. Once `told` says the gateway is shutting down
+/// (woken through the task when it begins), the connection is stopped (`stop`: hyper's graceful
+/// shutdown, which finishes the request under way and closes).
+async fn serve_told<C, E>(
+    conn: C,
+    stop: impl FnMut(std::pin::Pin<&mut C>),
     exchanges: Arc<conn::Exchanges>,
-    service: S,
     peer: SocketAddr,
     mut told: impl FnMut(&mut std::task::Context<'_>) -> bool,
 ) where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let conn = conn::ClosesWhenIdle::new(conn.into_owned(), exchanges, |c| c.graceful_shutdown());
+    let conn = conn::ClosesWhenIdle::new(conn, exchanges, stop);
     let mut conn = std::pin::pin!(conn);
     let mut finishing = false;
     let result = std::future::poll_fn(|cx| {
@@ -794,7 +803,10 @@ fn direct_service(
 /// task, watched by `graceful`, and by hyper with `service` from the first request the lane
 /// does not take.
 fn spawn_express<S, B>(
-    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    (builder, http1): (
+        &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        &hyper::server::conn::http1::Builder,
+    ),
     graceful: &shutdown::Shutdown,
     accepted: Accepted,
     proxy: proxy::Proxy,
@@ -816,7 +828,7 @@ fn spawn_express<S, B>(
         exchanges,
         ..
     } = accepted;
-    let builder = builder.clone();
+    let (builder, http1) = (builder.clone(), http1.clone());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let told = Arc::clone(&stop);
     let serving = async move {
@@ -831,12 +843,20 @@ fn spawn_express<S, B>(
             &stop,
         )
         .await;
-        if ended == proxy::express::Ended::Closed {
+        let proxy::express::Ended::Handoff { served } = ended else {
             return;
-        }
-        let stream = proxy::express::Rewind::new(buf.freeze(), stream);
+        };
+        let stream = TokioIo::new(proxy::express::Rewind::new(buf.freeze(), stream));
         let told = |_: &mut std::task::Context<'_>| stop.load(std::sync::atomic::Ordering::SeqCst);
-        serve_told(&builder, stream, exchanges, service, peer, told).await;
+        if served {
+            let conn = http1.serve_connection(stream, service).with_upgrades();
+            serve_told(conn, |c| c.graceful_shutdown(), exchanges, peer, told).await;
+        } else {
+            let conn = builder
+                .serve_connection_with_upgrades(stream, service)
+                .into_owned();
+            serve_told(conn, |c| c.graceful_shutdown(), exchanges, peer, told).await;
+        }
     };
     let watched = graceful.watch(Box::pin(serving), move |_| {
         told.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -50,25 +50,27 @@ use tokio::time::Instant;
 use super::headers::{is_client_forwarded, is_hop_by_hop, is_url_override, Peer};
 use super::host::{path_problem, plain_host};
 use super::{address, says, Proxy};
-use crate::api::conn::Exchanges;
+use crate::api::conn::{later, Exchanges};
 use crate::api::error;
 use crate::api::resolve::ServiceName;
 
-/// A request head longer than this is hyper's to judge (a 431 above its own 400 KiB limit).
+/// A request head still incomplete at this length is hyper's to judge (a 431 above its own
+/// 400 KiB limit).
 const MAX_REQUEST_HEAD: usize = 16 << 10;
 
 /// Request headers the lane parses; a request with more goes to hyper (which takes 100).
 const MAX_REQUEST_HEADERS: usize = 48;
 
-/// A response head longer than this is the node's error, as for hyper's client.
-const MAX_RESPONSE_HEAD: usize = 400 << 10;
+/// A response head longer than this is the node's error, as for hyper's client (its read
+/// buffer's limit: 8 KiB and 100 times 4 KiB).
+const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
 
 /// Response headers read, as hyper's client.
 const MAX_RESPONSE_HEADERS: usize = 100;
 
-/// Chunk extensions and trailers are limited as hyper's decoder limits them.
+/// Chunk extensions (over a body) and trailers are limited as hyper's decoder limits them.
 const MAX_CHUNK_EXTENSIONS: usize = 16 << 10;
-const MAX_TRAILERS: usize = 16 << 10;
+const MAX_CHUNK_TRAILERS: usize = 16 << 10;
 
 /// Most idle connections kept per node and worker (as the hyper path's pool).
 const MAX_PER_NODE: usize = 512;
@@ -78,8 +80,10 @@ const MAX_PER_NODE: usize = 512;
 pub(crate) enum Ended {
     /// Closed (by the client, an error, a limit, or shutdown).
     Closed,
-    /// A request the lane does not take is at the start of the buffer: hyper serves the rest.
-    Handoff,
+    /// A request the lane does not take is at the start of the buffer: hyper serves the rest,
+    /// in HTTP/1.1 once the lane `served` a request (a connection is HTTP/2 from its start
+    /// only).
+    Handoff { served: bool },
 }
 
 /// Serves `client` (the connection's timed stream) on the lane until it closes or comes to a
@@ -104,13 +108,14 @@ where
         out: Vec::new(),
         up: BytesMut::new(),
     };
+    let mut served = false;
     loop {
         let plan = loop {
             if !buf.is_empty() {
                 match plan(proxy, buf, peer, &mut lane.head) {
                     Parsed::Plan(plan) => break plan,
                     Parsed::Partial if buf.len() < MAX_REQUEST_HEAD => {}
-                    Parsed::Partial | Parsed::Other => return Ended::Handoff,
+                    Parsed::Partial | Parsed::Other => return Ended::Handoff { served },
                 }
             }
             if !read_or_stop(client, buf, stop).await {
@@ -126,7 +131,7 @@ where
                 &err,
             )),
             // Not found, or no nodes: the hyper path's answers.
-            Ok(_) => return Ended::Handoff,
+            Ok(_) => return Ended::Handoff { served },
         };
         let nodes = match nodes {
             Ok(nodes) => nodes,
@@ -135,6 +140,7 @@ where
                 let _finish = exchanges.start_bodiless();
                 let status = StatusCode::SERVICE_UNAVAILABLE;
                 if answer_error(&mut lane, client, &plan, stop, status, &detail).await {
+                    served = true;
                     continue;
                 }
                 let _ = client.shutdown().await;
@@ -142,19 +148,20 @@ where
             }
         };
         let Ok(nodes) = address::usable(service, nodes) else {
-            return Ended::Handoff;
+            return Ended::Handoff { served };
         };
         // Nodes reached over TLS, and gRPC nodes (whose answer is the hyper path's error).
         if nodes.iter().any(|n| {
             address::https(&n.address) || says(n, "secure", "true") || says(n, "protocol", "grpc")
         }) {
-            return Ended::Handoff;
+            return Ended::Handoff { served };
         }
         proxy.inner.seen.saw(service);
         buf.advance(plan.len);
         let finish = exchanges.start_bodiless();
         let keep = exchange(proxy, &mut lane, client, buf, &plan, &nodes, stop).await;
         drop(finish);
+        served = true;
         if !keep {
             let _ = client.shutdown().await;
             return Ended::Closed;
@@ -370,26 +377,37 @@ where
     let config = &proxy.inner.config;
     let retryable = nodes.len() > 1;
     let mut tried: Vec<String> = Vec::new();
-    // A kept-alive connection its node closed as the request went out is replaced once.
-    let mut replaced = false;
-    let mut fresh = false;
+    // As the hyper path: a kept-alive connection its node closed as the request went out, after
+    // it sat idle long enough for a keep-alive timeout, is replaced once by a new one to the same
+    // node (within the same backend timeout); and one the node closed however soon, when it was
+    // a kept-alive one, sends the request to another node.
+    let mut replaced = None;
+    let mut reused_here = false;
+    let mut deadline = None;
     loop {
-        let address = proxy.pick(service, nodes, &tried);
-        let target = address::target(address);
-        let pooled = if fresh {
-            None
-        } else {
-            proxy.inner.lanes.take(target)
+        let address = match replaced {
+            Some(address) => address,
+            None => proxy.pick(service, nodes, &tried),
         };
-        let reused = pooled.is_some();
+        let target = address::target(address);
+        let pooled = match replaced {
+            Some(_) => None,
+            None => proxy.inner.lanes.take(target),
+        };
+        let (reused, stale) = pooled.as_ref().map_or((false, false), |p| (true, p.1));
+        reused_here |= reused;
+        let until = *deadline.get_or_insert_with(|| later(Instant::now(), config.backend_timeout));
         let mut node = match pooled {
-            Some(node) => node,
-            None => match open(proxy, target).await {
-                Ok(node) => node,
-                Err(failed) => {
+            Some((node, _)) => node,
+            None => match watching(client, pending, open(proxy, target)).await {
+                // The client left.
+                Err(()) => return false,
+                Ok(Ok(node)) => node,
+                Ok(Err(failed)) => {
                     proxy.mark_failed(service, address);
                     if tried.is_empty() && retryable {
                         tried.push(address.to_string());
+                        (replaced, reused_here, deadline) = (None, false, None);
                         continue;
                     }
                     let (status, detail) = match failed {
@@ -416,7 +434,7 @@ where
             },
         };
         let to = (&mut node, address, &nodes[..]);
-        let failure = match relay(proxy, lane, client, pending, to, plan, stop).await {
+        let failure = match relay(proxy, lane, client, pending, to, plan, until, stop).await {
             Relayed::Done {
                 client: keep,
                 node: reusable,
@@ -429,13 +447,16 @@ where
             Relayed::Broken => return false,
             Relayed::Failed(failure) => failure,
         };
-        if failure == Failure::Stale && reused && !replaced {
-            replaced = true;
-            fresh = true;
-            if retryable && tried.is_empty() {
-                tried.push(address.to_string());
+        if matches!(failure, Failure::Stale | Failure::StaleReset) {
+            if reused && stale && replaced.is_none() {
+                replaced = Some(address);
+                continue;
             }
-            continue;
+            if reused_here && retryable && tried.is_empty() {
+                tried.push(address.to_string());
+                (replaced, reused_here, deadline) = (None, false, None);
+                continue;
+            }
         }
         let (status, detail, down) = match failure {
             Failure::Late => {
@@ -457,7 +478,9 @@ where
                 "closed the connection without a complete answer",
                 true,
             ),
-            Failure::Reset => (StatusCode::BAD_GATEWAY, "reset the connection", true),
+            Failure::StaleReset | Failure::Reset => {
+                (StatusCode::BAD_GATEWAY, "reset the connection", true)
+            }
             Failure::BothFramings => {
                 proxy.inner.lanes.discard(target);
                 (
@@ -507,9 +530,11 @@ async fn open(proxy: &Proxy, target: &str) -> Result<TcpStream, Open> {
 /// What went wrong before anything of the answer reached the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
-    /// The connection failed before any byte of an answer (on a kept-alive connection, the node
+    /// The connection ended before any byte of an answer (on a kept-alive connection, the node
     /// most likely closed it as the request went out).
     Stale,
+    /// As `Stale`, by a reset.
+    StaleReset,
     /// The node closed the connection in the middle of the answer's head.
     Closed,
     /// The connection was reset.
@@ -563,12 +588,12 @@ async fn relay<S>(
     pending: &mut BytesMut,
     (node, address, nodes): (&mut TcpStream, &str, &[Node]),
     plan: &Plan,
+    deadline: Instant,
     stop: &AtomicBool,
 ) -> Relayed
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = proxy.inner.config.backend_timeout;
     lane.up.clear();
     let exchange = async {
         if let Err(err) = node.write_all(&lane.head).await {
@@ -576,7 +601,7 @@ where
         }
         read_head(node, lane, plan, stop).await
     };
-    let head = tokio::time::timeout(timeout, watching(client, pending, exchange)).await;
+    let head = tokio::time::timeout_at(deadline, watching(client, pending, exchange)).await;
     let head = match head {
         Ok(Ok(Ok(head))) => head,
         Ok(Ok(Err(failure))) => return Relayed::Failed(failure),
@@ -634,7 +659,7 @@ where
 /// The [`Failure`] an I/O error stands for; `before` when no byte of the answer came yet.
 fn io_failure(err: &io::Error, before: bool) -> Failure {
     match err.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe if before => Failure::Stale,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe if before => Failure::StaleReset,
         io::ErrorKind::UnexpectedEof if before => Failure::Stale,
         io::ErrorKind::UnexpectedEof => Failure::Closed,
         _ => Failure::Reset,
@@ -649,58 +674,78 @@ async fn read_head(
     plan: &Plan,
     stop: &AtomicBool,
 ) -> Result<Head, Failure> {
+    let mut heard = false;
+    // How much of `up` was looked through for a head's end: parsed only once one came.
+    let mut scanned = 0;
     loop {
-        if !lane.up.is_empty() {
-            match response_head(&lane.up, plan, stop.load(Ordering::Relaxed), &mut lane.out)? {
-                Some(head) => return Ok(head),
-                None if lane.up.len() >= MAX_RESPONSE_HEAD => return Err(Failure::Unreadable),
-                None => {}
+        if head_ends(&lane.up, scanned) {
+            let stopping = stop.load(Ordering::Relaxed);
+            match response_head(&lane.up, plan, stopping, &mut lane.out)? {
+                Step::Final(head) => return Ok(head),
+                Step::Informational(len) => {
+                    lane.up.advance(len);
+                    scanned = 0;
+                    continue;
+                }
+                Step::Partial => {}
             }
+        }
+        scanned = lane.up.len();
+        if lane.up.len() >= MAX_RESPONSE_HEAD {
+            return Err(Failure::Unreadable);
         }
         lane.up.reserve(8192);
         match node.read_buf(&mut lane.up).await {
-            Ok(0) if lane.up.is_empty() => return Err(Failure::Stale),
+            Ok(0) if !heard => return Err(Failure::Stale),
             Ok(0) => return Err(Failure::Closed),
-            Ok(_) => {}
-            Err(err) => return Err(io_failure(&err, lane.up.is_empty())),
+            Ok(_) => heard = true,
+            Err(err) => return Err(io_failure(&err, !heard)),
         }
     }
 }
 
-/// The answer's head at the start of `up`, judged, with the client's written into `out`;
-/// `None` until it is whole. An informational answer is taken out of `up` and the next looked
-/// at.
+/// Whether `up` holds a blank line (a head's end), looked for from `scanned` on (less the bytes
+/// one could have begun in).
+fn head_ends(up: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    up.get(from..).is_some_and(|new| {
+        new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n")
+    })
+}
+
+/// What the start of the node's bytes is.
+enum Step {
+    Partial,
+    /// A whole informational answer, this long.
+    Informational(usize),
+    Final(Head),
+}
+
+/// The answer's head at the start of `up`, judged, with the client's written into `out`.
 fn response_head(
-    up: &BytesMut,
+    up: &[u8],
     plan: &Plan,
     stopping: bool,
     out: &mut Vec<u8>,
-) -> Result<Option<Head>, Failure> {
-    let mut start = 0;
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(&up[start..]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if start == 0 => return Ok(None),
-            // A whole informational answer, and part of the next: read on. (Kept in `up`, and
-            // parsed again: they are rare.)
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(Failure::Unreadable),
-        };
-        let (Some(code), Some(version)) = (resp.code, resp.version) else {
-            return Err(Failure::Unreadable);
-        };
-        let status = StatusCode::from_u16(code).map_err(|_| Failure::Unreadable)?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Failure::Switched);
-        }
-        if status.is_informational() {
-            start += len;
-            continue;
-        }
-        return write_head(&resp, status, version, start + len, plan, stopping, out).map(Some);
+) -> Result<Step, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(up) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Step::Partial),
+        Err(_) => return Err(Failure::Unreadable),
+    };
+    let (Some(code), Some(version)) = (resp.code, resp.version) else {
+        return Err(Failure::Unreadable);
+    };
+    let status = StatusCode::from_u16(code).map_err(|_| Failure::Unreadable)?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Failure::Switched);
     }
+    if status.is_informational() {
+        return Ok(Step::Informational(len));
+    }
+    write_head(&resp, status, version, len, plan, stopping, out).map(Step::Final)
 }
 
 /// Judges a final answer's head and writes the client's into `out`.
@@ -719,13 +764,17 @@ fn write_head(
     // then cannot be known, which matters only when there is a body.
     let mut first_length: Option<&[u8]> = None;
     let mut bad_length = false;
-    let mut codings = false;
-    let mut chunked = false;
-    let mut node_close = version == 0;
-    let mut listed = false;
-    let mut has_date = false;
+    // `Transfer-Encoding`: present; its last coding (as hyper reads it, the last line's last
+    // item) is `chunked`; anything but one `chunked`.
+    let (mut transfer_coded, mut chunked, mut codings) = (false, false, false);
+    let mut chunkeds = 0;
+    let (mut close, mut keep_alive, mut listed) = (false, false, false);
     for header in resp.headers.iter() {
         let name = header.name;
+        // hyper's client refuses a name or value this long.
+        if name.len() >= 1 << 16 || header.value.len() >= 1 << 16 {
+            return Err(Failure::Unreadable);
+        }
         if name.eq_ignore_ascii_case("content-length") {
             lengths = true;
             for item in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -736,39 +785,43 @@ fn write_head(
                 }
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_coded = true;
+            chunked = false;
             for coding in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if coding.is_empty() {
-                    continue;
-                }
-                // `chunked` once, as the only coding.
-                if chunked || codings || !coding.eq_ignore_ascii_case(b"chunked") {
+                // An empty last item (`chunked,`) is not `chunked` to hyper either.
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+                if chunked {
+                    chunkeds += 1;
+                } else if !coding.is_empty() {
                     codings = true;
                 }
-                chunked = true;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    node_close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    node_close &= version != 0;
+                if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
                 } else if !token.is_empty() {
+                    close |= token.eq_ignore_ascii_case(b"close");
                     listed = true;
                 }
             }
-        } else if name.eq_ignore_ascii_case("date") {
-            has_date = true;
         }
     }
-    if chunked && lengths {
+    // `chunked` once, as the only coding.
+    codings |= chunkeds > 1;
+
+    if transfer_coded && lengths {
         return Err(Failure::BothFramings);
     }
-    if codings {
+    if codings || (transfer_coded && !chunked) {
         return Err(Failure::OtherCoding);
     }
+    let node_close = close || (version == 0 && !keep_alive);
     let bodiless =
         plan.head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    if bad_length && !bodiless && !chunked {
+    // A length that is no number, or a transfer coding in HTTP/1.0 (which has none), leaves a
+    // body's end unknown (hyper's client refuses both).
+    if (bad_length || (transfer_coded && version == 0)) && !bodiless {
         return Err(Failure::Unreadable);
     }
     let framing = if bodiless {
@@ -780,9 +833,10 @@ fn write_head(
     } else {
         Framing::UntilClose
     };
-    let close = plan.close || stopping;
+    let client_close = plan.close || stopping;
     out.clear();
     status_line(out, status, resp.reason.unwrap_or_default());
+    let mut dated = false;
     for header in resp.headers.iter() {
         let mut lower = [0u8; 24];
         let name = lowercase(header.name, &mut lower).unwrap_or_default();
@@ -791,48 +845,53 @@ fn write_head(
         if !required
             && (name == "content-length"
                 || is_hop_by_hop(name)
-                // Trailer fields are declared for a chunked body only (hyper drops it too).
-                || (name == "trailer" && framing != Framing::Chunked)
+                // Trailer fields are declared for a body (hyper drops it with none).
+                || (name == "trailer" && framing == Framing::None)
                 || (listed && connection_lists(resp.headers, header.name)))
         {
             continue;
         }
+        dated |= name == "date";
         push_lowercase(out, header.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) => push_length(out, n),
+        // As the node wrote it (`0005` too), once (the hyper path's rule for a repeated one).
+        Framing::Length(_) => {
+            if let Some(first) = first_length {
+                push_header(out, b"content-length", first);
+            }
+        }
         Framing::Chunked | Framing::UntilClose => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        // A `HEAD`'s or a 304's length says what a `GET` would get; a 204 has none.
-        // passed on as the node gave it (its first item, as the hyper path does).
+        // A `HEAD`'s length says what a `GET` would get, passed on as the node gave it (its
+        // first item, as the hyper path does); 204 and 304 have none.
         Framing::None => {
-            if let (Some(first), false) = (first_length, status == StatusCode::NO_CONTENT) {
+            if let (Some(first), true) = (
+                first_length,
+                plan.head_only && status != StatusCode::NO_CONTENT,
+            ) {
                 push_header(out, b"content-length", first);
             }
         }
     }
-    end_head(out, !has_date, close);
+    end_head(out, !dated, client_close);
     Ok(Head {
         len,
         framing,
         node_keeps: !node_close && framing != Framing::UntilClose,
-        close,
+        close: client_close,
     })
 }
 
-/// `HTTP/1.1 <status> <reason>`: the node's reason, or the status's own when it gave none.
+/// `HTTP/1.1 <status> <reason>` (the node's reason as it gave it, empty too, as hyper passes it).
 fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    let reason = match reason {
-        "" => status.canonical_reason().unwrap_or_default(),
-        reason => reason,
-    };
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -886,10 +945,14 @@ fn push_length(out: &mut Vec<u8>, n: u64) {
 
 /// A `Content-Length` item: digits only, as hyper's client reads it.
 fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// Writes `out` to the client and clears it.
@@ -913,13 +976,14 @@ async fn watching<S: AsyncRead + Unpin, T>(
             return Ok(work.await);
         }
         pending.reserve(1024);
+        // The client first: one that left before the request went out never has it sent.
         tokio::select! {
             biased;
-            done = &mut work => return Ok(done),
             read = client.read_buf(pending) => match read {
                 Ok(n) if n > 0 => {}
                 _ => return Err(()),
             },
+            done = &mut work => return Ok(done),
         }
     }
 }
@@ -1062,20 +1126,24 @@ fn push_size(out: &mut Vec<u8>, n: u64) {
 }
 
 /// A chunked body's decoder, which writes what it decodes as chunks again: only whole,
-/// well-formed chunks pass (RFC 9112 §7.1), extensions and trailers do not.
+/// well-formed chunks pass (RFC 9112 §7.1), extensions and trailers do not (the client did not
+/// ask for trailers with `TE`). Limits as hyper's decoder: 16 KiB of extensions over the body,
+/// trailers of at most 100 lines and 16 KiB.
 #[derive(Debug, Default)]
 struct Chunks {
     state: ChunkState,
-    /// Extension or trailer bytes so far (limited).
-    extra: usize,
+    extensions: usize,
+    trailers: usize,
+    trailer_lines: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
-    /// The size's hex digits: the value so far and how many.
+    /// Before a size's first hex digit.
     #[default]
     Start,
-    Size(u64, u8),
+    /// The size so far.
+    Size(u64),
     /// Whitespace after the size.
     SizeSpace(u64),
     Extension(u64),
@@ -1085,11 +1153,14 @@ enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the empty line that ends the body).
     Trailer,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
 }
+
+const MAX_TRAILER_LINES: usize = 100;
 
 impl Chunks {
     fn done(&self) -> bool {
@@ -1103,11 +1174,21 @@ impl Chunks {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            if matches!(
+                self.state,
+                Trailer | TrailerName | TrailerValue | TrailerLf | EndLf
+            ) {
+                self.trailers += 1;
+                if self.trailers > MAX_CHUNK_TRAILERS {
+                    return Err(());
+                }
+            }
             self.state = match self.state {
-                Start => Size(hex(b).ok_or(())?, 1),
-                Size(n, digits) => match (b, hex(b)) {
-                    (_, Some(d)) if digits < 16 => Size(n << 4 | d, digits + 1),
-                    (_, Some(_)) => return Err(()),
+                Start => Size(hex(b).ok_or(())?),
+                Size(n) => match (b, hex(b)) {
+                    (_, Some(d)) => {
+                        Size(n.checked_mul(16).and_then(|n| n.checked_add(d)).ok_or(())?)
+                    }
                     (b' ' | b'\t', _) => SizeSpace(n),
                     (b';', _) => Extension(n),
                     (b'\r', _) => SizeLf(n),
@@ -1119,15 +1200,17 @@ impl Chunks {
                     b'\r' => SizeLf(n),
                     _ => return Err(()),
                 },
-                Extension(n) => {
-                    self.extra += 1;
-                    match b {
-                        _ if self.extra > MAX_CHUNK_EXTENSIONS => return Err(()),
-                        b'\r' => SizeLf(n),
-                        b'\n' => return Err(()),
-                        _ => Extension(n),
+                Extension(n) => match b {
+                    b'\r' => SizeLf(n),
+                    b'\n' => return Err(()),
+                    _ => {
+                        self.extensions += 1;
+                        if self.extensions >= MAX_CHUNK_EXTENSIONS {
+                            return Err(());
+                        }
+                        Extension(n)
                     }
-                }
+                },
                 SizeLf(n) => match (b, n) {
                     (b'\n', 0) => Trailer,
                     (b'\n', n) => {
@@ -1157,22 +1240,28 @@ impl Chunks {
                     b'\n' => Start,
                     _ => return Err(()),
                 },
+                // `name: value`, as httparse reads a header line.
                 Trailer => match b {
                     b'\r' => EndLf,
-                    _ => {
-                        self.extra += 1;
-                        TrailerLine
+                    _ if is_token(b) => {
+                        self.trailer_lines += 1;
+                        if self.trailer_lines > MAX_TRAILER_LINES {
+                            return Err(());
+                        }
+                        TrailerName
                     }
+                    _ => return Err(()),
                 },
-                TrailerLine => {
-                    self.extra += 1;
-                    match b {
-                        _ if self.extra > MAX_TRAILERS => return Err(()),
-                        b'\r' => TrailerLf,
-                        b'\n' => return Err(()),
-                        _ => TrailerLine,
-                    }
-                }
+                TrailerName => match b {
+                    b':' => TrailerValue,
+                    _ if is_token(b) => TrailerName,
+                    _ => return Err(()),
+                },
+                TrailerValue => match b {
+                    b'\r' => TrailerLf,
+                    b'\t' | b' '..=b'~' | 0x80.. => TrailerValue,
+                    _ => return Err(()),
+                },
                 TrailerLf => match b {
                     b'\n' => Trailer,
                     _ => return Err(()),
@@ -1191,6 +1280,11 @@ impl Chunks {
         }
         Ok(i)
     }
+}
+
+/// Whether `b` may be in a header name (RFC 9110 §5.6.2 `tchar`).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u64> {
@@ -1212,7 +1306,7 @@ async fn answer_error<S: AsyncWrite + Unpin>(
     lane.exchanges.responding();
     let out = &mut lane.out;
     out.clear();
-    status_line(out, status, "");
+    status_line(out, status, status.canonical_reason().unwrap_or_default());
     out.extend_from_slice(b"content-type: application/json\r\n");
     push_length(out, body.len() as u64);
     end_head(out, true, close);
@@ -1241,6 +1335,20 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Whether it looks open: readable while idle, the node closed it (or broke the protocol).
+    /// Told by the event loop's readiness, without a system call.
+    fn open(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
+/// A kept-alive connection taken at least this long after its last answer may have been
+/// closed by its node's keep-alive timeout just as a request goes out on it (as the hyper
+/// path's pool judges).
+const STALE_AFTER: Duration = Duration::from_millis(100);
+
 impl Lanes {
     pub(crate) fn new(idle_limit: Duration) -> Lanes {
         let shards = std::thread::available_parallelism()
@@ -1260,17 +1368,15 @@ impl Lanes {
 
     /// The kept connection to `target` used last that has not been idle too long and that the
     /// node has not closed (or sent anything on), if there is one.
-    fn take(&self, target: &str) -> Option<TcpStream> {
+    /// Also says whether it sat idle long enough for the node to have closed it for that
+    /// ([`STALE_AFTER`]).
+    fn take(&self, target: &str) -> Option<(TcpStream, bool)> {
         let (_, mut shard) = self.shard();
         let conns = shard.nodes.get_mut(target)?;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
         while let Some(idle) = conns.pop() {
-            // Readable while idle: the node closed it (or broke the protocol). Told by the
-            // event loop's readiness, without a system call.
-            if idle.since.elapsed() < self.idle_limit
-                && idle.stream.poll_read_ready(&mut cx).is_pending()
-            {
-                return Some(idle.stream);
+            let idle_for = idle.since.elapsed();
+            if idle_for < self.idle_limit && idle.open() {
+                return Some((idle.stream, idle_for >= STALE_AFTER));
             }
         }
         None
@@ -1313,7 +1419,7 @@ async fn sweep(shards: Arc<[Mutex<Shard>]>, i: usize, limit: Duration) {
         tokio::time::sleep(every).await;
         let mut shard = shards[i].lock().unwrap_or_else(|p| p.into_inner());
         shard.nodes.retain(|_, conns| {
-            conns.retain(|idle| idle.since.elapsed() < limit);
+            conns.retain(|idle| idle.since.elapsed() < limit && idle.open());
             !conns.is_empty()
         });
         if shard.nodes.is_empty() {
@@ -1422,6 +1528,22 @@ mod tests {
         );
         // Unfinished: not done.
         assert!(!decode(&[b"5\r\nhel"]).unwrap().1);
+        // Sizes by value (leading zeros), not by their digits.
+        assert_eq!(
+            decode(&[b"00000000000000000005\r\nhello\r\n0\r\n\r\n"]).unwrap(),
+            (b"5\r\nhello\r\n0\r\n\r\n".to_vec(), true, 0)
+        );
+        // At most 100 trailer lines.
+        let trailers = |n: usize| {
+            let mut body = b"0\r\n".to_vec();
+            for i in 0..n {
+                body.extend_from_slice(format!("x-t{i}: v\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            decode(&[&body]).map(|(_, done, _)| done)
+        };
+        assert_eq!(trailers(100), Ok(true));
+        assert_eq!(trailers(101), Err(()));
     }
 
     #[test]
@@ -1433,6 +1555,9 @@ mod tests {
             b"5\r\nhelloX\r\n",
             b"5\r\nhello\rX",
             b"11111111111111111\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nx: bad\x01\r\n\r\n",
             b"5;a\nb\r\n",
             b"0\r\nx\n",
             b"-1\r\n",

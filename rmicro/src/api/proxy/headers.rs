@@ -222,8 +222,17 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
 /// Whether a request body comes in a transfer coding other than `chunked` (`gzip, chunked`,
 /// ...): hyper undoes only the chunking, so the node would get coded bytes with nothing saying
 /// so.
+///
+/// `chunked,` too: hyper takes the last item of the last line (empty here) for the final coding,
+/// so it did not undo the chunks, and the client would take the chunks' framing for the body.
 pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> bool {
     codings(headers, &header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+        || headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|last| last.as_bytes().rsplit(|&b| b == b',').next())
+            .is_some_and(|item| item.trim_ascii().is_empty())
 }
 
 /// The codings a list header (`Transfer-Encoding`, `Content-Encoding`) names, over all its
