@@ -678,7 +678,8 @@ async fn read_head(
     // How much of `up` was looked through for a head's end: parsed only once one came.
     let mut scanned = 0;
     loop {
-        if head_ends(&lane.up, scanned) {
+        // The first bytes are parsed as they come (most answers' heads come whole).
+        if (scanned == 0 && !lane.up.is_empty()) || head_ends(&lane.up, scanned) {
             let stopping = stop.load(Ordering::Relaxed);
             match response_head(&lane.up, plan, stopping, &mut lane.out)? {
                 Step::Final(head) => return Ok(head),
@@ -965,27 +966,44 @@ async fn send<S: AsyncWrite + Unpin>(client: &mut S, out: &mut Vec<u8>) -> Resul
 /// `work`, with the client's connection watched meanwhile: `Err` when the client closes it (or
 /// it fails, or one of the connection's limits passes) first. What the client sends meanwhile
 /// (its next request) is kept in `pending`, up to the head limit.
+///
+/// The client is looked at before `work` starts (one that left before the request went out
+/// never has it sent), and after `work` on each wake-up after that (an answer that came is
+/// taken without another look).
 async fn watching<S: AsyncRead + Unpin, T>(
     client: &mut S,
     pending: &mut BytesMut,
     work: impl Future<Output = T>,
 ) -> Result<T, ()> {
     let mut work = pin!(work);
-    loop {
-        if pending.len() >= MAX_REQUEST_HEAD {
-            return Ok(work.await);
+    let mut started = false;
+    std::future::poll_fn(|cx| {
+        if started {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
         }
-        pending.reserve(1024);
-        // The client first: one that left before the request went out never has it sent.
-        tokio::select! {
-            biased;
-            read = client.read_buf(pending) => match read {
-                Ok(n) if n > 0 => {}
-                _ => return Err(()),
-            },
-            done = &mut work => return Ok(done),
+        while pending.len() < MAX_REQUEST_HEAD {
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+            let mut read = ReadBuf::uninit(&mut chunk);
+            match Pin::new(&mut *client).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    pending.extend_from_slice(read.filled());
+                }
+                // Closed, failed, or timed out.
+                Poll::Ready(_) => return Poll::Ready(Err(())),
+                Poll::Pending => break,
+            }
         }
-    }
+        if !started {
+            started = true;
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What passing on an answer's body needs.
