@@ -169,15 +169,27 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
 
 /// A gateway in this process with `flags`, in front of `node` registered as `go.micro.api.e`.
 async fn gateway(node: SocketAddr, flags: &[&str]) -> (String, tokio::sync::oneshot::Sender<()>) {
+    gateway_to(&[node], flags).await
+}
+
+/// A gateway in this process with `flags`, in front of `nodes` registered as `go.micro.api.e`.
+async fn gateway_to(
+    nodes: &[SocketAddr],
+    flags: &[&str],
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let record = Record {
         name: "go.micro.api.e".into(),
         version: "latest".into(),
-        nodes: vec![Node {
-            id: "e-1".into(),
-            address: node.to_string(),
-            ..Default::default()
-        }],
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Node {
+                id: format!("e-{i}"),
+                address: node.to_string(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     registry
@@ -647,5 +659,189 @@ async fn an_http2_preface_after_a_served_request_is_not_taken_for_http2() {
         after.is_empty() || after.starts_with(b"HTTP/1.1 4"),
         "{:?}",
         String::from_utf8_lossy(&after)
+    );
+}
+
+/// How a [`counting_node`] treats a connection's requests after its first.
+#[derive(Clone, Copy)]
+enum Later {
+    /// Answers them.
+    Answer,
+    /// Closes the connection without answering.
+    Close,
+    /// Sends part of an answer's head, then closes.
+    CloseMidHead,
+}
+
+/// A node that answers `GET`s with `size` bytes of body and treats a connection's later
+/// requests as `later` says; the number of connections it accepted.
+async fn counting_node(
+    size: usize,
+    later: Later,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut first = true;
+                while read_head(&mut s).await.is_some() {
+                    match (first, later) {
+                        (false, Later::Close) => return,
+                        (false, Later::CloseMidHead) => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-").await;
+                            return;
+                        }
+                        _ => {}
+                    }
+                    first = false;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                    let mut answer = head.into_bytes();
+                    answer.resize(answer.len() + size, b'x');
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Sends `GET /e/x` on `s` and reads its answer (a `Content-Length` one) whole: its status.
+async fn get_on(s: &mut tokio::net::TcpStream) -> String {
+    s.write_all(b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + length {
+                return head.lines().next().unwrap_or_default().to_string();
+            }
+        }
+        let mut buf = [0u8; 16384];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A node's kept-alive connection is used again whatever the size of the answer that came on
+/// it (a read that fills its buffer exactly leaves the socket marked readable: not a sign of a
+/// closed connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_are_used_again_after_answers_of_any_size() {
+    // Bodies whose whole answer (a 41-byte head up to 9999 bytes, 42 above) is 8 KiB (the
+    // first read's buffer) or 16 KiB exactly, and around them.
+    for size in [1, 8150, 8151, 8152, 16342, 65536] {
+        let (node, accepted) = counting_node(size, Later::Answer).await;
+        let (lane, _stop) = gateway(node, LANE).await;
+        let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(get_on(&mut s).await, "http/1.1 200 ok", "{size}");
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{size}"
+        );
+    }
+}
+
+/// A node that closes a kept-alive connection (or breaks off an answer's head on it) as a
+/// request comes: the request is sent again (on a new connection after the connection sat idle;
+/// to another node at once, the failed node avoided from then on, as the hyper path does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_closing_kept_alive_connections_is_retried_and_avoided() {
+    for later in [Later::Close, Later::CloseMidHead] {
+        // One node, the connection idle 300 ms: sent again on a new one.
+        let (node, accepted) = counting_node(2, later).await;
+        let (lane, _stop) = gateway(node, LANE).await;
+        let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+        assert_eq!(get_on(&mut s).await, "http/1.1 200 ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get_on(&mut s).await, "http/1.1 200 ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // Two nodes, round robin, requests 20 ms apart: the failing node's request goes to the
+        // other, and the failing node gets no more (no new connection to it).
+        let (flaky, flaky_accepted) = counting_node(2, later).await;
+        let (steady, _) = counting_node(2, Later::Answer).await;
+        let (lane, _stop) = gateway_to(
+            &[flaky, steady],
+            &["--express-lane", "true", "--selector", "roundrobin"],
+        )
+        .await;
+        let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+        for i in 0..8 {
+            assert_eq!(get_on(&mut s).await, "http/1.1 200 ok", "{i}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(flaky_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
+
+/// A client that sends requests and then closes its side gets its answers (as from hyper).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_then_a_half_close_are_answered() {
+    let node = scripted_node(Arc::default()).await;
+    let (lane, _stop) = gateway(node, LANE).await;
+    let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+    s.write_all(
+        b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\nGET /e/reason HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    let first = answer(&got, false);
+    assert_eq!(
+        first.status,
+        "HTTP/1.1 200 OK",
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(first.body, b"hello");
+}
+
+/// Shutdown closes a connection whose next request has only begun to come (as hyper does): it
+/// does not wait for the rest of the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_head_begun_after_a_served_request() {
+    let node = scripted_node(Arc::default()).await;
+    let (lane, stop) = gateway(node, LANE).await;
+    let mut s = tokio::net::TcpStream::connect(&lane).await.unwrap();
+    s.write_all(b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"hello") {
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /e/len").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "still open 3 s after shutdown began (the head limit is 10 s)"
     );
 }

@@ -75,6 +75,9 @@ const MAX_CHUNK_TRAILERS: usize = 16 << 10;
 /// Most idle connections kept per node and worker (as the hyper path's pool).
 const MAX_PER_NODE: usize = 512;
 
+/// Workers there can be (`--workers` takes at most 1024), each with connections of its own.
+const MAX_WORKERS: usize = 1024;
+
 /// How a connection served by the lane ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -118,7 +121,7 @@ where
                     Parsed::Partial | Parsed::Other => return Ended::Handoff { served },
                 }
             }
-            if !read_or_stop(client, buf, stop).await {
+            if !read_or_stop(client, buf, stop, served).await {
                 return Ended::Closed;
             }
         };
@@ -162,6 +165,7 @@ where
         let keep = exchange(proxy, &mut lane, client, buf, &plan, &nodes, stop).await;
         drop(finish);
         served = true;
+        lane.shrink();
         if !keep {
             let _ = client.shutdown().await;
             return Ended::Closed;
@@ -170,13 +174,15 @@ where
 }
 
 /// Reads more of the client's bytes into `buf`: false once the client closed, the read failed
-/// (a timeout of the connection's), or shutdown began while no request was under way.
+/// (a timeout of the connection's), or shutdown began while no request was under way (a
+/// request not yet whole after one was `served` is not under way, as for hyper).
 async fn read_or_stop<S: AsyncRead + Unpin>(
     client: &mut S,
     buf: &mut BytesMut,
     stop: &AtomicBool,
+    served: bool,
 ) -> bool {
-    let between = buf.is_empty();
+    let between = buf.is_empty() || served;
     if between && stop.load(Ordering::SeqCst) {
         return false;
     }
@@ -194,6 +200,9 @@ async fn read_or_stop<S: AsyncRead + Unpin>(
     .await
 }
 
+/// Buffers kept from request to request are let go above this (a large answer's head).
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// Buffers reused from request to request on one client connection.
 struct Lane {
     /// The connection's count of requests.
@@ -204,6 +213,18 @@ struct Lane {
     out: Vec<u8>,
     /// What came from the node and is not passed on yet.
     up: BytesMut,
+}
+
+impl Lane {
+    /// Lets buffers a large exchange grew go, so an idle connection does not hold them.
+    fn shrink(&mut self) {
+        if self.out.capacity() > KEPT_BUFFER {
+            self.out = Vec::new();
+        }
+        if self.up.capacity() > KEPT_BUFFER {
+            self.up = BytesMut::new();
+        }
+    }
 }
 
 /// A request the lane takes.
@@ -396,10 +417,11 @@ where
         };
         let (reused, stale) = pooled.as_ref().map_or((false, false), |p| (true, p.1));
         reused_here |= reused;
-        let until = *deadline.get_or_insert_with(|| later(Instant::now(), config.backend_timeout));
+        // A replacement connection is opened within the first one's backend timeout.
+        let connect_by = deadline.unwrap_or_else(|| later(Instant::now(), config.backend_timeout));
         let mut node = match pooled {
             Some((node, _)) => node,
-            None => match watching(client, pending, open(proxy, target)).await {
+            None => match watching(client, pending, open(proxy, target, connect_by)).await {
                 // The client left.
                 Err(()) => return false,
                 Ok(Ok(node)) => node,
@@ -433,6 +455,8 @@ where
                 }
             },
         };
+        // The node's time to answer counts from when it has a connection (as on the hyper path).
+        let until = *deadline.get_or_insert_with(|| later(Instant::now(), config.backend_timeout));
         let to = (&mut node, address, &nodes[..]);
         let failure = match relay(proxy, lane, client, pending, to, plan, until, stop).await {
             Relayed::Done {
@@ -447,16 +471,21 @@ where
             Relayed::Broken => return false,
             Relayed::Failed(failure) => failure,
         };
-        if matches!(failure, Failure::Stale | Failure::StaleReset) {
-            if reused && stale && replaced.is_none() {
-                replaced = Some(address);
-                continue;
-            }
-            if reused_here && retryable && tried.is_empty() {
-                tried.push(address.to_string());
-                (replaced, reused_here, deadline) = (None, false, None);
-                continue;
-            }
+        // Closed or reset by the node before a whole answer's head (the hyper path's "closed by
+        // node"), on a kept-alive connection.
+        let closed = matches!(
+            failure,
+            Failure::Stale | Failure::StaleReset | Failure::Closed | Failure::Reset
+        );
+        if closed && reused && stale && replaced.is_none() {
+            replaced = Some(address);
+            continue;
+        }
+        if closed && reused_here && retryable && tried.is_empty() {
+            proxy.mark_failed(service, address);
+            tried.push(address.to_string());
+            (replaced, reused_here, deadline) = (None, false, None);
+            continue;
         }
         let (status, detail, down) = match failure {
             Failure::Late => {
@@ -515,12 +544,12 @@ enum Open {
     Late,
 }
 
-/// A new connection to the node at `target`, within the backend timeout and the pool's limit
-/// on connecting.
-async fn open(proxy: &Proxy, target: &str) -> Result<TcpStream, Open> {
+/// A new connection to the node at `target`, by `by` (the backend timeout) and within the
+/// pool's limit on connecting.
+async fn open(proxy: &Proxy, target: &str, by: Instant) -> Result<TcpStream, Open> {
     let connect =
         rmicro_runtime::transport::connect_tcp(target, proxy.inner.pool.connect_timeout());
-    match tokio::time::timeout(proxy.inner.config.backend_timeout, connect).await {
+    match tokio::time::timeout_at(by, connect).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(err)) => Err(Open::Refused(err)),
         Err(_) => Err(Open::Late),
@@ -659,7 +688,13 @@ where
 /// The [`Failure`] an I/O error stands for; `before` when no byte of the answer came yet.
 fn io_failure(err: &io::Error, before: bool) -> Failure {
     match err.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe if before => Failure::StaleReset,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+            if before =>
+        {
+            Failure::StaleReset
+        }
         io::ErrorKind::UnexpectedEof if before => Failure::Stale,
         io::ErrorKind::UnexpectedEof => Failure::Closed,
         _ => Failure::Reset,
@@ -965,7 +1000,7 @@ async fn send<S: AsyncWrite + Unpin>(client: &mut S, out: &mut Vec<u8>) -> Resul
 
 /// `work`, with the client's connection watched meanwhile: `Err` when the client closes it (or
 /// it fails, or one of the connection's limits passes) first. What the client sends meanwhile
-/// (its next request) is kept in `pending`, up to the head limit.
+/// (the start of its next request) is kept in `pending`.
 ///
 /// The client is looked at before `work` starts (one that left before the request went out
 /// never has it sent), and after `work` on each wake-up after that (an answer that came is
@@ -983,7 +1018,9 @@ async fn watching<S: AsyncRead + Unpin, T>(
                 return Poll::Ready(Ok(done));
             }
         }
-        while pending.len() < MAX_REQUEST_HEAD {
+        // Only until the client's next request begins (as hyper, which then stops looking for its
+        // end): a client that sends requests and then closes its side gets its answers.
+        while pending.is_empty() {
             let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
             let mut read = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut *client).poll_read(cx, &mut read) {
@@ -1356,9 +1393,14 @@ struct Idle {
 impl Idle {
     /// Whether it looks open: readable while idle, the node closed it (or broke the protocol).
     /// Told by the event loop's readiness, without a system call.
+    /// (A read that filled its buffer exactly leaves the socket marked readable: then one
+    /// byte is tried for, which clears the mark of an open one.)
     fn open(&self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.stream.poll_read_ready(&mut cx).is_pending()
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -1369,17 +1411,15 @@ const STALE_AFTER: Duration = Duration::from_millis(100);
 
 impl Lanes {
     pub(crate) fn new(idle_limit: Duration) -> Lanes {
-        let shards = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .clamp(1, 64);
         Lanes {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            shards: (0..MAX_WORKERS).map(|_| Mutex::default()).collect(),
             idle_limit,
         }
     }
 
+    /// This worker's own (a connection is used only on the event loop it was opened on).
     fn shard(&self) -> (usize, std::sync::MutexGuard<'_, Shard>) {
-        let i = crate::api::pool::worker() % self.shards.len();
+        let i = crate::api::pool::worker().min(MAX_WORKERS - 1);
         let shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
         (i, shard)
     }
@@ -1432,6 +1472,17 @@ impl Lanes {
 /// Closes shard `i`'s connections idle for `limit`, every half of it (at most every 30 s),
 /// until the shard has none.
 async fn sweep(shards: Arc<[Mutex<Shard>]>, i: usize, limit: Duration) {
+    /// Says the shard has no sweep when the sweep is dropped unfinished (its event loop ended).
+    struct Unfinished(Arc<[Mutex<Shard>]>, usize, bool);
+    impl Drop for Unfinished {
+        fn drop(&mut self) {
+            if self.2 {
+                let mut shard = self.0[self.1].lock().unwrap_or_else(|p| p.into_inner());
+                shard.sweeping = false;
+            }
+        }
+    }
+    let mut unfinished = Unfinished(Arc::clone(&shards), i, true);
     let every = (limit / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
     loop {
         tokio::time::sleep(every).await;
@@ -1441,7 +1492,9 @@ async fn sweep(shards: Arc<[Mutex<Shard>]>, i: usize, limit: Duration) {
             !conns.is_empty()
         });
         if shard.nodes.is_empty() {
+            // Under the lock that `put` looks at it with.
             shard.sweeping = false;
+            unfinished.2 = false;
             return;
         }
     }
