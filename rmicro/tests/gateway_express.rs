@@ -212,6 +212,21 @@ async fn gateway_to(
     (addr, tx)
 }
 
+/// Reads from `s` until what came is `enough` (within 5 s, the connection open): what came.
+async fn read_until(s: &mut tokio::net::TcpStream, enough: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !enough(&got) {
+        let mut buf = [0u8; 16384];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 /// Writes `request` on a new connection and reads until the gateway closes it (or 5 s pass).
 async fn exchange(gw: &str, request: &[u8]) -> Vec<u8> {
     let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
@@ -492,16 +507,10 @@ async fn requests_pipelined_on_one_connection_are_answered_in_order_by_the_lane_
     s.write_all(&b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n".repeat(3))
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while got.windows(5).filter(|w| *w == b"hello").count() < 3 {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("three answers")
-            .unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_until(&mut s, |got| {
+        got.windows(5).filter(|w| *w == b"hello").count() == 3
+    })
+    .await;
     assert_eq!(
         got.windows(15).filter(|w| *w == b"HTTP/1.1 200 OK").count(),
         3
@@ -604,16 +613,7 @@ async fn a_get_on_a_kept_alive_connection_the_node_just_closed_is_sent_again() {
         s.write_all(b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        let mut got = Vec::new();
-        while !got.ends_with(b"ok") {
-            let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("an answer")
-                .unwrap();
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_until(&mut s, |got| got.ends_with(b"ok")).await;
         assert!(
             got.starts_with(b"HTTP/1.1 200 OK\r\n"),
             "{}",
@@ -638,16 +638,7 @@ async fn an_http2_preface_after_a_served_request_is_not_taken_for_http2() {
     s.write_all(b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while !got.ends_with(b"hello") {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, |got| got.ends_with(b"hello")).await;
     // The preface and an empty SETTINGS frame.
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
@@ -717,26 +708,19 @@ async fn get_on(s: &mut tokio::net::TcpStream) -> String {
     s.write_all(b"GET /e/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if got.len() >= end + 4 + length {
-                return head.lines().next().unwrap_or_default().to_string();
-            }
-        }
-        let mut buf = [0u8; 16384];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    // The head, and how long the whole answer is once it came.
+    let whole = |got: &[u8]| {
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        Some((head, end + 4 + length))
+    };
+    let got = read_until(s, |got| whole(got).is_some_and(|(_, len)| got.len() >= len)).await;
+    let (head, _) = whole(&got).unwrap();
+    head.lines().next().unwrap_or_default().to_string()
 }
 
 /// A node's kept-alive connection is used again whatever the size of the answer that came on
@@ -828,13 +812,7 @@ async fn shutdown_does_not_wait_for_a_head_begun_after_a_served_request() {
     s.write_all(b"GET /e/length HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while !got.ends_with(b"hello") {
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, |got| got.ends_with(b"hello")).await;
     s.write_all(b"GET /e/len").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = stop.send(());
