@@ -52,11 +52,15 @@ pub fn free_port() -> u16 {
         (high + 1, 65536)
     };
     let span = end.saturating_sub(start).max(1);
-    // Processes start apart; calls within one go on from there.
-    let seed = std::process::id().wrapping_mul(7919)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.subsec_nanos());
+    // Processes start apart; calls within one go on from there (from one seed: a seed per call
+    // could make two calls meet, as an etcd's client and peer ports once did).
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.subsec_nanos())
+    });
     for _ in 0..span.min(2000) {
         let offset = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7)) % span;
         let Ok(port) = u16::try_from(start + offset) else {

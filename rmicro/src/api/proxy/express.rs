@@ -14,22 +14,26 @@
 //!   `keep-alive` or `close`, and none of the headers the gateway changes or refuses (hop-by-hop
 //!   ones, `Expect`, the forwarding claims it does not trust, URL overrides, names with `_`).
 //!   Any other request, and any service the registry cannot name healthy plain-HTTP nodes for,
-//!   goes with the rest of its connection to hyper, bytes read so far included: the two never
-//!   read the same connection at once, and hyper's checks judge every request this lane does
-//!   not take. The request goes on as it came, with `Connection` left out and the client's
-//!   address appended to `X-Forwarded-For`.
-//! - **Responses.** Read with httparse (at most 100 headers and 400 KiB, as hyper's client),
+//!   goes with the rest of its connection to hyper, bytes read so far included (to hyper's
+//!   HTTP/1-only server once the lane served a request: HTTP/2 begins with a connection or
+//!   never): the two never read the same connection at once, and hyper's checks judge every
+//!   request this lane does not take. The request goes on as it came, with `Connection` left
+//!   out and the client's address appended to `X-Forwarded-For`.
+//! - **Responses.** Read with httparse (at most 100 headers and hyper's client's head limit),
 //!   informational ones skipped; framed by one `Content-Length` (a repeated equal one is one),
 //!   by `chunked` alone (decoded and encoded again, so only whole, well-formed chunks pass;
-//!   trailers are dropped, as the client did not ask for them with `TE`), or by the node closing
+//!   trailers are checked and dropped, as the client did not ask for them with `TE`), or by the node closing
 //!   (passed on chunked); none for `HEAD`, 204 and 304. Both framings, another transfer coding,
 //!   an unasked-for `101` or a head that does not parse is the node's error (502), as on the
 //!   hyper path. Hop-by-hop headers and those `Connection` lists are removed; names go out in
 //!   lowercase with a `Date` when the node gave none, as hyper writes them.
 //! - **Failures** are the hyper path's: a node that cannot be reached is avoided and another
-//!   tried, a kept-alive connection the node closed as the request went out is replaced once,
-//!   no answer within the backend timeout is a 504, each with the same JSON body. A response
-//!   that breaks off after its head went out closes the client's connection.
+//!   tried; a kept-alive connection the node closed (or reset, or broke an answer's head off on)
+//!   as the request went out is replaced once after it sat idle, or the request goes to
+//!   another node and the node is avoided; no answer within the backend timeout is a 504; each
+//!   with the same JSON body. A response that breaks off after its head went out closes the
+//!   client's connection. The client is watched while the node answers: one that leaves ends
+//!   the exchange, and what it pipelines is kept.
 
 use std::collections::HashMap;
 use std::future::Future;
