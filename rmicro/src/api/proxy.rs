@@ -426,7 +426,7 @@ impl Proxy {
                                     ),
                                 );
                             }
-                            let why = why.as_deref().unwrap_or("is unreachable");
+                            let why = why.as_deref().unwrap_or(UNREACHABLE);
                             return fail(
                                 StatusCode::BAD_GATEWAY,
                                 format!("service `{service}` node {address} {why}"),
@@ -484,20 +484,20 @@ impl Proxy {
                     Ok(Ok(resp)) => {
                         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                             return match upgrade {
-                            Some((offered, client)) => tunnel(
-                                resp,
-                                client,
-                                &offered,
-                                self.inner.tunnel_idle,
-                                tunnels.as_ref().unwrap_or(&self.inner.tunnels),
-                                service,
-                                address,
-                            ),
-                            None => fail(
-                                StatusCode::BAD_GATEWAY,
-                                format!("service `{service}` node {address} switched protocols without being asked"),
-                            ),
-                        };
+                                Some((offered, client)) => tunnel(
+                                    resp,
+                                    client,
+                                    &offered,
+                                    self.inner.tunnel_idle,
+                                    tunnels.as_ref().unwrap_or(&self.inner.tunnels),
+                                    service,
+                                    address,
+                                ),
+                                None => fail(
+                                    StatusCode::BAD_GATEWAY,
+                                    format!("service `{service}` node {address} {SWITCHED}"),
+                                ),
+                            };
                         }
                         let (mut parts, body) = resp.into_parts();
                         // The gateway answers in its own HTTP version (RFC 9110 §6.2), not the
@@ -521,9 +521,9 @@ impl Proxy {
                                 // Not reused: the node may have meant the other framing.
                                 self.inner.pool.discard(target);
                                 return fail(
-                                StatusCode::BAD_GATEWAY,
-                                format!("service `{service}` node {address} sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)"),
-                            );
+                                    StatusCode::BAD_GATEWAY,
+                                    format!("service `{service}` node {address} {BOTH_FRAMINGS}"),
+                                );
                             }
                             // `gzip, chunked`: hyper undid the chunks only, and `Transfer-Encoding`
                             // is this hop's, so the client would take the coded bytes for the
@@ -531,9 +531,9 @@ impl Proxy {
                             if other_transfer_coding(&parts.headers) {
                                 tracing::warn!(%service, %address, "backend sent a response in a transfer coding other than chunked");
                                 return fail(
-                                StatusCode::BAD_GATEWAY,
-                                format!("service `{service}` node {address} sent a response in a transfer coding other than `chunked`, which the gateway cannot pass on (compress with `Content-Encoding` instead)"),
-                            );
+                                    StatusCode::BAD_GATEWAY,
+                                    format!("service `{service}` node {address} {OTHER_CODING}"),
+                                );
                             }
                             strip_present_hop_by_hop(&mut parts.headers, true);
                         }
@@ -591,7 +591,7 @@ impl Proxy {
                         let (detail, down) = match &err {
                         // Opening a new connection for a replay: as below.
                         PoolError::Tls(why) => (why.as_str(), true),
-                        PoolError::Connect(_) => ("is unreachable", true),
+                        PoolError::Connect(_) => (UNREACHABLE, true),
                         // A gRPC server (HTTP/2 only) answers HTTP/1.1 with bytes that are
                         // no response, or closes the connection while the request's body still
                         // comes (which happens first is a matter of timing): the gateway is in
@@ -604,7 +604,7 @@ impl Proxy {
                             (SPEAKS_GRPC, false)
                         }
                         PoolError::Exchange(e) if e.is_parse() => (
-                            "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)",
+                            UNREADABLE,
                             false,
                         ),
                         // A node may refuse a body by answering early and closing.
@@ -614,10 +614,10 @@ impl Proxy {
                         ),
                         // Its end of the connection closed (no reset) before a whole answer.
                         PoolError::Exchange(e) if e.is_incomplete_message() => (
-                            "closed the connection without a complete answer",
+                            CLOSED,
                             true,
                         ),
-                        PoolError::Exchange(_) => ("reset the connection", true),
+                        PoolError::Exchange(_) => (RESET, true),
                         PoolError::Stale(_) => (
                             "closed a kept-alive connection before answering (the request was not repeated: it is not safe to)",
                             false,
@@ -750,6 +750,19 @@ fn options_here(headers: &mut http::HeaderMap) -> Option<Response<ProxyBody>> {
     headers.insert(header::MAX_FORWARDS, HeaderValue::from(hops - 1));
     None
 }
+
+/// What a client is told a node did (after "service `x` node ADDR "), by the hyper path and
+/// the express lane alike.
+const UNREACHABLE: &str = "is unreachable";
+const UNREADABLE: &str =
+    "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)";
+const CLOSED: &str = "closed the connection without a complete answer";
+const RESET: &str = "reset the connection";
+const BOTH_FRAMINGS: &str = "sent a response with both Content-Length and Transfer-Encoding \
+     (refused: its framing is ambiguous)";
+const OTHER_CODING: &str = "sent a response in a transfer coding other than `chunked`, which \
+     the gateway cannot pass on (compress with `Content-Encoding` instead)";
+const SWITCHED: &str = "switched protocols without being asked";
 
 /// What a request routed to a gRPC node is told.
 const SPEAKS_GRPC: &str = "speaks gRPC (its registration says protocol=grpc), which the http \

@@ -53,7 +53,10 @@ use tokio::time::Instant;
 
 use super::headers::{is_client_forwarded, is_hop_by_hop, is_url_override, Peer};
 use super::host::{path_problem, plain_host};
-use super::{address, says, Proxy};
+use super::{
+    address, says, Proxy, BOTH_FRAMINGS, CLOSED, OTHER_CODING, RESET, SWITCHED, UNREACHABLE,
+    UNREADABLE,
+};
 use crate::api::conn::{later, Exchanges};
 use crate::api::error;
 use crate::api::resolve::ServiceName;
@@ -451,7 +454,7 @@ where
                             tracing::warn!(%service, %address, error = %err, "backend failed");
                             (
                                 StatusCode::BAD_GATEWAY,
-                                format!("service `{service}` node {address} is unreachable"),
+                                format!("service `{service}` node {address} {UNREACHABLE}"),
                             )
                         }
                     };
@@ -498,40 +501,25 @@ where
                 let timeout = config.backend_timeout;
                 let detail =
                     format!("service `{service}` node {address} did not answer within {timeout:?}");
-                return answer_error(lane, client, plan, stop, StatusCode::GATEWAY_TIMEOUT, &detail)
-                    .await;
+                return answer_error(
+                    lane,
+                    client,
+                    plan,
+                    stop,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &detail,
+                )
+                .await;
             }
-            Failure::Unreadable => (
-                StatusCode::BAD_GATEWAY,
-                "sent a response the gateway cannot read (malformed, or a head over 100 headers or 400 KiB)",
-                false,
-            ),
-            Failure::Stale | Failure::Closed => (
-                StatusCode::BAD_GATEWAY,
-                "closed the connection without a complete answer",
-                true,
-            ),
-            Failure::StaleReset | Failure::Reset => {
-                (StatusCode::BAD_GATEWAY, "reset the connection", true)
-            }
+            Failure::Unreadable => (StatusCode::BAD_GATEWAY, UNREADABLE, false),
+            Failure::Stale | Failure::Closed => (StatusCode::BAD_GATEWAY, CLOSED, true),
+            Failure::StaleReset | Failure::Reset => (StatusCode::BAD_GATEWAY, RESET, true),
             Failure::BothFramings => {
                 proxy.inner.lanes.discard(target);
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "sent a response with both Content-Length and Transfer-Encoding (refused: its framing is ambiguous)",
-                    false,
-                )
+                (StatusCode::BAD_GATEWAY, BOTH_FRAMINGS, false)
             }
-            Failure::OtherCoding => (
-                StatusCode::BAD_GATEWAY,
-                "sent a response in a transfer coding other than `chunked`, which the gateway cannot pass on (compress with `Content-Encoding` instead)",
-                false,
-            ),
-            Failure::Switched => (
-                StatusCode::BAD_GATEWAY,
-                "switched protocols without being asked",
-                false,
-            ),
+            Failure::OtherCoding => (StatusCode::BAD_GATEWAY, OTHER_CODING, false),
+            Failure::Switched => (StatusCode::BAD_GATEWAY, SWITCHED, false),
         };
         tracing::warn!(%service, %address, problem = detail, "backend failed");
         if down {
