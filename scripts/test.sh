@@ -45,4 +45,6 @@ fi
 cargo test --workspace --locked "$@"
 # The http handler's suites once more with the express lane off, so the hyper path keeps being
 # tested on the plain GETs the lane takes by default (tests that need one path name it).
-MICRO_API_EXPRESS_LANE=false cargo test --locked -p rmicro --test gateway --test gateway_backends --test gateway_logs --test gateway_signals "$@"
+# `--workspace`, as above, so the dependencies are built with the same features and reused:
+# with `-p rmicro` cargo unifies fewer features and builds the whole tree a second time.
+MICRO_API_EXPRESS_LANE=false cargo test --workspace --locked --test gateway --test gateway_backends --test gateway_logs --test gateway_signals "$@"
