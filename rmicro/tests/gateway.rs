@@ -3052,6 +3052,167 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
     );
 }
 
+/// The same over HTTP/1 with the next request already sent: hyper holds those bytes and reads no
+/// more of the socket while the first answer streams, so no read is left waiting for the idle
+/// limit to fail, and a node that went silent mid-body held the client (and the node's
+/// connection) until the node closed. The body's own silence limit cuts it, on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_pipelined_http1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = raw_backend(|mut s| async move {
+        while read_head(&mut s).await.is_some() {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                .await;
+            // Open, and silent, for longer than the test runs.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+    })
+    .await;
+    for lane in ["true", "false"] {
+        let flags = ["--idle-timeout", "1s", "--express-lane", lane];
+        let (gw, _stop) = gateway_to_addrs("go.micro.api.stall", &[node], &flags).await;
+        let mut client = tokio::net::TcpStream::connect(&gw).await.unwrap();
+        let get = format!("GET /stall/a HTTP/1.1\r\nHost: {gw}\r\n\r\n");
+        client
+            .write_all(format!("{get}{get}").as_bytes())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        read.unwrap_or_else(|_| {
+            panic!("express lane {lane}: the stalled answer is cut within 10 s")
+        });
+        let cut_after = started.elapsed();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("\r\n\r\nabc"),
+            "express lane {lane}: the head and the body so far, then the end: {got:?}"
+        );
+        assert!(
+            cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(4),
+            "express lane {lane}: cut after {cut_after:?}, for a 1 s idle limit"
+        );
+    }
+}
+
+/// A body the client stops taking for longer than the idle limit (its HTTP/2 stream's window is
+/// full) is not silent on the node's part: the node was held back by the gateway. Its silence is
+/// counted from when the gateway asks for more and has to wait, so the body is not cut the
+/// moment the client takes more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_the_client_stops_taking_is_not_cut_as_silent_when_it_takes_more() {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 16 << 20;
+    let node = raw_backend(|mut s| async move {
+        while read_head(&mut s).await.is_some() {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let piece = vec![b'x'; 64 << 10];
+            for _ in 0..SIZE / piece.len() {
+                if s.write_all(&piece).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let (gw, _stop) =
+        gateway_to_addrs("go.micro.api.big", &[node], &["--idle-timeout", "1s"]).await;
+    let (mut sender, _conn) = http2_client(&gw).await;
+    let request = hyper::Request::get(format!("http://{gw}/big/x"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    // Not taking any more for 2.5 idle limits: the stream's window fills, and the node is held.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rest = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("the body ends within 20 s")
+        .expect("the body is whole: the node never went silent")
+        .to_bytes();
+    assert_eq!(first.len() + rest.len(), SIZE);
+}
+
+/// An upload the node stops taking for longer than the idle limit is not the client's silence:
+/// the gateway held the client back. The upload's silence is counted from when the gateway asks
+/// for more of it and has to wait, so it is not cut the moment the node takes more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_node_stops_taking_is_not_cut_as_silent_when_it_takes_more() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 16 << 20;
+    let node = raw_backend(|mut s| async move {
+        let Some(head) = read_head(&mut s).await else {
+            return;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = s.read(&mut buf).await.unwrap_or(0);
+        // Taking nothing more for 2.5 idle limits.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        while got < length {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        let body = format!("got={got}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    let (gw, _stop) = gateway_to_addrs(
+        "go.micro.api.up",
+        &[node],
+        &["--idle-timeout", "1s", "--body-limit", "32MiB"],
+    )
+    .await;
+    let conn = tokio::net::TcpStream::connect(&gw).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let upload = tokio::spawn(async move {
+        let head = format!("POST /up/x HTTP/1.1\r\nHost: gw\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n");
+        write.write_all(head.as_bytes()).await?;
+        write.write_all(&vec![b'x'; SIZE]).await?;
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut answer))
+        .await
+        .expect("answered within 20 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&format!("got={SIZE}")), "{answer}");
+    upload.await.unwrap().expect("the whole upload was taken");
+}
+
 /// A plugin of flags and init alone: no `layer` to write.
 struct InitOnly(Arc<AtomicUsize>);
 

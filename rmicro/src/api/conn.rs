@@ -691,22 +691,24 @@ pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
         .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
-/// How long a body (a client's upload, a node's response) may bring nothing: when its last
-/// piece came, and a timer made only once the body has to wait, moved on when it fires rather
-/// than with every piece.
+/// How long a body (a client's upload, a node's response) may bring nothing: since it was first
+/// found waiting after its last piece, and a timer made only once the body has to wait, moved on
+/// when it fires rather than with every piece. Counted from the wait, not from the last piece: a
+/// body that is not asked for (the other side is slow to take it) is not silent, and is not cut
+/// the moment it is asked for again.
 #[derive(Debug)]
 pub(crate) struct Silence {
     limit: Duration,
-    last: Instant,
+    /// When the body was first found waiting since its last piece; `None` while it is not.
+    since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Silence {
-    /// Counting from now.
     pub(crate) fn new(limit: Duration) -> Silence {
         Silence {
             limit,
-            last: Instant::now(),
+            since: None,
             timer: None,
         }
     }
@@ -716,21 +718,24 @@ impl Silence {
     }
 
     /// A piece came.
+    #[inline]
     pub(crate) fn heard(&mut self) {
-        self.last = Instant::now();
+        self.since = None;
     }
 
-    /// Whether nothing came for the limit (else `cx` is woken when that may be so).
+    /// The body has to wait: whether it has waited for the limit (else `cx` is woken when that
+    /// may be so).
     pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let (last, limit) = (self.last, self.limit);
+        let limit = self.limit;
+        let since = *self.since.get_or_insert_with(Instant::now);
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(later(last, limit))));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(later(since, limit))));
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let due = later(self.last, self.limit);
+            let due = later(since, limit);
             if due <= Instant::now() {
                 return true;
             }

@@ -305,8 +305,6 @@ impl Proxy {
                 .flatten()
                 .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
-            // An HTTP/2 client's connection outlives a response body the node stops sending.
-            let h2 = req.version() == http::Version::HTTP_2;
             let http10 = req.version() == http::Version::HTTP_10;
             let (mut parts, body) = req.into_parts();
             // Behind plugins, the headers `Connection` lists are gone already (and those the
@@ -576,7 +574,7 @@ impl Proxy {
                             nodes: Arc::clone(&nodes),
                             node,
                         };
-                        let stall = h2.then_some(self.inner.tunnel_idle);
+                        let stall = self.inner.tunnel_idle;
                         return Response::from_parts(parts, ProxyBody::backend(body, from, stall));
                     }
                     Ok(Err(err)) => {

@@ -19,24 +19,24 @@ use crate::api::conn::Silence;
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
     Backend(Incoming, Source),
-    /// The backend's, for an HTTP/2 client: cut off once the node sends nothing of it for a
-    /// while (see [`ProxyBody::backend`]).
+    /// The backend's, still to come: cut off once the node sends nothing of it for a while
+    /// (see [`ProxyBody::backend`]).
     Watched(Incoming, Source, Box<Silence>),
     Gateway(Body),
 }
 
 impl ProxyBody {
-    /// A node's response body; `stall` is the limit on its silences for an HTTP/2 client. An
-    /// HTTP/1 client's connection is closed by its idle limit then (no bytes either way); an
-    /// HTTP/2 connection stays open while any of its streams is in progress, and the stream
-    /// would wait, holding the node's connection, for as long as the node keeps its end open.
+    /// A node's response body; `stall` is the limit on its silences. The client connection's
+    /// own idle limit cannot stand in for it: an HTTP/2 connection stays open while any of its
+    /// streams is in progress, and hyper reads nothing of an HTTP/1 connection while it holds
+    /// the client's next, pipelined request, so no read waits to be failed. The response would
+    /// wait, holding the node's connection, for as long as the node keeps its end open.
     #[inline]
-    pub(crate) fn backend(body: Incoming, from: Source, stall: Option<Duration>) -> ProxyBody {
-        match stall {
-            Some(limit) if !http_body::Body::is_end_stream(&body) => {
-                ProxyBody::Watched(body, from, Box::new(Silence::new(limit)))
-            }
-            _ => ProxyBody::Backend(body, from),
+    pub(crate) fn backend(body: Incoming, from: Source, stall: Duration) -> ProxyBody {
+        if http_body::Body::is_end_stream(&body) {
+            ProxyBody::Backend(body, from)
+        } else {
+            ProxyBody::Watched(body, from, Box::new(Silence::new(stall)))
         }
     }
 }
