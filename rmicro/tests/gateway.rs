@@ -16,6 +16,7 @@ use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, RegistryError, Service as Record};
 use rmicro_tests::http;
+use rmicro_tests::http::read_head;
 
 /// Size of the body `/…/big` answers: more than the socket buffers between the gateway and a
 /// client that does not read can hold.
@@ -2012,20 +2013,6 @@ where
         }
     });
     addr
-}
-
-/// Reads one request or response head (to the blank line); `None` at end of stream.
-async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// A gateway with `flags` in front of the nodes at `addrs`, registered as `service` (round

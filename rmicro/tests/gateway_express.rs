@@ -13,6 +13,7 @@ use clap::FromArgMatches;
 use rmicro::api::{ApiArgs, Gateway};
 use rmicro::Cli;
 use rmicro_runtime::registry::{MemoryRegistry, Node, Registry, Service as Record};
+use rmicro_tests::http::read_head;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The lane, on whatever `MICRO_API_EXPRESS_LANE` says (CI runs the suites once more with it
@@ -152,19 +153,6 @@ async fn scripted_node(heads: Arc<Mutex<Vec<String>>>) -> SocketAddr {
         }
     });
     addr
-}
-
-/// Reads one head (to the blank line); `None` at the end of the stream.
-async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// A gateway in this process with `flags`, in front of `node` registered as `go.micro.api.e`.

@@ -117,3 +117,18 @@ fn dechunk(mut body: &str) -> (String, Vec<(String, String)>) {
     }
     (out, Vec::new())
 }
+
+/// Reads one HTTP/1 head from `s`, byte by byte so nothing after it is taken, up to and with
+/// the blank line that ends it; `None` when the stream ends or fails first.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
