@@ -3042,12 +3042,24 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
 /// The same over HTTP/1 with the next request already sent: hyper holds those bytes and reads no
 /// more of the socket while the first answer streams, so no read is left waiting for the idle
 /// limit to fail, and a node that went silent mid-body held the client (and the node's
-/// connection) until the node closed. The body's own silence limit cuts it, on both paths.
+/// connection) until the node closed. The body's own silence limit cuts it, on both paths; a body
+/// that keeps coming, however slowly, is not cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_pipelined_http1() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let node = raw_backend(|mut s| async move {
-        while read_head(&mut s).await.is_some() {
+        while let Some(head) = read_head(&mut s).await {
+            if head.starts_with("GET /stall/slow ") {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..8 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = s.write_all(b"1\r\nx\r\n").await;
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+                continue;
+            }
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
                 .await;
@@ -3059,6 +3071,18 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
     for lane in ["true", "false"] {
         let flags = ["--idle-timeout", "1s", "--express-lane", lane];
         let (gw, _stop) = gateway_to_addrs("go.micro.api.stall", &[node], &flags).await;
+        // A body that keeps coming, a piece every 0.3 s for 2.4 s in all, is whole.
+        let slow = format!("GET /stall/slow HTTP/1.1\r\nHost: {gw}\r\nConnection: close\r\n\r\n");
+        let slow = raw(&gw, &slow).await;
+        let (head, body) = slow.split_once("\r\n\r\n").unwrap_or((&slow, ""));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "express lane {lane}: {slow:?}"
+        );
+        assert!(
+            body.matches('x').count() == 8 && body.ends_with("0\r\n\r\n"),
+            "express lane {lane}: the slow body is whole: {slow:?}"
+        );
         let mut client = tokio::net::TcpStream::connect(&gw).await.unwrap();
         let get = format!("GET /stall/a HTTP/1.1\r\nHost: {gw}\r\n\r\n");
         client
