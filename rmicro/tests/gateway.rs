@@ -2974,21 +2974,17 @@ async fn a_long_response_does_not_count_as_idle_time() {
     );
 }
 
-/// A node that sends part of a response body and then nothing, its connection open: an
-/// HTTP/1 client's connection is closed after the idle limit (no bytes either way); an HTTP/2
-/// client's stream is reset after it too, not held (with the node's connection) for as long as
-/// the node keeps its end open, while the connection's other streams go on. A stream whose
-/// body keeps coming, if slower than the limit altogether, is not cut.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_http2() {
+/// A node for `/stall/…`: for a path with `stuck`, 3 bytes of a 100-byte body, then nothing,
+/// its connection open for longer than a test runs; for any other, a chunked body of 8 bytes,
+/// one every 0.3 s.
+async fn stalling_node() -> SocketAddr {
     use tokio::io::AsyncWriteExt;
-    let node = raw_backend(|mut s| async move {
+    raw_backend(|mut s| async move {
         while let Some(head) = read_head(&mut s).await {
             if head.starts_with("GET /stall/stuck ") {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
                     .await;
-                // Open, and silent, for longer than the test runs.
                 tokio::time::sleep(Duration::from_secs(120)).await;
                 return;
             }
@@ -3002,7 +2998,17 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
             let _ = s.write_all(b"0\r\n\r\n").await;
         }
     })
-    .await;
+    .await
+}
+
+/// A node that sends part of a response body and then nothing, its connection open: an
+/// HTTP/1 client's connection is closed after the idle limit (no bytes either way); an HTTP/2
+/// client's stream is reset after it too, not held (with the node's connection) for as long as
+/// the node keeps its end open, while the connection's other streams go on. A stream whose
+/// body keeps coming, if slower than the limit altogether, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_http2() {
+    let node = stalling_node().await;
     let (gw, _stop) =
         gateway_to_addrs("go.micro.api.stall", &[node], &["--idle-timeout", "1s"]).await;
     let (mut sender, conn) = http2_client(&gw).await;
@@ -3047,27 +3053,7 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over_pipelined_http1() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let node = raw_backend(|mut s| async move {
-        while let Some(head) = read_head(&mut s).await {
-            if head.starts_with("GET /stall/slow ") {
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    .await;
-                for _ in 0..8 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    let _ = s.write_all(b"1\r\nx\r\n").await;
-                }
-                let _ = s.write_all(b"0\r\n\r\n").await;
-                continue;
-            }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
-                .await;
-            // Open, and silent, for longer than the test runs.
-            tokio::time::sleep(Duration::from_secs(120)).await;
-        }
-    })
-    .await;
+    let node = stalling_node().await;
     for lane in ["true", "false"] {
         let flags = ["--idle-timeout", "1s", "--express-lane", lane];
         let (gw, _stop) = gateway_to_addrs("go.micro.api.stall", &[node], &flags).await;
@@ -3084,7 +3070,7 @@ async fn a_response_body_the_node_stops_sending_is_cut_after_the_idle_limit_over
             "express lane {lane}: the slow body is whole: {slow:?}"
         );
         let mut client = tokio::net::TcpStream::connect(&gw).await.unwrap();
-        let get = format!("GET /stall/a HTTP/1.1\r\nHost: {gw}\r\n\r\n");
+        let get = format!("GET /stall/stuck HTTP/1.1\r\nHost: {gw}\r\n\r\n");
         client
             .write_all(format!("{get}{get}").as_bytes())
             .await
