@@ -10,14 +10,18 @@ pub const ID: &str = "go.micro.api";
 
 /// A JSON error response with `status` and `detail`.
 pub fn response(status: StatusCode, detail: impl Into<String>) -> Response<Body> {
-    let body = Error::new(ID, detail, i32::from(status.as_u16())).to_json();
-    let mut resp = Response::new(Body::from(body));
+    let mut resp = Response::new(Body::from(body(status, detail)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// The JSON body of a gateway's error response with `status` and `detail`.
+pub(crate) fn body(status: StatusCode, detail: impl Into<String>) -> String {
+    Error::new(ID, detail, i32::from(status.as_u16())).to_json()
 }
 
 /// `err` and the errors behind it (its `source`s), nearest first.

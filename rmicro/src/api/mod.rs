@@ -523,11 +523,11 @@ impl Gateway {
                 Some(proxy) => {
                     let proxy = proxy.clone();
                     let client = proxy::Peer::new(peer);
-                    let service = direct_service(&proxy, &exchanges, client.clone(), &tunnels);
                     if express && proxy.express_allowed() {
                         let builders = (&builder, &http1);
-                        spawn_express(builders, &graceful, stream, proxy, client, service);
+                        spawn_express(builders, &graceful, stream, proxy, client, &tunnels);
                     } else {
+                        let service = direct_service(&proxy, &exchanges, client, &tunnels);
                         spawn_connection(&builder, &graceful, stream, service);
                     }
                 }
@@ -779,7 +779,13 @@ fn direct_service(
     Request<Incoming>,
     Response = http::Response<conn::Finishing<proxy::ProxyBody>>,
     Error = std::convert::Infallible,
-    Future = impl Send,
+    Future = impl std::future::Future<
+        Output = Result<
+            http::Response<conn::Finishing<proxy::ProxyBody>>,
+            std::convert::Infallible,
+        >,
+    > + Send
+                 + 'static,
 > + Send
        + 'static {
     let (proxy, exchanges, tunnels) = (proxy.clone(), Arc::clone(exchanges), tunnels.clone());
@@ -800,9 +806,9 @@ fn direct_service(
 }
 
 /// Serves one plain-TCP client connection on the express lane ([`proxy::express`]) on its own
-/// task, watched by `graceful`, and by hyper with `service` from the first request the lane
-/// does not take.
-fn spawn_express<S, B>(
+/// task, watched by `graceful`, and by hyper with the proxy as its service (no plugins: the lane
+/// is not used with them) from the first request the lane does not take.
+fn spawn_express(
     (builder, http1): (
         &hyper_util::server::conn::auto::Builder<TokioExecutor>,
         &hyper::server::conn::http1::Builder,
@@ -811,15 +817,8 @@ fn spawn_express<S, B>(
     accepted: Accepted,
     proxy: proxy::Proxy,
     client: Option<proxy::Peer>,
-    service: S,
-) where
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+    tunnels: &tunnel::Tunnels,
+) {
     let Accepted {
         stream,
         peer,
@@ -829,6 +828,7 @@ fn spawn_express<S, B>(
         ..
     } = accepted;
     let (builder, http1) = (builder.clone(), http1.clone());
+    let service = direct_service(&proxy, &exchanges, client.clone(), tunnels);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let told = Arc::clone(&stop);
     let serving = async move {

@@ -393,9 +393,9 @@ impl Proxy {
                         // shorter than the pool's own limit on connecting): either way the node
                         // got nothing, and is avoided.
                         failed => {
-                            let timed_out = failed.is_err();
                             // What a person can act on: why TLS to the node failed.
                             let mut why = None;
+                            let mut late = None;
                             match failed {
                                 Ok(Err(err)) => {
                                     tracing::warn!(%service, %address, error = %err, "backend failed");
@@ -404,7 +404,11 @@ impl Proxy {
                                     }
                                 }
                                 _ => {
-                                    tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
+                                    late = Some(no_connection(
+                                        service,
+                                        address,
+                                        config.backend_timeout,
+                                    ));
                                 }
                             }
                             self.mark_failed(service, address);
@@ -415,14 +419,8 @@ impl Proxy {
                                 }
                                 continue;
                             }
-                            if timed_out {
-                                return fail(
-                                    StatusCode::GATEWAY_TIMEOUT,
-                                    format!(
-                                        "service `{service}` node {address} did not take a connection within {:?}",
-                                        config.backend_timeout
-                                    ),
-                                );
+                            if let Some(detail) = late {
+                                return fail(StatusCode::GATEWAY_TIMEOUT, detail);
                             }
                             let why = why.as_deref().unwrap_or(UNREACHABLE);
                             return fail(
@@ -815,11 +813,24 @@ async fn answer_after_upload<F: std::future::Future>(
 
 /// The 504 for a node that did not answer within `timeout`, logged with `what` it did not do.
 fn late(service: &str, address: &str, timeout: Duration, what: &str) -> Response<ProxyBody> {
-    tracing::warn!(%service, %address, ?timeout, "{what}");
     fail(
         StatusCode::GATEWAY_TIMEOUT,
-        format!("service `{service}` node {address} did not answer within {timeout:?}"),
+        no_answer(service, address, timeout, what),
     )
+}
+
+/// The detail of the 504 for a node that did not answer within `timeout` (by the hyper path and
+/// the express lane alike), logged with `what` it did not do.
+fn no_answer(service: &str, address: &str, timeout: Duration, what: &str) -> String {
+    tracing::warn!(%service, %address, ?timeout, "{what}");
+    format!("service `{service}` node {address} did not answer within {timeout:?}")
+}
+
+/// The detail of the 504 for a node that took no connection within `timeout` (by the hyper
+/// path and the express lane alike), logged.
+fn no_connection(service: &str, address: &str, timeout: Duration) -> String {
+    tracing::warn!(%service, %address, ?timeout, "backend did not take a connection in time");
+    format!("service `{service}` node {address} did not take a connection within {timeout:?}")
 }
 
 /// What a node did not do within the backend timeout.

@@ -54,8 +54,8 @@ use tokio::time::Instant;
 use super::headers::{is_client_forwarded, is_hop_by_hop, is_url_override, Peer};
 use super::host::{path_problem, plain_host};
 use super::{
-    address, says, Proxy, BOTH_FRAMINGS, CLOSED, OTHER_CODING, RESET, SWITCHED, UNREACHABLE,
-    UNREADABLE,
+    address, no_answer, no_connection, says, Proxy, BOTH_FRAMINGS, CLOSED, OTHER_CODING, RESET,
+    SWITCHED, UNREACHABLE, UNREADABLE,
 };
 use crate::api::conn::{later, Exchanges};
 use crate::api::error;
@@ -440,16 +440,10 @@ where
                         continue;
                     }
                     let (status, detail) = match failed {
-                        Open::Late => {
-                            tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not take a connection in time");
-                            (
-                                StatusCode::GATEWAY_TIMEOUT,
-                                format!(
-                                    "service `{service}` node {address} did not take a connection within {:?}",
-                                    config.backend_timeout
-                                ),
-                            )
-                        }
+                        Open::Late => (
+                            StatusCode::GATEWAY_TIMEOUT,
+                            no_connection(service, address, config.backend_timeout),
+                        ),
                         Open::Refused(err) => {
                             tracing::warn!(%service, %address, error = %err, "backend failed");
                             (
@@ -496,11 +490,9 @@ where
         }
         let (status, detail, down) = match failure {
             Failure::Late => {
-                tracing::warn!(%service, %address, timeout = ?config.backend_timeout, "backend did not answer in time");
-                proxy.mark_failed(service, address);
                 let timeout = config.backend_timeout;
-                let detail =
-                    format!("service `{service}` node {address} did not answer within {timeout:?}");
+                let detail = no_answer(service, address, timeout, "backend did not answer in time");
+                proxy.mark_failed(service, address);
                 return answer_error(
                     lane,
                     client,
@@ -956,18 +948,7 @@ fn push_lowercase(out: &mut Vec<u8>, name: &[u8]) {
 
 fn push_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"content-length: ");
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1347,8 +1328,7 @@ async fn answer_error<S: AsyncWrite + Unpin>(
     status: StatusCode,
     detail: &str,
 ) -> bool {
-    let body =
-        rmicro_runtime::errors::Error::new(error::ID, detail, i32::from(status.as_u16())).to_json();
+    let body = error::body(status, detail);
     let close = plan.close || stop.load(Ordering::Relaxed);
     lane.exchanges.responding();
     let out = &mut lane.out;
